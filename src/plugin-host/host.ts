@@ -1,0 +1,236 @@
+import path from 'node:path'
+import { Value } from '@sinclair/typebox/value'
+import { LRUCache } from 'lru-cache'
+import { GatewayError } from '../plugin-sdk/errors.ts'
+import {
+  API_VERSION,
+  type AttemptContext,
+  type FinishedRequest,
+  type Hooks,
+  type Logger,
+  type MaybePromise,
+  type OpenAIChunk,
+  type Plugin,
+  type PluginApi,
+  type Principal,
+  type ProviderAdapter,
+  type RequestContext,
+  type StoreView,
+  type UpstreamRequest,
+} from '../plugin-sdk/types.ts'
+import { registerSdkModule } from './sdk-module.ts'
+
+/** One entry of the `plugins` list in the config. */
+export interface PluginSpec {
+  /** `builtin:<name>`, a path (resolved against the config file's folder), or a plugin object. */
+  use: string | Plugin
+  config?: unknown
+  /** What a failing hook does: `closed` (default) refuses the request with 503, `open` logs and continues. */
+  failureMode?: 'open' | 'closed'
+  /** Upper bound for each async hook call. */
+  timeoutMs?: number
+  /** Overrides the plugin's own priority. */
+  priority?: number
+  enabled?: boolean
+}
+
+interface Bound<F> {
+  plugin: string
+  fn: F
+  failureMode: 'open' | 'closed'
+  timeoutMs: number
+  priority: number
+}
+
+type HookName = keyof Hooks
+const REQUEST_SIDE: HookName[] = ['onRequest', 'onAuth', 'onAccess', 'onRequestBody', 'onUpstreamRequest']
+const DEFAULT_HOOK_TIMEOUT_MS = 10_000
+
+export interface HostOptions {
+  log: Logger
+  store: StoreView
+  builtins: Record<string, Plugin>
+  /** Folder that relative plugin paths resolve against. */
+  baseDir: string
+}
+
+/** Loads plugins, validates their config, orders their hooks and runs them with their failure policy. */
+export class PluginHost {
+  readonly providers = new Map<string, ProviderAdapter>()
+  readonly plugins: { name: string; version: string }[] = []
+  private readonly hooks: { [K in HookName]-?: Bound<NonNullable<Hooks[K]>>[] } = {
+    onRequest: [],
+    onAuth: [],
+    onAccess: [],
+    onRequestBody: [],
+    onUpstreamRequest: [],
+    onResponse: [],
+    onChunk: [],
+    onLog: [],
+  }
+  private readonly closers: (() => MaybePromise<void>)[] = []
+
+  constructor(private readonly options: HostOptions) {}
+
+  get hasChunkHooks() {
+    return this.hooks.onChunk.length > 0
+  }
+  get hasResponseHooks() {
+    return this.hooks.onResponse.length > 0
+  }
+
+  async load(specs: PluginSpec[]) {
+    for (const spec of specs) {
+      if (spec.enabled === false) continue
+      const plugin = await this.resolve(spec.use)
+      await this.register(plugin, spec)
+    }
+    for (const name of Object.keys(this.hooks) as HookName[]) {
+      const list = this.hooks[name] as Bound<unknown>[]
+      // Request side: high priority first. Response side: the reverse, so the outermost plugin sees it last.
+      list.sort((a, b) => (REQUEST_SIDE.includes(name) ? b.priority - a.priority : a.priority - b.priority))
+    }
+  }
+
+  private async resolve(use: string | Plugin): Promise<Plugin> {
+    if (typeof use !== 'string') return use
+    if (use.startsWith('builtin:')) {
+      const plugin = this.options.builtins[use.slice('builtin:'.length)]
+      if (!plugin) throw new Error(`Unknown builtin plugin '${use}'. Known: ${Object.keys(this.options.builtins).join(', ')}`)
+      return plugin
+    }
+    if (!use.startsWith('.') && !path.isAbsolute(use)) {
+      throw new Error(`Plugin '${use}' must be 'builtin:<name>' or a path starting with './', '../' or '/'.`)
+    }
+    registerSdkModule()
+    const file = path.resolve(this.options.baseDir, use)
+    const mod = await import(file)
+    const plugin = mod.default ?? mod.plugin
+    if (!plugin || typeof plugin !== 'object' || typeof plugin.setup !== 'function' || typeof plugin.name !== 'string') {
+      throw new Error(`${file} does not export a plugin (default export of definePlugin({...})).`)
+    }
+    return plugin
+  }
+
+  async register(plugin: Plugin, spec: Omit<PluginSpec, 'use'> = {}) {
+    if (plugin.apiVersion !== API_VERSION) {
+      throw new Error(`Plugin '${plugin.name}' targets plugin API ${plugin.apiVersion}; this Conduit speaks ${API_VERSION}.`)
+    }
+    let config: any = spec.config ?? {}
+    if (plugin.configSchema) {
+      config = Value.Default(plugin.configSchema, structuredClone(config))
+      if (!Value.Check(plugin.configSchema, config)) {
+        const error = Value.Errors(plugin.configSchema, config).First()!
+        throw new Error(`Invalid config for plugin '${plugin.name}' at '${error.path || '/'}': ${error.message}`)
+      }
+    }
+    const log = this.options.log.child({ plugin: plugin.name })
+    const api: PluginApi = {
+      name: plugin.name,
+      config,
+      log,
+      store: this.options.store,
+      cache: <K extends {}, V extends {}>({ max, ttlMs }: { max: number; ttlMs?: number }) =>
+        new LRUCache<K, V>(ttlMs ? { max, ttl: ttlMs } : { max }),
+      registerProvider: (adapter) => {
+        if (this.providers.has(adapter.id)) throw new Error(`Provider type '${adapter.id}' is registered twice (plugin '${plugin.name}').`)
+        this.providers.set(adapter.id, adapter)
+      },
+      onClose: (fn) => this.closers.push(fn),
+    }
+    const hooks = (await plugin.setup(api)) ?? {}
+    const bound = {
+      plugin: plugin.name,
+      failureMode: spec.failureMode ?? 'closed',
+      timeoutMs: spec.timeoutMs ?? DEFAULT_HOOK_TIMEOUT_MS,
+      priority: spec.priority ?? plugin.priority ?? 0,
+    }
+    for (const name of Object.keys(this.hooks) as HookName[]) {
+      const fn = hooks[name]
+      if (typeof fn === 'function') (this.hooks[name] as Bound<unknown>[]).push({ ...bound, fn: fn.bind(hooks) })
+    }
+    this.plugins.push({ name: plugin.name, version: plugin.version })
+  }
+
+  /** Runs one hook call under its plugin's timeout and failure mode. GatewayErrors are deliberate and always propagate. */
+  private async call<R>(hook: Bound<unknown>, log: Logger, invoke: () => MaybePromise<R>): Promise<R | undefined> {
+    try {
+      const result = invoke()
+      if (!(result instanceof Promise)) return result
+      let timer: Timer | undefined
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`hook timed out after ${hook.timeoutMs} ms`)), hook.timeoutMs)
+      })
+      try {
+        return await Promise.race([result, timeout])
+      } finally {
+        clearTimeout(timer)
+      }
+    } catch (error) {
+      if (GatewayError.is(error)) throw error
+      log.error({ plugin: hook.plugin, err: error }, 'plugin hook failed')
+      if (hook.failureMode === 'open') return undefined
+      throw new GatewayError(503, `The '${hook.plugin}' plugin failed; the request was not processed.`, { code: 'plugin_failure' })
+    }
+  }
+
+  /** Request-side phases: the first Response returned ends the request. */
+  async run(phase: 'onRequest' | 'onAccess' | 'onRequestBody', ctx: RequestContext): Promise<Response | undefined> {
+    for (const hook of this.hooks[phase]) {
+      const result = await this.call(hook, ctx.log, () => hook.fn(ctx))
+      if (result instanceof Response) return result
+    }
+    return undefined
+  }
+
+  async authenticate(ctx: RequestContext): Promise<Principal | Response | undefined> {
+    for (const hook of this.hooks.onAuth) {
+      const result = await this.call(hook, ctx.log, () => hook.fn(ctx))
+      if (result) return result
+    }
+    return undefined
+  }
+
+  async upstreamRequest(ctx: AttemptContext, upstream: UpstreamRequest) {
+    for (const hook of this.hooks.onUpstreamRequest) await this.call(hook, ctx.request.log, () => hook.fn(ctx, upstream))
+  }
+
+  async response(ctx: AttemptContext, body: Record<string, any>): Promise<Record<string, any>> {
+    for (const hook of this.hooks.onResponse) {
+      const result = await this.call(hook, ctx.request.log, () => hook.fn(ctx, body))
+      if (result) body = result
+    }
+    return body
+  }
+
+  /** Synchronous: the hot path of a stream. A failing `open` hook is skipped; a `closed` one ends the stream. */
+  chunk(ctx: AttemptContext, chunk: OpenAIChunk): OpenAIChunk | null {
+    for (const hook of this.hooks.onChunk) {
+      try {
+        const result = hook.fn(ctx, chunk)
+        if (result === null) return null
+        if (result) chunk = result
+      } catch (error) {
+        if (GatewayError.is(error) || hook.failureMode === 'closed') throw error
+        ctx.request.log.error({ plugin: hook.plugin, err: error }, 'onChunk hook failed')
+      }
+    }
+    return chunk
+  }
+
+  /** Fire and forget: logging never delays the client, and one failing logger does not stop the others. */
+  log(finished: FinishedRequest) {
+    for (const hook of this.hooks.onLog) {
+      try {
+        const result = hook.fn(finished)
+        if (result instanceof Promise) result.catch((err) => finished.ctx.log.error({ plugin: hook.plugin, err }, 'onLog hook failed'))
+      } catch (err) {
+        finished.ctx.log.error({ plugin: hook.plugin, err }, 'onLog hook failed')
+      }
+    }
+  }
+
+  async close() {
+    for (const fn of this.closers.reverse()) await fn()
+  }
+}

@@ -1,0 +1,13 @@
+/**
+ * @conduit/plugin-sdk — the public API for Conduit plugins.
+ * External plugins import this specifier; the host provides it as a virtual module so plugins share its copy.
+ */
+export { Type as t } from '@sinclair/typebox'
+export type { Static, TSchema } from '@sinclair/typebox'
+export { GatewayError, badRequest, type ErrorBody, type GatewayErrorOptions } from './errors.ts'
+export { openAICompatible, parseOpenAIError, singleChoice, type OpenAICompatibleOptions, type ParamAction, type ParamPolicy } from './openai-compatible.ts'
+export * from './types.ts'
+import type { Plugin } from './types.ts'
+
+/** Identity function that gives plugin authors type inference for their config. */
+export const definePlugin = <C = any>(plugin: Plugin<C>): Plugin<C> => plugin

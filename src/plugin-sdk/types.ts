@@ -1,0 +1,225 @@
+import type { TSchema } from '@sinclair/typebox'
+import type { LRUCache } from 'lru-cache'
+import type { GatewayError } from './errors.ts'
+
+export type MaybePromise<T> = T | Promise<T>
+
+/** Bumped only on a breaking change of this file; the host refuses plugins built for another version. */
+export const API_VERSION = 1 as const
+
+/** The OpenAI surfaces a request can target; `allowed_endpoints` and metrics use these names. */
+export type Endpoint = 'chat' | 'completions' | 'embeddings' | 'models'
+
+/** Subset of pino's logger that plugins may rely on. */
+export interface Logger {
+  debug(obj: unknown, msg?: string): void
+  info(obj: unknown, msg?: string): void
+  warn(obj: unknown, msg?: string): void
+  error(obj: unknown, msg?: string): void
+  child(bindings: Record<string, unknown>): Logger
+}
+
+/** Who is calling: produced by an `onAuth` hook. */
+export interface Principal {
+  keyId: string
+  name: string
+  /** Glob patterns over virtual model names; null allows every model. */
+  allowedModels: string[] | null
+  metadata: Record<string, unknown>
+}
+
+export interface ModelTarget {
+  /** Provider id. */
+  provider: string
+  model: string
+  weight: number
+  priority: number
+}
+
+/** A virtual model: the name clients send, mapped to provider deployments. */
+export interface VirtualModel {
+  id: string
+  name: string
+  targets: ModelTarget[]
+  createdAt: number
+}
+
+/** A configured provider with its secret decrypted; lives only in memory. */
+export interface ProviderConfig {
+  id: string
+  name: string
+  type: string
+  baseURL: string | null
+  apiKey: string | null
+  options: Record<string, unknown>
+}
+
+/** One concrete upstream choice for an attempt. */
+export interface Target {
+  provider: ProviderConfig
+  model: string
+}
+
+export interface Usage {
+  prompt_tokens: number
+  completion_tokens: number
+  total_tokens: number
+  /** True when the upstream never reported usage (aborted stream, silent provider) and we counted. */
+  estimated?: boolean
+}
+
+/** Per-request state shared by every phase. Fields are declared up front; plugins add data under `shared`. */
+export interface RequestContext {
+  readonly id: string
+  readonly endpoint: Endpoint
+  readonly request: Request
+  /** Aborts when the client goes away. */
+  readonly signal: AbortSignal
+  readonly startedAt: number
+  readonly log: Logger
+  principal: Principal | null
+  /** The virtual model the request names, resolved before `onAccess`. */
+  model: VirtualModel | null
+  /** The parsed OpenAI request body; `onRequestBody` hooks may edit or replace it. */
+  body: Record<string, any> | null
+  /** Cross-plugin data; namespace your keys (`'acme.tenant'`). */
+  shared: Record<string, unknown>
+  /** Adds a header to the response, stream or not. */
+  setHeader(name: string, value: string): void
+}
+
+export interface AttemptContext {
+  readonly request: RequestContext
+  readonly target: Target
+  readonly attempt: number
+  /** Records a request field the provider cannot carry and we dropped; surfaced in `x-conduit-dropped-params`. */
+  dropParam(name: string): void
+}
+
+export interface UpstreamRequest {
+  url: string
+  method?: string
+  headers: Record<string, string>
+  body?: string | Uint8Array
+}
+
+/** One server-sent event, already decoded by the core. */
+export interface SseEvent {
+  event: string | null
+  data: string
+}
+
+/** OpenAI `chat.completion.chunk` (and `text_completion` chunk) objects, as plain JSON. */
+export type OpenAIChunk = Record<string, any>
+
+export interface EndpointAdapter {
+  /**
+   * The upstream already speaks OpenAI's format for this endpoint: the core forwards its bytes and only
+   * rewrites the `model` field. Translating adapters leave this off and implement the parse methods.
+   */
+  passthrough?: boolean
+  buildRequest(body: Record<string, any>, ctx: AttemptContext): MaybePromise<UpstreamRequest>
+  /** Translate a successful upstream JSON body to the OpenAI response object. */
+  parseResponse?(body: any, ctx: AttemptContext): Record<string, any>
+  /** Map an upstream error body (already JSON-parsed when possible) to our envelope. */
+  parseError?(status: number, body: unknown, headers: Headers): GatewayError
+  /** Fresh per stream: turns upstream events into OpenAI chunks; per-stream state lives in the closure. */
+  createStreamParser?(ctx: AttemptContext): (event: SseEvent) => OpenAIChunk[] | null
+}
+
+export interface ProviderAdapter {
+  /** The provider `type` an admin selects: `openai`, `groq`, `anthropic`, … */
+  id: string
+  defaultBaseURL?: string
+  chat?: EndpointAdapter
+  completions?: EndpointAdapter
+  embeddings?: EndpointAdapter
+}
+
+export interface FinishedRequest {
+  ctx: RequestContext
+  status: number
+  error: GatewayError | null
+  /** The client went away before the response ended. */
+  aborted: boolean
+  stream: boolean
+  usage: Usage | null
+  target: Target | null
+  attempts: number
+  durationMs: number
+  /** Time to the first byte sent to the client. */
+  firstByteMs: number | null
+}
+
+/** Hooks run in phase order. Returning nothing continues; throwing `GatewayError` or returning a Response ends the request. */
+export interface Hooks {
+  /** Headers only; before authentication and before the body is read. */
+  onRequest?(ctx: RequestContext): MaybePromise<void | Response>
+  /** Return a principal to authenticate the request; the first principal wins. */
+  onAuth?(ctx: RequestContext): MaybePromise<void | Principal | Response>
+  /** Policy: allowed models, limits. `ctx.body` and `ctx.model` are set. */
+  onAccess?(ctx: RequestContext): MaybePromise<void | Response>
+  /** Guardrails and rewrites of `ctx.body`. */
+  onRequestBody?(ctx: RequestContext): MaybePromise<void | Response>
+  /** Per attempt, after the adapter built the upstream request. */
+  onUpstreamRequest?(ctx: AttemptContext, upstream: UpstreamRequest): MaybePromise<void>
+  /** Non-streaming OpenAI-shaped response body, before it is sent. Returning an object replaces it. */
+  onResponse?(ctx: AttemptContext, body: Record<string, any>): MaybePromise<void | Record<string, any>>
+  /**
+   * Streaming, synchronous and on the hot path: return a replacement chunk, null to drop it, or nothing.
+   * Registering this hook makes the core parse every chunk instead of forwarding bytes.
+   */
+  onChunk?(ctx: AttemptContext, chunk: OpenAIChunk): void | null | OpenAIChunk
+  /** Always fires once per request, after the last byte, an abort or an early refusal. Never delays the client. */
+  onLog?(finished: FinishedRequest): MaybePromise<void>
+}
+
+export interface CacheOptions {
+  max: number
+  ttlMs?: number
+}
+
+/** The read side of Conduit's store that plugins may use. */
+export interface StoreView {
+  findKeyByHash(hash: string): Promise<StoredKey | null>
+  /** Called after any admin change; `kind` says which table changed. */
+  onChange(listener: (change: StoreChange) => void): () => void
+}
+
+export interface StoredKey {
+  id: string
+  name: string
+  enabled: boolean
+  expiresAt: number | null
+  allowedModels: string[] | null
+  metadata: Record<string, unknown>
+}
+
+export interface StoreChange {
+  kind: 'key' | 'provider' | 'model'
+  id: string
+}
+
+export interface PluginApi<C = any> {
+  readonly name: string
+  readonly config: C
+  readonly log: Logger
+  readonly store: StoreView
+  /** A bounded in-process cache, private to this plugin instance. */
+  cache<K extends {}, V extends {}>(options: CacheOptions): LRUCache<K, V>
+  registerProvider(adapter: ProviderAdapter): void
+  onClose(fn: () => MaybePromise<void>): void
+}
+
+export interface Plugin<C = any> {
+  /** Unique, kebab-case or npm-scoped. */
+  name: string
+  version: string
+  apiVersion: typeof API_VERSION
+  /** Request-side hooks run by descending priority; response-side in reverse. Default 0. */
+  priority?: number
+  /** TypeBox schema of the instance config; defaults are applied before `setup`. */
+  configSchema?: TSchema
+  /** Once per configured instance. */
+  setup(api: PluginApi<C>): MaybePromise<Hooks | void>
+}
