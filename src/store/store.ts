@@ -1,0 +1,233 @@
+import { mkdirSync } from 'node:fs'
+import path from 'node:path'
+import { SQL } from 'bun'
+import type { ModelTarget, StoreChange, StoreView, StoredKey, VirtualModel } from '../plugin-sdk/types.ts'
+import { MIGRATIONS } from './migrations.ts'
+
+/*
+ * One store module for both engines: Bun.SQL speaks SQLite (embedded default) and PostgreSQL
+ * (DATABASE_URL). Queries stay in the portable subset: TEXT, BIGINT epoch-milliseconds, INTEGER booleans,
+ * JSON as TEXT.
+ */
+
+export interface ProviderRow {
+  id: string
+  name: string
+  type: string
+  baseURL: string | null
+  /** Sealed by SecretBox; never leaves the process in plaintext except to the upstream. */
+  apiKeySecret: string | null
+  apiKeyLast4: string | null
+  options: Record<string, unknown>
+  createdAt: number
+  updatedAt: number
+}
+
+export interface KeyRow extends StoredKey {
+  keyPrefix: string
+  keyLast4: string
+  createdAt: number
+  updatedAt: number
+}
+
+export interface ModelRow extends VirtualModel {
+  updatedAt: number
+}
+
+const json = (value: unknown) => (value === undefined || value === null ? null : JSON.stringify(value))
+const parse = <T>(value: unknown, fallback: T): T => (typeof value === 'string' ? (JSON.parse(value) as T) : fallback)
+const num = (value: unknown) => (value === null || value === undefined ? null : Number(value))
+
+const toProvider = (r: any): ProviderRow => ({
+  id: r.id,
+  name: r.name,
+  type: r.type,
+  baseURL: r.base_url,
+  apiKeySecret: r.api_key_secret,
+  apiKeyLast4: r.api_key_last4,
+  options: parse(r.options, {}),
+  createdAt: Number(r.created_at),
+  updatedAt: Number(r.updated_at),
+})
+const toModel = (r: any): ModelRow => ({
+  id: r.id,
+  name: r.name,
+  targets: parse<ModelTarget[]>(r.targets, []),
+  createdAt: Number(r.created_at),
+  updatedAt: Number(r.updated_at),
+})
+const toKey = (r: any): KeyRow => ({
+  id: r.id,
+  name: r.name,
+  enabled: Number(r.enabled) === 1,
+  expiresAt: num(r.expires_at),
+  allowedModels: parse<string[] | null>(r.allowed_models, null),
+  metadata: parse(r.metadata, {}),
+  keyPrefix: r.key_prefix,
+  keyLast4: r.key_last4,
+  createdAt: Number(r.created_at),
+  updatedAt: Number(r.updated_at),
+})
+
+export class Store implements StoreView {
+  private readonly listeners = new Set<(change: StoreChange) => void>()
+
+  private constructor(
+    readonly sql: SQL,
+    readonly engine: 'sqlite' | 'postgres',
+  ) {}
+
+  /** `DATABASE_URL` (postgres://…) when given, otherwise `<dataDir>/conduit.sqlite`. */
+  static async open(options: { dataDir: string; databaseURL?: string }): Promise<Store> {
+    let store: Store
+    if (options.databaseURL && /^postgres(ql)?:/.test(options.databaseURL)) {
+      store = new Store(new SQL(options.databaseURL), 'postgres')
+    } else {
+      mkdirSync(options.dataDir, { recursive: true })
+      const file = path.resolve(options.dataDir, 'conduit.sqlite')
+      store = new Store(new SQL({ adapter: 'sqlite', filename: file }), 'sqlite')
+      await store.sql`PRAGMA journal_mode = WAL`
+      await store.sql`PRAGMA busy_timeout = 5000`
+    }
+    await store.migrate()
+    return store
+  }
+
+  private async migrate() {
+    await this.sql`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`
+    const done = new Set((await this.sql`SELECT version FROM schema_migrations`).map((r: any) => Number(r.version)))
+    for (const migration of MIGRATIONS) {
+      if (done.has(migration.version)) continue
+      await this.sql.begin(async (tx) => {
+        for (const statement of migration.statements) await tx.unsafe(statement)
+        await tx`INSERT INTO schema_migrations (version, applied_at) VALUES (${migration.version}, ${Date.now()})`
+      })
+    }
+  }
+
+  onChange(listener: (change: StoreChange) => void) {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  private changed(kind: StoreChange['kind'], id: string) {
+    for (const listener of this.listeners) listener({ kind, id })
+  }
+
+  async close() {
+    await this.sql.close()
+  }
+
+  // Settings -------------------------------------------------------------------------------------------
+
+  async getSetting(name: string): Promise<string | null> {
+    const [row] = await this.sql`SELECT value FROM settings WHERE name = ${name}`
+    return row ? row.value : null
+  }
+
+  async setSetting(name: string, value: string) {
+    await this.sql`INSERT INTO settings (name, value) VALUES (${name}, ${value})
+      ON CONFLICT (name) DO UPDATE SET value = excluded.value`
+  }
+
+  // Providers ------------------------------------------------------------------------------------------
+
+  async listProviders(): Promise<ProviderRow[]> {
+    return (await this.sql`SELECT * FROM providers ORDER BY created_at, id`).map(toProvider)
+  }
+
+  /** By id or by name. */
+  async getProvider(ref: string): Promise<ProviderRow | null> {
+    const [row] = await this.sql`SELECT * FROM providers WHERE id = ${ref} OR name = ${ref}`
+    return row ? toProvider(row) : null
+  }
+
+  async insertProvider(p: Omit<ProviderRow, 'createdAt' | 'updatedAt'>): Promise<ProviderRow> {
+    const now = Date.now()
+    await this.sql`INSERT INTO providers (id, name, type, base_url, api_key_secret, api_key_last4, options, created_at, updated_at)
+      VALUES (${p.id}, ${p.name}, ${p.type}, ${p.baseURL}, ${p.apiKeySecret}, ${p.apiKeyLast4}, ${json(p.options)}, ${now}, ${now})`
+    this.changed('provider', p.id)
+    return { ...p, createdAt: now, updatedAt: now }
+  }
+
+  async updateProvider(p: ProviderRow): Promise<ProviderRow> {
+    const now = Date.now()
+    await this.sql`UPDATE providers SET name = ${p.name}, type = ${p.type}, base_url = ${p.baseURL}, api_key_secret = ${p.apiKeySecret},
+      api_key_last4 = ${p.apiKeyLast4}, options = ${json(p.options)}, updated_at = ${now} WHERE id = ${p.id}`
+    this.changed('provider', p.id)
+    return { ...p, updatedAt: now }
+  }
+
+  async deleteProvider(id: string) {
+    await this.sql`DELETE FROM providers WHERE id = ${id}`
+    this.changed('provider', id)
+  }
+
+  // Models ---------------------------------------------------------------------------------------------
+
+  async listModels(): Promise<ModelRow[]> {
+    return (await this.sql`SELECT * FROM models ORDER BY created_at, id`).map(toModel)
+  }
+
+  async getModel(ref: string): Promise<ModelRow | null> {
+    const [row] = await this.sql`SELECT * FROM models WHERE id = ${ref} OR name = ${ref}`
+    return row ? toModel(row) : null
+  }
+
+  async insertModel(m: Omit<ModelRow, 'createdAt' | 'updatedAt'>): Promise<ModelRow> {
+    const now = Date.now()
+    await this.sql`INSERT INTO models (id, name, targets, created_at, updated_at) VALUES (${m.id}, ${m.name}, ${json(m.targets)}, ${now}, ${now})`
+    this.changed('model', m.id)
+    return { ...m, createdAt: now, updatedAt: now }
+  }
+
+  async updateModel(m: ModelRow): Promise<ModelRow> {
+    const now = Date.now()
+    await this.sql`UPDATE models SET name = ${m.name}, targets = ${json(m.targets)}, updated_at = ${now} WHERE id = ${m.id}`
+    this.changed('model', m.id)
+    return { ...m, updatedAt: now }
+  }
+
+  async deleteModel(id: string) {
+    await this.sql`DELETE FROM models WHERE id = ${id}`
+    this.changed('model', id)
+  }
+
+  // Virtual keys ---------------------------------------------------------------------------------------
+
+  async listKeys(): Promise<KeyRow[]> {
+    return (await this.sql`SELECT * FROM virtual_keys ORDER BY created_at, id`).map(toKey)
+  }
+
+  async getKey(ref: string): Promise<KeyRow | null> {
+    const [row] = await this.sql`SELECT * FROM virtual_keys WHERE id = ${ref} OR name = ${ref}`
+    return row ? toKey(row) : null
+  }
+
+  async findKeyByHash(hash: string): Promise<KeyRow | null> {
+    const [row] = await this.sql`SELECT * FROM virtual_keys WHERE key_hash = ${hash}`
+    return row ? toKey(row) : null
+  }
+
+  async insertKey(k: Omit<KeyRow, 'createdAt' | 'updatedAt'>, keyHash: string): Promise<KeyRow> {
+    const now = Date.now()
+    await this.sql`INSERT INTO virtual_keys (id, name, key_hash, key_prefix, key_last4, allowed_models, expires_at, enabled, metadata, created_at, updated_at)
+      VALUES (${k.id}, ${k.name}, ${keyHash}, ${k.keyPrefix}, ${k.keyLast4}, ${json(k.allowedModels)}, ${k.expiresAt}, ${k.enabled ? 1 : 0},
+        ${json(k.metadata)}, ${now}, ${now})`
+    this.changed('key', k.id)
+    return { ...k, createdAt: now, updatedAt: now }
+  }
+
+  async updateKey(k: KeyRow): Promise<KeyRow> {
+    const now = Date.now()
+    await this.sql`UPDATE virtual_keys SET name = ${k.name}, allowed_models = ${json(k.allowedModels)}, expires_at = ${k.expiresAt},
+      enabled = ${k.enabled ? 1 : 0}, metadata = ${json(k.metadata)}, updated_at = ${now} WHERE id = ${k.id}`
+    this.changed('key', k.id)
+    return { ...k, updatedAt: now }
+  }
+
+  async deleteKey(id: string) {
+    await this.sql`DELETE FROM virtual_keys WHERE id = ${id}`
+    this.changed('key', id)
+  }
+}
