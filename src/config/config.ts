@@ -1,0 +1,117 @@
+import path from 'node:path'
+import { Type as t, type Static } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+import { ConfigKeyInput, ModelInput, ProviderInput } from '../core/admin.ts'
+import type { PluginSpec } from '../plugin-host/host.ts'
+
+/** The optional declarative file (`--config conduit.yaml` or CONDUIT_CONFIG). Every section is optional. */
+const FileSchema = t.Object(
+  {
+    server: t.Optional(
+      t.Object({
+        port: t.Optional(t.Integer({ minimum: 0, maximum: 65535 })),
+        host: t.Optional(t.String()),
+        max_body_bytes: t.Optional(t.Integer({ minimum: 1024 })),
+        idle_timeout_s: t.Optional(t.Integer({ minimum: 1, maximum: 255 })),
+      }),
+    ),
+    timeouts: t.Optional(t.Object({ first_byte_ms: t.Optional(t.Integer({ minimum: 1 })), idle_ms: t.Optional(t.Integer({ minimum: 1 })) })),
+    plugins: t.Optional(
+      t.Array(
+        t.Object({
+          use: t.String({ minLength: 1 }),
+          config: t.Optional(t.Unknown()),
+          failure_mode: t.Optional(t.Union([t.Literal('open'), t.Literal('closed')])),
+          timeout_ms: t.Optional(t.Integer({ minimum: 1 })),
+          priority: t.Optional(t.Integer()),
+          enabled: t.Optional(t.Boolean()),
+        }),
+      ),
+    ),
+    providers: t.Optional(t.Array(ProviderInput)),
+    models: t.Optional(t.Array(ModelInput)),
+    keys: t.Optional(t.Array(ConfigKeyInput)),
+  },
+  { additionalProperties: false },
+)
+export type ConfigFile = Static<typeof FileSchema>
+
+export interface GatewayConfig {
+  port: number
+  hostname: string
+  dataDir: string
+  databaseURL?: string
+  masterKey?: string
+  encryptionKey?: string
+  maxBodyBytes: number
+  idleTimeoutSec: number
+  timeouts: { firstByteMs: number; idleMs: number }
+  plugins: PluginSpec[]
+  /** Folder that relative plugin paths resolve against. */
+  configDir: string
+  /** Entities applied idempotently at start. */
+  seed: Pick<ConfigFile, 'providers' | 'models' | 'keys'>
+}
+
+/** `${NAME}` → the environment variable; an unset variable is an error, not an empty secret. */
+export function expandEnv(value: unknown, env: Record<string, string | undefined>, where = ''): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
+      const found = env[name]
+      if (found === undefined) throw new Error(`Config${where ? ` at ${where}` : ''} references \${${name}}, which is not set.`)
+      return found
+    })
+  }
+  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, env, `${where}[${i}]`))
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandEnv(v, env, where ? `${where}.${k}` : k)]))
+  }
+  return value
+}
+
+export async function parseConfigFile(file: string, env: Record<string, string | undefined>): Promise<ConfigFile> {
+  const text = await Bun.file(file).text()
+  const raw = file.endsWith('.json') ? JSON.parse(text) : Bun.YAML.parse(text)
+  const expanded = expandEnv(raw ?? {}, env)
+  if (!Value.Check(FileSchema, expanded)) {
+    const error = Value.Errors(FileSchema, expanded).First()!
+    throw new Error(`Invalid config ${file} at '${error.path || '/'}': ${error.message}`)
+  }
+  return expanded
+}
+
+/** CLI flags beat the environment, which beats the file, which beats the embedded defaults. */
+export async function loadConfig(argv: string[], env: Record<string, string | undefined>): Promise<GatewayConfig> {
+  const flag = (name: string) => {
+    const i = argv.indexOf(`--${name}`)
+    if (i !== -1) return argv[i + 1]
+    return argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
+  }
+  const configPath = flag('config') ?? env.CONDUIT_CONFIG
+  const file: ConfigFile = configPath ? await parseConfigFile(path.resolve(configPath), env) : {}
+  const number = (value: string | undefined) => (value === undefined || value === '' ? undefined : Number(value))
+  return {
+    port: number(flag('port') ?? env.PORT) ?? file.server?.port ?? 5000,
+    hostname: flag('host') ?? env.HOST ?? file.server?.host ?? '0.0.0.0',
+    dataDir: path.resolve(flag('data-dir') ?? env.CONDUIT_DATA_DIR ?? './data'),
+    databaseURL: env.DATABASE_URL || undefined,
+    masterKey: env.CONDUIT_MASTER_KEY || undefined,
+    encryptionKey: env.CONDUIT_ENCRYPTION_KEY || undefined,
+    maxBodyBytes: number(env.CONDUIT_MAX_BODY_BYTES) ?? file.server?.max_body_bytes ?? 10 * 1024 * 1024,
+    idleTimeoutSec: file.server?.idle_timeout_s ?? 30,
+    timeouts: {
+      firstByteMs: file.timeouts?.first_byte_ms ?? 300_000,
+      idleMs: file.timeouts?.idle_ms ?? 120_000,
+    },
+    plugins: (file.plugins ?? []).map((p) => ({
+      use: p.use,
+      config: p.config,
+      failureMode: p.failure_mode,
+      timeoutMs: p.timeout_ms,
+      priority: p.priority,
+      enabled: p.enabled,
+    })),
+    configDir: configPath ? path.dirname(path.resolve(configPath)) : process.cwd(),
+    seed: { providers: file.providers, models: file.models, keys: file.keys },
+  }
+}

@@ -1,0 +1,269 @@
+import { randomBytes } from 'node:crypto'
+import { Type as t, type Static } from '@sinclair/typebox'
+import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
+import { displayPrefix, generateVirtualKey, isWellFormedKey, lastFour, sha256, type SecretBox } from '../store/crypto.ts'
+import type { KeyRow, ModelRow, ProviderRow, Store } from '../store/store.ts'
+
+/*
+ * The admin contract (/admin/v1). Schemas are TypeBox so the HTTP layer validates with them and the config
+ * file is checked against the very same shapes. Later capabilities add fields; none are renamed.
+ */
+const Name = t.String({ minLength: 1, maxLength: 128 })
+const Metadata = t.Record(t.String(), t.Unknown())
+
+export const ProviderInput = t.Object({
+  name: Name,
+  type: t.String({ minLength: 1 }),
+  base_url: t.Optional(t.Union([t.Null(), t.String({ pattern: '^https?://' })])),
+  api_key: t.Optional(t.Union([t.Null(), t.String({ minLength: 1 })])),
+  options: t.Optional(Metadata),
+})
+export const ProviderPatch = t.Partial(ProviderInput)
+
+const TargetInput = t.Object({
+  provider: t.String({ minLength: 1 }),
+  model: t.String({ minLength: 1 }),
+  weight: t.Optional(t.Number({ minimum: 0 })),
+  priority: t.Optional(t.Integer()),
+})
+export const ModelInput = t.Object({ name: Name, targets: t.Array(TargetInput, { minItems: 1 }) })
+export const ModelPatch = t.Partial(ModelInput)
+
+/** ISO 8601 string or unix seconds. */
+const Expiry = t.Union([t.Null(), t.String({ format: 'date-time' }), t.Integer({ minimum: 0 })])
+export const KeyInput = t.Object({
+  name: Name,
+  allowed_models: t.Optional(t.Union([t.Null(), t.Array(t.String({ minLength: 1 }))])),
+  expires_at: t.Optional(Expiry),
+  enabled: t.Optional(t.Boolean()),
+  metadata: t.Optional(Metadata),
+})
+export const KeyPatch = t.Partial(KeyInput)
+/** The config file may pin a key's plaintext (usually `${ENV_VAR}`) so deployments are reproducible. */
+export const ConfigKeyInput = t.Composite([KeyInput, t.Object({ key: t.Optional(t.String()) })])
+
+type ProviderInputT = Static<typeof ProviderInput>
+type ModelInputT = Static<typeof ModelInput>
+type KeyInputT = Static<typeof KeyInput>
+
+const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString('base64url')}`
+const seconds = (ms: number | null) => (ms === null ? null : Math.floor(ms / 1000))
+const notFound = (what: string, ref: string) => new GatewayError(404, `No ${what} '${ref}'.`, { code: 'not_found' })
+const conflict = (message: string) => new GatewayError(409, message, { code: 'conflict' })
+
+function parseExpiry(value: string | number | null | undefined): number | null {
+  if (value === undefined || value === null) return null
+  const ms = typeof value === 'number' ? value * 1000 : Date.parse(value)
+  if (!Number.isFinite(ms)) throw badRequest('expires_at must be an ISO 8601 date-time or unix seconds.', 'expires_at')
+  return ms
+}
+
+export class AdminService {
+  constructor(
+    private readonly store: Store,
+    private readonly secrets: SecretBox,
+    /** Provider types some plugin registered. */
+    private readonly providerTypes: () => Iterable<string>,
+  ) {}
+
+  // Views: what the API returns. Secrets never appear; providers show the key's last four characters.
+
+  providerView = (p: ProviderRow) => ({
+    id: p.id,
+    object: 'provider',
+    name: p.name,
+    type: p.type,
+    base_url: p.baseURL,
+    api_key_last4: p.apiKeyLast4,
+    options: p.options,
+    created_at: seconds(p.createdAt),
+    updated_at: seconds(p.updatedAt),
+  })
+
+  modelView = (m: ModelRow) => ({
+    id: m.id,
+    object: 'model_mapping',
+    name: m.name,
+    targets: m.targets,
+    created_at: seconds(m.createdAt),
+    updated_at: seconds(m.updatedAt),
+  })
+
+  keyView = (k: KeyRow) => ({
+    id: k.id,
+    object: 'virtual_key',
+    name: k.name,
+    key_prefix: k.keyPrefix,
+    key_last4: k.keyLast4,
+    allowed_models: k.allowedModels,
+    expires_at: seconds(k.expiresAt),
+    enabled: k.enabled,
+    metadata: k.metadata,
+    created_at: seconds(k.createdAt),
+    updated_at: seconds(k.updatedAt),
+  })
+
+  // Providers ------------------------------------------------------------------------------------------
+
+  private checkType(type: string) {
+    const known = [...this.providerTypes()]
+    if (!known.includes(type)) throw badRequest(`Unknown provider type '${type}'. Known types: ${known.sort().join(', ')}.`, 'type')
+  }
+
+  private async uniqueName(kind: 'provider' | 'model', name: string, selfId?: string) {
+    const existing = kind === 'provider' ? await this.store.getProvider(name) : await this.store.getModel(name)
+    if (existing && existing.id !== selfId) throw conflict(`A ${kind} named '${name}' already exists.`)
+  }
+
+  private seal(id: string, apiKey: string | null | undefined) {
+    if (!apiKey) return { apiKeySecret: null, apiKeyLast4: null }
+    return { apiKeySecret: this.secrets.encrypt(apiKey, `provider:${id}`), apiKeyLast4: lastFour(apiKey) }
+  }
+
+  async createProvider(input: ProviderInputT) {
+    this.checkType(input.type)
+    await this.uniqueName('provider', input.name)
+    const id = newId('prov')
+    const row = await this.store.insertProvider({
+      id,
+      name: input.name,
+      type: input.type,
+      baseURL: input.base_url ?? null,
+      ...this.seal(id, input.api_key),
+      options: input.options ?? {},
+    })
+    return this.providerView(row)
+  }
+
+  async listProviders() {
+    return { object: 'list', data: (await this.store.listProviders()).map(this.providerView) }
+  }
+
+  async getProvider(ref: string) {
+    const row = await this.store.getProvider(ref)
+    if (!row) throw notFound('provider', ref)
+    return row
+  }
+
+  async updateProvider(ref: string, patch: Partial<ProviderInputT>) {
+    const row = await this.getProvider(ref)
+    if (patch.type !== undefined) this.checkType(patch.type)
+    if (patch.name !== undefined) await this.uniqueName('provider', patch.name, row.id)
+    const next: ProviderRow = {
+      ...row,
+      name: patch.name ?? row.name,
+      type: patch.type ?? row.type,
+      baseURL: patch.base_url === undefined ? row.baseURL : patch.base_url,
+      options: patch.options ?? row.options,
+      ...(patch.api_key === undefined ? {} : this.seal(row.id, patch.api_key)),
+    }
+    return this.providerView(await this.store.updateProvider(next))
+  }
+
+  async deleteProvider(ref: string) {
+    const row = await this.getProvider(ref)
+    const users = (await this.store.listModels()).filter((m) => m.targets.some((t) => t.provider === row.id))
+    if (users.length > 0) {
+      throw conflict(`Provider '${row.name}' is used by the models ${users.map((m) => `'${m.name}'`).join(', ')}; change them first.`)
+    }
+    await this.store.deleteProvider(row.id)
+    return { id: row.id, object: 'provider', deleted: true }
+  }
+
+  // Models ---------------------------------------------------------------------------------------------
+
+  /** Targets may name providers by id or name; we store ids so renaming a provider never breaks a model. */
+  private async resolveTargets(targets: ModelInputT['targets']) {
+    return Promise.all(
+      targets.map(async (target, i) => {
+        const provider = await this.store.getProvider(target.provider)
+        if (!provider) throw badRequest(`Unknown provider '${target.provider}'.`, `targets[${i}].provider`)
+        return { provider: provider.id, model: target.model, weight: target.weight ?? 1, priority: target.priority ?? 0 }
+      }),
+    )
+  }
+
+  async createModel(input: ModelInputT) {
+    await this.uniqueName('model', input.name)
+    const row = await this.store.insertModel({ id: newId('model'), name: input.name, targets: await this.resolveTargets(input.targets) })
+    return this.modelView(row)
+  }
+
+  async listModels() {
+    return { object: 'list', data: (await this.store.listModels()).map(this.modelView) }
+  }
+
+  async getModel(ref: string) {
+    const row = await this.store.getModel(ref)
+    if (!row) throw notFound('model', ref)
+    return row
+  }
+
+  async updateModel(ref: string, patch: Partial<ModelInputT>) {
+    const row = await this.getModel(ref)
+    if (patch.name !== undefined) await this.uniqueName('model', patch.name, row.id)
+    const next: ModelRow = {
+      ...row,
+      name: patch.name ?? row.name,
+      targets: patch.targets ? await this.resolveTargets(patch.targets) : row.targets,
+    }
+    return this.modelView(await this.store.updateModel(next))
+  }
+
+  async deleteModel(ref: string) {
+    const row = await this.getModel(ref)
+    await this.store.deleteModel(row.id)
+    return { id: row.id, object: 'model_mapping', deleted: true }
+  }
+
+  // Virtual keys ---------------------------------------------------------------------------------------
+
+  /** The only response that carries the plaintext key. */
+  async createKey(input: KeyInputT, plaintext?: string) {
+    const key = plaintext ?? generateVirtualKey()
+    if (!isWellFormedKey(key)) throw badRequest('A configured key must be a well-formed condt_ key.', 'key')
+    const row = await this.store.insertKey(
+      {
+        id: newId('key'),
+        name: input.name,
+        enabled: input.enabled ?? true,
+        expiresAt: parseExpiry(input.expires_at),
+        allowedModels: input.allowed_models ?? null,
+        metadata: input.metadata ?? {},
+        keyPrefix: displayPrefix(key),
+        keyLast4: lastFour(key),
+      },
+      sha256(key),
+    )
+    return { ...this.keyView(row), key }
+  }
+
+  async listKeys() {
+    return { object: 'list', data: (await this.store.listKeys()).map(this.keyView) }
+  }
+
+  async getKey(ref: string) {
+    const row = await this.store.getKey(ref)
+    if (!row) throw notFound('key', ref)
+    return row
+  }
+
+  async updateKey(ref: string, patch: Partial<KeyInputT>) {
+    const row = await this.getKey(ref)
+    const next: KeyRow = {
+      ...row,
+      name: patch.name ?? row.name,
+      enabled: patch.enabled ?? row.enabled,
+      expiresAt: patch.expires_at === undefined ? row.expiresAt : parseExpiry(patch.expires_at),
+      allowedModels: patch.allowed_models === undefined ? row.allowedModels : patch.allowed_models,
+      metadata: patch.metadata ?? row.metadata,
+    }
+    return this.keyView(await this.store.updateKey(next))
+  }
+
+  async deleteKey(ref: string) {
+    const row = await this.getKey(ref)
+    await this.store.deleteKey(row.id)
+    return { id: row.id, object: 'virtual_key', deleted: true }
+  }
+}

@@ -1,0 +1,80 @@
+import type { ProviderConfig, Target, VirtualModel } from '../plugin-sdk/types.ts'
+import type { SecretBox } from '../store/crypto.ts'
+import type { Store } from '../store/store.ts'
+
+/**
+ * Models and providers, held in memory with secrets decrypted (both tables are small and read on every
+ * request). Any admin change marks the catalog stale; the next request reloads it before routing, so a
+ * change takes effect on the very next request.
+ */
+export class Catalog {
+  private models = new Map<string, VirtualModel>()
+  private providers = new Map<string, ProviderConfig>()
+  private stale = true
+  private loading: Promise<void> | null = null
+
+  constructor(
+    private readonly store: Store,
+    private readonly secrets: SecretBox,
+  ) {
+    store.onChange((change) => {
+      if (change.kind !== 'key') this.stale = true
+    })
+  }
+
+  /** Resolves immediately unless an admin change is pending. */
+  ready(): Promise<void> | undefined {
+    if (!this.stale) return undefined
+    return (this.loading ??= this.reload().finally(() => (this.loading = null)))
+  }
+
+  private async reload() {
+    this.stale = false
+    const [models, providers] = await Promise.all([this.store.listModels(), this.store.listProviders()])
+    const providerMap = new Map<string, ProviderConfig>()
+    for (const p of providers) {
+      providerMap.set(p.id, {
+        id: p.id,
+        name: p.name,
+        type: p.type,
+        baseURL: p.baseURL,
+        apiKey: p.apiKeySecret ? this.secrets.decrypt(p.apiKeySecret, `provider:${p.id}`) : null,
+        options: p.options,
+      })
+    }
+    this.providers = providerMap
+    this.models = new Map(models.map((m) => [m.name, m]))
+  }
+
+  model(name: string): VirtualModel | undefined {
+    return this.models.get(name)
+  }
+
+  allModels(): IterableIterator<VirtualModel> {
+    return this.models.values()
+  }
+
+  provider(id: string): ProviderConfig | undefined {
+    return this.providers.get(id)
+  }
+
+  /**
+   * Attempt order for a virtual model: tiers by descending priority; inside a tier, a weighted random
+   * order. Targets whose provider vanished are skipped.
+   */
+  plan(model: VirtualModel): Target[] {
+    const tiers = new Map<number, { target: Target; key: number }[]>()
+    for (const t of model.targets) {
+      const provider = this.providers.get(t.provider)
+      if (!provider) continue
+      // Weighted shuffle (Efraimidis–Spirakis): sort by u^(1/w) descending.
+      const key = Math.random() ** (1 / Math.max(t.weight, 1e-9))
+      const tier = tiers.get(t.priority) ?? []
+      tier.push({ target: { provider, model: t.model }, key })
+      tiers.set(t.priority, tier)
+    }
+    return [...tiers.entries()]
+      .sort(([a], [b]) => b - a)
+      .flatMap(([, tier]) => (tier.length === 1 ? tier : tier.sort((a, b) => b.key - a.key)).map((e) => e.target))
+  }
+}

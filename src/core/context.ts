@@ -1,0 +1,74 @@
+import type { AttemptContext, Endpoint, FinishedRequest, Logger, Principal, RequestContext, Target, Usage, VirtualModel } from '../plugin-sdk/types.ts'
+import type { GatewayError } from '../plugin-sdk/errors.ts'
+
+let sequence = 0
+const instance = Math.random().toString(36).slice(2, 8)
+/** Unique per process without a syscall: instance prefix + time + counter. */
+export const newRequestId = () => `req_${instance}${Date.now().toString(36)}${(sequence++).toString(36)}`
+
+export class RequestCtx implements RequestContext {
+  readonly id = newRequestId()
+  readonly startedAt = performance.now()
+  readonly signal: AbortSignal
+  readonly log: Logger
+  principal: Principal | null = null
+  model: VirtualModel | null = null
+  body: Record<string, any> | null = null
+  shared: Record<string, unknown> = {}
+  /** Response headers added by plugins and the core. */
+  readonly headers: Record<string, string> = {}
+
+  // What onLog reports; filled in as the request progresses.
+  status = 0
+  error: GatewayError | null = null
+  usage: Usage | null = null
+  target: Target | null = null
+  attempts = 0
+  stream = false
+  firstByteMs: number | null = null
+  private logged = false
+
+  constructor(
+    readonly endpoint: Endpoint,
+    readonly request: Request,
+    log: Logger,
+  ) {
+    this.signal = request.signal
+    this.log = log
+  }
+
+  setHeader(name: string, value: string) {
+    this.headers[name.toLowerCase()] = value
+  }
+
+  /** Called exactly once per request; returns the record for onLog or null when already finished. */
+  finish(aborted: boolean): FinishedRequest | null {
+    if (this.logged) return null
+    this.logged = true
+    return {
+      ctx: this,
+      status: this.status,
+      error: this.error,
+      aborted,
+      stream: this.stream,
+      usage: this.usage,
+      target: this.target,
+      attempts: this.attempts,
+      durationMs: performance.now() - this.startedAt,
+      firstByteMs: this.firstByteMs,
+    }
+  }
+}
+
+export class Attempt implements AttemptContext {
+  readonly dropped: string[] = []
+  constructor(
+    readonly request: RequestCtx,
+    readonly target: Target,
+    readonly attempt: number,
+  ) {}
+
+  dropParam(name: string) {
+    this.dropped.push(name)
+  }
+}

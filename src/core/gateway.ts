@@ -1,0 +1,140 @@
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { randomBytes } from 'node:crypto'
+import type { GatewayConfig } from '../config/config.ts'
+import { BUILTINS } from '../plugin-host/builtins.ts'
+import { PluginHost, type PluginSpec } from '../plugin-host/host.ts'
+import type { Logger } from '../plugin-sdk/types.ts'
+import { SecretBox, base62, secretEquals, sha256 } from '../store/crypto.ts'
+import { Store } from '../store/store.ts'
+import { AdminService } from './admin.ts'
+import { Catalog } from './catalog.ts'
+import { Pipeline } from './pipeline.ts'
+
+export interface Gateway {
+  pipeline: Pipeline
+  admin: AdminService
+  host: PluginHost
+  store: Store
+  log: Logger
+  /** Set only on the first start without CONDUIT_MASTER_KEY: shown once, never stored. */
+  generatedMasterKey: string | null
+  /** Keys the config file declared without a plaintext, created now: shown once. */
+  generatedKeys: { name: string; key: string }[]
+  isMasterKey(token: string): boolean
+  close(): Promise<void>
+}
+
+const MASTER_HASH = 'master_key_sha256'
+const SECRETS_CHECK = 'secrets_check'
+
+/**
+ * The provider-secret key: CONDUIT_ENCRYPTION_KEY, else derived from CONDUIT_MASTER_KEY, else a random key
+ * kept in `<data>/encryption.key` (0600) — never beside the secrets it protects in the database.
+ */
+function secretBox(config: GatewayConfig): SecretBox {
+  if (config.encryptionKey) return SecretBox.fromKeyMaterial(config.encryptionKey)
+  if (config.masterKey) return SecretBox.derive(config.masterKey)
+  if (config.databaseURL) {
+    throw new Error('With DATABASE_URL every instance must share the secret key: set CONDUIT_ENCRYPTION_KEY or CONDUIT_MASTER_KEY.')
+  }
+  const file = path.join(config.dataDir, 'encryption.key')
+  if (existsSync(file)) return SecretBox.fromKeyMaterial(readFileSync(file, 'utf8').trim())
+  const { box, material } = SecretBox.random()
+  writeFileSync(file, material + '\n', { mode: 0o600 })
+  chmodSync(file, 0o600)
+  return box
+}
+
+/** A wrong key must stop the start, not surface later as undecryptable providers. */
+async function checkSecretKey(store: Store, box: SecretBox) {
+  const sealed = await store.getSetting(SECRETS_CHECK)
+  if (!sealed) return store.setSetting(SECRETS_CHECK, box.encrypt('conduit', SECRETS_CHECK))
+  try {
+    box.decrypt(sealed, SECRETS_CHECK)
+  } catch {
+    throw new Error(
+      'The encryption key does not match the one the stored provider secrets were sealed with ' +
+        '(check CONDUIT_ENCRYPTION_KEY / CONDUIT_MASTER_KEY, or the data folder’s encryption.key).',
+    )
+  }
+}
+
+/** Built-ins load by default; a config entry `builtin:<name>` replaces that default (to configure or disable it). */
+function pluginSpecs(configured: PluginSpec[]): PluginSpec[] {
+  const builtinName = (s: PluginSpec) => (typeof s.use === 'string' && s.use.startsWith('builtin:') ? s.use.slice(8) : null)
+  const overrides = new Map(configured.map((s) => [builtinName(s), s]))
+  const builtins = Object.keys(BUILTINS).map((name) => overrides.get(name) ?? { use: `builtin:${name}` })
+  // Unknown builtin names stay in the list so the host refuses them by name.
+  return [
+    ...builtins,
+    ...configured.filter((s) => {
+      const name = builtinName(s)
+      return name === null || !(name in BUILTINS)
+    }),
+  ]
+}
+
+export async function createGateway(config: GatewayConfig, log: Logger): Promise<Gateway> {
+  const store = await Store.open({ dataDir: config.dataDir, databaseURL: config.databaseURL })
+  const secrets = secretBox(config)
+  await checkSecretKey(store, secrets)
+
+  let generatedMasterKey: string | null = null
+  let masterHash = await store.getSetting(MASTER_HASH)
+  if (config.masterKey) {
+    masterHash = sha256(config.masterKey)
+    await store.setSetting(MASTER_HASH, masterHash)
+  } else if (!masterHash) {
+    generatedMasterKey = `condt_mk_${base62(randomBytes(32))}`
+    masterHash = sha256(generatedMasterKey)
+    await store.setSetting(MASTER_HASH, masterHash)
+  }
+
+  const host = new PluginHost({ log, store, builtins: BUILTINS, baseDir: config.configDir })
+  await host.load(pluginSpecs(config.plugins))
+  const catalog = new Catalog(store, secrets)
+  const admin = new AdminService(store, secrets, () => host.providers.keys())
+  const generatedKeys = await applySeed(admin, store, config.seed)
+  await catalog.ready()
+
+  const pipeline = new Pipeline({ host, catalog, log, maxBodyBytes: config.maxBodyBytes, timeouts: config.timeouts })
+  const expectedHash = masterHash
+  return {
+    pipeline,
+    admin,
+    host,
+    store,
+    log,
+    generatedMasterKey,
+    generatedKeys,
+    isMasterKey: (token) => secretEquals(sha256(token), expectedHash),
+    async close() {
+      await host.close()
+      await store.close()
+    },
+  }
+}
+
+/** Config-file entities, applied idempotently by name: create what is missing, update what exists. */
+async function applySeed(admin: AdminService, store: Store, seed: GatewayConfig['seed']) {
+  const generated: { name: string; key: string }[] = []
+  for (const p of seed.providers ?? []) {
+    if (await store.getProvider(p.name)) await admin.updateProvider(p.name, p)
+    else await admin.createProvider(p)
+  }
+  for (const m of seed.models ?? []) {
+    if (await store.getModel(m.name)) await admin.updateModel(m.name, m)
+    else await admin.createModel(m)
+  }
+  for (const { key, ...k } of seed.keys ?? []) {
+    const existing = await store.getKey(k.name)
+    if (existing && (!key || existing.keyLast4 === key.slice(-4))) await admin.updateKey(existing.id, k)
+    else {
+      if (existing) await admin.deleteKey(existing.id) // the configured plaintext changed: rotate
+      const created = await admin.createKey(k, key)
+      if (!key) generated.push({ name: k.name, key: created.key })
+    }
+  }
+  return generated
+}

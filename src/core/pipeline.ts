@@ -1,0 +1,309 @@
+import { GatewayError } from '../plugin-sdk/errors.ts'
+import type { Endpoint, EndpointAdapter, Logger, Usage } from '../plugin-sdk/types.ts'
+import type { PluginHost } from '../plugin-host/host.ts'
+import type { Catalog } from './catalog.ts'
+import { Attempt, RequestCtx } from './context.ts'
+import { allowedBy } from './glob.ts'
+import { refuseUpstreamOverrides, validateRequest } from './request-schemas.ts'
+import { relayStream, type StreamOutcome } from './stream-relay.ts'
+import { UpstreamCall, isRetryable, timeoutsFor, upstreamError, type Timeouts } from './upstream.ts'
+import { estimateTokens, floatsToBase64, spliceModel } from './wire.ts'
+
+export interface PipelineOptions {
+  host: PluginHost
+  catalog: Catalog
+  log: Logger
+  /** Largest accepted JSON body, in bytes. */
+  maxBodyBytes: number
+  timeouts: Timeouts
+}
+
+/** Transport hooks the HTTP layer lends the pipeline without the core knowing the framework. */
+export interface Transport {
+  /** Lift the server's idle timeout for this request: LLM calls may be silent for minutes. */
+  disableIdleTimeout?(): void
+}
+
+type ProxiedEndpoint = 'chat' | 'completions' | 'embeddings'
+
+const JSON_TYPE = 'application/json'
+const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' }
+
+/**
+ * One request, end to end: onRequest → onAuth → body → model → onAccess → onRequestBody → attempts
+ * (onUpstreamRequest, fetch, onResponse | onChunk) → onLog. Framework-free: takes a Request, returns a Response.
+ */
+export class Pipeline {
+  constructor(private readonly o: PipelineOptions) {}
+
+  async handle(endpoint: Endpoint, request: Request, transport: Transport = {}, params: { model?: string } = {}): Promise<Response> {
+    const ctx = new RequestCtx(endpoint, request, this.o.log)
+    try {
+      const early = (await this.o.host.run('onRequest', ctx)) ?? (await this.authenticate(ctx))
+      if (early) return this.settle(ctx, early)
+      if (endpoint === 'models') return this.settle(ctx, await this.models(ctx, params.model))
+      transport.disableIdleTimeout?.()
+      const body = await readJsonBody(request, this.o.maxBodyBytes)
+      validateRequest(endpoint, body)
+      refuseUpstreamOverrides(body)
+      ctx.body = body
+      ctx.stream = body.stream === true && endpoint !== 'embeddings'
+      await this.o.catalog.ready()
+      ctx.model = this.resolveModel(ctx, body.model)
+      const refused = (await this.o.host.run('onAccess', ctx)) ?? (await this.o.host.run('onRequestBody', ctx))
+      if (refused) return this.settle(ctx, refused)
+      return await this.proxy(ctx, endpoint as ProxiedEndpoint)
+    } catch (error) {
+      return this.fail(ctx, error)
+    }
+  }
+
+  private async authenticate(ctx: RequestCtx): Promise<Response | undefined> {
+    const result = await this.o.host.authenticate(ctx)
+    if (result instanceof Response) return result
+    if (!result) {
+      throw new GatewayError(401, 'You didn\'t provide an API key. Send your Conduit key as "Authorization: Bearer condt_…".', {
+        code: 'missing_api_key',
+      })
+    }
+    ctx.principal = result
+    return undefined
+  }
+
+  private resolveModel(ctx: RequestCtx, name: string) {
+    const model = this.o.catalog.model(name)
+    if (!model) {
+      throw new GatewayError(404, `The model '${name}' does not exist or you do not have access to it.`, { param: 'model', code: 'model_not_found' })
+    }
+    if (!allowedBy(name, ctx.principal!.allowedModels)) {
+      throw new GatewayError(403, `This key is not allowed to use the model '${name}'.`, { param: 'model', code: 'model_not_allowed' })
+    }
+    return model
+  }
+
+  private async models(ctx: RequestCtx, id?: string): Promise<Response> {
+    await this.o.catalog.ready()
+    const allowed = ctx.principal!.allowedModels
+    const describe = (m: { name: string; createdAt: number; targets: { provider: string }[] }) => ({
+      id: m.name,
+      object: 'model',
+      created: Math.floor(m.createdAt / 1000),
+      owned_by: this.o.catalog.provider(m.targets[0]?.provider ?? '')?.name ?? 'conduit',
+    })
+    if (id !== undefined) {
+      ctx.model = this.resolveModel(ctx, id)
+      return json(200, describe(ctx.model), ctx.headers)
+    }
+    const data = [...this.o.catalog.allModels()].filter((m) => allowedBy(m.name, allowed)).map(describe)
+    return json(200, { object: 'list', data }, ctx.headers)
+  }
+
+  private async proxy(ctx: RequestCtx, endpoint: ProxiedEndpoint): Promise<Response> {
+    const plan = this.o.catalog.plan(ctx.model!)
+    let lastError: GatewayError | null = null
+    for (const target of plan) {
+      const adapter = this.o.host.providers.get(target.provider.type)?.[endpoint]
+      if (!adapter) {
+        lastError ??= new GatewayError(400, `The model '${ctx.model!.name}' does not support ${endpointLabel[endpoint]}.`, {
+          param: 'model',
+          code: 'unsupported_endpoint',
+        })
+        continue
+      }
+      const attempt = new Attempt(ctx, target, ++ctx.attempts)
+      ctx.target = target
+      try {
+        return await this.attempt(ctx, attempt, adapter)
+      } catch (error) {
+        if (!GatewayError.is(error) || !isRetryable(error) || ctx.signal.aborted) throw error
+        ctx.log.warn({ provider: target.provider.name, status: error.status, attempt: attempt.attempt }, 'upstream attempt failed')
+        lastError = error
+      }
+    }
+    throw lastError ?? new GatewayError(503, `No provider is configured for the model '${ctx.model!.name}'.`, { code: 'no_provider' })
+  }
+
+  private async attempt(ctx: RequestCtx, attempt: Attempt, adapter: EndpointAdapter): Promise<Response> {
+    const provider = attempt.target.provider
+    const upstream = await adapter.buildRequest(ctx.body!, attempt)
+    await this.o.host.upstreamRequest(attempt, upstream)
+    const timeouts = timeoutsFor(provider, this.o.timeouts)
+    const call = new UpstreamCall(ctx.signal, provider.name)
+    const response = await call.fetch(upstream, timeouts.firstByteMs)
+    if (!response.ok) {
+      call.release()
+      throw await upstreamError(response, adapter, provider.name)
+    }
+    this.routeHeaders(ctx, attempt)
+    if (ctx.stream && response.body) {
+      const reader = response.body.getReader() as ReadableStreamDefaultReader<Uint8Array>
+      let first: Awaited<ReturnType<typeof reader.read>>
+      try {
+        first = await reader.read() // still under the first-byte timer: a silent upstream can become a 504
+      } catch (error) {
+        call.release()
+        throw call.failure(error)
+      }
+      if (first.done) {
+        call.release()
+        throw new GatewayError(502, `The upstream provider '${provider.name}' returned an empty stream.`, { code: 'upstream_empty_stream' })
+      }
+      call.disarm() // from here the relay's idle timer takes over
+      ctx.firstByteMs = performance.now() - ctx.startedAt
+      const body = relayStream({
+        call,
+        reader,
+        first: first.value,
+        idleMs: timeouts.idleMs,
+        attempt,
+        parser: adapter.createStreamParser?.(attempt) ?? null,
+        host: this.o.host,
+        virtualModel: ctx.model!.name,
+        includeUsage: ctx.body!.stream_options?.include_usage === true,
+        onFinish: (outcome) => this.streamFinished(ctx, outcome),
+      })
+      ctx.status = 200
+      return new Response(body, { status: 200, headers: { ...SSE_HEADERS, ...ctx.headers } })
+    }
+    let text: string
+    try {
+      text = await response.text()
+    } catch (error) {
+      throw call.failure(error)
+    } finally {
+      call.release()
+    }
+    return this.jsonResult(ctx, attempt, adapter, text)
+  }
+
+  /** Non-streaming: parse once for usage; forward the upstream bytes with the model spliced unless something must change. */
+  private async jsonResult(ctx: RequestCtx, attempt: Attempt, adapter: EndpointAdapter, text: string): Promise<Response> {
+    let parsed: Record<string, any>
+    try {
+      parsed = JSON.parse(text)
+    } catch {
+      throw new GatewayError(502, `The upstream provider '${attempt.target.provider.name}' returned a response that is not JSON.`, { code: 'upstream_bad_response' })
+    }
+    let rewrite = !adapter.passthrough || this.o.host.hasResponseHooks
+    if (!adapter.passthrough) parsed = adapter.parseResponse!(parsed, attempt)
+    if (ctx.endpoint === 'embeddings' && ctx.body!.encoding_format === 'base64') rewrite = encodeEmbeddings(parsed) || rewrite
+    ctx.usage = parsed.usage ? normaliseUsage(parsed.usage) : this.estimateUsage(ctx, 0, parsed)
+    const name = ctx.model!.name
+    let out: string
+    if (rewrite) {
+      parsed.model = name
+      out = JSON.stringify(await this.o.host.response(attempt, parsed))
+    } else {
+      out = spliceModel(text, name)
+    }
+    ctx.status = 200
+    ctx.firstByteMs = performance.now() - ctx.startedAt
+    return this.settle(ctx, new Response(out, { status: 200, headers: { 'content-type': JSON_TYPE, ...ctx.headers } }))
+  }
+
+  private routeHeaders(ctx: RequestCtx, attempt: Attempt) {
+    ctx.setHeader('x-request-id', ctx.id)
+    ctx.setHeader('x-conduit-provider', attempt.target.provider.name)
+    ctx.setHeader('x-conduit-model', attempt.target.model)
+    ctx.setHeader('x-conduit-attempts', String(attempt.attempt))
+    if (attempt.dropped.length > 0) ctx.setHeader('x-conduit-dropped-params', attempt.dropped.join(','))
+  }
+
+  private streamFinished(ctx: RequestCtx, outcome: StreamOutcome) {
+    ctx.usage = outcome.usage ? normaliseUsage(outcome.usage) : this.estimateUsage(ctx, outcome.chunks)
+    if (outcome.error) {
+      ctx.error = outcome.error
+      ctx.status = outcome.error.status
+    }
+    const finished = ctx.finish(outcome.aborted)
+    if (finished) this.o.host.log(finished)
+  }
+
+  /** When the upstream reports nothing (aborted stream, silent provider) we count, and say so. */
+  private estimateUsage(ctx: RequestCtx, chunks: number, response?: Record<string, any>): Usage {
+    const body = ctx.body ?? {}
+    const prompt = estimateTokens(JSON.stringify(body.messages ?? body.prompt ?? body.input ?? ''))
+    let completion = chunks
+    if (response?.choices) {
+      for (const c of response.choices) completion += estimateTokens(c.message?.content ?? c.text ?? '')
+    }
+    return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, estimated: true }
+  }
+
+  private fail(ctx: RequestCtx, error: unknown): Response {
+    let failure: GatewayError
+    if (GatewayError.is(error)) {
+      failure = error
+    } else {
+      ctx.log.error({ err: error, requestId: ctx.id }, 'unhandled error')
+      failure = new GatewayError(500, 'The gateway hit an internal error. It has been logged.', { code: 'internal_error' })
+    }
+    ctx.error = failure
+    if (failure.status === 499) {
+      ctx.status = 499
+      const finished = ctx.finish(true)
+      if (finished) this.o.host.log(finished)
+      return new Response(null, { status: 499 })
+    }
+    ctx.setHeader('x-request-id', ctx.id)
+    return this.settle(ctx, json(failure.status, failure.toJSON(), { ...ctx.headers, ...failure.headers }))
+  }
+
+  /** A complete (non-stream) response is ready: record it and fire onLog. */
+  private settle(ctx: RequestCtx, response: Response): Response {
+    ctx.status = response.status
+    const finished = ctx.finish(false)
+    if (finished) this.o.host.log(finished)
+    return response
+  }
+}
+
+const endpointLabel: Record<ProxiedEndpoint, string> = { chat: 'chat completions', completions: 'text completions', embeddings: 'embeddings' }
+
+const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
+  new Response(JSON.stringify(body), { status, headers: { 'content-type': JSON_TYPE, ...headers } })
+
+function normaliseUsage(u: any): Usage {
+  const prompt = Number(u.prompt_tokens ?? u.input_tokens ?? 0)
+  const completion = Number(u.completion_tokens ?? u.output_tokens ?? 0)
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: Number(u.total_tokens ?? prompt + completion) }
+}
+
+/** The client asked for base64; encode any float arrays the upstream sent. Returns whether anything changed. */
+function encodeEmbeddings(response: Record<string, any>): boolean {
+  let changed = false
+  for (const item of response.data ?? []) {
+    if (Array.isArray(item.embedding)) {
+      item.embedding = floatsToBase64(item.embedding)
+      changed = true
+    }
+  }
+  return changed
+}
+
+/** Reads the body under a size limit without trusting Content-Length alone (chunked uploads have none). */
+async function readJsonBody(request: Request, limit: number): Promise<unknown> {
+  const tooLarge = () =>
+    new GatewayError(413, `The request body is larger than the limit of ${limit} bytes.`, { code: 'request_too_large' })
+  const declared = Number(request.headers.get('content-length') ?? NaN)
+  if (declared > limit) throw tooLarge()
+  let text: string
+  if (Number.isFinite(declared)) {
+    text = await request.text()
+  } else {
+    const parts: Uint8Array[] = []
+    let size = 0
+    for await (const part of request.body ?? []) {
+      size += part.byteLength
+      if (size > limit) throw tooLarge()
+      parts.push(part)
+    }
+    text = Buffer.concat(parts).toString('utf8')
+  }
+  if (text.length === 0) throw new GatewayError(400, 'The request body is empty; send a JSON object.', { code: 'invalid_json' })
+  try {
+    return JSON.parse(text)
+  } catch {
+    throw new GatewayError(400, 'We could not parse the JSON body of your request. Send valid JSON.', { code: 'invalid_json' })
+  }
+}

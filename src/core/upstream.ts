@@ -1,0 +1,93 @@
+import { GatewayError } from '../plugin-sdk/errors.ts'
+import type { EndpointAdapter, ProviderConfig, UpstreamRequest } from '../plugin-sdk/types.ts'
+import { parseOpenAIError } from '../plugin-sdk/openai-compatible.ts'
+
+export interface Timeouts {
+  /** From sending the request to the response headers (and, for streams, the first body chunk). */
+  firstByteMs: number
+  /** Longest silence between two chunks of a stream. */
+  idleMs: number
+}
+
+export function timeoutsFor(provider: ProviderConfig, defaults: Timeouts): Timeouts {
+  const own = (provider.options.timeouts ?? {}) as { first_byte_ms?: number; idle_ms?: number }
+  return { firstByteMs: own.first_byte_ms ?? defaults.firstByteMs, idleMs: own.idle_ms ?? defaults.idleMs }
+}
+
+/** An upstream call in flight: one controller aborts it for a client disconnect or one of our timers. */
+export class UpstreamCall {
+  readonly controller = new AbortController()
+  private timer: Timer | undefined
+  private onClientAbort = () => this.controller.abort(new DOMException('client disconnected', 'AbortError'))
+  timedOut = false
+
+  constructor(
+    private readonly clientSignal: AbortSignal,
+    private readonly providerName: string,
+  ) {
+    if (clientSignal.aborted) this.onClientAbort()
+    else clientSignal.addEventListener('abort', this.onClientAbort, { once: true })
+  }
+
+  /** (Re)arms the watchdog; refreshed on every chunk of a stream. */
+  arm(ms: number) {
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = setTimeout(() => {
+      this.timedOut = true
+      this.controller.abort(new DOMException('upstream timeout', 'TimeoutError'))
+    }, ms)
+  }
+
+  disarm() {
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = undefined
+  }
+
+  /** Stop listening to the client: the call is over. */
+  release() {
+    this.disarm()
+    this.clientSignal.removeEventListener('abort', this.onClientAbort)
+  }
+
+  async fetch(request: UpstreamRequest, firstByteMs: number): Promise<Response> {
+    this.arm(firstByteMs)
+    try {
+      return await fetch(request.url, {
+        method: request.method ?? 'POST',
+        headers: request.headers,
+        body: request.body,
+        signal: this.controller.signal,
+        redirect: 'manual',
+      })
+    } catch (error) {
+      this.release()
+      throw this.failure(error)
+    }
+  }
+
+  /** Translates a transport failure into the error the client should see. */
+  failure(error: unknown): GatewayError {
+    if (this.timedOut) {
+      return new GatewayError(504, `The upstream provider '${this.providerName}' did not respond in time.`, { code: 'upstream_timeout' })
+    }
+    if (this.clientSignal.aborted) return new GatewayError(499, 'The client closed the request.', { code: 'client_closed_request' })
+    const detail = error instanceof Error ? error.message : String(error)
+    return new GatewayError(502, `Could not reach the upstream provider '${this.providerName}': ${detail}`, { code: 'upstream_unreachable' })
+  }
+}
+
+/** Reads an upstream error response (always consuming the body) and maps it to our envelope. */
+export async function upstreamError(response: Response, adapter: EndpointAdapter, providerName: string): Promise<GatewayError> {
+  const text = await response.text().catch(() => '')
+  let body: unknown = text
+  try {
+    body = JSON.parse(text)
+  } catch {}
+  const error = adapter.parseError ? adapter.parseError(response.status, body, response.headers) : parseOpenAIError(response.status, body, providerName)
+  const retryAfter = response.headers.get('retry-after')
+  if (retryAfter && !error.headers['retry-after']) error.headers['retry-after'] = retryAfter
+  return error
+}
+
+/** Errors worth another target: the upstream failed or was overloaded, not the request. */
+export const isRetryable = (error: GatewayError) => error.status === 429 || error.status >= 500

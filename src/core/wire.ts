@@ -1,0 +1,41 @@
+/** Small byte-and-text helpers for OpenAI wire data that avoid a full JSON parse on the hot path. */
+
+const MODEL_KEY = '"model"'
+
+/**
+ * Replaces the value of the first `"model"` key in a JSON text. In OpenAI responses and chunks the first
+ * unescaped `"model"` key is the top-level one (nested content is JSON-escaped), so a scan is enough.
+ * Returns the text unchanged when the value already matches or no key is found.
+ */
+export function spliceModel(json: string, model: string, encodedModel = JSON.stringify(model)): string {
+  const key = json.indexOf(MODEL_KEY)
+  if (key === -1) return json
+  let i = key + MODEL_KEY.length
+  while (json.charCodeAt(i) === 32) i++
+  if (json.charCodeAt(i) !== 58) return json // ':'
+  i++
+  while (json.charCodeAt(i) === 32) i++
+  if (json.charCodeAt(i) !== 34) return json // not a string value
+  const valueStart = i
+  i++
+  while (i < json.length) {
+    const c = json.charCodeAt(i)
+    if (c === 92) i += 2 // backslash escape
+    else if (c === 34) break
+    else i++
+  }
+  const valueEnd = i + 1
+  if (valueEnd - valueStart === encodedModel.length && json.startsWith(encodedModel, valueStart)) return json
+  return json.slice(0, valueStart) + encodedModel + json.slice(valueEnd)
+}
+
+/** The `openai` SDK asks for base64 embeddings by default and decodes them as float32 little-endian. */
+export function floatsToBase64(values: number[]): string {
+  const floats = new Float32Array(values.length)
+  floats.set(values)
+  // Float32Array uses the platform's byte order; every platform Bun supports is little-endian.
+  return Buffer.from(floats.buffer, floats.byteOffset, floats.byteLength).toString('base64')
+}
+
+/** Rough token count for accounting when a provider reports none: ~4 characters per token. */
+export const estimateTokens = (text: string) => Math.ceil(text.length / 4)
