@@ -1,0 +1,13 @@
+import type { Plugin } from '../plugin-sdk/types.ts'
+import auth from '../plugins/auth/index.ts'
+import requestLog from '../plugins/request-log/index.ts'
+import anthropic from '../providers/anthropic/index.ts'
+import { presetPlugins } from '../providers/openai-compatible/presets.ts'
+
+/**
+ * Built-in plugins, registered through the same door as external ones. Static imports keep them inside the
+ * compiled binary. They are loaded by default; a config entry `builtin:<name>` configures or disables one.
+ */
+export const BUILTINS: Record<string, Plugin> = Object.fromEntries(
+  [auth, requestLog, anthropic, ...presetPlugins].map((plugin) => [plugin.name, plugin]),
+)

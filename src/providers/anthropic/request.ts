@@ -1,0 +1,205 @@
+import { GatewayError, badRequest, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
+import {
+  ANTHROPIC_VERSION,
+  type AnthropicContentBlockParam,
+  type AnthropicImageBlock,
+  type AnthropicMessageParam,
+  type AnthropicMessagesRequest,
+  type AnthropicTool,
+  type AnthropicToolChoice,
+} from './types.ts'
+
+export const DEFAULT_BASE_URL = 'https://api.anthropic.com/v1'
+const DEFAULT_MAX_TOKENS = 4096
+
+/** Request fields translated below (or owned by the core, like `stream_options`); any other field set is dropped and signalled. */
+const HANDLED = new Set([
+  'model',
+  'messages',
+  'max_tokens',
+  'max_completion_tokens',
+  'stop',
+  'temperature',
+  'top_p',
+  'tools',
+  'tool_choice',
+  'parallel_tool_calls',
+  'user',
+  'stream',
+  'stream_options',
+  'n',
+])
+
+/** OpenAI chat request → Anthropic Messages request. Never mutates `body`. */
+export function buildRequest(body: Record<string, any>, ctx: AttemptContext): UpstreamRequest {
+  const { provider, model } = ctx.target
+  if (body.n != null && body.n !== 1) {
+    throw new GatewayError(400, `The provider '${provider.name}' does not support the 'n' parameter.`, { param: 'n', code: 'unsupported_parameter' })
+  }
+
+  const { system, messages } = translateMessages(body.messages)
+  const defaultMax = provider.options.default_max_tokens
+  const request: AnthropicMessagesRequest = {
+    model,
+    // Anthropic requires max_tokens; OpenAI leaves it optional.
+    max_tokens: body.max_completion_tokens ?? body.max_tokens ?? (typeof defaultMax === 'number' ? defaultMax : DEFAULT_MAX_TOKENS),
+    messages,
+  }
+  if (system !== null) request.system = system
+  if (typeof body.stop === 'string') request.stop_sequences = [body.stop]
+  else if (Array.isArray(body.stop)) request.stop_sequences = [...body.stop]
+  // OpenAI allows temperature up to 2, Anthropic up to 1.
+  if (typeof body.temperature === 'number') request.temperature = Math.min(body.temperature, 1)
+  if (typeof body.top_p === 'number') request.top_p = body.top_p
+  if (Array.isArray(body.tools) && body.tools.length > 0) request.tools = body.tools.map(translateTool)
+  const toolChoice = translateToolChoice(body, request.tools !== undefined)
+  if (toolChoice) request.tool_choice = toolChoice
+  if (typeof body.user === 'string') request.metadata = { user_id: body.user }
+  if (body.stream === true) request.stream = true
+
+  for (const name in body) {
+    const value = body[name]
+    if (HANDLED.has(name) || value === undefined || value === null) continue
+    if (name === 'response_format' && value?.type === 'text') continue // the default: nothing is lost
+    ctx.dropParam(name)
+  }
+
+  const baseURL = (provider.baseURL ?? DEFAULT_BASE_URL).replace(/\/+$/, '')
+  const headers: Record<string, string> = { 'anthropic-version': ANTHROPIC_VERSION, 'content-type': 'application/json' }
+  if (provider.apiKey) headers['x-api-key'] = provider.apiKey
+  if (request.stream) headers.accept = 'text/event-stream'
+  return { url: `${baseURL}/messages`, headers, body: JSON.stringify(request) }
+}
+
+/** System/developer messages go to the top-level `system`; the rest become user/assistant turns, same-role turns merged. */
+export function translateMessages(input: unknown): { system: string | null; messages: AnthropicMessageParam[] } {
+  if (!Array.isArray(input)) throw badRequest('messages must be an array.', 'messages')
+  const system: string[] = []
+  const messages: AnthropicMessageParam[] = []
+  const push = (role: AnthropicMessageParam['role'], blocks: AnthropicContentBlockParam[]) => {
+    if (blocks.length === 0) return
+    const last = messages[messages.length - 1]
+    if (last?.role === role) last.content.push(...blocks)
+    else messages.push({ role, content: blocks })
+  }
+
+  input.forEach((message: any, i: number) => {
+    const param = `messages[${i}]`
+    switch (message?.role) {
+      case 'system':
+      case 'developer':
+        system.push(textOf(message.content, param))
+        break
+      case 'user':
+        push('user', userBlocks(message.content, param))
+        break
+      case 'assistant':
+        push('assistant', assistantBlocks(message, param))
+        break
+      case 'tool':
+        push('user', [{ type: 'tool_result', tool_use_id: String(message.tool_call_id ?? ''), content: textOf(message.content, param) }])
+        break
+      default:
+        throw badRequest(`The role '${message?.role}' is not supported by this provider.`, `${param}.role`, 'unsupported_value')
+    }
+  })
+  return { system: system.length > 0 ? system.join('\n') : null, messages }
+}
+
+/** String content or an array of text parts, joined. */
+function textOf(content: unknown, param: string): string {
+  if (content == null) return ''
+  if (typeof content === 'string') return content
+  if (!Array.isArray(content)) throw badRequest('Message content must be a string or an array of parts.', `${param}.content`)
+  return content
+    .map((part: any, j: number) => {
+      if (part?.type === 'text' && typeof part.text === 'string') return part.text
+      throw badRequest(`Only text parts are allowed here, got '${part?.type}'.`, `${param}.content[${j}]`, 'unsupported_content')
+    })
+    .join('')
+}
+
+// Anthropic rejects empty text blocks, so they are left out.
+const text = (value: string): AnthropicContentBlockParam[] => (value ? [{ type: 'text', text: value }] : [])
+
+function userBlocks(content: unknown, param: string): AnthropicContentBlockParam[] {
+  if (typeof content === 'string' || content == null) return text(content ?? '')
+  if (!Array.isArray(content)) throw badRequest('Message content must be a string or an array of parts.', `${param}.content`)
+  return content.flatMap((part: any, j: number): AnthropicContentBlockParam[] => {
+    const partParam = `${param}.content[${j}]`
+    if (part?.type === 'text') return text(String(part.text ?? ''))
+    if (part?.type === 'image_url') return [imageBlock(part.image_url?.url, `${partParam}.image_url.url`)]
+    throw badRequest(`Content parts of type '${part?.type}' are not supported by this provider.`, partParam, 'unsupported_content')
+  })
+}
+
+function imageBlock(url: unknown, param: string): AnthropicImageBlock {
+  if (typeof url === 'string') {
+    const data = /^data:([^;,]+);base64,(.*)$/s.exec(url)
+    if (data) return { type: 'image', source: { type: 'base64', media_type: data[1]!, data: data[2]! } }
+    if (/^https?:\/\//i.test(url)) return { type: 'image', source: { type: 'url', url } }
+  }
+  throw badRequest('Images must be an http(s) URL or a base64 data URL.', param, 'invalid_image_url')
+}
+
+function assistantBlocks(message: any, param: string): AnthropicContentBlockParam[] {
+  const blocks: AnthropicContentBlockParam[] = []
+  if (typeof message.content === 'string' || message.content == null) {
+    blocks.push(...text(message.content ?? ''))
+  } else if (Array.isArray(message.content)) {
+    // Assistant history may hold text and refusal parts; both are plain text to Anthropic.
+    message.content.forEach((part: any, j: number) => {
+      if (part?.type === 'text') blocks.push(...text(String(part.text ?? '')))
+      else if (part?.type === 'refusal') blocks.push(...text(String(part.refusal ?? '')))
+      else throw badRequest(`Content parts of type '${part?.type}' are not supported here.`, `${param}.content[${j}]`, 'unsupported_content')
+    })
+  }
+  if (Array.isArray(message.tool_calls)) {
+    for (const call of message.tool_calls) {
+      blocks.push({ type: 'tool_use', id: String(call.id), name: String(call.function?.name), input: parseArguments(call.function?.arguments, `${param}.tool_calls`) })
+    }
+  }
+  return blocks
+}
+
+function parseArguments(args: unknown, param: string): Record<string, unknown> {
+  // Some clients send '' for a call without arguments.
+  if (args === undefined || (typeof args === 'string' && args.trim() === '')) return {}
+  let input: unknown
+  try {
+    input = typeof args === 'string' ? JSON.parse(args) : args
+  } catch {
+    throw badRequest('Tool call arguments must be a JSON object.', param, 'invalid_tool_arguments')
+  }
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    throw badRequest('Tool call arguments must be a JSON object.', param, 'invalid_tool_arguments')
+  }
+  return input as Record<string, unknown>
+}
+
+function translateTool(tool: any, i: number): AnthropicTool {
+  if (tool?.type !== 'function' || !tool.function) {
+    throw badRequest(`Tools of type '${tool?.type}' are not supported by this provider.`, `tools[${i}]`, 'unsupported_value')
+  }
+  const fn = tool.function
+  const out: AnthropicTool = { name: fn.name, input_schema: fn.parameters ?? { type: 'object', properties: {} } }
+  if (typeof fn.description === 'string') out.description = fn.description
+  if (typeof fn.strict === 'boolean') out.strict = fn.strict
+  return out
+}
+
+function translateToolChoice(body: Record<string, any>, hasTools: boolean): AnthropicToolChoice | undefined {
+  const choice = body.tool_choice
+  let out: Exclude<AnthropicToolChoice, { type: 'none' }> | undefined
+  if (choice === 'auto') out = { type: 'auto' }
+  else if (choice === 'none') return { type: 'none' }
+  else if (choice === 'required') out = { type: 'any' }
+  else if (choice?.type === 'function' && typeof choice.function?.name === 'string') out = { type: 'tool', name: choice.function.name }
+  else if (choice != null) throw badRequest('Unsupported tool_choice value.', 'tool_choice', 'unsupported_value')
+  // Anthropic has no top-level switch: the flag rides on tool_choice, which needs tools.
+  if (body.parallel_tool_calls === false && hasTools) {
+    out ??= { type: 'auto' }
+    out.disable_parallel_tool_use = true
+  }
+  return out
+}

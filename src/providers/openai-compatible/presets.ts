@@ -1,0 +1,47 @@
+import { openAICompatible, singleChoice, type OpenAICompatibleOptions } from '../../plugin-sdk/index.ts'
+
+/**
+ * Providers that speak OpenAI's wire format, each with the parameter policy its API documents: fields it
+ * rejects are dropped (and signalled in `x-conduit-dropped-params`) or refused with a 400, never silently lost.
+ */
+export const PRESETS: OpenAICompatibleOptions[] = [
+  { id: 'openai', baseURL: 'https://api.openai.com/v1' },
+  // A server we know nothing about: ask for float embeddings and encode base64 ourselves.
+  { id: 'openai-compatible', base64Embeddings: false },
+  {
+    id: 'groq',
+    baseURL: 'https://api.groq.com/openai/v1',
+    params: { logprobs: 'drop', top_logprobs: 'drop', logit_bias: 'drop', n: singleChoice },
+    endpoints: { completions: false, embeddings: false },
+  },
+  { id: 'together', baseURL: 'https://api.together.xyz/v1', base64Embeddings: false },
+  { id: 'fireworks', baseURL: 'https://api.fireworks.ai/inference/v1', base64Embeddings: false },
+  { id: 'deepinfra', baseURL: 'https://api.deepinfra.com/v1/openai', base64Embeddings: false },
+  {
+    id: 'mistral',
+    baseURL: 'https://api.mistral.ai/v1',
+    rename: { seed: 'random_seed' },
+    params: { logit_bias: 'drop', logprobs: 'drop', top_logprobs: 'drop', stream_options: 'drop' },
+    streamUsage: false,
+    base64Embeddings: false,
+    endpoints: { completions: false },
+  },
+  { id: 'openrouter', baseURL: 'https://openrouter.ai/api/v1', endpoints: { embeddings: false } },
+  { id: 'ollama', baseURL: 'http://127.0.0.1:11434/v1', auth: 'none', params: { logit_bias: 'drop', n: singleChoice }, base64Embeddings: false },
+  { id: 'vllm', baseURL: 'http://127.0.0.1:8000/v1' },
+  { id: 'xai', baseURL: 'https://api.x.ai/v1', params: { logit_bias: 'drop' }, endpoints: { embeddings: false } },
+  {
+    id: 'deepseek',
+    baseURL: 'https://api.deepseek.com/v1',
+    params: { logit_bias: 'drop', n: singleChoice },
+    endpoints: { embeddings: false },
+  },
+  {
+    id: 'cerebras',
+    baseURL: 'https://api.cerebras.ai/v1',
+    params: { frequency_penalty: 'drop', presence_penalty: 'drop', logit_bias: 'drop', n: singleChoice },
+    endpoints: { embeddings: false },
+  },
+]
+
+export const presetPlugins = PRESETS.map(openAICompatible)
