@@ -1,0 +1,2 @@
+// Test-wide setup.
+process.env.CONDUIT_LOG_LEVEL ??= 'silent'

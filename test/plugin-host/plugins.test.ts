@@ -1,0 +1,158 @@
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test'
+import { definePlugin, GatewayError, t, type FinishedRequest } from '../../src/plugin-sdk/index.ts'
+import { PluginHost, type PluginSpec } from '../../src/plugin-host/host.ts'
+import { createLogger } from '../../src/services/logger.ts'
+import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
+import { startGateway, type TestGateway } from '../helpers/gateway.ts'
+
+/** Plugins are exercised through the real host and a real gateway; nothing is mocked but the upstream. */
+let fake: FakeOpenAI
+beforeAll(async () => {
+  fake = await startFakeOpenAI()
+})
+afterAll(() => fake.stop())
+
+let gw: TestGateway | null = null
+afterEach(async () => {
+  await gw?.close()
+  gw = null
+})
+
+async function gatewayWith(plugins: PluginSpec[]) {
+  gw = await startGateway({ plugins })
+  await gw.admin('POST', '/providers', { name: 'fake', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
+  await gw.admin('POST', '/models', { name: 'm', targets: [{ provider: 'fake', model: 'gpt-4o' }] })
+  const key = (await gw.admin('POST', '/keys', { name: 'k' })).key as string
+  const call = (content: string, extra: Record<string, unknown> = {}, apiKey = key) =>
+    fetch(`${gw!.baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content }], ...extra }),
+    })
+  return { call, key }
+}
+
+const host = () => new PluginHost({ log: createLogger('silent'), store: { findKeyByHash: async () => null, onChange: () => () => {} }, builtins: {}, baseDir: '.' })
+
+describe('plugin host', () => {
+  test('refuses a plugin for another API version, and invalid config with the path', async () => {
+    const future = { name: 'future', version: '1', apiVersion: 2, setup() {} } as any
+    expect(host().register(future)).rejects.toThrow(/plugin API 2/)
+    const strict = definePlugin({ name: 'strict', version: '1', apiVersion: 1, configSchema: t.Object({ rpm: t.Integer({ minimum: 1 }) }), setup() {} })
+    expect(host().register(strict, { config: { rpm: 0 } })).rejects.toThrow(/strict.*\/rpm/)
+    expect(host().load([{ use: 'plugins/x.js' }])).rejects.toThrow(/must be 'builtin:<name>' or a path/)
+    expect(host().load([{ use: 'builtin:nope' }])).rejects.toThrow(/Unknown builtin/)
+  })
+
+  test('config defaults are applied before setup', async () => {
+    let seen: unknown
+    const p = definePlugin({ name: 'defaults', version: '1', apiVersion: 1, configSchema: t.Object({ level: t.String({ default: 'x' }) }), setup: (api) => void (seen = api.config) })
+    await host().register(p)
+    expect(seen).toEqual({ level: 'x' })
+  })
+})
+
+describe('hooks through the gateway', () => {
+  test('request-side hooks run by descending priority, response-side in reverse', async () => {
+    const order: string[] = []
+    const make = (name: string, priority: number) =>
+      definePlugin({
+        name,
+        version: '1',
+        apiVersion: 1,
+        priority,
+        setup: () => ({
+          onAccess: () => void order.push(`${name}:access`),
+          onRequestBody: () => void order.push(`${name}:body`),
+          onResponse: () => void order.push(`${name}:response`),
+        }),
+      })
+    const { call } = await gatewayWith([{ use: make('low', 1) }, { use: make('high', 10) }])
+    expect((await call('hi')).status).toBe(200)
+    expect(order).toEqual(['high:access', 'low:access', 'high:body', 'low:body', 'low:response', 'high:response'])
+  })
+
+  test('a hook refuses with GatewayError or answers with its own Response', async () => {
+    const guard = definePlugin({
+      name: 'guard',
+      version: '1',
+      apiVersion: 1,
+      setup: () => ({
+        onRequestBody(ctx) {
+          const text = JSON.stringify(ctx.body?.messages)
+          if (text.includes('forbidden')) throw new GatewayError(400, 'Blocked by policy.', { code: 'content_policy' })
+          if (text.includes('canned')) return Response.json({ canned: true })
+        },
+      }),
+    })
+    const { call } = await gatewayWith([{ use: guard }])
+    const before = fake.requests.length
+    const refused = await call('forbidden words')
+    expect(refused.status).toBe(400)
+    expect(((await refused.json()) as any).error.code).toBe('content_policy')
+    expect(await (await call('canned please')).json()).toEqual({ canned: true })
+    expect(fake.requests.length).toBe(before)
+  })
+
+  test('failure modes: open logs and continues, closed refuses with 503; slow hooks time out', async () => {
+    const broken = (name: string) => definePlugin({ name, version: '1', apiVersion: 1, setup: () => ({ onAccess: () => { throw new Error('bug') } }) })
+    const slow = definePlugin({ name: 'slow', version: '1', apiVersion: 1, setup: () => ({ onAccess: () => Bun.sleep(5_000) }) })
+    const open = await gatewayWith([{ use: broken('lenient'), failureMode: 'open' }])
+    expect((await open.call('hi')).status).toBe(200)
+    await gw!.close()
+    const closed = await gatewayWith([{ use: broken('strict'), failureMode: 'closed' }])
+    const res = await closed.call('hi')
+    expect(res.status).toBe(503)
+    expect(((await res.json()) as any).error.message).toContain("'strict'")
+    await gw!.close()
+    const timed = await gatewayWith([{ use: slow, failureMode: 'closed', timeoutMs: 100 }])
+    const started = performance.now()
+    expect((await timed.call('hi')).status).toBe(503)
+    expect(performance.now() - started).toBeLessThan(1000)
+  })
+
+  test('onChunk sees and may rewrite parsed chunks; onLog fires once for success, refusal and abort', async () => {
+    const logs: FinishedRequest[] = []
+    const shout = definePlugin({
+      name: 'shout',
+      version: '1',
+      apiVersion: 1,
+      setup: () => ({
+        onChunk(_ctx, chunk) {
+          const delta = chunk.choices?.[0]?.delta
+          if (delta?.content) delta.content = delta.content.toUpperCase()
+        },
+        onLog: (f) => void logs.push(f),
+      }),
+    })
+    const { call } = await gatewayWith([{ use: shout }])
+    const text = await (await call('hi', { stream: true })).text()
+    expect(text).toContain('"content":"HELLO"')
+    expect(text).not.toContain('"content":"Hello"')
+    expect(text).toContain('"model":"m"')
+
+    await call('hi', {}, 'condt_wrong')
+    const controller = new AbortController()
+    const res = await fetch(`${gw!.baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${(await gw!.admin('POST', '/keys', { name: 'k2' })).key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm', stream: true, messages: [{ role: 'user', content: 'slow-stream:100' }] }),
+      signal: controller.signal,
+    })
+    await res.body!.getReader().read()
+    controller.abort()
+    const deadline = Date.now() + 2000
+    while (logs.length < 3 && Date.now() < deadline) await Bun.sleep(20)
+
+    expect(logs.length).toBe(3)
+    const [ok, refused, aborted] = logs as [FinishedRequest, FinishedRequest, FinishedRequest]
+    expect(ok).toMatchObject({ status: 200, aborted: false, stream: true })
+    expect(ok.usage!.total_tokens).toBeGreaterThan(0)
+    expect(refused).toMatchObject({ status: 401, aborted: false })
+    expect(refused.error!.code).toBe('invalid_api_key')
+    expect(aborted).toMatchObject({ aborted: true, stream: true })
+    // Aborted streams are still accounted: estimated when the upstream never sent usage.
+    expect(aborted.usage!.prompt_tokens).toBeGreaterThan(0)
+    expect(aborted.usage!.estimated).toBe(true)
+  })
+})
