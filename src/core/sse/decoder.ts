@@ -57,12 +57,16 @@ export class SseDecoder {
   /** End of stream: an event without its trailing blank line is still dispatched. */
   flush(): RawSseEvent[] {
     const rest = this.buffer.slice(this.scanFrom)
-    if (rest.length > 0 && !/^[\r\n]*$/.test(rest)) this.field(rest, 0, rest.replace(/[\r\n]+$/, '').length)
-    const raw = this.buffer
+    let raw = this.buffer
+    // A lone pending '\r' is the blank line that ends the event (it could not be told from '\r\n' until now).
+    if (rest !== '\r') {
+      if (rest.length > 0 && !/^[\r\n]*$/.test(rest)) this.field(rest, 0, rest.replace(/[\r\n]+$/, '').length)
+      raw = raw.replace(/[\r\n]*$/, '\n\n')
+    }
     this.buffer = ''
     this.scanFrom = 0
     if (this.data.length === 0 && this.event === null) return []
-    const event = { event: this.event, data: this.data.join('\n'), raw: raw.endsWith('\n\n') ? raw : raw.replace(/[\r\n]*$/, '\n\n') }
+    const event = { event: this.event, data: this.data.join('\n'), raw }
     this.data = []
     this.event = null
     return [event]
