@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { startFakeOpenAI } from './helpers/fake-openai.ts'
+import { ROOT as root, startProcess, stopProcess } from './helpers/process.ts'
 
 /** `bun run start` as a new user runs it: a real process, its own data folder, stdout read like a terminal. */
-const root = path.resolve(import.meta.dir, '..')
 const dirs: string[] = []
 const tempDir = () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'conduit-start-'))
@@ -14,31 +14,8 @@ const tempDir = () => {
 }
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })))
 
-async function start(env: Record<string, string>, args: string[] = []) {
-  const proc = Bun.spawn(['bun', 'run', 'start', ...args], {
-    cwd: root,
-    env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/root', PORT: '0', HOST: '127.0.0.1', CONDUIT_LOG_LEVEL: 'warn', ...env },
-    stdout: 'pipe',
-    stderr: 'pipe',
-  })
-  // The banner ends with the "listening" line.
-  const reader = proc.stdout.getReader()
-  let output = ''
-  const deadline = Date.now() + 10_000
-  while (!/listening on \S+\/v1\n/.test(output) && Date.now() < deadline) {
-    const read = await Promise.race([reader.read(), Bun.sleep(deadline - Date.now()).then(() => null)])
-    if (!read || read.done) break
-    output += new TextDecoder().decode(read.value)
-  }
-  reader.releaseLock()
-  const origin = /listening on (http:\/\/\S+)\/v1/.exec(output)?.[1]?.replace('localhost', '127.0.0.1')
-  return { proc, output, origin }
-}
-
-async function stop(proc: ReturnType<typeof Bun.spawn>) {
-  proc.kill('SIGTERM')
-  return await proc.exited
-}
+const start = (env: Record<string, string>, args: string[] = []) => startProcess({ CONDUIT_WORKERS: '1', ...env }, args)
+const stop = stopProcess
 
 test('first start generates and prints a master key once; only its hash is kept', async () => {
   const dataDir = tempDir()

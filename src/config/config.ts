@@ -13,6 +13,8 @@ const FileSchema = t.Object(
         host: t.Optional(t.String()),
         max_body_bytes: t.Optional(t.Integer({ minimum: 1024 })),
         idle_timeout_s: t.Optional(t.Integer({ minimum: 1, maximum: 255 })),
+        workers: t.Optional(t.Integer({ minimum: 1, maximum: 256 })),
+        drain_ms: t.Optional(t.Integer({ minimum: 0 })),
       }),
     ),
     timeouts: t.Optional(t.Object({ first_byte_ms: t.Optional(t.Integer({ minimum: 1 })), idle_ms: t.Optional(t.Integer({ minimum: 1 })) })),
@@ -45,6 +47,10 @@ export interface GatewayConfig {
   encryptionKey?: string
   maxBodyBytes: number
   idleTimeoutSec: number
+  /** Processes sharing the port; 1 runs the gateway in this process. */
+  workers: number
+  /** On SIGTERM, how long in-flight requests and streams may take to finish. */
+  drainMs: number
   timeouts: { firstByteMs: number; idleMs: number }
   plugins: PluginSpec[]
   /** Folder that relative plugin paths resolve against. */
@@ -90,7 +96,7 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
   const configPath = flag('config') ?? env.CONDUIT_CONFIG
   const file: ConfigFile = configPath ? await parseConfigFile(path.resolve(configPath), env) : {}
   const number = (value: string | undefined) => (value === undefined || value === '' ? undefined : Number(value))
-  return {
+  const config: GatewayConfig = {
     port: number(flag('port') ?? env.PORT) ?? file.server?.port ?? 5000,
     hostname: flag('host') ?? env.HOST ?? file.server?.host ?? '0.0.0.0',
     dataDir: path.resolve(flag('data-dir') ?? env.CONDUIT_DATA_DIR ?? './data'),
@@ -99,6 +105,8 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
     encryptionKey: env.CONDUIT_ENCRYPTION_KEY || undefined,
     maxBodyBytes: number(env.CONDUIT_MAX_BODY_BYTES) ?? file.server?.max_body_bytes ?? 10 * 1024 * 1024,
     idleTimeoutSec: file.server?.idle_timeout_s ?? 30,
+    workers: number(flag('workers') ?? env.CONDUIT_WORKERS) ?? file.server?.workers ?? navigator.hardwareConcurrency,
+    drainMs: number(env.CONDUIT_DRAIN_MS) ?? file.server?.drain_ms ?? 30_000,
     timeouts: {
       firstByteMs: file.timeouts?.first_byte_ms ?? 300_000,
       idleMs: file.timeouts?.idle_ms ?? 120_000,
@@ -114,4 +122,8 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
     configDir: configPath ? path.dirname(path.resolve(configPath)) : process.cwd(),
     seed: { providers: file.providers, models: file.models, keys: file.keys },
   }
+  for (const [name, value, min] of [['port', config.port, 0], ['workers', config.workers, 1], ['max body bytes', config.maxBodyBytes, 1]] as const) {
+    if (!Number.isInteger(value) || value < min) throw new Error(`Invalid ${name}: ${value}`)
+  }
+  return config
 }

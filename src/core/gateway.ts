@@ -6,13 +6,15 @@ import { BUILTINS } from '../plugin-host/builtins.ts'
 import { PluginHost, type PluginSpec } from '../plugin-host/host.ts'
 import type { Logger } from '../plugin-sdk/types.ts'
 import { SecretBox, base62, secretEquals, sha256 } from '../store/crypto.ts'
-import { Store } from '../store/store.ts'
+import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
+import { Store, type ChangeBus } from '../store/store.ts'
 import { AdminService } from './admin.ts'
 import { Catalog } from './catalog.ts'
 import { Pipeline } from './pipeline.ts'
 
 export interface Gateway {
   pipeline: Pipeline
+  metrics: Metrics
   admin: AdminService
   host: PluginHost
   store: Store
@@ -22,7 +24,22 @@ export interface Gateway {
   /** Keys the config file declared without a plaintext, created now: shown once. */
   generatedKeys: { name: string; key: string }[]
   isMasterKey(token: string): boolean
+  /** Prometheus text for this process, or for every worker when there are several. */
+  metricsText(): Promise<string>
+  /** Store reachable and not shutting down. */
+  readiness(): Promise<{ ready: boolean; checks: Record<string, string> }>
+  /** Set on SIGTERM: readiness fails so load balancers stop sending traffic while requests drain. */
+  draining: boolean
   close(): Promise<void>
+}
+
+export interface GatewayOptions {
+  /** Other processes to keep in step with (worker IPC); none when this process is alone. */
+  bus?: ChangeBus
+  /** Workers skip the config-file seed: the primary applied it before starting them. */
+  skipSeed?: boolean
+  /** Every worker's metrics, summed; absent when this process is alone. */
+  gatherMetrics?: () => Promise<{ snapshot: MetricsSnapshot; workers: number }>
 }
 
 const MASTER_HASH = 'master_key_sha256'
@@ -75,8 +92,9 @@ function pluginSpecs(configured: PluginSpec[]): PluginSpec[] {
   ]
 }
 
-export async function createGateway(config: GatewayConfig, log: Logger): Promise<Gateway> {
+export async function createGateway(config: GatewayConfig, log: Logger, options: GatewayOptions = {}): Promise<Gateway> {
   const store = await Store.open({ dataDir: config.dataDir, databaseURL: config.databaseURL })
+  if (options.bus) store.connect(options.bus)
   const secrets = secretBox(config)
   await checkSecretKey(store, secrets)
 
@@ -95,13 +113,32 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
   await host.load(pluginSpecs(config.plugins))
   const catalog = new Catalog(store, secrets)
   const admin = new AdminService(store, secrets, () => host.providers.keys())
-  const generatedKeys = await applySeed(admin, store, config.seed)
+  const generatedKeys = options.skipSeed ? [] : await applySeed(admin, store, config.seed)
   await catalog.ready()
 
-  const pipeline = new Pipeline({ host, catalog, log, maxBodyBytes: config.maxBodyBytes, timeouts: config.timeouts })
+  const metrics = new Metrics()
+  const pipeline = new Pipeline({ host, catalog, metrics, log, maxBodyBytes: config.maxBodyBytes, timeouts: config.timeouts })
   const expectedHash = masterHash
-  return {
+  const gateway: Gateway = {
     pipeline,
+    metrics,
+    draining: false,
+    async metricsText() {
+      if (!options.gatherMetrics) return Metrics.render(metrics.snapshot())
+      const { snapshot, workers } = await options.gatherMetrics()
+      return Metrics.render(snapshot, workers)
+    },
+    async readiness() {
+      const checks: Record<string, string> = {}
+      try {
+        await store.sql`SELECT 1`
+        checks.store = 'ok'
+      } catch (error) {
+        checks.store = error instanceof Error ? error.message : 'unreachable'
+      }
+      if (gateway.draining) checks.server = 'draining'
+      return { ready: checks.store === 'ok' && !gateway.draining, checks }
+    },
     admin,
     host,
     store,
@@ -114,6 +151,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
       await store.close()
     },
   }
+  return gateway
 }
 
 /** Config-file entities, applied idempotently by name: create what is missing, update what exists. */

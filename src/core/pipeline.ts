@@ -1,6 +1,7 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
 import type { Endpoint, EndpointAdapter, Logger, Usage } from '../plugin-sdk/types.ts'
 import type { PluginHost } from '../plugin-host/host.ts'
+import type { Metrics } from '../services/metrics.ts'
 import type { Catalog } from './catalog.ts'
 import { Attempt, RequestCtx } from './context.ts'
 import { allowedBy } from './glob.ts'
@@ -12,6 +13,7 @@ import { estimateTokens, floatsToBase64, spliceModel } from './wire.ts'
 export interface PipelineOptions {
   host: PluginHost
   catalog: Catalog
+  metrics: Metrics
   log: Logger
   /** Largest accepted JSON body, in bytes. */
   maxBodyBytes: number
@@ -38,6 +40,7 @@ export class Pipeline {
 
   async handle(endpoint: Endpoint, request: Request, transport: Transport = {}, params: { model?: string } = {}): Promise<Response> {
     const ctx = new RequestCtx(endpoint, request, this.o.log)
+    this.o.metrics.inflight++
     try {
       const early = (await this.o.host.run('onRequest', ctx)) ?? (await this.authenticate(ctx))
       if (early) return this.settle(ctx, early)
@@ -215,8 +218,16 @@ export class Pipeline {
       ctx.error = outcome.error
       ctx.status = outcome.error.status
     }
-    const finished = ctx.finish(outcome.aborted)
-    if (finished) this.o.host.log(finished)
+    this.report(ctx, outcome.aborted)
+  }
+
+  /** The request is over (last byte, abort or refusal): metrics, then the onLog hooks, exactly once. */
+  private report(ctx: RequestCtx, aborted: boolean) {
+    const finished = ctx.finish(aborted)
+    if (!finished) return
+    this.o.metrics.inflight--
+    this.o.metrics.record(finished)
+    this.o.host.log(finished)
   }
 
   /** When the upstream reports nothing (aborted stream, silent provider) we count, and say so. */
@@ -241,8 +252,7 @@ export class Pipeline {
     ctx.error = failure
     if (failure.status === 499) {
       ctx.status = 499
-      const finished = ctx.finish(true)
-      if (finished) this.o.host.log(finished)
+      this.report(ctx, true)
       return new Response(null, { status: 499 })
     }
     ctx.setHeader('x-request-id', ctx.id)
@@ -252,8 +262,7 @@ export class Pipeline {
   /** A complete (non-stream) response is ready: record it and fire onLog. */
   private settle(ctx: RequestCtx, response: Response): Response {
     ctx.status = response.status
-    const finished = ctx.finish(false)
-    if (finished) this.o.host.log(finished)
+    this.report(ctx, false)
     return response
   }
 }

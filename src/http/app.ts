@@ -40,6 +40,11 @@ export function createApp(gw: Gateway) {
       return renderFrameworkError(code, error, request)
     })
     .get('/health', () => Response.json({ status: 'ok' }))
+    .get('/ready', async () => {
+      const { ready, checks } = await gw.readiness()
+      return Response.json({ status: ready ? 'ready' : 'unavailable', checks }, { status: ready ? 200 : 503 })
+    })
+    .get('/metrics', async () => new Response(await gw.metricsText(), { headers: { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' } }))
     .post('/v1/chat/completions', ({ request, server }) => gw.pipeline.handle('chat', request, transport(server, request)))
     .post('/v1/completions', ({ request, server }) => gw.pipeline.handle('completions', request, transport(server, request)))
     .post('/v1/embeddings', ({ request, server }) => gw.pipeline.handle('embeddings', request, transport(server, request)))

@@ -7,6 +7,8 @@ export interface ListenOptions {
   maxBodyBytes: number
   /** Seconds a connection may sit idle (Bun caps it at 255). LLM routes lift it per request. */
   idleTimeoutSec: number
+  /** Several worker processes bind the same port; the kernel spreads connections. */
+  reusePort?: boolean
 }
 
 export function listen(gw: Gateway, options: ListenOptions) {
@@ -18,6 +20,7 @@ export function listen(gw: Gateway, options: ListenOptions) {
     maxRequestBodySize: options.maxBodyBytes * 2 + 1024 * 1024,
     // Short by default (slowloris guard); LLM routes lift it per request after authentication.
     idleTimeout: options.idleTimeoutSec,
+    reusePort: options.reusePort ?? false,
   })
   return app.server!
 }

@@ -69,8 +69,17 @@ const toKey = (r: any): KeyRow => ({
   updatedAt: Number(r.updated_at),
 })
 
+/** Carries store changes between gateway processes (worker IPC today; Redis pub/sub when scaled out). */
+export interface ChangeBus {
+  /** Delivers a local change to the other processes; resolves once they have applied it. */
+  publish(change: StoreChange): Promise<void>
+  /** Changes made by other processes. */
+  subscribe(listener: (change: StoreChange) => void): void
+}
+
 export class Store implements StoreView {
   private readonly listeners = new Set<(change: StoreChange) => void>()
+  private bus: ChangeBus | null = null
 
   private constructor(
     readonly sql: SQL,
@@ -110,8 +119,21 @@ export class Store implements StoreView {
     return () => this.listeners.delete(listener)
   }
 
-  private changed(kind: StoreChange['kind'], id: string) {
-    for (const listener of this.listeners) listener({ kind, id })
+  /** Other processes' changes invalidate this process's caches exactly as local ones do. */
+  connect(bus: ChangeBus) {
+    this.bus = bus
+    bus.subscribe((change) => this.notify(change))
+  }
+
+  private notify(change: StoreChange) {
+    for (const listener of this.listeners) listener(change)
+  }
+
+  /** Resolves once every process has seen the change, so an admin call returns only when it is in force. */
+  private async changed(kind: StoreChange['kind'], id: string) {
+    const change = { kind, id }
+    this.notify(change)
+    await this.bus?.publish(change)
   }
 
   async close() {
@@ -146,7 +168,7 @@ export class Store implements StoreView {
     const now = Date.now()
     await this.sql`INSERT INTO providers (id, name, type, base_url, api_key_secret, api_key_last4, options, created_at, updated_at)
       VALUES (${p.id}, ${p.name}, ${p.type}, ${p.baseURL}, ${p.apiKeySecret}, ${p.apiKeyLast4}, ${json(p.options)}, ${now}, ${now})`
-    this.changed('provider', p.id)
+    await this.changed('provider', p.id)
     return { ...p, createdAt: now, updatedAt: now }
   }
 
@@ -154,13 +176,13 @@ export class Store implements StoreView {
     const now = Date.now()
     await this.sql`UPDATE providers SET name = ${p.name}, type = ${p.type}, base_url = ${p.baseURL}, api_key_secret = ${p.apiKeySecret},
       api_key_last4 = ${p.apiKeyLast4}, options = ${json(p.options)}, updated_at = ${now} WHERE id = ${p.id}`
-    this.changed('provider', p.id)
+    await this.changed('provider', p.id)
     return { ...p, updatedAt: now }
   }
 
   async deleteProvider(id: string) {
     await this.sql`DELETE FROM providers WHERE id = ${id}`
-    this.changed('provider', id)
+    await this.changed('provider', id)
   }
 
   // Models ---------------------------------------------------------------------------------------------
@@ -177,20 +199,20 @@ export class Store implements StoreView {
   async insertModel(m: Omit<ModelRow, 'createdAt' | 'updatedAt'>): Promise<ModelRow> {
     const now = Date.now()
     await this.sql`INSERT INTO models (id, name, targets, created_at, updated_at) VALUES (${m.id}, ${m.name}, ${json(m.targets)}, ${now}, ${now})`
-    this.changed('model', m.id)
+    await this.changed('model', m.id)
     return { ...m, createdAt: now, updatedAt: now }
   }
 
   async updateModel(m: ModelRow): Promise<ModelRow> {
     const now = Date.now()
     await this.sql`UPDATE models SET name = ${m.name}, targets = ${json(m.targets)}, updated_at = ${now} WHERE id = ${m.id}`
-    this.changed('model', m.id)
+    await this.changed('model', m.id)
     return { ...m, updatedAt: now }
   }
 
   async deleteModel(id: string) {
     await this.sql`DELETE FROM models WHERE id = ${id}`
-    this.changed('model', id)
+    await this.changed('model', id)
   }
 
   // Virtual keys ---------------------------------------------------------------------------------------
@@ -214,7 +236,7 @@ export class Store implements StoreView {
     await this.sql`INSERT INTO virtual_keys (id, name, key_hash, key_prefix, key_last4, allowed_models, expires_at, enabled, metadata, created_at, updated_at)
       VALUES (${k.id}, ${k.name}, ${keyHash}, ${k.keyPrefix}, ${k.keyLast4}, ${json(k.allowedModels)}, ${k.expiresAt}, ${k.enabled ? 1 : 0},
         ${json(k.metadata)}, ${now}, ${now})`
-    this.changed('key', k.id)
+    await this.changed('key', k.id)
     return { ...k, createdAt: now, updatedAt: now }
   }
 
@@ -222,12 +244,12 @@ export class Store implements StoreView {
     const now = Date.now()
     await this.sql`UPDATE virtual_keys SET name = ${k.name}, allowed_models = ${json(k.allowedModels)}, expires_at = ${k.expiresAt},
       enabled = ${k.enabled ? 1 : 0}, metadata = ${json(k.metadata)}, updated_at = ${now} WHERE id = ${k.id}`
-    this.changed('key', k.id)
+    await this.changed('key', k.id)
     return { ...k, updatedAt: now }
   }
 
   async deleteKey(id: string) {
     await this.sql`DELETE FROM virtual_keys WHERE id = ${id}`
-    this.changed('key', id)
+    await this.changed('key', id)
   }
 }

@@ -31,6 +31,8 @@ export async function startGateway(overrides: Partial<GatewayConfig> = {}): Prom
     masterKey: MASTER_KEY,
     maxBodyBytes: 1024 * 1024,
     idleTimeoutSec: 30,
+    workers: 1,
+    drainMs: 5_000,
     timeouts: { firstByteMs: 30_000, idleMs: 30_000 },
     plugins: [],
     configDir: process.cwd(),

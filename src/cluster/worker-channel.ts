@@ -1,0 +1,76 @@
+import type { StoreChange } from '../plugin-sdk/types.ts'
+import type { Metrics, MetricsSnapshot } from '../services/metrics.ts'
+import type { ChangeBus } from '../store/store.ts'
+import { FAN_OUT_TIMEOUT_MS, type PrimaryToWorker, type WorkerToPrimary } from './messages.ts'
+
+/** A worker→primary message that expects a reply, before the channel numbers it. */
+type Request = WorkerToPrimary extends infer M ? (M extends { id: number } ? Omit<M, 'id'> : never) : never
+
+/** A worker's line to the primary: store changes for the other workers, and cluster-wide metrics. */
+export class WorkerChannel implements ChangeBus {
+  private sequence = 0
+  private readonly pending = new Map<number, (value: unknown) => void>()
+  private readonly changeListeners: ((change: StoreChange) => void)[] = []
+  private metrics: Metrics | null = null
+
+  constructor() {
+    process.on('message', (message: PrimaryToWorker) => this.receive(message))
+  }
+
+  static available() {
+    return typeof process.send === 'function' && process.env.CONDUIT_WORKER === '1'
+  }
+
+  send(message: WorkerToPrimary) {
+    process.send!(message)
+  }
+
+  private request<T>(message: Request): Promise<T> {
+    const id = ++this.sequence
+    return new Promise<T>((resolve, reject) => {
+      // The primary answers within its own fan-out timeout; this one only guards against a lost primary.
+      const timer = setTimeout(() => {
+        this.pending.delete(id)
+        reject(new Error(`the primary did not answer '${message.type}'`))
+      }, FAN_OUT_TIMEOUT_MS * 3)
+      this.pending.set(id, (value) => {
+        clearTimeout(timer)
+        resolve(value as T)
+      })
+      this.send({ ...message, id } as WorkerToPrimary)
+    })
+  }
+
+  publish(change: StoreChange): Promise<void> {
+    return this.request({ type: 'publish-change', change })
+  }
+
+  subscribe(listener: (change: StoreChange) => void) {
+    this.changeListeners.push(listener)
+  }
+
+  serveMetrics(metrics: Metrics) {
+    this.metrics = metrics
+  }
+
+  /** Every worker's metrics, summed by the primary. */
+  gatherMetrics(): Promise<{ snapshot: MetricsSnapshot; workers: number }> {
+    return this.request({ type: 'gather-metrics' })
+  }
+
+  private receive(message: PrimaryToWorker) {
+    switch (message.type) {
+      case 'reply':
+        this.pending.get(message.id)?.(message.value)
+        this.pending.delete(message.id)
+        break
+      case 'apply-change':
+        for (const listener of this.changeListeners) listener(message.change)
+        this.send({ type: 'change-applied', ref: message.ref })
+        break
+      case 'collect-metrics':
+        if (this.metrics) this.send({ type: 'metrics-snapshot', ref: message.ref, snapshot: this.metrics.snapshot() })
+        break
+    }
+  }
+}

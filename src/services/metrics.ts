@@ -1,0 +1,132 @@
+import type { FinishedRequest } from '../plugin-sdk/types.ts'
+
+/**
+ * Request metrics in Prometheus text format. State is plain data (counters and histogram bucket arrays keyed
+ * by a label string) so the snapshots of several worker processes can be summed into one scrape.
+ */
+
+const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+const TTFT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+interface Histogram {
+  buckets: number[]
+  sum: number
+  count: number
+}
+
+export interface MetricsSnapshot {
+  requests: Record<string, number>
+  errors: Record<string, number>
+  tokens: Record<string, number>
+  duration: Record<string, Histogram>
+  ttft: Record<string, Histogram>
+  inflight: number
+  rssBytes: number
+}
+
+const emptySnapshot = (): MetricsSnapshot => ({ requests: {}, errors: {}, tokens: {}, duration: {}, ttft: {}, inflight: 0, rssBytes: 0 })
+
+function observe(map: Record<string, Histogram>, key: string, bounds: number[], value: number) {
+  let h = map[key]
+  if (!h) h = map[key] = { buckets: new Array(bounds.length).fill(0), sum: 0, count: 0 }
+  for (let i = 0; i < bounds.length; i++) {
+    if (value <= bounds[i]!) {
+      h.buckets[i]!++
+      break
+    }
+  }
+  h.sum += value
+  h.count++
+}
+
+/** Label values are joined with \u0000, which never appears in a model or provider name we accept. */
+const SEP = '\u0000'
+
+export class Metrics {
+  private data = emptySnapshot()
+  /** Requests being served right now (streams included). */
+  inflight = 0
+
+  record(f: FinishedRequest) {
+    const endpoint = f.ctx.endpoint
+    const model = f.ctx.model?.name ?? ''
+    const provider = f.target?.provider.name ?? ''
+    const key = endpoint + SEP + model + SEP + provider
+    const status = f.aborted ? 'aborted' : String(f.status)
+    const requestKey = key + SEP + status
+    this.data.requests[requestKey] = (this.data.requests[requestKey] ?? 0) + 1
+    if (f.error) {
+      const errorKey = key + SEP + (f.error.code ?? f.error.type)
+      this.data.errors[errorKey] = (this.data.errors[errorKey] ?? 0) + 1
+    }
+    observe(this.data.duration, key, DURATION_BUCKETS, f.durationMs / 1000)
+    if (f.stream && f.firstByteMs !== null) observe(this.data.ttft, key, TTFT_BUCKETS, f.firstByteMs / 1000)
+    if (f.usage) {
+      const prompt = key + SEP + 'prompt'
+      const completion = key + SEP + 'completion'
+      this.data.tokens[prompt] = (this.data.tokens[prompt] ?? 0) + f.usage.prompt_tokens
+      this.data.tokens[completion] = (this.data.tokens[completion] ?? 0) + f.usage.completion_tokens
+    }
+  }
+
+  snapshot(): MetricsSnapshot {
+    return { ...structuredClone(this.data), inflight: this.inflight, rssBytes: process.memoryUsage.rss() }
+  }
+
+  static merge(snapshots: MetricsSnapshot[]): MetricsSnapshot {
+    const out = emptySnapshot()
+    for (const s of snapshots) {
+      for (const field of ['requests', 'errors', 'tokens'] as const) {
+        for (const [k, v] of Object.entries(s[field])) out[field][k] = (out[field][k] ?? 0) + v
+      }
+      for (const field of ['duration', 'ttft'] as const) {
+        for (const [k, h] of Object.entries(s[field])) {
+          const target = (out[field][k] ??= { buckets: new Array(h.buckets.length).fill(0), sum: 0, count: 0 })
+          h.buckets.forEach((n, i) => (target.buckets[i]! += n))
+          target.sum += h.sum
+          target.count += h.count
+        }
+      }
+      out.inflight += s.inflight
+      out.rssBytes += s.rssBytes
+    }
+    return out
+  }
+
+  static render(s: MetricsSnapshot, workers = 1): string {
+    const lines: string[] = []
+    const escape = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')
+    const labels = (names: string[], key: string, extra = '') => {
+      const values = key.split(SEP)
+      const parts = names.map((n, i) => `${n}="${escape(values[i] ?? '')}"`)
+      if (extra) parts.push(extra)
+      return `{${parts.join(',')}}`
+    }
+    const base = ['endpoint', 'model', 'provider']
+    const counter = (name: string, help: string, names: string[], map: Record<string, number>) => {
+      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`)
+      for (const [k, v] of Object.entries(map)) lines.push(`${name}${labels(names, k)} ${v}`)
+    }
+    const histogram = (name: string, help: string, bounds: number[], map: Record<string, Histogram>) => {
+      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`)
+      for (const [k, h] of Object.entries(map)) {
+        let cumulative = 0
+        bounds.forEach((le, i) => {
+          cumulative += h.buckets[i]!
+          lines.push(`${name}_bucket${labels(base, k, `le="${le}"`)} ${cumulative}`)
+        })
+        lines.push(`${name}_bucket${labels(base, k, 'le="+Inf"')} ${h.count}`)
+        lines.push(`${name}_sum${labels(base, k)} ${h.sum}`, `${name}_count${labels(base, k)} ${h.count}`)
+      }
+    }
+    counter('conduit_requests_total', 'Requests by endpoint, virtual model, provider and status (aborted: the client left).', [...base, 'status'], s.requests)
+    counter('conduit_request_errors_total', 'Failed requests by error code.', [...base, 'code'], s.errors)
+    counter('conduit_tokens_total', 'Tokens by direction (prompt, completion).', [...base, 'type'], s.tokens)
+    histogram('conduit_request_duration_seconds', 'Time from request to last byte.', DURATION_BUCKETS, s.duration)
+    histogram('conduit_time_to_first_token_seconds', 'Streams: time from request to the first byte sent.', TTFT_BUCKETS, s.ttft)
+    lines.push('# HELP conduit_inflight_requests Requests being served now.', '# TYPE conduit_inflight_requests gauge', `conduit_inflight_requests ${s.inflight}`)
+    lines.push('# HELP conduit_resident_memory_bytes Resident memory of all gateway processes.', '# TYPE conduit_resident_memory_bytes gauge', `conduit_resident_memory_bytes ${s.rssBytes}`)
+    lines.push('# HELP conduit_workers Gateway worker processes.', '# TYPE conduit_workers gauge', `conduit_workers ${workers}`)
+    return lines.join('\n') + '\n'
+  }
+}

@@ -1,0 +1,113 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { startFakeOpenAI, type FakeOpenAI } from './helpers/fake-openai.ts'
+import { startProcess, stopProcess, type RunningGateway } from './helpers/process.ts'
+
+/** Several worker processes on one port behave as one gateway: state that must be shared is shared. */
+const MASTER = 'cluster-master-key'
+let fake: FakeOpenAI
+let dataDir: string
+
+beforeAll(async () => {
+  fake = await startFakeOpenAI()
+  dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-cluster-'))
+})
+afterAll(() => {
+  fake.stop()
+  rmSync(dataDir, { recursive: true, force: true })
+})
+
+async function setUp(gw: RunningGateway) {
+  const admin = async (method: string, p: string, body?: unknown) =>
+    (await (
+      await fetch(`${gw.origin}/admin/v1${p}`, {
+        method,
+        headers: { authorization: `Bearer ${MASTER}`, 'content-type': 'application/json', connection: 'close' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      })
+    ).json()) as any
+  if ((await admin('GET', '/providers')).data.length === 0) {
+    await admin('POST', '/providers', { name: 'fake', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
+    await admin('POST', '/models', { name: 'm', targets: [{ provider: 'fake', model: 'gpt-4o' }] })
+  }
+  const key = await admin('POST', '/keys', { name: `k${Date.now()}` })
+  return { admin, key: key.key as string, keyId: key.id as string }
+}
+
+/** A fresh connection per request, so the kernel spreads them over the workers. */
+const chat = (gw: RunningGateway, key: string, content = 'hi', stream = false) =>
+  fetch(`${gw.origin}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', connection: 'close' },
+    body: JSON.stringify({ model: 'm', stream, messages: [{ role: 'user', content }] }),
+  })
+
+describe('--workers 2', () => {
+  test('an admin change is in force on every worker when the admin call returns; metrics cover all workers', async () => {
+    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '2'])
+    try {
+      expect(gw.output).toContain('2 workers')
+      const { admin, key, keyId } = await setUp(gw)
+      const before = await Promise.all(Array.from({ length: 20 }, () => chat(gw, key)))
+      expect(before.map((r) => r.status)).toEqual(new Array(20).fill(200))
+
+      await admin('PATCH', `/keys/${keyId}`, { enabled: false })
+      const after = await Promise.all(Array.from({ length: 20 }, () => chat(gw, key)))
+      expect(after.map((r) => r.status)).toEqual(new Array(20).fill(401))
+
+      const other = (await admin('POST', '/keys', { name: 'other' })).key
+      await admin('PATCH', '/models/m', { name: 'renamed' })
+      const renamed = await Promise.all(Array.from({ length: 10 }, () => chat(gw, other)))
+      expect(renamed.map((r) => r.status)).toEqual(new Array(10).fill(404))
+      await admin('PATCH', '/models/renamed', { name: 'm' })
+
+      const metrics = await (await fetch(`${gw.origin}/metrics`, { headers: { connection: 'close' } })).text()
+      expect(metrics).toContain('conduit_workers 2')
+      const count = (status: string) =>
+        Number(new RegExp(`conduit_requests_total\\{endpoint="chat",model="m",provider="fake",status="${status}"\\} (\\d+)`).exec(metrics)?.[1] ?? 0) +
+        Number(new RegExp(`conduit_requests_total\\{endpoint="chat",model="",provider="",status="${status}"\\} (\\d+)`).exec(metrics)?.[1] ?? 0)
+      expect(count('200')).toBe(20)
+      expect(count('401')).toBe(20)
+    } finally {
+      expect(await stopProcess(gw.proc)).toBe(0)
+    }
+  }, 30_000)
+})
+
+describe('graceful shutdown', () => {
+  for (const workers of ['1', '2']) {
+    test(`SIGTERM (${workers} worker${workers === '1' ? '' : 's'}): in-flight streams finish, new connections are refused, exit 0`, async () => {
+      const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER, CONDUIT_DRAIN_MS: '10000' }, ['--workers', workers])
+      const { key } = await setUp(gw)
+      const streams = await Promise.all(Array.from({ length: 5 }, () => chat(gw, key, 'slow-stream:50', true)))
+      const bodies = streams.map((r) => r.text())
+      await Bun.sleep(100)
+      gw.proc.kill('SIGTERM')
+      await Bun.sleep(200)
+      const refused = await fetch(`${gw.origin}/health`, { headers: { connection: 'close' } }).then(
+        (r) => r.status,
+        () => 'refused',
+      )
+      expect(refused).toBe('refused')
+      for (const body of await Promise.all(bodies)) {
+        expect(body).toContain('data: [DONE]')
+        expect(body).not.toContain('"error"')
+      }
+      expect(await gw.proc.exited).toBe(0)
+    }, 30_000)
+  }
+
+  test('a stream longer than the drain timeout is cut when it expires, and the process still exits', async () => {
+    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER, CONDUIT_DRAIN_MS: '300' }, ['--workers', '1'])
+    const { key } = await setUp(gw)
+    const res = await chat(gw, key, 'slow-stream:1000', true)
+    const body = res.text().catch(() => 'cut')
+    const started = performance.now()
+    gw.proc.kill('SIGTERM')
+    expect(await gw.proc.exited).toBe(0)
+    expect(performance.now() - started).toBeLessThan(3000)
+    expect(await body).not.toContain('data: [DONE]')
+  }, 30_000)
+})
