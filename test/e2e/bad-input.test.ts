@@ -188,11 +188,18 @@ describe('upstream failures', () => {
     const text = await res.text()
     expect(performance.now() - started).toBeLessThan(400 + 1000)
     expect(text).toContain('"code":"upstream_timeout"')
+    // The stalled upstream is hung up on, not left open.
+    const closedBy = Date.now() + 1000
+    while (fake.openStreams > 0 && Date.now() < closedBy) await Bun.sleep(10)
+    expect(fake.openStreams).toBe(0)
   })
 })
 
 describe('client disconnect', () => {
   test('aborting a stream aborts the upstream within a second', async () => {
+    // Streams cut by earlier tests close on their own schedule; start from a quiet upstream.
+    for (let i = 0; i < 100 && fake.openStreams > 0; i++) await Bun.sleep(20)
+    expect(fake.openStreams).toBe(0)
     const abortedBefore = fake.aborted
     const controller = new AbortController()
     const res = await fetch(`${gw.baseURL}/chat/completions`, {
