@@ -9,12 +9,17 @@ import { createLogger } from './services/logger.ts'
  * One process (`--workers 1`), or a primary that prepares the store and supervises N workers sharing the
  * port. The primary prints the banner; workers only serve.
  */
-const config = await loadConfig(process.argv.slice(2), process.env)
 const log = createLogger()
-
-if (WorkerChannel.available()) await runWorker(config)
-else if (config.workers > 1) await runCluster(config)
-else await runSingle(config)
+try {
+  const config = await loadConfig(process.argv.slice(2), process.env)
+  if (WorkerChannel.available()) await runWorker(config)
+  else if (config.workers > 1) await runCluster(config)
+  else await runSingle(config)
+} catch (error) {
+  // A start-up failure (bad config, wrong key, port taken) is a message for the operator, not a stack.
+  console.error(`conduit: ${error instanceof Error ? error.message : String(error)}`)
+  process.exit(1)
+}
 
 async function runSingle(config: GatewayConfig) {
   const gateway = await createGateway(config, log)
@@ -27,7 +32,8 @@ async function runWorker(config: GatewayConfig) {
   const channel = new WorkerChannel()
   const gateway = await createGateway(config, log, { bus: channel, skipSeed: true, gatherMetrics: () => channel.gatherMetrics() })
   channel.serveMetrics(gateway.metrics)
-  const server = listen(gateway, { ...config, reusePort: true })
+  // The primary chose the port (a free one when asked for 0); every worker binds that same one.
+  const server = listen(gateway, { ...config, port: Number(process.env.CONDUIT_WORKER_PORT), reusePort: true })
   channel.send({ type: 'listening', port: server.port! })
   onTerminate((signal) => drainAndExit(gateway, server, config.drainMs, signal))
 }

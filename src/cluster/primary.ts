@@ -90,7 +90,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<{ port: numbe
     const command = Bun.isStandaloneExecutable ? [process.execPath, ...process.argv.slice(2)] : [process.execPath, Bun.main, ...process.argv.slice(2)]
     const worker: Worker = { index, listening: false } as Worker
     worker.proc = Bun.spawn(command, {
-      env: { ...process.env, CONDUIT_WORKER: '1', CONDUIT_WORKER_INDEX: String(index), PORT: String(options.port) },
+      env: { ...process.env, CONDUIT_WORKER: '1', CONDUIT_WORKER_PORT: String(options.port) },
       stdin: 'ignore',
       stdout: 'inherit',
       stderr: 'inherit',

@@ -76,7 +76,9 @@ export function expandEnv(value: unknown, env: Record<string, string | undefined
 }
 
 export async function parseConfigFile(file: string, env: Record<string, string | undefined>): Promise<ConfigFile> {
-  const text = await Bun.file(file).text()
+  const handle = Bun.file(file)
+  if (!(await handle.exists())) throw new Error(`Config file not found: ${file}`)
+  const text = await handle.text()
   const raw = file.endsWith('.json') ? JSON.parse(text) : Bun.YAML.parse(text)
   const expanded = expandEnv(raw ?? {}, env)
   if (!Value.Check(FileSchema, expanded)) {

@@ -14,9 +14,14 @@ export interface RunningGateway {
  * Starts Conduit as a user would (`bun run start`, or a compiled binary) and waits for the banner's last
  * line, "Conduit listening on …".
  */
-export async function startProcess(env: Record<string, string>, args: string[] = [], command = ['bun', 'run', 'start']): Promise<RunningGateway> {
+export async function startProcess(
+  env: Record<string, string>,
+  args: string[] = [],
+  command = ['bun', 'run', 'start'],
+  cwd = ROOT,
+): Promise<RunningGateway> {
   const proc = Bun.spawn([...command, ...args], {
-    cwd: ROOT,
+    cwd,
     env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/root', PORT: '0', HOST: '127.0.0.1', CONDUIT_LOG_LEVEL: 'warn', ...env },
     stdout: 'pipe',
     stderr: 'pipe',

@@ -1,0 +1,23 @@
+/**
+ * `bun run build` → dist/conduit: one executable with the runtime, the gateway and its built-in plugins.
+ * It never autoloads a bunfig.toml or .env from the directory it is started in (a bunfig `preload` there would
+ * run foreign code inside the gateway); configuration comes from its flags, environment and --config file.
+ */
+import pkg from './package.json'
+
+const result = await Bun.build({
+  entrypoints: ['src/main.ts'],
+  target: 'bun',
+  format: 'esm',
+  compile: { outfile: 'dist/conduit', autoloadBunfig: false, autoloadDotenv: false, autoloadTsconfig: false, autoloadPackageJson: false },
+  // Whitespace and syntax only: names stay readable in stack traces and plugin errors.
+  minify: { whitespace: true, syntax: true, identifiers: false },
+  bytecode: true,
+  define: { CONDUIT_VERSION: JSON.stringify(pkg.version) },
+})
+if (!result.success) {
+  for (const log of result.logs) console.error(log)
+  process.exit(1)
+}
+const file = Bun.file('dist/conduit')
+console.log(`dist/conduit ${(file.size / 1024 / 1024).toFixed(1)} MiB`)
