@@ -76,6 +76,33 @@ describe('--workers 2', () => {
   }, 30_000)
 })
 
+describe('fetch in-flight limit', () => {
+  test('300 concurrent streams through one worker all start at once (Bun caps fetch at 256 unless told)', async () => {
+    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '1'])
+    try {
+      const { key } = await setUp(gw)
+      // The client runs in its own process with the cap lifted, so only the gateway's own limit is measured.
+      const client = `
+        const started = performance.now()
+        const ttft = await Promise.all(Array.from({ length: 300 }, async () => {
+          const res = await fetch('${gw.origin}/v1/chat/completions', { method: 'POST',
+            headers: { authorization: 'Bearer ${key}', 'content-type': 'application/json' },
+            body: JSON.stringify({ model: 'm', stream: true, messages: [{ role: 'user', content: 'slow-stream:100' }] }) })
+          const reader = res.body.getReader(); await reader.read(); const at = performance.now() - started
+          while (!(await reader.read()).done); return at }))
+        console.log(JSON.stringify({ max: Math.max(...ttft) }))`
+      // Asynchronous: the fake upstream lives in this process and must keep answering.
+      const run = Bun.spawn(['bun', '-e', client], { env: { ...process.env, BUN_CONFIG_MAX_HTTP_REQUESTS: '4096' }, stdout: 'pipe', stderr: 'inherit' })
+      expect(await run.exited).toBe(0)
+      const { max } = JSON.parse(await new Response(run.stdout).text())
+      // Queued behind the cap, the last 44 streams would wait for a whole 2-second stream to finish.
+      expect(max).toBeLessThan(1000)
+    } finally {
+      await stopProcess(gw.proc)
+    }
+  }, 30_000)
+})
+
 describe('graceful shutdown', () => {
   for (const workers of ['1', '2']) {
     test(`SIGTERM (${workers} worker${workers === '1' ? '' : 's'}): in-flight streams finish, new connections are refused, exit 0`, async () => {

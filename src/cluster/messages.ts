@@ -6,7 +6,7 @@ import type { MetricsSnapshot } from '../services/metrics.ts'
  * `reply`; fan-outs to every worker carry a `ref` the workers echo back.
  */
 export type WorkerToPrimary =
-  | { type: 'listening'; port: number }
+  | { type: 'listening'; port: number; plugins: number; generatedMasterKey: string | null; generatedKeys: { name: string; key: string }[] }
   | { type: 'publish-change'; id: number; change: StoreChange }
   | { type: 'gather-metrics'; id: number }
   | { type: 'change-applied'; ref: string }

@@ -1,21 +1,22 @@
 import type { Subprocess } from 'bun'
-import type { Logger } from '../plugin-sdk/types.ts'
+import type { GatewayConfig } from '../config/config.ts'
+import { createLogger } from '../services/logger.ts'
 import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
 import { FAN_OUT_TIMEOUT_MS, type PrimaryToWorker, type WorkerToPrimary } from './messages.ts'
 
-export interface PrimaryOptions {
-  workers: number
-  port: number
-  log: Logger
-  /** How long SIGTERM waits for workers to drain before killing them. */
-  drainMs: number
-}
+type Listening = Extract<WorkerToPrimary, { type: 'listening' }>
 
 interface Worker {
   index: number
   proc: Subprocess<'ignore', 'inherit', 'inherit'>
-  listening: boolean
+  listening: Listening | null
 }
+
+/**
+ * Bun's fetch allows 256 requests in flight per process unless this is set before the process starts; an LLM
+ * gateway holds one per open stream, so request 257 would wait for a whole stream to end.
+ */
+const FETCH_LIMIT = { BUN_CONFIG_MAX_HTTP_REQUESTS: process.env.BUN_CONFIG_MAX_HTTP_REQUESTS ?? '65535' }
 
 /** A fan-out to every worker, answered when all have replied or the timeout passes. */
 class FanOut<T> {
@@ -40,9 +41,11 @@ class FanOut<T> {
 /**
  * Runs N gateway workers on one port (SO_REUSEPORT: the kernel spreads connections), restarts a worker
  * that dies, relays store changes so every worker's caches follow an admin change before the admin call
- * returns, and sums metrics for a scrape. It serves no traffic itself.
+ * returns, and sums metrics for a scrape. It serves no traffic and never loads the gateway itself.
  */
-export async function runPrimary(options: PrimaryOptions): Promise<{ port: number }> {
+export async function runPrimary(config: GatewayConfig) {
+  const log = createLogger()
+  const port = config.port === 0 ? freePort(config.hostname) : config.port
   const workers: Worker[] = []
   const fanOuts = new Map<string, FanOut<unknown>>()
   let refs = 0
@@ -62,7 +65,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<{ port: numbe
   const onMessage = async (worker: Worker, message: WorkerToPrimary) => {
     switch (message.type) {
       case 'listening':
-        worker.listening = true
+        worker.listening = message
         break
       case 'change-applied':
         fanOuts.get(message.ref)?.answer(worker.index, null)
@@ -86,18 +89,18 @@ export async function runPrimary(options: PrimaryOptions): Promise<{ port: numbe
     }
   }
 
-  const spawn = (index: number): Worker => {
+  const spawn = (index: number, leader = false): Worker => {
     const command = Bun.isStandaloneExecutable ? [process.execPath, ...process.argv.slice(2)] : [process.execPath, Bun.main, ...process.argv.slice(2)]
-    const worker: Worker = { index, listening: false } as Worker
+    const worker: Worker = { index, listening: null } as Worker
     worker.proc = Bun.spawn(command, {
-      env: { ...process.env, CONDUIT_WORKER: '1', CONDUIT_WORKER_PORT: String(options.port) },
+      env: { ...process.env, ...FETCH_LIMIT, CONDUIT_WORKER: '1', CONDUIT_WORKER_PORT: String(port), CONDUIT_WORKER_LEADER: leader ? '1' : '0' },
       stdin: 'ignore',
       stdout: 'inherit',
       stderr: 'inherit',
       ipc: (message) => void onMessage(worker, message as WorkerToPrimary),
       onExit: (_proc, code, signal) => {
         if (stopping) return
-        options.log.error({ worker: index, code, signal }, 'worker exited; restarting it')
+        log.error({ worker: index, code, signal }, 'worker exited; restarting it')
         setTimeout(() => {
           if (!stopping) workers[index] = spawn(index)
         }, 500)
@@ -106,29 +109,55 @@ export async function runPrimary(options: PrimaryOptions): Promise<{ port: numbe
     return worker
   }
 
-  for (let i = 0; i < options.workers; i++) workers.push(spawn(i))
-
-  const deadline = Date.now() + 30_000
-  while (!workers.every((w) => w.listening)) {
-    if (workers.some((w) => w.proc.exitCode !== null) || Date.now() > deadline) {
-      stopping = true
-      for (const w of workers) w.proc.kill()
-      throw new Error('A worker failed to start; see its output above.')
+  const started = async (batch: Worker[]) => {
+    const deadline = Date.now() + 30_000
+    while (!batch.every((w) => w.listening)) {
+      if (batch.some((w) => w.proc.exitCode !== null) || Date.now() > deadline) {
+        stopping = true
+        for (const w of workers) w.proc.kill()
+        throw new Error('A worker failed to start; see its output above.')
+      }
+      await Bun.sleep(10)
     }
-    await Bun.sleep(20)
   }
+  // The leader prepares the store (migrations, config file, master key) before the others open it.
+  workers.push(spawn(0, true))
+  await started(workers)
+  for (let i = 1; i < config.workers; i++) workers.push(spawn(i))
+  await started(workers)
 
   const shutdown = async (signal: NodeJS.Signals) => {
     if (stopping) return
     stopping = true
-    options.log.info({ signal }, 'stopping workers')
+    log.info({ signal }, 'stopping workers')
     for (const w of workers) w.proc.kill('SIGTERM')
     const exited = Promise.all(workers.map((w) => w.proc.exited))
-    const drained = await Promise.race([exited.then(() => true), Bun.sleep(options.drainMs + 2_000).then(() => false)])
+    const drained = await Promise.race([exited.then(() => true), Bun.sleep(config.drainMs + 2_000).then(() => false)])
     if (!drained) for (const w of workers) w.proc.kill('SIGKILL')
     process.exit(0)
   }
   process.on('SIGTERM', () => void shutdown('SIGTERM'))
   process.on('SIGINT', () => void shutdown('SIGINT'))
-  return { port: options.port }
+  banner(config, port, workers[0]!.listening!)
+}
+
+function freePort(hostname: string): number {
+  const probe = Bun.listen({ hostname, port: 0, socket: { data() {} } })
+  const port = probe.port
+  probe.stop(true)
+  return port
+}
+
+function banner(config: GatewayConfig, port: number, leader: Listening) {
+  const where = config.databaseURL ? 'PostgreSQL (DATABASE_URL)' : config.dataDir
+  const workers = `${config.workers} worker${config.workers > 1 ? 's' : ''}`
+  const lines = [`Conduit: ${leader.plugins} plugins loaded, data in ${where}, ${workers}`]
+  if (leader.generatedMasterKey) {
+    lines.push('', '  A master key was generated. It is shown only this once; only its hash is stored:', `    ${leader.generatedMasterKey}`)
+    lines.push('  Use it as "Authorization: Bearer <master key>" on /admin/v1, or set CONDUIT_MASTER_KEY.')
+  }
+  for (const { name, key } of leader.generatedKeys) lines.push(`  Virtual key '${name}' created from the config (shown once): ${key}`)
+  lines.push(`Conduit listening on http://${config.hostname === '0.0.0.0' ? 'localhost' : config.hostname}:${port}/v1`)
+  // Printed, not logged: the logger redacts keys, and this is the one time the operator must see one.
+  process.stdout.write(lines.join('\n') + '\n')
 }

@@ -1,0 +1,55 @@
+import type { GatewayConfig } from '../config/config.ts'
+import { createGateway, type Gateway } from '../core/gateway.ts'
+import { listen } from '../http/server.ts'
+import type { Logger } from '../plugin-sdk/types.ts'
+import { createLogger } from '../services/logger.ts'
+import { WorkerChannel } from './worker-channel.ts'
+
+/**
+ * A worker serves traffic on the port the primary chose, shared with its siblings (SO_REUSEPORT). The first
+ * worker (the leader) migrates the store, applies the config file and creates the master key; the others
+ * start after it, so nothing races.
+ */
+export async function runWorker(config: GatewayConfig) {
+  const log = createLogger()
+  const channel = new WorkerChannel()
+  const leader = process.env.CONDUIT_WORKER_LEADER === '1'
+  const gateway = await createGateway(config, log, { bus: channel, skipSeed: !leader, gatherMetrics: () => channel.gatherMetrics() })
+  channel.serveMetrics(gateway.metrics)
+  const server = listen(gateway, { ...config, port: Number(process.env.CONDUIT_WORKER_PORT), reusePort: true })
+  channel.send({
+    type: 'listening',
+    port: server.port!,
+    plugins: gateway.host.plugins.length,
+    generatedMasterKey: gateway.generatedMasterKey,
+    generatedKeys: gateway.generatedKeys,
+  })
+  onTerminate((signal) => drainAndExit(gateway, server, config.drainMs, signal, log))
+}
+
+function onTerminate(handler: (signal: NodeJS.Signals) => Promise<void>) {
+  let stopping = false
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      if (stopping) return
+      stopping = true
+      void handler(signal)
+    })
+  }
+}
+
+/**
+ * Graceful stop: readiness fails at once, the listener closes (new connections are refused), in-flight
+ * requests and streams get up to `drainMs` to finish, then whatever remains is closed.
+ */
+async function drainAndExit(gateway: Gateway, server: ReturnType<typeof listen>, drainMs: number, signal: NodeJS.Signals, log: Logger) {
+  log.info({ signal, inflight: gateway.metrics.inflight }, 'draining')
+  gateway.draining = true
+  const drained = await Promise.race([server.stop().then(() => true), Bun.sleep(drainMs).then(() => false)])
+  if (!drained) {
+    log.warn({ inflight: gateway.metrics.inflight }, 'drain timeout: closing the remaining connections')
+    await server.stop(true)
+  }
+  await gateway.close()
+  process.exit(0)
+}
