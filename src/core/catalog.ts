@@ -63,6 +63,11 @@ export class Catalog {
    * order. Targets whose provider vanished are skipped.
    */
   plan(model: VirtualModel): Target[] {
+    if (model.targets.length === 1) {
+      const only = model.targets[0]!
+      const provider = this.providers.get(only.provider)
+      return provider ? [{ provider, model: only.model }] : []
+    }
     const tiers = new Map<number, { target: Target; key: number }[]>()
     for (const t of model.targets) {
       const provider = this.providers.get(t.provider)

@@ -2,9 +2,9 @@ import type { AttemptContext, Endpoint, FinishedRequest, Logger, Principal, Requ
 import type { GatewayError } from '../plugin-sdk/errors.ts'
 
 let sequence = 0
-const instance = Math.random().toString(36).slice(2, 8)
-/** Unique per process without a syscall: instance prefix + time + counter. */
-export const newRequestId = () => `req_${instance}${Date.now().toString(36)}${(sequence++).toString(36)}`
+/** Random per process start, so ids stay unique across workers and restarts. */
+const instance = `req_${crypto.randomUUID().replaceAll('-', '').slice(0, 12)}`
+export const newRequestId = () => instance + (sequence++).toString(36)
 
 export class RequestCtx implements RequestContext {
   readonly id = newRequestId()

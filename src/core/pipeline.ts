@@ -8,7 +8,7 @@ import { allowedBy } from './glob.ts'
 import { refuseUpstreamOverrides, validateRequest } from './request-schemas.ts'
 import { relayStream, type StreamOutcome } from './stream-relay.ts'
 import { UpstreamCall, isRetryable, timeoutsFor, upstreamError, type Timeouts } from './upstream.ts'
-import { estimateTokens, floatsToBase64, spliceModel } from './wire.ts'
+import { estimateTokens, extractUsage, floatsToBase64, spliceModel } from './wire.ts'
 
 export interface PipelineOptions {
   host: PluginHost
@@ -29,7 +29,7 @@ export interface Transport {
 type ProxiedEndpoint = 'chat' | 'completions' | 'embeddings'
 
 const JSON_TYPE = 'application/json'
-const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' }
+const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' }
 
 /**
  * One request, end to end: onRequest → onAuth → body → model → onAccess → onRequestBody → attempts
@@ -179,24 +179,36 @@ export class Pipeline {
     return this.jsonResult(ctx, attempt, adapter, text)
   }
 
-  /** Non-streaming: parse once for usage; forward the upstream bytes with the model spliced unless something must change. */
+  /**
+   * Non-streaming. An OpenAI-compatible body goes to the client as the upstream sent it, with the model name
+   * spliced in and only its `usage` object parsed; anything that must change (translation, onResponse
+   * plugins, base64 embeddings from floats) works on the parsed object instead.
+   */
   private async jsonResult(ctx: RequestCtx, attempt: Attempt, adapter: EndpointAdapter, text: string): Promise<Response> {
-    let parsed: Record<string, any>
-    try {
-      parsed = JSON.parse(text)
-    } catch {
-      throw new GatewayError(502, `The upstream provider '${attempt.target.provider.name}' returned a response that is not JSON.`, { code: 'upstream_bad_response' })
-    }
-    let rewrite = !adapter.passthrough || this.o.host.hasResponseHooks
-    if (!adapter.passthrough) parsed = adapter.parseResponse!(parsed, attempt)
-    if (ctx.endpoint === 'embeddings' && ctx.body!.encoding_format === 'base64') rewrite = encodeEmbeddings(parsed) || rewrite
-    ctx.usage = parsed.usage ? normaliseUsage(parsed.usage) : this.estimateUsage(ctx, 0, parsed)
     const name = ctx.model!.name
+    const badResponse = () =>
+      new GatewayError(502, `The upstream provider '${attempt.target.provider.name}' returned a response that is not JSON.`, { code: 'upstream_bad_response' })
+    const mustRewrite =
+      !adapter.passthrough ||
+      this.o.host.hasResponseHooks ||
+      (ctx.endpoint === 'embeddings' && ctx.body!.encoding_format === 'base64' && text.includes('"embedding":['))
     let out: string
-    if (rewrite) {
+    if (mustRewrite) {
+      let parsed: Record<string, any>
+      try {
+        parsed = JSON.parse(text)
+      } catch {
+        throw badResponse()
+      }
+      if (!adapter.passthrough) parsed = adapter.parseResponse!(parsed, attempt)
+      if (ctx.endpoint === 'embeddings' && ctx.body!.encoding_format === 'base64') encodeEmbeddings(parsed)
+      ctx.usage = parsed.usage ? normaliseUsage(parsed.usage) : this.estimateUsage(ctx, 0, parsed)
       parsed.model = name
       out = JSON.stringify(await this.o.host.response(attempt, parsed))
     } else {
+      if (text.charCodeAt(0) !== 123 && !text.trimStart().startsWith('{')) throw badResponse()
+      const usage = extractUsage(text)
+      ctx.usage = usage ? normaliseUsage(usage) : this.estimateUsage(ctx, 0, JSON.parse(text))
       out = spliceModel(text, name)
     }
     ctx.status = 200
@@ -205,11 +217,12 @@ export class Pipeline {
   }
 
   private routeHeaders(ctx: RequestCtx, attempt: Attempt) {
-    ctx.setHeader('x-request-id', ctx.id)
-    ctx.setHeader('x-conduit-provider', attempt.target.provider.name)
-    ctx.setHeader('x-conduit-model', attempt.target.model)
-    ctx.setHeader('x-conduit-attempts', String(attempt.attempt))
-    if (attempt.dropped.length > 0) ctx.setHeader('x-conduit-dropped-params', attempt.dropped.join(','))
+    const h = ctx.headers
+    h['x-request-id'] = ctx.id
+    h['x-conduit-provider'] = attempt.target.provider.name
+    h['x-conduit-model'] = attempt.target.model
+    h['x-conduit-attempts'] = String(attempt.attempt)
+    if (attempt.dropped.length > 0) h['x-conduit-dropped-params'] = attempt.dropped.join(',')
   }
 
   private streamFinished(ctx: RequestCtx, outcome: StreamOutcome) {
@@ -278,16 +291,11 @@ function normaliseUsage(u: any): Usage {
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: Number(u.total_tokens ?? prompt + completion) }
 }
 
-/** The client asked for base64; encode any float arrays the upstream sent. Returns whether anything changed. */
-function encodeEmbeddings(response: Record<string, any>): boolean {
-  let changed = false
+/** The client asked for base64; encode any float arrays the upstream sent. */
+function encodeEmbeddings(response: Record<string, any>) {
   for (const item of response.data ?? []) {
-    if (Array.isArray(item.embedding)) {
-      item.embedding = floatsToBase64(item.embedding)
-      changed = true
-    }
+    if (Array.isArray(item.embedding)) item.embedding = floatsToBase64(item.embedding)
   }
-  return changed
 }
 
 /** Reads the body under a size limit without trusting Content-Length alone (chunked uploads have none). */

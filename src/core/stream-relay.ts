@@ -121,6 +121,7 @@ export function relayStream(o: RelayOptions): ReadableStream<Uint8Array> {
             } else {
               o.call.arm(o.idleMs)
               const read = await o.reader.read()
+              o.call.disarm() // a slow client reading us is not a silent upstream
               if (read.done) {
                 let out = transform(events.push(decoder.decode())) + transform(events.flush())
                 if (!sawDone) {

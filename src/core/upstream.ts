@@ -14,39 +14,65 @@ export function timeoutsFor(provider: ProviderConfig, defaults: Timeouts): Timeo
   return { firstByteMs: own.first_byte_ms ?? defaults.firstByteMs, idleMs: own.idle_ms ?? defaults.idleMs }
 }
 
-/** An upstream call in flight: one controller aborts it for a client disconnect or one of our timers. */
+/** How often in-flight calls are checked for a deadline or a departed client. */
+const WATCH_INTERVAL_MS = 25
+
+/**
+ * One shared ticker watches every call in flight instead of a timer and an abort listener per request:
+ * on the hot path a call costs a Set insert and delete. A client that leaves or a deadline that passes is
+ * noticed within one tick (streams also learn of a departed client at once through cancel()).
+ */
+const watched = new Set<UpstreamCall>()
+let ticker: Timer | null = null
+function watch(call: UpstreamCall) {
+  watched.add(call)
+  ticker ??= setInterval(() => {
+    const now = performance.now()
+    for (const c of watched) c.check(now)
+    if (watched.size === 0 && ticker) {
+      clearInterval(ticker)
+      ticker = null
+    }
+  }, WATCH_INTERVAL_MS)
+}
+
+/** An upstream call in flight: one controller aborts it for a client disconnect or one of our deadlines. */
 export class UpstreamCall {
   readonly controller = new AbortController()
-  private timer: Timer | undefined
-  private onClientAbort = () => this.controller.abort(new DOMException('client disconnected', 'AbortError'))
+  private deadline = Infinity
   timedOut = false
 
   constructor(
     private readonly clientSignal: AbortSignal,
     private readonly providerName: string,
   ) {
-    if (clientSignal.aborted) this.onClientAbort()
-    else clientSignal.addEventListener('abort', this.onClientAbort, { once: true })
+    watch(this)
   }
 
-  /** (Re)arms the watchdog; refreshed on every chunk of a stream. */
-  arm(ms: number) {
-    if (this.timer) clearTimeout(this.timer)
-    this.timer = setTimeout(() => {
+  /** @internal the watchdog's tick */
+  check(now: number) {
+    if (this.clientSignal.aborted) {
+      watched.delete(this)
+      this.controller.abort(new DOMException('client disconnected', 'AbortError'))
+    } else if (now >= this.deadline) {
+      watched.delete(this)
       this.timedOut = true
       this.controller.abort(new DOMException('upstream timeout', 'TimeoutError'))
-    }, ms)
+    }
+  }
+
+  /** (Re)sets the deadline; refreshed on every chunk of a stream. */
+  arm(ms: number) {
+    this.deadline = performance.now() + ms
   }
 
   disarm() {
-    if (this.timer) clearTimeout(this.timer)
-    this.timer = undefined
+    this.deadline = Infinity
   }
 
-  /** Stop listening to the client: the call is over. */
+  /** The call is over: stop watching it. */
   release() {
-    this.disarm()
-    this.clientSignal.removeEventListener('abort', this.onClientAbort)
+    watched.delete(this)
   }
 
   async fetch(request: UpstreamRequest, firstByteMs: number): Promise<Response> {

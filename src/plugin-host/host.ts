@@ -174,8 +174,12 @@ export class PluginHost {
     }
   }
 
-  /** Request-side phases: the first Response returned ends the request. */
-  async run(phase: 'onRequest' | 'onAccess' | 'onRequestBody', ctx: RequestContext): Promise<Response | undefined> {
+  /** Request-side phases: the first Response returned ends the request. No hooks, no promise. */
+  run(phase: 'onRequest' | 'onAccess' | 'onRequestBody', ctx: RequestContext): Promise<Response | undefined> | undefined {
+    return this.hooks[phase].length === 0 ? undefined : this.runPhase(phase, ctx)
+  }
+
+  private async runPhase(phase: 'onRequest' | 'onAccess' | 'onRequestBody', ctx: RequestContext): Promise<Response | undefined> {
     for (const hook of this.hooks[phase]) {
       const result = await this.call(hook, ctx.log, () => hook.fn(ctx))
       if (result instanceof Response) return result

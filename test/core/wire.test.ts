@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
-import { estimateTokens, floatsToBase64, spliceModel } from '../../src/core/wire.ts'
+import { estimateTokens, extractUsage, floatsToBase64, spliceModel } from '../../src/core/wire.ts'
 
 describe('spliceModel', () => {
   test('replaces the top-level model of a chunk and keeps everything else byte-identical', () => {
@@ -122,5 +122,32 @@ describe('estimateTokens', () => {
     expect(estimateTokens('abc')).toBe(1)
     expect(estimateTokens('abcd')).toBe(1)
     expect(estimateTokens('abcde')).toBe(2)
+  })
+})
+
+describe('extractUsage', () => {
+  const usage = { prompt_tokens: 10, completion_tokens: 9, total_tokens: 19, prompt_tokens_details: { cached_tokens: 2 } }
+  const body = (extra: Record<string, unknown>) => ({ id: 'x', object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: 'see "usage": {"total_tokens": 1}' } }], ...extra })
+
+  test('finds the top-level usage object, compact or pretty-printed, with nested details', () => {
+    expect(extractUsage(JSON.stringify(body({ usage })))).toEqual(usage)
+    expect(extractUsage(JSON.stringify(body({ usage }), null, 2))).toEqual(usage)
+    expect(extractUsage(JSON.stringify(body({ usage })).replace('"usage":', '"usage" :\t'))).toEqual(usage)
+  })
+
+  test('text that mentions usage inside a string is never mistaken for the key', () => {
+    expect(extractUsage(JSON.stringify(body({})))).toBeNull()
+    expect(extractUsage(JSON.stringify({ ...body({ usage }), tail: 'x "usage": {"a":1}' }))).toEqual(usage)
+  })
+
+  test('null, missing or broken usage gives null', () => {
+    expect(extractUsage(JSON.stringify(body({ usage: null })))).toBeNull()
+    expect(extractUsage('{"usage":{"prompt_tokens":1')).toBeNull()
+    expect(extractUsage('{"id":"x"}')).toBeNull()
+  })
+
+  test('braces and escaped quotes inside strings of the usage object are skipped', () => {
+    const withStrings = { usage: { ...usage, note: 'braces } and { in "strings" \\" too' } }
+    expect(extractUsage(JSON.stringify(body(withStrings)))).toEqual(withStrings.usage)
   })
 })

@@ -38,12 +38,12 @@ export default definePlugin({
       async onAuth(ctx: RequestContext) {
         const key = credential(ctx.request.headers)
         if (!key) return
-        // Malformed keys and typos never reach the store (the checksum is part of the key).
-        if (!isWellFormedKey(key)) throw invalid()
-        const hash = sha256(key)
-        let entry = cache.get(hash)
+        // Cached by the presented key itself: a hit costs one map lookup, no checksum and no hash.
+        let entry = cache.get(key)
         if (!entry) {
-          const row = await api.store.findKeyByHash(hash)
+          // Malformed keys and typos never reach the store (the checksum is part of the key).
+          if (!isWellFormedKey(key)) throw invalid()
+          const row = await api.store.findKeyByHash(sha256(key))
           entry = row
             ? {
                 enabled: row.enabled,
@@ -51,7 +51,7 @@ export default definePlugin({
                 principal: { keyId: row.id, name: row.name, allowedModels: row.allowedModels, metadata: row.metadata },
               }
             : { principal: null, enabled: false, expiresAt: null }
-          cache.set(hash, entry)
+          cache.set(key, entry)
         }
         if (!entry.principal) throw invalid()
         if (!entry.enabled) throw new GatewayError(401, 'This API key is disabled.', { code: 'key_disabled' })
