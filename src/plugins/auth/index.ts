@@ -32,33 +32,57 @@ export default definePlugin({
   setup(api) {
     type Entry = { principal: Principal | null; enabled: boolean; expiresAt: number | null }
     const cache = api.cache<string, Entry>({ max: api.config.cacheSize, ttlMs: api.config.cacheTtlMs || undefined })
-    api.onClose(api.store.onChange((change) => change.kind === 'key' && cache.clear()))
+    // Concurrent misses for one key share a single store query (a cold start under load would send one each).
+    const loading = new Map<string, Promise<Entry>>()
+    // A lookup that started before a key change must not cache what it read.
+    let generation = 0
+    api.onClose(
+      api.store.onChange((change) => {
+        if (change.kind !== 'key') return
+        generation++
+        cache.clear()
+        loading.clear()
+      }),
+    )
+
+    const load = async (key: string): Promise<Entry> => {
+      const started = generation
+      const row = await api.store.findKeyByHash(sha256(key))
+      const entry: Entry = row
+        ? {
+            enabled: row.enabled,
+            expiresAt: row.expiresAt,
+            principal: { keyId: row.id, name: row.name, allowedModels: row.allowedModels, metadata: row.metadata },
+          }
+        : { principal: null, enabled: false, expiresAt: null }
+      if (generation === started) cache.set(key, entry)
+      return entry
+    }
+
+    const admit = (entry: Entry): Principal => {
+      if (!entry.principal) throw invalid()
+      if (!entry.enabled) throw new GatewayError(401, 'This API key is disabled.', { code: 'key_disabled' })
+      if (entry.expiresAt !== null && entry.expiresAt <= Date.now()) {
+        throw new GatewayError(401, 'This API key has expired.', { code: 'key_expired' })
+      }
+      return entry.principal
+    }
 
     return {
-      async onAuth(ctx: RequestContext) {
+      onAuth(ctx: RequestContext) {
         const key = credential(ctx.request.headers)
         if (!key) return
-        // Cached by the presented key itself: a hit costs one map lookup, no checksum and no hash.
-        let entry = cache.get(key)
-        if (!entry) {
-          // Malformed keys and typos never reach the store (the checksum is part of the key).
-          if (!isWellFormedKey(key)) throw invalid()
-          const row = await api.store.findKeyByHash(sha256(key))
-          entry = row
-            ? {
-                enabled: row.enabled,
-                expiresAt: row.expiresAt,
-                principal: { keyId: row.id, name: row.name, allowedModels: row.allowedModels, metadata: row.metadata },
-              }
-            : { principal: null, enabled: false, expiresAt: null }
-          cache.set(key, entry)
+        // Cached by the presented key itself: a hit costs one map lookup, no checksum, no hash, no promise.
+        const cached = cache.get(key)
+        if (cached) return admit(cached)
+        // Malformed keys and typos never reach the store (the checksum is part of the key).
+        if (!isWellFormedKey(key)) throw invalid()
+        let pending = loading.get(key)
+        if (!pending) {
+          const started: Promise<Entry> = load(key).finally(() => loading.get(key) === started && loading.delete(key))
+          loading.set(key, (pending = started))
         }
-        if (!entry.principal) throw invalid()
-        if (!entry.enabled) throw new GatewayError(401, 'This API key is disabled.', { code: 'key_disabled' })
-        if (entry.expiresAt !== null && entry.expiresAt <= Date.now()) {
-          throw new GatewayError(401, 'This API key has expired.', { code: 'key_expired' })
-        }
-        return entry.principal
+        return pending.then(admit)
       },
     }
   },
