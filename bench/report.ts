@@ -1,0 +1,260 @@
+/** The results document (JSON) and its Markdown rendering, with the targets checked. */
+import type { ArmKind, ProcessDiagnostics } from './arms.ts'
+import type { LatencyResult } from './scenarios/latency.ts'
+import type { MemoryResult } from './scenarios/memory.ts'
+import type { SoakResult } from './scenarios/soak.ts'
+import type { SseResult } from './scenarios/sse.ts'
+import type { StreamsResult } from './scenarios/streams.ts'
+import type { ThroughputResult } from './scenarios/throughput.ts'
+import type { MachineFacts } from './sys.ts'
+
+export interface ArmInfo {
+  name: string
+  kind: ArmKind
+  command: string
+  workers: number | null
+  processes: number | null
+  streams: boolean
+  notes: string[]
+  diagnostics: ProcessDiagnostics | null
+}
+
+export interface TargetCheck {
+  target: string
+  arm: string
+  measured: string
+  threshold: string
+  status: 'pass' | 'miss' | 'n/a'
+}
+
+export interface BenchResults {
+  startedAt: string
+  wallSec: number
+  argv: string[]
+  machine: MachineFacts
+  arms: ArmInfo[]
+  notes: string[]
+  /** Per scenario, cores used by processes outside the benchmark (other jobs on the box). */
+  foreignCores: Record<string, number>
+  latency: LatencyResult | null
+  throughput: ThroughputResult | null
+  sse: SseResult | null
+  streams: StreamsResult | null
+  memory: MemoryResult | null
+  soak: SoakResult | null
+  targets: TargetCheck[]
+}
+
+/** Thresholds, from the performance issue (all measured side by side on the same box). */
+export const TARGETS = {
+  throughputVsFloor: 0.7,
+  throughputVsPortkey: 20,
+  throughputAt: 64,
+  addedP50Ms: 0.2,
+  addedP99Ms: 0.5,
+  sseAddedTtftP50Ms: 0.3,
+  perChunkUs: 10,
+  streamStallMs: 100,
+  streamsTtftP99Ms: 250,
+  idleRssMB: 60,
+  peakRssMB: 150,
+  soakGrowthMiBPerMin: 1,
+}
+
+const MB = 1e6
+/** Other processes using more than this many cores make a measurement window noisy. */
+const NOISY_CORES = 0.15
+const f = (x: number | null | undefined, digits = 2) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits))
+const signed = (x: number | null | undefined, digits = 3) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : `${x >= 0 ? '+' : ''}${x.toFixed(digits)}`)
+const mb = (bytes: number | null | undefined) => (bytes === null || bytes === undefined || !Number.isFinite(bytes) ? '–' : (bytes / MB).toFixed(1))
+const check = (ok: boolean | null): TargetCheck['status'] => (ok === null ? 'n/a' : ok ? 'pass' : 'miss')
+const finite = (x: number | null | undefined): x is number => x !== null && x !== undefined && Number.isFinite(x)
+
+export function checkTargets(r: Omit<BenchResults, 'targets'>): TargetCheck[] {
+  const out: TargetCheck[] = []
+  // The soak's fresh gateway is judged by the soak target only.
+  const gateways = r.arms.filter((a) => a.kind === 'conduit' && a.name !== r.soak?.arm).map((a) => a.name)
+  const add = (target: string, arm: string, value: number | null | undefined, threshold: string, ok: (v: number) => boolean, show: (v: number) => string) =>
+    out.push({ target, arm, measured: finite(value) ? show(value) : '–', threshold, status: check(finite(value) ? ok(value) : null) })
+
+  if (r.throughput) {
+    const at = (arm: string) => r.throughput!.cells.find((c) => c.arm === arm && c.connections === TARGETS.throughputAt)?.rps
+    const floor = at('floor')
+    const portkey = at('portkey')
+    for (const g of gateways) {
+      const rps = at(g)
+      add(`throughput c=${TARGETS.throughputAt} vs floor`, g, finite(rps) && finite(floor) ? rps / floor : null, `≥ ${TARGETS.throughputVsFloor * 100}%`, (v) => v >= TARGETS.throughputVsFloor, (v) => `${(v * 100).toFixed(0)}% (${f(rps, 0)} vs ${f(floor, 0)} req/s)`)
+      if (finite(portkey)) add(`throughput c=${TARGETS.throughputAt} vs Portkey`, g, finite(rps) ? rps / portkey : null, `≥ ${TARGETS.throughputVsPortkey}×`, (v) => v >= TARGETS.throughputVsPortkey, (v) => `${v.toFixed(1)}× (${f(rps, 0)} vs ${f(portkey, 0)} req/s)`)
+    }
+  }
+  if (r.latency) {
+    for (const g of gateways) {
+      const a = r.latency.arms.find((x) => x.arm === g)
+      add('added latency c=1, p50', g, a?.addedP50, `≤ ${TARGETS.addedP50Ms} ms`, (v) => v <= TARGETS.addedP50Ms, (v) => `${signed(v)} ms`)
+      add('added latency c=1, p99', g, a?.addedP99, `≤ ${TARGETS.addedP99Ms} ms`, (v) => v <= TARGETS.addedP99Ms, (v) => `${signed(v)} ms`)
+    }
+  }
+  if (r.sse) {
+    for (const g of gateways) {
+      const a = r.sse.arms.find((x) => x.arm === g)
+      add('SSE added TTFT p50', g, a?.addedTtftP50, `≤ ${TARGETS.sseAddedTtftP50Ms} ms`, (v) => v <= TARGETS.sseAddedTtftP50Ms, (v) => `${signed(v)} ms`)
+      add('SSE per-chunk cost', g, a?.perChunkUs, `≤ ${TARGETS.perChunkUs} µs`, (v) => v <= TARGETS.perChunkUs, (v) => `${signed(v, 1)} µs`)
+      add('SSE frame fidelity', g, a ? a.fidelityFailures : null, '0 failures', (v) => v === 0, (v) => `${v} of ${a?.streams} streams wrong`)
+    }
+  }
+  if (r.streams) {
+    for (const g of gateways) {
+      const a = r.streams.arms.find((x) => x.arm === g)
+      out.push({
+        target: `${r.streams.count} streams: all complete, no stall > mock timing + ${TARGETS.streamStallMs} ms`,
+        arm: g,
+        measured: a ? `${a.completed}/${a.count} complete, max stall ${f(a.maxStallMs, 1)} ms` : '–',
+        threshold: `${r.streams.count}/${r.streams.count}, stall ≤ ${TARGETS.streamStallMs} ms`,
+        status: check(a ? a.pass : null),
+      })
+      // Not a stall between chunks but a wait for the first one: streams queued behind others (reference §6.3).
+      add(`${r.streams.count} streams: first chunk without queueing, TTFT p99`, g, a?.ttftMs.p99, `≤ ${TARGETS.streamsTtftP99Ms} ms`, (v) => v <= TARGETS.streamsTtftP99Ms, (v) => `${v.toFixed(0)} ms (max ${f(a?.ttftMs.max, 0)} ms)`)
+    }
+  }
+  if (r.memory) {
+    for (const g of gateways) {
+      const a = r.memory.arms.find((x) => x.arm === g)
+      add('RSS idle', g, a?.idle, `≤ ${TARGETS.idleRssMB} MB`, (v) => v <= TARGETS.idleRssMB * MB, (v) => `${mb(v)} MB`)
+      add('RSS peak (throughput)', g, a?.peakThroughput, `≤ ${TARGETS.peakRssMB} MB`, (v) => v <= TARGETS.peakRssMB * MB, (v) => `${mb(v)} MB`)
+    }
+  }
+  if (r.soak) {
+    add('soak RSS growth after warm-up', r.soak.arm, r.soak.growthMiBPerMin, `< ${TARGETS.soakGrowthMiBPerMin} MiB/min`, (v) => v < TARGETS.soakGrowthMiBPerMin, (v) => `${signed(v, 2)} MiB/min`)
+  }
+  return out
+}
+
+const table = (head: string[], rows: (string | number)[][]) =>
+  [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n')
+
+export function renderMarkdown(r: BenchResults): string {
+  const m = r.machine
+  const out: string[] = []
+  out.push(`# Conduit benchmark — ${r.startedAt}`, '')
+  out.push(
+    `${m.cpuModel}, ${m.nproc} cores, ${m.memTotalGiB} GiB · ${m.kernel}${m.os ? ` (${m.os})` : ''} · Bun ${m.bun} · Node ${m.node} · ${m.wrk} · ` +
+      `commit ${m.gitCommit}${m.gitDirty ? ' (src/ has uncommitted changes)' : ''} · ulimit -n ${m.openFilesLimit} · tcp_tw_reuse ${m.tcpTwReuse} · ports ${m.ephemeralPorts} · ` +
+      `wall time ${(r.wallSec / 60).toFixed(1)} min · all processes share the same cores, 127.0.0.1 only`,
+    '',
+  )
+
+  const busy = Object.entries(r.foreignCores).filter(([, cores]) => cores > NOISY_CORES)
+  if (busy.length) out.push(`⚠️ Other processes used CPU during ${busy.map(([s, c]) => `${s} (${c.toFixed(2)} cores)`).join(', ')}: those figures are noisy; rerun on a quiet box.`, '')
+
+  out.push('## Targets', '')
+  out.push(r.targets.length ? table(['target', 'arm', 'measured', 'threshold', 'result'], r.targets.map((t) => [t.target, t.arm, t.measured, t.threshold, t.status === 'pass' ? '✅ pass' : t.status === 'miss' ? '❌ miss' : 'n/a'])) : '_No target was measured in this run._', '')
+
+  out.push('## Arms', '')
+  out.push(table(['arm', 'command', 'processes', 'notes'], r.arms.map((a) => [a.name, `\`${a.command}\``, a.processes ?? '–', a.notes.join('; ') || ''])), '')
+
+  if (r.latency) {
+    const l = r.latency
+    out.push(`## latency-c1 — sequential Bun fetch, ${l.rounds} interleaved rounds × ${l.perRound} requests per arm, ~1 KB JSON`, '')
+    out.push('Added = median over rounds of (arm round percentile − direct round percentile).', '')
+    out.push(
+      table(
+        ['arm', 'p50 ms', 'p90 ms', 'p99 ms', 'added p50 ms', 'added p50 spread', 'added p99 ms', 'errors'],
+        l.arms.map((a) => [a.arm, f(a.pooled.p50, 3), f(a.pooled.p90, 3), f(a.pooled.p99, 3), signed(a.addedP50), a.addedP50Spread ? `${signed(a.addedP50Spread[0])} … ${signed(a.addedP50Spread[1])}` : '', signed(a.addedP99), a.errors]),
+      ),
+      '',
+    )
+  }
+
+  if (r.throughput) {
+    const t = r.throughput
+    const floorAt = (c: number) => t.cells.find((x) => x.arm === 'floor' && x.connections === c)?.rps
+    const directAt = (c: number) => t.cells.find((x) => x.arm === 'direct' && x.connections === c)?.rps
+    out.push(`## throughput — \`wrk -t1 -cC -d${t.durationSec}s --latency\`, POST chat completion`, '')
+    out.push(
+      "CPU µs/req: user+system time of the arm's processes (primary and workers) ÷ requests; for direct, nothing (mock column only). " +
+        'TIME_WAIT: sockets on the whole box after the cell, and the change during it (they live 60 s, so earlier cells still show). ' +
+        `Other cores: CPU used meanwhile by processes outside the benchmark (⚠️ above ${NOISY_CORES}: the cell is noisy).`,
+      '',
+    )
+    const rows = [...t.cells]
+      .sort((a, b) => a.connections - b.connections || a.arm.localeCompare(b.arm))
+      .map((c) => {
+        const fl = floorAt(c.connections)
+        const d = directAt(c.connections)
+        const errs = c.socketErrors.connect + c.socketErrors.read + c.socketErrors.write + c.socketErrors.timeout
+        return [c.connections, c.arm, f(c.rps, 0), fl ? `${((c.rps / fl) * 100).toFixed(0)}%` : '–', d ? `${((c.rps / d) * 100).toFixed(0)}%` : '–', f(c.p50), f(c.p99), c.non2xx, errs, f(c.cpuUsPerReq, 1), f(c.armCores), f(c.mockCpuUsPerReq, 1), mb(c.peakRss), `${c.timeWait} (${signed(c.timeWait - c.timeWaitBefore, 0)})`, c.foreignCores > NOISY_CORES ? `⚠️ ${f(c.foreignCores)}` : f(c.foreignCores)]
+      })
+    out.push(table(['c', 'arm', 'req/s', 'vs floor', 'vs direct', 'p50 ms', 'p99 ms', 'non-2xx', 'socket errors', 'CPU µs/req', 'cores', 'mock µs/req', 'peak RSS MB', 'TIME_WAIT after (Δ)', 'other cores'], rows), '')
+    const rigBound = t.cells.filter((c) => c.arm !== 'direct' && directAt(c.connections) !== undefined && c.rps * 2 > directAt(c.connections)!)
+    if (rigBound.length) out.push(`Rig check: direct is less than 2× the arm in ${rigBound.map((c) => `${c.arm}@c=${c.connections}`).join(', ')} — those cells may be bound by the mock or wrk, not by the arm.`, '')
+  }
+
+  if (r.sse) {
+    const s = r.sse
+    out.push(`## sse — c=1, ${s.rounds} interleaved rounds × ${s.perRound} streams per arm, ${s.timing.chunks} chunks × ${s.timing.intervalMs} ms`, '')
+    out.push(`Added TTFT p50 / total p50: median over rounds of round-median differences; added TTFT p99: pooled p99 difference. Per chunk = (added total − added TTFT) / ${s.timing.chunks}, on a mock that sends on a fixed schedule. Added chunk delay: per content chunk, mock send time (stamped in the chunk) → client read, arm − direct (p50: median over rounds; p99: pooled). Fidelity: ${f(s.expectedEvents, 0)} data events (as direct) and [DONE] last.`, '')
+    out.push(
+      table(
+        ['arm', 'TTFT p50 ms', 'TTFT p99 ms', 'total p50 ms', 'added TTFT p50 ms', 'added TTFT p99 ms', 'added total p50 ms', 'per chunk µs', 'added chunk delay p50 / p99 µs', 'fidelity'],
+        s.arms.map((a) => [a.arm, f(a.ttft.p50, 3), f(a.ttft.p99, 3), f(a.total.p50, 2), signed(a.addedTtftP50), signed(a.addedTtftP99), signed(a.addedTotalP50), signed(a.perChunkUs, 1), a.addedDeliveryP50Us === null ? '–' : `${signed(a.addedDeliveryP50Us, 0)} / ${signed(a.addedDeliveryP99Us, 0)}`, a.fidelityFailures === 0 ? `ok (${a.streams})` : `${a.fidelityFailures}/${a.streams} wrong; events seen ${a.eventsSeen.join(',')}${a.errors.length ? `; ${a.errors.join('; ')}` : ''}`]),
+      ),
+      '',
+    )
+  }
+
+  if (r.streams) {
+    const s = r.streams
+    out.push(`## streams-${s.count} — ${s.count} simultaneous streams, ${s.timing.chunks} chunks × ${s.timing.intervalMs} ms, separate client (BUN_CONFIG_MAX_HTTP_REQUESTS=65535)`, '')
+    out.push(
+      table(
+        ['arm', 'complete', 'TTFT p50 ms', 'TTFT p99 ms', 'TTFT max ms', 'max stall ms', 'stalled > 100 ms', 'wall s', 'RSS before MB', 'RSS peak MB', 'KB per stream', 'result'],
+        s.arms.map((a) => [
+          a.arm,
+          `${a.completed}/${a.count}`,
+          f(a.ttftMs.p50, 1),
+          f(a.ttftMs.p99, 1),
+          f(a.ttftMs.max, 1),
+          f(a.maxStallMs, 1),
+          a.stalledStreams,
+          f(a.wallMs / 1000, 2),
+          mb(a.rssBefore),
+          mb(a.rssPeak),
+          finite(a.rssPerStream) ? (a.rssPerStream / 1000).toFixed(1) : '–',
+          (a.pass ? 'pass' : 'FAIL') + (a.errors.length ? ` (${a.errors.join('; ')})` : '') + (a.clientError ? ` (client: ${a.clientError.slice(0, 200)})` : ''),
+        ]),
+      ),
+      '',
+    )
+  }
+
+  if (r.memory) {
+    const mm = r.memory
+    out.push(`## memory — RSS of each arm's process tree (workers summed); peak from ${mm.sources.peak}, per stream from ${mm.sources.perStream}`, '')
+    out.push(table(['arm', 'idle MB', 'peak (throughput) MB', `with ${mm.streamsOpen} streams MB`, 'KB per open stream'], mm.arms.map((a) => [a.arm, mb(a.idle), mb(a.peakThroughput), mb(a.withStreams), finite(a.perStream) ? (a.perStream / 1000).toFixed(1) : '–'])), '')
+  }
+
+  if (r.soak) {
+    const s = r.soak
+    out.push(`## soak — ${s.arm}, ${s.durationSec} s, ${s.jsonPerSec} JSON/s + ${s.streamsPerSec} streams/s, ${s.abortRatio * 100}% of streams aborted by the client`, '')
+    const c = s.client
+    out.push(
+      table(
+        ['RSS idle MB', 'RSS peak MB', 'RSS end MB', 'RSS 10 s after MB', 'growth (2nd half)', 'JSON ok/failed', 'streams ok/aborted/failed', 'shed', 'errors'],
+        [[mb(s.rssIdle), mb(s.rssPeak), mb(s.rssEnd), mb(s.rssRecovered), `${signed(s.growthMiBPerMin, 2)} MiB/min`, c ? `${c.json.ok}/${c.json.failed}` : '–', c ? `${c.streams.ok}/${c.streams.aborted}/${c.streams.failed}` : '–', c?.shed ?? '–', c?.errors.join('; ') || s.clientError || '']],
+      ),
+      '',
+    )
+  }
+
+  const problems: string[] = [...r.notes]
+  for (const a of r.arms) {
+    const d = a.diagnostics
+    if (!d) continue
+    if (d.unexpectedExit) problems.push(`${a.name}: ${d.unexpectedExit}`)
+    if (d.serverErrors) problems.push(`${a.name}: ${d.serverErrors} request-log lines with a 5xx status`)
+    if (d.errorLines || d.warnLines) problems.push(`${a.name}: ${d.errorLines} error and ${d.warnLines} warning log lines, e.g. ${d.samples.slice(0, 3).map((s) => `\`${s.slice(0, 300)}\``).join(' ')}`)
+    if (d.stderrTail.trim()) problems.push(`${a.name} stderr (tail): \`${d.stderrTail.trim().slice(-400).replace(/\s+/g, ' ')}\``)
+  }
+  if (problems.length) out.push('## Notes and problems seen', '', ...problems.map((p) => `- ${p}`), '')
+  return out.join('\n')
+}

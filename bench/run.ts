@@ -1,0 +1,274 @@
+/**
+ * The benchmark suite: every arm (direct → mock, the Bun floor, Conduit with 1 and 2 workers, optionally
+ * Portkey) against one mock upstream, in one run, side by side. See bench/README.md.
+ *
+ *   bun run bench                       # default scenarios, a few minutes
+ *   bun run bench --only latency-c1,sse # a selection
+ *   bun run bench --long                # adds the soak (10 min; --soak-seconds N)
+ *   bun run bench --portkey             # adds the Portkey arm (installed on demand into bench/.cache/)
+ */
+import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import { directArm, preflight, startConduit, startFloor, startMock, startPortkey, stopAll, type Arm, type ProcessDiagnostics } from './arms.ts'
+import type { MockTiming } from './mock-upstream.ts'
+import { checkTargets, renderMarkdown, type ArmInfo, type BenchResults } from './report.ts'
+import { runLatency } from './scenarios/latency.ts'
+import { runMemory } from './scenarios/memory.ts'
+import { runSoak } from './scenarios/soak.ts'
+import { runSse } from './scenarios/sse.ts'
+import { runStreams } from './scenarios/streams.ts'
+import { runThroughput } from './scenarios/throughput.ts'
+import { benchDir, foreignCpuMeter, machineFacts, processTree, repoRoot, rssBytes } from './sys.ts'
+
+const SCENARIOS = ['latency-c1', 'throughput', 'sse', 'streams-1000', 'memory', 'soak'] as const
+type Scenario = (typeof SCENARIOS)[number]
+
+const USAGE = `Usage: bun run bench [options]
+  --only a,b,…            scenarios: ${SCENARIOS.join(', ')} (default: all but soak)
+  --long                  add the soak
+  --portkey               add the Portkey arm (npm install into bench/.cache/ on first use)
+  --workers 1,2           Conduit arms, by worker count (default 1,2)
+  --duration S            seconds per throughput cell (default 4)
+  --ladder 16,32,…        throughput concurrencies (default 16,32,64,128,256)
+  --rounds N              latency-c1 rounds (default 9)      --per-round N   requests per arm per round (default 300)
+  --sse-rounds N          sse rounds (default 7)             --sse-per-round N  streams per arm per round (default 8)
+  --sse-chunks N          chunks per stream (default 64)     --sse-interval MS  mock interval (default 3)
+  --streams N             simultaneous streams (default 1000)
+  --soak-seconds S        soak duration (default 600)        --soak-workers N   workers of the soaked Conduit (default 1)
+  --out DIR               results folder (default bench/results)`
+
+const { values: args } = parseArgs({
+  args: process.argv.slice(2),
+  options: {
+    only: { type: 'string' },
+    long: { type: 'boolean', default: false },
+    portkey: { type: 'boolean', default: false },
+    workers: { type: 'string', default: '1,2' },
+    duration: { type: 'string', default: '4' },
+    ladder: { type: 'string', default: '16,32,64,128,256' },
+    rounds: { type: 'string', default: '9' },
+    'per-round': { type: 'string', default: '300' },
+    'sse-rounds': { type: 'string', default: '7' },
+    'sse-per-round': { type: 'string', default: '8' },
+    'sse-chunks': { type: 'string', default: '64' },
+    'sse-interval': { type: 'string', default: '3' },
+    streams: { type: 'string', default: '1000' },
+    'soak-seconds': { type: 'string', default: '600' },
+    'soak-workers': { type: 'string', default: '1' },
+    out: { type: 'string', default: path.join(benchDir, 'results') },
+    help: { type: 'boolean', default: false },
+  },
+})
+if (args.help) {
+  console.log(USAGE)
+  process.exit(0)
+}
+
+const int = (name: keyof typeof args, min = 1) => {
+  const v = Number(args[name])
+  if (!Number.isInteger(v) || v < min) throw new Error(`--${name} must be an integer ≥ ${min}`)
+  return v
+}
+const ints = (name: 'workers' | 'ladder') => String(args[name]).split(',').map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n > 0)
+
+const selected = new Set<Scenario>()
+if (args.only) {
+  for (const name of args.only.split(',').map((s) => s.trim())) {
+    if (!SCENARIOS.includes(name as Scenario)) throw new Error(`unknown scenario '${name}'; known: ${SCENARIOS.join(', ')}`)
+    selected.add(name as Scenario)
+  }
+  if (args.long && !args.only.includes('soak')) selected.add('soak')
+} else {
+  for (const s of SCENARIOS) if (s !== 'soak' || args.long) selected.add(s)
+}
+
+const timings = {
+  json: { chunks: 0, intervalMs: 0, delayMs: 0 },
+  preflight: { chunks: 3, intervalMs: 0, delayMs: 0 },
+  sse: { chunks: int('sse-chunks'), intervalMs: int('sse-interval', 0), delayMs: 0 },
+  streams: { chunks: 20, intervalMs: 100, delayMs: 0 },
+  soak: { chunks: 20, intervalMs: 50, delayMs: 0 },
+} satisfies Record<string, MockTiming>
+
+const started = performance.now()
+const startedAt = new Date().toISOString()
+const progress = (message: string) => process.stderr.write(`[bench ${((performance.now() - started) / 1000).toFixed(0).padStart(4)} s] ${message}\n`)
+const workDir = mkdtempSync(path.join(tmpdir(), 'conduit-bench-'))
+const notes: string[] = []
+const armInfos: ArmInfo[] = []
+const commands = new Map<string, string>()
+const foreignCores: Record<string, number> = {}
+
+let interrupted = false
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (interrupted) return
+    interrupted = true
+    progress(`${signal}: stopping every process started by the benchmark`)
+    void stopAll().finally(() => {
+      rmSync(workDir, { recursive: true, force: true })
+      process.exit(130)
+    })
+  })
+}
+
+/** What the mock printed and whether it died, reported with the direct arm (which has no process of its own). */
+let mockDiagnostics: ProcessDiagnostics | undefined
+
+function describe(arm: Arm): ArmInfo {
+  return {
+    name: arm.name,
+    kind: arm.kind,
+    command: commands.get(arm.name) ?? '',
+    workers: arm.workers ?? null,
+    processes: arm.processes ?? null,
+    streams: arm.streams,
+    notes: arm.notes,
+    diagnostics: arm.kind === 'direct' ? (mockDiagnostics ?? null) : (arm.process?.diagnostics ?? null),
+  }
+}
+
+/** Runs one scenario; a failure becomes a note instead of ending the run. */
+async function scenario<T>(name: Scenario, run: () => Promise<T>): Promise<T | null> {
+  if (!selected.has(name) || interrupted) return null
+  progress(`── ${name}`)
+  const foreign = foreignCpuMeter()
+  try {
+    return await run()
+  } catch (error) {
+    const message = error instanceof Error ? (error.stack ?? error.message) : String(error)
+    notes.push(`scenario ${name} failed: ${message.split('\n').slice(0, 3).join(' ')}`)
+    progress(`${name} failed: ${message}`)
+    return null
+  } finally {
+    foreignCores[name] = foreign()
+    await Bun.sleep(1500) // let the box settle between scenarios
+  }
+}
+
+try {
+  progress(`scenarios: ${[...selected].join(', ')}; work dir ${workDir}`)
+  const machine = machineFacts(repoRoot)
+  const mock = await startMock()
+  mockDiagnostics = mock.process.diagnostics
+  commands.set('direct', 'bun bench/mock-upstream.ts')
+  const arms: Arm[] = [directArm(mock.url)]
+
+  const needsGateways = [...selected].some((s) => s !== 'soak')
+  if (needsGateways) {
+    arms.push(await startFloor(mock.url))
+    commands.set('floor', 'BUN_CONFIG_MAX_HTTP_REQUESTS=65535 bun bench/floor.ts')
+  }
+  for (const workers of needsGateways ? ints('workers') : []) {
+    try {
+      const arm = await startConduit({ workers, mockURL: mock.url, timings: Object.values(timings), workDir })
+      commands.set(arm.name, `bun src/main.ts --workers ${workers}`)
+      arms.push(arm)
+      progress(`${arm.name} ready at ${arm.baseURL} (${arm.processes} process(es))`)
+    } catch (error) {
+      notes.push(`conduit --workers ${workers} could not be started: ${error instanceof Error ? error.message : error}`)
+      progress(`conduit --workers ${workers} failed to start: ${error}`)
+    }
+  }
+  if (args.portkey && needsGateways) {
+    try {
+      const arm = await startPortkey(mock.url, path.join(benchDir, '.cache'))
+      commands.set('portkey', 'node @portkey-ai/gateway/build/start-server.js --headless')
+      arms.push(arm)
+      progress(`portkey ready at ${arm.baseURL}`)
+    } catch (error) {
+      notes.push(`portkey arm skipped: ${error instanceof Error ? error.message : error}`)
+      progress(`portkey arm skipped: ${error}`)
+    }
+  }
+
+  // Idle RSS after start and setup, before any chat traffic.
+  await Bun.sleep(1000)
+  const idle: Record<string, number> = {}
+  for (const arm of arms) if (arm.process) idle[arm.name] = rssBytes(processTree(arm.process.pid))
+
+  const usable: Arm[] = []
+  for (const arm of arms) {
+    try {
+      await preflight(arm, timings.json, timings.preflight)
+      usable.push(arm)
+    } catch (error) {
+      notes.push(`${arm.name} left out: ${error instanceof Error ? error.message : error}`)
+      await arm.process?.stop()
+    }
+  }
+  if (!usable.some((a) => a.kind === 'direct')) throw new Error('the direct arm failed its preflight: the mock is broken')
+  const streaming = usable.filter((a) => a.streams)
+
+  const latency = await scenario('latency-c1', () => runLatency(usable, { rounds: int('rounds'), perRound: int('per-round'), warmup: 200, timing: timings.json }, progress))
+  const sse = await scenario('sse', () => runSse(streaming, { rounds: int('sse-rounds'), perRound: int('sse-per-round'), warmup: 5, timing: timings.sse }, progress))
+  const throughput = await scenario('throughput', () =>
+    runThroughput(usable, { ladder: ints('ladder'), durationSec: int('duration'), warmupSec: 1, timing: timings.json, workDir, mockPid: mock.process.pid }, progress),
+  )
+  const streamArms = streaming.filter((a) => a.kind !== 'portkey')
+  const streams = await scenario('streams-1000', () => runStreams(streamArms, { count: int('streams'), timing: timings.streams }, progress))
+  const memory = await scenario('memory', () =>
+    runMemory(
+      usable.filter((a) => a.kind === 'conduit' || a.kind === 'floor'),
+      { idle, throughput, streams, workDir, mockPid: mock.process.pid, json: timings.json, stream: timings.streams, streamCount: int('streams'), durationSec: int('duration') },
+      progress,
+    ),
+  )
+  for (const arm of arms) armInfos.push(describe(arm))
+
+  let soak = null
+  if (selected.has('soak') && !interrupted) {
+    // A fresh gateway, alone with the mock: the other arms are stopped first.
+    for (const arm of arms) await arm.process?.stop()
+    const workers = int('soak-workers')
+    const seconds = int('soak-seconds', 10)
+    soak = await scenario('soak', async () => {
+      const arm = await startConduit({ workers, mockURL: mock.url, timings: Object.values(timings), workDir, name: `conduit-soak-w${workers}` })
+      commands.set(arm.name, `bun src/main.ts --workers ${workers}`)
+      try {
+        await preflight(arm, timings.json, timings.preflight)
+        await Bun.sleep(1000)
+        return await runSoak(arm, { durationSec: seconds, jsonPerSec: 1000, streamsPerSec: 50, abortRatio: 0.1, json: timings.json, stream: timings.soak }, progress)
+      } finally {
+        await arm.process?.stop()
+        armInfos.push(describe(arm))
+      }
+    })
+  }
+
+  const partial: Omit<BenchResults, 'targets'> = {
+    startedAt,
+    wallSec: (performance.now() - started) / 1000,
+    argv: process.argv.slice(2),
+    machine,
+    arms: armInfos,
+    notes,
+    foreignCores,
+    latency,
+    throughput,
+    sse,
+    streams,
+    memory,
+    soak,
+  }
+  const results: BenchResults = { ...partial, targets: checkTargets(partial) }
+  const markdown = renderMarkdown(results)
+
+  const outDir = path.resolve(String(args.out))
+  mkdirSync(outDir, { recursive: true })
+  const write = (file: string, text: string) => {
+    writeFileSync(`${file}.tmp`, text)
+    renameSync(`${file}.tmp`, file)
+  }
+  const json = JSON.stringify(results, null, 2) + '\n'
+  write(path.join(outDir, `${startedAt.replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')}.json`), json)
+  write(path.join(outDir, 'latest.json'), json)
+  write(path.join(outDir, 'latest.md'), markdown + '\n')
+  console.log(markdown)
+  progress(`done in ${((performance.now() - started) / 60_000).toFixed(1)} min; written to ${path.relative(process.cwd(), outDir) || '.'}/latest.md and latest.json`)
+} finally {
+  await stopAll()
+  rmSync(workDir, { recursive: true, force: true })
+}

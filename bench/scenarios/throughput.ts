@@ -1,0 +1,147 @@
+/**
+ * throughput: a closed-loop wrk ladder (`wrk -t1 -cC -dD --latency -s post.lua`), every arm at every rung,
+ * arm order shuffled per rung. Per cell: req/s, p50, p99, non-2xx, socket errors, CPU of the arm's process
+ * tree (primary and workers) per request from /proc, the mock's CPU, TIME_WAIT after the cell, and the arm's
+ * RSS sampled at 1 Hz (the peak feeds the memory scenario).
+ */
+import { writeFileSync } from 'node:fs'
+import path from 'node:path'
+import type { Arm } from '../arms.ts'
+import { chatBody } from '../clients/http.ts'
+import { mockModel, type MockTiming } from '../mock-upstream.ts'
+import { shuffled } from '../stats.ts'
+import { cpuSeconds, foreignCpuMeter, processTree, RssSampler, timeWaitCount } from '../sys.ts'
+
+export interface ThroughputOptions {
+  ladder: number[]
+  durationSec: number
+  warmupSec: number
+  timing: MockTiming
+  workDir: string
+  mockPid: number
+}
+
+export interface WrkResult {
+  requests: number
+  seconds: number
+  rps: number
+  p50: number
+  p99: number
+  non2xx: number
+  socketErrors: { connect: number; read: number; write: number; timeout: number }
+  raw?: string
+}
+
+export interface ThroughputCell extends WrkResult {
+  arm: string
+  connections: number
+  /** CPU µs per request of the arm's processes (null for direct) and of the mock. */
+  cpuUsPerReq: number | null
+  armCores: number | null
+  mockCpuUsPerReq: number
+  peakRss: number | null
+  /** TIME_WAIT sockets on the box before and after the cell (they live 60 s, so earlier cells show too). */
+  timeWaitBefore: number
+  timeWait: number
+  /** Cores used meanwhile by processes outside the benchmark (another job on the box). */
+  foreignCores: number
+}
+
+export interface ThroughputResult {
+  durationSec: number
+  ladder: number[]
+  cells: ThroughputCell[]
+  /** Highest RSS of each arm's tree seen during its cells, bytes. */
+  peakRss: Record<string, number>
+}
+
+/** A real .lua file: wrk reads `-s` twice, so process substitution silently drops the POST body. */
+export function writeLua(workDir: string, arm: Arm, body: string): string {
+  const lua = (s: string) => `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`
+  const lines = ['wrk.method = "POST"', `wrk.body = ${lua(body)}`, 'wrk.headers["Content-Type"] = "application/json"']
+  for (const [name, value] of Object.entries(arm.headers)) lines.push(`wrk.headers[${lua(name)}] = ${lua(value)}`)
+  const file = path.join(workDir, `post-${arm.name}.lua`)
+  writeFileSync(file, lines.join('\n') + '\n')
+  return file
+}
+
+const toMs = (value: string, unit: string) => Number(value) * ({ us: 0.001, ms: 1, s: 1000, m: 60_000 }[unit] ?? NaN)
+
+export function parseWrk(text: string): WrkResult {
+  const latency = (p: string) => {
+    const m = new RegExp(`^\\s*${p}%\\s+([\\d.]+)(us|ms|s|m)\\s*$`, 'm').exec(text)
+    return m ? toMs(m[1]!, m[2]!) : NaN
+  }
+  const total = /(\d+) requests in ([\d.]+)(us|ms|s|m)/.exec(text)
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(text)
+  return {
+    requests: Number(total?.[1] ?? 0),
+    seconds: total ? toMs(total[2]!, total[3]!) / 1000 : NaN,
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? NaN),
+    p50: latency('50'),
+    p99: latency('99'),
+    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(text)?.[1] ?? 0),
+    socketErrors: { connect: Number(sock?.[1] ?? 0), read: Number(sock?.[2] ?? 0), write: Number(sock?.[3] ?? 0), timeout: Number(sock?.[4] ?? 0) },
+  }
+}
+
+export async function wrk(url: string, lua: string, connections: number, durationSec: number): Promise<WrkResult> {
+  const proc = Bun.spawn(['wrk', '-t1', `-c${connections}`, `-d${durationSec}s`, '--latency', '--timeout', '5s', '-s', lua, url], { stdout: 'pipe', stderr: 'pipe' })
+  const killer = setTimeout(() => proc.kill('SIGKILL'), (durationSec + 20) * 1000)
+  const [text, err] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()])
+  await proc.exited
+  clearTimeout(killer)
+  const result = parseWrk(text)
+  if (!(result.requests > 0)) result.raw = (text + err).slice(0, 2000)
+  return result
+}
+
+/** One wrk cell with the CPU and memory of the arm's processes measured around it. */
+export async function measureCell(arm: Arm, lua: string, connections: number, durationSec: number, mockPid: number): Promise<ThroughputCell> {
+  const root = arm.process?.pid ?? null
+  const tree = root ? processTree(root) : []
+  const cpu0 = root ? cpuSeconds(tree) : 0
+  const mock0 = cpuSeconds([mockPid])
+  const timeWaitBefore = timeWaitCount()
+  const sampler = root ? new RssSampler(root, 1000) : null
+  const foreign = foreignCpuMeter()
+  const started = performance.now()
+  const r = await wrk(`${arm.baseURL}/chat/completions`, lua, connections, durationSec)
+  const elapsed = (performance.now() - started) / 1000
+  const foreignCores = foreign()
+  sampler?.stop()
+  // Workers can be restarted during a cell: count the tree as it is now, too.
+  const cpu = root ? cpuSeconds([...new Set([...tree, ...processTree(root)])]) - cpu0 : NaN
+  const mockCpu = cpuSeconds([mockPid]) - mock0
+  return {
+    ...r,
+    arm: arm.name,
+    connections,
+    cpuUsPerReq: root && r.requests > 0 ? (cpu / r.requests) * 1e6 : null,
+    armCores: root ? cpu / elapsed : null,
+    mockCpuUsPerReq: r.requests > 0 ? (mockCpu / r.requests) * 1e6 : NaN,
+    peakRss: sampler ? sampler.peak : null,
+    timeWaitBefore,
+    timeWait: timeWaitCount(),
+    foreignCores,
+  }
+}
+
+export async function runThroughput(arms: Arm[], o: ThroughputOptions, progress: (m: string) => void): Promise<ThroughputResult> {
+  const body = chatBody(mockModel(o.timing), false)
+  const scripts = new Map(arms.map((arm) => [arm.name, writeLua(o.workDir, arm, body)]))
+  for (const arm of arms) await wrk(`${arm.baseURL}/chat/completions`, scripts.get(arm.name)!, 32, o.warmupSec)
+
+  const cells: ThroughputCell[] = []
+  const peakRss: Record<string, number> = {}
+  for (const c of o.ladder) {
+    for (const arm of shuffled(arms)) {
+      const cell = await measureCell(arm, scripts.get(arm.name)!, c, o.durationSec, o.mockPid)
+      cells.push(cell)
+      if (cell.peakRss !== null) peakRss[arm.name] = Math.max(peakRss[arm.name] ?? 0, cell.peakRss)
+      progress(`throughput c=${c} ${arm.name}: ${cell.rps.toFixed(0)} req/s, p99 ${cell.p99.toFixed(2)} ms${cell.non2xx ? `, ${cell.non2xx} non-2xx` : ''}`)
+      if (cell.raw) progress(`wrk output: ${cell.raw}`)
+    }
+  }
+  return { durationSec: o.durationSec, ladder: o.ladder, cells, peakRss }
+}
