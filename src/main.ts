@@ -1,14 +1,26 @@
+import { ownCommand } from './cluster/own-command.ts'
 import { loadConfig } from './config/config.ts'
 
 /*
- * `conduit` starts a small primary that supervises N worker processes sharing one port; the same program,
- * started by the primary with CONDUIT_WORKER=1, is a worker. Each role imports only what it needs, so the
- * primary stays light.
+ * Bun's fetch allows 256 requests in flight per process unless BUN_CONFIG_MAX_HTTP_REQUESTS is set before the
+ * process starts, and a gateway holds one per open stream: request 257 would wait for a whole stream to end.
+ * So the program replaces itself (execve: same pid, nothing left behind) with the limit set.
+ */
+if (!process.env.BUN_CONFIG_MAX_HTTP_REQUESTS && typeof process.execve === 'function') {
+  const [file, ...args] = ownCommand()
+  process.execve(file!, [file!, ...args], { ...process.env, BUN_CONFIG_MAX_HTTP_REQUESTS: '65535' })
+}
+
+/*
+ * `--workers 1` serves in this process. More workers: a small primary supervises them on one port; the same
+ * program, started by the primary with CONDUIT_WORKER=1, is a worker. Each role imports only what it needs.
  */
 try {
   const config = await loadConfig(process.argv.slice(2), process.env)
-  if (process.env.CONDUIT_WORKER === '1') await (await import('./cluster/worker.ts')).runWorker(config)
-  else await (await import('./cluster/primary.ts')).runPrimary(config)
+  const serve = () => import('./cluster/serve.ts')
+  if (process.env.CONDUIT_WORKER === '1') await (await serve()).serveAsWorker(config)
+  else if (config.workers > 1) await (await import('./cluster/primary.ts')).runPrimary(config)
+  else await (await serve()).serveAlone(config)
 } catch (error) {
   // A start-up failure (bad config, wrong key, port taken) is a message for the operator, not a stack.
   console.error(`conduit: ${error instanceof Error ? error.message : String(error)}`)

@@ -1,7 +1,9 @@
 import type { Subprocess } from 'bun'
 import type { GatewayConfig } from '../config/config.ts'
+import { ownCommand } from './own-command.ts'
 import { createLogger } from '../services/logger.ts'
 import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
+import { printBanner } from './banner.ts'
 import { FAN_OUT_TIMEOUT_MS, type PrimaryToWorker, type WorkerToPrimary } from './messages.ts'
 
 type Listening = Extract<WorkerToPrimary, { type: 'listening' }>
@@ -12,11 +14,7 @@ interface Worker {
   listening: Listening | null
 }
 
-/**
- * Bun's fetch allows 256 requests in flight per process unless this is set before the process starts; an LLM
- * gateway holds one per open stream, so request 257 would wait for a whole stream to end.
- */
-const FETCH_LIMIT = { BUN_CONFIG_MAX_HTTP_REQUESTS: process.env.BUN_CONFIG_MAX_HTTP_REQUESTS ?? '65535' }
+
 
 /** A fan-out to every worker, answered when all have replied or the timeout passes. */
 class FanOut<T> {
@@ -90,10 +88,10 @@ export async function runPrimary(config: GatewayConfig) {
   }
 
   const spawn = (index: number, leader = false): Worker => {
-    const command = Bun.isStandaloneExecutable ? [process.execPath, ...process.argv.slice(2)] : [process.execPath, Bun.main, ...process.argv.slice(2)]
+    const command = ownCommand()
     const worker: Worker = { index, listening: null } as Worker
     worker.proc = Bun.spawn(command, {
-      env: { ...process.env, ...FETCH_LIMIT, CONDUIT_WORKER: '1', CONDUIT_WORKER_PORT: String(port), CONDUIT_WORKER_LEADER: leader ? '1' : '0' },
+      env: { ...process.env, CONDUIT_WORKER: '1', CONDUIT_WORKER_PORT: String(port), CONDUIT_WORKER_LEADER: leader ? '1' : '0' },
       stdin: 'ignore',
       stdout: 'inherit',
       stderr: 'inherit',
@@ -138,7 +136,7 @@ export async function runPrimary(config: GatewayConfig) {
   }
   process.on('SIGTERM', () => void shutdown('SIGTERM'))
   process.on('SIGINT', () => void shutdown('SIGINT'))
-  banner(config, port, workers[0]!.listening!)
+  printBanner(config, port, workers[0]!.listening!)
 }
 
 function freePort(hostname: string): number {
@@ -146,18 +144,4 @@ function freePort(hostname: string): number {
   const port = probe.port
   probe.stop(true)
   return port
-}
-
-function banner(config: GatewayConfig, port: number, leader: Listening) {
-  const where = config.databaseURL ? 'PostgreSQL (DATABASE_URL)' : config.dataDir
-  const workers = `${config.workers} worker${config.workers > 1 ? 's' : ''}`
-  const lines = [`Conduit: ${leader.plugins} plugins loaded, data in ${where}, ${workers}`]
-  if (leader.generatedMasterKey) {
-    lines.push('', '  A master key was generated. It is shown only this once; only its hash is stored:', `    ${leader.generatedMasterKey}`)
-    lines.push('  Use it as "Authorization: Bearer <master key>" on /admin/v1, or set CONDUIT_MASTER_KEY.')
-  }
-  for (const { name, key } of leader.generatedKeys) lines.push(`  Virtual key '${name}' created from the config (shown once): ${key}`)
-  lines.push(`Conduit listening on http://${config.hostname === '0.0.0.0' ? 'localhost' : config.hostname}:${port}/v1`)
-  // Printed, not logged: the logger redacts keys, and this is the one time the operator must see one.
-  process.stdout.write(lines.join('\n') + '\n')
 }

@@ -3,14 +3,24 @@ import { createGateway, type Gateway } from '../core/gateway.ts'
 import { listen } from '../http/server.ts'
 import type { Logger } from '../plugin-sdk/types.ts'
 import { createLogger } from '../services/logger.ts'
+import { printBanner } from './banner.ts'
 import { WorkerChannel } from './worker-channel.ts'
+
+/** `--workers 1`: the whole gateway in this process. */
+export async function serveAlone(config: GatewayConfig) {
+  const log = createLogger()
+  const gateway = await createGateway(config, log)
+  const server = listen(gateway, config)
+  printBanner(config, server.port!, { plugins: gateway.host.plugins.length, generatedMasterKey: gateway.generatedMasterKey, generatedKeys: gateway.generatedKeys })
+  onTerminate((signal) => drainAndExit(gateway, server, config.drainMs, signal, log))
+}
 
 /**
  * A worker serves traffic on the port the primary chose, shared with its siblings (SO_REUSEPORT). The first
  * worker (the leader) migrates the store, applies the config file and creates the master key; the others
  * start after it, so nothing races.
  */
-export async function runWorker(config: GatewayConfig) {
+export async function serveAsWorker(config: GatewayConfig) {
   const log = createLogger()
   const channel = new WorkerChannel()
   const leader = process.env.CONDUIT_WORKER_LEADER === '1'
