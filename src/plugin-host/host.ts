@@ -195,8 +195,11 @@ export class PluginHost {
     return undefined
   }
 
-  async upstreamRequest(ctx: AttemptContext, upstream: UpstreamRequest) {
-    for (const hook of this.hooks.onUpstreamRequest) await this.call(hook, ctx.request.log, () => hook.fn(ctx, upstream))
+  upstreamRequest(ctx: AttemptContext, upstream: UpstreamRequest): Promise<void> | undefined {
+    if (this.hooks.onUpstreamRequest.length === 0) return undefined
+    return (async () => {
+      for (const hook of this.hooks.onUpstreamRequest) await this.call(hook, ctx.request.log, () => hook.fn(ctx, upstream))
+    })()
   }
 
   async response(ctx: AttemptContext, body: Record<string, any>): Promise<Record<string, any>> {

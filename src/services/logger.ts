@@ -10,8 +10,8 @@ const SECRET_PATTERN = /\b(condt_[0-9A-Za-z]{8,}|sk-[A-Za-z0-9_-]{8,})/g
 export const scrubSecrets = (text: string) => text.replace(SECRET_PATTERN, (s) => `${s.slice(0, 6)}…[REDACTED]`)
 
 /**
- * Lines logged during one turn of the event loop reach stdout in one write. A line per request is on the hot
- * path, and pino's own async destination still measured a byte count and a callback per line.
+ * Lines logged within 10 ms reach stdout in one write. A line per request is on the hot path, and pino's own
+ * async destination still measured a byte count and a callback per line.
  */
 class BatchedStdout implements pino.DestinationStream {
   private pending: string[] = []
@@ -25,7 +25,7 @@ class BatchedStdout implements pino.DestinationStream {
     this.pending.push(line)
     if (!this.scheduled) {
       this.scheduled = true
-      setImmediate(() => this.flush(false))
+      setTimeout(() => this.flush(false), 10)
     }
   }
 
