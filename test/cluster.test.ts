@@ -76,6 +76,31 @@ describe('--workers 2', () => {
   }, 30_000)
 })
 
+describe('supervision', () => {
+  test('a worker that dies is restarted and the port keeps serving', async () => {
+    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER, CONDUIT_LOG_LEVEL: 'silent' }, ['--workers', '2'])
+    try {
+      const { key } = await setUp(gw)
+      const children = (pid: string | number) => Bun.spawnSync(['pgrep', '-P', String(pid)]).stdout.toString().trim().split('\n').filter(Boolean)
+      // `bun run start` → the primary → its workers.
+      const [primary] = children(gw.proc.pid)
+      const workers = () => children(primary!)
+      const before = workers()
+      expect(before.length).toBe(2)
+      process.kill(Number(before[0]), 'SIGKILL')
+      const deadline = Date.now() + 5000
+      while (Date.now() < deadline && !(workers().length === 2 && !workers().includes(before[0]!))) await Bun.sleep(50)
+      expect(workers().length).toBe(2)
+      expect(workers()).not.toContain(before[0])
+      await Bun.sleep(300)
+      const statuses = await Promise.all(Array.from({ length: 20 }, () => chat(gw, key).then((r) => r.status)))
+      expect(statuses).toEqual(new Array(20).fill(200))
+    } finally {
+      expect(await stopProcess(gw.proc)).toBe(0)
+    }
+  }, 30_000)
+})
+
 describe('fetch in-flight limit', () => {
   test('300 concurrent streams through one worker all start at once (Bun caps fetch at 256 unless told)', async () => {
     const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '1'])

@@ -1,10 +1,10 @@
 import type { Subprocess } from 'bun'
 import type { GatewayConfig } from '../config/config.ts'
-import { ownCommand } from './own-command.ts'
 import { createLogger } from '../services/logger.ts'
 import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
 import { printBanner } from './banner.ts'
 import { FAN_OUT_TIMEOUT_MS, type PrimaryToWorker, type WorkerToPrimary } from './messages.ts'
+import { ownCommand } from './own-command.ts'
 
 type Listening = Extract<WorkerToPrimary, { type: 'listening' }>
 
@@ -14,25 +14,29 @@ interface Worker {
   listening: Listening | null
 }
 
-
-
 /** A fan-out to every worker, answered when all have replied or the timeout passes. */
 class FanOut<T> {
   readonly results: T[] = []
   private readonly waiting: Set<number>
-  private done!: (results: T[]) => void
-  readonly finished = new Promise<T[]>((resolve) => (this.done = resolve))
+  private resolve!: (results: T[]) => void
+  readonly finished = new Promise<T[]>((resolve) => (this.resolve = resolve))
+  private readonly timer: Timer
 
   constructor(workers: number[]) {
     this.waiting = new Set(workers)
-    if (this.waiting.size === 0) this.done(this.results)
-    setTimeout(() => this.done(this.results), FAN_OUT_TIMEOUT_MS)
+    this.timer = setTimeout(() => this.done(), FAN_OUT_TIMEOUT_MS)
+    if (this.waiting.size === 0) this.done()
   }
 
   answer(worker: number, value: T) {
     if (!this.waiting.delete(worker)) return
     this.results.push(value)
-    if (this.waiting.size === 0) this.done(this.results)
+    if (this.waiting.size === 0) this.done()
+  }
+
+  private done() {
+    clearTimeout(this.timer)
+    this.resolve(this.results)
   }
 }
 
