@@ -135,7 +135,13 @@ export class Pipeline {
     const response = await call.fetch(upstream, timeouts.firstByteMs)
     if (!response.ok) {
       call.release()
-      throw await upstreamError(response, adapter, provider.name)
+      const error = await upstreamError(response, adapter, provider.name)
+      if (error.status === 401 || error.status === 403) {
+        // The provider refused *our* credentials: not the client's fault, and its message may quote our key.
+        ctx.log.warn({ provider: provider.name, status: error.status, upstreamMessage: error.message }, 'provider rejected the gateway credentials')
+        throw new GatewayError(502, `The provider '${provider.name}' rejected the gateway's credentials (HTTP ${error.status}).`, { code: 'upstream_auth_failed' })
+      }
+      throw error
     }
     this.routeHeaders(ctx, attempt)
     if (ctx.stream && response.body) {

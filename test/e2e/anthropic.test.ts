@@ -106,8 +106,10 @@ describe('anthropic adapter through the gateway', () => {
     const limited = await client.chat.completions.create({ model: 'smart', messages: [{ role: 'user', content: 'ratelimit' }] }).catch((e) => e)
     expect(limited).toBeInstanceOf(OpenAI.RateLimitError)
     expect(limited.headers.get('retry-after')).toBe('3')
+    // The provider refusing the gateway's own key is a gateway fault, reported without the upstream's text.
     const auth = await client.chat.completions.create({ model: 'misconfigured', messages: [{ role: 'user', content: 'hi' }] }).catch((e) => e)
-    expect(auth.status).toBe(401)
+    expect(auth.status).toBe(502)
+    expect(auth.code).toBe('upstream_auth_failed')
     const n = await client.chat.completions.create({ model: 'smart', n: 2, messages: [{ role: 'user', content: 'hi' }] }).catch((e) => e)
     expect(n).toBeInstanceOf(OpenAI.BadRequestError)
     expect(n.param).toBe('n')

@@ -22,7 +22,7 @@ export interface TestGateway {
 }
 
 /** A real gateway (store, plugins, Elysia, Bun.serve) on a free port with its own temporary data folder. */
-export async function startGateway(overrides: Partial<GatewayConfig> = {}): Promise<TestGateway> {
+export async function startGateway(overrides: Partial<GatewayConfig> = {}, logs?: { level: string; lines: string[] }): Promise<TestGateway> {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-test-'))
   const config: GatewayConfig = {
     port: 0,
@@ -39,7 +39,10 @@ export async function startGateway(overrides: Partial<GatewayConfig> = {}): Prom
     seed: {},
     ...overrides,
   }
-  const gateway = await createGateway(config, createLogger(process.env.CONDUIT_LOG_LEVEL ?? 'silent'))
+  const log = logs
+    ? createLogger(logs.level, { write: (line: string) => void logs.lines.push(line) })
+    : createLogger(process.env.CONDUIT_LOG_LEVEL ?? 'silent')
+  const gateway = await createGateway(config, log)
   const server = listen(gateway, config)
   const origin = `http://127.0.0.1:${server.port}`
   const adminRaw = (method: string, p: string, body?: unknown, token = MASTER_KEY) =>
