@@ -263,11 +263,17 @@ try {
     renameSync(`${file}.tmp`, file)
   }
   const json = JSON.stringify(results, null, 2) + '\n'
-  write(path.join(outDir, `${startedAt.replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')}.json`), json)
-  write(path.join(outDir, 'latest.json'), json)
-  write(path.join(outDir, 'latest.md'), markdown + '\n')
+  // A partial run (--only) is an experiment: it is printed and kept as .tmp, never mistaken for the report.
+  const stamp = startedAt.replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')
+  if (args.only) {
+    write(path.join(outDir, `${stamp}.partial.json.tmp`), json)
+  } else {
+    write(path.join(outDir, `${stamp}.json`), json)
+    write(path.join(outDir, 'latest.json'), json)
+    write(path.join(outDir, 'latest.md'), markdown + '\n')
+  }
   console.log(markdown)
-  progress(`done in ${((performance.now() - started) / 60_000).toFixed(1)} min; written to ${path.relative(process.cwd(), outDir) || '.'}/latest.md and latest.json`)
+  progress(`done in ${((performance.now() - started) / 60_000).toFixed(1)} min${args.only ? ' (partial run: latest.* left as they were)' : `; written to ${path.relative(process.cwd(), outDir) || '.'}/latest.md and latest.json`}`)
 } finally {
   await stopAll()
   rmSync(workDir, { recursive: true, force: true })
