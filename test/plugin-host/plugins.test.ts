@@ -37,11 +37,11 @@ const host = () => new PluginHost({ log: createLogger('silent'), store: { findKe
 describe('plugin host', () => {
   test('refuses a plugin for another API version, and invalid config with the path', async () => {
     const future = { name: 'future', version: '1', apiVersion: 2, setup() {} } as any
-    expect(host().register(future)).rejects.toThrow(/plugin API 2/)
+    await expect(host().register(future)).rejects.toThrow(/plugin API 2/)
     const strict = definePlugin({ name: 'strict', version: '1', apiVersion: 1, configSchema: t.Object({ rpm: t.Integer({ minimum: 1 }) }), setup() {} })
-    expect(host().register(strict, { config: { rpm: 0 } })).rejects.toThrow(/strict.*\/rpm/)
-    expect(host().load([{ use: 'plugins/x.js' }])).rejects.toThrow(/must be 'builtin:<name>' or a path/)
-    expect(host().load([{ use: 'builtin:nope' }])).rejects.toThrow(/Unknown builtin/)
+    await expect(host().register(strict, { config: { rpm: 0 } })).rejects.toThrow(/strict.*\/rpm/)
+    await expect(host().load([{ use: 'plugins/x.js' }])).rejects.toThrow(/must be 'builtin:<name>' or a path/)
+    await expect(host().load([{ use: 'builtin:nope' }])).rejects.toThrow(/Unknown builtin/)
   })
 
   test('config defaults are applied before setup', async () => {
