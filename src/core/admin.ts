@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { Type as t, type Static } from '@sinclair/typebox'
 import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
+import type { KeyLimits } from '../plugin-sdk/types.ts'
 import { displayPrefix, generateVirtualKey, isWellFormedKey, lastFour, sha256, type SecretBox } from '../store/crypto.ts'
 import type { KeyRow, ModelRow, ProviderRow, Store } from '../store/store.ts'
 
@@ -31,9 +32,17 @@ export const ModelPatch = t.Partial(ModelInput)
 
 /** ISO 8601 string or unix seconds. */
 const Expiry = t.Union([t.Null(), t.String({ format: 'date-time' }), t.Integer({ minimum: 0 })])
+/** A limit; null (or absent) is unlimited. */
+const Limit = t.Optional(t.Union([t.Null(), t.Integer({ minimum: 1 })]))
+export const ENDPOINTS = ['chat', 'completions', 'embeddings'] as const
 export const KeyInput = t.Object({
   name: Name,
   allowed_models: t.Optional(t.Union([t.Null(), t.Array(t.String({ minLength: 1 }))])),
+  allowed_endpoints: t.Optional(t.Union([t.Null(), t.Array(t.Union(ENDPOINTS.map((e) => t.Literal(e))))])),
+  rpm: Limit,
+  rpd: Limit,
+  tpm: Limit,
+  max_parallel: Limit,
   expires_at: t.Optional(Expiry),
   enabled: t.Optional(t.Boolean()),
   metadata: t.Optional(Metadata),
@@ -50,6 +59,17 @@ const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString('base64u
 const seconds = (ms: number | null) => (ms === null ? null : Math.floor(ms / 1000))
 const notFound = (what: string, ref: string) => new GatewayError(404, `No ${what} '${ref}'.`, { code: 'not_found' })
 const conflict = (message: string) => new GatewayError(409, message, { code: 'conflict' })
+
+/** Limit fields of a create or patch body over the current limits: absent keeps, null removes. */
+function limitsFrom(input: Partial<Record<keyof KeyLimits, number | null>>, current: KeyLimits | null): KeyLimits | null {
+  const limits: KeyLimits = { ...current }
+  for (const name of ['rpm', 'rpd', 'tpm', 'max_parallel'] as const) {
+    const value = input[name]
+    if (value === null) delete limits[name]
+    else if (value !== undefined) limits[name] = value
+  }
+  return Object.keys(limits).length > 0 ? limits : null
+}
 
 function parseExpiry(value: string | number | null | undefined): number | null {
   if (value === undefined || value === null) return null
@@ -96,6 +116,11 @@ export class AdminService {
     key_prefix: k.keyPrefix,
     key_last4: k.keyLast4,
     allowed_models: k.allowedModels,
+    allowed_endpoints: k.allowedEndpoints,
+    rpm: k.limits?.rpm ?? null,
+    rpd: k.limits?.rpd ?? null,
+    tpm: k.limits?.tpm ?? null,
+    max_parallel: k.limits?.max_parallel ?? null,
     expires_at: seconds(k.expiresAt),
     enabled: k.enabled,
     metadata: k.metadata,
@@ -229,6 +254,8 @@ export class AdminService {
         enabled: input.enabled ?? true,
         expiresAt: parseExpiry(input.expires_at),
         allowedModels: input.allowed_models ?? null,
+        allowedEndpoints: input.allowed_endpoints ?? null,
+        limits: limitsFrom(input, null),
         metadata: input.metadata ?? {},
         keyPrefix: displayPrefix(key),
         keyLast4: lastFour(key),
@@ -256,6 +283,8 @@ export class AdminService {
       enabled: patch.enabled ?? row.enabled,
       expiresAt: patch.expires_at === undefined ? row.expiresAt : parseExpiry(patch.expires_at),
       allowedModels: patch.allowed_models === undefined ? row.allowedModels : patch.allowed_models,
+      allowedEndpoints: patch.allowed_endpoints === undefined ? row.allowedEndpoints : patch.allowed_endpoints,
+      limits: limitsFrom(patch, row.limits),
       metadata: patch.metadata ?? row.metadata,
     }
     return this.keyView(await this.store.updateKey(next))

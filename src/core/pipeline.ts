@@ -45,6 +45,10 @@ export class Pipeline {
       const early = (await this.o.host.run('onRequest', ctx)) ?? (await this.authenticate(ctx))
       if (early) return this.settle(ctx, early)
       if (endpoint === 'models') return this.settle(ctx, await this.models(ctx, params.model))
+      const endpoints = ctx.principal!.allowedEndpoints
+      if (endpoints && !endpoints.includes(endpoint)) {
+        throw new GatewayError(403, `This key may not call the ${endpoint} endpoint.`, { code: 'endpoint_not_allowed' })
+      }
       transport.disableIdleTimeout?.()
       const body = await readJsonBody(request, this.o.maxBodyBytes)
       validateRequest(endpoint, body)

@@ -19,12 +19,27 @@ export interface Logger {
   child(bindings: Record<string, unknown>): Logger
 }
 
+/** Per-key limits; an absent field is unlimited. */
+export interface KeyLimits {
+  /** Requests per minute. */
+  rpm?: number
+  /** Requests per day. */
+  rpd?: number
+  /** Tokens (prompt + completion) per minute, reserved at admission and settled to actual usage. */
+  tpm?: number
+  /** Requests in flight at once, streams included. */
+  max_parallel?: number
+}
+
 /** Who is calling: produced by an `onAuth` hook. */
 export interface Principal {
   keyId: string
   name: string
   /** Glob patterns over virtual model names; null allows every model. */
   allowedModels: string[] | null
+  /** Endpoints the key may call (`/v1/models` is always allowed); null allows all. */
+  allowedEndpoints: Endpoint[] | null
+  limits: KeyLimits | null
   metadata: Record<string, unknown>
 }
 
@@ -192,6 +207,8 @@ export interface StoredKey {
   enabled: boolean
   expiresAt: number | null
   allowedModels: string[] | null
+  allowedEndpoints: Endpoint[] | null
+  limits: KeyLimits | null
   metadata: Record<string, unknown>
 }
 

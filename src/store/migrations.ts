@@ -17,4 +17,8 @@ export const MIGRATIONS: { version: number; statements: string[] }[] = [
         metadata TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)`,
     ],
   },
+  {
+    version: 2,
+    statements: [`ALTER TABLE virtual_keys ADD COLUMN limits TEXT`, `ALTER TABLE virtual_keys ADD COLUMN allowed_endpoints TEXT`],
+  },
 ]

@@ -62,6 +62,8 @@ const toKey = (r: any): KeyRow => ({
   enabled: Number(r.enabled) === 1,
   expiresAt: num(r.expires_at),
   allowedModels: parse<string[] | null>(r.allowed_models, null),
+  allowedEndpoints: parse(r.allowed_endpoints, null),
+  limits: parse(r.limits, null),
   metadata: parse(r.metadata, {}),
   keyPrefix: r.key_prefix,
   keyLast4: r.key_last4,
@@ -233,16 +235,18 @@ export class Store implements StoreView {
 
   async insertKey(k: Omit<KeyRow, 'createdAt' | 'updatedAt'>, keyHash: string): Promise<KeyRow> {
     const now = Date.now()
-    await this.sql`INSERT INTO virtual_keys (id, name, key_hash, key_prefix, key_last4, allowed_models, expires_at, enabled, metadata, created_at, updated_at)
-      VALUES (${k.id}, ${k.name}, ${keyHash}, ${k.keyPrefix}, ${k.keyLast4}, ${json(k.allowedModels)}, ${k.expiresAt}, ${k.enabled ? 1 : 0},
-        ${json(k.metadata)}, ${now}, ${now})`
+    await this.sql`INSERT INTO virtual_keys (id, name, key_hash, key_prefix, key_last4, allowed_models, allowed_endpoints, limits, expires_at, enabled,
+        metadata, created_at, updated_at)
+      VALUES (${k.id}, ${k.name}, ${keyHash}, ${k.keyPrefix}, ${k.keyLast4}, ${json(k.allowedModels)}, ${json(k.allowedEndpoints)}, ${json(k.limits)},
+        ${k.expiresAt}, ${k.enabled ? 1 : 0}, ${json(k.metadata)}, ${now}, ${now})`
     await this.changed('key', k.id)
     return { ...k, createdAt: now, updatedAt: now }
   }
 
   async updateKey(k: KeyRow): Promise<KeyRow> {
     const now = Date.now()
-    await this.sql`UPDATE virtual_keys SET name = ${k.name}, allowed_models = ${json(k.allowedModels)}, expires_at = ${k.expiresAt},
+    await this.sql`UPDATE virtual_keys SET name = ${k.name}, allowed_models = ${json(k.allowedModels)}, allowed_endpoints = ${json(k.allowedEndpoints)},
+      limits = ${json(k.limits)}, expires_at = ${k.expiresAt},
       enabled = ${k.enabled ? 1 : 0}, metadata = ${json(k.metadata)}, updated_at = ${now} WHERE id = ${k.id}`
     await this.changed('key', k.id)
     return { ...k, updatedAt: now }

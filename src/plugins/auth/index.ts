@@ -52,7 +52,14 @@ export default definePlugin({
         ? {
             enabled: row.enabled,
             expiresAt: row.expiresAt,
-            principal: { keyId: row.id, name: row.name, allowedModels: row.allowedModels, metadata: row.metadata },
+            principal: {
+              keyId: row.id,
+              name: row.name,
+              allowedModels: row.allowedModels,
+              allowedEndpoints: row.allowedEndpoints,
+              limits: row.limits,
+              metadata: row.metadata,
+            },
           }
         : { principal: null, enabled: false, expiresAt: null }
       if (generation === started) cache.set(key, entry)

@@ -1,0 +1,147 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
+import { startGateway, type TestGateway } from '../helpers/gateway.ts'
+import { validateSchema } from '../helpers/openapi.ts'
+
+/** Per-key policy on one instance: exact request and token limits, concurrency, allowed endpoints. */
+let fake: FakeOpenAI
+let gw: TestGateway
+
+beforeAll(async () => {
+  fake = await startFakeOpenAI()
+  gw = await startGateway()
+  await gw.admin('POST', '/providers', { name: 'fake', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
+  await gw.admin('POST', '/models', { name: 'm', targets: [{ provider: 'fake', model: 'gpt-4o' }] })
+})
+afterAll(async () => {
+  await gw.close()
+  fake.stop()
+})
+
+const key = async (policy: Record<string, unknown>) => (await gw.admin('POST', '/keys', { name: `k${Math.random()}`, ...policy })).key as string
+const chat = (apiKey: string, content = 'hi', extra: Record<string, unknown> = {}, signal?: AbortSignal) =>
+  fetch(`${gw.baseURL}/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content }], ...extra }),
+    signal,
+  })
+
+describe('requests per minute', () => {
+  test('exactly the limit is admitted under concurrency; refusals are 429 with a true Retry-After', async () => {
+    const k = await key({ rpm: 10 })
+    const before = fake.requests.length
+    const responses = await Promise.all(Array.from({ length: 50 }, () => chat(k)))
+    const ok = responses.filter((r) => r.status === 200)
+    const refused = responses.filter((r) => r.status === 429)
+    expect(ok.length).toBe(10)
+    expect(refused.length).toBe(40)
+    expect(fake.requests.length - before).toBe(10)
+
+    const first = refused[0]!
+    const retryAfter = Number(first.headers.get('retry-after'))
+    expect(Number.isInteger(retryAfter)).toBe(true)
+    // 10 per minute refills one every 6 s.
+    expect(retryAfter).toBeGreaterThanOrEqual(1)
+    expect(retryAfter).toBeLessThanOrEqual(6)
+    expect(first.headers.get('x-ratelimit-limit-requests')).toBe('10')
+    expect(first.headers.get('x-ratelimit-remaining-requests')).toBe('0')
+    const body = (await first.json()) as any
+    validateSchema('ErrorResponse', body)
+    expect(body.error.code).toBe('rate_limit_exceeded')
+    expect(ok[0]!.headers.get('x-ratelimit-limit-requests')).toBe('10')
+  })
+
+  test('a request made after Retry-After succeeds', async () => {
+    const k = await key({ rpm: 60 })
+    const burst = await Promise.all(Array.from({ length: 61 }, () => chat(k)))
+    const refused = burst.find((r) => r.status === 429)!
+    const wait = Number(refused.headers.get('retry-after'))
+    expect(wait).toBe(1)
+    await Bun.sleep(wait * 1000)
+    expect((await chat(k)).status).toBe(200)
+  })
+
+  test('remaining counts down on admitted responses', async () => {
+    const k = await key({ rpm: 5 })
+    const remaining: string[] = []
+    for (let i = 0; i < 3; i++) remaining.push((await chat(k)).headers.get('x-ratelimit-remaining-requests')!)
+    expect(remaining).toEqual(['4', '3', '2'])
+  })
+})
+
+describe('tokens per minute', () => {
+  test('tokens are reserved at admission and refunded to actual usage when the request ends', async () => {
+    const k = await key({ tpm: 1000 })
+    // Each reserves ~13 prompt tokens + max_tokens 200 and is held in flight by the upstream for 300 ms.
+    const burst = () => Promise.all(Array.from({ length: 6 }, () => chat(k, 'slow-first-byte:300', { max_tokens: 200 })))
+    const first = await burst()
+    expect(first.filter((r) => r.status === 200).length).toBe(4)
+    expect(first.filter((r) => r.status === 429).length).toBe(2)
+    expect(first.find((r) => r.status === 429)!.headers.get('x-ratelimit-limit-tokens')).toBe('1000')
+    // The fake used a few dozen tokens each; the unused reservation came back, so four fit again.
+    await Bun.sleep(20)
+    const second = await burst()
+    expect(second.filter((r) => r.status === 200).length).toBe(4)
+  })
+
+  test('a prompt larger than the whole limit is a clear 400, not a 429 that can never succeed', async () => {
+    const k = await key({ tpm: 50 })
+    const before = fake.requests.length
+    const res = await chat(k, 'x'.repeat(400))
+    expect(res.status).toBe(400)
+    expect(((await res.json()) as any).error.code).toBe('request_exceeds_token_limit')
+    expect(fake.requests.length).toBe(before)
+  })
+})
+
+describe('max_parallel', () => {
+  test('requests in flight are capped; a slot frees as soon as a client aborts', async () => {
+    const k = await key({ max_parallel: 2 })
+    const controllers = [new AbortController(), new AbortController()]
+    const running = await Promise.all(controllers.map((c) => chat(k, 'slow-stream:100', { stream: true }, c.signal)))
+    expect(running.map((r) => r.status)).toEqual([200, 200])
+    const third = await chat(k)
+    expect(third.status).toBe(429)
+    expect(third.headers.get('retry-after')).toBe('1')
+
+    await running[0]!.body!.getReader().read()
+    controllers[0]!.abort()
+    const deadline = Date.now() + 1000
+    let status = 0
+    while (Date.now() < deadline && status !== 200) {
+      status = (await chat(k)).status
+      if (status !== 200) await Bun.sleep(20)
+    }
+    expect(status).toBe(200)
+    controllers[1]!.abort()
+  })
+})
+
+describe('allowed endpoints and the admin view', () => {
+  test('a key limited to chat may not call embeddings; models stay visible', async () => {
+    const k = await key({ allowed_endpoints: ['chat'] })
+    expect((await chat(k)).status).toBe(200)
+    const embed = await fetch(`${gw.baseURL}/embeddings`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${k}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm', input: 'x' }),
+    })
+    expect(embed.status).toBe(403)
+    expect(((await embed.json()) as any).error.code).toBe('endpoint_not_allowed')
+    expect((await fetch(`${gw.baseURL}/models`, { headers: { authorization: `Bearer ${k}` } })).status).toBe(200)
+  })
+
+  test('limits are shown, patched, and removed with null; the change applies to the next request', async () => {
+    const created = await gw.admin('POST', '/keys', { name: 'policy', rpm: 1, tpm: 5000, allowed_endpoints: ['chat', 'embeddings'] })
+    expect(created).toMatchObject({ rpm: 1, rpd: null, tpm: 5000, max_parallel: null, allowed_endpoints: ['chat', 'embeddings'] })
+    expect((await chat(created.key)).status).toBe(200)
+    expect((await chat(created.key)).status).toBe(429)
+    const patched = await gw.admin('PATCH', `/keys/${created.id}`, { rpm: null, max_parallel: 3 })
+    expect(patched).toMatchObject({ rpm: null, tpm: 5000, max_parallel: 3 })
+    expect((await chat(created.key)).status).toBe(200)
+    const bad = await gw.adminRaw('POST', '/keys', { name: 'bad', rpm: 0 })
+    expect(bad.status).toBe(400)
+    expect(((await bad.json()) as any).error.param).toBe('rpm')
+  })
+})
