@@ -43,6 +43,10 @@ export interface GatewayConfig {
   hostname: string
   dataDir: string
   databaseURL?: string
+  /** Shared state for limits across instances, and store-change fan-out. */
+  redisURL?: string
+  /** Longest a Redis command may take before limits fall back; keeps an outage from stalling requests. */
+  redisTimeoutMs: number
   masterKey?: string
   encryptionKey?: string
   maxBodyBytes: number
@@ -103,6 +107,8 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
     hostname: flag('host') ?? env.HOST ?? file.server?.host ?? '0.0.0.0',
     dataDir: path.resolve(flag('data-dir') ?? env.CONDUIT_DATA_DIR ?? './data'),
     databaseURL: env.DATABASE_URL || undefined,
+    redisURL: env.REDIS_URL || undefined,
+    redisTimeoutMs: number(env.CONDUIT_REDIS_TIMEOUT_MS) ?? 50,
     masterKey: env.CONDUIT_MASTER_KEY || undefined,
     encryptionKey: env.CONDUIT_ENCRYPTION_KEY || undefined,
     maxBodyBytes: number(env.CONDUIT_MAX_BODY_BYTES) ?? file.server?.max_body_bytes ?? 10 * 1024 * 1024,

@@ -2,6 +2,8 @@ import type { ProviderConfig, Target, VirtualModel } from '../plugin-sdk/types.t
 import type { SecretBox } from '../store/crypto.ts'
 import type { Store } from '../store/store.ts'
 
+const REFRESH_MS = 30_000
+
 /**
  * Models and providers, held in memory with secrets decrypted (both tables are small and read on every
  * request). Any admin change marks the catalog stale; the next request reloads it before routing, so a
@@ -13,6 +15,8 @@ export class Catalog {
   private stale = true
   private loading: Promise<void> | null = null
 
+  private readonly refresher: Timer
+
   constructor(
     private readonly store: Store,
     private readonly secrets: SecretBox,
@@ -20,6 +24,13 @@ export class Catalog {
     store.onChange((change) => {
       if (change.kind !== 'key') this.stale = true
     })
+    // Change notices from other instances can be lost (a Redis reconnect); a periodic reload heals that.
+    this.refresher = setInterval(() => (this.stale = true), REFRESH_MS)
+    this.refresher.unref()
+  }
+
+  close() {
+    clearInterval(this.refresher)
   }
 
   /** Resolves immediately unless an admin change is pending. */

@@ -7,6 +7,7 @@ import { PluginHost, type PluginSpec } from '../plugin-host/host.ts'
 import type { Logger } from '../plugin-sdk/types.ts'
 import { SecretBox, base62, secretEquals, sha256 } from '../store/crypto.ts'
 import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
+import { RedisChangeBus, connectRedis } from '../services/redis.ts'
 import { Store, type ChangeBus } from '../store/store.ts'
 import { AdminService } from './admin.ts'
 import { Catalog } from './catalog.ts'
@@ -95,6 +96,12 @@ function pluginSpecs(configured: PluginSpec[]): PluginSpec[] {
 export async function createGateway(config: GatewayConfig, log: Logger, options: GatewayOptions = {}): Promise<Gateway> {
   const store = await Store.open({ dataDir: config.dataDir, databaseURL: config.databaseURL })
   if (options.bus) store.connect(options.bus)
+  const redis = config.redisURL ? connectRedis(config.redisURL, config.redisTimeoutMs) : undefined
+  const redisBus = redis ? new RedisChangeBus(redis, config.redisURL!) : undefined
+  if (redisBus) {
+    store.connect(redisBus)
+    await redisBus.ready()
+  }
   const secrets = secretBox(config)
   await checkSecretKey(store, secrets)
 
@@ -109,7 +116,7 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
     await store.setSetting(MASTER_HASH, masterHash)
   }
 
-  const host = new PluginHost({ log, store, builtins: BUILTINS, baseDir: config.configDir })
+  const host = new PluginHost({ log, store, redis, builtins: BUILTINS, baseDir: config.configDir })
   await host.load(pluginSpecs(config.plugins))
   const catalog = new Catalog(store, secrets)
   const admin = new AdminService(store, secrets, () => host.providers.keys())
@@ -136,8 +143,14 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
       } catch (error) {
         checks.store = error instanceof Error ? error.message : 'unreachable'
       }
+      if (redis) {
+        checks.redis = await redis.ping().then(
+          () => 'ok',
+          (error: Error) => error.message,
+        )
+      }
       if (gateway.draining) checks.server = 'draining'
-      return { ready: checks.store === 'ok' && !gateway.draining, checks }
+      return { ready: Object.values(checks).every((c) => c === 'ok'), checks }
     },
     admin,
     host,
@@ -147,7 +160,10 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
     generatedKeys,
     isMasterKey: (token) => secretEquals(sha256(token), expectedHash),
     async close() {
+      catalog.close()
       await host.close()
+      redisBus?.close()
+      redis?.disconnect()
       await store.close()
     },
   }

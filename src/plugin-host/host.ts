@@ -18,6 +18,7 @@ import {
   type StoreView,
   type UpstreamRequest,
 } from '../plugin-sdk/types.ts'
+import type Redis from 'ioredis'
 import { registerSdkModule } from './sdk-module.ts'
 
 /** One entry of the `plugins` list in the config. */
@@ -49,6 +50,7 @@ const DEFAULT_HOOK_TIMEOUT_MS = 10_000
 export interface HostOptions {
   log: Logger
   store: StoreView
+  redis?: Redis
   builtins: Record<string, Plugin>
   /** Folder that relative plugin paths resolve against. */
   baseDir: string
@@ -130,6 +132,7 @@ export class PluginHost {
       config,
       log,
       store: this.options.store,
+      redis: this.options.redis,
       cache: <K extends {}, V extends {}>({ max, ttlMs }: { max: number; ttlMs?: number }) =>
         new LRUCache<K, V>(ttlMs ? { max, ttl: ttlMs } : { max }),
       registerProvider: (adapter) => {

@@ -1,4 +1,5 @@
 import type { TSchema } from '@sinclair/typebox'
+import type Redis from 'ioredis'
 import type { LRUCache } from 'lru-cache'
 import type { GatewayError } from './errors.ts'
 
@@ -222,6 +223,8 @@ export interface PluginApi<C = any> {
   readonly config: C
   readonly log: Logger
   readonly store: StoreView
+  /** Shared Redis when REDIS_URL is set: fail-fast (no offline queue, short command timeout). */
+  readonly redis?: Redis
   /** A bounded in-process cache, private to this plugin instance. */
   cache<K extends {}, V extends {}>(options: CacheOptions): LRUCache<K, V>
   registerProvider(adapter: ProviderAdapter): void

@@ -81,7 +81,7 @@ export interface ChangeBus {
 
 export class Store implements StoreView {
   private readonly listeners = new Set<(change: StoreChange) => void>()
-  private bus: ChangeBus | null = null
+  private readonly buses: ChangeBus[] = []
 
   private constructor(
     readonly sql: SQL,
@@ -123,7 +123,7 @@ export class Store implements StoreView {
 
   /** Other processes' changes invalidate this process's caches exactly as local ones do. */
   connect(bus: ChangeBus) {
-    this.bus = bus
+    this.buses.push(bus)
     bus.subscribe((change) => this.notify(change))
   }
 
@@ -135,7 +135,7 @@ export class Store implements StoreView {
   private async changed(kind: StoreChange['kind'], id: string) {
     const change = { kind, id }
     this.notify(change)
-    await this.bus?.publish(change)
+    await Promise.all(this.buses.map((bus) => bus.publish(change)))
   }
 
   async close() {

@@ -33,6 +33,7 @@ export async function startGateway(overrides: Partial<GatewayConfig> = {}, logs?
     idleTimeoutSec: 30,
     workers: 1,
     drainMs: 5_000,
+    redisTimeoutMs: 50,
     timeouts: { firstByteMs: 30_000, idleMs: 30_000 },
     plugins: [],
     configDir: process.cwd(),

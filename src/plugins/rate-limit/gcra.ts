@@ -1,11 +1,14 @@
 /**
  * GCRA (generic cell rate algorithm): one number per key and rule, the theoretical arrival time (TAT). A rule
- * of `limit` per `periodMs` admits a burst of `limit`, then one unit every `periodMs / limit`. Exact, no
- * window boundaries to double-burst across. In-process; the Redis variant keeps the same arithmetic in Lua.
+ * of `limit` per `periodMs` admits a burst of `limit`, then one unit every `periodMs / limit`. Exact, with no
+ * window boundaries to double-burst across. This is the in-process version; `redis-limits.ts` runs the same
+ * arithmetic in one Lua call on Redis time.
  */
-export interface Rule {
+export interface Check {
+  key: string
   limit: number
   periodMs: number
+  cost: number
 }
 
 export interface Decision {
@@ -18,34 +21,34 @@ export interface Decision {
   retryAfterMs: number
 }
 
+export function evaluate(tatOrNull: number | null, check: Check, now: number): Decision & { next: number } {
+  const interval = check.periodMs / check.limit
+  const tat = Math.max(tatOrNull ?? now, now)
+  const next = tat + interval * check.cost
+  const horizon = next - now
+  if (horizon > check.periodMs) {
+    const remaining = Math.max(0, Math.floor((check.periodMs - (tat - now)) / interval))
+    return { allowed: false, remaining, resetMs: tat - now, retryAfterMs: horizon - check.periodMs, next: tat }
+  }
+  return { allowed: true, remaining: Math.floor((check.periodMs - horizon) / interval), resetMs: horizon, retryAfterMs: 0, next }
+}
+
 export class Gcra {
   private readonly tat = new Map<string, number>()
 
-  admit(key: string, rule: Rule, cost: number, now = performance.now()): Decision {
-    const interval = rule.periodMs / rule.limit
-    const tat = Math.max(this.tat.get(key) ?? now, now)
-    const next = tat + interval * cost
-    const horizon = next - now
-    if (horizon > rule.periodMs) {
-      return { allowed: false, remaining: Math.max(0, Math.floor((rule.periodMs - (tat - now)) / interval)), resetMs: tat - now, retryAfterMs: horizon - rule.periodMs }
-    }
-    this.tat.set(key, next)
-    return { allowed: true, remaining: Math.floor((rule.periodMs - horizon) / interval), resetMs: horizon, retryAfterMs: 0 }
+  /** All or nothing: the request is admitted only if every check passes, and only then is anything taken. */
+  admit(checks: Check[], now = performance.now()): Decision[] {
+    const decisions = checks.map((c) => evaluate(this.tat.get(c.key) ?? null, c, now))
+    if (decisions.every((d) => d.allowed)) checks.forEach((c, i) => this.tat.set(c.key, decisions[i]!.next))
+    return decisions
   }
 
-  /** Gives back `units` that were reserved but not used (a token reservation settled to actual usage). */
-  refund(key: string, rule: Rule, units: number, now = performance.now()) {
-    const tat = this.tat.get(key)
-    if (tat === undefined || units <= 0) return
-    const refunded = tat - (rule.periodMs / rule.limit) * units
-    if (refunded <= now) this.tat.delete(key)
-    else this.tat.set(key, refunded)
-  }
-
-  /** Takes `units` more than were reserved (usage came out above the estimate); may go past the limit. */
-  charge(key: string, rule: Rule, units: number, now = performance.now()) {
-    if (units <= 0) return
-    this.tat.set(key, Math.max(this.tat.get(key) ?? now, now) + (rule.periodMs / rule.limit) * units)
+  /** Takes (units > 0) or gives back (units < 0) after the fact: a token reservation settled to actual usage. */
+  adjust(key: string, limit: number, periodMs: number, units: number, now = performance.now()) {
+    if (units === 0) return
+    const tat = Math.max(this.tat.get(key) ?? now, now) + (periodMs / limit) * units
+    if (tat <= now) this.tat.delete(key)
+    else this.tat.set(key, tat)
   }
 
   /** Drops keys whose buckets are full again: memory stays proportional to recently active keys. */

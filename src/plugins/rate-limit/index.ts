@@ -1,5 +1,6 @@
-import { GatewayError, definePlugin, type FinishedRequest, type KeyLimits, type RequestContext } from '../../plugin-sdk/index.ts'
-import { Gcra, type Decision, type Rule } from './gcra.ts'
+import { GatewayError, definePlugin, t, type FinishedRequest, type KeyLimits, type RequestContext } from '../../plugin-sdk/index.ts'
+import { LocalLimits, RedisLimits, type LimitsBackend } from './backends.ts'
+import type { Check } from './gcra.ts'
 
 const MINUTE = 60_000
 const DAY = 86_400_000
@@ -13,15 +14,18 @@ const RULES: { name: RuleName; periodMs: number; unit: 'requests' | 'tokens'; la
   { name: 'tpm', periodMs: MINUTE, unit: 'tokens', label: 'tokens per minute' },
 ]
 
-/** What an admitted request holds until it ends. */
+/** What an admitted request holds until it ends, and where (settlement goes where the reservation went). */
 interface Held {
   keyId: string
   limits: KeyLimits
   reservedTokens: number
-  parallel: boolean
+  tokens: LimitsBackend | null
+  lease: { id: string; backend: LimitsBackend } | null
 }
 
 const seconds = (ms: number) => `${Math.max(0, ms / 1000).toFixed(3).replace(/\.?0+$/, '')}s`
+/** `{keyId}` is a Redis Cluster hash tag: every key of one virtual key lives on one slot. */
+const stateKey = (keyId: string, what: string) => `conduit:rl:{${keyId}}:${what}`
 
 /** Prompt estimate (~4 characters a token) plus the completion the request may produce. */
 function tokenReservation(body: Record<string, any>, limit: number): number {
@@ -36,89 +40,108 @@ function tokenReservation(body: Record<string, any>, limit: number): number {
 }
 
 /**
- * Per-key limits, exact within one process: requests per minute and per day and tokens per minute (GCRA,
- * tokens reserved at admission and settled to the reported usage when the request ends), and requests in
- * flight. Every limited response carries x-ratelimit-* headers; a refusal is a 429 with a true Retry-After.
+ * Per-key limits: requests per minute and per day, tokens per minute (GCRA; tokens reserved at admission and
+ * settled to the reported usage when the request ends) and requests in flight (leases). In one process the
+ * state is local; with Redis (REDIS_URL) every admission is one atomic script on Redis time, exact across
+ * instances. If Redis fails, limits fall back to this process's own state (fail open) unless `failClosed`.
  */
 export default definePlugin({
   name: 'rate-limit',
   version: '1.0.0',
   apiVersion: 1,
   priority: 900,
+  configSchema: t.Object({ failClosed: t.Boolean({ default: false }) }),
   setup(api) {
-    const gcra = new Gcra()
-    const inFlight = new Map<string, number>()
+    const local = new LocalLimits()
+    const shared = api.redis ? new RedisLimits(api.redis) : null
     const held = new WeakMap<RequestContext, Held>()
-    const sweeper = setInterval(() => gcra.sweep(), MINUTE)
+    const sweeper = setInterval(() => local.gcra.sweep(), MINUTE)
     sweeper.unref()
-    api.onClose(() => clearInterval(sweeper))
+    api.onClose(() => {
+      clearInterval(sweeper)
+      shared?.close()
+    })
 
-    const release = (h: Held) => {
-      if (!h.parallel) return
-      const n = (inFlight.get(h.keyId) ?? 1) - 1
-      if (n <= 0) inFlight.delete(h.keyId)
-      else inFlight.set(h.keyId, n)
+    /** Runs against Redis when there is one; on failure, locally (marked degraded) or 503 when failing closed. */
+    const withBackend = async <T>(ctx: RequestContext, work: (backend: LimitsBackend) => Promise<T>): Promise<[T, LimitsBackend]> => {
+      if (shared) {
+        try {
+          return [await work(shared), shared]
+        } catch (error) {
+          api.log.warn({ err: error }, 'rate-limit store unavailable')
+          if (api.config.failClosed) {
+            throw new GatewayError(503, 'Rate limits cannot be checked right now; the request was not sent.', { code: 'rate_limit_unavailable' })
+          }
+          ctx.setHeader('x-ratelimit-degraded', 'true')
+        }
+      }
+      return [await work(local), local]
     }
 
     return {
-      onAccess(ctx) {
+      async onAccess(ctx) {
         const limits = ctx.principal?.limits
         if (!limits || !ctx.body) return
         const keyId = ctx.principal!.keyId
-        const headers: Record<string, string> = {}
-        const admitted: { rule: Rule; key: string; cost: number }[] = []
-        const h: Held = { keyId, limits, reservedTokens: 0, parallel: false }
-
-        for (const { name, periodMs, unit, label } of RULES) {
-          const limit = limits[name]
+        const checks: (Check & { rule: (typeof RULES)[number] })[] = []
+        for (const rule of RULES) {
+          const limit = limits[rule.name]
           if (!limit) continue
-          const cost = unit === 'tokens' ? tokenReservation(ctx.body, limit) : 1
-          const rule = { limit, periodMs }
-          const key = `${keyId}:${name}`
-          const decision: Decision = gcra.admit(key, rule, cost)
-          headers[`x-ratelimit-limit-${unit}`] = String(limit)
-          headers[`x-ratelimit-remaining-${unit}`] = String(decision.remaining)
-          headers[`x-ratelimit-reset-${unit}`] = seconds(decision.resetMs)
-          if (!decision.allowed) {
-            for (const a of admitted) gcra.refund(a.key, a.rule, a.cost)
-            const retryAfter = Math.max(1, Math.ceil(decision.retryAfterMs / 1000))
-            throw new GatewayError(429, `Rate limit reached for ${label} (${name}) on this key: limit ${limit}. Try again in ${retryAfter} s.`, {
+          const cost = rule.unit === 'tokens' ? tokenReservation(ctx.body, limit) : 1
+          checks.push({ key: stateKey(keyId, rule.name), limit, periodMs: rule.periodMs, cost, rule })
+        }
+        const h: Held = { keyId, limits, reservedTokens: 0, tokens: null, lease: null }
+
+        if (checks.length > 0) {
+          const [decisions, backend] = await withBackend(ctx, (b) => b.admit(checks))
+          const headers: Record<string, string> = {}
+          let refused = -1
+          decisions.forEach((d, i) => {
+            const { unit } = checks[i]!.rule
+            headers[`x-ratelimit-limit-${unit}`] = String(checks[i]!.limit)
+            headers[`x-ratelimit-remaining-${unit}`] = String(d.remaining)
+            headers[`x-ratelimit-reset-${unit}`] = seconds(d.resetMs)
+            if (!d.allowed && refused === -1) refused = i
+          })
+          if (refused !== -1) {
+            const { rule, limit } = checks[refused]!
+            const retryAfter = Math.max(1, Math.ceil(decisions[refused]!.retryAfterMs / 1000))
+            throw new GatewayError(429, `Rate limit reached for ${rule.label} (${rule.name}) on this key: limit ${limit}. Try again in ${retryAfter} s.`, {
               code: 'rate_limit_exceeded',
               headers: { ...headers, 'retry-after': String(retryAfter) },
             })
           }
-          admitted.push({ rule, key, cost })
-          if (unit === 'tokens') h.reservedTokens = cost
+          for (const name in headers) ctx.setHeader(name, headers[name]!)
+          h.reservedTokens = checks.find((c) => c.rule.unit === 'tokens')?.cost ?? 0
+          h.tokens = backend
         }
 
         if (limits.max_parallel) {
-          const running = inFlight.get(keyId) ?? 0
-          if (running >= limits.max_parallel) {
-            for (const a of admitted) gcra.refund(a.key, a.rule, a.cost)
-            throw new GatewayError(429, `This key already has ${running} requests in flight (max_parallel ${limits.max_parallel}).`, {
+          const [ok, backend] = await withBackend(ctx, (b) => b.acquire(stateKey(keyId, 'leases'), limits.max_parallel!, ctx.id))
+          if (!ok) {
+            // Refused after the rate checks passed: give the tokens back (the request counts as made).
+            if (h.tokens) await h.tokens.adjust(stateKey(keyId, 'tpm'), limits.tpm!, MINUTE, -h.reservedTokens).catch(() => {})
+            throw new GatewayError(429, `This key already has ${limits.max_parallel} requests in flight (max_parallel).`, {
               code: 'rate_limit_exceeded',
-              headers: { ...headers, 'retry-after': '1' },
+              headers: { 'retry-after': '1' },
             })
           }
-          inFlight.set(keyId, running + 1)
-          h.parallel = true
+          h.lease = { id: ctx.id, backend }
         }
         held.set(ctx, h)
-        for (const name in headers) ctx.setHeader(name, headers[name]!)
       },
 
-      onLog(f: FinishedRequest) {
+      async onLog(f: FinishedRequest) {
         const h = held.get(f.ctx)
         if (!h) return
         held.delete(f.ctx)
-        release(h)
-        if (h.limits.tpm && h.reservedTokens > 0) {
-          // Settle the reservation: refund what was not used (an aborted stream is billed what it produced).
+        // A lost settlement only errs on the safe side: a slot held until its lease expires, tokens not refunded.
+        const failed = (err: unknown) => api.log.warn({ err }, 'rate-limit settlement failed')
+        if (h.lease) await h.lease.backend.release(stateKey(h.keyId, 'leases'), h.lease.id).catch(failed)
+        if (h.tokens && h.limits.tpm && h.reservedTokens > 0) {
+          // Settle the reservation to what was used (an aborted stream is billed what it produced).
           const used = f.usage?.total_tokens ?? h.reservedTokens
-          const key = `${h.keyId}:tpm`
-          const rule = { limit: h.limits.tpm, periodMs: MINUTE }
-          if (used < h.reservedTokens) gcra.refund(key, rule, h.reservedTokens - used)
-          else gcra.charge(key, rule, used - h.reservedTokens)
+          await h.tokens.adjust(stateKey(h.keyId, 'tpm'), h.limits.tpm, MINUTE, used - h.reservedTokens).catch(failed)
         }
       },
     }

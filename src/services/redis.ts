@@ -1,0 +1,63 @@
+import Redis from 'ioredis'
+import type { StoreChange } from '../plugin-sdk/types.ts'
+import type { ChangeBus } from '../store/store.ts'
+
+/**
+ * One Redis connection per process for commands. Fail fast instead of queueing: with the offline queue off
+ * and a short command timeout, a Redis outage costs each request at most `commandTimeoutMs`, and callers fall
+ * back (limits fail open) instead of stalling for ioredis's default 10 s.
+ */
+export function connectRedis(url: string, commandTimeoutMs: number): Redis {
+  return new Redis(url, {
+    enableOfflineQueue: false,
+    commandTimeout: commandTimeoutMs,
+    maxRetriesPerRequest: 0,
+    connectTimeout: 1_000,
+    // Keep trying to come back; each attempt is cheap and requests never wait for it.
+    retryStrategy: (times) => Math.min(times * 100, 1_000),
+    lazyConnect: false,
+  })
+}
+
+const CHANNEL = 'conduit:store-changes'
+
+/** Store changes across instances: published on Redis, applied by every other instance within milliseconds. */
+export class RedisChangeBus implements ChangeBus {
+  private readonly origin = crypto.randomUUID()
+  private readonly subscriber: Redis
+
+  constructor(
+    private readonly redis: Redis,
+    url: string,
+  ) {
+    // A subscribed connection cannot run commands: a second one listens.
+    this.subscriber = new Redis(url, { retryStrategy: (times) => Math.min(times * 100, 1_000) })
+  }
+
+  async publish(change: StoreChange) {
+    // Best effort: a Redis outage must not fail the admin call; caches also expire on their own TTL.
+    await this.redis.publish(CHANNEL, JSON.stringify({ origin: this.origin, change })).catch(() => {})
+  }
+
+  /** Resolves once both connections are usable (or after `timeoutMs`: a Redis down at start must not block it). */
+  async ready(timeoutMs = 1_000) {
+    const connected = (r: Redis) => (r.status === 'ready' ? Promise.resolve() : new Promise<void>((resolve) => r.once('ready', () => resolve())))
+    await Promise.race([Promise.all([connected(this.redis), this.subscribed]), Bun.sleep(timeoutMs)])
+  }
+
+  private subscribed: Promise<unknown> = Promise.resolve()
+
+  subscribe(listener: (change: StoreChange) => void) {
+    this.subscribed = this.subscriber.subscribe(CHANNEL).catch(() => {})
+    this.subscriber.on('message', (_channel, text: string) => {
+      try {
+        const { origin, change } = JSON.parse(text) as { origin: string; change: StoreChange }
+        if (origin !== this.origin) listener(change)
+      } catch {}
+    })
+  }
+
+  close() {
+    this.subscriber.disconnect()
+  }
+}
