@@ -4,6 +4,7 @@ import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
 import type { KeyLimits } from '../plugin-sdk/types.ts'
 import { displayPrefix, generateVirtualKey, isWellFormedKey, lastFour, sha256, type SecretBox } from '../store/crypto.ts'
 import type { KeyRow, ModelRow, ProviderRow, Store } from '../store/store.ts'
+import { usageRange, usageReport } from './usage.ts'
 
 /*
  * The admin contract (/admin/v1). Schemas are TypeBox so the HTTP layer validates with them and the config
@@ -21,11 +22,14 @@ export const ProviderInput = t.Object({
 })
 export const ProviderPatch = t.Partial(ProviderInput)
 
+const PriceInput = t.Object({ input: t.Number({ minimum: 0 }), output: t.Number({ minimum: 0 }), cached_input: t.Optional(t.Number({ minimum: 0 })) })
 const TargetInput = t.Object({
   provider: t.String({ minLength: 1 }),
   model: t.String({ minLength: 1 }),
   weight: t.Optional(t.Number({ minimum: 0 })),
   priority: t.Optional(t.Integer()),
+  /** USD per million tokens; overrides the list price for this target. */
+  price: t.Optional(PriceInput),
 })
 export const ModelInput = t.Object({ name: Name, targets: t.Array(TargetInput, { minItems: 1 }) })
 export const ModelPatch = t.Partial(ModelInput)
@@ -128,6 +132,13 @@ export class AdminService {
     updated_at: seconds(k.updatedAt),
   })
 
+  /** Spend over a range: totals by key, model, provider and day (optionally for one key). */
+  async usage(params: URLSearchParams) {
+    const ref = params.get('key')
+    const key = ref ? await this.getKey(ref) : null
+    return usageReport(this.store, usageRange(params), key?.id ?? null, ['key', 'model', 'provider', 'day'])
+  }
+
   // Providers ------------------------------------------------------------------------------------------
 
   private checkType(type: string) {
@@ -203,7 +214,13 @@ export class AdminService {
       targets.map(async (target, i) => {
         const provider = await this.store.getProvider(target.provider)
         if (!provider) throw badRequest(`Unknown provider '${target.provider}'.`, `targets[${i}].provider`)
-        return { provider: provider.id, model: target.model, weight: target.weight ?? 1, priority: target.priority ?? 0 }
+        return {
+          provider: provider.id,
+          model: target.model,
+          weight: target.weight ?? 1,
+          priority: target.priority ?? 0,
+          ...(target.price ? { price: target.price } : {}),
+        }
       }),
     )
   }

@@ -1,4 +1,5 @@
 import type { ProviderConfig, Target, VirtualModel } from '../plugin-sdk/types.ts'
+import { listPrice } from '../pricing/prices.ts'
 import type { SecretBox } from '../store/crypto.ts'
 import type { Store } from '../store/store.ts'
 
@@ -77,7 +78,7 @@ export class Catalog {
     if (model.targets.length === 1) {
       const only = model.targets[0]!
       const provider = this.providers.get(only.provider)
-      return provider ? [{ provider, model: only.model }] : []
+      return provider ? [{ provider, model: only.model, price: only.price ?? listPrice(provider.type, only.model) }] : []
     }
     const tiers = new Map<number, { target: Target; key: number }[]>()
     for (const t of model.targets) {
@@ -86,7 +87,7 @@ export class Catalog {
       // Weighted shuffle (Efraimidis–Spirakis): sort by u^(1/w) descending.
       const key = Math.random() ** (1 / Math.max(t.weight, 1e-9))
       const tier = tiers.get(t.priority) ?? []
-      tier.push({ target: { provider, model: t.model }, key })
+      tier.push({ target: { provider, model: t.model, price: t.price ?? listPrice(provider.type, t.model) }, key })
       tiers.set(t.priority, tier)
     }
     return [...tiers.entries()]

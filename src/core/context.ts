@@ -24,6 +24,7 @@ export class RequestCtx implements RequestContext {
   usage: Usage | null = null
   target: Target | null = null
   attempts = 0
+  costMicros = 0
   stream = false
   firstByteMs: number | null = null
   private logged = false
@@ -54,6 +55,7 @@ export class RequestCtx implements RequestContext {
       usage: this.usage,
       target: this.target,
       attempts: this.attempts,
+      costMicros: this.costMicros,
       durationMs: performance.now() - this.startedAt,
       firstByteMs: this.firstByteMs,
     }

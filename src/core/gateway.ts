@@ -8,6 +8,7 @@ import type { Logger } from '../plugin-sdk/types.ts'
 import { SecretBox, base62, secretEquals, sha256 } from '../store/crypto.ts'
 import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
 import { RedisChangeBus, connectRedis } from '../services/redis.ts'
+import { SpendLedger } from '../store/ledger.ts'
 import { Store, type ChangeBus } from '../store/store.ts'
 import { AdminService } from './admin.ts'
 import { Catalog } from './catalog.ts'
@@ -16,6 +17,7 @@ import { Pipeline } from './pipeline.ts'
 export interface Gateway {
   pipeline: Pipeline
   metrics: Metrics
+  ledger: SpendLedger
   admin: AdminService
   host: PluginHost
   store: Store
@@ -124,11 +126,13 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
   await catalog.ready()
 
   const metrics = new Metrics()
-  const pipeline = new Pipeline({ host, catalog, metrics, log, maxBodyBytes: config.maxBodyBytes, timeouts: config.timeouts })
+  const ledger = new SpendLedger(store, log)
+  const pipeline = new Pipeline({ host, catalog, store, metrics, ledger, log, maxBodyBytes: config.maxBodyBytes, timeouts: config.timeouts })
   const expectedHash = masterHash
   const gateway: Gateway = {
     pipeline,
     metrics,
+    ledger,
     draining: false,
     async metricsText() {
       if (!options.gatherMetrics) return Metrics.render(metrics.snapshot())
@@ -161,6 +165,7 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
     isMasterKey: (token) => secretEquals(sha256(token), expectedHash),
     async close() {
       catalog.close()
+      await ledger.close() // flush what is queued (SIGTERM lands here after the drain)
       await host.close()
       redisBus?.close()
       redis?.disconnect()

@@ -1,7 +1,11 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
 import type { Endpoint, EndpointAdapter, Logger, Usage } from '../plugin-sdk/types.ts'
 import type { PluginHost } from '../plugin-host/host.ts'
+import { costMicros, microsToUsd } from '../pricing/prices.ts'
 import type { Metrics } from '../services/metrics.ts'
+import type { SpendLedger } from '../store/ledger.ts'
+import type { Store } from '../store/store.ts'
+import { usageRange, usageReport } from './usage.ts'
 import type { Catalog } from './catalog.ts'
 import { Attempt, RequestCtx } from './context.ts'
 import { allowedBy } from './glob.ts'
@@ -13,7 +17,10 @@ import { estimateTokens, extractUsage, floatsToBase64, spliceModel } from './wir
 export interface PipelineOptions {
   host: PluginHost
   catalog: Catalog
+  store: Store
   metrics: Metrics
+  /** Every finished request that reached a provider becomes one row. */
+  ledger: SpendLedger
   log: Logger
   /** Largest accepted JSON body, in bytes. */
   maxBodyBytes: number
@@ -45,6 +52,10 @@ export class Pipeline {
       const early = (await this.o.host.run('onRequest', ctx)) ?? (await this.authenticate(ctx))
       if (early) return this.settle(ctx, early)
       if (endpoint === 'models') return this.settle(ctx, await this.models(ctx, params.model))
+      if (endpoint === 'usage') {
+        const range = usageRange(new URL(request.url).searchParams)
+        return this.settle(ctx, json(200, await usageReport(this.o.store, range, ctx.principal!.keyId, ['model', 'day']), ctx.headers))
+      }
       const endpoints = ctx.principal!.allowedEndpoints
       if (endpoints && !endpoints.includes(endpoint)) {
         throw new GatewayError(403, `This key may not call the ${endpoint} endpoint.`, { code: 'endpoint_not_allowed' })
@@ -221,6 +232,8 @@ export class Pipeline {
       ctx.usage = usage ? normaliseUsage(usage) : this.estimateUsage(ctx, 0, JSON.parse(text))
       out = spliceModel(text, name)
     }
+    ctx.costMicros = costMicros(attempt.target.price, ctx.usage)
+    ctx.headers['x-conduit-cost-usd'] = microsToUsd(ctx.costMicros)
     ctx.status = 200
     ctx.firstByteMs = performance.now() - ctx.startedAt
     return this.settle(ctx, new Response(out, { status: 200, headers: { 'content-type': JSON_TYPE, ...ctx.headers } }))
@@ -246,10 +259,13 @@ export class Pipeline {
 
   /** The request is over (last byte, abort or refusal): metrics, then the onLog hooks, exactly once. */
   private report(ctx: RequestCtx, aborted: boolean) {
+    // A stream's cost is known only now; an aborted one is billed its input and what it received.
+    if (ctx.target && ctx.usage) ctx.costMicros = costMicros(ctx.target.price, ctx.usage)
     const finished = ctx.finish(aborted)
     if (!finished) return
     this.o.metrics.inflight--
     this.o.metrics.record(finished)
+    this.o.ledger.record(finished)
     this.o.host.log(finished)
   }
 
@@ -275,6 +291,8 @@ export class Pipeline {
     ctx.error = failure
     if (failure.status === 499) {
       ctx.status = 499
+      // The provider already received (and bills) the prompt: so do we.
+      if (ctx.target) ctx.usage ??= this.estimateUsage(ctx, 0)
       this.report(ctx, true)
       return new Response(null, { status: 499 })
     }
@@ -298,7 +316,10 @@ const json = (status: number, body: unknown, headers: Record<string, string> = {
 function normaliseUsage(u: any): Usage {
   const prompt = Number(u.prompt_tokens ?? u.input_tokens ?? 0)
   const completion = Number(u.completion_tokens ?? u.output_tokens ?? 0)
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: Number(u.total_tokens ?? prompt + completion) }
+  const usage: Usage = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: Number(u.total_tokens ?? prompt + completion) }
+  const cached = Number(u.prompt_tokens_details?.cached_tokens ?? 0)
+  if (cached > 0) usage.cached_tokens = cached
+  return usage
 }
 
 /** The client asked for base64; encode any float arrays the upstream sent. */

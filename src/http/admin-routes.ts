@@ -40,4 +40,5 @@ export function adminRoutes(gw: Gateway) {
     .get('/keys/:id', async ({ params }) => admin.keyView(await admin.getKey(params.id)))
     .patch('/keys/:id', async ({ params, body }) => admin.updateKey(params.id, body), { body: KeyPatch })
     .delete('/keys/:id', async ({ params }) => admin.deleteKey(params.id))
+    .get('/usage', async ({ request }) => admin.usage(new URL(request.url).searchParams))
 }

@@ -50,5 +50,6 @@ export function createApp(gw: Gateway) {
     .post('/v1/embeddings', ({ request, server }) => gw.pipeline.handle('embeddings', request, transport(server, request)))
     .get('/v1/models', ({ request }) => gw.pipeline.handle('models', request))
     .get('/v1/models/*', ({ request, params }) => gw.pipeline.handle('models', request, {}, { model: decodeURIComponent(params['*']) }))
+    .get('/v1/conduit/usage', ({ request }) => gw.pipeline.handle('usage', request))
     .use(adminRoutes(gw))
 }

@@ -9,7 +9,7 @@ export type MaybePromise<T> = T | Promise<T>
 export const API_VERSION = 1 as const
 
 /** The OpenAI surfaces a request can target; `allowed_endpoints` and metrics use these names. */
-export type Endpoint = 'chat' | 'completions' | 'embeddings' | 'models'
+export type Endpoint = 'chat' | 'completions' | 'embeddings' | 'models' | 'usage'
 
 /** Subset of pino's logger that plugins may rely on. */
 export interface Logger {
@@ -44,12 +44,21 @@ export interface Principal {
   metadata: Record<string, unknown>
 }
 
+/** USD per million tokens. */
+export interface Price {
+  input: number
+  output: number
+  cached_input?: number
+}
+
 export interface ModelTarget {
   /** Provider id. */
   provider: string
   model: string
   weight: number
   priority: number
+  /** Overrides the list price for this target. */
+  price?: Price
 }
 
 /** A virtual model: the name clients send, mapped to provider deployments. */
@@ -74,12 +83,16 @@ export interface ProviderConfig {
 export interface Target {
   provider: ProviderConfig
   model: string
+  /** The target's override, else the list price; null when unknown (cost recorded as 0). */
+  price: Price | null
 }
 
 export interface Usage {
   prompt_tokens: number
   completion_tokens: number
   total_tokens: number
+  /** Prompt tokens the provider served from its cache (billed at the cached price). */
+  cached_tokens?: number
   /** True when the upstream never reported usage (aborted stream, silent provider) and we counted. */
   estimated?: boolean
 }
@@ -162,6 +175,8 @@ export interface FinishedRequest {
   usage: Usage | null
   target: Target | null
   attempts: number
+  /** Integer micro-dollars, from the usage and the target's price. */
+  costMicros: number
   durationMs: number
   /** Time to the first byte sent to the client. */
   firstByteMs: number | null

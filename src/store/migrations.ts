@@ -21,4 +21,16 @@ export const MIGRATIONS: { version: number; statements: string[] }[] = [
     version: 2,
     statements: [`ALTER TABLE virtual_keys ADD COLUMN limits TEXT`, `ALTER TABLE virtual_keys ADD COLUMN allowed_endpoints TEXT`],
   },
+  {
+    version: 3,
+    statements: [
+      // One row per request, keyed by its id: a retried write can never count a request twice.
+      `CREATE TABLE spend_ledger (
+        request_id TEXT PRIMARY KEY, key_id TEXT, endpoint TEXT NOT NULL, model TEXT, provider TEXT, upstream_model TEXT,
+        prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, cost_micros BIGINT NOT NULL,
+        estimated INTEGER NOT NULL, aborted INTEGER NOT NULL, status INTEGER NOT NULL, created_at BIGINT NOT NULL)`,
+      `CREATE INDEX spend_ledger_key_time ON spend_ledger (key_id, created_at)`,
+      `CREATE INDEX spend_ledger_time ON spend_ledger (created_at)`,
+    ],
+  },
 ]

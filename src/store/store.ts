@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { SQL } from 'bun'
 import type { ModelTarget, StoreChange, StoreView, StoredKey, VirtualModel } from '../plugin-sdk/types.ts'
+import type { SpendRow } from './ledger.ts'
 import { MIGRATIONS } from './migrations.ts'
 
 /*
@@ -28,6 +29,14 @@ export interface KeyRow extends StoredKey {
   keyLast4: string
   createdAt: number
   updatedAt: number
+}
+
+export interface UsageTotals {
+  bucket: string
+  requests: number
+  prompt_tokens: number
+  completion_tokens: number
+  cost_micros: number
 }
 
 export interface ModelRow extends VirtualModel {
@@ -255,5 +264,38 @@ export class Store implements StoreView {
   async deleteKey(id: string) {
     await this.sql`DELETE FROM virtual_keys WHERE id = ${id}`
     await this.changed('key', id)
+  }
+
+  // Spend ledger -------------------------------------------------------------------------------------------
+
+  async insertSpend(rows: SpendRow[]) {
+    await this.sql.begin(async (tx) => {
+      for (const r of rows) {
+        await tx`INSERT INTO spend_ledger (request_id, key_id, endpoint, model, provider, upstream_model, prompt_tokens, completion_tokens,
+            cost_micros, estimated, aborted, status, created_at)
+          VALUES (${r.request_id}, ${r.key_id}, ${r.endpoint}, ${r.model}, ${r.provider}, ${r.upstream_model}, ${r.prompt_tokens},
+            ${r.completion_tokens}, ${r.cost_micros}, ${r.estimated}, ${r.aborted}, ${r.status}, ${r.created_at})
+          ON CONFLICT (request_id) DO NOTHING`
+      }
+    })
+  }
+
+  /** Totals over [from, to) (epoch ms), optionally for one key, grouped one way. */
+  async usage(by: 'key' | 'model' | 'provider' | 'day' | 'all', from: number, to: number, keyId: string | null): Promise<UsageTotals[]> {
+    const group = { key: 'key_id', model: 'model', provider: 'provider', day: 'created_at / 86400000', all: null }[by]
+    const rows = await this.sql.unsafe(
+      `SELECT ${group ?? "'all'"} AS bucket, COUNT(*) AS requests, SUM(prompt_tokens) AS prompt_tokens,
+         SUM(completion_tokens) AS completion_tokens, SUM(cost_micros) AS cost_micros
+       FROM spend_ledger WHERE created_at >= $1 AND created_at < $2 AND (CAST($3 AS TEXT) IS NULL OR key_id = CAST($3 AS TEXT))
+       ${group ? `GROUP BY ${group} ORDER BY ${group}` : ''}`,
+      [from, to, keyId],
+    )
+    return rows.map((r: any) => ({
+      bucket: by === 'day' ? new Date(Number(r.bucket) * 86_400_000).toISOString().slice(0, 10) : r.bucket,
+      requests: Number(r.requests),
+      prompt_tokens: Number(r.prompt_tokens ?? 0),
+      completion_tokens: Number(r.completion_tokens ?? 0),
+      cost_micros: Number(r.cost_micros ?? 0),
+    }))
   }
 }

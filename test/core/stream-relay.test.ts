@@ -24,7 +24,7 @@ async function relay(parts: Uint8Array[], options: { translate?: boolean; includ
   const ctx = new RequestCtx('chat', new Request('http://gateway.test/v1/chat/completions'), log)
   ctx.body = { model: 'my-model', messages: [{ role: 'user', content: 'hi' }] }
   const provider = { id: 'p', name: 'p', type: 'x', baseURL: null, apiKey: null, options: {} }
-  const attempt = new Attempt(ctx, { provider, model: 'upstream-model' }, 1)
+  const attempt = new Attempt(ctx, { provider, model: 'upstream-model', price: null }, 1)
   const [first, ...rest] = parts
   const upstream = new ReadableStream<Uint8Array>({
     start(controller) {

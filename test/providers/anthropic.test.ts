@@ -17,7 +17,7 @@ function attempt(body: Record<string, any> = {}, provider: Record<string, any> =
   const dropped: string[] = []
   return {
     request: { id: 't', body, log: silent } as any,
-    target: { provider: { id: 'p', name: 'anth', type: 'anthropic', baseURL: 'http://x/v1', apiKey: 'k', options: {}, ...provider }, model: 'claude-x' },
+    target: { provider: { id: 'p', name: 'anth', type: 'anthropic', baseURL: 'http://x/v1', apiKey: 'k', options: {}, ...provider }, model: 'claude-x', price: null },
     attempt: 1,
     dropParam(name: string) {
       dropped.push(name)

@@ -1,0 +1,43 @@
+import { badRequest } from '../plugin-sdk/errors.ts'
+import { microsToUsd } from '../pricing/prices.ts'
+import type { Store } from '../store/store.ts'
+
+const DAY = 86_400_000
+
+/** `from`/`to` as ISO dates or unix seconds; by default the last 30 days up to now. */
+export function usageRange(params: URLSearchParams): { from: number; to: number } {
+  const parse = (name: string, fallback: number) => {
+    const raw = params.get(name)
+    if (raw === null || raw === '') return fallback
+    const ms = /^\d+$/.test(raw) ? Number(raw) * 1000 : Date.parse(raw)
+    if (!Number.isFinite(ms)) throw badRequest(`'${name}' must be an ISO 8601 date or unix seconds.`, name)
+    return ms
+  }
+  const to = parse('to', Date.now() + 1)
+  const from = parse('from', to - 30 * DAY)
+  if (from >= to) throw badRequest("'from' must be before 'to'.", 'from')
+  return { from, to }
+}
+
+type Group = 'key' | 'model' | 'provider' | 'day'
+
+/** Totals from the spend ledger over a range, for one key or all, grouped the requested ways. */
+export async function usageReport(store: Store, range: { from: number; to: number }, keyId: string | null, groups: Group[]) {
+  const view = (r: { requests: number; prompt_tokens: number; completion_tokens: number; cost_micros: number }) => ({
+    requests: r.requests,
+    prompt_tokens: r.prompt_tokens,
+    completion_tokens: r.completion_tokens,
+    cost_usd: microsToUsd(r.cost_micros),
+  })
+  const [total] = await store.usage('all', range.from, range.to, keyId)
+  const report: Record<string, unknown> = {
+    object: 'usage',
+    from: new Date(range.from).toISOString(),
+    to: new Date(range.to).toISOString(),
+    total: view(total ?? { requests: 0, prompt_tokens: 0, completion_tokens: 0, cost_micros: 0 }),
+  }
+  for (const group of groups) {
+    report[`by_${group}`] = (await store.usage(group, range.from, range.to, keyId)).map((r) => ({ [group]: r.bucket, ...view(r) }))
+  }
+  return report
+}

@@ -1,0 +1,146 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
+import { startGateway, type TestGateway } from '../helpers/gateway.ts'
+import { createTestDatabase } from '../helpers/postgres.ts'
+
+/** Every request that reached a provider is one ledger row with its cost, aborted streams included. */
+for (const engine of ['sqlite', 'postgres'] as const) {
+  describe(engine, () => {
+    let fake: FakeOpenAI
+    let gw: TestGateway
+    let database: Awaited<ReturnType<typeof createTestDatabase>> | null = null
+    let key: { id: string; key: string }
+
+    beforeAll(async () => {
+      fake = await startFakeOpenAI()
+      if (engine === 'postgres') database = await createTestDatabase()
+      gw = await startGateway(database ? { databaseURL: database.url, encryptionKey: 'spend-test-key' } : {})
+      await gw.admin('POST', '/providers', { name: 'fake', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
+      // gpt-4o at list price ($2.50 / $10 per million); a second mapping with its own negotiated price.
+      await gw.admin('POST', '/models', { name: 'list', targets: [{ provider: 'fake', model: 'gpt-4o' }] })
+      await gw.admin('POST', '/models', { name: 'deal', targets: [{ provider: 'fake', model: 'gpt-4o', price: { input: 1, output: 2 } }] })
+      key = await gw.admin('POST', '/keys', { name: 'spender' })
+    })
+    afterAll(async () => {
+      await gw.close()
+      await database?.drop()
+      fake.stop()
+    })
+
+    const chat = (model: string, content: string, extra: Record<string, unknown> = {}, signal?: AbortSignal) =>
+      fetch(`${gw.baseURL}/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model, messages: [{ role: 'user', content }], ...extra }),
+        signal,
+      })
+    const ledger = async () => {
+      await gw.gateway.ledger.flush()
+      const rows: any[] = await gw.gateway.store.sql`SELECT * FROM spend_ledger ORDER BY created_at`
+      return rows.map((r) => ({
+        ...r,
+        prompt_tokens: Number(r.prompt_tokens),
+        completion_tokens: Number(r.completion_tokens),
+        cost_micros: Number(r.cost_micros),
+      }))
+    }
+
+    test('cost from the price table (or the mapping override), in the header and the ledger', async () => {
+      const res = await chat('list', 'Hello there')
+      const body = (await res.json()) as any
+      const expected = body.usage.prompt_tokens * 2.5 + body.usage.completion_tokens * 10
+      expect(res.headers.get('x-conduit-cost-usd')).toBe((Math.ceil(expected) / 1e6).toFixed(6))
+
+      const dealRes = await chat('deal', 'Hello there')
+      const deal = (await dealRes.json()) as any
+      expect(dealRes.headers.get('x-conduit-cost-usd')).toBe(((deal.usage.prompt_tokens + deal.usage.completion_tokens * 2) / 1e6).toFixed(6))
+
+      const rows = await ledger()
+      const row = rows.find((r) => r.request_id === res.headers.get('x-request-id'))!
+      expect(row).toMatchObject({ key_id: key.id, model: 'list', provider: 'fake', upstream_model: 'gpt-4o', status: 200 })
+      expect(row.cost_micros).toBe(Math.ceil(expected))
+      expect(row.prompt_tokens).toBe(body.usage.prompt_tokens)
+    })
+
+    test('the ledger matches the upstream usage exactly, streams included', async () => {
+      const before = await ledger()
+      const ids: string[] = []
+      let upstreamTokens = 0
+      for (let i = 0; i < 5; i++) {
+        const res = await chat('list', `message ${i}`, { stream: i % 2 === 0, stream_options: { include_usage: true } })
+        ids.push(res.headers.get('x-request-id')!)
+        const text = await res.text()
+        const usage = i % 2 === 0 ? JSON.parse(text.trim().split('\n\n').at(-2)!.slice(6)).usage : JSON.parse(text).usage
+        upstreamTokens += usage.total_tokens
+      }
+      const rows = (await ledger()).filter((r) => ids.includes(r.request_id))
+      expect(rows.length).toBe(5)
+      expect(rows.reduce((n, r) => n + r.prompt_tokens + r.completion_tokens, 0)).toBe(upstreamTokens)
+      expect(rows.every((r) => r.estimated === 0 || r.estimated === false)).toBe(true)
+      expect((await ledger()).length).toBe(before.length + 5)
+    })
+
+    test('a stream the client aborts is billed within 2 s for its input and what it received', async () => {
+      const controller = new AbortController()
+      const res = await chat('list', 'slow-stream:100', { stream: true }, controller.signal)
+      const id = res.headers.get('x-request-id')!
+      const reader = res.body!.getReader()
+      await reader.read()
+      await reader.read()
+      controller.abort()
+      const deadline = Date.now() + 2000
+      let row: any
+      while (!row && Date.now() < deadline) {
+        row = (await ledger()).find((r) => r.request_id === id)
+        if (!row) await Bun.sleep(50)
+      }
+      expect(row).toBeDefined()
+      expect(Number(row.aborted)).toBe(1)
+      expect(row.prompt_tokens).toBeGreaterThan(0)
+      expect(row.completion_tokens).toBeGreaterThan(0)
+      expect(row.cost_micros).toBeGreaterThan(0)
+    })
+
+    test('aborted before the first token: the input is still billed', async () => {
+      const controller = new AbortController()
+      const pending = chat('list', 'slow-first-byte:2000', { stream: true }, controller.signal).catch(() => null)
+      await Bun.sleep(200)
+      controller.abort()
+      await pending
+      const deadline = Date.now() + 2000
+      let row: any
+      while (!row && Date.now() < deadline) {
+        row = (await ledger()).find((r) => Number(r.aborted) === 1 && r.completion_tokens === 0)
+        if (!row) await Bun.sleep(50)
+      }
+      expect(row).toBeDefined()
+      expect(row.prompt_tokens).toBeGreaterThan(0)
+      expect(row.cost_micros).toBeGreaterThan(0)
+    })
+
+    test('usage reports: the admin view by key, model, provider and day; a key sees only its own', async () => {
+      const all = (await ledger()).filter((r) => r.key_id === key.id)
+      const other = await gw.admin('POST', '/keys', { name: 'other' })
+      await fetch(`${gw.baseURL}/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${other.key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'list', messages: [{ role: 'user', content: 'hi' }] }),
+      })
+      await gw.gateway.ledger.flush()
+
+      const admin = await gw.admin('GET', '/usage')
+      expect(admin.total.requests).toBe(all.length + 1)
+      expect(admin.by_key.map((r: any) => r.key).sort()).toEqual([key.id, other.id].sort())
+      expect(admin.by_model.map((r: any) => r.model).sort()).toEqual(['deal', 'list'])
+      expect(admin.by_day[0].day).toBe(new Date().toISOString().slice(0, 10))
+      const micros = all.reduce((n, r) => n + r.cost_micros, 0)
+      expect(admin.by_key.find((r: any) => r.key === key.id).cost_usd).toBe((micros / 1e6).toFixed(6))
+
+      const own = (await (await fetch(`${gw.baseURL}/conduit/usage`, { headers: { authorization: `Bearer ${other.key}` } })).json()) as any
+      expect(own.total.requests).toBe(1)
+      expect(own.by_model).toEqual([expect.objectContaining({ model: 'list', requests: 1 })])
+      const bad = await gw.adminRaw('GET', '/usage?from=yesterday')
+      expect(bad.status).toBe(400)
+    })
+  })
+}
