@@ -78,71 +78,78 @@ export default definePlugin({
       return [await work(local), local]
     }
 
-    return {
-      async onAccess(ctx) {
-        const limits = ctx.principal?.limits
-        if (!limits || !ctx.body) return
-        const keyId = ctx.principal!.keyId
-        const checks: (Check & { rule: (typeof RULES)[number] })[] = []
-        for (const rule of RULES) {
-          const limit = limits[rule.name]
-          if (!limit) continue
-          const cost = rule.unit === 'tokens' ? tokenReservation(ctx.body, limit) : 1
-          checks.push({ key: stateKey(keyId, rule.name), limit, periodMs: rule.periodMs, cost, rule })
-        }
-        const h: Held = { keyId, limits, reservedTokens: 0, tokens: null, lease: null }
+    const admit = async (ctx: RequestContext, limits: KeyLimits, body: Record<string, any>) => {
+      const keyId = ctx.principal!.keyId
+      const checks: (Check & { rule: (typeof RULES)[number] })[] = []
+      for (const rule of RULES) {
+        const limit = limits[rule.name]
+        if (!limit) continue
+        const cost = rule.unit === 'tokens' ? tokenReservation(body, limit) : 1
+        checks.push({ key: stateKey(keyId, rule.name), limit, periodMs: rule.periodMs, cost, rule })
+      }
+      const h: Held = { keyId, limits, reservedTokens: 0, tokens: null, lease: null }
 
-        if (checks.length > 0) {
-          const [decisions, backend] = await withBackend(ctx, (b) => b.admit(checks))
-          const headers: Record<string, string> = {}
-          let refused = -1
-          decisions.forEach((d, i) => {
-            const { unit } = checks[i]!.rule
-            headers[`x-ratelimit-limit-${unit}`] = String(checks[i]!.limit)
-            headers[`x-ratelimit-remaining-${unit}`] = String(d.remaining)
-            headers[`x-ratelimit-reset-${unit}`] = seconds(d.resetMs)
-            if (!d.allowed && refused === -1) refused = i
+      if (checks.length > 0) {
+        const [decisions, backend] = await withBackend(ctx, (b) => b.admit(checks))
+        const headers: Record<string, string> = {}
+        let refused = -1
+        decisions.forEach((d, i) => {
+          const { unit } = checks[i]!.rule
+          headers[`x-ratelimit-limit-${unit}`] = String(checks[i]!.limit)
+          headers[`x-ratelimit-remaining-${unit}`] = String(d.remaining)
+          headers[`x-ratelimit-reset-${unit}`] = seconds(d.resetMs)
+          if (!d.allowed && refused === -1) refused = i
+        })
+        if (refused !== -1) {
+          const { rule, limit } = checks[refused]!
+          const retryAfter = Math.max(1, Math.ceil(decisions[refused]!.retryAfterMs / 1000))
+          throw new GatewayError(429, `Rate limit reached for ${rule.label} (${rule.name}) on this key: limit ${limit}. Try again in ${retryAfter} s.`, {
+            code: 'rate_limit_exceeded',
+            headers: { ...headers, 'retry-after': String(retryAfter) },
           })
-          if (refused !== -1) {
-            const { rule, limit } = checks[refused]!
-            const retryAfter = Math.max(1, Math.ceil(decisions[refused]!.retryAfterMs / 1000))
-            throw new GatewayError(429, `Rate limit reached for ${rule.label} (${rule.name}) on this key: limit ${limit}. Try again in ${retryAfter} s.`, {
-              code: 'rate_limit_exceeded',
-              headers: { ...headers, 'retry-after': String(retryAfter) },
-            })
-          }
-          for (const name in headers) ctx.setHeader(name, headers[name]!)
-          h.reservedTokens = checks.find((c) => c.rule.unit === 'tokens')?.cost ?? 0
-          h.tokens = backend
         }
+        for (const name in headers) ctx.setHeader(name, headers[name]!)
+        h.reservedTokens = checks.find((c) => c.rule.unit === 'tokens')?.cost ?? 0
+        h.tokens = backend
+      }
 
-        if (limits.max_parallel) {
-          const [ok, backend] = await withBackend(ctx, (b) => b.acquire(stateKey(keyId, 'leases'), limits.max_parallel!, ctx.id))
-          if (!ok) {
-            // Refused after the rate checks passed: give the tokens back (the request counts as made).
-            if (h.tokens) await h.tokens.adjust(stateKey(keyId, 'tpm'), limits.tpm!, MINUTE, -h.reservedTokens).catch(() => {})
-            throw new GatewayError(429, `This key already has ${limits.max_parallel} requests in flight (max_parallel).`, {
-              code: 'rate_limit_exceeded',
-              headers: { 'retry-after': '1' },
-            })
-          }
-          h.lease = { id: ctx.id, backend }
+      if (limits.max_parallel) {
+        const [ok, backend] = await withBackend(ctx, (b) => b.acquire(stateKey(keyId, 'leases'), limits.max_parallel!, ctx.id))
+        if (!ok) {
+          // Refused after the rate checks passed: give the tokens back (the request counts as made).
+          if (h.tokens) await h.tokens.adjust(stateKey(keyId, 'tpm'), limits.tpm!, MINUTE, -h.reservedTokens).catch(() => {})
+          throw new GatewayError(429, `This key already has ${limits.max_parallel} requests in flight (max_parallel).`, {
+            code: 'rate_limit_exceeded',
+            headers: { 'retry-after': '1' },
+          })
         }
-        held.set(ctx, h)
+        h.lease = { id: ctx.id, backend }
+      }
+      held.set(ctx, h)
+    }
+
+    // A lost settlement only errs on the safe side: a slot held until its lease expires, tokens not refunded.
+    const settle = async (h: Held, f: FinishedRequest) => {
+      held.delete(f.ctx)
+      const failed = (err: unknown) => api.log.warn({ err }, 'rate-limit settlement failed')
+      if (h.lease) await h.lease.backend.release(stateKey(h.keyId, 'leases'), h.lease.id).catch(failed)
+      if (h.tokens && h.limits.tpm && h.reservedTokens > 0) {
+        // Settle the reservation to what was used (an aborted stream is billed what it produced).
+        const used = f.usage?.total_tokens ?? h.reservedTokens
+        await h.tokens.adjust(stateKey(h.keyId, 'tpm'), h.limits.tpm, MINUTE, used - h.reservedTokens).catch(failed)
+      }
+    }
+
+    return {
+      /** Keys without limits cost one property check, no promise. */
+      onAccess(ctx) {
+        const limits = ctx.principal?.limits
+        if (limits && ctx.body) return admit(ctx, limits, ctx.body)
       },
 
-      async onLog(f: FinishedRequest) {
+      onLog(f: FinishedRequest) {
         const h = held.get(f.ctx)
-        if (!h) return
-        held.delete(f.ctx)
-        // A lost settlement only errs on the safe side: a slot held until its lease expires, tokens not refunded.
-        const failed = (err: unknown) => api.log.warn({ err }, 'rate-limit settlement failed')
-        if (h.lease) await h.lease.backend.release(stateKey(h.keyId, 'leases'), h.lease.id).catch(failed)
-        if (h.tokens && h.limits.tpm && h.reservedTokens > 0) {
-          // Settle the reservation to what was used (an aborted stream is billed what it produced).
-          const used = f.usage?.total_tokens ?? h.reservedTokens
-          await h.tokens.adjust(stateKey(h.keyId, 'tpm'), h.limits.tpm, MINUTE, used - h.reservedTokens).catch(failed)
-        }
+        if (h) return settle(h, f)
       },
     }
   },
