@@ -12,7 +12,8 @@ import { allowedBy } from './glob.ts'
 import { refuseUpstreamOverrides, validateRequest } from './request-schemas.ts'
 import { relayStream, type StreamOutcome } from './stream-relay.ts'
 import { UpstreamCall, isRetryable, timeoutsFor, upstreamError, type Timeouts } from './upstream.ts'
-import { estimateTokens, extractUsage, floatsToBase64, spliceModel } from './wire.ts'
+import { estimatePromptTokens, estimateTokens } from '../plugin-sdk/tokens.ts'
+import { extractUsage, floatsToBase64, spliceModel } from './wire.ts'
 
 export interface PipelineOptions {
   host: PluginHost
@@ -272,7 +273,7 @@ export class Pipeline {
   /** When the upstream reports nothing (aborted stream, silent provider) we count, and say so. */
   private estimateUsage(ctx: RequestCtx, chunks: number, response?: Record<string, any>): Usage {
     const body = ctx.body ?? {}
-    const prompt = estimateTokens(JSON.stringify(body.messages ?? body.prompt ?? body.input ?? ''))
+    const prompt = estimatePromptTokens(body)
     let completion = chunks
     if (response?.choices) {
       for (const c of response.choices) completion += estimateTokens(c.message?.content ?? c.text ?? '')

@@ -66,6 +66,3 @@ export function floatsToBase64(values: number[]): string {
   // Float32Array uses the platform's byte order; every platform Bun supports is little-endian.
   return Buffer.from(floats.buffer, floats.byteOffset, floats.byteLength).toString('base64')
 }
-
-/** Rough token count for accounting when a provider reports none: ~4 characters per token. */
-export const estimateTokens = (text: string) => Math.ceil(text.length / 4)

@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
-import { estimateTokens, extractUsage, floatsToBase64, spliceModel } from '../../src/core/wire.ts'
+import { extractUsage, floatsToBase64, spliceModel } from '../../src/core/wire.ts'
+import { estimateTokens } from '../../src/plugin-sdk/tokens.ts'
 
 describe('spliceModel', () => {
   test('replaces the top-level model of a chunk and keeps everything else byte-identical', () => {

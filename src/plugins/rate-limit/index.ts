@@ -1,4 +1,4 @@
-import { GatewayError, definePlugin, t, type FinishedRequest, type KeyLimits, type RequestContext } from '../../plugin-sdk/index.ts'
+import { GatewayError, definePlugin, estimatePromptTokens, t, type FinishedRequest, type KeyLimits, type RequestContext } from '../../plugin-sdk/index.ts'
 import { LocalLimits, RedisLimits, type LimitsBackend } from './backends.ts'
 import type { Check } from './gcra.ts'
 
@@ -27,9 +27,9 @@ const seconds = (ms: number) => `${Math.max(0, ms / 1000).toFixed(3).replace(/\.
 /** `{keyId}` is a Redis Cluster hash tag: every key of one virtual key lives on one slot. */
 const stateKey = (keyId: string, what: string) => `conduit:rl:{${keyId}}:${what}`
 
-/** Prompt estimate (~4 characters a token) plus the completion the request may produce. */
+/** Prompt estimate plus the completion the request may produce. */
 function tokenReservation(body: Record<string, any>, limit: number): number {
-  const prompt = Math.ceil(JSON.stringify(body.messages ?? body.prompt ?? body.input ?? '').length / 4)
+  const prompt = estimatePromptTokens(body)
   if (prompt > limit) {
     throw new GatewayError(400, `The prompt alone (about ${prompt} tokens) exceeds this key's limit of ${limit} tokens per minute.`, {
       code: 'request_exceeds_token_limit',
