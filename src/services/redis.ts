@@ -2,6 +2,9 @@ import Redis from 'ioredis'
 import type { StoreChange } from '../plugin-sdk/types.ts'
 import type { ChangeBus } from '../store/store.ts'
 
+/** Keep trying to come back; each attempt is cheap and requests never wait for it. */
+const reconnect = (times: number) => Math.min(times * 100, 1_000)
+
 /**
  * One Redis connection per process for commands. Fail fast instead of queueing: with the offline queue off
  * and a short command timeout, a Redis outage costs each request at most `commandTimeoutMs`, and callers fall
@@ -13,8 +16,7 @@ export function connectRedis(url: string, commandTimeoutMs: number): Redis {
     commandTimeout: commandTimeoutMs,
     maxRetriesPerRequest: 0,
     connectTimeout: 1_000,
-    // Keep trying to come back; each attempt is cheap and requests never wait for it.
-    retryStrategy: (times) => Math.min(times * 100, 1_000),
+    retryStrategy: reconnect,
     lazyConnect: false,
   })
 }
@@ -31,7 +33,7 @@ export class RedisChangeBus implements ChangeBus {
     url: string,
   ) {
     // A subscribed connection cannot run commands: a second one listens.
-    this.subscriber = new Redis(url, { retryStrategy: (times) => Math.min(times * 100, 1_000) })
+    this.subscriber = new Redis(url, { retryStrategy: reconnect })
   }
 
   async publish(change: StoreChange) {
