@@ -203,7 +203,6 @@ export function validateSchema(name: string, value: unknown): void {
 }
 
 /** Alias of `validateSchema`, reads better inside tests. */
-export const expectValid = (name: string, value: unknown): void => validateSchema(name, value)
 
 /**
  * Validates a whole SSE body: every `data:` event but the last is JSON matching `chunkSchema`

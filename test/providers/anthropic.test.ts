@@ -8,7 +8,7 @@ import { parseError, parseResponse } from '../../src/providers/anthropic/respons
 import { createStreamParser } from '../../src/providers/anthropic/stream.ts'
 import type { AnthropicMessage } from '../../src/providers/anthropic/types.ts'
 import { FAKE_REPLY, FAKE_TOOL_RESULT_REPLY, startFakeAnthropic, type FakeAnthropic } from '../helpers/fake-anthropic.ts'
-import { expectValid } from '../helpers/openapi.ts'
+import { validateSchema } from '../helpers/openapi.ts'
 
 const fixture = new Uint8Array(await Bun.file(new URL('../fixtures/anthropic-stream.sse', import.meta.url)).arrayBuffer())
 const silent = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent }
@@ -254,7 +254,7 @@ const message = (over: Record<string, any> = {}) => ({
 describe('response translation', () => {
   test('text message → chat.completion with usage including cache tokens', () => {
     const out = parseResponse(message() as any, attempt())
-    expectValid('CreateChatCompletionResponse', out)
+    validateSchema('CreateChatCompletionResponse', out)
     expect(out).toMatchObject({
       id: 'chatcmpl-01ABC',
       object: 'chat.completion',
@@ -278,7 +278,7 @@ describe('response translation', () => {
       }) as any,
       attempt(),
     )
-    expectValid('CreateChatCompletionResponse', out)
+    validateSchema('CreateChatCompletionResponse', out)
     expect(out.choices[0].finish_reason).toBe('tool_calls')
     expect(out.choices[0].message.content).toBe('Checking.')
     expect(out.choices[0].message.tool_calls).toEqual([
@@ -287,7 +287,7 @@ describe('response translation', () => {
     ])
     const toolOnly = parseResponse(message({ content: [{ type: 'tool_use', id: 't', name: 'n', input: {} }], stop_reason: 'tool_use' }) as any, attempt())
     expect(toolOnly.choices[0].message.content).toBeNull()
-    expectValid('CreateChatCompletionResponse', toolOnly)
+    validateSchema('CreateChatCompletionResponse', toolOnly)
   })
 
   test('finish reasons', () => {
@@ -303,7 +303,7 @@ describe('response translation', () => {
     for (const [stop_reason, finish] of Object.entries(cases)) {
       const out = parseResponse(message({ stop_reason }) as any, attempt())
       expect(out.choices[0].finish_reason).toBe(finish)
-      expectValid('CreateChatCompletionResponse', out)
+      validateSchema('CreateChatCompletionResponse', out)
     }
   })
 })
@@ -375,7 +375,7 @@ describe('stream parser', () => {
 
   test('the recorded stream translates to valid OpenAI chunks', () => {
     const chunks = replay([fixture])
-    for (const chunk of chunks) expectValid('CreateChatCompletionStreamResponse', chunk)
+    for (const chunk of chunks) validateSchema('CreateChatCompletionStreamResponse', chunk)
     expect(chunks[0]!.choices[0]).toEqual({ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null })
     expect(chunks[0]!.id).toBe('chatcmpl-01XFDUDYJgAACzvnptvVoYEL')
     expect(new Set(chunks.map((c) => c.id)).size).toBe(1)
@@ -438,7 +438,7 @@ describe('fake Anthropic upstream', () => {
 
   test('non-streaming text reply through the adapter', async () => {
     const out: any = await call(chat([{ role: 'system', content: 'Be nice.' }, { role: 'user', content: 'Say hello' }]))
-    expectValid('CreateChatCompletionResponse', out)
+    validateSchema('CreateChatCompletionResponse', out)
     expect(out.choices[0].message.content).toBe(FAKE_REPLY)
     expect(out.usage).toEqual({ prompt_tokens: 5, completion_tokens: 6, total_tokens: 11, prompt_tokens_details: { cached_tokens: 0 } })
     const seen = fake.requests.at(-1)!
@@ -450,7 +450,7 @@ describe('fake Anthropic upstream', () => {
     const { chunks, raw }: any = await call(chat([{ role: 'user', content: 'Say hello' }], { stream: true }))
     const names = [...raw.matchAll(/^event: (\w+)$/gm)].map((m: RegExpMatchArray) => m[1])
     expect(names).toEqual(['message_start', 'content_block_start', 'ping', ...Array(6).fill('content_block_delta'), 'content_block_stop', 'message_delta', 'message_stop'])
-    for (const chunk of chunks) expectValid('CreateChatCompletionStreamResponse', chunk)
+    for (const chunk of chunks) validateSchema('CreateChatCompletionStreamResponse', chunk)
     expect(chunks.map((c: any) => c.choices[0]?.delta.content ?? '').join('')).toBe(FAKE_REPLY)
     expect(chunks.at(-1).usage).toMatchObject({ completion_tokens: 6 })
   })
