@@ -164,7 +164,7 @@ export function relayStream(o: RelayOptions): ReadableStream<Uint8Array> {
       },
       cancel() {
         // The client went away: stop the upstream now, and still account for what was produced.
-        o.call.controller.abort(new DOMException('client disconnected', 'AbortError'))
+        o.call.clientLeft()
         o.reader.cancel().catch(() => {})
         finish(null, true)
       },

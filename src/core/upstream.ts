@@ -51,14 +51,18 @@ export class UpstreamCall {
 
   /** @internal the watchdog's tick */
   check(now: number) {
-    if (this.clientSignal.aborted) {
-      watched.delete(this)
-      this.controller.abort(new DOMException('client disconnected', 'AbortError'))
-    } else if (now >= this.deadline) {
+    if (this.clientSignal.aborted) this.clientLeft()
+    else if (now >= this.deadline) {
       watched.delete(this)
       this.timedOut = true
       this.controller.abort(new DOMException('upstream timeout', 'TimeoutError'))
     }
+  }
+
+  /** The client went away: stop the upstream call now. */
+  clientLeft() {
+    watched.delete(this)
+    this.controller.abort(new DOMException('client disconnected', 'AbortError'))
   }
 
   /** (Re)sets the deadline; refreshed on every chunk of a stream. */
