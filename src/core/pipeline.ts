@@ -182,6 +182,7 @@ export class Pipeline {
         idleMs: timeouts.idleMs,
         attempt,
         parser: adapter.createStreamParser?.(attempt) ?? null,
+        framer: adapter.createStreamFramer?.() ?? null,
         host: this.o.host,
         virtualModel: ctx.model!.name,
         includeUsage: ctx.body!.stream_options?.include_usage === true,

@@ -1,5 +1,5 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
-import type { OpenAIChunk, SseEvent, Usage } from '../plugin-sdk/types.ts'
+import type { OpenAIChunk, SseEvent, StreamFramer, Usage } from '../plugin-sdk/types.ts'
 import type { PluginHost } from '../plugin-host/host.ts'
 import type { Attempt } from './context.ts'
 import { SSE_DONE, SseDecoder, encodeSseData, type RawSseEvent } from './sse/decoder.ts'
@@ -23,6 +23,8 @@ export interface RelayOptions {
   attempt: Attempt
   /** Translating adapters turn each upstream event into OpenAI chunks; null forwards OpenAI bytes. */
   parser: ((event: SseEvent) => OpenAIChunk[] | null) | null
+  /** Frames a non-SSE upstream stream into events for the parser; null for SSE. */
+  framer?: StreamFramer | null
   host: PluginHost
   virtualModel: string
   /** The client asked for `stream_options.include_usage`; otherwise the usage-only chunk is removed. */
@@ -78,7 +80,7 @@ export function relayStream(o: RelayOptions): ReadableStream<Uint8Array> {
     return out ? encodeSseData(JSON.stringify(out)) : ''
   }
 
-  const transform = (batch: RawSseEvent[]): string => {
+  const transform = (batch: (RawSseEvent | SseEvent)[]): string => {
     let out = ''
     for (const event of batch) {
       if (sawDone) break
@@ -91,15 +93,15 @@ export function relayStream(o: RelayOptions): ReadableStream<Uint8Array> {
       const data = event.data
       if (data === '[DONE]') {
         sawDone = true
-        out += event.raw
+        out += (event as RawSseEvent).raw
       } else if (!data) {
-        out += event.raw // comments keep the client's connection warm; forward them
+        out += (event as RawSseEvent).raw // comments keep the client's connection warm; forward them
       } else if (parseEveryChunk || data.includes('"usage":{') || data.startsWith('{"error"')) {
         out += emit(JSON.parse(data))
       } else {
         chunks++
         if (!sawFinish && data.includes('"finish_reason":"')) sawFinish = true
-        const raw = spliceModel(event.raw, o.virtualModel, encodedModel)
+        const raw = spliceModel((event as RawSseEvent).raw, o.virtualModel, encodedModel)
         // We asked the upstream for usage; a client that did not ask gets the chunks it would get direct.
         out += o.includeUsage ? raw : raw.replace(USAGE_NULL, '')
       }
@@ -123,7 +125,7 @@ export function relayStream(o: RelayOptions): ReadableStream<Uint8Array> {
               const read = await o.reader.read()
               o.call.disarm() // a slow client reading us is not a silent upstream
               if (read.done) {
-                let out = transform(events.push(decoder.decode())) + transform(events.flush())
+                let out = o.framer ? transform(o.framer.flush()) : transform(events.push(decoder.decode())) + transform(events.flush())
                 if (!sawDone) {
                   if (!sawFinish) throw new GatewayError(502, 'The upstream provider closed the stream before it was complete.', { code: 'upstream_stream_truncated' })
                   out += SSE_DONE
@@ -135,7 +137,7 @@ export function relayStream(o: RelayOptions): ReadableStream<Uint8Array> {
               }
               value = read.value
             }
-            const out = transform(events.push(decoder.decode(value, { stream: true })))
+            const out = transform(o.framer ? o.framer.push(value) : events.push(decoder.decode(value, { stream: true })))
             if (out) controller.enqueue(encoder.encode(out))
             if (sawDone) {
               o.reader.cancel().catch(() => {})

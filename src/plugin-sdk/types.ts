@@ -138,6 +138,16 @@ export interface SseEvent {
   data: string
 }
 
+/**
+ * Splits a stream that is not text/event-stream (AWS's binary event-stream, say) into events for the stream
+ * parser. Fresh per stream; bytes arrive as the network delivers them, split anywhere.
+ */
+export interface StreamFramer {
+  push(bytes: Uint8Array): SseEvent[]
+  /** End of stream: a partial frame left over is an error to throw. */
+  flush(): SseEvent[]
+}
+
 /** OpenAI `chat.completion.chunk` (and `text_completion` chunk) objects, as plain JSON. */
 export type OpenAIChunk = Record<string, any>
 
@@ -154,6 +164,8 @@ export interface EndpointAdapter {
   parseError?(status: number, body: unknown, headers: Headers): GatewayError
   /** Fresh per stream: turns upstream events into OpenAI chunks; per-stream state lives in the closure. */
   createStreamParser?(ctx: AttemptContext): (event: SseEvent) => OpenAIChunk[] | null
+  /** For upstream streams that are not SSE; the events it yields go to `createStreamParser`'s parser. */
+  createStreamFramer?(): StreamFramer
 }
 
 export interface ProviderAdapter {
