@@ -1,9 +1,11 @@
-import type { ProviderConfig, Target, VirtualModel } from '../plugin-sdk/types.ts'
+import { GatewayError } from '../plugin-sdk/errors.ts'
+import type { Logger, Price, ProviderConfig, Target, VirtualModel } from '../plugin-sdk/types.ts'
 import { listPrice } from '../pricing/prices.ts'
 import type { SecretBox } from '../store/crypto.ts'
 import type { Store } from '../store/store.ts'
 
 const REFRESH_MS = 30_000
+const RETRY_MS = 1_000
 
 /**
  * Models and providers, held in memory with secrets decrypted (both tables are small and read on every
@@ -21,6 +23,7 @@ export class Catalog {
   constructor(
     private readonly store: Store,
     private readonly secrets: SecretBox,
+    private readonly log: Logger,
   ) {
     store.onChange((change) => {
       if (change.kind !== 'key') this.stale = true
@@ -36,13 +39,26 @@ export class Catalog {
 
   /** Resolves immediately unless an admin change is pending. */
   ready(): Promise<void> | undefined {
-    if (!this.stale) return undefined
+    // A reload in flight is joined too: its `stale` is already cleared, but the maps are still the old ones.
+    if (!this.stale) return this.loading ?? undefined
     return (this.loading ??= this.reload().finally(() => (this.loading = null)))
   }
 
+  private loaded = false
+
   private async reload() {
     this.stale = false
-    const [models, providers] = await Promise.all([this.store.listModels(), this.store.listProviders()])
+    let models, providers
+    try {
+      ;[models, providers] = await Promise.all([this.store.listModels(), this.store.listProviders()])
+    } catch (error) {
+      if (!this.loaded) throw new GatewayError(503, 'The gateway cannot read its model catalog right now.', { code: 'store_unavailable' })
+      // The store blipped: keep routing with what we have and try again shortly.
+      this.log.warn({ err: error }, 'catalog reload failed; serving the previous catalog')
+      setTimeout(() => (this.stale = true), RETRY_MS).unref()
+      return
+    }
+    this.loaded = true
     const providerMap = new Map<string, ProviderConfig>()
     for (const p of providers) {
       providerMap.set(p.id, {
@@ -55,7 +71,7 @@ export class Catalog {
       })
     }
     this.providers = providerMap
-    this.models = new Map(models.map((m) => [m.name, m]))
+    this.models = new Map(models.map((m) => [m.name, { ...m, maxPrice: maxPrice(m, providerMap) }]))
   }
 
   model(name: string): VirtualModel | undefined {
@@ -94,4 +110,16 @@ export class Catalog {
       .sort(([a], [b]) => b - a)
       .flatMap(([, tier]) => (tier.length === 1 ? tier : tier.sort((a, b) => b.key - a.key)).map((e) => e.target))
   }
+}
+
+/** The dearest input and output prices among a model's targets: a request's worst case, whoever serves it. */
+function maxPrice(model: VirtualModel, providers: Map<string, ProviderConfig>): Price | null {
+  let max: Price | null = null
+  for (const t of model.targets) {
+    const provider = providers.get(t.provider)
+    const price = t.price ?? (provider ? listPrice(provider.type, t.model) : null)
+    if (!price) continue
+    max = max ? { input: Math.max(max.input, price.input), output: Math.max(max.output, price.output) } : { input: price.input, output: price.output }
+  }
+  return max
 }
