@@ -31,22 +31,31 @@ const TargetInput = t.Object({
   /** USD per million tokens; overrides the list price for this target. */
   price: t.Optional(PriceInput),
 })
-export const ModelInput = t.Object({ name: Name, targets: t.Array(TargetInput, { minItems: 1 }) })
+/** A limit; null (or absent) is unlimited. */
+const Limit = t.Optional(t.Union([t.Null(), t.Integer({ minimum: 1 })]))
+const RateLimitFields = { rpm: Limit, rpd: Limit, tpm: Limit, max_parallel: Limit }
+
+export const ModelInput = t.Object({
+  name: Name,
+  targets: t.Array(TargetInput, { minItems: 1 }),
+  /** Shared by every key calling this model. */
+  limits: t.Optional(t.Union([t.Null(), t.Object(RateLimitFields, { additionalProperties: false })])),
+})
 export const ModelPatch = t.Partial(ModelInput)
 
 /** ISO 8601 string or unix seconds. */
 const Expiry = t.Union([t.Null(), t.String({ format: 'date-time' }), t.Integer({ minimum: 0 })])
-/** A limit; null (or absent) is unlimited. */
-const Limit = t.Optional(t.Union([t.Null(), t.Integer({ minimum: 1 })]))
+const Budget = t.Object(
+  { usd: t.Number({ exclusiveMinimum: 0 }), period: t.Union([t.Literal('total'), t.Literal('daily'), t.Literal('monthly')]) },
+  { additionalProperties: false },
+)
 export const ENDPOINTS = ['chat', 'completions', 'embeddings'] as const
 export const KeyInput = t.Object({
   name: Name,
   allowed_models: t.Optional(t.Union([t.Null(), t.Array(t.String({ minLength: 1 }))])),
   allowed_endpoints: t.Optional(t.Union([t.Null(), t.Array(t.Union(ENDPOINTS.map((e) => t.Literal(e))))])),
-  rpm: Limit,
-  rpd: Limit,
-  tpm: Limit,
-  max_parallel: Limit,
+  ...RateLimitFields,
+  budget: t.Optional(t.Union([t.Null(), Budget])),
   expires_at: t.Optional(Expiry),
   enabled: t.Optional(t.Boolean()),
   metadata: t.Optional(Metadata),
@@ -65,14 +74,14 @@ const notFound = (what: string, ref: string) => new GatewayError(404, `No ${what
 const conflict = (message: string) => new GatewayError(409, message, { code: 'conflict' })
 
 /** Limit fields of a create or patch body over the current limits: absent keeps, null removes. */
-function limitsFrom(input: Partial<Record<keyof KeyLimits, number | null>>, current: KeyLimits | null): KeyLimits | null {
-  const limits: KeyLimits = { ...current }
-  for (const name of ['rpm', 'rpd', 'tpm', 'max_parallel'] as const) {
+function limitsFrom(input: { [K in keyof KeyLimits]?: KeyLimits[K] | null }, current: KeyLimits | null): KeyLimits | null {
+  const limits: Record<string, unknown> = { ...current }
+  for (const name of ['rpm', 'rpd', 'tpm', 'max_parallel', 'budget'] as const) {
     const value = input[name]
     if (value === null) delete limits[name]
     else if (value !== undefined) limits[name] = value
   }
-  return Object.keys(limits).length > 0 ? limits : null
+  return Object.keys(limits).length > 0 ? (limits as KeyLimits) : null
 }
 
 function parseExpiry(value: string | number | null | undefined): number | null {
@@ -109,6 +118,7 @@ export class AdminService {
     object: 'model_mapping',
     name: m.name,
     targets: m.targets,
+    limits: m.limits,
     created_at: seconds(m.createdAt),
     updated_at: seconds(m.updatedAt),
   })
@@ -125,6 +135,7 @@ export class AdminService {
     rpd: k.limits?.rpd ?? null,
     tpm: k.limits?.tpm ?? null,
     max_parallel: k.limits?.max_parallel ?? null,
+    budget: k.limits?.budget ?? null,
     expires_at: seconds(k.expiresAt),
     enabled: k.enabled,
     metadata: k.metadata,
@@ -227,7 +238,12 @@ export class AdminService {
 
   async createModel(input: ModelInputT) {
     await this.uniqueName('model', input.name)
-    const row = await this.store.insertModel({ id: newId('model'), name: input.name, targets: await this.resolveTargets(input.targets) })
+    const row = await this.store.insertModel({
+      id: newId('model'),
+      name: input.name,
+      targets: await this.resolveTargets(input.targets),
+      limits: input.limits ? limitsFrom(input.limits, null) : null,
+    })
     return this.modelView(row)
   }
 
@@ -248,6 +264,7 @@ export class AdminService {
       ...row,
       name: patch.name ?? row.name,
       targets: patch.targets ? await this.resolveTargets(patch.targets) : row.targets,
+      limits: patch.limits === undefined ? row.limits : patch.limits && limitsFrom(patch.limits, row.limits),
     }
     return this.modelView(await this.store.updateModel(next))
   }

@@ -1,5 +1,6 @@
 import type { Plugin } from '../plugin-sdk/types.ts'
 import auth from '../plugins/auth/index.ts'
+import budget from '../plugins/budget/index.ts'
 import rateLimit from '../plugins/rate-limit/index.ts'
 import requestLog from '../plugins/request-log/index.ts'
 import anthropic from '../providers/anthropic/index.ts'
@@ -10,5 +11,5 @@ import { presetPlugins } from '../providers/openai-compatible/presets.ts'
  * compiled binary. They are loaded by default; a config entry `builtin:<name>` configures or disables one.
  */
 export const BUILTINS: Record<string, Plugin> = Object.fromEntries(
-  [auth, rateLimit, requestLog, anthropic, ...presetPlugins].map((plugin) => [plugin.name, plugin]),
+  [auth, rateLimit, budget, requestLog, anthropic, ...presetPlugins].map((plugin) => [plugin.name, plugin]),
 )

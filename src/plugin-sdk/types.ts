@@ -20,8 +20,8 @@ export interface Logger {
   child(bindings: Record<string, unknown>): Logger
 }
 
-/** Per-key limits; an absent field is unlimited. */
-export interface KeyLimits {
+/** Rate limits of a key or a virtual model; an absent field is unlimited. */
+export interface RateLimits {
   /** Requests per minute. */
   rpm?: number
   /** Requests per day. */
@@ -30,6 +30,16 @@ export interface KeyLimits {
   tpm?: number
   /** Requests in flight at once, streams included. */
   max_parallel?: number
+}
+
+/** A spending cap in USD over a calendar period (UTC); `total` never resets. */
+export interface Budget {
+  usd: number
+  period: 'total' | 'daily' | 'monthly'
+}
+
+export interface KeyLimits extends RateLimits {
+  budget?: Budget
 }
 
 /** Who is calling: produced by an `onAuth` hook. */
@@ -66,7 +76,14 @@ export interface VirtualModel {
   id: string
   name: string
   targets: ModelTarget[]
+  /** Shared by every caller of this model (an upstream quota, say), on top of each key's own limits. */
+  limits: RateLimits | null
   createdAt: number
+  /**
+   * The dearest input and output prices among the targets (override or list price), set by the gateway: what
+   * a request may cost at worst, whichever target serves it. Null when no target has a known price.
+   */
+  maxPrice?: Price | null
 }
 
 /** A configured provider with its secret decrypted; lives only in memory. */
@@ -225,6 +242,8 @@ export interface CacheOptions {
 /** The read side of Conduit's store that plugins may use. */
 export interface StoreView {
   findKeyByHash(hash: string): Promise<StoredKey | null>
+  /** Integer micro-dollars the ledger holds for a key since `since` (epoch ms). */
+  spentMicros(keyId: string, since: number): Promise<number>
   /** Called after any admin change; `kind` says which table changed. */
   onChange(listener: (change: StoreChange) => void): () => void
 }

@@ -33,4 +33,8 @@ export const MIGRATIONS: { version: number; statements: string[] }[] = [
       `CREATE INDEX spend_ledger_time ON spend_ledger (created_at)`,
     ],
   },
+  {
+    version: 4,
+    statements: [`ALTER TABLE models ADD COLUMN limits TEXT`],
+  },
 ]

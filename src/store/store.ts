@@ -62,6 +62,7 @@ const toModel = (r: any): ModelRow => ({
   id: r.id,
   name: r.name,
   targets: parse<ModelTarget[]>(r.targets, []),
+  limits: parse(r.limits, null),
   createdAt: Number(r.created_at),
   updatedAt: Number(r.updated_at),
 })
@@ -209,14 +210,15 @@ export class Store implements StoreView {
 
   async insertModel(m: Omit<ModelRow, 'createdAt' | 'updatedAt'>): Promise<ModelRow> {
     const now = Date.now()
-    await this.sql`INSERT INTO models (id, name, targets, created_at, updated_at) VALUES (${m.id}, ${m.name}, ${json(m.targets)}, ${now}, ${now})`
+    await this.sql`INSERT INTO models (id, name, targets, limits, created_at, updated_at)
+      VALUES (${m.id}, ${m.name}, ${json(m.targets)}, ${json(m.limits)}, ${now}, ${now})`
     await this.changed('model', m.id)
     return { ...m, createdAt: now, updatedAt: now }
   }
 
   async updateModel(m: ModelRow): Promise<ModelRow> {
     const now = Date.now()
-    await this.sql`UPDATE models SET name = ${m.name}, targets = ${json(m.targets)}, updated_at = ${now} WHERE id = ${m.id}`
+    await this.sql`UPDATE models SET name = ${m.name}, targets = ${json(m.targets)}, limits = ${json(m.limits)}, updated_at = ${now} WHERE id = ${m.id}`
     await this.changed('model', m.id)
     return { ...m, updatedAt: now }
   }
@@ -271,6 +273,11 @@ export class Store implements StoreView {
   /** One multi-row statement per batch (per-row inserts in a transaction cost ~6× more). */
   async insertSpend(rows: SpendRow[]) {
     await this.sql`INSERT INTO spend_ledger ${this.sql(rows)} ON CONFLICT (request_id) DO NOTHING`
+  }
+
+  async spentMicros(keyId: string, since: number): Promise<number> {
+    const [row] = await this.sql`SELECT SUM(cost_micros) AS spent FROM spend_ledger WHERE key_id = ${keyId} AND created_at >= ${since}`
+    return Number(row?.spent ?? 0)
   }
 
   /** Totals over [from, to) (epoch ms), optionally for one key, grouped one way. */

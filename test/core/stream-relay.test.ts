@@ -14,7 +14,7 @@ import { validateSseBody } from '../helpers/openapi.ts'
  * offset: the client must receive the same bytes whatever the network did to multi-byte characters.
  */
 const log = createLogger('silent')
-const host = new PluginHost({ log, store: { findKeyByHash: async () => null, onChange: () => () => {} }, builtins: {}, baseDir: '.' })
+const host = new PluginHost({ log, store: { findKeyByHash: async () => null, spentMicros: async () => 0, onChange: () => () => {} }, builtins: {}, baseDir: '.' })
 const fixture = (name: string) => Bun.file(path.join(import.meta.dir, '../fixtures', name)).bytes()
 
 let anthropicAdapter: ProviderAdapter

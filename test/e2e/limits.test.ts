@@ -145,3 +145,40 @@ describe('allowed endpoints and the admin view', () => {
     expect(((await bad.json()) as any).error.param).toBe('rpm')
   })
 })
+
+describe('limits on a virtual model', () => {
+  test('shared by every key that calls it, on top of each key’s own; shown and removed in the admin view', async () => {
+    const model = await gw.admin('POST', '/models', { name: 'quota-model', targets: [{ provider: 'fake', model: 'gpt-4o' }], limits: { max_parallel: 2 } })
+    expect(model.limits).toEqual({ max_parallel: 2 })
+    const keys = await Promise.all([key({}), key({}), key({ rpm: 2 })])
+    const call = (k: string, content = 'hi') =>
+      fetch(`${gw.baseURL}/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${k}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'quota-model', messages: [{ role: 'user', content }] }),
+      })
+
+    // Two slow requests fill the model's parallel slots, whoever sends them.
+    const slow = [call(keys[0]!, 'slow-first-byte:400'), call(keys[1]!, 'slow-first-byte:400')]
+    await Bun.sleep(100)
+    const third = await call(keys[0]!)
+    expect(third.status).toBe(429)
+    expect(((await third.json()) as any).error.message).toContain("model 'quota-model' already has 2 requests in flight")
+    expect((await Promise.all(slow)).map((r) => r.status)).toEqual([200, 200])
+
+    // rpm 4 for everyone together; the third key also has its own rpm 2.
+    // A patch merges like one on a key: absent fields stay, null removes.
+    const patched = await gw.admin('PATCH', '/models/quota-model', { limits: { rpm: 4, max_parallel: null } })
+    expect(patched.limits).toEqual({ rpm: 4 })
+    const statuses = await Promise.all([call(keys[2]!), call(keys[2]!), call(keys[2]!), ...Array.from({ length: 6 }, (_, i) => call(keys[i % 2]!))])
+    expect(statuses.filter((r) => r.status === 200).length).toBe(4)
+    // The key's own limit refused its third request before it could take a unit of the model's.
+    expect(statuses.slice(0, 3).filter((r) => r.status === 200).length).toBeLessThanOrEqual(2)
+    const refusal = statuses.find((r) => r.status === 429)!
+    expect(Number(refusal.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+
+    const cleared = await gw.admin('PATCH', '/models/quota-model', { limits: null })
+    expect(cleared.limits).toBeNull()
+    expect((await call(keys[0]!)).status).toBe(200)
+  })
+})

@@ -32,7 +32,7 @@ async function gatewayWith(plugins: PluginSpec[]) {
   return { call, key }
 }
 
-const host = () => new PluginHost({ log: createLogger('silent'), store: { findKeyByHash: async () => null, onChange: () => () => {} }, builtins: {}, baseDir: '.' })
+const host = () => new PluginHost({ log: createLogger('silent'), store: { findKeyByHash: async () => null, spentMicros: async () => 0, onChange: () => () => {} }, builtins: {}, baseDir: '.' })
 
 describe('plugin host', () => {
   test('refuses a plugin for another API version, and invalid config with the path', async () => {

@@ -1,9 +1,11 @@
-import { GatewayError, definePlugin, estimatePromptTokens, t, type FinishedRequest, type KeyLimits, type RequestContext } from '../../plugin-sdk/index.ts'
+import { GatewayError, definePlugin, estimatePromptTokens, t, type FinishedRequest, type RateLimits, type RequestContext } from '../../plugin-sdk/index.ts'
 import { LocalLimits, RedisLimits, type LimitsBackend } from './backends.ts'
 import type { Check } from './gcra.ts'
 
 const MINUTE = 60_000
 const DAY = 86_400_000
+/** How long Redis is bypassed after it failed; the first request after that tries it again. */
+const RETRY_SHARED_MS = 1_000
 /** Completion tokens reserved when a request sets no max_tokens. */
 const DEFAULT_COMPLETION_RESERVE = 256
 
@@ -14,24 +16,34 @@ const RULES: { name: RuleName; periodMs: number; unit: 'requests' | 'tokens'; la
   { name: 'tpm', periodMs: MINUTE, unit: 'tokens', label: 'tokens per minute' },
 ]
 
-/** What an admitted request holds until it ends, and where (settlement goes where the reservation went). */
+type RuleCheck = Check & { rule: (typeof RULES)[number] }
+
+/** Whose limits: a virtual key's own, or a virtual model's shared by all its callers. */
+interface Scope {
+  /** `{…}` is a Redis Cluster hash tag: every key of one scope lives on one slot. */
+  tag: string
+  /** For messages: "this key", "the model 'x'". */
+  label: string
+  limits: RateLimits
+}
+
+/** What an admitted request holds in one scope until it ends (settlement goes where the reservation went). */
 interface Held {
-  keyId: string
-  limits: KeyLimits
-  reservedTokens: number
-  tokens: LimitsBackend | null
-  lease: { id: string; backend: LimitsBackend } | null
+  scope: Scope
+  /** The rate checks it passed, with what each took. */
+  taken: RuleCheck[]
+  rates: LimitsBackend | null
+  lease: LimitsBackend | null
 }
 
 const seconds = (ms: number) => `${Math.max(0, ms / 1000).toFixed(3).replace(/\.?0+$/, '')}s`
-/** `{keyId}` is a Redis Cluster hash tag: every key of one virtual key lives on one slot. */
-const stateKey = (keyId: string, what: string) => `conduit:rl:{${keyId}}:${what}`
+const stateKey = (scope: Scope, what: string) => `conduit:rl:{${scope.tag}}:${what}`
 
 /** Prompt estimate plus the completion the request may produce. */
-function tokenReservation(body: Record<string, any>, limit: number): number {
+function tokenReservation(body: Record<string, any>, limit: number, scope: Scope): number {
   const prompt = estimatePromptTokens(body)
   if (prompt > limit) {
-    throw new GatewayError(400, `The prompt alone (about ${prompt} tokens) exceeds this key's limit of ${limit} tokens per minute.`, {
+    throw new GatewayError(400, `The prompt alone (about ${prompt} tokens) exceeds the limit of ${limit} tokens per minute of ${scope.label}.`, {
       code: 'request_exceeds_token_limit',
     })
   }
@@ -40,10 +52,11 @@ function tokenReservation(body: Record<string, any>, limit: number): number {
 }
 
 /**
- * Per-key limits: requests per minute and per day, tokens per minute (GCRA; tokens reserved at admission and
- * settled to the reported usage when the request ends) and requests in flight (leases). In one process the
- * state is local; with Redis (REDIS_URL) every admission is one atomic script on Redis time, exact across
- * instances. If Redis fails, limits fall back to this process's own state (fail open) unless `failClosed`.
+ * Rate limits of virtual keys and of virtual models: requests per minute and per day, tokens per minute
+ * (GCRA; tokens reserved at admission and settled to the reported usage when the request ends) and requests
+ * in flight (leases). In one process the state is local; with Redis (REDIS_URL) every admission is one
+ * atomic script per scope on Redis time, exact across instances. If Redis fails, limits fall back to this
+ * process's own state (fail open) unless `failClosed`.
  */
 export default definePlugin({
   name: 'rate-limit',
@@ -54,7 +67,7 @@ export default definePlugin({
   setup(api) {
     const local = new LocalLimits()
     const shared = api.redis ? new RedisLimits(api.redis) : null
-    const held = new WeakMap<RequestContext, Held>()
+    const held = new WeakMap<RequestContext, Held[]>()
     const sweeper = setInterval(() => local.gcra.sweep(), MINUTE)
     sweeper.unref()
     api.onClose(() => {
@@ -62,36 +75,42 @@ export default definePlugin({
       shared?.close()
     })
 
+    /** After a Redis failure, requests skip it for a while instead of each paying the command timeout again. */
+    let sharedDownUntil = 0
+
     /** Runs against Redis when there is one; on failure, locally (marked degraded) or 503 when failing closed. */
     const withBackend = async <T>(ctx: RequestContext, work: (backend: LimitsBackend) => Promise<T>): Promise<[T, LimitsBackend]> => {
-      if (shared) {
+      if (!shared) return [await work(local), local]
+      if (performance.now() >= sharedDownUntil) {
         try {
           return [await work(shared), shared]
         } catch (error) {
           api.log.warn({ err: error }, 'rate-limit store unavailable')
-          if (api.config.failClosed) {
-            throw new GatewayError(503, 'Rate limits cannot be checked right now; the request was not sent.', { code: 'rate_limit_unavailable' })
-          }
-          ctx.setHeader('x-ratelimit-degraded', 'true')
+          sharedDownUntil = performance.now() + RETRY_SHARED_MS
         }
       }
+      if (api.config.failClosed) {
+        throw new GatewayError(503, 'Rate limits cannot be checked right now; the request was not sent.', { code: 'rate_limit_unavailable' })
+      }
+      ctx.setHeader('x-ratelimit-degraded', 'true')
       return [await work(local), local]
     }
 
-    const admit = async (ctx: RequestContext, limits: KeyLimits, body: Record<string, any>) => {
-      const keyId = ctx.principal!.keyId
-      const checks: (Check & { rule: (typeof RULES)[number] })[] = []
+    /** Admits the request in one scope or throws a 429; returns the scope's x-ratelimit-* headers. */
+    const admitIn = async (ctx: RequestContext, scope: Scope, body: Record<string, any>, holding: Held[]) => {
+      const { limits } = scope
+      const checks: RuleCheck[] = []
       for (const rule of RULES) {
         const limit = limits[rule.name]
         if (!limit) continue
-        const cost = rule.unit === 'tokens' ? tokenReservation(body, limit) : 1
-        checks.push({ key: stateKey(keyId, rule.name), limit, periodMs: rule.periodMs, cost, rule })
+        const cost = rule.unit === 'tokens' ? tokenReservation(body, limit, scope) : 1
+        checks.push({ key: stateKey(scope, rule.name), limit, periodMs: rule.periodMs, cost, rule })
       }
-      const h: Held = { keyId, limits, reservedTokens: 0, tokens: null, lease: null }
+      const h: Held = { scope, taken: [], rates: null, lease: null }
+      const headers: Record<string, string> = {}
 
       if (checks.length > 0) {
         const [decisions, backend] = await withBackend(ctx, (b) => b.admit(checks))
-        const headers: Record<string, string> = {}
         let refused = -1
         decisions.forEach((d, i) => {
           const { unit } = checks[i]!.rule
@@ -103,53 +122,82 @@ export default definePlugin({
         if (refused !== -1) {
           const { rule, limit } = checks[refused]!
           const retryAfter = Math.max(1, Math.ceil(decisions[refused]!.retryAfterMs / 1000))
-          throw new GatewayError(429, `Rate limit reached for ${rule.label} (${rule.name}) on this key: limit ${limit}. Try again in ${retryAfter} s.`, {
+          throw new GatewayError(429, `Rate limit reached for ${rule.label} (${rule.name}) on ${scope.label}: limit ${limit}. Try again in ${retryAfter} s.`, {
             code: 'rate_limit_exceeded',
             headers: { ...headers, 'retry-after': String(retryAfter) },
           })
         }
-        for (const name in headers) ctx.setHeader(name, headers[name]!)
-        h.reservedTokens = checks.find((c) => c.rule.unit === 'tokens')?.cost ?? 0
-        h.tokens = backend
+        h.taken = checks
+        h.rates = backend
       }
+      holding.push(h)
 
       if (limits.max_parallel) {
-        const [ok, backend] = await withBackend(ctx, (b) => b.acquire(stateKey(keyId, 'leases'), limits.max_parallel!, ctx.id))
+        const [ok, backend] = await withBackend(ctx, (b) => b.acquire(stateKey(scope, 'leases'), limits.max_parallel!, ctx.id))
         if (!ok) {
-          // Refused after the rate checks passed: give the tokens back (the request counts as made).
-          if (h.tokens) await h.tokens.adjust(stateKey(keyId, 'tpm'), limits.tpm!, MINUTE, -h.reservedTokens).catch(() => {})
-          throw new GatewayError(429, `This key already has ${limits.max_parallel} requests in flight (max_parallel).`, {
+          throw new GatewayError(429, `${scope.label[0]!.toUpperCase()}${scope.label.slice(1)} already has ${limits.max_parallel} requests in flight (max_parallel).`, {
             code: 'rate_limit_exceeded',
             headers: { 'retry-after': '1' },
           })
         }
-        h.lease = { id: ctx.id, backend }
+        h.lease = backend
       }
-      held.set(ctx, h)
+      return checks.length > 0 ? headers : null
     }
 
-    // A lost settlement only errs on the safe side: a slot held until its lease expires, tokens not refunded.
-    const settle = async (h: Held, f: FinishedRequest) => {
-      held.delete(f.ctx)
-      const failed = (err: unknown) => api.log.warn({ err }, 'rate-limit settlement failed')
-      if (h.lease) await h.lease.backend.release(stateKey(h.keyId, 'leases'), h.lease.id).catch(failed)
-      if (h.tokens && h.limits.tpm && h.reservedTokens > 0) {
-        // Settle the reservation to what was used (an aborted stream is billed what it produced).
-        const used = f.usage?.total_tokens ?? h.reservedTokens
-        await h.tokens.adjust(stateKey(h.keyId, 'tpm'), h.limits.tpm, MINUTE, used - h.reservedTokens).catch(failed)
+    const admit = async (ctx: RequestContext, body: Record<string, any>) => {
+      const scopes: Scope[] = []
+      const keyLimits = ctx.principal?.limits
+      if (keyLimits) scopes.push({ tag: ctx.principal!.keyId, label: 'this key', limits: keyLimits })
+      const model = ctx.model
+      if (model?.limits) scopes.push({ tag: `model:${model.id}`, label: `the model '${model.name}'`, limits: model.limits })
+      const holding: Held[] = []
+      let headers: Record<string, string> | null = null
+      try {
+        for (const scope of scopes) {
+          const own = await admitIn(ctx, scope, body, holding)
+          headers ??= own
+        }
+      } catch (error) {
+        // Refused by a later check or scope: a refused request takes nothing, so give back what it took.
+        await settle(holding, ctx.id, null)
+        throw error
       }
+      // The first scope with rate rules speaks for the response (the key's, when it has any).
+      for (const name in headers) ctx.setHeader(name, headers[name]!)
+      held.set(ctx, holding)
+    }
+
+    /**
+     * The request ended (`f`): free its slots and settle its token reservation to what was used (an aborted
+     * stream is billed what it produced). Or it was refused after all (`f` null): give back everything.
+     * A lost settlement only errs on the safe side: a slot held until its lease expires, units not refunded.
+     */
+    const settle = async (holding: Held[], leaseId: string, f: FinishedRequest | null) => {
+      const failed = (err: unknown) => api.log.warn({ err }, 'rate-limit settlement failed')
+      const returns: Promise<void>[] = []
+      for (const { scope, taken, rates, lease } of holding) {
+        if (lease) returns.push(lease.release(stateKey(scope, 'leases'), leaseId).catch(failed))
+        for (const check of taken) {
+          if (f && check.rule.unit !== 'tokens') continue
+          const used = f ? (f.usage?.total_tokens ?? check.cost) : 0
+          if (used !== check.cost) returns.push(rates!.adjust(check.key, check.limit, check.periodMs, used - check.cost).catch(failed))
+        }
+      }
+      await Promise.all(returns)
     }
 
     return {
-      /** Keys without limits cost one property check, no promise. */
+      /** Requests without limits cost two property checks, no promise. */
       onAccess(ctx) {
-        const limits = ctx.principal?.limits
-        if (limits && ctx.body) return admit(ctx, limits, ctx.body)
+        if (ctx.body && (ctx.principal?.limits || ctx.model?.limits)) return admit(ctx, ctx.body)
       },
 
       onLog(f: FinishedRequest) {
-        const h = held.get(f.ctx)
-        if (h) return settle(h, f)
+        const holding = held.get(f.ctx)
+        if (!holding) return
+        held.delete(f.ctx)
+        return settle(holding, f.ctx.id, f)
       },
     }
   },

@@ -1,0 +1,214 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import OpenAI from 'openai'
+import { accountFor } from '../../src/plugins/budget/accounts.ts'
+import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
+import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts'
+import { startGateway, type TestGateway } from '../helpers/gateway.ts'
+import { validateSchema } from '../helpers/openapi.ts'
+import { createTestDatabase } from '../helpers/postgres.ts'
+
+/** Per-key budgets on one instance: reserve the worst case, settle to the actual cost, refuse for good. */
+const REDIS_URL = new URL(process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379')
+/** USD per million tokens = micro-dollars per token. */
+const PRICE = { input: 10, output: 10 }
+let fake: FakeOpenAI
+
+const setUp = async (gw: TestGateway) => {
+  await gw.admin('POST', '/providers', { name: 'fake', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
+  await gw.admin('POST', '/models', { name: 'm', targets: [{ provider: 'fake', model: 'gpt-4o', price: PRICE }] })
+}
+const newKey = async (gw: TestGateway, usd: number, period = 'total') =>
+  (await gw.admin('POST', '/keys', { name: `b${Math.random()}`, budget: { usd, period } })) as { id: string; key: string; budget: unknown }
+const chat = (gw: TestGateway, apiKey: string, content: string, extra: Record<string, unknown> = {}, signal?: AbortSignal) =>
+  fetch(`${gw.baseURL}/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content }], ...extra }),
+    signal,
+  })
+const micros = (usd: string | null) => Math.round(Number(usd) * 1e6)
+/** The fake's own account of a request, priced: what the budget must have been charged. */
+const upstreamCost = (from: number) => fake.usageLog.slice(from).reduce((sum, u) => sum + (u.prompt_tokens + u.completion_tokens) * PRICE.input, 0)
+
+beforeAll(async () => {
+  fake = await startFakeOpenAI()
+})
+afterAll(async () => {
+  await fake.stop()
+})
+
+describe('one instance', () => {
+  let gw: TestGateway
+  beforeAll(async () => {
+    gw = await startGateway()
+    await setUp(gw)
+  })
+  afterAll(() => gw.close())
+
+  test('spends down to the last request that fits, then 429 insufficient_quota that the SDK does not retry', async () => {
+    const { key, budget } = await newKey(gw, 0.002)
+    expect(budget).toEqual({ usd: 0.002, period: 'total' })
+    const logStart = fake.usageLog.length
+    let remaining = 2000
+    let admitted = 0
+    for (;;) {
+      const res = await chat(gw, key, 'finish-length', { max_tokens: 3 })
+      if (res.status !== 200) {
+        expect(res.status).toBe(429)
+        expect(res.headers.get('x-should-retry')).toBe('false')
+        const body = (await res.json()) as any
+        validateSchema('ErrorResponse', body)
+        expect(body.error).toMatchObject({ type: 'insufficient_quota', code: 'insufficient_quota' })
+        expect(body.error.message).toContain('budget of $0.002')
+        break
+      }
+      admitted++
+      const cost = micros(res.headers.get('x-conduit-cost-usd'))
+      expect(cost).toBeGreaterThan(0)
+      // The header is what was left once this request's worst case was set aside.
+      expect(micros(res.headers.get('x-conduit-budget-remaining-usd'))).toBeLessThan(remaining)
+      remaining -= cost
+      await res.text()
+    }
+    const spent = upstreamCost(logStart)
+    expect(admitted).toBeGreaterThan(3)
+    expect(spent).toBe(2000 - remaining)
+    expect(spent).toBeLessThanOrEqual(2000)
+    // Used up: less than one request's worst case is left (its prompt's bytes and 3 completion tokens at 10 µ$).
+    const worst = (JSON.stringify([{ role: 'user', content: 'finish-length' }]).length + 3) * 10
+    expect(2000 - spent).toBeLessThan(worst)
+
+    let attempts = 0
+    const client = new OpenAI({
+      apiKey: key,
+      baseURL: gw.baseURL,
+      fetch: (url: any, init: any) => {
+        attempts++
+        return fetch(url, init)
+      },
+    })
+    const error = await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'hi' }] }).catch((e) => e)
+    expect(error).toBeInstanceOf(OpenAI.RateLimitError)
+    expect(error.code).toBe('insufficient_quota')
+    // The SDK retries a 429 twice by default; x-should-retry: false stops it.
+    expect(attempts).toBe(1)
+  })
+
+  test('a request whose worst case does not fit is refused, and the message says what it could cost', async () => {
+    const { key } = await newKey(gw, 0.001)
+    const res = await chat(gw, key, 'hi', { max_tokens: 1000 }) // up to 10,000 µ$ of completion
+    expect(res.status).toBe(429)
+    expect(((await res.json()) as any).error.message).toMatch(/\$0\.001000 left\)\. This request could cost up to \$0\.01/)
+    expect((await chat(gw, key, 'hi', { max_tokens: 5 })).status).toBe(200)
+  })
+
+  test('raising the budget readmits the key at once; null removes it', async () => {
+    const { id, key } = await newKey(gw, 0.0001)
+    expect((await chat(gw, key, 'hi', { max_tokens: 5 })).status).toBe(429)
+    await gw.admin('PATCH', `/keys/${id}`, { budget: { usd: 1, period: 'total' } })
+    const res = await chat(gw, key, 'hi', { max_tokens: 5 })
+    expect(res.status).toBe(200)
+    expect(res.headers.get('x-conduit-budget-remaining-usd')).not.toBeNull()
+    const view = await gw.admin('PATCH', `/keys/${id}`, { budget: null })
+    expect(view.budget).toBeNull()
+    const free = await chat(gw, key, 'hi')
+    expect(free.status).toBe(200)
+    expect(free.headers.get('x-conduit-budget-remaining-usd')).toBeNull()
+    expect((await gw.adminRaw('PATCH', `/keys/${id}`, { budget: { usd: 0, period: 'total' } })).status).toBe(400)
+    expect((await gw.adminRaw('PATCH', `/keys/${id}`, { budget: { usd: 1, period: 'weekly' } })).status).toBe(400)
+  })
+
+  test('a stream the client aborts is charged its prompt and what it received, within 2 s', async () => {
+    const { key } = await newKey(gw, 1)
+    const controller = new AbortController()
+    const res = await chat(gw, key, 'slow-stream:100', { stream: true }, controller.signal)
+    const reader = res.body!.getReader()
+    await reader.read()
+    await reader.read()
+    const before = micros(res.headers.get('x-conduit-budget-remaining-usd'))
+    controller.abort()
+    const aborted = performance.now()
+    let remaining = before
+    while (performance.now() - aborted < 2000) {
+      const probe = await chat(gw, key, 'hi', { max_tokens: 1 })
+      // Remaining after the probe's reservation; the probe itself costs at most 25 prompt bytes + 1 token.
+      remaining = micros(probe.headers.get('x-conduit-budget-remaining-usd')) + 260
+      await probe.text()
+      if (remaining < 1_000_000 - 100) break
+      await Bun.sleep(50)
+    }
+    // Charged: some prompt tokens and at least one streamed token, far less than the 4,096-token reservation.
+    expect(remaining).toBeLessThan(1_000_000 - 20)
+    expect(remaining).toBeGreaterThan(1_000_000 - 5_000)
+  })
+
+  test('periods are UTC calendar days and months; total never resets', () => {
+    const at = new Date('2026-11-30T23:59:59.999Z')
+    expect(accountFor('k', { usd: 1, period: 'daily' }, at)).toMatchObject({ period: 'd2026-11-30', since: Date.parse('2026-11-30T00:00:00Z') })
+    expect(accountFor('k', { usd: 1, period: 'daily' }, new Date(at.getTime() + 1)).period).toBe('d2026-12-01')
+    expect(accountFor('k', { usd: 1, period: 'monthly' }, at)).toMatchObject({ period: 'm2026-11', since: Date.parse('2026-11-01T00:00:00Z') })
+    expect(accountFor('k', { usd: 1, period: 'monthly' }, new Date(at.getTime() + 1)).period).toBe('m2026-12')
+    expect(accountFor('k', { usd: 1, period: 'total' }, at)).toMatchObject({ period: 'total', since: 0 })
+  })
+})
+
+describe('restarts and Redis', () => {
+  test('spend survives a restart: a new instance on the same database rebuilds the budget from the ledger', async () => {
+    const database = await createTestDatabase()
+    try {
+      const first = await startGateway({ databaseURL: database.url, encryptionKey: 'budget-test' })
+      await setUp(first)
+      const { key } = await newKey(first, 0.01)
+      const logStart = fake.usageLog.length
+      for (let i = 0; i < 5; i++) await (await chat(first, key, `question ${i}`, { max_tokens: 3 })).text()
+      await first.close() // flushes the ledger
+      const spent = upstreamCost(logStart)
+
+      const second = await startGateway({ databaseURL: database.url, encryptionKey: 'budget-test' })
+      const res = await chat(second, key, 'finish-length', { max_tokens: 3 })
+      const worst = (JSON.stringify([{ role: 'user', content: 'finish-length' }]).length + 3) * 10
+      expect(micros(res.headers.get('x-conduit-budget-remaining-usd'))).toBe(10_000 - spent - worst)
+      await second.close()
+    } finally {
+      await database.drop()
+    }
+  })
+
+  describe('Redis gone', () => {
+    let proxy: FaultProxy
+    let open: TestGateway
+    let closed: TestGateway
+    beforeAll(async () => {
+      proxy = await startFaultProxy({ hostname: REDIS_URL.hostname, port: Number(REDIS_URL.port || 6379) })
+      open = await startGateway({ redisURL: proxy.url('', 'redis') })
+      closed = await startGateway({ redisURL: proxy.url('', 'redis'), plugins: [{ use: 'builtin:budget', config: { failClosed: true } }] })
+      for (const gw of [open, closed]) await setUp(gw)
+    })
+    afterAll(async () => {
+      await open.close()
+      await closed.close()
+      proxy.stop()
+    })
+
+    test('by default the instance keeps the budget alone (marked degraded); failClosed refuses with 503', async () => {
+      const a = await newKey(open, 1)
+      const b = await newKey(closed, 1)
+      const healthy = await chat(open, a.key, 'hi', { max_tokens: 3 })
+      expect(healthy.status).toBe(200)
+      expect(healthy.headers.get('x-conduit-budget-degraded')).toBeNull()
+      proxy.refuse()
+      try {
+        const started = performance.now()
+        const degraded = await chat(open, a.key, 'hi', { max_tokens: 3 })
+        expect(degraded.status).toBe(200)
+        expect(degraded.headers.get('x-conduit-budget-degraded')).toBe('true')
+        const refused = await chat(closed, b.key, 'hi', { max_tokens: 3 })
+        expect(refused.status).toBe(503)
+        expect(((await refused.json()) as any).error.code).toBe('budget_unavailable')
+        expect(performance.now() - started).toBeLessThan(1000)
+      } finally {
+        proxy.restore()
+      }
+    })
+  })
+})
