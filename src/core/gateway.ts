@@ -98,7 +98,7 @@ function pluginSpecs(configured: PluginSpec[]): PluginSpec[] {
 export async function createGateway(config: GatewayConfig, log: Logger, options: GatewayOptions = {}): Promise<Gateway> {
   const store = await Store.open({ dataDir: config.dataDir, databaseURL: config.databaseURL })
   if (options.bus) store.connect(options.bus)
-  const redis = config.redisURL ? connectRedis(config.redisURL, config.redisTimeoutMs) : undefined
+  const redis = config.redisURL ? connectRedis(config.redisURL, config.redisTimeoutMs, log) : undefined
   const redisBus = redis ? new RedisChangeBus(redis, config.redisURL!) : undefined
   if (redisBus) {
     store.connect(redisBus)
@@ -120,7 +120,7 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
 
   const host = new PluginHost({ log, store, redis, builtins: BUILTINS, baseDir: config.configDir })
   await host.load(pluginSpecs(config.plugins))
-  const catalog = new Catalog(store, secrets)
+  const catalog = new Catalog(store, secrets, log)
   const admin = new AdminService(store, secrets, () => host.providers.keys())
   const generatedKeys = options.skipSeed ? [] : await applySeed(admin, store, config.seed)
   await catalog.ready()

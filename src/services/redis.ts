@@ -1,5 +1,5 @@
 import Redis from 'ioredis'
-import type { StoreChange } from '../plugin-sdk/types.ts'
+import type { Logger, StoreChange } from '../plugin-sdk/types.ts'
 import type { ChangeBus } from '../store/store.ts'
 
 /** Keep trying to come back; each attempt is cheap and requests never wait for it. */
@@ -10,14 +10,29 @@ const reconnect = (times: number) => Math.min(times * 100, 1_000)
  * and a short command timeout, a Redis outage costs each request at most `commandTimeoutMs`, and callers fall
  * back (limits fail open) instead of stalling for ioredis's default 10 s.
  */
-export function connectRedis(url: string, commandTimeoutMs: number): Redis {
-  return new Redis(url, {
+export function connectRedis(url: string, commandTimeoutMs: number, log: Logger): Redis {
+  const redis = new Redis(url, {
     enableOfflineQueue: false,
     commandTimeout: commandTimeoutMs,
     maxRetriesPerRequest: 0,
     connectTimeout: 1_000,
     retryStrategy: reconnect,
     lazyConnect: false,
+  })
+  reportOutages(redis, log)
+  return redis
+}
+
+/** One line when Redis goes away and one when it is back, not one per reconnect attempt. */
+export function reportOutages(redis: Redis, log: Logger) {
+  let down = false
+  redis.on('error', (err) => {
+    if (!down) log.warn({ err: err.message }, 'redis unavailable; limits run on this instance alone until it returns')
+    down = true
+  })
+  redis.on('ready', () => {
+    if (down) log.info('redis connection restored')
+    down = false
   })
 }
 
@@ -32,8 +47,9 @@ export class RedisChangeBus implements ChangeBus {
     private readonly redis: Redis,
     url: string,
   ) {
-    // A subscribed connection cannot run commands: a second one listens.
+    // A subscribed connection cannot run commands: a second one listens. Outages are reported by the first.
     this.subscriber = new Redis(url, { retryStrategy: reconnect })
+    this.subscriber.on('error', () => {})
   }
 
   async publish(change: StoreChange) {

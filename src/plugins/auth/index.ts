@@ -47,7 +47,11 @@ export default definePlugin({
 
     const load = async (key: string): Promise<Entry> => {
       const started = generation
-      const row = await api.store.findKeyByHash(sha256(key))
+      const row = await api.store.findKeyByHash(sha256(key)).catch((err) => {
+        // Not the caller's fault, and not a 401: the key may well be valid.
+        api.log.warn({ err }, 'key lookup failed: store unavailable')
+        throw new GatewayError(503, 'The gateway cannot check API keys right now. Try again shortly.', { code: 'store_unavailable' })
+      })
       const entry: Entry = row
         ? {
             enabled: row.enabled,
