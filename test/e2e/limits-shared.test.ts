@@ -1,92 +1,56 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import path from 'node:path'
-import type { Socket, TCPSocketListener } from 'bun'
+import Redis from 'ioredis'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
-import { startGateway, type TestGateway } from '../helpers/gateway.ts'
+import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts'
+import { startInstances, type Instance } from '../helpers/instances.ts'
+import { createTestDatabase } from '../helpers/postgres.ts'
 
 /**
- * Three gateway instances sharing one store and the machine's Redis: limits hold exactly across them,
- * revocations reach all of them, and a Redis outage costs no request more than the command timeout.
+ * Three gateway processes sharing one PostgreSQL database and the machine's Redis: limits and budgets hold
+ * exactly across them, revocations reach all of them, and a Redis outage costs no request more than the
+ * command timeout.
  */
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
 let fake: FakeOpenAI
-let dataDir: string
-let instances: TestGateway[]
+let database: Awaited<ReturnType<typeof createTestDatabase>>
+let instances: Instance[]
+/** Between the gateways and Redis, so a test can make Redis vanish and come back. */
+let relay: FaultProxy
 
-/** A TCP relay in front of Redis that the test can cut and restore, as if Redis stopped and came back. */
-function redisRelay(target = new URL(REDIS_URL)) {
-  const open = new Set<Socket<any>>()
-  let listener: TCPSocketListener<any> | null = null
-  let port = 0
-  const start = () => {
-    listener = Bun.listen<{ upstream?: Socket<any>; pending: Uint8Array[] }>({
-      hostname: '127.0.0.1',
-      port,
-      socket: {
-        open(client) {
-          open.add(client)
-          client.data = { pending: [] }
-          void Bun.connect({
-            hostname: target.hostname,
-            port: Number(target.port || 6379),
-            socket: {
-              open(server) {
-                open.add(server)
-                client.data.upstream = server
-                for (const chunk of client.data.pending) server.write(chunk)
-              },
-              data: (_server, chunk) => void client.write(chunk),
-              close: () => void client.end(),
-            },
-          })
-        },
-        data(client, chunk) {
-          if (client.data.upstream) client.data.upstream.write(chunk)
-          else client.data.pending.push(new Uint8Array(chunk))
-        },
-        close(client) {
-          client.data.upstream?.end()
-        },
-      },
-    })
-    port = listener.port
-  }
-  start()
-  return {
-    url: () => `redis://127.0.0.1:${port}`,
-    cut() {
-      listener?.stop(true)
-      for (const s of open) s.end()
-      open.clear()
-    },
-    restore: start,
-  }
-}
 
-const relay = redisRelay()
+const REDIS_TIMEOUT_MS = 250
+/** USD per million tokens, i.e. micro-dollars per token: 10 makes every token cost 10 µ$. */
+const PRICE = { input: 10, output: 10 }
 
 beforeAll(async () => {
   fake = await startFakeOpenAI()
-  dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-shared-'))
-  instances = []
-  for (let i = 0; i < 3; i++) instances.push(await startGateway({ dataDir, redisURL: relay.url(), encryptionKey: 'shared-test-key' }))
+  database = await createTestDatabase()
+  const redis = new URL(REDIS_URL)
+  relay = await startFaultProxy({ hostname: redis.hostname, port: Number(redis.port || 6379) })
+  // The default 50 ms command timeout also trips on event-loop lag, and three gateways, the fake and this
+  // runner share two cores here: limits would fail open under the bursts below. Redis itself answers in < 1 ms.
+  instances = await startInstances(3, { DATABASE_URL: database.url, REDIS_URL: relay.url('', 'redis'), CONDUIT_REDIS_TIMEOUT_MS: String(REDIS_TIMEOUT_MS) })
   const [a] = instances
   await a!.admin('POST', '/providers', { name: 'fake', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
-  await a!.admin('POST', '/models', { name: 'm', targets: [{ provider: 'fake', model: 'gpt-4o' }] })
+  await a!.admin('POST', '/models', { name: 'm', targets: [{ provider: 'fake', model: 'gpt-4o', price: PRICE }] })
   // Every instance sees the new model before the tests start.
-  await Bun.sleep(200)
-})
+  await Bun.sleep(300)
+}, 60_000)
 
 afterAll(async () => {
-  for (const gw of instances) await gw.close()
-  relay.cut()
-  fake.stop()
-  rmSync(dataDir, { recursive: true, force: true })
-})
+  for (const gw of instances) await gw.stop()
+  relay.stop()
+  await fake.stop()
+  await database.drop()
+}, 30_000)
 
-const key = async (policy: Record<string, unknown>) => (await instances[0]!.admin('POST', '/keys', { name: `k${Math.random()}`, ...policy })) as { id: string; key: string }
+/** Ids of the keys this file created: the Redis hygiene check looks at their state only. */
+const keyIds: string[] = []
+const key = async (policy: Record<string, unknown>) => {
+  const created = (await instances[0]!.admin('POST', '/keys', { name: `k${Math.random()}`, ...policy })) as { id: string; key: string }
+  keyIds.push(created.id)
+  return created
+}
 const chat = (i: number, apiKey: string, content = 'hi', extra: Record<string, unknown> = {}, signal?: AbortSignal) =>
   fetch(`${instances[i % 3]!.baseURL}/chat/completions`, {
     method: 'POST',
@@ -156,6 +120,49 @@ describe('exact across three instances', () => {
     for (const { c } of running) c.abort()
   }, 30_000)
 
+  test('budget: 300 concurrent requests over three instances never spend past it; the ledger equals the upstream usage log', async () => {
+    const BUDGET_MICROS = 10_000
+    const { id, key: k } = await key({ budget: { usd: BUDGET_MICROS / 1e6, period: 'total' } })
+    const logStart = fake.usageLog.length
+    // `finish-length` with max_tokens 3: the fake stops at 3 completion tokens, so replies stay within the reservation.
+    const ask = (i: number) => chat(i, k, `finish-length ${i}`, { max_tokens: 3 })
+    const refusals: { headers: Headers; body: any }[] = []
+    const send = async (i: number) => {
+      const res = await ask(i)
+      if (res.status === 429) refusals.push({ headers: res.headers, body: await res.clone().json() })
+      return res
+    }
+    // All at once, then 20 clients, then one at a time until the money is gone.
+    const burst = await fire(300, 300, send)
+    const rest = await fire(300, 20, send)
+    const last: number[] = []
+    while (last.at(-1) !== 429) last.push((await send(last.length)).status)
+    const statuses = [...burst, ...rest, ...last]
+    const admitted = statuses.filter((s) => s === 200).length
+    expect(burst.filter((s) => s === 200).length).toBeGreaterThan(0)
+    expect(admitted + refusals.length).toBe(statuses.length)
+    expect(refusals[0]!.body.error).toMatchObject({ type: 'insufficient_quota', code: 'insufficient_quota' })
+    expect(refusals.every((r) => r.headers.get('x-should-retry') === 'false')).toBe(true)
+
+    const upstream = fake.usageLog.slice(logStart)
+    expect(upstream.length).toBe(admitted)
+    const upstreamMicros = upstream.reduce((sum, u) => sum + (u.prompt_tokens + u.completion_tokens) * PRICE.input, 0)
+    // Every instance flushes its ledger within a second; the sum must then match to the micro-dollar.
+    let ledger: any
+    for (let tries = 0; tries < 50; tries++) {
+      ledger = (await instances[tries % 3]!.admin('GET', `/usage?key=${id}`)).total
+      if (ledger.requests === admitted) break
+      await Bun.sleep(100)
+    }
+    expect(ledger.requests).toBe(admitted)
+    expect(ledger.prompt_tokens).toBe(upstream.reduce((sum, u) => sum + u.prompt_tokens, 0))
+    expect(ledger.completion_tokens).toBe(upstream.reduce((sum, u) => sum + u.completion_tokens, 0))
+    expect(Math.round(Number(ledger.cost_usd) * 1e6)).toBe(upstreamMicros)
+    expect(upstreamMicros).toBeLessThanOrEqual(BUDGET_MICROS)
+    // Used up, not merely refused early: what is left is less than one request's worst case (≈ 500 µ$).
+    expect(BUDGET_MICROS - upstreamMicros).toBeLessThan(600)
+  }, 60_000)
+
   test('a key disabled on one instance is refused by the others within a second', async () => {
     const { id, key: k } = await key({})
     expect((await Promise.all([0, 1, 2].map((i) => chat(i, k)))).map((r) => r.status)).toEqual([200, 200, 200])
@@ -172,23 +179,21 @@ describe('exact across three instances', () => {
 })
 
 describe('Redis outage', () => {
-  test('limits fail open to each instance within the command timeout, and are exact again when Redis returns', async () => {
-    const { key: k } = await key({ rpm: 1000 })
-    expect((await chat(0, k)).headers.get('x-ratelimit-degraded')).toBeNull()
-    relay.cut()
-    const slowest = { ms: 0 }
+  /** 60 requests from 10 clients; each must be served, degraded, and none may wait on Redis past the timeout. */
+  const degradedRun = async (k: string) => {
+    let slowest = 0
     const statuses = await fire(60, 10, async (i) => {
       const started = performance.now()
-      const res = await chat(i, k)
-      slowest.ms = Math.max(slowest.ms, performance.now() - started)
+      const res = await chat(i, k, 'hi', { max_tokens: 3 })
+      slowest = Math.max(slowest, performance.now() - started)
       expect(res.headers.get('x-ratelimit-degraded')).toBe('true')
       return res
     })
     expect(statuses.every((s) => s === 200)).toBe(true)
-    // The Redis command timeout is 50 ms; a request must never wait on Redis longer than that + 50 ms.
-    expect(slowest.ms).toBeLessThan(50 + 50 + 50)
-
-    relay.restore()
+    // The command timeout + 50 ms, + 50 ms for the request itself.
+    expect(slowest).toBeLessThan(REDIS_TIMEOUT_MS + 50 + 50)
+  }
+  const exactAgain = async (k: string) => {
     const deadline = Date.now() + 3000
     let degraded: string | null = 'true'
     while (Date.now() < deadline && degraded) {
@@ -196,5 +201,51 @@ describe('Redis outage', () => {
       if (degraded) await Bun.sleep(100)
     }
     expect(degraded).toBeNull()
+  }
+
+  test('Redis stopped: limits fail open to each instance at once, and are exact again when it returns', async () => {
+    const { key: k } = await key({ rpm: 1000, max_parallel: 50 })
+    expect((await chat(0, k)).headers.get('x-ratelimit-degraded')).toBeNull()
+    relay.refuse()
+    await degradedRun(k)
+    relay.restore()
+    await exactAgain(k)
   }, 30_000)
+
+  test('Redis hung (connected, silent): no request waits past the command timeout; budgets keep working', async () => {
+    const { key: k } = await key({ rpm: 1000, max_parallel: 50 })
+    const { key: b } = await key({ budget: { usd: 1, period: 'total' } })
+    expect((await chat(0, b)).headers.get('x-conduit-budget-degraded')).toBeNull()
+    relay.fault = { kind: 'stall', afterBytes: 0 }
+    try {
+      await degradedRun(k)
+      const started = performance.now()
+      const budgeted = await chat(1, b, 'hi', { max_tokens: 3 })
+      expect(budgeted.status).toBe(200)
+      expect(budgeted.headers.get('x-conduit-budget-degraded')).toBe('true')
+      // The budget's own, longer timeout (500 ms by default): money gets more patience than rate limits.
+      expect(performance.now() - started).toBeLessThan(500 + 100)
+    } finally {
+      // A hung Redis that recovers drops its connections; the gateways reconnect.
+      relay.fault = { kind: 'pass' }
+      relay.refuse()
+      relay.restore()
+    }
+    await exactAgain(k)
+  }, 30_000)
+})
+
+describe('Redis key hygiene', () => {
+  test('every key the gateway wrote expires on its own', async () => {
+    const redis = new Redis(REDIS_URL)
+    try {
+      const keys = (await redis.keys('conduit:*')).filter((k) => keyIds.some((id) => k.includes(`{${id}}`)))
+      expect(keys.some((k) => k.startsWith('conduit:rl:'))).toBe(true)
+      expect(keys.some((k) => k.startsWith('conduit:budget:'))).toBe(true)
+      const ttls = await Promise.all(keys.map((k) => redis.pttl(k)))
+      expect(keys.filter((_, i) => ttls[i]! < 0)).toEqual([])
+    } finally {
+      redis.disconnect()
+    }
+  })
 })

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { SQL } from 'bun'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
+import { startFaultProxy } from '../helpers/fault-proxy.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { createTestDatabase } from '../helpers/postgres.ts'
 
@@ -144,3 +146,48 @@ for (const engine of ['sqlite', 'postgres'] as const) {
     })
   })
 }
+
+describe('the database blips', () => {
+  test('PostgreSQL unreachable for a while: requests keep flowing, rows wait in the queue, none is lost', async () => {
+    const fake = await startFakeOpenAI()
+    const database = await createTestDatabase()
+    const pg = new URL(database.url)
+    const proxy = await startFaultProxy({ hostname: pg.hostname, port: Number(pg.port || 5432) })
+    const viaProxy = new URL(database.url)
+    viaProxy.port = String(proxy.port)
+    const gw = await startGateway({ databaseURL: viaProxy.toString(), encryptionKey: 'blip-test-key' })
+    try {
+      await gw.admin('POST', '/providers', { name: 'fake', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
+      await gw.admin('POST', '/models', { name: 'm', targets: [{ provider: 'fake', model: 'gpt-4o' }] })
+      const { key } = await gw.admin('POST', '/keys', { name: 'blip' })
+      const chat = (i: number) =>
+        fetch(`${gw.baseURL}/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: `message ${i}` }], stream: i % 2 === 0 }),
+        }).then(async (r) => (await r.text(), r.status))
+      expect(await chat(0)).toBe(200) // the key and the catalog are now cached
+
+      proxy.refuse()
+      const during = await Promise.all(Array.from({ length: 40 }, (_, i) => chat(i + 1)))
+      expect(during.every((s) => s === 200)).toBe(true)
+      await Bun.sleep(500) // several flush attempts fail meanwhile
+      expect(gw.gateway.ledger.pending).toBeGreaterThanOrEqual(40)
+
+      proxy.restore()
+      const deadline = Date.now() + 10_000
+      while (gw.gateway.ledger.pending > 0 && Date.now() < deadline) await Bun.sleep(100)
+      expect(gw.gateway.ledger.pending).toBe(0)
+      const direct = new SQL(database.url)
+      const [row] = await direct`SELECT COUNT(*) AS n, SUM(prompt_tokens + completion_tokens) AS tokens FROM spend_ledger`
+      await direct.close()
+      expect(Number(row.n)).toBe(41)
+      expect(Number(row.tokens)).toBe(fake.usageLog.reduce((sum, u) => sum + u.prompt_tokens + u.completion_tokens, 0))
+    } finally {
+      await gw.close()
+      proxy.stop()
+      await fake.stop()
+      await database.drop()
+    }
+  }, 30_000)
+})
