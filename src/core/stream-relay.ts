@@ -80,33 +80,41 @@ export function relayStream(o: RelayOptions): ReadableStream<Uint8Array> {
     return out ? encodeSseData(JSON.stringify(out)) : ''
   }
 
+  /** A failure found mid-batch: raised only after what came before it in the same read was sent. */
+  let failure: unknown = null
+
   const transform = (batch: (RawSseEvent | SseEvent)[]): string => {
     let out = ''
     for (const event of batch) {
-      if (sawDone) break
-      if (o.parser) {
-        if (!event.data) continue
-        const produced = o.parser(event)
-        if (produced) for (const chunk of produced) out += emit(chunk)
-        continue
-      }
-      const data = event.data
-      if (data === '[DONE]') {
-        sawDone = true
-        out += (event as RawSseEvent).raw
-      } else if (!data) {
-        out += (event as RawSseEvent).raw // comments keep the client's connection warm; forward them
-      } else if (parseEveryChunk || data.includes('"usage":{') || data.startsWith('{"error"')) {
-        out += emit(JSON.parse(data))
-      } else {
-        chunks++
-        if (!sawFinish && data.includes('"finish_reason":"')) sawFinish = true
-        const raw = spliceModel((event as RawSseEvent).raw, o.virtualModel, encodedModel)
-        // We asked the upstream for usage; a client that did not ask gets the chunks it would get direct.
-        out += o.includeUsage ? raw : raw.replace(USAGE_NULL, '')
+      if (sawDone || failure) break
+      try {
+        out += translate(event)
+      } catch (error) {
+        failure = error
       }
     }
     return out
+  }
+
+  const translate = (event: RawSseEvent | SseEvent): string => {
+    if (o.parser) {
+      if (!event.data) return ''
+      let out = ''
+      for (const chunk of o.parser(event) ?? []) out += emit(chunk)
+      return out
+    }
+    const data = event.data
+    if (data === '[DONE]') {
+      sawDone = true
+      return (event as RawSseEvent).raw
+    }
+    if (!data) return (event as RawSseEvent).raw // comments keep the client's connection warm; forward them
+    if (parseEveryChunk || data.includes('"usage":{') || data.startsWith('{"error"')) return emit(JSON.parse(data))
+    chunks++
+    if (!sawFinish && data.includes('"finish_reason":"')) sawFinish = true
+    const raw = spliceModel((event as RawSseEvent).raw, o.virtualModel, encodedModel)
+    // We asked the upstream for usage; a client that did not ask gets the chunks it would get direct.
+    return o.includeUsage ? raw : raw.replace(USAGE_NULL, '')
   }
 
   return new ReadableStream<Uint8Array>(
@@ -126,6 +134,10 @@ export function relayStream(o: RelayOptions): ReadableStream<Uint8Array> {
               o.call.disarm() // a slow client reading us is not a silent upstream
               if (read.done) {
                 let out = o.framer ? transform(o.framer.flush()) : transform(events.push(decoder.decode())) + transform(events.flush())
+                if (failure) {
+                  if (out) controller.enqueue(encoder.encode(out))
+                  throw failure
+                }
                 if (!sawDone) {
                   if (!sawFinish) throw new GatewayError(502, 'The upstream provider closed the stream before it was complete.', { code: 'upstream_stream_truncated' })
                   out += SSE_DONE
@@ -139,6 +151,7 @@ export function relayStream(o: RelayOptions): ReadableStream<Uint8Array> {
             }
             const out = transform(o.framer ? o.framer.push(value) : events.push(decoder.decode(value, { stream: true })))
             if (out) controller.enqueue(encoder.encode(out))
+            if (failure) throw failure
             if (sawDone) {
               o.reader.cancel().catch(() => {})
               controller.close()
