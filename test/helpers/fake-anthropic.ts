@@ -4,13 +4,20 @@
  * streaming event sequence. What it answers is scripted by the text of the last user message:
  *
  * - contains a `tool_result` block            → "The weather in Paris is sunny."
+ * - "fail-400" / "fail-429" / "fail-500" / "fail-503" → that status with Anthropic's error envelope
+ *   (invalid_request_error, rate_limit_error with `retry-after: 3`, api_error, api_error)
  * - "overloaded"                              → 529 overloaded_error
  * - "ratelimit"                               → 429 rate_limit_error with `retry-after: 3`
  * - "weather" and the request has tools       → a `get_weather` tool_use block, stop_reason tool_use
  * - "midstream-error" when streaming          → a few text deltas, then `event: error` (overloaded_error)
+ * - "finish-length"                           → the reply cut to at most 3 pieces, stop_reason max_tokens
  * - anything else                             → "Hello from fake Anthropic! 你好 👋"
  *
  * `max_tokens` and `stop_sequences` are honoured on text replies (stop_reason max_tokens / stop_sequence).
+ *
+ * `usageLog` gets one entry per successful generation, the counts reported in OpenAI terms (prompt = input +
+ * cache read + cache creation tokens, completion = output tokens), pushed before the response or the stream's
+ * last event is sent; errors and `midstream-error` streams add none.
  */
 
 export const FAKE_REPLY = 'Hello from fake Anthropic! 你好 👋'
@@ -31,10 +38,17 @@ export interface RecordedRequest {
   body: any
 }
 
+export interface UsageEntry {
+  prompt_tokens: number
+  completion_tokens: number
+}
+
 export interface FakeAnthropic {
   /** Base URL including `/v1`. */
   url: string
   requests: RecordedRequest[]
+  /** One entry per successful generation: the token counts reported. */
+  usageLog: UsageEntry[]
   stop(): void
 }
 
@@ -49,6 +63,15 @@ interface Reply {
   outputTokens: number
 }
 
+/** Pieces of a `finish-length` reply. */
+const LENGTH_LIMITED_PIECES = 3
+const FAIL_TRIGGERS: [string, number, string, string][] = [
+  ['fail-400', 400, 'invalid_request_error', 'messages.0.content: scripted failure (fail-400)'],
+  ['fail-429', 429, 'rate_limit_error', 'This request would exceed the rate limit for your organization. Please try again later.'],
+  ['fail-500', 500, 'api_error', 'Internal server error'],
+  ['fail-503', 503, 'api_error', 'Service unavailable'],
+]
+
 const encoder = new TextEncoder()
 const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
 const randomId = (prefix: string) => prefix + Array.from({ length: 24 }, () => BASE62[Math.floor(Math.random() * 62)]).join('')
@@ -56,6 +79,7 @@ const randomId = (prefix: string) => prefix + Array.from({ length: 24 }, () => B
 export async function startFakeAnthropic(options: FakeAnthropicOptions = {}): Promise<FakeAnthropic> {
   const apiKey = options.apiKey ?? 'sk-ant-test'
   const requests: RecordedRequest[] = []
+  const usageLog: UsageEntry[] = []
 
   const server = Bun.serve({
     port: 0,
@@ -85,6 +109,9 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions = {}): Pr
       const last = [...body.messages].reverse().find((m: any) => m.role === 'user')
       const blocks = last ? contentBlocks(last.content) : []
       const lastText = blocks.map((b: any) => (b.type === 'text' ? b.text : '')).join(' ')
+      for (const [trigger, status, type, message] of FAIL_TRIGGERS) {
+        if (lastText.includes(trigger)) return errorResponse(status, type, message, status === 429 ? { 'retry-after': '3' } : {})
+      }
       if (lastText.includes('overloaded')) return errorResponse(529, 'overloaded_error', 'Overloaded')
       if (lastText.includes('ratelimit')) {
         return errorResponse(429, 'rate_limit_error', 'This request would exceed the rate limit for your organization. Please try again later.', { 'retry-after': '3' })
@@ -93,25 +120,29 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions = {}): Pr
       let reply: Reply
       if (blocks.some((b: any) => b.type === 'tool_result')) reply = textReply(FAKE_TOOL_RESULT_REPLY, body)
       else if (Array.isArray(body.tools) && body.tools.length > 0 && lastText.includes('weather')) reply = toolReply()
-      else reply = textReply(FAKE_REPLY, body)
+      else reply = textReply(FAKE_REPLY, lastText.includes('finish-length') ? { ...body, max_tokens: Math.min(body.max_tokens, LENGTH_LIMITED_PIECES) } : body)
 
       const id = randomId('msg_01')
       const usage = { input_tokens: Math.ceil(countChars(body) / 4), cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: reply.outputTokens, service_tier: 'standard' }
       const headers = { 'request-id': randomId('req_01') }
+      const logUsage = () =>
+        void usageLog.push({ prompt_tokens: usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens, completion_tokens: usage.output_tokens })
       if (body.stream !== true) {
+        logUsage()
         return Response.json(
           { id, type: 'message', role: 'assistant', model: body.model, content: reply.blocks, stop_reason: reply.stopReason, stop_sequence: reply.stopSequence, usage },
           { headers },
         )
       }
-      const events = streamEvents(id, body.model, usage, reply, lastText.includes('midstream-error'))
-      return new Response(byteStream(events, options.streamChunkBytes), {
+      const failMidway = lastText.includes('midstream-error')
+      const events = streamEvents(id, body.model, usage, reply, failMidway)
+      return new Response(byteStream(events, options.streamChunkBytes, failMidway ? undefined : logUsage), {
         headers: { ...headers, 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' },
       })
     },
   })
 
-  return { url: `http://127.0.0.1:${server.port}/v1`, requests, stop: () => server.stop(true) }
+  return { url: `http://127.0.0.1:${server.port}/v1`, requests, usageLog, stop: () => server.stop(true) }
 }
 
 function errorResponse(status: number, type: string, message: string, extraHeaders: Record<string, string> = {}): Response {
@@ -250,8 +281,8 @@ function streamEvents(id: string, model: string, usage: Record<string, unknown>,
   return events
 }
 
-/** One write per event, or fixed-size byte pieces when asked (to exercise decoders). */
-function byteStream(events: string[], chunkBytes?: number): ReadableStream<Uint8Array> {
+/** One write per event, or fixed-size byte pieces when asked (to exercise decoders). `onLast` runs before the last write. */
+function byteStream(events: string[], chunkBytes?: number, onLast?: () => void): ReadableStream<Uint8Array> {
   const parts: Uint8Array[] = []
   if (chunkBytes && chunkBytes > 0) {
     const bytes = encoder.encode(events.join(''))
@@ -263,6 +294,7 @@ function byteStream(events: string[], chunkBytes?: number): ReadableStream<Uint8
     async pull(controller) {
       const next = parts.shift()
       if (!next) return controller.close()
+      if (parts.length === 0) onLast?.()
       controller.enqueue(next)
       await Bun.sleep(1) // separate network writes, as a real upstream produces them
     },

@@ -5,13 +5,19 @@
  *
  * Scripted behaviour is driven by the last user message text (chat), the prompt (completions) or the input
  * (embeddings):
- * - `fail-400` / `fail-500` / `fail-503`: an OpenAI error body with that status;
+ * - `fail-400` / `fail-429` / `fail-500` / `fail-503`: an OpenAI error body with that status (429 with `retry-after: 2`);
+ * - `finish-length`: the reply cut to its first 3 pieces (fewer if `max_tokens` says so), finish_reason `length`;
+ * - `midstream-error`: (streaming) the role chunk and 2 content chunks, then `data: {"error":…}` and the end of the
+ *   body, as OpenAI reports a failure once a stream has started;
  * - `slow-first-byte:<ms>`: waits before sending the response headers;
  * - `stream-stall`: (streaming) the role chunk and 2 content chunks, then nothing until the client goes away;
  * - `stream-die`: (streaming) the role chunk and 2 content chunks, then the connection is reset (no `[DONE]`);
  * - `slow-stream:<ms>`: 20 content chunks with `<ms>` between chunks.
  * Chat replies: tools + "weather" in the last user message → a `get_weather` tool call; a last message with
  * role `tool` → "The weather in Paris is sunny."; otherwise `DEFAULT_REPLY`.
+ *
+ * `usageLog` gets one entry per successful generation (chat, completions, embeddings), exactly the counts the
+ * fake reported, pushed before the response or the stream's `[DONE]` is sent; failures and cut streams add none.
  */
 export interface FakeOpenAIOptions {
   /** The key the fake expects in `Authorization: Bearer …` (default `sk-upstream-test`). */
@@ -43,7 +49,14 @@ export interface FakeOpenAI {
   readonly openStreams: number
   /** Streams the client cancelled (disconnected) before the fake finished them. */
   readonly aborted: number
+  /** One entry per successful generation, the token counts reported (embeddings: completion_tokens 0). */
+  usageLog: UsageEntry[]
   stop(): Promise<void>
+}
+
+export interface UsageEntry {
+  prompt_tokens: number
+  completion_tokens: number
 }
 
 export const DEFAULT_API_KEY = 'sk-upstream-test'
@@ -55,6 +68,9 @@ export const TOOL_CALL_ARGUMENT_FRAGMENTS = ['{"', 'city', '":"', 'Paris', '"}']
 export const SYSTEM_FINGERPRINT = 'fp_f33640a400'
 export const DEFAULT_EMBEDDING_DIMENSIONS = 8
 export const SLOW_STREAM_CHUNKS = 20
+/** Pieces of a `finish-length` reply. */
+export const LENGTH_LIMITED_PIECES = 3
+export const RETRY_AFTER_SECONDS = 2
 
 export const FAKE_MODELS = [
   { id: 'gpt-4o', object: 'model', created: 1715367049, owned_by: 'system' },
@@ -114,6 +130,8 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
   const apiKey = options.apiKey ?? DEFAULT_API_KEY
   const base64Embeddings = options.base64Embeddings ?? true
   const requests: RecordedRequest[] = []
+  const usageLog: UsageEntry[] = []
+  const logUsage = (u: { prompt_tokens: number; completion_tokens: number }) => void usageLog.push({ prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens })
   const stallReleases = new Set<() => void>()
   const counters = { open: 0, aborted: 0 }
 
@@ -198,10 +216,12 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
       last?.role === 'user' && Array.isArray(body.tools) && body.tools.length > 0 && body.tool_choice !== 'none' && /weather/i.test(trigger)
     const slow = /slow-stream:(\d+)/.exec(trigger)
     const replyText = last?.role === 'tool' ? TOOL_RESULT_REPLY : DEFAULT_REPLY
-    const pieces = slow ? slowStreamPieces() : wantsTool ? TOOL_CALL_ARGUMENT_FRAGMENTS : splitPieces(replyText)
+    let pieces = slow ? slowStreamPieces() : wantsTool ? TOOL_CALL_ARGUMENT_FRAGMENTS : splitPieces(replyText)
+    const truncated = !wantsTool && trigger.includes('finish-length')
+    if (truncated) pieces = pieces.slice(0, lengthLimit(body))
     const usage = chatUsage(promptTokens, pieces.length * n)
     const callIds = Array.from({ length: n }, () => `call_${randomId(24)}`)
-    const finishReason = wantsTool ? 'tool_calls' : 'stop'
+    const finishReason = wantsTool ? 'tool_calls' : truncated ? 'length' : 'stop'
 
     if (body.stream !== true) {
       const choices = callIds.map((callId, index) => ({
@@ -218,6 +238,7 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
         logprobs: null,
         finish_reason: finishReason,
       }))
+      logUsage(usage)
       return json(200, { id, object: 'chat.completion', created, model, choices, usage, service_tier: 'default', system_fingerprint: SYSTEM_FINGERPRINT })
     }
 
@@ -253,7 +274,7 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     }
     for (let i = 0; i < n; i++) events.push(chunk([choice(i, {}, finishReason)]))
     if (includeUsage) events.push(chunk([], usage))
-    return sseResponse(req, events, n, trigger, slow ? Number(slow[1]) : 0)
+    return sseResponse(req, events, n, trigger, slow ? Number(slow[1]) : 0, usage)
   }
 
   async function completions(req: Request, body: any): Promise<Response> {
@@ -269,12 +290,16 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     const id = `cmpl-${randomId(29)}`
     const created = Math.floor(Date.now() / 1000)
     const slow = /slow-stream:(\d+)/.exec(trigger)
-    const pieces = slow ? slowStreamPieces() : splitPieces(DEFAULT_REPLY)
+    let pieces = slow ? slowStreamPieces() : splitPieces(DEFAULT_REPLY)
+    const truncated = trigger.includes('finish-length')
+    if (truncated) pieces = pieces.slice(0, lengthLimit(body))
+    const finishReason = truncated ? 'length' : 'stop'
     const promptTokens = prompts.reduce<number>((sum, p) => sum + (Array.isArray(p) ? p.length : fakeTokens(promptText(p))), 0)
     const usage = { prompt_tokens: promptTokens, completion_tokens: pieces.length * choicesCount, total_tokens: promptTokens + pieces.length * choicesCount }
 
     if (body.stream !== true) {
-      const choices = Array.from({ length: choicesCount }, (_, index) => ({ text: pieces.join(''), index, logprobs: null, finish_reason: 'stop' }))
+      const choices = Array.from({ length: choicesCount }, (_, index) => ({ text: pieces.join(''), index, logprobs: null, finish_reason: finishReason }))
+      logUsage(usage)
       return json(200, { id, object: 'text_completion', created, model, choices, usage, system_fingerprint: SYSTEM_FINGERPRINT })
     }
     const includeUsage = body.stream_options?.include_usage === true
@@ -287,10 +312,10 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     for (const piece of pieces) {
       for (let i = 0; i < choicesCount; i++) events.push(chunk([{ text: piece, index: i, logprobs: null, finish_reason: null }]))
     }
-    for (let i = 0; i < choicesCount; i++) events.push(chunk([{ text: '', index: i, logprobs: null, finish_reason: 'stop' }]))
+    for (let i = 0; i < choicesCount; i++) events.push(chunk([{ text: '', index: i, logprobs: null, finish_reason: finishReason }]))
     if (includeUsage) events.push(chunk([], usage))
     // No role chunk in legacy completions: the "first 2 content chunks" are simply the first 2 chunks.
-    return sseResponse(req, events, 0, trigger, slow ? Number(slow[1]) : 0)
+    return sseResponse(req, events, 0, trigger, slow ? Number(slow[1]) : 0, usage)
   }
 
   async function embeddings(req: Request, body: any): Promise<Response> {
@@ -311,6 +336,7 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
       return { object: 'embedding', index, embedding: asBase64 ? float32Base64(vector) : vector }
     })
     const tokens = items.reduce<number>((sum, item) => sum + (Array.isArray(item) ? item.length : fakeTokens(promptText(item))), 0)
+    logUsage({ prompt_tokens: tokens, completion_tokens: 0 })
     return json(200, { object: 'list', data, model: body.model, usage: { prompt_tokens: tokens, total_tokens: tokens } })
   }
 
@@ -319,13 +345,15 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
 
   /**
    * Sends `events` as `data:` lines then `data: [DONE]`. `preamble` = how many leading chunks come before the
-   * first content chunk (the role chunk of each choice), for `stream-stall` / `stream-die`.
+   * first content chunk (the role chunk of each choice), for `stream-stall` / `stream-die` / `midstream-error`.
+   * `usage` goes to the usage log when the stream completes.
    */
-  function sseResponse(req: Request, events: unknown[], preamble: number, trigger: string, delayMs: number): Response {
+  function sseResponse(req: Request, events: unknown[], preamble: number, trigger: string, delayMs: number, usage: UsageEntry): Response {
     const encoder = new TextEncoder()
     const stall = trigger.includes('stream-stall')
     const die = trigger.includes('stream-die')
-    const cutAt = stall || die ? preamble + 2 : Infinity
+    const midstreamError = trigger.includes('midstream-error')
+    const cutAt = stall || die || midstreamError ? preamble + 2 : Infinity
     let next = 0
     let finished = false
     let releaseStall: (() => void) | undefined
@@ -345,6 +373,13 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
         if (next > 0 && delayMs > 0) await Bun.sleep(delayMs)
         if (finished) return
         if (next === cutAt) {
+          if (midstreamError) {
+            const error = { message: 'The server had an error while processing your request. Sorry about that!', type: 'server_error', param: null, code: 'server_error' }
+            controller.enqueue(encoder.encode(`data: ${JSON.stringify({ error })}\n\n`))
+            finish(false)
+            controller.close()
+            return
+          }
           if (die) {
             // Let the chunks sent so far reach the client first, so it sees a 200 and then a cut body.
             await Bun.sleep(25)
@@ -365,6 +400,7 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
           controller.enqueue(encoder.encode(`data: ${JSON.stringify(events[next++])}\n\n`))
           return
         }
+        logUsage(usage)
         controller.enqueue(encoder.encode('data: [DONE]\n\n'))
         finish(false)
         controller.close()
@@ -383,6 +419,16 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     if (trigger.includes('fail-400')) {
       return errorResponse(400, `Invalid '${param}': scripted failure (fail-400).`, 'invalid_request_error', param, null)
     }
+    if (trigger.includes('fail-429')) {
+      return errorResponse(
+        429,
+        `Rate limit reached for requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in ${RETRY_AFTER_SECONDS}s.`,
+        'requests',
+        null,
+        'rate_limit_exceeded',
+        { 'retry-after': String(RETRY_AFTER_SECONDS) },
+      )
+    }
     if (trigger.includes('fail-500')) {
       return errorResponse(500, 'The server had an error while processing your request. Sorry about that!', 'server_error', null, null)
     }
@@ -396,6 +442,7 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     url: `http://127.0.0.1:${server.port}/v1`,
     port: server.port!,
     requests,
+    usageLog,
     get openStreams() {
       return counters.open
     },
@@ -417,12 +464,18 @@ function commonHeaders(): Record<string, string> {
   return { 'x-request-id': `req_${randomHex(32)}`, 'openai-processing-ms': '42', 'openai-version': '2020-10-01' }
 }
 
-function json(status: number, value: unknown): Response {
-  return new Response(JSON.stringify(value), { status, headers: { ...commonHeaders(), 'content-type': 'application/json' } })
+function json(status: number, value: unknown, extraHeaders: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(value), { status, headers: { ...commonHeaders(), 'content-type': 'application/json', ...extraHeaders } })
 }
 
-function errorResponse(status: number, message: string, type: string, param: string | null, code: string | null): Response {
-  return json(status, { error: { message, type, param, code } })
+function errorResponse(status: number, message: string, type: string, param: string | null, code: string | null, extraHeaders: Record<string, string> = {}): Response {
+  return json(status, { error: { message, type, param, code } }, extraHeaders)
+}
+
+/** Pieces of a `finish-length` reply: 3, or fewer when the request's own token limit says so. */
+function lengthLimit(body: any): number {
+  const limit = body.max_completion_tokens ?? body.max_tokens
+  return typeof limit === 'number' && limit >= 1 ? Math.min(limit, LENGTH_LIMITED_PIECES) : LENGTH_LIMITED_PIECES
 }
 
 function maskKey(key: string): string {
