@@ -4,6 +4,7 @@ import budget from '../plugins/budget/index.ts'
 import rateLimit from '../plugins/rate-limit/index.ts'
 import requestLog from '../plugins/request-log/index.ts'
 import anthropic from '../providers/anthropic/index.ts'
+import bedrock from '../providers/bedrock/index.ts'
 import azure from '../providers/azure/index.ts'
 import cohere from '../providers/cohere/index.ts'
 import gemini from '../providers/gemini/index.ts'
@@ -14,5 +15,5 @@ import { presetPlugins } from '../providers/openai-compatible/presets.ts'
  * compiled binary. They are loaded by default; a config entry `builtin:<name>` configures or disables one.
  */
 export const BUILTINS: Record<string, Plugin> = Object.fromEntries(
-  [auth, rateLimit, budget, requestLog, anthropic, azure, cohere, gemini, ...presetPlugins].map((plugin) => [plugin.name, plugin]),
+  [auth, rateLimit, budget, requestLog, anthropic, azure, cohere, gemini, bedrock, ...presetPlugins].map((plugin) => [plugin.name, plugin]),
 )
