@@ -88,7 +88,10 @@ export class UpstreamCall {
         body: request.body,
         signal: this.controller.signal,
         redirect: 'manual',
-      })
+        // Our own deadlines govern (first byte, idle between chunks); Bun's 5-minute socket idle timer would
+        // cut a provider configured to be allowed longer.
+        timeout: false,
+      } as RequestInit)
     } catch (error) {
       this.release()
       throw this.failure(error)
