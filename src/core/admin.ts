@@ -17,7 +17,8 @@ export const ProviderInput = t.Object({
   name: Name,
   type: t.String({ minLength: 1 }),
   base_url: t.Optional(t.Union([t.Null(), t.String({ pattern: '^https?://' })])),
-  api_key: t.Optional(t.Union([t.Null(), t.String({ minLength: 1 })])),
+  /** One key, or several used in turn (a key resting after a 429 is skipped). */
+  api_key: t.Optional(t.Union([t.Null(), t.String({ minLength: 1 }), t.Array(t.String({ minLength: 1 }), { minItems: 1, maxItems: 64 })])),
   options: t.Optional(Metadata),
 })
 export const ProviderPatch = t.Partial(ProviderInput)
@@ -40,6 +41,18 @@ export const ModelInput = t.Object({
   targets: t.Array(TargetInput, { minItems: 1 }),
   /** Shared by every key calling this model. */
   limits: t.Optional(t.Union([t.Null(), t.Object(RateLimitFields, { additionalProperties: false })])),
+  routing: t.Optional(
+    t.Union([
+      t.Null(),
+      t.Object(
+        {
+          strategy: t.Optional(t.Union([t.Literal('weighted'), t.Literal('least-busy'), t.Literal('lowest-latency')])),
+          retries: t.Optional(t.Integer({ minimum: 0, maximum: 5 })),
+        },
+        { additionalProperties: false },
+      ),
+    ]),
+  ),
 })
 export const ModelPatch = t.Partial(ModelInput)
 
@@ -119,6 +132,7 @@ export class AdminService {
     name: m.name,
     targets: m.targets,
     limits: m.limits,
+    routing: m.routing ?? null,
     created_at: seconds(m.createdAt),
     updated_at: seconds(m.updatedAt),
   })
@@ -162,9 +176,12 @@ export class AdminService {
     if (existing && existing.id !== selfId) throw conflict(`A ${kind} named '${name}' already exists.`)
   }
 
-  private seal(id: string, apiKey: string | null | undefined) {
+  /** Several keys are sealed as one JSON array; the view shows the last four characters of each. */
+  private seal(id: string, apiKey: string | string[] | null | undefined) {
     if (!apiKey) return { apiKeySecret: null, apiKeyLast4: null }
-    return { apiKeySecret: this.secrets.encrypt(apiKey, `provider:${id}`), apiKeyLast4: lastFour(apiKey) }
+    const plain = Array.isArray(apiKey) ? JSON.stringify(apiKey) : apiKey
+    const last4 = Array.isArray(apiKey) ? apiKey.map(lastFour).join(',') : lastFour(apiKey)
+    return { apiKeySecret: this.secrets.encrypt(plain, `provider:${id}`), apiKeyLast4: last4 }
   }
 
   async createProvider(input: ProviderInputT) {
@@ -243,6 +260,7 @@ export class AdminService {
       name: input.name,
       targets: await this.resolveTargets(input.targets),
       limits: input.limits ? limitsFrom(input.limits, null) : null,
+      routing: input.routing ?? null,
     })
     return this.modelView(row)
   }
@@ -265,6 +283,7 @@ export class AdminService {
       name: patch.name ?? row.name,
       targets: patch.targets ? await this.resolveTargets(patch.targets) : row.targets,
       limits: patch.limits === undefined ? row.limits : patch.limits && limitsFrom(patch.limits, row.limits),
+      routing: patch.routing === undefined ? row.routing : patch.routing,
     }
     return this.modelView(await this.store.updateModel(next))
   }

@@ -1,5 +1,5 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
-import type { Logger, Price, ProviderConfig, Target, VirtualModel } from '../plugin-sdk/types.ts'
+import type { Logger, Price, ProviderConfig, VirtualModel } from '../plugin-sdk/types.ts'
 import { listPrice } from '../pricing/prices.ts'
 import type { SecretBox } from '../store/crypto.ts'
 import type { Store } from '../store/store.ts'
@@ -66,7 +66,7 @@ export class Catalog {
         name: p.name,
         type: p.type,
         baseURL: p.baseURL,
-        apiKey: p.apiKeySecret ? this.secrets.decrypt(p.apiKeySecret, `provider:${p.id}`) : null,
+        ...keysOf(p.apiKeySecret ? this.secrets.decrypt(p.apiKeySecret, `provider:${p.id}`) : null),
         options: p.options,
       })
     }
@@ -85,31 +85,6 @@ export class Catalog {
   provider(id: string): ProviderConfig | undefined {
     return this.providers.get(id)
   }
-
-  /**
-   * Attempt order for a virtual model: tiers by descending priority; inside a tier, a weighted random
-   * order. Targets whose provider vanished are skipped.
-   */
-  plan(model: VirtualModel): Target[] {
-    if (model.targets.length === 1) {
-      const only = model.targets[0]!
-      const provider = this.providers.get(only.provider)
-      return provider ? [{ provider, model: only.model, price: only.price ?? listPrice(provider.type, only.model) }] : []
-    }
-    const tiers = new Map<number, { target: Target; key: number }[]>()
-    for (const t of model.targets) {
-      const provider = this.providers.get(t.provider)
-      if (!provider) continue
-      // Weighted shuffle (Efraimidis–Spirakis): sort by u^(1/w) descending.
-      const key = Math.random() ** (1 / Math.max(t.weight, 1e-9))
-      const tier = tiers.get(t.priority) ?? []
-      tier.push({ target: { provider, model: t.model, price: t.price ?? listPrice(provider.type, t.model) }, key })
-      tiers.set(t.priority, tier)
-    }
-    return [...tiers.entries()]
-      .sort(([a], [b]) => b - a)
-      .flatMap(([, tier]) => (tier.length === 1 ? tier : tier.sort((a, b) => b.key - a.key)).map((e) => e.target))
-  }
 }
 
 /** The dearest input and output prices among a model's targets: a request's worst case, whoever serves it. */
@@ -122,4 +97,11 @@ function maxPrice(model: VirtualModel, providers: Map<string, ProviderConfig>): 
     max = max ? { input: Math.max(max.input, price.input), output: Math.max(max.output, price.output) } : { input: price.input, output: price.output }
   }
   return max
+}
+
+/** A sealed key is one key, or a JSON array of several (see AdminService.seal). */
+function keysOf(secret: string | null): { apiKey: string | null; apiKeys: string[] } {
+  if (secret === null) return { apiKey: null, apiKeys: [] }
+  const keys: string[] = secret.startsWith('["') ? JSON.parse(secret) : [secret]
+  return { apiKey: keys[0] ?? null, apiKeys: keys }
 }

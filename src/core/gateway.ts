@@ -12,6 +12,7 @@ import { SpendLedger } from '../store/ledger.ts'
 import { Store, type ChangeBus } from '../store/store.ts'
 import { AdminService } from './admin.ts'
 import { Catalog } from './catalog.ts'
+import { Router } from './router.ts'
 import { Pipeline } from './pipeline.ts'
 
 export interface Gateway {
@@ -127,7 +128,8 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
 
   const metrics = new Metrics()
   const ledger = new SpendLedger(store, log)
-  const pipeline = new Pipeline({ host, catalog, store, metrics, ledger, log, maxBodyBytes: config.maxBodyBytes, timeouts: config.timeouts })
+  const router = new Router()
+  const pipeline = new Pipeline({ host, catalog, router, store, metrics, ledger, log, maxBodyBytes: config.maxBodyBytes, timeouts: config.timeouts })
   const expectedHash = masterHash
   const gateway: Gateway = {
     pipeline,

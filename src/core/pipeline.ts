@@ -7,6 +7,7 @@ import type { SpendLedger } from '../store/ledger.ts'
 import type { Store } from '../store/store.ts'
 import { usageRange, usageReport } from './usage.ts'
 import type { Catalog } from './catalog.ts'
+import { backoffMs, targetId, type AttemptLease, type Router } from './router.ts'
 import { Attempt, RequestCtx } from './context.ts'
 import { allowedBy } from './glob.ts'
 import { refuseUpstreamOverrides, validateRequest } from './request-schemas.ts'
@@ -18,6 +19,7 @@ import { extractUsage, floatsToBase64, spliceModel } from './wire.ts'
 export interface PipelineOptions {
   host: PluginHost
   catalog: Catalog
+  router: Router
   store: Store
   metrics: Metrics
   /** Every finished request that reached a provider becomes one row. */
@@ -35,6 +37,9 @@ export interface Transport {
 }
 
 type ProxiedEndpoint = 'chat' | 'completions' | 'embeddings'
+
+/** Extra attempts a model gets unless its routing says otherwise. */
+const DEFAULT_RETRIES = 2
 
 const JSON_TYPE = 'application/json'
 const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' }
@@ -117,33 +122,69 @@ export class Pipeline {
     return json(200, { object: 'list', data }, ctx.headers)
   }
 
+  /**
+   * Attempts in the router's order until one starts a response. Only failures before the first byte are
+   * retried (5xx, 429, timeouts, connection errors; never a 4xx). Another deployment is tried at once; the
+   * same one again only after a jittered backoff and within the retry budget. A target that timed out, or
+   * that asked us to wait (429 with Retry-After, one key), is not tried again by this request.
+   */
   private async proxy(ctx: RequestCtx, endpoint: ProxiedEndpoint): Promise<Response> {
-    const plan = this.o.catalog.plan(ctx.model!)
-    let lastError: GatewayError | null = null
-    for (const target of plan) {
-      const adapter = this.o.host.providers.get(target.provider.type)?.[endpoint]
-      if (!adapter) {
-        lastError ??= new GatewayError(400, `The model '${ctx.model!.name}' does not support ${endpointLabel[endpoint]}.`, {
-          param: 'model',
-          code: 'unsupported_endpoint',
-        })
-        continue
+    const model = ctx.model!
+    const plan = this.o.router.plan(model, (id) => this.o.catalog.provider(id))
+    const usable = plan.filter((t) => this.o.host.providers.get(t.provider.type)?.[endpoint])
+    if (usable.length === 0) {
+      if (plan.length > 0) {
+        throw new GatewayError(400, `The model '${model.name}' does not support ${endpointLabel[endpoint]}.`, { param: 'model', code: 'unsupported_endpoint' })
       }
+      throw new GatewayError(503, `No provider is configured for the model '${model.name}'.`, { code: 'no_provider' })
+    }
+    const retries = model.routing?.retries ?? DEFAULT_RETRIES
+    const excluded = new Set<string>()
+    const tried = new Set<string>()
+    let cursor = 0
+    let retried = 0
+    let lastError: GatewayError | null = null
+    for (;;) {
+      const candidates = usable.filter((t) => !excluded.has(targetId(t)))
+      if (candidates.length === 0) break
+      let target = candidates[cursor++ % candidates.length]!
+      if (tried.has(targetId(target))) {
+        // Trying a deployment again adds load to one that just failed: only `retries` times, within the
+        // budget, after a pause. Falling back to another deployment is free: each sees one attempt.
+        if (retried >= retries) break
+        if (!this.o.router.takeRetry()) {
+          ctx.log.warn({ model: model.name }, 'retry budget exhausted; not retrying')
+          break
+        }
+        await Bun.sleep(backoffMs(retried++))
+        if (ctx.signal.aborted) throw new GatewayError(499, 'The client closed the request.', { code: 'client_closed_request' })
+        target = this.o.router.withNextKey(target)
+      }
+      tried.add(targetId(target))
+      const adapter = this.o.host.providers.get(target.provider.type)![endpoint]!
       const attempt = new Attempt(ctx, target, ++ctx.attempts)
+      const lease = this.o.router.begin(target)
       ctx.target = target
       try {
-        return await this.attempt(ctx, attempt, adapter)
+        return await this.attempt(ctx, attempt, adapter, lease)
       } catch (error) {
-        if (!GatewayError.is(error) || !isRetryable(error) || ctx.signal.aborted) throw error
+        lease.release()
+        if (!GatewayError.is(error) || error.status === 499) throw error
+        lease.failed(error)
+        if (!isRetryable(error) || ctx.signal.aborted) throw error
         ctx.log.warn({ provider: target.provider.name, status: error.status, attempt: attempt.attempt }, 'upstream attempt failed')
+        if (error.code === 'upstream_timeout' || (error.status === 429 && error.headers['retry-after'] && (target.provider.apiKeys?.length ?? 0) < 2)) {
+          excluded.add(targetId(target))
+        }
         lastError = error
       }
     }
-    throw lastError ?? new GatewayError(503, `No provider is configured for the model '${ctx.model!.name}'.`, { code: 'no_provider' })
+    throw lastError!
   }
 
-  private async attempt(ctx: RequestCtx, attempt: Attempt, adapter: EndpointAdapter): Promise<Response> {
+  private async attempt(ctx: RequestCtx, attempt: Attempt, adapter: EndpointAdapter, lease: AttemptLease): Promise<Response> {
     const provider = attempt.target.provider
+    const started = performance.now()
     const upstream = await adapter.buildRequest(ctx.body!, attempt)
     await this.o.host.upstreamRequest(attempt, upstream)
     const timeouts = timeoutsFor(provider, this.o.timeouts)
@@ -175,6 +216,7 @@ export class Pipeline {
       }
       call.disarm() // from here the relay's idle timer takes over
       ctx.firstByteMs = performance.now() - ctx.startedAt
+      lease.succeeded(performance.now() - started)
       const body = relayStream({
         call,
         reader,
@@ -186,11 +228,17 @@ export class Pipeline {
         host: this.o.host,
         virtualModel: ctx.model!.name,
         includeUsage: ctx.body!.stream_options?.include_usage === true,
-        onFinish: (outcome) => this.streamFinished(ctx, outcome),
+        onFinish: (outcome) => {
+          lease.release()
+          // A stream that died mid-way counts against its target (the client going away does not).
+          if (outcome.error && outcome.error.status >= 500) lease.failed(outcome.error)
+          this.streamFinished(ctx, outcome)
+        },
       })
       ctx.status = 200
       return new Response(body, { status: 200, headers: { ...SSE_HEADERS, ...ctx.headers } })
     }
+    lease.succeeded(performance.now() - started)
     let text: string
     try {
       text = await response.text()
@@ -199,6 +247,7 @@ export class Pipeline {
     } finally {
       call.release()
     }
+    lease.release()
     return this.jsonResult(ctx, attempt, adapter, text)
   }
 

@@ -71,6 +71,15 @@ export interface ModelTarget {
   price?: Price
 }
 
+/** How a tier of targets is ordered: weighted random, fewest requests in flight, or fastest first byte. */
+export type RoutingStrategy = 'weighted' | 'least-busy' | 'lowest-latency'
+
+export interface Routing {
+  strategy?: RoutingStrategy
+  /** Extra attempts after a retryable failure (5xx, 429, timeout, connection error) before the first byte. */
+  retries?: number
+}
+
 /** A virtual model: the name clients send, mapped to provider deployments. */
 export interface VirtualModel {
   id: string
@@ -78,6 +87,7 @@ export interface VirtualModel {
   targets: ModelTarget[]
   /** Shared by every caller of this model (an upstream quota, say), on top of each key's own limits. */
   limits: RateLimits | null
+  routing?: Routing | null
   createdAt: number
   /**
    * The dearest input and output prices among the targets (override or list price), set by the gateway: what
@@ -92,7 +102,12 @@ export interface ProviderConfig {
   name: string
   type: string
   baseURL: string | null
+  /** The key this attempt uses: the first, or the next in turn when the provider has several. */
   apiKey: string | null
+  /** Every key configured; attempts take them in turn and skip one resting after a 429. */
+  apiKeys?: string[]
+  /** Which of `apiKeys` is `apiKey`. */
+  keyIndex?: number
   options: Record<string, unknown>
 }
 

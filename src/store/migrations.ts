@@ -37,4 +37,8 @@ export const MIGRATIONS: { version: number; statements: string[] }[] = [
     version: 4,
     statements: [`ALTER TABLE models ADD COLUMN limits TEXT`],
   },
+  {
+    version: 5,
+    statements: [`ALTER TABLE models ADD COLUMN routing TEXT`],
+  },
 ]

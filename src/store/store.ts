@@ -63,6 +63,7 @@ const toModel = (r: any): ModelRow => ({
   name: r.name,
   targets: parse<ModelTarget[]>(r.targets, []),
   limits: parse(r.limits, null),
+  routing: parse(r.routing, null),
   createdAt: Number(r.created_at),
   updatedAt: Number(r.updated_at),
 })
@@ -210,15 +211,16 @@ export class Store implements StoreView {
 
   async insertModel(m: Omit<ModelRow, 'createdAt' | 'updatedAt'>): Promise<ModelRow> {
     const now = Date.now()
-    await this.sql`INSERT INTO models (id, name, targets, limits, created_at, updated_at)
-      VALUES (${m.id}, ${m.name}, ${json(m.targets)}, ${json(m.limits)}, ${now}, ${now})`
+    await this.sql`INSERT INTO models (id, name, targets, limits, routing, created_at, updated_at)
+      VALUES (${m.id}, ${m.name}, ${json(m.targets)}, ${json(m.limits)}, ${json(m.routing)}, ${now}, ${now})`
     await this.changed('model', m.id)
     return { ...m, createdAt: now, updatedAt: now }
   }
 
   async updateModel(m: ModelRow): Promise<ModelRow> {
     const now = Date.now()
-    await this.sql`UPDATE models SET name = ${m.name}, targets = ${json(m.targets)}, limits = ${json(m.limits)}, updated_at = ${now} WHERE id = ${m.id}`
+    await this.sql`UPDATE models SET name = ${m.name}, targets = ${json(m.targets)}, limits = ${json(m.limits)}, routing = ${json(m.routing)},
+      updated_at = ${now} WHERE id = ${m.id}`
     await this.changed('model', m.id)
     return { ...m, updatedAt: now }
   }

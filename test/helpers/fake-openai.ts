@@ -12,7 +12,8 @@
  * - `slow-first-byte:<ms>`: waits before sending the response headers;
  * - `stream-stall`: (streaming) the role chunk and 2 content chunks, then nothing until the client goes away;
  * - `stream-die`: (streaming) the role chunk and 2 content chunks, then the connection is reset (no `[DONE]`);
- * - `slow-stream:<ms>`: 20 content chunks with `<ms>` between chunks.
+ * - `slow-stream:<ms>`: 20 content chunks with `<ms>` between chunks;
+ * - `fail-once-503:<tag>`: the first request carrying that tag gets a 503, later ones succeed.
  * Chat replies: tools + "weather" in the last user message → a `get_weather` tool call; a last message with
  * role `tool` → "The weather in Paris is sunny."; otherwise `DEFAULT_REPLY`.
  *
@@ -20,8 +21,8 @@
  * fake reported, pushed before the response or the stream's `[DONE]` is sent; failures and cut streams add none.
  */
 export interface FakeOpenAIOptions {
-  /** The key the fake expects in `Authorization: Bearer …` (default `sk-upstream-test`). */
-  apiKey?: string
+  /** The key the fake expects in `Authorization: Bearer …` (default `sk-upstream-test`), or several. */
+  apiKey?: string | string[]
   /**
    * `true` (default): `encoding_format: "base64"` gets base64 float32-LE strings, like OpenAI.
    * `false`: `encoding_format` is ignored and floats always come back, like many compatible servers.
@@ -49,6 +50,8 @@ export interface FakeOpenAI {
   readonly openStreams: number
   /** Streams the client cancelled (disconnected) before the fake finished them. */
   readonly aborted: number
+  /** Answers every request made with `key` with a 429 and `retry-after: seconds` until the time is up. */
+  rateLimitKey(key: string, seconds: number): void
   /** One entry per successful generation, the token counts reported (embeddings: completion_tokens 0). */
   usageLog: UsageEntry[]
   stop(): Promise<void>
@@ -127,7 +130,9 @@ export function fakeEmbedding(text: string, dimensions = DEFAULT_EMBEDDING_DIMEN
 export const fakeTokens = (text: string) => Math.ceil(text.length / 4)
 
 export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<FakeOpenAI> {
-  const apiKey = options.apiKey ?? DEFAULT_API_KEY
+  const apiKeys = [options.apiKey ?? DEFAULT_API_KEY].flat()
+  const limitedKeys = new Map<string, number>()
+  const failedOnce = new Set<string>()
   const base64Embeddings = options.base64Embeddings ?? true
   const requests: RecordedRequest[] = []
   const usageLog: UsageEntry[] = []
@@ -156,8 +161,8 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
       }
       requests.push({ method: req.method, path: url.pathname + url.search, headers, body })
 
-      if (headers.authorization !== `Bearer ${apiKey}`) {
-        const given = /^Bearer\s+(.*)$/i.exec(headers.authorization ?? '')?.[1] ?? ''
+      const given = /^Bearer\s+(.*)$/i.exec(headers.authorization ?? '')?.[1] ?? ''
+      if (!apiKeys.includes(given)) {
         return errorResponse(
           401,
           `Incorrect API key provided: ${maskKey(given)}. You can find your API key at https://platform.openai.com/account/api-keys.`,
@@ -165,6 +170,14 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
           null,
           'invalid_api_key',
         )
+      }
+
+      const limitedUntil = limitedKeys.get(given) ?? 0
+      if (limitedUntil > Date.now()) {
+        const seconds = Math.ceil((limitedUntil - Date.now()) / 1000)
+        return errorResponse(429, `Rate limit reached for requests. Please try again in ${seconds}s.`, 'requests', null, 'rate_limit_exceeded', {
+          'retry-after': String(seconds),
+        })
       }
 
       const route = `${req.method} ${url.pathname.replace(/\/+$/, '')}`
@@ -432,6 +445,11 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     if (trigger.includes('fail-500')) {
       return errorResponse(500, 'The server had an error while processing your request. Sorry about that!', 'server_error', null, null)
     }
+    const once = /fail-once-503:(\S+)/.exec(trigger)
+    if (once && !failedOnce.has(once[1]!)) {
+      failedOnce.add(once[1]!)
+      return errorResponse(503, 'The server is overloaded or not ready yet.', 'server_error', null, 'server_is_overloaded')
+    }
     if (trigger.includes('fail-503')) {
       return errorResponse(503, 'The server is overloaded or not ready yet.', 'server_error', null, 'server_is_overloaded')
     }
@@ -448,6 +466,9 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     },
     get aborted() {
       return counters.aborted
+    },
+    rateLimitKey(key, seconds) {
+      limitedKeys.set(key, Date.now() + seconds * 1000)
     },
     async stop() {
       for (const release of stallReleases) release()

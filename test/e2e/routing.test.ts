@@ -1,0 +1,291 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import OpenAI from 'openai'
+import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
+import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts'
+import { startGateway, type TestGateway } from '../helpers/gateway.ts'
+import { validateSseBody } from '../helpers/openapi.ts'
+
+/**
+ * Resilient routing against real network faults: a TCP fault proxy sits between the gateway and the fake
+ * upstream (latency, stall, reset, refuse), as reliability checklist rows PR1–PR9 describe.
+ */
+let fake: FakeOpenAI
+let gw: TestGateway
+let key: string
+const proxies: FaultProxy[] = []
+
+/** A provider reached through its own fault proxy, with a model `name` on it. */
+async function viaProxy(name: string, options: Record<string, unknown> = {}) {
+  const proxy = await startFaultProxy({ hostname: '127.0.0.1', port: fake.port })
+  proxies.push(proxy)
+  await gw.admin('POST', '/providers', { name, type: 'openai', base_url: proxy.url('/v1'), api_key: 'sk-upstream-test', options })
+  await gw.admin('POST', '/models', { name, targets: [{ provider: name, model: 'gpt-4o' }] })
+  return proxy
+}
+
+const chat = (model: string, content: string, extra: Record<string, unknown> = {}, signal?: AbortSignal, g = gw) =>
+  fetch(`${g.baseURL}/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model, messages: [{ role: 'user', content }], ...extra }),
+    signal,
+  })
+
+/** Reads a whole SSE body, noting when each piece arrived. */
+async function readTimed(res: Response) {
+  const reader = res.body!.getReader()
+  const decoder = new TextDecoder()
+  const pieces: { at: number; text: string }[] = []
+  for (;;) {
+    const { value, done } = await reader.read()
+    if (done) break
+    pieces.push({ at: performance.now(), text: decoder.decode(value, { stream: true }) })
+  }
+  return { text: pieces.map((p) => p.text).join(''), pieces }
+}
+
+beforeAll(async () => {
+  fake = await startFakeOpenAI()
+  gw = await startGateway({ timeouts: { firstByteMs: 60_000, idleMs: 60_000 } })
+  key = (await gw.admin('POST', '/keys', { name: 'routing' })).key
+  await gw.admin('POST', '/providers', { name: 'direct', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
+  await gw.admin('POST', '/models', { name: 'direct', targets: [{ provider: 'direct', model: 'gpt-4o' }] })
+})
+afterAll(async () => {
+  await gw.close()
+  for (const p of proxies) p.stop()
+  await fake.stop()
+})
+
+describe('timeouts (PR1–PR3)', () => {
+  test('a first byte after 30 s is still delivered, JSON and streamed', async () => {
+    const proxy = await viaProxy('patient')
+    proxy.fault = { kind: 'latency', ms: 30_000 }
+    const started = performance.now()
+    const [json, stream] = await Promise.all([chat('patient', 'hi'), chat('patient', 'hi', { stream: true })])
+    expect(json.status).toBe(200)
+    expect(((await json.json()) as any).choices[0].message.content.length).toBeGreaterThan(0)
+    expect(stream.status).toBe(200)
+    validateSseBody(await stream.text(), 'CreateChatCompletionStreamResponse')
+    expect(performance.now() - started).toBeGreaterThanOrEqual(30_000)
+  }, 45_000)
+
+  test('first-byte timeout: 504 within the timeout + 0.5 s, one attempt, the upstream connection closed', async () => {
+    const proxy = await viaProxy('hasty', { timeouts: { first_byte_ms: 1000 } })
+    proxy.fault = { kind: 'latency', ms: 10_000 }
+    const before = fake.requests.length
+    const started = performance.now()
+    const res = await chat('hasty', 'hi')
+    const elapsed = performance.now() - started
+    expect(res.status).toBe(504)
+    expect(((await res.json()) as any).error.code).toBe('upstream_timeout')
+    expect(elapsed).toBeGreaterThanOrEqual(1000)
+    expect(elapsed).toBeLessThan(1500)
+    // A timed-out target is not retried by the same request.
+    expect(fake.requests.length - before).toBe(1)
+    await Bun.sleep(200)
+    expect(proxy.open).toBe(0)
+  })
+
+  test('a stream that stalls mid-way ends with an error event within the idle timeout + 0.5 s', async () => {
+    const proxy = await viaProxy('stalling', { timeouts: { idle_ms: 1000 } })
+    // Headers and the first few chunks pass, then nothing.
+    proxy.fault = { kind: 'stall', afterBytes: 700 }
+    const res = await chat('stalling', 'slow-stream:20', { stream: true })
+    expect(res.status).toBe(200)
+    const { text, pieces } = await readTimed(res)
+    const errorAt = pieces.findIndex((p) => p.text.includes('"error"'))
+    expect(errorAt).toBeGreaterThan(0)
+    const silence = pieces[errorAt]!.at - pieces[errorAt - 1]!.at
+    expect(silence).toBeGreaterThanOrEqual(900)
+    expect(silence).toBeLessThan(1500)
+    expect(text).toContain('"code":"upstream_timeout"')
+    expect(text).not.toContain('[DONE]')
+  })
+})
+
+describe('retries and fallbacks (PR5, PR6, PR8)', () => {
+  test('503 then 200: served after 2 attempts', async () => {
+    const before = fake.requests.length
+    const res = await chat('direct', `fail-once-503:${crypto.randomUUID()}`)
+    expect(res.status).toBe(200)
+    expect(res.headers.get('x-conduit-attempts')).toBe('2')
+    expect(fake.requests.length - before).toBe(2)
+  })
+
+  test('a 400 is never retried', async () => {
+    const before = fake.requests.length
+    expect((await chat('direct', 'fail-400')).status).toBe(400)
+    expect(fake.requests.length - before).toBe(1)
+  })
+
+  test('a connection reset after the first chunk is not retried: the client gets an error event', async () => {
+    const proxy = await viaProxy('resetting')
+    proxy.fault = { kind: 'reset', afterBytes: 400 }
+    const before = fake.requests.length
+    const res = await chat('resetting', 'slow-stream:20', { stream: true })
+    expect(res.status).toBe(200)
+    const text = await res.text()
+    expect(text).toContain('data: {"error":')
+    expect(text).not.toContain('[DONE]')
+    expect(fake.requests.length - before).toBe(1)
+  })
+
+  test('an upstream that always answers 503: extra attempts stay within 20% of requests', async () => {
+    const fresh = await startGateway()
+    try {
+      await fresh.admin('POST', '/providers', { name: 'p', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
+      await fresh.admin('POST', '/models', { name: 'm', targets: [{ provider: 'p', model: 'gpt-4o' }] })
+      const own = (await fresh.admin('POST', '/keys', { name: 'k' })).key
+      const before = fake.requests.length
+      let next = 0
+      const statuses: number[] = []
+      await Promise.all(
+        Array.from({ length: 50 }, async () => {
+          while (next < 1000) {
+            next++
+            const res = await fetch(`${fresh.baseURL}/chat/completions`, {
+              method: 'POST',
+              headers: { authorization: `Bearer ${own}`, 'content-type': 'application/json' },
+              body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'fail-503' }] }),
+            })
+            statuses.push(res.status)
+            await res.text()
+          }
+        }),
+      )
+      const attempts = fake.requests.length - before
+      expect(statuses.every((s) => s === 503)).toBe(true)
+      expect(attempts).toBeGreaterThan(1000) // retries did happen
+      expect(attempts).toBeLessThanOrEqual(1200)
+    } finally {
+      await fresh.close()
+    }
+  }, 60_000)
+
+  test('one dead target of two: after it is ejected, ≥ 95 of the next 100 requests go to the healthy one first', async () => {
+    const dead = await startFaultProxy({ hostname: '127.0.0.1', port: fake.port })
+    proxies.push(dead)
+    dead.refuse()
+    await gw.admin('POST', '/providers', { name: 'dead', type: 'openai', base_url: dead.url('/v1'), api_key: 'sk-upstream-test' })
+    await gw.admin('POST', '/models', {
+      name: 'pair',
+      targets: [
+        { provider: 'direct', model: 'gpt-4o' },
+        { provider: 'dead', model: 'gpt-4o' },
+      ],
+    })
+    // Warm-up: every request is still served (falling back), and the dead target fails its way out.
+    for (let i = 0; i < 20; i++) expect((await chat('pair', 'hi')).status).toBe(200)
+    let firstTry = 0
+    for (let i = 0; i < 100; i++) {
+      const res = await chat('pair', 'hi')
+      expect(res.status).toBe(200)
+      if (res.headers.get('x-conduit-provider') === 'direct' && res.headers.get('x-conduit-attempts') === '1') firstTry++
+      await res.text()
+    }
+    expect(firstTry).toBeGreaterThanOrEqual(95)
+  })
+})
+
+describe('clients and keys (PR9)', () => {
+  test('a client that aborts a stream: the upstream connection is closed within 1 s', async () => {
+    const proxy = await viaProxy('abortable')
+    const controller = new AbortController()
+    const abortedBefore = fake.aborted
+    const res = await chat('abortable', 'slow-stream:100', { stream: true }, controller.signal)
+    const reader = res.body!.getReader()
+    await reader.read()
+    await reader.read()
+    expect(proxy.open).toBe(1)
+    controller.abort()
+    const started = performance.now()
+    while (proxy.open > 0 && performance.now() - started < 1000) await Bun.sleep(10)
+    expect(proxy.open).toBe(0)
+    expect(performance.now() - started).toBeLessThan(1000)
+    while (fake.aborted === abortedBefore && performance.now() - started < 1000) await Bun.sleep(10)
+    expect(fake.aborted).toBe(abortedBefore + 1)
+  })
+
+  test('several keys of one provider are used in turn; a key told to wait (429 Retry-After) rests', async () => {
+    const keys = ['sk-key-one', 'sk-key-two']
+    const multi = await startFakeOpenAI({ apiKey: keys })
+    try {
+      await gw.admin('POST', '/providers', { name: 'multi', type: 'openai', base_url: multi.url, api_key: keys })
+      const view = await gw.admin('GET', '/providers/multi')
+      expect(view.api_key_last4).toBe('-one,-two')
+      expect(JSON.stringify(view)).not.toContain('sk-key')
+      await gw.admin('POST', '/models', { name: 'multi', targets: [{ provider: 'multi', model: 'gpt-4o' }] })
+      const used = async (n: number) => {
+        const from = multi.requests.length
+        for (let i = 0; i < n; i++) expect((await chat('multi', 'hi')).status).toBe(200)
+        return multi.requests.slice(from).map((r) => r.headers.authorization!.slice('Bearer '.length))
+      }
+      const turns = await used(4)
+      expect(turns.filter((k) => k === keys[0]).length).toBe(2)
+      expect(turns.filter((k) => k === keys[1]).length).toBe(2)
+
+      multi.rateLimitKey(keys[0]!, 30)
+      // At most one request meets the limited key (and is retried on the other); then it rests.
+      const after = await used(6)
+      expect(after.filter((k) => k === keys[0]).length).toBeLessThanOrEqual(1)
+      expect(after.filter((k) => k === keys[1]).length).toBeGreaterThanOrEqual(6)
+    } finally {
+      await multi.stop()
+    }
+  })
+
+  test('the SDK sees x-conduit-provider, -model and -attempts on every routed response', async () => {
+    const client = new OpenAI({ apiKey: key, baseURL: gw.baseURL, maxRetries: 0 })
+    const { response } = await client.chat.completions.create({ model: 'direct', messages: [{ role: 'user', content: 'hi' }] }).withResponse()
+    expect(response.headers.get('x-conduit-provider')).toBe('direct')
+    expect(response.headers.get('x-conduit-model')).toBe('gpt-4o')
+    expect(response.headers.get('x-conduit-attempts')).toBe('1')
+  })
+})
+
+describe('strategies through the gateway', () => {
+  test('lowest-latency: after one sample each, traffic goes to the deployment with the faster first byte', async () => {
+    const slow = await startFaultProxy({ hostname: '127.0.0.1', port: fake.port }, { kind: 'latency', ms: 150 })
+    proxies.push(slow)
+    await gw.admin('POST', '/providers', { name: 'far', type: 'openai', base_url: slow.url('/v1'), api_key: 'sk-upstream-test' })
+    const created = await gw.admin('POST', '/models', {
+      name: 'fastest',
+      targets: [
+        { provider: 'far', model: 'gpt-4o' },
+        { provider: 'direct', model: 'gpt-4o' },
+      ],
+      routing: { strategy: 'lowest-latency', retries: 1 },
+    })
+    expect(created.routing).toEqual({ strategy: 'lowest-latency', retries: 1 })
+    const served: string[] = []
+    for (let i = 0; i < 22; i++) {
+      const res = await chat('fastest', 'hi')
+      served.push(res.headers.get('x-conduit-provider')!)
+      await res.text()
+    }
+    expect(served.slice(0, 2).sort()).toEqual(['direct', 'far'])
+    expect(served.slice(2).every((p) => p === 'direct')).toBe(true)
+    expect((await gw.adminRaw('PATCH', '/models/fastest', { routing: { strategy: 'fastest-first' } })).status).toBe(400)
+  })
+
+  test('least-busy: concurrent streams spread evenly over two deployments', async () => {
+    await gw.admin('POST', '/providers', { name: 'twin', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
+    await gw.admin('POST', '/models', {
+      name: 'balanced',
+      targets: [
+        { provider: 'direct', model: 'gpt-4o' },
+        { provider: 'twin', model: 'gpt-4o' },
+      ],
+      routing: { strategy: 'least-busy' },
+    })
+    const streams = []
+    for (let i = 0; i < 10; i++) {
+      streams.push(await chat('balanced', 'slow-stream:20', { stream: true }))
+    }
+    const count = (p: string) => streams.filter((r) => r.headers.get('x-conduit-provider') === p).length
+    expect(count('direct')).toBe(5)
+    expect(count('twin')).toBe(5)
+    await Promise.all(streams.map((r) => r.text()))
+  })
+})
