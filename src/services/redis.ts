@@ -18,6 +18,8 @@ export function connectRedis(url: string, commandTimeoutMs: number, log: Logger)
     connectTimeout: 1_000,
     retryStrategy: reconnect,
     lazyConnect: false,
+    // Commands issued in the same tick leave in one write: under load, one syscall for many admissions.
+    enableAutoPipelining: true,
   })
   reportOutages(redis, log)
   return redis

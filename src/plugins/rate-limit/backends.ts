@@ -1,57 +1,79 @@
 import type Redis from 'ioredis'
 import { Gcra, type Check, type Decision } from './gcra.ts'
 
-/** Where limit state lives: this process, or Redis shared by every instance. */
+/** One of `max` concurrency slots, held under a lease id until released (or, in Redis, until it expires). */
+export interface Slot {
+  key: string
+  max: number
+  id: string
+}
+
+export interface Admission {
+  decisions: Decision[]
+  /** The slot asked for was taken (true when none was asked). */
+  slotTaken: boolean
+}
+
+/** A correction after the fact: units > 0 take more, units < 0 give back. */
+export interface Adjustment {
+  check: Check
+  units: number
+}
+
+/** Where limit state lives: this process, or Redis shared by every instance. One call per step of a request. */
 export interface LimitsBackend {
-  /** All or nothing over the checks. */
-  admit(checks: Check[]): Promise<Decision[]>
-  /** Takes (units > 0) or gives back (units < 0) after the fact. */
-  adjust(key: string, limit: number, periodMs: number, units: number): Promise<void>
-  /** Takes one of `max` concurrency slots under `lease`; false when all are taken. */
-  acquire(key: string, max: number, lease: string): Promise<boolean>
-  release(key: string, lease: string): Promise<void>
+  /** All or nothing: every rate check and the slot, or nothing at all is taken. */
+  admit(checks: Check[], slot: Slot | null): Promise<Admission>
+  /** Frees the slot and applies the corrections (token settlement, refunds). */
+  settle(slot: Omit<Slot, 'max'> | null, adjustments: Adjustment[]): Promise<void>
 }
 
 export class LocalLimits implements LimitsBackend {
   readonly gcra = new Gcra()
   private readonly slots = new Map<string, Set<string>>()
 
-  async admit(checks: Check[]) {
-    return this.gcra.admit(checks)
+  async admit(checks: Check[], slot: Slot | null): Promise<Admission> {
+    const decisions = this.gcra.evaluate(checks)
+    const allowed = decisions.every((d) => d.allowed)
+    const slotTaken = !slot || !allowed || (this.slots.get(slot.key)?.size ?? 0) < slot.max
+    if (allowed && slotTaken) {
+      this.gcra.commit(checks, decisions)
+      if (slot) {
+        const held = this.slots.get(slot.key) ?? new Set<string>()
+        held.add(slot.id)
+        this.slots.set(slot.key, held)
+      }
+    }
+    return { decisions, slotTaken }
   }
 
-  async adjust(key: string, limit: number, periodMs: number, units: number) {
-    this.gcra.adjust(key, limit, periodMs, units)
-  }
-
-  async acquire(key: string, max: number, lease: string) {
-    const held = this.slots.get(key) ?? new Set<string>()
-    if (held.size >= max) return false
-    held.add(lease)
-    this.slots.set(key, held)
-    return true
-  }
-
-  async release(key: string, lease: string) {
-    const held = this.slots.get(key)
-    if (!held) return
-    held.delete(lease)
-    if (held.size === 0) this.slots.delete(key)
+  async settle(slot: Omit<Slot, 'max'> | null, adjustments: Adjustment[]) {
+    if (slot) {
+      const held = this.slots.get(slot.key)
+      held?.delete(slot.id)
+      if (held?.size === 0) this.slots.delete(slot.key)
+    }
+    for (const { check, units } of adjustments) this.gcra.adjust(check.key, check.limit, check.periodMs, units)
   }
 }
 
+const NOW = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
+
 /**
- * GCRA on Redis time, every check of a request in one atomic script: evaluate all, commit only if all pass.
- * Keys hold the TAT in ms and expire when the bucket would be full again, so idle keys leave no residue.
+ * GCRA on Redis time and the concurrency slot in one atomic script: evaluate everything, commit only if all
+ * pass. GCRA keys hold the TAT in ms and expire when the bucket would be full again, so idle keys leave no
+ * residue; slots are a sorted set of lease ids scored by expiry, and expired ones (a crashed instance) are
+ * swept first. KEYS: the rule keys, then the slot key if any. ARGV: rule count, (limit, period, cost) per
+ * rule, then max, lease id and TTL of the slot. Returns 4 numbers per rule, then 1 if the slot was taken.
  */
-const ADMIT = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+const ADMIT = `${NOW}
+local n = tonumber(ARGV[1])
 local out, nexts, allowed = {}, {}, 1
-for i, key in ipairs(KEYS) do
-  local limit, period, cost = tonumber(ARGV[3*i-2]), tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
+for i = 1, n do
+  local limit, period, cost = tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1])
   local interval = period / limit
-  local tat = tonumber(redis.call('GET', key) or now)
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
   if tat < now then tat = now end
   local nxt = tat + interval * cost
   local horizon = nxt - now
@@ -69,36 +91,37 @@ for i, key in ipairs(KEYS) do
     out[#out+1] = 0
   end
 end
-if allowed == 1 then
-  for i, key in ipairs(KEYS) do
-    redis.call('SET', key, tostring(nexts[i]), 'PX', math.max(1, math.ceil(nexts[i] - now)))
+local slot = 1
+if #KEYS > n then
+  local key, max, lease, ttl = KEYS[n+1], tonumber(ARGV[3*n+2]), ARGV[3*n+3], tonumber(ARGV[3*n+4])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZCARD', key) >= max then slot = 0 end
+  if allowed == 1 and slot == 1 then
+    redis.call('ZADD', key, now + ttl, lease)
+    redis.call('PEXPIRE', key, ttl)
   end
 end
+if allowed == 1 and slot == 1 then
+  for i = 1, n do
+    redis.call('SET', KEYS[i], tostring(nexts[i]), 'PX', math.max(1, math.ceil(nexts[i] - now)))
+  end
+end
+out[#out+1] = slot
 return out`
 
-const ADJUST = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit, period, units = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-tat = tat + (period / limit) * units
-if tat <= now then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], tostring(tat), 'PX', math.ceil(tat - now)) end
+/** KEYS: the slot key (or a placeholder), then one key per correction. ARGV: lease id ('' for none), then (limit, period, units) per correction. */
+const SETTLE = `${NOW}
+if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
+for i = 2, #KEYS do
+  local limit, period, units = tonumber(ARGV[3*i-4]), tonumber(ARGV[3*i-3]), tonumber(ARGV[3*i-2])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+  if tat < now then tat = now end
+  tat = tat + (period / limit) * units
+  if tat <= now then redis.call('DEL', KEYS[i]) else redis.call('SET', KEYS[i], tostring(tat), 'PX', math.ceil(tat - now)) end
+end
 return 1`
 
-/** Leases: a sorted set of lease ids scored by expiry; expired ones (a crashed instance) are swept first. */
-const ACQUIRE = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
-return 1`
-
-const RENEW = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+const RENEW = `${NOW}
 redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1`
@@ -108,56 +131,52 @@ export const LEASE_TTL_MS = 30_000
 
 type Scripted = Redis & {
   conduitAdmit(numKeys: number, ...args: (string | number)[]): Promise<number[]>
-  conduitAdjust(key: string, ...args: (string | number)[]): Promise<number>
-  conduitAcquire(key: string, ...args: (string | number)[]): Promise<number>
+  conduitSettle(numKeys: number, ...args: (string | number)[]): Promise<number>
   conduitRenew(key: string, ...args: (string | number)[]): Promise<number>
 }
 
 export class RedisLimits implements LimitsBackend {
   private readonly redis: Scripted
-  /** Leases this process holds, renewed together on one timer. */
-  private readonly held = new Map<string, { key: string; lease: string }>()
+  /** Slots this process holds, renewed together on one timer. */
+  private readonly held = new Map<string, Omit<Slot, 'max'>>()
   private readonly renewer: Timer
 
   constructor(redis: Redis) {
     redis.defineCommand('conduitAdmit', { lua: ADMIT })
-    redis.defineCommand('conduitAdjust', { numberOfKeys: 1, lua: ADJUST })
-    redis.defineCommand('conduitAcquire', { numberOfKeys: 1, lua: ACQUIRE })
+    redis.defineCommand('conduitSettle', { lua: SETTLE })
     redis.defineCommand('conduitRenew', { numberOfKeys: 1, lua: RENEW })
     this.redis = redis as Scripted
     this.renewer = setInterval(() => void this.renew(), LEASE_TTL_MS / 3)
     this.renewer.unref()
   }
 
-  async admit(checks: Check[]): Promise<Decision[]> {
-    const args = checks.flatMap((c) => [c.limit, c.periodMs, c.cost])
-    const out = await this.redis.conduitAdmit(checks.length, ...checks.map((c) => c.key), ...args)
-    return checks.map((_, i) => ({
-      allowed: out[4 * i] === 1,
-      remaining: out[4 * i + 1]!,
-      resetMs: out[4 * i + 2]!,
-      retryAfterMs: out[4 * i + 3]!,
-    }))
+  async admit(checks: Check[], slot: Slot | null): Promise<Admission> {
+    const keys = checks.map((c) => c.key)
+    const args: (string | number)[] = [checks.length, ...checks.flatMap((c) => [c.limit, c.periodMs, c.cost])]
+    if (slot) {
+      keys.push(slot.key)
+      args.push(slot.max, slot.id, LEASE_TTL_MS)
+    }
+    const out = await this.redis.conduitAdmit(keys.length, ...keys, ...args)
+    const decisions = checks.map((_, i) => ({ allowed: out[4 * i] === 1, remaining: out[4 * i + 1]!, resetMs: out[4 * i + 2]!, retryAfterMs: out[4 * i + 3]! }))
+    const slotTaken = out[4 * checks.length] === 1
+    if (slot && slotTaken && decisions.every((d) => d.allowed)) this.held.set(slot.id, slot)
+    return { decisions, slotTaken }
   }
 
-  async adjust(key: string, limit: number, periodMs: number, units: number) {
-    if (units !== 0) await this.redis.conduitAdjust(key, limit, periodMs, units)
+  async settle(slot: Omit<Slot, 'max'> | null, adjustments: Adjustment[]) {
+    if (slot) this.held.delete(slot.id)
+    const changes = adjustments.filter((a) => a.units !== 0)
+    if (!slot && changes.length === 0) return
+    // Every key of one scope shares its hash tag, so a correction's key can stand in when there is no slot.
+    const keys = [slot?.key ?? changes[0]!.check.key, ...changes.map((a) => a.check.key)]
+    const args = [slot?.id ?? '', ...changes.flatMap((a) => [a.check.limit, a.check.periodMs, a.units])]
+    await this.redis.conduitSettle(keys.length, ...keys, ...args)
   }
 
-  async acquire(key: string, max: number, lease: string) {
-    const ok = (await this.redis.conduitAcquire(key, max, lease, LEASE_TTL_MS)) === 1
-    if (ok) this.held.set(lease, { key, lease })
-    return ok
-  }
-
-  async release(key: string, lease: string) {
-    this.held.delete(lease)
-    await this.redis.zrem(key, lease)
-  }
-
-  /** One key per call: leases of different keys may live on different Cluster slots. */
+  /** One key per call: slots of different scopes may live on different Cluster slots. */
   private async renew() {
-    await Promise.all([...this.held.values()].map((l) => this.redis.conduitRenew(l.key, LEASE_TTL_MS, l.lease).catch(() => {})))
+    await Promise.all([...this.held.values()].map((l) => this.redis.conduitRenew(l.key, LEASE_TTL_MS, l.id).catch(() => {})))
   }
 
   close() {

@@ -36,11 +36,14 @@ export function evaluate(tatOrNull: number | null, check: Check, now: number): D
 export class Gcra {
   private readonly tat = new Map<string, number>()
 
-  /** All or nothing: the request is admitted only if every check passes, and only then is anything taken. */
-  admit(checks: Check[], now = performance.now()): Decision[] {
-    const decisions = checks.map((c) => evaluate(this.tat.get(c.key) ?? null, c, now))
-    if (decisions.every((d) => d.allowed)) checks.forEach((c, i) => this.tat.set(c.key, decisions[i]!.next))
-    return decisions
+  /** What each check would decide now; nothing is taken until `commit`. */
+  evaluate(checks: Check[], now = performance.now()): (Decision & { next: number })[] {
+    return checks.map((c) => evaluate(this.tat.get(c.key) ?? null, c, now))
+  }
+
+  /** Takes what `evaluate` allowed (call only when every check passed: all or nothing). */
+  commit(checks: Check[], decisions: { next: number }[]) {
+    checks.forEach((c, i) => this.tat.set(c.key, decisions[i]!.next))
   }
 
   /** Takes (units > 0) or gives back (units < 0) after the fact: a token reservation settled to actual usage. */

@@ -1,5 +1,5 @@
 import { GatewayError, definePlugin, estimatePromptTokens, t, type FinishedRequest, type RateLimits, type RequestContext } from '../../plugin-sdk/index.ts'
-import { LocalLimits, RedisLimits, type LimitsBackend } from './backends.ts'
+import { LocalLimits, RedisLimits, type Adjustment, type LimitsBackend, type Slot } from './backends.ts'
 import type { Check } from './gcra.ts'
 
 const MINUTE = 60_000
@@ -32,8 +32,8 @@ interface Held {
   scope: Scope
   /** The rate checks it passed, with what each took. */
   taken: RuleCheck[]
-  rates: LimitsBackend | null
-  lease: LimitsBackend | null
+  slot: Slot | null
+  backend: LimitsBackend
 }
 
 const seconds = (ms: number) => `${Math.max(0, ms / 1000).toFixed(3).replace(/\.?0+$/, '')}s`
@@ -96,7 +96,7 @@ export default definePlugin({
       return [await work(local), local]
     }
 
-    /** Admits the request in one scope or throws a 429; returns the scope's x-ratelimit-* headers. */
+    /** Admits the request in one scope (one backend call) or throws a 429; returns its x-ratelimit-* headers. */
     const admitIn = async (ctx: RequestContext, scope: Scope, body: Record<string, any>, holding: Held[]) => {
       const { limits } = scope
       const checks: RuleCheck[] = []
@@ -106,42 +106,33 @@ export default definePlugin({
         const cost = rule.unit === 'tokens' ? tokenReservation(body, limit, scope) : 1
         checks.push({ key: stateKey(scope, rule.name), limit, periodMs: rule.periodMs, cost, rule })
       }
-      const h: Held = { scope, taken: [], rates: null, lease: null }
+      const slot = limits.max_parallel ? { key: stateKey(scope, 'slots'), max: limits.max_parallel, id: ctx.id } : null
+      const [{ decisions, slotTaken }, backend] = await withBackend(ctx, (b) => b.admit(checks, slot))
+
       const headers: Record<string, string> = {}
-
-      if (checks.length > 0) {
-        const [decisions, backend] = await withBackend(ctx, (b) => b.admit(checks))
-        let refused = -1
-        decisions.forEach((d, i) => {
-          const { unit } = checks[i]!.rule
-          headers[`x-ratelimit-limit-${unit}`] = String(checks[i]!.limit)
-          headers[`x-ratelimit-remaining-${unit}`] = String(d.remaining)
-          headers[`x-ratelimit-reset-${unit}`] = seconds(d.resetMs)
-          if (!d.allowed && refused === -1) refused = i
+      let refused = -1
+      decisions.forEach((d, i) => {
+        const { unit } = checks[i]!.rule
+        headers[`x-ratelimit-limit-${unit}`] = String(checks[i]!.limit)
+        headers[`x-ratelimit-remaining-${unit}`] = String(d.remaining)
+        headers[`x-ratelimit-reset-${unit}`] = seconds(d.resetMs)
+        if (!d.allowed && refused === -1) refused = i
+      })
+      if (refused !== -1) {
+        const { rule, limit } = checks[refused]!
+        const retryAfter = Math.max(1, Math.ceil(decisions[refused]!.retryAfterMs / 1000))
+        throw new GatewayError(429, `Rate limit reached for ${rule.label} (${rule.name}) on ${scope.label}: limit ${limit}. Try again in ${retryAfter} s.`, {
+          code: 'rate_limit_exceeded',
+          headers: { ...headers, 'retry-after': String(retryAfter) },
         })
-        if (refused !== -1) {
-          const { rule, limit } = checks[refused]!
-          const retryAfter = Math.max(1, Math.ceil(decisions[refused]!.retryAfterMs / 1000))
-          throw new GatewayError(429, `Rate limit reached for ${rule.label} (${rule.name}) on ${scope.label}: limit ${limit}. Try again in ${retryAfter} s.`, {
-            code: 'rate_limit_exceeded',
-            headers: { ...headers, 'retry-after': String(retryAfter) },
-          })
-        }
-        h.taken = checks
-        h.rates = backend
       }
-      holding.push(h)
-
-      if (limits.max_parallel) {
-        const [ok, backend] = await withBackend(ctx, (b) => b.acquire(stateKey(scope, 'leases'), limits.max_parallel!, ctx.id))
-        if (!ok) {
-          throw new GatewayError(429, `${scope.label[0]!.toUpperCase()}${scope.label.slice(1)} already has ${limits.max_parallel} requests in flight (max_parallel).`, {
-            code: 'rate_limit_exceeded',
-            headers: { 'retry-after': '1' },
-          })
-        }
-        h.lease = backend
+      if (!slotTaken) {
+        throw new GatewayError(429, `${scope.label[0]!.toUpperCase()}${scope.label.slice(1)} already has ${limits.max_parallel} requests in flight (max_parallel).`, {
+          code: 'rate_limit_exceeded',
+          headers: { 'retry-after': '1' },
+        })
       }
+      holding.push({ scope, taken: checks, slot, backend })
       return checks.length > 0 ? headers : null
     }
 
@@ -160,7 +151,7 @@ export default definePlugin({
         }
       } catch (error) {
         // Refused by a later check or scope: a refused request takes nothing, so give back what it took.
-        await settle(holding, ctx.id, null)
+        await settle(holding, null)
         throw error
       }
       // The first scope with rate rules speaks for the response (the key's, when it has any).
@@ -173,18 +164,18 @@ export default definePlugin({
      * stream is billed what it produced). Or it was refused after all (`f` null): give back everything.
      * A lost settlement only errs on the safe side: a slot held until its lease expires, units not refunded.
      */
-    const settle = async (holding: Held[], leaseId: string, f: FinishedRequest | null) => {
-      const failed = (err: unknown) => api.log.warn({ err }, 'rate-limit settlement failed')
-      const returns: Promise<void>[] = []
-      for (const { scope, taken, rates, lease } of holding) {
-        if (lease) returns.push(lease.release(stateKey(scope, 'leases'), leaseId).catch(failed))
-        for (const check of taken) {
-          if (f && check.rule.unit !== 'tokens') continue
-          const used = f ? (f.usage?.total_tokens ?? check.cost) : 0
-          if (used !== check.cost) returns.push(rates!.adjust(check.key, check.limit, check.periodMs, used - check.cost).catch(failed))
-        }
-      }
-      await Promise.all(returns)
+    const settle = async (holding: Held[], f: FinishedRequest | null) => {
+      await Promise.all(
+        holding.map(({ taken, slot, backend }) => {
+          const adjustments: Adjustment[] = []
+          for (const check of taken) {
+            if (f && check.rule.unit !== 'tokens') continue
+            const used = f ? (f.usage?.total_tokens ?? check.cost) : 0
+            if (used !== check.cost) adjustments.push({ check, units: used - check.cost })
+          }
+          return backend.settle(slot, adjustments).catch((err) => api.log.warn({ err }, 'rate-limit settlement failed'))
+        }),
+      )
     }
 
     return {
@@ -197,7 +188,7 @@ export default definePlugin({
         const holding = held.get(f.ctx)
         if (!holding) return
         held.delete(f.ctx)
-        return settle(holding, f.ctx.id, f)
+        return settle(holding, f)
       },
     }
   },
