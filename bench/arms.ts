@@ -188,7 +188,7 @@ export async function stopAll() {
 }
 
 /** The environment of a process under test, without the fetch cap the user's shell may carry. */
-function baseEnv(extra: Record<string, string>): Record<string, string | undefined> {
+function baseEnv(extra: Record<string, string | undefined>): Record<string, string | undefined> {
   const env: Record<string, string | undefined> = { ...process.env }
   delete env.BUN_CONFIG_MAX_HTTP_REQUESTS
   return { ...env, ...extra }
@@ -223,13 +223,23 @@ export async function startFloor(mockURL: string): Promise<Arm> {
  * key, a provider of type openai pointing at the mock, and one model per mock timing the scenarios use
  * (name = upstream model, so every arm sends the same body).
  */
-export async function startConduit(o: { workers: number; mockURL: string; timings: MockTiming[]; workDir: string; name?: string }): Promise<Arm> {
+export async function startConduit(o: {
+  workers: number
+  mockURL: string
+  timings: MockTiming[]
+  workDir: string
+  name?: string
+  /** Shared limit state in Redis instead of this process. */
+  redisURL?: string
+  /** The bench key's policy (rpm, tpm, max_parallel, budget …); none by default. */
+  keyPolicy?: Record<string, unknown>
+}): Promise<Arm> {
   const name = o.name ?? `conduit-w${o.workers}`
   const master = `bench-master-${crypto.randomUUID()}`
   const dataDir = path.join(o.workDir, name)
   mkdirSync(dataDir, { recursive: true })
   const { process, match } = await ManagedProcess.start(name, ['bun', 'src/main.ts', '--workers', String(o.workers)], {
-    env: baseEnv({ PORT: '0', HOST: '127.0.0.1', CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: master, CONDUIT_LOG_LEVEL: 'info' }),
+    env: baseEnv({ PORT: '0', HOST: '127.0.0.1', CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: master, CONDUIT_LOG_LEVEL: 'info', REDIS_URL: o.redisURL }),
     ready: /Conduit listening on (http:\/\/\S+?)\/v1\b/,
     timeoutMs: 60_000,
   })
@@ -247,8 +257,10 @@ export async function startConduit(o: { workers: number; mockURL: string; timing
   }
   try {
     await admin('/providers', { name: 'mock', type: 'openai', base_url: o.mockURL, api_key: 'sk-bench-mock' })
-    for (const model of new Set(o.timings.map(mockModel))) await admin('/models', { name: model, targets: [{ provider: 'mock', model }] })
-    const key = (await admin('/keys', { name: 'bench' })).key as string
+    // A price, so a budget has real money to reserve and settle.
+    const price = { input: 1, output: 1 }
+    for (const model of new Set(o.timings.map(mockModel))) await admin('/models', { name: model, targets: [{ provider: 'mock', model, price }] })
+    const key = (await admin('/keys', { name: 'bench', ...o.keyPolicy })).key as string
     if (!key) throw new Error(`${name}: the key create response carried no key`)
     await Bun.sleep(300) // let every worker come up and apply the admin changes
     const processes = processTree(process.pid).length

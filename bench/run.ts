@@ -29,6 +29,8 @@ const USAGE = `Usage: bun run bench [options]
   --only a,b,…            scenarios: ${SCENARIOS.join(', ')} (default: all but soak)
   --long                  add the soak
   --portkey               add the Portkey arm (npm install into bench/.cache/ on first use)
+  --limits                add two 1-worker arms whose key has rpm, tpm, max_parallel and a budget: limits kept
+                          in-process (conduit-w1-limits-local) and in Redis (conduit-w1-limits-redis, REDIS_URL)
   --workers 1,2           Conduit arms, by worker count (default 1,2)
   --duration S            seconds per throughput cell (default 4)
   --ladder 16,32,…        throughput concurrencies (default 16,32,64,128,256)
@@ -45,6 +47,7 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     long: { type: 'boolean', default: false },
     portkey: { type: 'boolean', default: false },
+    limits: { type: 'boolean', default: false },
     workers: { type: 'string', default: '1,2' },
     duration: { type: 'string', default: '4' },
     ladder: { type: 'string', default: '16,32,64,128,256' },
@@ -170,6 +173,16 @@ try {
     } catch (error) {
       notes.push(`conduit --workers ${workers} could not be started: ${error instanceof Error ? error.message : error}`)
       progress(`conduit --workers ${workers} failed to start: ${error}`)
+    }
+  }
+  if (args.limits && needsGateways) {
+    // The same key policy enforced in-process and in Redis: the difference is the price of sharing limits.
+    const keyPolicy = { rpm: 100_000_000, tpm: 1_000_000_000, max_parallel: 100_000, budget: { usd: 1_000_000, period: 'monthly' } }
+    for (const [mode, redisURL] of [['local', undefined], ['redis', process.env.REDIS_URL ?? 'redis://127.0.0.1:6379']] as const) {
+      const arm = await startConduit({ workers: 1, mockURL: mock.url, timings: Object.values(timings), workDir, name: `conduit-w1-limits-${mode}`, redisURL, keyPolicy })
+      commands.set(arm.name, `${redisURL ? `REDIS_URL=${redisURL} ` : ''}bun src/main.ts --workers 1 (key with rpm, tpm, max_parallel, budget)`)
+      arms.push(arm)
+      progress(`${arm.name} ready at ${arm.baseURL}`)
     }
   }
   if (args.portkey && needsGateways) {

@@ -279,7 +279,7 @@ describe('strategies through the gateway', () => {
       ],
       routing: { strategy: 'least-busy' },
     })
-    const streams = []
+    const streams: Response[] = []
     for (let i = 0; i < 10; i++) {
       streams.push(await chat('balanced', 'slow-stream:20', { stream: true }))
     }
