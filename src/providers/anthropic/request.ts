@@ -1,4 +1,4 @@
-import { GatewayError, badRequest, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
+import { GatewayError, badRequest, parseDataUrl, textOf, toolArguments, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
 import {
   ANTHROPIC_VERSION,
   type AnthropicContentBlockParam,
@@ -106,19 +106,6 @@ export function translateMessages(input: unknown): { system: string | null; mess
   return { system: system.length > 0 ? system.join('\n') : null, messages }
 }
 
-/** String content or an array of text parts, joined. */
-function textOf(content: unknown, param: string): string {
-  if (content == null) return ''
-  if (typeof content === 'string') return content
-  if (!Array.isArray(content)) throw badRequest('Message content must be a string or an array of parts.', `${param}.content`)
-  return content
-    .map((part: any, j: number) => {
-      if (part?.type === 'text' && typeof part.text === 'string') return part.text
-      throw badRequest(`Only text parts are allowed here, got '${part?.type}'.`, `${param}.content[${j}]`, 'unsupported_content')
-    })
-    .join('')
-}
-
 // Anthropic rejects empty text blocks, so they are left out.
 const text = (value: string): AnthropicContentBlockParam[] => (value ? [{ type: 'text', text: value }] : [])
 
@@ -135,8 +122,8 @@ function userBlocks(content: unknown, param: string): AnthropicContentBlockParam
 
 function imageBlock(url: unknown, param: string): AnthropicImageBlock {
   if (typeof url === 'string') {
-    const data = /^data:([^;,]+);base64,(.*)$/s.exec(url)
-    if (data) return { type: 'image', source: { type: 'base64', media_type: data[1]!, data: data[2]! } }
+    const data = parseDataUrl(url)
+    if (data) return { type: 'image', source: { type: 'base64', media_type: data.mimeType, data: data.data } }
     if (/^https?:\/\//i.test(url)) return { type: 'image', source: { type: 'url', url } }
   }
   throw badRequest('Images must be an http(s) URL or a base64 data URL.', param, 'invalid_image_url')
@@ -156,25 +143,10 @@ function assistantBlocks(message: any, param: string): AnthropicContentBlockPara
   }
   if (Array.isArray(message.tool_calls)) {
     for (const call of message.tool_calls) {
-      blocks.push({ type: 'tool_use', id: String(call.id), name: String(call.function?.name), input: parseArguments(call.function?.arguments, `${param}.tool_calls`) })
+      blocks.push({ type: 'tool_use', id: String(call.id), name: String(call.function?.name), input: toolArguments(call.function?.arguments, `${param}.tool_calls`) })
     }
   }
   return blocks
-}
-
-function parseArguments(args: unknown, param: string): Record<string, unknown> {
-  // Some clients send '' for a call without arguments.
-  if (args === undefined || (typeof args === 'string' && args.trim() === '')) return {}
-  let input: unknown
-  try {
-    input = typeof args === 'string' ? JSON.parse(args) : args
-  } catch {
-    throw badRequest('Tool call arguments must be a JSON object.', param, 'invalid_tool_arguments')
-  }
-  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
-    throw badRequest('Tool call arguments must be a JSON object.', param, 'invalid_tool_arguments')
-  }
-  return input as Record<string, unknown>
 }
 
 function translateTool(tool: any, i: number): AnthropicTool {

@@ -1,4 +1,4 @@
-import { GatewayError, badRequest, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
+import { GatewayError, badRequest, parseDataUrl, textOf, toolArguments, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
 import { authorizedRequest, connection, modelURL } from './config.ts'
 import type { ContentBlock, ConverseRequest, ImageBlock, ImageFormat, InferenceConfiguration, Message, TextBlock, ToolChoice, ToolConfiguration, ToolSpec } from './types.ts'
 
@@ -108,19 +108,6 @@ export function translateMessages(input: unknown): { system: TextBlock[]; messag
   return { system, messages }
 }
 
-/** String content or an array of text parts, joined. */
-function textOf(content: unknown, param: string): string {
-  if (content == null) return ''
-  if (typeof content === 'string') return content
-  if (!Array.isArray(content)) throw badRequest('Message content must be a string or an array of parts.', `${param}.content`)
-  return content
-    .map((part: any, j: number) => {
-      if (part?.type === 'text' && typeof part.text === 'string') return part.text
-      throw badRequest(`Only text parts are allowed here, got '${part?.type}'.`, `${param}.content[${j}]`, 'unsupported_content')
-    })
-    .join('')
-}
-
 // Converse refuses blank text blocks ("The text field in the ContentBlock object … is blank").
 const text = (value: string): ContentBlock[] => (value.trim() ? [{ text: value }] : [])
 
@@ -142,11 +129,11 @@ function userBlocks(content: unknown, param: string): ContentBlock[] {
  */
 function imageBlock(url: unknown, param: string): ImageBlock {
   if (typeof url === 'string') {
-    const data = /^data:([^;,]+);base64,(.*)$/s.exec(url)
+    const data = parseDataUrl(url)
     if (data) {
-      const format = IMAGE_FORMATS[data[1]!.toLowerCase()]
-      if (!format) throw badRequest(`Image type '${data[1]}' is not supported; use PNG, JPEG, GIF or WebP.`, param, 'invalid_image_format')
-      return { image: { format, source: { bytes: data[2]! } } }
+      const format = IMAGE_FORMATS[data.mimeType.toLowerCase()]
+      if (!format) throw badRequest(`Image type '${data.mimeType}' is not supported; use PNG, JPEG, GIF or WebP.`, param, 'invalid_image_format')
+      return { image: { format, source: { bytes: data.data } } }
     }
     if (/^https?:\/\//i.test(url)) {
       throw badRequest('This provider accepts images only as base64 data URLs (data:image/png;base64,…), not web URLs.', param, 'unsupported_image_url')
@@ -168,25 +155,10 @@ function assistantBlocks(message: any, param: string): ContentBlock[] {
   }
   if (Array.isArray(message.tool_calls)) {
     for (const call of message.tool_calls) {
-      blocks.push({ toolUse: { toolUseId: String(call.id), name: String(call.function?.name), input: parseArguments(call.function?.arguments, `${param}.tool_calls`) } })
+      blocks.push({ toolUse: { toolUseId: String(call.id), name: String(call.function?.name), input: toolArguments(call.function?.arguments, `${param}.tool_calls`) } })
     }
   }
   return blocks
-}
-
-function parseArguments(args: unknown, param: string): Record<string, unknown> {
-  // Some clients send '' for a call without arguments.
-  if (args === undefined || (typeof args === 'string' && args.trim() === '')) return {}
-  let input: unknown
-  try {
-    input = typeof args === 'string' ? JSON.parse(args) : args
-  } catch {
-    throw badRequest('Tool call arguments must be a JSON object.', param, 'invalid_tool_arguments')
-  }
-  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
-    throw badRequest('Tool call arguments must be a JSON object.', param, 'invalid_tool_arguments')
-  }
-  return input as Record<string, unknown>
 }
 
 const usesTools = (messages: Message[]) => messages.some((m) => m.content.some((b) => 'toolUse' in b || 'toolResult' in b))

@@ -1,4 +1,4 @@
-import { GatewayError, badRequest, type AttemptContext, type ProviderConfig, type UpstreamRequest } from '../../plugin-sdk/index.ts'
+import { GatewayError, badRequest, textOf, type AttemptContext, type ProviderConfig, type UpstreamRequest } from '../../plugin-sdk/index.ts'
 import type { CohereChatRequest, CohereMessage, CohereTool, CohereToolCall, CohereUserContent } from './types.ts'
 
 export const DEFAULT_BASE_URL = 'https://api.cohere.com'
@@ -112,19 +112,6 @@ export function translateMessages(input: unknown): CohereMessage[] {
   })
   if (system.length > 0) messages.unshift({ role: 'system', content: system.join('\n') })
   return messages
-}
-
-/** String content or an array of text parts, joined. */
-function textOf(content: unknown, param: string): string {
-  if (content == null) return ''
-  if (typeof content === 'string') return content
-  if (!Array.isArray(content)) throw badRequest('Message content must be a string or an array of parts.', `${param}.content`)
-  return content
-    .map((part: any, j: number) => {
-      if (part?.type === 'text' && typeof part.text === 'string') return part.text
-      throw badRequest(`Only text parts are allowed here, got '${part?.type}'.`, `${param}.content[${j}]`, 'unsupported_content')
-    })
-    .join('')
 }
 
 function assistantText(content: unknown, param: string): string {

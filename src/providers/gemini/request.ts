@@ -1,4 +1,4 @@
-import { GatewayError, badRequest, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
+import { GatewayError, badRequest, parseDataUrl, textOf, toolArguments, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
 import { thoughtSignatureOf } from './tool-ids.ts'
 import type {
   GeminiBatchEmbedContentsRequest,
@@ -162,19 +162,6 @@ function toolResponse(content: string): Record<string, unknown> {
   return { output: content }
 }
 
-/** String content or an array of text parts, joined. */
-function textOf(content: unknown, param: string): string {
-  if (content == null) return ''
-  if (typeof content === 'string') return content
-  if (!Array.isArray(content)) throw badRequest('Message content must be a string or an array of parts.', `${param}.content`)
-  return content
-    .map((part: any, j: number) => {
-      if (part?.type === 'text' && typeof part.text === 'string') return part.text
-      throw badRequest(`Only text parts are allowed here, got '${part?.type}'.`, `${param}.content[${j}]`, 'unsupported_content')
-    })
-    .join('')
-}
-
 // An empty text part carries nothing and a turn of only empty parts is refused: leave them out.
 const text = (value: string): GeminiPart[] => (value ? [{ text: value }] : [])
 
@@ -196,7 +183,7 @@ function userParts(content: unknown, param: string): GeminiPart[] {
         return [{ inlineData: { mimeType: `audio/${audio.format}`, data: audio.data } }]
       }
       case 'file': {
-        const data = typeof part.file?.file_data === 'string' ? parseDataURL(part.file.file_data) : null
+        const data = typeof part.file?.file_data === 'string' ? parseDataUrl(part.file.file_data) : null
         if (!data) throw badRequest('Only files sent inline as a base64 data URL are supported by this provider.', `${partParam}.file`, 'unsupported_content')
         return [{ inlineData: data }]
       }
@@ -204,11 +191,6 @@ function userParts(content: unknown, param: string): GeminiPart[] {
         throw badRequest(`Content parts of type '${part?.type}' are not supported by this provider.`, partParam, 'unsupported_content')
     }
   })
-}
-
-function parseDataURL(url: string): { mimeType: string; data: string } | null {
-  const match = /^data:([^;,]+);base64,(.*)$/s.exec(url)
-  return match ? { mimeType: match[1]!, data: match[2]! } : null
 }
 
 const IMAGE_TYPES: Record<string, string> = {
@@ -234,7 +216,7 @@ export function guessMimeType(url: string): string {
 
 function imagePart(url: unknown, param: string): GeminiPart {
   if (typeof url === 'string') {
-    const data = parseDataURL(url)
+    const data = parseDataUrl(url)
     if (data) return { inlineData: data }
     if (/^https?:\/\//i.test(url)) return { fileData: { mimeType: guessMimeType(url), fileUri: url } }
   }
@@ -260,28 +242,13 @@ function modelParts(message: any, param: string, callNames: Map<string, string>)
       const id = String(call.id ?? '')
       callNames.set(id, name)
       // No functionCall.id: generateContent pairs calls and responses by name and order, and our ids are ours.
-      const part: GeminiPart = { functionCall: { name, args: parseArguments(call.function.arguments, `${param}.tool_calls`) } }
+      const part: GeminiPart = { functionCall: { name, args: toolArguments(call.function.arguments, `${param}.tool_calls`) } }
       const signature = thoughtSignatureOf(id)
       if (signature) part.thoughtSignature = signature
       parts.push(part)
     })
   }
   return parts
-}
-
-function parseArguments(args: unknown, param: string): Record<string, unknown> {
-  // Some clients send '' for a call without arguments.
-  if (args === undefined || args === null || (typeof args === 'string' && args.trim() === '')) return {}
-  let input: unknown
-  try {
-    input = typeof args === 'string' ? JSON.parse(args) : args
-  } catch {
-    throw badRequest('Tool call arguments must be a JSON object.', param, 'invalid_tool_arguments')
-  }
-  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
-    throw badRequest('Tool call arguments must be a JSON object.', param, 'invalid_tool_arguments')
-  }
-  return input as Record<string, unknown>
 }
 
 function translateTool(tool: any, i: number): GeminiFunctionDeclaration {
