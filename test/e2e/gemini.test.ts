@@ -1,17 +1,12 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import path from 'node:path'
 import OpenAI from 'openai'
-import { Attempt, RequestCtx } from '../../src/core/context.ts'
-import { relayStream, type StreamOutcome } from '../../src/core/stream-relay.ts'
-import { UpstreamCall } from '../../src/core/upstream.ts'
-import { PluginHost } from '../../src/plugin-host/host.ts'
 import gemini from '../../src/providers/gemini/index.ts'
 import { thoughtSignatureOf } from '../../src/providers/gemini/tool-ids.ts'
-import type { ProviderAdapter } from '../../src/plugin-sdk/types.ts'
-import { createLogger } from '../../src/services/logger.ts'
+import { registeredAdapter } from '../helpers/adapter.ts'
 import { FAKE_API_KEY, FAKE_REPLY, FAKE_TOOL_INPUT, FAKE_TOOL_RESULT_REPLY, startFakeGemini, type FakeGemini } from '../helpers/fake-gemini.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { validateEmbeddingResponse, validateSchema, validateSseBody } from '../helpers/openapi.ts'
+import { CLIENT_MODEL, fixtureBytes, ignoreCreated, relayRecorded, replayEverySplit, type SplitReplayOptions } from '../helpers/relay.ts'
 
 /** The same OpenAI SDK calls, answered by the Gemini API through the translating adapter. */
 let fake: FakeGemini
@@ -335,60 +330,30 @@ describe('gemini adapter through the gateway', () => {
 })
 
 // ---------------------------------------------------------------------------------------------------------------
-// The recorded stream through the real relay, split at every byte offset (harness as in test/core/stream-relay.test.ts).
+// The recorded stream through the real relay, split at every byte offset (harness in test/helpers/relay.ts).
 
-const log = createLogger('silent')
-const host = new PluginHost({ log, store: { findKeyByHash: async () => null, spentMicros: async () => 0, onChange: () => () => {} }, builtins: {}, baseDir: '.' })
-let adapter: ProviderAdapter
-await gemini.setup({ registerProvider: (a: ProviderAdapter) => (adapter = a) } as any)
-
-async function relay(parts: Uint8Array[], includeUsage: boolean) {
-  const ctx = new RequestCtx('chat', new Request('http://gateway.test/v1/chat/completions'), log)
-  ctx.body = { model: 'my-model', messages: [{ role: 'user', content: 'hi' }], stream: true }
-  const provider = { id: 'p', name: 'p', type: 'gemini', baseURL: null, apiKey: null, options: {} }
-  const attempt = new Attempt(ctx, { provider, model: 'gemini-2.5-flash', price: null }, 1)
-  const [first, ...rest] = parts
-  const upstream = new ReadableStream<Uint8Array>({
-    start(controller) {
-      for (const part of rest) controller.enqueue(part)
-      controller.close()
-    },
-  })
-  let outcome: StreamOutcome | null = null
-  const body = relayStream({
-    call: new UpstreamCall(new AbortController().signal, 'p'),
-    reader: upstream.getReader() as ReadableStreamDefaultReader<Uint8Array>,
-    first: first!,
-    idleMs: 5_000,
-    attempt,
-    parser: adapter.chat!.createStreamParser!(attempt),
-    host,
-    virtualModel: 'my-model',
-    includeUsage,
-    onFinish: (o) => (outcome = o),
-  })
-  const text = await new Response(body).text()
-  return { text, outcome: outcome! as StreamOutcome }
+const relayed: SplitReplayOptions = {
+  adapter: (await registeredAdapter(gemini)).chat,
+  includeUsage: true,
+  provider: { type: 'gemini' },
+  upstreamModel: 'gemini-2.5-flash',
+  // Per-parse values: `created` and the random part of generated tool call ids.
+  normalise: (text) => ignoreCreated(text).replace(/"id":"call_[A-Za-z0-9]{24}/g, '"id":"call_'),
 }
-
-/** Per-parse values: `created` and the random part of generated tool call ids. */
-const normalise = (text: string) => text.replace(/"created":\d+/g, '"created":0').replace(/"id":"call_[A-Za-z0-9]{24}/g, '"id":"call_')
 
 describe('recorded Gemini stream through the real relay', () => {
   test('the same client bytes whatever the split', async () => {
-    const bytes = await Bun.file(path.join(import.meta.dir, '../fixtures/gemini-stream.sse')).bytes()
+    const bytes = await fixtureBytes('gemini-stream.sse')
     expect(new TextDecoder().decode(bytes)).toContain('\r\n\r\n')
-    const whole = await relay([bytes], true)
-    expect(whole.outcome.error).toBeNull()
-    const chunks = validateSseBody(whole.text, 'CreateChatCompletionStreamResponse')
-    expect(chunks.every((c) => c.model === 'my-model' && c.id === 'chatcmpl-qYbzaKnAIbKXz7IP7Yi0oQU')).toBe(true)
+    const { chunks, outcome } = await replayEverySplit(bytes, relayed)
+    expect(chunks.every((c) => c.model === CLIENT_MODEL && c.id === 'chatcmpl-qYbzaKnAIbKXz7IP7Yi0oQU')).toBe(true)
     expect(chunks.map((c) => c.choices[0]?.delta?.content ?? '').join('')).toBe('Let me check the weather in 東京 for you ☀️🌧️ — 少々お待ちください。')
     const call = chunks.flatMap((c) => c.choices[0]?.delta?.tool_calls ?? [])
     expect(call).toHaveLength(1)
     expect(call[0]).toMatchObject({ index: 0, type: 'function', function: { name: 'get_weather', arguments: '{"location":"東京","unit":"celsius"}' } })
     expect(thoughtSignatureOf(call[0].id)).toBe('pU3KGCUwux1tEyze1iN7LtkeP3IfyxlxF0SU1kk8nVw0YL4xIB5p/tqg7ui5mX9cfCmZ/a/lkyU81lSvTfo=')
     expect(chunks.flatMap((c) => c.choices.map((x: any) => x.finish_reason)).filter(Boolean)).toEqual(['tool_calls'])
-    expect(whole.outcome.usage).toEqual({
+    expect(outcome.usage).toEqual({
       prompt_tokens: 71,
       completion_tokens: 135,
       total_tokens: 206,
@@ -396,15 +361,9 @@ describe('recorded Gemini stream through the real relay', () => {
       completion_tokens_details: { reasoning_tokens: 96 },
     } as any)
 
-    for (let offset = 1; offset < bytes.length; offset++) {
-      const split = await relay([bytes.subarray(0, offset), bytes.subarray(offset)], true)
-      if (normalise(split.text) !== normalise(whole.text)) throw new Error(`split at byte ${offset} changed the output`)
-      expect(split.outcome.usage).toEqual(whole.outcome.usage)
-    }
-
     // Without include_usage the usage chunk is stripped but still counted.
-    const quiet = await relay([bytes], false)
+    const quiet = await relayRecorded([bytes], { ...relayed, includeUsage: false })
     expect(quiet.text).not.toContain('"usage"')
-    expect(quiet.outcome.usage).toEqual(whole.outcome.usage)
+    expect(quiet.outcome.usage).toEqual(outcome.usage)
   }, 60_000)
 })

@@ -1,30 +1,19 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import Anthropic from '@anthropic-ai/sdk'
-import { GatewayError, type AttemptContext, type OpenAIChunk, type Plugin, type ProviderAdapter } from '../../src/plugin-sdk/index.ts'
+import { GatewayError, type OpenAIChunk } from '../../src/plugin-sdk/index.ts'
 import { SseDecoder } from '../../src/core/sse/decoder.ts'
 import plugin from '../../src/providers/anthropic/index.ts'
 import { buildRequest } from '../../src/providers/anthropic/request.ts'
 import { parseError, parseResponse } from '../../src/providers/anthropic/response.ts'
 import { createStreamParser } from '../../src/providers/anthropic/stream.ts'
 import type { AnthropicMessage } from '../../src/providers/anthropic/types.ts'
+import { attemptFor, registeredAdapter } from '../helpers/adapter.ts'
 import { FAKE_REPLY, FAKE_TOOL_RESULT_REPLY, startFakeAnthropic, type FakeAnthropic } from '../helpers/fake-anthropic.ts'
 import { validateSchema } from '../helpers/openapi.ts'
 
 const fixture = new Uint8Array(await Bun.file(new URL('../fixtures/anthropic-stream.sse', import.meta.url)).arrayBuffer())
-const silent = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent }
-
-function attempt(body: Record<string, any> = {}, provider: Record<string, any> = {}): AttemptContext & { dropped: string[] } {
-  const dropped: string[] = []
-  return {
-    request: { id: 't', body, log: silent } as any,
-    target: { provider: { id: 'p', name: 'anth', type: 'anthropic', baseURL: 'http://x/v1', apiKey: 'k', options: {}, ...provider }, model: 'claude-x', price: null },
-    attempt: 1,
-    dropParam(name: string) {
-      dropped.push(name)
-    },
-    dropped,
-  }
-}
+const attempt = (body: Record<string, any> = {}, provider: Record<string, any> = {}) =>
+  attemptFor({ name: 'anth', type: 'anthropic', baseURL: 'http://x/v1', apiKey: 'k', ...provider }, 'claude-x', body)
 
 /** Builds the upstream request and returns it with its parsed JSON body. */
 function translate(body: Record<string, any>, provider: Record<string, any> = {}) {
@@ -51,15 +40,14 @@ function expectGatewayError(fn: () => unknown, status: number, param?: string, c
 
 describe('plugin', () => {
   test('registers a chat-only, translating anthropic provider', async () => {
-    let adapter: ProviderAdapter | undefined
-    await (plugin as Plugin).setup({ registerProvider: (a: ProviderAdapter) => (adapter = a) } as any)
+    const adapter = await registeredAdapter(plugin)
     expect(plugin.name).toBe('provider-anthropic')
     expect(plugin.apiVersion).toBe(1)
-    expect(adapter?.id).toBe('anthropic')
-    expect(adapter?.defaultBaseURL).toBe('https://api.anthropic.com/v1')
-    expect(adapter?.chat?.passthrough).toBe(false)
-    expect(adapter?.embeddings).toBeUndefined()
-    expect(adapter?.completions).toBeUndefined()
+    expect(adapter.id).toBe('anthropic')
+    expect(adapter.defaultBaseURL).toBe('https://api.anthropic.com/v1')
+    expect(adapter.chat?.passthrough).toBe(false)
+    expect(adapter.embeddings).toBeUndefined()
+    expect(adapter.completions).toBeUndefined()
   })
 })
 

@@ -1,35 +1,19 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import path from 'node:path'
-import { Attempt, RequestCtx } from '../../src/core/context.ts'
 import { SseDecoder } from '../../src/core/sse/decoder.ts'
-import { relayStream, type StreamOutcome } from '../../src/core/stream-relay.ts'
-import { UpstreamCall } from '../../src/core/upstream.ts'
-import { PluginHost } from '../../src/plugin-host/host.ts'
-import { GatewayError, type AttemptContext, type OpenAIChunk, type Plugin, type ProviderAdapter } from '../../src/plugin-sdk/index.ts'
+import { GatewayError, type OpenAIChunk } from '../../src/plugin-sdk/index.ts'
 import plugin from '../../src/providers/azure/index.ts'
 import { buildRequest, resourceEndpoint } from '../../src/providers/azure/request.ts'
 import { parseChatResponse, parseCompletionResponse, parseError } from '../../src/providers/azure/response.ts'
 import { createStreamParser } from '../../src/providers/azure/stream.ts'
-import { createLogger } from '../../src/services/logger.ts'
+import { attemptFor, registeredAdapter } from '../helpers/adapter.ts'
 import { FAKE_API_KEY, FAKE_REPLY, startFakeAzure, type FakeAzure } from '../helpers/fake-azure.ts'
-import { validateSchema, validateSseBody } from '../helpers/openapi.ts'
+import { validateSchema } from '../helpers/openapi.ts'
+import { CLIENT_MODEL, fixtureBytes, replayEverySplit } from '../helpers/relay.ts'
 
-const fixturePath = path.join(import.meta.dir, '../fixtures/azure-stream.sse')
-const fixture = new Uint8Array(await Bun.file(fixturePath).arrayBuffer())
-const silent = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent }
+const fixture = await fixtureBytes('azure-stream.sse')
 
-function attempt(provider: Record<string, any> = {}, model = 'gpt4o-prod'): AttemptContext & { dropped: string[] } {
-  const dropped: string[] = []
-  return {
-    request: { id: 't', body: {}, log: silent } as any,
-    target: { provider: { id: 'p', name: 'az', type: 'azure', baseURL: 'https://res.openai.azure.com', apiKey: 'k', options: {}, ...provider }, model, price: null },
-    attempt: 1,
-    dropParam(name: string) {
-      dropped.push(name)
-    },
-    dropped,
-  }
-}
+const attempt = (provider: Record<string, any> = {}, model = 'gpt4o-prod') =>
+  attemptFor({ name: 'az', type: 'azure', baseURL: 'https://res.openai.azure.com', apiKey: 'k', ...provider }, model)
 
 function translate(endpoint: 'chat' | 'completions' | 'embeddings', body: Record<string, any>, provider: Record<string, any> = {}, model?: string) {
   const ctx = attempt(provider, model)
@@ -57,15 +41,14 @@ const VERDICT = { hate: SAFE, self_harm: SAFE, sexual: SAFE, violence: SAFE }
 
 describe('plugin', () => {
   test('registers azure with parsed chat and completions and passthrough embeddings', async () => {
-    let adapter: ProviderAdapter | undefined
-    await (plugin as Plugin).setup({ registerProvider: (a: ProviderAdapter) => (adapter = a) } as any)
+    const adapter = await registeredAdapter(plugin)
     expect(plugin.name).toBe('provider-azure')
-    expect(adapter?.id).toBe('azure')
-    expect(adapter?.defaultBaseURL).toBeUndefined()
-    expect(adapter?.chat?.passthrough).toBe(false)
-    expect(adapter?.chat?.createStreamParser).toBeDefined()
-    expect(adapter?.completions?.passthrough).toBe(false)
-    expect(adapter?.embeddings?.passthrough).toBe(true)
+    expect(adapter.id).toBe('azure')
+    expect(adapter.defaultBaseURL).toBeUndefined()
+    expect(adapter.chat?.passthrough).toBe(false)
+    expect(adapter.chat?.createStreamParser).toBeDefined()
+    expect(adapter.completions?.passthrough).toBe(false)
+    expect(adapter.embeddings?.passthrough).toBe(true)
   })
 })
 
@@ -323,49 +306,14 @@ describe('stream parsing', () => {
 })
 
 describe('the recorded stream through the real relay', () => {
-  const log = createLogger('silent')
-  const host = new PluginHost({ log, store: { findKeyByHash: async () => null, spentMicros: async () => 0, onChange: () => () => {} } as any, builtins: {}, baseDir: '.' })
-
-  async function relay(parts: Uint8Array[], includeUsage: boolean) {
-    const ctx = new RequestCtx('chat', new Request('http://gateway.test/v1/chat/completions'), log)
-    ctx.body = { model: 'my-model', messages: [{ role: 'user', content: 'hi' }], stream: true }
-    const a = new Attempt(ctx, { provider: attempt().target.provider, model: 'gpt4o-prod', price: null }, 1)
-    const [first, ...rest] = parts
-    const upstream = new ReadableStream<Uint8Array>({
-      start(controller) {
-        for (const part of rest) controller.enqueue(part)
-        controller.close()
-      },
-    })
-    let outcome: StreamOutcome | null = null
-    const body = relayStream({
-      call: new UpstreamCall(new AbortController().signal, 'az'),
-      reader: upstream.getReader() as ReadableStreamDefaultReader<Uint8Array>,
-      first: first!,
-      idleMs: 5_000,
-      attempt: a,
-      parser: createStreamParser('chat')(a),
-      host,
-      virtualModel: 'my-model',
-      includeUsage,
-      onFinish: (o) => (outcome = o),
-    })
-    return { text: await new Response(body).text(), outcome: outcome! as StreamOutcome }
-  }
-
   test('split at every byte offset: the same bytes to the client, the same usage', async () => {
+    const adapter = (await registeredAdapter(plugin)).chat
+    const { provider, model } = attempt().target
     for (const includeUsage of [true, false]) {
-      const whole = await relay([fixture], includeUsage)
-      expect(whole.outcome.error).toBeNull()
-      const chunks = validateSseBody(whole.text, 'CreateChatCompletionStreamResponse')
-      expect(chunks.every((c) => c.model === 'my-model')).toBe(true)
-      expect(whole.text.includes('"usage"')).toBe(includeUsage)
-      expect(whole.outcome.usage).toMatchObject({ prompt_tokens: 84, completion_tokens: 31 })
-      for (let offset = 1; offset < fixture.length; offset++) {
-        const split = await relay([fixture.subarray(0, offset), fixture.subarray(offset)], includeUsage)
-        if (split.text !== whole.text) throw new Error(`split at byte ${offset} changed the output`)
-        expect(split.outcome.usage).toEqual(whole.outcome.usage)
-      }
+      const { text, chunks, outcome } = await replayEverySplit(fixture, { adapter, includeUsage, provider, upstreamModel: model })
+      expect(chunks.every((c) => c.model === CLIENT_MODEL)).toBe(true)
+      expect(text.includes('"usage"')).toBe(includeUsage)
+      expect(outcome.usage).toMatchObject({ prompt_tokens: 84, completion_tokens: 31 })
     }
   }, 60_000)
 })

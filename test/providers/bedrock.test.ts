@@ -1,10 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { crc32 } from 'node:zlib'
-import { Attempt, RequestCtx } from '../../src/core/context.ts'
-import { relayStream, type StreamOutcome } from '../../src/core/stream-relay.ts'
-import { UpstreamCall } from '../../src/core/upstream.ts'
-import { PluginHost } from '../../src/plugin-host/host.ts'
-import { GatewayError, type AttemptContext, type OpenAIChunk, type Plugin, type ProviderAdapter, type SseEvent } from '../../src/plugin-sdk/index.ts'
+import { GatewayError, type OpenAIChunk, type SseEvent } from '../../src/plugin-sdk/index.ts'
 import { connection } from '../../src/providers/bedrock/config.ts'
 import { buildRequest as buildEmbeddings, parseResponse as parseEmbeddings } from '../../src/providers/bedrock/embeddings.ts'
 import { EventStreamFramer, decodeMessage } from '../../src/providers/bedrock/eventstream.ts'
@@ -13,7 +9,7 @@ import { buildRequest } from '../../src/providers/bedrock/request.ts'
 import { parseError, parseResponse } from '../../src/providers/bedrock/response.ts'
 import { canonicalUri, sign, signingKey } from '../../src/providers/bedrock/sigv4.ts'
 import { createStreamParser } from '../../src/providers/bedrock/stream.ts'
-import { createLogger } from '../../src/services/logger.ts'
+import { attemptFor, registeredAdapter } from '../helpers/adapter.ts'
 import {
   FAKE_ACCESS_KEY_ID,
   FAKE_SECRET_ACCESS_KEY,
@@ -23,29 +19,15 @@ import {
   startFakeBedrock,
   type FakeBedrock,
 } from '../helpers/fake-bedrock.ts'
-import { validateSchema, validateSseBody } from '../helpers/openapi.ts'
+import { validateSchema } from '../helpers/openapi.ts'
+import { CLIENT_MODEL, fixtureBytes, ignoreCreated, relayRecorded, replayEverySplit, type SplitReplayOptions } from '../helpers/relay.ts'
 
-const fixture = new Uint8Array(await Bun.file(new URL('../fixtures/bedrock-stream.bin', import.meta.url)).arrayBuffer())
-const silent = createLogger('silent')
+const fixture = await fixtureBytes('bedrock-stream.bin')
 const MODEL = 'anthropic.claude-3-5-sonnet-20240620-v1:0'
 const EMBED_MODEL = 'amazon.titan-embed-text-v2:0'
 
-function attempt(body: Record<string, any> = {}, provider: Record<string, any> = {}, model = MODEL): AttemptContext & { dropped: string[] } {
-  const dropped: string[] = []
-  return {
-    request: { id: 't', body, log: silent, signal: new AbortController().signal } as any,
-    target: {
-      provider: { id: 'p', name: 'aws', type: 'bedrock', baseURL: null, apiKey: `${FAKE_ACCESS_KEY_ID}:${FAKE_SECRET_ACCESS_KEY}`, options: {}, ...provider },
-      model,
-      price: null,
-    },
-    attempt: 1,
-    dropParam(name: string) {
-      dropped.push(name)
-    },
-    dropped,
-  }
-}
+const attempt = (body: Record<string, any> = {}, provider: Record<string, any> = {}, model = MODEL) =>
+  attemptFor({ name: 'aws', type: 'bedrock', apiKey: `${FAKE_ACCESS_KEY_ID}:${FAKE_SECRET_ACCESS_KEY}`, ...provider }, model, body)
 
 /** Builds the upstream request and returns it with its parsed JSON body. */
 function translate(body: Record<string, any>, provider: Record<string, any> = {}) {
@@ -82,17 +64,16 @@ const concat = (parts: Uint8Array[]) => {
 
 describe('plugin', () => {
   test('registers a translating bedrock provider: chat with a framer, embeddings, no completions', async () => {
-    let adapter: ProviderAdapter | undefined
-    await (plugin as Plugin).setup({ registerProvider: (a: ProviderAdapter) => (adapter = a) } as any)
+    const adapter = await registeredAdapter(plugin)
     expect(plugin.name).toBe('provider-bedrock')
-    expect(adapter?.id).toBe('bedrock')
-    expect(adapter?.defaultBaseURL).toBe('https://bedrock-runtime.us-east-1.amazonaws.com')
-    expect(adapter?.chat?.passthrough).toBe(false)
-    expect(adapter?.chat?.createStreamFramer?.()).toBeInstanceOf(EventStreamFramer)
+    expect(adapter.id).toBe('bedrock')
+    expect(adapter.defaultBaseURL).toBe('https://bedrock-runtime.us-east-1.amazonaws.com')
+    expect(adapter.chat?.passthrough).toBe(false)
+    expect(adapter.chat?.createStreamFramer?.()).toBeInstanceOf(EventStreamFramer)
     // A fresh framer per stream: state never leaks between streams.
-    expect(adapter?.chat?.createStreamFramer?.()).not.toBe(adapter?.chat?.createStreamFramer?.())
-    expect(adapter?.embeddings?.passthrough).toBe(false)
-    expect(adapter?.completions).toBeUndefined()
+    expect(adapter.chat?.createStreamFramer?.()).not.toBe(adapter.chat?.createStreamFramer?.())
+    expect(adapter.embeddings?.passthrough).toBe(false)
+    expect(adapter.completions).toBeUndefined()
   })
 })
 
@@ -607,63 +588,30 @@ describe('stream translation', () => {
   })
 })
 
+const bedrockChat = (await registeredAdapter(plugin)).chat
+
 describe('the recorded stream through the real relay', () => {
-  const store = { findKeyByHash: async () => null, spentMicros: async () => 0, onChange: () => () => {} }
-  const host = new PluginHost({ log: silent, store, builtins: {}, baseDir: '.' })
-
-  async function relay(parts: Uint8Array[], includeUsage: boolean) {
-    const ctx = new RequestCtx('chat', new Request('http://gateway.test/v1/chat/completions'), silent)
-    ctx.body = { model: 'my-model', messages: [{ role: 'user', content: 'hi' }], stream: true }
-    const provider = { id: 'p', name: 'p', type: 'bedrock', baseURL: null, apiKey: null, options: {} }
-    const attemptCtx = new Attempt(ctx, { provider, model: MODEL, price: null }, 1)
-    const [first, ...rest] = parts
-    const upstream = new ReadableStream<Uint8Array>({
-      start(controller) {
-        for (const part of rest) controller.enqueue(part)
-        controller.close()
-      },
-    })
-    let outcome: StreamOutcome | null = null
-    const body = relayStream({
-      call: new UpstreamCall(new AbortController().signal, 'p'),
-      reader: upstream.getReader() as ReadableStreamDefaultReader<Uint8Array>,
-      first: first!,
-      idleMs: 5_000,
-      attempt: attemptCtx,
-      parser: createStreamParser(attemptCtx),
-      framer: new EventStreamFramer(),
-      host,
-      virtualModel: 'my-model',
-      includeUsage,
-      onFinish: (o) => (outcome = o),
-    })
-    const text = await new Response(body).text()
-    return { text, outcome: outcome! as StreamOutcome }
-  }
-
-  // Ids and timestamps are per parse; the content must not depend on the split.
-  const normalise = (text: string) => text.replace(/"created":\d+/g, '"created":0').replace(/"id":"chatcmpl-[^"]*"/g, '"id":""')
+  const relayed = (includeUsage: boolean): SplitReplayOptions => ({
+    adapter: bedrockChat,
+    includeUsage,
+    provider: { type: 'bedrock' },
+    upstreamModel: MODEL,
+    // Ids and timestamps are per parse; the content must not depend on the split.
+    normalise: (text) => ignoreCreated(text).replace(/"id":"chatcmpl-[^"]*"/g, '"id":""'),
+  })
 
   for (const includeUsage of [true, false]) {
     test(`split at every byte offset gives the same chunks (include_usage: ${includeUsage})`, async () => {
-      const whole = await relay([fixture], includeUsage)
-      expect(whole.outcome.error).toBeNull()
-      const chunks = validateSseBody(whole.text, 'CreateChatCompletionStreamResponse')
-      expect(chunks.every((c: OpenAIChunk) => c.model === 'my-model')).toBe(true)
-      expect(whole.text.endsWith('data: [DONE]\n\n')).toBe(true)
-      expect(whole.text.includes('"usage"')).toBe(includeUsage)
-      expect(whole.outcome.usage).toMatchObject({ prompt_tokens: 540, completion_tokens: 58, total_tokens: 598 })
-      const expected = normalise(whole.text)
-      for (let offset = 1; offset < fixture.length; offset++) {
-        const split = await relay([fixture.subarray(0, offset), fixture.subarray(offset)], includeUsage)
-        if (normalise(split.text) !== expected) throw new Error(`split at byte ${offset} changed the output:\n${split.text}`)
-        expect(split.outcome.usage).toEqual(whole.outcome.usage)
-      }
+      const { text, chunks, outcome } = await replayEverySplit(fixture, relayed(includeUsage))
+      expect(chunks.every((c: OpenAIChunk) => c.model === CLIENT_MODEL)).toBe(true)
+      expect(text.endsWith('data: [DONE]\n\n')).toBe(true)
+      expect(text.includes('"usage"')).toBe(includeUsage)
+      expect(outcome.usage).toMatchObject({ prompt_tokens: 540, completion_tokens: 58, total_tokens: 598 })
     }, 60_000)
   }
 
   test('a stream cut inside a frame ends with an error event, not [DONE]', async () => {
-    const { text, outcome } = await relay([fixture.subarray(0, 500), fixture.subarray(500, fixture.length - 3)], true)
+    const { text, outcome } = await relayRecorded([fixture.subarray(0, 500), fixture.subarray(500, fixture.length - 3)], relayed(true))
     expect(text).not.toContain('[DONE]')
     expect(text.trimEnd().split('\n\n').at(-1)).toContain('"code":"upstream_stream_truncated"')
     expect(outcome.error?.status).toBe(502)
@@ -672,7 +620,7 @@ describe('the recorded stream through the real relay', () => {
   test('a corrupt byte mid-stream ends the stream with an error event', async () => {
     const corrupt = fixture.slice()
     corrupt[1200]! ^= 0xff
-    const { text, outcome } = await relay([corrupt], true)
+    const { text, outcome } = await relayRecorded([corrupt], relayed(true))
     expect(text.trimEnd().split('\n\n').at(-1)).toContain('"code":"upstream_bad_response"')
     expect(outcome.error?.message).toMatch(/CRC mismatch/)
   })

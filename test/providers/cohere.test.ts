@@ -1,35 +1,19 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import path from 'node:path'
-import { Attempt, RequestCtx } from '../../src/core/context.ts'
 import { SseDecoder } from '../../src/core/sse/decoder.ts'
-import { relayStream, type StreamOutcome } from '../../src/core/stream-relay.ts'
-import { UpstreamCall } from '../../src/core/upstream.ts'
-import { PluginHost } from '../../src/plugin-host/host.ts'
-import { GatewayError, type AttemptContext, type OpenAIChunk, type Plugin, type ProviderAdapter } from '../../src/plugin-sdk/index.ts'
+import { GatewayError, type OpenAIChunk } from '../../src/plugin-sdk/index.ts'
 import { buildEmbedRequest, parseEmbedResponse } from '../../src/providers/cohere/embed.ts'
 import plugin from '../../src/providers/cohere/index.ts'
 import { buildChatRequest } from '../../src/providers/cohere/request.ts'
 import { parseChatResponse, parseError } from '../../src/providers/cohere/response.ts'
 import { createStreamParser } from '../../src/providers/cohere/stream.ts'
-import { createLogger } from '../../src/services/logger.ts'
+import { attemptFor, registeredAdapter } from '../helpers/adapter.ts'
 import { FAKE_API_KEY, FAKE_REPLY, FAKE_TOOL_PLAN, FAKE_TOOL_RESULT_REPLY, TEMPLATE_TOKENS, startFakeCohere, type FakeCohere } from '../helpers/fake-cohere.ts'
-import { validateSchema, validateSseBody } from '../helpers/openapi.ts'
+import { validateSchema } from '../helpers/openapi.ts'
+import { CLIENT_MODEL, fixtureBytes, ignoreCreated, replayEverySplit } from '../helpers/relay.ts'
 
-const fixture = new Uint8Array(await Bun.file(path.join(import.meta.dir, '../fixtures/cohere-stream.sse')).arrayBuffer())
-const silent = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent }
+const fixture = await fixtureBytes('cohere-stream.sse')
 
-function attempt(provider: Record<string, any> = {}, model = 'command-a-03-2025'): AttemptContext & { dropped: string[] } {
-  const dropped: string[] = []
-  return {
-    request: { id: 't', body: {}, log: silent } as any,
-    target: { provider: { id: 'p', name: 'co', type: 'cohere', baseURL: null, apiKey: 'k', options: {}, ...provider }, model, price: null },
-    attempt: 1,
-    dropParam(name: string) {
-      dropped.push(name)
-    },
-    dropped,
-  }
-}
+const attempt = (provider: Record<string, any> = {}, model = 'command-a-03-2025') => attemptFor({ name: 'co', type: 'cohere', apiKey: 'k', ...provider }, model)
 
 function translate(body: Record<string, any>, provider: Record<string, any> = {}) {
   const ctx = attempt(provider)
@@ -56,14 +40,13 @@ function expectGatewayError(fn: () => unknown, status: number, param?: string | 
 
 describe('plugin', () => {
   test('registers cohere with translating chat and embeddings, no legacy completions', async () => {
-    let adapter: ProviderAdapter | undefined
-    await (plugin as Plugin).setup({ registerProvider: (a: ProviderAdapter) => (adapter = a) } as any)
+    const adapter = await registeredAdapter(plugin)
     expect(plugin.name).toBe('provider-cohere')
-    expect(adapter?.id).toBe('cohere')
-    expect(adapter?.defaultBaseURL).toBe('https://api.cohere.com')
-    expect(adapter?.chat?.passthrough).toBe(false)
-    expect(adapter?.embeddings?.passthrough).toBe(false)
-    expect(adapter?.completions).toBeUndefined()
+    expect(adapter.id).toBe('cohere')
+    expect(adapter.defaultBaseURL).toBe('https://api.cohere.com')
+    expect(adapter.chat?.passthrough).toBe(false)
+    expect(adapter.embeddings?.passthrough).toBe(false)
+    expect(adapter.completions).toBeUndefined()
   })
 })
 
@@ -393,51 +376,14 @@ describe('stream parsing', () => {
 })
 
 describe('the recorded stream through the real relay', () => {
-  const log = createLogger('silent')
-  const host = new PluginHost({ log, store: { findKeyByHash: async () => null, spentMicros: async () => 0, onChange: () => () => {} } as any, builtins: {}, baseDir: '.' })
-
-  async function relay(parts: Uint8Array[], includeUsage: boolean) {
-    const ctx = new RequestCtx('chat', new Request('http://gateway.test/v1/chat/completions'), log)
-    ctx.body = { model: 'my-model', messages: [{ role: 'user', content: 'hi' }], stream: true }
-    const a = new Attempt(ctx, { provider: attempt().target.provider, model: 'command-a-03-2025', price: null }, 1)
-    const [first, ...rest] = parts
-    const upstream = new ReadableStream<Uint8Array>({
-      start(controller) {
-        for (const part of rest) controller.enqueue(part)
-        controller.close()
-      },
-    })
-    let outcome: StreamOutcome | null = null
-    const body = relayStream({
-      call: new UpstreamCall(new AbortController().signal, 'co'),
-      reader: upstream.getReader() as ReadableStreamDefaultReader<Uint8Array>,
-      first: first!,
-      idleMs: 5_000,
-      attempt: a,
-      parser: createStreamParser(a),
-      host,
-      virtualModel: 'my-model',
-      includeUsage,
-      onFinish: (o) => (outcome = o),
-    })
-    return { text: await new Response(body).text(), outcome: outcome! as StreamOutcome }
-  }
-
-  const normalise = (text: string) => text.replace(/"created":\d+/g, '"created":0')
-
   test('split at every byte offset: the same output, the same usage', async () => {
+    const adapter = (await registeredAdapter(plugin)).chat
+    const { provider, model } = attempt().target
     for (const includeUsage of [true, false]) {
-      const whole = await relay([fixture], includeUsage)
-      expect(whole.outcome.error).toBeNull()
-      const chunks = validateSseBody(whole.text, 'CreateChatCompletionStreamResponse')
-      expect(chunks.every((c) => c.model === 'my-model')).toBe(true)
-      expect(whole.text.includes('"usage"')).toBe(includeUsage)
-      expect(whole.outcome.usage).toMatchObject({ prompt_tokens: 1043, completion_tokens: 58 })
-      for (let offset = 1; offset < fixture.length; offset++) {
-        const split = await relay([fixture.subarray(0, offset), fixture.subarray(offset)], includeUsage)
-        if (normalise(split.text) !== normalise(whole.text)) throw new Error(`split at byte ${offset} changed the output`)
-        expect(split.outcome.usage).toEqual(whole.outcome.usage)
-      }
+      const { text, chunks, outcome } = await replayEverySplit(fixture, { adapter, includeUsage, provider, upstreamModel: model, normalise: ignoreCreated })
+      expect(chunks.every((c) => c.model === CLIENT_MODEL)).toBe(true)
+      expect(text.includes('"usage"')).toBe(includeUsage)
+      expect(outcome.usage).toMatchObject({ prompt_tokens: 1043, completion_tokens: 58 })
     }
   }, 60_000)
 })

@@ -1,30 +1,19 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { GatewayError, type AttemptContext, type OpenAIChunk, type Plugin, type ProviderAdapter } from '../../src/plugin-sdk/index.ts'
+import { GatewayError, type OpenAIChunk } from '../../src/plugin-sdk/index.ts'
 import { SseDecoder } from '../../src/core/sse/decoder.ts'
 import plugin from '../../src/providers/gemini/index.ts'
 import { buildEmbeddingsRequest, buildRequest, guessMimeType } from '../../src/providers/gemini/request.ts'
 import { parseEmbeddingsResponse, parseError, parseResponse } from '../../src/providers/gemini/response.ts'
 import { createStreamParser } from '../../src/providers/gemini/stream.ts'
 import { thoughtSignatureOf, toolCallId } from '../../src/providers/gemini/tool-ids.ts'
+import { attemptFor, registeredAdapter } from '../helpers/adapter.ts'
 import { FAKE_API_KEY, FAKE_REPLY, FAKE_TOOL_RESULT_REPLY, startFakeGemini, type FakeGemini } from '../helpers/fake-gemini.ts'
 import { validateEmbeddingResponse, validateSchema } from '../helpers/openapi.ts'
 
 const fixture = new Uint8Array(await Bun.file(new URL('../fixtures/gemini-stream.sse', import.meta.url)).arrayBuffer())
 const FIXTURE_SIGNATURE = 'pU3KGCUwux1tEyze1iN7LtkeP3IfyxlxF0SU1kk8nVw0YL4xIB5p/tqg7ui5mX9cfCmZ/a/lkyU81lSvTfo='
-const silent = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent }
-
-function attempt(body: Record<string, any> = {}, provider: Record<string, any> = {}, model = 'gemini-2.5-flash'): AttemptContext & { dropped: string[] } {
-  const dropped: string[] = []
-  return {
-    request: { id: 't', body, log: silent } as any,
-    target: { provider: { id: 'p', name: 'gem', type: 'gemini', baseURL: 'http://x/v1beta', apiKey: 'k', options: {}, ...provider }, model, price: null },
-    attempt: 1,
-    dropParam(name: string) {
-      dropped.push(name)
-    },
-    dropped,
-  }
-}
+const attempt = (body: Record<string, any> = {}, provider: Record<string, any> = {}, model = 'gemini-2.5-flash') =>
+  attemptFor({ name: 'gem', type: 'gemini', baseURL: 'http://x/v1beta', apiKey: 'k', ...provider }, model, body)
 
 /** Builds the upstream request and returns it with its parsed JSON body. */
 function translate(body: Record<string, any>, provider: Record<string, any> = {}, model?: string) {
@@ -52,16 +41,15 @@ function expectGatewayError(fn: () => unknown, status: number, param?: string, c
 
 describe('plugin', () => {
   test('registers a translating gemini provider with chat and embeddings, no legacy completions', async () => {
-    let adapter: ProviderAdapter | undefined
-    await (plugin as Plugin).setup({ registerProvider: (a: ProviderAdapter) => (adapter = a) } as any)
+    const adapter = await registeredAdapter(plugin)
     expect(plugin.name).toBe('provider-gemini')
     expect(plugin.apiVersion).toBe(1)
-    expect(adapter?.id).toBe('gemini')
-    expect(adapter?.defaultBaseURL).toBe('https://generativelanguage.googleapis.com/v1beta')
-    expect(adapter?.chat?.passthrough).toBe(false)
-    expect(adapter?.embeddings?.passthrough).toBe(false)
-    expect(typeof adapter?.chat?.createStreamParser).toBe('function')
-    expect(adapter?.completions).toBeUndefined()
+    expect(adapter.id).toBe('gemini')
+    expect(adapter.defaultBaseURL).toBe('https://generativelanguage.googleapis.com/v1beta')
+    expect(adapter.chat?.passthrough).toBe(false)
+    expect(adapter.embeddings?.passthrough).toBe(false)
+    expect(typeof adapter.chat?.createStreamParser).toBe('function')
+    expect(adapter.completions).toBeUndefined()
   })
 })
 

@@ -1,0 +1,31 @@
+import { Attempt, RequestCtx } from '../../src/core/context.ts'
+import type { Plugin, PluginApi, ProviderAdapter, ProviderConfig } from '../../src/plugin-sdk/types.ts'
+import { createLogger } from '../../src/services/logger.ts'
+
+/**
+ * Fixtures for driving a provider adapter directly, without a gateway: the adapter a provider plugin registers,
+ * and the attempt its `buildRequest`, parsers and stream parsers are handed.
+ */
+
+const silent = createLogger('silent')
+
+/** The adapter `plugin` registers in `setup` (fails when it registers none). */
+export async function registeredAdapter(plugin: Plugin): Promise<ProviderAdapter> {
+  let adapter: ProviderAdapter | undefined
+  const api: Pick<PluginApi, 'registerProvider'> = { registerProvider: (a) => (adapter = a) }
+  await plugin.setup(api as PluginApi)
+  if (!adapter) throw new Error(`plugin ${plugin.name} registered no provider`)
+  return adapter
+}
+
+/**
+ * A real attempt (as the pipeline builds one) for a chat request with `body`, targeting `model` on `provider`
+ * (fields left out: id and name `p`, no base URL, no key, no options). The fields the adapter dropped are in
+ * `attempt.dropped`.
+ */
+export function attemptFor(provider: Partial<ProviderConfig> & Pick<ProviderConfig, 'type'>, model: string, body: Record<string, any> = {}): Attempt {
+  const ctx = new RequestCtx('chat', new Request('http://gateway.test/v1/chat/completions'), silent)
+  ctx.body = body
+  const config: ProviderConfig = { id: 'p', name: 'p', baseURL: null, apiKey: null, options: {}, ...provider }
+  return new Attempt(ctx, { provider: config, model, price: null }, 1)
+}
