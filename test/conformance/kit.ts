@@ -99,7 +99,7 @@ export interface ConformanceSubject {
   /**
    * The adapter's parameter policy, one request field and a value each: `dropped` fields must not reach the
    * upstream and are listed in `x-conduit-dropped-params`; `refused` ones get a 400 `unsupported_parameter`
-   * naming them, and nothing is sent upstream.
+   * naming them, and nothing is sent upstream. Omitted: every field must reach the upstream as sent.
    */
   params?: { dropped?: Record<string, unknown>; refused?: Record<string, unknown> }
   /** Extra gateway config, e.g. `plugins` for an adapter that ships as an external plugin. */
@@ -555,9 +555,14 @@ export function runConformance(subject: ConformanceSubject): void {
     }
 
     const params = subject.params
-    const paramTest = params && (Object.keys(params.dropped ?? {}).length > 0 || Object.keys(params.refused ?? {}).length > 0) ? test : test.skip
-    paramTest('9 params: fields the provider cannot carry are dropped and signalled, or refused', async () => {
+    test('9 params: fields the provider cannot carry are dropped and signalled, or refused; without a policy all pass', async () => {
       const dropped = params?.dropped ?? {}
+      if (!params) {
+        // No policy declared: the adapter claims to carry every OpenAI field, so a sampling field must arrive as sent.
+        const { response } = await client.chat.completions.create(chat(user('Hello there'), { seed: 7 })).withResponse()
+        expect(response.headers.get('x-conduit-dropped-params')).toBeNull()
+        expect((lastUpstream().body as Record<string, unknown>).seed).toBe(7)
+      }
       if (Object.keys(dropped).length > 0) {
         const { data, response } = await client.chat.completions.create(chat(user('Hello there'), dropped)).withResponse()
         expect(data.choices[0]!.message.content).toBe(subject.reply)
