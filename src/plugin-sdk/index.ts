@@ -7,7 +7,7 @@ export type { Static, TSchema } from '@sinclair/typebox'
 export { GatewayError, badRequest, type ErrorBody, type GatewayErrorOptions } from './errors.ts'
 export { openAICompatible, parseOpenAIError, singleChoice, type OpenAICompatibleOptions, type ParamAction, type ParamPolicy } from './openai-compatible.ts'
 export { estimatePromptTokens, estimateTokens } from './tokens.ts'
-export { parseDataUrl, textOf, toolArguments } from './translate.ts'
+export { assistantTexts, parseDataUrl, textOf, toolArguments, userParts, type PartHandlers } from './translate.ts'
 export * from './types.ts'
 import type { Plugin } from './types.ts'
 

@@ -38,3 +38,33 @@ export function parseDataUrl(url: string): { mimeType: string; data: string } | 
   const match = /^data:([^;,]+);base64,(.*)$/s.exec(url)
   return match ? { mimeType: match[1]!, data: match[2]! } : null
 }
+
+/** How one adapter turns each kind of content part (by its `type`) into its own blocks. */
+export type PartHandlers<B> = Record<string, (part: any, param: string) => B[]>
+
+/**
+ * A user message's content as the provider's blocks: a string is one text part, every array part goes to the
+ * handler for its type, and a type without a handler is a 400 naming the part.
+ */
+export function userParts<B>(content: unknown, param: string, handlers: PartHandlers<B>): B[] {
+  if (typeof content === 'string' || content == null) return handlers.text!({ type: 'text', text: content ?? '' }, `${param}.content`)
+  if (!Array.isArray(content)) throw badRequest('Message content must be a string or an array of parts.', `${param}.content`)
+  return content.flatMap((part: any, j: number) => {
+    const partParam = `${param}.content[${j}]`
+    const handle = typeof part?.type === 'string' && Object.hasOwn(handlers, part.type) ? handlers[part.type] : undefined
+    if (!handle) throw badRequest(`Content parts of type '${part?.type}' are not supported by this provider.`, partParam, 'unsupported_content')
+    return handle(part, partParam)
+  })
+}
+
+/** An assistant turn's content in the history as text pieces: text and refusal parts, which other APIs take as plain text. */
+export function assistantTexts(content: unknown, param: string): string[] {
+  if (content == null) return []
+  if (typeof content === 'string') return [content]
+  if (!Array.isArray(content)) throw badRequest('Message content must be a string or an array of parts.', `${param}.content`)
+  return content.map((part: any, j: number) => {
+    if (part?.type === 'text') return String(part.text ?? '')
+    if (part?.type === 'refusal') return String(part.refusal ?? '')
+    throw badRequest(`Content parts of type '${part?.type}' are not supported here.`, `${param}.content[${j}]`, 'unsupported_content')
+  })
+}

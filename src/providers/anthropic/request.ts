@@ -1,4 +1,4 @@
-import { GatewayError, badRequest, parseDataUrl, textOf, toolArguments, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
+import { GatewayError, assistantTexts, badRequest, parseDataUrl, textOf, toolArguments, userParts, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
 import {
   ANTHROPIC_VERSION,
   type AnthropicContentBlockParam,
@@ -109,16 +109,11 @@ export function translateMessages(input: unknown): { system: string | null; mess
 // Anthropic rejects empty text blocks, so they are left out.
 const text = (value: string): AnthropicContentBlockParam[] => (value ? [{ type: 'text', text: value }] : [])
 
-function userBlocks(content: unknown, param: string): AnthropicContentBlockParam[] {
-  if (typeof content === 'string' || content == null) return text(content ?? '')
-  if (!Array.isArray(content)) throw badRequest('Message content must be a string or an array of parts.', `${param}.content`)
-  return content.flatMap((part: any, j: number): AnthropicContentBlockParam[] => {
-    const partParam = `${param}.content[${j}]`
-    if (part?.type === 'text') return text(String(part.text ?? ''))
-    if (part?.type === 'image_url') return [imageBlock(part.image_url?.url, `${partParam}.image_url.url`)]
-    throw badRequest(`Content parts of type '${part?.type}' are not supported by this provider.`, partParam, 'unsupported_content')
+const userBlocks = (content: unknown, param: string) =>
+  userParts<AnthropicContentBlockParam>(content, param, {
+    text: (part) => text(String(part.text ?? '')),
+    image_url: (part, partParam) => [imageBlock(part.image_url?.url, `${partParam}.image_url.url`)],
   })
-}
 
 function imageBlock(url: unknown, param: string): AnthropicImageBlock {
   if (typeof url === 'string') {
@@ -130,17 +125,7 @@ function imageBlock(url: unknown, param: string): AnthropicImageBlock {
 }
 
 function assistantBlocks(message: any, param: string): AnthropicContentBlockParam[] {
-  const blocks: AnthropicContentBlockParam[] = []
-  if (typeof message.content === 'string' || message.content == null) {
-    blocks.push(...text(message.content ?? ''))
-  } else if (Array.isArray(message.content)) {
-    // Assistant history may hold text and refusal parts; both are plain text to Anthropic.
-    message.content.forEach((part: any, j: number) => {
-      if (part?.type === 'text') blocks.push(...text(String(part.text ?? '')))
-      else if (part?.type === 'refusal') blocks.push(...text(String(part.refusal ?? '')))
-      else throw badRequest(`Content parts of type '${part?.type}' are not supported here.`, `${param}.content[${j}]`, 'unsupported_content')
-    })
-  }
+  const blocks: AnthropicContentBlockParam[] = assistantTexts(message.content, param).flatMap(text)
   if (Array.isArray(message.tool_calls)) {
     for (const call of message.tool_calls) {
       blocks.push({ type: 'tool_use', id: String(call.id), name: String(call.function?.name), input: toolArguments(call.function?.arguments, `${param}.tool_calls`) })

@@ -1,4 +1,4 @@
-import { GatewayError, badRequest, parseDataUrl, textOf, toolArguments, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
+import { GatewayError, assistantTexts, badRequest, parseDataUrl, textOf, toolArguments, userParts, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
 import { authorizedRequest, connection, modelURL } from './config.ts'
 import type { ContentBlock, ConverseRequest, ImageBlock, ImageFormat, InferenceConfiguration, Message, TextBlock, ToolChoice, ToolConfiguration, ToolSpec } from './types.ts'
 
@@ -111,16 +111,11 @@ export function translateMessages(input: unknown): { system: TextBlock[]; messag
 // Converse refuses blank text blocks ("The text field in the ContentBlock object … is blank").
 const text = (value: string): ContentBlock[] => (value.trim() ? [{ text: value }] : [])
 
-function userBlocks(content: unknown, param: string): ContentBlock[] {
-  if (typeof content === 'string' || content == null) return text(content ?? '')
-  if (!Array.isArray(content)) throw badRequest('Message content must be a string or an array of parts.', `${param}.content`)
-  return content.flatMap((part: any, j: number): ContentBlock[] => {
-    const partParam = `${param}.content[${j}]`
-    if (part?.type === 'text') return text(String(part.text ?? ''))
-    if (part?.type === 'image_url') return [imageBlock(part.image_url?.url, `${partParam}.image_url.url`)]
-    throw badRequest(`Content parts of type '${part?.type}' are not supported by this provider.`, partParam, 'unsupported_content')
+const userBlocks = (content: unknown, param: string) =>
+  userParts<ContentBlock>(content, param, {
+    text: (part) => text(String(part.text ?? '')),
+    image_url: (part, partParam) => [imageBlock(part.image_url?.url, `${partParam}.image_url.url`)],
   })
-}
 
 /**
  * Converse carries image bytes (or S3 locations), never a web URL. Fetching the URL ourselves would make the
@@ -143,16 +138,7 @@ function imageBlock(url: unknown, param: string): ImageBlock {
 }
 
 function assistantBlocks(message: any, param: string): ContentBlock[] {
-  const blocks: ContentBlock[] = []
-  if (typeof message.content === 'string' || message.content == null) {
-    blocks.push(...text(message.content ?? ''))
-  } else if (Array.isArray(message.content)) {
-    message.content.forEach((part: any, j: number) => {
-      if (part?.type === 'text') blocks.push(...text(String(part.text ?? '')))
-      else if (part?.type === 'refusal') blocks.push(...text(String(part.refusal ?? '')))
-      else throw badRequest(`Content parts of type '${part?.type}' are not supported here.`, `${param}.content[${j}]`, 'unsupported_content')
-    })
-  }
+  const blocks: ContentBlock[] = assistantTexts(message.content, param).flatMap(text)
   if (Array.isArray(message.tool_calls)) {
     for (const call of message.tool_calls) {
       blocks.push({ toolUse: { toolUseId: String(call.id), name: String(call.function?.name), input: toolArguments(call.function?.arguments, `${param}.tool_calls`) } })

@@ -1,4 +1,4 @@
-import { GatewayError, badRequest, textOf, type AttemptContext, type ProviderConfig, type UpstreamRequest } from '../../plugin-sdk/index.ts'
+import { GatewayError, assistantTexts, badRequest, textOf, userParts, type AttemptContext, type ProviderConfig, type UpstreamRequest } from '../../plugin-sdk/index.ts'
 import type { CohereChatRequest, CohereMessage, CohereTool, CohereToolCall, CohereUserContent } from './types.ts'
 
 export const DEFAULT_BASE_URL = 'https://api.cohere.com'
@@ -114,34 +114,20 @@ export function translateMessages(input: unknown): CohereMessage[] {
   return messages
 }
 
-function assistantText(content: unknown, param: string): string {
-  if (!Array.isArray(content)) return textOf(content, param)
-  // Assistant history may hold refusal parts; to Cohere they are plain text.
-  return content
-    .map((part: any, j: number) => {
-      if (part?.type === 'text') return String(part.text ?? '')
-      if (part?.type === 'refusal') return String(part.refusal ?? '')
-      throw badRequest(`Content parts of type '${part?.type}' are not supported here.`, `${param}.content[${j}]`, 'unsupported_content')
-    })
-    .join('')
-}
+const assistantText = (content: unknown, param: string) => assistantTexts(content, param).join('')
 
 function userContent(content: unknown, param: string): string | CohereUserContent[] {
-  if (content == null) return ''
-  if (typeof content === 'string') return content
-  if (!Array.isArray(content)) throw badRequest('Message content must be a string or an array of parts.', `${param}.content`)
-  return content.map((part: any, j: number): CohereUserContent => {
-    const partParam = `${param}.content[${j}]`
-    if (part?.type === 'text') return { type: 'text', text: String(part.text ?? '') }
-    if (part?.type === 'image_url') {
+  if (typeof content === 'string' || content == null) return content ?? ''
+  return userParts<CohereUserContent>(content, param, {
+    text: (part) => [{ type: 'text', text: String(part.text ?? '') }],
+    image_url: (part, partParam) => {
       const url = part.image_url?.url
       if (typeof url !== 'string' || !/^(https?:\/\/|data:image\/)/i.test(url)) {
         throw badRequest('Images must be an http(s) URL or a base64 data URL.', `${partParam}.image_url.url`, 'invalid_image_url')
       }
       const detail = part.image_url.detail
-      return { type: 'image_url', image_url: detail === 'auto' || detail === 'low' || detail === 'high' ? { url, detail } : { url } }
-    }
-    throw badRequest(`Content parts of type '${part?.type}' are not supported by this provider.`, partParam, 'unsupported_content')
+      return [{ type: 'image_url', image_url: detail === 'auto' || detail === 'low' || detail === 'high' ? { url, detail } : { url } }]
+    },
   })
 }
 

@@ -1,4 +1,4 @@
-import { GatewayError, badRequest, parseDataUrl, textOf, toolArguments, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
+import { GatewayError, assistantTexts, badRequest, parseDataUrl, textOf, toolArguments, userParts as mapUserParts, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
 import { thoughtSignatureOf } from './tool-ids.ts'
 import type {
   GeminiBatchEmbedContentsRequest,
@@ -165,33 +165,22 @@ function toolResponse(content: string): Record<string, unknown> {
 // An empty text part carries nothing and a turn of only empty parts is refused: leave them out.
 const text = (value: string): GeminiPart[] => (value ? [{ text: value }] : [])
 
-function userParts(content: unknown, param: string): GeminiPart[] {
-  if (typeof content === 'string' || content == null) return text(content ?? '')
-  if (!Array.isArray(content)) throw badRequest('Message content must be a string or an array of parts.', `${param}.content`)
-  return content.flatMap((part: any, j: number): GeminiPart[] => {
-    const partParam = `${param}.content[${j}]`
-    switch (part?.type) {
-      case 'text':
-        return text(String(part.text ?? ''))
-      case 'image_url':
-        return [imagePart(part.image_url?.url, `${partParam}.image_url.url`)]
-      case 'input_audio': {
-        const audio = part.input_audio
-        if (typeof audio?.data !== 'string' || typeof audio?.format !== 'string') {
-          throw badRequest('input_audio needs base64 `data` and a `format`.', `${partParam}.input_audio`)
-        }
-        return [{ inlineData: { mimeType: `audio/${audio.format}`, data: audio.data } }]
+const userParts = (content: unknown, param: string) =>
+  mapUserParts<GeminiPart>(content, param, {
+    text: (part) => text(String(part.text ?? '')),
+    image_url: (part, partParam) => [imagePart(part.image_url?.url, `${partParam}.image_url.url`)],
+    input_audio: ({ input_audio: audio }, partParam) => {
+      if (typeof audio?.data !== 'string' || typeof audio?.format !== 'string') {
+        throw badRequest('input_audio needs base64 `data` and a `format`.', `${partParam}.input_audio`)
       }
-      case 'file': {
-        const data = typeof part.file?.file_data === 'string' ? parseDataUrl(part.file.file_data) : null
-        if (!data) throw badRequest('Only files sent inline as a base64 data URL are supported by this provider.', `${partParam}.file`, 'unsupported_content')
-        return [{ inlineData: data }]
-      }
-      default:
-        throw badRequest(`Content parts of type '${part?.type}' are not supported by this provider.`, partParam, 'unsupported_content')
-    }
+      return [{ inlineData: { mimeType: `audio/${audio.format}`, data: audio.data } }]
+    },
+    file: (part, partParam) => {
+      const data = typeof part.file?.file_data === 'string' ? parseDataUrl(part.file.file_data) : null
+      if (!data) throw badRequest('Only files sent inline as a base64 data URL are supported by this provider.', `${partParam}.file`, 'unsupported_content')
+      return [{ inlineData: data }]
+    },
   })
-}
 
 const IMAGE_TYPES: Record<string, string> = {
   png: 'image/png',
@@ -224,17 +213,7 @@ function imagePart(url: unknown, param: string): GeminiPart {
 }
 
 function modelParts(message: any, param: string, callNames: Map<string, string>): GeminiPart[] {
-  const parts: GeminiPart[] = []
-  if (typeof message.content === 'string' || message.content == null) {
-    parts.push(...text(message.content ?? ''))
-  } else if (Array.isArray(message.content)) {
-    // Assistant history may hold text and refusal parts; both are plain text to Gemini.
-    message.content.forEach((part: any, j: number) => {
-      if (part?.type === 'text') parts.push(...text(String(part.text ?? '')))
-      else if (part?.type === 'refusal') parts.push(...text(String(part.refusal ?? '')))
-      else throw badRequest(`Content parts of type '${part?.type}' are not supported here.`, `${param}.content[${j}]`, 'unsupported_content')
-    })
-  }
+  const parts: GeminiPart[] = assistantTexts(message.content, param).flatMap(text)
   if (Array.isArray(message.tool_calls)) {
     message.tool_calls.forEach((call: any, j: number) => {
       const name = call?.function?.name
