@@ -1,5 +1,7 @@
+import { expect } from 'bun:test'
 import { Attempt, RequestCtx } from '../../src/core/context.ts'
 import type { Plugin, PluginApi, ProviderAdapter, ProviderConfig } from '../../src/plugin-sdk/types.ts'
+import { GatewayError } from '../../src/plugin-sdk/errors.ts'
 import { createLogger } from '../../src/services/logger.ts'
 
 /**
@@ -28,4 +30,19 @@ export function attemptFor(provider: Partial<ProviderConfig> & Pick<ProviderConf
   ctx.body = body
   const config: ProviderConfig = { id: 'p', name: 'p', baseURL: null, apiKey: null, options: {}, ...provider }
   return new Attempt(ctx, { provider: config, model, price: null }, 1)
+}
+
+/** Runs `fn`, which must throw a GatewayError with this status (and param and code, when given); returns it. */
+export function expectGatewayError(fn: () => unknown, status: number, param?: string | null, code?: string): GatewayError {
+  try {
+    fn()
+  } catch (error) {
+    expect(GatewayError.is(error)).toBe(true)
+    const e = error as GatewayError
+    expect(e.status).toBe(status)
+    if (param !== undefined) expect(e.param).toBe(param)
+    if (code !== undefined) expect(e.code).toBe(code)
+    return e
+  }
+  throw new Error('expected a GatewayError')
 }

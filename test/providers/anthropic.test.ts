@@ -1,13 +1,13 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import Anthropic from '@anthropic-ai/sdk'
-import { GatewayError, type OpenAIChunk } from '../../src/plugin-sdk/index.ts'
+import type { OpenAIChunk } from '../../src/plugin-sdk/index.ts'
 import { SseDecoder } from '../../src/core/sse/decoder.ts'
 import plugin from '../../src/providers/anthropic/index.ts'
 import { buildRequest } from '../../src/providers/anthropic/request.ts'
 import { parseError, parseResponse } from '../../src/providers/anthropic/response.ts'
 import { createStreamParser } from '../../src/providers/anthropic/stream.ts'
 import type { AnthropicMessage } from '../../src/providers/anthropic/types.ts'
-import { attemptFor, registeredAdapter } from '../helpers/adapter.ts'
+import { attemptFor, expectGatewayError, registeredAdapter } from '../helpers/adapter.ts'
 import { FAKE_REPLY, FAKE_TOOL_RESULT_REPLY, startFakeAnthropic, type FakeAnthropic } from '../helpers/fake-anthropic.ts'
 import { validateSchema } from '../helpers/openapi.ts'
 
@@ -24,19 +24,6 @@ function translate(body: Record<string, any>, provider: Record<string, any> = {}
 
 const chat = (messages: any[], extra: Record<string, any> = {}) => ({ model: 'virtual', messages, ...extra })
 
-function expectGatewayError(fn: () => unknown, status: number, param?: string, code?: string): GatewayError {
-  try {
-    fn()
-  } catch (error) {
-    expect(GatewayError.is(error)).toBe(true)
-    const e = error as GatewayError
-    expect(e.status).toBe(status)
-    if (param !== undefined) expect(e.param).toBe(param)
-    if (code !== undefined) expect(e.code).toBe(code)
-    return e
-  }
-  throw new Error('expected a GatewayError')
-}
 
 describe('plugin', () => {
   test('registers a chat-only, translating anthropic provider', async () => {

@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { SseDecoder } from '../../src/core/sse/decoder.ts'
-import { GatewayError, type OpenAIChunk } from '../../src/plugin-sdk/index.ts'
+import type { OpenAIChunk } from '../../src/plugin-sdk/index.ts'
 import plugin from '../../src/providers/azure/index.ts'
 import { buildRequest, resourceEndpoint } from '../../src/providers/azure/request.ts'
 import { parseChatResponse, parseCompletionResponse, parseError } from '../../src/providers/azure/response.ts'
 import { createStreamParser } from '../../src/providers/azure/stream.ts'
-import { attemptFor, registeredAdapter } from '../helpers/adapter.ts'
+import { attemptFor, expectGatewayError, registeredAdapter } from '../helpers/adapter.ts'
 import { FAKE_API_KEY, FAKE_REPLY, startFakeAzure, type FakeAzure } from '../helpers/fake-azure.ts'
 import { validateSchema } from '../helpers/openapi.ts'
 import { CLIENT_MODEL, fixtureBytes, replayEverySplit } from '../helpers/relay.ts'
@@ -23,18 +23,6 @@ function translate(endpoint: 'chat' | 'completions' | 'embeddings', body: Record
 
 const chat = (extra: Record<string, any> = {}) => ({ model: 'virtual', messages: [{ role: 'user', content: 'hi' }], ...extra })
 
-function expectGatewayError(fn: () => unknown, status: number, code?: string): GatewayError {
-  try {
-    fn()
-  } catch (error) {
-    expect(GatewayError.is(error)).toBe(true)
-    const e = error as GatewayError
-    expect(e.status).toBe(status)
-    if (code !== undefined) expect(e.code).toBe(code)
-    return e
-  }
-  throw new Error('expected a GatewayError')
-}
 
 const SAFE = { filtered: false, severity: 'safe' }
 const VERDICT = { hate: SAFE, self_harm: SAFE, sexual: SAFE, violence: SAFE }
@@ -77,7 +65,7 @@ describe('request translation', () => {
     expect(endpoint('https://res.openai.azure.com/')).toBe('https://res.openai.azure.com')
     expect(endpoint('https://res.openai.azure.com/openai')).toBe('https://res.openai.azure.com')
     expect(endpoint('https://res.openai.azure.com/openai/v1/')).toBe('https://res.openai.azure.com')
-    expectGatewayError(() => translate('chat', chat(), { baseURL: null }), 500, 'provider_misconfigured')
+    expectGatewayError(() => translate('chat', chat(), { baseURL: null }), 500, undefined, 'provider_misconfigured')
   })
 
   test('streams always ask for usage (the parser needs no byte passthrough)', () => {
@@ -176,8 +164,8 @@ describe('response translation', () => {
     )
     validateSchema('CreateCompletionResponse', out)
     expect(out.choices[0].content_filter_results).toBeUndefined()
-    expectGatewayError(() => parseChatResponse({ error: 'x' }, attempt()), 502, 'upstream_bad_response')
-    expectGatewayError(() => parseCompletionResponse(null, attempt()), 502, 'upstream_bad_response')
+    expectGatewayError(() => parseChatResponse({ error: 'x' }, attempt()), 502, undefined, 'upstream_bad_response')
+    expectGatewayError(() => parseCompletionResponse(null, attempt()), 502, undefined, 'upstream_bad_response')
   })
 })
 
@@ -251,10 +239,10 @@ describe('stream parsing', () => {
 
   test('an error event throws; so does a body that is not JSON', () => {
     const p = parse()
-    const e = expectGatewayError(() => p(event({ error: { message: 'The server had an error', type: 'server_error', param: null, code: null } })), 502, 'upstream_error')
+    const e = expectGatewayError(() => p(event({ error: { message: 'The server had an error', type: 'server_error', param: null, code: null } })), 502, undefined, 'upstream_error')
     expect(e.message).toBe('The server had an error')
-    expectGatewayError(() => p(event({ error: { code: 'content_filter', message: 'filtered' } })), 502, 'content_filter')
-    expectGatewayError(() => p(event('{"choices":')), 502, 'upstream_bad_response')
+    expectGatewayError(() => p(event({ error: { code: 'content_filter', message: 'filtered' } })), 502, undefined, 'content_filter')
+    expectGatewayError(() => p(event('{"choices":')), 502, undefined, 'upstream_bad_response')
   })
 
   /** Feeds `parts` through the decoder and a fresh parser, collecting the OpenAI chunks. */

@@ -9,7 +9,7 @@ import { buildRequest } from '../../src/providers/bedrock/request.ts'
 import { parseError, parseResponse } from '../../src/providers/bedrock/response.ts'
 import { canonicalUri, sign, signingKey } from '../../src/providers/bedrock/sigv4.ts'
 import { createStreamParser } from '../../src/providers/bedrock/stream.ts'
-import { attemptFor, registeredAdapter } from '../helpers/adapter.ts'
+import { attemptFor, expectGatewayError, registeredAdapter } from '../helpers/adapter.ts'
 import {
   FAKE_ACCESS_KEY_ID,
   FAKE_SECRET_ACCESS_KEY,
@@ -38,19 +38,6 @@ function translate(body: Record<string, any>, provider: Record<string, any> = {}
 
 const chat = (messages: any[], extra: Record<string, any> = {}) => ({ model: 'virtual', messages, ...extra })
 
-function expectGatewayError(fn: () => unknown, status: number, param?: string | null, code?: string): GatewayError {
-  try {
-    fn()
-  } catch (error) {
-    expect(GatewayError.is(error)).toBe(true)
-    const e = error as GatewayError
-    expect(e.status).toBe(status)
-    if (param !== undefined) expect(e.param).toBe(param)
-    if (code !== undefined) expect(e.code).toBe(code)
-    return e
-  }
-  throw new Error('expected a GatewayError')
-}
 
 const concat = (parts: Uint8Array[]) => {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))

@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { SseDecoder } from '../../src/core/sse/decoder.ts'
-import { GatewayError, type OpenAIChunk } from '../../src/plugin-sdk/index.ts'
+import type { OpenAIChunk } from '../../src/plugin-sdk/index.ts'
 import { buildEmbedRequest, parseEmbedResponse } from '../../src/providers/cohere/embed.ts'
 import plugin from '../../src/providers/cohere/index.ts'
 import { buildChatRequest } from '../../src/providers/cohere/request.ts'
 import { parseChatResponse, parseError } from '../../src/providers/cohere/response.ts'
 import { createStreamParser } from '../../src/providers/cohere/stream.ts'
-import { attemptFor, registeredAdapter } from '../helpers/adapter.ts'
+import { attemptFor, expectGatewayError, registeredAdapter } from '../helpers/adapter.ts'
 import { FAKE_API_KEY, FAKE_REPLY, FAKE_TOOL_PLAN, FAKE_TOOL_RESULT_REPLY, TEMPLATE_TOKENS, startFakeCohere, type FakeCohere } from '../helpers/fake-cohere.ts'
 import { validateSchema } from '../helpers/openapi.ts'
 import { CLIENT_MODEL, fixtureBytes, ignoreCreated, replayEverySplit } from '../helpers/relay.ts'
@@ -24,19 +24,6 @@ function translate(body: Record<string, any>, provider: Record<string, any> = {}
 const chat = (messages: any[], extra: Record<string, any> = {}) => ({ model: 'virtual', messages, ...extra })
 const hi = [{ role: 'user', content: 'hi' }]
 
-function expectGatewayError(fn: () => unknown, status: number, param?: string | null, code?: string): GatewayError {
-  try {
-    fn()
-  } catch (error) {
-    expect(GatewayError.is(error)).toBe(true)
-    const e = error as GatewayError
-    expect(e.status).toBe(status)
-    if (param !== undefined) expect(e.param).toBe(param)
-    if (code !== undefined) expect(e.code).toBe(code)
-    return e
-  }
-  throw new Error('expected a GatewayError')
-}
 
 describe('plugin', () => {
   test('registers cohere with translating chat and embeddings, no legacy completions', async () => {

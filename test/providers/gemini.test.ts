@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { GatewayError, type OpenAIChunk } from '../../src/plugin-sdk/index.ts'
+import type { OpenAIChunk } from '../../src/plugin-sdk/index.ts'
 import { SseDecoder } from '../../src/core/sse/decoder.ts'
 import plugin from '../../src/providers/gemini/index.ts'
 import { buildEmbeddingsRequest, buildRequest, guessMimeType } from '../../src/providers/gemini/request.ts'
 import { parseEmbeddingsResponse, parseError, parseResponse } from '../../src/providers/gemini/response.ts'
 import { createStreamParser } from '../../src/providers/gemini/stream.ts'
 import { thoughtSignatureOf, toolCallId } from '../../src/providers/gemini/tool-ids.ts'
-import { attemptFor, registeredAdapter } from '../helpers/adapter.ts'
+import { attemptFor, expectGatewayError, registeredAdapter } from '../helpers/adapter.ts'
 import { FAKE_API_KEY, FAKE_REPLY, FAKE_TOOL_RESULT_REPLY, startFakeGemini, type FakeGemini } from '../helpers/fake-gemini.ts'
 import { validateEmbeddingResponse, validateSchema } from '../helpers/openapi.ts'
 
@@ -25,19 +25,6 @@ function translate(body: Record<string, any>, provider: Record<string, any> = {}
 const chat = (messages: any[], extra: Record<string, any> = {}) => ({ model: 'virtual', messages, ...extra })
 const hi = [{ role: 'user', content: 'hi' }]
 
-function expectGatewayError(fn: () => unknown, status: number, param?: string, code?: string): GatewayError {
-  try {
-    fn()
-  } catch (error) {
-    expect(GatewayError.is(error)).toBe(true)
-    const e = error as GatewayError
-    expect(e.status).toBe(status)
-    if (param !== undefined) expect(e.param).toBe(param)
-    if (code !== undefined) expect(e.code).toBe(code)
-    return e
-  }
-  throw new Error('expected a GatewayError')
-}
 
 describe('plugin', () => {
   test('registers a translating gemini provider with chat and embeddings, no legacy completions', async () => {
