@@ -3,6 +3,7 @@ import { Type as t, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { ConfigKeyInput, ModelInput, ProviderInput } from '../core/admin.ts'
 import type { PluginSpec } from '../plugin-host/host.ts'
+import type { Timeouts } from '../core/upstream.ts'
 
 /** The optional declarative file (`--config conduit.yaml` or CONDUIT_CONFIG). Every section is optional. */
 const FileSchema = t.Object(
@@ -17,7 +18,7 @@ const FileSchema = t.Object(
         drain_ms: t.Optional(t.Integer({ minimum: 0 })),
       }),
     ),
-    timeouts: t.Optional(t.Object({ first_byte_ms: t.Optional(t.Integer({ minimum: 1 })), idle_ms: t.Optional(t.Integer({ minimum: 1 })) })),
+    timeouts: t.Optional(t.Object({ connect_ms: t.Optional(t.Integer({ minimum: 1 })), first_byte_ms: t.Optional(t.Integer({ minimum: 1 })), idle_ms: t.Optional(t.Integer({ minimum: 1 })) })),
     plugins: t.Optional(
       t.Array(
         t.Object({
@@ -55,7 +56,7 @@ export interface GatewayConfig {
   workers: number
   /** On SIGTERM, how long in-flight requests and streams may take to finish. */
   drainMs: number
-  timeouts: { firstByteMs: number; idleMs: number }
+  timeouts: Timeouts
   plugins: PluginSpec[]
   /** Folder that relative plugin paths resolve against. */
   configDir: string
@@ -116,6 +117,7 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
     workers: number(flag('workers') ?? env.CONDUIT_WORKERS) ?? file.server?.workers ?? navigator.hardwareConcurrency,
     drainMs: number(env.CONDUIT_DRAIN_MS) ?? file.server?.drain_ms ?? 30_000,
     timeouts: {
+      connectMs: file.timeouts?.connect_ms ?? 5_000,
       firstByteMs: file.timeouts?.first_byte_ms ?? 300_000,
       idleMs: file.timeouts?.idle_ms ?? 120_000,
     },

@@ -125,8 +125,8 @@ export class Pipeline {
   /**
    * Attempts in the router's order until one starts a response. Only failures before the first byte are
    * retried (5xx, 429, timeouts, connection errors; never a 4xx). Another deployment is tried at once; the
-   * same one again only after a jittered backoff and within the retry budget. A target that timed out, or
-   * that asked us to wait (429 with Retry-After, one key), is not tried again by this request.
+   * same one again only after a jittered backoff and within the retry budget. A target that timed out (connect
+   * or first byte), or that asked us to wait (429 with Retry-After, one key), is not tried again by this request.
    */
   private async proxy(ctx: RequestCtx, endpoint: ProxiedEndpoint): Promise<Response> {
     const model = ctx.model!
@@ -173,7 +173,7 @@ export class Pipeline {
         lease.failed(error)
         if (!isRetryable(error) || ctx.signal.aborted) throw error
         ctx.log.warn({ provider: target.provider.name, status: error.status, attempt: attempt.attempt }, 'upstream attempt failed')
-        if (error.code === 'upstream_timeout' || (error.status === 429 && error.headers['retry-after'] && (target.provider.apiKeys?.length ?? 0) < 2)) {
+        if (error.code === 'upstream_timeout' || error.code === 'upstream_connect_timeout' || (error.status === 429 && error.headers['retry-after'] && (target.provider.apiKeys?.length ?? 0) < 2)) {
           excluded.add(targetId(target))
         }
         lastError = error
@@ -189,7 +189,7 @@ export class Pipeline {
     await this.o.host.upstreamRequest(attempt, upstream)
     const timeouts = timeoutsFor(provider, this.o.timeouts)
     const call = new UpstreamCall(ctx.signal, provider.name)
-    const response = await call.fetch(upstream, timeouts.firstByteMs)
+    const response = await call.fetch(upstream, timeouts)
     if (!response.ok) {
       call.release()
       const error = await upstreamError(response, adapter, provider.name)

@@ -1,8 +1,11 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
 import type { EndpointAdapter, ProviderConfig, UpstreamRequest } from '../plugin-sdk/types.ts'
 import { parseOpenAIError } from '../plugin-sdk/openai-compatible.ts'
+import { isReachable, providerAnswered } from './reachability.ts'
 
 export interface Timeouts {
+  /** To a connection; enforced by probing the origin when the response is not there by then (see reachability.ts). */
+  connectMs: number
   /** From sending the request to the response headers (and, for streams, the first body chunk). */
   firstByteMs: number
   /** Longest silence between two chunks of a stream. */
@@ -10,8 +13,12 @@ export interface Timeouts {
 }
 
 export function timeoutsFor(provider: ProviderConfig, defaults: Timeouts): Timeouts {
-  const own = (provider.options.timeouts ?? {}) as { first_byte_ms?: number; idle_ms?: number }
-  return { firstByteMs: own.first_byte_ms ?? defaults.firstByteMs, idleMs: own.idle_ms ?? defaults.idleMs }
+  const own = (provider.options.timeouts ?? {}) as { connect_ms?: number; first_byte_ms?: number; idle_ms?: number }
+  return {
+    connectMs: own.connect_ms ?? defaults.connectMs,
+    firstByteMs: own.first_byte_ms ?? defaults.firstByteMs,
+    idleMs: own.idle_ms ?? defaults.idleMs,
+  }
 }
 
 /** How often in-flight calls are checked for a deadline or a departed client. */
@@ -40,7 +47,12 @@ function watch(call: UpstreamCall) {
 export class UpstreamCall {
   readonly controller = new AbortController()
   private deadline = Infinity
+  /** When to ask whether the origin is reachable at all, until the response headers arrive. */
+  private connectCheckAt = Infinity
+  private connectMs = 0
+  private url: string | null = null
   timedOut = false
+  unreachable = false
 
   constructor(
     private readonly clientSignal: AbortSignal,
@@ -56,6 +68,14 @@ export class UpstreamCall {
       watched.delete(this)
       this.timedOut = true
       this.controller.abort(new DOMException('upstream timeout', 'TimeoutError'))
+    } else if (now >= this.connectCheckAt) {
+      this.connectCheckAt = Infinity
+      isReachable(this.providerName, this.url!, now - this.connectMs, this.connectMs).then((reachable) => {
+        if (reachable || this.url === null || this.controller.signal.aborted) return
+        watched.delete(this)
+        this.unreachable = true
+        this.controller.abort(new DOMException('upstream unreachable', 'TimeoutError'))
+      })
     }
   }
 
@@ -79,10 +99,13 @@ export class UpstreamCall {
     watched.delete(this)
   }
 
-  async fetch(request: UpstreamRequest, firstByteMs: number): Promise<Response> {
-    this.arm(firstByteMs)
+  async fetch(request: UpstreamRequest, timeouts: Timeouts): Promise<Response> {
+    this.arm(timeouts.firstByteMs)
+    this.url = request.url
+    this.connectMs = timeouts.connectMs
+    this.connectCheckAt = performance.now() + timeouts.connectMs
     try {
-      return await fetch(request.url, {
+      const response = await fetch(request.url, {
         method: request.method ?? 'POST',
         headers: request.headers,
         body: request.body,
@@ -92,9 +115,14 @@ export class UpstreamCall {
         // cut a provider configured to be allowed longer.
         timeout: false,
       } as RequestInit)
+      providerAnswered(this.providerName)
+      return response
     } catch (error) {
       this.release()
       throw this.failure(error)
+    } finally {
+      this.connectCheckAt = Infinity
+      this.url = null
     }
   }
 
@@ -102,6 +130,11 @@ export class UpstreamCall {
   failure(error: unknown): GatewayError {
     if (this.timedOut) {
       return new GatewayError(504, `The upstream provider '${this.providerName}' did not respond in time.`, { code: 'upstream_timeout' })
+    }
+    if (this.unreachable) {
+      return new GatewayError(502, `Could not connect to the upstream provider '${this.providerName}' within ${this.connectMs} ms.`, {
+        code: 'upstream_connect_timeout',
+      })
     }
     if (this.clientSignal.aborted) return new GatewayError(499, 'The client closed the request.', { code: 'client_closed_request' })
     const detail = error instanceof Error ? error.message : String(error)

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
+import { startBlackhole, type Blackhole } from '../helpers/blackhole.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
@@ -46,7 +47,7 @@ async function readTimed(res: Response) {
 
 beforeAll(async () => {
   fake = await startFakeOpenAI()
-  gw = await startGateway({ timeouts: { firstByteMs: 60_000, idleMs: 60_000 } })
+  gw = await startGateway({ timeouts: { connectMs: 5_000, firstByteMs: 60_000, idleMs: 60_000 } })
   key = (await gw.admin('POST', '/keys', { name: 'routing' })).key
   await gw.admin('POST', '/providers', { name: 'direct', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
   await gw.admin('POST', '/models', { name: 'direct', targets: [{ provider: 'direct', model: 'gpt-4o' }] })
@@ -101,6 +102,56 @@ describe('timeouts (PR1–PR3)', () => {
     expect(silence).toBeLessThan(1500)
     expect(text).toContain('"code":"upstream_timeout"')
     expect(text).not.toContain('[DONE]')
+  })
+})
+
+describe('connect timeout (PR1)', () => {
+  let hole: Blackhole
+  beforeAll(async () => {
+    hole = await startBlackhole()
+    await gw.admin('POST', '/providers', {
+      name: 'unreachable',
+      type: 'openai',
+      base_url: hole.url('/v1'),
+      api_key: 'sk-upstream-test',
+      options: { timeouts: { connect_ms: 500 } },
+    })
+  })
+  afterAll(() => hole.close())
+
+  test('a connect that hangs fails with 502 upstream_connect_timeout within twice connect_ms, not the first-byte timeout', async () => {
+    await gw.admin('POST', '/models', { name: 'unreachable', targets: [{ provider: 'unreachable', model: 'gpt-4o' }] })
+    const started = performance.now()
+    const res = await chat('unreachable', 'hi')
+    const elapsed = performance.now() - started
+    expect(res.status).toBe(502)
+    expect(((await res.json()) as any).error).toMatchObject({ code: 'upstream_connect_timeout', type: 'server_error' })
+    expect(elapsed).toBeGreaterThanOrEqual(500)
+    // One attempt: like a first-byte timeout, a connect timeout is not retried on the same target.
+    expect(elapsed).toBeLessThan(2 * 500 + 300)
+  })
+
+  test('the request falls back to the next target at once', async () => {
+    await gw.admin('POST', '/models', {
+      name: 'unreachable-first',
+      targets: [
+        { provider: 'unreachable', model: 'gpt-4o', priority: 1 },
+        { provider: 'direct', model: 'gpt-4o', priority: 0 },
+      ],
+    })
+    const started = performance.now()
+    const res = await chat('unreachable-first', 'hi')
+    expect(res.status).toBe(200)
+    expect(res.headers.get('x-conduit-provider')).toBe('direct')
+    expect(res.headers.get('x-conduit-attempts')).toBe('2')
+    expect(performance.now() - started).toBeLessThan(2 * 500 + 300)
+  })
+
+  test('a reachable upstream that is slow to answer is left to the first-byte timeout', async () => {
+    const proxy = await viaProxy('slow-but-there', { timeouts: { connect_ms: 100 } })
+    proxy.fault = { kind: 'latency', ms: 800 }
+    const res = await chat('slow-but-there', 'hi')
+    expect(res.status).toBe(200)
   })
 })
 

@@ -34,7 +34,7 @@ export async function startGateway(overrides: Partial<GatewayConfig> = {}, logs?
     workers: 1,
     drainMs: 5_000,
     redisTimeoutMs: 50,
-    timeouts: { firstByteMs: 30_000, idleMs: 30_000 },
+    timeouts: { connectMs: 5_000, firstByteMs: 30_000, idleMs: 30_000 },
     plugins: [],
     configDir: process.cwd(),
     seed: {},
