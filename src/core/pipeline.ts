@@ -348,6 +348,11 @@ export class Pipeline {
       return new Response(null, { status: 499 })
     }
     ctx.setHeader('x-request-id', ctx.id)
+    if (ctx.target) {
+      // Which provider failed last, and after how many attempts: what an operator needs to read a failed fallback.
+      ctx.setHeader('x-conduit-provider', ctx.target.provider.name)
+      ctx.setHeader('x-conduit-attempts', String(ctx.attempts))
+    }
     return this.settle(ctx, json(failure.status, failure.toJSON(), { ...ctx.headers, ...failure.headers }))
   }
 

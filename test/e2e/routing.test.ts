@@ -127,7 +127,9 @@ describe('connect timeout (PR1)', () => {
     expect(res.status).toBe(502)
     expect(((await res.json()) as any).error).toMatchObject({ code: 'upstream_connect_timeout', type: 'server_error' })
     expect(elapsed).toBeGreaterThanOrEqual(500)
-    // One attempt: like a first-byte timeout, a connect timeout is not retried on the same target.
+    // Like a first-byte timeout, a connect timeout is not retried on the same target.
+    expect(res.headers.get('x-conduit-attempts')).toBe('1')
+    expect(res.headers.get('x-conduit-provider')).toBe('unreachable')
     expect(elapsed).toBeLessThan(2 * 500 + 300)
   })
 
@@ -166,7 +168,9 @@ describe('retries and fallbacks (PR5, PR6, PR8)', () => {
 
   test('a 400 is never retried', async () => {
     const before = fake.requests.length
-    expect((await chat('direct', 'fail-400')).status).toBe(400)
+    const res = await chat('direct', 'fail-400')
+    expect(res.status).toBe(400)
+    expect(res.headers.get('x-conduit-attempts')).toBe('1')
     expect(fake.requests.length - before).toBe(1)
   })
 
