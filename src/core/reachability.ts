@@ -1,9 +1,9 @@
 /*
  * Bun's fetch does not tell when its connection is established, so the connect timeout is enforced from the
- * outside. A call still without response headers after `connect_ms` asks whether its provider's host accepts a TCP
- * connection at all. A provider that answered any call since this one started is reachable without asking;
- * otherwise one probe per provider at a time, which gets `connect_ms` to open. A provider that cannot be reached
- * fails the call (and the router moves on); one that can leaves it to the first-byte deadline.
+ * outside. A call still without response headers after `connect_ms` asks whether its provider's host accepts
+ * a TCP connection at all. A provider that answered any call since this one started is reachable without
+ * asking; otherwise one probe per provider at a time, which gets `connect_ms` to open. A provider that cannot
+ * be reached fails the call (and the router moves on); one that can leaves it to the first-byte deadline.
  */
 
 /** When each provider (by name) last answered: response headers or an opened probe, in performance.now() time. */

@@ -4,7 +4,7 @@ import { parseOpenAIError } from '../plugin-sdk/openai-compatible.ts'
 import { isReachable, providerAnswered } from './reachability.ts'
 
 export interface Timeouts {
-  /** To a connection; enforced by probing the origin when the response is not there by then (see reachability.ts). */
+  /** To a connection; enforced by probing the provider's host if no response came by then (see reachability.ts). */
   connectMs: number
   /** From sending the request to the response headers (and, for streams, the first body chunk). */
   firstByteMs: number
@@ -47,7 +47,7 @@ function watch(call: UpstreamCall) {
 export class UpstreamCall {
   readonly controller = new AbortController()
   private deadline = Infinity
-  /** When to ask whether the origin is reachable at all, until the response headers arrive. */
+  /** When to ask whether the provider's host is reachable at all; cleared when the response headers arrive. */
   private connectCheckAt = Infinity
   private connectMs = 0
   private url: string | null = null

@@ -39,15 +39,16 @@ export function parseDataUrl(url: string): { mimeType: string; data: string } | 
   return match ? { mimeType: match[1]!, data: match[2]! } : null
 }
 
-/** How one adapter turns each kind of content part (by its `type`) into its own blocks. */
-export type PartHandlers<B> = Record<string, (part: any, param: string) => B[]>
+/** How one adapter turns each kind of content part (by its `type`) into its own blocks; text is always needed. */
+type PartHandler<B> = (part: any, param: string) => B[]
+export type PartHandlers<B> = { text: PartHandler<B> } & Record<string, PartHandler<B>>
 
 /**
  * A user message's content as the provider's blocks: a string is one text part, every array part goes to the
  * handler for its type, and a type without a handler is a 400 naming the part.
  */
 export function userParts<B>(content: unknown, param: string, handlers: PartHandlers<B>): B[] {
-  if (typeof content === 'string' || content == null) return handlers.text!({ type: 'text', text: content ?? '' }, `${param}.content`)
+  if (typeof content === 'string' || content == null) return handlers.text({ type: 'text', text: content ?? '' }, `${param}.content`)
   if (!Array.isArray(content)) throw badRequest('Message content must be a string or an array of parts.', `${param}.content`)
   return content.flatMap((part: any, j: number) => {
     const partParam = `${param}.content[${j}]`
