@@ -200,7 +200,7 @@ export class Pipeline {
       }
       throw error
     }
-    this.routeHeaders(ctx, attempt)
+    this.routeHeaders(ctx, attempt.dropped)
     if (ctx.stream && response.body) {
       const reader = response.body.getReader() as ReadableStreamDefaultReader<Uint8Array>
       let first: Awaited<ReturnType<typeof reader.read>>
@@ -290,13 +290,14 @@ export class Pipeline {
     return this.settle(ctx, new Response(out, { status: 200, headers: { 'content-type': JSON_TYPE, ...ctx.headers } }))
   }
 
-  private routeHeaders(ctx: RequestCtx, attempt: Attempt) {
+  /** Where the request went: on the response that succeeded, and on an error after an upstream attempt. */
+  private routeHeaders(ctx: RequestCtx, dropped: string[] = []) {
     const h = ctx.headers
     h['x-request-id'] = ctx.id
-    h['x-conduit-provider'] = attempt.target.provider.name
-    h['x-conduit-model'] = attempt.target.model
-    h['x-conduit-attempts'] = String(attempt.attempt)
-    if (attempt.dropped.length > 0) h['x-conduit-dropped-params'] = attempt.dropped.join(',')
+    h['x-conduit-provider'] = ctx.target!.provider.name
+    h['x-conduit-model'] = ctx.target!.model
+    h['x-conduit-attempts'] = String(ctx.attempts)
+    if (dropped.length > 0) h['x-conduit-dropped-params'] = dropped.join(',')
   }
 
   private streamFinished(ctx: RequestCtx, outcome: StreamOutcome) {
@@ -347,12 +348,8 @@ export class Pipeline {
       this.report(ctx, true)
       return new Response(null, { status: 499 })
     }
-    ctx.setHeader('x-request-id', ctx.id)
-    if (ctx.target) {
-      // Which provider failed last, and after how many attempts: what an operator needs to read a failed fallback.
-      ctx.setHeader('x-conduit-provider', ctx.target.provider.name)
-      ctx.setHeader('x-conduit-attempts', String(ctx.attempts))
-    }
+    if (ctx.target) this.routeHeaders(ctx)
+    else ctx.setHeader('x-request-id', ctx.id)
     return this.settle(ctx, json(failure.status, failure.toJSON(), { ...ctx.headers, ...failure.headers }))
   }
 

@@ -51,8 +51,8 @@ export class UpstreamCall {
   private connectCheckAt = Infinity
   private connectMs = 0
   private url: string | null = null
-  timedOut = false
-  unreachable = false
+  /** Which of our deadlines ended the call, if one did. */
+  private expired: 'first byte' | 'connect' | null = null
 
   constructor(
     private readonly clientSignal: AbortSignal,
@@ -64,19 +64,19 @@ export class UpstreamCall {
   /** @internal the watchdog's tick */
   check(now: number) {
     if (this.clientSignal.aborted) this.clientLeft()
-    else if (now >= this.deadline) {
-      watched.delete(this)
-      this.timedOut = true
-      this.controller.abort(new DOMException('upstream timeout', 'TimeoutError'))
-    } else if (now >= this.connectCheckAt) {
+    else if (now >= this.deadline) this.expire('first byte')
+    else if (now >= this.connectCheckAt) {
       this.connectCheckAt = Infinity
       isReachable(this.providerName, this.url!, now - this.connectMs, this.connectMs).then((reachable) => {
-        if (reachable || this.url === null || this.controller.signal.aborted) return
-        watched.delete(this)
-        this.unreachable = true
-        this.controller.abort(new DOMException('upstream unreachable', 'TimeoutError'))
+        if (!reachable && this.url !== null && !this.controller.signal.aborted) this.expire('connect')
       })
     }
+  }
+
+  private expire(deadline: 'first byte' | 'connect') {
+    watched.delete(this)
+    this.expired = deadline
+    this.controller.abort(new DOMException(`upstream ${deadline} timeout`, 'TimeoutError'))
   }
 
   /** The client went away: stop the upstream call now. */
@@ -128,10 +128,10 @@ export class UpstreamCall {
 
   /** Translates a transport failure into the error the client should see. */
   failure(error: unknown): GatewayError {
-    if (this.timedOut) {
+    if (this.expired === 'first byte') {
       return new GatewayError(504, `The upstream provider '${this.providerName}' did not respond in time.`, { code: 'upstream_timeout' })
     }
-    if (this.unreachable) {
+    if (this.expired === 'connect') {
       return new GatewayError(502, `Could not connect to the upstream provider '${this.providerName}' within ${this.connectMs} ms.`, {
         code: 'upstream_connect_timeout',
       })

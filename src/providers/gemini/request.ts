@@ -1,4 +1,4 @@
-import { GatewayError, assistantTexts, badRequest, parseDataUrl, textOf, toolArguments, userParts as mapUserParts, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
+import { GatewayError, assistantTexts, badRequest, parseDataUrl, textOf, toolArguments, userParts, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
 import { thoughtSignatureOf } from './tool-ids.ts'
 import type {
   GeminiBatchEmbedContentsRequest,
@@ -132,7 +132,7 @@ export function translateMessages(input: unknown): { system: string | null; cont
         system.push(textOf(message.content, param))
         break
       case 'user':
-        push('user', userParts(message.content, param))
+        push('user', userTurnParts(message.content, param))
         break
       case 'assistant':
         push('model', modelParts(message, param, callNames))
@@ -165,8 +165,8 @@ function toolResponse(content: string): Record<string, unknown> {
 // An empty text part carries nothing and a turn of only empty parts is refused: leave them out.
 const text = (value: string): GeminiPart[] => (value ? [{ text: value }] : [])
 
-const userParts = (content: unknown, param: string) =>
-  mapUserParts<GeminiPart>(content, param, {
+const userTurnParts = (content: unknown, param: string) =>
+  userParts<GeminiPart>(content, param, {
     text: (part) => text(String(part.text ?? '')),
     image_url: (part, partParam) => [imagePart(part.image_url?.url, `${partParam}.image_url.url`)],
     input_audio: ({ input_audio: audio }, partParam) => {
