@@ -93,6 +93,55 @@ describe('tokens per minute', () => {
     expect(((await res.json()) as any).error.code).toBe('request_exceeds_token_limit')
     expect(fake.requests.length).toBe(before)
   })
+
+  // RL7: a request that could never fit the bucket, even full, is refused outright; it takes nothing.
+  test('max_tokens above the limit is a 400 naming the field and both numbers; our default reserve is not', async () => {
+    const k = await key({ tpm: 1000 })
+    const before = fake.requests.length
+    const cases = [
+      { extra: { max_tokens: 5000 }, param: 'max_tokens', numbers: ['5000', '1000'] },
+      // Fits alone, not with the prompt (8 tokens: 32 characters of JSON).
+      { extra: { max_completion_tokens: 995 }, param: 'max_completion_tokens', numbers: ['995', '1000'] },
+      { extra: { max_tokens: 300, n: 4 }, param: 'max_tokens', numbers: ['300', '4', '1000'] },
+    ]
+    for (const { extra, param, numbers } of cases) {
+      const res = await chat(k, 'hi', extra)
+      expect(res.status).toBe(400)
+      const body = (await res.json()) as any
+      validateSchema('ErrorResponse', body)
+      expect(body.error).toMatchObject({ type: 'invalid_request_error', code: 'request_exceeds_token_limit', param })
+      for (const n of numbers) expect(body.error.message).toContain(n)
+    }
+    expect(fake.requests.length).toBe(before)
+
+    // The refusals took nothing: a request that fits sees the whole bucket. One without max_tokens reserves our
+    // default (256), which never refuses: it is capped to the limit.
+    const fits = await chat(k, 'hi', { max_tokens: 900 })
+    expect(fits.status).toBe(200)
+    expect(Number(fits.headers.get('x-ratelimit-remaining-tokens'))).toBeGreaterThan(1000 - 900 - 20)
+    const small = await key({ tpm: 100 })
+    expect((await chat(small, 'hi')).status).toBe(200)
+  })
+
+  test('the same holds for a model’s own token limit; what the key took is given back', async () => {
+    await gw.admin('POST', '/models', { name: 'tpm-model', targets: [{ provider: 'fake', model: 'gpt-4o' }], limits: { tpm: 500 } })
+    const k = await key({ tpm: 10_000 })
+    const before = fake.requests.length
+    const res = await fetch(`${gw.baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${k}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'tpm-model', messages: [{ role: 'user', content: 'hi' }], max_tokens: 1000 }),
+    })
+    expect(res.status).toBe(400)
+    const { error } = (await res.json()) as any
+    expect(error).toMatchObject({ code: 'request_exceeds_token_limit', param: 'max_tokens' })
+    expect(error.message).toContain("the model 'tpm-model'")
+    expect(error.message).toContain('500')
+    expect(fake.requests.length).toBe(before)
+    // The key's own limit admitted ~1,010 tokens before the model refused: they came back.
+    const next = await chat(k, 'hi', { max_tokens: 10 })
+    expect(Number(next.headers.get('x-ratelimit-remaining-tokens'))).toBeGreaterThan(10_000 - 10 - 20)
+  })
 })
 
 describe('max_parallel', () => {

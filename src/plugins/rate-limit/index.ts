@@ -39,7 +39,11 @@ interface Held {
 const seconds = (ms: number) => `${Math.max(0, ms / 1000).toFixed(3).replace(/\.?0+$/, '')}s`
 const stateKey = (scope: Scope, what: string) => `conduit:rl:{${scope.tag}}:${what}`
 
-/** Prompt estimate plus the completion the request may produce. */
+/**
+ * Prompt estimate plus the completion the request may produce (per choice, times `n`). A request that could
+ * never fit the limit, even with the bucket full, is a 400: a 429 would send the client into retries that
+ * never succeed. Only our own default reserve is capped to the limit, since the client did not ask for it.
+ */
 function tokenReservation(body: Record<string, any>, limit: number, scope: Scope): number {
   const prompt = estimatePromptTokens(body)
   if (prompt > limit) {
@@ -47,8 +51,19 @@ function tokenReservation(body: Record<string, any>, limit: number, scope: Scope
       code: 'request_exceeds_token_limit',
     })
   }
-  const completion = body.max_completion_tokens ?? body.max_tokens ?? DEFAULT_COMPLETION_RESERVE
-  return Math.min(limit, prompt + completion)
+  const choices = body.n ?? 1
+  const asked = body.max_completion_tokens ?? body.max_tokens
+  if (asked == null) return Math.min(limit, prompt + DEFAULT_COMPLETION_RESERVE * choices)
+  if (prompt + asked * choices > limit) {
+    const param = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens'
+    const times = choices > 1 ? ` × ${choices} choices` : ''
+    throw new GatewayError(
+      400,
+      `${param} ${asked}${times} plus the prompt (about ${prompt} tokens) exceeds the limit of ${limit} tokens per minute of ${scope.label}: such a request can never be admitted.`,
+      { code: 'request_exceeds_token_limit', param },
+    )
+  }
+  return prompt + asked * choices
 }
 
 /**
