@@ -6,6 +6,13 @@ let sequence = 0
 const instance = `req_${crypto.randomUUID().replaceAll('-', '').slice(0, 12)}`
 export const newRequestId = () => instance + (sequence++).toString(36)
 
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/
+/**
+ * A value that `Headers` accepts and that cannot inject a header: printable ASCII stays as it is; anything else
+ * (a model id in another script, an emoji, CR/LF) is percent-encoded, the way RFC 8187 carries non-ASCII.
+ */
+export const headerValue = (value: string) => (PRINTABLE_ASCII.test(value) ? value : encodeURIComponent(value))
+
 export class RequestCtx implements RequestContext {
   readonly id = newRequestId()
   readonly startedAt = performance.now()
@@ -27,6 +34,8 @@ export class RequestCtx implements RequestContext {
   costMicros = 0
   stream = false
   firstByteMs: number | null = null
+  /** The key whose open-request count this request holds (see Pipeline.holdConnection). */
+  heldConnection: string | null = null
   private logged = false
 
   constructor(
@@ -39,7 +48,7 @@ export class RequestCtx implements RequestContext {
   }
 
   setHeader(name: string, value: string) {
-    this.headers[name.toLowerCase()] = value
+    this.headers[name.toLowerCase()] = headerValue(value)
   }
 
   /** Called exactly once per request; returns the record for onLog or null when already finished. */

@@ -1,5 +1,5 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
-import type { Endpoint, EndpointAdapter, Logger, Usage } from '../plugin-sdk/types.ts'
+import type { Endpoint, EndpointAdapter, FinishedRequest, Logger, Usage } from '../plugin-sdk/types.ts'
 import type { PluginHost } from '../plugin-host/host.ts'
 import { costMicros, microsToUsd } from '../pricing/prices.ts'
 import type { Metrics } from '../services/metrics.ts'
@@ -8,7 +8,7 @@ import type { Store } from '../store/store.ts'
 import { usageRange, usageReport } from './usage.ts'
 import type { Catalog } from './catalog.ts'
 import { backoffMs, targetId, type AttemptLease, type Router } from './router.ts'
-import { Attempt, RequestCtx } from './context.ts'
+import { Attempt, RequestCtx, headerValue } from './context.ts'
 import { allowedBy } from './glob.ts'
 import { refuseUpstreamOverrides, validateRequest } from './request-schemas.ts'
 import { relayStream, type StreamOutcome } from './stream-relay.ts'
@@ -27,6 +27,12 @@ export interface PipelineOptions {
   log: Logger
   /** Largest accepted JSON body, in bytes. */
   maxBodyBytes: number
+  /** How long a client may take to send its body once its key is known (a trickled body holds a connection). */
+  bodyTimeoutMs: number
+  /** Requests in flight past which new ones are refused at once with 503 instead of queueing without bound. */
+  maxInflight: number
+  /** Largest non-streaming upstream response read into memory. */
+  maxUpstreamBodyBytes: number
   timeouts: Timeouts
 }
 
@@ -42,6 +48,9 @@ type ProxiedEndpoint = 'chat' | 'completions' | 'embeddings'
 const DEFAULT_RETRIES = 2
 
 const JSON_TYPE = 'application/json'
+const OVERLOADED = JSON.stringify(
+  new GatewayError(503, 'The gateway is at capacity. Retry shortly.', { code: 'server_overloaded' }).toJSON(),
+)
 const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' }
 
 /**
@@ -49,14 +58,23 @@ const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache
  * (onUpstreamRequest, fetch, onResponse | onChunk) → onLog. Framework-free: takes a Request, returns a Response.
  */
 export class Pipeline {
+  /** Requests per key from the moment the key is known, so a key's max_parallel also bounds slow uploads. */
+  private readonly openPerKey = new Map<string, number>()
+
   constructor(private readonly o: PipelineOptions) {}
 
   async handle(endpoint: Endpoint, request: Request, transport: Transport = {}, params: { model?: string } = {}): Promise<Response> {
+    if (this.o.metrics.inflight >= this.o.maxInflight) {
+      // Shed before any work: under overload a quick 503 beats a queue that only grows.
+      this.o.metrics.shed++
+      return new Response(OVERLOADED, { status: 503, headers: { 'content-type': JSON_TYPE, 'retry-after': '1' } })
+    }
     const ctx = new RequestCtx(endpoint, request, this.o.log)
     this.o.metrics.inflight++
     try {
       const early = (await this.o.host.run('onRequest', ctx)) ?? (await this.authenticate(ctx))
       if (early) return this.settle(ctx, early)
+      this.holdConnection(ctx)
       if (endpoint === 'models') return this.settle(ctx, await this.models(ctx, params.model))
       if (endpoint === 'usage') {
         const range = usageRange(new URL(request.url).searchParams)
@@ -66,8 +84,9 @@ export class Pipeline {
       if (endpoints && !endpoints.includes(endpoint)) {
         throw new GatewayError(403, `This key may not call the ${endpoint} endpoint.`, { code: 'endpoint_not_allowed' })
       }
+      const body = await readJsonBody(request, this.o.maxBodyBytes, this.o.bodyTimeoutMs)
+      // Only now: a client trickling its body stays under the server's idle timer as well as our deadline.
       transport.disableIdleTimeout?.()
-      const body = await readJsonBody(request, this.o.maxBodyBytes)
       validateRequest(endpoint, body)
       refuseUpstreamOverrides(body)
       ctx.body = body
@@ -92,6 +111,28 @@ export class Pipeline {
     }
     ctx.principal = result
     return undefined
+  }
+
+  /** Counts the request against its key's max_parallel before the body is read; released in report(). */
+  private holdConnection(ctx: RequestCtx) {
+    const max = ctx.principal?.limits?.max_parallel
+    if (!max) return
+    const keyId = ctx.principal!.keyId
+    const open = this.openPerKey.get(keyId) ?? 0
+    if (open >= max) {
+      throw new GatewayError(429, `This key already has ${max} requests in flight (max_parallel).`, {
+        code: 'rate_limit_exceeded',
+        headers: { 'retry-after': '1' },
+      })
+    }
+    this.openPerKey.set(keyId, open + 1)
+    ctx.heldConnection = keyId
+  }
+
+  private releaseConnection(keyId: string) {
+    const open = this.openPerKey.get(keyId)! - 1
+    if (open > 0) this.openPerKey.set(keyId, open)
+    else this.openPerKey.delete(keyId)
   }
 
   private resolveModel(ctx: RequestCtx, name: string) {
@@ -172,7 +213,7 @@ export class Pipeline {
         if (!GatewayError.is(error) || error.status === 499) throw error
         lease.failed(error)
         if (!isRetryable(error) || ctx.signal.aborted) throw error
-        ctx.log.warn({ provider: target.provider.name, status: error.status, attempt: attempt.attempt }, 'upstream attempt failed')
+        ctx.log.warn({ provider: target.provider.name, status: error.status, attempt: attempt.attempt, detail: error.cause }, 'upstream attempt failed')
         if (error.code === 'upstream_timeout' || error.code === 'upstream_connect_timeout' || (error.status === 429 && error.headers['retry-after'] && (target.provider.apiKeys?.length ?? 0) < 2)) {
           excluded.add(targetId(target))
         }
@@ -236,14 +277,14 @@ export class Pipeline {
         },
       })
       ctx.status = 200
-      return new Response(body, { status: 200, headers: { ...SSE_HEADERS, ...ctx.headers } })
+      return respond(body, 200, { ...SSE_HEADERS, ...ctx.headers })
     }
     lease.succeeded(performance.now() - started)
     let text: string
     try {
-      text = await response.text()
+      text = await readCapped(response, this.o.maxUpstreamBodyBytes, provider.name)
     } catch (error) {
-      throw call.failure(error)
+      throw GatewayError.is(error) ? error : call.failure(error)
     } finally {
       call.release()
     }
@@ -274,34 +315,34 @@ export class Pipeline {
       }
       if (!adapter.passthrough) parsed = adapter.parseResponse!(parsed, attempt)
       if (ctx.endpoint === 'embeddings' && ctx.body!.encoding_format === 'base64') encodeEmbeddings(parsed)
-      ctx.usage = parsed.usage ? normaliseUsage(parsed.usage) : this.estimateUsage(ctx, 0, parsed)
+      ctx.usage = this.usageFrom(ctx, parsed.usage, 0, parsed)
       parsed.model = name
       out = JSON.stringify(await this.o.host.response(attempt, parsed))
     } else {
       if (text.charCodeAt(0) !== 123 && !text.trimStart().startsWith('{')) throw badResponse()
       const usage = extractUsage(text)
-      ctx.usage = usage ? normaliseUsage(usage) : this.estimateUsage(ctx, 0, JSON.parse(text))
+      ctx.usage = usage ? this.usageFrom(ctx, usage, 0) : this.estimateUsage(ctx, 0, JSON.parse(text))
       out = spliceModel(text, name)
     }
     ctx.costMicros = costMicros(attempt.target.price, ctx.usage)
     ctx.headers['x-conduit-cost-usd'] = microsToUsd(ctx.costMicros)
     ctx.status = 200
     ctx.firstByteMs = performance.now() - ctx.startedAt
-    return this.settle(ctx, new Response(out, { status: 200, headers: { 'content-type': JSON_TYPE, ...ctx.headers } }))
+    return this.settle(ctx, respond(out, 200, { 'content-type': JSON_TYPE, ...ctx.headers }))
   }
 
   /** Where the request went: on the response that succeeded, and on an error after an upstream attempt. */
   private routeHeaders(ctx: RequestCtx, dropped: string[] = []) {
     const h = ctx.headers
     h['x-request-id'] = ctx.id
-    h['x-conduit-provider'] = ctx.target!.provider.name
-    h['x-conduit-model'] = ctx.target!.model
+    h['x-conduit-provider'] = headerValue(ctx.target!.provider.name)
+    h['x-conduit-model'] = headerValue(ctx.target!.model)
     h['x-conduit-attempts'] = String(ctx.attempts)
     if (dropped.length > 0) h['x-conduit-dropped-params'] = dropped.join(',')
   }
 
   private streamFinished(ctx: RequestCtx, outcome: StreamOutcome) {
-    ctx.usage = outcome.usage ? normaliseUsage(outcome.usage) : this.estimateUsage(ctx, outcome.chunks)
+    ctx.usage = this.usageFrom(ctx, outcome.usage, outcome.chunks)
     if (outcome.error) {
       ctx.error = outcome.error
       ctx.status = outcome.error.status
@@ -309,16 +350,57 @@ export class Pipeline {
     this.report(ctx, outcome.aborted)
   }
 
-  /** The request is over (last byte, abort or refusal): metrics, then the onLog hooks, exactly once. */
+  /**
+   * The request is over (last byte, abort or refusal): metrics, the ledger, then the onLog hooks (which release
+   * limit slots and budget holds), exactly once. Each step is guarded so that one failing never skips the next.
+   */
   private report(ctx: RequestCtx, aborted: boolean) {
     // A stream's cost is known only now; an aborted one is billed its input and what it received.
     if (ctx.target && ctx.usage) ctx.costMicros = costMicros(ctx.target.price, ctx.usage)
     const finished = ctx.finish(aborted)
     if (!finished) return
     this.o.metrics.inflight--
-    this.o.metrics.record(finished)
-    this.o.ledger.record(finished)
-    this.o.host.log(finished)
+    if (ctx.heldConnection) this.releaseConnection(ctx.heldConnection)
+    for (const step of this.reportSteps) {
+      try {
+        step(finished)
+      } catch (err) {
+        ctx.log.error({ err, requestId: ctx.id }, 'request accounting step failed')
+      }
+    }
+  }
+
+  private readonly reportSteps: ((f: FinishedRequest) => void)[] = [
+    (f) => this.o.metrics.record(f),
+    (f) => this.o.ledger.record(f),
+    (f) => this.o.host.log(f),
+  ]
+
+  /**
+   * Provider usage is input like any other: a count that is not a finite, non-negative number is replaced by
+   * our estimate, and the record says it was estimated.
+   */
+  private usageFrom(ctx: RequestCtx, raw: any, chunks: number, response?: Record<string, any>): Usage {
+    if (!raw || typeof raw !== 'object') return this.estimateUsage(ctx, chunks, response)
+    const count = (...values: unknown[]) => {
+      const value = values.find((v) => v !== undefined && v !== null)
+      if (value === undefined) return 0
+      return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? Math.round(value) : null
+    }
+    const prompt = count(raw.prompt_tokens, raw.input_tokens)
+    const completion = count(raw.completion_tokens, raw.output_tokens)
+    const cached = count(raw.prompt_tokens_details?.cached_tokens)
+    if (prompt === null || completion === null) {
+      ctx.log.warn({ requestId: ctx.id, provider: ctx.target?.provider.name }, 'provider reported unusable token counts; estimated instead')
+      const estimate = this.estimateUsage(ctx, chunks, response)
+      const usage: Usage = { ...estimate, prompt_tokens: prompt ?? estimate.prompt_tokens, completion_tokens: completion ?? estimate.completion_tokens }
+      usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+      return usage
+    }
+    const total = count(raw.total_tokens)
+    const usage: Usage = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: total || prompt + completion }
+    if (cached) usage.cached_tokens = Math.min(cached, prompt)
+    return usage
   }
 
   /** When the upstream reports nothing (aborted stream, silent provider) we count, and say so. */
@@ -332,6 +414,7 @@ export class Pipeline {
     return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, estimated: true }
   }
 
+  /** Renders any failure as our envelope and accounts for the request; it does not throw. */
   private fail(ctx: RequestCtx, error: unknown): Response {
     let failure: GatewayError
     if (GatewayError.is(error)) {
@@ -364,15 +447,40 @@ export class Pipeline {
 const endpointLabel: Record<ProxiedEndpoint, string> = { chat: 'chat completions', completions: 'text completions', embeddings: 'embeddings' }
 
 const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
-  new Response(JSON.stringify(body), { status, headers: { 'content-type': JSON_TYPE, ...headers } })
+  respond(JSON.stringify(body), status, { 'content-type': JSON_TYPE, ...headers })
 
-function normaliseUsage(u: any): Usage {
-  const prompt = Number(u.prompt_tokens ?? u.input_tokens ?? 0)
-  const completion = Number(u.completion_tokens ?? u.output_tokens ?? 0)
-  const usage: Usage = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: Number(u.total_tokens ?? prompt + completion) }
-  const cached = Number(u.prompt_tokens_details?.cached_tokens ?? 0)
-  if (cached > 0) usage.cached_tokens = cached
-  return usage
+/**
+ * Builds a response that cannot fail on a header a plugin set: `Headers` throws on values outside Latin-1 or
+ * with CR/LF, and a throw after the upstream was called would lose the request's accounting.
+ */
+function respond(body: ConstructorParameters<typeof Response>[0], status: number, headers: Record<string, string>): Response {
+  try {
+    return new Response(body, { status, headers })
+  } catch {
+    const safe: Record<string, string> = {}
+    for (const name in headers) safe[name] = headerValue(String(headers[name]))
+    return new Response(body, { status, headers: safe })
+  }
+}
+
+/** A non-streaming upstream body, refused past `limit` bytes instead of held whole in memory. */
+async function readCapped(response: Response, limit: number, provider: string): Promise<string> {
+  const tooLarge = () =>
+    new GatewayError(502, `The upstream provider '${provider}' sent a response larger than ${limit} bytes.`, { code: 'upstream_response_too_large' })
+  const declared = Number(response.headers.get('content-length') ?? NaN)
+  if (declared > limit) {
+    response.body?.cancel().catch(() => {})
+    throw tooLarge()
+  }
+  if (Number.isFinite(declared) || !response.body) return response.text()
+  const parts: Uint8Array[] = []
+  let size = 0
+  for await (const part of response.body as unknown as AsyncIterable<Uint8Array>) {
+    size += part.byteLength
+    if (size > limit) throw tooLarge() // leaving the loop cancels the body
+    parts.push(part)
+  }
+  return Buffer.concat(parts).toString('utf8')
 }
 
 /** The client asked for base64; encode any float arrays the upstream sent. */
@@ -382,16 +490,17 @@ function encodeEmbeddings(response: Record<string, any>) {
   }
 }
 
-/** Reads the body under a size limit without trusting Content-Length alone (chunked uploads have none). */
-async function readJsonBody(request: Request, limit: number): Promise<unknown> {
+/**
+ * Reads the body under a size limit without trusting Content-Length alone (chunked uploads have none), and
+ * within a deadline: a client that declares 100 kB and sends 14 bytes must not hold its connection for ever.
+ */
+async function readJsonBody(request: Request, limit: number, timeoutMs: number): Promise<unknown> {
   const tooLarge = () =>
     new GatewayError(413, `The request body is larger than the limit of ${limit} bytes.`, { code: 'request_too_large' })
   const declared = Number(request.headers.get('content-length') ?? NaN)
   if (declared > limit) throw tooLarge()
-  let text: string
-  if (Number.isFinite(declared)) {
-    text = await request.text()
-  } else {
+  const read = async () => {
+    if (Number.isFinite(declared)) return request.text()
     const parts: Uint8Array[] = []
     let size = 0
     for await (const part of request.body ?? []) {
@@ -399,7 +508,21 @@ async function readJsonBody(request: Request, limit: number): Promise<unknown> {
       if (size > limit) throw tooLarge()
       parts.push(part)
     }
-    text = Buffer.concat(parts).toString('utf8')
+    return Buffer.concat(parts).toString('utf8')
+  }
+  let timer: Timer | undefined
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      // `connection: close`: the rest of the body may never come, so the connection cannot serve another request.
+      () => reject(new GatewayError(408, `The request body did not arrive within ${timeoutMs} ms.`, { code: 'request_timeout', headers: { connection: 'close' } })),
+      timeoutMs,
+    )
+  })
+  let text: string
+  try {
+    text = await Promise.race([read(), deadline])
+  } finally {
+    clearTimeout(timer)
   }
   if (text.length === 0) throw new GatewayError(400, 'The request body is empty; send a JSON object.', { code: 'invalid_json' })
   try {

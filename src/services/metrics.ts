@@ -21,10 +21,12 @@ export interface MetricsSnapshot {
   duration: Record<string, Histogram>
   ttft: Record<string, Histogram>
   inflight: number
+  /** Requests refused at once because the process was at its in-flight limit. */
+  shed: number
   rssBytes: number
 }
 
-const emptySnapshot = (): MetricsSnapshot => ({ requests: {}, errors: {}, tokens: {}, duration: {}, ttft: {}, inflight: 0, rssBytes: 0 })
+const emptySnapshot = (): MetricsSnapshot => ({ requests: {}, errors: {}, tokens: {}, duration: {}, ttft: {}, inflight: 0, shed: 0, rssBytes: 0 })
 
 function observe(map: Record<string, Histogram>, key: string, bounds: number[], value: number) {
   let h = map[key]
@@ -46,6 +48,7 @@ export class Metrics {
   private data = emptySnapshot()
   /** Requests being served right now (streams included). */
   inflight = 0
+  shed = 0
 
   record(f: FinishedRequest) {
     const endpoint = f.ctx.endpoint
@@ -70,7 +73,7 @@ export class Metrics {
   }
 
   snapshot(): MetricsSnapshot {
-    return { ...structuredClone(this.data), inflight: this.inflight, rssBytes: process.memoryUsage.rss() }
+    return { ...structuredClone(this.data), inflight: this.inflight, shed: this.shed, rssBytes: process.memoryUsage.rss() }
   }
 
   static merge(snapshots: MetricsSnapshot[]): MetricsSnapshot {
@@ -88,6 +91,7 @@ export class Metrics {
         }
       }
       out.inflight += s.inflight
+      out.shed += s.shed
       out.rssBytes += s.rssBytes
     }
     return out
@@ -125,6 +129,7 @@ export class Metrics {
     histogram('conduit_request_duration_seconds', 'Time from request to last byte.', DURATION_BUCKETS, s.duration)
     histogram('conduit_time_to_first_token_seconds', 'Streams: time from request to the first byte sent.', TTFT_BUCKETS, s.ttft)
     lines.push('# HELP conduit_inflight_requests Requests being served now.', '# TYPE conduit_inflight_requests gauge', `conduit_inflight_requests ${s.inflight}`)
+    lines.push('# HELP conduit_shed_requests_total Requests refused with 503 because a process was at its in-flight limit.', '# TYPE conduit_shed_requests_total counter', `conduit_shed_requests_total ${s.shed}`)
     lines.push('# HELP conduit_resident_memory_bytes Resident memory of all gateway processes.', '# TYPE conduit_resident_memory_bytes gauge', `conduit_resident_memory_bytes ${s.rssBytes}`)
     lines.push('# HELP conduit_workers Gateway worker processes.', '# TYPE conduit_workers gauge', `conduit_workers ${workers}`)
     return lines.join('\n') + '\n'
