@@ -85,22 +85,65 @@ export function validateRequest(endpoint: Endpoint, body: unknown): asserts body
   )
 }
 
-const UPSTREAM_URL_KEYS = new Set(['apibase', 'baseurl', 'apiurl', 'endpointurl'])
+/**
+ * Names a client might use to point the gateway elsewhere, compared without `_`/`-` and case: `api_base`,
+ * `base_url`, `api_base_url`, `azure_endpoint`, `openai_api_base`, `endpoint_url`, `proxy_url`, … A bare `url`
+ * (an image part's) or `endpoint` is data.
+ */
+const UPSTREAM_URL_KEY =
+  /^(?:openai|azure|custom|provider|upstream)?(?:api)?base(?:url|uri)$|^(?:openai|azure|custom|provider|upstream)?apibase$|^(?:api|azure|openai|upstream|proxy|provider|server|target|custom)(?:url|uri|host|endpoint|endpointurl)$|^endpointur[li]$/
 /** Subtrees that are JSON Schemas describing tool arguments: their property names are data, not config. */
 const SCHEMA_KEYS = new Set(['parameters', 'schema', 'input_schema'])
+/** Deeper than any real request; JSON.stringify (and so every upstream call) overflows the stack near 10,000. */
+export const MAX_DEPTH = 128
 
-/** Clients never choose the upstream URL: refuse `api_base`/`base_url` (any spelling) at any depth. */
-export function refuseUpstreamOverrides(value: unknown, path = ''): void {
-  if (value === null || typeof value !== 'object') return
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) refuseUpstreamOverrides(value[i], `${path}[${i}]`)
-    return
-  }
-  for (const key in value) {
-    const here = path ? `${path}.${key}` : key
-    if (UPSTREAM_URL_KEYS.has(key.replace(/[_-]/g, '').toLowerCase())) {
-      throw badRequest(`The parameter '${here}' is not allowed: clients cannot choose the upstream URL.`, here, 'forbidden_parameter')
+export const isUpstreamURLKey = (key: string) => UPSTREAM_URL_KEY.test(key.replace(/[_-]/g, '').toLowerCase())
+
+interface Visit {
+  value: unknown
+  depth: number
+  key: string | number | null
+  parent: Visit | null
+  /** Inside a tool's JSON Schema: property names there are data, only the depth counts. */
+  inSchema: boolean
+}
+
+/** `messages[0].content` for a node, built only when an error needs it. */
+function pathOf(node: Visit): string {
+  const keys: (string | number)[] = []
+  for (let n: Visit | null = node; n && n.key !== null; n = n.parent) keys.unshift(n.key)
+  return keys.reduce<string>((path, key) => (typeof key === 'number' ? `${path}[${key}]` : path ? `${path}.${key}` : key), '')
+}
+
+/**
+ * One walk of the body, without recursion (a 100,000-level body must be a quick 400, not a stack overflow):
+ * refuses nesting past MAX_DEPTH, and `api_base`/`base_url`-like keys at any depth — clients never choose the
+ * upstream URL.
+ */
+export function refuseUpstreamOverrides(body: unknown): void {
+  const stack: Visit[] = [{ value: body, depth: 0, key: null, parent: null, inSchema: false }]
+  while (stack.length > 0) {
+    const node = stack.pop()!
+    const value = node.value
+    if (value === null || typeof value !== 'object') continue
+    if (node.depth >= MAX_DEPTH) {
+      throw badRequest(`The request body is nested more than ${MAX_DEPTH} levels deep.`, pathOf(node) || null, 'invalid_value')
     }
-    if (!SCHEMA_KEYS.has(key)) refuseUpstreamOverrides((value as Record<string, unknown>)[key], here)
+    const depth = node.depth + 1
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) {
+        const item = value[i]
+        if (item !== null && typeof item === 'object') stack.push({ value: item, depth, key: i, parent: node, inSchema: node.inSchema })
+      }
+      continue
+    }
+    for (const key in value) {
+      const item = (value as Record<string, unknown>)[key]
+      if (!node.inSchema && isUpstreamURLKey(key)) {
+        const here = pathOf({ value: item, depth, key, parent: node, inSchema: false })
+        throw badRequest(`The parameter '${here}' is not allowed: clients cannot choose the upstream URL.`, here, 'forbidden_parameter')
+      }
+      if (item !== null && typeof item === 'object') stack.push({ value: item, depth, key, parent: node, inSchema: node.inSchema || SCHEMA_KEYS.has(key) })
+    }
   }
 }
