@@ -3,6 +3,7 @@ import type { Logger, Price, ProviderConfig, VirtualModel } from '../plugin-sdk/
 import { listPrice } from '../pricing/prices.ts'
 import type { SecretBox } from '../store/crypto.ts'
 import type { Store } from '../store/store.ts'
+import { setSecrets } from '../services/known-secrets.ts'
 
 const REFRESH_MS = 30_000
 const RETRY_MS = 1_000
@@ -71,6 +72,7 @@ export class Catalog {
       })
     }
     this.providers = providerMap
+    setSecrets('providers', [...providerMap.values()].flatMap((p) => p.apiKeys ?? []))
     this.models = new Map(models.map((m) => [m.name, { ...m, maxPrice: maxPrice(m, providerMap) }]))
   }
 
