@@ -28,10 +28,13 @@ export default definePlugin({
   configSchema: t.Object({
     cacheSize: t.Integer({ minimum: 1, default: 10_000 }),
     cacheTtlMs: t.Integer({ minimum: 0, default: 60_000 }),
+    /** Well-formed keys the store does not know: remembered apart, so a flood of them cannot evict real keys. */
+    unknownCacheSize: t.Integer({ minimum: 1, default: 1_000 }),
   }),
   setup(api) {
     type Entry = { principal: Principal | null; enabled: boolean; expiresAt: number | null }
     const cache = api.cache<string, Entry>({ max: api.config.cacheSize, ttlMs: api.config.cacheTtlMs || undefined })
+    const unknown = api.cache<string, Entry>({ max: api.config.unknownCacheSize, ttlMs: api.config.cacheTtlMs || undefined })
     // Concurrent misses for one key share a single store query (a cold start under load would send one each).
     const loading = new Map<string, Promise<Entry>>()
     // A lookup that started before a key change must not cache what it read.
@@ -41,6 +44,7 @@ export default definePlugin({
         if (change.kind !== 'key') return
         generation++
         cache.clear()
+        unknown.clear()
         loading.clear()
       }),
     )
@@ -66,7 +70,7 @@ export default definePlugin({
             },
           }
         : { principal: null, enabled: false, expiresAt: null }
-      if (generation === started) cache.set(key, entry)
+      if (generation === started) (entry.principal ? cache : unknown).set(key, entry)
       return entry
     }
 
@@ -84,7 +88,7 @@ export default definePlugin({
         const key = credential(ctx.request.headers)
         if (!key) return
         // Cached by the presented key itself: a hit costs one map lookup, no checksum, no hash, no promise.
-        const cached = cache.get(key)
+        const cached = cache.get(key) ?? unknown.get(key)
         if (cached) return admit(cached)
         // Malformed keys and typos never reach the store (the checksum is part of the key).
         if (!isWellFormedKey(key)) throw invalid()
