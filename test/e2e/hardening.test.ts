@@ -1,0 +1,333 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import OpenAI from 'openai'
+import { connect } from 'node:net'
+import { generateVirtualKey } from '../../src/store/crypto.ts'
+import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
+import { MASTER_KEY, startGateway, type TestGateway } from '../helpers/gateway.ts'
+import { validateSchema } from '../helpers/openapi.ts'
+
+/**
+ * Issue 10's bugs and weaknesses reproduced from outside: names that cannot go into a header, provider
+ * numbers that are not numbers, keys quoted back by providers, bodies that are too deep, too slow or too big,
+ * overload, and floods of unknown keys.
+ */
+
+/** A provider key with no recognisable shape: only scrubbing by value can catch it. */
+const PROVIDER_KEY = 'prov-9f8e7d6c5b4a3210fedcba98'
+
+/**
+ * An OpenAI-compatible upstream with the quirks real ones have, scripted by the last user message.
+ * It speaks OpenAI's chat format (JSON and SSE) and error envelope.
+ */
+function startQuirkyUpstream() {
+  const requests: { headers: Record<string, string>; body: any }[] = []
+  const completion = (model: string, usage: unknown) => ({
+    id: 'chatcmpl-quirk',
+    object: 'chat.completion',
+    created: 1_700_000_000,
+    model,
+    choices: [{ index: 0, message: { role: 'assistant', content: 'Hi there', refusal: null }, logprobs: null, finish_reason: 'stop' }],
+    usage,
+  })
+  const openAIError = (status: number, message: string, code: string) =>
+    Response.json({ error: { message, type: 'invalid_request_error', param: null, code } }, { status })
+  const server = Bun.serve({
+    port: 0,
+    hostname: '127.0.0.1',
+    async fetch(req) {
+      const body = (await req.json()) as any
+      requests.push({ headers: Object.fromEntries(req.headers), body })
+      const text: string = body.messages.at(-1).content
+      const key = (req.headers.get('authorization') ?? '').replace(/^Bearer /, '')
+      if (text === 'bad-usage') return Response.json(completion(body.model, { prompt_tokens: 'abc', completion_tokens: -3, total_tokens: null }))
+      if (text === 'quote-key-401') return openAIError(401, `Incorrect API key provided: ${key}. You can find your API key at …`, 'invalid_api_key')
+      if (text === 'quote-key-400') return openAIError(400, `Your key ${key} may not use the parameter 'foo'.`, 'invalid_value')
+      if (text === 'big') return Response.json(completion(body.model, { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2, padding: 'x'.repeat(8192) }))
+      if (text === 'big-chunked') {
+        const json = JSON.stringify(completion(body.model, { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2, padding: 'x'.repeat(8192) }))
+        const stream = new ReadableStream({
+          start(c) {
+            for (let i = 0; i < json.length; i += 1000) c.enqueue(new TextEncoder().encode(json.slice(i, i + 1000)))
+            c.close()
+          },
+        })
+        return new Response(stream, { headers: { 'content-type': 'application/json' } })
+      }
+      if (body.stream) {
+        const chunk = (delta: object, finish: string | null) =>
+          `data: ${JSON.stringify({ id: 'chatcmpl-quirk', object: 'chat.completion.chunk', created: 1_700_000_000, model: body.model, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] })}\n\n`
+        const usage = `data: ${JSON.stringify({ id: 'chatcmpl-quirk', object: 'chat.completion.chunk', created: 1_700_000_000, model: body.model, choices: [], usage: { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 } })}\n\n`
+        const slow = text.startsWith('slow:') ? Number(text.slice(5)) : 0
+        const stream = new ReadableStream({
+          async start(c) {
+            const enc = new TextEncoder()
+            c.enqueue(enc.encode(chunk({ role: 'assistant', content: '' }, null)))
+            if (slow) await Bun.sleep(slow)
+            c.enqueue(enc.encode(chunk({ content: 'Hi there' }, null)))
+            c.enqueue(enc.encode(chunk({}, 'stop') + usage + 'data: [DONE]\n\n'))
+            c.close()
+          },
+        })
+        return new Response(stream, { headers: { 'content-type': 'text/event-stream' } })
+      }
+      return Response.json(completion(body.model, { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 }))
+    },
+  })
+  return { url: `http://127.0.0.1:${server.port}/v1`, requests, stop: () => server.stop(true) }
+}
+
+async function expectError(res: Response, status: number, code?: string) {
+  const body = (await res.json()) as any
+  expect(res.status).toBe(status)
+  validateSchema('ErrorResponse', body)
+  if (code) expect(body.error.code).toBe(code)
+  return body.error as { message: string; code: string; param: string | null }
+}
+
+let upstream: ReturnType<typeof startQuirkyUpstream>
+let fake: FakeOpenAI
+let gw: TestGateway
+const logs = { level: 'debug', lines: [] as string[] }
+let key: string
+
+const chat = (model: string, content: string, extra: Record<string, unknown> = {}, k = key) =>
+  fetch(`${gw.baseURL}/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${k}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model, messages: [{ role: 'user', content }], ...extra }),
+  })
+
+async function ledgerRows(): Promise<any[]> {
+  await gw.gateway.ledger.flush()
+  return gw.gateway.store.sql`SELECT * FROM spend_ledger ORDER BY created_at`
+}
+
+beforeAll(async () => {
+  upstream = startQuirkyUpstream()
+  fake = await startFakeOpenAI()
+  gw = await startGateway({ maxUpstreamBodyBytes: 4096, bodyTimeoutMs: 1000 }, logs)
+  await gw.admin('POST', '/providers', { name: 'fake – prod', type: 'openai', base_url: upstream.url, api_key: PROVIDER_KEY })
+  await gw.admin('POST', '/providers', { name: 'standard', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
+  await gw.admin('POST', '/models', { name: 'rocket', targets: [{ provider: 'fake – prod', model: 'fixed-🚀' }] })
+  await gw.admin('POST', '/models', { name: 'injected', targets: [{ provider: 'fake – prod', model: 'evil\r\nx-injected: 1' }] })
+  await gw.admin('POST', '/models', { name: 'quirky', targets: [{ provider: 'fake – prod', model: 'gpt-4o' }] })
+  await gw.admin('POST', '/models', { name: 'standard', targets: [{ provider: 'standard', model: 'gpt-4o' }] })
+  key = (await gw.admin('POST', '/keys', { name: 'one-at-a-time', max_parallel: 1 })).key
+})
+
+afterAll(async () => {
+  await gw.close()
+  upstream.stop()
+  await fake.stop()
+})
+
+describe('bug 1: provider and model names that cannot go into a header', () => {
+  test('a non-Latin-1 provider or model name: 200 with the names percent-encoded, billed, the slot released', async () => {
+    const before = (await ledgerRows()).length
+    // max_parallel 1: a leaked slot would make the second and third calls 429 for ever.
+    for (let i = 0; i < 3; i++) {
+      const res = await chat('rocket', 'hello')
+      expect(res.status).toBe(200)
+      expect(res.headers.get('x-conduit-provider')).toBe(encodeURIComponent('fake – prod'))
+      expect(res.headers.get('x-conduit-model')).toBe(encodeURIComponent('fixed-🚀'))
+      expect(decodeURIComponent(res.headers.get('x-conduit-model')!)).toBe('fixed-🚀')
+      expect(((await res.json()) as any).model).toBe('rocket')
+    }
+    const rows = await ledgerRows()
+    expect(rows.length - before).toBe(3)
+    expect(rows.at(-1).provider).toBe('fake – prod')
+    expect(rows.at(-1).upstream_model).toBe('fixed-🚀')
+    expect(gw.gateway.metrics.inflight).toBe(0)
+  })
+
+  test('streamed through the official SDK: a stream, not a 500', async () => {
+    const client = new OpenAI({ apiKey: key, baseURL: gw.baseURL, maxRetries: 0 })
+    const stream = client.chat.completions.stream({ model: 'rocket', messages: [{ role: 'user', content: 'hello' }] })
+    const final = await stream.finalChatCompletion()
+    expect(final.choices[0]!.message.content).toBe('Hi there')
+    expect(gw.gateway.metrics.inflight).toBe(0)
+  })
+
+  test('PR13: CR/LF in a target model name injects no header, at the client or at the upstream', async () => {
+    const res = await chat('injected', 'hello')
+    expect(res.status).toBe(200)
+    expect(res.headers.get('x-injected')).toBeNull()
+    expect(res.headers.get('x-conduit-model')).toBe(encodeURIComponent('evil\r\nx-injected: 1'))
+    expect(upstream.requests.at(-1)!.headers['x-injected']).toBeUndefined()
+    expect((await chat('rocket', 'hello')).status).toBe(200) // the key's slot came back
+  })
+})
+
+describe('bug 2: provider usage that is not a number', () => {
+  test('is replaced by an estimate, flagged, and the ledger keeps counting', async () => {
+    const res = await chat('quirky', 'bad-usage')
+    expect(res.status).toBe(200)
+    const id = res.headers.get('x-request-id')
+    expect((await chat('quirky', 'hello')).status).toBe(200)
+    const rows = await ledgerRows()
+    const bad = rows.find((r) => r.request_id === id)
+    expect(bad).toBeDefined()
+    expect(bad.estimated).toBe(1)
+    expect(bad.prompt_tokens).toBeGreaterThan(0)
+    expect(bad.completion_tokens).toBeGreaterThanOrEqual(0)
+    expect(rows.at(-1).prompt_tokens).toBe(5) // the next request was written after it
+    const usage = await gw.admin('GET', '/usage')
+    expect(usage.total.requests).toBe(rows.length)
+  })
+})
+
+describe('bug 3 and a weakness: secrets quoted by providers', () => {
+  test('a key quoted in an upstream 401 or 400 reaches neither the log nor the client', async () => {
+    const refused = await chat('quirky', 'quote-key-401')
+    const e401 = await expectError(refused, 502, 'upstream_auth_failed')
+    expect(e401.message).not.toContain(PROVIDER_KEY)
+    const relayed = await chat('quirky', 'quote-key-400')
+    const e400 = await expectError(relayed, 400)
+    expect(e400.message).not.toContain(PROVIDER_KEY)
+    expect(e400.message).toContain('[REDACTED]')
+    // Any logged string at any depth, not only fields with known names.
+    gw.gateway.log.info({ deep: { er: [`master ${MASTER_KEY} and ${PROVIDER_KEY}`] } }, `also ${MASTER_KEY}`)
+    await Bun.sleep(50)
+    const text = logs.lines.join('')
+    expect(text).toContain('provider rejected the gateway credentials')
+    expect(text).toContain('[REDACTED]')
+    expect(text).not.toContain(PROVIDER_KEY)
+    expect(text).not.toContain(MASTER_KEY)
+  })
+})
+
+describe('bug 4 and a weakness: what clients put in bodies', () => {
+  test('100,000 levels of nesting: a quick 400, nothing sent upstream', async () => {
+    const sent = upstream.requests.length
+    const deep = '['.repeat(100_000) + ']'.repeat(100_000)
+    const started = performance.now()
+    const res = await fetch(`${gw.baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: `{"model":"quirky","messages":[{"role":"user","content":"hi"}],"extra":${deep}}`,
+    })
+    const error = await expectError(res, 400, 'invalid_value')
+    expect(error.message).toContain('nested')
+    expect(performance.now() - started).toBeLessThan(500)
+    expect(upstream.requests.length).toBe(sent)
+  })
+
+  test('the whole family of upstream-URL parameters is refused, at any depth; image URLs are data', async () => {
+    for (const name of ['api_base_url', 'azure_endpoint', 'OPENAI_BASE_URL', 'openai_api_base', 'endpoint_url', 'proxy_url', 'apiHost']) {
+      const res = await chat('quirky', 'hi', { metadata_x: { nested: [{ [name]: 'http://evil.example/' }] } })
+      const error = await expectError(res, 400, 'forbidden_parameter')
+      expect(error.param).toBe(`metadata_x.nested[0].${name}`)
+    }
+    const image = await fetch(`${gw.baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: 'quirky',
+        messages: [{ role: 'user', content: [{ type: 'text', text: 'what is it' }, { type: 'image_url', image_url: { url: 'https://example.com/cat.png' } }] }],
+      }),
+    })
+    expect(image.status).toBe(200)
+  })
+})
+
+describe('weaknesses: bodies too slow, responses too big, errors too talkative', () => {
+  test('a trickled body is a 408 at the deadline, and counts against max_parallel from the moment the key is known', async () => {
+    const socket = connect(Number(new URL(gw.origin).port), '127.0.0.1')
+    await new Promise((resolve) => socket.once('connect', resolve))
+    let reply = ''
+    socket.on('data', (d) => (reply += d.toString()))
+    const closed = new Promise((resolve) => socket.once('close', resolve))
+    const started = performance.now()
+    socket.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"model":"qu`,
+    )
+    await Bun.sleep(200)
+    // The key's one slot is held by the trickler: a second request is refused at once.
+    await expectError(await chat('quirky', 'hello'), 429, 'rate_limit_exceeded')
+    await Promise.race([closed, Bun.sleep(5_000)])
+    const elapsed = performance.now() - started
+    expect(reply).toStartWith('HTTP/1.1 408')
+    expect(reply).toContain('"code":"request_timeout"')
+    expect(elapsed).toBeGreaterThan(900)
+    expect(elapsed).toBeLessThan(3_000)
+    socket.destroy()
+    expect((await chat('quirky', 'hello')).status).toBe(200)
+  })
+
+  test('an upstream body over the cap is a 502, with content-length or chunked', async () => {
+    await expectError(await chat('quirky', 'big'), 502, 'upstream_response_too_large')
+    await expectError(await chat('quirky', 'big-chunked'), 502, 'upstream_response_too_large')
+    expect(gw.gateway.metrics.inflight).toBe(0)
+  })
+
+  test('a network error tells the client no internal host name', async () => {
+    await gw.admin('POST', '/providers', { name: 'nowhere', type: 'openai', base_url: 'http://127.0.0.1:9/v1', api_key: 'x-unused-key' })
+    await gw.admin('POST', '/models', { name: 'nowhere', targets: [{ provider: 'nowhere', model: 'gpt-4o' }] })
+    const error = await expectError(await chat('nowhere', 'hi'), 502, 'upstream_unreachable')
+    expect(error.message).toBe("Could not reach the upstream provider 'nowhere'.")
+    await Bun.sleep(50)
+    expect(logs.lines.join('')).toContain('upstream attempt failed') // the detail is in the log
+  })
+
+  test('PR5 (d): an upstream 500 is the answer to this request, not retried; a 503 is', async () => {
+    const key2 = (await gw.admin('POST', '/keys', { name: 'retries' })).key
+    const before = fake.requests.length
+    const res = await chat('standard', 'fail-500', {}, key2)
+    expect(res.status).toBe(500)
+    expect(res.headers.get('x-conduit-attempts')).toBe('1')
+    expect(fake.requests.length - before).toBe(1)
+    const retried = await chat('standard', `fail-once-503:${crypto.randomUUID()}`, {}, key2)
+    expect(retried.status).toBe(200)
+    expect(retried.headers.get('x-conduit-attempts')).toBe('2')
+  })
+})
+
+describe('weaknesses: overload and floods', () => {
+  test('past max in-flight, requests are shed at once with 503 and Retry-After, and counted', async () => {
+    const small = await startGateway({ maxInflight: 2 })
+    try {
+      await small.admin('POST', '/providers', { name: 'q', type: 'openai', base_url: upstream.url, api_key: PROVIDER_KEY })
+      await small.admin('POST', '/models', { name: 'q', targets: [{ provider: 'q', model: 'gpt-4o' }] })
+      const k = (await small.admin('POST', '/keys', { name: 'k' })).key
+      const open = (content: string) =>
+        fetch(`${small.baseURL}/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${k}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'q', messages: [{ role: 'user', content }], stream: true }),
+        })
+      const streams = await Promise.all([open('slow:1500'), open('slow:1500')])
+      const started = performance.now()
+      const shed = await open('hello')
+      expect(performance.now() - started).toBeLessThan(200)
+      expect(shed.headers.get('retry-after')).toBe('1')
+      await expectError(shed, 503, 'server_overloaded')
+      for (const s of streams) expect(await s.text()).toContain('[DONE]')
+      expect((await open('hello')).status).toBe(200)
+      const metrics = await (await fetch(`${small.origin}/metrics`)).text()
+      expect(metrics).toContain('conduit_shed_requests_total 1')
+    } finally {
+      await small.close()
+    }
+  })
+
+  test('a flood of well-formed unknown keys does not evict the real ones from the key cache', async () => {
+    const cached = await startGateway({ plugins: [{ use: 'builtin:auth', config: { cacheSize: 50 } }] })
+    try {
+      const real = await Promise.all(Array.from({ length: 20 }, (_, i) => cached.admin('POST', '/keys', { name: `real-${i}` })))
+      const models = (k: string) => fetch(`${cached.baseURL}/models`, { headers: { authorization: `Bearer ${k}` } })
+      for (const k of real) expect((await models(k.key)).status).toBe(200)
+      for (let i = 0; i < 200; i++) expect((await models(generateVirtualKey())).status).toBe(401)
+      const store = cached.gateway.store
+      const lookup = store.findKeyByHash.bind(store)
+      let queries = 0
+      store.findKeyByHash = (hash: string) => {
+        queries++
+        return lookup(hash)
+      }
+      for (const k of real) expect((await models(k.key)).status).toBe(200)
+      expect(queries).toBe(0)
+    } finally {
+      await cached.close()
+    }
+  })
+})
