@@ -111,9 +111,11 @@ export async function runPrimary(config: GatewayConfig) {
     return worker
   }
 
+  /** True once all of `batch` listen; false if the primary is stopping meanwhile. */
   const started = async (batch: Worker[]) => {
     const deadline = Date.now() + 30_000
     while (!batch.every((w) => w.listening)) {
+      if (stopping) return false
       if (batch.some((w) => w.proc.exitCode !== null) || Date.now() > deadline) {
         stopping = true
         for (const w of workers) w.proc.kill()
@@ -121,25 +123,30 @@ export async function runPrimary(config: GatewayConfig) {
       }
       await Bun.sleep(10)
     }
+    return !stopping
   }
-  // The leader prepares the store (migrations, config file, master key) before the others open it.
-  workers.push(spawn(0, true))
-  await started(workers)
-  for (let i = 1; i < config.workers; i++) workers.push(spawn(i))
-  await started(workers)
 
   const shutdown = async (signal: NodeJS.Signals) => {
     if (stopping) return
     stopping = true
     log.info({ signal }, 'stopping workers')
+    // A worker still starting has nothing to drain and dies of the SIGTERM itself.
     for (const w of workers) w.proc.kill('SIGTERM')
     const exited = Promise.all(workers.map((w) => w.proc.exited))
     const drained = await Promise.race([exited.then(() => true), Bun.sleep(config.drainMs + 2_000).then(() => false)])
     if (!drained) for (const w of workers) w.proc.kill('SIGKILL')
     process.exit(0)
   }
+  // Before the first worker exists: a signal at any later moment reaches every worker. (Any other end of the
+  // primary, SIGKILL included, closes the workers' IPC channel, and they stop on their own.)
   process.on('SIGTERM', () => void shutdown('SIGTERM'))
   process.on('SIGINT', () => void shutdown('SIGINT'))
+
+  // The leader prepares the store (migrations, config file, master key) before the others open it.
+  workers.push(spawn(0, true))
+  if (!(await started(workers))) return
+  for (let i = 1; i < config.workers; i++) workers.push(spawn(i))
+  if (!(await started(workers))) return
   printBanner(config, port, workers[0]!.listening!)
 }
 

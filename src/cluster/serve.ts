@@ -8,11 +8,12 @@ import { WorkerChannel } from './worker-channel.ts'
 
 /** `--workers 1`: the whole gateway in this process. */
 export async function serveAlone(config: GatewayConfig) {
+  const stop = new StopRequests()
   const log = createLogger()
   const gateway = await createGateway(config, log)
   const server = listen(gateway, config)
   printBanner(config, server.port!, { plugins: gateway.host.plugins.length, generatedMasterKey: gateway.generatedMasterKey, generatedKeys: gateway.generatedKeys })
-  onTerminate((signal) => drainAndExit(gateway, server, config.drainMs, signal, log))
+  stop.serving((reason) => drainAndExit(gateway, server, config.drainMs, reason, log))
 }
 
 /**
@@ -21,6 +22,7 @@ export async function serveAlone(config: GatewayConfig) {
  * start after it, so nothing races.
  */
 export async function serveAsWorker(config: GatewayConfig) {
+  const stop = new StopRequests({ worker: true })
   const log = createLogger()
   const channel = new WorkerChannel()
   const leader = process.env.CONDUIT_WORKER_LEADER === '1'
@@ -34,17 +36,37 @@ export async function serveAsWorker(config: GatewayConfig) {
     generatedMasterKey: gateway.generatedMasterKey,
     generatedKeys: gateway.generatedKeys,
   })
-  onTerminate((signal) => drainAndExit(gateway, server, config.drainMs, signal, log))
+  stop.serving((reason) => drainAndExit(gateway, server, config.drainMs, reason, log))
 }
 
-function onTerminate(handler: (signal: NodeJS.Signals) => Promise<void>) {
-  let stopping = false
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.on(signal, () => {
-      if (stopping) return
-      stopping = true
-      void handler(signal)
-    })
+/**
+ * What ends this process, once: SIGTERM or SIGINT, and for a worker the loss of its primary (the IPC channel
+ * closes however the primary ended, SIGKILL included; a worker without one would serve on unsupervised).
+ * Set up before the gateway starts, so that a stop during start-up is not missed: with nothing to drain yet,
+ * the process exits at once.
+ */
+class StopRequests {
+  private drain: ((reason: string) => Promise<void>) | null = null
+  private stopping = false
+
+  constructor({ worker = false } = {}) {
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => this.stop(signal))
+    if (worker) {
+      process.on('disconnect', () => this.stop('primary gone'))
+      // Bun drops a 'disconnect' that came before the listener, but then reports the channel closed.
+      if (!process.connected) this.stop('primary gone')
+    }
+  }
+
+  serving(drain: (reason: string) => Promise<void>) {
+    this.drain = drain
+  }
+
+  private stop(reason: string) {
+    if (this.stopping) return
+    this.stopping = true
+    if (this.drain) void this.drain(reason)
+    else process.exit(0)
   }
 }
 
@@ -52,8 +74,8 @@ function onTerminate(handler: (signal: NodeJS.Signals) => Promise<void>) {
  * Graceful stop: readiness fails at once, the listener closes (new connections are refused), in-flight
  * requests and streams get up to `drainMs` to finish, then whatever remains is closed.
  */
-async function drainAndExit(gateway: Gateway, server: ReturnType<typeof listen>, drainMs: number, signal: NodeJS.Signals, log: Logger) {
-  log.info({ signal, inflight: gateway.metrics.inflight }, 'draining')
+async function drainAndExit(gateway: Gateway, server: ReturnType<typeof listen>, drainMs: number, reason: string, log: Logger) {
+  log.info({ reason, inflight: gateway.metrics.inflight }, 'draining')
   gateway.draining = true
   const drained = await Promise.race([server.stop().then(() => true), Bun.sleep(drainMs).then(() => false)])
   if (!drained) {
