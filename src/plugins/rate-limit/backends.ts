@@ -126,7 +126,7 @@ redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1`
 
-/** A crashed instance's slots come back after this; live leases are renewed well before it. */
+/** A crashed instance's slots come back after this (by default; `slotLeaseMs`); live leases are renewed well before it. */
 export const LEASE_TTL_MS = 30_000
 
 type Scripted = Redis & {
@@ -141,12 +141,15 @@ export class RedisLimits implements LimitsBackend {
   private readonly held = new Map<string, Omit<Slot, 'max'>>()
   private readonly renewer: Timer
 
-  constructor(redis: Redis) {
+  constructor(
+    redis: Redis,
+    private readonly leaseMs = LEASE_TTL_MS,
+  ) {
     redis.defineCommand('conduitAdmit', { lua: ADMIT })
     redis.defineCommand('conduitSettle', { lua: SETTLE })
     redis.defineCommand('conduitRenew', { numberOfKeys: 1, lua: RENEW })
     this.redis = redis as Scripted
-    this.renewer = setInterval(() => void this.renew(), LEASE_TTL_MS / 3)
+    this.renewer = setInterval(() => void this.renew(), leaseMs / 3)
     this.renewer.unref()
   }
 
@@ -155,7 +158,7 @@ export class RedisLimits implements LimitsBackend {
     const args: (string | number)[] = [checks.length, ...checks.flatMap((c) => [c.limit, c.periodMs, c.cost])]
     if (slot) {
       keys.push(slot.key)
-      args.push(slot.max, slot.id, LEASE_TTL_MS)
+      args.push(slot.max, slot.id, this.leaseMs)
     }
     const out = await this.redis.conduitAdmit(keys.length, ...keys, ...args)
     const decisions = checks.map((_, i) => ({ allowed: out[4 * i] === 1, remaining: out[4 * i + 1]!, resetMs: out[4 * i + 2]!, retryAfterMs: out[4 * i + 3]! }))
@@ -176,7 +179,7 @@ export class RedisLimits implements LimitsBackend {
 
   /** One key per call: slots of different scopes may live on different Cluster slots. */
   private async renew() {
-    await Promise.all([...this.held.values()].map((l) => this.redis.conduitRenew(l.key, LEASE_TTL_MS, l.id).catch(() => {})))
+    await Promise.all([...this.held.values()].map((l) => this.redis.conduitRenew(l.key, this.leaseMs, l.id).catch(() => {})))
   }
 
   close() {

@@ -1,5 +1,5 @@
 import { GatewayError, definePlugin, estimatePromptTokens, t, type FinishedRequest, type RateLimits, type RequestContext } from '../../plugin-sdk/index.ts'
-import { LocalLimits, RedisLimits, type Adjustment, type LimitsBackend, type Slot } from './backends.ts'
+import { LEASE_TTL_MS, LocalLimits, RedisLimits, type Adjustment, type LimitsBackend, type Slot } from './backends.ts'
 import type { Check } from './gcra.ts'
 
 const MINUTE = 60_000
@@ -78,10 +78,10 @@ export default definePlugin({
   version: '1.0.0',
   apiVersion: 1,
   priority: 900,
-  configSchema: t.Object({ failClosed: t.Boolean({ default: false }) }),
+  configSchema: t.Object({ failClosed: t.Boolean({ default: false }), slotLeaseMs: t.Integer({ minimum: 1_000, default: LEASE_TTL_MS }) }),
   setup(api) {
     const local = new LocalLimits()
-    const shared = api.redis ? new RedisLimits(api.redis) : null
+    const shared = api.redis ? new RedisLimits(api.redis, api.config.slotLeaseMs) : null
     const held = new WeakMap<RequestContext, Held[]>()
     const sweeper = setInterval(() => local.gcra.sweep(), MINUTE)
     sweeper.unref()
