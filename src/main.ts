@@ -1,6 +1,11 @@
 import { ownCommand } from './cluster/own-command.ts'
 import { loadConfig } from './config/config.ts'
 
+// A maintenance command, not a server: it runs and exits (see src/commands/rotate-secrets.ts).
+if (process.argv[2] === 'rotate-secrets') {
+  process.exit(await (await import('./commands/rotate-secrets.ts')).rotateSecretsCommand(process.argv.slice(3), process.env))
+}
+
 /*
  * Bun's fetch allows 256 requests in flight per process unless BUN_CONFIG_MAX_HTTP_REQUESTS is set before the
  * process starts, and a gateway holds one per open stream: request 257 would wait for a whole stream to end.

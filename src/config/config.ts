@@ -50,6 +50,8 @@ export interface GatewayConfig {
   redisTimeoutMs: number
   masterKey?: string
   encryptionKey?: string
+  /** A keyring, `kid:key,kid:key` (the first seals): replaces encryptionKey so the key can be rotated. */
+  encryptionKeys?: string
   maxBodyBytes: number
   idleTimeoutSec: number
   /** Processes sharing the port; 1 runs the gateway in this process. */
@@ -112,6 +114,7 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
     redisTimeoutMs: number(env.CONDUIT_REDIS_TIMEOUT_MS) ?? 50,
     masterKey: env.CONDUIT_MASTER_KEY || undefined,
     encryptionKey: env.CONDUIT_ENCRYPTION_KEY || undefined,
+    encryptionKeys: env.CONDUIT_ENCRYPTION_KEYS || undefined,
     maxBodyBytes: number(env.CONDUIT_MAX_BODY_BYTES) ?? file.server?.max_body_bytes ?? 10 * 1024 * 1024,
     idleTimeoutSec: file.server?.idle_timeout_s ?? 30,
     workers: number(flag('workers') ?? env.CONDUIT_WORKERS) ?? file.server?.workers ?? navigator.hardwareConcurrency,

@@ -1,14 +1,13 @@
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
-import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import type { GatewayConfig } from '../config/config.ts'
 import { BUILTINS } from '../plugin-host/builtins.ts'
 import { PluginHost, type PluginSpec } from '../plugin-host/host.ts'
 import type { Logger } from '../plugin-sdk/types.ts'
-import { SecretBox, base62, secretEquals, sha256 } from '../store/crypto.ts'
+import { base62, secretEquals, sha256 } from '../store/crypto.ts'
 import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
 import { RedisChangeBus, connectRedis } from '../services/redis.ts'
 import { SpendLedger } from '../store/ledger.ts'
+import { checkSecretKey, secretBox } from '../store/secrets.ts'
 import { Store, type ChangeBus } from '../store/store.ts'
 import { AdminService } from './admin.ts'
 import { Catalog } from './catalog.ts'
@@ -47,39 +46,6 @@ export interface GatewayOptions {
 }
 
 const MASTER_HASH = 'master_key_sha256'
-const SECRETS_CHECK = 'secrets_check'
-
-/**
- * The provider-secret key: CONDUIT_ENCRYPTION_KEY, else derived from CONDUIT_MASTER_KEY, else a random key
- * kept in `<data>/encryption.key` (0600) — never beside the secrets it protects in the database.
- */
-function secretBox(config: GatewayConfig): SecretBox {
-  if (config.encryptionKey) return SecretBox.fromKeyMaterial(config.encryptionKey)
-  if (config.masterKey) return SecretBox.derive(config.masterKey)
-  if (config.databaseURL) {
-    throw new Error('With DATABASE_URL every instance must share the secret key: set CONDUIT_ENCRYPTION_KEY or CONDUIT_MASTER_KEY.')
-  }
-  const file = path.join(config.dataDir, 'encryption.key')
-  if (existsSync(file)) return SecretBox.fromKeyMaterial(readFileSync(file, 'utf8').trim())
-  const { box, material } = SecretBox.random()
-  writeFileSync(file, material + '\n', { mode: 0o600 })
-  chmodSync(file, 0o600)
-  return box
-}
-
-/** A wrong key must stop the start, not surface later as undecryptable providers. */
-async function checkSecretKey(store: Store, box: SecretBox) {
-  const sealed = await store.getSetting(SECRETS_CHECK)
-  if (!sealed) return store.setSetting(SECRETS_CHECK, box.encrypt('conduit', SECRETS_CHECK))
-  try {
-    box.decrypt(sealed, SECRETS_CHECK)
-  } catch {
-    throw new Error(
-      'The encryption key does not match the one the stored provider secrets were sealed with ' +
-        '(check CONDUIT_ENCRYPTION_KEY / CONDUIT_MASTER_KEY, or the data folder’s encryption.key).',
-    )
-  }
-}
 
 /** Built-ins load by default; a config entry `builtin:<name>` replaces that default (to configure or disable it). */
 function pluginSpecs(configured: PluginSpec[]): PluginSpec[] {
@@ -106,7 +72,7 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
     await redisBus.ready()
   }
   const secrets = secretBox(config)
-  await checkSecretKey(store, secrets)
+  await checkSecretKey(store, secrets, log)
 
   let generatedMasterKey: string | null = null
   let masterHash = await store.getSetting(MASTER_HASH)
