@@ -59,6 +59,8 @@ export interface GatewayConfig {
   /** On SIGTERM, how long in-flight requests and streams may take to finish. */
   drainMs: number
   timeouts: Timeouts
+  /** `/metrics` needs `Authorization: Bearer <token>` when set; open otherwise. */
+  metricsToken?: string
   plugins: PluginSpec[]
   /** Folder that relative plugin paths resolve against. */
   configDir: string
@@ -124,6 +126,7 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
       firstByteMs: file.timeouts?.first_byte_ms ?? 300_000,
       idleMs: file.timeouts?.idle_ms ?? 120_000,
     },
+    metricsToken: env.CONDUIT_METRICS_TOKEN || undefined,
     plugins: (file.plugins ?? []).map((p) => ({
       use: p.use,
       config: p.config,

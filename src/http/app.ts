@@ -1,11 +1,17 @@
 import { Elysia } from 'elysia'
 import type { Server } from 'bun'
-import { GatewayError } from '../plugin-sdk/errors.ts'
+import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
 import type { Gateway } from '../core/gateway.ts'
 import type { Transport } from '../core/pipeline.ts'
+import { secretEquals } from '../store/crypto.ts'
 import { adminRoutes } from './admin-routes.ts'
 
 /** The only Elysia-aware code: routes map to the framework-free pipeline and admin service. */
+
+export interface EdgeOptions {
+  /** When set, `/metrics` needs `Authorization: Bearer <token>`; unset, it is open (scrapers sit on a private network). */
+  metricsToken?: string
+}
 
 export const errorResponse = (error: GatewayError) =>
   new Response(JSON.stringify(error.toJSON()), { status: error.status, headers: { 'content-type': 'application/json', ...error.headers } })
@@ -27,29 +33,56 @@ function renderFrameworkError(code: string | number, error: any, request: Reques
   return errorResponse(new GatewayError(500, 'The gateway hit an internal error.', { code: 'internal_error' }))
 }
 
-export function createApp(gw: Gateway) {
+export function createApp(gw: Gateway, options: EdgeOptions) {
   const transport = (server: Server<unknown> | null, request: Request): Transport => ({
     disableIdleTimeout: () => server?.timeout(request, 0),
   })
 
-  return new Elysia({ name: 'conduit' })
-    .onError({ as: 'global' }, ({ code, error, request }) => {
-      if (!GatewayError.is(error) && code !== 'VALIDATION' && code !== 'PARSE' && code !== 'NOT_FOUND') {
-        gw.log.error({ err: error, code }, 'unhandled HTTP error')
-      }
-      return renderFrameworkError(code, error, request)
-    })
+  const app = new Elysia({ name: 'conduit' }).onError({ as: 'global' }, ({ code, error, request }) => {
+    if (!GatewayError.is(error) && code !== 'VALIDATION' && code !== 'PARSE' && code !== 'NOT_FOUND') {
+      gw.log.error({ err: error, code }, 'unhandled HTTP error')
+    }
+    return renderFrameworkError(code, error, request)
+  })
+  return app
+    .onRequest(refuseUndecodablePath)
     .get('/health', () => Response.json({ status: 'ok' }))
     .get('/ready', async () => {
       const { ready, checks } = await gw.readiness()
       return Response.json({ status: ready ? 'ready' : 'unavailable', checks }, { status: ready ? 200 : 503 })
     })
-    .get('/metrics', async () => new Response(await gw.metricsText(), { headers: { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' } }))
+    .get('/metrics', async ({ request }) => {
+      const refused = options.metricsToken ? checkBearer(request, options.metricsToken, 'metrics token') : undefined
+      return refused ?? new Response(await gw.metricsText(), { headers: { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' } })
+    })
     .post('/v1/chat/completions', ({ request, server }) => gw.pipeline.handle('chat', request, transport(server, request)))
     .post('/v1/completions', ({ request, server }) => gw.pipeline.handle('completions', request, transport(server, request)))
     .post('/v1/embeddings', ({ request, server }) => gw.pipeline.handle('embeddings', request, transport(server, request)))
     .get('/v1/models', ({ request }) => gw.pipeline.handle('models', request))
+    // Bun hands wildcards over still encoded; refuseUndecodablePath has made sure this decodes.
     .get('/v1/models/*', ({ request, params }) => gw.pipeline.handle('models', request, {}, { model: decodeURIComponent(params['*']) }))
     .get('/v1/conduit/usage', ({ request }) => gw.pipeline.handle('usage', request))
     .use(adminRoutes(gw))
+}
+
+/**
+ * `%ZZ` or a broken UTF-8 sequence in the path: Bun's router hands such params over raw (wildcards) or with
+ * U+FFFD in place (`:id`), so no route can look them up honestly. A 400 before auth, never an error log.
+ */
+function refuseUndecodablePath({ request }: { request: Request }) {
+  const url = request.url
+  if (!url.includes('%')) return
+  try {
+    decodeURIComponent(new URL(url).pathname)
+  } catch {
+    return errorResponse(badRequest('The request path is not valid percent-encoded UTF-8: each "%" must start two hex digits of a UTF-8 byte.', null, 'invalid_url'))
+  }
+}
+
+/** A 401 in our envelope unless the request carries `Authorization: Bearer <expected>` (compared in constant time). */
+function checkBearer(request: Request, expected: string, what: string): Response | undefined {
+  const token = /^Bearer\s+(.+)$/i.exec(request.headers.get('authorization') ?? '')?.[1]?.trim()
+  if (token && secretEquals(token, expected)) return undefined
+  const message = token ? `Incorrect ${what}.` : `This endpoint needs "Authorization: Bearer <${what}>".`
+  return errorResponse(new GatewayError(401, message, { code: token ? 'invalid_api_key' : 'missing_api_key' }))
 }

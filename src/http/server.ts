@@ -1,10 +1,9 @@
 import type { Gateway } from '../core/gateway.ts'
-import { createApp } from './app.ts'
+import { createApp, type EdgeOptions } from './app.ts'
 
-export interface ListenOptions {
+export interface ListenOptions extends EdgeOptions {
   port: number
   hostname: string
-  maxBodyBytes: number
   /** Seconds a connection may sit idle (Bun caps it at 255). LLM routes lift it per request. */
   idleTimeoutSec: number
   /** Several worker processes bind the same port; the kernel spreads connections. */
@@ -12,12 +11,14 @@ export interface ListenOptions {
 }
 
 export function listen(gw: Gateway, options: ListenOptions) {
-  const app = createApp(gw)
+  const app = createApp(gw, options)
   app.listen({
     port: options.port,
     hostname: options.hostname,
-    // Our own limit answers with a JSON 413; Bun's hard cap only guards against a runaway upload.
-    maxRequestBodySize: options.maxBodyBytes * 2 + 1024 * 1024,
+    // No cap from Bun: past it Bun answers 413 itself, with an empty body, before our code sees the request.
+    // Every body we read is bounded as it arrives (the pipeline's reader, the admin parser: a JSON 413), and
+    // a body nobody reads is discarded by Bun as it comes (a 50 MB upload answered early: +3 MB at peak).
+    maxRequestBodySize: Number.MAX_SAFE_INTEGER,
     // Short by default (slowloris guard); LLM routes lift it per request after authentication.
     idleTimeout: options.idleTimeoutSec,
     reusePort: options.reusePort ?? false,
