@@ -19,6 +19,7 @@ const FileSchema = t.Object(
       }),
     ),
     timeouts: t.Optional(t.Object({ connect_ms: t.Optional(t.Integer({ minimum: 1 })), first_byte_ms: t.Optional(t.Integer({ minimum: 1 })), idle_ms: t.Optional(t.Integer({ minimum: 1 })) })),
+    cors: t.Optional(t.Object({ origins: t.Optional(t.Array(t.String())) })),
     plugins: t.Optional(
       t.Array(
         t.Object({
@@ -61,6 +62,8 @@ export interface GatewayConfig {
   timeouts: Timeouts
   /** `/metrics` needs `Authorization: Bearer <token>` when set; open otherwise. */
   metricsToken?: string
+  /** Browser origins allowed to call `/v1/*` (CORS); none by default. */
+  corsOrigins?: string[]
   plugins: PluginSpec[]
   /** Folder that relative plugin paths resolve against. */
   configDir: string
@@ -97,6 +100,15 @@ export async function parseConfigFile(file: string, env: Record<string, string |
   return expanded
 }
 
+/** `https://app.example.com[:port]` as a browser sends it in `Origin`; a path, `*` or a typo stops the start. */
+function browserOrigin(value: string): string {
+  const url = URL.parse(value.trim())
+  if (!url || !/^https?:$/.test(url.protocol) || url.pathname !== '/' || url.search || url.hash || url.username) {
+    throw new Error(`Invalid CORS origin '${value}': expected scheme://host[:port], e.g. https://app.example.com (no path, no '*').`)
+  }
+  return url.origin
+}
+
 /** CLI flags beat the environment, which beats the file, which beats the embedded defaults. */
 export async function loadConfig(argv: string[], env: Record<string, string | undefined>): Promise<GatewayConfig> {
   const flag = (name: string) => {
@@ -127,6 +139,7 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
       idleMs: file.timeouts?.idle_ms ?? 120_000,
     },
     metricsToken: env.CONDUIT_METRICS_TOKEN || undefined,
+    corsOrigins: (env.CONDUIT_CORS_ORIGINS ? env.CONDUIT_CORS_ORIGINS.split(',') : (file.cors?.origins ?? [])).filter((o) => o.trim()).map(browserOrigin),
     plugins: (file.plugins ?? []).map((p) => ({
       use: p.use,
       config: p.config,

@@ -11,6 +11,8 @@ import { adminRoutes } from './admin-routes.ts'
 export interface EdgeOptions {
   /** When set, `/metrics` needs `Authorization: Bearer <token>`; unset, it is open (scrapers sit on a private network). */
   metricsToken?: string
+  /** Browser origins (`https://app.example.com`) that may call `/v1/*`; none: no CORS headers and no hook at all. */
+  corsOrigins?: readonly string[]
 }
 
 export const errorResponse = (error: GatewayError) =>
@@ -44,6 +46,8 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
     }
     return renderFrameworkError(code, error, request)
   })
+  // First, so that every response below (errors included) carries the CORS headers.
+  if (options.corsOrigins?.length) app.onRequest(corsForV1(options.corsOrigins))
   return app
     .onRequest(refuseUndecodablePath)
     .get('/health', () => Response.json({ status: 'ok' }))
@@ -85,4 +89,53 @@ function checkBearer(request: Request, expected: string, what: string): Response
   if (token && secretEquals(token, expected)) return undefined
   const message = token ? `Incorrect ${what}.` : `This endpoint needs "Authorization: Bearer <${what}>".`
   return errorResponse(new GatewayError(401, message, { code: token ? 'invalid_api_key' : 'missing_api_key' }))
+}
+
+/** What our responses carry beyond the CORS-safelisted headers, for browser code to read. */
+const EXPOSED_HEADERS = [
+  'x-request-id',
+  ...['requests', 'tokens'].flatMap((unit) => ['limit', 'remaining', 'reset'].map((what) => `x-ratelimit-${what}-${unit}`)),
+  'x-ratelimit-degraded',
+  'retry-after',
+  ...['provider', 'model', 'attempts', 'cost-usd', 'dropped-params', 'budget-remaining-usd', 'budget-degraded'].map((name) => `x-conduit-${name}`),
+].join(', ')
+
+/** Header names a preflight may ask for: tokens separated by commas (echoed back, so nothing else). */
+const HEADER_NAME_LIST = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:\s*,\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+)*$/
+
+/**
+ * CORS for browser clients on the configured origins, `/v1/*` only (the admin API stays same-origin). The allowed
+ * origin is echoed exactly, never `*`, and credentials are never allowed: keys travel in `Authorization`.
+ * Headers go through Elysia's `set.headers`, which it merges into every response of the request, errors and
+ * streams included (a new Response around the same body: it still streams).
+ */
+function corsForV1(origins: readonly string[]) {
+  const allowed = new Set(origins)
+  return ({ request, set }: { request: Request; set: { headers: Record<string, string | number> } }) => {
+    const origin = request.headers.get('origin')
+    if (origin === null || !new URL(request.url).pathname.startsWith('/v1/')) return
+    const preflight = request.method === 'OPTIONS' && request.headers.has('access-control-request-method')
+    if (!allowed.has(origin)) {
+      // Answered, but without an allow-origin the browser refuses: the evil page learns nothing.
+      if (preflight) return new Response(null, { status: 204, headers: { vary: 'Origin' } })
+      set.headers.vary = 'Origin'
+      return
+    }
+    if (preflight) {
+      const requested = request.headers.get('access-control-request-headers') ?? ''
+      return new Response(null, {
+        status: 204,
+        headers: {
+          'access-control-allow-origin': origin,
+          'access-control-allow-methods': 'GET, POST, OPTIONS',
+          ...(HEADER_NAME_LIST.test(requested) ? { 'access-control-allow-headers': requested } : {}),
+          'access-control-max-age': '600',
+          vary: 'Origin, Access-Control-Request-Headers',
+        },
+      })
+    }
+    set.headers['access-control-allow-origin'] = origin
+    set.headers['access-control-expose-headers'] = EXPOSED_HEADERS
+    set.headers.vary = 'Origin'
+  }
 }
