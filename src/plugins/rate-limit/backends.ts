@@ -57,7 +57,8 @@ export class LocalLimits implements LimitsBackend {
   }
 }
 
-const NOW = `local t = redis.call('TIME')
+/** Redis's clock; the GCRA test swaps this line for a synthetic one to run `ADMIT` at chosen instants. */
+export const NOW = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
 
 /**
@@ -67,7 +68,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
  * swept first. KEYS: the rule keys, then the slot key if any. ARGV: rule count, (limit, period, cost) per
  * rule, then max, lease id and TTL of the slot. Returns 4 numbers per rule, then 1 if the slot was taken.
  */
-const ADMIT = `${NOW}
+export const ADMIT = `${NOW}
 local n = tonumber(ARGV[1])
 local out, nexts, allowed = {}, {}, 1
 for i = 1, n do
@@ -135,6 +136,16 @@ type Scripted = Redis & {
   conduitRenew(key: string, ...args: (string | number)[]): Promise<number>
 }
 
+/** The promise's value, or null if it takes longer than `ms`. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | null> {
+  let timer: Timer | undefined
+  try {
+    return await Promise.race([promise, new Promise<null>((resolve) => (timer = setTimeout(resolve, ms, null)))])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 export class RedisLimits implements LimitsBackend {
   private readonly redis: Scripted
   /** Slots this process holds, renewed together on one timer. */
@@ -160,11 +171,28 @@ export class RedisLimits implements LimitsBackend {
       keys.push(slot.key)
       args.push(slot.max, slot.id, this.leaseMs)
     }
-    const out = await this.redis.conduitAdmit(keys.length, ...keys, ...args)
-    const decisions = checks.map((_, i) => ({ allowed: out[4 * i] === 1, remaining: out[4 * i + 1]!, resetMs: out[4 * i + 2]!, retryAfterMs: out[4 * i + 3]! }))
-    const slotTaken = out[4 * checks.length] === 1
-    if (slot && slotTaken && decisions.every((d) => d.allowed)) this.held.set(slot.id, slot)
-    return { decisions, slotTaken }
+    const reply = this.redis.conduitAdmit(keys.length, ...keys, ...args).then((out) => {
+      const decisions = checks.map((_, i) => ({
+        allowed: out[4 * i] === 1,
+        remaining: out[4 * i + 1]!,
+        resetMs: out[4 * i + 2]!,
+        retryAfterMs: out[4 * i + 3]!,
+      }))
+      const slotTaken = out[4 * checks.length] === 1
+      return { decisions, slotTaken, took: slotTaken && decisions.every((d) => d.allowed) }
+    })
+    // ioredis's command timeout starts when a command is written, and auto-pipelining writes a connection's next
+    // batch only when the previous one has answered: behind a batch that hangs (a settlement sent as Redis
+    // stalled) an admission would wait up to twice the timeout. The deadline counts from this request's own ask.
+    const timeoutMs = this.redis.options.commandTimeout
+    const answer = timeoutMs ? await within(reply, timeoutMs) : await reply
+    if (!answer) {
+      // Given up on: if Redis admitted it after all, give back what it took.
+      reply.then(({ took }) => (took ? this.settle(slot, checks.map((check) => ({ check, units: -check.cost }))) : undefined)).catch(() => {})
+      throw new Error(`Redis did not answer the admission within ${timeoutMs} ms`)
+    }
+    if (slot && answer.took) this.held.set(slot.id, slot)
+    return { decisions: answer.decisions, slotTaken: answer.slotTaken }
   }
 
   async settle(slot: Omit<Slot, 'max'> | null, adjustments: Adjustment[]) {

@@ -1,7 +1,7 @@
 /**
  * GCRA (generic cell rate algorithm): one number per key and rule, the theoretical arrival time (TAT). A rule
  * of `limit` per `periodMs` admits a burst of `limit`, then one unit every `periodMs / limit`. Exact, with no
- * window boundaries to double-burst across. This is the in-process version; `redis-limits.ts` runs the same
+ * window boundaries to double-burst across. This is the in-process version; `backends.ts` runs the same
  * arithmetic in one Lua call on Redis time.
  */
 export interface Check {
