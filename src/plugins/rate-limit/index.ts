@@ -57,11 +57,8 @@ function tokenReservation(body: Record<string, any>, limit: number, scope: Scope
   if (prompt + asked * choices > limit) {
     const param = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens'
     const times = choices > 1 ? ` × ${choices} choices` : ''
-    throw new GatewayError(
-      400,
-      `${param} ${asked}${times} plus the prompt (about ${prompt} tokens) exceeds the limit of ${limit} tokens per minute of ${scope.label}: such a request can never be admitted.`,
-      { code: 'request_exceeds_token_limit', param },
-    )
+    const message = `${param} ${asked}${times} plus the prompt (about ${prompt} tokens) exceeds the limit of ${limit} tokens per minute`
+    throw new GatewayError(400, `${message} of ${scope.label}: such a request can never be admitted.`, { code: 'request_exceeds_token_limit', param })
   }
   return prompt + asked * choices
 }
