@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs'
+import path from 'node:path'
 import { loadConfig } from '../config/config.ts'
 import { rotateSecrets, secretBox } from '../store/secrets.ts'
 import { Store } from '../store/store.ts'
@@ -13,8 +15,11 @@ export async function rotateSecretsCommand(argv: string[], env: Record<string, s
   try {
     const config = await loadConfig(argv, env)
     if (!config.encryptionKeys) {
-      throw new Error('rotate-secrets re-seals with the first key of CONDUIT_ENCRYPTION_KEYS: set it, e.g. CONDUIT_ENCRYPTION_KEYS="k2:<new key>,k1:<current key>".')
+      throw new Error('CONDUIT_ENCRYPTION_KEYS is not set: secrets are re-sealed with its first key, e.g. "k2:<new key>,k1:<current key>".')
     }
+    // A mistyped folder must not become a new, empty store that reports "nothing left on old keys".
+    const file = path.join(config.dataDir, 'conduit.sqlite')
+    if (!config.databaseURL && !existsSync(file)) throw new Error(`No store at ${file}: pass the gateway's --data-dir or DATABASE_URL.`)
     const limit = limitFlag(argv)
     const box = secretBox(config)
     const store = await Store.open(config)

@@ -16,7 +16,7 @@ const SECRETS_CHECK = 'secrets_check'
 export function secretBox(config: Pick<GatewayConfig, 'encryptionKeys' | 'encryptionKey' | 'masterKey' | 'databaseURL' | 'dataDir'>): SecretBox {
   if (config.encryptionKeys) {
     if (config.encryptionKey) {
-      throw new Error('Set CONDUIT_ENCRYPTION_KEYS or CONDUIT_ENCRYPTION_KEY, not both: keep the old key in the ring, e.g. "k2:<new key>,k1:<old key>".')
+      throw new Error('Set CONDUIT_ENCRYPTION_KEYS or CONDUIT_ENCRYPTION_KEY, not both: put the old key in the ring, e.g. "k2:<new>,k1:<old>".')
     }
     return SecretBox.fromKeyring(config.encryptionKeys)
   }

@@ -25,44 +25,54 @@ beforeAll(async () => {
 afterAll(() => gw.close())
 
 const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
+/** The checksum's alphabet. */
+const BASE36 = '0123456789abcdefghijklmnopqrstuvwxyz'
 /** Printable ASCII without spaces: what a header can carry and Bearer parsing keeps as is. */
 const PRINTABLE = Array.from({ length: 0x7e - 0x21 + 1 }, (_, i) => String.fromCharCode(0x21 + i)).join('')
 const charFrom = (alphabet: string) => fc.integer({ min: 0, max: alphabet.length - 1 }).map((i) => alphabet[i]!)
-const at = (key: string, n: number) => n % key.length
 
 type Mutation = { kind: string; apply: (key: string) => string }
+const m = (kind: string, apply: (key: string) => string): Mutation => ({ kind, apply })
+/** `key` with its character at `n` (wrapped to the key's length, from the end when negative) replaced by `by(it)`. */
+const replaceAt = (key: string, n: number, by: (c: string) => string) => {
+  const i = ((n % key.length) + key.length) % key.length
+  return key.slice(0, i) + by(key[i]!) + key.slice(i + 1)
+}
 const swapCase = (c: string) => (c === c.toUpperCase() ? c.toLowerCase() : c.toUpperCase())
+const flip = (bit: number) => (c: string) => String.fromCharCode(c.charCodeAt(0) ^ (1 << bit))
 
 /** Each kind of damage a key suffers in a copy-paste, a typo or a forgery; the last 7 characters are the checksum. */
 const mutation: fc.Arbitrary<Mutation> = fc.oneof(
-  fc.tuple(fc.nat(), charFrom(BASE62)).map(([n, c]) => ({ kind: 'replace (base62)', apply: (k: string) => k.slice(0, at(k, n)) + c + k.slice(at(k, n) + 1) })),
-  fc.tuple(fc.nat(), charFrom(PRINTABLE)).map(([n, c]) => ({ kind: 'replace (any)', apply: (k: string) => k.slice(0, at(k, n)) + c + k.slice(at(k, n) + 1) })),
-  fc.tuple(fc.nat(), fc.integer({ min: 0, max: 6 })).map(([n, bit]) => ({
-    kind: 'bit flip',
-    apply: (k: string) => k.slice(0, at(k, n)) + String.fromCharCode(k.charCodeAt(at(k, n)) ^ (1 << bit)) + k.slice(at(k, n) + 1),
-  })),
-  fc.tuple(fc.nat(), charFrom(BASE62)).map(([n, c]) => ({ kind: 'insert', apply: (k: string) => k.slice(0, n % (k.length + 1)) + c + k.slice(n % (k.length + 1)) })),
-  fc.nat().map((n) => ({ kind: 'delete', apply: (k: string) => k.slice(0, at(k, n)) + k.slice(at(k, n) + 1) })),
-  fc.nat().map((n) => ({ kind: 'truncate', apply: (k: string) => k.slice(0, at(k, n)) })),
-  fc.nat().map((n) => ({ kind: 'transpose', apply: (k: string) => (k.length < 2 ? k : swapAt(k, n % (k.length - 1))) })),
-  fc.nat().map((n) => ({ kind: 'case of one', apply: (k: string) => k.slice(0, at(k, n)) + swapCase(k[at(k, n)]!) + k.slice(at(k, n) + 1) })),
-  fc.boolean().map((upper) => ({ kind: 'case of all', apply: (k: string) => (upper ? k.toUpperCase() : k.toLowerCase()) })),
-  fc.tuple(fc.integer({ min: 1, max: 7 }), charFrom('0123456789abcdefghijklmnopqrstuvwxyz')).map(([back, c]) => ({
-    kind: 'checksum',
-    apply: (k: string) => k.slice(0, k.length - back) + c + k.slice(k.length - back + 1),
-  })),
-  charFrom(BASE62).map((c) => ({ kind: 'append', apply: (k: string) => k + c })),
+  fc.tuple(fc.nat(), charFrom(BASE62)).map(([n, c]) => m('replace (base62)', (k) => replaceAt(k, n, () => c))),
+  fc.tuple(fc.nat(), charFrom(PRINTABLE)).map(([n, c]) => m('replace (any)', (k) => replaceAt(k, n, () => c))),
+  fc.tuple(fc.nat(), fc.integer({ min: 0, max: 6 })).map(([n, bit]) => m('bit flip', (k) => replaceAt(k, n, flip(bit)))),
+  fc.tuple(fc.nat(), charFrom(BASE62)).map(([n, c]) => m('insert', (k) => replaceAt(k, n, (old) => c + old))),
+  fc.nat().map((n) => m('delete', (k) => replaceAt(k, n, () => ''))),
+  fc.nat().map((n) => m('truncate', (k) => k.slice(0, n % k.length))),
+  fc.nat().map((n) => m('transpose', (k) => replaceAt(replaceAt(k, n, () => k[(n + 1) % k.length]!), n + 1, () => k[n % k.length]!))),
+  fc.nat().map((n) => m('case of one', (k) => replaceAt(k, n, swapCase))),
+  fc.boolean().map((upper) => m('case of all', (k) => (upper ? k.toUpperCase() : k.toLowerCase()))),
+  fc.tuple(fc.integer({ min: 1, max: 7 }), charFrom(BASE36)).map(([back, c]) => m('checksum', (k) => replaceAt(k, -back, () => c))),
+  charFrom(BASE62).map((c) => m('append', (k) => k + c)),
 )
-const swapAt = (k: string, i: number) => k.slice(0, i) + k[i + 1] + k[i] + k.slice(i + 2)
 
 /** 1–3 mutations of a stored key or of a valid key the store does not hold; never the original itself. */
 const mutatedKey = (originals: string[]) =>
   fc
     .tuple(fc.constantFrom(...originals), fc.array(mutation, { minLength: 1, maxLength: 3 }))
-    .map(([original, mutations]) => ({ original, kinds: mutations.map((m) => m.kind), key: mutations.reduce((k, m) => (k ? m.apply(k) : k), original) }))
+    .map(([original, mutations]) => ({
+      original,
+      kinds: mutations.map((mutation) => mutation.kind),
+      key: mutations.reduce((key, mutation) => (key ? mutation.apply(key) : key), original),
+    }))
     .filter(({ original, key }) => key !== original && /^[\x21-\x7e]+$/.test(key))
 
-const HEADERS = [(key: string) => ({ authorization: `Bearer ${key}` }), (key: string) => ({ 'x-api-key': key }), (key: string) => ({ 'api-key': key })]
+/** The three places a client may put its key. */
+const HEADERS = [
+  (key: string) => ({ authorization: `Bearer ${key}` }),
+  (key: string) => ({ 'x-api-key': key }),
+  (key: string) => ({ 'api-key': key }),
+]
 
 test('10,000 mutated keys: every one refused with 401 invalid_api_key, and not one store lookup', async () => {
   const listModels = (headers: Record<string, string>) => fetch(`${gw.baseURL}/models`, { headers })

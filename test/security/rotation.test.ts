@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { Database } from 'bun:sqlite'
 import { SQL } from 'bun'
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { SecretBox } from '../../src/store/crypto.ts'
@@ -26,7 +26,10 @@ const MASTER_KEY = 'rotation-test-master-key-0123456789'
 const credential = () => `sk-rot-${randomBytes(24).toString('hex')}`
 /** Providers by group (sealed with the unnamed key, with k1, with k2); every fifth has two keys (sealed as a JSON array). */
 const group = (prefix: string, count: number) =>
-  Array.from({ length: count }, (_, i) => ({ name: `${prefix}-${String(i).padStart(3, '0')}`, apiKey: i % 5 === 4 ? [credential(), credential()] : credential() }))
+  Array.from({ length: count }, (_, i) => ({
+    name: `${prefix}-${String(i).padStart(3, '0')}`,
+    apiKey: i % 5 === 4 ? [credential(), credential()] : credential(),
+  }))
 const GROUPS = { legacy: group('legacy', 60), k1: group('k1', 60), k2: group('k2', 10) }
 const PROVIDERS = Object.values(GROUPS).flat()
 /** What each stored secret must decrypt to. */
@@ -108,11 +111,13 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       }).length
     }
 
+    const createProvider = (origin: string, name: string, apiKey: string | string[]) =>
+      admin(origin, 'POST', '/providers', { name, type: 'openai', base_url: fake.url, api_key: apiKey })
+
     async function createProviders(origin: string, made: { name: string; apiKey: string | string[] }[]) {
       for (let i = 0; i < made.length; i += 10) {
-        await Promise.all(
-          made.slice(i, i + 10).map(({ name, apiKey }) => admin(origin, 'POST', '/providers', { name, type: 'openai', base_url: fake.url, api_key: apiKey })),
-        )
+        const batch = made.slice(i, i + 10)
+        await Promise.all(batch.map(({ name, apiKey }) => createProvider(origin, name, apiKey)))
       }
       // A model on the group's first provider, to prove a restarted gateway calls the upstream with its key.
       const model = `model-${made[0]!.name}`
@@ -188,7 +193,8 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       const lockedAt = engine === 'postgres' ? 25 : 0
       const release = engine === 'postgres' ? await lockRow(database!.url, staleIds[lockedAt]!) : lockSqlite(path.join(dataDir, 'conduit.sqlite'))
       try {
-        const proc = Bun.spawn(['bun', 'src/main.ts', 'rotate-secrets'], { cwd: ROOT, env: env({ CONDUIT_ENCRYPTION_KEYS: RING_BOTH }), stdout: 'pipe' })
+        const command = ['bun', 'src/main.ts', 'rotate-secrets']
+        const proc = Bun.spawn(command, { cwd: ROOT, env: env({ CONDUIT_ENCRYPTION_KEYS: RING_BOTH }), stdout: 'pipe' })
         let output = await readUntil(proc.stdout, (text) => text.includes('Re-sealing ') && (text.match(/^resealed /gm)?.length ?? 0) >= lockedAt)
         // Blocked: nothing more for a while (the store's busy timeout is 5 s; the kill comes well before it).
         await Bun.sleep(500)
@@ -236,6 +242,23 @@ for (const engine of ['sqlite', 'postgres'] as const) {
     }, 60_000)
   })
 }
+
+test('the command refuses without CONDUIT_ENCRYPTION_KEYS, and on a folder without a store (creating none)', async () => {
+  const empty = mkdtempSync(path.join(tmpdir(), 'conduit-rotation-'))
+  try {
+    const env = { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/root', CONDUIT_DATA_DIR: empty }
+    const noRing = await run(['bun', 'src/main.ts', 'rotate-secrets'], { ...env, CONDUIT_ENCRYPTION_KEY: M1 })
+    expect(noRing.code).toBe(1)
+    expect(noRing.stderr).toContain('CONDUIT_ENCRYPTION_KEYS is not set')
+    const noStore = await run(['bun', 'src/main.ts', 'rotate-secrets'], { ...env, CONDUIT_ENCRYPTION_KEYS: RING_K2 })
+    expect(noStore.code).toBe(1)
+    expect(noStore.stderr).toContain(`No store at ${path.join(empty, 'conduit.sqlite')}`)
+    expect(noStore.stderr + noStore.stdout).not.toContain(M2)
+    expect(readdirSync(empty)).toEqual([])
+  } finally {
+    rmSync(empty, { recursive: true, force: true })
+  }
+}, 30_000)
 
 /** Reads a stream until `done(text so far)`; gives up after 20 s. */
 async function readUntil(stream: ReadableStream<Uint8Array>, done: (text: string) => boolean): Promise<string> {

@@ -7,6 +7,7 @@ import { secretBox } from '../../src/store/secrets.ts'
 import { MASTER_KEY, startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { createTestDatabase } from '../helpers/postgres.ts'
 
+const OPENAI = 'https://api.openai.com/v1'
 const HEX_KEY = '000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'
 const material = () => randomBytes(32).toString('base64')
 
@@ -52,11 +53,8 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       for (let i = 0; i < 1000; i++) credentials.set(`cred-${randomBytes(8).toString('hex')}`, `sk-proj-${randomBytes(30).toString('base64url')}`)
       const entries = [...credentials]
       for (let i = 0; i < entries.length; i += 25) {
-        await Promise.all(
-          entries
-            .slice(i, i + 25)
-            .map(([name, apiKey]) => gw.admin('POST', '/providers', { name, type: 'openai', base_url: 'https://api.openai.com/v1', api_key: apiKey })),
-        )
+        const batch = entries.slice(i, i + 25)
+        await Promise.all(batch.map(([name, apiKey]) => gw.admin('POST', '/providers', { name, type: 'openai', base_url: OPENAI, api_key: apiKey })))
       }
       rows = (await gw.gateway.store.sql`SELECT id, name, api_key_secret AS sealed FROM providers`).map((r: any) => ({ ...r }))
     }, 120_000)
