@@ -130,7 +130,7 @@ export async function runPrimary(config: GatewayConfig) {
     if (stopping) return
     stopping = true
     log.info({ signal }, 'stopping workers')
-    // A worker still starting has nothing to drain and dies of the SIGTERM itself.
+    // A worker still starting has nothing to drain yet: it exits at once.
     for (const w of workers) w.proc.kill('SIGTERM')
     const exited = Promise.all(workers.map((w) => w.proc.exited))
     const drained = await Promise.race([exited.then(() => true), Bun.sleep(config.drainMs + 2_000).then(() => false)])
