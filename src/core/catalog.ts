@@ -62,14 +62,18 @@ export class Catalog {
     this.loaded = true
     const providerMap = new Map<string, ProviderConfig>()
     for (const p of providers) {
-      providerMap.set(p.id, {
-        id: p.id,
-        name: p.name,
-        type: p.type,
-        baseURL: p.baseURL,
-        ...keysOf(p.apiKeySecret ? this.secrets.decrypt(p.apiKeySecret, `provider:${p.id}`) : null),
-        options: p.options,
-      })
+      let keys: ReturnType<typeof keysOf>
+      try {
+        keys = keysOf(p.apiKeySecret ? this.secrets.decrypt(p.apiKeySecret, `provider:${p.id}`) : null)
+      } catch (err) {
+        // Sealed with a key this instance lacks (a rotation under way, a ring not yet deployed): one provider
+        // keeps its last known config, or is left out, instead of the whole catalog failing every request.
+        this.log.error({ err, provider: p.name }, 'provider secret does not decrypt with this instance’s keys; keeping its previous config')
+        const previous = this.providers.get(p.id)
+        if (previous) providerMap.set(p.id, previous)
+        continue
+      }
+      providerMap.set(p.id, { id: p.id, name: p.name, type: p.type, baseURL: p.baseURL, ...keys, options: p.options })
     }
     this.providers = providerMap
     setSecrets('providers', [...providerMap.values()].flatMap((p) => p.apiKeys ?? []))

@@ -336,3 +336,18 @@ describe('weaknesses: overload and floods', () => {
     }
   })
 })
+
+describe('a provider secret this instance cannot open', () => {
+  test('leaves that provider out instead of failing every request', async () => {
+    await gw.admin('POST', '/providers', { name: 'rotated-away', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
+    await gw.admin('POST', '/models', { name: 'rotated-away', targets: [{ provider: 'rotated-away', model: 'gpt-4o' }] })
+    // As if another instance re-sealed it with a key this one does not have yet.
+    await gw.gateway.store.sql`UPDATE providers SET api_key_secret = ${'v2.k9.AAAAAAAAAAAAAAAA.AAAA.AAAAAAAAAAAAAAAAAAAAAA'} WHERE name = ${'rotated-away'}`
+    await gw.admin('PATCH', '/models/rotated-away', { routing: { retries: 0 } }) // any admin change reloads the catalog
+    expect((await chat('standard', 'hello')).status).toBe(200)
+    const res = await chat('rotated-away', 'hello')
+    expect(res.status).toBe(503)
+    await Bun.sleep(50)
+    expect(logs.lines.join('')).toContain('provider secret does not decrypt')
+  })
+})
