@@ -239,7 +239,16 @@ export async function startConduit(o: {
   const dataDir = path.join(o.workDir, name)
   mkdirSync(dataDir, { recursive: true })
   const { process, match } = await ManagedProcess.start(name, ['bun', 'src/main.ts', '--workers', String(o.workers)], {
-    env: baseEnv({ PORT: '0', HOST: '127.0.0.1', CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: master, CONDUIT_LOG_LEVEL: 'info', REDIS_URL: o.redisURL }),
+    env: baseEnv({
+      PORT: '0',
+      HOST: '127.0.0.1',
+      CONDUIT_DATA_DIR: dataDir,
+      CONDUIT_MASTER_KEY: master,
+      CONDUIT_LOG_LEVEL: 'info',
+      REDIS_URL: o.redisURL,
+      // The mock upstream is on loopback, which the egress policy refuses unless allowed.
+      CONDUIT_EGRESS_ALLOW: '127.0.0.1,localhost,::1',
+    }),
     ready: /Conduit listening on (http:\/\/\S+?)\/v1\b/,
     timeoutMs: 60_000,
   })

@@ -61,7 +61,7 @@ keys:
     allowed_models: ["my-*"]
 `,
     )
-    const env = { CONDUIT_DATA_DIR: path.join(dir, 'data'), CONDUIT_MASTER_KEY: 'master-for-test', UPSTREAM_URL: fake.url, UPSTREAM_KEY: 'sk-upstream-test' }
+    const env = { CONDUIT_DATA_DIR: path.join(dir, 'data'), CONDUIT_MASTER_KEY: 'master-key-for-the-test', UPSTREAM_URL: fake.url, UPSTREAM_KEY: 'sk-upstream-test' }
     const first = await start(env, ['--config', file])
     const key = /Virtual key 'ci' created from the config \(shown once\): (condt_\S+)/.exec(first.output)?.[1]
     expect(key).toBeDefined()
@@ -79,7 +79,7 @@ keys:
     // Applying the same file again changes nothing: same key, same entities.
     const again = await start(env, ['--config', file])
     expect(again.output).not.toContain('created from the config')
-    const providers = (await (await fetch(`${again.origin}/admin/v1/providers`, { headers: { authorization: 'Bearer master-for-test' } })).json()) as any
+    const providers = (await (await fetch(`${again.origin}/admin/v1/providers`, { headers: { authorization: 'Bearer master-key-for-the-test' } })).json()) as any
     expect(providers.data.length).toBe(1)
     expect(JSON.stringify(providers)).not.toContain('sk-upstream-test')
     expect(await stop(again.proc)).toBe(0)

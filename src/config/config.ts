@@ -2,6 +2,7 @@ import path from 'node:path'
 import { Type as t, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { ConfigKeyInput, ModelInput, ProviderInput } from '../core/admin.ts'
+import { parseAllowList } from '../core/egress.ts'
 import type { PluginSpec } from '../plugin-host/host.ts'
 import type { Timeouts } from '../core/upstream.ts'
 
@@ -69,7 +70,12 @@ export interface GatewayConfig {
   configDir: string
   /** Entities applied idempotently at start. */
   seed: Pick<ConfigFile, 'providers' | 'models' | 'keys'>
+  /** Private hosts, addresses and CIDRs upstream URLs may reach (CONDUIT_EGRESS_ALLOW); public ones always may. */
+  egressAllow: string[]
 }
+
+/** Shorter master keys can be guessed; the one Conduit generates is 52 characters. */
+export const MIN_MASTER_KEY_LENGTH = 16
 
 /** `${NAME}` → the environment variable; an unset variable is an error, not an empty secret. */
 export function expandEnv(value: unknown, env: Record<string, string | undefined>, where = ''): unknown {
@@ -150,6 +156,10 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
     })),
     configDir: configPath ? path.dirname(path.resolve(configPath)) : process.cwd(),
     seed: { providers: file.providers, models: file.models, keys: file.keys },
+    egressAllow: parseAllowList(env.CONDUIT_EGRESS_ALLOW),
+  }
+  if (config.masterKey !== undefined && config.masterKey.length < MIN_MASTER_KEY_LENGTH) {
+    throw new Error(`CONDUIT_MASTER_KEY is ${config.masterKey.length} characters long; use at least ${MIN_MASTER_KEY_LENGTH} (e.g. openssl rand -hex 24).`)
   }
   for (const [name, value, min] of [['port', config.port, 0], ['workers', config.workers, 1], ['max body bytes', config.maxBodyBytes, 1]] as const) {
     if (!Number.isInteger(value) || value < min) throw new Error(`Invalid ${name}: ${value}`)

@@ -1,90 +1,262 @@
 import { randomBytes } from 'node:crypto'
-import { Type as t, type Static } from '@sinclair/typebox'
+import { isIP } from 'node:net'
+import { Type as t, type Static, type TSchema } from '@sinclair/typebox'
+import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
+import { ValueErrorType, type ValueError } from '@sinclair/typebox/errors'
+import { LRUCache } from 'lru-cache'
 import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
-import type { KeyLimits } from '../plugin-sdk/types.ts'
+import type { KeyLimits, ProviderAdapter } from '../plugin-sdk/types.ts'
 import { displayPrefix, generateVirtualKey, isWellFormedKey, lastFour, sha256, type SecretBox } from '../store/crypto.ts'
 import type { KeyRow, ModelRow, ProviderRow, Store } from '../store/store.ts'
+import type { EgressPolicy } from './egress.ts'
 import { usageRange, usageReport } from './usage.ts'
 
 /*
- * The admin contract (/admin/v1). Schemas are TypeBox so the HTTP layer validates with them and the config
- * file is checked against the very same shapes. Later capabilities add fields; none are renamed.
+ * The admin contract (/admin/v1). Schemas are TypeBox so admin bodies and the config file are checked against
+ * the very same shapes. Objects refuse fields they do not know (a typo such as `rmp` must not silently mean
+ * "unlimited"); `options` and `metadata` stay free-form. Later capabilities add fields; none are renamed.
  */
+const closed = { additionalProperties: false }
 const Name = t.String({ minLength: 1, maxLength: 128 })
 const Metadata = t.Record(t.String(), t.Unknown())
+const ApiKey = t.String({ minLength: 1, maxLength: 8192 })
+/** Upper bounds keep a slip of the keyboard (or a millisecond timestamp) from becoming a policy. */
+const MAX_LIMIT = 1e9
+/** 9999-12-31T23:59:59Z: the last second an ISO 8601 date can name. */
+const MAX_UNIX_SECONDS = 253_402_300_799
 
-export const ProviderInput = t.Object({
-  name: Name,
-  type: t.String({ minLength: 1 }),
-  base_url: t.Optional(t.Union([t.Null(), t.String({ pattern: '^https?://' })])),
-  /** One key, or several used in turn (a key resting after a 429 is skipped). */
-  api_key: t.Optional(t.Union([t.Null(), t.String({ minLength: 1 }), t.Array(t.String({ minLength: 1 }), { minItems: 1, maxItems: 64 })])),
-  options: t.Optional(Metadata),
-})
+export const ProviderInput = t.Object(
+  {
+    name: Name,
+    type: t.String({ minLength: 1, maxLength: 64 }),
+    /** Checked by the egress policy (scheme, private addresses) rather than by a pattern, to say why. */
+    base_url: t.Optional(t.Union([t.Null(), t.String({ minLength: 1, maxLength: 2048 })])),
+    /** One key, or several used in turn (a key resting after a 429 is skipped). */
+    api_key: t.Optional(t.Union([t.Null(), ApiKey, t.Array(ApiKey, { minItems: 1, maxItems: 64 })])),
+    options: t.Optional(Metadata),
+  },
+  closed,
+)
 export const ProviderPatch = t.Partial(ProviderInput)
 
-const PriceInput = t.Object({ input: t.Number({ minimum: 0 }), output: t.Number({ minimum: 0 }), cached_input: t.Optional(t.Number({ minimum: 0 })) })
-const TargetInput = t.Object({
-  provider: t.String({ minLength: 1 }),
-  model: t.String({ minLength: 1 }),
-  weight: t.Optional(t.Number({ minimum: 0 })),
-  priority: t.Optional(t.Integer()),
-  /** USD per million tokens; overrides the list price for this target. */
-  price: t.Optional(PriceInput),
-})
+const Price = t.Number({ minimum: 0, maximum: 1e6 })
+const PriceInput = t.Object({ input: Price, output: Price, cached_input: t.Optional(Price) }, closed)
+const TargetInput = t.Object(
+  {
+    provider: t.String({ minLength: 1, maxLength: 128 }),
+    model: t.String({ minLength: 1, maxLength: 256 }),
+    weight: t.Optional(t.Number({ minimum: 0, maximum: 1e6 })),
+    priority: t.Optional(t.Integer({ minimum: -1e6, maximum: 1e6 })),
+    /** USD per million tokens; overrides the list price for this target. */
+    price: t.Optional(PriceInput),
+  },
+  closed,
+)
 /** A limit; null (or absent) is unlimited. */
-const Limit = t.Optional(t.Union([t.Null(), t.Integer({ minimum: 1 })]))
+const Limit = t.Optional(t.Union([t.Null(), t.Integer({ minimum: 1, maximum: MAX_LIMIT })]))
 const RateLimitFields = { rpm: Limit, rpd: Limit, tpm: Limit, max_parallel: Limit }
 
-export const ModelInput = t.Object({
-  name: Name,
-  targets: t.Array(TargetInput, { minItems: 1 }),
-  /** Shared by every key calling this model. */
-  limits: t.Optional(t.Union([t.Null(), t.Object(RateLimitFields, { additionalProperties: false })])),
-  routing: t.Optional(
-    t.Union([
-      t.Null(),
-      t.Object(
-        {
-          strategy: t.Optional(t.Union([t.Literal('weighted'), t.Literal('least-busy'), t.Literal('lowest-latency')])),
-          retries: t.Optional(t.Integer({ minimum: 0, maximum: 5 })),
-        },
-        { additionalProperties: false },
-      ),
-    ]),
-  ),
-})
+export const ModelInput = t.Object(
+  {
+    name: Name,
+    targets: t.Array(TargetInput, { minItems: 1, maxItems: 100 }),
+    /** Shared by every key calling this model. */
+    limits: t.Optional(t.Union([t.Null(), t.Object(RateLimitFields, closed)])),
+    routing: t.Optional(
+      t.Union([
+        t.Null(),
+        t.Object(
+          {
+            strategy: t.Optional(t.Union([t.Literal('weighted'), t.Literal('least-busy'), t.Literal('lowest-latency')])),
+            retries: t.Optional(t.Integer({ minimum: 0, maximum: 5 })),
+          },
+          closed,
+        ),
+      ]),
+    ),
+  },
+  closed,
+)
 export const ModelPatch = t.Partial(ModelInput)
 
-/** ISO 8601 string or unix seconds. */
-const Expiry = t.Union([t.Null(), t.String({ format: 'date-time' }), t.Integer({ minimum: 0 })])
+/**
+ * ISO 8601 date-time or unix seconds. A pattern rather than `format: 'date-time'`: formats exist only once
+ * Elysia has registered them, and the config file is checked before Elysia loads.
+ */
+const IsoDateTime = t.String({ pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?(Z|[+-]\\d{2}:\\d{2})$' })
+const Expiry = t.Union([t.Null(), IsoDateTime, t.Integer({ minimum: 0 })])
 const Budget = t.Object(
-  { usd: t.Number({ exclusiveMinimum: 0 }), period: t.Union([t.Literal('total'), t.Literal('daily'), t.Literal('monthly')]) },
-  { additionalProperties: false },
+  { usd: t.Number({ exclusiveMinimum: 0, maximum: MAX_LIMIT }), period: t.Union([t.Literal('total'), t.Literal('daily'), t.Literal('monthly')]) },
+  closed,
 )
 export const ENDPOINTS = ['chat', 'completions', 'embeddings'] as const
-export const KeyInput = t.Object({
+const keyFields = {
   name: Name,
-  allowed_models: t.Optional(t.Union([t.Null(), t.Array(t.String({ minLength: 1 }))])),
+  allowed_models: t.Optional(t.Union([t.Null(), t.Array(t.String({ minLength: 1, maxLength: 256 }), { maxItems: 1000 })])),
   allowed_endpoints: t.Optional(t.Union([t.Null(), t.Array(t.Union(ENDPOINTS.map((e) => t.Literal(e))))])),
   ...RateLimitFields,
   budget: t.Optional(t.Union([t.Null(), Budget])),
   expires_at: t.Optional(Expiry),
   enabled: t.Optional(t.Boolean()),
   metadata: t.Optional(Metadata),
-})
+}
+export const KeyInput = t.Object(keyFields, closed)
 export const KeyPatch = t.Partial(KeyInput)
 /** The config file may pin a key's plaintext (usually `${ENV_VAR}`) so deployments are reproducible. */
-export const ConfigKeyInput = t.Composite([KeyInput, t.Object({ key: t.Optional(t.String()) })])
+export const ConfigKeyInput = t.Object({ ...keyFields, key: t.Optional(t.String()) }, closed)
 
 type ProviderInputT = Static<typeof ProviderInput>
 type ModelInputT = Static<typeof ModelInput>
 type KeyInputT = Static<typeof KeyInput>
 
+// Reading admin bodies ----------------------------------------------------------------------------------
+
+/** Deeper than any admin body needs; far below what would exhaust the stack anywhere downstream. */
+export const MAX_JSON_DEPTH = 32
+
+/**
+ * Whether a parsed JSON value nests arrays and objects deeper than `max`. Iterative and stops at the first
+ * level too deep, so 100,000 nested brackets cost 33 steps instead of a stack overflow.
+ */
+export function nestsDeeperThan(value: unknown, max: number): boolean {
+  const pending: [unknown, number][] = [[value, 0]]
+  for (let next = pending.pop(); next; next = pending.pop()) {
+    const [node, depth] = next
+    if (node === null || typeof node !== 'object') continue
+    if (depth + 1 > max) return true
+    for (const child of Array.isArray(node) ? node : Object.values(node)) pending.push([child, depth + 1])
+  }
+  return false
+}
+
+/** `/targets/0/provider` → `targets[0].provider`, the way OpenAI names params. */
+const toParam = (pointer: string) =>
+  pointer
+    .split('/')
+    .filter(Boolean)
+    .map((part) => part.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .reduce((acc, part) => (/^\d+$/.test(part) ? `${acc}[${part}]` : acc ? `${acc}.${part}` : part), '')
+
+/** Inside a union (`null` or an object, say) the variant that got furthest names the real problem. */
+function deepest(error: ValueError): ValueError {
+  if (error.type !== ValueErrorType.Union) return error
+  let best = error
+  for (const variant of error.errors) {
+    const first = variant.First()
+    if (!first) continue
+    const candidate = deepest(first)
+    if (candidate.path.length > best.path.length) best = candidate
+  }
+  return best
+}
+
+const compiled = new Map<TSchema, TypeCheck<TSchema>>()
+const checker = (schema: TSchema) => compiled.get(schema) ?? compiled.set(schema, TypeCompiler.Compile(schema)).get(schema)!
+
+/**
+ * Validates a parsed admin body: 400 `unknown_parameter` naming a field the schema does not know, else the first
+ * invalid or missing field.
+ */
+export function validateAdminBody<S extends TSchema>(schema: S, body: unknown): Static<S> {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw badRequest('The request body must be a JSON object.', null, 'invalid_value')
+  }
+  if (nestsDeeperThan(body, MAX_JSON_DEPTH)) throw badRequest(`The request body nests deeper than ${MAX_JSON_DEPTH} levels.`, null, 'invalid_value')
+  const check = checker(schema)
+  if (check.Check(body)) return body as Static<S>
+  const errors: ValueError[] = []
+  for (const error of check.Errors(body)) {
+    errors.push(deepest(error))
+    if (errors.length === 100) break
+  }
+  const unknown = errors.find((e) => e.type === ValueErrorType.ObjectAdditionalProperties)
+  if (unknown) {
+    const param = toParam(unknown.path)
+    throw badRequest(`Unrecognized request argument supplied: '${param}'.`, param, 'unknown_parameter')
+  }
+  const first = errors[0]!
+  const param = toParam(first.path)
+  if (first.type === ValueErrorType.ObjectRequiredProperty) {
+    throw badRequest(`Missing required parameter: '${param}'.`, param, 'missing_required_parameter')
+  }
+  throw badRequest(`Invalid value for '${param}': ${first.message.toLowerCase()}.`, param || null, 'invalid_value')
+}
+
+// Admin authentication ----------------------------------------------------------------------------------
+
+/** Wrong master keys one client address may send per window before it is locked out. */
+const MAX_FAILURES = 10
+const FAILURE_WINDOW_MS = 60_000
+const LOCKOUT_MS = 60_000
+
+/** A client address, with IPv6 clients grouped by /64 (one host usually owns a whole /64). */
+function clientGroup(address: string | null): string {
+  if (!address) return 'unknown'
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)
+  if (mapped) return mapped[1]!
+  if (isIP(address) !== 6) return address
+  const [head = '', tail = ''] = address.toLowerCase().split('::')
+  const left = head ? head.split(':') : []
+  const right = tail ? tail.split(':') : []
+  const words = address.includes('::') ? [...left, ...Array(8 - left.length - right.length).fill('0'), ...right] : left
+  return `${words.slice(0, 4).map((w) => w.replace(/^0+(?=.)/, '')).join(':')}::/64`
+}
+
+/**
+ * The master-key check in front of every admin route, with a brute-force throttle: more than MAX_FAILURES wrong
+ * keys from one address within a minute lock that address out for a minute (429 with Retry-After), the right key
+ * included, so the lockout cannot serve as an oracle. A missing key is not a guess and is not counted. Memory is
+ * bounded (LRU); behind a reverse proxy every client shares the proxy's address.
+ */
+export class AdminGuard {
+  private readonly failures = new LRUCache<string, { count: number; since: number; lockedUntil: number }>({ max: 10_000 })
+
+  constructor(
+    private readonly isMasterKey: (token: string) => boolean,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  authorize(authorization: string | null, clientAddress: string | null): void {
+    const client = clientGroup(clientAddress)
+    const now = this.now()
+    const record = this.failures.get(client)
+    if (record && record.lockedUntil > now) throw this.lockedOut(record.lockedUntil - now)
+    const token = /^Bearer\s+(.+)$/i.exec(authorization ?? '')?.[1]?.trim()
+    if (!token) throw new GatewayError(401, 'The admin API needs "Authorization: Bearer <master key>".', { code: 'missing_api_key' })
+    if (this.isMasterKey(token)) return
+    const current = record && now - record.since < FAILURE_WINDOW_MS ? record : { count: 0, since: now, lockedUntil: 0 }
+    current.count++
+    if (current.count > MAX_FAILURES) current.lockedUntil = now + LOCKOUT_MS
+    this.failures.set(client, current)
+    if (current.lockedUntil > now) throw this.lockedOut(LOCKOUT_MS)
+    throw new GatewayError(401, 'Incorrect master key.', { code: 'invalid_api_key' })
+  }
+
+  private lockedOut(ms: number) {
+    return new GatewayError(429, 'Too many wrong master keys from this address; try again later.', {
+      code: 'rate_limit_exceeded',
+      headers: { 'retry-after': String(Math.ceil(ms / 1000)) },
+    })
+  }
+}
+
+// The service ---------------------------------------------------------------------------------------------
+
 const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString('base64url')}`
 const seconds = (ms: number | null) => (ms === null ? null : Math.floor(ms / 1000))
 const notFound = (what: string, ref: string) => new GatewayError(404, `No ${what} '${ref}'.`, { code: 'not_found' })
 const conflict = (message: string) => new GatewayError(409, message, { code: 'conflict' })
+
+/** `https://user:secret@host/` → `https://user:***@host/`: a credential in a URL is a secret like any other. */
+export function maskCredentials(url: string | null): string | null {
+  if (url === null) return null
+  const parsed = URL.parse(url)
+  if (!parsed) return url.includes('@') ? '***' : url
+  if (!parsed.username && !parsed.password) return url
+  if (parsed.password) parsed.password = '***'
+  else parsed.username = '***'
+  return parsed.href
+}
 
 /** Limit fields of a create or patch body over the current limits: absent keeps, null removes. */
 function limitsFrom(input: { [K in keyof KeyLimits]?: KeyLimits[K] | null }, current: KeyLimits | null): KeyLimits | null {
@@ -99,8 +271,15 @@ function limitsFrom(input: { [K in keyof KeyLimits]?: KeyLimits[K] | null }, cur
 
 function parseExpiry(value: string | number | null | undefined): number | null {
   if (value === undefined || value === null) return null
+  if (typeof value === 'number' && value > MAX_UNIX_SECONDS) {
+    throw badRequest(
+      `expires_at is in unix seconds; ${value} is after the year 9999 (a timestamp in milliseconds? divide it by 1000).`,
+      'expires_at',
+      'invalid_value',
+    )
+  }
   const ms = typeof value === 'number' ? value * 1000 : Date.parse(value)
-  if (!Number.isFinite(ms)) throw badRequest('expires_at must be an ISO 8601 date-time or unix seconds.', 'expires_at')
+  if (!Number.isFinite(ms)) throw badRequest('expires_at must be an ISO 8601 date-time or unix seconds.', 'expires_at', 'invalid_value')
   return ms
 }
 
@@ -108,18 +287,21 @@ export class AdminService {
   constructor(
     private readonly store: Store,
     private readonly secrets: SecretBox,
-    /** Provider types some plugin registered. */
-    private readonly providerTypes: () => Iterable<string>,
+    /** The provider adapters plugins registered, by type. */
+    private readonly providers: ReadonlyMap<string, ProviderAdapter>,
+    /** Decides which base URLs may be configured. */
+    private readonly egress: EgressPolicy,
   ) {}
 
-  // Views: what the API returns. Secrets never appear; providers show the key's last four characters.
+  // Views: what the API returns. Secrets never appear (nor credentials in a base URL); providers show the
+  // key's last four characters.
 
   providerView = (p: ProviderRow) => ({
     id: p.id,
     object: 'provider',
     name: p.name,
     type: p.type,
-    base_url: p.baseURL,
+    base_url: maskCredentials(p.baseURL),
     api_key_last4: p.apiKeyLast4,
     options: p.options,
     created_at: seconds(p.createdAt),
@@ -166,14 +348,28 @@ export class AdminService {
 
   // Providers ------------------------------------------------------------------------------------------
 
-  private checkType(type: string) {
-    const known = [...this.providerTypes()]
-    if (!known.includes(type)) throw badRequest(`Unknown provider type '${type}'. Known types: ${known.sort().join(', ')}.`, 'type')
+  private adapter(type: string): ProviderAdapter {
+    const adapter = this.providers.get(type)
+    if (!adapter) throw badRequest(`Unknown provider type '${type}'. Known types: ${[...this.providers.keys()].sort().join(', ')}.`, 'type')
+    return adapter
   }
 
-  private async uniqueName(kind: 'provider' | 'model', name: string, selfId?: string) {
-    const existing = kind === 'provider' ? await this.store.getProvider(name) : await this.store.getModel(name)
-    if (existing && existing.id !== selfId) throw conflict(`A ${kind} named '${name}' already exists.`)
+  /** Refuses what cannot work: no address at all, or one the egress policy would refuse at every call. */
+  private checkBaseURL(type: string, baseURL: string | null) {
+    const fallback = this.adapter(type).defaultBaseURL
+    const url = baseURL ?? fallback
+    if (!url) throw badRequest(`A provider of type '${type}' has no default address: base_url is required.`, 'base_url', 'missing_required_parameter')
+    const refusal = this.egress.refusal(url)
+    if (!refusal) return
+    const subject = baseURL ? 'base_url' : `The default address of the provider type '${type}' (${fallback})`
+    throw badRequest(`${subject} ${refusal.message}`, 'base_url', refusal.code)
+  }
+
+  private async uniqueName(kind: 'provider' | 'model' | 'key', name: string, selfId?: string) {
+    let existing: ({ id: string } | null)[]
+    if (kind === 'key') existing = await this.store.findKeys(name)
+    else existing = [kind === 'provider' ? await this.store.getProvider(name) : await this.store.getModel(name)]
+    if (existing.some((row) => row && row.id !== selfId)) throw conflict(`A ${kind} named '${name}' already exists.`)
   }
 
   /** Several keys are sealed as one JSON array; the view shows the last four characters of each. */
@@ -185,7 +381,7 @@ export class AdminService {
   }
 
   async createProvider(input: ProviderInputT) {
-    this.checkType(input.type)
+    this.checkBaseURL(input.type, input.base_url ?? null)
     await this.uniqueName('provider', input.name)
     const id = newId('prov')
     const row = await this.store.insertProvider({
@@ -211,7 +407,10 @@ export class AdminService {
 
   async updateProvider(ref: string, patch: Partial<ProviderInputT>) {
     const row = await this.getProvider(ref)
-    if (patch.type !== undefined) this.checkType(patch.type)
+    // A row stored before a check existed stays editable; what the patch changes is checked.
+    if (patch.type !== undefined || patch.base_url !== undefined) {
+      this.checkBaseURL(patch.type ?? row.type, patch.base_url === undefined ? row.baseURL : patch.base_url)
+    }
     if (patch.name !== undefined) await this.uniqueName('provider', patch.name, row.id)
     const next: ProviderRow = {
       ...row,
@@ -300,6 +499,7 @@ export class AdminService {
   async createKey(input: KeyInputT, plaintext?: string) {
     const key = plaintext ?? generateVirtualKey()
     if (!isWellFormedKey(key)) throw badRequest('A configured key must be a well-formed condt_ key.', 'key')
+    await this.uniqueName('key', input.name)
     const row = await this.store.insertKey(
       {
         id: newId('key'),
@@ -322,14 +522,26 @@ export class AdminService {
     return { object: 'list', data: (await this.store.listKeys()).map(this.keyView) }
   }
 
+  /**
+   * By id, else by name; null when neither matches. Names are unique since they are checked at create and
+   * rename, but a database from before that may hold several keys of one name: a 409 lists their ids.
+   */
+  async findKey(ref: string): Promise<KeyRow | null> {
+    const rows = await this.store.findKeys(ref)
+    const byId = rows.find((row) => row.id === ref)
+    if (byId || rows.length <= 1) return byId ?? rows[0] ?? null
+    throw conflict(`${rows.length} keys are named '${ref}' (${rows.map((row) => row.id).join(', ')}): refer to one by its id, or rename the others.`)
+  }
+
   async getKey(ref: string) {
-    const row = await this.store.getKey(ref)
+    const row = await this.findKey(ref)
     if (!row) throw notFound('key', ref)
     return row
   }
 
   async updateKey(ref: string, patch: Partial<KeyInputT>) {
     const row = await this.getKey(ref)
+    if (patch.name !== undefined) await this.uniqueName('key', patch.name, row.id)
     const next: KeyRow = {
       ...row,
       name: patch.name ?? row.name,

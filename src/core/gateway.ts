@@ -6,11 +6,13 @@ import type { Logger } from '../plugin-sdk/types.ts'
 import { base62, secretEquals, sha256 } from '../store/crypto.ts'
 import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
 import { RedisChangeBus, connectRedis } from '../services/redis.ts'
+import { setSecrets } from '../services/known-secrets.ts'
 import { SpendLedger } from '../store/ledger.ts'
 import { checkSecretKey, secretBox } from '../store/secrets.ts'
 import { Store, type ChangeBus } from '../store/store.ts'
 import { AdminService } from './admin.ts'
 import { Catalog } from './catalog.ts'
+import { egress } from './egress.ts'
 import { Router } from './router.ts'
 import { Pipeline } from './pipeline.ts'
 
@@ -85,17 +87,33 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
     await store.setSetting(MASTER_HASH, masterHash)
   }
 
+  setSecrets('master', [config.masterKey, generatedMasterKey, config.encryptionKey, ...(config.encryptionKeys?.split(',') ?? [])])
+
   const host = new PluginHost({ log, store, redis, builtins: BUILTINS, baseDir: config.configDir })
   await host.load(pluginSpecs(config.plugins))
   const catalog = new Catalog(store, secrets, log)
-  const admin = new AdminService(store, secrets, () => host.providers.keys())
+  egress.configure(config.egressAllow) // process-wide: every upstream call consults it
+  const admin = new AdminService(store, secrets, host.providers, egress)
   const generatedKeys = options.skipSeed ? [] : await applySeed(admin, store, config.seed)
   await catalog.ready()
 
   const metrics = new Metrics()
-  const ledger = new SpendLedger(store, log)
+  const ledger = new SpendLedger(store, log, { maxQueued: config.ledgerMaxQueued })
   const router = new Router()
-  const pipeline = new Pipeline({ host, catalog, router, store, metrics, ledger, log, maxBodyBytes: config.maxBodyBytes, timeouts: config.timeouts })
+  const pipeline = new Pipeline({
+    host,
+    catalog,
+    router,
+    store,
+    metrics,
+    ledger,
+    log,
+    maxBodyBytes: config.maxBodyBytes,
+    bodyTimeoutMs: config.bodyTimeoutMs,
+    maxInflight: config.maxInflight,
+    maxUpstreamBodyBytes: config.maxUpstreamBodyBytes,
+    timeouts: config.timeouts,
+  })
   const expectedHash = masterHash
   const gateway: Gateway = {
     pipeline,
@@ -155,7 +173,7 @@ async function applySeed(admin: AdminService, store: Store, seed: GatewayConfig[
     else await admin.createModel(m)
   }
   for (const { key, ...k } of seed.keys ?? []) {
-    const existing = await store.getKey(k.name)
+    const existing = await admin.findKey(k.name) // a 409 (stops the start) if several keys share the name
     if (existing && (!key || existing.keyLast4 === key.slice(-4))) await admin.updateKey(existing.id, k)
     else {
       if (existing) await admin.deleteKey(existing.id) // the configured plaintext changed: rotate

@@ -2,6 +2,7 @@ import { GatewayError } from '../plugin-sdk/errors.ts'
 import type { EndpointAdapter, ProviderConfig, UpstreamRequest } from '../plugin-sdk/types.ts'
 import { parseOpenAIError } from '../plugin-sdk/openai-compatible.ts'
 import { isReachable, providerAnswered } from './reachability.ts'
+import { egress } from './egress.ts'
 
 export interface Timeouts {
   /** To a connection; enforced by probing the provider's host if no response came by then (see reachability.ts). */
@@ -100,6 +101,11 @@ export class UpstreamCall {
   }
 
   async fetch(request: UpstreamRequest, timeouts: Timeouts): Promise<Response> {
+    // No connection to a host the egress policy refuses (private, loopback, metadata; see egress.ts).
+    await egress.check(request.url).catch((error) => {
+      this.release()
+      throw error
+    })
     this.arm(timeouts.firstByteMs)
     this.url = request.url
     this.connectMs = timeouts.connectMs

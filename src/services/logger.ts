@@ -17,6 +17,8 @@ class BatchedStdout implements pino.DestinationStream {
 
   constructor() {
     process.once('exit', () => this.flush(true))
+    // A reader that went away (a closed pipe) must cost us our logs, not the process: EPIPE is not fatal here.
+    process.stdout.on('error', () => {})
   }
 
   write(line: string) {
@@ -32,8 +34,12 @@ class BatchedStdout implements pino.DestinationStream {
     if (this.pending.length === 0) return
     const text = this.pending.join('')
     this.pending = []
-    if (sync) writeSync(1, text)
-    else process.stdout.write(text)
+    try {
+      if (sync) writeSync(1, text)
+      else process.stdout.write(text)
+    } catch {
+      // stdout is closed: nothing to tell, and nobody to tell it to.
+    }
   }
 }
 

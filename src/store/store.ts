@@ -236,9 +236,9 @@ export class Store implements StoreView {
     return (await this.sql`SELECT * FROM virtual_keys ORDER BY created_at, id`).map(toKey)
   }
 
-  async getKey(ref: string): Promise<KeyRow | null> {
-    const [row] = await this.sql`SELECT * FROM virtual_keys WHERE id = ${ref} OR name = ${ref}`
-    return row ? toKey(row) : null
+  /** Every key whose id or name is `ref`: names were not unique before they were checked (see AdminService.findKey). */
+  async findKeys(ref: string): Promise<KeyRow[]> {
+    return (await this.sql`SELECT * FROM virtual_keys WHERE id = ${ref} OR name = ${ref} ORDER BY created_at, id`).map(toKey)
   }
 
   async findKeyByHash(hash: string): Promise<KeyRow | null> {

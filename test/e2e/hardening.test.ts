@@ -1,10 +1,13 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
+import { mkdtempSync } from 'node:fs'
 import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
 import { generateVirtualKey } from '../../src/store/crypto.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { MASTER_KEY, startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { validateSchema } from '../helpers/openapi.ts'
+import { startProcess, stopProcess } from '../helpers/process.ts'
 
 /**
  * Issue 10's bugs and weaknesses reproduced from outside: names that cannot go into a header, provider
@@ -349,5 +352,24 @@ describe('a provider secret this instance cannot open', () => {
     expect(res.status).toBe(503)
     await Bun.sleep(50)
     expect(logs.lines.join('')).toContain('provider secret does not decrypt')
+  })
+})
+
+describe('a closed stdout', () => {
+  test('costs the logs, not the process (EPIPE used to kill it on the next line)', async () => {
+    const dataDir = mkdtempSync(`${tmpdir()}/conduit-epipe-`)
+    const running = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER_KEY, CONDUIT_WORKERS: '1', CONDUIT_LOG_LEVEL: 'debug' })
+    try {
+      await running.proc.stdout.cancel() // the reader of the gateway's output goes away
+      for (let i = 0; i < 20; i++) {
+        const res = await fetch(`${running.origin}/v1/models`, { headers: { authorization: 'Bearer condt_wrong' } })
+        expect(res.status).toBe(401)
+        await Bun.sleep(15) // let the batched log writer try to write
+      }
+      expect((await fetch(`${running.origin}/health`)).status).toBe(200)
+      expect(running.proc.exitCode).toBeNull()
+    } finally {
+      await stopProcess(running.proc)
+    }
   })
 })

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import type { GatewayConfig } from '../../src/config/config.ts'
+import { parseAllowList } from '../../src/core/egress.ts'
 import { createGateway, type Gateway } from '../../src/core/gateway.ts'
 import { listen } from '../../src/http/server.ts'
 import { createLogger } from '../../src/services/logger.ts'
@@ -38,6 +39,8 @@ export async function startGateway(overrides: Partial<GatewayConfig> = {}, logs?
     plugins: [],
     configDir: process.cwd(),
     seed: {},
+    // The fakes listen on 127.0.0.1; the preload allows loopback for the suite (egress tests pass their own list).
+    egressAllow: parseAllowList(process.env.CONDUIT_EGRESS_ALLOW),
     ...overrides,
   }
   const log = logs

@@ -1,6 +1,8 @@
 import path from 'node:path'
 
 export const ROOT = path.resolve(import.meta.dir, '../..')
+/** The fake upstreams' addresses, which the egress policy refuses unless allowed. */
+export const LOOPBACK_ALLOW = '127.0.0.1,localhost,::1'
 
 export interface RunningGateway {
   proc: ReturnType<typeof Bun.spawn>
@@ -22,7 +24,7 @@ export async function startProcess(
 ): Promise<RunningGateway> {
   const proc = Bun.spawn([...command, ...args], {
     cwd,
-    env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/root', PORT: '0', HOST: '127.0.0.1', CONDUIT_LOG_LEVEL: 'warn', ...env },
+    env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/root', PORT: '0', HOST: '127.0.0.1', CONDUIT_LOG_LEVEL: 'warn', CONDUIT_EGRESS_ALLOW: LOOPBACK_ALLOW, ...env },
     stdout: 'pipe',
     stderr: 'pipe',
   })
