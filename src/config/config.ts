@@ -19,6 +19,7 @@ const FileSchema = t.Object(
         drain_ms: t.Optional(t.Integer({ minimum: 0 })),
       }),
     ),
+    ledger: t.Optional(t.Object({ max_queued: t.Optional(t.Integer({ minimum: 1 })) })),
     timeouts: t.Optional(t.Object({ connect_ms: t.Optional(t.Integer({ minimum: 1 })), first_byte_ms: t.Optional(t.Integer({ minimum: 1 })), idle_ms: t.Optional(t.Integer({ minimum: 1 })) })),
     cors: t.Optional(t.Object({ origins: t.Optional(t.Array(t.String())) })),
     plugins: t.Optional(
@@ -61,6 +62,8 @@ export interface GatewayConfig {
   /** On SIGTERM, how long in-flight requests and streams may take to finish. */
   drainMs: number
   timeouts: Timeouts
+  /** Spend rows held while the database is unreachable; past it the oldest are dropped (logged). */
+  ledgerMaxQueued?: number
   /** `/metrics` needs `Authorization: Bearer <token>` when set; open otherwise. */
   metricsToken?: string
   /** Browser origins allowed to call `/v1/*` (CORS); none by default. */
@@ -146,6 +149,7 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
     },
     metricsToken: env.CONDUIT_METRICS_TOKEN || undefined,
     corsOrigins: (env.CONDUIT_CORS_ORIGINS ? env.CONDUIT_CORS_ORIGINS.split(',') : (file.cors?.origins ?? [])).filter((o) => o.trim()).map(browserOrigin),
+    ledgerMaxQueued: number(env.CONDUIT_LEDGER_MAX_QUEUED) ?? file.ledger?.max_queued,
     plugins: (file.plugins ?? []).map((p) => ({
       use: p.use,
       config: p.config,

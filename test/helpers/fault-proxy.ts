@@ -7,7 +7,10 @@ import type { Socket, TCPSocketListener } from 'bun'
  * - `latency`: hold every response chunk this long;
  * - `reset`: after `afterBytes` response bytes, drop both connections abruptly (an RST, not a FIN);
  * - `stall`: after `afterBytes` response bytes, forward nothing more and keep the connection open;
- * - `slice`: forward in pieces of `bytes`, `delayMs` apart (a slow or fragmenting network).
+ * - `slice`: forward in pieces of `bytes`, `delayMs` apart (a slow or fragmenting network);
+ * - `lose-reply`: a response chunk containing `match` (as text) is not forwarded: both connections drop instead,
+ *   so the target did the work but the client never hears (e.g. a database's `INSERT 0 1` after its COMMIT).
+ *   `times` such replies are lost (default: every one), then it passes.
  * `refuse()` closes the listening socket so new connections are refused; `restore()` reopens it.
  */
 export type Fault =
@@ -16,6 +19,7 @@ export type Fault =
   | { kind: 'reset'; afterBytes: number }
   | { kind: 'stall'; afterBytes: number }
   | { kind: 'slice'; bytes: number; delayMs: number }
+  | { kind: 'lose-reply'; match: string; times?: number }
 
 export interface FaultProxy {
   port: number
@@ -72,6 +76,8 @@ export async function startFaultProxy(target: { hostname: string; port: number }
   let listener: TCPSocketListener<Pipe> | null = null
   let port = 0
   let accepted = 0
+  /** Replies each `lose-reply` fault has lost so far. */
+  const lost = new WeakMap<Fault, number>()
 
   const kill = (pipe: Pipe) => {
     if (pipe.closed) return
@@ -83,6 +89,10 @@ export async function startFaultProxy(target: { hostname: string; port: number }
 
   const deliver = (pipe: Pipe, chunk: Uint8Array) => {
     const fault = proxy.fault
+    if (fault.kind === 'lose-reply' && (lost.get(fault) ?? 0) < (fault.times ?? Infinity) && Buffer.from(chunk).toString('latin1').includes(fault.match)) {
+      lost.set(fault, (lost.get(fault) ?? 0) + 1)
+      return kill(pipe)
+    }
     const before = pipe.responseBytes
     pipe.responseBytes += chunk.byteLength
     if (fault.kind === 'reset' || fault.kind === 'stall') {

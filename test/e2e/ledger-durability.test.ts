@@ -1,0 +1,425 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { SQL } from 'bun'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import type { FinishedRequest } from '../../src/plugin-sdk/types.ts'
+import { createLogger } from '../../src/services/logger.ts'
+import { SpendLedger } from '../../src/store/ledger.ts'
+import { Store } from '../../src/store/store.ts'
+import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
+import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts'
+import { startGateway, type TestGateway } from '../helpers/gateway.ts'
+import { startInstances, type Instance } from '../helpers/instances.ts'
+import { createTestDatabase } from '../helpers/postgres.ts'
+
+/**
+ * The spend ledger survives what the world does to it: a provider's nonsense numbers, a row the database
+ * refuses, replies lost after a COMMIT, the database down for a while, and a SIGTERM mid-stream.
+ */
+type Database = Awaited<ReturnType<typeof createTestDatabase>>
+/** Micro-dollars per token, integers, so Σ cost is exact. */
+const PRICE = { input: 2, output: 3 }
+
+const capture = () => {
+  const lines: string[] = []
+  return { lines, log: createLogger('warn', { write: (line: string) => void lines.push(line) }), parsed: () => lines.map((l) => JSON.parse(l)) }
+}
+
+/** What the pipeline hands the ledger when a request is over; only the fields the ledger reads. */
+const finished = (id: string, over: { endpoint?: unknown; usage?: Record<string, unknown>; costMicros?: unknown } = {}) =>
+  ({
+    ctx: { id, endpoint: 'endpoint' in over ? over.endpoint : 'chat', principal: { keyId: 'key-1' }, model: { name: 'm' } },
+    target: { provider: { name: 'p' }, model: 'gpt-4o' },
+    usage: { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7, ...over.usage },
+    costMicros: 'costMicros' in over ? over.costMicros : 18,
+    aborted: false,
+    status: 200,
+  }) as unknown as FinishedRequest
+
+/** An upstream speaking OpenAI's chat format whose usage is scripted: a last message `usage:<json>` gets that object verbatim. */
+function startScriptedUsageUpstream() {
+  const reported: { prompt_tokens: number; completion_tokens: number }[] = []
+  const server = Bun.serve({
+    port: 0,
+    hostname: '127.0.0.1',
+    async fetch(req) {
+      const body = (await req.json()) as any
+      const content: string = body.messages.at(-1).content
+      const usage = content.startsWith('usage:') ? JSON.parse(content.slice(6)) : { prompt_tokens: 5 + reported.length, completion_tokens: 2 }
+      if (typeof usage.prompt_tokens === 'number') reported.push(usage)
+      return Response.json({
+        id: `chatcmpl-${crypto.randomUUID()}`,
+        object: 'chat.completion',
+        created: Math.floor(Date.now() / 1000),
+        model: body.model,
+        choices: [{ index: 0, message: { role: 'assistant', content: 'Hi' }, finish_reason: 'stop' }],
+        usage,
+      })
+    },
+  })
+  return { url: `http://127.0.0.1:${server.port}/v1`, reported, stop: () => server.stop(true) }
+}
+
+const proxyTo = (database: Database) => {
+  const pg = new URL(database.url)
+  return startFaultProxy({ hostname: pg.hostname, port: Number(pg.port || 5432) })
+}
+/** The database's URL through the proxy. */
+const proxied = (database: Database, proxy: FaultProxy) => {
+  const url = new URL(database.url)
+  url.port = String(proxy.port)
+  return url.toString()
+}
+
+/** Totals read straight from the table (a PostgreSQL URL, or the SQLite file in a data folder), not through the gateway. */
+const countRows = async (where: string) => {
+  const direct = where.startsWith('postgres') ? new SQL(where) : new SQL({ adapter: 'sqlite', filename: path.join(where, 'conduit.sqlite') })
+  try {
+    const [row] = await direct`SELECT COUNT(*) AS n, SUM(cost_micros) AS cost, SUM(prompt_tokens + completion_tokens) AS tokens,
+      SUM(aborted) AS aborted FROM spend_ledger`
+    return { n: Number(row.n), cost: Number(row.cost ?? 0), tokens: Number(row.tokens ?? 0), aborted: Number(row.aborted ?? 0) }
+  } finally {
+    await direct.close()
+  }
+}
+/** What the fake upstream reported, priced: what the ledger must hold. */
+const upstreamCost = (fake: FakeOpenAI, from = 0) => fake.usageLog.slice(from).reduce((sum, u) => sum + u.prompt_tokens * PRICE.input + u.completion_tokens * PRICE.output, 0)
+
+for (const engine of ['sqlite', 'postgres'] as const) {
+  describe(engine, () => {
+    let database: Database | null = null
+    beforeAll(async () => {
+      if (engine === 'postgres') database = await createTestDatabase()
+    })
+    afterAll(async () => {
+      await database?.drop()
+    })
+
+    test('an upstream answering "prompt_tokens":"abc" costs one estimated row; every other request is written and counted', async () => {
+      const upstream = startScriptedUsageUpstream()
+      const gw = await startGateway(database ? { databaseURL: database.url, encryptionKey: 'ledger-test-key' } : {})
+      try {
+        await gw.admin('POST', '/providers', { name: 'scripted', type: 'openai', base_url: upstream.url, api_key: 'sk-upstream-test' })
+        await gw.admin('POST', '/models', { name: 'm', targets: [{ provider: 'scripted', model: 'gpt-4o', price: PRICE }] })
+        const { key } = await gw.admin('POST', '/keys', { name: 'abc' })
+        const chat = (content: string) =>
+          fetch(`${gw.baseURL}/chat/completions`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content }] }),
+          }).then(async (r) => ({ id: r.headers.get('x-request-id')!, status: r.status, body: await r.text() }))
+        // One batch: the bad row sits between good ones, as it would under load.
+        const contents = ['a', 'b', 'c', 'usage:{"prompt_tokens":"abc","completion_tokens":2,"total_tokens":"abc"}', 'd', 'e', 'f']
+        const results = await Promise.all(contents.map(chat))
+        const bad = results[3]!
+        expect(results.map((r) => r.status)).toEqual(contents.map(() => 200))
+        await gw.gateway.ledger.flush()
+        expect(gw.gateway.ledger.pending).toBe(0)
+
+        const usage = await gw.admin('GET', '/usage')
+        expect(usage.total.requests).toBe(7)
+        const good = upstream.reported.reduce((sum, u) => sum + u.prompt_tokens * PRICE.input + u.completion_tokens * PRICE.output, 0)
+        expect(Math.round(Number(usage.total.cost_usd) * 1e6)).toBeGreaterThanOrEqual(good)
+        const [row] = await gw.gateway.store.sql`SELECT * FROM spend_ledger WHERE request_id = ${bad.id}`
+        expect(Number(row.estimated)).toBe(1)
+        expect(Number.isInteger(Number(row.prompt_tokens))).toBe(true)
+
+        // The ledger keeps writing afterwards.
+        await chat('g')
+        await gw.gateway.ledger.flush()
+        expect((await gw.admin('GET', '/usage')).total.requests).toBe(8)
+      } finally {
+        await gw.close()
+        upstream.stop()
+      }
+    })
+
+    describe('the ledger alone, on a real store', () => {
+      let store: Store
+      let dataDir: string
+      beforeAll(async () => {
+        dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-ledger-'))
+        store = await Store.open({ dataDir, databaseURL: database?.url })
+      })
+      afterAll(async () => {
+        await store.close()
+        rmSync(dataDir, { recursive: true, force: true })
+      })
+      const rows = async (prefix: string) =>
+        ((await store.sql`SELECT * FROM spend_ledger WHERE request_id LIKE ${`${prefix}%`} ORDER BY request_id`) as any[]).map((r) => ({
+          id: r.request_id as string,
+          prompt: Number(r.prompt_tokens),
+          completion: Number(r.completion_tokens),
+          cost: Number(r.cost_micros),
+          estimated: Number(r.estimated),
+        }))
+
+      test('amounts that are not non-negative integers become 0, the row says estimated, one warning per row', async () => {
+        const { log, parsed } = capture()
+        const ledger = new SpendLedger(store, log)
+        ledger.record(finished('san-1', { usage: { prompt_tokens: Number.NaN }, costMicros: Number.NaN }))
+        ledger.record(finished('san-2', { usage: { prompt_tokens: 'abc', completion_tokens: -5 } }))
+        ledger.record(finished('san-3', { usage: { completion_tokens: Number.POSITIVE_INFINITY }, costMicros: 1e300 }))
+        ledger.record(finished('san-4', { usage: { prompt_tokens: 2.5 } }))
+        await ledger.close()
+        expect(ledger.pending).toBe(0)
+        expect(await rows('san-')).toEqual([
+          { id: 'san-1', prompt: 0, completion: 4, cost: 0, estimated: 1 },
+          { id: 'san-2', prompt: 0, completion: 0, cost: 18, estimated: 1 },
+          { id: 'san-3', prompt: 3, completion: 0, cost: 0, estimated: 1 },
+          { id: 'san-4', prompt: 3, completion: 4, cost: 18, estimated: 0 },
+        ])
+        const warnings = parsed().filter((l) => l.level === 'warn')
+        expect(warnings.map((w) => [w.requestId, w.columns])).toEqual([
+          ['san-1', ['prompt_tokens', 'cost_micros']],
+          ['san-2', ['prompt_tokens', 'completion_tokens']],
+          ['san-3', ['completion_tokens', 'cost_micros']],
+        ])
+      })
+
+      test('a row the database refuses is set aside with an error naming it; the rest of its batch and later rows are written', async () => {
+        const { log, parsed } = capture()
+        const ledger = new SpendLedger(store, log)
+        for (let i = 0; i < 20; i++) ledger.record(finished(`bis-${String(i).padStart(2, '0')}`, i === 13 ? { endpoint: null } : {}))
+        await ledger.flush()
+        expect(ledger.pending).toBe(0)
+        const written = (await rows('bis-')).map((r) => r.id)
+        expect(written.length).toBe(19)
+        expect(written).not.toContain('bis-13')
+        const errors = parsed().filter((l) => l.level === 'error')
+        expect(errors.length).toBe(1)
+        expect(errors[0]).toMatchObject({ requestId: 'bis-13', msg: expect.stringContaining('set aside') })
+
+        ledger.record(finished('bis-20'))
+        await ledger.close()
+        expect((await rows('bis-')).length).toBe(20)
+      })
+    })
+  })
+}
+
+describe('PostgreSQL behind a fault proxy', () => {
+  let fake: FakeOpenAI
+  let database: Database
+  let proxy: FaultProxy
+  let gw: TestGateway
+  let key: string
+  const logs = { level: 'warn', lines: [] as string[] }
+
+  beforeAll(async () => {
+    fake = await startFakeOpenAI()
+    database = await createTestDatabase()
+    proxy = await proxyTo(database)
+    gw = await startGateway({ databaseURL: proxied(database, proxy), encryptionKey: 'ledger-test-key', ledgerMaxQueued: 30 }, logs)
+    await gw.admin('POST', '/providers', { name: 'fake', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
+    await gw.admin('POST', '/models', { name: 'm', targets: [{ provider: 'fake', model: 'gpt-4o', price: PRICE }] })
+    key = (await gw.admin('POST', '/keys', { name: 'durable' })).key
+  })
+  afterAll(async () => {
+    await gw.close()
+    proxy.stop()
+    await fake.stop()
+    await database.drop()
+  })
+
+  const chat = (i: number) =>
+    fetch(`${gw.baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: `message ${i}` }], stream: i % 2 === 0, stream_options: { include_usage: true } }),
+    }).then(async (r) => (await r.text(), r.status))
+  const settle = async () => {
+    const deadline = Date.now() + 15_000
+    while (gw.gateway.ledger.pending > 0 && Date.now() < deadline) await Bun.sleep(100)
+    expect(gw.gateway.ledger.pending).toBe(0)
+  }
+
+  test('BU3: the first write of every 5th request commits but its reply is lost; the retry counts it once', async () => {
+    let lostWhilePending = 0
+    for (let i = 0; i < 20; i++) {
+      // The server's reply to the INSERT (sent after its COMMIT) never reaches the gateway.
+      proxy.fault = i % 5 === 4 ? { kind: 'lose-reply', match: 'INSERT 0 ', times: 1 } : { kind: 'pass' }
+      expect(await chat(i)).toBe(200)
+      await gw.gateway.ledger.flush()
+      if (i % 5 === 4) {
+        // Committed, yet the gateway does not know: the row is in the table and still queued for a retry.
+        expect(gw.gateway.ledger.pending).toBe(1)
+        expect((await countRows(database.url)).n).toBe(i + 1)
+        lostWhilePending++
+      }
+    }
+    proxy.fault = { kind: 'pass' }
+    await gw.gateway.ledger.flush()
+    await settle()
+    expect(lostWhilePending).toBe(4)
+    const totals = await countRows(database.url)
+    expect(totals.n).toBe(20)
+    expect(totals.cost).toBe(upstreamCost(fake))
+    expect(logs.lines.filter((l) => l.includes('set aside'))).toEqual([])
+  }, 30_000)
+
+  test('BU8 bound: down for longer than the queue holds, the oldest rows are dropped, loudly; the newest are written', async () => {
+    expect(await chat(99)).toBe(200) // the key is cached: requests do not need the database
+    await gw.gateway.ledger.flush()
+    const before = await countRows(database.url)
+    logs.lines.length = 0
+    proxy.refuse()
+    const statuses = await Promise.all(Array.from({ length: 50 }, (_, i) => chat(100 + i)))
+    expect(statuses.every((s) => s === 200)).toBe(true)
+    await gw.gateway.ledger.flush()
+    expect(gw.gateway.ledger.pending).toBe(30)
+    const dropped = logs.lines.map((l) => JSON.parse(l)).filter((l) => l.msg?.includes('oldest rows dropped'))
+    expect(dropped.reduce((n, l) => n + l.dropped, 0)).toBe(20)
+    // The database being down is not a rejection: nothing is split or set aside.
+    expect(logs.lines.filter((l) => l.includes('set aside'))).toEqual([])
+
+    proxy.restore()
+    await settle()
+    expect((await countRows(database.url)).n).toBe(before.n + 30)
+  }, 30_000)
+})
+
+test('the database stalls (connection open, no reply): a write times out, its rows stay queued, close() still returns', async () => {
+  const database = await createTestDatabase()
+  const proxy = await proxyTo(database)
+  const store = await Store.open({ dataDir: tmpdir(), databaseURL: proxied(database, proxy) })
+  const { log, parsed } = capture()
+  const ledger = new SpendLedger(store, log, { writeTimeoutMs: 300 })
+  try {
+    ledger.record(finished('stall-1'))
+    ledger.record(finished('stall-2'))
+    proxy.fault = { kind: 'stall', afterBytes: 0 }
+    let started = performance.now()
+    await ledger.flush()
+    expect(performance.now() - started).toBeLessThan(2_000)
+    expect(ledger.pending).toBe(2)
+
+    proxy.fault = { kind: 'pass' } // the stalled connection stays stuck; the retry takes another
+    await ledger.flush()
+    expect(ledger.pending).toBe(0)
+    expect((await countRows(database.url)).n).toBe(2)
+
+    // At SIGTERM: one bounded attempt, then what could not be written is reported, not waited for.
+    ledger.record(finished('stall-3'))
+    proxy.fault = { kind: 'stall', afterBytes: 0 }
+    started = performance.now()
+    await ledger.close()
+    expect(performance.now() - started).toBeLessThan(2_000)
+    expect(parsed().find((l) => l.level === 'error')).toMatchObject({ lost: 1, msg: expect.stringContaining('before exit') })
+    expect(parsed().filter((l) => JSON.stringify(l).includes('set aside'))).toEqual([])
+  } finally {
+    proxy.stop()
+    await store.close().catch(() => {})
+    await database.drop()
+  }
+}, 30_000)
+
+describe('a gateway process', () => {
+  let fake: FakeOpenAI
+  beforeAll(async () => {
+    fake = await startFakeOpenAI()
+  })
+  afterAll(async () => {
+    await fake.stop()
+  })
+
+  const start = async (env: Record<string, string> & { DATABASE_URL: string }) => {
+    const [gateway] = await startInstances(1, { REDIS_URL: '', ...env })
+    await gateway!.admin('POST', '/providers', { name: 'fake', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
+    await gateway!.admin('POST', '/models', { name: 'm', targets: [{ provider: 'fake', model: 'gpt-4o', price: PRICE }] })
+    const { key } = await gateway!.admin('POST', '/keys', { name: 'proc' })
+    return { gateway: gateway!, key: key as string }
+  }
+  const chat = (gateway: Instance, key: string, content: string, stream: boolean) =>
+    fetch(`${gateway.baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content }], stream, stream_options: stream ? { include_usage: true } : undefined }),
+    })
+  const rssMB = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024
+
+  test('BU8: PostgreSQL refused for 10 s at 50 req/s: every request is billed after it returns, Σ cost exact; RSS grows ≤ 20 MB', async () => {
+    const database = await createTestDatabase()
+    const proxy = await proxyTo(database)
+    const { gateway, key } = await start({ DATABASE_URL: proxied(database, proxy) })
+    const usageFrom = fake.usageLog.length
+    try {
+      const send = async (count: number, from: number) => {
+        const pending: Promise<number>[] = []
+        for (let i = 0; i < count; i++) {
+          pending.push(chat(gateway, key, `request ${from + i}`, i % 2 === 0).then(async (r) => (await r.text(), r.status)))
+          await Bun.sleep(20) // ~50 requests a second
+        }
+        return Promise.all(pending)
+      }
+      // Warm up with the database up, so the baseline includes the JIT, pools and caches.
+      expect((await send(200, 0)).every((s) => s === 200)).toBe(true)
+      await Bun.sleep(500)
+      const baseline = rssMB(gateway.proc.pid)
+
+      proxy.refuse()
+      let peak = baseline
+      const sampler = setInterval(() => (peak = Math.max(peak, rssMB(gateway.proc.pid))), 250)
+      const during = await send(500, 200)
+      clearInterval(sampler)
+      peak = Math.max(peak, rssMB(gateway.proc.pid))
+      expect(during.every((s) => s === 200)).toBe(true)
+      expect((await countRows(database.url)).n).toBe(200) // nothing written during the outage
+
+      proxy.restore()
+      const deadline = Date.now() + 20_000
+      let totals = await countRows(database.url)
+      while (totals.n < 700 && Date.now() < deadline) {
+        await Bun.sleep(200)
+        totals = await countRows(database.url)
+      }
+      console.log(`BU8: RSS ${baseline.toFixed(1)} MB before the outage, peak ${peak.toFixed(1)} MB during it (+${(peak - baseline).toFixed(1)} MB)`)
+      expect(totals.n).toBe(700)
+      expect(fake.usageLog.length - usageFrom).toBe(700)
+      expect(totals.cost).toBe(upstreamCost(fake))
+      expect(peak - baseline).toBeLessThanOrEqual(20)
+    } finally {
+      await gateway.stop()
+      proxy.stop()
+      await database.drop()
+    }
+  }, 90_000)
+
+  for (const [name, drainMs, chunkMs, aborted] of [
+    ['the streams finish within the drain', 5_000, 50, 0],
+    ['the drain ends first: the streams are cut and billed', 300, 300, 20],
+  ] as const) {
+    test.each(['sqlite', 'postgres'] as const)(`BU10 (%s): SIGTERM during 20 streams, ${name}: 20 ledger rows after exit`, async (engine) => {
+      const database = engine === 'postgres' ? await createTestDatabase() : null
+      // SQLite: a data folder of our own, so the file outlives the process.
+      const dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-ledger-'))
+      const env = { DATABASE_URL: database?.url ?? '', CONDUIT_DATA_DIR: dataDir, CONDUIT_DRAIN_MS: String(drainMs) }
+      const { gateway, key } = await start(env)
+      const usageFrom = fake.usageLog.length
+      try {
+        const streams = await Promise.all(Array.from({ length: 20 }, (_, i) => chat(gateway, key, `slow-stream:${chunkMs} ${i}`, true)))
+        expect(streams.map((r) => r.status)).toEqual(streams.map(() => 200))
+        // Each stream has started: its first chunk is here.
+        const readers = streams.map((r) => r.body!.getReader())
+        await Promise.all(readers.map((r) => r.read()))
+        const rest = readers.map(async (r) => {
+          try {
+            while (!(await r.read()).done);
+          } catch {} // cut by the drain
+        })
+        expect(await gateway.stop()).toBe(0)
+        await Promise.all(rest)
+        const totals = await countRows(database?.url ?? dataDir)
+        expect(totals.n).toBe(20)
+        expect(totals.aborted).toBe(aborted)
+        expect(totals.cost).toBeGreaterThan(0)
+        // Finished streams are billed the fake's usage exactly; cut ones their input and what they received.
+        if (aborted === 0) expect(totals.cost).toBe(upstreamCost(fake, usageFrom))
+      } finally {
+        await database?.drop()
+        rmSync(dataDir, { recursive: true, force: true })
+      }
+    }, 30_000)
+  }
+})
