@@ -360,7 +360,7 @@ describe('a closed stdout', () => {
     const dataDir = mkdtempSync(`${tmpdir()}/conduit-epipe-`)
     const running = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER_KEY, CONDUIT_WORKERS: '1', CONDUIT_LOG_LEVEL: 'debug' })
     try {
-      await running.proc.stdout.cancel() // the reader of the gateway's output goes away
+      await (running.proc.stdout as ReadableStream).cancel() // the reader of the gateway's output goes away
       for (let i = 0; i < 20; i++) {
         const res = await fetch(`${running.origin}/v1/models`, { headers: { authorization: 'Bearer condt_wrong' } })
         expect(res.status).toBe(401)
