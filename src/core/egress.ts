@@ -141,6 +141,8 @@ export class EgressPolicy {
    */
   async check(url: string): Promise<void> {
     const parsed = URL.parse(url)
+    // A `data:` URL carries its answer and connects nowhere (the Bedrock adapter hands over its fan-out that way).
+    if (parsed?.protocol === 'data:') return
     if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) {
       throw new GatewayError(502, 'The gateway calls upstreams over http(s) only.', { code: 'upstream_not_allowed' })
     }

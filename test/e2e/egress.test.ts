@@ -270,10 +270,12 @@ describe('DNS at connect time (resolver stub)', () => {
     expect(await refusedWith(mixed.check('https://mixed.example/'))).toBe('upstream_not_allowed')
     const { policy: scoped } = policy(() => ['fe80::1%eth0'])
     expect(await refusedWith(scoped.check('https://scoped.example/'))).toBe('upstream_not_allowed')
-    // Whatever an adapter builds, only http(s) leaves the gateway (Bun's fetch would read a file: URL).
-    for (const url of ['file:///etc/passwd', 'gopher://mixed.example/', 'data:text/plain,hi']) {
+    // Whatever an adapter builds, only http(s) leaves the gateway (Bun's fetch would read a file: URL); a data:
+    // URL connects nowhere.
+    for (const url of ['file:///etc/passwd', 'gopher://mixed.example/', 'blob:http://mixed.example/1', 'not a url']) {
       expect(await refusedWith(mixed.check(url))).toBe('upstream_not_allowed')
     }
+    expect(await refusedWith(mixed.check('data:application/json;base64,e30='))).toBeNull()
     // A failed lookup is a retryable 502 (another target may serve), not a verdict to keep.
     const { policy: failing, lookups } = policy(() => [], 60_000)
     expect(await refusedWith(failing.check('https://nowhere.example/'))).toBe('upstream_unreachable')
