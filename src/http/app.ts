@@ -9,6 +9,8 @@ import { adminRoutes } from './admin-routes.ts'
 /** The only Elysia-aware code: routes map to the framework-free pipeline and admin service. */
 
 export interface EdgeOptions {
+  /** Largest request body: the pipeline bounds its own reads; this bounds the admin bodies Elysia parses. */
+  maxBodyBytes: number
   /** When set, `/metrics` needs `Authorization: Bearer <token>`; unset, it is open (scrapers sit on a private network). */
   metricsToken?: string
   /** Browser origins (`https://app.example.com`) that may call `/v1/*`; none: no CORS headers and no hook at all. */
@@ -27,7 +29,8 @@ function renderFrameworkError(code: string | number, error: any, request: Reques
     const message = first?.summary ?? first?.message ?? 'Invalid request body.'
     return errorResponse(new GatewayError(400, param ? `Invalid '${param}': ${message}` : message, { param: param || null, code: 'invalid_value' }))
   }
-  if (code === 'PARSE') return errorResponse(new GatewayError(400, 'We could not parse the JSON body of your request.', { code: 'invalid_json' }))
+  // Elysia wraps whatever a parser throws, our own 413 included.
+  if (code === 'PARSE') return errorResponse(GatewayError.is(error.cause) ? error.cause : invalidJson())
   if (code === 'NOT_FOUND') {
     const url = new URL(request.url)
     return errorResponse(new GatewayError(404, `Unknown request URL: ${request.method} ${url.pathname}.`, { code: 'unknown_url' }))
@@ -66,7 +69,7 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
     // Bun hands wildcards over still encoded; refuseUndecodablePath has made sure this decodes.
     .get('/v1/models/*', ({ request, params }) => gw.pipeline.handle('models', request, {}, { model: decodeURIComponent(params['*']) }))
     .get('/v1/conduit/usage', ({ request }) => gw.pipeline.handle('usage', request))
-    .use(adminRoutes(gw))
+    .use(new Elysia({ name: 'admin-body-limit' }).onParse(({ request }) => parseBoundedJson(request, options.maxBodyBytes)).use(adminRoutes(gw)))
 }
 
 /**
@@ -82,6 +85,30 @@ function refuseUndecodablePath({ request }: { request: Request }) {
     return errorResponse(badRequest('The request path is not valid percent-encoded UTF-8: each "%" must start two hex digits of a UTF-8 byte.', null, 'invalid_url'))
   }
 }
+
+const invalidJson = () => badRequest('We could not parse the JSON body of your request.', null, 'invalid_json')
+
+/**
+ * Elysia reads an admin body whole, and with no cap from Bun (see server.ts) nothing else would stop a huge one:
+ * read it under the limit instead (after the master key was checked). The admin API speaks only JSON.
+ */
+async function parseBoundedJson(request: Request, limit: number): Promise<unknown> {
+  if (Number(request.headers.get('content-length')) > limit) throw tooLarge(limit)
+  const parts: Uint8Array[] = []
+  let size = 0
+  for await (const part of request.body ?? []) {
+    if ((size += part.byteLength) > limit) throw tooLarge(limit)
+    parts.push(part)
+  }
+  // No body: null, so that a route needing one answers 400 and one that does not reads nothing.
+  if (size === 0) return null
+  try {
+    return JSON.parse(Buffer.concat(parts).toString('utf8'))
+  } catch {
+    throw invalidJson()
+  }
+}
+const tooLarge = (limit: number) => new GatewayError(413, `The request body is larger than the limit of ${limit} bytes.`, { code: 'request_too_large' })
 
 /** A 401 in our envelope unless the request carries `Authorization: Bearer <expected>` (compared in constant time). */
 function checkBearer(request: Request, expected: string, what: string): Response | undefined {
