@@ -17,11 +17,14 @@ const FileSchema = t.Object(
         idle_timeout_s: t.Optional(t.Integer({ minimum: 1, maximum: 255 })),
         workers: t.Optional(t.Integer({ minimum: 1, maximum: 256 })),
         drain_ms: t.Optional(t.Integer({ minimum: 0 })),
+        body_timeout_ms: t.Optional(t.Integer({ minimum: 1 })),
+        max_inflight: t.Optional(t.Integer({ minimum: 1 })),
+        max_upstream_response_bytes: t.Optional(t.Integer({ minimum: 1024 })),
       }),
     ),
     ledger: t.Optional(t.Object({ max_queued: t.Optional(t.Integer({ minimum: 1 })) })),
-    timeouts: t.Optional(t.Object({ connect_ms: t.Optional(t.Integer({ minimum: 1 })), first_byte_ms: t.Optional(t.Integer({ minimum: 1 })), idle_ms: t.Optional(t.Integer({ minimum: 1 })) })),
     cors: t.Optional(t.Object({ origins: t.Optional(t.Array(t.String())) })),
+    timeouts: t.Optional(t.Object({ connect_ms: t.Optional(t.Integer({ minimum: 1 })), first_byte_ms: t.Optional(t.Integer({ minimum: 1 })), idle_ms: t.Optional(t.Integer({ minimum: 1 })) })),
     plugins: t.Optional(
       t.Array(
         t.Object({
@@ -56,6 +59,12 @@ export interface GatewayConfig {
   /** A keyring, `kid:key,kid:key` (the first seals): replaces encryptionKey so the key can be rotated. */
   encryptionKeys?: string
   maxBodyBytes: number
+  /** Deadline for a request body once the key is known (408 past it). */
+  bodyTimeoutMs: number
+  /** Requests in flight per process past which new ones get 503 at once. */
+  maxInflight: number
+  /** Largest non-streaming upstream response the gateway reads (502 past it). */
+  maxUpstreamBodyBytes: number
   idleTimeoutSec: number
   /** Processes sharing the port; 1 runs the gateway in this process. */
   workers: number
@@ -139,6 +148,9 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
     encryptionKey: env.CONDUIT_ENCRYPTION_KEY || undefined,
     encryptionKeys: env.CONDUIT_ENCRYPTION_KEYS || undefined,
     maxBodyBytes: number(env.CONDUIT_MAX_BODY_BYTES) ?? file.server?.max_body_bytes ?? 10 * 1024 * 1024,
+    bodyTimeoutMs: number(env.CONDUIT_BODY_TIMEOUT_MS) ?? file.server?.body_timeout_ms ?? 30_000,
+    maxInflight: number(env.CONDUIT_MAX_INFLIGHT) ?? file.server?.max_inflight ?? 4096,
+    maxUpstreamBodyBytes: file.server?.max_upstream_response_bytes ?? 128 * 1024 * 1024,
     idleTimeoutSec: file.server?.idle_timeout_s ?? 30,
     workers: number(flag('workers') ?? env.CONDUIT_WORKERS) ?? file.server?.workers ?? navigator.hardwareConcurrency,
     drainMs: number(env.CONDUIT_DRAIN_MS) ?? file.server?.drain_ms ?? 30_000,
@@ -147,9 +159,9 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
       firstByteMs: file.timeouts?.first_byte_ms ?? 300_000,
       idleMs: file.timeouts?.idle_ms ?? 120_000,
     },
+    ledgerMaxQueued: number(env.CONDUIT_LEDGER_MAX_QUEUED) ?? file.ledger?.max_queued,
     metricsToken: env.CONDUIT_METRICS_TOKEN || undefined,
     corsOrigins: (env.CONDUIT_CORS_ORIGINS ? env.CONDUIT_CORS_ORIGINS.split(',') : (file.cors?.origins ?? [])).filter((o) => o.trim()).map(browserOrigin),
-    ledgerMaxQueued: number(env.CONDUIT_LEDGER_MAX_QUEUED) ?? file.ledger?.max_queued,
     plugins: (file.plugins ?? []).map((p) => ({
       use: p.use,
       config: p.config,
@@ -165,7 +177,14 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
   if (config.masterKey !== undefined && config.masterKey.length < MIN_MASTER_KEY_LENGTH) {
     throw new Error(`CONDUIT_MASTER_KEY is ${config.masterKey.length} characters long; use at least ${MIN_MASTER_KEY_LENGTH} (e.g. openssl rand -hex 24).`)
   }
-  for (const [name, value, min] of [['port', config.port, 0], ['workers', config.workers, 1], ['max body bytes', config.maxBodyBytes, 1]] as const) {
+  const checks = [
+    ['port', config.port, 0],
+    ['workers', config.workers, 1],
+    ['max body bytes', config.maxBodyBytes, 1],
+    ['body timeout', config.bodyTimeoutMs, 1],
+    ['max in-flight requests', config.maxInflight, 1],
+  ] as const
+  for (const [name, value, min] of checks) {
     if (!Number.isInteger(value) || value < min) throw new Error(`Invalid ${name}: ${value}`)
   }
   return config

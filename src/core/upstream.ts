@@ -3,6 +3,7 @@ import type { EndpointAdapter, ProviderConfig, UpstreamRequest } from '../plugin
 import { parseOpenAIError } from '../plugin-sdk/openai-compatible.ts'
 import { isReachable, providerAnswered } from './reachability.ts'
 import { egress } from './egress.ts'
+import { scrubSecrets } from '../services/known-secrets.ts'
 
 export interface Timeouts {
   /** To a connection; enforced by probing the provider's host if no response came by then (see reachability.ts). */
@@ -143,14 +144,22 @@ export class UpstreamCall {
       })
     }
     if (this.clientSignal.aborted) return new GatewayError(499, 'The client closed the request.', { code: 'client_closed_request' })
-    const detail = error instanceof Error ? error.message : String(error)
-    return new GatewayError(502, `Could not reach the upstream provider '${this.providerName}': ${detail}`, { code: 'upstream_unreachable' })
+    // The transport's own words name internal hosts and addresses (getaddrinfo ENOTFOUND …): logs only.
+    const failure = new GatewayError(502, `Could not reach the upstream provider '${this.providerName}'.`, { code: 'upstream_unreachable' })
+    failure.cause = error instanceof Error ? error.message : String(error)
+    return failure
   }
 }
 
 /** Reads an upstream error response (always consuming the body) and maps it to our envelope. */
 export async function upstreamError(response: Response, adapter: EndpointAdapter, providerName: string): Promise<GatewayError> {
   const text = await response.text().catch(() => '')
+  if (response.status < 400) {
+    // Redirects are never followed (a redirect is how an allowed host would point us at a forbidden one).
+    return new GatewayError(502, `The upstream provider '${providerName}' answered with a redirect (HTTP ${response.status}), which the gateway does not follow.`, {
+      code: 'upstream_redirect',
+    })
+  }
   let body: unknown = text
   try {
     body = JSON.parse(text)
@@ -158,8 +167,16 @@ export async function upstreamError(response: Response, adapter: EndpointAdapter
   const error = adapter.parseError ? adapter.parseError(response.status, body, response.headers) : parseOpenAIError(response.status, body, providerName)
   const retryAfter = response.headers.get('retry-after')
   if (retryAfter && !error.headers['retry-after']) error.headers['retry-after'] = retryAfter
+  // A provider may quote our key back ("Incorrect API key provided: sk-…"): the client never sees it.
+  error.message = scrubSecrets(error.message)
   return error
 }
 
 /** Errors worth another target: the upstream failed or was overloaded, not the request. */
-export const isRetryable = (error: GatewayError) => error.status === 429 || error.status >= 500
+export const isRetryable = (error: GatewayError) => RETRYABLE.has(error.status) || error.status >= 520
+
+/**
+ * 429 and the gateway-side 5xx (bad gateway, unavailable, timeout; 52x are CDN/origin failures, 529 overloaded).
+ * A 500 or 501 is the provider's answer to this request: another attempt would get the same (PR5 d).
+ */
+const RETRYABLE = new Set([429, 502, 503, 504])
