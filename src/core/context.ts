@@ -1,5 +1,6 @@
-import type { AttemptContext, Endpoint, FinishedRequest, Logger, Principal, RequestContext, Target, Usage, VirtualModel } from '../plugin-sdk/types.ts'
+import type { AttemptContext, Endpoint, FinishedRequest, Logger, Principal, RequestContext, Target, UpstreamRequest, Usage, VirtualModel } from '../plugin-sdk/types.ts'
 import type { GatewayError } from '../plugin-sdk/errors.ts'
+import { egress } from './egress.ts'
 
 let sequence = 0
 /** Random per process start, so ids stay unique across workers and restarts. */
@@ -81,5 +82,10 @@ export class Attempt implements AttemptContext {
 
   dropParam(name: string) {
     this.dropped.push(name)
+  }
+
+  async fetch(request: UpstreamRequest, signal: AbortSignal): Promise<Response> {
+    await egress.check(request.url)
+    return fetch(request.url, { method: request.method ?? 'POST', headers: request.headers, body: request.body, signal, redirect: 'manual' })
   }
 }

@@ -44,6 +44,9 @@ export interface Transport {
 
 type ProxiedEndpoint = 'chat' | 'completions' | 'embeddings'
 
+/** Failures that another attempt at the same target would only repeat (or wait out again). */
+const NOT_AGAIN = new Set(['upstream_timeout', 'upstream_connect_timeout', 'upstream_not_allowed', 'upstream_redirect'])
+
 /** Extra attempts a model gets unless its routing says otherwise. */
 const DEFAULT_RETRIES = 2
 
@@ -214,7 +217,7 @@ export class Pipeline {
         lease.failed(error)
         if (!isRetryable(error) || ctx.signal.aborted) throw error
         ctx.log.warn({ provider: target.provider.name, status: error.status, attempt: attempt.attempt, detail: error.cause }, 'upstream attempt failed')
-        if (error.code === 'upstream_timeout' || error.code === 'upstream_connect_timeout' || (error.status === 429 && error.headers['retry-after'] && (target.provider.apiKeys?.length ?? 0) < 2)) {
+        if (NOT_AGAIN.has(error.code!) || (error.status === 429 && error.headers['retry-after'] && (target.provider.apiKeys?.length ?? 0) < 2)) {
           excluded.add(targetId(target))
         }
         lastError = error

@@ -155,6 +155,11 @@ export interface AttemptContext {
   readonly attempt: number
   /** Records a request field the provider cannot carry and we dropped; surfaced in `x-conduit-dropped-params`. */
   dropParam(name: string): void
+  /**
+   * For the extra calls an adapter makes itself (a fan-out): the gateway's egress policy applies, redirects are
+   * not followed. The adapter owns timeouts and error mapping.
+   */
+  fetch(request: UpstreamRequest, signal: AbortSignal): Promise<Response>
 }
 
 export interface UpstreamRequest {

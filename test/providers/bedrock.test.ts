@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { crc32 } from 'node:zlib'
+import { egress, parseAllowList } from '../../src/core/egress.ts'
 import { GatewayError, type OpenAIChunk, type SseEvent } from '../../src/plugin-sdk/index.ts'
 import { connection } from '../../src/providers/bedrock/config.ts'
 import { buildRequest as buildEmbeddings, parseResponse as parseEmbeddings } from '../../src/providers/bedrock/embeddings.ts'
@@ -25,6 +26,9 @@ import { CLIENT_MODEL, fixtureBytes, ignoreCreated, relayRecorded, replayEverySp
 const fixture = await fixtureBytes('bedrock-stream.bin')
 const MODEL = 'anthropic.claude-3-5-sonnet-20240620-v1:0'
 const EMBED_MODEL = 'amazon.titan-embed-text-v2:0'
+
+// The embeddings fan-out calls the fake through the gateway's egress policy, as a running gateway would.
+egress.configure(parseAllowList(process.env.CONDUIT_EGRESS_ALLOW))
 
 const attempt = (body: Record<string, any> = {}, provider: Record<string, any> = {}, model = MODEL) =>
   attemptFor({ name: 'aws', type: 'bedrock', apiKey: `${FAKE_ACCESS_KEY_ID}:${FAKE_SECRET_ACCESS_KEY}`, ...provider }, model, body)

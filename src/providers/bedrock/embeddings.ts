@@ -76,12 +76,13 @@ async function fanOut(count: number, requestFor: (i: number) => UpstreamRequest,
     if (controller.signal.aborted) {
       return new GatewayError(504, `The upstream provider '${provider.name}' did not respond in time.`, { code: 'upstream_timeout' })
     }
-    const detail = error instanceof Error ? error.message : String(error)
-    return new GatewayError(502, `Could not reach the upstream provider '${provider.name}': ${detail}`, { code: 'upstream_unreachable' })
+    // The transport's words can name internal hosts: the log has them, the client does not.
+    ctx.request.log.warn({ provider: provider.name, detail: error instanceof Error ? error.message : String(error) }, 'upstream call failed')
+    return new GatewayError(502, `Could not reach the upstream provider '${provider.name}'.`, { code: 'upstream_unreachable' })
   }
 
   const call = async (request: UpstreamRequest): Promise<TitanEmbeddingResponse> => {
-    const response = await fetch(request.url, { method: request.method ?? 'POST', headers: request.headers, body: request.body, signal: controller.signal, redirect: 'manual' })
+    const response = await ctx.fetch(request, controller.signal)
     const text = await response.text()
     let json: any = text
     try {
