@@ -134,7 +134,8 @@ const HEADER_NAME_LIST = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:\s*,\s*[!#$%&'*+.^_`|~0
  * CORS for browser clients on the configured origins, `/v1/*` only (the admin API stays same-origin). The allowed
  * origin is echoed exactly, never `*`, and credentials are never allowed: keys travel in `Authorization`.
  * Headers go through Elysia's `set.headers`, which it merges into every response of the request, errors and
- * streams included (a new Response around the same body: it still streams).
+ * streams included (a new Response around the same body: it still streams). That costs ~3 µs a response where
+ * setting them on our Response would cost ~1 µs, but one hook then covers the errors Elysia renders too.
  */
 function corsForV1(origins: readonly string[]) {
   const allowed = new Set(origins)
