@@ -3,18 +3,22 @@ import { microsToUsd } from '../pricing/prices.ts'
 import type { Store } from '../store/store.ts'
 
 const DAY = 86_400_000
+/** 9999-12-31T23:59:59.999Z: the last instant an ISO 8601 date (and our report) can name. */
+const LAST_MS = 253_402_300_799_999
 
-/** `from`/`to` as ISO dates or unix seconds; by default the last 30 days up to now. */
+/** `from`/`to` as ISO dates or unix seconds between 1970 and 9999; by default the last 30 days up to now. */
 export function usageRange(params: URLSearchParams): { from: number; to: number } {
   const parse = (name: string, fallback: number) => {
     const raw = params.get(name)
     if (raw === null || raw === '') return fallback
     const ms = /^\d+$/.test(raw) ? Number(raw) * 1000 : Date.parse(raw)
-    if (!Number.isFinite(ms)) throw badRequest(`'${name}' must be an ISO 8601 date or unix seconds.`, name)
+    if (!Number.isFinite(ms) || ms < 0 || ms > LAST_MS) {
+      throw badRequest(`'${name}' must be an ISO 8601 date or unix seconds, between 1970 and 9999.`, name)
+    }
     return ms
   }
   const to = parse('to', Date.now() + 1)
-  const from = parse('from', to - 30 * DAY)
+  const from = parse('from', Math.max(0, to - 30 * DAY))
   if (from >= to) throw badRequest("'from' must be before 'to'.", 'from')
   return { from, to }
 }
