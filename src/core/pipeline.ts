@@ -9,6 +9,7 @@ import { usageRange, usageReport } from './usage.ts'
 import type { Catalog } from './catalog.ts'
 import { backoffMs, targetId, type AttemptLease, type Router } from './router.ts'
 import { Attempt, RequestCtx, headerValue } from './context.ts'
+import { readJsonBody } from './body.ts'
 import { allowedBy } from './glob.ts'
 import { refuseUpstreamOverrides, validateRequest } from './request-schemas.ts'
 import { relayStream, type StreamOutcome } from './stream-relay.ts'
@@ -43,6 +44,10 @@ export interface Transport {
 }
 
 type ProxiedEndpoint = 'chat' | 'completions' | 'embeddings'
+
+const emptyBody = () => {
+  throw new GatewayError(400, 'The request body is empty; send a JSON object.', { code: 'invalid_json' })
+}
 
 /** Failures that another attempt at the same target would only repeat (or wait out again). */
 const NOT_AGAIN = new Set(['upstream_timeout', 'upstream_connect_timeout', 'upstream_not_allowed', 'upstream_redirect'])
@@ -87,7 +92,7 @@ export class Pipeline {
       if (endpoints && !endpoints.includes(endpoint)) {
         throw new GatewayError(403, `This key may not call the ${endpoint} endpoint.`, { code: 'endpoint_not_allowed' })
       }
-      const body = await readJsonBody(request, this.o.maxBodyBytes, this.o.bodyTimeoutMs)
+      const body = await readJsonBody(request, this.o.maxBodyBytes, this.o.bodyTimeoutMs, emptyBody)
       // Only now: a client trickling its body stays under the server's idle timer as well as our deadline.
       transport.disableIdleTimeout?.()
       validateRequest(endpoint, body)
@@ -490,47 +495,5 @@ async function readCapped(response: Response, limit: number, provider: string): 
 function encodeEmbeddings(response: Record<string, any>) {
   for (const item of response.data ?? []) {
     if (Array.isArray(item.embedding)) item.embedding = floatsToBase64(item.embedding)
-  }
-}
-
-/**
- * Reads the body under a size limit without trusting Content-Length alone (chunked uploads have none), and
- * within a deadline: a client that declares 100 kB and sends 14 bytes must not hold its connection for ever.
- */
-async function readJsonBody(request: Request, limit: number, timeoutMs: number): Promise<unknown> {
-  const tooLarge = () =>
-    new GatewayError(413, `The request body is larger than the limit of ${limit} bytes.`, { code: 'request_too_large' })
-  const declared = Number(request.headers.get('content-length') ?? NaN)
-  if (declared > limit) throw tooLarge()
-  const read = async () => {
-    if (Number.isFinite(declared)) return request.text()
-    const parts: Uint8Array[] = []
-    let size = 0
-    for await (const part of request.body ?? []) {
-      size += part.byteLength
-      if (size > limit) throw tooLarge()
-      parts.push(part)
-    }
-    return Buffer.concat(parts).toString('utf8')
-  }
-  let timer: Timer | undefined
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      // `connection: close`: the rest of the body may never come, so the connection cannot serve another request.
-      () => reject(new GatewayError(408, `The request body did not arrive within ${timeoutMs} ms.`, { code: 'request_timeout', headers: { connection: 'close' } })),
-      timeoutMs,
-    )
-  })
-  let text: string
-  try {
-    text = await Promise.race([read(), deadline])
-  } finally {
-    clearTimeout(timer)
-  }
-  if (text.length === 0) throw new GatewayError(400, 'The request body is empty; send a JSON object.', { code: 'invalid_json' })
-  try {
-    return JSON.parse(text)
-  } catch {
-    throw new GatewayError(400, 'We could not parse the JSON body of your request. Send valid JSON.', { code: 'invalid_json' })
   }
 }

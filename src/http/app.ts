@@ -2,6 +2,7 @@ import { Elysia } from 'elysia'
 import type { Server } from 'bun'
 import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
 import type { Gateway } from '../core/gateway.ts'
+import { readJsonBody } from '../core/body.ts'
 import type { Transport } from '../core/pipeline.ts'
 import { secretEquals } from '../store/crypto.ts'
 import { adminRoutes } from './admin-routes.ts'
@@ -9,8 +10,9 @@ import { adminRoutes } from './admin-routes.ts'
 /** The only Elysia-aware code: routes map to the framework-free pipeline and admin service. */
 
 export interface EdgeOptions {
-  /** Largest request body: the pipeline bounds its own reads; this bounds the admin bodies Elysia parses. */
+  /** Largest request body, and how long it may take to arrive: the admin bodies Elysia parses are held to both. */
   maxBodyBytes: number
+  bodyTimeoutMs: number
   /** When set, `/metrics` needs `Authorization: Bearer <token>`; unset, it is open (scrapers sit on a private network). */
   metricsToken?: string
   /** Browser origins (`https://app.example.com`) that may call `/v1/*`; none: no CORS headers and no hook at all. */
@@ -20,17 +22,11 @@ export interface EdgeOptions {
 export const errorResponse = (error: GatewayError) =>
   new Response(JSON.stringify(error.toJSON()), { status: error.status, headers: { 'content-type': 'application/json', ...error.headers } })
 
-/** Elysia's own failures (validation, parse, unknown route) rendered in the one envelope. */
+/** Elysia's own failures (parse, unknown route) rendered in the one envelope; admin bodies are validated by the core. */
 function renderFrameworkError(code: string | number, error: any, request: Request): Response {
   if (GatewayError.is(error)) return errorResponse(error)
-  if (code === 'VALIDATION') {
-    const first = error.all?.[0]
-    const param = typeof first?.path === 'string' ? first.path.replace(/^\//, '').replace(/\/(\d+)/g, '[$1]').replace(/\//g, '.') : null
-    const message = first?.summary ?? first?.message ?? 'Invalid request body.'
-    return errorResponse(new GatewayError(400, param ? `Invalid '${param}': ${message}` : message, { param: param || null, code: 'invalid_value' }))
-  }
   // Elysia wraps whatever a parser throws, our own 413 included.
-  if (code === 'PARSE') return errorResponse(GatewayError.is(error.cause) ? error.cause : invalidJson())
+  if (code === 'PARSE') return errorResponse(GatewayError.is(error.cause) ? error.cause : badRequest('We could not parse the JSON body of your request.', null, 'invalid_json'))
   if (code === 'NOT_FOUND') {
     const url = new URL(request.url)
     return errorResponse(new GatewayError(404, `Unknown request URL: ${request.method} ${url.pathname}.`, { code: 'unknown_url' }))
@@ -44,7 +40,7 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
   })
 
   const app = new Elysia({ name: 'conduit' }).onError({ as: 'global' }, ({ code, error, request }) => {
-    if (!GatewayError.is(error) && code !== 'VALIDATION' && code !== 'PARSE' && code !== 'NOT_FOUND') {
+    if (!GatewayError.is(error) && code !== 'PARSE' && code !== 'NOT_FOUND') {
       gw.log.error({ err: error, code }, 'unhandled HTTP error')
     }
     return renderFrameworkError(code, error, request)
@@ -69,7 +65,13 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
     // Bun hands wildcards over still encoded; refuseUndecodablePath has made sure this decodes.
     .get('/v1/models/*', ({ request, params }) => gw.pipeline.handle('models', request, {}, { model: decodeURIComponent(params['*']) }))
     .get('/v1/conduit/usage', ({ request }) => gw.pipeline.handle('usage', request))
-    .use(new Elysia({ name: 'admin-body-limit' }).onParse(({ request }) => parseBoundedJson(request, options.maxBodyBytes)).use(adminRoutes(gw)))
+    // Admin bodies go through the core's bounded reader too (after the master key was checked): Elysia would read
+    // any size whole. No body is null, so a route needing one answers 400 and one that does not reads nothing.
+    .use(
+      new Elysia({ name: 'admin-body-limit' })
+        .onParse(({ request }) => readJsonBody(request, options.maxBodyBytes, options.bodyTimeoutMs, () => null))
+        .use(adminRoutes(gw)),
+    )
 }
 
 /**
@@ -85,30 +87,6 @@ function refuseUndecodablePath({ request }: { request: Request }) {
     return errorResponse(badRequest('The request path is not valid percent-encoded UTF-8: each "%" must start two hex digits of a UTF-8 byte.', null, 'invalid_url'))
   }
 }
-
-const invalidJson = () => badRequest('We could not parse the JSON body of your request.', null, 'invalid_json')
-
-/**
- * Elysia reads an admin body whole, and with no cap from Bun (see server.ts) nothing else would stop a huge one:
- * read it under the limit instead (after the master key was checked). The admin API speaks only JSON.
- */
-async function parseBoundedJson(request: Request, limit: number): Promise<unknown> {
-  if (Number(request.headers.get('content-length')) > limit) throw tooLarge(limit)
-  const parts: Uint8Array[] = []
-  let size = 0
-  for await (const part of request.body ?? []) {
-    if ((size += part.byteLength) > limit) throw tooLarge(limit)
-    parts.push(part)
-  }
-  // No body: null, so that a route needing one answers 400 and one that does not reads nothing.
-  if (size === 0) return null
-  try {
-    return JSON.parse(Buffer.concat(parts).toString('utf8'))
-  } catch {
-    throw invalidJson()
-  }
-}
-const tooLarge = (limit: number) => new GatewayError(413, `The request body is larger than the limit of ${limit} bytes.`, { code: 'request_too_large' })
 
 /** A 401 in our envelope unless the request carries `Authorization: Bearer <expected>` (compared in constant time). */
 function checkBearer(request: Request, expected: string, what: string): Response | undefined {

@@ -161,7 +161,7 @@ describe('without an allowed origin', () => {
       expect(corsHeaders(res)).toEqual({})
       expect(res.headers.get('vary')).toBeNull()
     }
-    const hooks = (origins?: string[]) => (createApp(plain.gateway, { maxBodyBytes: 1024, corsOrigins: origins }) as any).event.request?.length ?? 0
+    const hooks = (origins?: string[]) => (createApp(plain.gateway, { maxBodyBytes: 1024, bodyTimeoutMs: 1000, corsOrigins: origins }) as any).event.request?.length ?? 0
     expect(hooks([APP])).toBe(hooks() + 1)
     expect(hooks([])).toBe(hooks())
   })

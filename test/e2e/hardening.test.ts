@@ -257,6 +257,19 @@ describe('weaknesses: bodies too slow, responses too big, errors too talkative',
     expect((await chat('quirky', 'hello')).status).toBe(200)
   })
 
+  test('an admin body is held to the same deadline', async () => {
+    const socket = connect(Number(new URL(gw.origin).port), '127.0.0.1')
+    await new Promise((resolve) => socket.once('connect', resolve))
+    let reply = ''
+    socket.on('data', (d) => (reply += d.toString()))
+    const closed = new Promise((resolve) => socket.once('close', resolve))
+    socket.write(`POST /admin/v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${MASTER_KEY}\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{"na`)
+    await Promise.race([closed, Bun.sleep(5_000)])
+    expect(reply).toStartWith('HTTP/1.1 408')
+    expect(reply).toContain('"code":"request_timeout"')
+    socket.destroy()
+  })
+
   test('an upstream body over the cap is a 502, with content-length or chunked', async () => {
     await expectError(await chat('quirky', 'big'), 502, 'upstream_response_too_large')
     await expectError(await chat('quirky', 'big-chunked'), 502, 'upstream_response_too_large')

@@ -1,0 +1,47 @@
+import { GatewayError } from '../plugin-sdk/errors.ts'
+
+/**
+ * A request body as text, under a size limit that does not trust Content-Length alone (chunked uploads have
+ * none), and within a deadline: a client that declares 100 kB and sends 14 bytes must not hold its connection
+ * for ever. Every body the gateway reads comes through here.
+ */
+export async function readBodyText(request: Request, limit: number, timeoutMs: number): Promise<string> {
+  const declared = Number(request.headers.get('content-length') ?? NaN)
+  if (declared > limit) throw tooLarge(limit)
+  const read = async () => {
+    if (Number.isFinite(declared)) return request.text()
+    const parts: Uint8Array[] = []
+    let size = 0
+    for await (const part of request.body ?? []) {
+      if ((size += part.byteLength) > limit) throw tooLarge(limit)
+      parts.push(part)
+    }
+    return Buffer.concat(parts).toString('utf8')
+  }
+  let timer: Timer | undefined
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(timedOut(timeoutMs)), timeoutMs)
+  })
+  try {
+    return await Promise.race([read(), deadline])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** The body as JSON; `empty` is what an absent body means to the caller (the admin API: null; /v1: an error). */
+export async function readJsonBody(request: Request, limit: number, timeoutMs: number, empty: () => unknown): Promise<unknown> {
+  const text = await readBodyText(request, limit, timeoutMs)
+  if (text.length === 0) return empty()
+  try {
+    return JSON.parse(text)
+  } catch {
+    throw new GatewayError(400, 'We could not parse the JSON body of your request. Send valid JSON.', { code: 'invalid_json' })
+  }
+}
+
+const tooLarge = (limit: number) => new GatewayError(413, `The request body is larger than the limit of ${limit} bytes.`, { code: 'request_too_large' })
+
+// `connection: close`: the rest of the body may never come, so the connection cannot serve another request.
+const timedOut = (ms: number) =>
+  new GatewayError(408, `The request body did not arrive within ${ms} ms.`, { code: 'request_timeout', headers: { connection: 'close' } })
