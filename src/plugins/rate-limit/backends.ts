@@ -63,9 +63,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
 
 /**
  * GCRA on Redis time and the concurrency slot in one atomic script: evaluate everything, commit only if all
- * pass. GCRA keys hold the TAT in ms and expire when the bucket would be full again, so idle keys leave no
- * residue; slots are a sorted set of lease ids scored by expiry, and expired ones (a crashed instance) are
- * swept first. KEYS: the rule keys, then the slot key if any. ARGV: rule count, (limit, period, cost) per
+ * pass; the arithmetic is `evaluate`'s in gcra.ts, step for step. GCRA keys hold the TAT in ms and expire when
+ * the bucket would be full again, so idle keys leave no residue; slots are a sorted set of lease ids scored by
+ * expiry, and expired ones (a crashed instance) are swept first. KEYS: the rule keys, then the slot key if any. ARGV: rule count, (limit, period, cost) per
  * rule, then max, lease id and TTL of the slot. Returns 4 numbers per rule, then 1 if the slot was taken.
  */
 export const ADMIT = `${NOW}
@@ -73,21 +73,18 @@ local n = tonumber(ARGV[1])
 local out, nexts, allowed = {}, {}, 1
 for i = 1, n do
   local limit, period, cost = tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1])
-  local interval = period / limit
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
-  if tat < now then tat = now end
-  local nxt = tat + interval * cost
-  local horizon = nxt - now
+  local debt = math.max(0, tonumber(redis.call('GET', KEYS[i]) or now) - now)
+  local horizon = debt + period * cost / limit
   if horizon > period then
     allowed = 0
     out[#out+1] = 0
-    out[#out+1] = math.max(0, math.floor((period - (tat - now)) / interval))
-    out[#out+1] = math.ceil(tat - now)
+    out[#out+1] = math.max(0, math.floor((period - debt) * limit / period + 1e-9))
+    out[#out+1] = math.ceil(debt)
     out[#out+1] = math.ceil(horizon - period)
   else
-    nexts[i] = nxt
+    nexts[i] = now + horizon
     out[#out+1] = 1
-    out[#out+1] = math.floor((period - horizon) / interval)
+    out[#out+1] = math.max(0, math.floor((period - horizon) * limit / period + 1e-9))
     out[#out+1] = math.ceil(horizon)
     out[#out+1] = 0
   end

@@ -21,16 +21,22 @@ export interface Decision {
   retryAfterMs: number
 }
 
+/**
+ * `horizon` is how far the bucket is behind (`debt`) plus what this request takes, computed as such and not as
+ * `tat + interval × cost − now`: with a fractional `now`, that subtraction can come out an ulp above the period
+ * and refuse a request that exactly fits an idle bucket. `period × cost / limit` never exceeds the period when
+ * cost ≤ limit (rounding is monotonic). The Lua in `backends.ts` runs the same arithmetic.
+ */
 export function evaluate(tatOrNull: number | null, check: Check, now: number): Decision & { next: number } {
-  const interval = check.periodMs / check.limit
-  const tat = Math.max(tatOrNull ?? now, now)
-  const next = tat + interval * check.cost
-  const horizon = next - now
-  if (horizon > check.periodMs) {
-    const remaining = Math.max(0, Math.floor((check.periodMs - (tat - now)) / interval))
-    return { allowed: false, remaining, resetMs: tat - now, retryAfterMs: horizon - check.periodMs, next: tat }
+  const { limit, periodMs, cost } = check
+  const debt = Math.max(0, (tatOrNull ?? now) - now)
+  const horizon = debt + (periodMs * cost) / limit
+  // Whole units that fit in `ms`; the nudge keeps float error from flooring 4 to 3.
+  const units = (ms: number) => Math.max(0, Math.floor((ms * limit) / periodMs + 1e-9))
+  if (horizon > periodMs) {
+    return { allowed: false, remaining: units(periodMs - debt), resetMs: debt, retryAfterMs: horizon - periodMs, next: now + debt }
   }
-  return { allowed: true, remaining: Math.floor((check.periodMs - horizon) / interval), resetMs: horizon, retryAfterMs: 0, next }
+  return { allowed: true, remaining: units(periodMs - horizon), resetMs: horizon, retryAfterMs: 0, next: now + horizon }
 }
 
 export class Gcra {
