@@ -89,7 +89,8 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
 
   setSecrets('master', [config.masterKey, generatedMasterKey, config.encryptionKey, ...(config.encryptionKeys?.split(',') ?? [])])
 
-  const host = new PluginHost({ log, store, redis, builtins: BUILTINS, baseDir: config.configDir })
+  const metrics = new Metrics()
+  const host = new PluginHost({ log, store, redis, builtins: BUILTINS, baseDir: config.configDir, metrics })
   await host.load(pluginSpecs(config.plugins))
   const catalog = new Catalog(store, secrets, log)
   egress.configure(config.egressAllow) // process-wide: every upstream call consults it
@@ -97,7 +98,6 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
   const generatedKeys = options.skipSeed ? [] : await applySeed(admin, store, config.seed)
   await catalog.ready()
 
-  const metrics = new Metrics()
   const ledger = new SpendLedger(store, log, { maxQueued: config.ledgerMaxQueued })
   const router = new Router()
   const pipeline = new Pipeline({

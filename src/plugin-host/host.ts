@@ -19,6 +19,7 @@ import {
   type UpstreamRequest,
 } from '../plugin-sdk/types.ts'
 import type Redis from 'ioredis'
+import { Metrics } from '../services/metrics.ts'
 import { registerSdkModule } from './sdk-module.ts'
 
 /** One entry of the `plugins` list in the config. */
@@ -54,6 +55,8 @@ export interface HostOptions {
   builtins: Record<string, Plugin>
   /** Folder that relative plugin paths resolve against. */
   baseDir: string
+  /** Where plugins' counters go: the gateway's metrics (a host on its own keeps them to itself). */
+  metrics?: Metrics
 }
 
 /** Loads plugins, validates their config, orders their hooks and runs them with their failure policy. */
@@ -71,8 +74,11 @@ export class PluginHost {
     onLog: [],
   }
   private readonly closers: (() => MaybePromise<void>)[] = []
+  private readonly metrics: Metrics
 
-  constructor(private readonly options: HostOptions) {}
+  constructor(private readonly options: HostOptions) {
+    this.metrics = options.metrics ?? new Metrics()
+  }
 
   get hasChunkHooks() {
     return this.hooks.onChunk.length > 0
@@ -135,6 +141,7 @@ export class PluginHost {
       redis: this.options.redis,
       cache: <K extends {}, V extends {}>({ max, ttlMs }: { max: number; ttlMs?: number }) =>
         new LRUCache<K, V>(ttlMs ? { max, ttl: ttlMs } : { max }),
+      counter: (options) => this.metrics.counter(options),
       registerProvider: (adapter) => {
         if (this.providers.has(adapter.id)) throw new Error(`Provider type '${adapter.id}' is registered twice (plugin '${plugin.name}').`)
         this.providers.set(adapter.id, adapter)

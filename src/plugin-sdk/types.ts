@@ -284,6 +284,20 @@ export interface StoreChange {
   id: string
 }
 
+/** A Prometheus counter declared by a plugin; `/metrics` shows it, summed over the worker processes. */
+export interface CounterOptions {
+  /** Prometheus rules; not one of Conduit's own names. Prefix it (`conduit_<plugin>_…`, `acme_…`). */
+  name: string
+  help: string
+  /** Keep their values few: every distinct combination is a series kept for the life of the process. */
+  labelNames?: string[]
+}
+
+export interface Counter {
+  /** Adds `by` (default 1); a label left out is the empty string. */
+  inc(labels?: Record<string, string>, by?: number): void
+}
+
 export interface PluginApi<C = any> {
   readonly name: string
   readonly config: C
@@ -293,6 +307,8 @@ export interface PluginApi<C = any> {
   readonly redis?: Redis
   /** A bounded in-process cache, private to this plugin instance. */
   cache<K extends {}, V extends {}>(options: CacheOptions): LRUCache<K, V>
+  /** A counter on `/metrics`; declare it in `setup`. */
+  counter(options: CounterOptions): Counter
   registerProvider(adapter: ProviderAdapter): void
   onClose(fn: () => MaybePromise<void>): void
 }

@@ -1,4 +1,4 @@
-import type { FinishedRequest } from '../plugin-sdk/types.ts'
+import type { Counter, CounterOptions, FinishedRequest } from '../plugin-sdk/types.ts'
 
 /**
  * Request metrics in Prometheus text format. State is plain data (counters and histogram bucket arrays keyed
@@ -14,6 +14,13 @@ interface Histogram {
   count: number
 }
 
+/** A counter a plugin declared: its values keyed by label values joined with SEP, in `labelNames` order. */
+interface CounterFamily {
+  help: string
+  labelNames: string[]
+  values: Record<string, number>
+}
+
 export interface MetricsSnapshot {
   requests: Record<string, number>
   errors: Record<string, number>
@@ -24,9 +31,36 @@ export interface MetricsSnapshot {
   /** Requests refused at once because the process was at its in-flight limit. */
   shed: number
   rssBytes: number
+  /** Plugins' own counters, by metric name. */
+  counters: Record<string, CounterFamily>
 }
 
-const emptySnapshot = (): MetricsSnapshot => ({ requests: {}, errors: {}, tokens: {}, duration: {}, ttft: {}, inflight: 0, shed: 0, rssBytes: 0 })
+const emptySnapshot = (): MetricsSnapshot => ({
+  requests: {},
+  errors: {},
+  tokens: {},
+  duration: {},
+  ttft: {},
+  inflight: 0,
+  shed: 0,
+  rssBytes: 0,
+  counters: {},
+})
+
+/** Prometheus's own rules for names; `conduit_` names other than the ones rendered here are the plugins'. */
+const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/
+const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/
+const BUILTIN_NAMES = new Set([
+  'conduit_requests_total',
+  'conduit_request_errors_total',
+  'conduit_tokens_total',
+  'conduit_request_duration_seconds',
+  'conduit_time_to_first_token_seconds',
+  'conduit_inflight_requests',
+  'conduit_shed_requests_total',
+  'conduit_resident_memory_bytes',
+  'conduit_workers',
+])
 
 function observe(map: Record<string, Histogram>, key: string, bounds: number[], value: number) {
   let h = map[key]
@@ -72,6 +106,24 @@ export class Metrics {
     }
   }
 
+  /**
+   * A counter of a plugin's own (`PluginApi.counter`), rendered and summed over workers like the built-in ones.
+   * Declaring the same name again with the same labels returns the same counter (a plugin configured twice).
+   */
+  counter({ name, help, labelNames = [] }: CounterOptions): Counter {
+    if (!METRIC_NAME.test(name) || BUILTIN_NAMES.has(name)) throw new Error(`'${name}' cannot be a plugin's metric name.`)
+    const bad = labelNames.find((l) => !LABEL_NAME.test(l) || l.startsWith('__'))
+    if (bad !== undefined) throw new Error(`'${bad}' cannot be a label name (metric '${name}').`)
+    const family = (this.data.counters[name] ??= { help, labelNames, values: {} })
+    if (family.labelNames.join() !== labelNames.join()) throw new Error(`Metric '${name}' is already declared with other labels.`)
+    return {
+      inc(labels = {}, by = 1) {
+        const key = family.labelNames.map((l) => labels[l] ?? '').join(SEP)
+        family.values[key] = (family.values[key] ?? 0) + by
+      },
+    }
+  }
+
   snapshot(): MetricsSnapshot {
     return { ...structuredClone(this.data), inflight: this.inflight, shed: this.shed, rssBytes: process.memoryUsage.rss() }
   }
@@ -93,6 +145,10 @@ export class Metrics {
       out.inflight += s.inflight
       out.shed += s.shed
       out.rssBytes += s.rssBytes
+      for (const [name, family] of Object.entries(s.counters)) {
+        const target = (out.counters[name] ??= { ...family, values: {} })
+        for (const [k, v] of Object.entries(family.values)) target.values[k] = (target.values[k] ?? 0) + v
+      }
     }
     return out
   }
@@ -104,7 +160,7 @@ export class Metrics {
       const values = key.split(SEP)
       const parts = names.map((n, i) => `${n}="${escape(values[i] ?? '')}"`)
       if (extra) parts.push(extra)
-      return `{${parts.join(',')}}`
+      return parts.length > 0 ? `{${parts.join(',')}}` : ''
     }
     const base = ['endpoint', 'model', 'provider']
     const counter = (name: string, help: string, names: string[], map: Record<string, number>) => {
@@ -132,6 +188,7 @@ export class Metrics {
     lines.push('# HELP conduit_shed_requests_total Requests refused with 503 because a process was at its in-flight limit.', '# TYPE conduit_shed_requests_total counter', `conduit_shed_requests_total ${s.shed}`)
     lines.push('# HELP conduit_resident_memory_bytes Resident memory of all gateway processes.', '# TYPE conduit_resident_memory_bytes gauge', `conduit_resident_memory_bytes ${s.rssBytes}`)
     lines.push('# HELP conduit_workers Gateway worker processes.', '# TYPE conduit_workers gauge', `conduit_workers ${workers}`)
+    for (const [name, { help, labelNames, values }] of Object.entries(s.counters)) counter(name, help, labelNames, values)
     return lines.join('\n') + '\n'
   }
 }

@@ -3,6 +3,7 @@ import fc from 'fast-check'
 import Redis from 'ioredis'
 import { ADMIT, NOW } from '../../src/plugins/rate-limit/backends.ts'
 import { Gcra } from '../../src/plugins/rate-limit/gcra.ts'
+import { Metrics } from '../../src/services/metrics.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
@@ -13,7 +14,8 @@ import { createTestDatabase } from '../helpers/postgres.ts'
 /**
  * Rate-limit rows of the reliability checklist (§6 A) that need time or Redis: RL2 the sustained rate across
  * two gateway processes, RL3 no double burst at any window boundary (GCRA has none), RL11 failing closed when
- * Redis is down. (RL1, RL4–RL6, RL8, RL10 and RL12 are in limits-shared.test.ts, RL7 in limits.test.ts.)
+ * Redis is down; and RL13 shadow mode. (RL1, RL4, RL5, RL8, RL10 and RL12 are in limits-shared.test.ts, RL6
+ * and RL7 in limits.test.ts.)
  */
 const REDIS_URL = new URL(process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379')
 let fake: FakeOpenAI
@@ -326,5 +328,75 @@ describe('RL11: failClosed with Redis down', () => {
     }
     await servedAgain()
     console.log(`RL11 (hung): slowest 503 in ${slowest.toFixed(1)} ms`)
+  })
+})
+
+describe('RL13: shadow mode', () => {
+  let gw: TestGateway
+  beforeAll(async () => {
+    gw = await startGateway({ plugins: [{ use: 'builtin:rate-limit', config: { shadow: true } }] })
+    await gw.admin('POST', '/providers', { name: 'fake', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
+    await gw.admin('POST', '/models', { name: 'm', targets: [{ provider: 'fake', model: 'gpt-4o' }] })
+  })
+  afterAll(() => gw.close())
+
+  const key = async (policy: Record<string, unknown>) => (await gw.admin('POST', '/keys', { name: `k${Math.random()}`, ...policy })).key as string
+  /** The would-limit counter's series on /metrics, as `{labels} value` lines. */
+  const wouldLimit = async () =>
+    (await (await fetch(`${gw.origin}/metrics`)).text())
+      .split('\n')
+      .filter((l) => l.startsWith('conduit_rate_limit_would_limit_total{'))
+      .map((l) => l.slice('conduit_rate_limit_would_limit_total'.length))
+
+  test('2×L requests: not one 429, all reach the upstream; the L enforcement would refuse are counted and marked', async () => {
+    const LIMIT = 60
+    const k = await key({ rpm: LIMIT })
+    const before = fake.requests.length
+    const responses = await Promise.all(Array.from({ length: 2 * LIMIT }, () => send(gw.baseURL, k)))
+    expect(responses.filter((r) => r.status !== 200).map((r) => r.status)).toEqual([])
+    expect(fake.requests.length - before).toBe(2 * LIMIT)
+    expect(responses.filter((r) => r.headers.get('x-ratelimit-shadow') === 'would-limit').length).toBe(LIMIT)
+    expect(await wouldLimit()).toEqual([`{rule="rpm",scope="key"} ${LIMIT}`])
+
+    // A request let through took nothing, as a refused one would not have: one per second comes back as usual.
+    await Bun.sleep(1100)
+    const next = await send(gw.baseURL, k)
+    expect(next.status).toBe(200)
+    expect(next.headers.get('x-ratelimit-shadow')).toBeNull()
+  })
+
+  /*
+   * Not max_parallel in one process: the core counts a key's requests against it before the body is read (a
+   * slow upload must not escape it) and refuses on its own, shadow or not (pipeline.ts, holdConnection).
+   */
+  test('a model’s own limit, and a request that could never fit its token limit: let through and counted too', async () => {
+    await gw.admin('POST', '/models', { name: 'capped', targets: [{ provider: 'fake', model: 'gpt-4o' }], limits: { rpm: 1 } })
+    const [free, small] = await Promise.all([key({}), key({ tpm: 100 })])
+    const asked: [string, Record<string, unknown>][] = [
+      [free, chatBody('capped')],
+      [free, chatBody('capped')],
+      [small, { ...chatBody(), max_tokens: 500 }],
+    ]
+    const statuses = []
+    for (const [k, body] of asked) {
+      const res = await send(gw.baseURL, k, '/chat/completions', body)
+      statuses.push(`${res.status} ${res.headers.get('x-ratelimit-shadow')}`)
+    }
+    expect(statuses).toEqual(['200 null', '200 would-limit', '200 would-limit'])
+    expect((await wouldLimit()).sort()).toEqual(['{rule="rpm",scope="key"} 60', '{rule="rpm",scope="model"} 1', '{rule="tpm",scope="key"} 1'])
+  })
+
+  test('with several workers, /metrics sums the counter over them; plugins cannot take the gateway’s own names', () => {
+    const workers = [new Metrics(), new Metrics()]
+    const counters = workers.map((m) => m.counter({ name: 'conduit_rate_limit_would_limit_total', help: 'h', labelNames: ['rule', 'scope'] }))
+    counters[0]!.inc({ rule: 'rpm', scope: 'key' }, 2)
+    counters[1]!.inc({ rule: 'rpm', scope: 'key' })
+    counters[1]!.inc({ rule: 'tpm', scope: 'model' })
+    const text = Metrics.render(Metrics.merge(workers.map((m) => m.snapshot())), 2)
+    expect(text).toContain('# TYPE conduit_rate_limit_would_limit_total counter\n')
+    expect(text).toContain('conduit_rate_limit_would_limit_total{rule="rpm",scope="key"} 3\n')
+    expect(text).toContain('conduit_rate_limit_would_limit_total{rule="tpm",scope="model"} 1\n')
+    expect(() => workers[0]!.counter({ name: 'conduit_requests_total', help: 'h' })).toThrow()
+    expect(() => workers[0]!.counter({ name: 'conduit_rate_limit_would_limit_total', help: 'h', labelNames: ['rule'] })).toThrow()
   })
 })

@@ -1,4 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import Redis from 'ioredis'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts'
@@ -8,7 +11,7 @@ import { createTestDatabase } from '../helpers/postgres.ts'
 /**
  * Three gateway processes sharing one PostgreSQL database and the machine's Redis: limits and budgets hold
  * exactly across them, revocations reach all of them, and a Redis outage costs no request more than the
- * command timeout.
+ * command timeout while each instance keeps a third of every limit.
  */
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
 let fake: FakeOpenAI
@@ -16,7 +19,8 @@ let database: Awaited<ReturnType<typeof createTestDatabase>>
 let instances: Instance[]
 /** Between the gateways and Redis, so a test can make Redis vanish and come back. */
 let relay: FaultProxy
-
+/** Holds the gateways' config file. */
+let configDir: string
 
 const REDIS_TIMEOUT_MS = 250
 /** USD per million tokens, i.e. micro-dollars per token: 10 makes every token cost 10 µ$. */
@@ -29,7 +33,16 @@ beforeAll(async () => {
   relay = await startFaultProxy({ hostname: redis.hostname, port: Number(redis.port || 6379) })
   // The default 50 ms command timeout also trips on event-loop lag, and three gateways, the fake and this
   // runner share two cores here: limits would fail open under the bursts below. Redis itself answers in < 1 ms.
-  instances = await startInstances(3, { DATABASE_URL: database.url, REDIS_URL: relay.url('', 'redis'), CONDUIT_REDIS_TIMEOUT_MS: String(REDIS_TIMEOUT_MS) })
+  // Three instances, and they are told so: while Redis is down each keeps a third of every limit.
+  configDir = mkdtempSync(path.join(tmpdir(), 'conduit-limits-'))
+  const config = path.join(configDir, 'conduit.json')
+  writeFileSync(config, JSON.stringify({ plugins: [{ use: 'builtin:rate-limit', config: { instances: 3 } }] }))
+  instances = await startInstances(3, {
+    DATABASE_URL: database.url,
+    REDIS_URL: relay.url('', 'redis'),
+    CONDUIT_REDIS_TIMEOUT_MS: String(REDIS_TIMEOUT_MS),
+    CONDUIT_CONFIG: config,
+  })
   const [a] = instances
   await a!.admin('POST', '/providers', { name: 'fake', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
   await a!.admin('POST', '/models', { name: 'm', targets: [{ provider: 'fake', model: 'gpt-4o', price: PRICE }] })
@@ -42,6 +55,7 @@ afterAll(async () => {
   relay.stop()
   await fake.stop()
   await database.drop()
+  rmSync(configDir, { recursive: true, force: true })
 }, 30_000)
 
 /** Ids of the keys this file created: the Redis hygiene check looks at their state only. */
@@ -77,13 +91,46 @@ async function fire(total: number, clients: number, send: (i: number) => Promise
 }
 
 describe('exact across three instances', () => {
-  test('1,000 attempts from 60 clients against a limit of 100 per day: exactly 100 admitted', async () => {
+  test('1,000 attempts from 60 clients against a limit of 100 per day: exactly 100 admitted; every 429 says when to retry', async () => {
     const { key: k } = await key({ rpd: 100 })
     const before = fake.requests.length
-    const statuses = await fire(1000, 60, (i) => chat(i, k))
+    const retryAfters: (string | null)[] = []
+    const started = performance.now()
+    const statuses = await fire(1000, 60, async (i) => {
+      const res = await chat(i, k)
+      if (res.status === 429) retryAfters.push(res.headers.get('retry-after'))
+      return res
+    })
+    const runSeconds = (performance.now() - started) / 1000
     expect(statuses.filter((s) => s === 200).length).toBe(100)
     expect(statuses.filter((s) => s === 429).length).toBe(900)
     expect(fake.requests.length - before).toBe(100)
+
+    // RL4 on all 900: an integer number of seconds in [1, P], and the true wait. 100 per day frees one request
+    // 864 s after the first admission, so each says 864 s less the time the run had taken when it was refused.
+    const DAY_S = 86_400
+    expect(retryAfters.filter((v) => !/^[0-9]+$/.test(v ?? '') || Number(v) < 1 || Number(v) > DAY_S)).toEqual([])
+    const waits = retryAfters.map(Number)
+    expect(Math.max(...waits)).toBeLessThanOrEqual(DAY_S / 100)
+    expect(Math.min(...waits)).toBeGreaterThanOrEqual(DAY_S / 100 - Math.ceil(runSeconds))
+  }, 30_000)
+
+  // RL4's second half. At 100 per day the wait is 14 minutes; at 20 per minute it is at most 3 s.
+  test('a request made after a 429’s Retry-After succeeds, on any instance', async () => {
+    const { key: k } = await key({ rpm: 20 })
+    const retryAfters: (string | null)[] = []
+    const statuses = await fire(60, 20, async (i) => {
+      const res = await chat(i, k)
+      if (res.status === 429) retryAfters.push(res.headers.get('retry-after'))
+      return res
+    })
+    expect(statuses.filter((s) => s === 429).length).toBe(retryAfters.length)
+    expect(retryAfters.length).toBeGreaterThanOrEqual(30)
+    expect(retryAfters.filter((v) => !/^[0-9]+$/.test(v ?? '') || Number(v) < 1 || Number(v) > 60)).toEqual([])
+    const wait = Number(retryAfters.at(-1))
+    expect(wait).toBeLessThanOrEqual(3)
+    await Bun.sleep(wait * 1000)
+    expect((await chat(1, k)).status).toBe(200)
   }, 30_000)
 
   test('tokens reserved across instances never exceed the limit; refunds restore capacity', async () => {
@@ -132,11 +179,16 @@ describe('exact across three instances', () => {
       if (res.status === 429) refusals.push({ headers: res.headers, body: await res.clone().json() })
       return res
     }
-    // All at once, then 20 clients, then one at a time until the money is gone.
+    // All at once, then 20 clients, then one at a time until the money is gone. A request settles just after its
+    // response (onLog never delays the client): the next one, on another instance, may still see its hold, so
+    // the money is gone when a refusal holds again 100 ms later.
     const burst = await fire(300, 300, send)
     const rest = await fire(300, 20, send)
     const last: number[] = []
-    while (last.at(-1) !== 429) last.push((await send(last.length)).status)
+    while (last.at(-1) !== 429 || last.at(-2) !== 429) {
+      if (last.at(-1) === 429) await Bun.sleep(100)
+      last.push((await send(last.length)).status)
+    }
     const statuses = [...burst, ...rest, ...last]
     const admitted = statuses.filter((s) => s === 200).length
     expect(burst.filter((s) => s === 200).length).toBeGreaterThan(0)
@@ -209,6 +261,32 @@ describe('Redis outage', () => {
     relay.refuse()
     await degradedRun(k)
     relay.restore()
+    await exactAgain(k)
+  }, 30_000)
+
+  // RL10's bound: per instance ≤ L/N + 1. Without `instances: 3` each would admit the whole limit (3 × L in all).
+  test('Redis stopped: each of the three instances admits its third of the limit, ⌈L/3⌉, on its own', async () => {
+    const LIMIT = 30
+    const { key: k } = await key({ rpd: LIMIT })
+    expect((await chat(0, k)).headers.get('x-ratelimit-degraded')).toBeNull()
+    relay.refuse()
+    const admitted = [0, 0, 0]
+    const oddities: string[] = []
+    try {
+      await fire(150, 15, async (i) => {
+        const res = await chat(i, k)
+        if (res.status === 200) admitted[i % 3]!++
+        else if (res.status !== 429) oddities.push(`status ${res.status}`)
+        if (res.headers.get('x-ratelimit-degraded') !== 'true') oddities.push('not marked degraded')
+        const limit = res.headers.get('x-ratelimit-limit-requests')
+        if (limit !== String(LIMIT / 3)) oddities.push(`limit ${limit}`)
+        return res
+      })
+    } finally {
+      relay.restore()
+    }
+    expect(oddities).toEqual([])
+    expect(admitted).toEqual([LIMIT / 3, LIMIT / 3, LIMIT / 3])
     await exactAgain(k)
   }, 30_000)
 

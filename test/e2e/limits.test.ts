@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { estimatePromptTokens } from '../../src/plugin-sdk/tokens.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { validateSchema } from '../helpers/openapi.ts'
@@ -26,6 +27,8 @@ const chat = (apiKey: string, content = 'hi', extra: Record<string, unknown> = {
     body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content }], ...extra }),
     signal,
   })
+/** What the limiter reserves for a chat prompt (its own estimate, ⌈JSON characters / 4⌉), so a test can be exact. */
+const promptEstimate = (content = 'hi') => estimatePromptTokens({ messages: [{ role: 'user', content }] })
 
 describe('requests per minute', () => {
   test('exactly the limit is admitted under concurrency; refusals are 429 with a true Retry-After', async () => {
@@ -85,6 +88,39 @@ describe('tokens per minute', () => {
     expect(second.filter((r) => r.status === 200).length).toBe(4)
   })
 
+  /*
+   * RL6. The row: L = 10,000, each request reserves 600 and uses 200; afterwards remaining = L − Σ actual (±1).
+   * Here L = 300, so the bucket refills one token per 200 ms: slow next to this test, and the refill that did
+   * happen is bounded by the time measured around it (the in-process limiter runs on this same clock).
+   */
+  test('RL6: after reconciliation, remaining = L − Σ actual usage; exactly that much is admitted next', async () => {
+    const LIMIT = 300
+    const TOKEN_MS = 60_000 / LIMIT
+    const k = await key({ tpm: LIMIT })
+    const started = performance.now()
+    const refilled = () => Math.floor((performance.now() - started) / TOKEN_MS)
+    // Each reserves the prompt estimate + 50; the fake uses a few tokens of prompt and ~14 of completion.
+    const done = await Promise.all(Array.from({ length: 4 }, () => chat(k, 'hi', { max_tokens: 50 })))
+    expect(done.map((r) => r.status)).toEqual([200, 200, 200, 200])
+    const actual = (await Promise.all(done.map(async (r) => ((await r.json()) as any).usage.total_tokens as number))).reduce((a, b) => a + b)
+    const reserved = 4 * (promptEstimate() + 50)
+    expect(actual).toBeLessThan(reserved / 2)
+
+    // One that cannot fit is refused and reports what is left, not counting its own reservation.
+    const probe = await chat(k, 'hi', { max_tokens: LIMIT - promptEstimate() })
+    expect(probe.status).toBe(429)
+    const remaining = Number(probe.headers.get('x-ratelimit-remaining-tokens'))
+    const refill = refilled()
+    expect(remaining).toBeGreaterThanOrEqual(LIMIT - actual)
+    expect(remaining).toBeLessThanOrEqual(LIMIT - actual + refill)
+
+    // A request reserving exactly that is admitted and leaves nothing (but what refilled since).
+    const fits = await chat(k, 'hi', { max_tokens: remaining - promptEstimate() })
+    expect(fits.status).toBe(200)
+    expect(Number(fits.headers.get('x-ratelimit-remaining-tokens'))).toBeLessThanOrEqual(refilled())
+    console.log(`RL6: L ${LIMIT}, reserved ${reserved}, used ${actual}, remaining ${remaining} (refill allowance ${refill})`)
+  })
+
   test('a prompt larger than the whole limit is a clear 400, not a 429 that can never succeed', async () => {
     const k = await key({ tpm: 50 })
     const before = fake.requests.length
@@ -118,7 +154,7 @@ describe('tokens per minute', () => {
     // default (256), which never refuses: it is capped to the limit.
     const fits = await chat(k, 'hi', { max_tokens: 900 })
     expect(fits.status).toBe(200)
-    expect(Number(fits.headers.get('x-ratelimit-remaining-tokens'))).toBeGreaterThan(1000 - 900 - 20)
+    expect(Number(fits.headers.get('x-ratelimit-remaining-tokens'))).toBe(1000 - 900 - promptEstimate())
     const small = await key({ tpm: 100 })
     expect((await chat(small, 'hi')).status).toBe(200)
   })
@@ -138,9 +174,9 @@ describe('tokens per minute', () => {
     expect(error.message).toContain("the model 'tpm-model'")
     expect(error.message).toContain('500')
     expect(fake.requests.length).toBe(before)
-    // The key's own limit admitted ~1,010 tokens before the model refused: they came back.
+    // The key's own limit admitted 1,000 tokens and the prompt's before the model refused: they all came back.
     const next = await chat(k, 'hi', { max_tokens: 10 })
-    expect(Number(next.headers.get('x-ratelimit-remaining-tokens'))).toBeGreaterThan(10_000 - 10 - 20)
+    expect(Number(next.headers.get('x-ratelimit-remaining-tokens'))).toBe(10_000 - 10 - promptEstimate())
   })
 })
 
