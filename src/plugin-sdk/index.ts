@@ -4,6 +4,7 @@
  */
 export { Type as t } from '@sinclair/typebox'
 export type { Static, TSchema } from '@sinclair/typebox'
+export { within } from './deadline.ts'
 export { GatewayError, badRequest, type ErrorBody, type GatewayErrorOptions } from './errors.ts'
 export { openAICompatible, parseOpenAIError, singleChoice, type OpenAICompatibleOptions, type ParamAction, type ParamPolicy } from './openai-compatible.ts'
 export { estimatePromptTokens, estimateTokens } from './tokens.ts'

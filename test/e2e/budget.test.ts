@@ -174,14 +174,24 @@ describe('restarts and Redis', () => {
     }
   })
 
-  describe('Redis gone', () => {
+  /*
+   * BU9. The row: counter store down, flag on → 100% 503 in < 200 ms and 0 upstream calls; flag off → served,
+   * marked. The header is `x-conduit-budget-degraded` here. Down means refused connections, or connected and
+   * silent (hung): the failing-closed instance is given a 100 ms Redis timeout so that 200 ms is twice it.
+   */
+  describe('BU9: Redis gone', () => {
+    const ROUND = 20
+    const BOUND_MS = 200
     let proxy: FaultProxy
     let open: TestGateway
     let closed: TestGateway
     beforeAll(async () => {
       proxy = await startFaultProxy({ hostname: REDIS_URL.hostname, port: Number(REDIS_URL.port || 6379) })
       open = await startGateway({ redisURL: proxy.url('', 'redis') })
-      closed = await startGateway({ redisURL: proxy.url('', 'redis'), plugins: [{ use: 'builtin:budget', config: { failClosed: true } }] })
+      closed = await startGateway({
+        redisURL: proxy.url('', 'redis'),
+        plugins: [{ use: 'builtin:budget', config: { failClosed: true, redisTimeoutMs: 100 } }],
+      })
       for (const gw of [open, closed]) await setUp(gw)
     })
     afterAll(async () => {
@@ -190,25 +200,70 @@ describe('restarts and Redis', () => {
       proxy.stop()
     })
 
-    test('by default the instance keeps the budget alone (marked degraded); failClosed refuses with 503', async () => {
-      const a = await newKey(open, 1)
-      const b = await newKey(closed, 1)
-      const healthy = await chat(open, a.key, 'hi', { max_tokens: 3 })
-      expect(healthy.status).toBe(200)
-      expect(healthy.headers.get('x-conduit-budget-degraded')).toBeNull()
-      proxy.refuse()
-      try {
+    /** ROUND budgeted requests at once to each instance, timed; the upstream's request count around them. */
+    const round = async (a: string, b: string) => {
+      const timed = async (gw: TestGateway, key: string) => {
         const started = performance.now()
-        const degraded = await chat(open, a.key, 'hi', { max_tokens: 3 })
-        expect(degraded.status).toBe(200)
-        expect(degraded.headers.get('x-conduit-budget-degraded')).toBe('true')
-        const refused = await chat(closed, b.key, 'hi', { max_tokens: 3 })
-        expect(refused.status).toBe(503)
-        expect(((await refused.json()) as any).error.code).toBe('budget_unavailable')
-        expect(performance.now() - started).toBeLessThan(1000)
+        const res = await chat(gw, key, 'hi', { max_tokens: 3 })
+        // A key with only a budget has no rate limit to be degraded about.
+        const degraded = `${res.headers.get('x-conduit-budget-degraded')} ${res.headers.get('x-ratelimit-degraded')}`
+        return { ms: performance.now() - started, status: res.status, degraded, body: (await res.json()) as any }
+      }
+      const before = fake.requests.length
+      const refused = await Promise.all(Array.from({ length: ROUND }, () => timed(closed, b)))
+      const upstreamForClosed = fake.requests.length - before
+      const served = await Promise.all(Array.from({ length: ROUND }, () => timed(open, a)))
+      return { refused, served, upstreamForClosed, upstreamForOpen: fake.requests.length - before - upstreamForClosed }
+    }
+    const healthy = async (a: string, b: string) => {
+      for (const [gw, key] of [[open, a], [closed, b]] as const) {
+        const res = await chat(gw, key, 'hi', { max_tokens: 3 })
+        expect(`${res.status} ${res.headers.get('x-conduit-budget-degraded')}`).toBe('200 null')
+      }
+    }
+    const check = ({ refused, served, upstreamForClosed, upstreamForOpen }: Awaited<ReturnType<typeof round>>) => {
+      expect(upstreamForClosed).toBe(0)
+      expect(refused.filter((r) => r.status !== 503).map((r) => r.status)).toEqual([])
+      for (const { body } of refused) {
+        validateSchema('ErrorResponse', body)
+        expect(body.error.code).toBe('budget_unavailable')
+      }
+      const slowest = Math.max(...refused.map((r) => r.ms))
+      expect(slowest).toBeLessThan(BOUND_MS)
+      expect(served.map((r) => `${r.status} ${r.degraded}`)).toEqual(Array(ROUND).fill('200 true null'))
+      expect(upstreamForOpen).toBe(ROUND)
+      return slowest
+    }
+
+    test('refusing connections: failClosed answers every budgeted request 503 at once, none sent; by default all served, marked', async () => {
+      const [a, b] = [await newKey(open, 1), await newKey(closed, 1)]
+      await healthy(a.key, b.key)
+      proxy.refuse()
+      let slowest: number
+      try {
+        slowest = check(await round(a.key, b.key))
       } finally {
         proxy.restore()
       }
+      console.log(`BU9 (refused): ${ROUND} × 503, slowest ${slowest.toFixed(1)} ms`)
+    })
+
+    test('hung (connected, silent): the same, within twice the budget store timeout', async () => {
+      const [a, b] = [await newKey(open, 1), await newKey(closed, 1)]
+      // Served again once the 1 s bypass after the last test's outage is over.
+      await Bun.sleep(1100)
+      await healthy(a.key, b.key)
+      proxy.fault = { kind: 'stall', afterBytes: 0 }
+      let slowest: number
+      try {
+        slowest = check(await round(a.key, b.key))
+      } finally {
+        // A hung Redis that recovers drops its connections; the gateways reconnect.
+        proxy.fault = { kind: 'pass' }
+        proxy.refuse()
+        proxy.restore()
+      }
+      console.log(`BU9 (hung): ${ROUND} × 503, slowest ${slowest.toFixed(1)} ms`)
     })
   })
 })

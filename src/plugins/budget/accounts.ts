@@ -1,5 +1,5 @@
 import type Redis from 'ioredis'
-import type { Budget } from '../../plugin-sdk/index.ts'
+import { within, type Budget } from '../../plugin-sdk/index.ts'
 
 /** One key's spending in one budget period. */
 export interface Account {
@@ -132,7 +132,11 @@ export class RedisAccounts implements Accounts {
   private readonly held = new Map<string, { key: string; member: string }>()
   private readonly renewer: Timer
 
-  constructor(redis: Redis) {
+  /** `timeoutMs`: how long a reservation may wait for Redis, counted from its own ask (see `within`). */
+  constructor(
+    redis: Redis,
+    private readonly timeoutMs: number,
+  ) {
     redis.defineCommand('conduitBudgetReserve', { numberOfKeys: 2, lua: RESERVE })
     redis.defineCommand('conduitBudgetLoad', { numberOfKeys: 1, lua: LOAD })
     redis.defineCommand('conduitBudgetSettle', { numberOfKeys: 2, lua: SETTLE })
@@ -145,7 +149,14 @@ export class RedisAccounts implements Accounts {
   async reserve(account: Account, limitMicros: number, cost: number, hold: string): Promise<Reservation | null> {
     const key = accountKey(account)
     const member = holdMember(hold, cost)
-    const [status, left] = await this.redis.conduitBudgetReserve(key, `${key}:holds`, limitMicros, cost, member, HOLD_TTL_MS)
+    const reply = this.redis.conduitBudgetReserve(key, `${key}:holds`, limitMicros, cost, member, HOLD_TTL_MS)
+    const answer = await within(reply, this.timeoutMs)
+    if (!answer) {
+      // Given up on: if Redis reserved after all, give the hold back.
+      reply.then(([status]) => (status === 1 ? this.settle(account, hold, cost, 0) : undefined)).catch(() => {})
+      throw new Error(`Redis did not answer the budget reservation within ${this.timeoutMs} ms`)
+    }
+    const [status, left] = answer
     if (status === -1) return null
     if (status === 1) this.held.set(hold, { key: `${key}:holds`, member })
     return { ok: status === 1, left }

@@ -56,7 +56,7 @@ export default definePlugin({
     const local = new LocalAccounts()
     const redis = api.redis?.duplicate({ commandTimeout: api.config.redisTimeoutMs })
     redis?.on('error', () => {}) // outages are reported once by the shared connection
-    const shared = redis ? new RedisAccounts(redis) : null
+    const shared = redis ? new RedisAccounts(redis, api.config.redisTimeoutMs) : null
     const holds = new WeakMap<RequestContext, Hold>()
     /** After a Redis failure, requests skip it for a while instead of each paying the timeout again. */
     let sharedDownUntil = 0

@@ -1,4 +1,5 @@
 import type Redis from 'ioredis'
+import { within } from '../../plugin-sdk/index.ts'
 import { Gcra, type Check, type Decision } from './gcra.ts'
 
 /** One of `max` concurrency slots, held under a lease id until released (or, in Redis, until it expires). */
@@ -133,16 +134,6 @@ type Scripted = Redis & {
   conduitRenew(key: string, ...args: (string | number)[]): Promise<number>
 }
 
-/** The promise's value, or null if it takes longer than `ms`. */
-async function within<T>(promise: Promise<T>, ms: number): Promise<T | null> {
-  let timer: Timer | undefined
-  try {
-    return await Promise.race([promise, new Promise<null>((resolve) => (timer = setTimeout(resolve, ms, null)))])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
 export class RedisLimits implements LimitsBackend {
   private readonly redis: Scripted
   /** Slots this process holds, renewed together on one timer. */
@@ -178,9 +169,7 @@ export class RedisLimits implements LimitsBackend {
       const slotTaken = out[4 * checks.length] === 1
       return { decisions, slotTaken, took: slotTaken && decisions.every((d) => d.allowed) }
     })
-    // ioredis's command timeout starts when a command is written, and auto-pipelining writes a connection's next
-    // batch only when the previous one has answered: behind a batch that hangs (a settlement sent as Redis
-    // stalled) an admission would wait up to twice the timeout. The deadline counts from this request's own ask.
+    // Behind a batch that hangs (a settlement sent as Redis stalled), ioredis's own timeout could double: see `within`.
     const timeoutMs = this.redis.options.commandTimeout
     const answer = timeoutMs ? await within(reply, timeoutMs) : await reply
     if (!answer) {
