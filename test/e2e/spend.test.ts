@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { SQL } from 'bun'
+import { estimatePromptTokens } from '../../src/plugin-sdk/tokens.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { startFaultProxy } from '../helpers/fault-proxy.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
@@ -82,27 +83,6 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       expect((await ledger()).length).toBe(before.length + 5)
     })
 
-    test('a stream the client aborts is billed within 2 s for its input and what it received', async () => {
-      const controller = new AbortController()
-      const res = await chat('list', 'slow-stream:100', { stream: true }, controller.signal)
-      const id = res.headers.get('x-request-id')!
-      const reader = res.body!.getReader()
-      await reader.read()
-      await reader.read()
-      controller.abort()
-      const deadline = Date.now() + 2000
-      let row: any
-      while (!row && Date.now() < deadline) {
-        row = (await ledger()).find((r) => r.request_id === id)
-        if (!row) await Bun.sleep(50)
-      }
-      expect(row).toBeDefined()
-      expect(Number(row.aborted)).toBe(1)
-      expect(row.prompt_tokens).toBeGreaterThan(0)
-      expect(row.completion_tokens).toBeGreaterThan(0)
-      expect(row.cost_micros).toBeGreaterThan(0)
-    })
-
     test('aborted before the first token: the input is still billed', async () => {
       const controller = new AbortController()
       const pending = chat('list', 'slow-first-byte:2000', { stream: true }, controller.signal).catch(() => null)
@@ -143,6 +123,69 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       expect(own.by_model).toEqual([expect.objectContaining({ model: 'list', requests: 1 })])
       const bad = await gw.adminRaw('GET', '/usage?from=yesterday')
       expect(bad.status).toBe(400)
+    })
+
+    /*
+     * BU4. The row: the mock streams 100 tokens 20 ms apart and the client leaves after 10. The fake's slow stream
+     * has 20 content chunks (one token each) after its role chunk; the client leaves after reading 10 of them.
+     * Like OpenAI, the fake reports usage only in its last chunk, which an aborted stream never reaches: the row's
+     * "prompt = the mock's prompt" becomes the gateway's own prompt estimate, and the row says it was estimated.
+     * Last in this block: its key would change the usage report's totals above.
+     */
+    test('BU4: a stream aborted after 10 tokens: one row within 2 s, its prompt and 10–12 tokens; the budget hold settles to it', async () => {
+      const BUDGET_MICROS = 1_000_000
+      const budgeted = await gw.admin('POST', '/keys', { name: 'bu4', budget: { usd: BUDGET_MICROS / 1e6, period: 'total' } })
+      const send = (content: string, extra: Record<string, unknown>, signal?: AbortSignal) =>
+        fetch(`${gw.baseURL}/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${budgeted.key}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'list', messages: [{ role: 'user', content }], ...extra }),
+          signal,
+        })
+      const controller = new AbortController()
+      const content = 'slow-stream:20'
+      const res = await send(content, { stream: true }, controller.signal)
+      const id = res.headers.get('x-request-id')!
+      const reader = res.body!.getReader()
+      const decoder = new TextDecoder()
+      let buffered = ''
+      let tokens = 0
+      while (tokens < 10) {
+        const { value, done } = await reader.read()
+        if (done) break
+        buffered += decoder.decode(value, { stream: true })
+        const events = buffered.split('\n\n')
+        buffered = events.pop()!
+        for (const event of events) if (event.startsWith('data: {') && JSON.parse(event.slice(6)).choices[0]?.delta?.content) tokens++
+      }
+      controller.abort()
+      const aborted = performance.now()
+      expect(tokens).toBe(10)
+
+      let rows: any[] = []
+      while (rows.length === 0 && performance.now() - aborted < 2000) {
+        rows = (await ledger()).filter((r) => r.request_id === id)
+        if (rows.length === 0) await Bun.sleep(20)
+      }
+      const billedAfterMs = performance.now() - aborted
+      expect(rows.length).toBe(1)
+      const [row] = rows
+      expect(Number(row.aborted)).toBe(1)
+      expect(Number(row.estimated)).toBe(1)
+      expect(row.prompt_tokens).toBe(estimatePromptTokens({ messages: [{ role: 'user', content }] }))
+      expect(row.completion_tokens).toBeGreaterThanOrEqual(tokens)
+      expect(row.completion_tokens).toBeLessThanOrEqual(tokens + 2)
+      // gpt-4o's list price: 2.5 µ$ per prompt token, 10 µ$ per completion token.
+      expect(row.cost_micros).toBe(Math.ceil(row.prompt_tokens * 2.5 + row.completion_tokens * 10))
+
+      // The hold (its prompt's bytes and 4,096 tokens at the dearest price) was settled to exactly that cost:
+      // what a probe sees left is the budget, less the row, less the probe's own worst case.
+      const probe = await send('hi', { max_tokens: 1 })
+      expect(probe.status).toBe(200)
+      const probeWorst = Math.ceil(JSON.stringify([{ role: 'user', content: 'hi' }]).length * 2.5 + 1 * 10)
+      expect(Math.round(Number(probe.headers.get('x-conduit-budget-remaining-usd')) * 1e6)).toBe(BUDGET_MICROS - row.cost_micros - probeWorst)
+      const billed = `${row.prompt_tokens} + ${row.completion_tokens} tokens, ${row.cost_micros} µ$`
+      console.log(`BU4 (${engine}): billed ${billedAfterMs.toFixed(0)} ms after the abort: ${billed}`)
     })
   })
 }
