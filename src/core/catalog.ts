@@ -1,3 +1,4 @@
+import { within } from '../plugin-sdk/deadline.ts'
 import { GatewayError } from '../plugin-sdk/errors.ts'
 import type { Logger, Price, ProviderConfig, VirtualModel } from '../plugin-sdk/types.ts'
 import { listPrice } from '../pricing/prices.ts'
@@ -7,6 +8,8 @@ import { setSecrets } from '../services/known-secrets.ts'
 
 const REFRESH_MS = 30_000
 const RETRY_MS = 1_000
+/** Requests wait for a pending reload: from a database that accepts and never answers, at most this long. */
+const LOAD_TIMEOUT_MS = 2_000
 
 /**
  * Models and providers, held in memory with secrets decrypted (both tables are small and read on every
@@ -51,7 +54,9 @@ export class Catalog {
     this.stale = false
     let models, providers
     try {
-      ;[models, providers] = await Promise.all([this.store.listModels(), this.store.listProviders()])
+      const tables = await within(Promise.all([this.store.listModels(), this.store.listProviders()]), LOAD_TIMEOUT_MS)
+      if (!tables) throw new Error(`no answer from the store in ${LOAD_TIMEOUT_MS} ms`)
+      ;[models, providers] = tables
     } catch (error) {
       if (!this.loaded) throw new GatewayError(503, 'The gateway cannot read its model catalog right now.', { code: 'store_unavailable' })
       // The store blipped: keep routing with what we have and try again shortly.
