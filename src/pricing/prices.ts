@@ -1,59 +1,83 @@
 /**
- * List prices of the built-in providers' common models, USD per million tokens. Versioned: a change of price
- * is a change of this file (and of PRICES_VERSION), reviewed like code. A model mapping may override the price
- * of one target (`targets[].price`), e.g. for negotiated rates or self-hosted models.
+ * List prices, USD per million tokens: the maintained catalog (catalog.generated.json, `bun run prices:refresh`)
+ * under our own overrides. A model mapping may still set the price of one target (`targets[].price`), e.g. for
+ * negotiated rates or self-hosted models; that wins over both.
  */
-export const PRICES_VERSION = '2026-11-01'
-
 import type { Price } from '../plugin-sdk/types.ts'
+import { catalogModel, priceAt, type Catalog, type CatalogModel, type DatedPrice } from './catalog.ts'
 export type { Price }
 
-/** By provider type, then model id; a dated id (`gpt-4o-2024-08-06`) falls back to its longest listed prefix. */
-export const PRICES: Record<string, Record<string, Price>> = {
-  openai: {
-    'gpt-4o': { input: 2.5, output: 10, cached_input: 1.25 },
-    'gpt-4o-mini': { input: 0.15, output: 0.6, cached_input: 0.075 },
-    'gpt-4.1': { input: 2, output: 8, cached_input: 0.5 },
-    'gpt-4.1-mini': { input: 0.4, output: 1.6, cached_input: 0.1 },
-    'gpt-4.1-nano': { input: 0.1, output: 0.4, cached_input: 0.025 },
-    'o4-mini': { input: 1.1, output: 4.4, cached_input: 0.275 },
-    'gpt-3.5-turbo': { input: 0.5, output: 1.5 },
-    'text-embedding-3-small': { input: 0.02, output: 0 },
-    'text-embedding-3-large': { input: 0.13, output: 0 },
+/**
+ * What the catalog lacks or gets wrong, by provider type then exact model id; each line says why. Reviewed like
+ * code: an entry the catalog has come to price correctly is deleted.
+ */
+export const OVERRIDES: Record<string, Record<string, Price>> = {
+  fireworks: {
+    // Not in the catalog; Fireworks' serverless price for models above 16B parameters.
+    'accounts/fireworks/models/llama-v3p3-70b-instruct': { input: 0.9, output: 0.9 },
   },
-  anthropic: {
-    'claude-opus-4': { input: 15, output: 75, cached_input: 1.5 },
-    'claude-sonnet-4': { input: 3, output: 15, cached_input: 0.3 },
-    'claude-haiku-4': { input: 1, output: 5, cached_input: 0.1 },
-    'claude-3-5-haiku': { input: 0.8, output: 4, cached_input: 0.08 },
-  },
-  groq: {
-    'llama-3.3-70b-versatile': { input: 0.59, output: 0.79 },
-    'llama-3.1-8b-instant': { input: 0.05, output: 0.08 },
-  },
-  mistral: {
-    'mistral-large': { input: 2, output: 6 },
-    'mistral-small': { input: 0.2, output: 0.6 },
-    'mistral-embed': { input: 0.1, output: 0 },
-  },
-  deepseek: {
-    'deepseek-chat': { input: 0.27, output: 1.1, cached_input: 0.07 },
-    'deepseek-reasoner': { input: 0.55, output: 2.19, cached_input: 0.14 },
-  },
-  xai: { 'grok-3': { input: 3, output: 15 }, 'grok-3-mini': { input: 0.3, output: 0.5 } },
-  cerebras: { 'llama-3.3-70b': { input: 0.85, output: 1.2 } },
-  together: { 'meta-llama/Llama-3.3-70B-Instruct-Turbo': { input: 0.88, output: 0.88 } },
-  fireworks: { 'accounts/fireworks/models/llama-v3p3-70b-instruct': { input: 0.9, output: 0.9 } },
 }
 
-/** The price of a provider's model, or null when nobody set one (the request is still recorded, at cost 0). */
-export function listPrice(providerType: string, model: string): Price | null {
-  const table = PRICES[providerType]
-  if (!table) return null
-  if (table[model]) return table[model]
-  let best: string | null = null
-  for (const id in table) if (model.startsWith(id) && (best === null || id.length > best.length)) best = id
-  return best ? table[best]! : null
+/** The catalog's entries per provider type. */
+type Providers = Record<string, CatalogModel[] | undefined>
+
+/** A model's date suffix, `-2024-08-06` or `-20240806`. */
+const DATE_SUFFIX = /-(20\d\d)-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])$/
+
+/** The id, the same with its date written the other way, then without it: `gpt-4o-20240806` → …-2024-08-06 → gpt-4o. */
+function variants(model: string): string[] {
+  const date = DATE_SUFFIX.exec(model)
+  if (!date) return [model]
+  const [suffix, year, month, day] = date
+  const base = model.slice(0, -suffix.length)
+  const other = suffix.length === 9 ? `${base}-${year}-${month}-${day}` : `${base}-${year}${month}${day}`
+  return [model, other, base]
+}
+
+/** Lookups by provider type and model, memoised: a target's price is asked for on every request it serves. */
+export class PriceList {
+  private readonly found = new Map<string, Map<string, Price | DatedPrice[] | null>>()
+  private providers: Providers | undefined
+
+  constructor(
+    private readonly overrides: Record<string, Record<string, Price>>,
+    private readonly load: () => Providers,
+  ) {}
+
+  /**
+   * The price of a provider's model at `at`, or null when nobody set one: the override, else the catalog, for the
+   * id, then its dated/undated variants. Never a price from another provider type.
+   */
+  price(providerType: string, model: string, at?: number): Price | null {
+    let byModel = this.found.get(providerType)
+    if (!byModel) this.found.set(providerType, (byModel = new Map()))
+    let found = byModel.get(model)
+    if (found === undefined) {
+      found = this.resolve(providerType, model)
+      if (byModel.size >= 10_000) byModel.clear() // ids come from configured targets; this only bounds the odd churn
+      byModel.set(model, found)
+    }
+    return found && priceAt(found, at)
+  }
+
+  private resolve(providerType: string, model: string): Price | DatedPrice[] | null {
+    const overrides = this.overrides[providerType]
+    const catalog = (this.providers ??= this.load())[providerType]
+    for (const id of variants(model)) {
+      const price = overrides?.[id] ?? catalogModel(catalog, id)?.price
+      if (price) return price
+    }
+    return null
+  }
+}
+
+// The catalog is parsed on the first lookup (require is synchronous and embedded by the build): a process that
+// prices nothing never holds it.
+const prices = new PriceList(OVERRIDES, () => (require('./catalog.generated.json') as Catalog).providers)
+
+/** The price of a provider's model (at `at`, for prices that change by date or hour), or null when nobody set one. */
+export function listPrice(providerType: string, model: string, at?: number): Price | null {
+  return prices.price(providerType, model, at)
 }
 
 /**
