@@ -206,6 +206,19 @@ export async function startMock(): Promise<{ process: ManagedProcess; url: strin
   return { process, url: match }
 }
 
+/**
+ * A private redis-server on a free port for the governed arm: `INFO commandstats` and `INFO cpu` then count
+ * that arm's commands alone, not those of whatever else uses the machine's Redis.
+ */
+export async function startRedis(): Promise<{ process: ManagedProcess; url: string }> {
+  const port = freePort()
+  const { process } = await ManagedProcess.start('redis', ['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    env: baseEnv({}),
+    ready: /Ready to accept connections/,
+  })
+  return { process, url: `redis://127.0.0.1:${port}` }
+}
+
 export function directArm(mockURL: string): Arm {
   return { name: 'direct', kind: 'direct', baseURL: mockURL, headers: {}, process: null, streams: true, notes: [] }
 }

@@ -11,11 +11,12 @@ import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
-import { directArm, preflight, startConduit, startFloor, startMock, startPortkey, stopAll, type Arm, type ProcessDiagnostics } from './arms.ts'
+import { directArm, preflight, startConduit, startFloor, startMock, startPortkey, startRedis, stopAll, type Arm, type ProcessDiagnostics } from './arms.ts'
 import type { MockTiming } from './mock-upstream.ts'
 import { checkTargets, renderMarkdown, type ArmInfo, type BenchResults } from './report.ts'
 import { runLatency } from './scenarios/latency.ts'
 import { runMemory } from './scenarios/memory.ts'
+import { runRedisCost } from './scenarios/redis-cost.ts'
 import { runSoak } from './scenarios/soak.ts'
 import { runSse } from './scenarios/sse.ts'
 import { runStreams } from './scenarios/streams.ts'
@@ -30,7 +31,8 @@ const USAGE = `Usage: bun run bench [options]
   --long                  add the soak
   --portkey               add the Portkey arm (npm install into bench/.cache/ on first use)
   --limits                add two 1-worker arms whose key has rpm, tpm, max_parallel and a budget: limits kept
-                          in-process (conduit-w1-limits-local) and in Redis (conduit-w1-limits-redis, REDIS_URL)
+                          in-process (conduit-w1-limits-local) and in Redis (conduit-w1-limits-redis, a private
+                          redis-server), and measure the Redis cost per governed request (INFO commandstats)
   --workers 1,2           Conduit arms, by worker count (default 1,2)
   --duration S            seconds per throughput cell (default 4)
   --ladder 16,32,…        throughput concurrencies (default 16,32,64,128,256)
@@ -103,6 +105,8 @@ const notes: string[] = []
 const armInfos: ArmInfo[] = []
 const commands = new Map<string, string>()
 const foreignCores: Record<string, number> = {}
+/** The governed arm's Redis (--limits). */
+let governedRedis: string | undefined
 
 let interrupted = false
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
@@ -178,7 +182,12 @@ try {
   if (args.limits && needsGateways) {
     // The same key policy enforced in-process and in Redis: the difference is the price of sharing limits.
     const keyPolicy = { rpm: 100_000_000, tpm: 1_000_000_000, max_parallel: 100_000, budget: { usd: 1_000_000, period: 'monthly' } }
-    for (const [mode, redisURL] of [['local', undefined], ['redis', process.env.REDIS_URL ?? 'redis://127.0.0.1:6379']] as const) {
+    // A private Redis, so that its command statistics are this arm's alone.
+    governedRedis = await startRedis().then(
+      (r) => r.url,
+      (error) => (notes.push(`no private redis-server (${error}); the governed arm uses REDIS_URL, whose statistics others may share`), process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'),
+    )
+    for (const [mode, redisURL] of [['local', undefined], ['redis', governedRedis]] as const) {
       const arm = await startConduit({ workers: 1, mockURL: mock.url, timings: Object.values(timings), workDir, name: `conduit-w1-limits-${mode}`, redisURL, keyPolicy })
       commands.set(arm.name, `${redisURL ? `REDIS_URL=${redisURL} ` : ''}bun src/main.ts --workers 1 (key with rpm, tpm, max_parallel, budget)`)
       arms.push(arm)
@@ -220,6 +229,15 @@ try {
   const throughput = await scenario('throughput', () =>
     runThroughput(usable, { ladder: ints('ladder'), durationSec: int('duration'), warmupSec: 1, timing: timings.json, workDir, mockPid: mock.process.pid }, progress),
   )
+  const governed = usable.find((a) => a.name === 'conduit-w1-limits-redis')
+  let redisCost = null
+  if (governed && governedRedis && !interrupted) {
+    progress('── redis-cost')
+    redisCost = await runRedisCost(governed, { redisURL: governedRedis, requests: 1000, durationSec: int('duration'), timing: timings.json, workDir }, progress).catch((error) => {
+      notes.push(`redis-cost failed: ${error instanceof Error ? error.message : error}`)
+      return null
+    })
+  }
   const streamArms = streaming.filter((a) => a.kind !== 'portkey')
   const streams = await scenario('streams-1000', () => runStreams(streamArms, { count: int('streams'), timing: timings.streams }, progress))
   const memory = await scenario('memory', () =>
@@ -265,6 +283,7 @@ try {
     streams,
     memory,
     soak,
+    redisCost,
   }
   const results: BenchResults = { ...partial, targets: checkTargets(partial) }
   const markdown = renderMarkdown(results)
