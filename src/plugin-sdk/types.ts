@@ -38,8 +38,17 @@ export interface Budget {
   period: 'total' | 'daily' | 'monthly'
 }
 
+/** Limits each distinct end user of a key gets (the request's `user` field), on top of the key's own. */
+export interface UserLimits {
+  rpm?: number
+  rpd?: number
+  tpm?: number
+  budget?: Budget
+}
+
 export interface KeyLimits extends RateLimits {
   budget?: Budget
+  user_limits?: UserLimits
 }
 
 /** Who is calling: produced by an `onAuth` hook. */
@@ -262,8 +271,8 @@ export interface CacheOptions {
 /** The read side of Conduit's store that plugins may use. */
 export interface StoreView {
   findKeyByHash(hash: string): Promise<StoredKey | null>
-  /** Integer micro-dollars the ledger holds for a key since `since` (epoch ms). */
-  spentMicros(keyId: string, since: number): Promise<number>
+  /** Integer micro-dollars the ledger holds for a key (or one of its end users) since `since` (epoch ms). */
+  spentMicros(keyId: string, since: number, user?: string): Promise<number>
   /** Called after any admin change; `kind` says which table changed. */
   onChange(listener: (change: StoreChange) => void): () => void
 }

@@ -144,11 +144,11 @@ describe('one instance', () => {
 
   test('periods are UTC calendar days and months; total never resets', () => {
     const at = new Date('2026-11-30T23:59:59.999Z')
-    expect(accountFor('k', { usd: 1, period: 'daily' }, at)).toMatchObject({ period: 'd2026-11-30', since: Date.parse('2026-11-30T00:00:00Z') })
-    expect(accountFor('k', { usd: 1, period: 'daily' }, new Date(at.getTime() + 1)).period).toBe('d2026-12-01')
-    expect(accountFor('k', { usd: 1, period: 'monthly' }, at)).toMatchObject({ period: 'm2026-11', since: Date.parse('2026-11-01T00:00:00Z') })
-    expect(accountFor('k', { usd: 1, period: 'monthly' }, new Date(at.getTime() + 1)).period).toBe('m2026-12')
-    expect(accountFor('k', { usd: 1, period: 'total' }, at)).toMatchObject({ period: 'total', since: 0 })
+    expect(accountFor({ usd: 1, period: 'daily' }, at)).toMatchObject({ period: 'd2026-11-30', since: Date.parse('2026-11-30T00:00:00Z') })
+    expect(accountFor({ usd: 1, period: 'daily' }, new Date(at.getTime() + 1)).period).toBe('d2026-12-01')
+    expect(accountFor({ usd: 1, period: 'monthly' }, at)).toMatchObject({ period: 'm2026-11', since: Date.parse('2026-11-01T00:00:00Z') })
+    expect(accountFor({ usd: 1, period: 'monthly' }, new Date(at.getTime() + 1)).period).toBe('m2026-12')
+    expect(accountFor({ usd: 1, period: 'total' }, at)).toMatchObject({ period: 'total', since: 0 })
   })
 })
 

@@ -1,8 +1,10 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import fc from 'fast-check'
 import Redis from 'ioredis'
-import { ADMIT, NOW } from '../../src/plugins/rate-limit/backends.ts'
-import { Gcra } from '../../src/plugins/rate-limit/gcra.ts'
+import type { ScopeClaim } from '../../src/plugins/admission/claims.ts'
+import { LocalState } from '../../src/plugins/admission/local.ts'
+import { GOVERN, NOW } from '../../src/plugins/admission/script.ts'
+import { decodeReply, encodeCall } from '../../src/plugins/admission/shared.ts'
 import { Metrics } from '../../src/services/metrics.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts'
@@ -131,35 +133,47 @@ describe('RL3: no double burst at a window boundary, in either implementation', 
    * the property below holds wherever a window boundary might be drawn, for bursts at arbitrary instants, in any
    * P-length interval: admitted ≤ L + ⌊Δt / (P/L)⌋, Δt from its first to its last admission (the row allows
    * L + ⌈L·Δt/P⌉ + 1, a looser bound). It runs in synthetic time, so it need not wait for a minute to pass: the
-   * in-process GCRA takes `now` as an argument, and Redis runs the production script with its clock line swapped
+   * in-process state runs on a clock the test sets, and Redis runs the production script with its clock line swapped
    * for one that reads `now` from the last argument. Both must also decide alike, request by request.
    */
-  const ADMIT_AT = ADMIT.replace(NOW, 'local now = tonumber(ARGV[#ARGV])')
-  /** Synthetic instants are multiples of this (ms), so a key's real PX is never shorter than the run. */
+  const GOVERN_AT = GOVERN.replace(NOW, 'local now = tonumber(ARGV[#ARGV])')
+  /** Synthetic instants are multiples of this (ms). */
   const GRAIN = 10_000
+  /** One request of `cost` against one rule, in the production script at the instant `now`. */
+  const claimOf = (key: string, limit: number, periodMs: number, cost: number): ScopeClaim => ({
+    scope: { kind: 'key', tag: key, key, label: 'this key', keyId: key },
+    rates: [{ rule: 'rpm', unit: 'requests', limit, periodMs, cost }],
+    slots: null,
+    budget: null,
+  })
+  const redisAdmit = async (sha: string, claim: ScopeClaim, now: number) => {
+    const admission = { claims: [claim], shadow: false, loads: null }
+    const { keys, args } = encodeCall('rl3', 30_000, null, [admission])
+    const [outcome] = decodeReply([admission], (await redis.evalsha(sha, keys.length, ...keys, ...args, now)) as number[])
+    return outcome!.scopes[0]!.rates[0]!
+  }
 
   test('bursts at arbitrary instants, around clock-aligned and first-request-anchored boundaries', async () => {
-    expect(ADMIT_AT).not.toBe(ADMIT)
-    const sha = (await redis.script('LOAD', ADMIT_AT)) as string
+    expect(GOVERN_AT).not.toBe(GOVERN)
+    const sha = (await redis.script('LOAD', GOVERN_AT)) as string
     const bursts = fc.array(fc.record({ gap: fc.nat({ max: 40 }), size: fc.integer({ min: 1, max: 25 }) }), { minLength: 1, maxLength: 6 })
     const run = async (limit: number, grainsPerUnit: number, plan: { gap: number; size: number }[]) => {
       const interval = grainsPerUnit * GRAIN
       const period = limit * interval
-      const key = `conduit:rl:{rl3-${crypto.randomUUID()}}:rpm`
-      const gcra = new Gcra()
-      const times: number[] = []
+      const key = `conduit:gov:{rl3-${crypto.randomUUID()}}:k`
       let now = 0
+      const local = new LocalState(() => now)
+      const times: number[] = []
       try {
         for (const [b, { gap, size }] of plan.entries()) {
           now += gap * GRAIN
           let inBurst = 0
           for (let i = 0; i < size; i++) {
-            const check = { key, limit, periodMs: period, cost: 1 }
-            const [local] = gcra.evaluate([check], now)
-            if (local!.allowed) gcra.commit([check], [local!])
-            const [allowed, remaining] = (await redis.evalsha(sha, 1, key, 1, limit, period, 1, now)) as number[]
-            expect({ allowed: allowed === 1, remaining }).toEqual({ allowed: local!.allowed, remaining: local!.remaining })
-            if (local!.allowed) times.push(now), inBurst++
+            const claim = claimOf(key, limit, period, 1)
+            const here = local.admit([claim], false).scopes[0]!.rates[0]!
+            const shared = await redisAdmit(sha, claim, now)
+            expect({ allowed: shared.allowed, remaining: shared.remaining }).toEqual({ allowed: here.allowed, remaining: here.remaining })
+            if (here.allowed) times.push(now), inBurst++
           }
           if (b === 0) expect(inBurst).toBe(Math.min(size, limit))
         }
@@ -191,8 +205,8 @@ describe('RL3: no double burst at a window boundary, in either implementation', 
    * key's first request refused with 429 now and then, remaining headers one short).
    */
   test('an idle bucket admits any cost up to the limit and reports limit − cost, at any instant', async () => {
-    const sha = (await redis.script('LOAD', ADMIT_AT)) as string
-    const key = `conduit:rl:{gcra-${crypto.randomUUID()}}:rpm`
+    const sha = (await redis.script('LOAD', GOVERN_AT)) as string
+    const key = `conduit:gov:{gcra-${crypto.randomUUID()}}:k`
     const cases = fc.record({
       limit: fc.integer({ min: 1, max: 100_000 }),
       share: fc.double({ min: 0, max: 1, noNaN: true }),
@@ -202,12 +216,12 @@ describe('RL3: no double burst at a window boundary, in either implementation', 
     await fc.assert(
       fc.asyncProperty(cases, async ({ limit, share, periodMs, now }) => {
         const cost = Math.max(1, Math.ceil(limit * share))
-        const check = { key, limit, periodMs, cost }
-        const [local] = new Gcra().evaluate([check], now)
-        expect({ allowed: local!.allowed, remaining: local!.remaining }).toEqual({ allowed: true, remaining: limit - cost })
-        const [allowed, remaining] = (await redis.evalsha(sha, 1, key, 1, limit, periodMs, cost, now)) as number[]
+        const claim = claimOf(key, limit, periodMs, cost)
+        const here = new LocalState(() => now).admit([claim], false).scopes[0]!.rates[0]!
+        expect({ allowed: here.allowed, remaining: here.remaining }).toEqual({ allowed: true, remaining: limit - cost })
+        const shared = await redisAdmit(sha, claim, now)
         await redis.del(key)
-        expect({ allowed: allowed === 1, remaining }).toEqual({ allowed: true, remaining: limit - cost })
+        expect({ allowed: shared.allowed, remaining: shared.remaining }).toEqual({ allowed: true, remaining: limit - cost })
       }),
       {
         numRuns: 300,

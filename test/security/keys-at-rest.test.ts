@@ -107,7 +107,8 @@ for (const engine of ['sqlite', 'postgres'] as const) {
         await redis.hset(canary, 'value', planted)
         const { names, values } = await redisContents(redis)
         expect(values).toContain(planted)
-        expect(created.filter(({ id }) => names.includes(`conduit:rl:{${id}}`) && names.includes(`conduit:budget:{${id}}`)).length).toBe(KEYS)
+        // One hash per key holds its rate-limit and budget state.
+        expect(created.filter(({ id }) => names.includes(`conduit:gov:{${id}}:k`)).length).toBe(KEYS)
         expect(created.filter(({ key }) => names.includes(secretOf(key)) || values.includes(secretOf(key)))).toEqual([])
       } finally {
         await redis.del(canary)

@@ -1,8 +1,7 @@
 import { GatewayError, definePlugin, t, type Budget, type FinishedRequest, type Price, type RequestContext } from '../../plugin-sdk/index.ts'
-import { LocalAccounts, RedisAccounts, accountFor, type Account, type Accounts, type Reservation } from './accounts.ts'
+import { endUser, governance, keyScope, userScope, type Admission, type Scope, type ScopeClaim } from '../admission/index.ts'
+import { accountFor } from './accounts.ts'
 
-/** How long Redis is bypassed after it failed; the first request after that tries it again. */
-const RETRY_SHARED_MS = 1_000
 /** Completion tokens reserved for a request that sets no max_tokens. */
 export const DEFAULT_COMPLETION_RESERVE = 4096
 
@@ -25,114 +24,119 @@ export function worstCaseMicros(ctx: RequestContext, price: Price | null | undef
   return Math.ceil(prompt * price.input + completion * price.output)
 }
 
-interface Hold {
-  account: Account
-  accounts: Accounts
-  reserved: number
-}
-
 /**
- * Per-key spending caps (`budget: { usd, period }`). Before a request goes upstream its worst-case cost is
- * reserved against what is left; when it ends, the reservation is settled to the actual cost (an aborted
- * stream pays for its prompt and what it received). Exact across instances with Redis; state lost with a
- * restart is rebuilt from the spend ledger. When Redis fails, the budget is kept by this instance alone
- * (marked `x-conduit-budget-degraded`) or, with `failClosed`, the request is refused with a 503.
+ * Spending caps of keys (`budget: { usd, period }`) and of each end user of a key (`user_limits.budget`, by the
+ * request's `user`). Before a request goes upstream its worst-case cost is reserved against what is left; when
+ * it ends, the reservation is settled to the actual cost (an aborted stream pays for its prompt and what it
+ * received). Admitted together with the rate limits (src/plugins/admission): exact across instances with Redis;
+ * state lost with a restart is rebuilt from the spend ledger. When Redis fails, the budget is kept by this
+ * instance alone (marked `x-conduit-budget-degraded`, counted in `conduit_budget_fail_open_total`) or, with
+ * `failClosed`, the request is refused with a 503. A model without any price cannot be counted against a
+ * budget: such requests are refused (403 model_not_priced) unless `allowUnpriced`.
  */
 export default definePlugin({
   name: 'budget',
   version: '1.0.0',
   apiVersion: 1,
-  // After the rate limits: a request they refuse reserves no money.
+  // After the rate limits: when both refuse, the rate limit speaks.
   priority: 800,
   configSchema: t.Object({
     failClosed: t.Boolean({ default: false }),
     /**
-     * Money gets more patience than rate limits: Redis's short shared timeout also trips on a busy event
-     * loop, and every budget check that falls back to this instance alone can overspend.
+     * Money may get more patience than rate limits: a request governed by both waits for Redis the longer of
+     * the two timeouts. The event loop's own delays do not count against either.
      */
     redisTimeoutMs: t.Integer({ minimum: 1, default: 500 }),
+    /** Let a key with a budget call a model that has no price (its requests then cost $0 against the budget). */
+    allowUnpriced: t.Boolean({ default: false }),
   }),
   setup(api) {
-    const local = new LocalAccounts()
-    const redis = api.redis?.duplicate({ commandTimeout: api.config.redisTimeoutMs })
-    redis?.on('error', () => {}) // outages are reported once by the shared connection
-    const shared = redis ? new RedisAccounts(redis, api.config.redisTimeoutMs) : null
-    const holds = new WeakMap<RequestContext, Hold>()
-    /** After a Redis failure, requests skip it for a while instead of each paying the timeout again. */
-    let sharedDownUntil = 0
-    /** Ledger sums in progress, shared by concurrent first requests of an account. */
-    const loading = new Map<string, Promise<number>>()
-    api.onClose(() => {
-      shared?.close()
-      redis?.disconnect()
+    const failOpen = api.counter({
+      name: 'conduit_budget_fail_open_total',
+      help: 'Requests whose budgets were kept by this instance alone because Redis errored, did not answer in time, or had failed within the last second (reason: error, timeout, bypass).',
+      labelNames: ['reason'],
     })
+    const unpriced = api.counter({
+      name: 'conduit_unpriced_requests_total',
+      help: 'Requests served by a target without a price (no override, no catalog entry): recorded at $0 and flagged in the ledger.',
+      labelNames: ['provider', 'model'],
+    })
+    const { allowUnpriced } = api.config
 
-    const ledgerSpend = (account: Account) => {
-      const id = `${account.keyId}:${account.period}`
-      let sum = loading.get(id)
-      if (!sum) {
-        sum = api.store.spentMicros(account.keyId, account.since).finally(() => loading.delete(id))
-        loading.set(id, sum)
-      }
-      return sum
+    const claimIn = (ctx: RequestContext, scope: Scope, budget: Budget, cost: number): ScopeClaim => {
+      const account = accountFor(budget)
+      const limitMicros = Math.round(budget.usd * 1_000_000)
+      return { scope, rates: [], slots: null, budget: { limitMicros, cost, period: account.period, since: account.since, ttlMs: account.ttlSec * 1000 } }
     }
 
-    const reserve = async (accounts: Accounts, account: Account, limit: number, cost: number, hold: string) => {
-      const first = await accounts.reserve(account, limit, cost, hold)
-      if (first) return first
-      await accounts.load(account, await ledgerSpend(account))
-      return (await accounts.reserve(account, limit, cost, hold))!
-    }
+    const gov = governance(api)
+    gov.join({
+      budget: {
+        failClosed: api.config.failClosed,
+        timeoutMs: api.config.redisTimeoutMs,
+        failedOpen: (reason) => failOpen.inc({ reason }),
+        // A target without a price costs $0; when the model has priced ones too, the hold (its worst case at the
+        // dearest price) is charged instead, so that the budget still binds.
+        charge: (f, reserved) => (f.target && !f.target.price && !allowUnpriced ? Math.max(f.costMicros, reserved) : f.costMicros),
+        claim(ctx) {
+          const limits = ctx.principal?.limits
+          if (!limits || !ctx.body) return null
+          const userBudget = limits.user_limits?.budget
+          const user = userBudget ? endUser(ctx) : null
+          if (!limits.budget && !user) return null
+          const price = ctx.model?.maxPrice
+          if (!price && !allowUnpriced) {
+            const message = `The model '${ctx.model?.name}' has no price, so this key's budget could not count what it costs; the request was not sent.`
+            throw new GatewayError(403, message, { code: 'model_not_priced', param: 'model' })
+          }
+          const cost = worstCaseMicros(ctx, price)
+          const keyId = ctx.principal!.keyId
+          const claims: ScopeClaim[] = []
+          if (limits.budget) claims.push(claimIn(ctx, keyScope(keyId), limits.budget, cost))
+          if (user) claims.push(claimIn(ctx, userScope(keyId, user), userBudget!, cost))
+          return claims
+        },
+      },
+    })
+    api.onClose(() => gov.leave())
 
-    const admit = async (ctx: RequestContext, budget: Budget) => {
-      const account = accountFor(ctx.principal!.keyId, budget)
-      const limit = Math.round(budget.usd * 1_000_000)
-      const cost = worstCaseMicros(ctx, ctx.model?.maxPrice)
-      let accounts: Accounts = local
-      let r: Reservation | null = null
-      if (shared && performance.now() >= sharedDownUntil) {
-        try {
-          r = await reserve(shared, account, limit, cost, ctx.id)
-          accounts = shared
-        } catch (error) {
-          api.log.warn({ err: error }, 'budget store unavailable')
-          sharedDownUntil = performance.now() + RETRY_SHARED_MS
+    const present = (ctx: RequestContext, admission: Admission) => {
+      if (admission.unavailable.budget) {
+        throw new GatewayError(503, 'The key has a budget that cannot be checked right now; the request was not sent.', { code: 'budget_unavailable' })
+      }
+      if (admission.unavailable.limits) return // the rate-limit plugin refuses it
+      let left = Infinity
+      for (let i = 0; i < admission.claims.length; i++) {
+        const claim = admission.claims[i]!
+        const decided = admission.outcome.scopes[i]!.budget
+        if (!claim.budget || !decided) continue
+        if (!decided.ok) {
+          const budget = claim.scope.kind === 'user' ? ctx.principal!.limits!.user_limits!.budget! : ctx.principal!.limits!.budget!
+          const worst = claim.budget.cost > decided.left ? ` This request could cost up to $${usd(claim.budget.cost)}.` : ''
+          const period = budget.period === 'total' ? '' : `${budget.period} `
+          const who = claim.scope.kind === 'user' ? `The user '${claim.scope.user}' of this key has` : 'This key has'
+          throw new GatewayError(429, `${who} reached its ${period}budget of $${budget.usd} ($${usd(decided.left)} left).${worst}`, {
+            type: 'insufficient_quota',
+            code: 'insufficient_quota',
+            // The official SDKs retry a 429 twice unless told not to; waiting does not refill a budget.
+            headers: { 'x-should-retry': 'false' },
+          })
         }
+        left = Math.min(left, decided.left)
       }
-      if (!r) {
-        if (shared && api.config.failClosed) {
-          throw new GatewayError(503, 'The key has a budget that cannot be checked right now; the request was not sent.', { code: 'budget_unavailable' })
-        }
-        if (shared) ctx.setHeader('x-conduit-budget-degraded', 'true')
-        r = await reserve(local, account, limit, cost, ctx.id)
-      }
-      if (!r.ok) {
-        const worst = cost > r.left ? ` This request could cost up to $${usd(cost)}.` : ''
-        const period = budget.period === 'total' ? '' : `${budget.period} `
-        throw new GatewayError(429, `This key has reached its ${period}budget of $${budget.usd} ($${usd(r.left)} left).${worst}`, {
-          type: 'insufficient_quota',
-          code: 'insufficient_quota',
-          // The official SDKs retry a 429 twice unless told not to; waiting does not refill a budget.
-          headers: { 'x-should-retry': 'false' },
-        })
-      }
-      holds.set(ctx, { account, accounts, reserved: cost })
-      ctx.setHeader('x-conduit-budget-remaining-usd', usd(r.left))
+      if (left === Infinity) return
+      if (admission.via === 'degraded') ctx.setHeader('x-conduit-budget-degraded', 'true')
+      ctx.setHeader('x-conduit-budget-remaining-usd', usd(left))
     }
 
     return {
       onAccess(ctx) {
-        const budget = ctx.principal?.limits?.budget
-        if (budget && ctx.body) return admit(ctx, budget)
+        const admission = gov.admission(ctx)
+        if (admission) return admission.then((a) => present(ctx, a))
       },
-      async onLog(f: FinishedRequest) {
-        const hold = holds.get(f.ctx)
-        if (!hold) return
-        holds.delete(f.ctx)
-        await hold.accounts.settle(hold.account, f.ctx.id, hold.reserved, f.costMicros).catch((err) => {
-          // The hold expires by itself; the spend is in the ledger and counted again after the next rebuild.
-          api.log.warn({ err }, 'budget settlement failed')
-        })
+      onLog(f: FinishedRequest) {
+        if (f.target && !f.target.price) unpriced.inc({ provider: f.target.provider.name, model: f.target.model })
+        gov.finish(f)
       },
     }
   },

@@ -1,0 +1,340 @@
+import type Redis from 'ioredis'
+import { badRequest, within, type FinishedRequest, type Logger, type PluginApi, type RequestContext, type StoreView } from '../../plugin-sdk/index.ts'
+import { taken, type BudgetClaim, type Outcome, type Scope, type ScopeClaim, type Settlement, type Status } from './claims.ts'
+import { LocalState } from './local.ts'
+import { SharedState } from './shared.ts'
+
+export type { BudgetClaim, RateClaim, RuleName, Scope, ScopeClaim, ScopeOutcome } from './claims.ts'
+
+/** How long Redis is bypassed after it failed; the first request after that tries it again. */
+const RETRY_SHARED_MS = 1_000
+/** A crashed instance's slots and reservations come back after this, unless a part says otherwise. */
+export const LEASE_TTL_MS = 30_000
+/** Commands Redis never answers are dropped by ioredis after this; each request gave up long before. */
+const BACKSTOP_TIMEOUT_MS = 5_000
+
+/** Why a part fell back to this instance: Redis errored, did not answer in time, or failed within the last second. */
+export type FailOpenReason = 'error' | 'timeout' | 'bypass'
+
+interface Part {
+  /** When Redis cannot be asked: refuse the request (503) instead of deciding on this instance. */
+  failClosed: boolean
+  /** How long Redis may take to answer, the event loop's own delays not counted (see `within`). */
+  timeoutMs: number
+  /**
+   * What this part asks of a request's scopes; null: nothing; an empty list: nothing, and do not ask again for
+   * this request. May throw a GatewayError (a refusal before anything is asked).
+   */
+  claim(ctx: RequestContext): ScopeClaim[] | null
+  failedOpen(reason: FailOpenReason): void
+}
+
+/** The rate limits' part: GCRA rules and slots. */
+export interface LimitsPart extends Part {
+  /** Rules that refuse take nothing and refuse nothing (the plugin counts them). */
+  shadow: boolean
+  /** Instances sharing the limits: while Redis is away each keeps ⌈limit / instances⌉ on its own. */
+  instances: number
+  leaseMs: number
+}
+
+/** The budgets' part. */
+export interface BudgetPart extends Part {
+  /** What a finished request is charged against a reservation of `reserved` micro-dollars. */
+  charge(f: FinishedRequest, reserved: number): number
+}
+
+export interface Admission {
+  /** As admitted: while Redis is away, the limits are this instance's share. */
+  claims: ScopeClaim[]
+  outcome: Outcome
+  /** Redis (`shared`), this process (`local`: no Redis), or this process because Redis failed (`degraded`). */
+  via: 'shared' | 'local' | 'degraded'
+  /** Parts that fail closed and could not ask Redis: the request is refused with 503 by that part. */
+  unavailable: { limits: boolean; budget: boolean }
+}
+
+interface Held {
+  claims: ScopeClaim[]
+  status: Status
+  settle(s: Settlement): void
+}
+
+const NOTHING: Admission = { claims: [], outcome: { status: 1, scopes: [] }, via: 'local', unavailable: { limits: false, budget: false } }
+const hasLimits = (claims: ScopeClaim[]) => claims.some((c) => c.rates.length > 0 || c.slots !== null)
+const hasBudget = (claims: ScopeClaim[]) => claims.some((c) => c.budget !== null)
+
+/**
+ * Admission control shared by the rate-limit and budget plugins: every rule of every scope (key, end user,
+ * model), the concurrency slot and the budget hold of a request are decided together, in one Redis call per
+ * Cluster slot, and nothing is taken unless everything passes. Each plugin contributes its claims and presents
+ * its own verdict (headers, refusals); whichever of their hooks runs first for a request runs the admission for
+ * both, and the other reuses it. Requests that nobody governs cost each plugin a few property checks.
+ */
+export class Governance {
+  private limits: LimitsPart | null = null
+  private budget: BudgetPart | null = null
+  private readonly admissions = new WeakMap<RequestContext, Promise<Admission>>()
+  private readonly held = new WeakMap<RequestContext, Held>()
+  /** In-process state: the only one without Redis, the fallback with it. */
+  private readonly local = new LocalState()
+  /** With Redis: its own connection, opened with the gateway so it is ready for the first request. */
+  private readonly shared: SharedState | null = null
+  private readonly connection: Redis | null = null
+  private sharedDownUntil = 0
+  /** Ledger sums in progress, shared by the concurrent first requests of a budget. */
+  private readonly loading = new Map<string, Promise<number>>()
+  private readonly sweeper: Timer
+  private members = 0
+
+  constructor(
+    private readonly store: StoreView,
+    private readonly log: Logger,
+    redis: Redis | undefined,
+  ) {
+    if (redis) {
+      // No command timeout of ioredis's own (ours does not count the event loop's delays), and no
+      // auto-pipelining (SharedState batches, and one slow batch must not hold the next one back).
+      this.connection = redis.duplicate({ commandTimeout: BACKSTOP_TIMEOUT_MS, enableAutoPipelining: false })
+      this.connection.on('error', () => {}) // outages are reported once by the gateway's connection
+      this.shared = new SharedState(this.connection, LEASE_TTL_MS)
+    }
+    this.sweeper = setInterval(() => this.local.sweep(), 60_000)
+    this.sweeper.unref()
+  }
+
+  join(part: { limits: LimitsPart } | { budget: BudgetPart }) {
+    if ('limits' in part) {
+      this.limits = part.limits
+      this.shared?.lease(part.limits.leaseMs)
+    } else this.budget = part.budget
+    this.members++
+  }
+
+  /**
+   * The request's admission, run once for both plugins; null when neither governs it. A part that decided
+   * already, asking nothing (a shadow limit the request could never fit), claims an empty list.
+   */
+  admission(ctx: RequestContext): Promise<Admission> | null {
+    const known = this.admissions.get(ctx)
+    if (known) return known
+    const claims = this.claims(ctx)
+    if (!claims) return null
+    const admission = claims.length > 0 ? this.admit(ctx, claims) : Promise.resolve(NOTHING)
+    this.admissions.set(ctx, admission)
+    return admission
+  }
+
+  /** The request ended: settle what it holds (tokens to its usage, its budget hold to its cost). Once per request. */
+  finish(f: FinishedRequest) {
+    const held = this.held.get(f.ctx)
+    if (!held) return
+    this.held.delete(f.ctx)
+    for (const claim of held.claims) {
+      const took = taken(claim, held.status)
+      const adjustments = []
+      if (took.rates) {
+        for (const rate of claim.rates) {
+          if (rate.unit !== 'tokens') continue
+          // A request that never reached a provider used nothing; one whose usage is unknown keeps its reservation.
+          const used = f.target ? (f.usage?.total_tokens ?? rate.cost) : 0
+          if (used !== rate.cost) adjustments.push({ rule: rate.rule, limit: rate.limit, periodMs: rate.periodMs, units: used - rate.cost })
+        }
+      }
+      // A budget hold comes with a lease: a scope without one held no money.
+      if (!took.lease && adjustments.length === 0) continue
+      const spent = claim.budget && took.lease && this.budget ? this.budget.charge(f, took.reserved) : 0
+      held.settle({ scope: claim.scope, holds: took.lease ? 1 : 0, reserved: took.reserved, spent, period: claim.budget?.period ?? null, adjustments })
+    }
+  }
+
+  /** Each plugin leaves once; the last one sends what is owed and closes the connection. */
+  async leave() {
+    if (--this.members > 0) return
+    clearInterval(this.sweeper)
+    await this.shared?.close()
+    this.connection?.disconnect()
+  }
+
+  /** Both parts' claims, merged per scope. */
+  private claims(ctx: RequestContext): ScopeClaim[] | null {
+    const limits = this.limits?.claim(ctx) ?? null
+    const budget = this.budget?.claim(ctx) ?? null
+    if (!limits || !budget) return limits ?? budget
+    const merged = limits.map((c) => ({ ...c }))
+    for (const b of budget) {
+      const same = merged.find((c) => c.scope.key === b.scope.key)
+      if (same) same.budget = b.budget
+      else merged.push(b)
+    }
+    return merged
+  }
+
+  private async admit(ctx: RequestContext, claims: ScopeClaim[]): Promise<Admission> {
+    const shadow = this.limits?.shadow ?? false
+    const shared = this.shared
+    const unavailable = { limits: false, budget: false }
+    if (!shared) return this.hold(ctx, { claims, outcome: await this.admitLocally(claims, shadow), via: 'local', unavailable }, this.local)
+
+    const limited = hasLimits(claims)
+    const budgeted = hasBudget(claims)
+    let reason: FailOpenReason = 'bypass'
+    if (performance.now() >= this.sharedDownUntil) {
+      const timeoutMs = Math.max(limited ? this.limits!.timeoutMs : 0, budgeted ? this.budget!.timeoutMs : 0)
+      try {
+        const outcome = await this.admitShared(shared, claims, shadow, timeoutMs)
+        if (outcome) return this.hold(ctx, { claims, outcome, via: 'shared', unavailable }, shared)
+        reason = 'timeout'
+        this.log.warn({ timeoutMs }, 'governance store did not answer in time; deciding on this instance')
+      } catch (error) {
+        reason = 'error'
+        this.log.warn({ err: error }, 'governance store unavailable; deciding on this instance')
+      }
+      this.sharedDownUntil = performance.now() + RETRY_SHARED_MS
+    }
+    unavailable.limits = limited && this.limits!.failClosed
+    unavailable.budget = budgeted && this.budget!.failClosed
+    if (unavailable.limits || unavailable.budget) {
+      const outcome: Outcome = { status: 0, scopes: claims.map(() => ({ rates: [], slotTaken: null, budget: null })) }
+      return { claims, outcome, via: 'degraded', unavailable }
+    }
+    if (limited) this.limits!.failedOpen(reason)
+    if (budgeted) this.budget!.failedOpen(reason)
+    const own = claims.map((c) => this.ownShare(c))
+    return this.hold(ctx, { claims: own, outcome: await this.admitLocally(own, shadow), via: 'degraded', unavailable }, this.local)
+  }
+
+  /** This process's share of each limit while Redis is away; a request that fits the limit takes at most the share. */
+  private ownShare(claim: ScopeClaim): ScopeClaim {
+    const instances = this.limits?.instances ?? 1
+    if (instances === 1) return claim
+    const share = (limit: number) => Math.ceil(limit / instances)
+    return {
+      ...claim,
+      rates: claim.rates.map((r) => ({ ...r, limit: share(r.limit), cost: Math.min(r.cost, share(r.limit)) })),
+      slots: claim.slots === null ? null : share(claim.slots),
+    }
+  }
+
+  private hold(ctx: RequestContext, admission: Admission, state: { settle(s: Settlement): void }): Admission {
+    if (admission.outcome.status > 0) this.held.set(ctx, { claims: admission.claims, status: admission.outcome.status, settle: (s) => state.settle(s) })
+    return admission
+  }
+
+  private async admitLocally(claims: ScopeClaim[], shadow: boolean): Promise<Outcome> {
+    const outcome = this.local.admit(claims, shadow)
+    if (outcome.status !== -1) return outcome
+    return this.local.admit(claims, shadow, await this.loadBudgets(claims, outcome))
+  }
+
+  /**
+   * One call per Cluster slot the claims span (one on a single Redis), in parallel; null if Redis did not answer
+   * within `timeoutMs`. A budget whose state is missing (first use, or Redis restarted) is summed from the ledger
+   * and asked again. When the slots disagree (one refuses), what the others took is given back.
+   */
+  private async admitShared(shared: SharedState, claims: ScopeClaim[], shadow: boolean, timeoutMs: number): Promise<Outcome | null> {
+    const groups = shared.groups(claims)
+    let loads: Map<string, number> | null = null
+    for (;;) {
+      const calls = groups.map((group) => shared.admit(group, shadow, loads))
+      const answers = await within(Promise.all(calls.map((c) => c.outcome)), timeoutMs)
+      if (!answers) {
+        // Given up on: whatever Redis takes for a call already sent is given back when its answer comes.
+        calls.forEach((call, i) => {
+          if (!call.cancel()) call.outcome.then((late) => this.giveBack(groups[i]!, late.status, 0, shared), () => {})
+        })
+        return null
+      }
+      const status = combined(answers.map((a) => a.status))
+      if (status === -1 && loads === null) {
+        answers.forEach((a, i) => this.giveBack(groups[i]!, a.status, 0, shared))
+        const scopes = new Map(groups.flatMap((group, i) => group.map((claim, j) => [claim, answers[i]!.scopes[j]!] as const)))
+        loads = await this.loadBudgets(claims, { status, scopes: claims.map((c) => scopes.get(c)!) })
+        continue
+      }
+      if (status === -1) throw new Error('a budget was still not loaded after loading it')
+      answers.forEach((a, i) => this.giveBack(groups[i]!, a.status, status, shared))
+      const scopes = new Map(groups.flatMap((group, i) => group.map((claim, j) => [claim, answers[i]!.scopes[j]!] as const)))
+      return { status, scopes: claims.map((c) => scopes.get(c)!) }
+    }
+  }
+
+  /** Gives back what an admission took as `had` beyond what it keeps as `keep`. */
+  private giveBack(claims: ScopeClaim[], had: Status, keep: Status, state: { settle(s: Settlement): void }) {
+    if (had <= 0 || had === keep) return
+    for (const claim of claims) {
+      const a = taken(claim, had)
+      const b = taken(claim, keep)
+      const holds = a.lease && !b.lease ? 1 : 0
+      const adjustments = a.rates && !b.rates ? claim.rates.map((r) => ({ rule: r.rule, limit: r.limit, periodMs: r.periodMs, units: -r.cost })) : []
+      if (holds > 0 || a.reserved > b.reserved || adjustments.length > 0) {
+        state.settle({ scope: claim.scope, holds, reserved: a.reserved - b.reserved, spent: 0, period: null, adjustments })
+      }
+    }
+  }
+
+  /** The ledger's spend for each budget reported not loaded, by scope key. */
+  private async loadBudgets(claims: ScopeClaim[], outcome: Outcome): Promise<Map<string, number>> {
+    const loads = new Map<string, number>()
+    await Promise.all(
+      claims.map(async (claim, i) => {
+        if (claim.budget && outcome.scopes[i]!.budget?.loaded === false) loads.set(claim.scope.key, await this.ledgerSpend(claim.scope, claim.budget))
+      }),
+    )
+    return loads
+  }
+
+  private ledgerSpend(scope: Scope, budget: BudgetClaim): Promise<number> {
+    const id = `${scope.key}\u0000${budget.period}`
+    let sum = this.loading.get(id)
+    if (!sum) {
+      sum = this.store.spentMicros(scope.keyId, budget.since, scope.user).finally(() => this.loading.delete(id))
+      this.loading.set(id, sum)
+    }
+    return sum
+  }
+}
+
+/** Over the calls of one admission: refused if any refused, not loaded if any was not, limits-refused if any. */
+function combined(statuses: Status[]): Status {
+  if (statuses.includes(0)) return 0
+  if (statuses.includes(-1)) return -1
+  if (statuses.includes(2)) return 2
+  return 1
+}
+
+/** Longest `user` value a key's per-user limits accept (it names the user's state in Redis). */
+export const MAX_USER_LENGTH = 256
+
+/**
+ * The end user a request names (OpenAI's `user` field), for a key with per-user limits; null when it names none,
+ * and then the request counts against the key alone.
+ */
+export function endUser(ctx: RequestContext): string | null {
+  const user = ctx.body?.user
+  if (typeof user !== 'string' || user === '') return null
+  if (user.length > MAX_USER_LENGTH) {
+    throw badRequest(`'user' may be at most ${MAX_USER_LENGTH} characters for a key with per-user limits.`, 'user', 'invalid_value')
+  }
+  return user
+}
+
+/** A key's own state, and each of its end users': one Redis Cluster slot per key. */
+export const keyScope = (keyId: string): Scope => ({ kind: 'key', tag: keyId, key: `conduit:gov:{${keyId}}:k`, label: 'this key', keyId })
+export const userScope = (keyId: string, user: string): Scope => ({
+  kind: 'user',
+  tag: keyId,
+  key: `conduit:gov:{${keyId}}:u:${user}`,
+  label: `the user '${user}' of this key`,
+  keyId,
+  user,
+})
+
+/** One Governance per gateway: the plugins of one gateway share its store. */
+const byGateway = new WeakMap<StoreView, Governance>()
+
+export function governance(api: PluginApi): Governance {
+  let gov = byGateway.get(api.store)
+  if (!gov) byGateway.set(api.store, (gov = new Governance(api.store, api.log.child({ component: 'governance' }), api.redis)))
+  return gov
+}

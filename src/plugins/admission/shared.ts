@@ -1,0 +1,308 @@
+import type Redis from 'ioredis'
+import type { Outcome, RateAdjustment, Scope, ScopeClaim, ScopeOutcome, Settlement, Status } from './claims.ts'
+import { taken } from './claims.ts'
+import { GOVERN } from './script.ts'
+
+/** Settlements wait this long for an admission to ride along with before they go out on their own. */
+const FLUSH_MS = 5
+/** After a failed call, settlements are sent again this much later (they are idempotent: see `q.` in script.ts). */
+const RETRY_MS = 1_000
+
+type Scripted = Redis & { conduitGovern(numKeys: number, ...args: (string | number)[]): Promise<number[]> }
+
+interface Waiting {
+  claims: ScopeClaim[]
+  shadow: boolean
+  loads: Map<string, number> | null
+  resolve(outcome: Outcome): void
+  reject(error: unknown): void
+  sent: boolean
+  cancelled: boolean
+}
+
+/** What one scope's state owes, merged over many finished requests. */
+export interface Delta {
+  scope: Scope
+  holds: number
+  reserved: number
+  spent: number
+  period: string | null
+  adjustments: Map<string, RateAdjustment>
+  /** Overrides this instance's in-flight count and reservation (after an admission whose outcome was lost). */
+  absolute: { n: number; r: number } | null
+}
+
+/** The scopes of one Redis Cluster slot (all of them on a single Redis): one call in flight at a time. */
+interface Lane {
+  waiting: Waiting[]
+  /** Settlements sent at least once under `seq` and not known to be applied: sent again exactly so. */
+  batch: { seq: number; deltas: Delta[] } | null
+  /** Settlements since, by scope and period. */
+  next: Map<string, Delta>
+  busy: boolean
+  timer: Timer | null
+  /** When the timer fires (performance.now()). */
+  due: number
+  /** A settlement in `next` ends a request in flight: its slot or its money is waited for elsewhere. */
+  urgent: boolean
+}
+
+/**
+ * Limits and budgets in Redis, shared by every instance. Each call of the GOVERN script, per Redis Cluster slot,
+ * carries the settlements this instance owes and the admissions waiting, so a request costs about one round
+ * trip: its admission, which also settles the requests that ended before it. With one call in flight per slot,
+ * admissions and settlements that arrive meanwhile share the next call, so under load a call serves many
+ * requests. Settlements alone go out every FLUSH_MS.
+ *
+ * This instance's requests in flight are counted per instance in each scope (a lease renewed every third of
+ * `leaseMs` while they run): a crashed instance's slots and reservations come back when its lease expires. A
+ * settlement batch whose reply was lost is sent again under the same number and applied once; an admission whose
+ * reply was lost marks its scopes, and the next call sets this instance's count there to what it knows.
+ */
+export class SharedState {
+  private readonly redis: Scripted
+  private readonly cluster: boolean
+  private readonly lanes = new Map<string, Lane>()
+  /** What this instance's admitted requests hold, by scope key. */
+  private readonly leases = new Map<string, { scope: Scope; n: number; r: number }>()
+  /** Scopes where an admission's outcome is unknown: their lease is set absolutely by the next call. */
+  private readonly uncertain = new Map<string, Scope>()
+  private readonly instance = crypto.randomUUID().slice(0, 8)
+  private seq = 0
+  private renewer: Timer | undefined
+  private closed = false
+  private leaseMs = 0
+
+  constructor(redis: Redis, leaseMs: number) {
+    redis.defineCommand('conduitGovern', { lua: GOVERN })
+    this.redis = redis as Scripted
+    this.cluster = redis.isCluster
+    this.lease(leaseMs)
+  }
+
+  /** How long this instance's holds outlive it if it crashes; renewed every third of that while they run. */
+  lease(ms: number) {
+    this.leaseMs = ms
+    clearInterval(this.renewer)
+    this.renewer = setInterval(() => this.renew(), ms / 3)
+    this.renewer.unref()
+  }
+
+  /** Claims grouped by Redis Cluster slot: one script per group. On a single Redis, one group. */
+  groups(claims: ScopeClaim[]): ScopeClaim[][] {
+    if (!this.cluster) return [claims]
+    const byTag = new Map<string, ScopeClaim[]>()
+    for (const claim of claims) byTag.set(claim.scope.tag, [...(byTag.get(claim.scope.tag) ?? []), claim])
+    return [...byTag.values()]
+  }
+
+  /**
+   * Admits the claims of one group (see `groups`). `cancel` withdraws a request the caller no longer waits for:
+   * true if it was never sent (then Redis took nothing), false if its outcome is still to come.
+   */
+  admit(claims: ScopeClaim[], shadow: boolean, loads: Map<string, number> | null): { outcome: Promise<Outcome>; cancel(): boolean } {
+    const lane = this.lane(claims[0]!.scope.tag)
+    let waiting!: Waiting
+    const outcome = new Promise<Outcome>((resolve, reject) => {
+      waiting = { claims, shadow, loads, resolve, reject, sent: false, cancelled: false }
+    })
+    lane.waiting.push(waiting)
+    this.pump(lane)
+    return {
+      outcome,
+      cancel: () => {
+        waiting.cancelled = true
+        return !waiting.sent
+      },
+    }
+  }
+
+  /** Queued; it leaves with the next call (at most FLUSH_MS from now). */
+  settle(settlement: Settlement) {
+    const { scope } = settlement
+    const lease = this.leases.get(scope.key)
+    if (lease && (settlement.holds > 0 || settlement.reserved > 0)) {
+      lease.n -= settlement.holds
+      lease.r -= settlement.reserved
+      if (lease.n <= 0 && lease.r <= 0) this.leases.delete(scope.key)
+    }
+    const delta = this.delta(scope, settlement.period)
+    delta.holds += settlement.holds
+    delta.reserved += settlement.reserved
+    delta.spent += settlement.spent
+    for (const a of settlement.adjustments) {
+      const known = delta.adjustments.get(a.rule)
+      delta.adjustments.set(a.rule, { ...a, units: a.units + (known?.units ?? 0) })
+    }
+    const lane = this.lane(scope.tag)
+    if (settlement.holds > 0) lane.urgent = true
+    this.schedule(lane, lane.urgent ? 0 : FLUSH_MS)
+  }
+
+  /** Sends what is owed and waits for it (bounded): at shutdown. */
+  async close(timeoutMs = 1_000) {
+    this.closed = true
+    clearInterval(this.renewer)
+    const deadline = performance.now() + timeoutMs
+    for (const lane of this.lanes.values()) this.pump(lane)
+    while (performance.now() < deadline && [...this.lanes.values()].some((l) => l.busy || l.batch || l.next.size > 0)) {
+      for (const lane of this.lanes.values()) if (!lane.busy) this.pump(lane)
+      await Bun.sleep(10)
+    }
+    for (const lane of this.lanes.values()) if (lane.timer) clearTimeout(lane.timer)
+  }
+
+  private lane(tag: string): Lane {
+    const group = this.cluster ? tag : ''
+    let lane = this.lanes.get(group)
+    if (!lane) this.lanes.set(group, (lane = { waiting: [], batch: null, next: new Map(), busy: false, timer: null, due: 0, urgent: false }))
+    return lane
+  }
+
+  private delta(scope: Scope, period: string | null): Delta {
+    const next = this.lane(scope.tag).next
+    const id = `${scope.key}\u0000${period ?? ''}`
+    let delta = next.get(id)
+    if (!delta) next.set(id, (delta = { scope, holds: 0, reserved: 0, spent: 0, period, adjustments: new Map(), absolute: null }))
+    return delta
+  }
+
+  /** A pump in `ms` at the latest; while a call is in flight, `after` takes over when it returns. */
+  private schedule(lane: Lane, ms: number) {
+    if (lane.busy) return
+    const due = performance.now() + ms
+    if (lane.timer && lane.due <= due) return
+    clearTimeout(lane.timer ?? undefined)
+    lane.due = due
+    lane.timer = setTimeout(() => {
+      lane.timer = null
+      this.pump(lane)
+    }, ms)
+  }
+
+  /** Leases of requests still running, renewed in one call per lane; empty deltas carry them. */
+  private renew() {
+    for (const { scope } of this.leases.values()) this.delta(scope, null)
+    for (const lane of this.lanes.values()) this.schedule(lane, 0)
+  }
+
+  private pump(lane: Lane) {
+    if (lane.busy) return
+    if (lane.timer) {
+      clearTimeout(lane.timer)
+      lane.timer = null
+    }
+    const waiting = lane.waiting.filter((w) => !w.cancelled)
+    lane.waiting = []
+    if (!lane.batch && (lane.next.size > 0 || this.uncertain.size > 0)) {
+      const deltas = [...lane.next.values()]
+      lane.next.clear()
+      lane.urgent = false
+      for (const [key, scope] of this.uncertain) {
+        if (this.lane(scope.tag) !== lane) continue
+        const lease = this.leases.get(key)
+        deltas.push({ scope, holds: 0, reserved: 0, spent: 0, period: null, adjustments: new Map(), absolute: { n: lease?.n ?? 0, r: lease?.r ?? 0 } })
+        this.uncertain.delete(key)
+      }
+      lane.batch = { seq: ++this.seq, deltas }
+    }
+    if (waiting.length === 0 && !lane.batch) return
+    const batch = lane.batch
+    for (const w of waiting) w.sent = true
+    const { keys, args } = encodeCall(this.instance, this.leaseMs, batch, waiting)
+    lane.busy = true
+    this.redis.conduitGovern(keys.length, ...keys, ...args).then(
+      (reply) => {
+        lane.busy = false
+        if (lane.batch === batch) lane.batch = null
+        decodeReply(waiting, reply).forEach((outcome, i) => {
+          this.hold(waiting[i]!.claims, outcome.status)
+          waiting[i]!.resolve(outcome)
+        })
+        this.after(lane, FLUSH_MS)
+      },
+      (error) => {
+        lane.busy = false
+        for (const w of waiting) {
+          for (const c of w.claims) this.uncertain.set(c.scope.key, c.scope)
+          w.reject(error)
+        }
+        this.after(lane, RETRY_MS)
+      },
+    )
+  }
+
+  private after(lane: Lane, settleInMs: number) {
+    if (lane.waiting.length > 0) this.pump(lane)
+    else if (lane.batch || lane.next.size > 0) this.schedule(lane, this.closed || (lane.urgent && !lane.batch) ? 0 : settleInMs)
+  }
+
+  private hold(claims: ScopeClaim[], status: Status) {
+    if (status <= 0) return
+    for (const claim of claims) {
+      const took = taken(claim, status)
+      if (!took.lease) continue
+      const lease = this.leases.get(claim.scope.key) ?? { scope: claim.scope, n: 0, r: 0 }
+      lease.n++
+      lease.r += took.reserved
+      this.leases.set(claim.scope.key, lease)
+    }
+  }
+}
+
+/** The KEYS and ARGV of one GOVERN call (layout in script.ts). */
+export function encodeCall(
+  instance: string,
+  leaseMs: number,
+  batch: { seq: number; deltas: Delta[] } | null,
+  admissions: { claims: ScopeClaim[]; shadow: boolean; loads: Map<string, number> | null }[],
+): { keys: string[]; args: (string | number)[] } {
+  const keys = new Map<string, number>()
+  const index = (scope: Scope) => keys.get(scope.key) ?? keys.set(scope.key, keys.size + 1).get(scope.key)!
+  const args: (string | number)[] = [instance, leaseMs, batch?.seq ?? 0, batch?.deltas.length ?? 0]
+  for (const d of batch?.deltas ?? []) {
+    args.push(index(d.scope), d.holds, d.reserved, d.period ?? '', d.spent, d.absolute?.n ?? -1, d.absolute?.r ?? 0, d.adjustments.size)
+    for (const a of d.adjustments.values()) args.push(a.rule, a.limit, a.periodMs, a.units)
+  }
+  args.push(admissions.length)
+  for (const w of admissions) {
+    args.push(w.shadow ? 1 : 0, w.claims.length)
+    for (const c of w.claims) {
+      args.push(index(c.scope), c.rates.length)
+      for (const r of c.rates) args.push(r.rule, r.limit, r.periodMs, r.cost)
+      args.push(c.slots ?? 0, c.budget ? c.budget.limitMicros : -1)
+      if (c.budget) args.push(c.budget.cost, c.budget.period, c.budget.ttlMs, w.loads?.get(c.scope.key) ?? -1)
+    }
+  }
+  return { keys: [...keys.keys()], args }
+}
+
+/** Each admission's outcome from a GOVERN reply. */
+export function decodeReply(admissions: { claims: ScopeClaim[] }[], reply: number[]): Outcome[] {
+  let at = 0
+  return admissions.map(({ claims }) => {
+    const outcome = decode(claims, reply, at)
+    at = outcome.end
+    return outcome
+  })
+}
+
+function decode(claims: ScopeClaim[], reply: number[], at: number): Outcome & { end: number } {
+  const status = reply[at++] as Status
+  const scopes = claims.map((c): ScopeOutcome => {
+    const rates = c.rates.map(() => {
+      const d = { allowed: reply[at] === 1, remaining: reply[at + 1]!, resetMs: reply[at + 2]!, retryAfterMs: reply[at + 3]! }
+      at += 4
+      return d
+    })
+    const slotTaken = c.slots === null ? null : reply[at++] === 1
+    let budget: ScopeOutcome['budget'] = null
+    if (c.budget) {
+      const state = reply[at]!
+      budget = { loaded: state !== -1, ok: state === 1, left: reply[at + 1]! }
+      at += 2
+    }
+    return { rates, slotTaken, budget }
+  })
+  return { status, scopes, end: at }
+}
