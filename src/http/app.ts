@@ -22,6 +22,9 @@ export interface EdgeOptions {
 export const errorResponse = (error: GatewayError) =>
   new Response(JSON.stringify(error.toJSON()), { status: error.status, headers: { 'content-type': 'application/json', ...error.headers } })
 
+type ProxiedEndpoint = 'chat' | 'completions' | 'embeddings'
+const PROXIED: Record<string, ProxiedEndpoint> = { '/v1/chat/completions': 'chat', '/v1/completions': 'completions', '/v1/embeddings': 'embeddings' }
+
 /** Elysia's own failures (parse, unknown route) rendered in the one envelope; admin bodies are validated by the core. */
 function renderFrameworkError(code: string | number, error: any, request: Request): Response {
   if (GatewayError.is(error)) return errorResponse(error)
@@ -39,7 +42,15 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
     disableIdleTimeout: () => server?.timeout(request, 0),
   })
 
-  const app = new Elysia({ name: 'conduit' }).onError({ as: 'global' }, ({ code, error, request }) => {
+  const proxy = (endpoint: ProxiedEndpoint) => (request: Request, server: Server<unknown> | null) =>
+    gw.pipeline.handle(endpoint, request, transport(server, request))
+  // The proxied routes are exact paths the pipeline answers whole (it never throws): without CORS no Elysia hook
+  // has anything to do for them, so Bun's router calls the pipeline directly and Elysia builds no context.
+  const nativeRoutes = options.corsOrigins?.length
+    ? undefined
+    : Object.fromEntries(Object.entries(PROXIED).map(([path, endpoint]) => [path, { POST: proxy(endpoint) }]))
+
+  const app = new Elysia({ name: 'conduit', serve: { routes: nativeRoutes } }).onError({ as: 'global' }, ({ code, error, request }) => {
     if (!GatewayError.is(error) && code !== 'PARSE' && code !== 'NOT_FOUND') {
       gw.log.error({ err: error, code }, 'unhandled HTTP error')
     }
@@ -58,9 +69,9 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
       const refused = options.metricsToken ? checkBearer(request, options.metricsToken, 'metrics token') : undefined
       return refused ?? new Response(await gw.metricsText(), { headers: { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' } })
     })
-    .post('/v1/chat/completions', ({ request, server }) => gw.pipeline.handle('chat', request, transport(server, request)))
-    .post('/v1/completions', ({ request, server }) => gw.pipeline.handle('completions', request, transport(server, request)))
-    .post('/v1/embeddings', ({ request, server }) => gw.pipeline.handle('embeddings', request, transport(server, request)))
+    .post('/v1/chat/completions', ({ request, server }) => proxy('chat')(request, server))
+    .post('/v1/completions', ({ request, server }) => proxy('completions')(request, server))
+    .post('/v1/embeddings', ({ request, server }) => proxy('embeddings')(request, server))
     .get('/v1/models', ({ request }) => gw.pipeline.handle('models', request))
     // Bun hands wildcards over still encoded; refuseUndecodablePath has made sure this decodes.
     .get('/v1/models/*', ({ request, params }) => gw.pipeline.handle('models', request, {}, { model: decodeURIComponent(params['*']) }))
