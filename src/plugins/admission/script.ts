@@ -46,7 +46,7 @@ local function state(i)
   for j = 1, #h, 2 do f[h[j]] = h[j + 1] end
   s = { f = f, out = {}, n = 0, r = 0, need = 0, fresh = tonumber(f[QF] or 0) < seq }
   for k, v in pairs(f) do
-    if string.sub(k, 1, 2) == 'e.' then
+    if string.byte(k, 2) == 46 and string.byte(k) == 101 then
       local id, until_ = string.sub(k, 3), tonumber(v)
       if until_ > now or id == inst then
         s.n = s.n + tonumber(f['n.' .. id] or 0)
@@ -188,7 +188,8 @@ for i, s in pairs(states) do
   if s.settled then put(s, QF, seq) end
   if s.f[NF] then
     if tonumber(s.f[NF]) > 0 or tonumber(s.f[RF] or 0) > 0 then
-      put(s, EF, now + lease)
+      -- Renewed once a third of the lease has passed, not at every call.
+      if tonumber(s.f[EF] or 0) < now + lease * 2 / 3 then put(s, EF, now + lease) end
       s.need = math.max(s.need, lease)
     elseif s.out[NF] ~= nil then
       put(s, NF, false)
