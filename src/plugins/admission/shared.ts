@@ -281,8 +281,8 @@ export function encodeCall(
 export function decodeReply(admissions: { claims: ScopeClaim[] }[], reply: number[]): Outcome[] {
   let at = 0
   return admissions.map(({ claims }) => {
-    const outcome = decode(claims, reply, at)
-    at = outcome.end
+    const { end, ...outcome } = decode(claims, reply, at)
+    at = end
     return outcome
   })
 }
