@@ -2,9 +2,9 @@ import { GatewayError } from '../plugin-sdk/errors.ts'
 import type { OpenAIChunk, SseEvent, StreamFramer, Usage } from '../plugin-sdk/types.ts'
 import type { PluginHost } from '../plugin-host/host.ts'
 import type { Attempt } from './context.ts'
-import { SSE_DONE, SseDecoder, encodeSseData, type RawSseEvent } from './sse/decoder.ts'
+import { ByteWriter, Finder, bytesOf, startsWith, stringValueAt } from './sse/bytes.ts'
+import { DEFAULT_MAX_EVENT_BYTES, SSE_DONE, SseFrameDecoder, dataOf, encodeSseData, eventOf, type SseFrame } from './sse/decoder.ts'
 import type { UpstreamCall } from './upstream.ts'
-import { spliceModel } from './wire.ts'
 
 export interface StreamOutcome {
   usage: Usage | null
@@ -29,24 +29,40 @@ export interface RelayOptions {
   virtualModel: string
   /** The client asked for `stream_options.include_usage`; otherwise the usage-only chunk is removed. */
   includeUsage: boolean
+  /** The largest upstream event accepted, in bytes (default 4 MiB): a larger one ends the stream with a 502. */
+  maxEventBytes?: number
   onFinish(outcome: StreamOutcome): void
 }
 
-const encoder = new TextEncoder()
-const USAGE_NULL = ',"usage":null'
+const DONE = bytesOf('[DONE]')
+const ERROR_START = bytesOf('{"error"')
+const USAGE_OBJECT = bytesOf('"usage":{')
+const FINISH_REASON = bytesOf('"finish_reason":"')
+const USAGE_NULL = bytesOf(',"usage":null')
+/** In OpenAI chunks the first unescaped `"model"` key is the chunk's own (nested content is JSON-escaped). */
+const MODEL_KEY = bytesOf('"model"')
 export const errorEvent = (error: GatewayError) => encodeSseData(JSON.stringify(error.toJSON()))
 
 /**
- * Relays an upstream SSE stream to the client with backpressure (pull-based). OpenAI-compatible events are
- * forwarded byte for byte with only the `model` value spliced; a chunk is parsed only when it carries usage
- * or an error, or when an `onChunk` plugin needs objects.
+ * Relays an upstream SSE stream to the client with backpressure: pull-based, so nothing is read from the
+ * upstream while the client's socket is full (Bun pulls a response stream only when it can write). OpenAI-
+ * compatible events are forwarded as bytes with only the `model` value spliced in; an event is decoded and
+ * parsed only when it carries usage or an error, or when an `onChunk` plugin needs objects. Translating
+ * adapters get each event as text.
  */
-export function relayStream(o: RelayOptions): ReadableStream<Uint8Array> {
-  const decoder = new TextDecoder()
-  const events = new SseDecoder()
-  const encodedModel = JSON.stringify(o.virtualModel)
+export function relayStream({ first, ...o }: RelayOptions): ReadableStream<Uint8Array> {
+  // `first` is left out of what the closures keep: it can be most of a megabyte (all the upstream sent before
+  // we read), and it would otherwise stay alive as long as the stream.
+  let pending: Uint8Array | null = first
+  const frames = new SseFrameDecoder(o.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES)
+  const modelBytes = bytesOf(JSON.stringify(o.virtualModel))
   const parseEveryChunk = o.host.hasChunkHooks
-  let pending: Uint8Array | null = o.first
+  const out = new ByteWriter()
+  const usageObject = new Finder(USAGE_OBJECT)
+  const finishReason = new Finder(FINISH_REASON)
+  const usageNullField = new Finder(USAGE_NULL)
+  const modelKey = new Finder(MODEL_KEY)
+  const finders = [usageObject, finishReason, usageNullField, modelKey]
   let usage: Usage | null = null
   let chunks = 0
   let sawDone = false
@@ -60,14 +76,14 @@ export function relayStream(o: RelayOptions): ReadableStream<Uint8Array> {
     o.onFinish({ usage, chunks, error, aborted })
   }
 
-  /** Serialises one OpenAI chunk object, applying usage bookkeeping and onChunk hooks; '' drops it. */
-  const emit = (chunk: OpenAIChunk): string => {
+  /** Writes one OpenAI chunk object, applying usage bookkeeping and onChunk hooks (which may drop it). */
+  const emit = (chunk: OpenAIChunk) => {
     if (chunk.error) throw upstreamStreamError(chunk.error)
     const choices: any[] | undefined = chunk.choices
     if (chunk.usage) {
       usage = chunk.usage
       if (!o.includeUsage) {
-        if (!choices || choices.length === 0) return ''
+        if (!choices || choices.length === 0) return
         delete chunk.usage
       }
     }
@@ -76,45 +92,79 @@ export function relayStream(o: RelayOptions): ReadableStream<Uint8Array> {
       if (!sawFinish) for (const c of choices) if (c.finish_reason) sawFinish = true
     }
     chunk.model = o.virtualModel
-    const out = parseEveryChunk ? o.host.chunk(o.attempt, chunk) : chunk
-    return out ? encodeSseData(JSON.stringify(out)) : ''
+    const relayed = parseEveryChunk ? o.host.chunk(o.attempt, chunk) : chunk
+    if (relayed) out.text(encodeSseData(JSON.stringify(relayed)))
   }
 
-  /** A failure found mid-batch: raised only after what came before it in the same read was sent. */
+  /** Writes `bytes[at, cutStart)` and then `replacement` in place of the cut; returns where the cut ends. */
+  const upToCut = (bytes: Uint8Array, at: number, cutStart: number, cutEnd: number, replacement: Uint8Array | null) => {
+    out.bytes(bytes, at, cutStart)
+    if (replacement) out.bytes(replacement)
+    return cutEnd
+  }
+
+  /** An OpenAI-compatible event: its bytes go on unchanged but for the model name (and `usage: null`). */
+  const forward = (frame: SseFrame) => {
+    const { bytes, start, end, data } = frame
+    if (data.length === 0) return out.bytes(bytes, start, end) // comments keep the client's connection warm; forward them
+    const from = data[0]!
+    const to = data[data.length - 1]!
+    if (data.length === 2 && startsWith(bytes, from, to, DONE, true)) {
+      sawDone = true
+      return out.bytes(bytes, start, end)
+    }
+    if (from === to && data.length === 2) return out.bytes(bytes, start, end)
+    if (parseEveryChunk || startsWith(bytes, from, to, ERROR_START) || usageObject.in(bytes, from, to) !== -1) return emit(JSON.parse(dataOf(frame)))
+    chunks++
+    if (!sawFinish && finishReason.in(bytes, from, to) !== -1) sawFinish = true
+    const key = modelKey.in(bytes, from, to)
+    const model = key === -1 ? null : stringValueAt(bytes, key + MODEL_KEY.length, to)
+    const rename = model !== null && !startsWith(bytes, model.start, model.end, modelBytes, true)
+    // We asked the upstream for usage; a client that did not ask gets the chunks it would get direct.
+    const usageNull = o.includeUsage ? -1 : usageNullField.in(bytes, from, to)
+    const usageNullFirst = usageNull !== -1 && rename && usageNull < model.start
+    let at = start
+    if (usageNullFirst) at = upToCut(bytes, at, usageNull, usageNull + USAGE_NULL.length, null)
+    if (rename) at = upToCut(bytes, at, model.start, model.end, modelBytes)
+    if (usageNull !== -1 && !usageNullFirst) at = upToCut(bytes, at, usageNull, usageNull + USAGE_NULL.length, null)
+    out.bytes(bytes, at, end)
+  }
+
+  const translate = (event: SseEvent) => {
+    if (!event.data) return
+    for (const chunk of o.parser!(event) ?? []) emit(chunk)
+  }
+
+  /** A failure found mid-read: raised only after what came before it in the same read was sent. */
   let failure: unknown = null
 
-  const transform = (batch: (RawSseEvent | SseEvent)[]): string => {
-    let out = ''
-    for (const event of batch) {
-      if (sawDone || failure) break
+  /** Decodes one upstream read (null: the end) and writes what the client gets for it. */
+  const relay = (value: Uint8Array | null) => {
+    const decoded: (SseFrame | SseEvent)[] = []
+    try {
+      if (o.framer) decoded.push(...(value ? o.framer.push(value) : o.framer.flush()))
+      else if (value) frames.push(value, decoded as SseFrame[])
+      else frames.flush(decoded as SseFrame[])
+    } catch (error) {
+      failure = error
+    }
+    if (!o.parser) {
+      // Room for all of it at once: each event grows by the model name at most.
+      let size = 0
+      for (const frame of decoded as SseFrame[]) size += frame.end - frame.start + modelBytes.length
+      out.reserve(size)
+    }
+    for (const item of decoded) {
+      if (sawDone) break
       try {
-        out += translate(event)
+        if (!o.parser) forward(item as SseFrame)
+        else translate(o.framer ? (item as SseEvent) : eventOf(item as SseFrame))
       } catch (error) {
         failure = error
+        break
       }
     }
-    return out
-  }
-
-  const translate = (event: RawSseEvent | SseEvent): string => {
-    if (o.parser) {
-      if (!event.data) return ''
-      let out = ''
-      for (const chunk of o.parser(event) ?? []) out += emit(chunk)
-      return out
-    }
-    const data = event.data
-    if (data === '[DONE]') {
-      sawDone = true
-      return (event as RawSseEvent).raw
-    }
-    if (!data) return (event as RawSseEvent).raw // comments keep the client's connection warm; forward them
-    if (parseEveryChunk || data.includes('"usage":{') || data.startsWith('{"error"')) return emit(JSON.parse(data))
-    chunks++
-    if (!sawFinish && data.includes('"finish_reason":"')) sawFinish = true
-    const raw = spliceModel((event as RawSseEvent).raw, o.virtualModel, encodedModel)
-    // We asked the upstream for usage; a client that did not ask gets the chunks it would get direct.
-    return o.includeUsage ? raw : raw.replace(USAGE_NULL, '')
+    for (const finder of finders) finder.forget()
   }
 
   return new ReadableStream<Uint8Array>(
@@ -133,24 +183,23 @@ export function relayStream(o: RelayOptions): ReadableStream<Uint8Array> {
               const read = await o.reader.read()
               o.call.disarm() // a slow client reading us is not a silent upstream
               if (read.done) {
-                let out = o.framer ? transform(o.framer.flush()) : transform(events.push(decoder.decode())) + transform(events.flush())
-                if (failure) {
-                  if (out) controller.enqueue(encoder.encode(out))
-                  throw failure
+                relay(null)
+                if (!failure && !sawDone) {
+                  if (!sawFinish) failure = new GatewayError(502, 'The upstream provider closed the stream before it was complete.', { code: 'upstream_stream_truncated' })
+                  else out.text(SSE_DONE)
                 }
-                if (!sawDone) {
-                  if (!sawFinish) throw new GatewayError(502, 'The upstream provider closed the stream before it was complete.', { code: 'upstream_stream_truncated' })
-                  out += SSE_DONE
-                }
-                if (out) controller.enqueue(encoder.encode(out))
+                const last = out.take()
+                if (last) controller.enqueue(last)
+                if (failure) throw failure
                 controller.close()
                 finish(null, false)
                 return
               }
               value = read.value
             }
-            const out = transform(o.framer ? o.framer.push(value) : events.push(decoder.decode(value, { stream: true })))
-            if (out) controller.enqueue(encoder.encode(out))
+            relay(value)
+            const relayed = out.take()
+            if (relayed) controller.enqueue(relayed)
             if (failure) throw failure
             if (sawDone) {
               o.reader.cancel().catch(() => {})
@@ -158,7 +207,7 @@ export function relayStream(o: RelayOptions): ReadableStream<Uint8Array> {
               finish(null, false)
               return
             }
-            if (out) return
+            if (relayed) return
           }
         } catch (error) {
           o.reader.cancel().catch(() => {})
@@ -172,7 +221,7 @@ export function relayStream(o: RelayOptions): ReadableStream<Uint8Array> {
             Object.assign(failure, { message: `The upstream provider went silent for more than ${o.idleMs} ms mid-stream.` })
           }
           // The status line is long gone: the error travels as an event the OpenAI SDKs raise as APIError.
-          controller.enqueue(encoder.encode(errorEvent(failure)))
+          controller.enqueue(bytesOf(errorEvent(failure)))
           controller.close()
           finish(failure, false)
         }

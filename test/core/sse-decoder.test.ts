@@ -1,7 +1,8 @@
 import { describe, expect, test } from 'bun:test'
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
-import { encodeSseData, SSE_DONE, SseDecoder, type RawSseEvent } from '../../src/core/sse/decoder.ts'
+import { dataOf, encodeSseData, SSE_DONE, SseDecoder, SseFrameDecoder, type RawSseEvent, type SseFrame } from '../../src/core/sse/decoder.ts'
+import { GatewayError } from '../../src/plugin-sdk/errors.ts'
 
 const FIXTURES = path.resolve(import.meta.dir, '../fixtures')
 const fixtureBytes = (name: string) => new Uint8Array(readFileSync(path.join(FIXTURES, name)))
@@ -276,5 +277,51 @@ describe('SSE encoders', () => {
       { event: null, data: '[DONE]' },
     ])
     expect(rawText(decodeText(text))).toBe(text)
+  })
+})
+
+describe('SseFrameDecoder (bytes)', () => {
+  const bytes = (text: string) => new TextEncoder().encode(text)
+
+  test('an event inside one chunk is a view of it, not a copy; one that spans chunks is gathered', () => {
+    const decoder = new SseFrameDecoder()
+    const chunk = bytes('data: one\n\ndata: tw')
+    const [one] = decoder.push(chunk)
+    expect(one!.bytes).toBe(chunk)
+    expect(dataOf(one!)).toBe('one')
+    const [two] = decoder.push(bytes('o\n\n'))
+    expect(two!.bytes).not.toBe(chunk)
+    expect(new TextDecoder().decode(two!.bytes.subarray(two!.start, two!.end))).toBe('data: two\n\n')
+  })
+
+  test('a byte-order mark that starts the stream is not part of the first field name', () => {
+    const decoder = new SseFrameDecoder()
+    const frames = [...decoder.push(bytes('\ufeffdata: a\n\n\ufeffdata: b\n\n')), ...decoder.flush()]
+    // A BOM later on makes an unknown field: that block is passed on with no data, like comments.
+    expect(frames.map((f) => (f.data.length === 0 ? null : dataOf(f)))).toEqual(['a', null])
+  })
+
+  test('past maxEventBytes it throws 502 upstream_event_too_large, keeping the events before it, complete or still growing', () => {
+    for (const parts of [['data: ok\n\n' + `data: ${'x'.repeat(200)}\n\n`], ['data: ok\n\ndata: ', ...new Array(10).fill('x'.repeat(30))]]) {
+      const decoder = new SseFrameDecoder(100)
+      const frames: SseFrame[] = []
+      const error = (() => {
+        try {
+          for (const part of parts) decoder.push(bytes(part), frames)
+        } catch (error) {
+          return error
+        }
+      })()
+      expect(GatewayError.is(error) && error.status === 502 && error.code === 'upstream_event_too_large').toBe(true)
+      expect(frames.map(dataOf)).toEqual(['ok'])
+    }
+  })
+
+  test('an event just at the limit passes', () => {
+    const event = `data: ${'x'.repeat(92)}\n\n`
+    expect(bytes(event).length).toBe(100)
+    const decoder = new SseFrameDecoder(100)
+    expect(decoder.push(bytes(event.slice(0, 50))).length).toBe(0)
+    expect(decoder.push(bytes(event.slice(50))).map(dataOf)).toEqual(['x'.repeat(92)])
   })
 })

@@ -22,7 +22,7 @@ export const CLIENT_MODEL = 'my-model'
 export const fixtureBytes = (name: string): Promise<Uint8Array> => Bun.file(path.join(import.meta.dir, '../fixtures', name)).bytes()
 
 /** No plugins, so no onChunk hooks; its store knows no keys and is never consulted by the relay. */
-const bareHost = new PluginHost({
+export const bareHost = new PluginHost({
   log: createLogger('silent'),
   store: { findKeyByHash: async () => null, spentMicros: async () => 0, onChange: () => () => {} },
   builtins: {},

@@ -1,0 +1,122 @@
+/** Byte-level helpers for relaying UTF-8 JSON events without decoding them to strings. */
+
+/** The UTF-8 bytes of `text` (a Buffer, which `Finder` and `ByteWriter` use as it is). */
+export const bytesOf = (text: string): Uint8Array => Buffer.from(text)
+
+/** Whether `buf[at, end)` starts with `word` (`exact`: is `word`). */
+export function startsWith(buf: Uint8Array, at: number, end: number, word: Uint8Array, exact = false): boolean {
+  if (end - at < word.length || (exact && end - at !== word.length)) return false
+  for (let k = 0; k < word.length; k++) if (buf[at + k] !== word[k]) return false
+  return true
+}
+
+/**
+ * Finds one byte string in successive ranges of the same bytes (the events of one read, in order): a native
+ * search serves every range up to the next occurrence, rather than one search, or a walk, per range.
+ * `forget()` after each read, so the read's bytes are not kept.
+ */
+export class Finder {
+  private bytes: Uint8Array | null = null
+  private view = Buffer.alloc(0)
+  /** Where the last search started, and what it found (-1: nothing from there on). */
+  private from = 0
+  private at = -1
+
+  constructor(readonly needle: Uint8Array) {}
+
+  /** The first occurrence inside `bytes[from, to)`, or -1. */
+  in(bytes: Uint8Array, from: number, to: number): number {
+    if (bytes !== this.bytes || from < this.from || (this.at !== -1 && this.at < from)) {
+      if (bytes !== this.bytes) {
+        this.bytes = bytes
+        this.view = bufferOver(bytes)
+      }
+      this.from = from
+      this.at = this.view.indexOf(this.needle, from)
+    }
+    return this.at !== -1 && this.at + this.needle.length <= to ? this.at : -1
+  }
+
+  forget() {
+    this.bytes = null
+    this.view = Buffer.alloc(0)
+  }
+}
+
+/**
+ * Where the JSON string value after a key ending at `i` lies (`: "…"`, quotes included), or null when the value
+ * is not a string: the byte twin of the scan in `spliceModel` (wire.ts).
+ */
+export function stringValueAt(buf: Uint8Array, i: number, to: number): { start: number; end: number } | null {
+  while (i < to && buf[i] === 32) i++
+  if (buf[i] !== 58) return null // ':'
+  i++
+  while (i < to && buf[i] === 32) i++
+  if (buf[i] !== 34) return null // not a string value
+  const start = i
+  for (i++; i < to; i++) {
+    const c = buf[i]
+    if (c === 92) i++ // backslash escape
+    else if (c === 34) return { start, end: i + 1 }
+  }
+  return null
+}
+
+/** Below this many bytes a loop copies faster than a native call. */
+const SMALL_COPY = 32
+
+/** A Buffer over the same memory (no copy): Buffer's `indexOf` and `copy` are native and need no views. */
+const bufferOver = (bytes: Uint8Array) => (bytes instanceof Buffer ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))
+
+/**
+ * Gathers what one read sends the client in one buffer: ranges of upstream bytes and encoded text, copied once.
+ * `take()` hands the bytes over and starts a new buffer, as the client's socket may keep them a while.
+ */
+export class ByteWriter {
+  private buf = Buffer.alloc(0)
+  private length = 0
+  /** The bytes last copied from (usually the read's chunk, for all its events), as a Buffer. */
+  private source: Uint8Array | null = null
+  private sourceBuffer = Buffer.alloc(0)
+
+  /** Makes room for `more` bytes. */
+  reserve(more: number) {
+    if (this.length + more <= this.buf.length) return
+    const grown = Buffer.allocUnsafe(Math.max(this.length + more, this.buf.length * 2, 4096))
+    this.buf.copy(grown, 0, 0, this.length)
+    this.buf = grown
+  }
+
+  bytes(src: Uint8Array, start = 0, end = src.length) {
+    const n = end - start
+    if (n <= 0) return
+    this.reserve(n)
+    if (n < SMALL_COPY) {
+      for (let k = 0; k < n; k++) this.buf[this.length + k] = src[start + k]!
+    } else {
+      if (src !== this.source) {
+        this.source = src
+        this.sourceBuffer = bufferOver(src)
+      }
+      this.sourceBuffer.copy(this.buf, this.length, start, end)
+    }
+    this.length += n
+  }
+
+  text(text: string) {
+    if (!text) return
+    this.reserve(text.length * 3)
+    this.length += this.buf.write(text, this.length)
+  }
+
+  /** What was written since the last take, or null if nothing. */
+  take(): Uint8Array | null {
+    this.source = null
+    this.sourceBuffer = Buffer.alloc(0)
+    if (this.length === 0) return null
+    const out = this.buf.subarray(0, this.length)
+    this.buf = Buffer.alloc(0)
+    this.length = 0
+    return out
+  }
+}
