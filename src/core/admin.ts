@@ -89,6 +89,11 @@ const Budget = t.Object(
   { usd: t.Number({ exclusiveMinimum: 0, maximum: MAX_LIMIT }), period: t.Union([t.Literal('total'), t.Literal('daily'), t.Literal('monthly')]) },
   closed,
 )
+/**
+ * What each distinct end user of a key (the request's `user` field) may use, on top of the key's own limits; a
+ * request without `user` counts against the key alone.
+ */
+const UserLimits = t.Object({ rpm: Limit, rpd: Limit, tpm: Limit, budget: t.Optional(t.Union([t.Null(), Budget])) }, closed)
 export const ENDPOINTS = ['chat', 'completions', 'embeddings'] as const
 const keyFields = {
   name: Name,
@@ -96,6 +101,7 @@ const keyFields = {
   allowed_endpoints: t.Optional(t.Union([t.Null(), t.Array(t.Union(ENDPOINTS.map((e) => t.Literal(e))))])),
   ...RateLimitFields,
   budget: t.Optional(t.Union([t.Null(), Budget])),
+  user_limits: t.Optional(t.Union([t.Null(), UserLimits])),
   expires_at: t.Optional(Expiry),
   enabled: t.Optional(t.Boolean()),
   metadata: t.Optional(Metadata),
@@ -258,13 +264,20 @@ export function maskCredentials(url: string | null): string | null {
   return parsed.href
 }
 
-/** Limit fields of a create or patch body over the current limits: absent keeps, null removes. */
-function limitsFrom(input: { [K in keyof KeyLimits]?: KeyLimits[K] | null }, current: KeyLimits | null): KeyLimits | null {
+/**
+ * Limit fields of a create or patch body over the current limits: absent keeps, null removes. `user_limits` is
+ * patched the same way, field by field.
+ */
+function limitsFrom(input: { [K in keyof KeyLimits]?: unknown }, current: KeyLimits | null): KeyLimits | null {
   const limits: Record<string, unknown> = { ...current }
-  for (const name of ['rpm', 'rpd', 'tpm', 'max_parallel', 'budget'] as const) {
+  for (const name of ['rpm', 'rpd', 'tpm', 'max_parallel', 'budget', 'user_limits'] as const) {
     const value = input[name]
     if (value === null) delete limits[name]
-    else if (value !== undefined) limits[name] = value
+    else if (name === 'user_limits' && value !== undefined) {
+      const users = limitsFrom(value as KeyLimits, (current?.user_limits ?? null) as KeyLimits | null)
+      if (users) limits[name] = users
+      else delete limits[name]
+    } else if (value !== undefined) limits[name] = value
   }
   return Object.keys(limits).length > 0 ? (limits as KeyLimits) : null
 }
@@ -332,6 +345,7 @@ export class AdminService {
     tpm: k.limits?.tpm ?? null,
     max_parallel: k.limits?.max_parallel ?? null,
     budget: k.limits?.budget ?? null,
+    user_limits: k.limits?.user_limits ?? null,
     expires_at: seconds(k.expiresAt),
     enabled: k.enabled,
     metadata: k.metadata,
@@ -339,11 +353,11 @@ export class AdminService {
     updated_at: seconds(k.updatedAt),
   })
 
-  /** Spend over a range: totals by key, model, provider and day (optionally for one key). */
+  /** Spend over a range: totals by key, model, provider, day and end user (optionally for one key). */
   async usage(params: URLSearchParams) {
     const ref = params.get('key')
     const key = ref ? await this.getKey(ref) : null
-    return usageReport(this.store, usageRange(params), key?.id ?? null, ['key', 'model', 'provider', 'day'])
+    return usageReport(this.store, usageRange(params), key?.id ?? null, ['key', 'model', 'provider', 'day', 'user'])
   }
 
   // Providers ------------------------------------------------------------------------------------------

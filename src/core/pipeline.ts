@@ -86,7 +86,7 @@ export class Pipeline {
       if (endpoint === 'models') return this.settle(ctx, await this.models(ctx, params.model))
       if (endpoint === 'usage') {
         const range = usageRange(new URL(request.url).searchParams)
-        return this.settle(ctx, json(200, await usageReport(this.o.store, range, ctx.principal!.keyId, ['model', 'day']), ctx.headers))
+        return this.settle(ctx, json(200, await usageReport(this.o.store, range, ctx.principal!.keyId, ['model', 'day', 'user']), ctx.headers))
       }
       const endpoints = ctx.principal!.allowedEndpoints
       if (endpoints && !endpoints.includes(endpoint)) {

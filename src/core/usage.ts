@@ -1,6 +1,6 @@
 import { badRequest } from '../plugin-sdk/errors.ts'
 import { microsToUsd } from '../pricing/prices.ts'
-import type { Store } from '../store/store.ts'
+import type { Store, UsageTotals } from '../store/store.ts'
 
 const DAY = 86_400_000
 /** 9999-12-31T23:59:59.999Z: the last instant an ISO 8601 date (and our report) can name. */
@@ -23,22 +23,28 @@ export function usageRange(params: URLSearchParams): { from: number; to: number 
   return { from, to }
 }
 
-type Group = 'key' | 'model' | 'provider' | 'day'
+type Group = 'key' | 'model' | 'provider' | 'day' | 'user'
 
-/** Totals from the spend ledger over a range, for one key or all, grouped the requested ways. */
+/**
+ * Totals from the spend ledger over a range, for one key or all, grouped the requested ways. `by_user` groups by
+ * the request's `user` (null: requests that named none); it lists the USAGE_USER_ROWS dearest users, since a
+ * client may send any number of distinct values. `unpriced_requests` counts requests served by a target with no price,
+ * recorded at $0.
+ */
 export async function usageReport(store: Store, range: { from: number; to: number }, keyId: string | null, groups: Group[]) {
-  const view = (r: { requests: number; prompt_tokens: number; completion_tokens: number; cost_micros: number }) => ({
+  const view = (r: UsageTotals) => ({
     requests: r.requests,
     prompt_tokens: r.prompt_tokens,
     completion_tokens: r.completion_tokens,
     cost_usd: microsToUsd(r.cost_micros),
+    unpriced_requests: r.unpriced,
   })
   const [total] = await store.usage('all', range.from, range.to, keyId)
   const report: Record<string, unknown> = {
     object: 'usage',
     from: new Date(range.from).toISOString(),
     to: new Date(range.to).toISOString(),
-    total: view(total ?? { requests: 0, prompt_tokens: 0, completion_tokens: 0, cost_micros: 0 }),
+    total: view(total ?? { bucket: null, requests: 0, prompt_tokens: 0, completion_tokens: 0, cost_micros: 0, unpriced: 0 }),
   }
   for (const group of groups) {
     report[`by_${group}`] = (await store.usage(group, range.from, range.to, keyId)).map((r) => ({ [group]: r.bucket, ...view(r) }))

@@ -15,7 +15,14 @@ export interface SpendRow {
   aborted: number
   status: number
   created_at: number
+  /** The request's `user`, up to MAX_USER_LENGTH characters. */
+  end_user: string | null
+  /** 1 when the target had no price: the cost is 0 because it is unknown, not because it was free. */
+  unpriced: number
 }
+
+/** `user` values are recorded up to this length (per-user limits refuse longer ones). */
+export const MAX_USER_LENGTH = 256
 
 export interface LedgerOptions {
   /** Rows kept while the database is unreachable; past this the oldest are dropped, loudly. */
@@ -81,6 +88,8 @@ export class SpendLedger {
       aborted: f.aborted ? 1 : 0,
       status: f.status,
       created_at: Date.now(),
+      end_user: typeof f.ctx.body?.user === 'string' && f.ctx.body.user !== '' ? f.ctx.body.user.slice(0, MAX_USER_LENGTH) : null,
+      unpriced: f.target.price ? 0 : 1,
     }
     this.sanitise(row)
     this.queue.push(row)

@@ -41,4 +41,14 @@ export const MIGRATIONS: { version: number; statements: string[] }[] = [
     version: 5,
     statements: [`ALTER TABLE models ADD COLUMN routing TEXT`],
   },
+  {
+    version: 6,
+    statements: [
+      // The request's `user` (per-user budgets are rebuilt from it), and whether its target had no price (cost 0).
+      `ALTER TABLE spend_ledger ADD COLUMN end_user TEXT`,
+      `ALTER TABLE spend_ledger ADD COLUMN unpriced INTEGER NOT NULL DEFAULT 0`,
+      // Only rows that name a user: requests without one cost this index nothing.
+      `CREATE INDEX spend_ledger_key_user_time ON spend_ledger (key_id, end_user, created_at) WHERE end_user IS NOT NULL`,
+    ],
+  },
 ]

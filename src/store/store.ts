@@ -32,12 +32,18 @@ export interface KeyRow extends StoredKey {
 }
 
 export interface UsageTotals {
-  bucket: string
+  /** The group's value; null for requests without one (no `user`, say). */
+  bucket: string | null
   requests: number
   prompt_tokens: number
   completion_tokens: number
   cost_micros: number
+  /** Requests served by a target without a price (recorded at $0). */
+  unpriced: number
 }
+
+/** Rows of a usage report grouped by end user: the dearest ones (a client may send any number of `user` values). */
+export const USAGE_USER_ROWS = 1_000
 
 export interface ModelRow extends VirtualModel {
   updatedAt: number
@@ -277,19 +283,24 @@ export class Store implements StoreView {
     await this.sql`INSERT INTO spend_ledger ${this.sql(rows)} ON CONFLICT (request_id) DO NOTHING`
   }
 
-  async spentMicros(keyId: string, since: number): Promise<number> {
-    const [row] = await this.sql`SELECT SUM(cost_micros) AS spent FROM spend_ledger WHERE key_id = ${keyId} AND created_at >= ${since}`
+  /** What a key (or one of its end users) spent since `since`: where a budget's state is rebuilt from. */
+  async spentMicros(keyId: string, since: number, user?: string): Promise<number> {
+    const [row] =
+      user === undefined
+        ? await this.sql`SELECT SUM(cost_micros) AS spent FROM spend_ledger WHERE key_id = ${keyId} AND created_at >= ${since}`
+        : await this.sql`SELECT SUM(cost_micros) AS spent FROM spend_ledger WHERE key_id = ${keyId} AND end_user = ${user} AND created_at >= ${since}`
     return Number(row?.spent ?? 0)
   }
 
-  /** Totals over [from, to) (epoch ms), optionally for one key, grouped one way. */
-  async usage(by: 'key' | 'model' | 'provider' | 'day' | 'all', from: number, to: number, keyId: string | null): Promise<UsageTotals[]> {
-    const group = { key: 'key_id', model: 'model', provider: 'provider', day: 'created_at / 86400000', all: null }[by]
+  /** Totals over [from, to) (epoch ms), optionally for one key, grouped one way (end users: the dearest USAGE_USER_ROWS). */
+  async usage(by: 'key' | 'model' | 'provider' | 'day' | 'user' | 'all', from: number, to: number, keyId: string | null): Promise<UsageTotals[]> {
+    const group = { key: 'key_id', model: 'model', provider: 'provider', day: 'created_at / 86400000', user: 'end_user', all: null }[by]
+    const order = by === 'user' ? `ORDER BY SUM(cost_micros) DESC, COUNT(*) DESC, end_user LIMIT ${USAGE_USER_ROWS}` : `ORDER BY ${group}`
     const rows = await this.sql.unsafe(
       `SELECT ${group ?? "'all'"} AS bucket, COUNT(*) AS requests, SUM(prompt_tokens) AS prompt_tokens,
-         SUM(completion_tokens) AS completion_tokens, SUM(cost_micros) AS cost_micros
+         SUM(completion_tokens) AS completion_tokens, SUM(cost_micros) AS cost_micros, SUM(unpriced) AS unpriced
        FROM spend_ledger WHERE created_at >= $1 AND created_at < $2 AND (CAST($3 AS TEXT) IS NULL OR key_id = CAST($3 AS TEXT))
-       ${group ? `GROUP BY ${group} ORDER BY ${group}` : ''}`,
+       ${group ? `GROUP BY ${group} ${order}` : ''}`,
       [from, to, keyId],
     )
     return rows.map((r: any) => ({
@@ -298,6 +309,7 @@ export class Store implements StoreView {
       prompt_tokens: Number(r.prompt_tokens ?? 0),
       completion_tokens: Number(r.completion_tokens ?? 0),
       cost_micros: Number(r.cost_micros ?? 0),
+      unpriced: Number(r.unpriced ?? 0),
     }))
   }
 }

@@ -75,7 +75,7 @@ const bufferOver = (bytes: Uint8Array) => (bytes instanceof Buffer ? bytes : Buf
 export class ByteWriter {
   private buf = Buffer.alloc(0)
   private length = 0
-  /** The bytes last copied from (usually the read's chunk, for all its events), as a Buffer. */
+  /** The bytes last copied from (usually the read's chunk, for all its events), and a Buffer over them. */
   private source: Uint8Array | null = null
   private sourceBuffer = Buffer.alloc(0)
 
@@ -93,6 +93,8 @@ export class ByteWriter {
     this.reserve(n)
     if (n < SMALL_COPY) {
       for (let k = 0; k < n; k++) this.buf[this.length + k] = src[start + k]!
+    } else if (src instanceof Buffer) {
+      src.copy(this.buf, this.length, start, end)
     } else {
       if (src !== this.source) {
         this.source = src

@@ -1,6 +1,7 @@
 import type Redis from 'ioredis'
 import { badRequest, within, type FinishedRequest, type Logger, type PluginApi, type RequestContext, type StoreView } from '../../plugin-sdk/index.ts'
 import { taken, type BudgetClaim, type Outcome, type Scope, type ScopeClaim, type Settlement, type Status } from './claims.ts'
+import { MAX_USER_LENGTH } from '../../store/ledger.ts'
 import { LocalState } from './local.ts'
 import { SharedState } from './shared.ts'
 
@@ -303,12 +304,10 @@ function combined(statuses: Status[]): Status {
   return 1
 }
 
-/** Longest `user` value a key's per-user limits accept (it names the user's state in Redis). */
-export const MAX_USER_LENGTH = 256
-
 /**
  * The end user a request names (OpenAI's `user` field), for a key with per-user limits; null when it names none,
- * and then the request counts against the key alone.
+ * and then the request counts against the key alone. A value longer than the ledger records is refused: it would
+ * name state that the ledger could not rebuild.
  */
 export function endUser(ctx: RequestContext): string | null {
   const user = ctx.body?.user
