@@ -96,7 +96,7 @@ describe('script and in-process state', () => {
               if (here.status > 0) admitted.push({ claims, outcome: here })
             } else if (admitted.length > 0) {
               // A request ends: what Governance.finish settles, to both.
-              const [{ claims, outcome }] = admitted.splice(s.s.which % admitted.length, 1)
+              const { claims, outcome } = admitted.splice(s.s.which % admitted.length, 1)[0]!
               const settlements: Settlement[] = claims.map((claim) => {
                 const took = taken(claim, outcome.status)
                 const adjustments = took.rates
