@@ -152,6 +152,81 @@ describe('one instance', () => {
   })
 })
 
+describe('models without a price', () => {
+  let gw: TestGateway
+  let lenient: TestGateway
+  beforeAll(async () => {
+    gw = await startGateway()
+    lenient = await startGateway({ plugins: [{ use: 'builtin:budget', config: { allowUnpriced: true } }] })
+    for (const g of [gw, lenient]) {
+      await setUp(g)
+      // No override and no catalog entry for this model.
+      await g.admin('POST', '/models', { name: 'own', targets: [{ provider: 'fake', model: 'our-own-finetune-7b' }] })
+    }
+  })
+  afterAll(async () => {
+    await gw.close()
+    await lenient.close()
+  })
+  const ask = (g: TestGateway, key: string, model: string) =>
+    fetch(`${g.baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 }),
+    })
+
+  test('a key with a budget calling a model that has no price: 403 model_not_priced, nothing sent; a key without one is served', async () => {
+    const { key } = await newKey(gw, 1)
+    const before = fake.requests.length
+    const res = await ask(gw, key, 'own')
+    expect(res.status).toBe(403)
+    const body = (await res.json()) as any
+    validateSchema('ErrorResponse', body)
+    expect(body.error).toMatchObject({ type: 'permission_error', code: 'model_not_priced', param: 'model' })
+    expect(body.error.message).toContain("The model 'own' has no price")
+    expect(fake.requests.length).toBe(before)
+    const { key: free } = await gw.admin('POST', '/keys', { name: `free${Math.random()}` })
+    expect((await ask(gw, free, 'own')).status).toBe(200)
+    // A user's budget binds the same way.
+    const { key: perUser } = await gw.admin('POST', '/keys', { name: `pu${Math.random()}`, user_limits: { budget: { usd: 1, period: 'total' } } })
+    const asUser = await fetch(`${gw.baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${perUser}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'own', messages: [{ role: 'user', content: 'hi' }], user: 'ann' }),
+    })
+    expect(asUser.status).toBe(403)
+  })
+
+  test('allowUnpriced: served, and the budget counts it at $0', async () => {
+    const { key } = await newKey(lenient, 0.001)
+    for (let i = 0; i < 3; i++) expect((await ask(lenient, key, 'own')).status).toBe(200)
+    const res = await ask(lenient, key, 'own')
+    expect(res.headers.get('x-conduit-budget-remaining-usd')).toBe('0.001000')
+  })
+
+  test('a model with a priced target and an unpriced one: a request the unpriced one serves is charged its hold', async () => {
+    // The priced target has no weight: every request goes to the unpriced one, but the worst case is known.
+    await gw.admin('POST', '/models', {
+      name: 'mixed',
+      targets: [
+        { provider: 'fake', model: 'gpt-4o', price: PRICE, weight: 0 },
+        { provider: 'fake', model: 'our-own-finetune-7b', weight: 1 },
+      ],
+    })
+    const { key } = await newKey(gw, 0.01)
+    const first = await ask(gw, key, 'mixed')
+    expect(first.status).toBe(200)
+    expect(first.headers.get('x-conduit-model')).toBe('our-own-finetune-7b')
+    expect(first.headers.get('x-conduit-cost-usd')).toBe('0.000000')
+    await first.text()
+    // Worst case: the prompt's bytes and 3 completion tokens at 10 µ$ each; charged in full, not $0.
+    const worst = (JSON.stringify([{ role: 'user', content: 'hi' }]).length + 3) * 10
+    await Bun.sleep(50) // the settlement lands
+    const probe = await ask(gw, key, 'mixed')
+    expect(micros(probe.headers.get('x-conduit-budget-remaining-usd'))).toBe(10_000 - worst - worst)
+  })
+})
+
 describe('restarts and Redis', () => {
   test('spend survives a restart: a new instance on the same database rebuilds the budget from the ledger', async () => {
     const database = await createTestDatabase()

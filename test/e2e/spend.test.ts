@@ -187,6 +187,29 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       const billed = `${row.prompt_tokens} + ${row.completion_tokens} tokens, ${row.cost_micros} µ$`
       console.log(`BU4 (${engine}): billed ${billedAfterMs.toFixed(0)} ms after the abort: ${billed}`)
     })
+
+    test('a target without a price: served, recorded at $0 flagged unpriced in the ledger, the report and /metrics', async () => {
+      // No override and no catalog entry: nobody knows what it costs.
+      await gw.admin('POST', '/models', { name: 'own', targets: [{ provider: 'fake', model: 'our-own-finetune-7b' }] })
+      const metric = async () => {
+        const text = await (await fetch(`${gw.origin}/metrics`)).text()
+        return Number(/^conduit_unpriced_requests_total\{provider="fake",model="our-own-finetune-7b"\} (\d+)$/m.exec(text)?.[1] ?? 0)
+      }
+      const before = await metric()
+      const res = await chat('own', 'hello')
+      expect(res.status).toBe(200)
+      const id = res.headers.get('x-request-id')
+      expect(res.headers.get('x-conduit-cost-usd')).toBe('0.000000')
+      await res.text()
+      const row = (await ledger()).find((r) => r.request_id === id)!
+      expect(row.cost_micros).toBe(0)
+      expect(Number(row.unpriced)).toBe(1)
+      expect(Number((await ledger()).find((r) => r.model === 'list')!.unpriced)).toBe(0)
+      expect(await metric()).toBe(before + 1)
+      const report = await gw.admin('GET', `/usage?key=${key.id}`)
+      expect(report.by_model.find((r: any) => r.model === 'own').unpriced_requests).toBe(1)
+      expect(report.total.unpriced_requests).toBe(1)
+    })
   })
 }
 
