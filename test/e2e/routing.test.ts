@@ -103,6 +103,34 @@ describe('timeouts (PR1–PR3)', () => {
     expect(text).toContain('"code":"upstream_timeout"')
     expect(text).not.toContain('[DONE]')
   })
+
+  test('PR3: 3 chunks then silence: the client gets the 3, an error event by idle + 0.5 s, and a partial ledger row', async () => {
+    // The row's 2 s idle, halved to keep the suite short; the fake itself stalls (role chunk + 2 content chunks).
+    const options = { timeouts: { idle_ms: 1000 } }
+    await gw.admin('POST', '/providers', { name: 'silent', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test', options })
+    await gw.admin('POST', '/models', { name: 'silent', targets: [{ provider: 'silent', model: 'gpt-4o' }] })
+    const res = await chat('silent', 'stream-stall please', { stream: true })
+    expect(res.status).toBe(200)
+    const { text, pieces } = await readTimed(res)
+    const closedAt = pieces.at(-1)!.at
+    const events = text.split('\n\n').filter(Boolean)
+    expect(events.length).toBe(4)
+    expect(events.slice(0, 3).every((e) => JSON.parse(e.slice('data: '.length)).object === 'chat.completion.chunk')).toBe(true)
+    expect(JSON.parse(events[3]!.slice('data: '.length)).error.code).toBe('upstream_timeout')
+    const lastChunkAt = pieces.findLast((p) => p.text.includes('chat.completion.chunk'))!.at
+    expect(closedAt - lastChunkAt).toBeGreaterThanOrEqual(900)
+    expect(closedAt - lastChunkAt).toBeLessThan(1500)
+
+    await gw.gateway.ledger.flush()
+    const [row] = await gw.gateway.store.sql`SELECT * FROM spend_ledger WHERE request_id = ${res.headers.get('x-request-id')}`
+    // Partial: the provider never sent its usage, so the row is our estimate of what the client did get. Not
+    // `aborted` (that marks a client that went away): the gateway ended it, and the status says why.
+    expect(row).toMatchObject({ status: 504, estimated: 1, aborted: 0, provider: 'silent' })
+    expect(row.prompt_tokens).toBeGreaterThan(0)
+    expect(row.completion_tokens).toBeGreaterThanOrEqual(2)
+    expect(row.completion_tokens).toBeLessThanOrEqual(3)
+    expect(row.cost_micros).toBeGreaterThan(0)
+  })
 })
 
 describe('connect timeout (PR1)', () => {
@@ -260,6 +288,44 @@ describe('clients and keys (PR9)', () => {
     expect(performance.now() - started).toBeLessThan(1000)
     while (fake.aborted === abortedBefore && performance.now() - started < 1000) await Bun.sleep(10)
     expect(fake.aborted).toBe(abortedBefore + 1)
+  })
+
+  test('PR9: a client that aborts after 3 chunks: the upstream stops within 1 s, ≤ 2 chunks later, and its slot is free', async () => {
+    const single = (await gw.admin('POST', '/keys', { name: 'pr9-single', max_parallel: 1 })).key
+    const stream = (signal?: AbortSignal) =>
+      fetch(`${gw.baseURL}/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${single}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'direct', stream: true, messages: [{ role: 'user', content: 'slow-stream:100 pr9' }] }),
+        signal,
+      })
+    const controller = new AbortController()
+    const res = await stream(controller.signal)
+    expect(res.status).toBe(200)
+    const record = fake.streams.findLast((s) => s.trigger === 'slow-stream:100 pr9')!
+    const reader = res.body!.getReader()
+    const decoder = new TextDecoder()
+    let received = ''
+    while (received.split('\n\n').length - 1 < 3) received += decoder.decode((await reader.read()).value, { stream: true })
+    // The slot is taken while the stream runs, so the admission below is a release, not a limit never applied.
+    expect((await stream()).status).toBe(429)
+
+    controller.abort()
+    const abortedAt = performance.now()
+    while (record.cancelledAt === null && performance.now() - abortedAt < 2000) await Bun.sleep(5)
+    expect(record.cancelledAt).not.toBeNull()
+    expect(record.cancelledAt! - abortedAt).toBeLessThan(1000)
+
+    let next = await stream()
+    while (next.status === 429 && performance.now() - abortedAt < 1000) {
+      await next.text()
+      await Bun.sleep(20)
+      next = await stream()
+    }
+    expect(next.status).toBe(200)
+    expect(await next.text()).toContain('data: [DONE]')
+    // Chunks come every 100 ms and 2 s have passed: a cancel that lagged would show as chunks produced for nobody.
+    expect(record.chunkTimes.filter((t) => t > abortedAt).length).toBeLessThanOrEqual(2)
   })
 
   test('several keys of one provider are used in turn; a key told to wait (429 Retry-After) rests', async () => {

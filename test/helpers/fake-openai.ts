@@ -17,6 +17,8 @@
  * Chat replies: tools + "weather" in the last user message → a `get_weather` tool call; a last message with
  * role `tool` → "The weather in Paris is sunny."; otherwise `DEFAULT_REPLY`.
  *
+ * `streams` gets one record per SSE response: when each chunk was produced and when the client went away.
+ *
  * `usageLog` gets one entry per successful generation (chat, completions, embeddings), exactly the counts the
  * fake reported, pushed before the response or the stream's `[DONE]` is sent; failures and cut streams add none.
  */
@@ -50,11 +52,22 @@ export interface FakeOpenAI {
   readonly openStreams: number
   /** Streams the client cancelled (disconnected) before the fake finished them. */
   readonly aborted: number
+  /** One record per SSE response, in order of arrival (`performance.now()` times, the test's own clock). */
+  streams: StreamRecord[]
   /** Answers every request made with `key` with a 429 and `retry-after: seconds` until the time is up. */
   rateLimitKey(key: string, seconds: number): void
   /** One entry per successful generation, the token counts reported (embeddings: completion_tokens 0). */
   usageLog: UsageEntry[]
   stop(): Promise<void>
+}
+
+export interface StreamRecord {
+  /** The scripted trigger (last user message, prompt) the stream was made for. */
+  trigger: string
+  /** When each `data:` line (`[DONE]` and error events included) was handed to the response stream. */
+  chunkTimes: number[]
+  /** When the client disconnected or cancelled; null while open or when the fake ended the stream itself. */
+  cancelledAt: number | null
 }
 
 export interface UsageEntry {
@@ -139,6 +152,7 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
   const logUsage = (u: { prompt_tokens: number; completion_tokens: number }) => void usageLog.push({ prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens })
   const stallReleases = new Set<() => void>()
   const counters = { open: 0, aborted: 0 }
+  const streams: StreamRecord[] = []
 
   const server = Bun.serve({
     port: 0,
@@ -370,11 +384,20 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     let next = 0
     let finished = false
     let releaseStall: (() => void) | undefined
+    const record: StreamRecord = { trigger, chunkTimes: [], cancelledAt: null }
+    streams.push(record)
+    const send = (controller: ReadableStreamDefaultController<Uint8Array>, line: string) => {
+      record.chunkTimes.push(performance.now())
+      controller.enqueue(encoder.encode(line))
+    }
     const finish = (cancelled: boolean) => {
       if (finished) return
       finished = true
       counters.open--
-      if (cancelled) counters.aborted++
+      if (cancelled) {
+        counters.aborted++
+        record.cancelledAt = performance.now()
+      }
       releaseStall?.()
     }
     counters.open++
@@ -388,7 +411,7 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
         if (next === cutAt) {
           if (midstreamError) {
             const error = { message: 'The server had an error while processing your request. Sorry about that!', type: 'server_error', param: null, code: 'server_error' }
-            controller.enqueue(encoder.encode(`data: ${JSON.stringify({ error })}\n\n`))
+            send(controller, `data: ${JSON.stringify({ error })}\n\n`)
             finish(false)
             controller.close()
             return
@@ -410,11 +433,11 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
           return
         }
         if (next < events.length) {
-          controller.enqueue(encoder.encode(`data: ${JSON.stringify(events[next++])}\n\n`))
+          send(controller, `data: ${JSON.stringify(events[next++])}\n\n`)
           return
         }
         logUsage(usage)
-        controller.enqueue(encoder.encode('data: [DONE]\n\n'))
+        send(controller, 'data: [DONE]\n\n')
         finish(false)
         controller.close()
       },
@@ -461,6 +484,7 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     port: server.port!,
     requests,
     usageLog,
+    streams,
     get openStreams() {
       return counters.open
     },
