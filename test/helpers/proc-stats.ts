@@ -1,0 +1,66 @@
+import { readdirSync, readFileSync } from 'node:fs'
+
+export const MB = 1024 * 1024
+
+/** Resident set size of one process, in bytes (VmRSS from /proc). */
+export const rssBytes = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024
+
+/** File descriptors the process holds open (sockets, files, pipes). */
+export const openFds = (pid: number) => readdirSync(`/proc/${pid}/fd`).length
+
+/**
+ * Arguments that open Bun's inspector on a free loopback port under an unguessable path, and the address to
+ * give `inspectorEval`. Put them before the script: `['bun', ...inspect.args, 'src/main.ts']`.
+ */
+export function inspectorArgs() {
+  const probe = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
+  const port = probe.port
+  probe.stop(true)
+  const path = crypto.randomUUID()
+  return { args: [`--inspect=127.0.0.1:${port}/${path}`], url: `ws://127.0.0.1:${port}/${path}` }
+}
+
+/** Evaluates `expression` (a promise is awaited) in the inspected process and answers its JSON value (WebKit inspector protocol). */
+export async function inspectorEval<T = unknown>(url: string, expression: string): Promise<T> {
+  const ws = new WebSocket(url)
+  const replies = new Map<number, (message: any) => void>()
+  ws.onmessage = (event) => {
+    const message = JSON.parse(String(event.data))
+    replies.get(message.id)?.(message)
+  }
+  let ids = 0
+  const call = (method: string, params: object) =>
+    new Promise<any>((resolve, reject) => {
+      const id = ++ids
+      replies.set(id, ({ result, error }) => {
+        if (error || result?.wasThrown) reject(new Error(`inspector ${method}: ${JSON.stringify(error ?? result.result)}`))
+        else resolve(result.result)
+      })
+      ws.send(JSON.stringify({ id, method, params }))
+    })
+  try {
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve
+      ws.onerror = () => reject(new Error(`inspector at ${url} unreachable`))
+    })
+    const promise = await call('Runtime.evaluate', { expression: `(async () => JSON.stringify(await (${expression})))()` })
+    const value = await call('Runtime.awaitPromise', { promiseObjectId: promise.objectId, returnByValue: true })
+    return JSON.parse(value.value)
+  } finally {
+    ws.close()
+  }
+}
+
+/** A full, synchronous garbage collection in the inspected process; answers its JS heap afterwards. */
+export const collectGarbage = (inspectorUrl: string) =>
+  inspectorEval<{ objectCount: number; heapSize: number }>(
+    inspectorUrl,
+    `import('bun:jsc').then(({ heapStats }) => { Bun.gc(true); const { objectCount, heapSize } = heapStats(); return { objectCount, heapSize } })`,
+  )
+
+/** The lowest RSS of the process over `ms` (pages freed by a collection reach the OS a moment later). */
+export async function rssFloor(pid: number, ms = 2_000) {
+  let rss = Infinity
+  for (const until = Date.now() + ms; Date.now() < until; await Bun.sleep(100)) rss = Math.min(rss, rssBytes(pid))
+  return rss
+}
