@@ -1,5 +1,5 @@
 import { ownCommand } from './cluster/own-command.ts'
-import { loadConfig } from './config/config.ts'
+import { checkLaunch, readLaunch } from './config/launch.ts'
 
 // A maintenance command, not a server: it runs and exits (see src/commands/rotate-secrets.ts).
 if (process.argv[2] === 'rotate-secrets') {
@@ -21,11 +21,18 @@ if (!process.env.BUN_CONFIG_MAX_HTTP_REQUESTS && typeof process.execve === 'func
  * program, started by the primary with CONDUIT_WORKER=1, is a worker. Each role imports only what it needs.
  */
 try {
-  const config = await loadConfig(process.argv.slice(2), process.env)
-  const serve = () => import('./cluster/serve.ts')
-  if (process.env.CONDUIT_WORKER === '1') await (await serve()).serveAsWorker(config)
-  else if (config.workers > 1) await (await import('./cluster/primary.ts')).runPrimary(config)
-  else await (await serve()).serveAlone(config)
+  const argv = process.argv.slice(2)
+  const worker = process.env.CONDUIT_WORKER === '1'
+  const { launch } = await readLaunch(argv, process.env)
+  if (!worker && launch.workers > 1) {
+    // The primary uses only the launch settings; its workers load, validate and serve the full configuration.
+    checkLaunch(launch, process.env)
+    await (await import('./cluster/primary.ts')).runPrimary(launch)
+  } else {
+    const config = await (await import('./config/config.ts')).loadConfig(argv, process.env)
+    const serve = await import('./cluster/serve.ts')
+    await (worker ? serve.serveAsWorker(config) : serve.serveAlone(config))
+  }
 } catch (error) {
   // A start-up failure (bad config, wrong key, port taken) is a message for the operator, not a stack.
   console.error(`conduit: ${error instanceof Error ? error.message : String(error)}`)

@@ -1,4 +1,4 @@
-import type { GatewayConfig } from '../config/config.ts'
+import type { LaunchConfig } from '../config/launch.ts'
 
 export interface BannerFacts {
   plugins: number
@@ -7,7 +7,7 @@ export interface BannerFacts {
 }
 
 /** What an operator sees at start. The last line is always the "listening" one. */
-export function printBanner(config: GatewayConfig, port: number, facts: BannerFacts) {
+export function printBanner(config: LaunchConfig, port: number, facts: BannerFacts) {
   const where = config.databaseURL ? 'PostgreSQL (DATABASE_URL)' : config.dataDir
   const workers = `${config.workers} worker${config.workers > 1 ? 's' : ''}`
   const lines = [`Conduit: ${facts.plugins} plugins loaded, data in ${where}, ${workers}`]

@@ -1,6 +1,6 @@
 import type { Subprocess } from 'bun'
-import type { GatewayConfig } from '../config/config.ts'
-import { createLogger } from '../services/logger.ts'
+import type { LaunchConfig } from '../config/launch.ts'
+import { logLine } from '../services/line-log.ts'
 import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
 import { printBanner } from './banner.ts'
 import { FAN_OUT_TIMEOUT_MS, type PrimaryToWorker, type WorkerToPrimary } from './messages.ts'
@@ -45,8 +45,7 @@ class FanOut<T> {
  * that dies, relays store changes so every worker's caches follow an admin change before the admin call
  * returns, and sums metrics for a scrape. It serves no traffic and never loads the gateway itself.
  */
-export async function runPrimary(config: GatewayConfig) {
-  const log = createLogger()
+export async function runPrimary(config: LaunchConfig) {
   const port = config.port === 0 ? freePort(config.hostname) : config.port
   const workers: Worker[] = []
   const fanOuts = new Map<string, FanOut<unknown>>()
@@ -102,7 +101,7 @@ export async function runPrimary(config: GatewayConfig) {
       ipc: (message) => void onMessage(worker, message as WorkerToPrimary),
       onExit: (_proc, code, signal) => {
         if (stopping) return
-        log.error({ worker: index, code, signal }, 'worker exited; restarting it')
+        logLine('error', { worker: index, code, signal }, 'worker exited; restarting it')
         setTimeout(() => {
           if (!stopping) workers[index] = spawn(index)
         }, 500)
@@ -129,7 +128,7 @@ export async function runPrimary(config: GatewayConfig) {
   const shutdown = async (signal: NodeJS.Signals) => {
     if (stopping) return
     stopping = true
-    log.info({ signal }, 'stopping workers')
+    logLine('info', { signal }, 'stopping workers')
     // A worker still starting has nothing to drain yet: it exits at once.
     for (const w of workers) w.proc.kill('SIGTERM')
     const exited = Promise.all(workers.map((w) => w.proc.exited))

@@ -5,6 +5,7 @@ import { ConfigKeyInput, ModelInput, ProviderInput } from '../core/admin.ts'
 import { parseAllowList } from '../core/egress.ts'
 import type { PluginSpec } from '../plugin-host/host.ts'
 import type { Timeouts } from '../core/upstream.ts'
+import { checkLaunch, numberSetting, readConfigFile, readLaunch, type LaunchConfig } from './launch.ts'
 
 /** The optional declarative file (`--config conduit.yaml` or CONDUIT_CONFIG). Every section is optional. */
 const FileSchema = t.Object(
@@ -45,11 +46,7 @@ const FileSchema = t.Object(
 )
 export type ConfigFile = Static<typeof FileSchema>
 
-export interface GatewayConfig {
-  port: number
-  hostname: string
-  dataDir: string
-  databaseURL?: string
+export interface GatewayConfig extends LaunchConfig {
   /** Shared state for limits across instances, and store-change fan-out. */
   redisURL?: string
   /** Longest a Redis command may take before limits fall back; keeps an outage from stalling requests. */
@@ -66,10 +63,6 @@ export interface GatewayConfig {
   /** Largest non-streaming upstream response the gateway reads (502 past it). */
   maxUpstreamBodyBytes: number
   idleTimeoutSec: number
-  /** Processes sharing the port; 1 runs the gateway in this process. */
-  workers: number
-  /** On SIGTERM, how long in-flight requests and streams may take to finish. */
-  drainMs: number
   timeouts: Timeouts
   /** Spend rows held while the database is unreachable; past it the oldest are dropped (logged). */
   ledgerMaxQueued?: number
@@ -86,31 +79,11 @@ export interface GatewayConfig {
   egressAllow: string[]
 }
 
-/** Shorter master keys can be guessed; the one Conduit generates is 52 characters. */
-export const MIN_MASTER_KEY_LENGTH = 16
-
-/** `${NAME}` → the environment variable; an unset variable is an error, not an empty secret. */
-export function expandEnv(value: unknown, env: Record<string, string | undefined>, where = ''): unknown {
-  if (typeof value === 'string') {
-    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
-      const found = env[name]
-      if (found === undefined) throw new Error(`Config${where ? ` at ${where}` : ''} references \${${name}}, which is not set.`)
-      return found
-    })
-  }
-  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, env, `${where}[${i}]`))
-  if (value && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandEnv(v, env, where ? `${where}.${k}` : k)]))
-  }
-  return value
+export async function parseConfigFile(file: string, env: Record<string, string | undefined>): Promise<ConfigFile> {
+  return checkConfigFile(file, await readConfigFile(file, env))
 }
 
-export async function parseConfigFile(file: string, env: Record<string, string | undefined>): Promise<ConfigFile> {
-  const handle = Bun.file(file)
-  if (!(await handle.exists())) throw new Error(`Config file not found: ${file}`)
-  const text = await handle.text()
-  const raw = file.endsWith('.json') ? JSON.parse(text) : Bun.YAML.parse(text)
-  const expanded = expandEnv(raw ?? {}, env)
+function checkConfigFile(file: string, expanded: unknown): ConfigFile {
   if (!Value.Check(FileSchema, expanded)) {
     const error = Value.Errors(FileSchema, expanded).First()!
     throw new Error(`Invalid config ${file} at '${error.path || '/'}': ${error.message}`)
@@ -129,19 +102,12 @@ function browserOrigin(value: string): string {
 
 /** CLI flags beat the environment, which beats the file, which beats the embedded defaults. */
 export async function loadConfig(argv: string[], env: Record<string, string | undefined>): Promise<GatewayConfig> {
-  const flag = (name: string) => {
-    const i = argv.indexOf(`--${name}`)
-    if (i !== -1) return argv[i + 1]
-    return argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
-  }
-  const configPath = flag('config') ?? env.CONDUIT_CONFIG
-  const file: ConfigFile = configPath ? await parseConfigFile(path.resolve(configPath), env) : {}
-  const number = (value: string | undefined) => (value === undefined || value === '' ? undefined : Number(value))
+  const { launch, configPath, flag, file: raw } = await readLaunch(argv, env)
+  const file = configPath ? checkConfigFile(path.resolve(configPath), raw) : ({} as ConfigFile)
+  checkLaunch(launch, env)
+  const number = numberSetting
   const config: GatewayConfig = {
-    port: number(flag('port') ?? env.PORT) ?? file.server?.port ?? 5000,
-    hostname: flag('host') ?? env.HOST ?? file.server?.host ?? '0.0.0.0',
-    dataDir: path.resolve(flag('data-dir') ?? env.CONDUIT_DATA_DIR ?? './data'),
-    databaseURL: env.DATABASE_URL || undefined,
+    ...launch,
     redisURL: env.REDIS_URL || undefined,
     redisTimeoutMs: number(env.CONDUIT_REDIS_TIMEOUT_MS) ?? 50,
     masterKey: env.CONDUIT_MASTER_KEY || undefined,
@@ -152,8 +118,6 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
     maxInflight: number(env.CONDUIT_MAX_INFLIGHT) ?? file.server?.max_inflight ?? 4096,
     maxUpstreamBodyBytes: file.server?.max_upstream_response_bytes ?? 128 * 1024 * 1024,
     idleTimeoutSec: file.server?.idle_timeout_s ?? 30,
-    workers: number(flag('workers') ?? env.CONDUIT_WORKERS) ?? file.server?.workers ?? navigator.hardwareConcurrency,
-    drainMs: number(env.CONDUIT_DRAIN_MS) ?? file.server?.drain_ms ?? 30_000,
     timeouts: {
       connectMs: file.timeouts?.connect_ms ?? 5_000,
       firstByteMs: file.timeouts?.first_byte_ms ?? 300_000,
@@ -174,12 +138,7 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
     seed: { providers: file.providers, models: file.models, keys: file.keys },
     egressAllow: parseAllowList(env.CONDUIT_EGRESS_ALLOW),
   }
-  if (config.masterKey !== undefined && config.masterKey.length < MIN_MASTER_KEY_LENGTH) {
-    throw new Error(`CONDUIT_MASTER_KEY is ${config.masterKey.length} characters long; use at least ${MIN_MASTER_KEY_LENGTH} (e.g. openssl rand -hex 24).`)
-  }
   const checks = [
-    ['port', config.port, 0],
-    ['workers', config.workers, 1],
     ['max body bytes', config.maxBodyBytes, 1],
     ['body timeout', config.bodyTimeoutMs, 1],
     ['max in-flight requests', config.maxInflight, 1],

@@ -1,0 +1,91 @@
+import path from 'node:path'
+
+/**
+ * What every role needs before the full configuration: where the config file is and its parsed text, and the
+ * few settings the primary of `--workers N` uses to start its workers and print the banner. Read with no
+ * schema library, no crypto and no logger, so that the primary stays small; the full configuration
+ * (config.ts) is read and validated by the processes that serve, and a bad one stops the leader worker with
+ * its message, which stops the primary.
+ */
+export interface LaunchConfig {
+  port: number
+  hostname: string
+  dataDir: string
+  databaseURL?: string
+  /** Processes sharing the port; 1 runs the gateway in this process. */
+  workers: number
+  /** On SIGTERM, how long in-flight requests and streams may take to finish. */
+  drainMs: number
+}
+
+export interface Launch {
+  launch: LaunchConfig
+  /** The config file's path, when there is one. */
+  configPath: string | undefined
+  /** The file with `${VAR}` expanded, not yet validated (config.ts checks it). */
+  file: Record<string, any>
+  /** `--name value` or `--name=value`. */
+  flag(name: string): string | undefined
+}
+
+/** `${NAME}` → the environment variable; an unset variable is an error, not an empty secret. */
+export function expandEnv(value: unknown, env: Record<string, string | undefined>, where = ''): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
+      const found = env[name]
+      if (found === undefined) throw new Error(`Config${where ? ` at ${where}` : ''} references \${${name}}, which is not set.`)
+      return found
+    })
+  }
+  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, env, `${where}[${i}]`))
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandEnv(v, env, where ? `${where}.${k}` : k)]))
+  }
+  return value
+}
+
+/** A config file (YAML, or JSON by its extension) with the environment expanded. */
+export async function readConfigFile(file: string, env: Record<string, string | undefined>): Promise<Record<string, any>> {
+  const handle = Bun.file(file)
+  if (!(await handle.exists())) throw new Error(`Config file not found: ${file}`)
+  const text = await handle.text()
+  const raw = file.endsWith('.json') ? JSON.parse(text) : Bun.YAML.parse(text)
+  return expandEnv(raw ?? {}, env) as Record<string, any>
+}
+
+export const numberSetting = (value: string | undefined) => (value === undefined || value === '' ? undefined : Number(value))
+
+/** CLI flags beat the environment, which beats the file, which beats the embedded defaults. */
+export async function readLaunch(argv: string[], env: Record<string, string | undefined>): Promise<Launch> {
+  const flag = (name: string) => {
+    const i = argv.indexOf(`--${name}`)
+    if (i !== -1) return argv[i + 1]
+    return argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
+  }
+  const configPath = flag('config') ?? env.CONDUIT_CONFIG
+  const file = configPath ? await readConfigFile(path.resolve(configPath), env) : {}
+  const server = file.server ?? {}
+  const launch: LaunchConfig = {
+    port: numberSetting(flag('port') ?? env.PORT) ?? server.port ?? 5000,
+    hostname: flag('host') ?? env.HOST ?? server.host ?? '0.0.0.0',
+    dataDir: path.resolve(flag('data-dir') ?? env.CONDUIT_DATA_DIR ?? './data'),
+    databaseURL: env.DATABASE_URL || undefined,
+    workers: numberSetting(flag('workers') ?? env.CONDUIT_WORKERS) ?? server.workers ?? navigator.hardwareConcurrency,
+    drainMs: numberSetting(env.CONDUIT_DRAIN_MS) ?? server.drain_ms ?? 30_000,
+  }
+  return { launch, configPath, file, flag }
+}
+
+/** Shorter master keys can be guessed; the one Conduit generates is 52 characters. */
+export const MIN_MASTER_KEY_LENGTH = 16
+
+/** What must stop a start before any process is spawned, with one line for the operator. */
+export function checkLaunch(launch: LaunchConfig, env: Record<string, string | undefined>) {
+  for (const [name, value, min] of [['port', launch.port, 0], ['workers', launch.workers, 1], ['drain time', launch.drainMs, 0]] as const) {
+    if (!Number.isInteger(value) || value < min) throw new Error(`Invalid ${name}: ${value}`)
+  }
+  const masterKey = env.CONDUIT_MASTER_KEY
+  if (masterKey && masterKey.length < MIN_MASTER_KEY_LENGTH) {
+    throw new Error(`CONDUIT_MASTER_KEY is ${masterKey.length} characters long; use at least ${MIN_MASTER_KEY_LENGTH} (e.g. openssl rand -hex 24).`)
+  }
+}
