@@ -1,5 +1,6 @@
 import type { GatewayConfig } from '../config/config.ts'
 import { createGateway, type Gateway } from '../core/gateway.ts'
+import { endUpstreamCalls } from '../core/upstream.ts'
 import { listen } from '../http/server.ts'
 import type { Logger } from '../plugin-sdk/types.ts'
 import { createLogger } from '../services/logger.ts'
@@ -74,12 +75,17 @@ class StopRequests {
  * Graceful stop: readiness fails at once, the listener closes (new connections are refused), in-flight
  * requests and streams get up to `drainMs` to finish, then whatever remains is closed.
  */
+/** After the drain deadline, how long the requests we end get to deliver their error before connections close. */
+const FAREWELL_MS = 100
+
 async function drainAndExit(gateway: Gateway, server: ReturnType<typeof listen>, drainMs: number, reason: string, log: Logger) {
   log.info({ reason, inflight: gateway.metrics.inflight }, 'draining')
   gateway.draining = true
   const drained = await Promise.race([server.stop().then(() => true), Bun.sleep(drainMs).then(() => false)])
   if (!drained) {
-    log.warn({ inflight: gateway.metrics.inflight }, 'drain timeout: closing the remaining connections')
+    log.warn({ inflight: gateway.metrics.inflight }, 'drain timeout: ending the remaining requests')
+    endUpstreamCalls()
+    await Bun.sleep(FAREWELL_MS) // long enough for the error events to reach the clients
     await server.stop(true)
   }
   await gateway.close()

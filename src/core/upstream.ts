@@ -45,6 +45,14 @@ function watch(call: UpstreamCall) {
   }, WATCH_INTERVAL_MS)
 }
 
+/**
+ * The drain is over: every upstream call still running ends now, so that its client gets our error (an SSE
+ * error event on a stream, a 503 otherwise) instead of a reset connection.
+ */
+export function endUpstreamCalls() {
+  for (const call of watched) call.expire('shutdown')
+}
+
 /** An upstream call in flight: one controller aborts it for a client disconnect or one of our deadlines. */
 export class UpstreamCall {
   readonly controller = new AbortController()
@@ -54,7 +62,7 @@ export class UpstreamCall {
   private connectMs = 0
   private url: string | null = null
   /** Which of our deadlines ended the call, if one did. */
-  private expired: 'first byte' | 'connect' | null = null
+  private expired: 'first byte' | 'connect' | 'shutdown' | null = null
 
   constructor(
     private readonly clientSignal: AbortSignal,
@@ -75,10 +83,11 @@ export class UpstreamCall {
     }
   }
 
-  private expire(deadline: 'first byte' | 'connect') {
+  /** @internal one of our deadlines passed, or the process is stopping (see endUpstreamCalls). */
+  expire(deadline: 'first byte' | 'connect' | 'shutdown') {
     watched.delete(this)
     this.expired = deadline
-    this.controller.abort(new DOMException(`upstream ${deadline} timeout`, 'TimeoutError'))
+    this.controller.abort(new DOMException(`upstream ${deadline}`, 'TimeoutError'))
   }
 
   /** The client went away: stop the upstream call now. */
@@ -137,6 +146,9 @@ export class UpstreamCall {
   failure(error: unknown): GatewayError {
     if (this.expired === 'first byte') {
       return new GatewayError(504, `The upstream provider '${this.providerName}' did not respond in time.`, { code: 'upstream_timeout' })
+    }
+    if (this.expired === 'shutdown') {
+      return new GatewayError(503, 'The gateway is shutting down; the response was ended before it was complete.', { code: 'server_shutting_down' })
     }
     if (this.expired === 'connect') {
       return new GatewayError(502, `Could not connect to the upstream provider '${this.providerName}' within ${this.connectMs} ms.`, {
