@@ -15,6 +15,7 @@ import { refuseUpstreamOverrides, validateRequest } from './request-schemas.ts'
 import { relayStream, type StreamOutcome } from './stream-relay.ts'
 import { UpstreamCall, isRetryable, timeoutsFor, upstreamError, type Timeouts } from './upstream.ts'
 import { estimatePromptTokens, estimateTokens } from '../plugin-sdk/tokens.ts'
+import { scrubSecrets } from '../services/known-secrets.ts'
 import { extractUsage, floatsToBase64, spliceModel } from './wire.ts'
 
 export interface PipelineOptions {
@@ -431,6 +432,8 @@ export class Pipeline {
       ctx.log.error({ err: error, requestId: ctx.id }, 'unhandled error')
       failure = new GatewayError(500, 'The gateway hit an internal error. It has been logged.', { code: 'internal_error' })
     }
+    // A provider may quote our key back ("Incorrect API key provided: …"): the client never sees it.
+    failure.message = scrubSecrets(failure.message)
     ctx.error = failure
     if (failure.status === 499) {
       ctx.status = 499

@@ -5,6 +5,7 @@ import type { Attempt } from './context.ts'
 import { ByteWriter, Finder, bytesOf, startsWith, stringValueAt } from './sse/bytes.ts'
 import { DEFAULT_MAX_EVENT_BYTES, SSE_DONE, SseFrameDecoder, dataOf, encodeSseData, eventOf, type SseFrame } from './sse/decoder.ts'
 import type { UpstreamCall } from './upstream.ts'
+import { scrubSecrets } from '../services/known-secrets.ts'
 
 export interface StreamOutcome {
   usage: Usage | null
@@ -41,7 +42,8 @@ const FINISH_REASON = bytesOf('"finish_reason":"')
 const USAGE_NULL = bytesOf(',"usage":null')
 /** In OpenAI chunks the first unescaped `"model"` key is the chunk's own (nested content is JSON-escaped). */
 const MODEL_KEY = bytesOf('"model"')
-export const errorEvent = (error: GatewayError) => encodeSseData(JSON.stringify(error.toJSON()))
+/** An error that leaves for the client, scrubbed of our secrets: an upstream may quote our key in its message. */
+export const errorEvent = (error: GatewayError) => encodeSseData(scrubSecrets(JSON.stringify(error.toJSON())))
 
 /**
  * Relays an upstream SSE stream to the client with backpressure: pull-based, so nothing is read from the

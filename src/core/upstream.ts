@@ -3,7 +3,6 @@ import type { EndpointAdapter, ProviderConfig, UpstreamRequest } from '../plugin
 import { parseOpenAIError } from '../plugin-sdk/openai-compatible.ts'
 import { isReachable, providerAnswered } from './reachability.ts'
 import { egress } from './egress.ts'
-import { scrubSecrets } from '../services/known-secrets.ts'
 
 export interface Timeouts {
   /** To a connection; enforced by probing the provider's host if no response came by then (see reachability.ts). */
@@ -179,8 +178,6 @@ export async function upstreamError(response: Response, adapter: EndpointAdapter
   const error = adapter.parseError ? adapter.parseError(response.status, body, response.headers) : parseOpenAIError(response.status, body, providerName)
   const retryAfter = response.headers.get('retry-after')
   if (retryAfter && !error.headers['retry-after']) error.headers['retry-after'] = retryAfter
-  // A provider may quote our key back ("Incorrect API key provided: sk-…"): the client never sees it.
-  error.message = scrubSecrets(error.message)
   return error
 }
 

@@ -45,6 +45,10 @@ function startQuirkyUpstream() {
       if (text === 'bad-usage') return Response.json(completion(body.model, { prompt_tokens: 'abc', completion_tokens: -3, total_tokens: null }))
       if (text === 'quote-key-401') return openAIError(401, `Incorrect API key provided: ${key}. You can find your API key at …`, 'invalid_api_key')
       if (text === 'quote-key-400') return openAIError(400, `Your key ${key} may not use the parameter 'foo'.`, 'invalid_value')
+      if (text === 'quote-key-midstream') {
+        const event = `data: ${JSON.stringify({ error: { message: `Quota of ${key} exceeded.`, type: 'server_error', param: null, code: 'quota' } })}\n\n`
+        return new Response(event, { headers: { 'content-type': 'text/event-stream' } })
+      }
       if (text === 'big') return Response.json(completion(body.model, { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2, padding: 'x'.repeat(8192) }))
       if (text === 'big-chunked') {
         const json = JSON.stringify(completion(body.model, { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2, padding: 'x'.repeat(8192) }))
@@ -180,7 +184,7 @@ describe('bug 2: provider usage that is not a number', () => {
 })
 
 describe('bug 3 and a weakness: secrets quoted by providers', () => {
-  test('a key quoted in an upstream 401 or 400 reaches neither the log nor the client', async () => {
+  test('a key quoted in an upstream 401, 400 or mid-stream error reaches neither the log nor the client', async () => {
     const refused = await chat('quirky', 'quote-key-401')
     const e401 = await expectError(refused, 502, 'upstream_auth_failed')
     expect(e401.message).not.toContain(PROVIDER_KEY)
@@ -188,6 +192,11 @@ describe('bug 3 and a weakness: secrets quoted by providers', () => {
     const e400 = await expectError(relayed, 400)
     expect(e400.message).not.toContain(PROVIDER_KEY)
     expect(e400.message).toContain('[REDACTED]')
+    const midstream = await chat('quirky', 'quote-key-midstream', { stream: true })
+    const events = await midstream.text()
+    expect(events).toContain('"code":"quota"')
+    expect(events).toContain('[REDACTED]')
+    expect(events).not.toContain(PROVIDER_KEY)
     // Any logged string at any depth, not only fields with known names.
     gw.gateway.log.info({ deep: { er: [`master ${MASTER_KEY} and ${PROVIDER_KEY}`] } }, `also ${MASTER_KEY}`)
     await Bun.sleep(50)
