@@ -39,7 +39,11 @@ export class Catalog {
 
   close() {
     clearInterval(this.refresher)
+    setSecrets(this.secretsOwner, [])
   }
+
+  /** Its own entry in the process's secret list: several gateways in one process (tests) must not erase each other's. */
+  private readonly secretsOwner = `providers:${crypto.randomUUID()}`
 
   /** Resolves immediately unless an admin change is pending. */
   ready(): Promise<void> | undefined {
@@ -81,7 +85,7 @@ export class Catalog {
       providerMap.set(p.id, { id: p.id, name: p.name, type: p.type, baseURL: p.baseURL, ...keys, options: p.options })
     }
     this.providers = providerMap
-    setSecrets('providers', [...providerMap.values()].flatMap((p) => p.apiKeys ?? []))
+    setSecrets(this.secretsOwner, [...providerMap.values()].flatMap((p) => p.apiKeys ?? []))
     this.models = new Map(models.map((m) => [m.name, { ...m, maxPrice: maxPrice(m, providerMap) }]))
   }
 

@@ -87,7 +87,8 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
     await store.setSetting(MASTER_HASH, masterHash)
   }
 
-  setSecrets('master', [config.masterKey, generatedMasterKey, config.encryptionKey, ...(config.encryptionKeys?.split(',') ?? [])])
+  const secretsOwner = `gateway:${crypto.randomUUID()}`
+  setSecrets(secretsOwner, [config.masterKey, generatedMasterKey, config.encryptionKey, ...(config.encryptionKeys?.split(',') ?? [])])
 
   const metrics = new Metrics()
   const host = new PluginHost({ log, store, redis, builtins: BUILTINS, baseDir: config.configDir, metrics })
@@ -151,6 +152,7 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
     isMasterKey: (token) => secretEquals(sha256(token), expectedHash),
     async close() {
       catalog.close()
+      setSecrets(secretsOwner, [])
       await ledger.close() // flush what is queued (SIGTERM lands here after the drain)
       await host.close()
       redisBus?.close()

@@ -15,14 +15,15 @@ let pattern: RegExp | null = null
 
 const escape = (value: string) => value.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 
-/** Replaces the secrets of one owner. A credential packed as `id:secret:token` is also known by its parts. */
+/** Replaces the secrets of one owner (none: forgets it). A credential packed as `id:secret:token` is also known by its parts. */
 export function setSecrets(owner: string, values: Iterable<string | null | undefined>) {
   const known = new Set<string>()
   for (const value of values) {
     if (!value) continue
     for (const part of [value, ...value.split(':')]) if (part.length >= MIN_LENGTH) known.add(part)
   }
-  owners.set(owner, [...known])
+  if (known.size > 0) owners.set(owner, [...known])
+  else owners.delete(owner)
   pattern = null
 }
 

@@ -192,6 +192,13 @@ describe('bug 3 and a weakness: secrets quoted by providers', () => {
     const e400 = await expectError(relayed, 400)
     expect(e400.message).not.toContain(PROVIDER_KEY)
     expect(e400.message).toContain('[REDACTED]')
+    // Another gateway in this process (as in tests) has its own secrets and must not erase ours.
+    const other = await startGateway()
+    await other.admin('POST', '/providers', { name: 'other', type: 'openai', base_url: fake.url, api_key: 'sk-other-gateway-key-1234' })
+    await other.admin('POST', '/models', { name: 'other', targets: [{ provider: 'other', model: 'gpt-4o' }] })
+    const otherKey = (await other.admin('POST', '/keys', { name: 'k' })).key
+    expect((await fetch(`${other.baseURL}/models`, { headers: { authorization: `Bearer ${otherKey}` } })).status).toBe(200) // loads its catalog
+    await other.close()
     const midstream = await chat('quirky', 'quote-key-midstream', { stream: true })
     const events = await midstream.text()
     expect(events).toContain('"code":"quota"')
