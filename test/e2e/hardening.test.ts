@@ -250,40 +250,42 @@ describe('bug 4 and a weakness: what clients put in bodies', () => {
 })
 
 describe('weaknesses: bodies too slow, responses too big, errors too talkative', () => {
-  test('a trickled body is a 408 at the deadline, and counts against max_parallel from the moment the key is known', async () => {
+  /** Sends the head and the start of a body that declares more, and collects the reply until the socket closes. */
+  async function trickle(path: string, token: string, declared: number, start: string) {
     const socket = connect(Number(new URL(gw.origin).port), '127.0.0.1')
     await new Promise((resolve) => socket.once('connect', resolve))
-    let reply = ''
-    socket.on('data', (d) => (reply += d.toString()))
+    let text = ''
+    socket.on('data', (d) => (text += d.toString()))
     const closed = new Promise((resolve) => socket.once('close', resolve))
+    socket.write(`POST ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${declared}\r\n\r\n${start}`)
+    return {
+      reply: async () => {
+        await Promise.race([closed, Bun.sleep(5_000)])
+        socket.destroy()
+        return text
+      },
+    }
+  }
+
+  test('a trickled body is a 408 at the deadline, and counts against max_parallel from the moment the key is known', async () => {
     const started = performance.now()
-    socket.write(
-      `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"model":"qu`,
-    )
+    const slow = await trickle('/v1/chat/completions', key, 100_000, '{"model":"qu')
     await Bun.sleep(200)
     // The key's one slot is held by the trickler: a second request is refused at once.
     await expectError(await chat('quirky', 'hello'), 429, 'rate_limit_exceeded')
-    await Promise.race([closed, Bun.sleep(5_000)])
+    const reply = await slow.reply()
     const elapsed = performance.now() - started
     expect(reply).toStartWith('HTTP/1.1 408')
     expect(reply).toContain('"code":"request_timeout"')
     expect(elapsed).toBeGreaterThan(900)
     expect(elapsed).toBeLessThan(3_000)
-    socket.destroy()
     expect((await chat('quirky', 'hello')).status).toBe(200)
   })
 
   test('an admin body is held to the same deadline', async () => {
-    const socket = connect(Number(new URL(gw.origin).port), '127.0.0.1')
-    await new Promise((resolve) => socket.once('connect', resolve))
-    let reply = ''
-    socket.on('data', (d) => (reply += d.toString()))
-    const closed = new Promise((resolve) => socket.once('close', resolve))
-    socket.write(`POST /admin/v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${MASTER_KEY}\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{"na`)
-    await Promise.race([closed, Bun.sleep(5_000)])
+    const reply = await (await trickle('/admin/v1/keys', MASTER_KEY, 5_000, '{"na')).reply()
     expect(reply).toStartWith('HTTP/1.1 408')
     expect(reply).toContain('"code":"request_timeout"')
-    socket.destroy()
   })
 
   test('an upstream body over the cap is a 502, with content-length or chunked', async () => {
