@@ -61,6 +61,14 @@ interface Held {
   settle(s: Settlement): void
 }
 
+/** A governed request's admission and what it holds, kept in `ctx.shared[STATE]`. */
+interface Governed {
+  /** A promise until decided, then the admission itself. */
+  admission: Admission | Promise<Admission>
+  held: Held | null
+}
+const STATE = 'conduit.governance'
+
 const NOTHING: Admission = { claims: [], outcome: { status: 1, scopes: [] }, via: 'local', unavailable: { limits: false, budget: false } }
 const hasLimits = (claims: ScopeClaim[]) => claims.some((c) => c.rates.length > 0 || c.slots !== null)
 const hasBudget = (claims: ScopeClaim[]) => claims.some((c) => c.budget !== null)
@@ -75,8 +83,6 @@ const hasBudget = (claims: ScopeClaim[]) => claims.some((c) => c.budget !== null
 export class Governance {
   private limits: LimitsPart | null = null
   private budget: BudgetPart | null = null
-  private readonly admissions = new WeakMap<RequestContext, Promise<Admission>>()
-  private readonly held = new WeakMap<RequestContext, Held>()
   /** In-process state: the only one without Redis, the fallback with it. */
   private readonly local = new LocalState()
   /** With Redis: its own connection, opened with the gateway so it is ready for the first request. */
@@ -113,24 +119,29 @@ export class Governance {
   }
 
   /**
-   * The request's admission, run once for both plugins; null when neither governs it. A part that decided
-   * already, asking nothing (a shadow limit the request could never fit), claims an empty list.
+   * The request's admission, run once for both plugins; null when neither governs it. Decided at once (no
+   * promise) in-process, and for the plugin that asks second. A part that decided already, asking nothing (a
+   * shadow limit the request could never fit), claims an empty list.
    */
-  admission(ctx: RequestContext): Promise<Admission> | null {
-    const known = this.admissions.get(ctx)
-    if (known) return known
+  admission(ctx: RequestContext): Admission | Promise<Admission> | null {
+    const known = ctx.shared[STATE] as Governed | undefined
+    if (known) return known.admission
     const claims = this.claims(ctx)
     if (!claims) return null
-    const admission = claims.length > 0 ? this.admit(ctx, claims) : Promise.resolve(NOTHING)
-    this.admissions.set(ctx, admission)
+    const governed: Governed = { admission: NOTHING, held: null }
+    ctx.shared[STATE] = governed
+    if (claims.length === 0) return NOTHING
+    const admission = (governed.admission = this.admit(ctx, claims))
+    if (admission instanceof Promise) void admission.then((decided) => (governed.admission = decided), () => {})
     return admission
   }
 
   /** The request ended: settle what it holds (tokens to its usage, its budget hold to its cost). Once per request. */
   finish(f: FinishedRequest) {
-    const held = this.held.get(f.ctx)
+    const governed = f.ctx.shared[STATE] as Governed | undefined
+    const held = governed?.held
     if (!held) return
-    this.held.delete(f.ctx)
+    governed.held = null
     for (const claim of held.claims) {
       const took = taken(claim, held.status)
       const adjustments = []
@@ -171,12 +182,17 @@ export class Governance {
     return merged
   }
 
-  private async admit(ctx: RequestContext, claims: ScopeClaim[]): Promise<Admission> {
-    const shadow = this.limits?.shadow ?? false
-    const shared = this.shared
+  private admit(ctx: RequestContext, claims: ScopeClaim[]): Admission | Promise<Admission> {
+    if (this.shared) return this.admitWithRedis(ctx, this.shared, claims)
     const unavailable = { limits: false, budget: false }
-    if (!shared) return this.hold(ctx, { claims, outcome: await this.admitLocally(claims, shadow), via: 'local', unavailable }, this.local)
+    const decided = (outcome: Outcome) => this.hold(ctx, { claims, outcome, via: 'local', unavailable }, this.local)
+    const outcome = this.admitLocally(claims)
+    return outcome instanceof Promise ? outcome.then(decided) : decided(outcome)
+  }
 
+  private async admitWithRedis(ctx: RequestContext, shared: SharedState, claims: ScopeClaim[]): Promise<Admission> {
+    const shadow = this.limits?.shadow ?? false
+    const unavailable = { limits: false, budget: false }
     const limited = hasLimits(claims)
     const budgeted = hasBudget(claims)
     let reason: FailOpenReason = 'bypass'
@@ -202,7 +218,7 @@ export class Governance {
     if (limited) this.limits!.failedOpen(reason)
     if (budgeted) this.budget!.failedOpen(reason)
     const own = claims.map((c) => this.ownShare(c))
-    return this.hold(ctx, { claims: own, outcome: await this.admitLocally(own, shadow), via: 'degraded', unavailable }, this.local)
+    return this.hold(ctx, { claims: own, outcome: await this.admitLocally(own), via: 'degraded', unavailable }, this.local)
   }
 
   /** This process's share of each limit while Redis is away; a request that fits the limit takes at most the share. */
@@ -218,14 +234,16 @@ export class Governance {
   }
 
   private hold(ctx: RequestContext, admission: Admission, state: { settle(s: Settlement): void }): Admission {
-    if (admission.outcome.status > 0) this.held.set(ctx, { claims: admission.claims, status: admission.outcome.status, settle: (s) => state.settle(s) })
+    if (admission.outcome.status > 0) (ctx.shared[STATE] as Governed).held = { claims: admission.claims, status: admission.outcome.status, settle: (s) => state.settle(s) }
     return admission
   }
 
-  private async admitLocally(claims: ScopeClaim[], shadow: boolean): Promise<Outcome> {
+  /** At once, unless a budget must first be summed from the ledger. */
+  private admitLocally(claims: ScopeClaim[]): Outcome | Promise<Outcome> {
+    const shadow = this.limits?.shadow ?? false
     const outcome = this.local.admit(claims, shadow)
     if (outcome.status !== -1) return outcome
-    return this.local.admit(claims, shadow, await this.loadBudgets(claims, outcome))
+    return this.loadBudgets(claims, outcome).then((loads) => this.local.admit(claims, shadow, loads))
   }
 
   /**

@@ -32,14 +32,18 @@ export interface Delta {
   absolute: { n: number; r: number } | null
 }
 
-/** The scopes of one Redis Cluster slot (all of them on a single Redis): one call in flight at a time. */
+/**
+ * The scopes of one Redis Cluster slot (all of them on a single Redis). At most one call carrying admissions and
+ * one carrying settlements are in flight (often the same call): what arrives meanwhile waits for the next.
+ */
 interface Lane {
   waiting: Waiting[]
   /** Settlements sent at least once under `seq` and not known to be applied: sent again exactly so. */
   batch: { seq: number; deltas: Delta[] } | null
   /** Settlements since, by scope and period. */
   next: Map<string, Delta>
-  busy: boolean
+  admitting: boolean
+  settling: boolean
   timer: Timer | null
   /** When the timer fires (performance.now()). */
   due: number
@@ -49,10 +53,10 @@ interface Lane {
 
 /**
  * Limits and budgets in Redis, shared by every instance. Each call of the GOVERN script, per Redis Cluster slot,
- * carries the settlements this instance owes and the admissions waiting, so a request costs about one round
- * trip: its admission, which also settles the requests that ended before it. With one call in flight per slot,
- * admissions and settlements that arrive meanwhile share the next call, so under load a call serves many
- * requests. Settlements alone go out every FLUSH_MS.
+ * carries the settlements this instance owes and the admissions waiting. While a call with admissions is in
+ * flight, the admissions that arrive wait for the next one, so under load a call serves many requests (and
+ * settles those that ended meanwhile). Settlements alone leave within FLUSH_MS, at once when they free a slot
+ * or money: another instance may be waiting for it.
  *
  * This instance's requests in flight are counted per instance in each scope (a lease renewed every third of
  * `leaseMs` while they run): a crashed instance's slots and reservations come back when its lease expires. A
@@ -145,8 +149,8 @@ export class SharedState {
     clearInterval(this.renewer)
     const deadline = performance.now() + timeoutMs
     for (const lane of this.lanes.values()) this.pump(lane)
-    while (performance.now() < deadline && [...this.lanes.values()].some((l) => l.busy || l.batch || l.next.size > 0)) {
-      for (const lane of this.lanes.values()) if (!lane.busy) this.pump(lane)
+    while (performance.now() < deadline && [...this.lanes.values()].some((l) => l.admitting || l.settling || l.batch || l.next.size > 0)) {
+      for (const lane of this.lanes.values()) this.pump(lane)
       await Bun.sleep(10)
     }
     for (const lane of this.lanes.values()) if (lane.timer) clearTimeout(lane.timer)
@@ -155,7 +159,7 @@ export class SharedState {
   private lane(tag: string): Lane {
     const group = this.cluster ? tag : ''
     let lane = this.lanes.get(group)
-    if (!lane) this.lanes.set(group, (lane = { waiting: [], batch: null, next: new Map(), busy: false, timer: null, due: 0, urgent: false }))
+    if (!lane) this.lanes.set(group, (lane = { waiting: [], batch: null, next: new Map(), admitting: false, settling: false, timer: null, due: 0, urgent: false }))
     return lane
   }
 
@@ -167,9 +171,9 @@ export class SharedState {
     return delta
   }
 
-  /** A pump in `ms` at the latest; while a call is in flight, `after` takes over when it returns. */
+  /** Settlements sent in `ms` at the latest; while they are in flight, `after` takes over when they return. */
   private schedule(lane: Lane, ms: number) {
-    if (lane.busy) return
+    if (lane.settling) return
     const due = performance.now() + ms
     if (lane.timer && lane.due <= due) return
     clearTimeout(lane.timer ?? undefined)
@@ -186,35 +190,45 @@ export class SharedState {
     for (const lane of this.lanes.values()) this.schedule(lane, 0)
   }
 
+  /**
+   * Sends what the lane holds: the waiting admissions unless a call with admissions is in flight (they then share
+   * the next one: batching under load), and the settlements unless a call with settlements is in flight. So an
+   * admission never waits behind settlements alone, and settlement batches stay in order.
+   */
   private pump(lane: Lane) {
-    if (lane.busy) return
     if (lane.timer) {
       clearTimeout(lane.timer)
       lane.timer = null
     }
-    const waiting = lane.waiting.filter((w) => !w.cancelled)
-    lane.waiting = []
-    if (!lane.batch && (lane.next.size > 0 || this.uncertain.size > 0)) {
-      const deltas = [...lane.next.values()]
-      lane.next.clear()
-      lane.urgent = false
-      for (const [key, scope] of this.uncertain) {
-        if (this.lane(scope.tag) !== lane) continue
-        const lease = this.leases.get(key)
-        deltas.push({ scope, holds: 0, reserved: 0, spent: 0, period: null, adjustments: new Map(), absolute: { n: lease?.n ?? 0, r: lease?.r ?? 0 } })
-        this.uncertain.delete(key)
-      }
-      lane.batch = { seq: ++this.seq, deltas }
+    let waiting: Waiting[] = []
+    if (!lane.admitting) {
+      waiting = lane.waiting.filter((w) => !w.cancelled)
+      lane.waiting = []
     }
-    if (waiting.length === 0 && !lane.batch) return
-    const batch = lane.batch
+    if (!lane.settling && !lane.batch) {
+      // An absolute count only when no admission of ours is in flight that Redis would apply before it.
+      const corrections = lane.admitting ? [] : this.corrections(lane)
+      if (lane.next.size > 0 || corrections.length > 0) {
+        lane.batch = { seq: ++this.seq, deltas: [...lane.next.values(), ...corrections] }
+        lane.next.clear()
+        lane.urgent = false
+      }
+    }
+    const batch = lane.settling ? null : lane.batch
+    if (waiting.length === 0 && !batch) return
     for (const w of waiting) w.sent = true
     const { keys, args } = encodeCall(this.instance, this.leaseMs, batch, waiting)
-    lane.busy = true
+    const admitting = waiting.length > 0
+    if (admitting) lane.admitting = true
+    if (batch) lane.settling = true
+    const done = () => {
+      if (admitting) lane.admitting = false
+      if (batch) lane.settling = false
+    }
     this.redis.conduitGovern(keys.length, ...keys, ...args).then(
       (reply) => {
-        lane.busy = false
-        if (lane.batch === batch) lane.batch = null
+        done()
+        if (batch && lane.batch === batch) lane.batch = null
         decodeReply(waiting, reply).forEach((outcome, i) => {
           this.hold(waiting[i]!.claims, outcome.status)
           waiting[i]!.resolve(outcome)
@@ -222,7 +236,7 @@ export class SharedState {
         this.after(lane, FLUSH_MS)
       },
       (error) => {
-        lane.busy = false
+        done()
         for (const w of waiting) {
           for (const c of w.claims) this.uncertain.set(c.scope.key, c.scope)
           w.reject(error)
@@ -232,9 +246,21 @@ export class SharedState {
     )
   }
 
+  /** This lane's scopes where an admission's outcome was lost: their lease set to what this instance knows. */
+  private corrections(lane: Lane): Delta[] {
+    const out: Delta[] = []
+    for (const [key, scope] of this.uncertain) {
+      if (this.lane(scope.tag) !== lane) continue
+      const lease = this.leases.get(key)
+      out.push({ scope, holds: 0, reserved: 0, spent: 0, period: null, adjustments: new Map(), absolute: { n: lease?.n ?? 0, r: lease?.r ?? 0 } })
+      this.uncertain.delete(key)
+    }
+    return out
+  }
+
   private after(lane: Lane, settleInMs: number) {
-    if (lane.waiting.length > 0) this.pump(lane)
-    else if (lane.batch || lane.next.size > 0) this.schedule(lane, this.closed || (lane.urgent && !lane.batch) ? 0 : settleInMs)
+    if (lane.waiting.length > 0 && !lane.admitting) this.pump(lane)
+    if (!lane.settling && (lane.batch || lane.next.size > 0)) this.schedule(lane, this.closed || (lane.urgent && !lane.batch) ? 0 : settleInMs)
   }
 
   private hold(claims: ScopeClaim[], status: Status) {

@@ -5,7 +5,6 @@ import { accountFor } from './accounts.ts'
 /** Completion tokens reserved for a request that sets no max_tokens. */
 export const DEFAULT_COMPLETION_RESERVE = 4096
 
-const encoder = new TextEncoder()
 const usd = (micros: number) => (micros / 1_000_000).toFixed(6)
 
 /**
@@ -16,7 +15,7 @@ const usd = (micros: number) => (micros / 1_000_000).toFixed(6)
 export function worstCaseMicros(ctx: RequestContext, price: Price | null | undefined): number {
   if (!price) return 0
   const body = ctx.body ?? {}
-  const prompt = encoder.encode(JSON.stringify(body.messages ?? body.prompt ?? body.input ?? '')).length
+  const prompt = Buffer.byteLength(JSON.stringify(body.messages ?? body.prompt ?? body.input ?? ''))
   const completion =
     ctx.endpoint === 'embeddings'
       ? 0
@@ -132,7 +131,8 @@ export default definePlugin({
     return {
       onAccess(ctx) {
         const admission = gov.admission(ctx)
-        if (admission) return admission.then((a) => present(ctx, a))
+        if (admission instanceof Promise) return admission.then((a) => present(ctx, a))
+        if (admission) present(ctx, admission)
       },
       onLog(f: FinishedRequest) {
         if (f.target && !f.target.price) unpriced.inc({ provider: f.target.provider.name, model: f.target.model })

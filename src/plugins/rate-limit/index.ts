@@ -24,7 +24,8 @@ const RULES: { name: RuleName; periodMs: number; unit: 'requests' | 'tokens'; la
 ]
 const LABELS = Object.fromEntries(RULES.map((r) => [r.name, r.label]))
 
-const seconds = (ms: number) => `${Math.max(0, ms / 1000).toFixed(3).replace(/\.?0+$/, '')}s`
+/** Whole milliseconds as seconds: `1.5s`, `0.006s`. */
+const seconds = (ms: number) => `${Math.max(0, ms) / 1000}s`
 const hasRateRules = (l: RateLimits | null | undefined): l is RateLimits => !!l && !!(l.rpm || l.rpd || l.tpm || l.max_parallel)
 
 /**
@@ -32,8 +33,7 @@ const hasRateRules = (l: RateLimits | null | undefined): l is RateLimits => !!l 
  * never fit the limit, even with the bucket full, gets a 400 instead: a 429 would send the client into retries
  * that never succeed. Only our own default reserve is capped to the limit, since the client did not ask for it.
  */
-function tokenReservation(body: Record<string, any>, limit: number, scope: Scope): number | GatewayError {
-  const prompt = estimatePromptTokens(body)
+function tokenReservation(body: Record<string, any>, prompt: number, limit: number, scope: Scope): number | GatewayError {
   if (prompt > limit) {
     return new GatewayError(400, `The prompt alone (about ${prompt} tokens) exceeds the limit of ${limit} tokens per minute of ${scope.label}.`, {
       code: 'request_exceeds_token_limit',
@@ -97,12 +97,13 @@ export default definePlugin({
     }
 
     /** The rules of one scope; a rule the request can never fit refuses it (400) before anything is asked. */
-    const claimIn = (ctx: RequestContext, scope: Scope, limits: RateLimits, slots: boolean): ScopeClaim | { never: GatewayError; rule: RuleName; scope: Scope } => {
+    /** `prompt`: the prompt's estimate, computed once per request for every scope's token rule. */
+    const claimIn = (ctx: RequestContext, prompt: () => number, scope: Scope, limits: RateLimits, slots: boolean): ScopeClaim | { never: GatewayError; rule: RuleName; scope: Scope } => {
       const rates: RateClaim[] = []
       for (const rule of RULES) {
         const limit = limits[rule.name]
         if (!limit) continue
-        const cost = rule.unit === 'tokens' ? tokenReservation(ctx.body!, limit, scope) : 1
+        const cost = rule.unit === 'tokens' ? tokenReservation(ctx.body!, prompt(), limit, scope) : 1
         if (cost instanceof GatewayError) return { never: cost, rule: rule.name, scope }
         rates.push({ rule: rule.name, unit: rule.unit, limit, periodMs: rule.periodMs, cost })
       }
@@ -125,14 +126,16 @@ export default definePlugin({
           if (!ctx.body || (!keyLimits && !model?.limits)) return null
           const asked: ReturnType<typeof claimIn>[] = []
           const keyId = ctx.principal!.keyId
-          if (hasRateRules(keyLimits)) asked.push(claimIn(ctx, keyScope(keyId), keyLimits, true))
+          let estimate: number | undefined
+          const prompt = () => (estimate ??= estimatePromptTokens(ctx.body!))
+          if (hasRateRules(keyLimits)) asked.push(claimIn(ctx, prompt, keyScope(keyId), keyLimits, true))
           if (hasRateRules(userLimits)) {
             const user = endUser(ctx)
-            if (user) asked.push(claimIn(ctx, userScope(keyId, user), userLimits, false))
+            if (user) asked.push(claimIn(ctx, prompt, userScope(keyId, user), userLimits, false))
           }
           if (hasRateRules(model?.limits)) {
             const scope = { kind: 'model', tag: `model:${model.id}`, key: `conduit:gov:{model:${model.id}}:m`, label: `the model '${model.name}'`, keyId } as const
-            asked.push(claimIn(ctx, scope, model.limits, true))
+            asked.push(claimIn(ctx, prompt, scope, model.limits, true))
           }
           if (asked.length === 0) return null
           const never = asked.find((a) => 'never' in a)
@@ -189,7 +192,8 @@ export default definePlugin({
       /** Requests without limits or budget cost a few property checks, no promise. */
       onAccess(ctx) {
         const admission = gov.admission(ctx)
-        if (admission) return admission.then((a) => present(ctx, a))
+        if (admission instanceof Promise) return admission.then((a) => present(ctx, a))
+        if (admission) present(ctx, admission)
       },
       onLog(f) {
         gov.finish(f)
