@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
-import { accountFor } from '../../src/plugins/budget/accounts.ts'
+import { accountFor, currentAccount } from '../../src/plugins/budget/accounts.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
@@ -149,6 +149,12 @@ describe('one instance', () => {
     expect(accountFor({ usd: 1, period: 'monthly' }, at)).toMatchObject({ period: 'm2026-11', since: Date.parse('2026-11-01T00:00:00Z') })
     expect(accountFor({ usd: 1, period: 'monthly' }, new Date(at.getTime() + 1)).period).toBe('m2026-12')
     expect(accountFor({ usd: 1, period: 'total' }, at)).toMatchObject({ period: 'total', since: 0 })
+    // The period reused between requests turns over exactly when a new one starts, forwards and back.
+    for (const period of ['daily', 'monthly', 'total'] as const) {
+      for (const ms of [at.getTime(), at.getTime() + 1, at.getTime(), Date.parse('2027-01-31T23:59:59.999Z'), Date.parse('2027-02-01T00:00:00Z')]) {
+        expect(currentAccount({ usd: 1, period }, ms)).toEqual(accountFor({ usd: 1, period }, new Date(ms)))
+      }
+    }
   })
 })
 

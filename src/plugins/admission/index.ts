@@ -173,7 +173,8 @@ export class Governance {
     const limits = this.limits?.claim(ctx) ?? null
     const budget = this.budget?.claim(ctx) ?? null
     if (!limits || !budget) return limits ?? budget
-    const merged = limits.map((c) => ({ ...c }))
+    // Both lists are this request's own: merged in place.
+    const merged = limits
     for (const b of budget) {
       const same = merged.find((c) => c.scope.key === b.scope.key)
       if (same) same.budget = b.budget
@@ -267,14 +268,12 @@ export class Governance {
       const status = combined(answers.map((a) => a.status))
       if (status === -1 && loads === null) {
         answers.forEach((a, i) => this.giveBack(groups[i]!, a.status, 0, shared))
-        const scopes = new Map(groups.flatMap((group, i) => group.map((claim, j) => [claim, answers[i]!.scopes[j]!] as const)))
-        loads = await this.loadBudgets(claims, { status, scopes: claims.map((c) => scopes.get(c)!) })
+        loads = await this.loadBudgets(claims, inClaimOrder(claims, groups, answers, status))
         continue
       }
       if (status === -1) throw new Error('a budget was still not loaded after loading it')
       answers.forEach((a, i) => this.giveBack(groups[i]!, a.status, status, shared))
-      const scopes = new Map(groups.flatMap((group, i) => group.map((claim, j) => [claim, answers[i]!.scopes[j]!] as const)))
-      return { status, scopes: claims.map((c) => scopes.get(c)!) }
+      return inClaimOrder(claims, groups, answers, status)
     }
   }
 
@@ -312,6 +311,13 @@ export class Governance {
     }
     return sum
   }
+}
+
+/** The outcomes of an admission's calls (one per group of claims), as one outcome in the claims' order. */
+function inClaimOrder(claims: ScopeClaim[], groups: ScopeClaim[][], answers: Outcome[], status: Status): Outcome {
+  if (groups.length === 1) return { status, scopes: answers[0]!.scopes }
+  const scopes = new Map(groups.flatMap((group, i) => group.map((claim, j) => [claim, answers[i]!.scopes[j]!] as const)))
+  return { status, scopes: claims.map((c) => scopes.get(c)!) }
 }
 
 /** Over the calls of one admission: refused if any refused, not loaded if any was not, limits-refused if any. */

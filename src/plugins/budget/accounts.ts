@@ -10,6 +10,20 @@ export interface Account {
   ttlSec: number
 }
 
+/** The current period of each kind, reused until it ends: working it out takes a few date conversions. */
+const current = new Map<Budget['period'], { account: Account; until: number }>()
+
+export function currentAccount(budget: Budget, now = Date.now()): Account {
+  const known = current.get(budget.period)
+  if (known && now >= known.account.since && now < known.until) return known.account
+  const account = accountFor(budget, new Date(now))
+  const start = new Date(account.since)
+  const until =
+    budget.period === 'daily' ? account.since + 86_400_000 : budget.period === 'monthly' ? Date.UTC(start.getUTCFullYear(), start.getUTCMonth() + 1, 1) : Infinity
+  current.set(budget.period, { account, until })
+  return account
+}
+
 export function accountFor(budget: Budget, now = new Date()): Account {
   const y = now.getUTCFullYear()
   const m = now.getUTCMonth()

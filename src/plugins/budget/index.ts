@@ -1,6 +1,6 @@
 import { GatewayError, definePlugin, t, type Budget, type FinishedRequest, type Price, type RequestContext } from '../../plugin-sdk/index.ts'
 import { endUser, governance, keyScope, userScope, type Admission, type Scope, type ScopeClaim } from '../admission/index.ts'
-import { accountFor } from './accounts.ts'
+import { currentAccount } from './accounts.ts'
 
 /** Completion tokens reserved for a request that sets no max_tokens. */
 export const DEFAULT_COMPLETION_RESERVE = 4096
@@ -63,7 +63,7 @@ export default definePlugin({
     const { allowUnpriced } = api.config
 
     const claimIn = (ctx: RequestContext, scope: Scope, budget: Budget, cost: number): ScopeClaim => {
-      const account = accountFor(budget)
+      const account = currentAccount(budget)
       const limitMicros = Math.round(budget.usd * 1_000_000)
       return { scope, rates: [], slots: null, budget: { limitMicros, cost, period: account.period, since: account.since, ttlMs: account.ttlSec * 1000 } }
     }
