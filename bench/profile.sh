@@ -1,0 +1,39 @@
+#!/bin/bash
+# Usage: bench/profile.sh <label>: one Conduit worker under wrk -c64 for 8 s (plain key, JSON chat), with the
+# mock upstream; prints req/s and CPU µs per request. PROF=1 also writes a .cpuprofile into $DIR (read it with
+# `bun bench/profile-top.ts <file>`). Needs wrk and curl; port 5931.
+set -e
+cd "$(dirname "$0")/.."
+export PATH=$HOME/.bun/bin:$PATH
+L=$1
+DIR=${OUT:-/tmp/conduit-profile}/${L:?a label}
+rm -rf "$DIR" && mkdir -p "$DIR"
+bun bench/mock-upstream.ts > $DIR/mock.log 2>&1 &
+MOCK=$!
+sleep 1
+MOCKURL=$(grep -o 'http://[^ ]*' $DIR/mock.log | head -1)
+D=$(mktemp -d)
+trap 'rm -rf "$D"' EXIT
+BUN_CONFIG_MAX_HTTP_REQUESTS=65535 CONDUIT_DATA_DIR=$D CONDUIT_MASTER_KEY=bench-master-0123456789abcdef CONDUIT_WORKERS=1 PORT=5931 HOST=127.0.0.1 CONDUIT_LOG_LEVEL=info CONDUIT_EGRESS_ALLOW=127.0.0.1 \
+  bun ${PROF:+--cpu-prof --cpu-prof-dir=$DIR} src/main.ts > /dev/null 2>&1 &
+GW=$!
+sleep 2
+H='Authorization: Bearer bench-master-0123456789abcdef'
+curl -s localhost:5931/admin/v1/providers -H "$H" -H 'content-type: application/json' -d "{\"name\":\"mock\",\"type\":\"openai\",\"base_url\":\"$MOCKURL\",\"api_key\":\"sk-bench-mock\"}" > /dev/null
+curl -s localhost:5931/admin/v1/models -H "$H" -H 'content-type: application/json' -d '{"name":"m","targets":[{"provider":"mock","model":"gpt-4o-mini"}]}' > /dev/null
+KEY=$(curl -s localhost:5931/admin/v1/keys -H "$H" -H 'content-type: application/json' -d '{"name":"b"}' | grep -o '"key":"condt_[A-Za-z0-9]*' | cut -d'"' -f4)
+cat > $DIR/post.lua <<LUA
+wrk.method = "POST"
+wrk.body = '{"model":"m","messages":[{"role":"user","content":"Hello there, how are you?"}],"max_tokens":16}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $KEY"
+LUA
+wrk -t1 -c64 -d3s -s $DIR/post.lua http://127.0.0.1:5931/v1/chat/completions > /dev/null
+T0=$(awk '{print $14+$15}' /proc/$GW/stat)
+wrk -t1 -c64 -d8s --latency -s $DIR/post.lua http://127.0.0.1:5931/v1/chat/completions > $DIR/wrk.txt
+T1=$(awk '{print $14+$15}' /proc/$GW/stat)
+N=$(grep -o '[0-9]* requests in' $DIR/wrk.txt | cut -d' ' -f1)
+grep -E "Requests/sec|Non-2xx" $DIR/wrk.txt || true
+echo "CPU us/req: $(( (T1 - T0) * 10000 / N ))  rss_kb: $(grep VmRSS /proc/$GW/status | awk '{print $2}')"
+kill -TERM $GW; wait $GW 2>/dev/null || true
+kill $MOCK
