@@ -43,6 +43,9 @@ const USAGE_NULL = bytesOf(',"usage":null')
 /** In OpenAI chunks the first unescaped `"model"` key is the chunk's own (nested content is JSON-escaped). */
 const MODEL_KEY = bytesOf('"model"')
 /** An error that leaves for the client, scrubbed of our secrets: an upstream may quote our key in its message. */
+/** The most one pull copies and enqueues (see pull). */
+const RELAY_SLICE_BYTES = 64 * 1024
+
 export const errorEvent = (error: GatewayError) => encodeSseData(scrubSecrets(JSON.stringify(error.toJSON())))
 
 /**
@@ -198,6 +201,12 @@ export function relayStream({ first, ...o }: RelayOptions): ReadableStream<Uint8
                 return
               }
               value = read.value
+            }
+            // One pull relays at most a slice of a large read: what we enqueue is a copy that waits in the socket's
+            // buffer while a client does not read, so a slice, not the whole read, is what an unread stream costs.
+            if (value.length > RELAY_SLICE_BYTES) {
+              pending = value.subarray(RELAY_SLICE_BYTES)
+              value = value.subarray(0, RELAY_SLICE_BYTES)
             }
             relay(value)
             const relayed = out.take()
