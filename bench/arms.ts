@@ -246,12 +246,20 @@ export async function startConduit(o: {
   redisURL?: string
   /** The bench key's policy (rpm, tpm, max_parallel, budget …); none by default. */
   keyPolicy?: Record<string, unknown>
+  /** Built-in plugins switched off through the config file (`builtin:<name>`, `enabled: false`). */
+  disabled?: string[]
 }): Promise<Arm> {
   const name = o.name ?? `conduit-w${o.workers}`
   const master = `bench-master-${crypto.randomUUID()}`
   const dataDir = path.join(o.workDir, name)
   mkdirSync(dataDir, { recursive: true })
-  const { process, match } = await ManagedProcess.start(name, ['bun', 'src/main.ts', '--workers', String(o.workers)], {
+  const args = ['--workers', String(o.workers)]
+  if (o.disabled?.length) {
+    const config = path.join(dataDir, 'conduit.json')
+    writeFileSync(config, JSON.stringify({ plugins: o.disabled.map((plugin) => ({ use: `builtin:${plugin}`, enabled: false })) }))
+    args.push('--config', config)
+  }
+  const { process, match } = await ManagedProcess.start(name, ['bun', 'src/main.ts', ...args], {
     env: baseEnv({
       PORT: '0',
       HOST: '127.0.0.1',

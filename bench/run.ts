@@ -30,6 +30,8 @@ const USAGE = `Usage: bun run bench [options]
   --only a,b,…            scenarios: ${SCENARIOS.join(', ')} (default: all but soak)
   --long                  add the soak
   --portkey               add the Portkey arm (npm install into bench/.cache/ on first use)
+  --plugins               add 1-worker arms with one optional built-in plugin switched off each (rate-limit,
+                          budget, request-log): a capability that is not configured should cost nothing
   --limits                add two 1-worker arms whose key has rpm, tpm, max_parallel and a budget: limits kept
                           in-process (conduit-w1-limits-local) and in Redis (conduit-w1-limits-redis, a private
                           redis-server), and measure the Redis cost per governed request (INFO commandstats)
@@ -50,6 +52,7 @@ const { values: args } = parseArgs({
     long: { type: 'boolean', default: false },
     portkey: { type: 'boolean', default: false },
     limits: { type: 'boolean', default: false },
+    plugins: { type: 'boolean', default: false },
     workers: { type: 'string', default: '1,2' },
     duration: { type: 'string', default: '4' },
     ladder: { type: 'string', default: '16,32,64,128,256' },
@@ -105,6 +108,9 @@ const notes: string[] = []
 const armInfos: ArmInfo[] = []
 const commands = new Map<string, string>()
 const foreignCores: Record<string, number> = {}
+/** Built-ins a deployment may switch off (auth and the providers always load). */
+const OPTIONAL_BUILTINS = ['rate-limit', 'budget', 'request-log']
+
 /** The governed arm's Redis (--limits). */
 let governedRedis: string | undefined
 
@@ -177,6 +183,15 @@ try {
     } catch (error) {
       notes.push(`conduit --workers ${workers} could not be started: ${error instanceof Error ? error.message : error}`)
       progress(`conduit --workers ${workers} failed to start: ${error}`)
+    }
+  }
+  if (args.plugins && needsGateways) {
+    // The plain key configures no limit and no budget: with their plugins off the arm should cost the same.
+    for (const plugin of OPTIONAL_BUILTINS) {
+      const arm = await startConduit({ workers: 1, mockURL: mock.url, timings: Object.values(timings), workDir, name: `conduit-w1-no-${plugin}`, disabled: [plugin] })
+      commands.set(arm.name, `bun src/main.ts --workers 1 --config <builtin:${plugin} enabled: false>`)
+      arms.push(arm)
+      progress(`${arm.name} ready at ${arm.baseURL}`)
     }
   }
   if (args.limits && needsGateways) {
