@@ -1,29 +1,36 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
 
 /**
- * A request body as text, under a size limit that does not trust Content-Length alone (chunked uploads have
- * none), and within a deadline: a client that declares 100 kB and sends 14 bytes must not hold its connection
- * for ever. Every body the gateway reads comes through here.
+ * A request's or response's body as text, refused past `limit` bytes without trusting Content-Length alone
+ * (chunked bodies have none): nothing larger is ever held whole in memory.
+ */
+export async function readCapped(message: Request | Response, limit: number, tooLarge: () => GatewayError): Promise<string> {
+  const declared = Number(message.headers.get('content-length') ?? NaN)
+  if (declared > limit) {
+    message.body?.cancel().catch(() => {})
+    throw tooLarge()
+  }
+  if (Number.isFinite(declared) || !message.body) return message.text()
+  const parts: Uint8Array[] = []
+  let size = 0
+  for await (const part of message.body as unknown as AsyncIterable<Uint8Array>) {
+    if ((size += part.byteLength) > limit) throw tooLarge() // leaving the loop cancels the body
+    parts.push(part)
+  }
+  return Buffer.concat(parts).toString('utf8')
+}
+
+/**
+ * A request body as text, capped, and within a deadline: a client that declares 100 kB and sends 14 bytes must
+ * not hold its connection for ever. Every body the gateway reads from a client comes through here.
  */
 export async function readBodyText(request: Request, limit: number, timeoutMs: number): Promise<string> {
-  const declared = Number(request.headers.get('content-length') ?? NaN)
-  if (declared > limit) throw tooLarge(limit)
-  const read = async () => {
-    if (Number.isFinite(declared)) return request.text()
-    const parts: Uint8Array[] = []
-    let size = 0
-    for await (const part of request.body ?? []) {
-      if ((size += part.byteLength) > limit) throw tooLarge(limit)
-      parts.push(part)
-    }
-    return Buffer.concat(parts).toString('utf8')
-  }
   let timer: Timer | undefined
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(timedOut(timeoutMs)), timeoutMs)
   })
   try {
-    return await Promise.race([read(), deadline])
+    return await Promise.race([readCapped(request, limit, () => tooLarge(limit)), deadline])
   } finally {
     clearTimeout(timer)
   }

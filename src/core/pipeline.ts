@@ -9,7 +9,7 @@ import { usageRange, usageReport } from './usage.ts'
 import type { Catalog } from './catalog.ts'
 import { backoffMs, targetId, type AttemptLease, type Router } from './router.ts'
 import { Attempt, RequestCtx, headerValue } from './context.ts'
-import { readJsonBody } from './body.ts'
+import { readCapped, readJsonBody } from './body.ts'
 import { allowedBy } from './glob.ts'
 import { refuseUpstreamOverrides, validateRequest } from './request-schemas.ts'
 import { relayStream, type StreamOutcome } from './stream-relay.ts'
@@ -291,7 +291,10 @@ export class Pipeline {
     lease.succeeded(performance.now() - started)
     let text: string
     try {
-      text = await readCapped(response, this.o.maxUpstreamBodyBytes, provider.name)
+      const cap = this.o.maxUpstreamBodyBytes
+      text = await readCapped(response, cap, () =>
+        new GatewayError(502, `The upstream provider '${provider.name}' sent a response larger than ${cap} bytes.`, { code: 'upstream_response_too_large' }),
+      )
     } catch (error) {
       throw GatewayError.is(error) ? error : call.failure(error)
     } finally {
@@ -474,25 +477,6 @@ function respond(body: ConstructorParameters<typeof Response>[0], status: number
   }
 }
 
-/** A non-streaming upstream body, refused past `limit` bytes instead of held whole in memory. */
-async function readCapped(response: Response, limit: number, provider: string): Promise<string> {
-  const tooLarge = () =>
-    new GatewayError(502, `The upstream provider '${provider}' sent a response larger than ${limit} bytes.`, { code: 'upstream_response_too_large' })
-  const declared = Number(response.headers.get('content-length') ?? NaN)
-  if (declared > limit) {
-    response.body?.cancel().catch(() => {})
-    throw tooLarge()
-  }
-  if (Number.isFinite(declared) || !response.body) return response.text()
-  const parts: Uint8Array[] = []
-  let size = 0
-  for await (const part of response.body as unknown as AsyncIterable<Uint8Array>) {
-    size += part.byteLength
-    if (size > limit) throw tooLarge() // leaving the loop cancels the body
-    parts.push(part)
-  }
-  return Buffer.concat(parts).toString('utf8')
-}
 
 /** The client asked for base64; encode any float arrays the upstream sent. */
 function encodeEmbeddings(response: Record<string, any>) {
