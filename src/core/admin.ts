@@ -9,6 +9,7 @@ import type { KeyLimits, ProviderAdapter } from '../plugin-sdk/types.ts'
 import { displayPrefix, generateVirtualKey, isWellFormedKey, lastFour, sha256, type SecretBox } from '../store/crypto.ts'
 import type { KeyRow, ModelRow, ProviderRow, Store } from '../store/store.ts'
 import type { EgressPolicy } from './egress.ts'
+import { toParam } from './request-schemas.ts'
 import { usageRange, usageReport } from './usage.ts'
 
 /*
@@ -135,13 +136,6 @@ export function nestsDeeperThan(value: unknown, max: number): boolean {
   return false
 }
 
-/** `/targets/0/provider` → `targets[0].provider`, the way OpenAI names params. */
-const toParam = (pointer: string) =>
-  pointer
-    .split('/')
-    .filter(Boolean)
-    .map((part) => part.replace(/~1/g, '/').replace(/~0/g, '~'))
-    .reduce((acc, part) => (/^\d+$/.test(part) ? `${acc}[${part}]` : acc ? `${acc}.${part}` : part), '')
 
 /** Inside a union (`null` or an object, say) the variant that got furthest names the real problem. */
 function deepest(error: ValueError): ValueError {

@@ -62,12 +62,18 @@ const compiled: Partial<Record<Endpoint, TypeCheck<TSchema>>> = {
   embeddings: TypeCompiler.Compile(EmbeddingRequest),
 }
 
-/** `/messages/0/role` → `messages[0].role`, the way OpenAI names params. */
-const toParam = (path: string) =>
-  path
-    .split('/')
-    .filter(Boolean)
-    .reduce((acc, part) => (/^\d+$/.test(part) ? `${acc}[${part}]` : acc ? `${acc}.${part}` : part), '')
+/** `['messages', 0, 'role']` → `messages[0].role`, the way OpenAI names params (numbers are array indexes). */
+export const paramName = (parts: readonly (string | number)[]) =>
+  parts.reduce<string>((name, part) => (typeof part === 'number' ? `${name}[${part}]` : name ? `${name}.${part}` : part), '')
+
+/** A JSON pointer as TypeBox reports it (`/messages/0/role`) as a param name. */
+export const toParam = (pointer: string) =>
+  paramName(
+    pointer
+      .split('/')
+      .filter(Boolean)
+      .map((part) => (/^\d+$/.test(part) ? Number(part) : part.replace(/~1/g, '/').replace(/~0/g, '~'))),
+  )
 
 export function validateRequest(endpoint: Endpoint, body: unknown): asserts body is Record<string, any> {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
@@ -112,7 +118,7 @@ interface Visit {
 function pathOf(node: Visit): string {
   const keys: (string | number)[] = []
   for (let n: Visit | null = node; n && n.key !== null; n = n.parent) keys.unshift(n.key)
-  return keys.reduce<string>((path, key) => (typeof key === 'number' ? `${path}[${key}]` : path ? `${path}.${key}` : key), '')
+  return paramName(keys)
 }
 
 /**
