@@ -89,14 +89,17 @@ const HINT = `To call a self-hosted upstream, add its host name, address or CIDR
 export class EgressPolicy {
   private names = new Set<string>()
   private addresses = new BlockList()
-  /** Connect-time decisions per host (null: allowed), kept briefly so the hot path pays a map lookup. */
+  /** Connect-time decisions per host (null: allowed), kept briefly. */
   private decisions: LRUCache<string, Promise<string | null>>
+  /** URL origins allowed moments ago: the hot path's answer without parsing the URL or awaiting anything. */
+  private allowedOrigins: LRUCache<string, true>
 
   constructor(
     allow: readonly string[] = [],
     private readonly options: { lookup?: Lookup; ttlMs?: number } = {},
   ) {
     this.decisions = new LRUCache({ max: 1024, ttl: options.ttlMs ?? 2_000 })
+    this.allowedOrigins = new LRUCache({ max: 1024, ttl: options.ttlMs ?? 2_000 })
     this.configure(allow)
   }
 
@@ -112,6 +115,7 @@ export class EgressPolicy {
     this.names = names
     this.addresses = addresses
     this.decisions.clear()
+    this.allowedOrigins.clear()
   }
 
   /** A public address, or one the operator allowed. */
@@ -139,7 +143,14 @@ export class EgressPolicy {
    * The connect-time verdict: resolves the host (every address) and throws a 502 `upstream_not_allowed` when any
    * address is not allowed. The client is not told which address: host names inside a network are not its business.
    */
-  async check(url: string): Promise<void> {
+  check(url: string): Promise<void> | undefined {
+    const slash = url.indexOf('/', url.indexOf('//') + 2)
+    const origin = slash === -1 ? url : url.slice(0, slash)
+    if (this.allowedOrigins.get(origin)) return undefined
+    return this.verdict(url).then(() => void this.allowedOrigins.set(origin, true))
+  }
+
+  private async verdict(url: string): Promise<void> {
     const parsed = URL.parse(url)
     // A `data:` URL carries its answer and connects nowhere (the Bedrock adapter hands over its fan-out that way).
     if (parsed?.protocol === 'data:') return

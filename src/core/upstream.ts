@@ -111,10 +111,13 @@ export class UpstreamCall {
 
   async fetch(request: UpstreamRequest, timeouts: Timeouts): Promise<Response> {
     // No connection to a host the egress policy refuses (private, loopback, metadata; see egress.ts).
-    await egress.check(request.url).catch((error) => {
-      this.release()
-      throw error
-    })
+    const checking = egress.check(request.url) // undefined: this origin was allowed moments ago
+    if (checking) {
+      await checking.catch((error) => {
+        this.release()
+        throw error
+      })
+    }
     this.arm(timeouts.firstByteMs)
     this.url = request.url
     this.connectMs = timeouts.connectMs
