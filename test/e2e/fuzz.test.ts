@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import net from 'node:net'
+import { exchange } from '../helpers/raw-http.ts'
 import fc from 'fast-check'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { MASTER_KEY, startGateway, type TestGateway } from '../helpers/gateway.ts'
@@ -69,27 +69,18 @@ async function send(c: Case): Promise<Answer> {
 }
 
 /** One request on its own connection, exactly as written; the answer read to the close. */
-function sendRaw(c: Case): Promise<Answer> {
+async function sendRaw(c: Case): Promise<Answer> {
   const body = typeof c.body === 'string' ? Buffer.from(c.body) : Buffer.from(c.body ?? new Uint8Array())
   const head = ['host: fuzz', 'connection: close', `content-length: ${body.length}`]
   for (const [name, value] of Object.entries(c.headers ?? {})) head.push(`${name}: ${value}`)
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1')
-    const parts: Buffer[] = []
-    socket.on('data', (data: Buffer) => parts.push(data))
-    socket.on('error', reject)
-    socket.on('close', () => {
-      const text = Buffer.concat(parts).toString('latin1')
-      const split = text.indexOf('\r\n\r\n')
-      const headers = text.slice(0, split).toLowerCase()
-      let rest = text.slice(split + 4)
-      if (headers.includes('transfer-encoding: chunked')) rest = dechunk(rest)
-      resolve({ status: Number(text.split(' ')[1]), body: Buffer.from(rest, 'latin1').toString('utf8') })
-    })
-    // The request line as UTF-8 (raw unicode in a path), header values as Latin-1 (one byte per character).
-    socket.write(Buffer.concat([Buffer.from(`${c.method} ${c.path} HTTP/1.1\r\n`), Buffer.from(head.join('\r\n') + '\r\n\r\n', 'latin1'), body]))
-    setTimeout(() => socket.destroy(new Error('no answer within 10 s')), 10_000).unref()
-  })
+  // The request line as UTF-8 (raw unicode in a path), header values as Latin-1 (one byte per character).
+  const request = Buffer.concat([Buffer.from(`${c.method} ${c.path} HTTP/1.1\r\n`), Buffer.from(head.join('\r\n') + '\r\n\r\n', 'latin1'), body])
+  const text = await exchange(port, request)
+  const split = text.indexOf('\r\n\r\n')
+  const headers = text.slice(0, split).toLowerCase()
+  let rest = text.slice(split + 4)
+  if (headers.includes('transfer-encoding: chunked')) rest = dechunk(rest)
+  return { status: Number(text.split(' ')[1]), body: Buffer.from(rest, 'latin1').toString('utf8') }
 }
 
 function dechunk(text: string): string {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import net from 'node:net'
+import { exchange } from '../helpers/raw-http.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { MASTER_KEY, startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { validateSchema } from '../helpers/openapi.ts'
@@ -36,18 +36,6 @@ async function expectEnvelope(res: Response, status: number, code: string) {
   return body
 }
 
-/** Writes `payload` on a fresh connection and resolves with everything the server sent before closing. */
-function exchange(port: number, payload: string | Buffer, timeoutMs = 5_000): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1')
-    let received = ''
-    socket.on('data', (data) => (received += data))
-    socket.on('error', () => {})
-    socket.on('close', () => resolve(received))
-    socket.write(payload)
-    setTimeout(() => socket.destroy(), timeoutMs).unref()
-  })
-}
 const portOf = (g: TestGateway) => Number(new URL(g.origin).port)
 
 describe('a path that is not valid percent-encoding (bug 5)', () => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { SQL } from 'bun'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import type { FinishedRequest } from '../../src/plugin-sdk/types.ts'
@@ -8,6 +8,7 @@ import { createLogger } from '../../src/services/logger.ts'
 import { SpendLedger } from '../../src/store/ledger.ts'
 import { Store } from '../../src/store/store.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
+import { MB, rssBytes } from '../helpers/proc-stats.ts'
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { startInstances, type Instance } from '../helpers/instances.ts'
@@ -338,7 +339,7 @@ describe('a gateway process', () => {
       headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
       body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content }], stream, stream_options: stream ? { include_usage: true } : undefined }),
     })
-  const rssMB = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024
+  const rssMB = (pid: number) => rssBytes(pid) / MB
 
   test('BU8: PostgreSQL refused for 10 s at 50 req/s: every request is billed after it returns, Σ cost exact; RSS grows ≤ 20 MB', async () => {
     const database = await createTestDatabase()

@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { FLOOD, openUnreadStreams, unreadStreamsPeak } from '../../bench/scenarios/memory.ts'
 import { mockModel } from '../../bench/mock-upstream.ts'
 import { MASTER_KEY } from '../helpers/gateway.ts'
 import { ROOT, startProcess, stopProcess, type RunningGateway } from '../helpers/process.ts'
+import { openFds } from '../helpers/proc-stats.ts'
 
 /**
  * Clients that open a stream and never read it must not cost the gateway the stream: the relay pulls from the
@@ -21,7 +22,6 @@ const UPSTREAM_MODEL = mockModel(FLOOD)
 const MAX_MIB_PER_STREAM = 2.5
 const MiB = 1024 * 1024
 
-const openFds = (pid: number) => readdirSync(`/proc/${pid}/fd`).length
 
 /** Starts a bench script that prints its `http://127.0.0.1:<port>/v1` address, and returns its process and port. */
 async function startScript(script: string, env: Record<string, string> = {}) {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import net from 'node:net'
+import { exchange } from '../helpers/raw-http.ts'
 import { startFakeAnthropic, type FakeAnthropic } from '../helpers/fake-anthropic.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
@@ -50,24 +50,14 @@ const CARRIERS = [
  * One request on a fresh connection, written byte for byte: a fetch client would drop or rewrite some of
  * these headers (hop-by-hop ones, `Connection`) before the gateway ever saw them.
  */
-function rawPost(port: number, path: string, headers: Record<string, string>, body: string): Promise<{ status: number; text: string }> {
+async function rawPost(port: number, path: string, headers: Record<string, string>, body: string): Promise<{ status: number; text: string }> {
   const framing = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) }
   const head = Object.entries({ host: `127.0.0.1:${port}`, ...headers, ...framing })
     .map(([name, value]) => `${name}: ${value}\r\n`)
     .join('')
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1')
-    const chunks: Buffer[] = []
-    socket.on('data', (data: Buffer) => chunks.push(data))
-    socket.on('error', reject)
-    socket.on('close', () => {
-      const text = Buffer.concat(chunks).toString()
-      resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), text })
-    })
-    // `Connection: close` ends the exchange; it also names a header, which makes that header hop-by-hop.
-    socket.write(`POST ${path} HTTP/1.1\r\n${head}connection: close, x-hop-spoof\r\n\r\n${body}`)
-    setTimeout(() => socket.destroy(), 10_000).unref()
-  })
+  // `Connection: close` ends the exchange; it also names a header, which makes that header hop-by-hop.
+  const text = await exchange(port, `POST ${path} HTTP/1.1\r\n${head}connection: close, x-hop-spoof\r\n\r\n${body}`)
+  return { status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), text }
 }
 
 let openai: FakeOpenAI
