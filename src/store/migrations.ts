@@ -51,4 +51,12 @@ export const MIGRATIONS: { version: number; statements: string[] }[] = [
       `CREATE INDEX spend_ledger_key_user_time ON spend_ledger (key_id, end_user, created_at) WHERE end_user IS NOT NULL`,
     ],
   },
+  {
+    version: 7,
+    statements: [
+      // Audio: what a transcription carried and a speech request said, the units those models are priced in.
+      `ALTER TABLE spend_ledger ADD COLUMN audio_ms BIGINT NOT NULL DEFAULT 0`,
+      `ALTER TABLE spend_ledger ADD COLUMN characters BIGINT NOT NULL DEFAULT 0`,
+    ],
+  },
 ]
