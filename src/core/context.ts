@@ -1,4 +1,4 @@
-import type { AttemptContext, Endpoint, FinishedRequest, Logger, Principal, RequestContext, Target, UpstreamRequest, Usage, VirtualModel } from '../plugin-sdk/types.ts'
+import type { AttemptContext, Endpoint, FinishedRequest, Logger, Operation, Principal, RequestContext, Target, UpstreamRequest, Usage, VirtualModel } from '../plugin-sdk/types.ts'
 import type { GatewayError } from '../plugin-sdk/errors.ts'
 import { egress } from './egress.ts'
 
@@ -41,6 +41,7 @@ export class RequestCtx implements RequestContext {
 
   constructor(
     readonly endpoint: Endpoint,
+    readonly operation: Operation | null,
     readonly request: Request,
     log: Logger,
   ) {

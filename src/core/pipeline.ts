@@ -1,5 +1,5 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
-import type { Endpoint, EndpointAdapter, FinishedRequest, Logger, Usage } from '../plugin-sdk/types.ts'
+import type { Endpoint, EndpointAdapter, FinishedRequest, Logger, Operation, Usage } from '../plugin-sdk/types.ts'
 import type { PluginHost } from '../plugin-host/host.ts'
 import { costMicros, microsToUsd } from '../pricing/prices.ts'
 import type { Metrics } from '../services/metrics.ts'
@@ -78,7 +78,7 @@ export class Pipeline {
       this.o.metrics.shed++
       return new Response(OVERLOADED, { status: 503, headers: { 'content-type': JSON_TYPE, 'retry-after': '1' } })
     }
-    const ctx = new RequestCtx(endpoint, request, this.o.log)
+    const ctx = new RequestCtx(endpoint, endpoint === 'models' || endpoint === 'usage' ? null : (endpoint as Operation), request, this.o.log)
     this.o.metrics.inflight++
     try {
       const early = (await this.o.host.run('onRequest', ctx)) ?? (await this.authenticate(ctx))

@@ -14,6 +14,7 @@ import {
   type PluginApi,
   type Principal,
   type ProviderAdapter,
+  type Transcoder,
   type RequestContext,
   type StoreView,
   type UpstreamRequest,
@@ -62,6 +63,8 @@ export interface HostOptions {
 /** Loads plugins, validates their config, orders their hooks and runs them with their failure policy. */
 export class PluginHost {
   readonly providers = new Map<string, ProviderAdapter>()
+  /** Audio conversion, when a plugin offers it (`builtin:audio-transcode` by default). */
+  transcoder: Transcoder | null = null
   readonly plugins: { name: string; version: string }[] = []
   private readonly hooks: { [K in HookName]-?: Bound<NonNullable<Hooks[K]>>[] } = {
     onRequest: [],
@@ -145,6 +148,10 @@ export class PluginHost {
       registerProvider: (adapter) => {
         if (this.providers.has(adapter.id)) throw new Error(`Provider type '${adapter.id}' is registered twice (plugin '${plugin.name}').`)
         this.providers.set(adapter.id, adapter)
+      },
+      registerTranscoder: (transcoder) => {
+        if (this.transcoder) throw new Error(`A transcoder is registered twice (plugin '${plugin.name}'); disable the other one.`)
+        this.transcoder = transcoder
       },
       onClose: (fn) => this.closers.push(fn),
     }

@@ -9,7 +9,13 @@ export type MaybePromise<T> = T | Promise<T>
 export const API_VERSION = 1 as const
 
 /** The OpenAI surfaces a request can target; `allowed_endpoints` and metrics use these names. */
-export type Endpoint = 'chat' | 'completions' | 'embeddings' | 'models' | 'usage'
+export type Endpoint = 'chat' | 'completions' | 'embeddings' | 'models' | 'usage' | 'audio'
+
+/**
+ * What a request asks a provider to do: the adapter method it runs. `allowed_endpoints` works on the coarser
+ * `Endpoint` (all three audio operations are `audio`).
+ */
+export type Operation = 'chat' | 'completions' | 'embeddings' | 'transcriptions' | 'translations' | 'speech'
 
 /** Subset of pino's logger that plugins may rely on. */
 export interface Logger {
@@ -63,11 +69,18 @@ export interface Principal {
   metadata: Record<string, unknown>
 }
 
-/** USD per million tokens. */
+/** USD per million tokens, and for audio models the units they are sold in. */
 export interface Price {
   input: number
   output: number
   cached_input?: number
+  /** USD per million audio tokens in and out (gpt-4o-transcribe, gpt-4o-mini-tts, realtime); text tokens keep `input`/`output`. */
+  input_audio?: number
+  output_audio?: number
+  /** USD per hour of input audio (whisper-1, Groq's Whisper, Deepgram). */
+  audio_hour?: number
+  /** USD per million characters of input text (tts-1, ElevenLabs). */
+  characters?: number
 }
 
 export interface ModelTarget {
@@ -134,6 +147,13 @@ export interface Usage {
   total_tokens: number
   /** Prompt tokens the provider served from its cache (billed at the cached price). */
   cached_tokens?: number
+  /** Of `prompt_tokens` and `completion_tokens`, the audio tokens (billed at the audio prices when the price has them). */
+  prompt_audio_tokens?: number
+  completion_audio_tokens?: number
+  /** Seconds of audio the request carried (transcription, translation), measured by the gateway. */
+  audio_seconds?: number
+  /** Characters of text the request asked to be spoken. */
+  characters?: number
   /** True when the upstream never reported usage (aborted stream, silent provider) and we counted. */
   estimated?: boolean
 }
@@ -142,6 +162,7 @@ export interface Usage {
 export interface RequestContext {
   readonly id: string
   readonly endpoint: Endpoint
+  readonly operation: Operation | null
   readonly request: Request
   /** Aborts when the client goes away. */
   readonly signal: AbortSignal
@@ -150,7 +171,10 @@ export interface RequestContext {
   principal: Principal | null
   /** The virtual model the request names, resolved before `onAccess`. */
   model: VirtualModel | null
-  /** The parsed OpenAI request body; `onRequestBody` hooks may edit or replace it. */
+  /**
+   * The parsed OpenAI request body; `onRequestBody` hooks may edit or replace it. For multipart requests
+   * (transcriptions, translations) the form fields, with the upload under `file` as an `AudioUpload`.
+   */
   body: Record<string, any> | null
   /** Cross-plugin data; namespace your keys (`'acme.tenant'`). */
   shared: Record<string, unknown>
@@ -175,7 +199,8 @@ export interface UpstreamRequest {
   url: string
   method?: string
   headers: Record<string, string>
-  body?: string | Uint8Array
+  /** A Blob (a spooled upload) or FormData holding one is read from disk as it is sent, per attempt. */
+  body?: string | Uint8Array | Blob | FormData
 }
 
 /** One server-sent event, already decoded by the core. */
@@ -214,6 +239,79 @@ export interface EndpointAdapter {
   createStreamFramer?(): StreamFramer
 }
 
+/** An uploaded audio file, spooled (to disk past a small size) and replayable: every attempt reads `blob` again. */
+export interface AudioUpload {
+  blob: Blob
+  /** The client's file name, or one the gateway chose after a conversion (`audio.flac`). */
+  filename: string
+  /** Detected from the bytes (`wav`, `mp3`, `flac`, `ogg`, `webm`, `m4a`, …), never the client's claim. */
+  format: string
+  /** The MIME type that goes with `format`. */
+  contentType: string
+  size: number
+  /** Measured by the gateway (headers, or the transcoder's probe); null when nothing could tell. */
+  durationSeconds: number | null
+  sampleRate?: number
+  channels?: number
+}
+
+/**
+ * What a provider (or, for `openai-compatible`, the admin in `options.audio`) says it can do with audio. The core
+ * decides from it what to convert, reroute or refuse; adapters never convert.
+ */
+export interface AudioAbilities {
+  /** Upload formats it takes as they are (names as `AudioUpload.format`). */
+  inputFormats: readonly string[]
+  /** Sample rates it takes for uploads; absent: any (a 16 kHz-only engine says `[16000]`). */
+  inputSampleRates?: readonly number[]
+  /** Largest upload it takes, in bytes. */
+  maxUploadBytes: number
+  /** Speech formats it produces, by OpenAI's `response_format` names (`mp3`, `opus`, `aac`, `flac`, `wav`, `pcm`). */
+  outputFormats: readonly string[]
+  /** Sample rate of its `pcm` speech (mono 16-bit little-endian). */
+  pcmSampleRate?: number
+  /** Transcript `response_format`s it produces itself; the gateway renders the others from the verbose transcript. */
+  transcriptFormats: readonly string[]
+  /** It streams transcripts itself (`transcript.text.delta`); otherwise a `stream: true` request gets one delta and the done event. */
+  streamTranscripts: boolean
+}
+
+/** A transcript in the gateway's hands: what a translating adapter produces and what `srt`/`vtt`/`text` are rendered from. */
+export interface Transcript {
+  text: string
+  language?: string
+  /** Seconds. */
+  duration?: number
+  segments?: { start: number; end: number; text: string; speaker?: string }[]
+  words?: { word: string; start: number; end: number; speaker?: string }[]
+  /** The provider's usage in OpenAI's transcription shape, if it reports one. */
+  usage?: Record<string, any>
+}
+
+/** `transcriptions` and `translations`: multipart uploads of audio, answered with text. */
+export interface TranscriptionAdapter {
+  abilities(provider: ProviderConfig): AudioAbilities
+  /**
+   * `body.file` is an `AudioUpload` already in a format, rate and size the provider takes; `body.response_format`
+   * is one of `abilities().transcriptFormats` (the core asks for `verbose_json` or `json` when it renders another).
+   */
+  buildRequest(body: Record<string, any>, ctx: AttemptContext): MaybePromise<UpstreamRequest>
+  /** Translating adapters turn the upstream's JSON into a transcript; without this the upstream speaks OpenAI's format. */
+  parseTranscript?(body: any, ctx: AttemptContext): Transcript
+  parseError?(status: number, body: unknown, headers: Headers): GatewayError
+}
+
+/** `speech`: JSON in, audio bytes out, relayed as the provider produces them. */
+export interface SpeechAdapter {
+  abilities(provider: ProviderConfig): AudioAbilities
+  /**
+   * `body.response_format` is one of `abilities().outputFormats` (the core picked it, and converts when the client
+   * asked for another); the upstream must answer with the audio bytes themselves, streamed.
+   */
+  buildRequest(body: Record<string, any>, ctx: AttemptContext): MaybePromise<UpstreamRequest>
+  parseError?(status: number, body: unknown, headers: Headers): GatewayError
+}
+
 export interface ProviderAdapter {
   /** The provider `type` an admin selects: `openai`, `groq`, `anthropic`, … */
   id: string
@@ -221,6 +319,32 @@ export interface ProviderAdapter {
   chat?: EndpointAdapter
   completions?: EndpointAdapter
   embeddings?: EndpointAdapter
+  transcriptions?: TranscriptionAdapter
+  translations?: TranscriptionAdapter
+  speech?: SpeechAdapter
+}
+
+/** An audio stream's encoding: a container format (`mp3`, `wav`, `flac`, …) or raw `pcm` (16-bit LE) with its rate. */
+export interface AudioSpec {
+  format: string
+  sampleRate?: number
+  channels?: number
+}
+
+/**
+ * Audio conversion, offered by a plugin (`builtin:audio-transcode` runs ffmpeg) through `registerTranscoder`. The
+ * core asks it to convert streams; it never knows how.
+ */
+export interface Transcoder {
+  /** Why conversions cannot run here (a missing program, say), for the error a request that needs one gets; null when they can. */
+  readonly unavailable: string | null
+  /**
+   * `input` converted to `to`, streamed: output starts before the input has ended. `from` null: the transcoder
+   * finds out. Aborting `signal` ends the work at once (no process outlives it); an error fails the output stream.
+   */
+  convert(input: ReadableStream<Uint8Array> | Blob, from: AudioSpec | null, to: AudioSpec, signal: AbortSignal): ReadableStream<Uint8Array>
+  /** Duration and shape of a file the gateway could not read itself; null fields when unknown. */
+  probe(input: Blob, signal: AbortSignal): Promise<{ format: string | null; durationSeconds: number | null; sampleRate: number | null; channels: number | null }>
 }
 
 export interface FinishedRequest {
@@ -319,6 +443,8 @@ export interface PluginApi<C = any> {
   /** A counter on `/metrics`; declare it in `setup`. */
   counter(options: CounterOptions): Counter
   registerProvider(adapter: ProviderAdapter): void
+  /** Offers audio conversion to the core; one transcoder per gateway (a second registration is refused). */
+  registerTranscoder(transcoder: Transcoder): void
   onClose(fn: () => MaybePromise<void>): void
 }
 

@@ -26,7 +26,7 @@ export async function registeredAdapter(plugin: Plugin): Promise<ProviderAdapter
  * `attempt.dropped`.
  */
 export function attemptFor(provider: Partial<ProviderConfig> & Pick<ProviderConfig, 'type'>, model: string, body: Record<string, any> = {}): Attempt {
-  const ctx = new RequestCtx('chat', new Request('http://gateway.test/v1/chat/completions'), silent)
+  const ctx = new RequestCtx('chat', 'chat', new Request('http://gateway.test/v1/chat/completions'), silent)
   ctx.body = body
   const config: ProviderConfig = { id: 'p', name: 'p', baseURL: null, apiKey: null, options: {}, ...provider }
   return new Attempt(ctx, { provider: config, model, price: null }, 1)
