@@ -7,6 +7,8 @@ import anthropic from '../providers/anthropic/index.ts'
 import bedrock from '../providers/bedrock/index.ts'
 import azure from '../providers/azure/index.ts'
 import cohere from '../providers/cohere/index.ts'
+import deepgram from '../providers/deepgram/index.ts'
+import elevenlabs from '../providers/elevenlabs/index.ts'
 import gemini from '../providers/gemini/index.ts'
 import { presetPlugins } from '../providers/openai-compatible/presets.ts'
 
@@ -15,5 +17,5 @@ import { presetPlugins } from '../providers/openai-compatible/presets.ts'
  * compiled binary. They are loaded by default; a config entry `builtin:<name>` configures or disables one.
  */
 export const BUILTINS: Record<string, Plugin> = Object.fromEntries(
-  [auth, rateLimit, budget, requestLog, anthropic, azure, cohere, gemini, bedrock, ...presetPlugins].map((plugin) => [plugin.name, plugin]),
+  [auth, rateLimit, budget, requestLog, anthropic, azure, cohere, gemini, bedrock, elevenlabs, deepgram, ...presetPlugins].map((plugin) => [plugin.name, plugin]),
 )
