@@ -24,6 +24,13 @@ const FileSchema = t.Object(
       }),
     ),
     ledger: t.Optional(t.Object({ max_queued: t.Optional(t.Integer({ minimum: 1 })) })),
+    /** The Requests page's records: how many days they are kept (0: none are written), and whether request bodies are. */
+    request_log: t.Optional(
+      t.Object(
+        { retention_days: t.Optional(t.Integer({ minimum: 0, maximum: 3650 })), record_bodies: t.Optional(t.Boolean()) },
+        { additionalProperties: false },
+      ),
+    ),
     cors: t.Optional(t.Object({ origins: t.Optional(t.Array(t.String())) })),
     timeouts: t.Optional(t.Object({ connect_ms: t.Optional(t.Integer({ minimum: 1 })), first_byte_ms: t.Optional(t.Integer({ minimum: 1 })), idle_ms: t.Optional(t.Integer({ minimum: 1 })) })),
     plugins: t.Optional(
@@ -68,6 +75,8 @@ export interface GatewayConfig extends LaunchConfig {
   ledgerMaxQueued?: number
   /** `/metrics` needs `Authorization: Bearer <token>` when set; open otherwise. */
   metricsToken?: string
+  /** Request records for the Web UI: kept `retentionDays` (default 7; 0 writes none); bodies only when `recordBodies`. */
+  requestLog?: { retentionDays: number; recordBodies: boolean }
   /** Browser origins allowed to call `/v1/*` (CORS); none by default. */
   corsOrigins?: string[]
   plugins: PluginSpec[]
@@ -125,6 +134,7 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
     },
     ledgerMaxQueued: number(env.CONDUIT_LEDGER_MAX_QUEUED) ?? file.ledger?.max_queued,
     metricsToken: env.CONDUIT_METRICS_TOKEN || undefined,
+    requestLog: { retentionDays: file.request_log?.retention_days ?? 7, recordBodies: file.request_log?.record_bodies ?? false },
     corsOrigins: (env.CONDUIT_CORS_ORIGINS ? env.CONDUIT_CORS_ORIGINS.split(',') : (file.cors?.origins ?? [])).filter((o) => o.trim()).map(browserOrigin),
     plugins: (file.plugins ?? []).map((p) => ({
       use: p.use,

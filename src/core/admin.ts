@@ -5,9 +5,15 @@ import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import { ValueErrorType, type ValueError } from '@sinclair/typebox/errors'
 import { LRUCache } from 'lru-cache'
 import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
-import type { KeyLimits, ProviderAdapter } from '../plugin-sdk/types.ts'
+import type { KeyLimits, Logger, ProviderAdapter, ProviderConfig } from '../plugin-sdk/types.ts'
+import { microsToUsd } from '../pricing/prices.ts'
+import { scrubSecrets } from '../services/known-secrets.ts'
 import { displayPrefix, generateVirtualKey, isWellFormedKey, lastFour, sha256, type SecretBox } from '../store/crypto.ts'
-import type { KeyRow, ModelRow, ProviderRow, Store } from '../store/store.ts'
+import type { RequestRecordRow } from '../store/request-records.ts'
+import type { KeyRow, ModelRow, ProviderRow, RequestRecordFilter, Store } from '../store/store.ts'
+import { Attempt, RequestCtx } from './context.ts'
+import { accountFor } from '../plugins/budget/accounts.ts'
+import { UpstreamCall, timeoutsFor, upstreamError, type Timeouts } from './upstream.ts'
 import type { EgressPolicy } from './egress.ts'
 import { toParam } from './request-schemas.ts'
 import { usageRange, usageReport } from './usage.ts'
@@ -39,6 +45,8 @@ export const ProviderInput = t.Object(
   closed,
 )
 export const ProviderPatch = t.Partial(ProviderInput)
+/** The provider's "Test": one tiny chat completion. Without `model`, the first model that routes to this provider names it. */
+export const ProviderTestInput = t.Object({ model: t.Optional(t.String({ minLength: 1, maxLength: 256 })) }, closed)
 
 const Price = t.Number({ minimum: 0, maximum: 1e6 })
 const PriceInput = t.Object({ input: Price, output: Price, cached_input: t.Optional(Price) }, closed)
@@ -95,7 +103,7 @@ const Budget = t.Object(
  * request without `user` counts against the key alone.
  */
 const UserLimits = t.Object({ rpm: Limit, rpd: Limit, tpm: Limit, budget: t.Optional(t.Union([t.Null(), Budget])) }, closed)
-export const ENDPOINTS = ['chat', 'completions', 'embeddings'] as const
+export const ENDPOINTS = ['chat', 'completions', 'embeddings', 'audio'] as const
 const keyFields = {
   name: Name,
   allowed_models: t.Optional(t.Union([t.Null(), t.Array(t.String({ minLength: 1, maxLength: 256 }), { maxItems: 1000 })])),
@@ -217,19 +225,31 @@ export class AdminGuard {
   ) {}
 
   authorize(authorization: string | null, clientAddress: string | null): void {
-    const client = clientGroup(clientAddress)
-    const now = this.now()
-    const record = this.failures.get(client)
-    if (record && record.lockedUntil > now) throw this.lockedOut(record.lockedUntil - now)
+    this.refuseLockedOut(clientAddress)
     const token = /^Bearer\s+(.+)$/i.exec(authorization ?? '')?.[1]?.trim()
     if (!token) throw new GatewayError(401, 'The admin API needs "Authorization: Bearer <master key>".', { code: 'missing_api_key' })
     if (this.isMasterKey(token)) return
+    this.countFailure(clientAddress)
+    throw new GatewayError(401, 'Incorrect master key.', { code: 'invalid_api_key' })
+  }
+
+  /** 429 while the address is locked out (the Web UI's sign-in shares the count with the bearer check). */
+  refuseLockedOut(clientAddress: string | null): void {
+    const record = this.failures.get(clientGroup(clientAddress))
+    const now = this.now()
+    if (record && record.lockedUntil > now) throw this.lockedOut(record.lockedUntil - now)
+  }
+
+  /** One more wrong secret from the address; throws the 429 when that one locks it out. */
+  countFailure(clientAddress: string | null): void {
+    const client = clientGroup(clientAddress)
+    const now = this.now()
+    const record = this.failures.get(client)
     const current = record && now - record.since < FAILURE_WINDOW_MS ? record : { count: 0, since: now, lockedUntil: 0 }
     current.count++
     if (current.count > MAX_FAILURES) current.lockedUntil = now + LOCKOUT_MS
     this.failures.set(client, current)
     if (current.lockedUntil > now) throw this.lockedOut(LOCKOUT_MS)
-    throw new GatewayError(401, 'Incorrect master key.', { code: 'invalid_api_key' })
   }
 
   private lockedOut(ms: number) {
@@ -246,6 +266,24 @@ const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString('base64u
 const seconds = (ms: number | null) => (ms === null ? null : Math.floor(ms / 1000))
 const notFound = (what: string, ref: string) => new GatewayError(404, `No ${what} '${ref}'.`, { code: 'not_found' })
 const conflict = (message: string) => new GatewayError(409, message, { code: 'conflict' })
+
+const encodeCursor = (row: RequestRecordRow) => Buffer.from(`${row.created_at}:${row.request_id}`).toString('base64url')
+function decodeCursor(cursor: string) {
+  const text = Buffer.from(cursor, 'base64url').toString()
+  const colon = text.indexOf(':')
+  const createdAt = Number(text.slice(0, colon))
+  if (colon < 1 || !Number.isSafeInteger(createdAt)) throw badRequest("'cursor' is not one this API gave out.", 'cursor', 'invalid_value')
+  return { createdAt, id: text.slice(colon + 1) }
+}
+
+/** `200`, `4xx`, `error` → an inclusive status range. */
+function statusRange(status: string): [number, number] {
+  if (status === 'error') return [400, 999]
+  const cls = /^([1-5])xx$/i.exec(status)
+  if (cls) return [Number(cls[1]) * 100, Number(cls[1]) * 100 + 99]
+  if (/^[1-9]\d{2}$/.test(status)) return [Number(status), Number(status)]
+  throw badRequest("'status' must be a status code, a class such as '5xx', or 'error'.", 'status', 'invalid_value')
+}
 
 /** `https://user:secret@host/` → `https://user:***@host/`: a credential in a URL is a secret like any other. */
 export function maskCredentials(url: string | null): string | null {
@@ -355,6 +393,14 @@ export class AdminService {
   }
 
   // Providers ------------------------------------------------------------------------------------------
+
+  /** The provider types plugins registered, for a form's choice: each with its default address, if it has one. */
+  providerTypes() {
+    const data = [...this.providers.values()]
+      .map((p) => ({ id: p.id, object: 'provider_type', default_base_url: p.defaultBaseURL ?? null }))
+      .sort((a, b) => a.id.localeCompare(b.id))
+    return { object: 'list', data }
+  }
 
   private adapter(type: string): ProviderAdapter {
     const adapter = this.providers.get(type)
@@ -501,6 +547,127 @@ export class AdminService {
     return { id: row.id, object: 'model_mapping', deleted: true }
   }
 
+  /**
+   * Sends the provider one tiny chat completion (`max_tokens: 1`) with its stored credentials, outside any
+   * model, key or ledger: the answer is how long it took, or the provider's error in our words.
+   */
+  async testProvider(ref: string, model: string | undefined, timeouts: Timeouts, log: Logger) {
+    const row = await this.getProvider(ref)
+    const adapter = this.adapter(row.type).chat
+    if (!adapter) throw badRequest(`Provider type '${row.type}' has no chat endpoint to test with.`, 'type', 'unsupported_endpoint')
+    const upstreamModel =
+      model ?? (await this.store.listModels()).flatMap((m) => m.targets).find((target) => target.provider === row.id)?.model
+    if (!upstreamModel) throw badRequest('No model routes to this provider yet: name the upstream model to test with.', 'model', 'missing_required_parameter')
+    const secret = row.apiKeySecret ? this.secrets.decrypt(row.apiKeySecret, `provider:${row.id}`) : null
+    const keys: string[] = secret === null ? [] : secret.startsWith('["') ? JSON.parse(secret) : [secret]
+    const provider: ProviderConfig = { id: row.id, name: row.name, type: row.type, baseURL: row.baseURL, apiKey: keys[0] ?? null, apiKeys: keys, options: row.options }
+    const ctx = new RequestCtx('chat', 'chat', new Request('http://conduit.invalid/admin/v1/providers/test', { method: 'POST' }), log)
+    ctx.body = { model: upstreamModel, messages: [{ role: 'user', content: 'ping' }], max_tokens: 1 }
+    const attempt = new Attempt(ctx, { provider, model: upstreamModel, price: null }, 1)
+    const started = performance.now()
+    const elapsed = () => Math.round((performance.now() - started) * 10) / 10
+    const call = new UpstreamCall(ctx.signal, provider.name)
+    // The provider's own text may quote the key it was sent: scrubbed by value as well as by shape.
+    const scrub = (text: string) => keys.reduce((out, key) => (key.length >= 4 ? out.replaceAll(key, '[REDACTED]') : out), scrubSecrets(text))
+    try {
+      const upstream = await adapter.buildRequest(ctx.body, attempt)
+      const response = await call.fetch(upstream, timeoutsFor(provider, timeouts))
+      if (!response.ok) {
+        const error = await upstreamError(response, adapter, provider.name)
+        return { object: 'provider_test', ok: false, model: upstreamModel, status: response.status, latency_ms: elapsed(), error: { message: scrub(error.message), code: error.code ?? null } }
+      }
+      await response.arrayBuffer()
+      return { object: 'provider_test', ok: true, model: upstreamModel, status: response.status, latency_ms: elapsed(), error: null }
+    } catch (error) {
+      const failure = GatewayError.is(error) ? error : new GatewayError(502, `Could not reach the provider '${provider.name}'.`, { code: 'upstream_unreachable' })
+      return { object: 'provider_test', ok: false, model: upstreamModel, status: failure.status, latency_ms: elapsed(), error: { message: scrub(failure.message), code: failure.code ?? null } }
+    } finally {
+      call.release()
+    }
+  }
+
+  // Request records -------------------------------------------------------------------------------------
+
+  recordView = (r: RequestRecordRow, keyNames: Map<string, string>) => ({
+    id: r.request_id,
+    object: 'request_record',
+    created_at: r.created_at / 1000,
+    key_id: r.key_id,
+    key_name: r.key_id ? (keyNames.get(r.key_id) ?? null) : null,
+    endpoint: r.endpoint,
+    model: r.model,
+    provider: r.provider,
+    upstream_model: r.upstream_model,
+    status: r.status,
+    error_code: r.error_code,
+    stream: r.stream === 1,
+    aborted: r.aborted === 1,
+    attempts: r.attempts,
+    latency_ms: r.latency_ms,
+    ttft_ms: r.ttft_ms,
+    prompt_tokens: r.prompt_tokens,
+    completion_tokens: r.completion_tokens,
+    cost_usd: microsToUsd(r.cost_micros),
+    estimated: r.estimated === 1,
+    user: r.end_user,
+    client_ip: r.client_ip,
+    request_body: r.request_body,
+  })
+
+  private async keyNames() {
+    return new Map((await this.store.listKeys()).map((k) => [k.id, k.name]))
+  }
+
+  /**
+   * `GET /admin/v1/requests`: newest first, `limit` (1-200, default 50) per page; `next_cursor` asks for the
+   * next page. Filters: `key` (id or name), `model`, `provider`, `user`, `status` (a code, `2xx`/`4xx`/`5xx`, or
+   * `error`), `from`/`to` (ISO or unix seconds). `scopeKeyId` pins the key (a virtual-key session).
+   */
+  async requests(params: URLSearchParams, scopeKeyId: string | null = null) {
+    const filter: RequestRecordFilter = {}
+    const text = (name: string) => {
+      const value = params.get(name)
+      return value === null || value === '' ? undefined : value
+    }
+    const keyRef = text('key')
+    if (scopeKeyId) filter.keyId = scopeKeyId
+    else if (keyRef) filter.keyId = (await this.findKey(keyRef))?.id ?? keyRef
+    filter.model = text('model')
+    filter.provider = text('provider')
+    filter.user = text('user')
+    const status = text('status')
+    if (status !== undefined) filter.status = statusRange(status)
+    for (const name of ['from', 'to'] as const) {
+      const raw = text(name)
+      if (raw === undefined) continue
+      const ms = /^\d+$/.test(raw) ? Number(raw) * 1000 : Date.parse(raw)
+      if (!Number.isFinite(ms)) throw badRequest(`'${name}' must be an ISO 8601 date or unix seconds.`, name)
+      filter[name] = ms
+    }
+    const rawLimit = text('limit') ?? '50'
+    const limit = Number(rawLimit)
+    if (!Number.isInteger(limit) || limit < 1 || limit > 200) throw badRequest("'limit' must be an integer from 1 to 200.", 'limit')
+    const cursor = text('cursor')
+    if (cursor !== undefined) filter.before = decodeCursor(cursor)
+    const rows = await this.store.listRequestRecords(filter, limit + 1)
+    const page = rows.slice(0, limit)
+    const names = await this.keyNames()
+    const last = page.at(-1)
+    return {
+      object: 'list',
+      data: page.map((r) => this.recordView(r, names)),
+      has_more: rows.length > limit,
+      next_cursor: rows.length > limit && last ? encodeCursor(last) : null,
+    }
+  }
+
+  /** One record, its stored body included; a virtual-key session sees only its own. */
+  async request(id: string, scopeKeyId: string | null = null) {
+    const row = await this.store.getRequestRecord(id)
+    if (!row || (scopeKeyId && row.key_id !== scopeKeyId)) throw notFound('request', id)
+    return this.recordView(row, await this.keyNames())
+  }
+
   // Virtual keys ---------------------------------------------------------------------------------------
 
   /** The only response that carries the plaintext key. */
@@ -528,6 +695,24 @@ export class AdminService {
 
   async listKeys() {
     return { object: 'list', data: (await this.store.listKeys()).map(this.keyView) }
+  }
+
+  /**
+   * The keys list with what the Keys page shows beside each: when it was last used (its newest request record)
+   * and what it spent in its budget's current period (only keys that have a budget).
+   */
+  async listKeysWithActivity() {
+    const rows = await this.store.listKeys()
+    const lastUsed = await this.store.lastUsedByKey()
+    const data = await Promise.all(
+      rows.map(async (k) => {
+        const budget = k.limits?.budget
+        const spent = budget ? await this.store.spentMicros(k.id, accountFor(budget).since) : null
+        const used = lastUsed.get(k.id)
+        return { ...this.keyView(k), last_used_at: used === undefined ? null : Math.floor(used / 1000), budget_spent_usd: spent === null ? null : microsToUsd(spent) }
+      }),
+    )
+    return { object: 'list', data }
   }
 
   /**

@@ -2,19 +2,22 @@ import { randomBytes } from 'node:crypto'
 import type { GatewayConfig } from '../config/config.ts'
 import { BUILTINS } from '../plugin-host/builtins.ts'
 import { PluginHost, type PluginSpec } from '../plugin-host/host.ts'
-import type { Logger } from '../plugin-sdk/types.ts'
+import type { Logger, Plugin } from '../plugin-sdk/types.ts'
 import { base62, secretEquals, sha256 } from '../store/crypto.ts'
 import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
 import { RedisChangeBus, connectRedis } from '../services/redis.ts'
 import { setSecrets } from '../services/known-secrets.ts'
 import { SpendLedger } from '../store/ledger.ts'
+import { RequestRecorder } from '../store/request-records.ts'
 import { checkSecretKey, secretBox } from '../store/secrets.ts'
 import { Store, type ChangeBus } from '../store/store.ts'
-import { AdminService } from './admin.ts'
+import { AdminGuard, AdminService } from './admin.ts'
 import { Catalog } from './catalog.ts'
 import { egress } from './egress.ts'
 import { Router } from './router.ts'
 import { Pipeline } from './pipeline.ts'
+import { TimeSeries } from './timeseries.ts'
+import type { Timeouts } from './upstream.ts'
 
 export interface Gateway {
   pipeline: Pipeline
@@ -24,6 +27,18 @@ export interface Gateway {
   host: PluginHost
   store: Store
   log: Logger
+  /** Connect, first-byte and idle limits for upstream calls (the admin API's provider test uses them too). */
+  upstreamTimeouts: Timeouts
+  /** The Requests page's rows; null with `request_log.retention_days: 0`. */
+  records: RequestRecorder | null
+  /** The Overview's 1-minute buckets. */
+  timeseries: TimeSeries
+  /** The brute-force throttle shared by the admin API's bearer check and the Web UI's sign-in. */
+  adminGuard: AdminGuard
+  /** Changes when the master key does: Web UI sessions signed in with an older master key stop working. */
+  masterFingerprint: string
+  /** The listening server, so the request recorder can note each client's address while its socket is known. */
+  attachServer(server: { requestIP(request: Request): { address: string } | null }): void
   /** Set only on the first start without CONDUIT_MASTER_KEY: shown once, never stored. */
   generatedMasterKey: string | null
   /** Keys the config file declared without a plaintext, created now: shown once. */
@@ -91,8 +106,28 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
   setSecrets(secretsOwner, [config.masterKey, generatedMasterKey, config.encryptionKey, ...(config.encryptionKeys?.split(',') ?? [])])
 
   const metrics = new Metrics()
+  const retentionDays = config.requestLog?.retentionDays ?? 7
+  const records = retentionDays > 0 ? new RequestRecorder(store, log, { retentionDays, recordBodies: config.requestLog?.recordBodies ?? false }) : null
+  const timeseries = new TimeSeries(store, log)
+  let server: { requestIP(request: Request): { address: string } | null } | null = null
+  // Fed like the request-log plugin, from onLog: a push and a few additions, never an await on the request path.
+  // Its onAuth runs before the auth plugin's and only notes the client's address (gone once the response is sent).
+  const recording: Plugin = {
+    name: 'conduit-request-records',
+    version: '1.0.0',
+    apiVersion: 1,
+    setup: () => ({
+      onAuth(ctx) {
+        if (records && server) RequestRecorder.rememberClient(ctx.shared, server.requestIP(ctx.request)?.address)
+      },
+      onLog(finished) {
+        records?.record(finished)
+        timeseries.record(finished)
+      },
+    }),
+  }
   const host = new PluginHost({ log, store, redis, builtins: BUILTINS, baseDir: config.configDir, metrics })
-  await host.load(pluginSpecs(config.plugins))
+  await host.load([...pluginSpecs(config.plugins), { use: recording, priority: 1_000_000, failureMode: 'open' }])
   const catalog = new Catalog(store, secrets, log)
   egress.configure(config.egressAllow) // process-wide: every upstream call consults it
   const admin = new AdminService(store, secrets, host.providers, egress)
@@ -116,6 +151,7 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
     timeouts: config.timeouts,
   })
   const expectedHash = masterHash
+  const isMasterKey = (token: string) => secretEquals(sha256(token), expectedHash)
   const gateway: Gateway = {
     pipeline,
     metrics,
@@ -147,13 +183,21 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
     host,
     store,
     log,
+    upstreamTimeouts: config.timeouts,
+    records,
+    timeseries,
+    adminGuard: new AdminGuard(isMasterKey),
+    masterFingerprint: sha256(`ui-session:${expectedHash}`),
+    attachServer: (listening) => void (server = listening),
     generatedMasterKey,
     generatedKeys,
-    isMasterKey: (token) => secretEquals(sha256(token), expectedHash),
+    isMasterKey,
     async close() {
       catalog.close()
       setSecrets(secretsOwner, [])
       await ledger.close() // flush what is queued (SIGTERM lands here after the drain)
+      await records?.close()
+      await timeseries.close()
       await host.close()
       redisBus?.close()
       redis?.disconnect()

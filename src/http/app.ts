@@ -3,9 +3,10 @@ import type { Server } from 'bun'
 import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
 import type { Gateway } from '../core/gateway.ts'
 import { readJsonBody } from '../core/body.ts'
-import type { Transport } from '../core/pipeline.ts'
+import type { Route, Transport } from '../core/pipeline.ts'
 import { secretEquals } from '../store/crypto.ts'
 import { adminRoutes } from './admin-routes.ts'
+import { UiSessions, uiRoutes } from './ui-routes.ts'
 
 /** The only Elysia-aware code: routes map to the framework-free pipeline and admin service. */
 
@@ -22,8 +23,16 @@ export interface EdgeOptions {
 export const errorResponse = (error: GatewayError) =>
   new Response(JSON.stringify(error.toJSON()), { status: error.status, headers: { 'content-type': 'application/json', ...error.headers } })
 
-type ProxiedEndpoint = 'chat' | 'completions' | 'embeddings'
-const PROXIED: Record<string, ProxiedEndpoint> = { '/v1/chat/completions': 'chat', '/v1/completions': 'completions', '/v1/embeddings': 'embeddings' }
+/** POST routes the pipeline answers whole; `/v1/audio/speech/stream` is speech whose SSE form `Accept` may choose. */
+const PROXIED: Record<string, Route> = {
+  '/v1/chat/completions': 'chat',
+  '/v1/completions': 'completions',
+  '/v1/embeddings': 'embeddings',
+  '/v1/audio/transcriptions': 'transcriptions',
+  '/v1/audio/translations': 'translations',
+  '/v1/audio/speech': 'speech',
+  '/v1/audio/speech/stream': 'speech',
+}
 
 /** Elysia's own failures (parse, unknown route) rendered in the one envelope; admin bodies are validated by the core. */
 function renderFrameworkError(code: string | number, error: any, request: Request): Response {
@@ -42,13 +51,16 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
     disableIdleTimeout: () => server?.timeout(request, 0),
   })
 
-  const proxy = (endpoint: ProxiedEndpoint) => (request: Request, server: Server<unknown> | null) =>
-    gw.pipeline.handle(endpoint, request, transport(server, request))
+  const proxy = (route: Route, path: string) => {
+    const params = path.endsWith('/speech/stream') ? { speechStream: true } : {}
+    return (request: Request, server: Server<unknown> | null) => gw.pipeline.handle(route, request, transport(server, request), params)
+  }
+  const proxies = Object.entries(PROXIED).map(([path, route]) => [path, proxy(route, path)] as const)
   // The proxied routes are exact paths the pipeline answers whole (it never throws): without CORS no Elysia hook
   // has anything to do for them, so Bun's router calls the pipeline directly and Elysia builds no context.
   const nativeRoutes = options.corsOrigins?.length
     ? undefined
-    : Object.fromEntries(Object.entries(PROXIED).map(([path, endpoint]) => [path, { POST: proxy(endpoint) }]))
+    : Object.fromEntries(proxies.map(([path, handler]) => [path, { POST: handler }]))
 
   const app = new Elysia({ name: 'conduit', serve: { routes: nativeRoutes } }).onError({ as: 'global' }, ({ code, error, request }) => {
     if (!GatewayError.is(error) && code !== 'PARSE' && code !== 'NOT_FOUND') {
@@ -58,6 +70,7 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
   })
   // First, so that every response below (errors included) carries the CORS headers.
   if (options.corsOrigins?.length) app.onRequest(corsForV1(options.corsOrigins))
+  for (const [path, handler] of proxies) app.post(path, ({ request, server }) => handler(request, server))
   return app
     .onRequest(refuseUndecodablePath)
     .get('/health', () => Response.json({ status: 'ok' }))
@@ -69,9 +82,6 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
       const refused = options.metricsToken ? checkBearer(request, options.metricsToken, 'metrics token') : undefined
       return refused ?? new Response(await gw.metricsText(), { headers: { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' } })
     })
-    .post('/v1/chat/completions', ({ request, server }) => proxy('chat')(request, server))
-    .post('/v1/completions', ({ request, server }) => proxy('completions')(request, server))
-    .post('/v1/embeddings', ({ request, server }) => proxy('embeddings')(request, server))
     .get('/v1/models', ({ request }) => gw.pipeline.handle('models', request))
     // Bun hands wildcards over still encoded; refuseUndecodablePath has made sure this decodes.
     .get('/v1/models/*', ({ request, params }) => gw.pipeline.handle('models', request, {}, { model: decodeURIComponent(params['*']) }))
@@ -83,6 +93,7 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
         .onParse(({ request }) => readJsonBody(request, options.maxBodyBytes, options.bodyTimeoutMs, () => null))
         .use(adminRoutes(gw)),
     )
+    .use(uiRoutes(gw, new UiSessions(gw)))
 }
 
 /**

@@ -59,4 +59,31 @@ export const MIGRATIONS: { version: number; statements: string[] }[] = [
       `ALTER TABLE spend_ledger ADD COLUMN characters BIGINT NOT NULL DEFAULT 0`,
     ],
   },
+  {
+    version: 8,
+    statements: [
+      // The Requests page: one row per request, refusals included, kept request_log.retention_days (see request-records.ts).
+      `CREATE TABLE request_records (
+        request_id TEXT PRIMARY KEY, created_at BIGINT NOT NULL, key_id TEXT, endpoint TEXT NOT NULL, model TEXT, provider TEXT,
+        upstream_model TEXT, status INTEGER NOT NULL, error_code TEXT, stream INTEGER NOT NULL, aborted INTEGER NOT NULL,
+        attempts INTEGER NOT NULL, latency_ms DOUBLE PRECISION NOT NULL, ttft_ms DOUBLE PRECISION,
+        prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, cost_micros BIGINT NOT NULL, estimated INTEGER NOT NULL,
+        end_user TEXT, client_ip TEXT, request_body TEXT)`,
+      `CREATE INDEX request_records_time ON request_records (created_at, request_id)`,
+      `CREATE INDEX request_records_key_time ON request_records (key_id, created_at)`,
+      `CREATE INDEX request_records_model_time ON request_records (model, created_at)`,
+      // The Overview's charts: one row per minute, instance, key and model, rewritten whole by its instance (see timeseries.ts).
+      `CREATE TABLE metric_buckets (
+        minute BIGINT NOT NULL, instance TEXT NOT NULL, key_id TEXT NOT NULL, model TEXT NOT NULL,
+        requests BIGINT NOT NULL, errors BIGINT NOT NULL, prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL,
+        cost_micros BIGINT NOT NULL, latency_hist TEXT NOT NULL, ttft_hist TEXT NOT NULL,
+        PRIMARY KEY (minute, instance, key_id, model))`,
+      `CREATE INDEX metric_buckets_key_minute ON metric_buckets (key_id, minute)`,
+      // Web UI sign-ins: the cookie's SHA-256 only; a virtual-key session names its key (read-only, its own data).
+      `CREATE TABLE ui_sessions (
+        token_hash TEXT PRIMARY KEY, role TEXT NOT NULL, key_id TEXT, principal TEXT NOT NULL,
+        created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL)`,
+      `CREATE INDEX ui_sessions_expiry ON ui_sessions (expires_at)`,
+    ],
+  },
 ]

@@ -3,6 +3,8 @@ import path from 'node:path'
 import { SQL } from 'bun'
 import type { ModelTarget, StoreChange, StoreView, StoredKey, VirtualModel } from '../plugin-sdk/types.ts'
 import type { SpendRow } from './ledger.ts'
+import type { RequestRecordRow } from './request-records.ts'
+import type { BucketRow } from '../core/timeseries.ts'
 import { MIGRATIONS } from './migrations.ts'
 
 /*
@@ -40,6 +42,8 @@ export interface UsageTotals {
   cost_micros: number
   /** Requests served by a target without a price (recorded at $0). */
   unpriced: number
+  audio_ms: number
+  characters: number
 }
 
 /** Rows of a usage report grouped by end user: the dearest ones (a client may send any number of `user` values). */
@@ -298,7 +302,8 @@ export class Store implements StoreView {
     const order = by === 'user' ? `ORDER BY SUM(cost_micros) DESC, COUNT(*) DESC, end_user LIMIT ${USAGE_USER_ROWS}` : `ORDER BY ${group}`
     const rows = await this.sql.unsafe(
       `SELECT ${group ?? "'all'"} AS bucket, COUNT(*) AS requests, SUM(prompt_tokens) AS prompt_tokens,
-         SUM(completion_tokens) AS completion_tokens, SUM(cost_micros) AS cost_micros, SUM(unpriced) AS unpriced
+         SUM(completion_tokens) AS completion_tokens, SUM(cost_micros) AS cost_micros, SUM(unpriced) AS unpriced,
+         SUM(audio_ms) AS audio_ms, SUM(characters) AS characters
        FROM spend_ledger WHERE created_at >= $1 AND created_at < $2 AND (CAST($3 AS TEXT) IS NULL OR key_id = CAST($3 AS TEXT))
        ${group ? `GROUP BY ${group} ${order}` : ''}`,
       [from, to, keyId],
@@ -310,6 +315,148 @@ export class Store implements StoreView {
       completion_tokens: Number(r.completion_tokens ?? 0),
       cost_micros: Number(r.cost_micros ?? 0),
       unpriced: Number(r.unpriced ?? 0),
+      audio_ms: Number(r.audio_ms ?? 0),
+      characters: Number(r.characters ?? 0),
     }))
   }
+
+  // Request records, metric buckets, Web UI sessions (migration 8) --------------------------------------------
+
+  async insertRequestRecords(rows: RequestRecordRow[]) {
+    await this.sql`INSERT INTO request_records ${this.sql(rows)} ON CONFLICT (request_id) DO NOTHING`
+  }
+
+  /**
+   * Newest first, `limit` rows after the cursor (the last row of the previous page: its time and id). Filters
+   * are exact; `status` is a code or a class (`2xx`, `4xx`, `5xx`) or `error` (400 and up).
+   */
+  async listRequestRecords(filter: RequestRecordFilter, limit: number): Promise<RequestRecordRow[]> {
+    const where: string[] = []
+    const args: unknown[] = []
+    const arg = (value: unknown) => {
+      args.push(value)
+      return `$${args.length}`
+    }
+    if (filter.keyId !== undefined) where.push(`key_id = ${arg(filter.keyId)}`)
+    if (filter.model !== undefined) where.push(`model = ${arg(filter.model)}`)
+    if (filter.provider !== undefined) where.push(`provider = ${arg(filter.provider)}`)
+    if (filter.user !== undefined) where.push(`end_user = ${arg(filter.user)}`)
+    if (filter.status !== undefined) {
+      const [low, high] = filter.status
+      where.push(`status >= ${arg(low)} AND status <= ${arg(high)}`)
+    }
+    if (filter.from !== undefined) where.push(`created_at >= ${arg(filter.from)}`)
+    if (filter.to !== undefined) where.push(`created_at < ${arg(filter.to)}`)
+    if (filter.before) {
+      const at = arg(filter.before.createdAt)
+      where.push(`(created_at < ${at} OR (created_at = ${at} AND request_id < ${arg(filter.before.id)}))`)
+    }
+    const rows = await this.sql.unsafe(
+      `SELECT request_id, created_at, key_id, endpoint, model, provider, upstream_model, status, error_code, stream, aborted, attempts,
+         latency_ms, ttft_ms, prompt_tokens, completion_tokens, cost_micros, estimated, end_user, client_ip,
+         ${filter.withBodies ? 'request_body' : 'NULL AS request_body'}
+       FROM request_records ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+       ORDER BY created_at DESC, request_id DESC LIMIT ${Math.max(1, Math.min(1000, Math.floor(limit)))}`,
+      args,
+    )
+    return rows.map(toRecord)
+  }
+
+  /** Each key's newest request record (epoch ms). */
+  async lastUsedByKey(): Promise<Map<string, number>> {
+    const rows = await this.sql`SELECT key_id, MAX(created_at) AS last FROM request_records WHERE key_id IS NOT NULL GROUP BY key_id`
+    return new Map(rows.map((r: any) => [r.key_id as string, Number(r.last)]))
+  }
+
+  async getRequestRecord(id: string): Promise<RequestRecordRow | null> {
+    const [row] = await this.sql`SELECT * FROM request_records WHERE request_id = ${id}`
+    return row ? toRecord(row) : null
+  }
+
+  /** Deletes request records and metric buckets older than `before`, and Web UI sessions expired by `now`. */
+  async purgeRequestData(before: number, now: number): Promise<number> {
+    const records = await this.sql`DELETE FROM request_records WHERE created_at < ${before}`
+    await this.sql`DELETE FROM metric_buckets WHERE minute < ${before}`
+    await this.sql`DELETE FROM ui_sessions WHERE expires_at < ${now}`
+    return Number(records.count ?? 0)
+  }
+
+  /** Each instance rewrites its own rows whole; a row repeated in one batch (queued twice during an outage) is written once, the latest. */
+  async upsertMetricBuckets(rows: BucketRow[]) {
+    const latest = new Map<string, BucketRow>()
+    for (const row of rows) latest.set(`${row.minute}\n${row.instance}\n${row.key_id}\n${row.model}`, row)
+    await this.sql`INSERT INTO metric_buckets ${this.sql([...latest.values()])}
+      ON CONFLICT (minute, instance, key_id, model) DO UPDATE SET requests = excluded.requests, errors = excluded.errors,
+        prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens, cost_micros = excluded.cost_micros,
+        latency_hist = excluded.latency_hist, ttft_hist = excluded.ttft_hist`
+  }
+
+  /** Every instance's buckets over [from, to), optionally for one key and/or one model. */
+  async metricBuckets(from: number, to: number, keyId: string | null, model: string | null): Promise<BucketRow[]> {
+    return (await this.sql`SELECT * FROM metric_buckets WHERE minute >= ${from} AND minute < ${to}
+      AND (CAST(${keyId} AS TEXT) IS NULL OR key_id = CAST(${keyId} AS TEXT))
+      AND (CAST(${model} AS TEXT) IS NULL OR model = CAST(${model} AS TEXT))`) as BucketRow[]
+  }
+
+  async insertSession(session: SessionRow) {
+    await this.sql`INSERT INTO ui_sessions ${this.sql(session)}`
+  }
+
+  async getSession(tokenHash: string): Promise<SessionRow | null> {
+    const [row] = await this.sql`SELECT * FROM ui_sessions WHERE token_hash = ${tokenHash}`
+    return row ? { ...row, created_at: Number(row.created_at), expires_at: Number(row.expires_at) } : null
+  }
+
+  async deleteSession(tokenHash: string) {
+    await this.sql`DELETE FROM ui_sessions WHERE token_hash = ${tokenHash}`
+  }
 }
+
+export interface RequestRecordFilter {
+  keyId?: string
+  model?: string
+  provider?: string
+  user?: string
+  /** Inclusive status range. */
+  status?: [number, number]
+  from?: number
+  to?: number
+  /** The cursor: rows strictly older than this one. */
+  before?: { createdAt: number; id: string }
+  withBodies?: boolean
+}
+
+/** A Web UI sign-in (the cookie is never stored, only its SHA-256). */
+export interface SessionRow {
+  token_hash: string
+  role: 'admin' | 'key'
+  key_id: string | null
+  /** What the session was granted by: the master key's fingerprint, or the key id; checked on every use. */
+  principal: string
+  created_at: number
+  expires_at: number
+}
+
+const toRecord = (r: any): RequestRecordRow => ({
+  request_id: r.request_id,
+  created_at: Number(r.created_at),
+  key_id: r.key_id,
+  endpoint: r.endpoint,
+  model: r.model,
+  provider: r.provider,
+  upstream_model: r.upstream_model,
+  status: Number(r.status),
+  error_code: r.error_code,
+  stream: Number(r.stream),
+  aborted: Number(r.aborted),
+  attempts: Number(r.attempts),
+  latency_ms: Number(r.latency_ms),
+  ttft_ms: num(r.ttft_ms),
+  prompt_tokens: Number(r.prompt_tokens),
+  completion_tokens: Number(r.completion_tokens),
+  cost_micros: Number(r.cost_micros),
+  estimated: Number(r.estimated),
+  end_user: r.end_user,
+  client_ip: r.client_ip,
+  request_body: r.request_body ?? null,
+})

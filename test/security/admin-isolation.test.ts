@@ -14,7 +14,7 @@ interface Answer {
 let gw: TestGateway
 let virtualKey: string
 /** Objects the read and patch routes act on (never deleted). */
-let fixture: { provider: string; model: string; key: string }
+let fixture: { provider: string; model: string; key: string; request: string }
 
 /**
  * One admin request from a chosen loopback address (127.0.0.0/8 is all loopback): the wrong-key throttle
@@ -68,7 +68,15 @@ const ROUTES: Record<string, () => Promise<{ path: string; body?: unknown }>> = 
   'PATCH /keys/:id': async () => ({ path: `/keys/${fixture.key}`, body: { rpm: ++serial } }),
   'DELETE /keys/:id': async () => ({ path: `/keys/${await fresh('keys', { name: unique('key') })}` }),
   'GET /usage': async () => ({ path: '/usage' }),
+  'GET /provider-types': async () => ({ path: '/provider-types' }),
+  // Offline the provider cannot be reached: the test still answers 200, saying so.
+  'POST /providers/:id/test': async () => ({ path: `/providers/${fixture.provider}/test`, body: { model: 'gpt-4o' } }),
+  'GET /requests': async () => ({ path: '/requests' }),
+  'GET /requests/:id': async () => ({ path: `/requests/${fixture.request}` }),
+  'GET /metrics/timeseries': async () => ({ path: '/metrics/timeseries' }),
 }
+/** POSTs that create answer 201; the provider test creates nothing. */
+const expectedStatus = (route: string) => (route.startsWith('POST') && !route.endsWith('/test') ? 201 : 200)
 
 /** Everything the admin API can show, read with the master key: a refused call must change none of it. */
 const state = async () => Promise.all(['/providers', '/models', '/keys'].map(async (path) => (await asMaster('GET', path)).body))
@@ -78,8 +86,12 @@ beforeAll(async () => {
   const provider = (await asMaster('POST', '/providers', providerBody())).body
   const model = (await asMaster('POST', '/models', { name: unique('model'), targets: [{ provider: provider.id, model: 'gpt-4o' }] })).body
   const key = (await asMaster('POST', '/keys', { name: unique('key') })).body
-  fixture = { provider: provider.id, model: model.id, key: key.id }
   virtualKey = (await asMaster('POST', '/keys', { name: 'isolation-client' })).body.key
+  // One request record for GET /requests/:id (a refused request is recorded too).
+  await fetch(`${gw.baseURL}/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${virtualKey}`, 'content-type': 'application/json' }, body: '{"model":"none","messages":[]}' })
+  await gw.gateway.records!.flush()
+  const request = (await asMaster('GET', '/requests?limit=1')).body.data[0].id
+  fixture = { provider: provider.id, model: model.id, key: key.id, request }
 })
 
 afterAll(async () => {
@@ -112,7 +124,7 @@ describe('SE9: only the master key opens the admin API', () => {
       }
       expect(await state()).toEqual(before)
       const master = await admin(from, method, path, `Bearer ${MASTER_KEY}`, body)
-      expect({ route, status: master.status }).toEqual({ route, status: method === 'POST' ? 201 : 200 })
+      expect({ route, status: master.status }).toEqual({ route, status: expectedStatus(route) })
     }
   })
 
