@@ -44,18 +44,25 @@ export async function catalogVersion(): Promise<string> {
 }
 
 /**
- * One model's price in our units, or null when the catalog prices it in units we do not bill yet (audio hours,
- * pages, images…: they come with those endpoints). A tiered price (Gemini and Claude above 200k prompt tokens)
- * keeps its base, the price of the prompts under the first threshold.
+ * One model's price in our units, or null when the catalog prices it in units we do not bill (pages, images…).
+ * Audio is billed by the token (audio rates apart), by the hour (`audio_hours`, `input_audio_hours`) or, outside
+ * the catalog, by the character. A tiered price (Gemini and Claude above 200k prompt tokens) keeps its base, the
+ * price of the prompts under the first threshold.
  */
 function tokenPrice(p: ModelPrice): Price | null {
   const keys = Object.keys(p).filter((k) => p[k] !== undefined)
   if (keys.length === 0) return { input: 0, output: 0 } // the catalog's way of saying free (`:free` models, previews)
-  if (p.input_mtok === undefined && p.output_mtok === undefined) return null
   const base = (v: ModelPrice[string]) => (typeof v === 'object' ? v.base : v)
+  const hour = base(p.input_audio_hours) ?? base(p.audio_hours)
+  if (p.input_mtok === undefined && p.output_mtok === undefined && hour === undefined) return null
   const price: Price = { input: base(p.input_mtok) ?? 0, output: base(p.output_mtok) ?? 0 }
   const cached = base(p.cache_read_mtok)
   if (cached !== undefined) price.cached_input = cached
+  const inputAudio = base(p.input_audio_mtok)
+  if (inputAudio !== undefined) price.input_audio = inputAudio
+  const outputAudio = base(p.output_audio_mtok)
+  if (outputAudio !== undefined) price.output_audio = outputAudio
+  if (hour !== undefined) price.audio_hour = hour
   return price
 }
 

@@ -102,14 +102,15 @@ export class Catalog {
   }
 }
 
-/** The dearest input and output prices among a model's targets: a request's worst case, whoever serves it. */
+/** The dearest price of each unit among a model's targets: a request's worst case, whoever serves it. */
 function maxPrice(model: VirtualModel, providers: Map<string, ProviderConfig>): Price | null {
   let max: Price | null = null
   for (const t of model.targets) {
     const provider = providers.get(t.provider)
     const price = t.price ?? (provider ? listPrice(provider.type, t.model) : null)
     if (!price) continue
-    max = max ? { input: Math.max(max.input, price.input), output: Math.max(max.output, price.output) } : { input: price.input, output: price.output }
+    if (!max) max = { ...price }
+    else for (const unit of Object.keys(price) as (keyof Price)[]) max[unit] = Math.max(max[unit] ?? 0, price[unit] ?? 0)
   }
   return max
 }

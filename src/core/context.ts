@@ -37,6 +37,8 @@ export class RequestCtx implements RequestContext {
   firstByteMs: number | null = null
   /** The key whose open-request count this request holds (see Pipeline.holdConnection). */
   heldConnection: string | null = null
+  /** Run when the request is over (spooled files to delete); null until something needs it. */
+  cleanups: (() => void)[] | null = null
   private logged = false
 
   constructor(
@@ -47,6 +49,10 @@ export class RequestCtx implements RequestContext {
   ) {
     this.signal = request.signal
     this.log = log
+  }
+
+  onEnd(fn: () => void) {
+    ;(this.cleanups ??= []).push(fn)
   }
 
   setHeader(name: string, value: string) {
@@ -87,6 +93,6 @@ export class Attempt implements AttemptContext {
 
   async fetch(request: UpstreamRequest, signal: AbortSignal): Promise<Response> {
     await egress.check(request.url)
-    return fetch(request.url, { method: request.method ?? 'POST', headers: request.headers, body: request.body, signal, redirect: 'manual' })
+    return fetch(request.url, { method: request.method ?? 'POST', headers: request.headers, body: request.body as BodyInit, signal, redirect: 'manual' })
   }
 }

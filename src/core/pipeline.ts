@@ -1,5 +1,5 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
-import type { Endpoint, EndpointAdapter, FinishedRequest, Logger, Operation, Usage } from '../plugin-sdk/types.ts'
+import type { Endpoint, EndpointAdapter, FinishedRequest, Logger, Operation, SpeechAdapter, TranscriptionAdapter, Usage } from '../plugin-sdk/types.ts'
 import type { PluginHost } from '../plugin-host/host.ts'
 import { costMicros, microsToUsd } from '../pricing/prices.ts'
 import type { Metrics } from '../services/metrics.ts'
@@ -17,6 +17,10 @@ import { UpstreamCall, isRetryable, timeoutsFor, upstreamError, type Timeouts } 
 import { estimatePromptTokens, estimateTokens } from '../plugin-sdk/tokens.ts'
 import { scrubSecrets } from '../services/known-secrets.ts'
 import { extractUsage, floatsToBase64, spliceModel } from './wire.ts'
+import { describeUpload, formBody } from './audio.ts'
+import { prepareAudioCall, type AudioCall, type AudioCallDeps } from './audio-call.ts'
+import { readMultipart } from './spool.ts'
+import { badRequest } from '../plugin-sdk/errors.ts'
 
 export interface PipelineOptions {
   host: PluginHost
@@ -35,6 +39,8 @@ export interface PipelineOptions {
   maxInflight: number
   /** Largest non-streaming upstream response read into memory. */
   maxUpstreamBodyBytes: number
+  /** Largest audio upload (transcriptions, translations), spooled to disk past a small size. */
+  audioMaxUploadBytes?: number
   timeouts: Timeouts
 }
 
@@ -44,7 +50,28 @@ export interface Transport {
   disableIdleTimeout?(): void
 }
 
-type ProxiedEndpoint = 'chat' | 'completions' | 'embeddings'
+/** What a route asks of the pipeline: an operation a provider performs, or one the gateway answers itself. */
+export type Route = Operation | 'models' | 'usage'
+
+const ENDPOINT_OF: Record<Route, Endpoint> = {
+  chat: 'chat',
+  completions: 'completions',
+  embeddings: 'embeddings',
+  transcriptions: 'audio',
+  translations: 'audio',
+  speech: 'audio',
+  models: 'models',
+  usage: 'usage',
+}
+/** Operations whose body is a multipart upload rather than JSON. */
+const UPLOADS = new Set<Operation | null>(['transcriptions', 'translations'])
+const AUDIO = new Set<Operation | null>(['transcriptions', 'translations', 'speech'])
+const STREAMABLE = new Set<Operation | null>(['chat', 'completions', 'transcriptions'])
+/** Uploads up to this size stay in memory; larger ones go to disk as they arrive. */
+const SPOOL_MEMORY_BYTES = 1024 * 1024
+const DEFAULT_AUDIO_MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+
+type AnyAdapter = EndpointAdapter | TranscriptionAdapter | SpeechAdapter
 
 const emptyBody = () => {
   throw new GatewayError(400, 'The request body is empty; send a JSON object.', { code: 'invalid_json' })
@@ -70,15 +97,29 @@ export class Pipeline {
   /** Requests per key from the moment the key is known, so a key's max_parallel also bounds slow uploads. */
   private readonly openPerKey = new Map<string, number>()
 
-  constructor(private readonly o: PipelineOptions) {}
+  private readonly audioDeps: AudioCallDeps
 
-  async handle(endpoint: Endpoint, request: Request, transport: Transport = {}, params: { model?: string } = {}): Promise<Response> {
+  constructor(private readonly o: PipelineOptions) {
+    const host = o.host
+    this.audioDeps = {
+      get transcoder() {
+        return host.transcoder // registered by a plugin as the host loads
+      },
+      maxUpstreamBodyBytes: o.maxUpstreamBodyBytes,
+      settle: (ctx, response) => this.settle(ctx, response),
+      report: (ctx, aborted) => this.report(ctx, aborted),
+    }
+  }
+
+  async handle(route: Route, request: Request, transport: Transport = {}, params: { model?: string; speechStream?: boolean } = {}): Promise<Response> {
     if (this.o.metrics.inflight >= this.o.maxInflight) {
       // Shed before any work: under overload a quick 503 beats a queue that only grows.
       this.o.metrics.shed++
       return new Response(OVERLOADED, { status: 503, headers: { 'content-type': JSON_TYPE, 'retry-after': '1' } })
     }
-    const ctx = new RequestCtx(endpoint, endpoint === 'models' || endpoint === 'usage' ? null : (endpoint as Operation), request, this.o.log)
+    const endpoint = ENDPOINT_OF[route]
+    const operation = route === 'models' || route === 'usage' ? null : route
+    const ctx = new RequestCtx(endpoint, operation, request, this.o.log)
     this.o.metrics.inflight++
     try {
       const early = (await this.o.host.run('onRequest', ctx)) ?? (await this.authenticate(ctx))
@@ -93,21 +134,39 @@ export class Pipeline {
       if (endpoints && !endpoints.includes(endpoint)) {
         throw new GatewayError(403, `This key may not call the ${endpoint} endpoint.`, { code: 'endpoint_not_allowed' })
       }
-      const body = await readJsonBody(request, this.o.maxBodyBytes, this.o.bodyTimeoutMs, emptyBody)
+      let body: Record<string, any>
+      if (UPLOADS.has(operation)) body = await this.readUpload(ctx, request, operation!)
+      else {
+        body = (await readJsonBody(request, this.o.maxBodyBytes, this.o.bodyTimeoutMs, emptyBody)) as Record<string, any>
+        validateRequest(operation!, body)
+      }
       // Only now: a client trickling its body stays under the server's idle timer as well as our deadline.
       transport.disableIdleTimeout?.()
-      validateRequest(endpoint, body)
       refuseUpstreamOverrides(body)
+      if (params.speechStream && body.stream_format === undefined && request.headers.get('accept')?.includes('text/event-stream')) body.stream_format = 'sse'
       ctx.body = body
-      ctx.stream = body.stream === true && endpoint !== 'embeddings'
+      ctx.stream = operation === 'speech' || (body.stream === true && STREAMABLE.has(operation))
       await this.o.catalog.ready()
       ctx.model = this.resolveModel(ctx, body.model)
       const refused = (await this.o.host.run('onAccess', ctx)) ?? (await this.o.host.run('onRequestBody', ctx))
       if (refused) return this.settle(ctx, refused)
-      return await this.proxy(ctx, endpoint as ProxiedEndpoint)
+      return await this.proxy(ctx, operation!)
     } catch (error) {
       return this.fail(ctx, error)
     }
+  }
+
+  /** A multipart upload: fields checked like a JSON body, the file spooled, identified by its bytes and measured. */
+  private async readUpload(ctx: RequestCtx, request: Request, operation: Operation): Promise<Record<string, any>> {
+    const limit = this.o.audioMaxUploadBytes ?? DEFAULT_AUDIO_MAX_UPLOAD_BYTES
+    const form = await readMultipart(request, { maxFileBytes: limit, idleMs: this.o.bodyTimeoutMs, memoryBytes: SPOOL_MEMORY_BYTES }, (fn) => ctx.onEnd(fn))
+    const body = formBody(form.fields)
+    validateRequest(operation, body)
+    if (!form.file) throw badRequest("Missing required parameter: 'file'.", 'file', 'missing_required_parameter')
+    const upload = await describeUpload(form.file, this.o.host.transcoder, ctx.signal)
+    if (upload.durationSeconds !== null) ctx.headers['x-conduit-audio-seconds'] = upload.durationSeconds.toFixed(3)
+    body.file = upload
+    return body
   }
 
   private async authenticate(ctx: RequestCtx): Promise<Response | undefined> {
@@ -178,13 +237,13 @@ export class Pipeline {
    * same one again only after a jittered backoff and within the retry budget. A target that timed out (connect
    * or first byte), or that asked us to wait (429 with Retry-After, one key), is not tried again by this request.
    */
-  private async proxy(ctx: RequestCtx, endpoint: ProxiedEndpoint): Promise<Response> {
+  private async proxy(ctx: RequestCtx, operation: Operation): Promise<Response> {
     const model = ctx.model!
     const plan = this.o.router.plan(model, (id) => this.o.catalog.provider(id))
-    const usable = plan.filter((t) => this.o.host.providers.get(t.provider.type)?.[endpoint])
+    const usable = plan.filter((t) => this.o.host.providers.get(t.provider.type)?.[operation])
     if (usable.length === 0) {
       if (plan.length > 0) {
-        throw new GatewayError(400, `The model '${model.name}' does not support ${endpointLabel[endpoint]}.`, { param: 'model', code: 'unsupported_endpoint' })
+        throw new GatewayError(400, `The model '${model.name}' does not support ${operationLabel[operation]}.`, { param: 'model', code: 'unsupported_endpoint' })
       }
       throw new GatewayError(503, `No provider is configured for the model '${model.name}'.`, { code: 'no_provider' })
     }
@@ -211,7 +270,7 @@ export class Pipeline {
         target = this.o.router.withNextKey(target)
       }
       tried.add(targetId(target))
-      const adapter = this.o.host.providers.get(target.provider.type)![endpoint]!
+      const adapter = this.o.host.providers.get(target.provider.type)![operation]!
       const attempt = new Attempt(ctx, target, ++ctx.attempts)
       const lease = this.o.router.begin(target)
       ctx.target = target
@@ -232,10 +291,11 @@ export class Pipeline {
     throw lastError!
   }
 
-  private async attempt(ctx: RequestCtx, attempt: Attempt, adapter: EndpointAdapter, lease: AttemptLease): Promise<Response> {
+  private async attempt(ctx: RequestCtx, attempt: Attempt, adapter: AnyAdapter, lease: AttemptLease): Promise<Response> {
     const provider = attempt.target.provider
     const started = performance.now()
-    const upstream = await adapter.buildRequest(ctx.body!, attempt)
+    const audio: AudioCall | null = AUDIO.has(ctx.operation) ? await prepareAudioCall(ctx, attempt, adapter as TranscriptionAdapter | SpeechAdapter, this.audioDeps) : null
+    const upstream = await adapter.buildRequest(audio?.body ?? ctx.body!, attempt)
     await this.o.host.upstreamRequest(attempt, upstream)
     const timeouts = timeoutsFor(provider, this.o.timeouts)
     const call = new UpstreamCall(ctx.signal, provider.name)
@@ -251,6 +311,8 @@ export class Pipeline {
       throw error
     }
     this.routeHeaders(ctx, attempt.dropped)
+    if (audio) return audio.respond(response, call, lease, timeouts, started)
+    const chat = adapter as EndpointAdapter
     if (ctx.stream && response.body) {
       const reader = response.body.getReader() as ReadableStreamDefaultReader<Uint8Array>
       let first: Awaited<ReturnType<typeof reader.read>>
@@ -273,8 +335,8 @@ export class Pipeline {
         first: first.value,
         idleMs: timeouts.idleMs,
         attempt,
-        parser: adapter.createStreamParser?.(attempt) ?? null,
-        framer: adapter.createStreamFramer?.() ?? null,
+        parser: chat.createStreamParser?.(attempt) ?? null,
+        framer: chat.createStreamFramer?.() ?? null,
         host: this.o.host,
         virtualModel: ctx.model!.name,
         includeUsage: ctx.body!.stream_options?.include_usage === true,
@@ -301,8 +363,9 @@ export class Pipeline {
       call.release()
     }
     lease.release()
-    return this.jsonResult(ctx, attempt, adapter, text)
+    return this.jsonResult(ctx, attempt, chat, text)
   }
+
 
   /**
    * Non-streaming. An OpenAI-compatible body goes to the client as the upstream sent it, with the model name
@@ -373,6 +436,7 @@ export class Pipeline {
     if (!finished) return
     this.o.metrics.inflight--
     if (ctx.heldConnection) this.releaseConnection(ctx.heldConnection)
+    if (ctx.cleanups) for (const cleanup of ctx.cleanups) cleanup()
     for (const step of this.reportSteps) {
       try {
         step(finished)
@@ -458,7 +522,14 @@ export class Pipeline {
   }
 }
 
-const endpointLabel: Record<ProxiedEndpoint, string> = { chat: 'chat completions', completions: 'text completions', embeddings: 'embeddings' }
+const operationLabel: Record<Operation, string> = {
+  chat: 'chat completions',
+  completions: 'text completions',
+  embeddings: 'embeddings',
+  transcriptions: 'audio transcriptions',
+  translations: 'audio translations',
+  speech: 'speech',
+}
 
 const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
   respond(JSON.stringify(body), status, { 'content-type': JSON_TYPE, ...headers })

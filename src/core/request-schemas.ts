@@ -1,7 +1,7 @@
 import { Type as t, type TSchema } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import { badRequest } from '../plugin-sdk/errors.ts'
-import type { Endpoint } from '../plugin-sdk/types.ts'
+import type { Operation } from '../plugin-sdk/types.ts'
 
 /*
  * The OpenAI request fields Conduit itself relies on, checked so that a bad request gets a 400 naming the
@@ -56,10 +56,50 @@ export const EmbeddingRequest = t.Object(
   open,
 )
 
-const compiled: Partial<Record<Endpoint, TypeCheck<TSchema>>> = {
+const literals = (values: readonly string[]) => t.Union(values.map((v) => t.Literal(v)))
+
+export const SpeechRequest = t.Object(
+  {
+    model,
+    input: t.String({ minLength: 1, maxLength: 4096 }),
+    voice: t.Union([t.String({ minLength: 1 }), t.Object({ id: t.String({ minLength: 1 }) }, open)]),
+    instructions: t.Optional(t.String({ maxLength: 4096 })),
+    response_format: t.Optional(literals(['mp3', 'opus', 'aac', 'flac', 'wav', 'pcm'])),
+    speed: t.Optional(t.Number({ minimum: 0.25, maximum: 4 })),
+    stream_format: t.Optional(literals(['audio', 'sse'])),
+    user: t.Optional(t.String()),
+  },
+  open,
+)
+
+/** Multipart fields, after `formBody` turned the typed ones into numbers, booleans and arrays. */
+const transcriptionFields = {
+  model,
+  prompt: t.Optional(t.String()),
+  temperature: t.Optional(t.Number({ minimum: 0, maximum: 1 })),
+  user: t.Optional(t.String()),
+}
+export const TranscriptionRequest = t.Object(
+  {
+    ...transcriptionFields,
+    language: t.Optional(t.String({ minLength: 2 })),
+    response_format: t.Optional(literals(['json', 'text', 'srt', 'verbose_json', 'vtt', 'diarized_json'])),
+    timestamp_granularities: t.Optional(t.Array(literals(['word', 'segment']))),
+    include: t.Optional(t.Array(t.String())),
+    stream: t.Optional(t.Boolean()),
+    chunking_strategy: t.Optional(t.Union([t.Literal('auto'), t.Object({ type: t.String() }, open)])),
+  },
+  open,
+)
+export const TranslationRequest = t.Object({ ...transcriptionFields, response_format: t.Optional(literals(['json', 'text', 'srt', 'verbose_json', 'vtt'])) }, open)
+
+const compiled: Partial<Record<Operation, TypeCheck<TSchema>>> = {
   chat: TypeCompiler.Compile(ChatCompletionRequest),
   completions: TypeCompiler.Compile(CompletionRequest),
   embeddings: TypeCompiler.Compile(EmbeddingRequest),
+  speech: TypeCompiler.Compile(SpeechRequest),
+  transcriptions: TypeCompiler.Compile(TranscriptionRequest),
+  translations: TypeCompiler.Compile(TranslationRequest),
 }
 
 /** `['messages', 0, 'role']` → `messages[0].role`, the way OpenAI names params (numbers are array indexes). */
@@ -75,11 +115,11 @@ export const toParam = (pointer: string) =>
       .map((part) => (/^\d+$/.test(part) ? Number(part) : part.replace(/~1/g, '/').replace(/~0/g, '~'))),
   )
 
-export function validateRequest(endpoint: Endpoint, body: unknown): asserts body is Record<string, any> {
+export function validateRequest(operation: Operation, body: unknown): asserts body is Record<string, any> {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
     throw badRequest('The request body must be a JSON object.')
   }
-  const check = compiled[endpoint]
+  const check = compiled[operation]
   if (!check || check.Check(body)) return
   const error = check.Errors(body).First()!
   const param = toParam(error.path)

@@ -166,7 +166,7 @@ export class UpstreamCall {
 }
 
 /** Reads an upstream error response (always consuming the body) and maps it to our envelope. */
-export async function upstreamError(response: Response, adapter: EndpointAdapter, providerName: string): Promise<GatewayError> {
+export async function upstreamError(response: Response, adapter: Pick<EndpointAdapter, 'parseError'>, providerName: string): Promise<GatewayError> {
   const text = await response.text().catch(() => '')
   if (response.status < 400) {
     // Redirects are never followed (a redirect is how an allowed host would point us at a forbidden one).

@@ -38,13 +38,15 @@ export async function usageReport(store: Store, range: { from: number; to: numbe
     completion_tokens: r.completion_tokens,
     cost_usd: microsToUsd(r.cost_micros),
     unpriced_requests: r.unpriced,
+    audio_seconds: r.audio_ms / 1000,
+    characters: r.characters,
   })
   const [total] = await store.usage('all', range.from, range.to, keyId)
   const report: Record<string, unknown> = {
     object: 'usage',
     from: new Date(range.from).toISOString(),
     to: new Date(range.to).toISOString(),
-    total: view(total ?? { bucket: null, requests: 0, prompt_tokens: 0, completion_tokens: 0, cost_micros: 0, unpriced: 0 }),
+    total: view(total ?? { bucket: null, requests: 0, prompt_tokens: 0, completion_tokens: 0, cost_micros: 0, unpriced: 0, audio_ms: 0, characters: 0 }),
   }
   for (const group of groups) {
     report[`by_${group}`] = (await store.usage(group, range.from, range.to, keyId)).map((r) => ({ [group]: r.bucket, ...view(r) }))

@@ -6,7 +6,19 @@ export { Type as t } from '@sinclair/typebox'
 export type { Static, TSchema } from '@sinclair/typebox'
 export { within } from './deadline.ts'
 export { GatewayError, badRequest, type ErrorBody, type GatewayErrorOptions } from './errors.ts'
-export { openAICompatible, parseOpenAIError, singleChoice, type OpenAICompatibleOptions, type ParamAction, type ParamPolicy } from './openai-compatible.ts'
+export {
+  OPENAI_AUDIO_ABILITIES,
+  declaredAudioAbilities,
+  openAICompatible,
+  parseOpenAIError,
+  singleChoice,
+  transcriptionForm,
+  type OpenAICompatibleOptions,
+  type ParamAction,
+  type ParamPolicy,
+} from './openai-compatible.ts'
+export * from './audio/index.ts'
+export { speechUsage, transcriptionUsage, worstCaseAudioUsage } from './audio-usage.ts'
 export { estimatePromptTokens, estimateTokens } from './tokens.ts'
 export { assistantTexts, parseDataUrl, textOf, toolArguments, userParts, type PartHandlers } from './translate.ts'
 export * from './types.ts'

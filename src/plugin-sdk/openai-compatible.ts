@@ -1,5 +1,5 @@
 import { GatewayError } from './errors.ts'
-import { API_VERSION, type AttemptContext, type EndpointAdapter, type Plugin, type ProviderAdapter } from './types.ts'
+import { API_VERSION, type AttemptContext, type AudioAbilities, type AudioUpload, type EndpointAdapter, type Plugin, type ProviderAdapter, type ProviderConfig, type SpeechAdapter, type TranscriptionAdapter, type UpstreamRequest } from './types.ts'
 
 /**
  * What to do with a request field the provider cannot carry: drop it (signalled in a header), refuse it with
@@ -27,6 +27,61 @@ export interface OpenAICompatibleOptions {
   base64Embeddings?: boolean
   /** How the API key is sent. */
   auth?: 'bearer' | 'none'
+  /**
+   * The audio operations it serves at OpenAI's paths (`/audio/transcriptions`, `/audio/translations`,
+   * `/audio/speech`) and what it takes and makes; a provider's `options.audio` overrides the abilities.
+   */
+  audio?: { operations: ('transcriptions' | 'translations' | 'speech')[]; abilities?: Partial<AudioAbilities> }
+}
+
+/** What OpenAI's own audio API takes and makes: the default for servers that speak its wire format. */
+export const OPENAI_AUDIO_ABILITIES: AudioAbilities = {
+  inputFormats: ['flac', 'mp3', 'm4a', 'ogg', 'wav', 'webm'],
+  maxUploadBytes: 25 * 1024 * 1024,
+  outputFormats: ['mp3', 'opus', 'aac', 'flac', 'wav', 'pcm'],
+  pcmSampleRate: 24_000,
+  transcriptFormats: ['json', 'text', 'srt', 'verbose_json', 'vtt', 'diarized_json'],
+  streamTranscripts: true,
+}
+
+const strings = (v: unknown) => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined)
+const numbers = (v: unknown) => (Array.isArray(v) && v.every((x) => typeof x === 'number' && x > 0) ? (v as number[]) : undefined)
+const positive = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : undefined)
+
+/**
+ * A provider's audio abilities: the adapter's defaults under what the admin declared in `options.audio`
+ * (`input_formats`, `sample_rates`, `max_upload_bytes`, `output_formats`, `pcm_sample_rate`, `transcript_formats`,
+ * `stream_transcripts`) — for servers whose abilities the gateway cannot know. Values of the wrong type are ignored.
+ */
+export function declaredAudioAbilities(provider: ProviderConfig, defaults: AudioAbilities): AudioAbilities {
+  const declared = provider.options.audio as Record<string, unknown> | undefined
+  if (!declared || typeof declared !== 'object') return defaults
+  return {
+    inputFormats: strings(declared.input_formats) ?? defaults.inputFormats,
+    inputSampleRates: numbers(declared.sample_rates) ?? defaults.inputSampleRates,
+    maxUploadBytes: positive(declared.max_upload_bytes) ?? defaults.maxUploadBytes,
+    outputFormats: strings(declared.output_formats) ?? defaults.outputFormats,
+    pcmSampleRate: positive(declared.pcm_sample_rate) ?? defaults.pcmSampleRate,
+    transcriptFormats: strings(declared.transcript_formats) ?? defaults.transcriptFormats,
+    streamTranscripts: typeof declared.stream_transcripts === 'boolean' ? declared.stream_transcripts : defaults.streamTranscripts,
+  }
+}
+
+/**
+ * OpenAI's multipart transcription body: the fields as the SDKs send them (arrays as `name[]`, objects as JSON)
+ * and the file last, read from its spool as the request is sent.
+ */
+export function transcriptionForm(body: Record<string, any>, model: string): FormData {
+  const { file, ...fields } = body as { file: AudioUpload } & Record<string, unknown>
+  fields.model = model
+  const form = new FormData()
+  for (const [name, value] of Object.entries(fields)) {
+    if (value === undefined || value === null) continue
+    if (Array.isArray(value)) for (const item of value) form.append(`${name}[]`, String(item))
+    else form.append(name, typeof value === 'object' ? JSON.stringify(value) : String(value))
+  }
+  form.append('file', file.blob, file.filename)
+  return form
 }
 
 /** OpenAI-style error bodies, including the quirky ones (numeric `code`, bare strings, no `param`). */
@@ -69,12 +124,18 @@ export function openAICompatible(options: OpenAICompatibleOptions): Plugin {
   const base64Embeddings = options.base64Embeddings ?? true
   const enabled = { chat: true, completions: true, embeddings: true, ...options.endpoints }
 
+  const baseOf = (provider: ProviderConfig) => {
+    const baseURL = (provider.baseURL ?? options.baseURL ?? '').replace(/\/+$/, '')
+    if (!baseURL) throw new GatewayError(500, `Provider '${provider.name}' has no base_url.`, { code: 'provider_misconfigured' })
+    return baseURL
+  }
+  const authHeaders = (provider: ProviderConfig): Record<string, string> =>
+    (options.auth ?? 'bearer') === 'bearer' && provider.apiKey ? { authorization: `Bearer ${provider.apiKey}` } : {}
   const endpoint = (path: string, prepare?: (body: Record<string, any>) => void): EndpointAdapter => ({
     passthrough: true,
     buildRequest(body, ctx) {
       const { provider, model } = ctx.target
-      const baseURL = (provider.baseURL ?? options.baseURL ?? '').replace(/\/+$/, '')
-      if (!baseURL) throw new GatewayError(500, `Provider '${provider.name}' has no base_url.`, { code: 'provider_misconfigured' })
+      const baseURL = baseOf(provider)
       const upstreamBody: Record<string, any> = { ...body, model }
       applyParamPolicy(upstreamBody, params, ctx, provider.name)
       for (const from in options.rename) {
@@ -84,12 +145,37 @@ export function openAICompatible(options: OpenAICompatibleOptions): Plugin {
         }
       }
       prepare?.(upstreamBody)
-      const headers: Record<string, string> = { 'content-type': 'application/json', accept: upstreamBody.stream ? 'text/event-stream' : 'application/json' }
-      if ((options.auth ?? 'bearer') === 'bearer' && provider.apiKey) headers.authorization = `Bearer ${provider.apiKey}`
+      const headers: Record<string, string> = {
+        'content-type': 'application/json',
+        accept: upstreamBody.stream ? 'text/event-stream' : 'application/json',
+        ...authHeaders(provider),
+      }
       return { url: baseURL + path, headers, body: JSON.stringify(upstreamBody) }
     },
     parseError: (status, body) => parseOpenAIError(status, body, options.id),
   })
+
+  const audioDefaults: AudioAbilities = { ...OPENAI_AUDIO_ABILITIES, ...options.audio?.abilities }
+  const abilities = (provider: ProviderConfig) => declaredAudioAbilities(provider, audioDefaults)
+  const parseError = (status: number, body: unknown) => parseOpenAIError(status, body, options.id)
+  const transcription = (path: string): TranscriptionAdapter => ({
+    abilities,
+    buildRequest: (body, ctx): UpstreamRequest => ({
+      url: baseOf(ctx.target.provider) + path,
+      headers: { ...authHeaders(ctx.target.provider), accept: body.stream ? 'text/event-stream' : 'application/json' },
+      body: transcriptionForm(body, ctx.target.model),
+    }),
+    parseError,
+  })
+  const speech: SpeechAdapter = {
+    abilities,
+    buildRequest: (body, ctx): UpstreamRequest => ({
+      url: baseOf(ctx.target.provider) + '/audio/speech',
+      headers: { ...authHeaders(ctx.target.provider), 'content-type': 'application/json' },
+      body: JSON.stringify({ ...body, model: ctx.target.model }),
+    }),
+    parseError,
+  }
 
   const askForStreamUsage = (body: Record<string, any>) => {
     if (streamUsage && body.stream === true) body.stream_options = { ...body.stream_options, include_usage: true }
@@ -103,6 +189,11 @@ export function openAICompatible(options: OpenAICompatibleOptions): Plugin {
       if (!base64Embeddings && body.encoding_format === 'base64') body.encoding_format = 'float'
     })
   }
+
+  const audio = new Set(options.audio?.operations ?? [])
+  if (audio.has('transcriptions')) adapter.transcriptions = transcription('/audio/transcriptions')
+  if (audio.has('translations')) adapter.translations = transcription('/audio/translations')
+  if (audio.has('speech')) adapter.speech = speech
 
   return {
     name: `provider-${options.id}`,

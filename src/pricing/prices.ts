@@ -3,7 +3,7 @@
  * under our own overrides. A model mapping may still set the price of one target (`targets[].price`), e.g. for
  * negotiated rates or self-hosted models; that wins over both.
  */
-import type { Price } from '../plugin-sdk/types.ts'
+import type { Price, Usage } from '../plugin-sdk/types.ts'
 import { catalogModel, priceAt, type Catalog, type CatalogModel, type DatedPrice } from './catalog.ts'
 export type { Price }
 
@@ -12,6 +12,11 @@ export type { Price }
  * code: an entry the catalog has come to price correctly is deleted.
  */
 export const OVERRIDES: Record<string, Record<string, Price>> = {
+  openai: {
+    // Not in the catalog: OpenAI's list prices for its per-character speech models.
+    'tts-1': { input: 0, output: 0, characters: 15 },
+    'tts-1-hd': { input: 0, output: 0, characters: 30 },
+  },
   fireworks: {
     // Not in the catalog; Fireworks' serverless price for models above 16B parameters.
     'accounts/fireworks/models/llama-v3p3-70b-instruct': { input: 0.9, output: 0.9 },
@@ -81,13 +86,23 @@ export function listPrice(providerType: string, model: string, at?: number): Pri
 }
 
 /**
- * Cost in integer micro-dollars. USD per million tokens is exactly micro-dollars per token, so the only
- * rounding is one ceiling per request.
+ * Cost in integer micro-dollars. USD per million tokens (or characters) is exactly micro-dollars per token, so the
+ * only rounding is one ceiling per request. Audio tokens are priced apart when the price has audio rates; seconds
+ * and characters when it is sold by the hour or the character.
  */
-export function costMicros(price: Price | null, usage: { prompt_tokens: number; completion_tokens: number; cached_tokens?: number }): number {
+export function costMicros(price: Price | null, usage: Pick<Usage, 'prompt_tokens' | 'completion_tokens'> & Partial<Usage>): number {
   if (!price) return 0
   const cached = Math.min(usage.cached_tokens ?? 0, usage.prompt_tokens)
-  const micros = (usage.prompt_tokens - cached) * price.input + cached * (price.cached_input ?? price.input) + usage.completion_tokens * price.output
+  const promptAudio = price.input_audio === undefined ? 0 : Math.min(usage.prompt_audio_tokens ?? 0, usage.prompt_tokens - cached)
+  const completionAudio = price.output_audio === undefined ? 0 : Math.min(usage.completion_audio_tokens ?? 0, usage.completion_tokens)
+  let micros =
+    (usage.prompt_tokens - cached - promptAudio) * price.input +
+    cached * (price.cached_input ?? price.input) +
+    promptAudio * (price.input_audio ?? 0) +
+    (usage.completion_tokens - completionAudio) * price.output +
+    completionAudio * (price.output_audio ?? 0)
+  if (price.audio_hour && usage.audio_seconds) micros += (usage.audio_seconds * price.audio_hour * 1_000_000) / 3600
+  if (price.characters && usage.characters) micros += usage.characters * price.characters
   return Math.ceil(micros - 1e-9)
 }
 

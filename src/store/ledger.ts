@@ -19,6 +19,9 @@ export interface SpendRow {
   end_user: string | null
   /** 1 when the target had no price: the cost is 0 because it is unknown, not because it was free. */
   unpriced: number
+  /** Audio a transcription carried, in milliseconds; characters a speech request said. */
+  audio_ms: number
+  characters: number
 }
 
 /** `user` values are recorded up to this length (per-user limits refuse longer ones). */
@@ -40,7 +43,7 @@ const DEFAULT_MAX_QUEUED = 100_000
  */
 const DEFAULT_WRITE_TIMEOUT_MS = 5_000
 /** The numeric columns a request's outcome fills (the provider's usage, its cost, the status); each must fit a BIGINT. */
-const AMOUNTS = ['prompt_tokens', 'completion_tokens', 'cost_micros', 'status'] as const
+const AMOUNTS = ['prompt_tokens', 'completion_tokens', 'cost_micros', 'status', 'audio_ms', 'characters'] as const
 
 /**
  * The spend ledger: one row per request that reached a provider (aborted streams included), written in
@@ -90,6 +93,8 @@ export class SpendLedger {
       created_at: Date.now(),
       end_user: typeof f.ctx.body?.user === 'string' && f.ctx.body.user !== '' ? f.ctx.body.user.slice(0, MAX_USER_LENGTH) : null,
       unpriced: f.target.price ? 0 : 1,
+      audio_ms: Math.round((f.usage?.audio_seconds ?? 0) * 1000),
+      characters: f.usage?.characters ?? 0,
     }
     this.sanitise(row)
     this.queue.push(row)

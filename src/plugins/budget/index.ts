@@ -1,6 +1,7 @@
-import { GatewayError, definePlugin, t, type Budget, type FinishedRequest, type Price, type RequestContext } from '../../plugin-sdk/index.ts'
+import { GatewayError, definePlugin, t, worstCaseAudioUsage, type Budget, type FinishedRequest, type Price, type RequestContext } from '../../plugin-sdk/index.ts'
 import { endUser, governance, keyScope, userScope, type Admission, type Scope, type ScopeClaim } from '../admission/index.ts'
 import { currentAccount } from './accounts.ts'
+import { costMicros } from '../../pricing/prices.ts'
 
 /** Completion tokens reserved for a request that sets no max_tokens. */
 export const DEFAULT_COMPLETION_RESERVE = 4096
@@ -15,6 +16,9 @@ const usd = (micros: number) => (micros / 1_000_000).toFixed(6)
 export function worstCaseMicros(ctx: RequestContext, price: Price | null | undefined): number {
   if (!price) return 0
   const body = ctx.body ?? {}
+  // Audio is priced in seconds, characters and audio tokens: its worst case in those units.
+  const audio = worstCaseAudioUsage(ctx.operation, body)
+  if (audio) return costMicros(price, audio)
   const prompt = Buffer.byteLength(JSON.stringify(body.messages ?? body.prompt ?? body.input ?? ''))
   const completion =
     ctx.endpoint === 'embeddings'

@@ -1,5 +1,5 @@
-import { API_VERSION, definePlugin } from '../../plugin-sdk/index.ts'
-import { buildRequest } from './request.ts'
+import { API_VERSION, OPENAI_AUDIO_ABILITIES, declaredAudioAbilities, definePlugin, type AudioAbilities, type ProviderConfig } from '../../plugin-sdk/index.ts'
+import { buildAudioRequest, buildRequest } from './request.ts'
 import { parseChatResponse, parseCompletionResponse, parseError } from './response.ts'
 import { createStreamParser } from './stream.ts'
 
@@ -10,8 +10,12 @@ import { createStreamParser } from './stream.ts'
  *
  * Chat and legacy completions are parsed rather than forwarded as bytes: every Azure stream opens with a chunk
  * that is not valid OpenAI, and bodies carry content-filter annotations (see stream.ts, response.ts).
- * Embeddings need no change and are forwarded as they come.
+ * Embeddings need no change and are forwarded as they come. Audio (Whisper and TTS deployments) keeps OpenAI's
+ * format: 25 MB uploads; transcripts do not stream on the deployment API.
  */
+const AZURE_AUDIO: AudioAbilities = { ...OPENAI_AUDIO_ABILITIES, transcriptFormats: ['json', 'text', 'srt', 'verbose_json', 'vtt'], streamTranscripts: false }
+const abilities = (provider: ProviderConfig) => declaredAudioAbilities(provider, AZURE_AUDIO)
+
 export default definePlugin({
   name: 'provider-azure',
   version: '1.0.0',
@@ -38,6 +42,9 @@ export default definePlugin({
         buildRequest: (body, ctx) => buildRequest('embeddings', body, ctx),
         parseError,
       },
+      transcriptions: { abilities, buildRequest: (body, ctx) => buildAudioRequest('transcriptions', body, ctx), parseError },
+      translations: { abilities, buildRequest: (body, ctx) => buildAudioRequest('translations', body, ctx), parseError },
+      speech: { abilities, buildRequest: (body, ctx) => buildAudioRequest('speech', body, ctx), parseError },
     })
   },
 })

@@ -1,18 +1,25 @@
-import { GatewayError, type AttemptContext, type ProviderConfig, type UpstreamRequest } from '../../plugin-sdk/index.ts'
+import { GatewayError, transcriptionForm, type AttemptContext, type ProviderConfig, type UpstreamRequest } from '../../plugin-sdk/index.ts'
 
 /** The current GA data-plane version of the deployment-based API; `options.api_version` overrides it. */
 export const DEFAULT_API_VERSION = '2024-10-21'
 
-export type AzureEndpoint = 'chat' | 'completions' | 'embeddings'
+export type AzureEndpoint = 'chat' | 'completions' | 'embeddings' | 'transcriptions' | 'translations' | 'speech'
 
-const PATHS: Record<AzureEndpoint, string> = { chat: '/chat/completions', completions: '/completions', embeddings: '/embeddings' }
+const PATHS: Record<AzureEndpoint, string> = {
+  chat: '/chat/completions',
+  completions: '/completions',
+  embeddings: '/embeddings',
+  transcriptions: '/audio/transcriptions',
+  translations: '/audio/translations',
+  speech: '/audio/speech',
+}
 
 /**
  * Request fields the GA 2024-10-21 spec lists (`createChatCompletionRequest`, `createCompletionRequest`). A dated
  * GA version answers anything else with 400 "Unrecognized request argument supplied", so those fields are
  * dropped and signalled. Preview versions and the v1 surface track OpenAI's API and get the body unchanged.
  */
-const GA_FIELDS: Record<Exclude<AzureEndpoint, 'embeddings'>, Set<string>> = {
+const GA_FIELDS: Record<'chat' | 'completions', Set<string>> = {
   chat: new Set([
     'messages', 'model', 'data_sources', 'frequency_penalty', 'presence_penalty', 'logit_bias', 'logprobs', 'top_logprobs',
     'max_tokens', 'max_completion_tokens', 'n', 'parallel_tool_calls', 'response_format', 'seed', 'stop', 'stream',
@@ -67,8 +74,26 @@ export function upstreamURL(provider: ProviderConfig, deployment: string, endpoi
   return `${base}/openai/deployments/${encodeURIComponent(deployment)}${PATHS[endpoint]}?api-version=${encodeURIComponent(surface.apiVersion)}`
 }
 
+/**
+ * Audio keeps OpenAI's wire format on Azure; the deployment is the model (in the path, or the body for v1).
+ * Transcriptions and translations go as multipart, the upload read from its spool as it is sent.
+ */
+export function buildAudioRequest(endpoint: 'transcriptions' | 'translations' | 'speech', body: Record<string, any>, ctx: AttemptContext): UpstreamRequest {
+  const { provider, model: deployment } = ctx.target
+  const v1 = surfaceOf(provider).v1
+  const headers: Record<string, string> = provider.apiKey ? { 'api-key': provider.apiKey } : {}
+  const url = upstreamURL(provider, deployment, endpoint)
+  if (endpoint === 'speech') {
+    const upstream: Record<string, any> = { ...body, model: deployment }
+    return { url, headers: { ...headers, 'content-type': 'application/json' }, body: JSON.stringify(upstream) }
+  }
+  const form = transcriptionForm(body, deployment)
+  if (!v1) form.delete('model')
+  return { url, headers: { ...headers, accept: 'application/json' }, body: form }
+}
+
 /** OpenAI request → Azure request for the same endpoint. The body keeps OpenAI's shape; never mutates `body`. */
-export function buildRequest(endpoint: AzureEndpoint, body: Record<string, any>, ctx: AttemptContext): UpstreamRequest {
+export function buildRequest(endpoint: 'chat' | 'completions' | 'embeddings', body: Record<string, any>, ctx: AttemptContext): UpstreamRequest {
   const { provider, model: deployment } = ctx.target
   const surface = surfaceOf(provider)
   const upstream: Record<string, any> = { ...body }

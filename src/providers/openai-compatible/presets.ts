@@ -4,15 +4,23 @@ import { openAICompatible, singleChoice, type OpenAICompatibleOptions } from '..
  * Providers that speak OpenAI's wire format, each with the parameter policy its API documents: fields it
  * rejects are dropped (and signalled in `x-conduit-dropped-params`) or refused with a 400, never silently lost.
  */
+const ALL_AUDIO: ('transcriptions' | 'translations' | 'speech')[] = ['transcriptions', 'translations', 'speech']
+
 export const PRESETS: OpenAICompatibleOptions[] = [
-  { id: 'openai', baseURL: 'https://api.openai.com/v1' },
-  // A server we know nothing about: ask for float embeddings and encode base64 ourselves.
-  { id: 'openai-compatible', base64Embeddings: false },
+  { id: 'openai', baseURL: 'https://api.openai.com/v1', audio: { operations: ALL_AUDIO } },
+  // A server we know nothing about: ask for float embeddings and encode base64 ourselves. Its audio abilities are
+  // OpenAI's unless the admin declares them (options.audio): Speaches, LocalAI, vLLM…
+  { id: 'openai-compatible', base64Embeddings: false, audio: { operations: ALL_AUDIO } },
   {
     id: 'groq',
     baseURL: 'https://api.groq.com/openai/v1',
     params: { logprobs: 'drop', top_logprobs: 'drop', logit_bias: 'drop', n: singleChoice },
     endpoints: { completions: false, embeddings: false },
+    // Whisper on Groq: no srt/vtt (rendered by the gateway from verbose_json), no streaming; 25 MB uploads (free tier).
+    audio: {
+      operations: ['transcriptions', 'translations'],
+      abilities: { transcriptFormats: ['json', 'text', 'verbose_json'], streamTranscripts: false, inputFormats: ['flac', 'mp3', 'm4a', 'ogg', 'wav', 'webm'] },
+    },
   },
   { id: 'together', baseURL: 'https://api.together.xyz/v1', base64Embeddings: false },
   { id: 'fireworks', baseURL: 'https://api.fireworks.ai/inference/v1', base64Embeddings: false },
@@ -28,7 +36,12 @@ export const PRESETS: OpenAICompatibleOptions[] = [
   },
   { id: 'openrouter', baseURL: 'https://openrouter.ai/api/v1', endpoints: { embeddings: false } },
   { id: 'ollama', baseURL: 'http://127.0.0.1:11434/v1', auth: 'none', params: { logit_bias: 'drop', n: singleChoice }, base64Embeddings: false },
-  { id: 'vllm', baseURL: 'http://127.0.0.1:8000/v1' },
+  // vLLM serves Whisper models at OpenAI's transcription paths; no speech.
+  {
+    id: 'vllm',
+    baseURL: 'http://127.0.0.1:8000/v1',
+    audio: { operations: ['transcriptions', 'translations'], abilities: { transcriptFormats: ['json', 'text'], streamTranscripts: true } },
+  },
   { id: 'xai', baseURL: 'https://api.x.ai/v1', params: { logit_bias: 'drop' }, endpoints: { embeddings: false } },
   {
     id: 'deepseek',

@@ -1,0 +1,287 @@
+import { GatewayError } from '../plugin-sdk/errors.ts'
+import { speechUsage, transcriptionUsage } from '../plugin-sdk/audio-usage.ts'
+import type { AudioUpload, SpeechAdapter, Transcoder, TranscriptionAdapter, Transcript } from '../plugin-sdk/types.ts'
+import { costMicros, microsToUsd } from '../pricing/prices.ts'
+import { planSpeech, renderTranscript, secondsOf, SPEECH_MIME, sseEvent, transcriptEvents, transcriptOf, uploadFor, PCM_RATE } from './audio.ts'
+import { readCapped } from './body.ts'
+import type { Attempt, RequestCtx } from './context.ts'
+import type { AttemptLease } from './router.ts'
+import { errorEvent } from './stream-relay.ts'
+import type { Timeouts, UpstreamCall } from './upstream.ts'
+
+/** What an audio attempt needs from the pipeline, which owns the accounting. */
+export interface AudioCallDeps {
+  transcoder: Transcoder | null
+  maxUpstreamBodyBytes: number
+  /** A complete response: record it (status, metrics, ledger, onLog) and hand it back. */
+  settle(ctx: RequestCtx, response: Response): Response
+  /** A streamed response ended (last byte, failure or abort): account for it, exactly once. */
+  report(ctx: RequestCtx, aborted: boolean): void
+}
+
+export interface AudioCall {
+  /** The body the adapter builds its request from: the upload and formats chosen for this target. */
+  body: Record<string, any>
+  respond(response: Response, call: UpstreamCall, lease: AttemptLease, timeouts: Timeouts, started: number): Promise<Response>
+}
+
+const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' }
+
+/** Uploads already converted for a target spec, per request: a fallback to a like target converts nothing twice. */
+const conversions = new WeakMap<RequestCtx, Map<string, AudioUpload>>()
+
+export async function prepareAudioCall(ctx: RequestCtx, attempt: Attempt, adapter: TranscriptionAdapter | SpeechAdapter, deps: AudioCallDeps): Promise<AudioCall> {
+  return ctx.operation === 'speech'
+    ? prepareSpeech(ctx, attempt, adapter as SpeechAdapter, deps)
+    : prepareTranscription(ctx, attempt, adapter as TranscriptionAdapter, deps)
+}
+
+function price(ctx: RequestCtx, attempt: Attempt) {
+  ctx.costMicros = costMicros(attempt.target.price, ctx.usage!)
+  ctx.headers['x-conduit-cost-usd'] = microsToUsd(ctx.costMicros)
+}
+
+async function readFirst(reader: ReadableStreamDefaultReader<Uint8Array>, call: UpstreamCall, provider: string): Promise<Uint8Array> {
+  let first: Awaited<ReturnType<typeof reader.read>>
+  try {
+    first = await reader.read() // still under the first-byte timer: a silent upstream can become a 504 and a retry
+  } catch (error) {
+    call.release()
+    throw call.failure(error)
+  }
+  if (first.done) {
+    call.release()
+    throw new GatewayError(502, `The upstream provider '${provider}' returned an empty stream.`, { code: 'upstream_empty_stream' })
+  }
+  return first.value
+}
+
+async function prepareTranscription(ctx: RequestCtx, attempt: Attempt, adapter: TranscriptionAdapter, deps: AudioCallDeps): Promise<AudioCall> {
+  const body = ctx.body!
+  const original = body.file as AudioUpload
+  const provider = attempt.target.provider
+  const abilities = adapter.abilities(provider)
+  let converted = conversions.get(ctx)
+  if (!converted) conversions.set(ctx, (converted = new Map()))
+  const upload = await uploadFor(original, abilities, provider, deps.transcoder, ctx.signal, converted, (fn) => ctx.onEnd(fn))
+  const wanted: string = body.response_format ?? 'json'
+  const translating = !!adapter.parseTranscript
+  // Formats the provider makes go as they are; others are rendered from the fullest transcript it gives.
+  const native = !translating && abilities.transcriptFormats.includes(wanted)
+  const asked = native ? wanted : abilities.transcriptFormats.includes('verbose_json') ? 'verbose_json' : 'json'
+  const streamUp = ctx.stream && !translating && abilities.streamTranscripts
+  const upstreamBody: Record<string, any> = { ...body, file: upload, response_format: asked }
+  if (streamUp) upstreamBody.stream = true
+  else delete upstreamBody.stream
+
+  return {
+    body: upstreamBody,
+    async respond(response, call, lease, timeouts, started) {
+      const type = response.headers.get('content-type') ?? ''
+      const name = provider.name
+      if (streamUp && type.includes('text/event-stream') && response.body) {
+        const reader = response.body.getReader() as ReadableStreamDefaultReader<Uint8Array>
+        const first = await readFirst(reader, call, name)
+        call.disarm()
+        ctx.firstByteMs = performance.now() - ctx.startedAt
+        lease.succeeded(performance.now() - started)
+        let reported: any = null
+        const scan = doneEventScanner('transcript.text.done', (event) => (reported = event.usage))
+        const stream = relayBytes(reader, first, call, timeouts.idleMs, {
+          sse: false,
+          onBytes: scan,
+          onFinish: (error, aborted) => {
+            lease.release()
+            if (error && error.status >= 500) lease.failed(error)
+            ctx.usage = transcriptionUsage(original, body, reported)
+            ctx.costMicros = costMicros(attempt.target.price, ctx.usage)
+            if (error) {
+              ctx.error = error
+              ctx.status = error.status
+            }
+            deps.report(ctx, aborted)
+          },
+        })
+        ctx.status = 200
+        return new Response(stream, { status: 200, headers: { ...SSE_HEADERS, ...ctx.headers } })
+      }
+      lease.succeeded(performance.now() - started)
+      let text: string
+      try {
+        const cap = deps.maxUpstreamBodyBytes
+        text = await readCapped(response, cap, () => new GatewayError(502, `The upstream provider '${name}' sent a response larger than ${cap} bytes.`, { code: 'upstream_response_too_large' }))
+      } catch (error) {
+        throw GatewayError.is(error) ? error : call.failure(error)
+      } finally {
+        call.release()
+      }
+      lease.release()
+      let transcript: Transcript
+      if (translating || type.includes('json')) {
+        let parsed: unknown
+        try {
+          parsed = JSON.parse(text)
+        } catch {
+          throw new GatewayError(502, `The upstream provider '${name}' returned a transcript that is not JSON.`, { code: 'upstream_bad_response' })
+        }
+        transcript = translating ? adapter.parseTranscript!(parsed, attempt) : transcriptOf(parsed)
+      } else transcript = { text: text.replace(/\n$/, '') }
+      ctx.usage = transcriptionUsage(original, body, transcript.usage)
+      price(ctx, attempt)
+      ctx.firstByteMs = performance.now() - ctx.startedAt
+      if (ctx.stream) {
+        const events = transcriptEvents(transcript)
+        return deps.settle(ctx, new Response(new Blob(events as BlobPart[]), { status: 200, headers: { ...SSE_HEADERS, ...ctx.headers } }))
+      }
+      const out = native ? { body: text, contentType: type || 'application/json' } : renderTranscript(transcript, wanted, ctx.operation!)
+      return deps.settle(ctx, new Response(out.body, { status: 200, headers: { 'content-type': out.contentType, ...ctx.headers } }))
+    },
+  }
+}
+
+async function prepareSpeech(ctx: RequestCtx, attempt: Attempt, adapter: SpeechAdapter, deps: AudioCallDeps): Promise<AudioCall> {
+  const body = ctx.body!
+  const provider = attempt.target.provider
+  const plan = planSpeech(body.response_format ?? 'mp3', adapter.abilities(provider), provider, deps.transcoder)
+  const sse = body.stream_format === 'sse'
+  const upstreamBody: Record<string, any> = { ...body, response_format: plan.source.format }
+  delete upstreamBody.stream_format
+
+  return {
+    body: upstreamBody,
+    async respond(response, call, lease, timeouts, started) {
+      if (!response.body) throw new GatewayError(502, `The upstream provider '${provider.name}' returned no audio.`, { code: 'upstream_empty_stream' })
+      const reader = response.body.getReader() as ReadableStreamDefaultReader<Uint8Array>
+      const first = await readFirst(reader, call, provider.name)
+      call.disarm()
+      ctx.firstByteMs = performance.now() - ctx.startedAt
+      lease.succeeded(performance.now() - started)
+      let sourceBytes = 0
+      let outputBytes = 0
+      const usage = () => speechUsage(body, secondsOf(plan.source, sourceBytes) ?? secondsOf(plan.output, outputBytes))
+      const doneUsage = () => {
+        const u = usage()
+        return { input_tokens: u.prompt_tokens, output_tokens: u.completion_tokens, total_tokens: u.total_tokens }
+      }
+      const finish = (error: GatewayError | null, aborted: boolean) => {
+        lease.release()
+        if (error && error.status >= 500) lease.failed(error)
+        ctx.usage = usage()
+        ctx.costMicros = costMicros(attempt.target.price, ctx.usage)
+        if (error) {
+          ctx.error = error
+          ctx.status = error.status
+        }
+        deps.report(ctx, aborted)
+      }
+      let audio: ReadableStream<Uint8Array>
+      if (plan.convert) {
+        const source = relayBytes(reader, first, call, timeouts.idleMs, { sse: false, onBytes: (b) => (sourceBytes += b.length) })
+        audio = relayBytes(deps.transcoder!.convert(source, plan.source, plan.output, ctx.signal).getReader(), null, call, 0, {
+          sse,
+          onBytes: (b) => (outputBytes += b.length),
+          onFinish: finish,
+          doneUsage,
+        })
+      } else {
+        audio = relayBytes(reader, first, call, timeouts.idleMs, { sse, onBytes: (b) => (sourceBytes += b.length), onFinish: finish, doneUsage })
+      }
+      const headers: Record<string, string> = sse ? { ...SSE_HEADERS } : { 'content-type': SPEECH_MIME[plan.output.format] ?? 'application/octet-stream' }
+      if (plan.output.format === 'pcm') headers['x-conduit-audio-sample-rate'] = String(plan.output.sampleRate ?? PCM_RATE)
+      ctx.status = 200
+      return new Response(audio, { status: 200, headers: { ...headers, ...ctx.headers } })
+    },
+  }
+}
+
+interface RelayHooks {
+  /** Wrap each chunk as a `speech.audio.delta` event, and end with `speech.audio.done`. */
+  sse: boolean
+  onBytes?(bytes: Uint8Array): void
+  /** Set on the stream the client reads: called once, at the end, a failure or the client leaving. */
+  onFinish?(error: GatewayError | null, aborted: boolean): void
+  /** The `speech.audio.done` usage, computed at the end. */
+  doneUsage?(): Record<string, number>
+}
+
+/**
+ * Bytes from `reader` as a pull stream (nothing is read while the reader of this stream is not reading), with the
+ * upstream's idle deadline armed while waiting (`idleMs` 0: not an upstream), and the relay's end reported once.
+ * A failure mid-way cannot change the status any more: an SSE stream gets an error event, raw audio is cut off.
+ */
+function relayBytes(reader: ReadableStreamDefaultReader<Uint8Array>, first: Uint8Array | null, call: UpstreamCall, idleMs: number, hooks: RelayHooks): ReadableStream<Uint8Array> {
+  let pending = first
+  let finished = false
+  const finish = (error: GatewayError | null, aborted: boolean) => {
+    if (finished) return
+    finished = true
+    call.release()
+    hooks.onFinish?.(error, aborted)
+  }
+  const deliver = (controller: ReadableStreamDefaultController<Uint8Array>, bytes: Uint8Array) => {
+    hooks.onBytes?.(bytes)
+    controller.enqueue(hooks.sse ? sseEvent({ type: 'speech.audio.delta', audio: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64') }) : bytes)
+  }
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        try {
+          if (pending) {
+            const bytes = pending
+            pending = null
+            return deliver(controller, bytes)
+          }
+          if (idleMs) call.arm(idleMs)
+          const read = await reader.read()
+          if (idleMs) call.disarm()
+          if (read.done) {
+            if (hooks.sse) controller.enqueue(sseEvent({ type: 'speech.audio.done', usage: hooks.doneUsage?.() ?? {} }))
+            controller.close()
+            finish(null, false)
+            return
+          }
+          deliver(controller, read.value)
+        } catch (error) {
+          reader.cancel().catch(() => {})
+          const failure = GatewayError.is(error) ? error : call.failure(error)
+          if (failure.status === 499) {
+            finish(null, true)
+            controller.error(failure)
+            return
+          }
+          if (failure.status === 504 && idleMs) Object.assign(failure, { message: `The upstream provider went silent for more than ${idleMs} ms mid-stream.` })
+          if (hooks.sse) {
+            controller.enqueue(new TextEncoder().encode(errorEvent(failure)))
+            controller.close()
+          } else controller.error(failure)
+          finish(failure, false)
+        }
+      },
+      cancel() {
+        // The client went away: stop the upstream (and any conversion) now, and still account for the request.
+        call.clientLeft()
+        reader.cancel().catch(() => {})
+        finish(null, true)
+      },
+    },
+    { highWaterMark: 0 },
+  )
+}
+
+/** Watches an SSE byte stream for one event type and hands its parsed JSON over; the bytes themselves pass unchanged. */
+function doneEventScanner(type: string, found: (event: any) => void): (bytes: Uint8Array) => void {
+  const decoder = new TextDecoder()
+  let carry = ''
+  return (bytes) => {
+    const lines = (carry + decoder.decode(bytes, { stream: true })).split('\n')
+    carry = lines.pop()!
+    if (carry.length > 1 << 20) carry = '' // no event we look for is that long
+    for (const line of lines) {
+      if (!line.startsWith('data:') || !line.includes(type)) continue
+      try {
+        const event = JSON.parse(line.slice(5))
+        if (event?.type === type) found(event)
+      } catch {}
+    }
+  }
+}
