@@ -105,7 +105,8 @@ describe('transcription request', () => {
     expect(upstream.body).toBe(file.blob)
     expect(ctx.dropped.sort()).toEqual(['prompt', 'temperature'])
 
-    const withLanguage = new URL(buildTranscriptionRequest({ model: 'v', file, language: 'de', response_format: 'diarized_json' }, attempt({}, 'nova-3')).url)
+    const diarized = attemptFor({ name: 'dg', type: 'deepgram', apiKey: 'k' }, 'nova-3', { model: 'v', language: 'de', response_format: 'diarized_json' })
+    const withLanguage = new URL(buildTranscriptionRequest({ model: 'v', file, language: 'de', response_format: 'json' }, diarized).url)
     expect(withLanguage.searchParams.get('language')).toBe('de')
     expect(withLanguage.searchParams.get('detect_language')).toBeNull()
     expect(withLanguage.searchParams.get('diarize')).toBe('true')
@@ -144,12 +145,12 @@ describe('transcript', () => {
       duration: 4.2,
       usage: { type: 'duration', seconds: 5 },
       words: [
-        { word: 'Hello.', start: 0.1, end: 0.5, speaker: 'speaker_0' },
-        { word: 'Bye!', start: 2.0, end: 2.4, speaker: 'speaker_1' },
+        { word: 'Hello.', start: 0.1, end: 0.5, speaker: 'A' },
+        { word: 'Bye!', start: 2.0, end: 2.4, speaker: 'B' },
       ],
       segments: [
-        { start: 0.1, end: 0.5, text: 'Hello.', speaker: 'speaker_0' },
-        { start: 2.0, end: 2.4, text: 'Bye!', speaker: 'speaker_1' },
+        { start: 0.1, end: 0.5, text: 'Hello.', speaker: 'A' },
+        { start: 2.0, end: 2.4, text: 'Bye!', speaker: 'B' },
       ],
     })
   })
@@ -157,7 +158,7 @@ describe('transcript', () => {
   test('without paragraphs: utterances, else one segment over the words', () => {
     const plain = words.map(({ speaker: _, punctuated_word: __, ...w }) => w)
     const fromUtterances = parseTranscript(response({ transcript: 'hello bye', words: plain }, { utterances: [{ start: 0.1, end: 2.4, transcript: 'hello bye', speaker: 3, channel: 0 }] }), attempt())
-    expect(fromUtterances.segments).toEqual([{ start: 0.1, end: 2.4, text: 'hello bye', speaker: 'speaker_3' }])
+    expect(fromUtterances.segments).toEqual([{ start: 0.1, end: 2.4, text: 'hello bye', speaker: 'D' }])
     const fromWords = parseTranscript(response({ transcript: 'hello bye', words: plain }), attempt())
     expect(fromWords.segments).toEqual([{ start: 0.1, end: 2.4, text: 'hello bye' }])
     expect(fromWords.words![0]).toEqual({ word: 'hello', start: 0.1, end: 0.5 })

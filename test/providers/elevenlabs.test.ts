@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type { AudioUpload, GatewayError, UpstreamRequest } from '../../src/plugin-sdk/index.ts'
 import { parseError } from '../../src/providers/elevenlabs/errors.ts'
 import plugin from '../../src/providers/elevenlabs/index.ts'
-import { ABILITIES, languageName } from '../../src/providers/elevenlabs/shared.ts'
+import { ABILITIES, languageName, speakerLabel } from '../../src/providers/elevenlabs/shared.ts'
 import { buildSpeechRequest } from '../../src/providers/elevenlabs/speech.ts'
 import { buildTranscriptionRequest, parseTranscript } from '../../src/providers/elevenlabs/transcription.ts'
 import { attemptFor, expectGatewayError, registeredAdapter } from '../helpers/adapter.ts'
@@ -131,12 +131,10 @@ describe('transcription request', () => {
     expect(ctx.dropped).toEqual([])
   })
 
-  test('diarized_json turns diarization on; prompt, include and a chunking strategy other than auto are dropped', () => {
-    const ctx = attempt({}, 'scribe_v1')
-    const upstream = buildTranscriptionRequest(
-      { model: 'v', file: upload(new Uint8Array(4)), response_format: 'diarized_json', prompt: 'Names: Anna.', include: ['logprobs'], chunking_strategy: 'auto' },
-      ctx,
-    )
+  test('diarized_json (asked by the client; the core asks the adapter for json) turns diarization on; prompt, include and a chunking strategy other than auto are dropped', () => {
+    const client = { model: 'v', response_format: 'diarized_json', prompt: 'Names: Anna.', include: ['logprobs'], chunking_strategy: 'auto' }
+    const ctx = attemptFor({ name: 'el', type: 'elevenlabs', apiKey: 'k' }, 'scribe_v1', client)
+    const upstream = buildTranscriptionRequest({ ...client, file: upload(new Uint8Array(4)), response_format: 'json' }, ctx)
     expect((upstream.body as FormData).get('diarize')).toBe('true')
     expect(ctx.dropped.sort()).toEqual(['include', 'prompt'])
     const other = attempt({}, 'scribe_v1')
@@ -190,12 +188,12 @@ describe('transcript', () => {
     )
     expect(t.language).toBe('spanish')
     expect(t.segments).toEqual([
-      { start: 0, end: 1.0, text: 'hola que tal', speaker: 'speaker_0' },
-      { start: 1.1, end: 1.6, text: '(laughter)', speaker: 'speaker_1' },
-      { start: 3.5, end: 3.9, text: 'bien', speaker: 'speaker_1' },
+      { start: 0, end: 1.0, text: 'hola que tal', speaker: 'A' },
+      { start: 1.1, end: 1.6, text: '(laughter)', speaker: 'B' },
+      { start: 3.5, end: 3.9, text: 'bien', speaker: 'B' },
     ])
     expect(t.words!.map((w) => w.word)).toEqual(['hola', 'que', 'tal', 'bien'])
-    expect(t.words![3]!.speaker).toBe('speaker_1')
+    expect(t.words![3]!.speaker).toBe('B')
     // No duration reported: the last word's end.
     expect(t.duration).toBe(3.9)
   })
@@ -203,6 +201,10 @@ describe('transcript', () => {
   test('a multichannel answer uses its first channel; anything else is an upstream error', () => {
     expect(parseTranscript({ transcripts: [{ text: 'one', words: [], language_code: 'en' }, { text: 'two', words: [] }] }, attempt()).text).toBe('one')
     expectGatewayError(() => parseTranscript({ message: 'queued' }, attempt()), 502, null, 'upstream_bad_response')
+  })
+
+  test('speakers named as OpenAI names them: A, B, …; named roles kept', () => {
+    expect([speakerLabel('speaker_0'), speakerLabel(2), speakerLabel('speaker_30'), speakerLabel('agent'), speakerLabel(null)]).toEqual(['A', 'C', 'S30', 'agent', undefined])
   })
 
   test('language names: ISO 639-1 and -3, regions; unknown codes as they are', () => {

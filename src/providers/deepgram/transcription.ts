@@ -1,6 +1,6 @@
 import { GatewayError, type AttemptContext, type AudioUpload, type Transcript, type UpstreamRequest } from '../../plugin-sdk/index.ts'
-// One copy of the ISO 639 → OpenAI language-name mapping for both translating audio adapters.
-import { languageName } from '../elevenlabs/shared.ts'
+// One copy of what both translating audio adapters need (language and speaker names, the client's format).
+import { clientFormat, languageName, speakerLabel } from '../elevenlabs/shared.ts'
 import { authHeaders, baseURL } from './shared.ts'
 
 const HANDLED = new Set(['file', 'model', 'language', 'response_format', 'timestamp_granularities', 'stream'])
@@ -18,7 +18,7 @@ export function buildTranscriptionRequest(body: Record<string, any>, ctx: Attemp
   const query = new URLSearchParams({ model, smart_format: 'true', punctuate: 'true', paragraphs: 'true' })
   if (typeof body.language === 'string' && body.language) query.set('language', body.language)
   else query.set('detect_language', 'true')
-  if (body.response_format === 'diarized_json') query.set('diarize', 'true')
+  if (clientFormat(body, ctx) === 'diarized_json') query.set('diarize', 'true')
   for (const name in body) {
     const value = body[name]
     if (HANDLED.has(name) || value === undefined || value === null) continue
@@ -32,8 +32,6 @@ export function buildTranscriptionRequest(body: Record<string, any>, ctx: Attemp
     body: upload.blob,
   }
 }
-
-const speakerLabel = (speaker: unknown) => (typeof speaker === 'number' ? `speaker_${speaker}` : undefined)
 
 /**
  * Deepgram pre-recorded response → transcript: the first channel's best alternative. Segments are the paragraphs'

@@ -1,5 +1,5 @@
 import { GatewayError, type AttemptContext, type AudioUpload, type Transcript, type UpstreamRequest } from '../../plugin-sdk/index.ts'
-import { authHeaders, baseURL, languageName } from './shared.ts'
+import { authHeaders, baseURL, clientFormat, languageName, speakerLabel } from './shared.ts'
 
 /** Transcription fields translated below or owned by the core; any other one set is dropped and signalled. */
 const HANDLED = new Set(['file', 'model', 'language', 'temperature', 'response_format', 'timestamp_granularities', 'stream'])
@@ -19,7 +19,7 @@ export function buildTranscriptionRequest(body: Record<string, any>, ctx: Attemp
   if (typeof body.language === 'string' && body.language) form.append('language_code', body.language)
   if (typeof body.temperature === 'number') form.append('temperature', String(body.temperature))
   form.append('timestamps_granularity', 'word')
-  if (body.response_format === 'diarized_json') form.append('diarize', 'true')
+  if (clientFormat(body, ctx) === 'diarized_json') form.append('diarize', 'true')
 
   for (const name in body) {
     const value = body[name]
@@ -72,7 +72,7 @@ export function parseTranscript(body: any, _ctx: AttemptContext): Transcript {
       if (open) open.text += item.text
       continue
     }
-    const speaker = typeof item.speaker_id === 'string' ? item.speaker_id : undefined
+    const speaker = speakerLabel(item.speaker_id)
     if (open && (open.speaker !== speaker || start - open.end >= PAUSE_SECONDS)) close()
     if (!open) open = speaker === undefined ? { start, end, text: '' } : { start, end, text: '', speaker }
     open.text += item.text
