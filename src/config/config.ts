@@ -32,6 +32,7 @@ const FileSchema = t.Object(
       ),
     ),
     cors: t.Optional(t.Object({ origins: t.Optional(t.Array(t.String())) })),
+    audio: t.Optional(t.Object({ max_upload_bytes: t.Optional(t.Integer({ minimum: 1 })) })),
     timeouts: t.Optional(t.Object({ connect_ms: t.Optional(t.Integer({ minimum: 1 })), first_byte_ms: t.Optional(t.Integer({ minimum: 1 })), idle_ms: t.Optional(t.Integer({ minimum: 1 })) })),
     plugins: t.Optional(
       t.Array(
@@ -69,6 +70,8 @@ export interface GatewayConfig extends LaunchConfig {
   maxInflight: number
   /** Largest non-streaming upstream response the gateway reads (502 past it). */
   maxUpstreamBodyBytes: number
+  /** Largest audio upload (413 past it); spooled to disk, never held whole in memory. */
+  audioMaxUploadBytes?: number
   idleTimeoutSec: number
   timeouts: Timeouts
   /** Spend rows held while the database is unreachable; past it the oldest are dropped (logged). */
@@ -126,6 +129,7 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
     bodyTimeoutMs: number(env.CONDUIT_BODY_TIMEOUT_MS) ?? file.server?.body_timeout_ms ?? 30_000,
     maxInflight: number(env.CONDUIT_MAX_INFLIGHT) ?? file.server?.max_inflight ?? 4096,
     maxUpstreamBodyBytes: file.server?.max_upstream_response_bytes ?? 128 * 1024 * 1024,
+    audioMaxUploadBytes: number(env.CONDUIT_AUDIO_MAX_UPLOAD_BYTES) ?? file.audio?.max_upload_bytes ?? 100 * 1024 * 1024,
     idleTimeoutSec: file.server?.idle_timeout_s ?? 30,
     timeouts: {
       connectMs: file.timeouts?.connect_ms ?? 5_000,

@@ -148,6 +148,7 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
     bodyTimeoutMs: config.bodyTimeoutMs,
     maxInflight: config.maxInflight,
     maxUpstreamBodyBytes: config.maxUpstreamBodyBytes,
+    audioMaxUploadBytes: config.audioMaxUploadBytes,
     timeouts: config.timeouts,
   })
   const expectedHash = masterHash

@@ -63,6 +63,169 @@ describe('transcriptions', () => {
   })
 })
 
+const post = (path: string, form: FormData | string, headers: Record<string, string> = {}, apiKey = key) =>
+  fetch(`${gw.baseURL}${path}`, { method: 'POST', headers: { authorization: `Bearer ${apiKey}`, ...headers }, body: form })
+const form = (fields: Record<string, string>, file?: { bytes: Uint8Array; name: string }) => {
+  const f = new FormData()
+  for (const [k, v] of Object.entries(fields)) f.append(k, v)
+  if (file) f.append('file', new Blob([file.bytes as BlobPart]), file.name)
+  return f
+}
+
+describe('transcriptions: every response_format, as OpenAI answers it', () => {
+  test('text, srt and vtt are text/plain; verbose_json is spec-valid', async () => {
+    const file = async () => toFile(mp3, 'speech.mp3')
+    const text = await client.audio.transcriptions.create({ file: await file(), model: 'whisper', response_format: 'text' })
+    expect(text as unknown as string).toBe(`${fake.transcript}\n`)
+    const srt = await client.audio.transcriptions.create({ file: await file(), model: 'whisper', response_format: 'srt' })
+    expect(srt as unknown as string).toMatch(/^1\n00:00:00,000 --> 00:00:0\d,\d{3}\nthe quick brown fox/)
+    const vtt = await client.audio.transcriptions.create({ file: await file(), model: 'whisper', response_format: 'vtt' })
+    expect(vtt as unknown as string).toStartWith('WEBVTT\n\n00:00:00.000 --> ')
+    const raw = await post('/audio/transcriptions', form({ model: 'whisper', response_format: 'srt' }, { bytes: mp3, name: 'a.mp3' }))
+    expect(raw.headers.get('content-type')).toStartWith('text/plain')
+    const verbose = await client.audio.transcriptions.create({ file: await file(), model: 'whisper', response_format: 'verbose_json', timestamp_granularities: ['word'] })
+    validateSchema('CreateTranscriptionResponseVerboseJson', verbose)
+    expect(verbose.words!.length).toBe(fake.transcript.split(' ').length)
+    // The SDK sends arrays as name[]; the upstream got it the same way.
+    expect(fake.requests.at(-1)!.fields['timestamp_granularities[]']).toBe('word')
+  })
+
+  test('stream: true relays the provider’s transcript.text events; usage in tokens is billed at the audio price', async () => {
+    const stream = await client.audio.transcriptions.create({ file: await toFile(wav, 'speech.wav'), model: 'transcribe', stream: true })
+    const events: any[] = []
+    for await (const event of stream) events.push(event)
+    expect(events.at(-1)!.type).toBe('transcript.text.done')
+    expect(events.slice(0, -1).every((e) => e.type === 'transcript.text.delta')).toBe(true)
+    for (const e of events) validateSchema(e.type === 'transcript.text.done' ? 'TranscriptTextDoneEvent' : 'TranscriptTextDeltaEvent', e)
+    expect(events.slice(0, -1).map((e) => e.delta).join('')).toBe(fake.transcript)
+    const usage = events.at(-1)!.usage
+    await gw.gateway.ledger.flush()
+    const [row] = await gw.gateway.store.sql`SELECT * FROM spend_ledger WHERE model = 'transcribe' ORDER BY created_at DESC LIMIT 1`
+    expect(Number(row.prompt_tokens)).toBe(usage.input_tokens)
+    expect(Number(row.completion_tokens)).toBe(usage.output_tokens)
+    // gpt-4o-transcribe: text in $2.5/M, audio in $6/M, out $10/M.
+    const audio = usage.input_token_details.audio_tokens
+    expect(Number(row.cost_micros)).toBe(Math.ceil((usage.input_tokens - audio) * 2.5 + audio * 6 + usage.output_tokens * 10 - 1e-9))
+  })
+
+  test('stream: true on a model that cannot stream (whisper-1) gets one delta and the done event', async () => {
+    const stream = await client.audio.transcriptions.create({ file: await toFile(wav, 'speech.wav'), model: 'whisper', stream: true })
+    const events: any[] = []
+    for await (const event of stream) events.push(event)
+    expect(events.map((e) => e.type)).toEqual(['transcript.text.delta', 'transcript.text.done'])
+    expect(events[0].delta).toBe(fake.transcript)
+    expect(events[1].text).toBe(fake.transcript)
+  })
+
+  test('translations through OpenAI and Azure (deployment path, api-key, api-version)', async () => {
+    const translated = await client.audio.translations.create({ file: await toFile(wav, 'speech.wav'), model: 'whisper', response_format: 'verbose_json' })
+    expect(translated.text).toBe(fake.transcript)
+    expect((translated as any).task).toBe('translate')
+    const viaAzure = await client.audio.translations.create({ file: await toFile(wav, 'speech.wav'), model: 'azure-whisper' })
+    expect(viaAzure.text).toBe(fake.transcript)
+    const upstream = fake.requests.at(-1)!
+    expect(upstream.path).toBe('/openai/deployments/my-whisper/audio/translations?api-version=2024-10-21')
+    expect(upstream.headers['api-key']).toBe('sk-upstream-test')
+    expect(upstream.headers.authorization).toBeUndefined()
+  })
+
+  test('Azure transcription in srt', async () => {
+    const srt = await client.audio.transcriptions.create({ file: await toFile(mp3, 'speech.mp3'), model: 'azure-whisper', response_format: 'srt' })
+    expect(srt as unknown as string).toContain(fake.transcript)
+  })
+})
+
+describe('bad input: a clear error in our envelope, nothing sent upstream', () => {
+  const expectError = async (res: Response, status: number, param: string | null, code?: string) => {
+    const body = await res.json()
+    expect(res.status).toBe(status)
+    expect(body.error.param ?? null).toBe(param)
+    if (code) expect(body.error.code).toBe(code)
+    return body
+  }
+
+  test('no file, not audio, unknown response_format, bad temperature, not multipart', async () => {
+    const before = fake.requests.length
+    await expectError(await post('/audio/transcriptions', form({ model: 'whisper' })), 400, 'file', 'missing_required_parameter')
+    await expectError(await post('/audio/transcriptions', form({}, { bytes: wav, name: 'a.wav' })), 400, 'model', 'missing_required_parameter')
+    const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, ...new Array(200).fill(7)])
+    const notAudio = await expectError(await post('/audio/transcriptions', form({ model: 'whisper' }, { bytes: png, name: 'speech.mp3' })), 400, 'file', 'invalid_audio_file')
+    expect(notAudio.error.message).toContain('not audio')
+    await expectError(await post('/audio/transcriptions', form({ model: 'whisper', response_format: 'docx' }, { bytes: wav, name: 'a.wav' })), 400, 'response_format')
+    await expectError(await post('/audio/transcriptions', form({ model: 'whisper', temperature: '7' }, { bytes: wav, name: 'a.wav' })), 400, 'temperature')
+    await expectError(await post('/audio/transcriptions', JSON.stringify({ model: 'whisper' }), { 'content-type': 'application/json' }), 400, null, 'invalid_content_type')
+    await expectError(await post('/audio/transcriptions', form({ model: 'nope' }, { bytes: wav, name: 'a.wav' })), 404, 'model', 'model_not_found')
+    expect(fake.requests.length).toBe(before)
+  })
+
+  test('speed out of range, empty or too long input, unknown format, voice missing', async () => {
+    const before = fake.requests.length
+    const speech = (body: Record<string, unknown>) => post('/audio/speech', JSON.stringify({ model: 'tts', voice: 'alloy', input: 'hi', ...body }), { 'content-type': 'application/json' })
+    await expectError(await speech({ speed: 5 }), 400, 'speed')
+    await expectError(await speech({ speed: 0.1 }), 400, 'speed')
+    await expectError(await speech({ input: '' }), 400, 'input')
+    await expectError(await speech({ input: 'x'.repeat(4097) }), 400, 'input')
+    await expectError(await speech({ response_format: 'ogg' }), 400, 'response_format')
+    await expectError(await speech({ voice: undefined }), 400, 'voice', 'missing_required_parameter')
+    expect(fake.requests.length).toBe(before)
+  })
+
+  test('an upload over the limit is a 413, read no further', async () => {
+    const small = await startGateway({ audioMaxUploadBytes: 64 * 1024 })
+    try {
+      await small.admin('POST', '/providers', { name: 'p', type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' })
+      await small.admin('POST', '/models', { name: 'whisper', targets: [{ provider: 'p', model: 'whisper-1' }] })
+      const k = (await small.admin('POST', '/keys', { name: 'k' })).key
+      const big = new Uint8Array(200 * 1024)
+      big.set(wav.subarray(0, 44))
+      const res = await fetch(`${small.baseURL}/audio/transcriptions`, { method: 'POST', headers: { authorization: `Bearer ${k}` }, body: form({ model: 'whisper' }, { bytes: big, name: 'a.wav' }) })
+      expect(res.status).toBe(413)
+      expect((await res.json()).error.code).toBe('file_too_large')
+    } finally {
+      await small.close()
+    }
+  })
+
+  test('a key without the audio endpoint is refused; with it, allowed', async () => {
+    const chatOnly = (await gw.admin('POST', '/keys', { name: 'chat-only', allowed_endpoints: ['chat'] })).key
+    await expectError(await post('/audio/transcriptions', form({ model: 'whisper' }, { bytes: wav, name: 'a.wav' }), {}, chatOnly), 403, null, 'endpoint_not_allowed')
+    const audioKey = (await gw.admin('POST', '/keys', { name: 'audio-only', allowed_endpoints: ['audio'] })).key
+    expect((await post('/audio/transcriptions', form({ model: 'whisper' }, { bytes: wav, name: 'a.wav' }), {}, audioKey)).status).toBe(200)
+  })
+
+  test('upstream errors: our credentials refused → 502; a 429 → 429 in our envelope', async () => {
+    await gw.admin('POST', '/providers', { name: 'bad-key', type: 'openai', base_url: fake.url, api_key: 'sk-wrong' })
+    await gw.admin('POST', '/models', { name: 'bad-whisper', targets: [{ provider: 'bad-key', model: 'whisper-1' }] })
+    const refused = await expectError(await post('/audio/transcriptions', form({ model: 'bad-whisper' }, { bytes: wav, name: 'a.wav' })), 502, null, 'upstream_auth_failed')
+    expect(refused.error.message).not.toContain('sk-wrong')
+    fake.failNext(400, 'Invalid language code.')
+    await expectError(await post('/audio/transcriptions', form({ model: 'whisper', language: 'xx' }, { bytes: wav, name: 'a.wav' })), 400, null)
+  })
+})
+
+describe('routing: the upload is replayable', () => {
+  test('a 503 from the first target falls back to the second with the same bytes', async () => {
+    await gw.admin('POST', '/models', {
+      name: 'whisper-ha',
+      targets: [
+        { provider: 'openai-audio', model: 'whisper-1', priority: 1 },
+        { provider: 'azure-audio', model: 'my-whisper', priority: 0 },
+      ],
+    })
+    const big = await ffmpeg(await speak(`${SENTENCE} ${SENTENCE} ${SENTENCE} ${SENTENCE}`), 'wav', ['-ar', '48000', '-ac', '2'])
+    expect(big.length).toBeGreaterThan(1024 * 1024) // past the in-memory threshold: spooled to disk
+    fake.failNext(503)
+    const before = fake.requests.length
+    const { data, response } = await client.audio.transcriptions.create({ file: await toFile(big, 'long.wav'), model: 'whisper-ha' }).withResponse()
+    expect(data.text).toBe(fake.transcript)
+    expect(response.headers.get('x-conduit-attempts')).toBe('2')
+    const [first, second] = fake.requests.slice(before)
+    expect(first!.path).toStartWith('/v1/audio/transcriptions')
+    expect(second!.path).toStartWith('/openai/deployments/my-whisper/')
+    expect(second!.file!.bytes).toEqual(big)
+  })
+})
+
 describe('speech', () => {
   test('mp3 streamed as produced: bytes arrive before the upstream has finished', async () => {
     fake.gate.hold()
@@ -81,5 +244,77 @@ describe('speech', () => {
     }
     const probe = await ffprobe(Buffer.concat(parts))
     expect(probe.codec).toBe('mp3')
+  })
+
+  test('every format the provider makes, verified by ffprobe; pcm says its rate', async () => {
+    const codecs: Record<string, string> = { mp3: 'mp3', opus: 'opus', aac: 'aac', flac: 'flac', wav: 'pcm_s16le' }
+    for (const [format, codec] of Object.entries(codecs)) {
+      const res = await client.audio.speech.create({ model: 'tts', voice: 'nova', input: SENTENCE, response_format: format as any })
+      const probe = await ffprobe(new Uint8Array(await res.arrayBuffer()))
+      expect(probe.codec, format).toBe(codec)
+      expect(probe.durationSeconds, format).toBeGreaterThan(1)
+    }
+    const pcm = await client.audio.speech.create({ model: 'tts', voice: 'nova', input: SENTENCE, response_format: 'pcm' })
+    expect(pcm.headers.get('content-type')).toBe('audio/pcm')
+    expect(pcm.headers.get('x-conduit-audio-sample-rate')).toBe('24000')
+    const bytes = new Uint8Array(await pcm.arrayBuffer())
+    // Raw PCM has no header: ffmpeg reads it as 24 kHz mono s16le and must find the same speech as in mp3.
+    const asWav = await ffprobe(await ffmpeg(bytes, 'wav', [], ['-f', 's16le', '-ar', '24000', '-ac', '1']))
+    const asMp3 = await ffprobe(new Uint8Array(await (await client.audio.speech.create({ model: 'tts', voice: 'nova', input: SENTENCE })).arrayBuffer()))
+    expect(Math.abs(asWav.durationSeconds - asMp3.durationSeconds) / asMp3.durationSeconds).toBeLessThan(0.05)
+  }, 20_000)
+
+  test('stream_format sse: speech.audio.delta events then done with usage; the deltas decode to the audio', async () => {
+    const res = await client.audio.speech.create({ model: 'mini-tts', voice: 'coral', input: SENTENCE, response_format: 'wav', stream_format: 'sse' })
+    expect(res.headers.get('content-type')).toStartWith('text/event-stream')
+    const text = await res.text()
+    const events = text.split('\n\n').filter(Boolean).map((block) => JSON.parse(block.replace(/^data: /, '')))
+    for (const e of events) validateSchema(e.type === 'speech.audio.done' ? 'SpeechAudioDoneEvent' : 'SpeechAudioDeltaEvent', e)
+    expect(events.at(-1)!.type).toBe('speech.audio.done')
+    expect(events.at(-1)!.usage.input_tokens).toBeGreaterThan(0)
+    const audio = Buffer.concat(events.slice(0, -1).map((e) => Buffer.from(e.audio, 'base64')))
+    expect((await ffprobe(audio)).codec).toBe('pcm_s16le')
+  })
+
+  test('/v1/audio/speech/stream: bytes by default, SSE when the client accepts text/event-stream', async () => {
+    const body = JSON.stringify({ model: 'tts', voice: 'alloy', input: 'Hello there.', response_format: 'mp3' })
+    const bytes = await post('/audio/speech/stream', body, { 'content-type': 'application/json' })
+    expect(bytes.headers.get('content-type')).toBe('audio/mpeg')
+    expect((await ffprobe(new Uint8Array(await bytes.arrayBuffer()))).codec).toBe('mp3')
+    const sse = await post('/audio/speech/stream', body, { 'content-type': 'application/json', accept: 'text/event-stream' })
+    expect(sse.headers.get('content-type')).toStartWith('text/event-stream')
+    expect(await sse.text()).toContain('"type":"speech.audio.done"')
+  })
+
+  test('Azure speech: deployment path, api-key', async () => {
+    const res = await client.audio.speech.create({ model: 'azure-tts', voice: 'alloy', input: 'Hello.' })
+    expect((await ffprobe(new Uint8Array(await res.arrayBuffer()))).codec).toBe('mp3')
+    expect(fake.requests.at(-1)!.path).toBe('/openai/deployments/my-tts/audio/speech?api-version=2024-10-21')
+  })
+
+  test('a client that leaves mid-speech stops the upstream within a second; its characters are billed', async () => {
+    fake.gate.hold()
+    const controller = new AbortController()
+    const input = 'This sentence is cut off before the end.'
+    const res = await fetch(`${gw.baseURL}/audio/speech`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'tts', voice: 'alloy', input }),
+      signal: controller.signal,
+    })
+    const requestId = res.headers.get('x-request-id')!
+    await res.body!.getReader().read()
+    const record = fake.speeches.at(-1)!
+    controller.abort()
+    const deadline = Date.now() + 1000
+    while (!record.aborted && Date.now() < deadline) await Bun.sleep(20)
+    fake.gate.release()
+    expect(record.aborted).toBe(true)
+    expect(record.done).toBe(false)
+    let row: any
+    for (let i = 0; i < 50 && !row; i++) row = await ledger(requestId).catch(() => null)
+    expect(Number(row.aborted)).toBe(1)
+    expect(Number(row.characters)).toBe(input.length)
+    expect(Number(row.cost_micros)).toBe(input.length * 15) // tts-1: $15 per million characters
   })
 })

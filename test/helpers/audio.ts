@@ -24,9 +24,12 @@ export async function speak(text: string): Promise<Uint8Array> {
   return Bun.file(path).bytes()
 }
 
-/** `input` converted by ffmpeg to `format` (a muxer name: wav, mp3, flac, ogg, adts, ipod for m4a, …) with extra args. */
-export async function ffmpeg(input: Uint8Array, format: string, args: string[] = []): Promise<Uint8Array> {
-  return run(['ffmpeg', '-v', 'error', '-i', 'pipe:0', ...args, '-f', format, 'pipe:1'], input)
+/**
+ * `input` converted by ffmpeg to `format` (a muxer name: wav, mp3, flac, ogg, adts, ipod for m4a, …) with extra
+ * output args; `inputArgs` describe a raw input (`['-f', 's16le', '-ar', '24000', '-ac', '1']`).
+ */
+export async function ffmpeg(input: Uint8Array, format: string, args: string[] = [], inputArgs: string[] = []): Promise<Uint8Array> {
+  return run(['ffmpeg', '-v', 'error', ...inputArgs, '-i', 'pipe:0', ...args, '-f', format, 'pipe:1'], input)
 }
 
 /** A sine tone as 16-bit little-endian mono PCM. */
