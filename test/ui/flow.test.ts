@@ -1,0 +1,241 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import OpenAI from 'openai'
+import { DEFAULT_API_KEY, DEFAULT_REPLY, startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
+import { MASTER_KEY, startGateway, type TestGateway } from '../helpers/gateway.ts'
+import { PHONE, go, launch, openPage, signIn, type Browser, type Page } from './browser.ts'
+
+/**
+ * The issue's whole flow in a real Chromium: sign in; create a provider, a model and a key through the forms;
+ * copy the key and call the gateway with the openai SDK through a fake upstream; see the request on Requests
+ * and the spend on Overview and Usage; disable the key and see the next call refused; sign out and see the
+ * admin API refuse the old cookie. The key is named like an XSS probe all the way through; the phone width and
+ * dark mode get their own pass.
+ */
+const XSS = '<img src=x onerror=alert(1)>'
+const PROVIDER = 'fake-openai'
+const MODEL = 'chat-model'
+
+let browser: Browser
+let fake: FakeOpenAI
+let gw: TestGateway
+let page: Page
+let problems: string[]
+let virtualKey = ''
+let oldCookie = ''
+
+beforeAll(async () => {
+  ;[browser, fake, gw] = await Promise.all([launch(), startFakeOpenAI(), startGateway()])
+  ;({ page, problems } = await openPage(browser, gw.origin))
+})
+
+afterAll(async () => {
+  await browser?.close()
+  await gw?.close()
+  await fake?.stop()
+})
+
+/** The writers batch off the request path; the test waits for them instead of for their timers. */
+const settle = async () => {
+  await gw.gateway.records!.flush()
+  await gw.gateway.timeseries.flush()
+}
+
+const client = () => new OpenAI({ apiKey: virtualKey, baseURL: gw.baseURL, maxRetries: 0 })
+
+describe('the console, end to end', () => {
+  test('a wrong key is refused with a message on the page; the master key signs in to an HttpOnly, SameSite=Strict cookie and nothing in storage', async () => {
+    await page.goto('/ui/')
+    expect(await page.title()).toBe('Conduit')
+    await page.getByLabel('Master key or virtual key').fill('not-the-master-key')
+    await page.getByRole('button', { name: 'Sign in' }).click()
+    await expect(page.getByRole('alert').textContent()).resolves.toContain('That key is not valid')
+
+    await signIn(page)
+    const [cookie] = await page.context().cookies()
+    expect(cookie).toMatchObject({ name: 'conduit_session', httpOnly: true, sameSite: 'Strict', path: '/', secure: false })
+    expect(cookie!.value).not.toContain(MASTER_KEY)
+    oldCookie = `${cookie!.name}=${cookie!.value}`
+    const storage = await page.evaluate(() => JSON.stringify({ local: { ...localStorage }, session: { ...sessionStorage } }))
+    expect(storage).toBe('{"local":{},"session":{}}')
+    expect(await page.content()).not.toContain(MASTER_KEY)
+  }, 20_000)
+
+  test('a provider through its form (the API key write-only, last four shown), and its Test action reports the latency', async () => {
+    await go(page, 'Providers')
+    await page.getByRole('button', { name: 'New provider' }).click()
+    const dialog = page.getByRole('dialog', { name: 'New provider' })
+    await dialog.getByLabel('Name').fill(PROVIDER)
+    await dialog.getByLabel('Type').selectOption('openai')
+    await dialog.getByLabel('Base URL').fill(fake.url)
+    await dialog.getByLabel('API key').fill(DEFAULT_API_KEY)
+    await dialog.getByRole('button', { name: 'Create provider' }).click()
+    const row = page.getByRole('row', { name: new RegExp(PROVIDER) })
+    await expect(row.textContent()).resolves.toContain(`…${DEFAULT_API_KEY.slice(-4)}`)
+    expect(await page.content()).not.toContain(DEFAULT_API_KEY)
+
+    await page.getByRole('button', { name: `Test ${PROVIDER}` }).click()
+    const test = page.getByRole('dialog', { name: `Test ${PROVIDER}` })
+    await test.getByLabel('Upstream model').fill('gpt-4o-mini')
+    await test.getByRole('button', { name: 'Run test' }).click()
+    await expect(test.getByRole('status').textContent()).resolves.toMatch(/OK: gpt-4o-mini answered in \d+ ms/)
+    await test.getByRole('button', { name: 'Close' }).click()
+  }, 20_000)
+
+  test('a model through its form: target, weight, priority, price, limits, routing', async () => {
+    await go(page, 'Models')
+    await page.getByRole('button', { name: 'New model' }).click()
+    const dialog = page.getByRole('dialog', { name: 'New model' })
+    await dialog.getByLabel('Model name').fill(MODEL)
+    await dialog.getByLabel('Target 1 provider').selectOption({ label: PROVIDER })
+    await dialog.getByLabel('Target 1 upstream model').fill('gpt-4o-mini')
+    await dialog.getByLabel('Target 1 priority').fill('1')
+    // Dear on purpose, so a handful of tokens is visible spend.
+    await dialog.getByLabel('Target 1 input price (USD per 1M tokens)').fill('1000')
+    await dialog.getByLabel('Target 1 output price (USD per 1M tokens)').fill('2000')
+    await dialog.getByLabel('Model rpm').fill('600')
+    await dialog.getByLabel('Routing strategy').selectOption('least-busy')
+    await dialog.getByRole('button', { name: 'Create model' }).click()
+    await expect(page.getByRole('row', { name: new RegExp(MODEL) }).textContent()).resolves.toContain('least-busy')
+    const [stored] = (await gw.admin('GET', '/models')).data
+    expect(stored).toMatchObject({ name: MODEL, limits: { rpm: 600 }, routing: { strategy: 'least-busy' } })
+    expect(stored.targets[0]).toMatchObject({ model: 'gpt-4o-mini', priority: 1, price: { input: 1000, output: 2000 } })
+  }, 20_000)
+
+  test('a key named like an XSS probe: shown once with a warning, copied with the Copy button; its name stays text', async () => {
+    await go(page, 'Keys')
+    await page.getByRole('button', { name: 'New key' }).click()
+    const form = page.getByRole('dialog', { name: 'New key' })
+    await form.getByLabel('Key name').fill(XSS)
+    await form.getByLabel('Budget (USD)').fill('50')
+    await form.getByRole('button', { name: 'Create key' }).click()
+    const reveal = page.getByRole('dialog', { name: 'Key created' })
+    await expect(reveal.getByRole('alert').textContent()).resolves.toContain('shown only this once')
+    const shown = (await reveal.getByTestId('new-key').textContent())!
+    await reveal.getByRole('button', { name: 'Copy' }).click()
+    await expect(reveal.getByRole('status').textContent()).resolves.toBe('Copied to the clipboard.')
+    virtualKey = await page.evaluate(() => navigator.clipboard.readText())
+    expect(virtualKey).toBe(shown)
+    expect(virtualKey).toMatch(/^condt_/)
+    await reveal.getByRole('button', { name: 'I have copied it' }).click()
+
+    // The name is the literal characters, in a cell, with no element made of them.
+    const cell = page.getByRole('cell', { name: XSS, exact: true })
+    await expect(cell.textContent()).resolves.toBe(XSS)
+    expect(await page.locator('main img').count()).toBe(0)
+    // The plaintext is gone from the page once the dialog is closed.
+    expect(await page.content()).not.toContain(virtualKey)
+  }, 20_000)
+
+  test('the copied key calls /v1/chat/completions with the openai SDK through the fake upstream, streamed and not', async () => {
+    const openai = client()
+    const completion = await openai.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Hello there' }], user: 'ui-user' })
+    expect(completion.choices[0]!.message.content).toBe(DEFAULT_REPLY)
+    const stream = openai.chat.completions.stream({ model: MODEL, messages: [{ role: 'user', content: 'Stream please' }] })
+    const final = await stream.finalChatCompletion()
+    expect(final.choices[0]!.message.content).toBe(DEFAULT_REPLY)
+    await settle()
+  }, 20_000)
+
+  test('Requests lists both calls with key, model, provider, status, latency, TTFT, tokens, cost; the detail view opens', async () => {
+    await go(page, 'Requests')
+    const rows = page.locator('tbody tr')
+    await expect(rows.count()).resolves.toBe(2)
+    const first = await rows.first().textContent()
+    for (const text of [XSS, MODEL, PROVIDER, '200']) expect(first).toContain(text)
+    expect(first).toMatch(/\$0\.\d{2}/)
+    await page.getByLabel('Status').selectOption('5xx')
+    await page.getByText('No requests match.').waitFor()
+    await page.getByLabel('Status').selectOption('2xx')
+    await rows.nth(1).waitFor()
+    await expect(rows.count()).resolves.toBe(2)
+    await rows.first().getByRole('link').click()
+    await page.getByRole('heading', { level: 1, name: 'Request' }).waitFor()
+    const details = (await page.locator('dl.details').textContent())!
+    expect(details).toContain('gpt-4o-mini')
+    expect(details).toContain('Time to first token')
+    expect(details).toContain('127.0.0.1') // the client address the recorder noted
+    await expect(page.getByText('Bodies are not recorded.').count()).resolves.toBe(1)
+  }, 20_000)
+
+  test('the spend shows on Overview (charts drawn) and on Usage (chart, table, CSV export)', async () => {
+    const { total } = await gw.admin('GET', '/usage')
+    expect(Number(total.cost_usd)).toBeGreaterThan(0)
+    const spend = `$${Number(total.cost_usd).toFixed(2)}`
+
+    await go(page, 'Overview')
+    await expect(page.getByTestId('overview-spend').textContent()).resolves.toContain(spend)
+    await expect(page.locator('figure.chart canvas').count()).resolves.toBe(6)
+    for (const title of ['Requests per second', 'Tokens per second', 'Error rate', 'Latency', 'Time to first token']) {
+      await page.getByRole('figure', { name: title, exact: true }).waitFor()
+    }
+    await page.getByLabel('Time range').selectOption('day')
+    await expect(page.getByTestId('overview-spend').textContent()).resolves.toContain(spend)
+
+    await go(page, 'Usage')
+    await expect(page.getByTestId('usage-spend').textContent()).resolves.toContain(spend)
+    await expect(page.getByRole('row', { name: new RegExp(XSS.replace(/[()]/g, '\\$&')) }).textContent()).resolves.toContain(spend)
+    await page.getByRole('figure', { name: 'Spend per day (USD)' }).locator('canvas').first().waitFor()
+    await page.getByLabel('Group by').selectOption('user')
+    await expect(page.getByRole('row', { name: /ui-user/ }).count()).resolves.toBe(1)
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'Export CSV' }).click()])
+    const csv = await Bun.file((await download.path())!).text()
+    expect(csv.split('\r\n')[0]).toBe('user,requests,prompt_tokens,completion_tokens,cost_usd,unpriced_requests')
+    expect(csv).toContain('ui-user,1,')
+  }, 20_000)
+
+  test('the Playground streams a reply through the gateway with a chosen key', async () => {
+    await go(page, 'Playground')
+    await page.getByLabel('Virtual key').fill(virtualKey)
+    await page.getByLabel('Model').selectOption(MODEL)
+    await page.getByLabel('Message').fill('Hi from the playground')
+    await page.getByRole('button', { name: 'Send' }).click()
+    await page.locator('.message.assistant', { hasText: DEFAULT_REPLY }).waitFor()
+  }, 20_000)
+
+  test('disabling the key in the UI refuses its next call', async () => {
+    await go(page, 'Keys')
+    await page.getByRole('button', { name: `Disable ${XSS}` }).click()
+    await page.getByRole('button', { name: `Enable ${XSS}` }).waitFor()
+    await expect(page.locator('tbody .badge').first().textContent()).resolves.toBe('disabled')
+    const refused = await client()
+      .chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'again' }] })
+      .then(() => null, (error) => error)
+    expect(refused?.status).toBe(401)
+  }, 20_000)
+
+  test('signing out revokes the session: the admin API refuses the old cookie', async () => {
+    const before = await fetch(`${gw.origin}/admin/v1/keys`, { headers: { cookie: oldCookie } })
+    expect(before.status).toBe(200)
+    await page.getByRole('button', { name: 'Sign out' }).click()
+    await page.getByLabel('Master key or virtual key').waitFor()
+    const after = await fetch(`${gw.origin}/admin/v1/keys`, { headers: { cookie: oldCookie } })
+    expect(after.status).toBe(401)
+    expect((await after.json()).error.code).toBe('session_expired')
+    expect(problems).toEqual([])
+  }, 20_000)
+
+  test('at 390 px, in dark mode: every page fits the width, the navigation stays reachable, tables scroll in place', async () => {
+    const phone = await openPage(browser, gw.origin, PHONE, 'dark')
+    await signIn(phone.page)
+    const background = await phone.page.evaluate(() => getComputedStyle(document.body).backgroundColor)
+    expect(background).toBe('rgb(17, 20, 24)') // the dark palette
+    for (const label of ['Overview', 'Providers', 'Models', 'Keys', 'Usage', 'Requests', 'Playground']) {
+      await go(phone.page, label)
+      const width = await phone.page.evaluate(() => document.documentElement.scrollWidth)
+      expect({ label, width }).toEqual({ label, width: PHONE.width })
+    }
+    // Keyboard alone: from a fresh load, Tab reaches the navigation's Usage link and Enter follows it.
+    await phone.page.goto('/ui/keys')
+    await phone.page.getByRole('heading', { level: 1, name: 'Keys' }).waitFor()
+    let focused = ''
+    for (let presses = 0; presses < 12 && focused !== 'Usage'; presses++) {
+      await phone.page.keyboard.press('Tab')
+      focused = await phone.page.evaluate(() => document.activeElement?.textContent ?? '')
+    }
+    expect(focused).toBe('Usage')
+    await phone.page.keyboard.press('Enter')
+    await phone.page.getByRole('heading', { level: 1, name: 'Usage' }).waitFor()
+    expect(phone.problems).toEqual([])
+    await phone.context.close()
+  }, 30_000)
+})
