@@ -1,4 +1,5 @@
 import type { Plugin } from '../plugin-sdk/types.ts'
+import audioTranscode from '../plugins/audio-transcode/index.ts'
 import auth from '../plugins/auth/index.ts'
 import budget from '../plugins/budget/index.ts'
 import rateLimit from '../plugins/rate-limit/index.ts'
@@ -17,5 +18,5 @@ import { presetPlugins } from '../providers/openai-compatible/presets.ts'
  * compiled binary. They are loaded by default; a config entry `builtin:<name>` configures or disables one.
  */
 export const BUILTINS: Record<string, Plugin> = Object.fromEntries(
-  [auth, rateLimit, budget, requestLog, anthropic, azure, cohere, gemini, bedrock, elevenlabs, deepgram, ...presetPlugins].map((plugin) => [plugin.name, plugin]),
+  [auth, rateLimit, budget, requestLog, audioTranscode, anthropic, azure, cohere, gemini, bedrock, elevenlabs, deepgram, ...presetPlugins].map((plugin) => [plugin.name, plugin]),
 )
