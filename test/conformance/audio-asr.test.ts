@@ -35,7 +35,7 @@ beforeAll(async () => {
   client = new OpenAI({ apiKey: (await gw.admin('POST', '/keys', { name: 'asr' })).key, baseURL: gw.baseURL, maxRetries: 0 })
   wav = await speak(SENTENCE)
   expected = await recognizeDirect(await to16k(wav))
-})
+}, 30_000)
 
 afterAll(async () => {
   await gw?.close()
@@ -88,8 +88,13 @@ describe('through the gateway', () => {
       expect(direct.length).toBeGreaterThan(0)
       const data = await client.audio.transcriptions.create({ file: await toFile(upload, name), model: 'sphinx' })
       expect(data.text).toBe(direct)
-      const received = asr.requests.at(-1)!
-      expect(received.file!.name).toEndWith('.wav')
+      // What reached the engine: 16 kHz mono 16-bit WAV (ffprobe says so), as long as the upload.
+      const received = asr.requests.at(-1)!.file!
+      expect(received.name).toEndWith('.wav')
+      const probe = await ffprobe(received.bytes)
+      expect([probe.format, probe.codec, probe.sampleRate, probe.channels]).toEqual(['wav', 'pcm_s16le', 16000, 1])
+      const length = (await ffprobe(upload)).durationSeconds
+      expect(Math.abs(probe.durationSeconds - length) / length).toBeLessThan(0.05)
     }, 60_000)
   }
 

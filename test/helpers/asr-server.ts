@@ -17,10 +17,31 @@ const MODEL = '/usr/share/pocketsphinx/model/en-us'
 const dir = mkdtempSync(join(tmpdir(), 'conduit-asr-'))
 let n = 0
 
-/** PocketSphinx's hypothesis for a 16 kHz mono 16-bit WAV (its utterances joined by spaces). */
+/**
+ * PocketSphinx's hypothesis for a 16 kHz mono 16-bit WAV (its utterances joined by spaces). The engine skips a
+ * fixed 44-byte header, so the samples are handed to it under a canonical one: two files with the same samples
+ * but other chunks (ffmpeg's LIST) or an unknown streamed length get the same hypothesis.
+ */
 export async function recognizeDirect(wav16k: Uint8Array): Promise<string> {
+  const wav = wav16kMono(wav16k)
+  if (!wav) throw new Error('recognizeDirect takes 16 kHz mono 16-bit WAV only')
+  const samples = wav16k.subarray(wav.dataOffset, wav.dataOffset + wav.dataLength)
+  const header = new DataView(new ArrayBuffer(44))
+  const ascii = (at: number, text: string) => [...text].forEach((c, i) => header.setUint8(at + i, c.charCodeAt(0)))
+  ascii(0, 'RIFF')
+  header.setUint32(4, 36 + samples.length, true)
+  ascii(8, 'WAVEfmt ')
+  header.setUint32(16, 16, true)
+  header.setUint16(20, 1, true) // PCM
+  header.setUint16(22, 1, true) // mono
+  header.setUint32(24, 16000, true)
+  header.setUint32(28, 32000, true)
+  header.setUint16(32, 2, true)
+  header.setUint16(34, 16, true)
+  ascii(36, 'data')
+  header.setUint32(40, samples.length, true)
   const path = join(dir, `in-${n++}.wav`)
-  await Bun.write(path, wav16k)
+  await Bun.write(path, new Blob([header.buffer, samples as BlobPart]))
   try {
     const proc = Bun.spawn(
       [POCKETSPHINX, '-infile', path, '-logfn', '/dev/null', '-hmm', `${MODEL}/en-us`, '-lm', `${MODEL}/en-us.lm.bin`, '-dict', `${MODEL}/cmudict-en-us.dict`],
@@ -34,8 +55,8 @@ export async function recognizeDirect(wav16k: Uint8Array): Promise<string> {
   }
 }
 
-/** The WAV's format chunk when it is PCM 16-bit mono at 16 kHz, with the seconds it holds; otherwise null. */
-export function wav16kMono(bytes: Uint8Array): { seconds: number } | null {
+/** Where the samples of a PCM 16-bit mono 16 kHz WAV are, and how long they last; null for any other file. */
+export function wav16kMono(bytes: Uint8Array): { seconds: number; dataOffset: number; dataLength: number } | null {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const tag = (at: number) => (at + 4 <= bytes.length ? String.fromCharCode(...bytes.subarray(at, at + 4)) : '')
   if (tag(0) !== 'RIFF' || tag(8) !== 'WAVE') return null
@@ -52,8 +73,8 @@ export function wav16kMono(bytes: Uint8Array): { seconds: number } | null {
     if (id === 'data') {
       if (!fmt || fmt.format !== 1 || fmt.channels !== 1 || fmt.rate !== 16000 || fmt.bits !== 16) return null
       // A streamed WAV may leave the size unknown (0 or 0xFFFFFFFF): count what is there.
-      const length = size === 0 || size === 0xffffffff || at + 8 + size > bytes.length ? bytes.length - at - 8 : size
-      return { seconds: length / 32000 }
+      const length = (size === 0 || size === 0xffffffff || at + 8 + size > bytes.length ? bytes.length - at - 8 : size) & ~1
+      return { seconds: length / 32000, dataOffset: at + 8, dataLength: length }
     }
     at += 8 + size + (size & 1)
   }
@@ -63,7 +84,7 @@ export function wav16kMono(bytes: Uint8Array): { seconds: number } | null {
 export interface AsrRequest {
   headers: Record<string, string>
   fields: Record<string, string>
-  file: { name: string; type: string; size: number } | null
+  file: { name: string; type: string; size: number; bytes: Uint8Array } | null
 }
 
 export interface AsrServer {
@@ -99,13 +120,15 @@ export async function startAsrServer(options: { apiKey?: string } = {}): Promise
         if (typeof value === 'string') fields[name] = value
       })
       const file = form.get('file')
-      const record: AsrRequest = { headers: headersOf(req), fields, file: file instanceof Blob ? { name: (file as File).name, type: file.type, size: file.size } : null }
-      requests.push(record)
-      if (!(file instanceof Blob)) return openAIError(400, "Missing required parameter: 'file'.", 'file', 'missing_required_parameter')
+      if (!(file instanceof Blob)) {
+        requests.push({ headers: headersOf(req), fields, file: null })
+        return openAIError(400, "Missing required parameter: 'file'.", 'file', 'missing_required_parameter')
+      }
+      const bytes = await file.bytes()
+      requests.push({ headers: headersOf(req), fields, file: { name: (file as File).name, type: file.type, size: file.size, bytes } })
       if (!fields.model) return openAIError(400, "Missing required parameter: 'model'.", 'model', 'missing_required_parameter')
       const format = fields.response_format ?? 'json'
       if (!['json', 'text', 'verbose_json'].includes(format)) return openAIError(400, `response_format '${format}' is not supported by this server.`, 'response_format', 'unsupported_value')
-      const bytes = await file.bytes()
       const wav = wav16kMono(bytes)
       if (!wav) return openAIError(400, 'Unsupported audio: 16 kHz mono WAV only', 'file', 'unsupported_format')
 
