@@ -217,6 +217,32 @@ export function runAudioConformance(subject: AudioConformanceSubject): void {
       }
     })
 
+    const converted = ['wav', 'flac', 'aac'].find((f) => !subject.speech.native.includes(f))
+    for (const format of converted ? ['mp3', converted] : ['mp3']) {
+      test(`A2 speech ${format}${format === converted ? ' (converted)' : ''}: a client leaving mid-speech stops the upstream within a second`, async () => {
+        fake.gate.hold()
+        try {
+          const controller = new AbortController()
+          const res = await fetch(`${gw.baseURL}/audio/speech`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+            body: JSON.stringify(speech({ response_format: format })),
+            signal: controller.signal,
+          })
+          const reader = res.body!.getReader()
+          expect((await reader.read()).done).toBe(false)
+          const record = fake.speeches.at(-1)!
+          controller.abort()
+          const deadline = Date.now() + 1000
+          while (!record.aborted && Date.now() < deadline) await Bun.sleep(10)
+          expect(record.aborted).toBe(true)
+          expect(record.done).toBe(false)
+        } finally {
+          fake.gate.release()
+        }
+      })
+    }
+
     test('A2 /v1/audio/speech/stream: the same audio, chunked as produced', async () => {
       const res = await post('/audio/speech/stream', speech())
       expect(res.status).toBe(200)
