@@ -29,6 +29,12 @@ function upload(bytes: Uint8Array, format = 'wav', filename = 'speech.wav'): Aud
 /** Sends an adapter-built request as the core would (a FormData or Blob body streams as fetch sends it). */
 const send = (upstream: UpstreamRequest) => fetch(upstream.url, { method: upstream.method ?? 'POST', headers: upstream.headers, body: upstream.body as BodyInit })
 
+/** The multipart body an adapter built, read back as a form (whatever it is built as: a stream with its boundary header, or FormData). */
+async function formOf(upstream: UpstreamRequest): Promise<FormData> {
+  const type = upstream.headers['content-type']
+  return new Response(upstream.body as BodyInit, type ? { headers: { 'content-type': type } } : undefined).formData()
+}
+
 async function upstreamError(response: Response): Promise<GatewayError> {
   const text = await response.text()
   let body: unknown = text
@@ -117,9 +123,8 @@ describe('transcription request', () => {
     const file = upload(new Uint8Array([1, 2, 3]), 'wav', 'meeting.wav')
     const upstream = buildTranscriptionRequest({ model: 'virtual-stt', file, language: 'fr', temperature: 0.2, response_format: 'json', stream: true }, ctx)
     expect(upstream.url).toBe('https://api.elevenlabs.io/v1/speech-to-text')
-    // fetch sets the multipart content type with its boundary.
-    expect(upstream.headers).toEqual({ 'xi-api-key': 'xi-k' })
-    const form = upstream.body as FormData
+    expect(upstream.headers['xi-api-key']).toBe('xi-k')
+    const form = await formOf(upstream)
     expect(form.get('model_id')).toBe('scribe_v1')
     expect(form.get('language_code')).toBe('fr')
     expect(form.get('temperature')).toBe('0.2')
@@ -131,11 +136,11 @@ describe('transcription request', () => {
     expect(ctx.dropped).toEqual([])
   })
 
-  test('diarized_json (asked by the client; the core asks the adapter for json) turns diarization on; prompt, include and a chunking strategy other than auto are dropped', () => {
+  test('diarized_json (asked by the client; the core asks the adapter for json) turns diarization on; prompt, include and a chunking strategy other than auto are dropped', async () => {
     const client = { model: 'v', response_format: 'diarized_json', prompt: 'Names: Anna.', include: ['logprobs'], chunking_strategy: 'auto' }
     const ctx = attemptFor({ name: 'el', type: 'elevenlabs', apiKey: 'k' }, 'scribe_v1', client)
     const upstream = buildTranscriptionRequest({ ...client, file: upload(new Uint8Array(4)), response_format: 'json' }, ctx)
-    expect((upstream.body as FormData).get('diarize')).toBe('true')
+    expect((await formOf(upstream)).get('diarize')).toBe('true')
     expect(ctx.dropped.sort()).toEqual(['include', 'prompt'])
     const other = attempt({}, 'scribe_v1')
     buildTranscriptionRequest({ model: 'v', file: upload(new Uint8Array(4)), chunking_strategy: { type: 'server_vad' } }, other)
@@ -321,9 +326,10 @@ describe('against the fake ElevenLabs', () => {
     const notAudio = await upstreamError(await send(buildTranscriptionRequest({ model: 'v', file: upload(new TextEncoder().encode('not audio at all')) }, live('scribe_v1'))))
     expect([notAudio.status, notAudio.param]).toEqual([400, 'file'])
 
-    const noFile = buildTranscriptionRequest({ model: 'v', file: upload(new Uint8Array(1)) }, live('scribe_v1'))
-    ;(noFile.body as FormData).delete('file')
-    const missing = await upstreamError(await send(noFile))
+    const built = buildTranscriptionRequest({ model: 'v', file: upload(new Uint8Array(1)) }, live('scribe_v1'))
+    const withoutFile = await formOf(built)
+    withoutFile.delete('file')
+    const missing = await upstreamError(await fetch(built.url, { method: 'POST', headers: { 'xi-api-key': FAKE_ELEVENLABS_KEY }, body: withoutFile }))
     expect([missing.status, missing.param]).toEqual([400, 'file'])
 
     const quota = await upstreamError(await send(buildSpeechRequest(speech({ input: 'fail-quota' }), live())))
