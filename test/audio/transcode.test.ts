@@ -229,7 +229,8 @@ describe('processes end with the request', () => {
     const { host: h, transcoder } = await start({ timeout_ms: 300 })
     const src = slowStream(pcm16ToBytes(tone(440, 10, 24000)), 960, 20)
     const reader = transcoder.convert(src.stream, { format: 'pcm', sampleRate: 24000 }, { format: 'wav' }, never()).getReader()
-    await reader.read()
+    // The clock starts when the process does (however slow the machine is to spawn it).
+    for (let i = 0; i < 300 && transcoder.pids.length === 0; i++) await Bun.sleep(10)
     const [pid] = transcoder.pids
     let error: any
     while (!error) await reader.read().then((r) => r.done && (error = 'ended'), (e) => (error = e))

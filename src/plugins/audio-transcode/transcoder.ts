@@ -224,6 +224,7 @@ class Conversion {
         await this.spawn(o.ffmpeg, out)
       } catch (error) {
         releaseOnce()
+        if (this.tempFile) rmSync(this.tempFile, { force: true })
         throw error
       }
       const proc = this.proc!
@@ -289,7 +290,7 @@ class Conversion {
       '-vn', '-sn', '-dn', '-map_metadata', '-1', '-fflags', '+bitexact', '-flush_packets', '1',
       ...out, 'pipe:1',
     ]
-    const proc = Bun.spawn(cmd, { stdin: path || this.source instanceof Blob ? (path ? 'ignore' : 'pipe') : 'pipe', stdout: 'pipe', stderr: 'pipe' })
+    const proc = Bun.spawn(cmd, { stdin: path ? 'ignore' : 'pipe', stdout: 'pipe', stderr: 'pipe' })
     this.proc = proc as Subprocess<'pipe' | 'ignore', 'pipe', 'pipe'>
     this.owner.track(this, true)
     this.stdout = proc.stdout.getReader()
