@@ -131,7 +131,7 @@ async function prepareTranscription(ctx: RequestCtx, attempt: Attempt, adapter: 
       ctx.firstByteMs = performance.now() - ctx.startedAt
       if (ctx.stream) {
         const events = transcriptEvents(transcript)
-        return deps.settle(ctx, new Response(new Blob(events as BlobPart[]), { status: 200, headers: { ...SSE_HEADERS, ...ctx.headers } }))
+        return deps.settle(ctx, new Response(new Blob(events), { status: 200, headers: { ...SSE_HEADERS, ...ctx.headers } }))
       }
       const out = native ? { body: text, contentType: type || 'application/json' } : renderTranscript(transcript, wanted, ctx.operation!)
       return deps.settle(ctx, new Response(out.body, { status: 200, headers: { 'content-type': out.contentType, ...ctx.headers } }))
@@ -177,12 +177,17 @@ async function prepareSpeech(ctx: RequestCtx, attempt: Attempt, adapter: SpeechA
       let audio: ReadableStream<Uint8Array>
       if (plan.convert) {
         const source = relayBytes(reader, first, call, timeouts.idleMs, { sse: false, onBytes: (b) => (sourceBytes += b.length) })
-        audio = relayBytes(deps.transcoder!.convert(source, plan.source, plan.output, ctx.signal).getReader(), null, call, 0, {
-          sse,
-          onBytes: (b) => (outputBytes += b.length),
-          onFinish: finish,
-          doneUsage,
-        })
+        const converted = deps.transcoder!.convert(source, plan.source, plan.output, ctx.signal).getReader()
+        // The first converted bytes decide the status: a busy or failing transcoder is still an HTTP error here.
+        let start: Awaited<ReturnType<typeof converted.read>>
+        try {
+          start = await converted.read()
+        } catch (error) {
+          source.cancel().catch(() => {}) // stops the upstream too
+          throw GatewayError.is(error) ? error : new GatewayError(502, 'The audio conversion failed.', { code: 'transcoding_failed' })
+        }
+        if (start.done) throw new GatewayError(502, `The upstream provider '${provider.name}' returned no audio.`, { code: 'upstream_empty_stream' })
+        audio = relayBytes(converted, start.value, call, 0, { sse, onBytes: (b) => (outputBytes += b.length), onFinish: finish, doneUsage })
       } else {
         audio = relayBytes(reader, first, call, timeouts.idleMs, { sse, onBytes: (b) => (sourceBytes += b.length), onFinish: finish, doneUsage })
       }
@@ -192,6 +197,12 @@ async function prepareSpeech(ctx: RequestCtx, attempt: Attempt, adapter: SpeechA
       return new Response(audio, { status: 200, headers: { ...headers, ...ctx.headers } })
     },
   }
+}
+
+/** What is read from a stream of bytes (the upstream's body, a transcoder's output), whichever stream type made it. */
+interface ByteReader {
+  read(): Promise<{ done: boolean; value?: Uint8Array }>
+  cancel(reason?: unknown): Promise<void>
 }
 
 interface RelayHooks {
@@ -209,7 +220,7 @@ interface RelayHooks {
  * upstream's idle deadline armed while waiting (`idleMs` 0: not an upstream), and the relay's end reported once.
  * A failure mid-way cannot change the status any more: an SSE stream gets an error event, raw audio is cut off.
  */
-function relayBytes(reader: ReadableStreamDefaultReader<Uint8Array>, first: Uint8Array | null, call: UpstreamCall, idleMs: number, hooks: RelayHooks): ReadableStream<Uint8Array> {
+function relayBytes(reader: ByteReader, first: Uint8Array | null, call: UpstreamCall, idleMs: number, hooks: RelayHooks): ReadableStream<Uint8Array> {
   let pending = first
   let finished = false
   const finish = (error: GatewayError | null, aborted: boolean) => {
@@ -240,7 +251,7 @@ function relayBytes(reader: ReadableStreamDefaultReader<Uint8Array>, first: Uint
             finish(null, false)
             return
           }
-          deliver(controller, read.value)
+          deliver(controller, read.value!)
         } catch (error) {
           reader.cancel().catch(() => {})
           const failure = GatewayError.is(error) ? error : call.failure(error)

@@ -233,10 +233,11 @@ export function transcriptOf(body: any): Transcript {
 const encoder = new TextEncoder()
 export const sseEvent = (value: unknown) => encoder.encode(`data: ${JSON.stringify(value)}\n\n`)
 
-/** A transcript as the stream a provider that cannot stream would have sent: one delta, then done. */
+/**
+ * A transcript as the stream a provider that cannot stream would have sent: one delta, then done. The done event
+ * carries token usage only (the spec's TranscriptTextUsageTokens); a per-second usage stays in the ledger.
+ */
 export function transcriptEvents(t: Transcript): Uint8Array[] {
-  return [
-    sseEvent({ type: 'transcript.text.delta', delta: t.text }),
-    sseEvent({ type: 'transcript.text.done', text: t.text, ...(t.usage ? { usage: t.usage } : {}) }),
-  ]
+  const usage = t.usage?.type === 'tokens' ? { usage: t.usage } : {}
+  return [sseEvent({ type: 'transcript.text.delta', delta: t.text }), sseEvent({ type: 'transcript.text.done', text: t.text, ...usage })]
 }

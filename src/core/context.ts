@@ -93,6 +93,6 @@ export class Attempt implements AttemptContext {
 
   async fetch(request: UpstreamRequest, signal: AbortSignal): Promise<Response> {
     await egress.check(request.url)
-    return fetch(request.url, { method: request.method ?? 'POST', headers: request.headers, body: request.body as BodyInit, signal, redirect: 'manual' })
+    return fetch(request.url, { method: request.method ?? 'POST', headers: request.headers, body: request.body, signal, redirect: 'manual' })
   }
 }

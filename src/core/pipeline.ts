@@ -67,8 +67,8 @@ const ENDPOINT_OF: Record<Route, Endpoint> = {
 const UPLOADS = new Set<Operation | null>(['transcriptions', 'translations'])
 const AUDIO = new Set<Operation | null>(['transcriptions', 'translations', 'speech'])
 const STREAMABLE = new Set<Operation | null>(['chat', 'completions', 'transcriptions'])
-/** Uploads up to this size stay in memory; larger ones go to disk as they arrive. */
-const SPOOL_MEMORY_BYTES = 1024 * 1024
+/** Uploads up to this size stay in memory; larger ones go to disk as they arrive (50 at once hold 12.5 MB). */
+const SPOOL_MEMORY_BYTES = 256 * 1024
 const DEFAULT_AUDIO_MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 
 type AnyAdapter = EndpointAdapter | TranscriptionAdapter | SpeechAdapter

@@ -1,4 +1,3 @@
-import Busboy from 'busboy'
 import { mkdirSync, rmSync } from 'node:fs'
 import { open, unlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -75,120 +74,193 @@ export async function spoolStream(stream: ReadableStream<Uint8Array>, maxBytes: 
   return { blob: Bun.file(file.path), size, remove: file.remove }
 }
 
+/** The boundary of a `multipart/form-data` content type, or null. */
+function boundaryOf(type: string): string | null {
+  if (!/^multipart\/form-data\s*;/i.test(type)) return null
+  const match = /;\s*boundary=(?:"([^"]{1,70})"|([^\s;]{1,70}))/i.exec(type)
+  return match ? (match[1] ?? match[2])! : null
+}
+
+const HEADER_END = Buffer.from('\r\n\r\n')
+const MAX_HEADER_BYTES = 16 * 1024
+/** What a form may carry besides its file: fields and part headers. */
+const FORM_OVERHEAD_BYTES = 256 * 1024
+/** A slow client must still average this (a 100 MB upload gets about 26 minutes) on top of the body deadline. */
+const MIN_UPLOAD_BYTES_PER_SECOND = 64 * 1024
+
 /**
- * Reads a `multipart/form-data` body: its fields, and the part named `file` (spooled). `cleanup` receives the
- * deletion of any file written, so the request's end removes it whatever happened.
+ * Reads a `multipart/form-data` body: its fields, and the part named `file` as a Blob. The raw body goes to disk
+ * first (by Bun itself when the length is declared: no JS chunk is ever allocated, so fifty 20 MB uploads at once
+ * cost disk, not RSS), then the parts are found in it and the file is a slice of that spool. `cleanup` receives
+ * the spool's deletion, so the request's end removes it whatever happened.
  */
 export async function readMultipart(request: Request, options: SpoolOptions, cleanup: (fn: () => void) => void): Promise<SpooledForm> {
-  const type = request.headers.get('content-type') ?? ''
-  if (!/^multipart\/form-data\s*;/i.test(type)) {
-    throw badRequest('This endpoint takes a multipart/form-data body with the audio under "file".', null, 'invalid_content_type')
+  const boundary = boundaryOf(request.headers.get('content-type') ?? '')
+  if (!boundary) {
+    throw badRequest('This endpoint takes a multipart/form-data body (with a boundary) and the audio under "file".', null, 'invalid_content_type')
   }
   if (!request.body) throw badRequest("Missing required parameter: 'file'.", 'file', 'missing_required_parameter')
+  const raw = await spoolBody(request, options, cleanup)
+  const source = await Spooled.open(raw)
+  try {
+    return await parseForm(source, boundary, options)
+  } finally {
+    await source.close()
+  }
+}
+
+/** The request body as a Blob: in memory when small, else a spooled file; capped, and within a deadline. */
+async function spoolBody(request: Request, options: SpoolOptions, cleanup: (fn: () => void) => void): Promise<Blob> {
+  const limit = options.maxFileBytes + FORM_OVERHEAD_BYTES
   const tooLarge = () =>
     new GatewayError(413, `The uploaded file is larger than the limit of ${options.maxFileBytes} bytes.`, { param: 'file', code: 'file_too_large' })
-
-  let parser: Busboy.Busboy
-  try {
-    parser = Busboy({
-      headers: { 'content-type': type },
-      limits: { files: 1, fields: MAX_FIELDS, fieldSize: MAX_FIELD_BYTES, fileSize: options.maxFileBytes + 1, parts: MAX_FIELDS + 2 },
-    })
-  } catch {
-    throw badRequest('The multipart body has no usable boundary.', null, 'invalid_multipart')
+  const declared = Number(request.headers.get('content-length') ?? NaN)
+  if (declared > limit) {
+    request.body?.cancel().catch(() => {})
+    throw tooLarge()
   }
-  const fields: Record<string, string | string[]> = {}
-  let file: SpooledForm['file'] = null
-  const pending: Promise<void>[] = []
-  let failure: unknown = null
-  const fail = (error: unknown) => {
-    failure ??= error
+  if (declared <= options.memoryBytes) return new Blob([await withDeadline(request.bytes(), options.idleMs)])
+  const file = spoolPath('.form')
+  cleanup(file.remove)
+  if (Number.isFinite(declared)) {
+    const ms = options.idleMs + (declared / MIN_UPLOAD_BYTES_PER_SECOND) * 1000
+    const written = Bun.write(file.path, request)
+    written.catch(() => {}) // after a timeout the connection closes and the write fails: nothing to report
+    await withDeadline(written, ms)
+    return Bun.file(file.path)
   }
-
-  parser.on('field', (rawName, value, info) => {
-    if (info.valueTruncated) return fail(badRequest(`The form field '${rawName}' is longer than ${MAX_FIELD_BYTES} bytes.`, rawName, 'invalid_value'))
-    const name = rawName.endsWith('[]') ? rawName.slice(0, -2) : rawName
-    const existing = fields[name]
-    if (rawName.endsWith('[]') || existing !== undefined) fields[name] = [...(existing === undefined ? [] : Array.isArray(existing) ? existing : [existing]), value]
-    else fields[name] = value
-  })
-  parser.on('file', (name, stream, info) => {
-    if (name !== 'file' || file) {
-      stream.resume() // another file part: not ours to keep
-      return
-    }
-    pending.push(
-      spoolPart(stream, options, cleanup, tooLarge).then(
-        (spooled) => {
-          file = { ...spooled, filename: info.filename || 'audio' }
-        },
-        (error) => fail(error),
-      ),
-    )
-  })
-  parser.on('filesLimit', () => {})
-  parser.on('partsLimit', () => fail(badRequest('The multipart body has too many parts.', null, 'invalid_multipart')))
-  parser.on('fieldsLimit', () => fail(badRequest('The multipart body has too many fields.', null, 'invalid_multipart')))
-  const finished = new Promise<void>((resolve, reject) => {
-    parser.on('close', resolve)
-    parser.on('error', (error: Error) => reject(badRequest(`The multipart body is malformed: ${error.message}.`, null, 'invalid_multipart')))
-  })
-  finished.catch(() => {})
-
-  const reader = request.body.getReader()
+  // No declared length (chunked): our own loop, so that the cap and an idle deadline apply as it arrives.
+  const handle = await open(file.path, 'w', 0o600)
+  const reader = request.body!.getReader()
+  let size = 0
   try {
     for (;;) {
-      const next = await withIdle(reader.read(), options.idleMs)
-      if (failure) throw failure
+      const next = await withDeadline(reader.read(), options.idleMs)
       if (next.done) break
-      if (!parser.write(next.value)) await new Promise((resolve) => parser.once('drain', resolve))
+      if ((size += next.value.byteLength) > limit) throw tooLarge()
+      await handle.write(next.value)
     }
-    parser.end()
-    await withIdle(finished, options.idleMs)
-    await Promise.all(pending)
   } catch (error) {
     reader.cancel().catch(() => {})
-    parser.destroy()
     throw error
+  } finally {
+    await handle.close()
   }
-  if (failure) throw failure
+  return Bun.file(file.path)
+}
+
+/** Bytes read per look into the spool while searching for a boundary. */
+const WINDOW_BYTES = 64 * 1024
+
+/**
+ * Reads a spooled body at any offset into one reused buffer (a view valid until the next read): scanning a
+ * 100 MB upload for its boundary allocates 256 KiB, not 100 MB of garbage.
+ */
+class Spooled {
+  private constructor(
+    readonly blob: Blob,
+    private readonly handle: Awaited<ReturnType<typeof open>> | null,
+    private readonly bytes: Buffer | null,
+    private readonly buffer = Buffer.allocUnsafe(handle ? WINDOW_BYTES : 0),
+  ) {}
+
+  static async open(blob: Blob): Promise<Spooled> {
+    const path = (blob as { name?: string }).name
+    if (typeof path === 'string') return new Spooled(blob, await open(path, 'r'), null)
+    return new Spooled(blob, null, Buffer.from(await blob.arrayBuffer()))
+  }
+
+  get size() {
+    return this.blob.size
+  }
+
+  async read(from: number, length: number): Promise<Buffer> {
+    const to = Math.min(this.size, from + Math.min(length, WINDOW_BYTES))
+    if (this.bytes) return this.bytes.subarray(from, to)
+    const { bytesRead } = await this.handle!.read(this.buffer, 0, to - from, from)
+    return this.buffer.subarray(0, bytesRead)
+  }
+
+  /** Where `needle` next occurs at or after `from`; -1 when it does not. */
+  async indexOf(needle: Buffer, from: number): Promise<number> {
+    for (let start = from; start < this.size; start += WINDOW_BYTES - needle.length + 1) {
+      const window = await this.read(start, WINDOW_BYTES)
+      const at = window.indexOf(needle)
+      if (at !== -1) return start + at
+      if (start + window.length >= this.size) break
+    }
+    return -1
+  }
+
+  async text(from: number, to: number): Promise<string> {
+    return (await this.read(from, to - from)).toString('utf8')
+  }
+
+  async close() {
+    await this.handle?.close()
+  }
+}
+
+/** The parts of a spooled multipart body: fields as text, the `file` part as a slice of the spool (no copy). */
+async function parseForm(raw: Spooled, boundary: string, options: SpoolOptions): Promise<SpooledForm> {
+  const malformed = (why: string) => badRequest(`The multipart body is malformed: ${why}.`, null, 'invalid_multipart')
+  const delimiter = Buffer.from(`\r\n--${boundary}`)
+  const text = (from: number, to: number) => raw.text(from, to)
+  const fields: Record<string, string | string[]> = {}
+  let file: SpooledForm['file'] = null
+  let count = 0
+  // The first delimiter may open the body without the CRLF that precedes every other one.
+  let pos = (await text(0, delimiter.length - 2)) === `--${boundary}` ? delimiter.length - 2 : await raw.indexOf(delimiter, 0)
+  if (pos === -1) throw malformed('no boundary found')
+  if (pos !== delimiter.length - 2) pos += delimiter.length
+  for (;;) {
+    const after = await text(pos, pos + 2)
+    if (after === '--') break
+    if (after !== '\r\n') throw malformed(after.length < 2 ? 'it ends before its closing boundary' : 'a boundary is not followed by CRLF')
+    const head = await raw.read(pos + 2, MAX_HEADER_BYTES)
+    const headerEnd = head.indexOf(HEADER_END)
+    if (headerEnd === -1) throw malformed('part headers are missing or too long')
+    const { name, filename } = partName(head.subarray(0, headerEnd).toString('utf8'), malformed)
+    const start = pos + 2 + headerEnd + HEADER_END.length
+    const end = await raw.indexOf(delimiter, start)
+    if (end === -1) throw malformed('it ends before its closing boundary')
+    if (filename !== undefined) {
+      if (name === 'file' && !file) {
+        if (end - start > options.maxFileBytes) {
+          throw new GatewayError(413, `The uploaded file is larger than the limit of ${options.maxFileBytes} bytes.`, { param: 'file', code: 'file_too_large' })
+        }
+        file = { blob: raw.blob.slice(start, end), filename: filename || 'audio', size: end - start }
+      }
+    } else {
+      if (++count > MAX_FIELDS) throw badRequest('The multipart body has too many fields.', null, 'invalid_multipart')
+      if (end - start > MAX_FIELD_BYTES) throw badRequest(`The form field '${name}' is longer than ${MAX_FIELD_BYTES} bytes.`, name, 'invalid_value')
+      const value = await text(start, end)
+      const key = name.endsWith('[]') ? name.slice(0, -2) : name
+      const existing = fields[key]
+      if (name.endsWith('[]') || existing !== undefined) fields[key] = [...(existing === undefined ? [] : Array.isArray(existing) ? existing : [existing]), value]
+      else fields[key] = value
+    }
+    pos = end + delimiter.length
+  }
   return { fields, file }
 }
 
-/** One file part, in memory up to `memoryBytes`, then on disk. */
-async function spoolPart(stream: NodeJS.ReadableStream, options: SpoolOptions, cleanup: (fn: () => void) => void, tooLarge: () => GatewayError) {
-  const memory: Uint8Array[] = []
-  let size = 0
-  let handle: Awaited<ReturnType<typeof open>> | null = null
-  let path: string | null = null
-  try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      size += chunk.byteLength
-      if (size > options.maxFileBytes) throw tooLarge()
-      if (handle) {
-        await handle.write(chunk)
-        continue
-      }
-      memory.push(chunk)
-      if (size > options.memoryBytes) {
-        const file = spoolPath()
-        cleanup(file.remove)
-        path = file.path
-        handle = await open(path, 'w', 0o600)
-        await handle.write(Buffer.concat(memory))
-        memory.length = 0
-      }
-    }
-  } finally {
-    await handle?.close()
+/** `name` and `filename` from a part's Content-Disposition (quoted, with backslash escapes, or bare). */
+function partName(headers: string, malformed: (why: string) => GatewayError): { name: string; filename: string | undefined } {
+  const disposition = /^content-disposition:\s*form-data(.*)$/im.exec(headers)?.[1] ?? ''
+  const param = (key: string) => {
+    const quoted = new RegExp(`;\\s*${key}="((?:[^"\\\\]|\\\\.)*)"`, 'i').exec(disposition)?.[1]
+    return quoted !== undefined ? quoted.replace(/\\(.)/g, '$1') : new RegExp(`;\\s*${key}=([^;\\s]+)`, 'i').exec(disposition)?.[1]
   }
-  return { blob: path ? Bun.file(path) : new Blob(memory as BlobPart[]), size }
+  const name = param('name')
+  if (name === undefined) throw malformed('a part has no name')
+  return { name, filename: param('filename') }
 }
 
 const timedOut = (ms: number) =>
-  new GatewayError(408, `The request body stalled: no bytes for ${ms} ms.`, { code: 'request_timeout', headers: { connection: 'close' } })
+  new GatewayError(408, `The request body did not arrive in time (${Math.round(ms)} ms).`, { code: 'request_timeout', headers: { connection: 'close' } })
 
-async function withIdle<T>(promise: Promise<T>, ms: number): Promise<T> {
+async function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: Timer | undefined
   try {
     return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(timedOut(ms)), ms)))])

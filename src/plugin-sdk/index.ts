@@ -12,12 +12,13 @@ export {
   openAICompatible,
   parseOpenAIError,
   singleChoice,
-  transcriptionForm,
+  transcriptionUpload,
   type OpenAICompatibleOptions,
   type ParamAction,
   type ParamPolicy,
 } from './openai-compatible.ts'
 export * from './audio/index.ts'
+export { multipartBody, type MultipartValue } from './multipart.ts'
 export { speechUsage, transcriptionUsage, worstCaseAudioUsage } from './audio-usage.ts'
 export { estimatePromptTokens, estimateTokens } from './tokens.ts'
 export { assistantTexts, parseDataUrl, textOf, toolArguments, userParts, type PartHandlers } from './translate.ts'

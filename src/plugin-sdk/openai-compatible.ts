@@ -1,4 +1,5 @@
 import { GatewayError } from './errors.ts'
+import { multipartBody, type MultipartValue } from './multipart.ts'
 import { API_VERSION, type AttemptContext, type AudioAbilities, type AudioUpload, type EndpointAdapter, type Plugin, type ProviderAdapter, type ProviderConfig, type SpeechAdapter, type TranscriptionAdapter, type UpstreamRequest } from './types.ts'
 
 /**
@@ -69,19 +70,19 @@ export function declaredAudioAbilities(provider: ProviderConfig, defaults: Audio
 
 /**
  * OpenAI's multipart transcription body: the fields as the SDKs send them (arrays as `name[]`, objects as JSON)
- * and the file last, read from its spool as the request is sent.
+ * and the file last, streamed from its spool as the request is sent. `omit` leaves fields out (Azure's `model`).
  */
-export function transcriptionForm(body: Record<string, any>, model: string): FormData {
+export function transcriptionUpload(body: Record<string, any>, model: string, omit: string[] = []): { body: ReadableStream<Uint8Array>; headers: Record<string, string> } {
   const { file, ...fields } = body as { file: AudioUpload } & Record<string, unknown>
   fields.model = model
-  const form = new FormData()
+  const parts: [string, MultipartValue][] = []
   for (const [name, value] of Object.entries(fields)) {
-    if (value === undefined || value === null) continue
-    if (Array.isArray(value)) for (const item of value) form.append(`${name}[]`, String(item))
-    else form.append(name, typeof value === 'object' ? JSON.stringify(value) : String(value))
+    if (value === undefined || value === null || omit.includes(name)) continue
+    if (Array.isArray(value)) for (const item of value) parts.push([`${name}[]`, String(item)])
+    else parts.push([name, typeof value === 'object' ? JSON.stringify(value) : String(value)])
   }
-  form.append('file', file.blob, file.filename)
-  return form
+  parts.push(['file', { blob: file.blob, filename: file.filename, contentType: file.contentType }])
+  return multipartBody(parts)
 }
 
 /** OpenAI-style error bodies, including the quirky ones (numeric `code`, bare strings, no `param`). */
@@ -160,11 +161,14 @@ export function openAICompatible(options: OpenAICompatibleOptions): Plugin {
   const parseError = (status: number, body: unknown) => parseOpenAIError(status, body, options.id)
   const transcription = (path: string): TranscriptionAdapter => ({
     abilities,
-    buildRequest: (body, ctx): UpstreamRequest => ({
-      url: baseOf(ctx.target.provider) + path,
-      headers: { ...authHeaders(ctx.target.provider), accept: body.stream ? 'text/event-stream' : 'application/json' },
-      body: transcriptionForm(body, ctx.target.model),
-    }),
+    buildRequest: (body, ctx): UpstreamRequest => {
+      const upload = transcriptionUpload(body, ctx.target.model)
+      return {
+        url: baseOf(ctx.target.provider) + path,
+        headers: { ...authHeaders(ctx.target.provider), ...upload.headers, accept: body.stream ? 'text/event-stream' : 'application/json' },
+        body: upload.body,
+      }
+    },
     parseError,
   })
   const speech: SpeechAdapter = {

@@ -199,8 +199,11 @@ export interface UpstreamRequest {
   url: string
   method?: string
   headers: Record<string, string>
-  /** A Blob (a spooled upload) or FormData holding one is read from disk as it is sent, per attempt. */
-  body?: string | Uint8Array | Blob | FormData
+  /**
+   * A Blob (a spooled upload) is read from disk as it is sent; a stream (see `multipartBody`) must be made fresh
+   * per attempt. Avoid FormData with a file: Bun reads the file whole into memory before sending.
+   */
+  body?: string | Uint8Array | Blob | ReadableStream<Uint8Array>
 }
 
 /** One server-sent event, already decoded by the core. */

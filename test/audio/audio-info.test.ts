@@ -61,7 +61,7 @@ describe('audioInfo: durations from headers within 1% of ffprobe', () => {
     test(name, async () => {
       const bytes = await encodeFile(speech, muxer, args)
       const truth = await ffprobe(bytes)
-      const { blob, stats } = counting(new Blob([bytes as BlobPart]))
+      const { blob, stats } = counting(new Blob([bytes]))
       const info = await audioInfo(blob)
       expect(info?.format).toBe(format)
       expect(info!.durationSeconds).not.toBeNull()
@@ -78,12 +78,12 @@ describe('audioInfo: durations from headers within 1% of ffprobe', () => {
     const h = readWavHeader(bytes)!
     expect(h.dataBytes).toBeNull() // ffmpeg writing to a pipe cannot seek back to fill in the sizes
     const truth = await ffprobe(bytes)
-    const info = (await audioInfo(new Blob([bytes as BlobPart])))!
+    const info = (await audioInfo(new Blob([bytes])))!
     expect(Math.abs(info.durationSeconds! - truth.durationSeconds) / truth.durationSeconds).toBeLessThan(0.01)
     // And a header that says 0 bytes (some recorders) means the same.
     const zero = bytes.slice()
     new DataView(zero.buffer).setUint32(h.dataOffset - 4, 0, true)
-    expect((await audioInfo(new Blob([zero as BlobPart])))!.durationSeconds).toBeCloseTo(info.durationSeconds!, 6)
+    expect((await audioInfo(new Blob([zero])))!.durationSeconds).toBeCloseTo(info.durationSeconds!, 6)
   })
 
   test('a 100 MB WAV on disk is measured from two small reads', async () => {
@@ -110,7 +110,7 @@ describe('audioInfo: durations from headers within 1% of ffprobe', () => {
     file.set(head.subarray(36), 44 + junk)
     view.setUint32(4, file.length - 8, true)
     expect((await ffprobe(file)).durationSeconds).toBeCloseTo(1, 2)
-    const info = (await audioInfo(new Blob([file as BlobPart])))!
+    const info = (await audioInfo(new Blob([file])))!
     expect(info).toEqual({ format: 'wav', durationSeconds: 1, sampleRate: 16000, channels: 1 })
   })
 
@@ -120,17 +120,17 @@ describe('audioInfo: durations from headers within 1% of ffprobe', () => {
       ['adts', ['-c:a', 'aac'], 'aac'],
       ['webm', ['-c:a', 'libopus'], 'webm'],
     ] as const) {
-      const info = await audioInfo(new Blob([(await ffmpeg(speech, muxer, [...args])) as BlobPart]))
+      const info = await audioInfo(new Blob([(await ffmpeg(speech, muxer, [...args]))]))
       expect(info).toEqual({ format, durationSeconds: null, sampleRate: null, channels: null })
     }
   })
 
   test('written to a pipe (no lengths): FLAC duration unknown; MP3 without a VBR header estimated from the bit rate', async () => {
-    const flac = (await audioInfo(new Blob([await ffmpeg(speech, 'flac') as BlobPart])))!
+    const flac = (await audioInfo(new Blob([await ffmpeg(speech, 'flac')])))!
     expect(flac).toEqual({ format: 'flac', durationSeconds: null, sampleRate: 22050, channels: 1 })
     const cbr = await ffmpeg(speech, 'mp3', ['-b:a', '32k'])
     const truth = await ffprobe(await encodeFile(speech, 'mp3', ['-b:a', '32k']))
-    expect(Math.abs((await audioInfo(new Blob([cbr as BlobPart])))!.durationSeconds! - truth.durationSeconds) / truth.durationSeconds).toBeLessThan(0.01)
+    expect(Math.abs((await audioInfo(new Blob([cbr])))!.durationSeconds! - truth.durationSeconds) / truth.durationSeconds).toBeLessThan(0.01)
   })
 
   test('not audio: null', async () => {

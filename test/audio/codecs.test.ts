@@ -6,7 +6,7 @@ import { decodePcm, dominantFrequency, speak, tone } from '../helpers/audio.ts'
 
 const pcmArgs = (rate: number) => ['-f', 's16le', '-ar', String(rate), '-ac', '1']
 const rawFfmpeg = async (input: Uint8Array, inArgs: string[], outFormat: string, outArgs: string[] = []) => {
-  const proc = Bun.spawn(['ffmpeg', '-v', 'error', ...inArgs, '-i', 'pipe:0', ...outArgs, '-f', outFormat, 'pipe:1'], { stdin: new Blob([input as BlobPart]), stdout: 'pipe', stderr: 'pipe' })
+  const proc = Bun.spawn(['ffmpeg', '-v', 'error', ...inArgs, '-i', 'pipe:0', ...outArgs, '-f', outFormat, 'pipe:1'], { stdin: new Blob([input]), stdout: 'pipe', stderr: 'pipe' })
   const out = await new Response(proc.stdout).bytes()
   if ((await proc.exited) !== 0) throw new Error(await new Response(proc.stderr).text())
   return out

@@ -84,11 +84,11 @@ describe('setup', () => {
     const { host: h, transcoder } = await start({ ffmpeg_path: '/nonexistent/ffmpeg' })
     expect(lines.slice(before)).toEqual([{ level: 40, msg: 'ffmpeg not found: requests that need audio conversion will be refused' }])
     expect(transcoder.unavailable).toBe('ffmpeg is not installed on the gateway host (builtin:audio-transcode)')
-    const err = await bytesOf(transcoder.convert(new Blob([speech as BlobPart]), { format: 'wav' }, { format: 'mp3' }, never())).catch((e) => e)
+    const err = await bytesOf(transcoder.convert(new Blob([speech]), { format: 'wav' }, { format: 'mp3' }, never())).catch((e) => e)
     expect(GatewayError.is(err)).toBe(true)
     expect(err).toMatchObject({ status: 501, code: 'transcoding_unavailable' })
     expect(err.message).toContain('ffmpeg is not installed')
-    expect(await transcoder.probe(new Blob([speech as BlobPart]), never()).catch((e) => e)).toMatchObject({ status: 501, code: 'transcoding_unavailable' })
+    expect(await transcoder.probe(new Blob([speech]), never()).catch((e) => e)).toMatchObject({ status: 501, code: 'transcoding_unavailable' })
     await h.close()
   })
 })
@@ -107,7 +107,7 @@ describe('convert: espeak-ng WAV → every output format, checked by ffprobe', (
   ]
   for (const [to, codec, rate, channels] of outputs) {
     test(`${JSON.stringify(to)} → ${codec} ${rate} Hz × ${channels}`, async () => {
-      const out = await bytesOf(tc.convert(new Blob([speech as BlobPart]), { format: 'wav' }, to, never()))
+      const out = await bytesOf(tc.convert(new Blob([speech]), { format: 'wav' }, to, never()))
       const p = await ffprobe(out)
       expect(p.codec).toBe(codec)
       expect(p.sampleRate).toBe(rate)
@@ -118,7 +118,7 @@ describe('convert: espeak-ng WAV → every output format, checked by ffprobe', (
 
   test('pcm: raw s16le at the asked rate (default 24000, mono), same speech', async () => {
     for (const rate of [undefined, 16000]) {
-      const out = await bytesOf(tc.convert(new Blob([speech as BlobPart]), null, { format: 'pcm', sampleRate: rate }, never()))
+      const out = await bytesOf(tc.convert(new Blob([speech]), null, { format: 'pcm', sampleRate: rate }, never()))
       const seconds = out.length / 2 / (rate ?? 24000)
       expect(Math.abs(seconds - speechSeconds) / speechSeconds).toBeLessThan(0.05)
       // It is the same speech: resampled by ffmpeg independently from the original, the signals match.
@@ -136,7 +136,7 @@ describe('convert: espeak-ng WAV → every output format, checked by ffprobe', (
 
   test('a 1 kHz tone in PCM comes out of MP3 at 1 kHz', async () => {
     const pcm = pcm16ToBytes(tone(1000, 1, 24000))
-    const mp3 = await bytesOf(tc.convert(new Blob([pcm as BlobPart]), { format: 'pcm', sampleRate: 24000 }, { format: 'mp3' }, never()))
+    const mp3 = await bytesOf(tc.convert(new Blob([pcm]), { format: 'pcm', sampleRate: 24000 }, { format: 'mp3' }, never()))
     expect(dominantFrequency(await decodePcm(mp3, 24000), 24000, 500, 1500)).toBe(1000)
   })
 
@@ -149,7 +149,7 @@ describe('convert: espeak-ng WAV → every output format, checked by ffprobe', (
     ]
     for (const [muxer, args, format] of inputs) {
       const src = await ffmpeg(speech, muxer, args)
-      for (const input of [new Blob([src as BlobPart]), new Blob([src as BlobPart]).stream()]) {
+      for (const input of [new Blob([src]), new Blob([src]).stream()]) {
         const out = await bytesOf(tc.convert(input, { format }, { format: 'wav', sampleRate: 16000 }, never()))
         const p = await ffprobe(out)
         expect(Math.abs(p.durationSeconds - speechSeconds) / speechSeconds).toBeLessThan(0.05)
@@ -157,10 +157,10 @@ describe('convert: espeak-ng WAV → every output format, checked by ffprobe', (
     }
     // An m4a written to a file has its index at the end: ffmpeg needs to seek, so the transcoder gives it a file.
     const path = `${tc.tempPath('m4a')}`
-    const proc = Bun.spawn(['ffmpeg', '-v', 'error', '-i', 'pipe:0', '-c:a', 'aac', '-f', 'ipod', path], { stdin: new Blob([speech as BlobPart]) })
+    const proc = Bun.spawn(['ffmpeg', '-v', 'error', '-i', 'pipe:0', '-c:a', 'aac', '-f', 'ipod', path], { stdin: new Blob([speech]) })
     expect(await proc.exited).toBe(0)
     const m4a = await Bun.file(path).bytes()
-    const out = await bytesOf(tc.convert(new Blob([m4a as BlobPart]), null, { format: 'flac' }, never()))
+    const out = await bytesOf(tc.convert(new Blob([m4a]), null, { format: 'flac' }, never()))
     expect(Math.abs((await ffprobe(out)).durationSeconds - speechSeconds) / speechSeconds).toBeLessThan(0.05)
   })
 })
@@ -243,7 +243,7 @@ describe('processes end with the request', () => {
     const { host: h, transcoder } = await start({ max_processes: 1, max_queued: 1 })
     const running = transcoder.convert(slowStream(pcm16ToBytes(tone(440, 10, 24000)), 960, 20).stream, { format: 'pcm' }, { format: 'mp3' }, never()).getReader()
     await running.read()
-    const queued = transcoder.convert(new Blob([speech as BlobPart]), { format: 'wav' }, { format: 'mp3' }, never()).getReader()
+    const queued = transcoder.convert(new Blob([speech]), { format: 'wav' }, { format: 'mp3' }, never()).getReader()
     const queuedResult = queued.read().catch((e) => e)
     const [pid] = transcoder.pids
     await h.close()
@@ -272,7 +272,7 @@ describe('limits and bad input', () => {
     const first = transcoder.convert(slowStream(pcm16ToBytes(tone(440, 10, 24000)), 960, 20).stream, { format: 'pcm' }, { format: 'mp3' }, never()).getReader()
     await first.read()
     const ac = new AbortController()
-    const waiting = transcoder.convert(new Blob([speech as BlobPart]), { format: 'wav' }, { format: 'mp3' }, ac.signal).getReader()
+    const waiting = transcoder.convert(new Blob([speech]), { format: 'wav' }, { format: 'mp3' }, ac.signal).getReader()
     await Bun.sleep(20)
     expect(transcoder.stats).toEqual({ running: 1, queued: 1 })
     ac.abort(new Error('gone'))
@@ -317,7 +317,7 @@ describe('limits and bad input', () => {
   })
 
   test('an output format it does not make: 400', async () => {
-    expect(await bytesOf(tc.convert(new Blob([speech as BlobPart]), null, { format: 'midi' }, never())).catch((e) => e)).toMatchObject({ status: 400, code: 'unsupported_audio_format' })
+    expect(await bytesOf(tc.convert(new Blob([speech]), null, { format: 'midi' }, never())).catch((e) => e)).toMatchObject({ status: 400, code: 'unsupported_audio_format' })
   })
 })
 
@@ -330,8 +330,8 @@ describe('probe', () => {
       ['mp4', ['-c:a', 'aac', '-movflags', 'frag_keyframe+empty_moov'], 'm4a'],
     ] as const) {
       const bytes = await ffmpeg(speech, muxer, [...args])
-      if (muxer === 'flac') expect((await audioInfo(new Blob([bytes as BlobPart])))!.durationSeconds).toBeNull()
-      const p = await tc.probe(new Blob([bytes as BlobPart]), never())
+      if (muxer === 'flac') expect((await audioInfo(new Blob([bytes])))!.durationSeconds).toBeNull()
+      const p = await tc.probe(new Blob([bytes]), never())
       expect(p.format).toBe(format)
       expect(Math.abs(p.durationSeconds! - speechSeconds) / speechSeconds).toBeLessThan(0.05)
       expect(p.channels).toBe(1)

@@ -68,7 +68,7 @@ const post = (path: string, form: FormData | string, headers: Record<string, str
 const form = (fields: Record<string, string>, file?: { bytes: Uint8Array; name: string }) => {
   const f = new FormData()
   for (const [k, v] of Object.entries(fields)) f.append(k, v)
-  if (file) f.append('file', new Blob([file.bytes as BlobPart]), file.name)
+  if (file) f.append('file', new Blob([file.bytes]), file.name)
   return f
 }
 
@@ -137,7 +137,7 @@ describe('transcriptions: every response_format, as OpenAI answers it', () => {
 
 describe('bad input: a clear error in our envelope, nothing sent upstream', () => {
   const expectError = async (res: Response, status: number, param: string | null, code?: string) => {
-    const body = await res.json()
+    const body = (await res.json()) as any
     expect(res.status).toBe(status)
     expect(body.error.param ?? null).toBe(param)
     if (code) expect(body.error.code).toBe(code)
@@ -180,7 +180,7 @@ describe('bad input: a clear error in our envelope, nothing sent upstream', () =
       big.set(wav.subarray(0, 44))
       const res = await fetch(`${small.baseURL}/audio/transcriptions`, { method: 'POST', headers: { authorization: `Bearer ${k}` }, body: form({ model: 'whisper' }, { bytes: big, name: 'a.wav' }) })
       expect(res.status).toBe(413)
-      expect((await res.json()).error.code).toBe('file_too_large')
+      expect(((await res.json()) as any).error.code).toBe('file_too_large')
     } finally {
       await small.close()
     }

@@ -116,7 +116,7 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       ]) {
         const res = await gw.adminRaw('GET', `/requests?${query}`)
         expect({ query, status: res.status }).toEqual({ query, status: 400 })
-        const body = await res.json()
+        const body = (await res.json()) as any
         validateSchema('ErrorResponse', body)
         expect(body.error.param).toBe(param)
       }

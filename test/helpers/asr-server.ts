@@ -41,7 +41,7 @@ export async function recognizeDirect(wav16k: Uint8Array): Promise<string> {
   ascii(36, 'data')
   header.setUint32(40, samples.length, true)
   const path = join(dir, `in-${n++}.wav`)
-  await Bun.write(path, new Blob([header.buffer, samples as BlobPart]))
+  await Bun.write(path, new Blob([header.buffer, samples]))
   try {
     const proc = Bun.spawn(
       [POCKETSPHINX, '-infile', path, '-logfn', '/dev/null', '-hmm', `${MODEL}/en-us`, '-lm', `${MODEL}/en-us.lm.bin`, '-dict', `${MODEL}/cmudict-en-us.dict`],
@@ -109,7 +109,7 @@ export async function startAsrServer(options: { apiKey?: string } = {}): Promise
       if (options.apiKey && req.headers.get('authorization') !== `Bearer ${options.apiKey}`) {
         return Response.json({ error: { message: 'Incorrect API key provided.', type: 'invalid_request_error', param: null, code: 'invalid_api_key' } }, { status: 401 })
       }
-      let form: FormData
+      let form: Awaited<ReturnType<Request["formData"]>>
       try {
         form = await req.formData()
       } catch {

@@ -159,7 +159,7 @@ export async function startFakeElevenLabs(options: FakeElevenLabsOptions = {}): 
   }
 
   async function transcription(req: Request, record: RecordedAudioRequest): Promise<Response> {
-    let form: FormData
+    let form: Awaited<ReturnType<Request["formData"]>>
     try {
       form = await req.formData()
     } catch {

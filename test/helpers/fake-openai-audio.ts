@@ -193,7 +193,7 @@ export function startFakeOpenAIAudio(options: { apiKey?: string; chunks?: number
         return speech(record.json)
       }
       if (path === '/audio/transcriptions' || path === '/audio/translations') {
-        let form: FormData
+        let form: Awaited<ReturnType<Request["formData"]>>
         try {
           form = await req.formData()
         } catch {

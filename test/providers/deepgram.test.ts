@@ -21,10 +21,10 @@ function translateSpeech(body: Record<string, any>, provider: Record<string, any
 }
 
 function upload(bytes: Uint8Array, format = 'wav', contentType = 'audio/wav'): AudioUpload {
-  return { blob: new Blob([bytes as BlobPart], { type: contentType }), filename: `audio.${format}`, format, contentType, size: bytes.length, durationSeconds: null }
+  return { blob: new Blob([bytes], { type: contentType }), filename: `audio.${format}`, format, contentType, size: bytes.length, durationSeconds: null }
 }
 
-const send = (upstream: UpstreamRequest) => fetch(upstream.url, { method: upstream.method ?? 'POST', headers: upstream.headers, body: upstream.body as BodyInit })
+const send = (upstream: UpstreamRequest) => fetch(upstream.url, { method: upstream.method ?? 'POST', headers: upstream.headers, body: upstream.body as any })
 
 async function upstreamError(response: Response): Promise<GatewayError> {
   const text = await response.text()

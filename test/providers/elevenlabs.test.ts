@@ -23,16 +23,16 @@ function translateSpeech(body: Record<string, any>, provider: Record<string, any
 
 function upload(bytes: Uint8Array, format = 'wav', filename = 'speech.wav'): AudioUpload {
   const contentType = format === 'wav' ? 'audio/wav' : format === 'mp3' ? 'audio/mpeg' : `audio/${format}`
-  return { blob: new Blob([bytes as BlobPart], { type: contentType }), filename, format, contentType, size: bytes.length, durationSeconds: null }
+  return { blob: new Blob([bytes], { type: contentType }), filename, format, contentType, size: bytes.length, durationSeconds: null }
 }
 
 /** Sends an adapter-built request as the core would (a FormData or Blob body streams as fetch sends it). */
-const send = (upstream: UpstreamRequest) => fetch(upstream.url, { method: upstream.method ?? 'POST', headers: upstream.headers, body: upstream.body as BodyInit })
+const send = (upstream: UpstreamRequest) => fetch(upstream.url, { method: upstream.method ?? 'POST', headers: upstream.headers, body: upstream.body as any })
 
 /** The multipart body an adapter built, read back as a form (whatever it is built as: a stream with its boundary header, or FormData). */
-async function formOf(upstream: UpstreamRequest): Promise<FormData> {
+async function formOf(upstream: UpstreamRequest) {
   const type = upstream.headers['content-type']
-  return new Response(upstream.body as BodyInit, type ? { headers: { 'content-type': type } } : undefined).formData()
+  return new Response(upstream.body as any, type ? { headers: { 'content-type': type } } : undefined).formData()
 }
 
 async function upstreamError(response: Response): Promise<GatewayError> {
@@ -329,7 +329,7 @@ describe('against the fake ElevenLabs', () => {
     const built = buildTranscriptionRequest({ model: 'v', file: upload(new Uint8Array(1)) }, live('scribe_v1'))
     const withoutFile = await formOf(built)
     withoutFile.delete('file')
-    const missing = await upstreamError(await fetch(built.url, { method: 'POST', headers: { 'xi-api-key': FAKE_ELEVENLABS_KEY }, body: withoutFile }))
+    const missing = await upstreamError(await fetch(built.url, { method: 'POST', headers: { 'xi-api-key': FAKE_ELEVENLABS_KEY }, body: withoutFile as any }))
     expect([missing.status, missing.param]).toEqual([400, 'file'])
 
     const quota = await upstreamError(await send(buildSpeechRequest(speech({ input: 'fail-quota' }), live())))

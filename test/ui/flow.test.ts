@@ -113,7 +113,7 @@ describe('the console, end to end', () => {
     const shown = (await reveal.getByTestId('new-key').textContent())!
     await reveal.getByRole('button', { name: 'Copy' }).click()
     await expect(reveal.getByRole('status').textContent()).resolves.toBe('Copied to the clipboard.')
-    virtualKey = await page.evaluate(() => navigator.clipboard.readText())
+    virtualKey = await page.evaluate(() => (globalThis as any).navigator.clipboard.readText())
     expect(virtualKey).toBe(shown)
     expect(virtualKey).toMatch(/^condt_/)
     await reveal.getByRole('button', { name: 'I have copied it' }).click()
@@ -210,18 +210,18 @@ describe('the console, end to end', () => {
     await page.getByLabel('Master key or virtual key').waitFor()
     const after = await fetch(`${gw.origin}/admin/v1/keys`, { headers: { cookie: oldCookie } })
     expect(after.status).toBe(401)
-    expect((await after.json()).error.code).toBe('session_expired')
+    expect(((await after.json()) as any).error.code).toBe('session_expired')
     expect(problems).toEqual([])
   }, 20_000)
 
   test('at 390 px, in dark mode: every page fits the width, the navigation stays reachable, tables scroll in place', async () => {
     const phone = await openPage(browser, gw.origin, PHONE, 'dark')
     await signIn(phone.page)
-    const background = await phone.page.evaluate(() => getComputedStyle(document.body).backgroundColor)
+    const background = await phone.page.evaluate(() => (globalThis as any).getComputedStyle((globalThis as any).document.body).backgroundColor)
     expect(background).toBe('rgb(17, 20, 24)') // the dark palette
     for (const label of ['Overview', 'Providers', 'Models', 'Keys', 'Usage', 'Requests', 'Playground']) {
       await go(phone.page, label)
-      const width = await phone.page.evaluate(() => document.documentElement.scrollWidth)
+      const width = await phone.page.evaluate(() => (globalThis as any).document.documentElement.scrollWidth)
       expect({ label, width }).toEqual({ label, width: PHONE.width })
     }
     // Keyboard alone: from a fresh load, Tab reaches the navigation's Usage link and Enter follows it.
@@ -230,7 +230,7 @@ describe('the console, end to end', () => {
     let focused = ''
     for (let presses = 0; presses < 12 && focused !== 'Usage'; presses++) {
       await phone.page.keyboard.press('Tab')
-      focused = await phone.page.evaluate(() => document.activeElement?.textContent ?? '')
+      focused = await phone.page.evaluate(() => (globalThis as any).document.activeElement?.textContent ?? '')
     }
     expect(focused).toBe('Usage')
     await phone.page.keyboard.press('Enter')

@@ -38,9 +38,9 @@ test(`the Overview loads with ${RECORDS.toLocaleString('en-US')} request records
     const started = performance.now()
     await go(page, 'Overview')
     if (range === 'day') await page.getByLabel('Time range').selectOption('day')
-    await page.waitForFunction(() => document.querySelectorAll('figure.chart canvas').length === 6 && document.querySelector('[data-testid="overview-spend"]')?.textContent?.includes('$'))
+    await page.waitForFunction(() => (globalThis as any).document.querySelectorAll('figure.chart canvas').length === 6 && (globalThis as any).document.querySelector('[data-testid="overview-spend"]')?.textContent?.includes('$'))
     // The day's totals count every seeded request (the first tile is Requests).
-    if (range === 'day') await page.waitForFunction((n) => (document.querySelector('.stat .value')?.textContent ?? '').replaceAll(',', '') === String(n), RECORDS)
+    if (range === 'day') await page.waitForFunction((n) => ((globalThis as any).document.querySelector('.stat .value')?.textContent ?? '').replaceAll(',', '') === String(n), RECORDS)
     timings[`overview (last ${range})`] = Math.round(performance.now() - started)
   }
   const api = performance.now()

@@ -212,7 +212,7 @@ describe('what /ui serves', () => {
     expect((await fetch(`${gw.origin}/ui/requests/req_x`)).headers.get('content-type')).toContain('text/html')
     const missing = await fetch(`${gw.origin}/ui/assets/nope.js`)
     expect(missing.status).toBe(404)
-    expect((await missing.json()).error.code).toBe('not_found')
+    expect(((await missing.json()) as any).error.code).toBe('not_found')
   })
 
   test('a sign-in body that is not JSON, or has no key, is a 400 in the OpenAI envelope', async () => {

@@ -8,6 +8,13 @@ import type { AudioSpec, Counter, Logger, Transcoder } from '../../plugin-sdk/ty
 import { formatFromProbe, inputArgs, outputArgs, RAW_WAV_FORMATS, type EncoderOptions } from './ffmpeg-args.ts'
 import { ProcessPool } from './pool.ts'
 
+/** What is read from a stream of bytes (the input's reader, ffmpeg's stdout), whichever stream type made it. */
+interface ByteReader {
+  read(): Promise<{ done: boolean; value?: Uint8Array }>
+  cancel(reason?: unknown): Promise<void>
+  releaseLock(): void
+}
+
 export interface TranscoderOptions extends EncoderOptions {
   ffmpeg: string | null
   ffprobe: string | null
@@ -181,8 +188,8 @@ function killProcess(proc: Subprocess): Promise<unknown> {
 /** One conversion: waits for a slot, spawns ffmpeg, pumps the input in and the output out, ends it on any failure. */
 class Conversion {
   private proc: Subprocess<'pipe' | 'ignore', 'pipe', 'pipe'> | null = null
-  private stdout: ReadableStreamDefaultReader<Uint8Array> | null = null
-  private input: ReadableStreamDefaultReader<Uint8Array> | null = null
+  private stdout: ByteReader | null = null
+  private input: ByteReader | null = null
   private stderr = ''
   private failure: unknown = null
   private settled = false
@@ -271,9 +278,9 @@ class Conversion {
         while (head.length < WAV_HEAD_MAX && !(header = readWavHeader(head))) {
           const { value, done } = await this.input.read()
           if (done || this.failure) break
-          const joined = new Uint8Array(head.length + value.length)
+          const joined = new Uint8Array(head.length + value!.length)
           joined.set(head)
-          joined.set(value, head.length)
+          joined.set(value!, head.length)
           head = joined
         }
         const rawFormat = header && RAW_WAV_FORMATS[header.format]
@@ -329,7 +336,7 @@ class Conversion {
       } else {
         const reader = this.input!
         for (;;) {
-          let next: Awaited<ReturnType<ReadableStreamDefaultReader<Uint8Array>["read"]>>
+          let next: Awaited<ReturnType<ByteReader["read"]>>
           try {
             next = await reader.read()
           } catch (error) {
@@ -338,7 +345,7 @@ class Conversion {
             return
           }
           if (next.done || this.failure) break
-          await write(next.value)
+          await write(next.value!)
         }
       }
       await sink.end()
@@ -350,7 +357,7 @@ class Conversion {
   async pull() {
     await this.ready
     if (this.settled || !this.stdout) return
-    let chunk: Awaited<ReturnType<ReadableStreamDefaultReader<Uint8Array>["read"]>>
+    let chunk: Awaited<ReturnType<ByteReader["read"]>>
     try {
       chunk = await this.stdout.read()
     } catch (error) {

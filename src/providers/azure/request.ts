@@ -1,4 +1,4 @@
-import { GatewayError, transcriptionForm, type AttemptContext, type ProviderConfig, type UpstreamRequest } from '../../plugin-sdk/index.ts'
+import { GatewayError, transcriptionUpload, type AttemptContext, type ProviderConfig, type UpstreamRequest } from '../../plugin-sdk/index.ts'
 
 /** The current GA data-plane version of the deployment-based API; `options.api_version` overrides it. */
 export const DEFAULT_API_VERSION = '2024-10-21'
@@ -87,9 +87,8 @@ export function buildAudioRequest(endpoint: 'transcriptions' | 'translations' | 
     const upstream: Record<string, any> = { ...body, model: deployment }
     return { url, headers: { ...headers, 'content-type': 'application/json' }, body: JSON.stringify(upstream) }
   }
-  const form = transcriptionForm(body, deployment)
-  if (!v1) form.delete('model')
-  return { url, headers: { ...headers, accept: 'application/json' }, body: form }
+  const upload = transcriptionUpload(body, deployment, v1 ? [] : ['model'])
+  return { url, headers: { ...headers, ...upload.headers, accept: 'application/json' }, body: upload.body }
 }
 
 /** OpenAI request → Azure request for the same endpoint. The body keeps OpenAI's shape; never mutates `body`. */

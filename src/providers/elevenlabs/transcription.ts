@@ -1,4 +1,4 @@
-import { GatewayError, type AttemptContext, type AudioUpload, type Transcript, type UpstreamRequest } from '../../plugin-sdk/index.ts'
+import { GatewayError, multipartBody, type AttemptContext, type MultipartValue, type AudioUpload, type Transcript, type UpstreamRequest } from '../../plugin-sdk/index.ts'
 import { authHeaders, baseURL, clientFormat, languageName, speakerLabel } from './shared.ts'
 
 /** Transcription fields translated below or owned by the core; any other one set is dropped and signalled. */
@@ -12,14 +12,14 @@ const HANDLED = new Set(['file', 'model', 'language', 'temperature', 'response_f
 export function buildTranscriptionRequest(body: Record<string, any>, ctx: AttemptContext): UpstreamRequest {
   const { provider, model } = ctx.target
   const upload = body.file as AudioUpload
-  const form = new FormData()
-  form.append('model_id', model)
-  // The Blob is the spooled upload: it is read from disk as the request is sent, again on a retry.
-  form.append('file', upload.blob, upload.filename)
-  if (typeof body.language === 'string' && body.language) form.append('language_code', body.language)
-  if (typeof body.temperature === 'number') form.append('temperature', String(body.temperature))
-  form.append('timestamps_granularity', 'word')
-  if (clientFormat(body, ctx) === 'diarized_json') form.append('diarize', 'true')
+  const parts: [string, MultipartValue][] = [['model_id', model]]
+  if (typeof body.language === 'string' && body.language) parts.push(['language_code', body.language])
+  if (typeof body.temperature === 'number') parts.push(['temperature', String(body.temperature)])
+  parts.push(['timestamps_granularity', 'word'])
+  if (clientFormat(body, ctx) === 'diarized_json') parts.push(['diarize', 'true'])
+  // The spooled upload, streamed from disk as the request is sent (again on a retry).
+  parts.push(['file', { blob: upload.blob, filename: upload.filename, contentType: upload.contentType }])
+  const form = multipartBody(parts)
 
   for (const name in body) {
     const value = body[name]
@@ -28,7 +28,7 @@ export function buildTranscriptionRequest(body: Record<string, any>, ctx: Attemp
     if (name === 'chunking_strategy' && value === 'auto') continue
     ctx.dropParam(name)
   }
-  return { url: `${baseURL(provider)}/v1/speech-to-text`, method: 'POST', headers: authHeaders(provider), body: form }
+  return { url: `${baseURL(provider)}/v1/speech-to-text`, method: 'POST', headers: { ...authHeaders(provider), ...form.headers }, body: form.body }
 }
 
 interface ElevenLabsWord {
