@@ -48,7 +48,7 @@ describe('the PocketSphinx server itself', () => {
     const post = async (bytes: Uint8Array, name: string) => {
       const form = new FormData()
       form.append('model', 'x')
-      form.append('file', new Blob([bytes as BlobPart]), name)
+      form.append('file', new Blob([bytes]), name)
       return fetch(`${asr.url}/audio/transcriptions`, { method: 'POST', headers: { authorization: `Bearer ${KEY}` }, body: form })
     }
     const ok = await post(await to16k(wav), 'speech.mp3')

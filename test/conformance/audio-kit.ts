@@ -120,7 +120,7 @@ export function runAudioConformance(subject: AudioConformanceSubject): void {
     const upload = (path: string, fields: Record<string, string>, file?: { bytes: Uint8Array; name: string }) => {
       const form = new FormData()
       for (const [name, value] of Object.entries(fields)) form.append(name, value)
-      if (file) form.append('file', new Blob([file.bytes as BlobPart]), file.name)
+      if (file) form.append('file', new Blob([file.bytes]), file.name)
       return fetch(`${gw.baseURL}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}` }, body: form })
     }
     const failure = async (call: () => Promise<unknown>): Promise<any> => {
