@@ -112,7 +112,8 @@ describe('the console, end to end', () => {
     await expect(reveal.getByRole('alert').textContent()).resolves.toContain('shown only this once')
     const shown = (await reveal.getByTestId('new-key').textContent())!
     await reveal.getByRole('button', { name: 'Copy' }).click()
-    await expect(reveal.getByRole('status').textContent()).resolves.toBe('Copied to the clipboard.')
+    // The copy is asynchronous (the clipboard API): wait for its confirmation rather than read it at once.
+    await reveal.getByRole('status').filter({ hasText: 'Copied to the clipboard.' }).waitFor()
     virtualKey = await page.evaluate(() => (globalThis as any).navigator.clipboard.readText())
     expect(virtualKey).toBe(shown)
     expect(virtualKey).toMatch(/^condt_/)
