@@ -17,6 +17,21 @@ export const OVERRIDES: Record<string, Record<string, Price>> = {
     'tts-1': { input: 0, output: 0, characters: 15 },
     'tts-1-hd': { input: 0, output: 0, characters: 30 },
   },
+  // Not in the catalog: the vendors' pay-as-you-go list prices (elevenlabs.io/pricing/api, deepgram.com/pricing,
+  // 2025). Negotiated rates go in a target's `price`. A key ending in `*` prices every model id it starts.
+  elevenlabs: {
+    'eleven_flash_v2_5': { input: 0, output: 0, characters: 50 },
+    'eleven_turbo_v2_5': { input: 0, output: 0, characters: 50 },
+    'eleven_multilingual_v2': { input: 0, output: 0, characters: 100 },
+    'eleven_v3': { input: 0, output: 0, characters: 100 },
+    'scribe_v1': { input: 0, output: 0, audio_hour: 0.4 },
+  },
+  deepgram: {
+    'nova-3*': { input: 0, output: 0, audio_hour: 0.258 },
+    'nova-2*': { input: 0, output: 0, audio_hour: 0.258 },
+    'aura-2-*': { input: 0, output: 0, characters: 30 },
+    'aura-*': { input: 0, output: 0, characters: 15 },
+  },
   fireworks: {
     // Not in the catalog; Fireworks' serverless price for models above 16B parameters.
     'accounts/fireworks/models/llama-v3p3-70b-instruct': { input: 0.9, output: 0.9 },
@@ -72,7 +87,12 @@ export class PriceList {
       const price = overrides?.[id] ?? catalogModel(catalog, id)?.price
       if (price) return price
     }
-    return null
+    // Families priced alike (Deepgram's Aura voices are one model id each): the longest matching prefix.
+    let best: string | null = null
+    for (const key in overrides) {
+      if (key.endsWith('*') && model.startsWith(key.slice(0, -1)) && (!best || key.length > best.length)) best = key
+    }
+    return best ? overrides![best]! : null
   }
 }
 

@@ -318,3 +318,37 @@ describe('speech', () => {
     expect(Number(row.cost_micros)).toBe(input.length * 15) // tts-1: $15 per million characters
   })
 })
+
+describe('money and limits', () => {
+  test('a budget reserves the worst case in seconds and characters: refused before the provider is called, allowed within it', async () => {
+    const seconds = (await ffprobe(wav)).durationSeconds
+    // whisper-1 at $0.36 an hour: this file costs about $0.0002; tts-1 at $15 per million characters.
+    const poor = (await gw.admin('POST', '/keys', { name: 'poor', budget: { usd: 0.0001, period: 'total' } })).key
+    const before = fake.requests.length
+    const refused = await post('/audio/transcriptions', form({ model: 'whisper' }, { bytes: wav, name: 'a.wav' }), {}, poor)
+    const body = (await refused.json()) as any
+    expect(refused.status).toBe(429)
+    expect(body.error.code).toBe('insufficient_quota')
+    expect(body.error.message).toContain(`$${((seconds * 0.36) / 3600).toFixed(6).slice(0, 6)}`)
+    const speech = await post('/audio/speech', JSON.stringify({ model: 'tts', voice: 'alloy', input: 'x'.repeat(100) }), { 'content-type': 'application/json' }, poor)
+    expect(speech.status).toBe(429) // 100 characters: $0.0015
+    expect(fake.requests.length).toBe(before)
+    const rich = (await gw.admin('POST', '/keys', { name: 'rich', budget: { usd: 1, period: 'total' } })).key
+    expect((await post('/audio/transcriptions', form({ model: 'whisper' }, { bytes: wav, name: 'a.wav' }), {}, rich)).status).toBe(200)
+    await gw.gateway.ledger.flush()
+    const usage = await (await fetch(`${gw.baseURL}/conduit/usage`, { headers: { authorization: `Bearer ${rich}` } })).json() as any
+    expect(usage.total.requests).toBe(1)
+    expect(usage.total.audio_seconds).toBeCloseTo(seconds, 1)
+  })
+
+  test('rpm and max_parallel count audio requests like any other', async () => {
+    const limited = (await gw.admin('POST', '/keys', { name: 'rpm-1', rpm: 1 })).key
+    const speak1 = () => post('/audio/speech', JSON.stringify({ model: 'tts', voice: 'alloy', input: 'One.' }), { 'content-type': 'application/json' }, limited)
+    const first = await speak1()
+    await first.arrayBuffer()
+    expect(first.status).toBe(200)
+    const second = await speak1()
+    expect(second.status).toBe(429)
+    expect(second.headers.get('retry-after')).not.toBeNull()
+  })
+})
