@@ -63,7 +63,7 @@ const TargetInput = t.Object(
 )
 /** A limit; null (or absent) is unlimited. */
 const Limit = t.Optional(t.Union([t.Null(), t.Integer({ minimum: 1, maximum: MAX_LIMIT })]))
-const RateLimitFields = { rpm: Limit, rpd: Limit, tpm: Limit, max_parallel: Limit }
+const RateLimitFields = { rpm: Limit, rpd: Limit, tpm: Limit, max_parallel: Limit, ipm: Limit }
 
 export const ModelInput = t.Object(
   {
@@ -103,7 +103,7 @@ const Budget = t.Object(
  * request without `user` counts against the key alone.
  */
 const UserLimits = t.Object({ rpm: Limit, rpd: Limit, tpm: Limit, budget: t.Optional(t.Union([t.Null(), Budget])) }, closed)
-export const ENDPOINTS = ['chat', 'completions', 'embeddings', 'audio'] as const
+export const ENDPOINTS = ['chat', 'completions', 'embeddings', 'audio', 'images'] as const
 const keyFields = {
   name: Name,
   allowed_models: t.Optional(t.Union([t.Null(), t.Array(t.String({ minLength: 1, maxLength: 256 }), { maxItems: 1000 })])),
@@ -302,7 +302,7 @@ export function maskCredentials(url: string | null): string | null {
  */
 function limitsFrom(input: { [K in keyof KeyLimits]?: unknown }, current: KeyLimits | null): KeyLimits | null {
   const limits: Record<string, unknown> = { ...current }
-  for (const name of ['rpm', 'rpd', 'tpm', 'max_parallel', 'budget', 'user_limits'] as const) {
+  for (const name of ['rpm', 'rpd', 'tpm', 'max_parallel', 'ipm', 'budget', 'user_limits'] as const) {
     const value = input[name]
     if (value === null) delete limits[name]
     else if (name === 'user_limits' && value !== undefined) {
@@ -376,6 +376,7 @@ export class AdminService {
     rpd: k.limits?.rpd ?? null,
     tpm: k.limits?.tpm ?? null,
     max_parallel: k.limits?.max_parallel ?? null,
+    ipm: k.limits?.ipm ?? null,
     budget: k.limits?.budget ?? null,
     user_limits: k.limits?.user_limits ?? null,
     expires_at: seconds(k.expiresAt),

@@ -41,7 +41,7 @@ function price(ctx: RequestCtx, attempt: Attempt) {
   ctx.headers['x-conduit-cost-usd'] = microsToUsd(ctx.costMicros)
 }
 
-async function readFirst(reader: ReadableStreamDefaultReader<Uint8Array>, call: UpstreamCall, provider: string): Promise<Uint8Array> {
+export async function readFirst(reader: ReadableStreamDefaultReader<Uint8Array>, call: UpstreamCall, provider: string): Promise<Uint8Array> {
   let first: Awaited<ReturnType<typeof reader.read>>
   try {
     first = await reader.read() // still under the first-byte timer: a silent upstream can become a 504 and a retry
@@ -220,7 +220,7 @@ interface RelayHooks {
  * upstream's idle deadline armed while waiting (`idleMs` 0: not an upstream), and the relay's end reported once.
  * A failure mid-way cannot change the status any more: an SSE stream gets an error event, raw audio is cut off.
  */
-function relayBytes(reader: ByteReader, first: Uint8Array | null, call: UpstreamCall, idleMs: number, hooks: RelayHooks): ReadableStream<Uint8Array> {
+export function relayBytes(reader: ByteReader, first: Uint8Array | null, call: UpstreamCall, idleMs: number, hooks: RelayHooks): ReadableStream<Uint8Array> {
   let pending = first
   let finished = false
   const finish = (error: GatewayError | null, aborted: boolean) => {

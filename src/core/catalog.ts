@@ -110,9 +110,21 @@ function maxPrice(model: VirtualModel, providers: Map<string, ProviderConfig>): 
     const price = t.price ?? (provider ? listPrice(provider.type, t.model) : null)
     if (!price) continue
     if (!max) max = { ...price }
-    else for (const unit of Object.keys(price) as (keyof Price)[]) max[unit] = Math.max(max[unit] ?? 0, price[unit] ?? 0)
+    else {
+      for (const unit of Object.keys(price) as (keyof Price)[]) {
+        // A per-image table: the dearest of each entry (budgets reserve its dearest entry anyway).
+        if (unit === 'images') max.images = mergeMax(max.images, price.images!)
+        else max[unit] = Math.max((max[unit] as number | undefined) ?? 0, (price[unit] as number | undefined) ?? 0)
+      }
+    }
   }
   return max
+}
+
+function mergeMax(a: Record<string, number> | undefined, b: Record<string, number>): Record<string, number> {
+  const out = { ...a }
+  for (const k in b) out[k] = Math.max(out[k] ?? 0, b[k]!)
+  return out
 }
 
 /** A sealed key is one key, or a JSON array of several (see AdminService.seal). */

@@ -1,5 +1,5 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
-import type { Endpoint, EndpointAdapter, FinishedRequest, Logger, Operation, SpeechAdapter, TranscriptionAdapter, Usage } from '../plugin-sdk/types.ts'
+import type { Endpoint, EndpointAdapter, FinishedRequest, ImageOperation, ImagesAdapter, Logger, Operation, SpeechAdapter, TranscriptionAdapter, Usage } from '../plugin-sdk/types.ts'
 import type { PluginHost } from '../plugin-host/host.ts'
 import { costMicros, microsToUsd } from '../pricing/prices.ts'
 import type { Metrics } from '../services/metrics.ts'
@@ -20,6 +20,7 @@ import { extractUsage, floatsToBase64, spliceModel } from './wire.ts'
 import { describeUpload, formBody } from './audio.ts'
 import { prepareAudioCall, type AudioCall, type AudioCallDeps } from './audio-call.ts'
 import { readMultipart } from './spool.ts'
+import { prepareImagesCall, readImageForm, type ImagesCall, type ImagesCallDeps } from './images-call.ts'
 import { badRequest } from '../plugin-sdk/errors.ts'
 
 export interface PipelineOptions {
@@ -60,18 +61,23 @@ const ENDPOINT_OF: Record<Route, Endpoint> = {
   transcriptions: 'audio',
   translations: 'audio',
   speech: 'audio',
+  images: 'images',
+  image_edits: 'images',
+  image_variations: 'images',
   models: 'models',
   usage: 'usage',
 }
 /** Operations whose body is a multipart upload rather than JSON. */
 const UPLOADS = new Set<Operation | null>(['transcriptions', 'translations'])
 const AUDIO = new Set<Operation | null>(['transcriptions', 'translations', 'speech'])
-const STREAMABLE = new Set<Operation | null>(['chat', 'completions', 'transcriptions'])
+const IMAGES = new Set<Operation | null>(['images', 'image_edits', 'image_variations'])
+const IMAGE_UPLOADS = new Set<Operation | null>(['image_edits', 'image_variations'])
+const STREAMABLE = new Set<Operation | null>(['chat', 'completions', 'transcriptions', 'images', 'image_edits'])
 /** Uploads up to this size stay in memory; larger ones go to disk as they arrive (50 at once hold 12.5 MB). */
 const SPOOL_MEMORY_BYTES = 256 * 1024
 const DEFAULT_AUDIO_MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 
-type AnyAdapter = EndpointAdapter | TranscriptionAdapter | SpeechAdapter
+type AnyAdapter = EndpointAdapter | TranscriptionAdapter | SpeechAdapter | ImagesAdapter
 
 const emptyBody = () => {
   throw new GatewayError(400, 'The request body is empty; send a JSON object.', { code: 'invalid_json' })
@@ -98,6 +104,7 @@ export class Pipeline {
   private readonly openPerKey = new Map<string, number>()
 
   private readonly audioDeps: AudioCallDeps
+  private readonly imagesDeps: ImagesCallDeps
 
   constructor(private readonly o: PipelineOptions) {
     const host = o.host
@@ -108,6 +115,13 @@ export class Pipeline {
       maxUpstreamBodyBytes: o.maxUpstreamBodyBytes,
       settle: (ctx, response) => this.settle(ctx, response),
       report: (ctx, aborted) => this.report(ctx, aborted),
+    }
+    this.imagesDeps = {
+      store: o.store,
+      maxUpstreamBodyBytes: o.maxUpstreamBodyBytes,
+      settle: (ctx, response) => this.settle(ctx, response),
+      report: (ctx, aborted) => this.report(ctx, aborted),
+      response: (attempt, body) => host.response(attempt, body),
     }
   }
 
@@ -136,7 +150,9 @@ export class Pipeline {
       }
       let body: Record<string, any>
       if (UPLOADS.has(operation)) body = await this.readUpload(ctx, request, operation!)
-      else {
+      else if (IMAGE_UPLOADS.has(operation)) {
+        body = await readImageForm(ctx, request, operation as ImageOperation, { idleMs: this.o.bodyTimeoutMs, memoryBytes: SPOOL_MEMORY_BYTES })
+      } else {
         body = (await readJsonBody(request, this.o.maxBodyBytes, this.o.bodyTimeoutMs, emptyBody)) as Record<string, any>
         validateRequest(operation!, body)
       }
@@ -295,7 +311,8 @@ export class Pipeline {
     const provider = attempt.target.provider
     const started = performance.now()
     const audio: AudioCall | null = AUDIO.has(ctx.operation) ? await prepareAudioCall(ctx, attempt, adapter as TranscriptionAdapter | SpeechAdapter, this.audioDeps) : null
-    const upstream = await adapter.buildRequest(audio?.body ?? ctx.body!, attempt)
+    const images: ImagesCall | null = IMAGES.has(ctx.operation) ? await prepareImagesCall(ctx, attempt, adapter as ImagesAdapter, this.imagesDeps) : null
+    const upstream = await adapter.buildRequest(audio?.body ?? images?.body ?? ctx.body!, attempt)
     await this.o.host.upstreamRequest(attempt, upstream)
     const timeouts = timeoutsFor(provider, this.o.timeouts)
     const call = new UpstreamCall(ctx.signal, provider.name)
@@ -312,6 +329,7 @@ export class Pipeline {
     }
     this.routeHeaders(ctx, attempt.dropped)
     if (audio) return audio.respond(response, call, lease, timeouts, started)
+    if (images) return images.respond(response, call, lease, timeouts, started)
     const chat = adapter as EndpointAdapter
     if (ctx.stream && response.body) {
       const reader = response.body.getReader() as ReadableStreamDefaultReader<Uint8Array>
@@ -529,6 +547,9 @@ const operationLabel: Record<Operation, string> = {
   transcriptions: 'audio transcriptions',
   translations: 'audio translations',
   speech: 'speech',
+  images: 'image generations',
+  image_edits: 'image edits',
+  image_variations: 'image variations',
 }
 
 const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>

@@ -93,7 +93,35 @@ export const TranscriptionRequest = t.Object(
 )
 export const TranslationRequest = t.Object({ ...transcriptionFields, response_format: t.Optional(literals(['json', 'text', 'srt', 'verbose_json', 'vtt'])) }, open)
 
+/** Images (OpenAI's CreateImage*Request): the fields the gateway relies on or can check for every provider. */
+const nullable = <T extends TSchema>(schema: T) => t.Optional(t.Union([t.Null(), schema]))
+const imageCommon = {
+  model,
+  n: nullable(t.Integer({ minimum: 1, maximum: 10 })),
+  size: nullable(t.String({ minLength: 1, maxLength: 32 })),
+  response_format: nullable(literals(['url', 'b64_json'])),
+  user: t.Optional(t.String()),
+}
+const imagePrompt = t.String({ minLength: 1, maxLength: 32_000 })
+const gptImageFields = {
+  quality: nullable(literals(['standard', 'hd', 'low', 'medium', 'high', 'auto'])),
+  output_format: nullable(literals(['png', 'jpeg', 'webp'])),
+  output_compression: nullable(t.Integer({ minimum: 0, maximum: 100 })),
+  background: nullable(literals(['transparent', 'opaque', 'auto'])),
+  stream: nullable(t.Boolean()),
+  partial_images: nullable(t.Integer({ minimum: 0, maximum: 3 })),
+}
+export const ImageGenerationRequest = t.Object(
+  { ...imageCommon, ...gptImageFields, prompt: imagePrompt, style: nullable(literals(['vivid', 'natural'])), moderation: nullable(literals(['low', 'auto'])) },
+  open,
+)
+export const ImageEditRequest = t.Object({ ...imageCommon, ...gptImageFields, prompt: imagePrompt, input_fidelity: nullable(literals(['high', 'low'])) }, open)
+export const ImageVariationRequest = t.Object(imageCommon, open)
+
 const compiled: Partial<Record<Operation, TypeCheck<TSchema>>> = {
+  images: TypeCompiler.Compile(ImageGenerationRequest),
+  image_edits: TypeCompiler.Compile(ImageEditRequest),
+  image_variations: TypeCompiler.Compile(ImageVariationRequest),
   chat: TypeCompiler.Compile(ChatCompletionRequest),
   completions: TypeCompiler.Compile(CompletionRequest),
   embeddings: TypeCompiler.Compile(EmbeddingRequest),

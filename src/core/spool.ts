@@ -17,15 +17,21 @@ export interface SpoolOptions {
   idleMs: number
   /** Files up to this size stay in memory. */
   memoryBytes: number
+  /** Largest body, every part included (several files: image edits); default `maxFileBytes` plus the fields' allowance. */
+  maxBodyBytes?: number
 }
 
 export interface SpooledForm {
   fields: Record<string, string | string[]>
   file: { blob: Blob; filename: string; size: number } | null
+  /** Every file part in order, named as sent less a trailing `[]` (`image[]` → `image`), `file` included. */
+  files: { name: string; blob: Blob; filename: string; size: number }[]
 }
 
 /** Form fields OpenAI's SDKs send as `name[]` (arrays); repeated names become arrays too. */
 const MAX_FIELDS = 64
+/** File parts one form may carry (an image edit takes up to 16 images and a mask). */
+const MAX_FILES = 32
 const MAX_FIELD_BYTES = 64 * 1024
 
 let directory: string | null = null
@@ -111,9 +117,11 @@ export async function readMultipart(request: Request, options: SpoolOptions, cle
 
 /** The request body as a Blob: in memory when small, else a spooled file; capped, and within a deadline. */
 async function spoolBody(request: Request, options: SpoolOptions, cleanup: (fn: () => void) => void): Promise<Blob> {
-  const limit = options.maxFileBytes + FORM_OVERHEAD_BYTES
+  const limit = options.maxBodyBytes ?? options.maxFileBytes + FORM_OVERHEAD_BYTES
   const tooLarge = () =>
-    new GatewayError(413, `The uploaded file is larger than the limit of ${options.maxFileBytes} bytes.`, { param: 'file', code: 'file_too_large' })
+    options.maxBodyBytes
+      ? new GatewayError(413, `The request body is larger than the limit of ${options.maxBodyBytes} bytes.`, { code: 'request_too_large' })
+      : new GatewayError(413, `The uploaded file is larger than the limit of ${options.maxFileBytes} bytes.`, { param: 'file', code: 'file_too_large' })
   const declared = Number(request.headers.get('content-length') ?? NaN)
   if (declared > limit) {
     request.body?.cancel().catch(() => {})
@@ -208,6 +216,7 @@ async function parseForm(raw: Spooled, boundary: string, options: SpoolOptions):
   const text = (from: number, to: number) => raw.text(from, to)
   const fields: Record<string, string | string[]> = {}
   let file: SpooledForm['file'] = null
+  const files: SpooledForm['files'] = []
   let count = 0
   // The first delimiter may open the body without the CRLF that precedes every other one.
   let pos = (await text(0, delimiter.length - 2)) === `--${boundary}` ? delimiter.length - 2 : await raw.indexOf(delimiter, 0)
@@ -225,12 +234,14 @@ async function parseForm(raw: Spooled, boundary: string, options: SpoolOptions):
     const end = await raw.indexOf(delimiter, start)
     if (end === -1) throw malformed('it ends before its closing boundary')
     if (filename !== undefined) {
-      if (name === 'file' && !file) {
-        if (end - start > options.maxFileBytes) {
-          throw new GatewayError(413, `The uploaded file is larger than the limit of ${options.maxFileBytes} bytes.`, { param: 'file', code: 'file_too_large' })
-        }
-        file = { blob: raw.blob.slice(start, end), filename: filename || 'audio', size: end - start }
+      const part = name.endsWith('[]') ? name.slice(0, -2) : name
+      if (end - start > options.maxFileBytes) {
+        throw new GatewayError(413, `The uploaded file is larger than the limit of ${options.maxFileBytes} bytes.`, { param: part, code: 'file_too_large' })
       }
+      if (files.length >= MAX_FILES) throw badRequest(`The multipart body has more than ${MAX_FILES} files.`, null, 'invalid_multipart')
+      const spooled = { blob: raw.blob.slice(start, end), filename: filename || part, size: end - start }
+      files.push({ name: part, ...spooled })
+      if (name === 'file' && !file) file = { ...spooled, filename: filename || 'audio' }
     } else {
       if (++count > MAX_FIELDS) throw badRequest('The multipart body has too many fields.', null, 'invalid_multipart')
       if (end - start > MAX_FIELD_BYTES) throw badRequest(`The form field '${name}' is longer than ${MAX_FIELD_BYTES} bytes.`, name, 'invalid_value')
@@ -242,7 +253,7 @@ async function parseForm(raw: Spooled, boundary: string, options: SpoolOptions):
     }
     pos = end + delimiter.length
   }
-  return { fields, file }
+  return { fields, file, files }
 }
 
 /** `name` and `filename` from a part's Content-Disposition (quoted, with backslash escapes, or bare). */

@@ -6,6 +6,7 @@ import { readJsonBody } from '../core/body.ts'
 import type { Route, Transport } from '../core/pipeline.ts'
 import { secretEquals } from '../store/crypto.ts'
 import { adminRoutes } from './admin-routes.ts'
+import { serveImageFile } from '../core/images-files.ts'
 import { UiSessions, uiRoutes } from './ui-routes.ts'
 
 /** The only Elysia-aware code: routes map to the framework-free pipeline and admin service. */
@@ -32,6 +33,9 @@ const PROXIED: Record<string, Route> = {
   '/v1/audio/translations': 'translations',
   '/v1/audio/speech': 'speech',
   '/v1/audio/speech/stream': 'speech',
+  '/v1/images/generations': 'images',
+  '/v1/images/edits': 'image_edits',
+  '/v1/images/variations': 'image_variations',
 }
 
 /** Elysia's own failures (parse, unknown route) rendered in the one envelope; admin bodies are validated by the core. */
@@ -86,6 +90,8 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
     // Bun hands wildcards over still encoded; refuseUndecodablePath has made sure this decodes.
     .get('/v1/models/*', ({ request, params }) => gw.pipeline.handle('models', request, {}, { model: decodeURIComponent(params['*']) }))
     .get('/v1/conduit/usage', ({ request }) => gw.pipeline.handle('usage', request))
+    // Images the gateway keeps for an hour for clients that asked for URLs: the unguessable id is the capability.
+    .get('/v1/images/files/:id', ({ params }) => serveImageFile(gw.store, params.id))
     // Admin bodies go through the core's bounded reader too (after the master key was checked): Elysia would read
     // any size whole. No body is null, so a route needing one answers 400 and one that does not reads nothing.
     .use(

@@ -1,6 +1,22 @@
 import { GatewayError } from './errors.ts'
 import { multipartBody, type MultipartValue } from './multipart.ts'
-import { API_VERSION, type AttemptContext, type AudioAbilities, type AudioUpload, type EndpointAdapter, type Plugin, type ProviderAdapter, type ProviderConfig, type SpeechAdapter, type TranscriptionAdapter, type UpstreamRequest } from './types.ts'
+import {
+  API_VERSION,
+  type AttemptContext,
+  type AudioAbilities,
+  type AudioUpload,
+  type EndpointAdapter,
+  type ImageAbilities,
+  type ImageOperation,
+  type ImagesAdapter,
+  type ImageUpload,
+  type Plugin,
+  type ProviderAdapter,
+  type ProviderConfig,
+  type SpeechAdapter,
+  type TranscriptionAdapter,
+  type UpstreamRequest,
+} from './types.ts'
 
 /**
  * What to do with a request field the provider cannot carry: drop it (signalled in a header), refuse it with
@@ -33,6 +49,18 @@ export interface OpenAICompatibleOptions {
    * `/audio/speech`) and what it takes and makes; a provider's `options.audio` overrides the abilities.
    */
   audio?: { operations: ('transcriptions' | 'translations' | 'speech')[]; abilities?: Partial<AudioAbilities> }
+  /**
+   * The image operations it serves at OpenAI's paths (`/images/generations`, `/images/edits`, `/images/variations`),
+   * what each model makes (default: OpenAI's own models as OpenAI documents them, anything else permissive) and the
+   * fields it cannot carry per model; a provider's `options.images` overrides the abilities.
+   */
+  images?: {
+    operations: ImageOperation[]
+    abilities?: (model: string) => ImageAbilities
+    params?: (model: string) => Record<string, ParamPolicy>
+    /** Last changes to the upstream body (Together's `width`/`height`). */
+    prepare?: (body: Record<string, any>) => void
+  }
 }
 
 /** What OpenAI's own audio API takes and makes: the default for servers that speak its wire format. */
@@ -82,6 +110,97 @@ export function transcriptionUpload(body: Record<string, any>, model: string, om
     else parts.push([name, typeof value === 'object' ? JSON.stringify(value) : String(value)])
   }
   parts.push(['file', { blob: file.blob, filename: file.filename, contentType: file.contentType }])
+  return multipartBody(parts)
+}
+
+const GPT_IMAGE_SIZES = ['auto', '1024x1024', '1536x1024', '1024x1536']
+const IMAGE_FORMATS: ImageUpload['format'][] = ['png', 'jpeg', 'webp']
+/** A server whose models the gateway does not know: it decides, and refuses what it cannot do itself. */
+export const PERMISSIVE_IMAGE_ABILITIES: ImageAbilities = {
+  maxN: 10,
+  returns: 'either',
+  stream: false,
+  inputFormats: IMAGE_FORMATS,
+  maxUploadBytes: 50 * 1024 * 1024,
+  maxImages: 16,
+  mask: true,
+}
+/** OpenAI's DALL·E image URLs live on this Azure blob host (they expire after an hour). */
+const OPENAI_IMAGE_HOSTS = ['oaidalleapiprodscus.blob.core.windows.net']
+
+/** What OpenAI's image models make and take (the image API reference and guide). */
+export function openAIImageAbilities(model: string): ImageAbilities {
+  if (model.startsWith('dall-e-2')) {
+    return { sizes: ['256x256', '512x512', '1024x1024'], maxN: 10, returns: 'either', urlHosts: OPENAI_IMAGE_HOSTS, stream: false, inputFormats: ['png'], maxUploadBytes: 4 * 1024 * 1024, maxImages: 1, mask: true }
+  }
+  if (model.startsWith('dall-e-3')) {
+    return { sizes: ['1024x1024', '1792x1024', '1024x1792'], maxN: 1, returns: 'either', urlHosts: OPENAI_IMAGE_HOSTS, stream: false, inputFormats: ['png'], maxUploadBytes: 4 * 1024 * 1024, maxImages: 1, mask: true }
+  }
+  if (model.startsWith('gpt-image-') || model.startsWith('chatgpt-image')) {
+    // gpt-image-2 takes any WIDTHxHEIGHT within its limits: OpenAI judges those.
+    const sizes = model.startsWith('gpt-image-2') ? undefined : GPT_IMAGE_SIZES
+    return { sizes, maxN: 10, returns: 'b64_json', stream: true, inputFormats: IMAGE_FORMATS, maxUploadBytes: 50 * 1024 * 1024, maxImages: 16, mask: true }
+  }
+  return { ...PERMISSIVE_IMAGE_ABILITIES, urlHosts: OPENAI_IMAGE_HOSTS }
+}
+
+/** Fields only the GPT image models take. */
+const GPT_IMAGE_ONLY = ['output_format', 'output_compression', 'background', 'moderation', 'partial_images', 'input_fidelity']
+/** What OpenAI's image models cannot carry: dropped and signalled rather than sent to a 400. */
+export function openAIImageParams(model: string): Record<string, ParamPolicy> {
+  const policy: Record<string, ParamPolicy> = {}
+  if (model.startsWith('dall-e-')) {
+    for (const name of GPT_IMAGE_ONLY) policy[name] = 'drop'
+    if (model.startsWith('dall-e-2')) {
+      policy.style = 'drop'
+      policy.quality = (q) => (q === 'standard' || q === 'auto' ? 'pass' : 'drop')
+    } else policy.quality = (q) => (q === 'standard' || q === 'hd' || q === 'auto' ? 'pass' : 'drop')
+  } else if (model.startsWith('gpt-image-') || model.startsWith('chatgpt-image')) {
+    policy.style = 'drop'
+    policy.quality = (q) => (q === 'standard' || q === 'hd' ? 'drop' : 'pass')
+  }
+  return policy
+}
+
+const IMAGE_RETURNS = new Set(['b64_json', 'url', 'either'])
+/**
+ * A provider's image abilities: the adapter's under what the admin declared in `options.images` (`sizes`, `max_n`,
+ * `returns`, `url_hosts`, `stream`, `input_formats`, `max_upload_bytes`, `max_images`, `mask`); values of the wrong
+ * type are ignored.
+ */
+export function declaredImageAbilities(provider: ProviderConfig, defaults: ImageAbilities): ImageAbilities {
+  const declared = provider.options.images as Record<string, unknown> | undefined
+  if (!declared || typeof declared !== 'object') return defaults
+  const formats = strings(declared.input_formats)?.filter((f): f is ImageUpload['format'] => (IMAGE_FORMATS as string[]).includes(f))
+  return {
+    sizes: strings(declared.sizes) ?? defaults.sizes,
+    maxN: positive(declared.max_n) ?? defaults.maxN,
+    returns: typeof declared.returns === 'string' && IMAGE_RETURNS.has(declared.returns) ? (declared.returns as ImageAbilities['returns']) : defaults.returns,
+    urlHosts: strings(declared.url_hosts) ?? defaults.urlHosts,
+    stream: typeof declared.stream === 'boolean' ? declared.stream : defaults.stream,
+    inputFormats: formats?.length ? formats : defaults.inputFormats,
+    maxUploadBytes: positive(declared.max_upload_bytes) ?? defaults.maxUploadBytes,
+    maxImages: positive(declared.max_images) ?? defaults.maxImages,
+    mask: typeof declared.mask === 'boolean' ? declared.mask : defaults.mask,
+  }
+}
+
+/**
+ * OpenAI's multipart image edit or variation body: the fields as strings, then the image (`image`, or `image[]`
+ * for several) and the mask, streamed from their spools. `omit` leaves fields out (Azure's `model`).
+ */
+export function imageUpload(body: Record<string, any>, model: string, omit: string[] = []): { body: ReadableStream<Uint8Array>; headers: Record<string, string> } {
+  const { image, mask, ...fields } = body as { image: ImageUpload | ImageUpload[]; mask?: ImageUpload } & Record<string, unknown>
+  fields.model = model
+  const parts: [string, MultipartValue][] = []
+  for (const [name, value] of Object.entries(fields)) {
+    if (value === undefined || value === null || omit.includes(name)) continue
+    parts.push([name, typeof value === 'object' ? JSON.stringify(value) : String(value)])
+  }
+  const images = Array.isArray(image) ? image : [image]
+  const field = images.length > 1 ? 'image[]' : 'image'
+  for (const i of images) parts.push([field, { blob: i.blob, filename: i.filename, contentType: i.contentType }])
+  if (mask) parts.push(['mask', { blob: mask.blob, filename: mask.filename, contentType: mask.contentType }])
   return multipartBody(parts)
 }
 
@@ -181,6 +300,27 @@ export function openAICompatible(options: OpenAICompatibleOptions): Plugin {
     parseError,
   }
 
+  const imageOptions = options.images
+  const imageAbilities = (provider: ProviderConfig, model: string) => declaredImageAbilities(provider, (imageOptions?.abilities ?? openAIImageAbilities)(model))
+  const imagesAt = (path: string, multipart: boolean): ImagesAdapter => ({
+    abilities: imageAbilities,
+    buildRequest: (body, ctx): UpstreamRequest => {
+      const { provider, model } = ctx.target
+      const upstreamBody: Record<string, any> = {}
+      for (const name in body) if (body[name] !== null && body[name] !== undefined) upstreamBody[name] = body[name]
+      applyParamPolicy(upstreamBody, (imageOptions?.params ?? openAIImageParams)(model), ctx, provider.name)
+      imageOptions?.prepare?.(upstreamBody)
+      const accept = upstreamBody.stream ? 'text/event-stream' : 'application/json'
+      if (multipart) {
+        const upload = imageUpload(upstreamBody, model)
+        return { url: baseOf(provider) + path, headers: { ...authHeaders(provider), ...upload.headers, accept }, body: upload.body }
+      }
+      upstreamBody.model = model
+      return { url: baseOf(provider) + path, headers: { ...authHeaders(provider), 'content-type': 'application/json', accept }, body: JSON.stringify(upstreamBody) }
+    },
+    parseError,
+  })
+
   const askForStreamUsage = (body: Record<string, any>) => {
     if (streamUsage && body.stream === true) body.stream_options = { ...body.stream_options, include_usage: true }
   }
@@ -198,6 +338,11 @@ export function openAICompatible(options: OpenAICompatibleOptions): Plugin {
   if (audio.has('transcriptions')) adapter.transcriptions = transcription('/audio/transcriptions')
   if (audio.has('translations')) adapter.translations = transcription('/audio/translations')
   if (audio.has('speech')) adapter.speech = speech
+
+  const images = new Set(imageOptions?.operations ?? [])
+  if (images.has('images')) adapter.images = imagesAt('/images/generations', false)
+  if (images.has('image_edits')) adapter.image_edits = imagesAt('/images/edits', true)
+  if (images.has('image_variations')) adapter.image_variations = imagesAt('/images/variations', true)
 
   return {
     name: `provider-${options.id}`,

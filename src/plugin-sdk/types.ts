@@ -9,13 +9,16 @@ export type MaybePromise<T> = T | Promise<T>
 export const API_VERSION = 1 as const
 
 /** The OpenAI surfaces a request can target; `allowed_endpoints` and metrics use these names. */
-export type Endpoint = 'chat' | 'completions' | 'embeddings' | 'models' | 'usage' | 'audio'
+export type Endpoint = 'chat' | 'completions' | 'embeddings' | 'models' | 'usage' | 'audio' | 'images'
 
 /**
  * What a request asks a provider to do: the adapter method it runs. `allowed_endpoints` works on the coarser
  * `Endpoint` (all three audio operations are `audio`).
  */
-export type Operation = 'chat' | 'completions' | 'embeddings' | 'transcriptions' | 'translations' | 'speech'
+export type Operation = 'chat' | 'completions' | 'embeddings' | 'transcriptions' | 'translations' | 'speech' | ImageOperation
+
+/** `/v1/images/generations`, `/edits` and `/variations`; all three are the `images` endpoint. */
+export type ImageOperation = 'images' | 'image_edits' | 'image_variations'
 
 /** Subset of pino's logger that plugins may rely on. */
 export interface Logger {
@@ -36,6 +39,8 @@ export interface RateLimits {
   tpm?: number
   /** Requests in flight at once, streams included. */
   max_parallel?: number
+  /** Images per minute (image endpoints: each request takes its `n`). */
+  ipm?: number
 }
 
 /** A spending cap in USD over a calendar period (UTC); `total` never resets. */
@@ -81,6 +86,16 @@ export interface Price {
   audio_hour?: number
   /** USD per million characters of input text (tts-1, ElevenLabs). */
   characters?: number
+  /** USD per image when no entry of `images` names its quality and size (Imagen, Stability). */
+  image?: number
+  /**
+   * USD per image by `quality/size` (`hd/1024x1792`), `size` or `quality`, the most specific first (DALL·E,
+   * Titan). A model priced per image has `input`/`output` 0; token-priced image models (gpt-image-1) leave these out.
+   */
+  images?: Record<string, number>
+  /** USD per million image tokens in (edits of gpt-image-1) and out (Gemini's image models); else `input`/`output`. */
+  input_image?: number
+  output_image?: number
 }
 
 export interface ModelTarget {
@@ -154,6 +169,13 @@ export interface Usage {
   audio_seconds?: number
   /** Characters of text the request asked to be spoken. */
   characters?: number
+  /** Images produced, with the size and quality they were asked at (what per-image prices go by). */
+  images?: number
+  image_size?: string
+  image_quality?: string
+  /** Of `prompt_tokens` and `completion_tokens`, the image tokens (billed at the image prices when the price has them). */
+  prompt_image_tokens?: number
+  completion_image_tokens?: number
   /** True when the upstream never reported usage (aborted stream, silent provider) and we counted. */
   estimated?: boolean
 }
@@ -315,6 +337,59 @@ export interface SpeechAdapter {
   parseError?(status: number, body: unknown, headers: Headers): GatewayError
 }
 
+/** An uploaded image (edits, variations), spooled and replayable like an `AudioUpload`; its format read from its bytes. */
+export interface ImageUpload {
+  blob: Blob
+  filename: string
+  format: 'png' | 'jpeg' | 'webp'
+  contentType: string
+  size: number
+  /** From the file's header, when it says. */
+  width?: number
+  height?: number
+}
+
+/** What a provider's model can do with images; the core refuses what it cannot (400 naming the param) before any call. */
+export interface ImageAbilities {
+  /** Sizes it makes, as OpenAI's `WIDTHxHEIGHT` (and `auto`); absent: any (the provider decides). */
+  sizes?: readonly string[]
+  /** Largest `n` of one request. */
+  maxN: number
+  /** How it returns images: base64 only, URLs only, or as asked (`response_format`). */
+  returns: 'b64_json' | 'url' | 'either'
+  /** Hosts (`*.blob.core.windows.net`) its image URLs may be fetched from, besides its base URL's host. */
+  urlHosts?: readonly string[]
+  /** It streams partial images itself (OpenAI's SSE events); otherwise a streamed request gets the final images as events. */
+  stream: boolean
+  /** Edits and variations: formats and size of each upload, and how many images one edit takes. */
+  inputFormats: readonly ImageUpload['format'][]
+  maxUploadBytes: number
+  maxImages: number
+  /** It takes a `mask` with an edit. */
+  mask: boolean
+}
+
+/** What a translating adapter turns its provider's answer into: OpenAI's images response, usage included when known. */
+export interface ImagesResult {
+  created?: number
+  data: { b64_json?: string; url?: string; revised_prompt?: string }[]
+  /** OpenAI's `ImageGenUsage` (`input_tokens`, `output_tokens`, …) or usage in the gateway's own shape. */
+  usage?: Record<string, any>
+  [field: string]: unknown
+}
+
+/**
+ * `images`, `image_edits`, `image_variations`. `body.image` (edits: an array) and `body.mask` are `ImageUpload`s
+ * already checked against `abilities()`; `body.response_format` is what the core asks of this provider.
+ */
+export interface ImagesAdapter {
+  abilities(provider: ProviderConfig, model: string): ImageAbilities
+  buildRequest(body: Record<string, any>, ctx: AttemptContext): MaybePromise<UpstreamRequest>
+  /** Translating adapters: the upstream's JSON → OpenAI's images response. Without it the upstream speaks OpenAI's format. */
+  parseResponse?(body: any, ctx: AttemptContext): ImagesResult
+  parseError?(status: number, body: unknown, headers: Headers): GatewayError
+}
+
 export interface ProviderAdapter {
   /** The provider `type` an admin selects: `openai`, `groq`, `anthropic`, … */
   id: string
@@ -325,6 +400,9 @@ export interface ProviderAdapter {
   transcriptions?: TranscriptionAdapter
   translations?: TranscriptionAdapter
   speech?: SpeechAdapter
+  images?: ImagesAdapter
+  image_edits?: ImagesAdapter
+  image_variations?: ImagesAdapter
 }
 
 /** An audio stream's encoding: a container format (`mp3`, `wav`, `flac`, …) or raw `pcm` (16-bit LE) with its rate. */

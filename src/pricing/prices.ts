@@ -7,6 +7,46 @@ import type { Price, Usage } from '../plugin-sdk/types.ts'
 import { catalogModel, priceAt, type Catalog, type CatalogModel, type DatedPrice } from './catalog.ts'
 export type { Price }
 
+/*
+ * Image models, not in the catalog (or priced there as text). Per image (USD) by `quality/size`, `size` or
+ * `quality` (see imagePrice); token-priced ones per million tokens, image tokens apart. Sources, 2025 list prices:
+ * openai.com/api/pricing and OpenAI's image generation guide (DALL·E by size and quality; gpt-image-1 text in $5,
+ * image in $10, image out $40; gpt-image-1-mini $2 / $2.50 / $8); ai.google.dev/gemini-api/docs/pricing (Imagen per
+ * image; gemini-2.5-flash-image output images $30 per million tokens, 1,290 a picture); aws.amazon.com/bedrock/
+ * pricing (Titan Image Generator by size and quality, Stability per image); docs.x.ai (grok-2-image per image).
+ */
+const perImage = (image: number, images?: Record<string, number>): Price => ({ input: 0, output: 0, image, ...(images ? { images } : {}) })
+/** Titan Image Generator v1/v2: standard $0.008 up to 512x512, $0.01 above; premium (`hd`, `high`) $0.01 / $0.012. */
+const TITAN = perImage(0.01, { '512x512': 0.008, 'hd/512x512': 0.01, 'high/512x512': 0.01, hd: 0.012, high: 0.012 })
+
+const IMAGE_PRICES: Record<string, Record<string, Price>> = {
+  gemini: {
+    'imagen-4.0-generate-001': perImage(0.04),
+    'imagen-4.0-ultra-generate-001': perImage(0.06),
+    'imagen-4.0-fast-generate-001': perImage(0.02),
+    'imagen-3.0-generate-002': perImage(0.03),
+    'gemini-2.5-flash-image': { input: 0.3, output: 2.5, output_image: 30 },
+    'gemini-2.5-flash-image-preview': { input: 0.3, output: 2.5, output_image: 30 },
+  },
+  bedrock: {
+    'amazon.titan-image-generator-v1': TITAN,
+    'amazon.titan-image-generator-v2:0': TITAN,
+    'stability.stable-image-core-v1:0': perImage(0.04),
+    'stability.stable-image-core-v1:1': perImage(0.04),
+    'stability.stable-image-ultra-v1:0': perImage(0.14),
+    'stability.stable-image-ultra-v1:1': perImage(0.14),
+    'stability.sd3-5-large-v1:0': perImage(0.08),
+  },
+  xai: { 'grok-2-image': perImage(0.07), 'grok-2-image-1212': perImage(0.07) },
+}
+const OPENAI_IMAGE_PRICES: Record<string, Price> = {
+  'dall-e-2': perImage(0.02, { '256x256': 0.016, '512x512': 0.018, '1024x1024': 0.02 }),
+  // `standard` (and `auto`) by size; `hd` by quality and size.
+  'dall-e-3': perImage(0.04, { '1024x1024': 0.04, '1024x1792': 0.08, '1792x1024': 0.08, 'hd/1024x1024': 0.08, 'hd/1024x1792': 0.12, 'hd/1792x1024': 0.12 }),
+  'gpt-image-1': { input: 5, cached_input: 1.25, output: 40, input_image: 10 },
+  'gpt-image-1-mini': { input: 2, cached_input: 0.2, output: 8, input_image: 2.5 },
+}
+
 /**
  * What the catalog lacks or gets wrong, by provider type then exact model id; each line says why. Reviewed like
  * code: an entry the catalog has come to price correctly is deleted.
@@ -16,6 +56,7 @@ export const OVERRIDES: Record<string, Record<string, Price>> = {
     // Not in the catalog: OpenAI's list prices for its per-character speech models.
     'tts-1': { input: 0, output: 0, characters: 15 },
     'tts-1-hd': { input: 0, output: 0, characters: 30 },
+    ...OPENAI_IMAGE_PRICES,
   },
   // Not in the catalog: the vendors' pay-as-you-go list prices (elevenlabs.io/pricing/api, deepgram.com/pricing,
   // 2025). Negotiated rates go in a target's `price`. A key ending in `*` prices every model id it starts.
@@ -32,6 +73,7 @@ export const OVERRIDES: Record<string, Record<string, Price>> = {
     'aura-2-*': { input: 0, output: 0, characters: 30 },
     'aura-*': { input: 0, output: 0, characters: 15 },
   },
+  ...IMAGE_PRICES,
   fireworks: {
     // Not in the catalog; Fireworks' serverless price for models above 16B parameters.
     'accounts/fireworks/models/llama-v3p3-70b-instruct': { input: 0.9, output: 0.9 },
@@ -115,15 +157,34 @@ export function costMicros(price: Price | null, usage: Pick<Usage, 'prompt_token
   const cached = Math.min(usage.cached_tokens ?? 0, usage.prompt_tokens)
   const promptAudio = price.input_audio === undefined ? 0 : Math.min(usage.prompt_audio_tokens ?? 0, usage.prompt_tokens - cached)
   const completionAudio = price.output_audio === undefined ? 0 : Math.min(usage.completion_audio_tokens ?? 0, usage.completion_tokens)
+  // Image tokens at the image prices when the price has them (gpt-image-1's input images, Gemini's output images).
+  const promptImage = price.input_image === undefined ? 0 : Math.min(usage.prompt_image_tokens ?? 0, usage.prompt_tokens - cached - promptAudio)
+  const completionImage = price.output_image === undefined ? 0 : Math.min(usage.completion_image_tokens ?? 0, usage.completion_tokens - completionAudio)
   let micros =
-    (usage.prompt_tokens - cached - promptAudio) * price.input +
+    (usage.prompt_tokens - cached - promptAudio - promptImage) * price.input +
     cached * (price.cached_input ?? price.input) +
     promptAudio * (price.input_audio ?? 0) +
-    (usage.completion_tokens - completionAudio) * price.output +
-    completionAudio * (price.output_audio ?? 0)
+    promptImage * (price.input_image ?? 0) +
+    (usage.completion_tokens - completionAudio - completionImage) * price.output +
+    completionAudio * (price.output_audio ?? 0) +
+    completionImage * (price.output_image ?? 0)
   if (price.audio_hour && usage.audio_seconds) micros += (usage.audio_seconds * price.audio_hour * 1_000_000) / 3600
   if (price.characters && usage.characters) micros += usage.characters * price.characters
+  if (usage.images) micros += usage.images * (imagePrice(price, usage.image_quality, usage.image_size) ?? 0) * 1_000_000
   return Math.ceil(micros - 1e-9)
+}
+
+/**
+ * USD for one image: the entry for `quality/size`, else `size`, else `quality`, else `image`. A size or quality
+ * of `*` (a budget's worst case) takes the dearest entry. Null when the model is not sold per image.
+ */
+export function imagePrice(price: Price, quality = 'auto', size = 'auto'): number | null {
+  const table = price.images
+  if (size === '*' || quality === '*') {
+    const all = [...Object.values(table ?? {}), ...(price.image === undefined ? [] : [price.image])]
+    return all.length > 0 ? Math.max(...all) : null
+  }
+  return table?.[`${quality}/${size}`] ?? table?.[size] ?? table?.[quality] ?? price.image ?? null
 }
 
 export const microsToUsd = (micros: number) => (micros / 1_000_000).toFixed(6)

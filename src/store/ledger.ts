@@ -22,6 +22,8 @@ export interface SpendRow {
   /** Audio a transcription carried, in milliseconds; characters a speech request said. */
   audio_ms: number
   characters: number
+  /** Images an image request produced. */
+  images?: number
 }
 
 /** `user` values are recorded up to this length (per-user limits refuse longer ones). */
@@ -43,7 +45,7 @@ const DEFAULT_MAX_QUEUED = 100_000
  */
 const DEFAULT_WRITE_TIMEOUT_MS = 5_000
 /** The numeric columns a request's outcome fills (the provider's usage, its cost, the status); each must fit a BIGINT. */
-const AMOUNTS = ['prompt_tokens', 'completion_tokens', 'cost_micros', 'status', 'audio_ms', 'characters'] as const
+const AMOUNTS = ['prompt_tokens', 'completion_tokens', 'cost_micros', 'status', 'audio_ms', 'characters', 'images'] as const
 
 /**
  * The spend ledger: one row per request that reached a provider (aborted streams included), written in
@@ -95,6 +97,7 @@ export class SpendLedger {
       unpriced: f.target.price ? 0 : 1,
       audio_ms: Math.round((f.usage?.audio_seconds ?? 0) * 1000),
       characters: f.usage?.characters ?? 0,
+      images: f.usage?.images ?? 0,
     }
     this.sanitise(row)
     this.queue.push(row)

@@ -86,4 +86,16 @@ export const MIGRATIONS: { version: number; statements: string[] }[] = [
       `CREATE INDEX ui_sessions_expiry ON ui_sessions (expires_at)`,
     ],
   },
+  {
+    version: 10,
+    statements: [
+      // Images the gateway serves by URL (a client asked `url` of a base64-only provider): base64 TEXT, portable
+      // across SQLite and PostgreSQL; any instance serves them; gone after their hour.
+      `CREATE TABLE image_files (
+        id TEXT PRIMARY KEY, content_type TEXT NOT NULL, data TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL)`,
+      `CREATE INDEX image_files_expiry ON image_files (expires_at)`,
+      // Images a request produced: what per-image prices go by.
+      `ALTER TABLE spend_ledger ADD COLUMN images BIGINT NOT NULL DEFAULT 0`,
+    ],
+  },
 ]

@@ -320,6 +320,25 @@ export class Store implements StoreView {
     }))
   }
 
+  // Images the gateway serves at /v1/images/files/{id} (migration 10) ---------------------------------------
+
+  /** Kept in the store, not on one machine's disk, so that any instance behind the balancer serves the URL. */
+  async insertImageFile(file: { id: string; contentType: string; data: string; createdAt: number; expiresAt: number }) {
+    await this.sql`INSERT INTO image_files (id, content_type, data, created_at, expires_at)
+      VALUES (${file.id}, ${file.contentType}, ${file.data}, ${file.createdAt}, ${file.expiresAt})`
+  }
+
+  /** The file (base64) unless it has expired. */
+  async getImageFile(id: string, now: number): Promise<{ contentType: string; data: string; expiresAt: number } | null> {
+    const [row] = await this.sql`SELECT content_type, data, expires_at FROM image_files WHERE id = ${id} AND expires_at > ${now}`
+    return row ? { contentType: row.content_type, data: row.data, expiresAt: Number(row.expires_at) } : null
+  }
+
+  async deleteExpiredImageFiles(now: number): Promise<number> {
+    const rows = await this.sql`DELETE FROM image_files WHERE expires_at <= ${now} RETURNING id`
+    return rows.length
+  }
+
   // Request records, metric buckets, Web UI sessions (migration 8) --------------------------------------------
 
   async insertRequestRecords(rows: RequestRecordRow[]) {

@@ -54,6 +54,8 @@ export interface FakeBedrockOptions {
   streamChunkBytes?: number
   /** The fake's clock (ms since epoch), to exercise signature expiry. Default Date.now. */
   now?: () => number
+  /** InvokeModel for other models (images: fake-bedrock-images.ts), after authentication; null passes on. */
+  invoke?: (modelId: string, body: any) => Response | null
 }
 
 export interface RecordedRequest {
@@ -185,6 +187,11 @@ export async function startFakeBedrock(options: FakeBedrockOptions = {}): Promis
       }
 
       if (action === 'invoke') {
+        const other = options.invoke?.(modelId, body)
+        if (other) {
+          responses.push({ status: other.status, errorType: other.headers.get('x-amzn-ErrorType'), message: null })
+          return other
+        }
         if (!modelId.includes('titan-embed')) return fail(400, 'ValidationException', 'Malformed input request: #: required key [messages] not found, please reformat your input and try again.')
         const invalid = validateTitan(body, modelId)
         if (invalid) return fail(400, 'ValidationException', invalid)

@@ -17,12 +17,12 @@ export interface Scope {
   user?: string
 }
 
-export type RuleName = 'rpm' | 'rpd' | 'tpm'
+export type RuleName = 'rpm' | 'rpd' | 'tpm' | 'ipm'
 
 /** A GCRA rule: `limit` units per `periodMs`; this request takes `cost` of them. */
 export interface RateClaim {
   rule: RuleName
-  unit: 'requests' | 'tokens'
+  unit: 'requests' | 'tokens' | 'images'
   limit: number
   periodMs: number
   cost: number

@@ -147,9 +147,10 @@ export class Governance {
       const adjustments = []
       if (took.rates) {
         for (const rate of claim.rates) {
-          if (rate.unit !== 'tokens') continue
+          if (rate.unit === 'requests') continue
           // A request that never reached a provider used nothing; one whose usage is unknown keeps its reservation.
-          const used = f.target ? (f.usage?.total_tokens ?? rate.cost) : 0
+          const reported = rate.unit === 'tokens' ? f.usage?.total_tokens : f.usage?.images
+          const used = f.target ? (reported ?? rate.cost) : 0
           if (used !== rate.cost) adjustments.push({ rule: rate.rule, limit: rate.limit, periodMs: rate.periodMs, units: used - rate.cost })
         }
       }

@@ -2,6 +2,7 @@ import { GatewayError, definePlugin, t, worstCaseAudioUsage, type Budget, type F
 import { endUser, governance, keyScope, userScope, type Admission, type Scope, type ScopeClaim } from '../admission/index.ts'
 import { currentAccount } from './accounts.ts'
 import { costMicros } from '../../pricing/prices.ts'
+import { worstCaseImageUsage } from '../../core/images-usage.ts'
 
 /** Completion tokens reserved for a request that sets no max_tokens. */
 export const DEFAULT_COMPLETION_RESERVE = 4096
@@ -19,6 +20,9 @@ export function worstCaseMicros(ctx: RequestContext, price: Price | null | undef
   // Audio is priced in seconds, characters and audio tokens: its worst case in those units.
   const audio = worstCaseAudioUsage(ctx.operation, body)
   if (audio) return costMicros(price, audio)
+  // Images: `n` times the dearest image (per-image prices) or the most tokens an image costs (token prices).
+  const images = worstCaseImageUsage(ctx.operation, body)
+  if (images) return costMicros(price, images)
   const prompt = Buffer.byteLength(JSON.stringify(body.messages ?? body.prompt ?? body.input ?? ''))
   const completion =
     ctx.endpoint === 'embeddings'

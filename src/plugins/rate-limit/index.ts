@@ -17,16 +17,29 @@ const DAY = 86_400_000
 /** Completion tokens reserved when a request sets no max_tokens. */
 const DEFAULT_COMPLETION_RESERVE = 256
 
-const RULES: { name: RuleName; periodMs: number; unit: 'requests' | 'tokens'; label: string }[] = [
+const RULES: { name: RuleName; periodMs: number; unit: 'requests' | 'tokens' | 'images'; label: string }[] = [
   { name: 'rpm', periodMs: MINUTE, unit: 'requests', label: 'requests per minute' },
   { name: 'rpd', periodMs: DAY, unit: 'requests', label: 'requests per day' },
   { name: 'tpm', periodMs: MINUTE, unit: 'tokens', label: 'tokens per minute' },
+  // Image requests only: each takes its `n`, settled to the images it made.
+  { name: 'ipm', periodMs: MINUTE, unit: 'images', label: 'images per minute' },
 ]
 const LABELS = Object.fromEntries(RULES.map((r) => [r.name, r.label]))
 
 /** Whole milliseconds as seconds: `1.5s`, `0.006s`. */
 const seconds = (ms: number) => `${Math.max(0, ms) / 1000}s`
-const hasRateRules = (l: RateLimits | null | undefined): l is RateLimits => !!l && !!(l.rpm || l.rpd || l.tpm || l.max_parallel)
+const hasRateRules = (l: RateLimits | null | undefined): l is RateLimits => !!l && !!(l.rpm || l.rpd || l.tpm || l.max_parallel || l.ipm)
+const IMAGE_OPERATIONS = new Set(['images', 'image_edits', 'image_variations'])
+
+/** The images a request asks for; more than the limit can ever admit is a 400 (a 429 would only bring retries). */
+function imageReservation(body: Record<string, any>, limit: number, scope: Scope): number | GatewayError {
+  const n = Math.max(1, Number(body.n) || 1)
+  if (n <= limit) return n
+  return new GatewayError(400, `n ${n} exceeds the limit of ${limit} images per minute of ${scope.label}: such a request can never be admitted.`, {
+    code: 'request_exceeds_image_limit',
+    param: 'n',
+  })
+}
 
 /**
  * Prompt estimate plus the completion the request may produce (per choice, times `n`). A request that could
@@ -103,7 +116,8 @@ export default definePlugin({
       for (const rule of RULES) {
         const limit = limits[rule.name]
         if (!limit) continue
-        const cost = rule.unit === 'tokens' ? tokenReservation(ctx.body!, prompt(), limit, scope) : 1
+        if (rule.unit === 'images' && !IMAGE_OPERATIONS.has(ctx.operation ?? '')) continue
+        const cost = rule.unit === 'tokens' ? tokenReservation(ctx.body!, prompt(), limit, scope) : rule.unit === 'images' ? imageReservation(ctx.body!, limit, scope) : 1
         if (cost instanceof GatewayError) return { never: cost, rule: rule.name, scope }
         rates.push({ rule: rule.name, unit: rule.unit, limit, periodMs: rule.periodMs, cost })
       }

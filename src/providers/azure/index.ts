@@ -2,6 +2,7 @@ import { API_VERSION, OPENAI_AUDIO_ABILITIES, declaredAudioAbilities, definePlug
 import { buildAudioRequest, buildRequest } from './request.ts'
 import { parseChatResponse, parseCompletionResponse, parseError } from './response.ts'
 import { createStreamParser } from './stream.ts'
+import { azureImages } from './images.ts'
 
 /**
  * Azure OpenAI. `base_url` is the resource endpoint (`https://<resource>.openai.azure.com`), a target's `model`
@@ -45,6 +46,9 @@ export default definePlugin({
       transcriptions: { abilities, buildRequest: (body, ctx) => buildAudioRequest('transcriptions', body, ctx), parseError },
       translations: { abilities, buildRequest: (body, ctx) => buildAudioRequest('translations', body, ctx), parseError },
       speech: { abilities, buildRequest: (body, ctx) => buildAudioRequest('speech', body, ctx), parseError },
+      images: azureImages,
+      image_edits: azureImages,
+      image_variations: azureImages,
     })
   },
 })

@@ -5,6 +5,7 @@ import { EventStreamFramer } from './eventstream.ts'
 import { buildRequest } from './request.ts'
 import { parseError, parseResponse } from './response.ts'
 import { createStreamParser } from './stream.ts'
+import { bedrockImages } from './images.ts'
 
 /**
  * AWS Bedrock Runtime, translated to and from OpenAI: chat through Converse / ConverseStream (binary
@@ -48,6 +49,10 @@ export default definePlugin({
         createStreamFramer: () => new EventStreamFramer(),
       },
       embeddings: { passthrough: false, buildRequest: buildEmbeddingsRequest, parseResponse: parseEmbeddingsResponse, parseError },
+      // Titan Image Generator and Stability through InvokeModel (images.ts).
+      images: bedrockImages,
+      image_edits: bedrockImages,
+      image_variations: bedrockImages,
     })
   },
 })

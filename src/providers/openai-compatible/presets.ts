@@ -1,16 +1,19 @@
-import { openAICompatible, singleChoice, type OpenAICompatibleOptions } from '../../plugin-sdk/index.ts'
+import { PERMISSIVE_IMAGE_ABILITIES, openAICompatible, singleChoice, type ImageAbilities, type ImageOperation, type OpenAICompatibleOptions } from '../../plugin-sdk/index.ts'
 
 /**
  * Providers that speak OpenAI's wire format, each with the parameter policy its API documents: fields it
  * rejects are dropped (and signalled in `x-conduit-dropped-params`) or refused with a 400, never silently lost.
  */
 const ALL_AUDIO: ('transcriptions' | 'translations' | 'speech')[] = ['transcriptions', 'translations', 'speech']
+const ALL_IMAGES: ImageOperation[] = ['images', 'image_edits', 'image_variations']
+/** Images from a server that only generates: no edits, one form of answer or the other as asked. */
+const generates = (returns: ImageAbilities['returns'], extra: Partial<ImageAbilities> = {}) => (): ImageAbilities => ({ ...PERMISSIVE_IMAGE_ABILITIES, returns, ...extra })
 
 export const PRESETS: OpenAICompatibleOptions[] = [
-  { id: 'openai', baseURL: 'https://api.openai.com/v1', audio: { operations: ALL_AUDIO } },
+  { id: 'openai', baseURL: 'https://api.openai.com/v1', audio: { operations: ALL_AUDIO }, images: { operations: ALL_IMAGES } },
   // A server we know nothing about: ask for float embeddings and encode base64 ourselves. Its audio abilities are
   // OpenAI's unless the admin declares them (options.audio): Speaches, LocalAI, vLLM…
-  { id: 'openai-compatible', base64Embeddings: false, audio: { operations: ALL_AUDIO } },
+  { id: 'openai-compatible', base64Embeddings: false, audio: { operations: ALL_AUDIO }, images: { operations: ALL_IMAGES } },
   {
     id: 'groq',
     baseURL: 'https://api.groq.com/openai/v1',
@@ -22,7 +25,22 @@ export const PRESETS: OpenAICompatibleOptions[] = [
       abilities: { transcriptFormats: ['json', 'text', 'verbose_json'], streamTranscripts: false, inputFormats: ['flac', 'mp3', 'm4a', 'ogg', 'wav', 'webm'] },
     },
   },
-  { id: 'together', baseURL: 'https://api.together.xyz/v1', base64Embeddings: false },
+  {
+    id: 'together',
+    baseURL: 'https://api.together.xyz/v1',
+    base64Embeddings: false,
+    // FLUX and friends: `width`/`height` rather than `size`; OpenAI's GPT-image fields mean nothing there.
+    images: {
+      operations: ['images'],
+      abilities: generates('either', { maxN: 4 }),
+      params: () => ({ quality: 'drop', style: 'drop', background: 'drop', moderation: 'drop', output_compression: 'drop' }),
+      prepare: (body) => {
+        const size = /^(\d+)x(\d+)$/.exec(String(body.size ?? ''))
+        if (size) Object.assign(body, { width: Number(size[1]), height: Number(size[2]) })
+        delete body.size
+      },
+    },
+  },
   { id: 'fireworks', baseURL: 'https://api.fireworks.ai/inference/v1', base64Embeddings: false },
   { id: 'deepinfra', baseURL: 'https://api.deepinfra.com/v1/openai', base64Embeddings: false },
   {
@@ -42,7 +60,18 @@ export const PRESETS: OpenAICompatibleOptions[] = [
     baseURL: 'http://127.0.0.1:8000/v1',
     audio: { operations: ['transcriptions', 'translations'], abilities: { transcriptFormats: ['json', 'text'], streamTranscripts: true } },
   },
-  { id: 'xai', baseURL: 'https://api.x.ai/v1', params: { logit_bias: 'drop' }, endpoints: { embeddings: false } },
+  {
+    id: 'xai',
+    baseURL: 'https://api.x.ai/v1',
+    params: { logit_bias: 'drop' },
+    endpoints: { embeddings: false },
+    // grok-2-image: prompt, n and response_format only (its URLs are on imgen.x.ai).
+    images: {
+      operations: ['images'],
+      abilities: generates('either', { urlHosts: ['imgen.x.ai'] }),
+      params: () => Object.fromEntries(['size', 'quality', 'style', 'background', 'moderation', 'output_format', 'output_compression', 'user'].map((f) => [f, 'drop' as const])),
+    },
+  },
   {
     id: 'deepseek',
     baseURL: 'https://api.deepseek.com/v1',
