@@ -21,7 +21,22 @@ const FileSchema = t.Object(
         body_timeout_ms: t.Optional(t.Integer({ minimum: 1 })),
         max_inflight: t.Optional(t.Integer({ minimum: 1 })),
         max_upstream_response_bytes: t.Optional(t.Integer({ minimum: 1024 })),
+        /** PEM files: with both, every endpoint is served over TLS (https://, wss://). */
+        tls: t.Optional(t.Object({ cert: t.String({ minLength: 1 }), key: t.String({ minLength: 1 }) }, { additionalProperties: false })),
       }),
+    ),
+    realtime: t.Optional(
+      t.Object(
+        {
+          /** Bytes a session may have waiting for a slow client (or provider) before it is ended. */
+          max_buffered_bytes: t.Optional(t.Integer({ minimum: 65_536 })),
+          idle_timeout_s: t.Optional(t.Integer({ minimum: 1 })),
+          max_session_s: t.Optional(t.Integer({ minimum: 1 })),
+          /** How long an ephemeral secret may wait for its connection. */
+          secret_ttl_s: t.Optional(t.Integer({ minimum: 10, maximum: 7200 })),
+        },
+        { additionalProperties: false },
+      ),
     ),
     ledger: t.Optional(t.Object({ max_queued: t.Optional(t.Integer({ minimum: 1 })) })),
     /** The Requests page's records: how many days they are kept (0: none are written), and whether request bodies are. */
@@ -82,6 +97,10 @@ export interface GatewayConfig extends LaunchConfig {
   requestLog?: { retentionDays: number; recordBodies: boolean }
   /** Browser origins allowed to call `/v1/*` (CORS); none by default. */
   corsOrigins?: string[]
+  /** Certificate and key (PEM file paths): every endpoint is served over TLS. */
+  tls?: { cert: string; key: string }
+  /** Realtime sessions' limits (defaults in src/realtime/service.ts); a key's metadata may lower or raise the timeouts. */
+  realtime?: { maxBufferedBytes?: number; idleTimeoutS?: number; maxSessionS?: number; secretTtlS?: number }
   plugins: PluginSpec[]
   /** Folder that relative plugin paths resolve against. */
   configDir: string
@@ -110,6 +129,14 @@ function browserOrigin(value: string): string {
     throw new Error(`Invalid CORS origin '${value}': expected scheme://host[:port], e.g. https://app.example.com (no path, no '*').`)
   }
   return url.origin
+}
+
+/** Both or neither: a certificate without its key (or the reverse) stops the start. Paths resolve against the config file's folder. */
+function tlsFiles(cert: string | undefined, key: string | undefined, configPath: string | undefined): GatewayConfig['tls'] {
+  if (!cert && !key) return undefined
+  if (!cert || !key) throw new Error('TLS needs both a certificate and a key (server.tls.cert and .key, or CONDUIT_TLS_CERT and CONDUIT_TLS_KEY).')
+  const base = configPath ? path.dirname(path.resolve(configPath)) : process.cwd()
+  return { cert: path.resolve(base, cert), key: path.resolve(base, key) }
 }
 
 /** CLI flags beat the environment, which beats the file, which beats the embedded defaults. */
@@ -151,6 +178,13 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
     configDir: configPath ? path.dirname(path.resolve(configPath)) : process.cwd(),
     seed: { providers: file.providers, models: file.models, keys: file.keys },
     egressAllow: parseAllowList(env.CONDUIT_EGRESS_ALLOW),
+    tls: tlsFiles(env.CONDUIT_TLS_CERT ?? file.server?.tls?.cert, env.CONDUIT_TLS_KEY ?? file.server?.tls?.key, configPath),
+    realtime: {
+      maxBufferedBytes: number(env.CONDUIT_REALTIME_MAX_BUFFERED_BYTES) ?? file.realtime?.max_buffered_bytes,
+      idleTimeoutS: number(env.CONDUIT_REALTIME_IDLE_TIMEOUT_S) ?? file.realtime?.idle_timeout_s,
+      maxSessionS: number(env.CONDUIT_REALTIME_MAX_SESSION_S) ?? file.realtime?.max_session_s,
+      secretTtlS: file.realtime?.secret_ttl_s,
+    },
   }
   const checks = [
     ['max body bytes', config.maxBodyBytes, 1],

@@ -150,6 +150,7 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
     maxUpstreamBodyBytes: config.maxUpstreamBodyBytes,
     audioMaxUploadBytes: config.audioMaxUploadBytes,
     timeouts: config.timeouts,
+    realtime: config.realtime,
   })
   const expectedHash = masterHash
   const isMasterKey = (token: string) => secretEquals(sha256(token), expectedHash)

@@ -22,6 +22,8 @@ import { prepareAudioCall, type AudioCall, type AudioCallDeps } from './audio-ca
 import { readMultipart } from './spool.ts'
 import { prepareImagesCall, readImageForm, type ImagesCall, type ImagesCallDeps } from './images-call.ts'
 import { badRequest } from '../plugin-sdk/errors.ts'
+import type { RealtimeAdapter } from '../plugin-sdk/types.ts'
+import { RealtimeService, type RealtimeOptions, type RealtimeParams } from '../realtime/service.ts'
 
 export interface PipelineOptions {
   host: PluginHost
@@ -43,6 +45,8 @@ export interface PipelineOptions {
   /** Largest audio upload (transcriptions, translations), spooled to disk past a small size. */
   audioMaxUploadBytes?: number
   timeouts: Timeouts
+  /** Realtime sessions' limits. */
+  realtime?: RealtimeOptions
 }
 
 /** Transport hooks the HTTP layer lends the pipeline without the core knowing the framework. */
@@ -52,7 +56,7 @@ export interface Transport {
 }
 
 /** What a route asks of the pipeline: an operation a provider performs, or one the gateway answers itself. */
-export type Route = Operation | 'models' | 'usage'
+export type Route = Operation | 'models' | 'usage' | 'realtime_sessions'
 
 const ENDPOINT_OF: Record<Route, Endpoint> = {
   chat: 'chat',
@@ -66,6 +70,8 @@ const ENDPOINT_OF: Record<Route, Endpoint> = {
   image_variations: 'images',
   models: 'models',
   usage: 'usage',
+  realtime: 'realtime',
+  realtime_sessions: 'realtime',
 }
 /** Operations whose body is a multipart upload rather than JSON. */
 const UPLOADS = new Set<Operation | null>(['transcriptions', 'translations'])
@@ -104,10 +110,13 @@ export class Pipeline {
   private readonly openPerKey = new Map<string, number>()
 
   private readonly audioDeps: AudioCallDeps
+  /** Realtime sessions: minted secrets, WebSocket admission and the open sessions (src/realtime). */
+  readonly realtime: RealtimeService
   private readonly imagesDeps: ImagesCallDeps
 
   constructor(private readonly o: PipelineOptions) {
     const host = o.host
+    this.realtime = new RealtimeService({ ...o, options: o.realtime, report: (ctx, aborted) => this.report(ctx, aborted) })
     this.audioDeps = {
       get transcoder() {
         return host.transcoder // registered by a plugin as the host loads
@@ -125,14 +134,14 @@ export class Pipeline {
     }
   }
 
-  async handle(route: Route, request: Request, transport: Transport = {}, params: { model?: string; speechStream?: boolean } = {}): Promise<Response> {
+  async handle(route: Route, request: Request, transport: Transport = {}, params: { model?: string; speechStream?: boolean; realtime?: RealtimeParams; clientSecret?: boolean } = {}): Promise<Response> {
     if (this.o.metrics.inflight >= this.o.maxInflight) {
       // Shed before any work: under overload a quick 503 beats a queue that only grows.
       this.o.metrics.shed++
       return new Response(OVERLOADED, { status: 503, headers: { 'content-type': JSON_TYPE, 'retry-after': '1' } })
     }
     const endpoint = ENDPOINT_OF[route]
-    const operation = route === 'models' || route === 'usage' ? null : route
+    const operation = route === 'models' || route === 'usage' || route === 'realtime_sessions' ? null : route
     const ctx = new RequestCtx(endpoint, operation, request, this.o.log)
     this.o.metrics.inflight++
     try {
@@ -148,6 +157,8 @@ export class Pipeline {
       if (endpoints && !endpoints.includes(endpoint)) {
         throw new GatewayError(403, `This key may not call the ${endpoint} endpoint.`, { code: 'endpoint_not_allowed' })
       }
+      if (route === 'realtime_sessions') return this.settle(ctx, await this.mintRealtime(ctx, request, params.clientSecret === true))
+      if (operation === 'realtime') return await this.openRealtime(ctx, request, params.realtime!)
       let body: Record<string, any>
       if (UPLOADS.has(operation)) body = await this.readUpload(ctx, request, operation!)
       else if (IMAGE_UPLOADS.has(operation)) {
@@ -186,7 +197,7 @@ export class Pipeline {
   }
 
   private async authenticate(ctx: RequestCtx): Promise<Response | undefined> {
-    const result = await this.o.host.authenticate(ctx)
+    const result = ctx.operation === 'realtime' ? await this.realtime.authenticate(ctx, () => this.o.host.authenticate(ctx)) : await this.o.host.authenticate(ctx)
     if (result instanceof Response) return result
     if (!result) {
       throw new GatewayError(401, 'You didn\'t provide an API key. Send your Conduit key as "Authorization: Bearer condt_…".', {
@@ -256,7 +267,11 @@ export class Pipeline {
   private async proxy(ctx: RequestCtx, operation: Operation): Promise<Response> {
     const model = ctx.model!
     const plan = this.o.router.plan(model, (id) => this.o.catalog.provider(id))
-    const usable = plan.filter((t) => this.o.host.providers.get(t.provider.type)?.[operation])
+    const usable = plan.filter((t) => {
+      const adapter = this.o.host.providers.get(t.provider.type)?.[operation]
+      // Realtime events are relayed, never translated: a target must speak the client's vocabulary.
+      return !!adapter && (operation !== 'realtime' || this.realtime.serves(ctx, t, adapter as RealtimeAdapter))
+    })
     if (usable.length === 0) {
       if (plan.length > 0) {
         throw new GatewayError(400, `The model '${model.name}' does not support ${operationLabel[operation]}.`, { param: 'model', code: 'unsupported_endpoint' })
@@ -291,7 +306,8 @@ export class Pipeline {
       const lease = this.o.router.begin(target)
       ctx.target = target
       try {
-        return await this.attempt(ctx, attempt, adapter, lease)
+        if (operation === 'realtime') return await this.realtime.connect(ctx, attempt, adapter as RealtimeAdapter, lease)
+        return await this.attempt(ctx, attempt, adapter as AnyAdapter, lease)
       } catch (error) {
         lease.release()
         if (!GatewayError.is(error) || error.status === 499) throw error
@@ -434,6 +450,33 @@ export class Pipeline {
     if (dropped.length > 0) h['x-conduit-dropped-params'] = dropped.join(',')
   }
 
+  /**
+   * A realtime WebSocket, admitted like any request (model, onAccess: rpm counts the start, max_parallel holds a
+   * slot while the session is open, the budget must not be spent), then routed: the first target whose socket opens.
+   */
+  private async openRealtime(ctx: RequestCtx, request: Request, params: RealtimeParams): Promise<Response> {
+    const body = await this.realtime.sessionBody(ctx, new URL(request.url), params)
+    ctx.body = body
+    await this.o.catalog.ready()
+    ctx.model = this.resolveModel(ctx, body.model)
+    const refused = (await this.o.host.run('onAccess', ctx)) ?? (await this.o.host.run('onRequestBody', ctx))
+    if (refused) return this.settle(ctx, refused)
+    return await this.proxy(ctx, 'realtime')
+  }
+
+  /** POST /v1/realtime/sessions and /client_secrets: a session made ahead for the model, with its ephemeral secret. */
+  private async mintRealtime(ctx: RequestCtx, request: Request, ga: boolean): Promise<Response> {
+    const body = (await readJsonBody(request, this.o.maxBodyBytes, this.o.bodyTimeoutMs, emptyBody)) as Record<string, any>
+    refuseUpstreamOverrides(body)
+    await this.o.catalog.ready()
+    const capable = () =>
+      ctx.model!.targets.some((t) => {
+        const provider = this.o.catalog.provider(t.provider)
+        return !!provider && !!this.o.host.providers.get(provider.type)?.realtime
+      })
+    return this.realtime.mint(ctx, body, ga, (name) => void (ctx.model = this.resolveModel(ctx, name)), capable)
+  }
+
   private streamFinished(ctx: RequestCtx, outcome: StreamOutcome) {
     ctx.usage = this.usageFrom(ctx, outcome.usage, outcome.chunks)
     if (outcome.error) {
@@ -547,6 +590,7 @@ const operationLabel: Record<Operation, string> = {
   transcriptions: 'audio transcriptions',
   translations: 'audio translations',
   speech: 'speech',
+  realtime: 'realtime sessions',
   images: 'image generations',
   image_edits: 'image edits',
   image_variations: 'image variations',

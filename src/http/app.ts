@@ -4,6 +4,7 @@ import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
 import type { Gateway } from '../core/gateway.ts'
 import { readJsonBody } from '../core/body.ts'
 import type { Route, Transport } from '../core/pipeline.ts'
+import type { UpgradeTransport } from '../realtime/service.ts'
 import { secretEquals } from '../store/crypto.ts'
 import { adminRoutes } from './admin-routes.ts'
 import { serveImageFile } from '../core/images-files.ts'
@@ -33,6 +34,8 @@ const PROXIED: Record<string, Route> = {
   '/v1/audio/translations': 'translations',
   '/v1/audio/speech': 'speech',
   '/v1/audio/speech/stream': 'speech',
+  '/v1/realtime/sessions': 'realtime_sessions',
+  '/v1/realtime/client_secrets': 'realtime_sessions',
   '/v1/images/generations': 'images',
   '/v1/images/edits': 'image_edits',
   '/v1/images/variations': 'image_variations',
@@ -56,7 +59,7 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
   })
 
   const proxy = (route: Route, path: string) => {
-    const params = path.endsWith('/speech/stream') ? { speechStream: true } : {}
+    const params = path.endsWith('/speech/stream') ? { speechStream: true } : path.endsWith('/client_secrets') ? { clientSecret: true } : {}
     return (request: Request, server: Server<unknown> | null) => gw.pipeline.handle(route, request, transport(server, request), params)
   }
   const proxies = Object.entries(PROXIED).map(([path, route]) => [path, proxy(route, path)] as const)
@@ -66,7 +69,7 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
     ? undefined
     : Object.fromEntries(proxies.map(([path, handler]) => [path, { POST: handler }]))
 
-  const app = new Elysia({ name: 'conduit', serve: { routes: nativeRoutes } }).onError({ as: 'global' }, ({ code, error, request }) => {
+  const app = new Elysia({ name: 'conduit', serve: { routes: { ...nativeRoutes, ...realtimeRoutes(gw) } } }).onError({ as: 'global' }, ({ code, error, request }) => {
     if (!GatewayError.is(error) && code !== 'PARSE' && code !== 'NOT_FOUND') {
       gw.log.error({ err: error, code }, 'unhandled HTTP error')
     }
@@ -100,6 +103,25 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
         .use(adminRoutes(gw)),
     )
     .use(uiRoutes(gw, new UiSessions(gw)))
+}
+
+/**
+ * Realtime WebSockets, always as native Bun routes: the pipeline admits the request, opens the provider's socket,
+ * then upgrades this very request (Bun's own WebSocket handlers, see server.ts). Refusals are plain HTTP in our
+ * envelope; after an upgrade Bun wants nothing returned. CORS does not apply to WebSockets.
+ */
+function realtimeRoutes(gw: Gateway) {
+  const handler = (request: Request & { params?: Record<string, string> }, server: Server<unknown>) => {
+    const transport: UpgradeTransport = {
+      upgraded: false,
+      upgrade: (data, headers) => server.upgrade(request, { data, headers }),
+    }
+    const sessionId = request.params?.id
+    return gw.pipeline
+      .handle('realtime', gw.pipeline.realtime.prepare(request), {}, { realtime: { sessionId: sessionId === undefined ? undefined : decodeURIComponent(sessionId), transport } })
+      .then((response) => (transport.upgraded ? undefined : response))
+  }
+  return { '/v1/realtime': { GET: handler }, '/v1/realtime/sessions/:id/ws': { GET: handler } }
 }
 
 /**

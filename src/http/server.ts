@@ -8,6 +8,8 @@ export interface ListenOptions extends EdgeOptions {
   idleTimeoutSec: number
   /** Several worker processes bind the same port; the kernel spreads connections. */
   reusePort?: boolean
+  /** PEM file paths: every endpoint over TLS. */
+  tls?: { cert: string; key: string }
 }
 
 export function listen(gw: Gateway, options: ListenOptions) {
@@ -22,6 +24,9 @@ export function listen(gw: Gateway, options: ListenOptions) {
     // Short by default (slowloris guard); LLM routes lift it per request after authentication.
     idleTimeout: options.idleTimeoutSec,
     reusePort: options.reusePort ?? false,
+    ...(options.tls ? { tls: { cert: Bun.file(options.tls.cert), key: Bun.file(options.tls.key) } } : {}),
+    // Realtime sessions: Bun's own WebSocket handlers, without Elysia's per-message parsing (frames are relayed as they are).
+    websocket: gw.pipeline.realtime.websocket,
   })
   return app.server!
 }

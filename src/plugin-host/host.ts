@@ -46,7 +46,7 @@ interface Bound<F> {
 }
 
 type HookName = keyof Hooks
-const REQUEST_SIDE: HookName[] = ['onRequest', 'onAuth', 'onAccess', 'onRequestBody', 'onUpstreamRequest']
+const REQUEST_SIDE: HookName[] = ['onRequest', 'onAuth', 'onAccess', 'onRequestBody', 'onUpstreamRequest', 'onSessionEvent']
 const DEFAULT_HOOK_TIMEOUT_MS = 10_000
 
 export interface HostOptions {
@@ -74,6 +74,7 @@ export class PluginHost {
     onUpstreamRequest: [],
     onResponse: [],
     onChunk: [],
+    onSessionEvent: [],
     onLog: [],
   }
   private readonly closers: (() => MaybePromise<void>)[] = []
@@ -192,11 +193,11 @@ export class PluginHost {
   }
 
   /** Request-side phases: the first Response returned ends the request. No hooks, no promise. */
-  run(phase: 'onRequest' | 'onAccess' | 'onRequestBody', ctx: RequestContext): Promise<Response | undefined> | undefined {
+  run(phase: 'onRequest' | 'onAccess' | 'onRequestBody' | 'onSessionEvent', ctx: RequestContext): Promise<Response | undefined> | undefined {
     return this.hooks[phase].length === 0 ? undefined : this.runPhase(phase, ctx)
   }
 
-  private async runPhase(phase: 'onRequest' | 'onAccess' | 'onRequestBody', ctx: RequestContext): Promise<Response | undefined> {
+  private async runPhase(phase: 'onRequest' | 'onAccess' | 'onRequestBody' | 'onSessionEvent', ctx: RequestContext): Promise<Response | undefined> {
     for (const hook of this.hooks[phase]) {
       const result = await this.call(hook, ctx.log, () => hook.fn(ctx))
       if (result instanceof Response) return result

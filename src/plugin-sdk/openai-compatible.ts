@@ -1,4 +1,5 @@
 import { GatewayError } from './errors.ts'
+import type { RealtimeAdapter } from './types.ts'
 import { multipartBody, type MultipartValue } from './multipart.ts'
 import {
   API_VERSION,
@@ -49,6 +50,8 @@ export interface OpenAICompatibleOptions {
    * `/audio/speech`) and what it takes and makes; a provider's `options.audio` overrides the abilities.
    */
   audio?: { operations: ('transcriptions' | 'translations' | 'speech')[]; abilities?: Partial<AudioAbilities> }
+  /** Its realtime WebSocket API, when it has one (see src/providers/openai-compatible/realtime.ts). */
+  realtime?: RealtimeAdapter
   /**
    * The image operations it serves at OpenAI's paths (`/images/generations`, `/images/edits`, `/images/variations`),
    * what each model makes (default: OpenAI's own models as OpenAI documents them, anything else permissive) and the
@@ -343,6 +346,7 @@ export function openAICompatible(options: OpenAICompatibleOptions): Plugin {
   if (images.has('images')) adapter.images = imagesAt('/images/generations', false)
   if (images.has('image_edits')) adapter.image_edits = imagesAt('/images/edits', true)
   if (images.has('image_variations')) adapter.image_variations = imagesAt('/images/variations', true)
+  if (options.realtime) adapter.realtime = options.realtime
 
   return {
     name: `provider-${options.id}`,

@@ -9,13 +9,13 @@ export type MaybePromise<T> = T | Promise<T>
 export const API_VERSION = 1 as const
 
 /** The OpenAI surfaces a request can target; `allowed_endpoints` and metrics use these names. */
-export type Endpoint = 'chat' | 'completions' | 'embeddings' | 'models' | 'usage' | 'audio' | 'images'
+export type Endpoint = 'chat' | 'completions' | 'embeddings' | 'models' | 'usage' | 'audio' | 'images' | 'realtime'
 
 /**
  * What a request asks a provider to do: the adapter method it runs. `allowed_endpoints` works on the coarser
  * `Endpoint` (all three audio operations are `audio`).
  */
-export type Operation = 'chat' | 'completions' | 'embeddings' | 'transcriptions' | 'translations' | 'speech' | ImageOperation
+export type Operation = 'chat' | 'completions' | 'embeddings' | 'transcriptions' | 'translations' | 'speech' | ImageOperation | 'realtime'
 
 /** `/v1/images/generations`, `/edits` and `/variations`; all three are the `images` endpoint. */
 export type ImageOperation = 'images' | 'image_edits' | 'image_variations'
@@ -202,6 +202,8 @@ export interface RequestContext {
   shared: Record<string, unknown>
   /** Adds a header to the response, stream or not. */
   setHeader(name: string, value: string): void
+  /** Only on the contexts of a realtime session's responses (see `onSessionEvent`). */
+  readonly session?: SessionEventInfo
 }
 
 export interface AttemptContext {
@@ -403,6 +405,44 @@ export interface ProviderAdapter {
   images?: ImagesAdapter
   image_edits?: ImagesAdapter
   image_variations?: ImagesAdapter
+  realtime?: RealtimeAdapter
+}
+
+/** OpenAI's realtime audio formats: 16-bit PCM at 24 kHz mono, G.711 µ-law and A-law at 8 kHz. */
+export type RealtimeAudioFormat = 'pcm16' | 'g711_ulaw' | 'g711_alaw'
+
+/** The realtime event vocabularies: OpenAI's GA API, and the beta one (`OpenAI-Beta: realtime=v1`). */
+export type RealtimeProtocol = 'ga' | 'beta'
+
+/** The WebSocket the gateway opens to the provider for one realtime session. */
+export interface RealtimeUpstream {
+  /** `wss://…` (or `ws://` for a local server). */
+  url: string
+  headers: Record<string, string>
+  /** Subprotocols to offer, if the provider wants any. */
+  protocols?: string[]
+}
+
+/**
+ * `realtime`: a WebSocket session relayed frame by frame. The adapter only says where and how to connect and what the
+ * provider takes; the core relays, governs and (for G.711 clients of a pcm16-only provider) converts audio.
+ */
+export interface RealtimeAdapter {
+  /** Vocabularies it speaks; a client speaking another is refused (events are relayed, never translated). */
+  protocols(provider: ProviderConfig): readonly RealtimeProtocol[]
+  /** Audio formats it takes and produces. */
+  audioFormats(provider: ProviderConfig): readonly RealtimeAudioFormat[]
+  connect(ctx: AttemptContext, protocol: RealtimeProtocol): MaybePromise<RealtimeUpstream>
+}
+
+/** Set on the context of one response of a realtime session, for the plugins that govern it (`onSessionEvent`). */
+export interface SessionEventInfo {
+  /** The session's request id. */
+  sessionId: string
+  /** The client event being governed (`response.create`), or the server's `response.created` for a response the server started (voice activity). */
+  event: string
+  /** What the response may cost at worst, in tokens by unit (conversation so far plus its output cap). */
+  worstCase: Usage
 }
 
 /** An audio stream's encoding: a container format (`mp3`, `wav`, `flac`, …) or raw `pcm` (16-bit LE) with its rate. */
@@ -464,6 +504,12 @@ export interface Hooks {
    * Registering this hook makes the core parse every chunk instead of forwarding bytes.
    */
   onChunk?(ctx: AttemptContext, chunk: OpenAIChunk): void | null | OpenAIChunk
+  /**
+   * Realtime: one response of an open session (`ctx.session`), before the event that starts it is forwarded. Throw
+   * a GatewayError to refuse it (the client gets an `error` event; a 429 `insufficient_quota` also ends the session).
+   * Settled like a request: `onLog` fires for it with its usage.
+   */
+  onSessionEvent?(ctx: RequestContext): MaybePromise<void | Response>
   /** Always fires once per request, after the last byte, an abort or an early refusal. Never delays the client. */
   onLog?(finished: FinishedRequest): MaybePromise<void>
 }

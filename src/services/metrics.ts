@@ -33,7 +33,20 @@ export interface MetricsSnapshot {
   rssBytes: number
   /** Plugins' own counters, by metric name. */
   counters: Record<string, CounterFamily>
+  /** Realtime sessions: open now, frames and bytes by direction, how long they lasted and why they ended. */
+  realtime: RealtimeSnapshot
 }
+
+export interface RealtimeSnapshot {
+  open: number
+  frames: Record<string, number>
+  bytes: Record<string, number>
+  /** Session lengths in seconds; one histogram (key ''). */
+  length: Record<string, Histogram>
+  ended: Record<string, number>
+}
+
+const SESSION_BUCKETS = [1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200]
 
 const emptySnapshot = (): MetricsSnapshot => ({
   requests: {},
@@ -45,6 +58,7 @@ const emptySnapshot = (): MetricsSnapshot => ({
   shed: 0,
   rssBytes: 0,
   counters: {},
+  realtime: { open: 0, frames: {}, bytes: {}, length: {}, ended: {} },
 })
 
 /** Prometheus's own rules for names; `conduit_` names other than the ones rendered here are the plugins'. */
@@ -60,6 +74,11 @@ const BUILTIN_NAMES = new Set([
   'conduit_shed_requests_total',
   'conduit_resident_memory_bytes',
   'conduit_workers',
+  'conduit_realtime_sessions_open',
+  'conduit_realtime_frames_total',
+  'conduit_realtime_bytes_total',
+  'conduit_realtime_session_duration_seconds',
+  'conduit_realtime_sessions_ended_total',
 ])
 
 function observe(map: Record<string, Histogram>, key: string, bounds: number[], value: number) {
@@ -83,6 +102,21 @@ export class Metrics {
   /** Requests being served right now (streams included). */
   inflight = 0
   shed = 0
+  /** Realtime sessions open now. */
+  realtimeOpen = 0
+
+  /** Frames and bytes a realtime session relayed in one direction since it last reported (sessions report in batches). */
+  realtimeTraffic(direction: 'client_to_provider' | 'provider_to_client', frames: number, bytes: number) {
+    const r = this.data.realtime
+    r.frames[direction] = (r.frames[direction] ?? 0) + frames
+    r.bytes[direction] = (r.bytes[direction] ?? 0) + bytes
+  }
+
+  /** A realtime session ended after `seconds`, for `reason` (client_closed, provider_closed, idle, max_length, …). */
+  realtimeEnded(seconds: number, reason: string) {
+    observe(this.data.realtime.length, '', SESSION_BUCKETS, seconds)
+    this.data.realtime.ended[reason] = (this.data.realtime.ended[reason] ?? 0) + 1
+  }
 
   record(f: FinishedRequest) {
     const endpoint = f.ctx.endpoint
@@ -125,7 +159,9 @@ export class Metrics {
   }
 
   snapshot(): MetricsSnapshot {
-    return { ...structuredClone(this.data), inflight: this.inflight, shed: this.shed, rssBytes: process.memoryUsage.rss() }
+    const data = structuredClone(this.data)
+    data.realtime.open = this.realtimeOpen
+    return { ...data, inflight: this.inflight, shed: this.shed, rssBytes: process.memoryUsage.rss() }
   }
 
   static merge(snapshots: MetricsSnapshot[]): MetricsSnapshot {
@@ -145,6 +181,19 @@ export class Metrics {
       out.inflight += s.inflight
       out.shed += s.shed
       out.rssBytes += s.rssBytes
+      const r = s.realtime
+      if (r) {
+        out.realtime.open += r.open
+        for (const field of ['frames', 'bytes', 'ended'] as const) {
+          for (const [k, v] of Object.entries(r[field])) out.realtime[field][k] = (out.realtime[field][k] ?? 0) + v
+        }
+        for (const [k, h] of Object.entries(r.length)) {
+          const target = (out.realtime.length[k] ??= { buckets: new Array(h.buckets.length).fill(0), sum: 0, count: 0 })
+          h.buckets.forEach((n, i) => (target.buckets[i]! += n))
+          target.sum += h.sum
+          target.count += h.count
+        }
+      }
       for (const [name, family] of Object.entries(s.counters)) {
         const target = (out.counters[name] ??= { ...family, values: {} })
         for (const [k, v] of Object.entries(family.values)) target.values[k] = (target.values[k] ?? 0) + v
@@ -167,16 +216,16 @@ export class Metrics {
       lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`)
       for (const [k, v] of Object.entries(map)) lines.push(`${name}${labels(names, k)} ${v}`)
     }
-    const histogram = (name: string, help: string, bounds: number[], map: Record<string, Histogram>) => {
+    const histogram = (name: string, help: string, bounds: number[], map: Record<string, Histogram>, names = base) => {
       lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`)
       for (const [k, h] of Object.entries(map)) {
         let cumulative = 0
         bounds.forEach((le, i) => {
           cumulative += h.buckets[i]!
-          lines.push(`${name}_bucket${labels(base, k, `le="${le}"`)} ${cumulative}`)
+          lines.push(`${name}_bucket${labels(names, k, `le="${le}"`)} ${cumulative}`)
         })
-        lines.push(`${name}_bucket${labels(base, k, 'le="+Inf"')} ${h.count}`)
-        lines.push(`${name}_sum${labels(base, k)} ${h.sum}`, `${name}_count${labels(base, k)} ${h.count}`)
+        lines.push(`${name}_bucket${labels(names, k, 'le="+Inf"')} ${h.count}`)
+        lines.push(`${name}_sum${labels(names, k)} ${h.sum}`, `${name}_count${labels(names, k)} ${h.count}`)
       }
     }
     counter('conduit_requests_total', 'Requests by endpoint, virtual model, provider and status (aborted: the client left).', [...base, 'status'], s.requests)
@@ -188,6 +237,12 @@ export class Metrics {
     lines.push('# HELP conduit_shed_requests_total Requests refused with 503 because a process was at its in-flight limit.', '# TYPE conduit_shed_requests_total counter', `conduit_shed_requests_total ${s.shed}`)
     lines.push('# HELP conduit_resident_memory_bytes Resident memory of all gateway processes.', '# TYPE conduit_resident_memory_bytes gauge', `conduit_resident_memory_bytes ${s.rssBytes}`)
     lines.push('# HELP conduit_workers Gateway worker processes.', '# TYPE conduit_workers gauge', `conduit_workers ${workers}`)
+    const r = s.realtime ?? emptySnapshot().realtime
+    lines.push('# HELP conduit_realtime_sessions_open Realtime sessions open now.', '# TYPE conduit_realtime_sessions_open gauge', `conduit_realtime_sessions_open ${r.open}`)
+    counter('conduit_realtime_frames_total', 'Realtime frames relayed, by direction (client_to_provider, provider_to_client).', ['direction'], r.frames)
+    counter('conduit_realtime_bytes_total', 'Realtime bytes relayed, by direction.', ['direction'], r.bytes)
+    histogram('conduit_realtime_session_duration_seconds', 'How long realtime sessions lasted.', SESSION_BUCKETS, r.length, [])
+    counter('conduit_realtime_sessions_ended_total', 'Realtime sessions ended, by reason.', ['reason'], r.ended)
     for (const [name, { help, labelNames, values }] of Object.entries(s.counters)) counter(name, help, labelNames, values)
     return lines.join('\n') + '\n'
   }

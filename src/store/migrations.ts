@@ -87,6 +87,18 @@ export const MIGRATIONS: { version: number; statements: string[] }[] = [
     ],
   },
   {
+    version: 9,
+    statements: [
+      // Realtime sessions created ahead of their WebSocket (POST /v1/realtime/sessions, /client_secrets): the settings
+      // sent as the first session.update, the key they are bound to, and the ephemeral secret's SHA-256 only.
+      // connected_at is set once, atomically: one secret opens one session.
+      `CREATE TABLE realtime_sessions (
+        id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL UNIQUE, key_id TEXT NOT NULL, model TEXT NOT NULL, settings TEXT NOT NULL,
+        created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, connected_at BIGINT)`,
+      `CREATE INDEX realtime_sessions_expiry ON realtime_sessions (expires_at)`,
+    ],
+  },
+  {
     version: 10,
     statements: [
       // Images the gateway serves by URL (a client asked `url` of a base64-only provider): base64 TEXT, portable

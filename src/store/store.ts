@@ -429,6 +429,51 @@ export class Store implements StoreView {
   async deleteSession(tokenHash: string) {
     await this.sql`DELETE FROM ui_sessions WHERE token_hash = ${tokenHash}`
   }
+
+  // Realtime sessions ----------------------------------------------------------------------------------------
+
+  /** Also forgets sessions that expired a day ago or more (connected or not, they are of no further use). */
+  async insertRealtimeSession(row: RealtimeSessionRow) {
+    await this.sql`DELETE FROM realtime_sessions WHERE expires_at < ${row.created_at - 86_400_000}`
+    await this.sql`INSERT INTO realtime_sessions ${this.sql(row)}`
+  }
+
+  /**
+   * Marks a session connected and returns it, only if it was not connected yet and has not expired: one secret opens
+   * one session, even when two connections race for it (on any instance). Found by its secret's hash or by its id.
+   */
+  async claimRealtimeSession(by: { secretHash: string } | { id: string }, now: number): Promise<RealtimeSessionRow | null> {
+    const rows =
+      'secretHash' in by
+        ? await this.sql`UPDATE realtime_sessions SET connected_at = ${now}
+            WHERE secret_hash = ${by.secretHash} AND connected_at IS NULL AND expires_at > ${now} RETURNING *`
+        : await this.sql`UPDATE realtime_sessions SET connected_at = ${now}
+            WHERE id = ${by.id} AND connected_at IS NULL AND expires_at > ${now} RETURNING *`
+    const row = rows[0]
+    return row ? { ...row, created_at: Number(row.created_at), expires_at: Number(row.expires_at), connected_at: Number(row.connected_at) } : null
+  }
+
+  /** A claimed session that never opened (refused, provider unreachable) may be connected again until it expires. */
+  async releaseRealtimeSession(id: string) {
+    await this.sql`UPDATE realtime_sessions SET connected_at = NULL WHERE id = ${id}`
+  }
+
+  async getRealtimeSession(id: string): Promise<RealtimeSessionRow | null> {
+    const [row] = await this.sql`SELECT * FROM realtime_sessions WHERE id = ${id}`
+    return row ? { ...row, created_at: Number(row.created_at), expires_at: Number(row.expires_at), connected_at: row.connected_at === null ? null : Number(row.connected_at) } : null
+  }
+}
+
+/** A realtime session made ahead of its WebSocket; `settings` is JSON (see src/realtime/settings.ts). */
+export interface RealtimeSessionRow {
+  id: string
+  secret_hash: string
+  key_id: string
+  model: string
+  settings: string
+  created_at: number
+  expires_at: number
+  connected_at: number | null
 }
 
 export interface RequestRecordFilter {

@@ -16,6 +16,10 @@ const usd = (micros: number) => (micros / 1_000_000).toFixed(6)
  */
 export function worstCaseMicros(ctx: RequestContext, price: Price | null | undefined): number {
   if (!price) return 0
+  // Realtime: a response of an open session costs at worst what the session says (its conversation so far and its
+  // output cap, priced as audio); opening a session costs nothing yet, but is refused when nothing is left.
+  if (ctx.session) return costMicros(price, ctx.session.worstCase)
+  if (ctx.operation === 'realtime') return 1
   const body = ctx.body ?? {}
   // Audio is priced in seconds, characters and audio tokens: its worst case in those units.
   const audio = worstCaseAudioUsage(ctx.operation, body)
@@ -138,6 +142,12 @@ export default definePlugin({
 
     return {
       onAccess(ctx) {
+        const admission = gov.admission(ctx)
+        if (admission instanceof Promise) return admission.then((a) => present(ctx, a))
+        if (admission) present(ctx, admission)
+      },
+      /** Each response of a realtime session is admitted against the budget like a request (settled by onLog). */
+      onSessionEvent(ctx) {
         const admission = gov.admission(ctx)
         if (admission instanceof Promise) return admission.then((a) => present(ctx, a))
         if (admission) present(ctx, admission)

@@ -116,12 +116,19 @@ export default definePlugin({
       for (const rule of RULES) {
         const limit = limits[rule.name]
         if (!limit) continue
+        // A realtime session's start counts as a request (rpm, rpd, a max_parallel slot while it is open); its
+        // tokens are counted per response (onSessionEvent), at worst the whole limit, settled to the reported usage.
+        if (ctx.operation === 'realtime' && (rule.unit === 'tokens') !== !!ctx.session) continue
+        if (ctx.session) {
+          rates.push({ rule: rule.name, unit: rule.unit, limit, periodMs: rule.periodMs, cost: Math.min(limit, ctx.session.worstCase.total_tokens) })
+          continue
+        }
         if (rule.unit === 'images' && !IMAGE_OPERATIONS.has(ctx.operation ?? '')) continue
         const cost = rule.unit === 'tokens' ? tokenReservation(ctx.body!, prompt(), limit, scope) : rule.unit === 'images' ? imageReservation(ctx.body!, limit, scope) : 1
         if (cost instanceof GatewayError) return { never: cost, rule: rule.name, scope }
         rates.push({ rule: rule.name, unit: rule.unit, limit, periodMs: rule.periodMs, cost })
       }
-      return { scope, rates, slots: slots ? (limits.max_parallel ?? null) : null, budget: null }
+      return { scope, rates, slots: slots && !ctx.session ? (limits.max_parallel ?? null) : null, budget: null }
     }
 
     const gov = governance(api)
@@ -205,6 +212,12 @@ export default definePlugin({
     return {
       /** Requests without limits or budget cost a few property checks, no promise. */
       onAccess(ctx) {
+        const admission = gov.admission(ctx)
+        if (admission instanceof Promise) return admission.then((a) => present(ctx, a))
+        if (admission) present(ctx, admission)
+      },
+      /** Each response of a realtime session takes its tokens from `tpm` before it is forwarded. */
+      onSessionEvent(ctx) {
         const admission = gov.admission(ctx)
         if (admission instanceof Promise) return admission.then((a) => present(ctx, a))
         if (admission) present(ctx, admission)

@@ -2,6 +2,7 @@ import { API_VERSION, OPENAI_AUDIO_ABILITIES, declaredAudioAbilities, definePlug
 import { buildAudioRequest, buildRequest } from './request.ts'
 import { parseChatResponse, parseCompletionResponse, parseError } from './response.ts'
 import { createStreamParser } from './stream.ts'
+import { azureRealtime } from './realtime.ts'
 import { azureImages } from './images.ts'
 
 /**
@@ -46,6 +47,7 @@ export default definePlugin({
       transcriptions: { abilities, buildRequest: (body, ctx) => buildAudioRequest('transcriptions', body, ctx), parseError },
       translations: { abilities, buildRequest: (body, ctx) => buildAudioRequest('translations', body, ctx), parseError },
       speech: { abilities, buildRequest: (body, ctx) => buildAudioRequest('speech', body, ctx), parseError },
+      realtime: azureRealtime,
       images: azureImages,
       image_edits: azureImages,
       image_variations: azureImages,

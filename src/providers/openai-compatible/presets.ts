@@ -1,4 +1,7 @@
 import { PERMISSIVE_IMAGE_ABILITIES, openAICompatible, singleChoice, type ImageAbilities, type ImageOperation, type OpenAICompatibleOptions } from '../../plugin-sdk/index.ts'
+import type { RealtimeAdapter } from '../../plugin-sdk/index.ts'
+import { openAIRealtime } from '../openai/realtime.ts'
+import { compatibleRealtime } from './realtime.ts'
 
 /**
  * Providers that speak OpenAI's wire format, each with the parameter policy its API documents: fields it
@@ -86,4 +89,7 @@ export const PRESETS: OpenAICompatibleOptions[] = [
   },
 ]
 
-export const presetPlugins = PRESETS.map(openAICompatible)
+/** Realtime WebSockets: OpenAI's own, and servers that speak its API (their audio formats declared in `options.realtime`). */
+const REALTIME: Record<string, RealtimeAdapter> = { openai: openAIRealtime, 'openai-compatible': compatibleRealtime() }
+
+export const presetPlugins = PRESETS.map((preset) => openAICompatible(REALTIME[preset.id] ? { ...preset, realtime: REALTIME[preset.id] } : preset))
