@@ -29,11 +29,12 @@ export function imageURLRefusal(url: URL, allowed: ImageHosts): string | null {
   const base = URL.parse(allowed.baseURL)
   if (url.username || url.password) return 'it carries credentials'
   if (base && url.origin === base.origin) return null
-  if (url.protocol !== 'https:') return 'it is not https'
-  if (url.port !== '') return 'it names a port'
   const host = url.hostname.toLowerCase().replace(/\.$/, '')
   const ok = allowed.hosts.some((h) => (h.startsWith('*.') ? host.endsWith(h.slice(1)) && host.length > h.length - 1 : host === h))
-  return ok ? null : `its host '${host}' is not one of the provider's`
+  if (!ok) return `its host '${host}' is not one of the provider's`
+  if (url.protocol !== 'https:') return 'it is not https'
+  if (url.port !== '') return 'it names a port'
+  return null
 }
 
 /** The image's bytes, or a 502 saying why not. */
