@@ -75,10 +75,10 @@ function initialSession(protocol: 'ga' | 'beta', model: string): Record<string, 
     type: 'realtime', object: 'realtime.session', id: id('sess'), model, output_modalities: ['audio'], instructions: '', tools: [], tool_choice: 'auto',
     max_output_tokens: 'inf', tracing: null, truncation: 'auto', prompt: null, expires_at: Math.floor(Date.now() / 1000) + 1800,
     audio: {
-      input: { format: GA_FORMAT.pcm16, transcription: null, noise_reduction: null, turn_detection: { ...vad, idle_timeout_ms: null, create_response: true, interrupt_response: true } },
+      // OpenAI leaves transcription and noise reduction out until they are set.
+      input: { format: GA_FORMAT.pcm16, turn_detection: { ...vad, idle_timeout_ms: null, create_response: true, interrupt_response: true } },
       output: { format: GA_FORMAT.pcm16, voice: 'alloy', speed: 1 },
     },
-    include: null,
   }
 }
 
@@ -103,7 +103,7 @@ export async function startFakeRealtime(options: { key?: string; tls?: { cert: s
     const params = event.response ?? {}
     if (params.metadata?.fake_error) return error(s, 'fake_error', String(params.metadata.fake_error), event.event_id ?? null)
     const rid = id('resp')
-    const response = { id: rid, object: 'realtime.response', status: 'in_progress', status_details: null, output: [], conversation_id: id('conv'), usage: null, metadata: params.metadata ?? null }
+    const response = { id: rid, object: 'realtime.response', status: 'in_progress', output: [], conversation_id: id('conv'), usage: null, metadata: params.metadata ?? null }
     send(s, { type: 'response.created', response })
     const beta = s.protocol === 'beta'
     const inputAudioBytes = s.audio.reduce((n, a) => n + a.length, 0)
@@ -146,6 +146,7 @@ export async function startFakeRealtime(options: { key?: string; tls?: { cert: s
           const word = words[i / chunk]
           if (word) send(s, { type: beta ? 'response.audio_transcript.delta' : 'response.output_audio_transcript.delta', ...ids, delta: (i ? ' ' : '') + word })
         }
+        for (const [i, word] of words.entries()) if (i * chunk >= pcm.length) send(s, { type: beta ? 'response.audio_transcript.delta' : 'response.output_audio_transcript.delta', ...ids, delta: ' ' + word })
         for (let sent = 0; sent < flood; sent += 48_000) sendChunk(new Uint8Array(48_000))
         audioOut = Math.ceil((pcm.length + flood) / 2 / RATE * 20)
         send(s, { type: beta ? 'response.audio.done' : 'response.output_audio.done', ...ids })
@@ -157,7 +158,7 @@ export async function startFakeRealtime(options: { key?: string; tls?: { cert: s
         send(s, { type: 'response.content_part.done', ...ids, part: { type: 'text', text } })
       }
       textOut = words.length
-      output = { ...item, status: 'completed', content: [audio ? { type: beta ? 'audio' : 'output_audio', transcript: text } : { type: beta ? 'text' : 'output_text', text }] }
+      output = { ...item, status: 'completed', content: [audio ? { type: 'output_audio', transcript: text } : { type: 'output_text', text }] }
       send(s, { type: 'response.output_item.done', response_id: rid, output_index: 0, item: output })
     }
     const audioIn = Math.ceil(inputSeconds * 10)
