@@ -201,6 +201,11 @@ export function freePort(): number {
   return port
 }
 
+export async function startAudioMock(): Promise<{ process: ManagedProcess; url: string }> {
+  const { process, match } = await ManagedProcess.start('audio-mock', ['bun', 'bench/audio-mock.ts'], { env: baseEnv({}), ready: /audio mock listening on (\S+)/ })
+  return { process, url: match }
+}
+
 export async function startMock(): Promise<{ process: ManagedProcess; url: string }> {
   const { process, match } = await ManagedProcess.start('mock', ['bun', 'bench/mock-upstream.ts'], { env: baseEnv({}), ready: /mock upstream on (\S+)/ })
   return { process, url: match }
@@ -248,6 +253,8 @@ export async function startConduit(o: {
   keyPolicy?: Record<string, unknown>
   /** Built-in plugins switched off through the config file (`builtin:<name>`, `enabled: false`). */
   disabled?: string[]
+  /** Adds the audio mock's models: `tts` (mp3 as asked), `tts-pcm-only` (a provider that makes only PCM), `stt`. */
+  audioMockURL?: string
 }): Promise<Arm> {
   const name = o.name ?? `conduit-w${o.workers}`
   const master = `bench-master-${crypto.randomUUID()}`
@@ -290,6 +297,13 @@ export async function startConduit(o: {
     // A price, so a budget has real money to reserve and settle.
     const price = { input: 1, output: 1 }
     for (const model of new Set(o.timings.map(mockModel))) await admin('/models', { name: model, targets: [{ provider: 'mock', model, price }] })
+    if (o.audioMockURL) {
+      await admin('/providers', { name: 'audio', type: 'openai', base_url: o.audioMockURL, api_key: 'sk-bench-mock' })
+      await admin('/providers', { name: 'audio-pcm', type: 'openai-compatible', base_url: o.audioMockURL, api_key: 'sk-bench-mock', options: { audio: { output_formats: ['pcm'] } } })
+      await admin('/models', { name: 'tts', targets: [{ provider: 'audio', model: 'tts-1' }] })
+      await admin('/models', { name: 'tts-pcm-only', targets: [{ provider: 'audio-pcm', model: 'tts-1' }] })
+      await admin('/models', { name: 'stt', targets: [{ provider: 'audio', model: 'whisper-1' }] })
+    }
     const key = (await admin('/keys', { name: 'bench', ...o.keyPolicy })).key as string
     if (!key) throw new Error(`${name}: the key create response carried no key`)
     await Bun.sleep(300) // let every worker come up and apply the admin changes

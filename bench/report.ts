@@ -1,5 +1,6 @@
 /** The results document (JSON) and its Markdown rendering, with the targets checked. */
 import type { ArmKind, ProcessDiagnostics } from './arms.ts'
+import type { AudioResult } from './scenarios/audio.ts'
 import type { LatencyResult } from './scenarios/latency.ts'
 import type { MemoryResult } from './scenarios/memory.ts'
 import type { RedisCostResult } from './scenarios/redis-cost.ts'
@@ -43,6 +44,7 @@ export interface BenchResults {
   streams: StreamsResult | null
   memory: MemoryResult | null
   soak: SoakResult | null
+  audio?: AudioResult | null
   /** With --limits: the Redis cost of a governed request. */
   redisCost?: RedisCostResult | null
   targets: TargetCheck[]
@@ -67,6 +69,10 @@ export const TARGETS = {
   governedAddedP50Ms: 0.4,
   /** Per governed request, at the Redis every instance shares. */
   redisCallsPerRequest: 2,
+  /** Audio (issue 12): speech first byte added without conversion; input audio held before the first converted byte; upload RSS. */
+  speechAddedP50Ms: 1,
+  convertedFirstByteMs: 100,
+  uploadsRssGrowthMiB: 100,
   redisUsPerRequest: 20,
 }
 
@@ -140,6 +146,12 @@ export function checkTargets(r: Omit<BenchResults, 'targets'>): TargetCheck[] {
   for (const c of r.redisCost?.cells ?? []) {
     add(`Redis round trips per governed request, c=${c.concurrency}`, c.arm, c.scriptCallsPerRequest, `≤ ${TARGETS.redisCallsPerRequest}`, (v) => v <= TARGETS.redisCallsPerRequest, (v) => v.toFixed(2))
     add(`Redis script µs per governed request, c=${c.concurrency}`, c.arm, c.scriptUsPerRequest, `≤ ${TARGETS.redisUsPerRequest} µs`, (v) => v <= TARGETS.redisUsPerRequest, (v) => `${v.toFixed(1)} µs`)
+  }
+  if (r.audio) {
+    const a = r.audio
+    add('speech first byte added, p50 (no conversion)', 'conduit-w1-audio', a.speech.addedP50, `≤ ${TARGETS.speechAddedP50Ms} ms`, (v) => v <= TARGETS.speechAddedP50Ms, (v) => `${signed(v)} ms`)
+    add('converted speech: first mp3 byte after the first PCM byte, p50', 'conduit-w1-audio', a.converted.addedP50, `≤ ${TARGETS.convertedFirstByteMs} ms`, (v) => v <= TARGETS.convertedFirstByteMs, (v) => `${f(v, 1)} ms`)
+    add('50 × 20 MB uploads: RSS growth', 'conduit-w1-audio', a.uploads.growthMiB, `≤ ${TARGETS.uploadsRssGrowthMiB} MiB`, (v) => v <= TARGETS.uploadsRssGrowthMiB, (v) => `${f(v, 0)} MiB`)
   }
   if (r.soak) {
     add('soak RSS growth after warm-up', r.soak.arm, r.soak.growthMiBPerMin, `< ${TARGETS.soakGrowthMiBPerMin} MiB/min`, (v) => v < TARGETS.soakGrowthMiBPerMin, (v) => `${signed(v, 2)} MiB/min`)
@@ -263,6 +275,23 @@ export function renderMarkdown(r: BenchResults): string {
     )
   }
 
+  if (r.audio) {
+    const a = r.audio
+    out.push('## audio — its own mock (bench/audio-mock.ts) and Conduit (1 worker), interleaved with direct calls', '')
+    out.push(
+      table(
+        ['measure', 'direct', 'conduit', 'added'],
+        [
+          [`speech first byte p50 (mp3, no conversion; ${a.speech.requests} requests)`, `${f(a.speech.directP50, 3)} ms`, `${f(a.speech.conduitP50, 3)} ms`, `${signed(a.speech.addedP50)} ms`],
+          ['speech first byte p99', `${f(a.speech.directP99, 3)} ms`, `${f(a.speech.conduitP99, 3)} ms`, `${signed(a.speech.addedP99)} ms`],
+          [`first converted byte p50 (mp3 from a PCM-only provider in real time; ${a.converted.requests} requests)`, `${f(a.converted.directPcmFirstByteP50, 1)} ms (first PCM byte)`, `${f(a.converted.convertedFirstByteP50, 1)} ms`, `${f(a.converted.addedP50, 1)} ms (max ${f(a.converted.addedMax, 1)})`],
+          [`transcription of a ${f(a.transcription.bytes / 1048576, 0)} MiB WAV (median of ${a.transcription.rounds})`, `${f(a.transcription.directMs, 1)} ms`, `${f(a.transcription.conduitMs, 1)} ms`, `${signed(a.transcription.addedMs, 1)} ms; peak RSS ${f(a.transcription.peakRssMiB, 0)} MiB (idle ${f(a.transcription.idleRssMiB, 0)})`],
+          [`${a.uploads.count} concurrent ${f(a.uploads.bytesEach / 1048576, 0)} MiB uploads`, '', `${f(a.uploads.seconds, 1)} s`, `RSS ${f(a.uploads.rssBeforeMiB, 0)} → ${f(a.uploads.rssPeakMiB, 0)} MiB (+${f(a.uploads.growthMiB, 0)})`],
+        ],
+      ),
+      '',
+    )
+  }
   if (r.soak) {
     const s = r.soak
     out.push(`## soak — ${s.arm}, ${s.durationSec} s, ${s.jsonPerSec} JSON/s + ${s.streamsPerSec} streams/s, ${s.abortRatio * 100}% of streams aborted by the client`, '')

@@ -11,9 +11,10 @@ import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
-import { directArm, preflight, startConduit, startFloor, startMock, startPortkey, startRedis, stopAll, type Arm, type ProcessDiagnostics } from './arms.ts'
+import { directArm, preflight, startAudioMock, startConduit, startFloor, startMock, startPortkey, startRedis, stopAll, type Arm, type ProcessDiagnostics } from './arms.ts'
 import type { MockTiming } from './mock-upstream.ts'
 import { checkTargets, renderMarkdown, type ArmInfo, type BenchResults } from './report.ts'
+import { runAudio } from './scenarios/audio.ts'
 import { runLatency } from './scenarios/latency.ts'
 import { runMemory } from './scenarios/memory.ts'
 import { runRedisCost } from './scenarios/redis-cost.ts'
@@ -23,7 +24,7 @@ import { runStreams } from './scenarios/streams.ts'
 import { runThroughput } from './scenarios/throughput.ts'
 import { benchDir, foreignCpuMeter, machineFacts, processTree, repoRoot, rssBytes } from './sys.ts'
 
-const SCENARIOS = ['latency-c1', 'throughput', 'sse', 'streams-1000', 'memory', 'soak'] as const
+const SCENARIOS = ['latency-c1', 'throughput', 'sse', 'streams-1000', 'memory', 'audio', 'soak'] as const
 type Scenario = (typeof SCENARIOS)[number]
 
 const USAGE = `Usage: bun run bench [options]
@@ -169,7 +170,7 @@ try {
   commands.set('direct', 'bun bench/mock-upstream.ts')
   const arms: Arm[] = [directArm(mock.url)]
 
-  const needsGateways = [...selected].some((s) => s !== 'soak')
+  const needsGateways = [...selected].some((s) => s !== 'soak' && s !== 'audio')
   if (needsGateways) {
     arms.push(await startFloor(mock.url))
     commands.set('floor', 'BUN_CONFIG_MAX_HTTP_REQUESTS=65535 bun bench/floor.ts')
@@ -264,6 +265,20 @@ try {
   )
   for (const arm of arms) armInfos.push(describe(arm))
 
+  // Audio: its own mock and a Conduit of its own (1 worker), so the chat arms' figures are not disturbed.
+  const audio = await scenario('audio', async () => {
+    const audioMock = await startAudioMock()
+    const arm = await startConduit({ workers: 1, mockURL: mock.url, timings: [], workDir, name: 'conduit-w1-audio', audioMockURL: audioMock.url })
+    commands.set(arm.name, 'bun src/main.ts --workers 1 (audio models on bench/audio-mock.ts)')
+    try {
+      return await runAudio(arm, audioMock.url, { speechRequests: 200, convertedRequests: 15 }, progress)
+    } finally {
+      await arm.process?.stop()
+      await audioMock.process.stop()
+      armInfos.push(describe(arm))
+    }
+  })
+
   let soak = null
   if (selected.has('soak') && !interrupted) {
     // A fresh gateway, alone with the mock: the other arms are stopped first.
@@ -297,6 +312,7 @@ try {
     sse,
     streams,
     memory,
+    audio,
     soak,
     redisCost,
   }
