@@ -10,7 +10,7 @@ import { base62, sha256 } from '../store/crypto.ts'
 import type { Attempt, RequestCtx } from '../core/context.ts'
 import { egress } from '../core/egress.ts'
 import type { AttemptLease } from '../core/router.ts'
-import type { Timeouts } from '../core/upstream.ts'
+import { timeoutsFor, type Timeouts } from '../core/upstream.ts'
 import { allowedBy } from '../core/glob.ts'
 import { RealtimeSession, type EndReason, type SessionDeps } from './session.ts'
 import { betaSessionObject, gaSecretObject, readSessionRequest, sessionIn, type StoredSettings } from './settings.ts'
@@ -271,7 +271,8 @@ export class RealtimeService {
     // The egress policy speaks http(s): a wss:// upstream is checked as the https:// origin it connects to.
     await egress.check(upstream.url.replace(/^ws/, 'http'))
     const started = performance.now()
-    const socket = await openSocket(upstream, this.deps.timeouts.connectMs, provider.name)
+    // The handshake is the connection and the response's first byte: the provider's connect timeout bounds both.
+    const socket = await openSocket(upstream, timeoutsFor(provider, this.deps.timeouts).connectMs, provider.name)
     const metadata = ctx.principal!.metadata
     const seconds = (name: string, fallback: number) => {
       const value = metadata[name]

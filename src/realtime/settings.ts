@@ -198,7 +198,8 @@ export function betaSessionObject(id: string, model: string, settings: StoredSet
     voice: s.voice ?? 'alloy',
     input_audio_format: s.input_audio_format ?? 'pcm16',
     output_audio_format: s.output_audio_format ?? 'pcm16',
-    input_audio_transcription: s.input_audio_transcription ?? null,
+    // Null where OpenAI would leave a field out (its schema has no null there).
+    ...(s.input_audio_transcription ? { input_audio_transcription: s.input_audio_transcription } : {}),
     turn_detection: s.turn_detection === undefined ? { type: 'server_vad', threshold: 0.5, prefix_padding_ms: 300, silence_duration_ms: 200 } : s.turn_detection,
     tools: s.tools ?? [],
     tool_choice: s.tool_choice ?? 'auto',
@@ -235,13 +236,13 @@ export function gaSecretObject(id: string, model: string, settings: StoredSettin
       audio: {
         input: {
           format: input.format ?? gaFormat('pcm16'),
-          transcription: input.transcription ?? null,
-          noise_reduction: input.noise_reduction ?? null,
+          ...(input.transcription ? { transcription: input.transcription } : {}),
+          ...(input.noise_reduction ? { noise_reduction: input.noise_reduction } : {}),
           turn_detection: input.turn_detection === undefined ? { type: 'server_vad', threshold: 0.5, prefix_padding_ms: 300, silence_duration_ms: 200, create_response: true, interrupt_response: true } : input.turn_detection,
         },
         output: { format: output.format ?? gaFormat('pcm16'), voice: output.voice ?? 'alloy', speed: output.speed ?? 1 },
       },
-      include: s.include ?? null,
+      ...(s.include ? { include: s.include } : {}),
     },
   }
 }
