@@ -25,8 +25,6 @@ const IMAGE_PRICES: Record<string, Record<string, Price>> = {
     'imagen-4.0-ultra-generate-001': perImage(0.06),
     'imagen-4.0-fast-generate-001': perImage(0.02),
     'imagen-3.0-generate-002': perImage(0.03),
-    'gemini-2.5-flash-image': { input: 0.3, output: 2.5, output_image: 30 },
-    'gemini-2.5-flash-image-preview': { input: 0.3, output: 2.5, output_image: 30 },
   },
   bedrock: {
     'amazon.titan-image-generator-v1': TITAN,
@@ -43,8 +41,15 @@ const OPENAI_IMAGE_PRICES: Record<string, Price> = {
   'dall-e-2': perImage(0.02, { '256x256': 0.016, '512x512': 0.018, '1024x1024': 0.02 }),
   // `standard` (and `auto`) by size; `hd` by quality and size.
   'dall-e-3': perImage(0.04, { '1024x1024': 0.04, '1024x1792': 0.08, '1792x1024': 0.08, 'hd/1024x1024': 0.08, 'hd/1024x1792': 0.12, 'hd/1792x1024': 0.12 }),
-  'gpt-image-1': { input: 5, cached_input: 1.25, output: 40, input_image: 10 },
-  'gpt-image-1-mini': { input: 2, cached_input: 0.2, output: 8, input_image: 2.5 },
+}
+
+/**
+ * Image-token rates the catalog lacks for models it does price (as text): added to its price. gpt-image-1's output
+ * is all image tokens (the catalog's $40 output), its input images $10; gemini-2.5-flash-image's output images $30.
+ */
+export const IMAGE_TOKEN_RATES: Record<string, Record<string, Partial<Price>>> = {
+  openai: { 'gpt-image-1': { input_image: 10 }, 'gpt-image-1-mini': { input_image: 2.5 } },
+  gemini: { 'gemini-2.5-flash-image': { output_image: 30 }, 'gemini-2.5-flash-image-preview': { output_image: 30 } },
 }
 
 /**
@@ -126,8 +131,12 @@ export class PriceList {
     const overrides = this.overrides[providerType]
     const catalog = (this.providers ??= this.load())[providerType]
     for (const id of variants(model)) {
-      const price = overrides?.[id] ?? catalogModel(catalog, id)?.price
-      if (price) return price
+      const own = overrides?.[id]
+      if (own) return own
+      const listed = catalogModel(catalog, id)?.price
+      const extra = IMAGE_TOKEN_RATES[providerType]?.[id]
+      if (listed && extra) return Array.isArray(listed) ? listed.map((p) => ({ ...p, price: { ...p.price, ...extra } })) : { ...listed, ...extra }
+      if (listed) return listed
     }
     // Families priced alike (Deepgram's Aura voices are one model id each): the longest matching prefix.
     let best: string | null = null
