@@ -152,7 +152,7 @@ describe('lifecycle', () => {
     const sock = net.connect(Number(new URL(s.origin).port), '127.0.0.1')
     const received: Buffer[] = []
     let paused = false
-    sock.on('data', (d) => {
+    sock.on('data', (d: Buffer) => {
       received.push(d)
       if (!paused && Buffer.concat(received).includes('session.created')) {
         paused = true

@@ -44,7 +44,7 @@ export async function realtimeSetup(options: { tls?: { cert: string; key: string
       body: body === undefined ? undefined : JSON.stringify(body),
       ...(options.tls ? { tls: { ca: options.tls.pem } } : {}),
     } as RequestInit)
-    const json = await res.json()
+    const json: any = await res.json()
     if (!res.ok) throw new Error(`admin ${method} ${p} → ${res.status}: ${JSON.stringify(json)}`)
     return json
   }

@@ -1,0 +1,143 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { mulawToPcm16, pcm16ToMulaw } from '../../src/plugin-sdk/audio/index.ts'
+import { dominantFrequency, tone } from '../helpers/audio.ts'
+import { samplesOf, startFakeRealtime, type FakeRealtime } from '../helpers/fake-realtime.ts'
+import { startInstances, type Instance } from '../helpers/instances.ts'
+import { createTestDatabase } from '../helpers/postgres.ts'
+import { EventLog, handshake, realtimeSetup, type RealtimeSetup } from './setup.ts'
+
+/** Governance while a session is open (budget, tpm, revocation across instances) and G.711 bridged to pcm16. */
+const bearer = (k: string) => ({ authorization: `Bearer ${k}` })
+
+describe('budgets and token limits per response', () => {
+  let s: RealtimeSetup
+  // 0.01 USD a token, whatever the unit: a response costs dollars, so a $1 budget lasts a turn or two.
+  const price = { input: 10_000, output: 10_000, cached_input: 10_000 }
+  beforeAll(async () => {
+    s = await realtimeSetup({ price })
+  })
+  afterAll(() => s.close())
+
+  test('a budget exhausted mid-session: response.create answered with insufficient_quota, not forwarded, the session ended with 1008', async () => {
+    const key = await s.key({ budget: { usd: 1, period: 'total' } })
+    const c = await EventLog.open(`${s.wsOrigin}/v1/realtime?model=voice`, { headers: bearer(key) })
+    await c.next('session.created')
+    c.send({ type: 'session.update', session: { type: 'realtime', max_output_tokens: 10, output_modalities: ['audio'] } })
+    await c.next('session.updated')
+    const upstream = s.fake.sessions.at(-1)!
+    let done = 0
+    let error: any = null
+    for (let i = 0; i < 20 && !error; i++) {
+      const from = c.events.length
+      c.send({ type: 'response.create', event_id: `evt_client_${i}` })
+      for (;;) {
+        const event = c.events.slice(from).find((e) => e.type === 'response.done' || e.type === 'error')
+        if (event?.type === 'response.done') done++
+        if (event?.type === 'error') error = event
+        if (event) break
+        await Bun.sleep(5)
+      }
+    }
+    expect(done).toBeGreaterThanOrEqual(1)
+    expect(error.error).toMatchObject({ type: 'insufficient_quota', code: 'insufficient_quota', event_id: `evt_client_${done}` })
+    const closed = await c.waitClosed(1_000)
+    expect(closed).toMatchObject({ code: 1008, reason: 'budget exhausted' })
+    // The refused response.create never reached the provider.
+    expect(upstream.events.filter((e) => e.type === 'response.create').length).toBe(done)
+    await Bun.sleep(300)
+    const rows = (await s.gw.gateway.store.sql`SELECT cost_micros FROM spend_ledger WHERE key_id = (SELECT id FROM virtual_keys WHERE key_last4 = ${key.slice(-4)}) AND endpoint = 'realtime'`) as any[]
+    const spent = rows.reduce((n, r) => n + Number(r.cost_micros), 0)
+    expect(rows.filter((r) => Number(r.cost_micros) > 0).length).toBe(done)
+    expect(spent).toBeLessThanOrEqual(1_000_000)
+    // And the key cannot open another session with nothing left.
+    if (spent === 1_000_000) expect((await handshake(s.origin, '/v1/realtime?model=voice', bearer(key))).status).toBe(429)
+  })
+
+  test('tpm: a response.create past the limit is an error event; the session goes on', async () => {
+    const key = await s.key({ tpm: 100 })
+    const c = await EventLog.open(`${s.wsOrigin}/v1/realtime?model=voice`, { headers: bearer(key) })
+    await c.next('session.created')
+    c.send({ type: 'session.update', session: { type: 'realtime', max_output_tokens: 60 } })
+    await c.next('session.updated')
+    c.send({ type: 'response.create' })
+    await c.next('response.done')
+    const from = c.events.length
+    c.send({ type: 'response.create', event_id: 'evt_second' })
+    const error = await c.next('error', 2_000, from)
+    expect(error.error).toMatchObject({ code: 'rate_limit_exceeded', event_id: 'evt_second' })
+    // Still open: other events go through.
+    c.send({ type: 'conversation.item.create', item: { type: 'message', role: 'user', content: [{ type: 'input_text', text: 'still there?' }] } })
+    await c.next('conversation.item.added', 2_000, from)
+    expect(c.closed).toBeNull()
+    c.ws.close()
+  })
+})
+
+describe('G.711 clients of a pcm16-only provider', () => {
+  let s: RealtimeSetup
+  beforeAll(async () => {
+    s = await realtimeSetup({ type: 'openai-compatible', providerOptions: { realtime: { audio_formats: ['pcm16'] } } })
+    s.fake.formats = ['pcm16'] // it refuses anything else, as such a server does
+    s.fake.frequency = 600
+  })
+  afterAll(() => s.close())
+
+  test('µ-law in and out, converted both ways, frequencies preserved, formats rewritten in the session events', async () => {
+    const key = await s.key()
+    const c = await EventLog.open(`${s.wsOrigin}/v1/realtime?model=voice`, { headers: bearer(key) })
+    await c.next('session.created')
+    c.send({ type: 'session.update', session: { type: 'realtime', audio: { input: { format: { type: 'audio/pcmu' } }, output: { format: { type: 'audio/pcmu' } } } } })
+    const updated = await c.next('session.updated')
+    expect(updated.session.audio.input.format).toEqual({ type: 'audio/pcmu' })
+    expect(updated.session.audio.output.format).toEqual({ type: 'audio/pcmu' })
+    const upstream = s.fake.sessions.at(-1)!
+    expect(upstream.session.audio.input.format).toEqual({ type: 'audio/pcm', rate: 24000 })
+    // One second of a 1 kHz tone, telephony style: 20 ms µ-law frames at 8 kHz.
+    const ulaw = pcm16ToMulaw(tone(1000, 1, 8000))
+    for (let i = 0; i < ulaw.length; i += 160) c.send({ type: 'input_audio_buffer.append', audio: Buffer.from(ulaw.subarray(i, i + 160)).toString('base64') })
+    c.send({ type: 'input_audio_buffer.commit' })
+    await c.next('input_audio_buffer.committed')
+    const received = samplesOf(upstream.audio)
+    expect(Math.abs(received.length - 24_000)).toBeLessThan(100)
+    expect(Math.abs(dominantFrequency(received.subarray(2400), 24_000) - 1000)).toBeLessThanOrEqual(10)
+    c.send({ type: 'response.create' })
+    await c.next('response.done')
+    const out = c.events.filter((e) => e.type === 'response.output_audio.delta').map((e) => Buffer.from(e.delta, 'base64'))
+    const decoded = mulawToPcm16(Buffer.concat(out))
+    expect(Math.abs(decoded.length - 4000)).toBeLessThan(50) // 0.5 s at 8 kHz, one byte a sample
+    expect(Math.abs(dominantFrequency(decoded.subarray(400), 8000) - 600)).toBeLessThanOrEqual(10)
+    c.ws.close()
+  })
+})
+
+describe('a key revoked mid-session on another instance', () => {
+  let fake: FakeRealtime
+  let instances: Instance[]
+  let database: Awaited<ReturnType<typeof createTestDatabase>>
+  beforeAll(async () => {
+    fake = await startFakeRealtime()
+    database = await createTestDatabase()
+    instances = await startInstances(2, { DATABASE_URL: database.url, REDIS_URL: process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379' })
+  }, 30_000)
+  afterAll(async () => {
+    await Promise.all(instances.map((i) => i.stop()))
+    await database.drop()
+    fake.close()
+  })
+
+  test('disabling the key on instance A ends its session on instance B within a second', async () => {
+    const [a, b] = instances as [Instance, Instance]
+    await a.admin('POST', '/providers', { name: 'rt', type: 'openai', base_url: fake.url, api_key: fake.key })
+    await a.admin('POST', '/models', { name: 'voice', targets: [{ provider: 'rt', model: 'gpt-realtime' }] })
+    const created = await a.admin('POST', '/keys', { name: 'revoked-later' })
+    const c = await EventLog.open(`${b.origin.replace('http', 'ws')}/v1/realtime?model=voice`, { headers: bearer(created.key) })
+    await c.next('session.created')
+    const at = performance.now()
+    await a.admin('PATCH', `/keys/${created.id}`, { enabled: false })
+    const closed = await c.waitClosed(1_000)
+    expect(closed.code).toBe(1008)
+    expect(closed.at - at).toBeLessThan(1_000)
+    expect((await c.next('error')).error.code).toBe('invalid_api_key')
+    await fake.waitFor(() => fake.sessions.at(-1)!.closed !== null, 1_000)
+  })
+})
