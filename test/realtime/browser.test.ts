@@ -78,7 +78,7 @@ test('a Chromium page talks to the gateway with an ephemeral secret in the subpr
   await tab.goto(`http://127.0.0.1:${page.port}/`)
   const out = tab.locator('#out')
   await expect(out).toBeDefined()
-  await tab.waitForFunction(() => document.getElementById('out')!.textContent !== 'waiting', undefined, { timeout: 10_000 })
+  await tab.waitForFunction("document.getElementById('out').textContent !== 'waiting'", undefined, { timeout: 10_000 })
   expect(await out.textContent()).toBe('Hello from the fake realtime model.')
   expect(await out.getAttribute('data-model')).toBe('voice')
   expect(await out.getAttribute('data-protocol')).toBe('realtime')
