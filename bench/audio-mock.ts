@@ -1,13 +1,13 @@
 /**
  * The audio upstream of the benchmark, in its own process: OpenAI's audio paths with nothing to compute.
- * - `/v1/audio/speech`: 24 kHz mono PCM (a 440 Hz tone) in 20 ms frames, the first at once and then one every
- *   `FRAME_MS` (real time), 2 s in all; any other `response_format` gets the same bytes labelled as that format
- *   (nothing converts them unless the gateway does).
+ * - `/v1/audio/speech`: 24 kHz mono PCM (a 440 Hz tone) in 20 ms frames, 1 s in all. `pcm` is paced as a real
+ *   provider speaks, the first frame at once and then one every `FRAME_MS`; any other `response_format` gets the
+ *   same bytes at once, labelled as that format (nothing converts them unless the gateway does).
  * - `/v1/audio/transcriptions`: reads the whole multipart body and answers a fixed transcript.
  * Prints `audio mock listening on <url>` when ready.
  */
 const FRAME_MS = Number(process.env.FRAME_MS ?? 20)
-const SECONDS = 2
+const SECONDS = 1
 const RATE = 24_000
 const frameSamples = (RATE * 20) / 1000
 const frames: Uint8Array[] = []
@@ -26,11 +26,12 @@ const audioServer = Bun.serve({
     const path = new URL(req.url).pathname
     if (path === '/v1/audio/speech') {
       const body = (await req.json()) as { response_format?: string }
+      const paced = body.response_format === 'pcm'
       let next = 0
       return new Response(
         new ReadableStream<Uint8Array>({
           async pull(controller) {
-            if (next > 0) await Bun.sleep(FRAME_MS)
+            if (next > 0 && paced) await Bun.sleep(FRAME_MS)
             if (next >= frames.length) return controller.close()
             controller.enqueue(frames[next++]!)
           },
