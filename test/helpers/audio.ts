@@ -20,7 +20,8 @@ async function run(cmd: string[], stdin?: Uint8Array): Promise<Uint8Array> {
 /** A sentence spoken by espeak-ng: 22,050 Hz mono 16-bit WAV. */
 export async function speak(text: string): Promise<Uint8Array> {
   const path = join(dir, `speech-${n++}.wav`)
-  await run(['espeak-ng', '-w', path, text])
+  // On stdin: a text starting with '-' would be read as an option.
+  await run(['espeak-ng', '-w', path, '--stdin'], new TextEncoder().encode(text))
   return Bun.file(path).bytes()
 }
 
