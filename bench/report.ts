@@ -2,6 +2,7 @@
 import type { ArmKind, ProcessDiagnostics } from './arms.ts'
 import type { AudioResult } from './scenarios/audio.ts'
 import type { LatencyResult } from './scenarios/latency.ts'
+import type { RealtimeBenchResult } from './scenarios/realtime.ts'
 import type { MemoryResult } from './scenarios/memory.ts'
 import type { RedisCostResult } from './scenarios/redis-cost.ts'
 import type { SoakResult } from './scenarios/soak.ts'
@@ -45,6 +46,7 @@ export interface BenchResults {
   memory: MemoryResult | null
   soak: SoakResult | null
   audio?: AudioResult | null
+  realtime?: RealtimeBenchResult | null
   /** With --limits: the Redis cost of a governed request. */
   redisCost?: RedisCostResult | null
   targets: TargetCheck[]
@@ -73,6 +75,10 @@ export const TARGETS = {
   speechAddedP50Ms: 1,
   convertedFirstByteMs: 100,
   uploadsRssGrowthMiB: 100,
+  /** Realtime (issue 13): per relayed frame (half a round trip), and the latest frame of 200 live sessions. */
+  realtimeFrameP50Ms: 0.1,
+  realtimeFrameP99Ms: 1,
+  realtimeFrameLatenessMs: 50,
   redisUsPerRequest: 20,
 }
 
@@ -146,6 +152,12 @@ export function checkTargets(r: Omit<BenchResults, 'targets'>): TargetCheck[] {
   for (const c of r.redisCost?.cells ?? []) {
     add(`Redis round trips per governed request, c=${c.concurrency}`, c.arm, c.scriptCallsPerRequest, `≤ ${TARGETS.redisCallsPerRequest}`, (v) => v <= TARGETS.redisCallsPerRequest, (v) => v.toFixed(2))
     add(`Redis script µs per governed request, c=${c.concurrency}`, c.arm, c.scriptUsPerRequest, `≤ ${TARGETS.redisUsPerRequest} µs`, (v) => v <= TARGETS.redisUsPerRequest, (v) => `${v.toFixed(1)} µs`)
+  }
+  if (r.realtime) {
+    const rt = r.realtime
+    add('realtime added latency per frame, p50', 'conduit-realtime', rt.latency.addedP50 / 2, `≤ ${TARGETS.realtimeFrameP50Ms} ms`, (v) => v <= TARGETS.realtimeFrameP50Ms, (v) => `${signed(v)} ms`)
+    add('realtime added latency per frame, p99', 'conduit-realtime', rt.latency.addedP99 / 2, `≤ ${TARGETS.realtimeFrameP99Ms} ms`, (v) => v <= TARGETS.realtimeFrameP99Ms, (v) => `${signed(v)} ms`)
+    add(`realtime ${rt.stream.sessions} live sessions: latest frame`, 'conduit-realtime', Math.max(rt.stream.maxLatenessDownMs, rt.stream.maxLatenessUpMs), `≤ ${TARGETS.realtimeFrameLatenessMs} ms`, (v) => v <= TARGETS.realtimeFrameLatenessMs, (v) => `${f(v, 0)} ms`)
   }
   if (r.audio) {
     const a = r.audio
@@ -275,6 +287,22 @@ export function renderMarkdown(r: BenchResults): string {
     )
   }
 
+  if (r.realtime) {
+    const rt = r.realtime
+    out.push('## realtime — its own WebSocket mock and Conduit (bench/scenarios/realtime.ts)', '')
+    out.push(
+      table(
+        ['measure', 'direct', 'conduit', 'added'],
+        [
+          [`1 KiB frame echoed, round trip p50 (${rt.latency.pings} pings; two relayed frames)`, `${f(rt.latency.directP50, 3)} ms`, `${f(rt.latency.conduitP50, 3)} ms`, `${signed(rt.latency.addedP50)} ms`],
+          ['round trip p99', `${f(rt.latency.directP99, 3)} ms`, `${f(rt.latency.conduitP99, 3)} ms`, `${signed(rt.latency.addedP99)} ms`],
+          [`${rt.idle.sessions} idle sessions: RSS`, '', `${f(rt.idle.rssBeforeMiB, 0)} → ${f(rt.idle.rssAfterMiB, 0)} MiB`, `${f(rt.idle.rssPerSessionKiB, 1)} KiB per session`],
+          [`${rt.stream.sessions} sessions, 24 kHz PCM16 both ways for ${rt.stream.seconds} s`, '', `CPU ${f(rt.stream.cpuTotalPct, 1)}% (${f(rt.stream.cpuPerSessionPct, 2)}% per session)`, `latest frame ${f(rt.stream.maxLatenessDownMs, 0)} ms down, ${f(rt.stream.maxLatenessUpMs, 0)} ms up`],
+        ],
+      ),
+      '',
+    )
+  }
   if (r.audio) {
     const a = r.audio
     out.push('## audio — its own mock (bench/audio-mock.ts) and Conduit (1 worker), interleaved with direct calls', '')

@@ -15,6 +15,7 @@ import { directArm, preflight, startAudioMock, startConduit, startFloor, startMo
 import type { MockTiming } from './mock-upstream.ts'
 import { checkTargets, renderMarkdown, type ArmInfo, type BenchResults } from './report.ts'
 import { runAudio } from './scenarios/audio.ts'
+import { runRealtime } from './scenarios/realtime.ts'
 import { runLatency } from './scenarios/latency.ts'
 import { runMemory } from './scenarios/memory.ts'
 import { runRedisCost } from './scenarios/redis-cost.ts'
@@ -24,7 +25,7 @@ import { runStreams } from './scenarios/streams.ts'
 import { runThroughput } from './scenarios/throughput.ts'
 import { benchDir, foreignCpuMeter, machineFacts, processTree, repoRoot, rssBytes } from './sys.ts'
 
-const SCENARIOS = ['latency-c1', 'throughput', 'sse', 'streams-1000', 'memory', 'audio', 'soak'] as const
+const SCENARIOS = ['latency-c1', 'throughput', 'sse', 'streams-1000', 'memory', 'audio', 'realtime', 'soak'] as const
 type Scenario = (typeof SCENARIOS)[number]
 
 const USAGE = `Usage: bun run bench [options]
@@ -170,7 +171,7 @@ try {
   commands.set('direct', 'bun bench/mock-upstream.ts')
   const arms: Arm[] = [directArm(mock.url)]
 
-  const needsGateways = [...selected].some((s) => s !== 'soak' && s !== 'audio')
+  const needsGateways = [...selected].some((s) => s !== 'soak' && s !== 'audio' && s !== 'realtime')
   if (needsGateways) {
     arms.push(await startFloor(mock.url))
     commands.set('floor', 'BUN_CONFIG_MAX_HTTP_REQUESTS=65535 bun bench/floor.ts')
@@ -279,6 +280,9 @@ try {
     }
   })
 
+  // Realtime: its own WebSocket mock and Conduit (bench/scenarios/realtime.ts, also runnable alone).
+  const realtime = await scenario('realtime', () => runRealtime({ idle: 1000, stream: 200, seconds: 10, pings: 2000 }))
+
   let soak = null
   if (selected.has('soak') && !interrupted) {
     // A fresh gateway, alone with the mock: the other arms are stopped first.
@@ -313,6 +317,7 @@ try {
     streams,
     memory,
     audio,
+    realtime,
     soak,
     redisCost,
   }

@@ -39,7 +39,7 @@ afterAll(async () => {
 })
 
 /** Mostly what a client sends, sometimes anything: cases must reach the provider too, not only the refusals. */
-const mostly = <T,>(usual: fc.Arbitrary<T>, odd: fc.Arbitrary<T>) => fc.oneof({ arbitrary: usual, weight: 4 }, { arbitrary: odd, weight: 1 })
+const mostly = <A, B>(usual: fc.Arbitrary<A>, odd: fc.Arbitrary<B>): fc.Arbitrary<A | B> => fc.oneof({ arbitrary: usual, weight: 4 }, { arbitrary: odd, weight: 1 })
 
 const fieldValue = fc.oneof(
   fc.constantFrom('json', 'text', 'srt', 'vtt', 'verbose_json', 'diarized_json', 'true', 'false', '0.5', '-1', '7', 'word', 'segment', 'auto', '{"type":"server_vad"}', '{', 'whisper', 'tts', ''),
@@ -71,7 +71,7 @@ const multipart = fc.record({
   declaredType: mostly(fc.constant('multipart/form-data; boundary=B'), fc.constantFrom('multipart/form-data', 'application/json', 'multipart/form-data; boundary="B"', 'text/plain')),
 })
 
-function build(c: fc.Infer<typeof multipart>): { body: Uint8Array; type: string } {
+function build(c: typeof multipart extends fc.Arbitrary<infer T> ? T : never): { body: Uint8Array; type: string } {
   const enc = new TextEncoder()
   const parts: Uint8Array[] = []
   const fields = c.model ? [['model', 'whisper'] as [string, string], ...c.fields] : c.fields
