@@ -5,7 +5,8 @@ import { egress } from './egress.ts'
 let sequence = 0
 /** Random per process start, so ids stay unique across workers and restarts. */
 const instance = `req_${crypto.randomUUID().replaceAll('-', '').slice(0, 12)}`
-export const newRequestId = () => instance + (sequence++).toString(36)
+/** Fixed width, so that one process's ids sort in the order they were made (request records break time ties by id). */
+export const newRequestId = () => instance + (sequence++).toString(36).padStart(8, '0')
 
 const PRINTABLE_ASCII = /^[\x20-\x7e]*$/
 /**
