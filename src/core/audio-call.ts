@@ -3,11 +3,10 @@ import { speechUsage, transcriptionUsage } from '../plugin-sdk/audio-usage.ts'
 import type { AudioUpload, SpeechAdapter, Transcoder, TranscriptionAdapter, Transcript } from '../plugin-sdk/types.ts'
 import { costMicros, microsToUsd } from '../pricing/prices.ts'
 import { planSpeech, renderTranscript, secondsOf, SPEECH_MIME, sseEvent, transcriptEvents, transcriptOf, uploadFor, PCM_RATE } from './audio.ts'
-import { readCapped } from './body.ts'
 import type { Attempt, RequestCtx } from './context.ts'
 import type { AttemptLease } from './router.ts'
-import { errorEvent } from './stream-relay.ts'
 import type { Timeouts, UpstreamCall } from './upstream.ts'
+import { readFirst, readUpstreamText, relayBytes, streamEnd } from './upstream-body.ts'
 
 /** What an audio attempt needs from the pipeline, which owns the accounting. */
 export interface AudioCallDeps {
@@ -41,20 +40,6 @@ function price(ctx: RequestCtx, attempt: Attempt) {
   ctx.headers['x-conduit-cost-usd'] = microsToUsd(ctx.costMicros)
 }
 
-export async function readFirst(reader: ReadableStreamDefaultReader<Uint8Array>, call: UpstreamCall, provider: string): Promise<Uint8Array> {
-  let first: Awaited<ReturnType<typeof reader.read>>
-  try {
-    first = await reader.read() // still under the first-byte timer: a silent upstream can become a 504 and a retry
-  } catch (error) {
-    call.release()
-    throw call.failure(error)
-  }
-  if (first.done) {
-    call.release()
-    throw new GatewayError(502, `The upstream provider '${provider}' returned an empty stream.`, { code: 'upstream_empty_stream' })
-  }
-  return first.value
-}
 
 async function prepareTranscription(ctx: RequestCtx, attempt: Attempt, adapter: TranscriptionAdapter, deps: AudioCallDeps): Promise<AudioCall> {
   const body = ctx.body!
@@ -90,31 +75,13 @@ async function prepareTranscription(ctx: RequestCtx, attempt: Attempt, adapter: 
         const stream = relayBytes(reader, first, call, timeouts.idleMs, {
           sse: false,
           onBytes: scan,
-          onFinish: (error, aborted) => {
-            lease.release()
-            if (error && error.status >= 500) lease.failed(error)
-            ctx.usage = transcriptionUsage(original, body, reported)
-            ctx.costMicros = costMicros(attempt.target.price, ctx.usage)
-            if (error) {
-              ctx.error = error
-              ctx.status = error.status
-            }
-            deps.report(ctx, aborted)
-          },
+          onFinish: streamEnd(ctx, attempt, lease, deps.report, () => transcriptionUsage(original, body, reported)),
         })
         ctx.status = 200
         return new Response(stream, { status: 200, headers: { ...SSE_HEADERS, ...ctx.headers } })
       }
       lease.succeeded(performance.now() - started)
-      let text: string
-      try {
-        const cap = deps.maxUpstreamBodyBytes
-        text = await readCapped(response, cap, () => new GatewayError(502, `The upstream provider '${name}' sent a response larger than ${cap} bytes.`, { code: 'upstream_response_too_large' }))
-      } catch (error) {
-        throw GatewayError.is(error) ? error : call.failure(error)
-      } finally {
-        call.release()
-      }
+      const text = await readUpstreamText(response, call, deps.maxUpstreamBodyBytes, name)
       lease.release()
       let transcript: Transcript
       if (translating || type.includes('json')) {
@@ -163,17 +130,7 @@ async function prepareSpeech(ctx: RequestCtx, attempt: Attempt, adapter: SpeechA
         const u = usage()
         return { input_tokens: u.prompt_tokens, output_tokens: u.completion_tokens, total_tokens: u.total_tokens }
       }
-      const finish = (error: GatewayError | null, aborted: boolean) => {
-        lease.release()
-        if (error && error.status >= 500) lease.failed(error)
-        ctx.usage = usage()
-        ctx.costMicros = costMicros(attempt.target.price, ctx.usage)
-        if (error) {
-          ctx.error = error
-          ctx.status = error.status
-        }
-        deps.report(ctx, aborted)
-      }
+      const finish = streamEnd(ctx, attempt, lease, deps.report, usage)
       let audio: ReadableStream<Uint8Array>
       if (plan.convert) {
         const source = relayBytes(reader, first, call, timeouts.idleMs, { sse: false, onBytes: (b) => (sourceBytes += b.length) })
@@ -197,86 +154,6 @@ async function prepareSpeech(ctx: RequestCtx, attempt: Attempt, adapter: SpeechA
       return new Response(audio, { status: 200, headers: { ...headers, ...ctx.headers } })
     },
   }
-}
-
-/** What is read from a stream of bytes (the upstream's body, a transcoder's output), whichever stream type made it. */
-interface ByteReader {
-  read(): Promise<{ done: boolean; value?: Uint8Array }>
-  cancel(reason?: unknown): Promise<void>
-}
-
-interface RelayHooks {
-  /** Wrap each chunk as a `speech.audio.delta` event, and end with `speech.audio.done`. */
-  sse: boolean
-  onBytes?(bytes: Uint8Array): void
-  /** Set on the stream the client reads: called once, at the end, a failure or the client leaving. */
-  onFinish?(error: GatewayError | null, aborted: boolean): void
-  /** The `speech.audio.done` usage, computed at the end. */
-  doneUsage?(): Record<string, number>
-}
-
-/**
- * Bytes from `reader` as a pull stream (nothing is read while the reader of this stream is not reading), with the
- * upstream's idle deadline armed while waiting (`idleMs` 0: not an upstream), and the relay's end reported once.
- * A failure mid-way cannot change the status any more: an SSE stream gets an error event, raw audio is cut off.
- */
-export function relayBytes(reader: ByteReader, first: Uint8Array | null, call: UpstreamCall, idleMs: number, hooks: RelayHooks): ReadableStream<Uint8Array> {
-  let pending = first
-  let finished = false
-  const finish = (error: GatewayError | null, aborted: boolean) => {
-    if (finished) return
-    finished = true
-    call.release()
-    hooks.onFinish?.(error, aborted)
-  }
-  const deliver = (controller: ReadableStreamDefaultController<Uint8Array>, bytes: Uint8Array) => {
-    hooks.onBytes?.(bytes)
-    controller.enqueue(hooks.sse ? sseEvent({ type: 'speech.audio.delta', audio: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64') }) : bytes)
-  }
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        try {
-          if (pending) {
-            const bytes = pending
-            pending = null
-            return deliver(controller, bytes)
-          }
-          if (idleMs) call.arm(idleMs)
-          const read = await reader.read()
-          if (idleMs) call.disarm()
-          if (read.done) {
-            if (hooks.sse) controller.enqueue(sseEvent({ type: 'speech.audio.done', usage: hooks.doneUsage?.() ?? {} }))
-            controller.close()
-            finish(null, false)
-            return
-          }
-          deliver(controller, read.value!)
-        } catch (error) {
-          reader.cancel().catch(() => {})
-          const failure = GatewayError.is(error) ? error : call.failure(error)
-          if (failure.status === 499) {
-            finish(null, true)
-            controller.error(failure)
-            return
-          }
-          if (failure.status === 504 && idleMs) Object.assign(failure, { message: `The upstream provider went silent for more than ${idleMs} ms mid-stream.` })
-          if (hooks.sse) {
-            controller.enqueue(new TextEncoder().encode(errorEvent(failure)))
-            controller.close()
-          } else controller.error(failure)
-          finish(failure, false)
-        }
-      },
-      cancel() {
-        // The client went away: stop the upstream (and any conversion) now, and still account for the request.
-        call.clientLeft()
-        reader.cancel().catch(() => {})
-        finish(null, true)
-      },
-    },
-    { highWaterMark: 0 },
-  )
 }
 
 /** Watches an SSE byte stream for one event type and hands its parsed JSON over; the bytes themselves pass unchanged. */

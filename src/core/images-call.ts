@@ -2,8 +2,7 @@ import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
 import type { ImageOperation, ImagesAdapter, ImagesResult } from '../plugin-sdk/types.ts'
 import { costMicros, microsToUsd } from '../pricing/prices.ts'
 import type { Store } from '../store/store.ts'
-import { readFirst, relayBytes } from './audio-call.ts'
-import { readCapped } from './body.ts'
+import { readFirst, readUpstreamText, relayBytes, streamEnd } from './upstream-body.ts'
 import type { Attempt, RequestCtx } from './context.ts'
 import { fetchProviderImage } from './images-fetch.ts'
 import { publicOrigin, storeImageFile } from './images-files.ts'
@@ -146,31 +145,13 @@ export async function prepareImagesCall(ctx: RequestCtx, attempt: Attempt, adapt
               } catch {}
             }
           },
-          onFinish: (error, aborted) => {
-            lease.release()
-            if (error && error.status >= 500) lease.failed(error)
-            ctx.usage = imageUsage(body, images, reported)
-            ctx.costMicros = costMicros(attempt.target.price, ctx.usage)
-            if (error) {
-              ctx.error = error
-              ctx.status = error.status
-            }
-            deps.report(ctx, aborted)
-          },
+          onFinish: streamEnd(ctx, attempt, lease, deps.report, () => imageUsage(body, images, reported)),
         })
         ctx.status = 200
         return new Response(stream, { status: 200, headers: { ...SSE_HEADERS, ...ctx.headers } })
       }
       lease.succeeded(performance.now() - started)
-      let text: string
-      try {
-        const cap = deps.maxUpstreamBodyBytes
-        text = await readCapped(response, cap, () => new GatewayError(502, `The upstream provider '${name}' sent a response larger than ${cap} bytes.`, { code: 'upstream_response_too_large' }))
-      } catch (error) {
-        throw GatewayError.is(error) ? error : call.failure(error)
-      } finally {
-        call.release()
-      }
+      const text = await readUpstreamText(response, call, deps.maxUpstreamBodyBytes, name)
       lease.release()
       let result: ImagesResult
       try {

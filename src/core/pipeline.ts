@@ -9,7 +9,8 @@ import { usageRange, usageReport } from './usage.ts'
 import type { Catalog } from './catalog.ts'
 import { backoffMs, targetId, type AttemptLease, type Router } from './router.ts'
 import { Attempt, RequestCtx, headerValue } from './context.ts'
-import { readCapped, readJsonBody } from './body.ts'
+import { readJsonBody } from './body.ts'
+import { readUpstreamText } from './upstream-body.ts'
 import { allowedBy } from './glob.ts'
 import { refuseUpstreamOverrides, validateRequest } from './request-schemas.ts'
 import { relayStream, type StreamOutcome } from './stream-relay.ts'
@@ -385,17 +386,7 @@ export class Pipeline {
       return respond(body, 200, { ...SSE_HEADERS, ...ctx.headers })
     }
     lease.succeeded(performance.now() - started)
-    let text: string
-    try {
-      const cap = this.o.maxUpstreamBodyBytes
-      text = await readCapped(response, cap, () =>
-        new GatewayError(502, `The upstream provider '${provider.name}' sent a response larger than ${cap} bytes.`, { code: 'upstream_response_too_large' }),
-      )
-    } catch (error) {
-      throw GatewayError.is(error) ? error : call.failure(error)
-    } finally {
-      call.release()
-    }
+    const text = await readUpstreamText(response, call, this.o.maxUpstreamBodyBytes, provider.name)
     lease.release()
     return this.jsonResult(ctx, attempt, chat, text)
   }

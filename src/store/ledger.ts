@@ -1,4 +1,5 @@
 import type { FinishedRequest, Logger } from '../plugin-sdk/types.ts'
+import { BatchWriter } from './batch-writer.ts'
 import type { Store } from './store.ts'
 
 export interface SpendRow {
@@ -55,26 +56,22 @@ const AMOUNTS = ['prompt_tokens', 'completion_tokens', 'cost_micros', 'status', 
  * set aside in the log and never retried, so it cannot hold back the others.
  */
 export class SpendLedger {
-  private queue: SpendRow[] = []
-  /** The batch being written, out of the queue so that dropping the oldest rows meanwhile cannot shift it. */
-  private writing: SpendRow[] = []
-  /** Rows dropped from a full queue since the last report. */
-  private dropped = 0
-  private timer: Timer | null = null
-  private flushing: Promise<void> | null = null
-  /** Consecutive writes that found the database unreachable; drives the backoff. */
-  private failures = 0
-  private readonly maxQueued: number
-  private readonly writeTimeoutMs: number
+  private readonly rows: BatchWriter<SpendRow>
 
   constructor(
-    private readonly store: Store,
+    store: Store,
     private readonly log: Logger,
     options: LedgerOptions = {},
   ) {
-    this.maxQueued = options.maxQueued ?? DEFAULT_MAX_QUEUED
-    this.writeTimeoutMs = options.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS
-    if (!Number.isInteger(this.maxQueued) || this.maxQueued < 1) throw new Error(`Invalid ledger max queued: ${this.maxQueued}`)
+    const maxQueued = options.maxQueued ?? DEFAULT_MAX_QUEUED
+    if (!Number.isInteger(maxQueued) || maxQueued < 1) throw new Error(`Invalid ledger max queued: ${maxQueued}`)
+    this.rows = new BatchWriter('spend ledger', (rows) => store.insertSpend(rows), log, {
+      batch: BATCH,
+      flushEveryMs: FLUSH_EVERY_MS,
+      maxQueued,
+      writeTimeoutMs: options.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS,
+      describe: (row) => ({ requestId: row.request_id }),
+    })
   }
 
   record(f: FinishedRequest) {
@@ -100,11 +97,7 @@ export class SpendLedger {
       images: f.usage?.images ?? 0,
     }
     this.sanitise(row)
-    this.queue.push(row)
-    this.bound()
-    // While the database is unreachable the backoff timer alone retries: no write attempt per request.
-    if (this.queue.length >= BATCH && this.failures === 0) void this.flush()
-    else this.timer ??= setTimeout(() => void this.flush(), FLUSH_EVERY_MS)
+    this.rows.push(row)
   }
 
   /**
@@ -127,103 +120,17 @@ export class SpendLedger {
     this.log.warn({ requestId: row.request_id, columns: invalid }, 'spend ledger: non-numeric or negative amounts recorded as 0 (estimated)')
   }
 
-  private bound() {
-    const over = this.pending - this.maxQueued
-    if (over > 0) this.dropped += this.queue.splice(0, over).length
-  }
-
-  /** Once per write attempt, not per request: an outage at full traffic would otherwise log every request. */
-  private reportDropped() {
-    if (this.dropped === 0) return
-    this.log.error({ dropped: this.dropped, maxQueued: this.maxQueued }, 'spend ledger queue full: oldest rows dropped')
-    this.dropped = 0
-  }
-
   /** Writes everything queued; concurrent callers share one flush. */
   flush(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer)
-    this.timer = null
-    return (this.flushing ??= this.drain().finally(() => (this.flushing = null)))
-  }
-
-  private async drain() {
-    while (this.queue.length > 0) {
-      const batch = (this.writing = this.queue.splice(0, BATCH))
-      const settled = { rows: 0 }
-      try {
-        await this.write(batch, settled)
-        this.writing = []
-        this.failures = 0
-      } catch (error) {
-        this.writing = []
-        this.queue.unshift(...batch.slice(settled.rows))
-        this.bound()
-        this.reportDropped()
-        this.failures++
-        this.log.warn({ err: error, queued: this.queue.length }, 'spend ledger: database unreachable; will retry')
-        // Back off, then try again on the next timer; the rows stay queued.
-        this.timer ??= setTimeout(() => void this.flush(), Math.min(5_000, 100 * 2 ** this.failures))
-        return
-      }
-    }
-    this.reportDropped()
-  }
-
-  /**
-   * Writes `rows` in one statement; if the database rejects it, writes each half the same way, down to the one
-   * row at fault, which is set aside. Rows are settled in order, so `settled.rows` is always a prefix of `rows`.
-   * Throws when the database cannot be reached: then the unsettled rows must wait.
-   */
-  private async write(rows: SpendRow[], settled: { rows: number }): Promise<void> {
-    try {
-      await this.insert(rows)
-    } catch (error) {
-      if (!isRejection(error)) throw error
-      if (rows.length === 1) {
-        this.log.error({ err: error, requestId: rows[0]!.request_id, row: rows[0] }, 'spend ledger: the database refused this row; set aside')
-      } else {
-        const half = Math.ceil(rows.length / 2)
-        await this.write(rows.slice(0, half), settled)
-        await this.write(rows.slice(half), settled)
-        return
-      }
-    }
-    settled.rows += rows.length
-  }
-
-  private async insert(rows: SpendRow[]) {
-    let timer: Timer | undefined
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`spend ledger write not answered within ${this.writeTimeoutMs} ms`)), this.writeTimeoutMs)
-    })
-    try {
-      await Promise.race([this.store.insertSpend(rows), timeout])
-    } finally {
-      clearTimeout(timer)
-    }
+    return this.rows.flush()
   }
 
   /** Rows not yet written: queued or being written. */
   get pending() {
-    return this.queue.length + this.writing.length
+    return this.rows.pending
   }
 
-  async close() {
-    await this.flush()
-    if (this.pending > 0) this.log.error({ lost: this.pending }, 'spend ledger rows could not be written before exit')
-    if (this.timer) clearTimeout(this.timer)
+  close(): Promise<void> {
+    return this.rows.close()
   }
-}
-
-/**
- * True when the database answered and refused the data (the same statement would fail again), as opposed to
- * being unreachable, shutting down or busy (worth retrying as is). PostgreSQL: SQLSTATE class 22 (data
- * exception) or 23 (integrity constraint); SQLite: a constraint, type or size error; either: the driver could not
- * encode a value.
- */
-function isRejection(error: unknown): boolean {
-  if (error instanceof TypeError) return true
-  const { code, errno } = (error ?? {}) as { code?: unknown; errno?: unknown }
-  if (code === 'ERR_POSTGRES_SERVER_ERROR') return /^2[23]/.test(String(errno))
-  return typeof code === 'string' && /^SQLITE_(CONSTRAINT|MISMATCH|TOOBIG|RANGE)/.test(code)
 }

@@ -1,4 +1,6 @@
 import type { FinishedRequest, Logger } from '../plugin-sdk/types.ts'
+export { BatchWriter } from './batch-writer.ts'
+import { BatchWriter } from './batch-writer.ts'
 import { MAX_USER_LENGTH } from './ledger.ts'
 import type { Store } from './store.ts'
 
@@ -49,113 +51,6 @@ const PURGE_EVERY_MS = 3_600_000
 
 /** Client addresses captured while the socket is known (see RequestRecorder.clientAddress), by request context. */
 const CLIENT_IP = 'conduit.clientIp'
-
-/**
- * A queue written in batches off the request path: bounded, retried with backoff while the database is
- * unreachable, each write under a timeout (Bun.SQL has none), and a batch the database refuses split down to
- * the one row at fault, which is logged and set aside. The same rules as the spend ledger (ledger.ts), for rows
- * whose writes are idempotent.
- */
-export class BatchWriter<T> {
-  private queue: T[] = []
-  private writing = 0
-  private dropped = 0
-  private timer: Timer | null = null
-  private flushing: Promise<void> | null = null
-  private failures = 0
-
-  constructor(
-    private readonly name: string,
-    private readonly insert: (rows: T[]) => Promise<unknown>,
-    private readonly log: Logger,
-    private readonly o: { batch: number; flushEveryMs: number; maxQueued: number; writeTimeoutMs?: number },
-  ) {}
-
-  push(row: T) {
-    this.queue.push(row)
-    const over = this.queue.length + this.writing - this.o.maxQueued
-    if (over > 0) this.dropped += this.queue.splice(0, over).length
-    if (this.queue.length >= this.o.batch && this.failures === 0) void this.flush()
-    else this.timer ??= setTimeout(() => void this.flush(), this.o.flushEveryMs)
-  }
-
-  get pending() {
-    return this.queue.length + this.writing
-  }
-
-  flush(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer)
-    this.timer = null
-    return (this.flushing ??= this.drain().finally(() => (this.flushing = null)))
-  }
-
-  private async drain() {
-    while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.o.batch)
-      this.writing = batch.length
-      const settled = { rows: 0 }
-      try {
-        await this.write(batch, settled)
-        this.failures = 0
-      } catch (error) {
-        this.queue.unshift(...batch.slice(settled.rows))
-        this.failures++
-        this.log.warn({ err: error, queued: this.queue.length }, `${this.name}: database unreachable; will retry`)
-        this.timer ??= setTimeout(() => void this.flush(), Math.min(5_000, 100 * 2 ** this.failures))
-        return
-      } finally {
-        this.writing = 0
-        if (this.dropped > 0) {
-          this.log.error({ dropped: this.dropped }, `${this.name}: queue full, oldest rows dropped`)
-          this.dropped = 0
-        }
-      }
-    }
-  }
-
-  private async write(rows: T[], settled: { rows: number }): Promise<void> {
-    try {
-      await this.timed(rows)
-    } catch (error) {
-      if (!isRejection(error)) throw error
-      if (rows.length === 1) this.log.error({ err: error, row: rows[0] }, `${this.name}: the database refused this row; set aside`)
-      else {
-        const half = Math.ceil(rows.length / 2)
-        await this.write(rows.slice(0, half), settled)
-        await this.write(rows.slice(half), settled)
-        return
-      }
-    }
-    settled.rows += rows.length
-  }
-
-  private async timed(rows: T[]) {
-    const ms = this.o.writeTimeoutMs ?? 5_000
-    let timer: Timer | undefined
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${this.name} write not answered within ${ms} ms`)), ms)
-    })
-    try {
-      await Promise.race([this.insert(rows), timeout])
-    } finally {
-      clearTimeout(timer)
-    }
-  }
-
-  async close() {
-    await this.flush()
-    if (this.timer) clearTimeout(this.timer)
-    if (this.pending > 0) this.log.error({ lost: this.pending }, `${this.name}: rows could not be written before exit`)
-  }
-}
-
-/** The database refused the data (it would again), as opposed to being unreachable (worth retrying). Same test as the ledger's. */
-function isRejection(error: unknown): boolean {
-  if (error instanceof TypeError) return true
-  const { code, errno } = (error ?? {}) as { code?: unknown; errno?: unknown }
-  if (code === 'ERR_POSTGRES_SERVER_ERROR') return /^2[23]/.test(String(errno))
-  return typeof code === 'string' && /^SQLITE_(CONSTRAINT|MISMATCH|TOOBIG|RANGE)/.test(code)
-}
 
 const count = (value: unknown) => (typeof value === 'number' && Number.isFinite(value) && value >= 0 ? Math.min(Math.round(value), Number.MAX_SAFE_INTEGER) : 0)
 

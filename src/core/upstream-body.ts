@@ -1,0 +1,141 @@
+import { GatewayError } from '../plugin-sdk/errors.ts'
+import type { Usage } from '../plugin-sdk/types.ts'
+import { costMicros } from '../pricing/prices.ts'
+import { readCapped } from './body.ts'
+import type { Attempt, RequestCtx } from './context.ts'
+import type { AttemptLease } from './router.ts'
+import { sseEvent } from './audio.ts'
+import { errorEvent } from './stream-relay.ts'
+import type { UpstreamCall } from './upstream.ts'
+
+/**
+ * Reading an upstream response, shared by every operation: the whole body (capped) for a JSON answer, the first
+ * chunk under the first-byte timer, and a byte relay for streamed bodies with the request's accounting at its end.
+ */
+
+/** A non-streaming body as text, capped; a transport failure becomes the error the client should see. */
+export async function readUpstreamText(response: Response, call: UpstreamCall, cap: number, provider: string): Promise<string> {
+  try {
+    return await readCapped(response, cap, () =>
+      new GatewayError(502, `The upstream provider '${provider}' sent a response larger than ${cap} bytes.`, { code: 'upstream_response_too_large' }),
+    )
+  } catch (error) {
+    throw GatewayError.is(error) ? error : call.failure(error)
+  } finally {
+    call.release()
+  }
+}
+
+export async function readFirst(reader: ReadableStreamDefaultReader<Uint8Array>, call: UpstreamCall, provider: string): Promise<Uint8Array> {
+  let first: Awaited<ReturnType<typeof reader.read>>
+  try {
+    first = await reader.read() // still under the first-byte timer: a silent upstream can become a 504 and a retry
+  } catch (error) {
+    call.release()
+    throw call.failure(error)
+  }
+  if (first.done) {
+    call.release()
+    throw new GatewayError(502, `The upstream provider '${provider}' returned an empty stream.`, { code: 'upstream_empty_stream' })
+  }
+  return first.value
+}
+
+/**
+ * The end of a streamed attempt: the lease back (a failure from the provider counts against its target), the usage
+ * and cost as they stand, and the request reported exactly once.
+ */
+export function streamEnd(ctx: RequestCtx, attempt: Attempt, lease: AttemptLease, report: (ctx: RequestCtx, aborted: boolean) => void, usage: () => Usage) {
+  return (error: GatewayError | null, aborted: boolean) => {
+    lease.release()
+    if (error && error.status >= 500) lease.failed(error)
+    ctx.usage = usage()
+    ctx.costMicros = costMicros(attempt.target.price, ctx.usage)
+    if (error) {
+      ctx.error = error
+      ctx.status = error.status
+    }
+    report(ctx, aborted)
+  }
+}
+
+/** What is read from a stream of bytes (the upstream's body, a transcoder's output), whichever stream type made it. */
+interface ByteReader {
+  read(): Promise<{ done: boolean; value?: Uint8Array }>
+  cancel(reason?: unknown): Promise<void>
+}
+
+interface RelayHooks {
+  /** Wrap each chunk as a `speech.audio.delta` event, and end with `speech.audio.done`. */
+  sse: boolean
+  onBytes?(bytes: Uint8Array): void
+  /** Set on the stream the client reads: called once, at the end, a failure or the client leaving. */
+  onFinish?(error: GatewayError | null, aborted: boolean): void
+  /** The `speech.audio.done` usage, computed at the end. */
+  doneUsage?(): Record<string, number>
+}
+
+/**
+ * Bytes from `reader` as a pull stream (nothing is read while the reader of this stream is not reading), with the
+ * upstream's idle deadline armed while waiting (`idleMs` 0: not an upstream), and the relay's end reported once.
+ * A failure mid-way cannot change the status any more: an SSE stream gets an error event, raw audio is cut off.
+ */
+export function relayBytes(reader: ByteReader, first: Uint8Array | null, call: UpstreamCall, idleMs: number, hooks: RelayHooks): ReadableStream<Uint8Array> {
+  let pending = first
+  let finished = false
+  const finish = (error: GatewayError | null, aborted: boolean) => {
+    if (finished) return
+    finished = true
+    call.release()
+    hooks.onFinish?.(error, aborted)
+  }
+  const deliver = (controller: ReadableStreamDefaultController<Uint8Array>, bytes: Uint8Array) => {
+    hooks.onBytes?.(bytes)
+    controller.enqueue(hooks.sse ? sseEvent({ type: 'speech.audio.delta', audio: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64') }) : bytes)
+  }
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        try {
+          if (pending) {
+            const bytes = pending
+            pending = null
+            return deliver(controller, bytes)
+          }
+          if (idleMs) call.arm(idleMs)
+          const read = await reader.read()
+          if (idleMs) call.disarm()
+          if (read.done) {
+            if (hooks.sse) controller.enqueue(sseEvent({ type: 'speech.audio.done', usage: hooks.doneUsage?.() ?? {} }))
+            controller.close()
+            finish(null, false)
+            return
+          }
+          deliver(controller, read.value!)
+        } catch (error) {
+          reader.cancel().catch(() => {})
+          const failure = GatewayError.is(error) ? error : call.failure(error)
+          if (failure.status === 499) {
+            finish(null, true)
+            controller.error(failure)
+            return
+          }
+          if (failure.status === 504 && idleMs) Object.assign(failure, { message: `The upstream provider went silent for more than ${idleMs} ms mid-stream.` })
+          if (hooks.sse) {
+            controller.enqueue(new TextEncoder().encode(errorEvent(failure)))
+            controller.close()
+          } else controller.error(failure)
+          finish(failure, false)
+        }
+      },
+      cancel() {
+        // The client went away: stop the upstream (and any conversion) now, and still account for the request.
+        call.clientLeft()
+        reader.cancel().catch(() => {})
+        finish(null, true)
+      },
+    },
+    { highWaterMark: 0 },
+  )
+}
+
