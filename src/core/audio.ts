@@ -1,7 +1,9 @@
 import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
 import { AUDIO_MIME, audioInfo, sniffAudioFormat } from '../plugin-sdk/audio/index.ts'
 import type { AudioAbilities, AudioSpec, AudioUpload, Operation, ProviderConfig, Transcoder, Transcript } from '../plugin-sdk/types.ts'
-import { spoolStream } from './spool.ts'
+import type { RequestCtx } from './context.ts'
+import { validateRequest } from './request-schemas.ts'
+import { readMultipart, spoolStream, type SpoolOptions } from './spool.ts'
 
 /**
  * The audio half of the pipeline, free of any provider and of how conversion happens: what an upload is, what a
@@ -79,6 +81,18 @@ export async function describeUpload(
     }
   }
   return upload
+}
+
+/** A transcription's multipart body: fields checked like a JSON body, the file spooled, identified by its bytes and measured. */
+export async function readAudioForm(ctx: RequestCtx, request: Request, operation: Operation, options: SpoolOptions, transcoder: Transcoder | null): Promise<Record<string, any>> {
+  const form = await readMultipart(request, options, (fn) => ctx.onEnd(fn))
+  const body = formBody(form.fields)
+  validateRequest(operation, body)
+  if (!form.file) throw badRequest("Missing required parameter: 'file'.", 'file', 'missing_required_parameter')
+  const upload = await describeUpload(form.file, transcoder, ctx.signal)
+  if (upload.durationSeconds !== null) ctx.headers['x-conduit-audio-seconds'] = upload.durationSeconds.toFixed(3)
+  body.file = upload
+  return body
 }
 
 // --- Choosing what to ask a target for -------------------------------------------------------------------

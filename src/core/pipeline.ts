@@ -18,11 +18,9 @@ import { UpstreamCall, isRetryable, timeoutsFor, upstreamError, type Timeouts } 
 import { estimatePromptTokens, estimateTokens } from '../plugin-sdk/tokens.ts'
 import { scrubSecrets } from '../services/known-secrets.ts'
 import { extractUsage, floatsToBase64, spliceModel } from './wire.ts'
-import { describeUpload, formBody } from './audio.ts'
+import { readAudioForm } from './audio.ts'
 import { prepareAudioCall, type AudioCall, type AudioCallDeps } from './audio-call.ts'
-import { readMultipart } from './spool.ts'
 import { prepareImagesCall, readImageForm, type ImagesCall, type ImagesCallDeps } from './images-call.ts'
-import { badRequest } from '../plugin-sdk/errors.ts'
 import type { RealtimeAdapter } from '../plugin-sdk/types.ts'
 import { RealtimeService, type RealtimeOptions, type RealtimeParams } from '../realtime/service.ts'
 
@@ -135,7 +133,7 @@ export class Pipeline {
     }
   }
 
-  async handle(route: Route, request: Request, transport: Transport = {}, params: { model?: string; speechStream?: boolean; realtime?: RealtimeParams; clientSecret?: boolean } = {}): Promise<Response> {
+  async handle(route: Route, request: Request, transport: Transport = {}, params: { model?: string; speechStream?: boolean; realtime?: RealtimeParams; gaShape?: boolean } = {}): Promise<Response> {
     if (this.o.metrics.inflight >= this.o.maxInflight) {
       // Shed before any work: under overload a quick 503 beats a queue that only grows.
       this.o.metrics.shed++
@@ -158,12 +156,15 @@ export class Pipeline {
       if (endpoints && !endpoints.includes(endpoint)) {
         throw new GatewayError(403, `This key may not call the ${endpoint} endpoint.`, { code: 'endpoint_not_allowed' })
       }
-      if (route === 'realtime_sessions') return this.settle(ctx, await this.mintRealtime(ctx, request, params.clientSecret === true))
+      if (route === 'realtime_sessions') return this.settle(ctx, await this.mintRealtime(ctx, request, params.gaShape === true))
       if (operation === 'realtime') return await this.openRealtime(ctx, request, params.realtime!)
       let body: Record<string, any>
-      if (UPLOADS.has(operation)) body = await this.readUpload(ctx, request, operation!)
-      else if (IMAGE_UPLOADS.has(operation)) {
-        body = await readImageForm(ctx, request, operation as ImageOperation, { idleMs: this.o.bodyTimeoutMs, memoryBytes: SPOOL_MEMORY_BYTES })
+      const upload = { idleMs: this.o.bodyTimeoutMs, memoryBytes: SPOOL_MEMORY_BYTES }
+      if (UPLOADS.has(operation)) {
+        const maxFileBytes = this.o.audioMaxUploadBytes ?? DEFAULT_AUDIO_MAX_UPLOAD_BYTES
+        body = await readAudioForm(ctx, request, operation!, { ...upload, maxFileBytes }, this.o.host.transcoder)
+      } else if (IMAGE_UPLOADS.has(operation)) {
+        body = await readImageForm(ctx, request, operation as ImageOperation, upload)
       } else {
         body = (await readJsonBody(request, this.o.maxBodyBytes, this.o.bodyTimeoutMs, emptyBody)) as Record<string, any>
         validateRequest(operation!, body)
@@ -182,19 +183,6 @@ export class Pipeline {
     } catch (error) {
       return this.fail(ctx, error)
     }
-  }
-
-  /** A multipart upload: fields checked like a JSON body, the file spooled, identified by its bytes and measured. */
-  private async readUpload(ctx: RequestCtx, request: Request, operation: Operation): Promise<Record<string, any>> {
-    const limit = this.o.audioMaxUploadBytes ?? DEFAULT_AUDIO_MAX_UPLOAD_BYTES
-    const form = await readMultipart(request, { maxFileBytes: limit, idleMs: this.o.bodyTimeoutMs, memoryBytes: SPOOL_MEMORY_BYTES }, (fn) => ctx.onEnd(fn))
-    const body = formBody(form.fields)
-    validateRequest(operation, body)
-    if (!form.file) throw badRequest("Missing required parameter: 'file'.", 'file', 'missing_required_parameter')
-    const upload = await describeUpload(form.file, this.o.host.transcoder, ctx.signal)
-    if (upload.durationSeconds !== null) ctx.headers['x-conduit-audio-seconds'] = upload.durationSeconds.toFixed(3)
-    body.file = upload
-    return body
   }
 
   private async authenticate(ctx: RequestCtx): Promise<Response | undefined> {

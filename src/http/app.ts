@@ -59,7 +59,7 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
   })
 
   const proxy = (route: Route, path: string) => {
-    const params = path.endsWith('/speech/stream') ? { speechStream: true } : path.endsWith('/client_secrets') ? { clientSecret: true } : {}
+    const params = path.endsWith('/speech/stream') ? { speechStream: true } : path.endsWith('/client_secrets') ? { gaShape: true } : {}
     return (request: Request, server: Server<unknown> | null) => gw.pipeline.handle(route, request, transport(server, request), params)
   }
   const proxies = Object.entries(PROXIED).map(([path, route]) => [path, proxy(route, path)] as const)
