@@ -253,6 +253,8 @@ export async function startConduit(o: {
   keyPolicy?: Record<string, unknown>
   /** Built-in plugins switched off through the config file (`builtin:<name>`, `enabled: false`). */
   disabled?: string[]
+  /** More of the config file (e.g. `request_log: { retention_days: 0 }`). */
+  config?: Record<string, unknown>
   /** Adds the audio mock's models: `tts` (mp3 as asked), `tts-pcm-only` (a provider that makes only PCM), `stt`. */
   audioMockURL?: string
 }): Promise<Arm> {
@@ -261,9 +263,9 @@ export async function startConduit(o: {
   const dataDir = path.join(o.workDir, name)
   mkdirSync(dataDir, { recursive: true })
   const args = ['--workers', String(o.workers)]
-  if (o.disabled?.length) {
+  if (o.disabled?.length || o.config) {
     const config = path.join(dataDir, 'conduit.json')
-    writeFileSync(config, JSON.stringify({ plugins: o.disabled.map((plugin) => ({ use: `builtin:${plugin}`, enabled: false })) }))
+    writeFileSync(config, JSON.stringify({ ...o.config, plugins: (o.disabled ?? []).map((plugin) => ({ use: `builtin:${plugin}`, enabled: false })) }))
     args.push('--config', config)
   }
   const { process, match } = await ManagedProcess.start(name, ['bun', 'src/main.ts', ...args], {

@@ -195,6 +195,11 @@ try {
       arms.push(arm)
       progress(`${arm.name} ready at ${arm.baseURL}`)
     }
+    // The Web UI's request records (a row per request) and metric buckets, switched off.
+    const arm = await startConduit({ workers: 1, mockURL: mock.url, timings: Object.values(timings), workDir, name: 'conduit-w1-no-request-records', config: { request_log: { retention_days: 0 } } })
+    commands.set(arm.name, 'bun src/main.ts --workers 1 --config <request_log: { retention_days: 0 }>')
+    arms.push(arm)
+    progress(`${arm.name} ready at ${arm.baseURL}`)
   }
   if (args.limits && needsGateways) {
     // The same key policy enforced in-process and in Redis: the difference is the price of sharing limits.
