@@ -69,7 +69,7 @@ describe('bedrock adapter through the gateway', () => {
 
     const upstream = fake.requests.at(-1)!
     expect(upstream.rawPath).toBe('/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse')
-    expect(upstream.headers.authorization).toMatch(new RegExp(`^AWS4-HMAC-SHA256 Credential=${fake.accessKeyId}/\\d{8}/us-east-1/bedrock/aws4_request, SignedHeaders=host;x-amz-date, Signature=[0-9a-f]{64}$`))
+    expect(upstream.headers.authorization).toMatch(new RegExp(`^AWS4-HMAC-SHA256 Credential=${fake.accessKeyId}/\\d{8}/us-east-1/bedrock/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=[0-9a-f]{64}$`))
     expect(upstream.body).toEqual({
       system: [{ text: 'Be brief.' }],
       messages: [{ role: 'user', content: [{ text: 'Hello' }] }],
@@ -82,7 +82,7 @@ describe('bedrock adapter through the gateway', () => {
     const temp = await client.chat.completions.create({ model: 'claude-aws-temporary', messages: [{ role: 'user', content: 'Hello' }] })
     expect(temp.choices[0]!.message.content).toBe(FAKE_REPLY)
     expect(fake.requests.at(-1)!.headers['x-amz-security-token']).toBe(fake.temporary.sessionToken)
-    expect(fake.requests.at(-1)!.headers.authorization).toContain('SignedHeaders=host;x-amz-date;x-amz-security-token,')
+    expect(fake.requests.at(-1)!.headers.authorization).toContain('SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-security-token,')
     const bearer = await client.chat.completions.create({ model: 'claude-aws-api-key', messages: [{ role: 'user', content: 'Hello' }] })
     expect(bearer.choices[0]!.message.content).toBe(FAKE_REPLY)
     expect(fake.requests.at(-1)!.headers.authorization).toBe(`Bearer ${fake.apiKey}`)

@@ -1,10 +1,17 @@
 import { GatewayError, type ProviderConfig, type UpstreamRequest } from '../../plugin-sdk/index.ts'
-import { sign, uriEncode, type AwsCredentials } from './sigv4.ts'
+import { Hash } from '@smithy/core/serde'
+import { SignatureV4 } from '@smithy/signature-v4'
 
 /** The SigV4 signing name of Bedrock Runtime (the host says `bedrock-runtime`, the scope says `bedrock`). */
 export const SERVICE = 'bedrock'
 export const DEFAULT_REGION = 'us-east-1'
 export const regionalBaseURL = (region: string) => `https://bedrock-runtime.${region}.amazonaws.com`
+
+export interface AwsCredentials {
+  accessKeyId: string
+  secretAccessKey: string
+  sessionToken?: string
+}
 
 export type Auth = { kind: 'sigv4'; credentials: AwsCredentials } | { kind: 'bearer'; token: string } | null
 
@@ -63,6 +70,9 @@ function parseAuth(provider: ProviderConfig): Auth {
   return { kind: 'sigv4', credentials: sessionToken ? { accessKeyId, secretAccessKey, sessionToken } : { accessKeyId, secretAccessKey } }
 }
 
+/** RFC 3986 percent-encoding: everything but `A-Z a-z 0-9 - . _ ~` (encodeURIComponent also spares `!'()*`). */
+const uriEncode = (value: string) => encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
+
 /** `/model/{modelId}`: ids hold `:` and ARNs `/`, both percent-encoded into one path segment. */
 export const modelURL = (conn: Connection, model: string, action: string) => `${conn.baseURL}/model/${uriEncode(model)}/${action}`
 
@@ -75,10 +85,43 @@ export function traceId(): string {
   return `Root=1-${Math.floor(Date.now() / 1000).toString(16).padStart(8, '0')}-${Buffer.from(random).toString('hex')}`
 }
 
+/** SHA-256 on node:crypto (the SDK's own Node hash), which Bun implements natively, also in a compiled binary. */
+class Sha256 extends Hash {
+  constructor(secret?: string | ArrayBuffer | ArrayBufferView) {
+    super('sha256', secret as any)
+  }
+}
+
+/**
+ * SigV4 by the AWS SDK's own signer (`@smithy/signature-v4`; it caches the derived key per day, region and
+ * service). Only `host` is handed to it, so it signs host, x-amz-date, x-amz-content-sha256 and, with
+ * temporary credentials, x-amz-security-token: headers that proxies or plugins add later cannot break the
+ * signature. The path is signed as sent, encoded once more (the non-S3 rule): `…-v1%3A0` → `…-v1%253A0`.
+ */
+export async function signedHeaders(url: string, body: string, credentials: AwsCredentials, region: string, signingDate?: Date): Promise<Record<string, string>> {
+  const target = new URL(url)
+  const signer = new SignatureV4({ credentials, region, service: SERVICE, sha256: Sha256 })
+  const signed = await signer.sign(
+    {
+      method: 'POST',
+      protocol: target.protocol,
+      hostname: target.hostname,
+      port: target.port ? Number(target.port) : undefined,
+      path: target.pathname,
+      query: Object.fromEntries(target.searchParams),
+      headers: { host: target.host },
+      body,
+    },
+    { signingDate },
+  )
+  const { host: _host, ...headers } = signed.headers // fetch sets Host itself
+  return headers
+}
+
 /** A POST with a JSON body, signed (or carrying the API key) for this connection. */
-export function authorizedRequest(conn: Connection, url: string, body: string, accept: string, trace: string = traceId()): UpstreamRequest {
+export async function authorizedRequest(conn: Connection, url: string, body: string, accept: string, trace: string = traceId()): Promise<UpstreamRequest> {
   const headers: Record<string, string> = { 'content-type': 'application/json', accept, 'x-amzn-trace-id': trace }
   if (conn.auth?.kind === 'bearer') headers.authorization = `Bearer ${conn.auth.token}`
-  else if (conn.auth?.kind === 'sigv4') Object.assign(headers, sign({ method: 'POST', url, body }, conn.auth.credentials, conn.region, SERVICE).headers)
+  else if (conn.auth?.kind === 'sigv4') Object.assign(headers, await signedHeaders(url, body, conn.auth.credentials, conn.region))
   return { url, method: 'POST', headers, body }
 }

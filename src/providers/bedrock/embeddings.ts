@@ -59,7 +59,7 @@ function embeddingInputs(input: unknown): string[] {
   throw badRequest('This provider embeds text only: input must be a string or an array of strings (token arrays are not supported).', 'input', 'unsupported_value')
 }
 
-async function fanOut(count: number, requestFor: (i: number) => UpstreamRequest, ctx: AttemptContext): Promise<TitanEmbeddingResponse[]> {
+async function fanOut(count: number, requestFor: (i: number) => Promise<UpstreamRequest>, ctx: AttemptContext): Promise<TitanEmbeddingResponse[]> {
   const { provider } = ctx.target
   const options = provider.options as { timeouts?: { first_byte_ms?: number }; embedding_concurrency?: number }
   const timeoutMs = options.timeouts?.first_byte_ms ?? DEFAULT_TIMEOUT_MS
@@ -110,7 +110,7 @@ async function fanOut(count: number, requestFor: (i: number) => UpstreamRequest,
   const worker = async () => {
     while (next < count && !controller.signal.aborted) {
       const i = next++
-      results[i] = await call(requestFor(i))
+      results[i] = await call(await requestFor(i))
     }
   }
   try {

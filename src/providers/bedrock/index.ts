@@ -1,7 +1,7 @@
 import { API_VERSION, definePlugin } from '../../plugin-sdk/index.ts'
 import { DEFAULT_REGION, regionalBaseURL } from './config.ts'
 import { buildRequest as buildEmbeddingsRequest, parseResponse as parseEmbeddingsResponse } from './embeddings.ts'
-import { EventStreamFramer } from './eventstream.ts'
+import { EventStreamFramer } from './framer.ts'
 import { buildRequest } from './request.ts'
 import { parseError, parseResponse } from './response.ts'
 import { createStreamParser } from './stream.ts'
@@ -17,7 +17,7 @@ import { bedrockImages } from './images.ts'
  * - `options.region`: the region requests are sent to and signed for. Default: the region named by a regional
  *   `base_url` host, else `us-east-1`.
  * - `api_key` (stored encrypted): `ACCESS_KEY_ID:SECRET_ACCESS_KEY` or `ACCESS_KEY_ID:SECRET_ACCESS_KEY:SESSION_TOKEN`
- *   → every request is SigV4-signed (service `bedrock`; signed headers host, x-amz-date and the session token);
+ *   → every request is SigV4-signed by the AWS SDK signer (service `bedrock`; signed headers host, x-amz-date, x-amz-content-sha256 and the session token);
  *   or a Bedrock API key (no colon) → `Authorization: Bearer`. Without a key requests go unsigned.
  *   Temporary credentials are not refreshed: update the provider before they expire.
  * - `options.default_max_tokens`: maxTokens when the client sets none (else the model's default).

@@ -29,8 +29,8 @@ const IMAGE_FORMATS: Record<string, ImageFormat> = {
   'image/webp': 'webp',
 }
 
-/** OpenAI chat request → Converse (or ConverseStream) request, signed. Never mutates `body`. */
-export function buildRequest(body: Record<string, any>, ctx: AttemptContext): UpstreamRequest {
+/** OpenAI chat request → Converse (or ConverseStream) request, signed (asynchronously: the SDK's signer is). Never mutates `body`. */
+export function buildRequest(body: Record<string, any>, ctx: AttemptContext): Promise<UpstreamRequest> {
   const { provider, model } = ctx.target
   if (body.n != null && body.n !== 1) {
     throw new GatewayError(400, `The provider '${provider.name}' does not support the 'n' parameter.`, { param: 'n', code: 'unsupported_parameter' })
