@@ -10,8 +10,6 @@ import { readMultipart, spoolStream, type SpoolOptions } from './spool.ts'
  * target can take, what to ask it for and what to convert, and how transcripts and speech reach the client.
  */
 
-export const SPEECH_FORMATS = ['mp3', 'opus', 'aac', 'flac', 'wav', 'pcm'] as const
-export const TRANSCRIPT_FORMATS = ['json', 'text', 'srt', 'verbose_json', 'vtt', 'diarized_json'] as const
 /** OpenAI's `pcm`: 16-bit little-endian mono at 24 kHz. */
 export const PCM_RATE = 24_000
 

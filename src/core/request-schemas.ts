@@ -1,6 +1,7 @@
 import { Type as t, type TSchema } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import { badRequest } from '../plugin-sdk/errors.ts'
+import { OPENAI_AUDIO_ABILITIES } from '../plugin-sdk/openai-compatible.ts'
 import type { Operation } from '../plugin-sdk/types.ts'
 
 /*
@@ -64,7 +65,7 @@ export const SpeechRequest = t.Object(
     input: t.String({ minLength: 1, maxLength: 4096 }),
     voice: t.Union([t.String({ minLength: 1 }), t.Object({ id: t.String({ minLength: 1 }) }, open)]),
     instructions: t.Optional(t.String({ maxLength: 4096 })),
-    response_format: t.Optional(literals(['mp3', 'opus', 'aac', 'flac', 'wav', 'pcm'])),
+    response_format: t.Optional(literals(OPENAI_AUDIO_ABILITIES.outputFormats)),
     speed: t.Optional(t.Number({ minimum: 0.25, maximum: 4 })),
     stream_format: t.Optional(literals(['audio', 'sse'])),
     user: t.Optional(t.String()),
@@ -83,7 +84,7 @@ export const TranscriptionRequest = t.Object(
   {
     ...transcriptionFields,
     language: t.Optional(t.String({ minLength: 2 })),
-    response_format: t.Optional(literals(['json', 'text', 'srt', 'verbose_json', 'vtt', 'diarized_json'])),
+    response_format: t.Optional(literals(OPENAI_AUDIO_ABILITIES.transcriptFormats)),
     timestamp_granularities: t.Optional(t.Array(literals(['word', 'segment']))),
     include: t.Optional(t.Array(t.String())),
     stream: t.Optional(t.Boolean()),
@@ -91,7 +92,11 @@ export const TranscriptionRequest = t.Object(
   },
   open,
 )
-export const TranslationRequest = t.Object({ ...transcriptionFields, response_format: t.Optional(literals(['json', 'text', 'srt', 'verbose_json', 'vtt'])) }, open)
+// Translations have no speakers to tell apart: every transcript format but diarized_json.
+export const TranslationRequest = t.Object(
+  { ...transcriptionFields, response_format: t.Optional(literals(OPENAI_AUDIO_ABILITIES.transcriptFormats.filter((f) => f !== 'diarized_json'))) },
+  open,
+)
 
 /** Images (OpenAI's CreateImage*Request): the fields the gateway relies on or can check for every provider. */
 const nullable = <T extends TSchema>(schema: T) => t.Optional(t.Union([t.Null(), schema]))
@@ -152,8 +157,11 @@ export function validateRequest(operation: Operation, body: unknown): asserts bo
   const error = check.Errors(body).First()!
   const param = toParam(error.path)
   const missing = error.value === undefined
+  // A choice among names (response_format, voice…): say which, rather than TypeBox's "expected union value".
+  const choices = (error.schema as { anyOf?: { const?: unknown }[] }).anyOf
+  const expected = choices?.every((c) => typeof c.const === 'string') ? `expected one of ${choices.map((c) => `'${c.const}'`).join(', ')}` : error.message.toLowerCase()
   throw badRequest(
-    missing ? `Missing required parameter: '${param}'.` : `Invalid value for '${param}': ${error.message.toLowerCase()}.`,
+    missing ? `Missing required parameter: '${param}'.` : `Invalid value for '${param}': ${expected}.`,
     param || null,
     missing ? 'missing_required_parameter' : 'invalid_value',
   )
