@@ -11,6 +11,8 @@ const SECRET_HEADERS = ['authorization', 'x-api-key', 'api-key', 'proxy-authoriz
  * Lines logged within 10 ms reach stdout in one write. A line per request is on the hot path, and pino's own
  * async destination still measured a byte count and a callback per line.
  */
+let stdoutGuarded = false
+
 class BatchedStdout implements pino.DestinationStream {
   private pending: string[] = []
   private scheduled = false
@@ -18,7 +20,9 @@ class BatchedStdout implements pino.DestinationStream {
   constructor() {
     process.once('exit', () => this.flush(true))
     // A reader that went away (a closed pipe) must cost us our logs, not the process: EPIPE is not fatal here.
-    process.stdout.on('error', () => {})
+    // Once per process: every logger (a test starts many gateways) would otherwise add its own listener.
+    if (!stdoutGuarded) process.stdout.on('error', () => {})
+    stdoutGuarded = true
   }
 
   write(line: string) {
