@@ -24,6 +24,7 @@ export {
 } from './openai-compatible.ts'
 export * from './audio/index.ts'
 export { multipartBody, type MultipartValue } from './multipart.ts'
+export { clientFormat, languageName, speakerLabel } from './transcripts.ts'
 export { speechUsage, transcriptionUsage, worstCaseAudioUsage } from './audio-usage.ts'
 export { estimatePromptTokens, estimateTokens } from './tokens.ts'
 export { assistantTexts, parseDataUrl, textOf, toolArguments, userParts, type PartHandlers } from './translate.ts'

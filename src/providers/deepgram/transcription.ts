@@ -1,6 +1,4 @@
-import { GatewayError, type AttemptContext, type AudioUpload, type Transcript, type UpstreamRequest } from '../../plugin-sdk/index.ts'
-// One copy of what both translating audio adapters need (language and speaker names, the client's format).
-import { clientFormat, languageName, speakerLabel } from '../elevenlabs/shared.ts'
+import { GatewayError, type AttemptContext, type AudioUpload, type Transcript, type UpstreamRequest, clientFormat, languageName, speakerLabel } from '../../plugin-sdk/index.ts'
 import { authHeaders, baseURL } from './shared.ts'
 
 const HANDLED = new Set(['file', 'model', 'language', 'response_format', 'timestamp_granularities', 'stream'])

@@ -1,5 +1,5 @@
-import { GatewayError, multipartBody, type AttemptContext, type MultipartValue, type AudioUpload, type Transcript, type UpstreamRequest } from '../../plugin-sdk/index.ts'
-import { authHeaders, baseURL, clientFormat, languageName, speakerLabel } from './shared.ts'
+import { GatewayError, multipartBody, type AttemptContext, type MultipartValue, type AudioUpload, type Transcript, type UpstreamRequest, clientFormat, languageName, speakerLabel } from '../../plugin-sdk/index.ts'
+import { authHeaders, baseURL } from './shared.ts'
 
 /** Transcription fields translated below or owned by the core; any other one set is dropped and signalled. */
 const HANDLED = new Set(['file', 'model', 'language', 'temperature', 'response_format', 'timestamp_granularities', 'stream'])
