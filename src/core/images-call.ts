@@ -6,7 +6,7 @@ import { readFirst, readUpstreamText, relayBytes, streamEnd } from './upstream-b
 import type { Attempt, RequestCtx } from './context.ts'
 import { fetchProviderImage } from './images-fetch.ts'
 import { publicOrigin, storeImageFile } from './images-files.ts'
-import { imageUsage, openAIImagesUsage } from './images-usage.ts'
+import { imageUsage, openAIImagesUsage } from '../plugin-sdk/images-usage.ts'
 import { IMAGE_MAX_UPLOAD_BYTES, MAX_EDIT_IMAGES, STREAM_PREFIX, checkImageRequest, completedEvents, describeImage, imageFormBody } from './images.ts'
 import { validateRequest } from './request-schemas.ts'
 import type { AttemptLease } from './router.ts'

@@ -50,7 +50,7 @@ export interface OpenAICompatibleOptions {
    * `/audio/speech`) and what it takes and makes; a provider's `options.audio` overrides the abilities.
    */
   audio?: { operations: ('transcriptions' | 'translations' | 'speech')[]; abilities?: Partial<AudioAbilities> }
-  /** Its realtime WebSocket API, when it has one (see src/providers/openai-compatible/realtime.ts). */
+  /** Its realtime WebSocket API, when it has one (see openai-realtime.ts). */
   realtime?: RealtimeAdapter
   /**
    * The image operations it serves at OpenAI's paths (`/images/generations`, `/images/edits`, `/images/variations`),

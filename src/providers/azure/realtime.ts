@@ -1,5 +1,5 @@
 import { GatewayError, type RealtimeAdapter } from '../../plugin-sdk/index.ts'
-import { OPENAI_REALTIME_FORMATS } from '../openai-compatible/realtime.ts'
+import { OPENAI_REALTIME_FORMATS } from '../../plugin-sdk/index.ts'
 
 /** The preview API version of Azure's deployment-style realtime endpoint (beta events). */
 const DEPLOYMENT_API_VERSION = '2025-04-01-preview'

@@ -1,7 +1,7 @@
 import { PERMISSIVE_IMAGE_ABILITIES, openAICompatible, singleChoice, type ImageAbilities, type ImageOperation, type OpenAICompatibleOptions } from '../../plugin-sdk/index.ts'
 import type { RealtimeAdapter } from '../../plugin-sdk/index.ts'
 import { openAIRealtime } from '../openai/realtime.ts'
-import { compatibleRealtime } from './realtime.ts'
+import { compatibleRealtime } from '../../plugin-sdk/index.ts'
 
 /**
  * Providers that speak OpenAI's wire format, each with the parameter policy its API documents: fields it

@@ -1,4 +1,4 @@
-import { compatibleRealtime } from '../openai-compatible/realtime.ts'
+import { compatibleRealtime } from '../../plugin-sdk/index.ts'
 
 /**
  * OpenAI's realtime API: `wss://api.openai.com/v1/realtime?model=…`, GA events by default and the beta ones with

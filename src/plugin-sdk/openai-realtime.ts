@@ -1,4 +1,5 @@
-import { GatewayError, type ProviderConfig, type RealtimeAdapter, type RealtimeAudioFormat, type RealtimeProtocol } from '../../plugin-sdk/index.ts'
+import { GatewayError } from './errors.ts'
+import type { ProviderConfig, RealtimeAdapter, RealtimeAudioFormat, RealtimeProtocol } from './types.ts'
 
 /** OpenAI's realtime audio formats: what a server that speaks its realtime API takes unless the admin says otherwise. */
 export const OPENAI_REALTIME_FORMATS: readonly RealtimeAudioFormat[] = ['pcm16', 'g711_ulaw', 'g711_alaw']

@@ -1,5 +1,5 @@
-import { estimateTokens } from '../plugin-sdk/tokens.ts'
-import type { ImageUpload, Operation, Usage } from '../plugin-sdk/types.ts'
+import { estimateTokens } from './tokens.ts'
+import type { ImageUpload, Operation, Usage } from './types.ts'
 
 /**
  * Usage of image requests in the units they are priced in: images by size and quality (DALL·E, Imagen, Titan,
