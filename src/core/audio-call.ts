@@ -6,7 +6,7 @@ import { planSpeech, renderTranscript, secondsOf, SPEECH_MIME, sseEvent, transcr
 import type { Attempt, RequestCtx } from './context.ts'
 import type { AttemptLease } from './router.ts'
 import type { Timeouts, UpstreamCall } from './upstream.ts'
-import { readFirst, readUpstreamText, relayBytes, streamEnd } from './upstream-body.ts'
+import { SSE_HEADERS, readFirst, readUpstreamText, relayBytes, streamEnd, type OperationCall } from './upstream-body.ts'
 
 /** What an audio attempt needs from the pipeline, which owns the accounting. */
 export interface AudioCallDeps {
@@ -18,18 +18,10 @@ export interface AudioCallDeps {
   report(ctx: RequestCtx, aborted: boolean): void
 }
 
-export interface AudioCall {
-  /** The body the adapter builds its request from: the upload and formats chosen for this target. */
-  body: Record<string, any>
-  respond(response: Response, call: UpstreamCall, lease: AttemptLease, timeouts: Timeouts, started: number): Promise<Response>
-}
-
-const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' }
-
 /** Uploads already converted for a target spec, per request: a fallback to a like target converts nothing twice. */
 const conversions = new WeakMap<RequestCtx, Map<string, AudioUpload>>()
 
-export async function prepareAudioCall(ctx: RequestCtx, attempt: Attempt, adapter: TranscriptionAdapter | SpeechAdapter, deps: AudioCallDeps): Promise<AudioCall> {
+export async function prepareAudioCall(ctx: RequestCtx, attempt: Attempt, adapter: TranscriptionAdapter | SpeechAdapter, deps: AudioCallDeps): Promise<OperationCall> {
   return ctx.operation === 'speech'
     ? prepareSpeech(ctx, attempt, adapter as SpeechAdapter, deps)
     : prepareTranscription(ctx, attempt, adapter as TranscriptionAdapter, deps)
@@ -40,8 +32,7 @@ function price(ctx: RequestCtx, attempt: Attempt) {
   ctx.headers['x-conduit-cost-usd'] = microsToUsd(ctx.costMicros)
 }
 
-
-async function prepareTranscription(ctx: RequestCtx, attempt: Attempt, adapter: TranscriptionAdapter, deps: AudioCallDeps): Promise<AudioCall> {
+async function prepareTranscription(ctx: RequestCtx, attempt: Attempt, adapter: TranscriptionAdapter, deps: AudioCallDeps): Promise<OperationCall> {
   const body = ctx.body!
   const original = body.file as AudioUpload
   const provider = attempt.target.provider
@@ -106,7 +97,7 @@ async function prepareTranscription(ctx: RequestCtx, attempt: Attempt, adapter: 
   }
 }
 
-async function prepareSpeech(ctx: RequestCtx, attempt: Attempt, adapter: SpeechAdapter, deps: AudioCallDeps): Promise<AudioCall> {
+async function prepareSpeech(ctx: RequestCtx, attempt: Attempt, adapter: SpeechAdapter, deps: AudioCallDeps): Promise<OperationCall> {
   const body = ctx.body!
   const provider = attempt.target.provider
   const plan = planSpeech(body.response_format ?? 'mp3', adapter.abilities(provider), provider, deps.transcoder)

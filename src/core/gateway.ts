@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import type { GatewayConfig } from '../config/config.ts'
 import { BUILTINS } from '../plugin-host/builtins.ts'
 import { PluginHost, type PluginSpec } from '../plugin-host/host.ts'
-import type { Logger, Plugin } from '../plugin-sdk/types.ts'
+import type { FinishedRequest, Logger, Plugin, RequestContext } from '../plugin-sdk/types.ts'
 import { base62, secretEquals, sha256 } from '../store/crypto.ts'
 import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
 import { RedisChangeBus, connectRedis } from '../services/redis.ts'
@@ -111,20 +111,25 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
   const timeseries = new TimeSeries(store, log)
   let server: { requestIP(request: Request): { address: string } | null } | null = null
   // Fed like the request-log plugin, from onLog: a push and a few additions, never an await on the request path.
-  // Its onAuth runs before the auth plugin's and only notes the client's address (gone once the response is sent).
+  // With request records on, an onAuth (before the auth plugin's) notes the client's address, gone once the
+  // response is sent; with them off there is no such hook at all.
   const recording: Plugin = {
     name: 'conduit-request-records',
     version: '1.0.0',
     apiVersion: 1,
-    setup: () => ({
-      onAuth(ctx) {
-        if (records && server) RequestRecorder.rememberClient(ctx.shared, server.requestIP(ctx.request)?.address)
-      },
-      onLog(finished) {
+    setup: () => {
+      const onLog = (finished: FinishedRequest) => {
         records?.record(finished)
         timeseries.record(finished)
-      },
-    }),
+      }
+      if (!records) return { onLog }
+      return {
+        onAuth(ctx: RequestContext) {
+          if (server) RequestRecorder.rememberClient(ctx.shared, server.requestIP(ctx.request)?.address)
+        },
+        onLog,
+      }
+    },
   }
   const host = new PluginHost({ log, store, redis, builtins: BUILTINS, baseDir: config.configDir, metrics })
   await host.load([...pluginSpecs(config.plugins), { use: recording, priority: 1_000_000, failureMode: 'open' }])

@@ -2,7 +2,7 @@ import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
 import type { ImageOperation, ImagesAdapter, ImagesResult } from '../plugin-sdk/types.ts'
 import { costMicros, microsToUsd } from '../pricing/prices.ts'
 import type { Store } from '../store/store.ts'
-import { readFirst, readUpstreamText, relayBytes, streamEnd } from './upstream-body.ts'
+import { SSE_HEADERS, readFirst, readUpstreamText, relayBytes, streamEnd, type OperationCall } from './upstream-body.ts'
 import type { Attempt, RequestCtx } from './context.ts'
 import { fetchProviderImage } from './images-fetch.ts'
 import { publicOrigin, storeImageFile } from './images-files.ts'
@@ -24,12 +24,6 @@ export interface ImagesCallDeps {
   response(attempt: Attempt, body: Record<string, any>): Promise<Record<string, any>>
 }
 
-export interface ImagesCall {
-  body: Record<string, any>
-  respond(response: Response, call: UpstreamCall, lease: AttemptLease, timeouts: Timeouts, started: number): Promise<Response>
-}
-
-const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' }
 /** Every upload of an edit together (16 images at the per-image limit would be 800 MB: more than any real edit). */
 const IMAGE_MAX_BODY_BYTES = 128 * 1024 * 1024
 /** A partial image of a 1536x1024 PNG is a few MB of base64: an event is allowed far more before the stream is refused. */
@@ -68,7 +62,7 @@ export async function readImageForm(ctx: RequestCtx, request: Request, operation
  * providers, base64 fetched (safely) from URL-only ones, partial images relayed as they come or the final images as
  * events for providers that do not stream — and the usage in images, sizes, qualities and tokens.
  */
-export async function prepareImagesCall(ctx: RequestCtx, attempt: Attempt, adapter: ImagesAdapter, deps: ImagesCallDeps): Promise<ImagesCall> {
+export async function prepareImagesCall(ctx: RequestCtx, attempt: Attempt, adapter: ImagesAdapter, deps: ImagesCallDeps): Promise<OperationCall> {
   const operation = ctx.operation as ImageOperation
   const body = ctx.body!
   const { provider, model } = attempt.target

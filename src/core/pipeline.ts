@@ -10,7 +10,7 @@ import type { Catalog } from './catalog.ts'
 import { backoffMs, targetId, type AttemptLease, type Router } from './router.ts'
 import { Attempt, RequestCtx, headerValue } from './context.ts'
 import { readJsonBody } from './body.ts'
-import { readUpstreamText } from './upstream-body.ts'
+import { SSE_HEADERS, readUpstreamText, type OperationCall } from './upstream-body.ts'
 import { allowedBy } from './glob.ts'
 import { refuseUpstreamOverrides, validateRequest } from './request-schemas.ts'
 import { relayStream, type StreamOutcome } from './stream-relay.ts'
@@ -19,8 +19,8 @@ import { estimatePromptTokens, estimateTokens } from '../plugin-sdk/tokens.ts'
 import { scrubSecrets } from '../services/known-secrets.ts'
 import { extractUsage, floatsToBase64, spliceModel } from './wire.ts'
 import { readAudioForm } from './audio.ts'
-import { prepareAudioCall, type AudioCall, type AudioCallDeps } from './audio-call.ts'
-import { prepareImagesCall, readImageForm, type ImagesCall, type ImagesCallDeps } from './images-call.ts'
+import { prepareAudioCall, type AudioCallDeps } from './audio-call.ts'
+import { prepareImagesCall, readImageForm, type ImagesCallDeps } from './images-call.ts'
 import type { RealtimeAdapter } from '../plugin-sdk/types.ts'
 import { RealtimeService, type RealtimeOptions, type RealtimeParams } from '../realtime/service.ts'
 
@@ -74,8 +74,6 @@ const ENDPOINT_OF: Record<Route, Endpoint> = {
 }
 /** Operations whose body is a multipart upload rather than JSON. */
 const UPLOADS = new Set<Operation | null>(['transcriptions', 'translations'])
-const AUDIO = new Set<Operation | null>(['transcriptions', 'translations', 'speech'])
-const IMAGES = new Set<Operation | null>(['images', 'image_edits', 'image_variations'])
 const IMAGE_UPLOADS = new Set<Operation | null>(['image_edits', 'image_variations'])
 const STREAMABLE = new Set<Operation | null>(['chat', 'completions', 'transcriptions', 'images', 'image_edits'])
 /** Uploads up to this size stay in memory; larger ones go to disk as they arrive (50 at once hold 12.5 MB). */
@@ -98,7 +96,6 @@ const JSON_TYPE = 'application/json'
 const OVERLOADED = JSON.stringify(
   new GatewayError(503, 'The gateway is at capacity. Retry shortly.', { code: 'server_overloaded' }).toJSON(),
 )
-const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' }
 
 /**
  * One request, end to end: onRequest → onAuth → body → model → onAccess → onRequestBody → attempts
@@ -108,15 +105,15 @@ export class Pipeline {
   /** Requests per key from the moment the key is known, so a key's max_parallel also bounds slow uploads. */
   private readonly openPerKey = new Map<string, number>()
 
-  private readonly audioDeps: AudioCallDeps
+  /** Operations whose attempts their own module prepares and answers (audio, images); the rest are chat-shaped. */
+  private readonly calls: Partial<Record<Operation, (ctx: RequestCtx, attempt: Attempt, adapter: AnyAdapter) => Promise<OperationCall>>>
   /** Realtime sessions: minted secrets, WebSocket admission and the open sessions (src/realtime). */
   readonly realtime: RealtimeService
-  private readonly imagesDeps: ImagesCallDeps
 
   constructor(private readonly o: PipelineOptions) {
     const host = o.host
     this.realtime = new RealtimeService({ ...o, options: o.realtime, report: (ctx, aborted) => this.report(ctx, aborted) })
-    this.audioDeps = {
+    const audioDeps: AudioCallDeps = {
       get transcoder() {
         return host.transcoder // registered by a plugin as the host loads
       },
@@ -124,13 +121,16 @@ export class Pipeline {
       settle: (ctx, response) => this.settle(ctx, response),
       report: (ctx, aborted) => this.report(ctx, aborted),
     }
-    this.imagesDeps = {
+    const imagesDeps: ImagesCallDeps = {
       store: o.store,
       maxUpstreamBodyBytes: o.maxUpstreamBodyBytes,
       settle: (ctx, response) => this.settle(ctx, response),
       report: (ctx, aborted) => this.report(ctx, aborted),
       response: (attempt, body) => host.response(attempt, body),
     }
+    const audio = (ctx: RequestCtx, attempt: Attempt, adapter: AnyAdapter) => prepareAudioCall(ctx, attempt, adapter as TranscriptionAdapter | SpeechAdapter, audioDeps)
+    const images = (ctx: RequestCtx, attempt: Attempt, adapter: AnyAdapter) => prepareImagesCall(ctx, attempt, adapter as ImagesAdapter, imagesDeps)
+    this.calls = { transcriptions: audio, translations: audio, speech: audio, images, image_edits: images, image_variations: images }
   }
 
   async handle(route: Route, request: Request, transport: Transport = {}, params: { model?: string; speechStream?: boolean; realtime?: RealtimeParams; gaShape?: boolean } = {}): Promise<Response> {
@@ -315,9 +315,9 @@ export class Pipeline {
   private async attempt(ctx: RequestCtx, attempt: Attempt, adapter: AnyAdapter, lease: AttemptLease): Promise<Response> {
     const provider = attempt.target.provider
     const started = performance.now()
-    const audio: AudioCall | null = AUDIO.has(ctx.operation) ? await prepareAudioCall(ctx, attempt, adapter as TranscriptionAdapter | SpeechAdapter, this.audioDeps) : null
-    const images: ImagesCall | null = IMAGES.has(ctx.operation) ? await prepareImagesCall(ctx, attempt, adapter as ImagesAdapter, this.imagesDeps) : null
-    const upstream = await adapter.buildRequest(audio?.body ?? images?.body ?? ctx.body!, attempt)
+    const prepare = ctx.operation ? this.calls[ctx.operation] : undefined
+    const own = prepare ? await prepare(ctx, attempt, adapter) : null
+    const upstream = await adapter.buildRequest(own?.body ?? ctx.body!, attempt)
     await this.o.host.upstreamRequest(attempt, upstream)
     const timeouts = timeoutsFor(provider, this.o.timeouts)
     const call = new UpstreamCall(ctx.signal, provider.name)
@@ -333,8 +333,7 @@ export class Pipeline {
       throw error
     }
     this.routeHeaders(ctx, attempt.dropped)
-    if (audio) return audio.respond(response, call, lease, timeouts, started)
-    if (images) return images.respond(response, call, lease, timeouts, started)
+    if (own) return own.respond(response, call, lease, timeouts, started)
     const chat = adapter as EndpointAdapter
     if (ctx.stream && response.body) {
       const reader = response.body.getReader() as ReadableStreamDefaultReader<Uint8Array>
@@ -378,7 +377,6 @@ export class Pipeline {
     lease.release()
     return this.jsonResult(ctx, attempt, chat, text)
   }
-
 
   /**
    * Non-streaming. An OpenAI-compatible body goes to the client as the upstream sent it, with the model name
@@ -591,7 +589,6 @@ function respond(body: ConstructorParameters<typeof Response>[0], status: number
     return new Response(body, { status, headers: safe })
   }
 }
-
 
 /** The client asked for base64; encode any float arrays the upstream sent. */
 function encodeEmbeddings(response: Record<string, any>) {

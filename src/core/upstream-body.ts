@@ -6,12 +6,23 @@ import type { Attempt, RequestCtx } from './context.ts'
 import type { AttemptLease } from './router.ts'
 import { sseEvent } from './audio.ts'
 import { errorEvent } from './stream-relay.ts'
-import type { UpstreamCall } from './upstream.ts'
+import type { Timeouts, UpstreamCall } from './upstream.ts'
 
 /**
  * Reading an upstream response, shared by every operation: the whole body (capped) for a JSON answer, the first
  * chunk under the first-byte timer, and a byte relay for streamed bodies with the request's accounting at its end.
  */
+
+export const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' }
+
+/**
+ * An attempt of an operation that has its own module (audio, images): the body its adapter builds the upstream
+ * request from (the upload and formats chosen for this target), and how the upstream's answer reaches the client.
+ */
+export interface OperationCall {
+  body: Record<string, any>
+  respond(response: Response, call: UpstreamCall, lease: AttemptLease, timeouts: Timeouts, started: number): Promise<Response>
+}
 
 /** A non-streaming body as text, capped; a transport failure becomes the error the client should see. */
 export async function readUpstreamText(response: Response, call: UpstreamCall, cap: number, provider: string): Promise<string> {
