@@ -1,3 +1,4 @@
+import { wavHeader } from '../../src/plugin-sdk/audio/index.ts'
 import type { Arm } from '../arms.ts'
 import { median, percentile } from '../stats.ts'
 import { MiB, processTree, RssSampler, rssBytes } from '../sys.ts'
@@ -33,20 +34,7 @@ async function firstByte(url: string, headers: Record<string, string>, body: unk
 /** A WAV of `bytes` (16 kHz mono silence), as a Blob to send many times. */
 function wavOf(bytes: number): Blob {
   const wav = new Uint8Array(bytes)
-  const view = new DataView(wav.buffer)
-  const ascii = (at: number, text: string) => wav.set(new TextEncoder().encode(text), at)
-  ascii(0, 'RIFF')
-  view.setUint32(4, bytes - 8, true)
-  ascii(8, 'WAVEfmt ')
-  view.setUint32(16, 16, true)
-  view.setUint16(20, 1, true)
-  view.setUint16(22, 1, true)
-  view.setUint32(24, 16_000, true)
-  view.setUint32(28, 32_000, true)
-  view.setUint16(32, 2, true)
-  view.setUint16(34, 16, true)
-  ascii(36, 'data')
-  view.setUint32(40, bytes - 44, true)
+  wav.set(wavHeader({ sampleRate: 16_000, channels: 1, dataBytes: bytes - 44 }))
   return new Blob([wav])
 }
 

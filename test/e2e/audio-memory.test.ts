@@ -3,6 +3,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { adminClient } from '../helpers/admin-client.ts'
+import { wavHeader } from '../../src/plugin-sdk/audio/index.ts'
 import { MASTER_KEY } from '../helpers/gateway.ts'
 import { MB, rssBytes } from '../helpers/proc-stats.ts'
 import { startProcess, stopProcess, type RunningGateway } from '../helpers/process.ts'
@@ -20,23 +21,10 @@ let dataDir: string
 let sink: ReturnType<typeof Bun.serve>
 let received: number[] = []
 
-/** A real WAV: 44-byte header and 16 kHz mono silence. */
+/** A real WAV: the SDK's 44-byte header and 16 kHz mono silence. */
 function silenceWav(bytes: number): Uint8Array {
   const wav = new Uint8Array(bytes)
-  const view = new DataView(wav.buffer)
-  const data = bytes - 44
-  wav.set(new TextEncoder().encode('RIFF'), 0)
-  view.setUint32(4, bytes - 8, true)
-  wav.set(new TextEncoder().encode('WAVEfmt '), 8)
-  view.setUint32(16, 16, true)
-  view.setUint16(20, 1, true)
-  view.setUint16(22, 1, true)
-  view.setUint32(24, 16000, true)
-  view.setUint32(28, 32000, true)
-  view.setUint16(32, 2, true)
-  view.setUint16(34, 16, true)
-  wav.set(new TextEncoder().encode('data'), 36)
-  view.setUint32(40, data, true)
+  wav.set(wavHeader({ sampleRate: 16_000, channels: 1, dataBytes: bytes - 44 }))
   return wav
 }
 

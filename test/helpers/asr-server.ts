@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { headersOf } from './fake-audio-common.ts'
+import { wavHeader } from '../../src/plugin-sdk/audio/index.ts'
 
 /**
  * A real speech recogniser as an OpenAI-compatible upstream: PocketSphinx (Debian `pocketsphinx`,
@@ -26,22 +27,9 @@ export async function recognizeDirect(wav16k: Uint8Array): Promise<string> {
   const wav = wav16kMono(wav16k)
   if (!wav) throw new Error('recognizeDirect takes 16 kHz mono 16-bit WAV only')
   const samples = wav16k.subarray(wav.dataOffset, wav.dataOffset + wav.dataLength)
-  const header = new DataView(new ArrayBuffer(44))
-  const ascii = (at: number, text: string) => [...text].forEach((c, i) => header.setUint8(at + i, c.charCodeAt(0)))
-  ascii(0, 'RIFF')
-  header.setUint32(4, 36 + samples.length, true)
-  ascii(8, 'WAVEfmt ')
-  header.setUint32(16, 16, true)
-  header.setUint16(20, 1, true) // PCM
-  header.setUint16(22, 1, true) // mono
-  header.setUint32(24, 16000, true)
-  header.setUint32(28, 32000, true)
-  header.setUint16(32, 2, true)
-  header.setUint16(34, 16, true)
-  ascii(36, 'data')
-  header.setUint32(40, samples.length, true)
+  const header = wavHeader({ sampleRate: 16_000, channels: 1, dataBytes: samples.length })
   const path = join(dir, `in-${n++}.wav`)
-  await Bun.write(path, new Blob([header.buffer, samples]))
+  await Bun.write(path, new Blob([header, samples]))
   try {
     const proc = Bun.spawn(
       [POCKETSPHINX, '-infile', path, '-logfn', '/dev/null', '-hmm', `${MODEL}/en-us`, '-lm', `${MODEL}/en-us.lm.bin`, '-dict', `${MODEL}/cmudict-en-us.dict`],

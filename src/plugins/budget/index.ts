@@ -1,8 +1,7 @@
-import { GatewayError, definePlugin, t, worstCaseAudioUsage, type Budget, type FinishedRequest, type Price, type RequestContext } from '../../plugin-sdk/index.ts'
+import { GatewayError, definePlugin, t, worstCaseAudioUsage, worstCaseImageUsage, type Budget, type FinishedRequest, type Price, type RequestContext } from '../../plugin-sdk/index.ts'
 import { endUser, governance, keyScope, userScope, type Admission, type Scope, type ScopeClaim } from '../admission/index.ts'
 import { currentAccount } from './accounts.ts'
 import { costMicros } from '../../pricing/prices.ts'
-import { worstCaseImageUsage } from '../../plugin-sdk/index.ts'
 
 /** Completion tokens reserved for a request that sets no max_tokens. */
 export const DEFAULT_COMPLETION_RESERVE = 4096
