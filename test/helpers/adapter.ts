@@ -1,6 +1,6 @@
 import { expect } from 'bun:test'
 import { Attempt, RequestCtx } from '../../src/core/context.ts'
-import type { Plugin, PluginApi, ProviderAdapter, ProviderConfig } from '../../src/plugin-sdk/types.ts'
+import type { Plugin, PluginApi, ProviderAdapter, ProviderConfig, UpstreamRequest } from '../../src/plugin-sdk/types.ts'
 import { GatewayError } from '../../src/plugin-sdk/errors.ts'
 import { createLogger } from '../../src/services/logger.ts'
 
@@ -46,3 +46,7 @@ export function expectGatewayError(fn: () => unknown, status: number, param?: st
   }
   throw new Error('expected a GatewayError')
 }
+
+/** Sends an adapter-built request as the core would (a Blob or a stream body is read from where it lives as it goes). */
+export const sendUpstream = (upstream: UpstreamRequest) =>
+  fetch(upstream.url, { method: upstream.method ?? 'POST', headers: upstream.headers, body: upstream.body as any })

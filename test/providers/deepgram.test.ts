@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import type { AudioUpload, GatewayError, UpstreamRequest } from '../../src/plugin-sdk/index.ts'
+import type { AudioUpload, UpstreamRequest } from '../../src/plugin-sdk/index.ts'
 import { parseError } from '../../src/providers/deepgram/errors.ts'
 import plugin from '../../src/providers/deepgram/index.ts'
 import { buildSpeechRequest } from '../../src/providers/deepgram/speech.ts'
 import { buildTranscriptionRequest, parseTranscript } from '../../src/providers/deepgram/transcription.ts'
-import { attemptFor, expectGatewayError, registeredAdapter } from '../helpers/adapter.ts'
+import { upstreamError as readUpstreamError } from '../../src/core/upstream.ts'
+import { attemptFor, expectGatewayError, registeredAdapter, sendUpstream } from '../helpers/adapter.ts'
 import { ffmpeg, ffprobe, speak } from '../helpers/audio.ts'
 import { FAKE_DEEPGRAM_KEY, FAKE_DG_TRANSCRIPT, startFakeDeepgram, type FakeDeepgram } from '../helpers/fake-deepgram.ts'
 
@@ -24,16 +25,9 @@ function upload(bytes: Uint8Array, format = 'wav', contentType = 'audio/wav'): A
   return { blob: new Blob([bytes], { type: contentType }), filename: `audio.${format}`, format, contentType, size: bytes.length, durationSeconds: null }
 }
 
-const send = (upstream: UpstreamRequest) => fetch(upstream.url, { method: upstream.method ?? 'POST', headers: upstream.headers, body: upstream.body as any })
 
-async function upstreamError(response: Response): Promise<GatewayError> {
-  const text = await response.text()
-  let body: unknown = text
-  try {
-    body = JSON.parse(text)
-  } catch {}
-  return parseError(response.status, body, response.headers)
-}
+/** The provider's error answer as the core reads it (its own reader, with this adapter's parseError). */
+const upstreamError = (response: Response) => readUpstreamError(response, { parseError }, 'deepgram')
 
 describe('plugin', () => {
   test('registers deepgram with speech and transcriptions only; every OpenAI speech format native', async () => {
@@ -214,12 +208,12 @@ describe('against the fake Deepgram', () => {
       wav: { format: 'wav', codec: 'pcm_s16le', rate: 24000 },
     }
     for (const [format, want] of Object.entries(expected)) {
-      const res = await send(buildSpeechRequest(speech({ voice: 'x', response_format: format, input: 'Testing one two three.' }), live()))
+      const res = await sendUpstream(buildSpeechRequest(speech({ voice: 'x', response_format: format, input: 'Testing one two three.' }), live()))
       expect(res.status).toBe(200)
       const probe = await ffprobe(await res.bytes())
       expect([probe.format, probe.codec, probe.sampleRate, probe.channels]).toEqual([want.format, want.codec, want.rate, 1])
     }
-    const pcm = await send(buildSpeechRequest(speech({ voice: 'x', response_format: 'pcm', input: 'Testing one two three.' }), live()))
+    const pcm = await sendUpstream(buildSpeechRequest(speech({ voice: 'x', response_format: 'pcm', input: 'Testing one two three.' }), live()))
     expect(pcm.headers.get('content-type')).toBe('audio/l16;rate=24000')
     const raw = await pcm.bytes()
     // No RIFF header: bare samples.
@@ -232,7 +226,7 @@ describe('against the fake Deepgram', () => {
     const flac = await ffmpeg(await speak('The quick brown fox jumps over the lazy dog.'), 'flac')
     const truth = (await ffprobe(flac)).durationSeconds
     const ctx = live('nova-3')
-    const res = await send(buildTranscriptionRequest({ model: 'v', file: upload(flac, 'flac', 'audio/flac') }, ctx))
+    const res = await sendUpstream(buildTranscriptionRequest({ model: 'v', file: upload(flac, 'flac', 'audio/flac') }, ctx))
     expect(res.status).toBe(200)
     const t = parseTranscript(await res.json(), ctx)
     expect(t.text).toBe(FAKE_DG_TRANSCRIPT)
@@ -246,17 +240,17 @@ describe('against the fake Deepgram', () => {
 
   test('the fake’s errors through the adapter: wrong key, unknown model, not audio, unknown voice, too long, out of credit', async () => {
     const wav = await speak('hi')
-    const key = await upstreamError(await send(buildTranscriptionRequest({ model: 'v', file: upload(wav) }, live('nova-3', 'wrong'))))
+    const key = await upstreamError(await sendUpstream(buildTranscriptionRequest({ model: 'v', file: upload(wav) }, live('nova-3', 'wrong'))))
     expect([key.status, key.code]).toEqual([401, 'invalid_auth'])
-    const model = await upstreamError(await send(buildTranscriptionRequest({ model: 'v', file: upload(wav) }, live('whisper-1'))))
+    const model = await upstreamError(await sendUpstream(buildTranscriptionRequest({ model: 'v', file: upload(wav) }, live('whisper-1'))))
     expect([model.status, model.param]).toEqual([400, 'model'])
-    const garbage = await upstreamError(await send(buildTranscriptionRequest({ model: 'v', file: upload(new TextEncoder().encode('no sound here')) }, live('nova-3'))))
+    const garbage = await upstreamError(await sendUpstream(buildTranscriptionRequest({ model: 'v', file: upload(new TextEncoder().encode('no sound here')) }, live('nova-3'))))
     expect([garbage.status, garbage.code, garbage.param]).toEqual([400, 'invalid_audio_file', 'file'])
-    const voice = await upstreamError(await send(buildSpeechRequest(speech({ voice: 'x' }), live('aura-9-nobody-en'))))
+    const voice = await upstreamError(await sendUpstream(buildSpeechRequest(speech({ voice: 'x' }), live('aura-9-nobody-en'))))
     expect([voice.status, voice.code]).toEqual([400, 'invalid_query_parameter'])
-    const long = await upstreamError(await send(buildSpeechRequest(speech({ voice: 'x', input: 'a'.repeat(2001) }), live())))
+    const long = await upstreamError(await sendUpstream(buildSpeechRequest(speech({ voice: 'x', input: 'a'.repeat(2001) }), live())))
     expect(long.status).toBe(413)
-    const credit = await upstreamError(await send(buildSpeechRequest(speech({ voice: 'x', input: 'fail-402' }), live())))
+    const credit = await upstreamError(await sendUpstream(buildSpeechRequest(speech({ voice: 'x', input: 'fail-402' }), live())))
     expect([credit.status, credit.type]).toEqual([429, 'insufficient_quota'])
   })
 })

@@ -1,12 +1,13 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import type { AudioUpload, GatewayError, UpstreamRequest } from '../../src/plugin-sdk/index.ts'
+import type { AudioUpload, UpstreamRequest } from '../../src/plugin-sdk/index.ts'
 import { parseError } from '../../src/providers/elevenlabs/errors.ts'
 import plugin from '../../src/providers/elevenlabs/index.ts'
 import { languageName, speakerLabel } from '../../src/plugin-sdk/index.ts'
 import { ABILITIES } from '../../src/providers/elevenlabs/shared.ts'
 import { buildSpeechRequest } from '../../src/providers/elevenlabs/speech.ts'
 import { buildTranscriptionRequest, parseTranscript } from '../../src/providers/elevenlabs/transcription.ts'
-import { attemptFor, expectGatewayError, registeredAdapter } from '../helpers/adapter.ts'
+import { upstreamError as readUpstreamError } from '../../src/core/upstream.ts'
+import { attemptFor, expectGatewayError, registeredAdapter, sendUpstream } from '../helpers/adapter.ts'
 import { ffmpeg, ffprobe, speak } from '../helpers/audio.ts'
 import { FAKE_ELEVENLABS_KEY, FAKE_TRANSCRIPT, FAKE_VOICE_IDS, startFakeElevenLabs, type FakeElevenLabs } from '../helpers/fake-elevenlabs.ts'
 
@@ -27,8 +28,6 @@ function upload(bytes: Uint8Array, format = 'wav', filename = 'speech.wav'): Aud
   return { blob: new Blob([bytes], { type: contentType }), filename, format, contentType, size: bytes.length, durationSeconds: null }
 }
 
-/** Sends an adapter-built request as the core would (a FormData or Blob body streams as fetch sends it). */
-const send = (upstream: UpstreamRequest) => fetch(upstream.url, { method: upstream.method ?? 'POST', headers: upstream.headers, body: upstream.body as any })
 
 /** The multipart body an adapter built, read back as a form (whatever it is built as: a stream with its boundary header, or FormData). */
 async function formOf(upstream: UpstreamRequest) {
@@ -36,14 +35,8 @@ async function formOf(upstream: UpstreamRequest) {
   return new Response(upstream.body as any, type ? { headers: { 'content-type': type } } : undefined).formData()
 }
 
-async function upstreamError(response: Response): Promise<GatewayError> {
-  const text = await response.text()
-  let body: unknown = text
-  try {
-    body = JSON.parse(text)
-  } catch {}
-  return parseError(response.status, body, response.headers)
-}
+/** The provider's error answer as the core reads it (its own reader, with this adapter's parseError). */
+const upstreamError = (response: Response) => readUpstreamError(response, { parseError }, 'elevenlabs')
 
 describe('plugin', () => {
   test('registers elevenlabs with speech and transcriptions only', async () => {
@@ -274,13 +267,13 @@ describe('against the fake ElevenLabs', () => {
       opus: { format: 'ogg', codec: 'opus', rate: 48000 },
     }
     for (const [format, want] of Object.entries(expected)) {
-      const res = await send(buildSpeechRequest(speech({ response_format: format, input: 'Testing one two three.' }), live()))
+      const res = await sendUpstream(buildSpeechRequest(speech({ response_format: format, input: 'Testing one two three.' }), live()))
       expect(res.status).toBe(200)
       const probe = await ffprobe(await res.bytes())
       expect([probe.format, probe.codec, probe.sampleRate, probe.channels]).toEqual([want.format, want.codec, want.rate, 1])
       expect(probe.durationSeconds).toBeGreaterThan(0.5)
     }
-    const pcm = await send(buildSpeechRequest(speech({ response_format: 'pcm', input: 'Testing one two three.' }), live()))
+    const pcm = await sendUpstream(buildSpeechRequest(speech({ response_format: 'pcm', input: 'Testing one two three.' }), live()))
     const bytes = await pcm.bytes()
     // Raw 16-bit mono at 24 kHz: about as long as the mp3 above.
     expect(bytes.length % 2).toBe(0)
@@ -297,7 +290,7 @@ describe('against the fake ElevenLabs', () => {
     const mp3 = await ffmpeg(wav, 'mp3')
     const truth = (await ffprobe(mp3)).durationSeconds
     const ctx = live('scribe_v1')
-    const res = await send(buildTranscriptionRequest({ model: 'v', file: upload(mp3, 'mp3', 'fox.mp3'), response_format: 'json' }, ctx))
+    const res = await sendUpstream(buildTranscriptionRequest({ model: 'v', file: upload(mp3, 'mp3', 'fox.mp3'), response_format: 'json' }, ctx))
     expect(res.status).toBe(200)
     const t = parseTranscript(await res.json(), ctx)
     expect(t.text).toBe(FAKE_TRANSCRIPT)
@@ -310,21 +303,21 @@ describe('against the fake ElevenLabs', () => {
   })
 
   test('the fake’s errors through the adapter: wrong key, unknown model, unknown voice, bad speed, not audio, no file', async () => {
-    const wrongKey = await upstreamError(await send(buildSpeechRequest(speech(), live('eleven_flash_v2_5', 'nope'))))
+    const wrongKey = await upstreamError(await sendUpstream(buildSpeechRequest(speech(), live('eleven_flash_v2_5', 'nope'))))
     expect([wrongKey.status, wrongKey.code]).toEqual([401, 'invalid_api_key'])
 
-    const model = await upstreamError(await send(buildTranscriptionRequest({ model: 'v', file: upload(await speak('hi')) }, live('whisper-1'))))
+    const model = await upstreamError(await sendUpstream(buildTranscriptionRequest({ model: 'v', file: upload(await speak('hi')) }, live('whisper-1'))))
     expect([model.status, model.param]).toEqual([400, 'model'])
 
-    const voice = await upstreamError(await send(buildSpeechRequest(speech({ voice: { id: 'NoSuchVoice' } }), live())))
+    const voice = await upstreamError(await sendUpstream(buildSpeechRequest(speech({ voice: { id: 'NoSuchVoice' } }), live())))
     expect([voice.status, voice.param, voice.code]).toEqual([404, 'voice', 'voice_not_found'])
 
     // The adapter keeps speed in range; a request built otherwise meets the fake's own check.
     const fast = buildSpeechRequest(speech(), live())
-    const tooFast = await upstreamError(await send({ ...fast, body: JSON.stringify({ text: 'hi', model_id: 'eleven_flash_v2_5', voice_settings: { speed: 2 } }) }))
+    const tooFast = await upstreamError(await sendUpstream({ ...fast, body: JSON.stringify({ text: 'hi', model_id: 'eleven_flash_v2_5', voice_settings: { speed: 2 } }) }))
     expect([tooFast.status, tooFast.param]).toEqual([400, 'speed'])
 
-    const notAudio = await upstreamError(await send(buildTranscriptionRequest({ model: 'v', file: upload(new TextEncoder().encode('not audio at all')) }, live('scribe_v1'))))
+    const notAudio = await upstreamError(await sendUpstream(buildTranscriptionRequest({ model: 'v', file: upload(new TextEncoder().encode('not audio at all')) }, live('scribe_v1'))))
     expect([notAudio.status, notAudio.param]).toEqual([400, 'file'])
 
     const built = buildTranscriptionRequest({ model: 'v', file: upload(new Uint8Array(1)) }, live('scribe_v1'))
@@ -333,7 +326,7 @@ describe('against the fake ElevenLabs', () => {
     const missing = await upstreamError(await fetch(built.url, { method: 'POST', headers: { 'xi-api-key': FAKE_ELEVENLABS_KEY }, body: withoutFile as any }))
     expect([missing.status, missing.param]).toEqual([400, 'file'])
 
-    const quota = await upstreamError(await send(buildSpeechRequest(speech({ input: 'fail-quota' }), live())))
+    const quota = await upstreamError(await sendUpstream(buildSpeechRequest(speech({ input: 'fail-quota' }), live())))
     expect([quota.status, quota.type]).toEqual([429, 'insufficient_quota'])
   })
 })
