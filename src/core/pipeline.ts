@@ -10,7 +10,7 @@ import type { Catalog } from './catalog.ts'
 import { backoffMs, targetId, type AttemptLease, type Router } from './router.ts'
 import { Attempt, RequestCtx, headerValue } from './context.ts'
 import { readJsonBody } from './body.ts'
-import { SSE_HEADERS, readUpstreamText, type OperationCall } from './upstream-body.ts'
+import { SSE_HEADERS, readFirst, readUpstreamText, type OperationCall } from './upstream-body.ts'
 import { allowedBy } from './glob.ts'
 import { refuseUpstreamOverrides, validateRequest } from './request-schemas.ts'
 import { relayStream, type StreamOutcome } from './stream-relay.ts'
@@ -337,24 +337,14 @@ export class Pipeline {
     const chat = adapter as EndpointAdapter
     if (ctx.stream && response.body) {
       const reader = response.body.getReader() as ReadableStreamDefaultReader<Uint8Array>
-      let first: Awaited<ReturnType<typeof reader.read>>
-      try {
-        first = await reader.read() // still under the first-byte timer: a silent upstream can become a 504
-      } catch (error) {
-        call.release()
-        throw call.failure(error)
-      }
-      if (first.done) {
-        call.release()
-        throw new GatewayError(502, `The upstream provider '${provider.name}' returned an empty stream.`, { code: 'upstream_empty_stream' })
-      }
+      const first = await readFirst(reader, call, provider.name)
       call.disarm() // from here the relay's idle timer takes over
       ctx.firstByteMs = performance.now() - ctx.startedAt
       lease.succeeded(performance.now() - started)
       const body = relayStream({
         call,
         reader,
-        first: first.value,
+        first,
         idleMs: timeouts.idleMs,
         attempt,
         parser: chat.createStreamParser?.(attempt) ?? null,

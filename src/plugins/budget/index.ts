@@ -139,18 +139,19 @@ export default definePlugin({
       ctx.setHeader('x-conduit-budget-remaining-usd', usd(left))
     }
 
+    /**
+     * One admission for a request (onAccess) and for each response of a realtime session (onSessionEvent), settled
+     * by onLog. Keys without a budget cost a few property checks, no promise.
+     */
+    const admit = (ctx: RequestContext) => {
+      const admission = gov.admission(ctx)
+      if (admission instanceof Promise) return admission.then((a) => present(ctx, a))
+      if (admission) present(ctx, admission)
+    }
+
     return {
-      onAccess(ctx) {
-        const admission = gov.admission(ctx)
-        if (admission instanceof Promise) return admission.then((a) => present(ctx, a))
-        if (admission) present(ctx, admission)
-      },
-      /** Each response of a realtime session is admitted against the budget like a request (settled by onLog). */
-      onSessionEvent(ctx) {
-        const admission = gov.admission(ctx)
-        if (admission instanceof Promise) return admission.then((a) => present(ctx, a))
-        if (admission) present(ctx, admission)
-      },
+      onAccess: admit,
+      onSessionEvent: admit,
       onLog(f: FinishedRequest) {
         if (f.target && !f.target.price) unpriced.inc({ provider: f.target.provider.name, model: f.target.model })
         gov.finish(f)

@@ -209,19 +209,19 @@ export default definePlugin({
       for (const name in headers) ctx.setHeader(name, headers[name]!)
     }
 
+    /**
+     * One admission for a request (onAccess) and for each response of a realtime session (onSessionEvent), settled
+     * by onLog. Requests without limits cost a few property checks, no promise.
+     */
+    const admit = (ctx: RequestContext) => {
+      const admission = gov.admission(ctx)
+      if (admission instanceof Promise) return admission.then((a) => present(ctx, a))
+      if (admission) present(ctx, admission)
+    }
+
     return {
-      /** Requests without limits or budget cost a few property checks, no promise. */
-      onAccess(ctx) {
-        const admission = gov.admission(ctx)
-        if (admission instanceof Promise) return admission.then((a) => present(ctx, a))
-        if (admission) present(ctx, admission)
-      },
-      /** Each response of a realtime session takes its tokens from `tpm` before it is forwarded. */
-      onSessionEvent(ctx) {
-        const admission = gov.admission(ctx)
-        if (admission instanceof Promise) return admission.then((a) => present(ctx, a))
-        if (admission) present(ctx, admission)
-      },
+      onAccess: admit,
+      onSessionEvent: admit,
       onLog(f) {
         gov.finish(f)
       },
