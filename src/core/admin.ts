@@ -103,7 +103,7 @@ const Budget = t.Object(
  * request without `user` counts against the key alone.
  */
 const UserLimits = t.Object({ rpm: Limit, rpd: Limit, tpm: Limit, budget: t.Optional(t.Union([t.Null(), Budget])) }, closed)
-export const ENDPOINTS = ['chat', 'completions', 'embeddings', 'audio', 'images', 'realtime'] as const
+export const ENDPOINTS = ['chat', 'completions', 'embeddings', 'audio', 'images', 'realtime', 'responses', 'messages'] as const
 const keyFields = {
   name: Name,
   allowed_models: t.Optional(t.Union([t.Null(), t.Array(t.String({ minLength: 1, maxLength: 256 }), { maxItems: 1000 })])),

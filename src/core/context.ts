@@ -40,6 +40,8 @@ export class RequestCtx implements RequestContext {
   heldConnection: string | null = null
   /** Run when the request is over (spooled files to delete); null until something needs it. */
   cleanups: (() => void)[] | null = null
+  /** A front-door request (`/v1/responses`, `/v1/messages`) answered by a target speaking the protocol itself. */
+  native = false
   private logged = false
 
   constructor(

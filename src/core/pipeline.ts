@@ -23,6 +23,7 @@ import { prepareAudioCall, type AudioCallDeps } from './audio-call.ts'
 import { prepareImagesCall, readImageForm, type ImagesCallDeps } from './images-call.ts'
 import type { RealtimeAdapter } from '../plugin-sdk/types.ts'
 import { RealtimeService, type RealtimeOptions, type RealtimeParams } from '../realtime/service.ts'
+import { frontDoorAdapter, prepareNativeCall, renderFrontDoor, type FrontDoor, type FrontDoorDeps, type FrontDoorOperation } from './front-door.ts'
 
 export interface PipelineOptions {
   host: PluginHost
@@ -46,6 +47,8 @@ export interface PipelineOptions {
   timeouts: Timeouts
   /** Realtime sessions' limits. */
   realtime?: RealtimeOptions
+  /** The Responses and Messages protocols, served over chat (src/core/front-door.ts). */
+  frontDoors?: Partial<Record<FrontDoorOperation, FrontDoor>>
 }
 
 /** Transport hooks the HTTP layer lends the pipeline without the core knowing the framework. */
@@ -55,7 +58,7 @@ export interface Transport {
 }
 
 /** What a route asks of the pipeline: an operation a provider performs, or one the gateway answers itself. */
-export type Route = Operation | 'models' | 'usage' | 'realtime_sessions'
+export type Route = Operation | 'models' | 'usage' | 'realtime_sessions' | 'responses_stored' | 'messages_count_tokens'
 
 const ENDPOINT_OF: Record<Route, Endpoint> = {
   chat: 'chat',
@@ -71,11 +74,24 @@ const ENDPOINT_OF: Record<Route, Endpoint> = {
   usage: 'usage',
   realtime: 'realtime',
   realtime_sessions: 'realtime',
+  responses: 'responses',
+  responses_stored: 'responses',
+  messages: 'messages',
+  messages_count_tokens: 'messages',
+}
+/** Routes the gateway answers itself, without a provider operation. */
+const ANSWERED = new Set<Route>(['models', 'usage', 'realtime_sessions', 'responses_stored', 'messages_count_tokens'])
+/** The front door whose protocol a route speaks (its errors too). */
+const DOOR_OF: Partial<Record<Route, FrontDoorOperation>> = {
+  responses: 'responses',
+  responses_stored: 'responses',
+  messages: 'messages',
+  messages_count_tokens: 'messages',
 }
 /** Operations whose body is a multipart upload rather than JSON. */
 const UPLOADS = new Set<Operation | null>(['transcriptions', 'translations'])
 const IMAGE_UPLOADS = new Set<Operation | null>(['image_edits', 'image_variations'])
-const STREAMABLE = new Set<Operation | null>(['chat', 'completions', 'transcriptions', 'images', 'image_edits'])
+const STREAMABLE = new Set<Operation | null>(['chat', 'completions', 'transcriptions', 'images', 'image_edits', 'responses', 'messages'])
 /** Uploads up to this size stay in memory; larger ones go to disk as they arrive (50 at once hold 12.5 MB). */
 const SPOOL_MEMORY_BYTES = 256 * 1024
 const DEFAULT_AUDIO_MAX_UPLOAD_BYTES = 100 * 1024 * 1024
@@ -131,18 +147,43 @@ export class Pipeline {
     const audio = (ctx: RequestCtx, attempt: Attempt, adapter: AnyAdapter) => prepareAudioCall(ctx, attempt, adapter as TranscriptionAdapter | SpeechAdapter, audioDeps)
     const images = (ctx: RequestCtx, attempt: Attempt, adapter: AnyAdapter) => prepareImagesCall(ctx, attempt, adapter as ImagesAdapter, imagesDeps)
     this.calls = { transcriptions: audio, translations: audio, speech: audio, images, image_edits: images, image_variations: images }
+    this.frontDoorDeps = {
+      maxUpstreamBodyBytes: o.maxUpstreamBodyBytes,
+      settle: (ctx, response) => this.settle(ctx, response),
+      report: (ctx, aborted) => this.report(ctx, aborted),
+      usage: (ctx, raw, chunks) => this.usageFrom(ctx, raw, chunks),
+      price: (ctx) => {
+        ctx.costMicros = costMicros(ctx.target!.price, ctx.usage!)
+        ctx.headers['x-conduit-cost-usd'] = microsToUsd(ctx.costMicros)
+      },
+    }
   }
 
-  async handle(route: Route, request: Request, transport: Transport = {}, params: { model?: string; speechStream?: boolean; realtime?: RealtimeParams; gaShape?: boolean } = {}): Promise<Response> {
+  private readonly frontDoorDeps: FrontDoorDeps
+  /** Per front-door request: the client's body as a native target gets it (the chat body is `ctx.body`). */
+  private readonly nativeBodies = new WeakMap<RequestCtx, Record<string, any>>()
+
+  async handle(route: Route, request: Request, transport: Transport = {}, params: HandleParams = {}): Promise<Response> {
     if (this.o.metrics.inflight >= this.o.maxInflight) {
       // Shed before any work: under overload a quick 503 beats a queue that only grows.
       this.o.metrics.shed++
       return new Response(OVERLOADED, { status: 503, headers: { 'content-type': JSON_TYPE, 'retry-after': '1' } })
     }
     const endpoint = ENDPOINT_OF[route]
-    const operation = route === 'models' || route === 'usage' || route === 'realtime_sessions' ? null : route
+    const operation = ANSWERED.has(route) ? null : (route as Operation)
     const ctx = new RequestCtx(endpoint, operation, request, this.o.log)
     this.o.metrics.inflight++
+    const doorName = DOOR_OF[route]
+    if (doorName) {
+      const door = this.o.frontDoors?.[doorName]
+      if (!door) return this.fail(ctx, new GatewayError(404, `Unknown request URL: ${request.method} ${new URL(request.url).pathname}.`, { code: 'unknown_url' }))
+      return renderFrontDoor(ctx, door, await this.run(route, ctx, request, transport, params, door))
+    }
+    return this.run(route, ctx, request, transport, params)
+  }
+
+  private async run(route: Route, ctx: RequestCtx, request: Request, transport: Transport, params: HandleParams, door?: FrontDoor): Promise<Response> {
+    const { endpoint, operation } = ctx
     try {
       const early = (await this.o.host.run('onRequest', ctx)) ?? (await this.authenticate(ctx))
       if (early) return this.settle(ctx, early)
@@ -157,6 +198,8 @@ export class Pipeline {
         throw new GatewayError(403, `This key may not call the ${endpoint} endpoint.`, { code: 'endpoint_not_allowed' })
       }
       if (route === 'realtime_sessions') return this.settle(ctx, await this.mintRealtime(ctx, request, params.gaShape === true))
+      if (route === 'responses_stored') return this.settle(ctx, await door!.stored!(ctx, request.method, params.id!, params.part ?? null, new URL(request.url).searchParams))
+      if (route === 'messages_count_tokens') return this.settle(ctx, await this.countTokens(ctx, request, door!))
       if (operation === 'realtime') return await this.openRealtime(ctx, request, params.realtime!)
       let body: Record<string, any>
       const upload = { idleMs: this.o.bodyTimeoutMs, memoryBytes: SPOOL_MEMORY_BYTES }
@@ -167,7 +210,12 @@ export class Pipeline {
         body = await readImageForm(ctx, request, operation as ImageOperation, upload)
       } else {
         body = (await readJsonBody(request, this.o.maxBodyBytes, this.o.bodyTimeoutMs, emptyBody)) as Record<string, any>
-        validateRequest(operation!, body)
+        if (door) {
+          // Plugins and translated attempts see chat; a native target gets the client's own body.
+          const read = await door.read(ctx, body)
+          this.nativeBodies.set(ctx, read.native)
+          body = read.chat
+        } else validateRequest(operation!, body)
       }
       // Only now: a client trickling its body stays under the server's idle timer as well as our deadline.
       transport.disableIdleTimeout?.()
@@ -257,7 +305,7 @@ export class Pipeline {
     const model = ctx.model!
     const plan = this.o.router.plan(model, (id) => this.o.catalog.provider(id))
     const usable = plan.filter((t) => {
-      const adapter = this.o.host.providers.get(t.provider.type)?.[operation]
+      const adapter = this.adapterFor(t.provider.type, operation)?.adapter
       // Realtime events are relayed, never translated: a target must speak the client's vocabulary.
       return !!adapter && (operation !== 'realtime' || this.realtime.serves(ctx, t, adapter as RealtimeAdapter))
     })
@@ -290,13 +338,14 @@ export class Pipeline {
         target = this.o.router.withNextKey(target)
       }
       tried.add(targetId(target))
-      const adapter = this.o.host.providers.get(target.provider.type)![operation]!
+      const { adapter, native } = this.adapterFor(target.provider.type, operation)!
       const attempt = new Attempt(ctx, target, ++ctx.attempts)
       const lease = this.o.router.begin(target)
       ctx.target = target
       try {
         if (operation === 'realtime') return await this.realtime.connect(ctx, attempt, adapter as RealtimeAdapter, lease)
-        return await this.attempt(ctx, attempt, adapter as AnyAdapter, lease)
+        const own = native ? prepareNativeCall(ctx, attempt, this.o.frontDoors![operation as FrontDoorOperation]!, this.nativeBodies.get(ctx)!, this.frontDoorDeps) : null
+        return await this.attempt(ctx, attempt, adapter as AnyAdapter, lease, own)
       } catch (error) {
         lease.release()
         if (!GatewayError.is(error) || error.status === 499) throw error
@@ -312,11 +361,19 @@ export class Pipeline {
     throw lastError!
   }
 
-  private async attempt(ctx: RequestCtx, attempt: Attempt, adapter: AnyAdapter, lease: AttemptLease): Promise<Response> {
+  /** The adapter a target serves an operation with; for a front door, its native one or else its chat adapter. */
+  private adapterFor(type: string, operation: Operation): { adapter: AnyAdapter | RealtimeAdapter; native: boolean } | null {
+    const adapters = this.o.host.providers.get(type)
+    if (operation === 'responses' || operation === 'messages') return frontDoorAdapter(adapters, operation)
+    const adapter = adapters?.[operation]
+    return adapter ? { adapter, native: false } : null
+  }
+
+  private async attempt(ctx: RequestCtx, attempt: Attempt, adapter: AnyAdapter, lease: AttemptLease, native: OperationCall | null): Promise<Response> {
     const provider = attempt.target.provider
     const started = performance.now()
     const prepare = ctx.operation ? this.calls[ctx.operation] : undefined
-    const own = prepare ? await prepare(ctx, attempt, adapter) : null
+    const own = native ?? (prepare ? await prepare(ctx, attempt, adapter) : null)
     const upstream = await adapter.buildRequest(own?.body ?? ctx.body!, attempt)
     await this.o.host.upstreamRequest(attempt, upstream)
     const timeouts = timeoutsFor(provider, this.o.timeouts)
@@ -429,6 +486,16 @@ export class Pipeline {
     const refused = (await this.o.host.run('onAccess', ctx)) ?? (await this.o.host.run('onRequestBody', ctx))
     if (refused) return this.settle(ctx, refused)
     return await this.proxy(ctx, 'realtime')
+  }
+
+  /** `/v1/messages/count_tokens`: the model resolved and allowed like a request, then counted by the front door. */
+  private async countTokens(ctx: RequestCtx, request: Request, door: FrontDoor): Promise<Response> {
+    const body = (await readJsonBody(request, this.o.maxBodyBytes, this.o.bodyTimeoutMs, emptyBody)) as Record<string, any>
+    if (typeof body.model !== 'string') throw new GatewayError(400, "Missing required parameter: 'model'.", { param: 'model', code: 'missing_required_parameter' })
+    await this.o.catalog.ready()
+    ctx.model = this.resolveModel(ctx, body.model)
+    const targets = this.o.router.plan(ctx.model, (id) => this.o.catalog.provider(id))
+    return json(200, await door.countTokens!(ctx, body, targets), ctx.headers)
   }
 
   /** POST /v1/realtime/sessions and /client_secrets: a session made ahead for the model, with its ephemeral secret. */
@@ -550,7 +617,20 @@ export class Pipeline {
   }
 }
 
+/** What the HTTP layer passes along with a route. */
+export interface HandleParams {
+  model?: string
+  speechStream?: boolean
+  realtime?: RealtimeParams
+  gaShape?: boolean
+  /** Stored responses: the id and the sub-resource (`input_items`). */
+  id?: string
+  part?: string
+}
+
 const operationLabel: Record<Operation, string> = {
+  responses: 'the Responses API',
+  messages: 'the Messages API',
   chat: 'chat completions',
   completions: 'text completions',
   embeddings: 'embeddings',

@@ -39,6 +39,9 @@ const PROXIED: Record<string, Route> = {
   '/v1/images/generations': 'images',
   '/v1/images/edits': 'image_edits',
   '/v1/images/variations': 'image_variations',
+  '/v1/responses': 'responses',
+  '/v1/messages': 'messages',
+  '/v1/messages/count_tokens': 'messages_count_tokens',
 }
 
 /** Elysia's own failures (parse, unknown route) rendered in the one envelope; admin bodies are validated by the core. */
@@ -93,6 +96,10 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
     // Bun hands wildcards over still encoded; refuseUndecodablePath has made sure this decodes.
     .get('/v1/models/*', ({ request, params }) => gw.pipeline.handle('models', request, {}, { model: decodeURIComponent(params['*']) }))
     .get('/v1/conduit/usage', ({ request }) => gw.pipeline.handle('usage', request))
+    // Stored responses, answered from the gateway's own store (whichever provider made them).
+    .get('/v1/responses/:id', ({ request, params }) => gw.pipeline.handle('responses_stored', request, {}, { id: params.id }))
+    .delete('/v1/responses/:id', ({ request, params }) => gw.pipeline.handle('responses_stored', request, {}, { id: params.id }))
+    .get('/v1/responses/:id/input_items', ({ request, params }) => gw.pipeline.handle('responses_stored', request, {}, { id: params.id, part: 'input_items' }))
     // Images the gateway keeps for an hour for clients that asked for URLs: the unguessable id is the capability.
     .get('/v1/images/files/:id', ({ params }) => serveImageFile(gw.store, params.id))
     // Admin bodies go through the core's bounded reader too (after the master key was checked): Elysia would read

@@ -9,13 +9,19 @@ export type MaybePromise<T> = T | Promise<T>
 export const API_VERSION = 1 as const
 
 /** The OpenAI surfaces a request can target; `allowed_endpoints` and metrics use these names. */
-export type Endpoint = 'chat' | 'completions' | 'embeddings' | 'models' | 'usage' | 'audio' | 'images' | 'realtime'
+export type Endpoint = 'chat' | 'completions' | 'embeddings' | 'models' | 'usage' | 'audio' | 'images' | 'realtime' | 'responses' | 'messages'
 
 /**
  * What a request asks a provider to do: the adapter method it runs. `allowed_endpoints` works on the coarser
  * `Endpoint` (all three audio operations are `audio`).
  */
-export type Operation = 'chat' | 'completions' | 'embeddings' | 'transcriptions' | 'translations' | 'speech' | ImageOperation | 'realtime'
+export type Operation = 'chat' | 'completions' | 'embeddings' | 'transcriptions' | 'translations' | 'speech' | ImageOperation | 'realtime' | FrontDoorOperation
+
+/**
+ * Client protocols other than chat completions (`/v1/responses`, `/v1/messages`): translated onto any `chat` adapter,
+ * or relayed to a provider whose adapter speaks the protocol itself.
+ */
+export type FrontDoorOperation = 'responses' | 'messages'
 
 /** `/v1/images/generations`, `/edits` and `/variations`; all three are the `images` endpoint. */
 export type ImageOperation = 'images' | 'image_edits' | 'image_variations'
@@ -406,6 +412,13 @@ export interface ProviderAdapter {
   image_edits?: ImagesAdapter
   image_variations?: ImagesAdapter
   realtime?: RealtimeAdapter
+  /**
+   * The provider speaks OpenAI's Responses API (`responses`) or Anthropic's Messages API (`messages`) itself: such
+   * requests get the client's body (model set to the target's) and the answer is relayed with only the model name
+   * changed. Without one, the core translates the request onto `chat`.
+   */
+  responses?: EndpointAdapter
+  messages?: EndpointAdapter
 }
 
 /** OpenAI's realtime audio formats: 16-bit PCM at 24 kHz mono, G.711 µ-law and A-law at 8 kHz. */

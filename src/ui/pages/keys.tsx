@@ -20,7 +20,7 @@ export interface VirtualKey {
   budget_spent_usd?: string | null
 }
 
-const ENDPOINTS = ['chat', 'completions', 'embeddings', 'audio', 'images', 'realtime'] as const
+const ENDPOINTS = ['chat', 'completions', 'embeddings', 'audio', 'images', 'realtime', 'responses', 'messages'] as const
 
 function status(k: VirtualKey) {
   if (!k.enabled) return { text: 'disabled', cls: 'bad' }
