@@ -154,7 +154,8 @@ export async function renderFrontDoor(ctx: RequestCtx, door: FrontDoor, response
     headers.delete('content-length')
     return new Response(JSON.stringify(rendered.body), { status: rendered.status, headers })
   }
-  if (response.status !== 200 || !response.body) return response
+  // What the gateway answers itself (count_tokens, stored responses) is already in the protocol's shape.
+  if (ctx.operation === null || response.status !== 200 || !response.body) return response
   if (type.includes('text/event-stream')) return new Response(translateStream(ctx, door, response.body), { status: 200, headers })
   const completion = (await response.json()) as Record<string, any>
   const result = door.fromChat(ctx, completion)
