@@ -13,6 +13,7 @@ import { checkSecretKey, secretBox } from '../store/secrets.ts'
 import { Store, type ChangeBus } from '../store/store.ts'
 import { AdminGuard, AdminService } from './admin.ts'
 import { Catalog } from './catalog.ts'
+import { createMessagesDoor } from './messages/index.ts'
 import { egress } from './egress.ts'
 import { Router } from './router.ts'
 import { Pipeline } from './pipeline.ts'
@@ -156,6 +157,7 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
     audioMaxUploadBytes: config.audioMaxUploadBytes,
     timeouts: config.timeouts,
     realtime: config.realtime,
+    frontDoors: { messages: createMessagesDoor({ providers: (type) => host.providers.get(type), timeouts: config.timeouts }) },
   })
   const expectedHash = masterHash
   const isMasterKey = (token: string) => secretEquals(sha256(token), expectedHash)

@@ -15,6 +15,13 @@
  *
  * `max_tokens` and `stop_sequences` are honoured on text replies (stop_reason max_tokens / stop_sequence).
  *
+ * Prompt caching: the prompt up to the last block carrying `cache_control` (system blocks, then message blocks) is
+ * the cached prefix; its tokens are `cache_creation_input_tokens` the first time the fake sees that prefix and
+ * `cache_read_input_tokens` afterwards, and `input_tokens` is the rest (all ~4 characters a token).
+ *
+ * `POST /v1/messages/count_tokens` answers `{input_tokens}`: the same count a generation reports as its whole
+ * prompt; "fail-500" in the last user message → 500 api_error.
+ *
  * `usageLog` gets one entry per successful generation, the counts reported in OpenAI terms (prompt = input +
  * cache read + cache creation tokens, completion = output tokens), pushed before the response or the stream's
  * last event is sent; errors and `midstream-error` streams add none.
@@ -80,6 +87,7 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions = {}): Pr
   const apiKey = options.apiKey ?? 'sk-ant-test'
   const requests: RecordedRequest[] = []
   const usageLog: UsageEntry[] = []
+  const cachedPrefixes = new Set<string>()
 
   const server = Bun.serve({
     port: 0,
@@ -93,7 +101,8 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions = {}): Pr
       } catch {}
       requests.push({ method: req.method, path, headers: Object.fromEntries(req.headers), body })
 
-      if (req.method !== 'POST' || path !== '/v1/messages') return errorResponse(404, 'not_found_error', 'Not Found')
+      const counting = path === '/v1/messages/count_tokens'
+      if (req.method !== 'POST' || (path !== '/v1/messages' && !counting)) return errorResponse(404, 'not_found_error', 'Not Found')
       const bearer = req.headers.get('authorization')?.match(/^Bearer\s+(.+)$/i)?.[1]
       const key = req.headers.get('x-api-key') ?? bearer
       if (!key) return errorResponse(401, 'authentication_error', 'x-api-key header is required')
@@ -103,12 +112,16 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions = {}): Pr
       if (body === null || typeof body !== 'object' || Array.isArray(body)) {
         return errorResponse(400, 'invalid_request_error', 'There was an issue with the request body: the body must be a JSON object')
       }
-      const invalid = validate(body, version)
+      const invalid = validate(counting ? { max_tokens: 1, ...body } : body, version)
       if (invalid) return errorResponse(400, 'invalid_request_error', invalid)
 
       const last = [...body.messages].reverse().find((m: any) => m.role === 'user')
       const blocks = last ? contentBlocks(last.content) : []
       const lastText = blocks.map((b: any) => (b.type === 'text' ? b.text : '')).join(' ')
+      if (counting) {
+        if (lastText.includes('fail-500')) return errorResponse(500, 'api_error', 'Internal server error')
+        return Response.json({ input_tokens: Math.ceil(countChars(body) / 4) })
+      }
       for (const [trigger, status, type, message] of FAIL_TRIGGERS) {
         if (lastText.includes(trigger)) return errorResponse(status, type, message, status === 429 ? { 'retry-after': '3' } : {})
       }
@@ -123,7 +136,18 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions = {}): Pr
       else reply = textReply(FAKE_REPLY, lastText.includes('finish-length') ? { ...body, max_tokens: Math.min(body.max_tokens, LENGTH_LIMITED_PIECES) } : body)
 
       const id = randomId('msg_01')
-      const usage = { input_tokens: Math.ceil(countChars(body) / 4), cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: reply.outputTokens, service_tier: 'standard' }
+      const prompt = Math.ceil(countChars(body) / 4)
+      const prefix = cachedPrefix(body)
+      const cachedTokens = prefix ? Math.min(Math.ceil(prefix.length / 4), prompt) : 0
+      const cacheRead = prefix !== null && cachedPrefixes.has(prefix)
+      if (prefix !== null) cachedPrefixes.add(prefix)
+      const usage = {
+        input_tokens: prompt - cachedTokens,
+        cache_creation_input_tokens: cacheRead ? 0 : cachedTokens,
+        cache_read_input_tokens: cacheRead ? cachedTokens : 0,
+        output_tokens: reply.outputTokens,
+        service_tier: 'standard',
+      }
       const headers = { 'request-id': randomId('req_01') }
       const logUsage = () =>
         void usageLog.push({ prompt_tokens: usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens, completion_tokens: usage.output_tokens })
@@ -202,7 +226,7 @@ function validate(body: any, version: string): string | null {
 
 /** Characters of prompt text (system, text blocks, tool inputs and results): the basis of ~4 chars per token. */
 function countChars(body: any): number {
-  let chars = typeof body.system === 'string' ? body.system.length : 0
+  let chars = typeof body.system === 'string' ? body.system.length : Array.isArray(body.system) ? body.system.reduce((n: number, b: any) => n + String(b?.text ?? '').length, 0) : 0
   for (const m of body.messages) {
     for (const b of contentBlocks(m.content)) {
       if (b.type === 'text') chars += b.text.length
@@ -211,6 +235,17 @@ function countChars(body: any): number {
     }
   }
   return chars
+}
+
+/** The text of the prompt up to the last block marked `cache_control` (system, then messages), or null without one. */
+function cachedPrefix(body: any): string | null {
+  const blocks = [...(Array.isArray(body.system) ? body.system : []), ...body.messages.flatMap((m: any) => contentBlocks(m.content))]
+  const last = blocks.findLastIndex((b: any) => b?.cache_control)
+  if (last === -1) return null
+  return blocks
+    .slice(0, last + 1)
+    .map((b: any) => (b.type === 'text' ? b.text : JSON.stringify(b.input ?? b.content ?? '')))
+    .join('')
 }
 
 /** Word-sized pieces (leading space kept, as tokenizers do); runs of non-ASCII characters (CJK, emoji) get pieces of their own. */

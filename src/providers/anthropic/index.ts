@@ -1,11 +1,12 @@
 import { API_VERSION, definePlugin } from '../../plugin-sdk/index.ts'
+import { buildMessagesRequest } from './messages.ts'
 import { DEFAULT_BASE_URL, buildRequest } from './request.ts'
 import { parseError, parseResponse } from './response.ts'
 import { createStreamParser } from './stream.ts'
 
 /**
- * Anthropic Messages API, translated to and from OpenAI chat completions. Chat only: Anthropic has no
- * embeddings or legacy completions endpoint.
+ * Anthropic Messages API, translated to and from OpenAI chat completions, and spoken as it is to clients of the
+ * gateway's own `/v1/messages`. No embeddings or legacy completions: Anthropic has neither endpoint.
  */
 export default definePlugin({
   name: 'provider-anthropic',
@@ -16,6 +17,7 @@ export default definePlugin({
       id: 'anthropic',
       defaultBaseURL: DEFAULT_BASE_URL,
       chat: { passthrough: false, buildRequest, parseResponse, parseError, createStreamParser },
+      messages: { buildRequest: buildMessagesRequest, parseError },
     })
   },
 })

@@ -1,0 +1,121 @@
+import type { GatewayError } from '../../plugin-sdk/errors.ts'
+import { openAIUsage } from '../../providers/anthropic/response.ts'
+import type { AnthropicUsage } from '../../providers/anthropic/types.ts'
+import type { ChatStreamTranslator, NativeStreamWatcher } from '../front-door.ts'
+import { errorType } from './errors.ts'
+import { anthropicUsage, messageId, reasoningOf, stopReason, toolUseId } from './response.ts'
+
+const frame = (data: Record<string, any>) => `event: ${data.type}\ndata: ${JSON.stringify(data)}\n\n`
+
+type Block = { kind: 'thinking' | 'text' } | { kind: 'tool'; call: number }
+
+/**
+ * Chat chunks → the Messages stream: `message_start` and a `ping` on the first chunk, one content block at a time
+ * (thinking, text, each tool call), then `message_delta` with the stop reason and usage, and `message_stop`.
+ * Chat reports the prompt's size only at the end, so `message_start` says 0 input tokens and `message_delta`
+ * carries the real counts (both SDKs take them from there).
+ */
+export function chatToMessagesStream(stops: unknown): ChatStreamTranslator {
+  let started = false
+  let open: Block | null = null
+  let blocks = 0
+  /** Chat tool_calls index → its content block's index. */
+  const toolBlocks = new Map<number, number>()
+  let finish: unknown = null
+  let matched: unknown = null
+  let usage: Record<string, any> | null = null
+
+  const start = (chunk: Record<string, any>) => {
+    started = true
+    const message = { id: messageId(chunk.id), type: 'message', role: 'assistant', model: chunk.model, content: [], stop_reason: null, stop_sequence: null, usage: anthropicUsage(null) }
+    return frame({ type: 'message_start', message }) + frame({ type: 'ping' })
+  }
+  const close = () => {
+    if (!open) return ''
+    open = null
+    return frame({ type: 'content_block_stop', index: blocks - 1 })
+  }
+  const begin = (block: Block, contentBlock: Record<string, any>) => {
+    const out = close() + frame({ type: 'content_block_start', index: blocks, content_block: contentBlock })
+    open = block
+    blocks++
+    return out
+  }
+
+  return {
+    chunk(chunk) {
+      let out = started ? '' : start(chunk)
+      if (chunk.usage) usage = chunk.usage
+      const choice = chunk.choices?.[0]
+      if (!choice) return out
+      const delta = choice.delta ?? {}
+      const reasoning = reasoningOf(delta)
+      if (reasoning) {
+        if (open?.kind !== 'thinking') out += begin({ kind: 'thinking' }, { type: 'thinking', thinking: '', signature: '' })
+        out += frame({ type: 'content_block_delta', index: blocks - 1, delta: { type: 'thinking_delta', thinking: reasoning } })
+      }
+      if (typeof delta.content === 'string' && delta.content) {
+        if (open?.kind !== 'text') out += begin({ kind: 'text' }, { type: 'text', text: '' })
+        out += frame({ type: 'content_block_delta', index: blocks - 1, delta: { type: 'text_delta', text: delta.content } })
+      }
+      for (const call of delta.tool_calls ?? []) {
+        const callIndex = typeof call.index === 'number' ? call.index : toolBlocks.size
+        let index = toolBlocks.get(callIndex)
+        if (index === undefined) {
+          index = blocks
+          toolBlocks.set(callIndex, index)
+          out += begin({ kind: 'tool', call: callIndex }, { type: 'tool_use', id: toolUseId(call.id), name: call.function?.name ?? '', input: {} })
+        }
+        const args = call.function?.arguments
+        // Deltas name their block's index, so a provider interleaving parallel calls still lands each in its own.
+        if (typeof args === 'string' && args) out += frame({ type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: args } })
+      }
+      if (choice.finish_reason) {
+        finish = choice.finish_reason
+        matched = choice.stop_reason
+      }
+      return out
+    },
+    end(error: GatewayError | null) {
+      if (error) {
+        return frame({ type: 'error', error: { type: errorType(error.status, error.code), message: error.message } })
+      }
+      let out = started ? '' : start({})
+      out += close()
+      out += frame({ type: 'message_delta', delta: stopReason(finish, matched, stops), usage: anthropicUsage(usage) })
+      return out + frame({ type: 'message_stop' })
+    },
+    // Messages are not stored by the gateway: nothing keeps the final object.
+    result: () => null,
+  }
+}
+
+/** An event the relay passes on as it is: one that is not JSON is the client's to judge, not a reason to cut the stream. */
+function parse(data: string): Record<string, any> | null {
+  try {
+    return JSON.parse(data)
+  } catch {
+    return null
+  }
+}
+
+/** Usage of a native Messages stream: `message_start` has the input counts, `message_delta` the cumulative rest. */
+export function watchMessagesStream(): NativeStreamWatcher {
+  let usage: AnthropicUsage | null = null
+  const merge = (counts: Partial<AnthropicUsage> | undefined) => {
+    if (!counts || !usage) return
+    for (const key of ['input_tokens', 'output_tokens', 'cache_creation_input_tokens', 'cache_read_input_tokens'] as const) {
+      if (typeof counts[key] === 'number') usage[key] = counts[key]
+    }
+  }
+  return {
+    event(type, data) {
+      if (type === 'message_start') {
+        usage = { input_tokens: 0, output_tokens: 0 }
+        merge(parse(data)?.message?.usage)
+      } else if (type === 'message_delta') merge(parse(data)?.usage)
+    },
+    usage: () => (usage ? openAIUsage(usage) : null),
+    result: () => null,
+  }
+}
