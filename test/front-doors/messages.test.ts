@@ -163,6 +163,11 @@ describe('translated onto chat (OpenAI and Gemini upstreams)', () => {
 
       const streamed = await client.messages.stream(ask).finalMessage()
       expect(streamed.stop_reason).toBe('tool_use')
+      const raw = events(await (await post('/v1/messages', { ...ask, stream: true })).text())
+      expectWellOrdered(raw)
+      expect(raw.find((e) => e.event === 'content_block_start' && e.data.content_block.type === 'tool_use')!.data.content_block).toMatchObject({ name: 'get_weather', input: {} })
+      const json = raw.filter((e) => e.data.delta?.type === 'input_json_delta').map((e) => e.data.delta.partial_json)
+      expect(JSON.parse(json.join(''))).toEqual(FAKE_TOOL_INPUT)
       expect(streamed.content.find((b) => b.type === 'tool_use')).toMatchObject({ name: 'get_weather', input: FAKE_TOOL_INPUT })
 
       const answer = await client.messages.create({
