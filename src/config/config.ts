@@ -46,6 +46,8 @@ const FileSchema = t.Object(
         { additionalProperties: false },
       ),
     ),
+    /** Responses API objects kept for GET /v1/responses/{id} and `previous_response_id`: how many days. */
+    responses: t.Optional(t.Object({ retention_days: t.Optional(t.Integer({ minimum: 1, maximum: 3650 })) }, { additionalProperties: false })),
     cors: t.Optional(t.Object({ origins: t.Optional(t.Array(t.String())) })),
     audio: t.Optional(t.Object({ max_upload_bytes: t.Optional(t.Integer({ minimum: 1 })) })),
     timeouts: t.Optional(t.Object({ connect_ms: t.Optional(t.Integer({ minimum: 1 })), first_byte_ms: t.Optional(t.Integer({ minimum: 1 })), idle_ms: t.Optional(t.Integer({ minimum: 1 })) })),
@@ -95,6 +97,8 @@ export interface GatewayConfig extends LaunchConfig {
   metricsToken?: string
   /** Request records for the Web UI: kept `retentionDays` (default 7; 0 writes none); bodies only when `recordBodies`. */
   requestLog?: { retentionDays: number; recordBodies: boolean }
+  /** Stored responses (`/v1/responses` with `store`) are kept `retentionDays` (default 30). */
+  responses?: { retentionDays: number }
   /** Browser origins allowed to call `/v1/*` (CORS); none by default. */
   corsOrigins?: string[]
   /** Certificate and key (PEM file paths): every endpoint is served over TLS. */
@@ -166,6 +170,7 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
     ledgerMaxQueued: number(env.CONDUIT_LEDGER_MAX_QUEUED) ?? file.ledger?.max_queued,
     metricsToken: env.CONDUIT_METRICS_TOKEN || undefined,
     requestLog: { retentionDays: file.request_log?.retention_days ?? 7, recordBodies: file.request_log?.record_bodies ?? false },
+    responses: { retentionDays: file.responses?.retention_days ?? 30 },
     corsOrigins: (env.CONDUIT_CORS_ORIGINS ? env.CONDUIT_CORS_ORIGINS.split(',') : (file.cors?.origins ?? [])).filter((o) => o.trim()).map(browserOrigin),
     plugins: (file.plugins ?? []).map((p) => ({
       use: p.use,

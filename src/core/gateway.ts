@@ -17,6 +17,8 @@ import { createMessagesDoor } from './messages/index.ts'
 import { egress } from './egress.ts'
 import { Router } from './router.ts'
 import { Pipeline } from './pipeline.ts'
+import { ResponsesDoor } from './responses/door.ts'
+import { ResponseStore } from './responses/store.ts'
 import { TimeSeries } from './timeseries.ts'
 import type { Timeouts } from './upstream.ts'
 
@@ -141,6 +143,7 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
   await catalog.ready()
 
   const ledger = new SpendLedger(store, log, { maxQueued: config.ledgerMaxQueued })
+  const responseStore = new ResponseStore(store, log, config.responses?.retentionDays ?? 30)
   const router = new Router()
   const pipeline = new Pipeline({
     host,
@@ -157,7 +160,10 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
     audioMaxUploadBytes: config.audioMaxUploadBytes,
     timeouts: config.timeouts,
     realtime: config.realtime,
-    frontDoors: { messages: createMessagesDoor({ providers: (type) => host.providers.get(type), timeouts: config.timeouts }) },
+    frontDoors: {
+      responses: new ResponsesDoor(responseStore, catalog, host.providers),
+      messages: createMessagesDoor({ providers: (type) => host.providers.get(type), timeouts: config.timeouts }),
+    },
   })
   const expectedHash = masterHash
   const isMasterKey = (token: string) => secretEquals(sha256(token), expectedHash)
@@ -206,6 +212,7 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
       setSecrets(secretsOwner, [])
       await ledger.close() // flush what is queued (SIGTERM lands here after the drain)
       await records?.close()
+      responseStore.close()
       await timeseries.close()
       await host.close()
       redisBus?.close()

@@ -52,6 +52,8 @@ export interface OpenAICompatibleOptions {
   audio?: { operations: ('transcriptions' | 'translations' | 'speech')[]; abilities?: Partial<AudioAbilities> }
   /** Its realtime WebSocket API, when it has one (see openai-realtime.ts). */
   realtime?: RealtimeAdapter
+  /** Its own Responses API, when it has one: `/v1/responses` requests go to it untranslated. */
+  responses?: EndpointAdapter
   /**
    * The image operations it serves at OpenAI's paths (`/images/generations`, `/images/edits`, `/images/variations`),
    * what each model makes (default: OpenAI's own models as OpenAI documents them, anything else permissive) and the
@@ -347,6 +349,7 @@ export function openAICompatible(options: OpenAICompatibleOptions): Plugin {
   if (images.has('image_edits')) adapter.image_edits = imagesAt('/images/edits', true)
   if (images.has('image_variations')) adapter.image_variations = imagesAt('/images/variations', true)
   if (options.realtime) adapter.realtime = options.realtime
+  if (options.responses) adapter.responses = options.responses
 
   return {
     name: `provider-${options.id}`,

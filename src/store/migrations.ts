@@ -110,4 +110,17 @@ export const MIGRATIONS: { version: number; statements: string[] }[] = [
       `ALTER TABLE spend_ledger ADD COLUMN images BIGINT NOT NULL DEFAULT 0`,
     ],
   },
+  {
+    version: 11,
+    statements: [
+      // Responses API objects the gateway keeps (`store`, default true), whichever provider answered: read back by
+      // GET /v1/responses/{id} and continued by `previous_response_id`, for the key that made them only. `context`
+      // is the conversation up to this response's input (what a follow-up sends before this response's output);
+      // kept responses.retention_days (see src/core/responses/store.ts).
+      `CREATE TABLE stored_responses (
+        id TEXT PRIMARY KEY, key_id TEXT NOT NULL, created_at BIGINT NOT NULL, response TEXT NOT NULL,
+        input_items TEXT NOT NULL, context TEXT NOT NULL)`,
+      `CREATE INDEX stored_responses_time ON stored_responses (created_at)`,
+    ],
+  },
 ]

@@ -1,7 +1,9 @@
 /**
  * A faithful, deterministic OpenAI-compatible upstream for tests, speaking the real wire format
  * (see shared/reference/protocols.md §1.2–1.5, §1.10): chat completions (JSON and SSE, `n`, tool calls,
- * `stream_options.include_usage`), legacy completions, embeddings (float / base64) and models.
+ * `stream_options.include_usage`), legacy completions, embeddings (float / base64), models, and the Responses API
+ * (`POST /v1/responses`, JSON and its named SSE events with `sequence_number`; it stores nothing, so any
+ * `previous_response_id` is a 404 as OpenAI answers an unknown one).
  *
  * Scripted behaviour is driven by the last user message text (chat), the prompt (completions) or the input
  * (embeddings):
@@ -15,7 +17,9 @@
  * - `slow-stream:<ms>`: 20 content chunks with `<ms>` between chunks;
  * - `fail-once-503:<tag>`: the first request carrying that tag gets a 503, later ones succeed.
  * Chat replies: tools + "weather" in the last user message → a `get_weather` tool call; a last message with
- * role `tool` → "The weather in Paris is sunny."; otherwise `DEFAULT_REPLY`.
+ * role `tool` → "The weather in Paris is sunny."; a `response_format` json_schema → a JSON value the schema accepts
+ * (`schemaExample`); otherwise `DEFAULT_REPLY`. Responses answer the same way (a `function_call_output` last for
+ * the tool result, `text.format` for the schema); `midstream-error` ends their stream with `response.failed`.
  *
  * `streams` gets one record per SSE response: when each chunk was produced and when the client went away.
  *
@@ -203,7 +207,15 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
         return errorResponse(404, `The model '${id}' does not exist`, 'invalid_request_error', 'model', 'model_not_found')
       }
       const handler =
-        route === 'POST /v1/chat/completions' ? chatCompletions : route === 'POST /v1/completions' ? completions : route === 'POST /v1/embeddings' ? embeddings : null
+        route === 'POST /v1/chat/completions'
+          ? chatCompletions
+          : route === 'POST /v1/completions'
+            ? completions
+            : route === 'POST /v1/embeddings'
+              ? embeddings
+              : route === 'POST /v1/responses'
+                ? responses
+                : null
       if (!handler) return errorResponse(404, `Invalid URL (${req.method} ${url.pathname})`, 'invalid_request_error', null, null)
       if (!bodyIsJson || body === null || typeof body !== 'object' || Array.isArray(body)) {
         return errorResponse(
@@ -242,7 +254,8 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     const wantsTool =
       last?.role === 'user' && Array.isArray(body.tools) && body.tools.length > 0 && body.tool_choice !== 'none' && /weather/i.test(trigger)
     const slow = /slow-stream:(\d+)/.exec(trigger)
-    const replyText = last?.role === 'tool' ? TOOL_RESULT_REPLY : DEFAULT_REPLY
+    const schema = body.response_format?.type === 'json_schema' ? body.response_format.json_schema?.schema : undefined
+    const replyText = last?.role === 'tool' ? TOOL_RESULT_REPLY : schema !== undefined ? JSON.stringify(schemaExample(schema)) : DEFAULT_REPLY
     let pieces = slow ? slowStreamPieces() : wantsTool ? TOOL_CALL_ARGUMENT_FRAGMENTS : splitPieces(replyText)
     const truncated = !wantsTool && trigger.includes('finish-length')
     if (truncated) pieces = pieces.slice(0, lengthLimit(body))
@@ -302,6 +315,104 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     for (let i = 0; i < n; i++) events.push(chunk([choice(i, {}, finishReason)]))
     if (includeUsage) events.push(chunk([], usage))
     return sseResponse(req, events, n, trigger, slow ? Number(slow[1]) : 0, usage)
+  }
+
+  async function responses(req: Request, body: any): Promise<Response> {
+    if (body.input === undefined) return errorResponse(400, "Missing required parameter: 'input'.", 'invalid_request_error', 'input', 'missing_required_parameter')
+    // The fake keeps nothing: any previous response is one it does not know, as OpenAI answers for another project's.
+    if (typeof body.previous_response_id === 'string') {
+      return errorResponse(404, `Previous response with id '${body.previous_response_id}' not found.`, 'invalid_request_error', 'previous_response_id', 'previous_response_not_found')
+    }
+    const items: any[] = typeof body.input === 'string' ? [{ type: 'message', role: 'user', content: body.input }] : Array.isArray(body.input) ? body.input : []
+    const isMessage = (item: any) => (item?.type ?? 'message') === 'message'
+    const trigger = responsesText([...items].reverse().find((item) => isMessage(item) && item.role === 'user')?.content)
+    const fault = await scriptedFault(req, trigger, 'input')
+    if (fault) return fault
+
+    const last = items.at(-1)
+    const functionTools = Array.isArray(body.tools) ? body.tools.filter((t: any) => t?.type === 'function') : []
+    const wantsTool = isMessage(last) && last?.role === 'user' && functionTools.length > 0 && body.tool_choice !== 'none' && /weather/i.test(trigger)
+    const format = body.text?.format
+    const replyText =
+      last?.type === 'function_call_output' ? TOOL_RESULT_REPLY : format?.type === 'json_schema' ? JSON.stringify(schemaExample(format.schema)) : DEFAULT_REPLY
+    const slow = /slow-stream:(\d+)/.exec(trigger)
+    let pieces = slow ? slowStreamPieces() : wantsTool ? TOOL_CALL_ARGUMENT_FRAGMENTS : splitPieces(replyText)
+    const truncated = !wantsTool && trigger.includes('finish-length')
+    if (truncated) pieces = pieces.slice(0, lengthLimit({ max_completion_tokens: body.max_output_tokens }))
+    const inputText = (typeof body.instructions === 'string' ? body.instructions : '') + items.map((item) => responsesText(item?.content ?? item?.output ?? item?.arguments)).join('')
+    const inputTokens = fakeTokens(inputText)
+    const usage = {
+      input_tokens: inputTokens,
+      input_tokens_details: { cached_tokens: 0, cache_write_tokens: 0 },
+      output_tokens: pieces.length,
+      output_tokens_details: { reasoning_tokens: 0 },
+      total_tokens: inputTokens + pieces.length,
+    }
+    const created = Math.floor(Date.now() / 1000)
+    const id = `resp_${randomHex(48)}`
+    const itemId = wantsTool ? `fc_${randomHex(48)}` : `msg_${randomHex(48)}`
+    const callId = `call_${randomId(24)}`
+    const text = pieces.join('')
+    const status = truncated ? 'incomplete' : 'completed'
+    const response = (state: string, output: unknown[], withUsage: unknown) => ({
+      id,
+      object: 'response',
+      created_at: created,
+      status: state,
+      background: false,
+      completed_at: state === 'completed' ? created : null,
+      error: null,
+      incomplete_details: state === 'incomplete' ? { reason: 'max_output_tokens' } : null,
+      instructions: body.instructions ?? null,
+      max_output_tokens: body.max_output_tokens ?? null,
+      model: datedModel(body.model),
+      output,
+      parallel_tool_calls: body.parallel_tool_calls ?? true,
+      previous_response_id: null,
+      reasoning: { effort: body.reasoning?.effort ?? null, summary: null },
+      service_tier: 'default',
+      store: body.store ?? true,
+      temperature: body.temperature ?? 1,
+      text: { format: format ?? { type: 'text' }, verbosity: 'medium' },
+      tool_choice: body.tool_choice ?? 'auto',
+      tools: body.tools ?? [],
+      top_p: body.top_p ?? 1,
+      truncation: 'disabled',
+      ...(withUsage ? { usage: withUsage } : {}),
+      metadata: body.metadata ?? {},
+    })
+    const finalItem = wantsTool
+      ? { id: itemId, type: 'function_call', status: 'completed', arguments: text, call_id: callId, name: 'get_weather' }
+      : { id: itemId, type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text, annotations: [], logprobs: [] }] }
+    const chatShapedUsage = { prompt_tokens: usage.input_tokens, completion_tokens: usage.output_tokens }
+    if (body.stream !== true) {
+      logUsage(chatShapedUsage)
+      return json(200, response(status, [finalItem], usage))
+    }
+
+    const events: Record<string, unknown>[] = []
+    const push = (type: string, fields: Record<string, unknown>) => events.push({ type, sequence_number: events.length, ...fields })
+    push('response.created', { response: response('in_progress', [], null) })
+    push('response.in_progress', { response: response('in_progress', [], null) })
+    const where = { item_id: itemId, output_index: 0 }
+    if (wantsTool) {
+      push('response.output_item.added', { output_index: 0, item: { ...finalItem, status: 'in_progress', arguments: '' } })
+      for (const piece of pieces) push('response.function_call_arguments.delta', { ...where, delta: piece })
+      push('response.function_call_arguments.done', { ...where, name: 'get_weather', arguments: text })
+    } else {
+      push('response.output_item.added', { output_index: 0, item: { ...finalItem, status: 'in_progress', content: [] } })
+      push('response.content_part.added', { ...where, content_index: 0, part: { type: 'output_text', text: '', annotations: [], logprobs: [] } })
+      for (const piece of pieces) push('response.output_text.delta', { ...where, content_index: 0, delta: piece, logprobs: [] })
+      push('response.output_text.done', { ...where, content_index: 0, text, logprobs: [] })
+      push('response.content_part.done', { ...where, content_index: 0, part: finalItem.content![0] })
+    }
+    push('response.output_item.done', { output_index: 0, item: finalItem })
+    push(`response.${status}`, { response: response(status, [finalItem], usage) })
+    const failure = (sequence: number) => {
+      const failed = { ...response('failed', [], null), error: { code: 'server_error', message: 'The server had an error while processing your request. Sorry about that!' } }
+      return responsesFrame({ type: 'response.failed', sequence_number: sequence, response: failed })
+    }
+    return sseResponse(req, events, wantsTool ? 3 : 4, trigger, slow ? Number(slow[1]) : 0, chatShapedUsage, { frame: responsesFrame, done: null, failure })
   }
 
   async function completions(req: Request, body: any): Promise<Response> {
@@ -375,7 +486,7 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
    * first content chunk (the role chunk of each choice), for `stream-stall` / `stream-die` / `midstream-error`.
    * `usage` goes to the usage log when the stream completes.
    */
-  function sseResponse(req: Request, events: unknown[], preamble: number, trigger: string, delayMs: number, usage: UsageEntry): Response {
+  function sseResponse(req: Request, events: unknown[], preamble: number, trigger: string, delayMs: number, usage: UsageEntry, wire: SseWire = CHAT_WIRE): Response {
     const encoder = new TextEncoder()
     const stall = trigger.includes('stream-stall')
     const die = trigger.includes('stream-die')
@@ -410,8 +521,7 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
         if (finished) return
         if (next === cutAt) {
           if (midstreamError) {
-            const error = { message: 'The server had an error while processing your request. Sorry about that!', type: 'server_error', param: null, code: 'server_error' }
-            send(controller, `data: ${JSON.stringify({ error })}\n\n`)
+            send(controller, wire.failure(next))
             finish(false)
             controller.close()
             return
@@ -433,11 +543,11 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
           return
         }
         if (next < events.length) {
-          send(controller, `data: ${JSON.stringify(events[next++])}\n\n`)
+          send(controller, wire.frame(events[next++]))
           return
         }
         logUsage(usage)
-        send(controller, 'data: [DONE]\n\n')
+        if (wire.done) send(controller, wire.done)
         finish(false)
         controller.close()
       },
@@ -541,6 +651,57 @@ function contentText(content: unknown): string {
   }
   return ''
 }
+
+/** Text of Responses content (a string, or parts with `text`), a function call's arguments or its output. */
+function responsesText(content: unknown): string {
+  if (typeof content === 'string') return content
+  if (Array.isArray(content)) return content.map((part) => (part && typeof part === 'object' && typeof part.text === 'string' ? part.text : '')).join('')
+  return ''
+}
+
+/** A value a JSON schema accepts, the same every time: what the fake answers under structured outputs. */
+function schemaExample(schema: any): unknown {
+  if (!schema || typeof schema !== 'object') return null
+  if (Array.isArray(schema.enum) && schema.enum.length > 0) return schema.enum[0]
+  if (Array.isArray(schema.anyOf) && schema.anyOf.length > 0) return schemaExample(schema.anyOf[0])
+  const type = Array.isArray(schema.type) ? schema.type[0] : schema.type
+  switch (type) {
+    case 'object': {
+      const properties = schema.properties && typeof schema.properties === 'object' ? schema.properties : {}
+      return Object.fromEntries(Object.entries(properties).map(([name, property]) => [name, schemaExample(property)]))
+    }
+    case 'array':
+      return [schemaExample(schema.items)]
+    case 'string':
+      return 'Paris'
+    case 'integer':
+    case 'number':
+      return 21
+    case 'boolean':
+      return true
+    default:
+      return null
+  }
+}
+
+/** How a stream frames its events and its end: chat's `data:` lines and `[DONE]`, or the Responses API's named events. */
+interface SseWire {
+  frame(event: unknown): string
+  done: string | null
+  /** The event a failure mid-stream sends, given the sequence number it takes. */
+  failure(sequence: number): string
+}
+
+const CHAT_WIRE: SseWire = {
+  frame: (event) => `data: ${JSON.stringify(event)}\n\n`,
+  done: 'data: [DONE]\n\n',
+  failure: () => {
+    const error = { message: 'The server had an error while processing your request. Sorry about that!', type: 'server_error', param: null, code: 'server_error' }
+    return `data: ${JSON.stringify({ error })}\n\n`
+  },
+}
+
+const responsesFrame = (event: any) => `event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`
 
 /** Text of one prompt / input item: a string, or a token array rendered as its numbers. */
 function promptText(item: unknown): string {

@@ -1,6 +1,7 @@
 import { PERMISSIVE_IMAGE_ABILITIES, openAICompatible, singleChoice, type ImageAbilities, type ImageOperation, type OpenAICompatibleOptions } from '../../plugin-sdk/index.ts'
 import type { RealtimeAdapter } from '../../plugin-sdk/index.ts'
 import { openAIRealtime } from '../openai/realtime.ts'
+import { openAIResponses } from '../openai/responses.ts'
 import { compatibleRealtime } from '../../plugin-sdk/index.ts'
 
 /**
@@ -13,7 +14,7 @@ const ALL_IMAGES: ImageOperation[] = ['images', 'image_edits', 'image_variations
 const generates = (returns: ImageAbilities['returns'], extra: Partial<ImageAbilities> = {}) => (): ImageAbilities => ({ ...PERMISSIVE_IMAGE_ABILITIES, returns, ...extra })
 
 export const PRESETS: OpenAICompatibleOptions[] = [
-  { id: 'openai', baseURL: 'https://api.openai.com/v1', audio: { operations: ALL_AUDIO }, images: { operations: ALL_IMAGES } },
+  { id: 'openai', baseURL: 'https://api.openai.com/v1', audio: { operations: ALL_AUDIO }, images: { operations: ALL_IMAGES }, responses: openAIResponses },
   // A server we know nothing about: ask for float embeddings and encode base64 ourselves. Its audio abilities are
   // OpenAI's unless the admin declares them (options.audio): Speaches, LocalAI, vLLM…
   { id: 'openai-compatible', base64Embeddings: false, audio: { operations: ALL_AUDIO }, images: { operations: ALL_IMAGES } },

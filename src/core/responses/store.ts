@@ -1,0 +1,81 @@
+import type { Logger } from '../../plugin-sdk/types.ts'
+import type { Store } from '../../store/store.ts'
+
+/** A Responses API object the gateway keeps, with what a follow-up (`previous_response_id`) needs of it. */
+export interface StoredResponse {
+  id: string
+  /** The key that made it: the only one that may read, continue or delete it. */
+  keyId: string
+  createdAt: number
+  /** The object as the client received it. */
+  response: Record<string, any>
+  /** This request's input items, with ids (`GET …/input_items`). */
+  inputItems: Record<string, any>[]
+  /** The conversation up to and including this request's input; a follow-up continues it with `response.output`. */
+  context: Record<string, any>[]
+}
+
+const DAY_MS = 86_400_000
+const PURGE_EVERY_MS = 3_600_000
+
+/**
+ * `stored_responses`, kept `retentionDays`: rows past it are deleted hourly (as request records are) and never
+ * read in between.
+ */
+export class ResponseStore {
+  private readonly purger: Timer
+
+  constructor(
+    private readonly store: Store,
+    private readonly log: Logger,
+    readonly retentionDays: number,
+  ) {
+    this.purger = setInterval(() => void this.purge(), PURGE_EVERY_MS)
+    this.purger.unref()
+  }
+
+  async save(r: StoredResponse) {
+    await this.store.sql`INSERT INTO stored_responses (id, key_id, created_at, response, input_items, context)
+      VALUES (${r.id}, ${r.keyId}, ${r.createdAt}, ${JSON.stringify(r.response)}, ${JSON.stringify(r.inputItems)}, ${JSON.stringify(r.context)})
+      ON CONFLICT (id) DO NOTHING`
+  }
+
+  /** The response, when it exists, is still kept, and belongs to `keyId`. */
+  async get(id: string, keyId: string, now = Date.now()): Promise<StoredResponse | null> {
+    const [row] = await this.store.sql`SELECT * FROM stored_responses WHERE id = ${id} AND key_id = ${keyId} AND created_at >= ${this.oldestKept(now)}`
+    if (!row) return null
+    return {
+      id: row.id,
+      keyId: row.key_id,
+      createdAt: Number(row.created_at),
+      response: JSON.parse(row.response),
+      inputItems: JSON.parse(row.input_items),
+      context: JSON.parse(row.context),
+    }
+  }
+
+  /** Whether there was such a response of `keyId`'s to delete. */
+  async delete(id: string, keyId: string): Promise<boolean> {
+    const rows = await this.store.sql`DELETE FROM stored_responses WHERE id = ${id} AND key_id = ${keyId} RETURNING id`
+    return rows.length > 0
+  }
+
+  /** Deletes what is past the retention; returns the rows removed. */
+  async purge(now = Date.now()): Promise<number> {
+    try {
+      const rows = await this.store.sql`DELETE FROM stored_responses WHERE created_at < ${this.oldestKept(now)} RETURNING id`
+      return rows.length
+    } catch (err) {
+      this.log.warn({ err }, 'stored responses: retention purge failed; will try again')
+      return 0
+    }
+  }
+
+  close() {
+    clearInterval(this.purger)
+  }
+
+  private oldestKept(now: number) {
+    return now - this.retentionDays * DAY_MS
+  }
+}
