@@ -316,6 +316,13 @@ describe('native to Anthropic', () => {
     expect(row.cost_micros).toBe(Math.ceil(upstream.prompt_tokens * PRICE.input + upstream.completion_tokens * PRICE.output))
   })
 
+  test("a native stream's own error event reaches the client as Anthropic sent it", async () => {
+    const res = await post('/v1/messages', { model: 'sonnet', max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'midstream-error' }] })
+    const list = events(await res.text())
+    expect(list[0]!.event).toBe('message_start')
+    expect(list.at(-1)!.data).toEqual({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } })
+  })
+
   test('anthropic-beta: only allowlisted betas are forwarded', async () => {
     await post(
       '/v1/messages',
