@@ -33,6 +33,11 @@ export interface Logger {
   warn(obj: unknown, msg?: string): void
   error(obj: unknown, msg?: string): void
   child(bindings: Record<string, unknown>): Logger
+  /**
+   * A line whose fields are plain JSON values, written without the logger's per-record machinery: for a line per
+   * request. Still scrubbed of known secrets; no `err` or `headers` handling.
+   */
+  record(level: 'info' | 'debug', fields: Record<string, unknown>, msg: string): void
 }
 
 /** Rate limits of a key or a virtual model; an absent field is unlimited. */

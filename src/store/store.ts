@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { SQL } from 'bun'
+import { Database } from 'bun:sqlite'
 import type { ModelTarget, StoreChange, StoreView, StoredKey, VirtualModel } from '../plugin-sdk/types.ts'
 import type { SpendRow } from './ledger.ts'
 import type { RequestRecordRow } from './request-records.ts'
@@ -103,6 +104,13 @@ export interface ChangeBus {
 export class Store implements StoreView {
   private readonly listeners = new Set<(change: StoreChange) => void>()
   private readonly buses: ChangeBus[] = []
+  /**
+   * SQLite only: a second connection for the rows every request writes (ledger, request records), with each
+   * insert prepared once. Bun.SQL prepares a multi-row statement anew for every batch: 9.2 µs a row against 5.0.
+   * Its transactions are synchronous, so they never hold the write lock across an await.
+   */
+  private rowWriter: Database | null = null
+  private readonly rowInserts = new Map<string, (rows: readonly Record<string, unknown>[]) => void>()
 
   private constructor(
     readonly sql: SQL,
@@ -120,6 +128,8 @@ export class Store implements StoreView {
       store = new Store(new SQL({ adapter: 'sqlite', filename: file }), 'sqlite')
       await store.sql`PRAGMA journal_mode = WAL`
       await store.sql`PRAGMA busy_timeout = 5000`
+      store.rowWriter = new Database(file)
+      store.rowWriter.exec('PRAGMA busy_timeout = 5000')
     }
     await store.migrate()
     return store
@@ -160,6 +170,8 @@ export class Store implements StoreView {
   }
 
   async close() {
+    this.rowWriter?.close()
+    this.rowWriter = null
     await this.sql.close()
   }
 
@@ -284,7 +296,26 @@ export class Store implements StoreView {
 
   /** One multi-row statement per batch (per-row inserts in a transaction cost ~6× more). */
   async insertSpend(rows: SpendRow[]) {
+    if (this.rowWriter) return this.insertRows('spend_ledger', rows)
     await this.sql`INSERT INTO spend_ledger ${this.sql(rows)} ON CONFLICT (request_id) DO NOTHING`
+  }
+
+  /** SQLite: the batch in one transaction through a statement prepared once per table and column list. */
+  private insertRows(table: 'spend_ledger' | 'request_records', rows: readonly object[]) {
+    if (rows.length === 0) return
+    // Every column any row has (an optional field may be absent from the first).
+    const columns = [...new Set(rows.flatMap((row) => Object.keys(row)))]
+    const id = `${table}(${columns})`
+    let insert = this.rowInserts.get(id)
+    if (!insert) {
+      const db = this.rowWriter!
+      const statement = db.prepare(`INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')}) ON CONFLICT (request_id) DO NOTHING`)
+      insert = db.transaction((batch: readonly Record<string, unknown>[]) => {
+        for (const row of batch) statement.run(...(columns.map((c) => row[c] ?? null) as any[]))
+      })
+      this.rowInserts.set(id, insert)
+    }
+    insert(rows as readonly Record<string, unknown>[])
   }
 
   /** What a key (or one of its end users) spent since `since`: where a budget's state is rebuilt from. */
@@ -342,6 +373,7 @@ export class Store implements StoreView {
   // Request records, metric buckets, Web UI sessions (migration 8) --------------------------------------------
 
   async insertRequestRecords(rows: RequestRecordRow[]) {
+    if (this.rowWriter) return this.insertRows('request_records', rows)
     await this.sql`INSERT INTO request_records ${this.sql(rows)} ON CONFLICT (request_id) DO NOTHING`
   }
 

@@ -10,7 +10,8 @@ export default definePlugin({
     const level = api.config.level as 'info' | 'debug'
     return {
       onLog(f) {
-        api.log[level](
+        api.log.record(
+          level,
           {
             requestId: f.ctx.id,
             endpoint: f.ctx.endpoint,
