@@ -121,6 +121,12 @@ export const MIGRATIONS: { version: number; statements: string[] }[] = [
         id TEXT PRIMARY KEY, key_id TEXT NOT NULL, created_at BIGINT NOT NULL, response TEXT NOT NULL,
         input_items TEXT NOT NULL, context TEXT NOT NULL)`,
       `CREATE INDEX stored_responses_time ON stored_responses (created_at)`,
+      // Their input and output items by id, for `item_reference` inputs (the AI SDK sends earlier answers so).
+      `CREATE TABLE stored_response_items (
+        key_id TEXT NOT NULL, item_id TEXT NOT NULL, response_id TEXT NOT NULL, created_at BIGINT NOT NULL, item TEXT NOT NULL,
+        PRIMARY KEY (key_id, item_id))`,
+      `CREATE INDEX stored_response_items_response ON stored_response_items (response_id)`,
+      `CREATE INDEX stored_response_items_time ON stored_response_items (created_at)`,
     ],
   },
 ]

@@ -285,6 +285,14 @@ describe('stored responses', () => {
     expect(refused.message).toContain(`Previous response with id '${created.id}' not found.`)
     expect(refused.param).toBe('previous_response_id')
 
+    // Items of a kept response can be referenced by the key that made it, and only by it.
+    const referenced = await client.responses.create({ model: 'claude', input: [{ type: 'item_reference', id: items.data[0]!.id }] })
+    expect(referenced.output_text).toBe(ANTHROPIC_REPLY)
+    expect(anthropic.requests.at(-1)!.body.messages).toEqual([{ role: 'user', content: [{ type: 'text', text: 'Hello' }] }])
+    const foreign = await other.responses.create({ model: 'claude', input: [{ type: 'item_reference', id: items.data[0]!.id }] }).catch((e) => e)
+    expect(foreign).toBeInstanceOf(OpenAI.NotFoundError)
+    expect(foreign.param).toBe('input[0]')
+
     const deleted = await fetch(`${gw.baseURL}/responses/${created.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${key}` } })
     expect(deleted.status).toBe(200)
     expect(await deleted.json()).toEqual({ id: created.id, object: 'response.deleted', deleted: true })

@@ -48,7 +48,8 @@ export class ResponsesDoor implements FrontDoor {
     }
     // A model the catalog does not know is answered 404 by the pipeline right after; nothing to refuse before.
     const native = (await this.servesNatively(body.model)) ?? true
-    const read = readResponses(body, previous, native)
+    const input = Array.isArray(body.input) ? await this.resolveReferences(body.input, ctx.principal!.keyId) : body.input
+    const read = readResponses({ ...body, input }, previous, native)
     this.pending.set(ctx, { shell: { id: newId('resp'), createdAt: Math.floor(Date.now() / 1000), body }, input: read.input, context: read.context })
     return { chat: read.chat, native: read.native }
   }
@@ -112,6 +113,22 @@ export class ResponsesDoor implements FrontDoor {
     const row = await this.store.get(id, keyId)
     if (!row) throw notFound(id)
     return json(ctx, part === 'input_items' ? listItems(row.inputItems, query) : row.response)
+  }
+
+  /**
+   * `item_reference` inputs replaced by the items they name, from the key's kept responses: whichever provider
+   * answers gets the item itself (without its id, which that provider never made).
+   */
+  private async resolveReferences(input: unknown[], keyId: string): Promise<unknown[]> {
+    return await Promise.all(
+      input.map(async (item: any, i) => {
+        if (item?.type !== 'item_reference') return item
+        const found = typeof item.id === 'string' ? await this.store.item(item.id, keyId) : null
+        if (!found) throw new GatewayError(404, `Item with id '${item.id}' not found.`, { param: `input[${i}]`, code: 'not_found' })
+        const { id: _id, ...inline } = found
+        return inline
+      }),
+    )
   }
 
   private shell(ctx: RequestCtx): ResponseShell {

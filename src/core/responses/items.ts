@@ -40,8 +40,6 @@ function normalizeItem(item: any, param: string): Item {
         throw badRequest(`Invalid type for '${param}.output': expected a string or an array of content parts.`, `${param}.output`, 'invalid_type')
       }
       return { ...item, id: item.id ?? newId('fco'), status: item.status ?? 'completed' }
-    case 'item_reference':
-      throw badRequest(`Item references are not supported by this gateway; send the item itself.`, param, 'unsupported_parameter')
     default:
       // Reasoning and built-in tool items: kept for a native OpenAI target, left out of a translated conversation.
       return item

@@ -19,7 +19,7 @@ const DAY_MS = 86_400_000
 const PURGE_EVERY_MS = 3_600_000
 
 /**
- * `stored_responses`, kept `retentionDays`: rows past it are deleted hourly (as request records are) and never
+ * `stored_responses` (and their items, `stored_response_items`), kept `retentionDays`: rows past it are deleted hourly (as request records are) and never
  * read in between.
  */
 export class ResponseStore {
@@ -34,10 +34,23 @@ export class ResponseStore {
     this.purger.unref()
   }
 
+  /** Keeps the response, and its input and output items for `item_reference`s to them. */
   async save(r: StoredResponse) {
-    await this.store.sql`INSERT INTO stored_responses (id, key_id, created_at, response, input_items, context)
-      VALUES (${r.id}, ${r.keyId}, ${r.createdAt}, ${JSON.stringify(r.response)}, ${JSON.stringify(r.inputItems)}, ${JSON.stringify(r.context)})
-      ON CONFLICT (id) DO NOTHING`
+    const items = [...r.inputItems, ...(r.response.output ?? [])]
+      .filter((item) => typeof item?.id === 'string')
+      .map((item) => ({ key_id: r.keyId, item_id: item.id, response_id: r.id, created_at: r.createdAt, item: JSON.stringify(item) }))
+    await this.store.sql.begin(async (tx) => {
+      await tx`INSERT INTO stored_responses (id, key_id, created_at, response, input_items, context)
+        VALUES (${r.id}, ${r.keyId}, ${r.createdAt}, ${JSON.stringify(r.response)}, ${JSON.stringify(r.inputItems)}, ${JSON.stringify(r.context)})
+        ON CONFLICT (id) DO NOTHING`
+      if (items.length > 0) await tx`INSERT INTO stored_response_items ${tx(items)} ON CONFLICT (key_id, item_id) DO NOTHING`
+    })
+  }
+
+  /** An item of one of `keyId`'s kept responses, by its id. */
+  async item(id: string, keyId: string, now = Date.now()): Promise<Record<string, any> | null> {
+    const [row] = await this.store.sql`SELECT item FROM stored_response_items WHERE key_id = ${keyId} AND item_id = ${id} AND created_at >= ${this.oldestKept(now)}`
+    return row ? JSON.parse(row.item) : null
   }
 
   /** The response, when it exists, is still kept, and belongs to `keyId`. */
@@ -56,14 +69,19 @@ export class ResponseStore {
 
   /** Whether there was such a response of `keyId`'s to delete. */
   async delete(id: string, keyId: string): Promise<boolean> {
-    const rows = await this.store.sql`DELETE FROM stored_responses WHERE id = ${id} AND key_id = ${keyId} RETURNING id`
-    return rows.length > 0
+    return await this.store.sql.begin(async (tx) => {
+      const rows = await tx`DELETE FROM stored_responses WHERE id = ${id} AND key_id = ${keyId} RETURNING id`
+      if (rows.length > 0) await tx`DELETE FROM stored_response_items WHERE response_id = ${id}`
+      return rows.length > 0
+    })
   }
 
   /** Deletes what is past the retention; returns the rows removed. */
   async purge(now = Date.now()): Promise<number> {
     try {
-      const rows = await this.store.sql`DELETE FROM stored_responses WHERE created_at < ${this.oldestKept(now)} RETURNING id`
+      const before = this.oldestKept(now)
+      await this.store.sql`DELETE FROM stored_response_items WHERE created_at < ${before}`
+      const rows = await this.store.sql`DELETE FROM stored_responses WHERE created_at < ${before} RETURNING id`
       return rows.length
     } catch (err) {
       this.log.warn({ err }, 'stored responses: retention purge failed; will try again')
