@@ -302,7 +302,7 @@ describe('stored responses', () => {
 
   test('store: false keeps nothing; a stream is kept as it completed', async () => {
     const unstored = await client.responses.create({ model: 'flash', input: 'Hello', store: false })
-    expect(unstored.store).toBe(false)
+    expect((unstored as unknown as { store: boolean }).store).toBe(false)
     expect(await client.responses.retrieve(unstored.id).catch((e) => e)).toBeInstanceOf(OpenAI.NotFoundError)
 
     const streamed = await client.responses.stream({ model: 'flash', input: 'Hello' }).finalResponse()
