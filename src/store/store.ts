@@ -107,7 +107,8 @@ export class Store implements StoreView {
   /**
    * SQLite only: a second connection for the rows every request writes (ledger, request records), with each
    * insert prepared once. Bun.SQL prepares a multi-row statement anew for every batch: 9.2 µs a row against 5.0.
-   * Its transactions are synchronous, so they never hold the write lock across an await.
+   * Its transactions are synchronous, so they never hold the write lock across an await; keep Bun.SQL's `begin`
+   * (which does) to the migrations, which run before any request.
    */
   private rowWriter: Database | null = null
   private readonly rowInserts = new Map<string, (rows: readonly Record<string, unknown>[]) => void>()

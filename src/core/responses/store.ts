@@ -39,12 +39,13 @@ export class ResponseStore {
     const items = [...r.inputItems, ...(r.response.output ?? [])]
       .filter((item) => typeof item?.id === 'string')
       .map((item) => ({ key_id: r.keyId, item_id: item.id, response_id: r.id, created_at: r.createdAt, item: JSON.stringify(item) }))
-    await this.store.sql.begin(async (tx) => {
-      await tx`INSERT INTO stored_responses (id, key_id, created_at, response, input_items, context)
-        VALUES (${r.id}, ${r.keyId}, ${r.createdAt}, ${JSON.stringify(r.response)}, ${JSON.stringify(r.inputItems)}, ${JSON.stringify(r.context)})
-        ON CONFLICT (id) DO NOTHING`
-      if (items.length > 0) await tx`INSERT INTO stored_response_items ${tx(items)} ON CONFLICT (key_id, item_id) DO NOTHING`
-    })
+    // No transaction: on SQLite it would hold the write lock across awaits, stalling the ledger's writer. Items first,
+    // so a response is never found without them; items left by a failed second insert go with the retention.
+    const sql = this.store.sql
+    if (items.length > 0) await sql`INSERT INTO stored_response_items ${sql(items)} ON CONFLICT (key_id, item_id) DO NOTHING`
+    await sql`INSERT INTO stored_responses (id, key_id, created_at, response, input_items, context)
+      VALUES (${r.id}, ${r.keyId}, ${r.createdAt}, ${JSON.stringify(r.response)}, ${JSON.stringify(r.inputItems)}, ${JSON.stringify(r.context)})
+      ON CONFLICT (id) DO NOTHING`
   }
 
   /** An item of one of `keyId`'s kept responses, by its id. */
@@ -69,11 +70,9 @@ export class ResponseStore {
 
   /** Whether there was such a response of `keyId`'s to delete. */
   async delete(id: string, keyId: string): Promise<boolean> {
-    return await this.store.sql.begin(async (tx) => {
-      const rows = await tx`DELETE FROM stored_responses WHERE id = ${id} AND key_id = ${keyId} RETURNING id`
-      if (rows.length > 0) await tx`DELETE FROM stored_response_items WHERE response_id = ${id}`
-      return rows.length > 0
-    })
+    const rows = await this.store.sql`DELETE FROM stored_responses WHERE id = ${id} AND key_id = ${keyId} RETURNING id`
+    if (rows.length > 0) await this.store.sql`DELETE FROM stored_response_items WHERE response_id = ${id}`
+    return rows.length > 0
   }
 
   /** Deletes what is past the retention; returns the rows removed. */
