@@ -112,10 +112,15 @@ describe('translated onto chat (OpenAI and Gemini upstreams)', () => {
     expect(response.headers.get('x-conduit-cost-usd')).toBe((cost / 1e6).toFixed(6))
   })
 
-  test('sampling parameters (API version 2023-06-01; SDK 1.x no longer types them) reach the chat body', async () => {
+  test('sampling parameters (API version 2023-06-01; SDK 1.x no longer types them) reach the chat body; OpenAI, which refuses top_k, gets it dropped and signalled', async () => {
     const res = await post('/v1/messages', { model: 'gpt', max_tokens: 20, temperature: 0.5, top_p: 0.9, top_k: 40, messages: [{ role: 'user', content: 'Hello' }] })
     expect(res.status).toBe(200)
-    expect(openai.requests.at(-1)!.body).toMatchObject({ temperature: 0.5, top_p: 0.9, top_k: 40 })
+    const sent = openai.requests.at(-1)!.body
+    expect(sent).toMatchObject({ temperature: 0.5, top_p: 0.9 })
+    expect(sent.top_k).toBeUndefined()
+    expect(res.headers.get('x-conduit-dropped-params')).toBe('top_k')
+    await post('/v1/messages', { model: 'flash', max_tokens: 20, top_k: 40, messages: [{ role: 'user', content: 'Hello' }] })
+    expect(gemini.requests.at(-1)!.body.generationConfig).toMatchObject({ topK: 40 })
   })
 
   test('messages.stream().finalMessage() from OpenAI, events in Anthropic order with usage at the end', async () => {

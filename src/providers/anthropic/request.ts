@@ -21,6 +21,8 @@ const HANDLED = new Set([
   'stop',
   'temperature',
   'top_p',
+  // Not OpenAI's, but Anthropic's and Gemini's clients send it (through /v1/messages too).
+  'top_k',
   'tools',
   'tool_choice',
   'parallel_tool_calls',
@@ -51,6 +53,7 @@ export function buildRequest(body: Record<string, any>, ctx: AttemptContext): Up
   // OpenAI allows temperature up to 2, Anthropic up to 1.
   if (typeof body.temperature === 'number') request.temperature = Math.min(body.temperature, 1)
   if (typeof body.top_p === 'number') request.top_p = body.top_p
+  if (typeof body.top_k === 'number') request.top_k = body.top_k
   if (Array.isArray(body.tools) && body.tools.length > 0) request.tools = body.tools.map(translateTool)
   const toolChoice = translateToolChoice(body, request.tools !== undefined)
   if (toolChoice) request.tool_choice = toolChoice

@@ -54,6 +54,7 @@ export interface AnthropicMessagesRequest {
   stop_sequences?: string[]
   temperature?: number
   top_p?: number
+  top_k?: number
   tools?: AnthropicTool[]
   tool_choice?: AnthropicToolChoice
   metadata?: { user_id: string }

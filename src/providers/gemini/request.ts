@@ -24,6 +24,8 @@ const HANDLED = new Set([
   'stop',
   'temperature',
   'top_p',
+  // Not OpenAI's, but Anthropic's and Gemini's clients send it (through /v1/messages too).
+  'top_k',
   'n',
   'seed',
   'presence_penalty',
@@ -91,6 +93,7 @@ function generationConfig(body: Record<string, any>): GeminiGenerationConfig {
   else if (Array.isArray(body.stop) && body.stop.length > 0) config.stopSequences = [...body.stop]
   if (typeof body.temperature === 'number') config.temperature = body.temperature
   if (typeof body.top_p === 'number') config.topP = body.top_p
+  if (typeof body.top_k === 'number') config.topK = body.top_k
   if (typeof body.n === 'number' && body.n !== 1) config.candidateCount = body.n
   if (typeof body.seed === 'number') config.seed = body.seed
   if (typeof body.presence_penalty === 'number') config.presencePenalty = body.presence_penalty

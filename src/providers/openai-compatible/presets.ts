@@ -14,7 +14,8 @@ const ALL_IMAGES: ImageOperation[] = ['images', 'image_edits', 'image_variations
 const generates = (returns: ImageAbilities['returns'], extra: Partial<ImageAbilities> = {}) => (): ImageAbilities => ({ ...PERMISSIVE_IMAGE_ABILITIES, returns, ...extra })
 
 export const PRESETS: OpenAICompatibleOptions[] = [
-  { id: 'openai', baseURL: 'https://api.openai.com/v1', audio: { operations: ALL_AUDIO }, images: { operations: ALL_IMAGES }, responses: openAIResponses },
+  // OpenAI refuses `top_k` (Anthropic and Gemini clients send it): dropped and signalled rather than a 400.
+  { id: 'openai', baseURL: 'https://api.openai.com/v1', params: { top_k: 'drop' }, audio: { operations: ALL_AUDIO }, images: { operations: ALL_IMAGES }, responses: openAIResponses },
   // A server we know nothing about: ask for float embeddings and encode base64 ourselves. Its audio abilities are
   // OpenAI's unless the admin declares them (options.audio): Speaches, LocalAI, vLLM…
   { id: 'openai-compatible', base64Embeddings: false, audio: { operations: ALL_AUDIO }, images: { operations: ALL_IMAGES } },
