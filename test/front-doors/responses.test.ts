@@ -272,13 +272,14 @@ describe('stored responses', () => {
     expect(((await badOrder.json()) as any).error.param).toBe('order')
 
     const other = new OpenAI({ apiKey: (await gw.admin('POST', '/keys', { name: 'other' })).key, baseURL: gw.baseURL, maxRetries: 0 })
+    // Each started only when awaited: a refusal nobody listens to yet is an unhandled rejection.
     for (const attempt of [
-      other.responses.retrieve(created.id),
-      other.responses.inputItems.list(created.id),
-      other.responses.delete(created.id),
-      other.responses.create({ model: 'claude', input: 'Hi', previous_response_id: created.id }),
+      () => other.responses.retrieve(created.id),
+      () => other.responses.inputItems.list(created.id),
+      () => other.responses.delete(created.id),
+      () => other.responses.create({ model: 'claude', input: 'Hi', previous_response_id: created.id }),
     ]) {
-      const error = await attempt.then(() => null, (e) => e)
+      const error = await attempt().then(() => null, (e) => e)
       expect(error).toBeInstanceOf(OpenAI.NotFoundError)
     }
     const refused = await other.responses.create({ model: 'claude', input: 'Hi', previous_response_id: created.id }).catch((e) => e)
