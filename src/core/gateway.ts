@@ -5,7 +5,6 @@ import { PluginHost, type PluginSpec } from '../plugin-host/host.ts'
 import type { FinishedRequest, Logger, Plugin, RequestContext } from '../plugin-sdk/types.ts'
 import { base62, secretEquals, sha256 } from '../store/crypto.ts'
 import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
-import { RedisChangeBus, connectRedis } from '../services/redis.ts'
 import { setSecrets } from '../services/known-secrets.ts'
 import { SpendLedger } from '../store/ledger.ts'
 import { RequestRecorder } from '../store/request-records.ts'
@@ -85,8 +84,10 @@ function pluginSpecs(configured: PluginSpec[]): PluginSpec[] {
 export async function createGateway(config: GatewayConfig, log: Logger, options: GatewayOptions = {}): Promise<Gateway> {
   const store = await Store.open({ dataDir: config.dataDir, databaseURL: config.databaseURL })
   if (options.bus) store.connect(options.bus)
-  const redis = config.redisURL ? connectRedis(config.redisURL, config.redisTimeoutMs, log) : undefined
-  const redisBus = redis ? new RedisChangeBus(redis, config.redisURL!) : undefined
+  // ioredis is 8 MB of a worker's memory: loaded only by a gateway that uses Redis.
+  const redisModule = config.redisURL ? await import('../services/redis.ts') : null
+  const redis = redisModule ? redisModule.connectRedis(config.redisURL!, config.redisTimeoutMs, log) : undefined
+  const redisBus = redisModule && redis ? new redisModule.RedisChangeBus(redis, config.redisURL!) : undefined
   if (redisBus) {
     store.connect(redisBus)
     await redisBus.ready()
