@@ -210,12 +210,13 @@ export class Pipeline {
         body = await readImageForm(ctx, request, operation as ImageOperation, upload)
       } else {
         body = (await readJsonBody(request, this.o.maxBodyBytes, this.o.bodyTimeoutMs, emptyBody)) as Record<string, any>
+        validateRequest(operation!, body) // a front door's own fields are its read's to check: here, only that it is an object
         if (door) {
           // Plugins and translated attempts see chat; a native target gets the client's own body.
           const read = await door.read(ctx, body)
           this.nativeBodies.set(ctx, read.native)
           body = read.chat
-        } else validateRequest(operation!, body)
+        }
       }
       // Only now: a client trickling its body stays under the server's idle timer as well as our deadline.
       transport.disableIdleTimeout?.()

@@ -4,6 +4,9 @@ import { microsToUsd } from '../pricing/prices.ts'
 import { BatchWriter, UNRECORDED } from '../store/request-records.ts'
 import type { Store } from '../store/store.ts'
 
+/** What the ledger would record: a count that is not a safe non-negative integer (a price that overflowed) counts 0. */
+const amount = (value: number | undefined) => (Number.isSafeInteger(value) && value! >= 0 ? value! : 0)
+
 /*
  * Traffic in 1-minute buckets kept in the store, so the Overview shows every instance's traffic and a restart
  * loses nothing. Each instance counts its own requests in memory per (minute, key, model) and rewrites its own
@@ -122,9 +125,9 @@ export class TimeSeries {
     const row = bucket.row
     row.requests++
     if (isError(f.status)) row.errors++
-    row.prompt_tokens += f.usage?.prompt_tokens ?? 0
-    row.completion_tokens += f.usage?.completion_tokens ?? 0
-    row.cost_micros += f.costMicros
+    row.prompt_tokens += amount(f.usage?.prompt_tokens)
+    row.completion_tokens += amount(f.usage?.completion_tokens)
+    row.cost_micros += amount(f.costMicros)
     const bin = binOf(f.durationMs)
     bucket.latency.set(bin, (bucket.latency.get(bin) ?? 0) + 1)
     if (f.firstByteMs !== null && f.target) {

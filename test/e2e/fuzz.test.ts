@@ -12,7 +12,7 @@ import { validateSchema } from '../helpers/openapi.ts'
  */
 const SEED = Number(process.env.CONDUIT_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31))
 const BATCH = 500
-/** CONDUIT_FUZZ_SCALE=10 runs 100,000 cases instead of 10,000. */
+/** CONDUIT_FUZZ_SCALE=10 runs 120,000 cases instead of 12,000. */
 const SCALE = Number(process.env.CONDUIT_FUZZ_SCALE ?? 1)
 const BROWSER_ORIGIN = 'https://app.example.com'
 
@@ -100,6 +100,17 @@ function fault(c: Case, answer: Answer): string | null {
   // A stream that started fine must not end in an error event: the upstream never sends one here.
   if (answer.status < 300 && /^data: \{"error"/m.test(answer.body)) return `an error event in a ${answer.status} stream: ${answer.body.slice(-300)}`
   if (answer.status < 400 || c.method === 'HEAD') return null
+  if (c.path.startsWith('/v1/messages')) {
+    const body = (() => {
+      try {
+        return JSON.parse(answer.body)
+      } catch {
+        return null
+      }
+    })()
+    const ok = body?.type === 'error' && typeof body.error?.type === 'string' && typeof body.error?.message === 'string' && Object.keys(body).length === 2
+    return ok ? null : `a ${answer.status} that is not Anthropic's error envelope: ${answer.body.slice(0, 300)}`
+  }
   try {
     validateSchema('ErrorResponse', JSON.parse(answer.body))
     return null
@@ -161,15 +172,41 @@ const VALID = {
   chat: { model: 'm', messages: [{ role: 'user', content: 'Hi' }] },
   completions: { model: 'm', prompt: 'Say hi' },
   embeddings: { model: 'm', input: 'hello' },
+  responses: { model: 'm', input: 'Hi' },
+  messages: { model: 'm', max_tokens: 16, messages: [{ role: 'user', content: 'Hi' }] },
 } as const
 const FIELDS = {
   chat: ['model', 'messages', 'stream', 'stream_options', 'n', 'temperature', 'top_p', 'max_tokens', 'max_completion_tokens', 'user', 'tools', 'tool_choice',
     'stop', 'seed', 'logit_bias', 'logprobs', 'top_logprobs', 'response_format', 'presence_penalty', 'frequency_penalty', 'parallel_tool_calls', 'functions', 'api_base'],
   completions: ['model', 'prompt', 'stream', 'stream_options', 'n', 'temperature', 'top_p', 'max_tokens', 'user', 'echo', 'suffix', 'best_of', 'logprobs', 'stop'],
   embeddings: ['model', 'input', 'encoding_format', 'dimensions', 'user'],
+  responses: ['model', 'input', 'instructions', 'tools', 'tool_choice', 'parallel_tool_calls', 'text', 'reasoning', 'max_output_tokens', 'temperature',
+    'top_p', 'metadata', 'user', 'store', 'previous_response_id', 'stream'],
+  messages: ['model', 'messages', 'system', 'tools', 'tool_choice', 'stop_sequences', 'max_tokens', 'temperature', 'top_p', 'top_k', 'thinking', 'metadata',
+    'stream'],
 } as const
 type V1 = keyof typeof VALID
-const V1_PATH: Record<V1, string> = { chat: '/v1/chat/completions', completions: '/v1/completions', embeddings: '/v1/embeddings' }
+const V1_PATH: Record<V1, string> = {
+  chat: '/v1/chat/completions',
+  completions: '/v1/completions',
+  embeddings: '/v1/embeddings',
+  responses: '/v1/responses',
+  messages: '/v1/messages',
+}
+/** The generated part of a body beyond one wrong field: the conversation, in each protocol's shape. */
+const inputItem = fc.oneof(
+  message,
+  fc.record({ type: fc.constantFrom('message', 'function_call', 'function_call_output', 'item_reference', 'reasoning', 'x'), role: strings, content: anyJson, call_id: strings, name: strings, arguments: strings, output: anyJson, id: strings }, { requiredKeys: ['type'] }),
+)
+const block = fc.record({ type: fc.constantFrom('text', 'image', 'tool_use', 'tool_result', 'thinking', 'document', 'x'), text: strings, id: strings, name: strings, input: anyJson, tool_use_id: strings, content: anyJson, source: anyJson }, { requiredKeys: ['type'] })
+const anthropicMessage = fc.record({ role: fc.constantFrom('user', 'assistant', 'system', 'x'), content: fc.oneof(strings, fc.array(block, { maxLength: 3 })) }, { requiredKeys: ['role'] })
+const CONVERSATION: Record<V1, fc.Arbitrary<Record<string, unknown>>> = {
+  chat: fc.record({ messages: fc.array(message, { maxLength: 4 }), stream: fc.boolean(), n: fc.option(fc.integer({ min: 1, max: 3 })) }),
+  completions: anyJson.map((prompt) => ({ ...VALID.completions, prompt })),
+  embeddings: anyJson.map((input) => ({ ...VALID.embeddings, input })),
+  responses: fc.record({ input: fc.oneof(strings, fc.array(inputItem, { maxLength: 4 })), stream: fc.boolean() }).map((b) => ({ model: 'm', ...b })),
+  messages: fc.record({ messages: fc.array(anthropicMessage, { maxLength: 4 }), stream: fc.boolean() }).map((b) => ({ model: 'm', max_tokens: 16, ...b })),
+}
 
 /** Nesting as deep as a few thousand levels, in a field the schema does not know, as arrays or objects. */
 const deep = (depth: number, objects: boolean) => (objects ? '{"a":'.repeat(depth) + '1' + '}'.repeat(depth) : '['.repeat(depth) + ']'.repeat(depth))
@@ -184,9 +221,7 @@ const v1Body = (endpoint: V1): fc.Arbitrary<string | Uint8Array> =>
     fc.uint8Array({ maxLength: 200 }),
     fc.record({ field: fc.constantFrom(...FIELDS[endpoint]), value: anyJson }).map(({ field, value }) => healthy(JSON.stringify({ ...VALID[endpoint], [field]: value }))),
     fc.record({ field: fc.constantFrom(...FIELDS[endpoint]), value: rawNumbers }).map(({ field, value }) => healthy(JSON.stringify({ ...VALID[endpoint], [field]: 0 }).replace(`"${field}":0`, `"${field}":${value}`))),
-    endpoint === 'chat'
-      ? fc.record({ messages: fc.array(message, { maxLength: 4 }), stream: fc.boolean(), n: fc.option(fc.integer({ min: 1, max: 3 })) }).map((b) => healthy(JSON.stringify({ model: 'm', ...b })))
-      : anyJson.map((input) => healthy(JSON.stringify({ ...VALID[endpoint], [endpoint === 'embeddings' ? 'input' : 'prompt']: input }))),
+    CONVERSATION[endpoint].map((b) => healthy(JSON.stringify({ model: 'm', ...b }))),
     deepField(VALID[endpoint]),
   )
 
@@ -368,16 +403,31 @@ const CORPUS: { name: string; case: () => Case }[] = [
     name: 'a body past the limit over Bun\'s old cap (was an empty 413)',
     case: () => ({ method: 'POST', path: '/v1/chat/completions', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: new Uint8Array(4 * 1024 * 1024) }),
   },
+  ...(['/v1/responses', '/v1/messages'] as const).map((path) => ({
+    name: `a JSON null body to ${path} (was a 500)`,
+    case: (): Case => ({ method: 'POST', path, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: 'null' }),
+  })),
+  {
+    name: 'a Responses function_call_output whose parts are not objects (was a 500)',
+    case: () => ({
+      method: 'POST',
+      path: '/v1/responses',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm', input: [{ type: 'function_call_output', call_id: '', output: [null] }] }),
+    }),
+  },
 ]
 
 describe('corpus of past failures', () => {
   for (const entry of CORPUS) test(entry.name, () => check(entry.case()), 30_000)
 })
 
-describe('generated cases (10,000 in all, 11,000 requests)', () => {
+describe('generated cases (12,000 in all, 13,000 requests)', () => {
   test('chat completion bodies', () => fuzz('chat', 2000, v1Cases('chat'), check), 120_000)
   test('legacy completion bodies', () => fuzz('completions', 1000, v1Cases('completions'), check), 120_000)
   test('embedding bodies', () => fuzz('embeddings', 1000, v1Cases('embeddings'), check), 120_000)
+  test('Responses API bodies', () => fuzz('responses', 1000, v1Cases('responses'), check), 120_000)
+  test('Messages API bodies (errors in Anthropic\'s envelope)', () => fuzz('messages', 1000, v1Cases('messages'), check), 120_000)
   test('admin bodies', () => fuzz('admin', 1500, adminCases, check), 120_000)
   // Three requests per case: 1,500 requests.
   test('provider and model names, then a call', async () => {
@@ -390,4 +440,6 @@ describe('generated cases (10,000 in all, 11,000 requests)', () => {
   test('usage queries', () => fuzz('usage', 500, usageCases, check), 120_000)
   // Last: a virtual key on an admin path counts as a wrong master key, and enough of them lock the address out.
   test('paths', () => fuzz('paths', 1500, pathCases, check), 120_000)
+  // Not a 5xx is not enough: a row the database refused (a cost that overflowed) showed only as an error line.
+  test('the gateway logged no error along the way', () => expect(logs.lines).toEqual([]))
 })

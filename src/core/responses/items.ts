@@ -34,16 +34,72 @@ function normalizeItem(item: any, param: string): Item {
         if (typeof item[field] !== 'string') throw badRequest(`Missing required parameter: '${param}.${field}'.`, `${param}.${field}`, 'missing_required_parameter')
       }
       return { ...item, id: item.id ?? newId('fc'), status: item.status ?? 'completed' }
-    case 'function_call_output':
+    case 'function_call_output': {
       if (typeof item.call_id !== 'string') throw badRequest(`Missing required parameter: '${param}.call_id'.`, `${param}.call_id`, 'missing_required_parameter')
       if (typeof item.output !== 'string' && !Array.isArray(item.output)) {
         throw badRequest(`Invalid type for '${param}.output': expected a string or an array of content parts.`, `${param}.output`, 'invalid_type')
       }
-      return { ...item, id: item.id ?? newId('fco'), status: item.status ?? 'completed' }
+      const output = typeof item.output === 'string' ? item.output : normalizeParts(item.output, `${param}.output`)
+      return { ...item, output, id: item.id ?? newId('fco'), status: item.status ?? 'completed' }
+    }
     default:
+      if (!PROVIDER_ITEMS.has(type)) throw badRequest(`Invalid value for '${param}.type': '${String(type).slice(0, 64)}' is not an input item type.`, `${param}.type`, 'invalid_value')
       // Reasoning and built-in tool items: kept for a native OpenAI target, left out of a translated conversation.
       return item
   }
+}
+
+/** Items the Responses API makes for its own tools and reasoning: a native target takes them back as they are. */
+const PROVIDER_ITEMS = new Set([
+  'reasoning',
+  'file_search_call',
+  'web_search_call',
+  'computer_call',
+  'computer_call_output',
+  'image_generation_call',
+  'code_interpreter_call',
+  'local_shell_call',
+  'local_shell_call_output',
+  'shell_call',
+  'shell_call_output',
+  'apply_patch_call',
+  'apply_patch_call_output',
+  'mcp_list_tools',
+  'mcp_approval_request',
+  'mcp_approval_response',
+  'mcp_call',
+  'custom_tool_call',
+  'custom_tool_call_output',
+  'compaction',
+])
+
+/** Content parts checked one by one, each malformed one a 400 naming it. */
+function normalizeParts(parts: any[], param: string): Item[] {
+  return parts.map((part: any, j: number) => {
+    const partParam = `${param}[${j}]`
+    const text = (field: string) => {
+      if (typeof part[field] !== 'string') throw badRequest(`Invalid type for '${partParam}.${field}': expected a string.`, `${partParam}.${field}`, 'invalid_type')
+    }
+    switch (part?.type) {
+      case 'input_text':
+        text('text')
+        return part
+      case 'refusal':
+        text('refusal')
+        return part
+      case 'output_text':
+        text('text')
+        return { annotations: [], logprobs: [], ...part }
+      case 'input_image':
+        if (typeof part.image_url !== 'string') throw badRequest(`Only images given by 'image_url' (a URL or a data URL) are supported.`, partParam, 'unsupported_content')
+        return { detail: 'auto', ...part }
+      case 'input_file':
+        if (typeof part.file_data !== 'string') throw badRequest(`Only files given inline by 'file_data' are supported.`, partParam, 'unsupported_content')
+        return part
+      default:
+        throw badRequest(`Invalid content part type '${String(part?.type).slice(0, 64)}'.`, partParam, 'invalid_value')
+    }
+  })
 }
 
 function normalizeMessage(item: any, param: string): Item {
@@ -54,26 +110,8 @@ function normalizeMessage(item: any, param: string): Item {
   }
   let content: any[]
   if (typeof item.content === 'string') content = [assistant ? outputText(item.content) : { type: 'input_text', text: item.content }]
-  else if (Array.isArray(item.content)) {
-    content = item.content.map((part: any, j: number) => {
-      const partParam = `${param}.content[${j}]`
-      switch (part?.type) {
-        case 'input_text':
-        case 'refusal':
-          return part
-        case 'output_text':
-          return { annotations: [], logprobs: [], ...part }
-        case 'input_image':
-          if (typeof part.image_url !== 'string') throw badRequest(`Only images given by 'image_url' (a URL or a data URL) are supported.`, partParam, 'unsupported_content')
-          return { detail: 'auto', ...part }
-        case 'input_file':
-          if (typeof part.file_data !== 'string') throw badRequest(`Only files given inline by 'file_data' are supported.`, partParam, 'unsupported_content')
-          return part
-        default:
-          throw badRequest(`Invalid content part type '${part?.type}'.`, partParam, 'invalid_value')
-      }
-    })
-  } else throw badRequest(`Invalid type for '${param}.content': expected a string or an array of content parts.`, `${param}.content`, 'invalid_type')
+  else if (Array.isArray(item.content)) content = normalizeParts(item.content, `${param}.content`)
+  else throw badRequest(`Invalid type for '${param}.content': expected a string or an array of content parts.`, `${param}.content`, 'invalid_type')
   return { id: item.id ?? newId('msg'), type: 'message', role, status: item.status ?? 'completed', content }
 }
 
