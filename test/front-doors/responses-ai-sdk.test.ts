@@ -1,13 +1,13 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { createOpenAI } from '@ai-sdk/openai'
-import { generateObject, generateText, jsonSchema, stepCountIs, streamText, tool } from 'ai'
+import { generateObject, generateText, jsonSchema } from 'ai'
 import { FAKE_REPLY as ANTHROPIC_REPLY, FAKE_TOOL_RESULT_REPLY as ANTHROPIC_TOOL_REPLY, startFakeAnthropic, type FakeAnthropic } from '../helpers/fake-anthropic.ts'
 import { FAKE_API_KEY as GEMINI_KEY, FAKE_REPLY as GEMINI_REPLY, FAKE_TOOL_RESULT_REPLY as GEMINI_TOOL_REPLY, startFakeGemini, type FakeGemini } from '../helpers/fake-gemini.ts'
 import { DEFAULT_REPLY as OPENAI_REPLY, TOOL_RESULT_REPLY as OPENAI_TOOL_REPLY, startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
+import { aiSdkBasics, type AiSdkCase } from './ai-sdk-kit.ts'
 
 /** Vercel's AI SDK with its OpenAI provider on its default (Responses API) path, pointed at the gateway. */
-;(globalThis as any).AI_SDK_LOG_WARNINGS = false
 let openai: FakeOpenAI
 let anthropic: FakeAnthropic
 let gemini: FakeGemini
@@ -34,14 +34,8 @@ afterAll(async () => {
   gemini.stop()
 })
 
-const weather = tool({
-  description: 'Weather by city',
-  inputSchema: jsonSchema<{ city: string }>({ type: 'object', properties: { city: { type: 'string' } }, required: ['city'], additionalProperties: false }),
-  execute: async ({ city }) => ({ city, sky: 'sunny' }),
-})
-
 /** Per model: its fake's replies, its last usage, and the turns (role, text) its last request carried. */
-const cases = [
+const cases: (AiSdkCase & { turns(): string[][] })[] = [
   {
     model: 'gpt',
     reply: OPENAI_REPLY,
@@ -65,46 +59,17 @@ const cases = [
   },
 ]
 
-for (const { model, reply, toolReply, usage, turns } of cases) {
-  describe(`@ai-sdk/openai (Responses) → ${model}`, () => {
-    test('generateText', async () => {
-      const result = await generateText({ model: provider(model), system: 'Be brief.', prompt: 'Hello', maxRetries: 0 })
-      expect(result.text).toBe(reply)
-      expect(result.finishReason).toBe('stop')
-      expect(result.usage.inputTokens).toBe(usage().prompt_tokens)
-      expect(result.usage.outputTokens).toBe(usage().completion_tokens)
-      expect(result.response.modelId).toBe(model)
-    })
-
-    test('streamText', async () => {
-      const result = streamText({ model: provider(model), prompt: 'Hello', maxRetries: 0 })
-      let text = ''
-      for await (const delta of result.textStream) text += delta
-      expect(text).toBe(reply)
-      expect(await result.finishReason).toBe('stop')
-      expect((await result.usage).outputTokens).toBe(usage().completion_tokens)
-    })
-
-    test('a tool call, executed and answered', async () => {
-      const result = await generateText({ model: provider(model), tools: { get_weather: weather }, stopWhen: stepCountIs(2), prompt: 'What is the weather in Paris?', maxRetries: 0 })
-      expect(result.steps[0]!.toolCalls).toMatchObject([{ toolName: 'get_weather', input: { city: 'Paris' } }])
-      expect(result.steps[0]!.finishReason).toBe('tool-calls')
-      expect(result.text).toBe(toolReply)
-    })
-
-    test('streamText with a tool', async () => {
-      const result = streamText({ model: provider(model), tools: { get_weather: weather }, stopWhen: stepCountIs(2), prompt: 'What is the weather in Paris?', maxRetries: 0 })
-      expect(await result.text).toBe(toolReply)
-      expect((await result.steps)[0]!.toolCalls).toMatchObject([{ toolName: 'get_weather', input: { city: 'Paris' } }])
-    })
+for (const c of cases) {
+  describe(`@ai-sdk/openai (Responses) → ${c.model}`, () => {
+    aiSdkBasics(() => provider(c.model), c)
 
     test('a second turn: the earlier answer comes back as an item reference, resolved from the gateway store', async () => {
-      const first = await generateText({ model: provider(model), prompt: 'Hello', maxRetries: 0 })
-      const second = await generateText({ model: provider(model), messages: [{ role: 'user', content: 'Hello' }, ...first.response.messages, { role: 'user', content: 'And again?' }], maxRetries: 0 })
-      expect(second.text).toBe(reply)
-      expect(turns()).toEqual([
+      const first = await generateText({ model: provider(c.model), prompt: 'Hello', maxRetries: 0 })
+      const second = await generateText({ model: provider(c.model), messages: [{ role: 'user', content: 'Hello' }, ...first.response.messages, { role: 'user', content: 'And again?' }], maxRetries: 0 })
+      expect(second.text).toBe(c.reply)
+      expect(c.turns()).toEqual([
         ['user', 'Hello'],
-        ['assistant', reply],
+        ['assistant', c.reply],
         ['user', 'And again?'],
       ])
     })
