@@ -106,7 +106,9 @@ export class RequestRecorder {
     const asked = typeof body?.model === 'string' ? body.model.slice(0, 256) : null
     this.writer.push({
       request_id: ctx.id,
-      created_at: Math.round(Date.now() - f.durationMs),
+      // On the monotonic clock: Date.now() minus a fine duration could put a request before the one that ended
+      // just ahead of it (and ties are broken by the id, which is in arrival order).
+      created_at: Math.floor(performance.timeOrigin + ctx.startedAt),
       key_id: ctx.principal?.keyId ?? null,
       endpoint: ctx.endpoint,
       model: ctx.model?.name ?? asked,
