@@ -27,6 +27,12 @@ export interface SpendRow {
   images?: number
 }
 
+/** The table's columns: every field of a row, checked by the compiler (an insert binds them in this order). */
+export const SPEND_COLUMNS = Object.keys({
+  request_id: 1, key_id: 1, endpoint: 1, model: 1, provider: 1, upstream_model: 1, prompt_tokens: 1, completion_tokens: 1, cost_micros: 1,
+  estimated: 1, aborted: 1, status: 1, created_at: 1, end_user: 1, unpriced: 1, audio_ms: 1, characters: 1, images: 1,
+} satisfies Record<keyof SpendRow, 1>)
+
 /** `user` values are recorded up to this length (per-user limits refuse longer ones). */
 export const MAX_USER_LENGTH = 256
 

@@ -33,6 +33,12 @@ export interface RequestRecordRow {
   request_body: string | null
 }
 
+/** The table's columns: every field of a row, checked by the compiler (an insert binds them in this order). */
+export const RECORD_COLUMNS = Object.keys({
+  request_id: 1, created_at: 1, key_id: 1, endpoint: 1, model: 1, provider: 1, upstream_model: 1, status: 1, error_code: 1, stream: 1, aborted: 1,
+  attempts: 1, latency_ms: 1, ttft_ms: 1, prompt_tokens: 1, completion_tokens: 1, cost_micros: 1, estimated: 1, end_user: 1, client_ip: 1, request_body: 1,
+} satisfies Record<keyof RequestRecordRow, 1>)
+
 export interface RequestRecordOptions {
   /** Days a row is kept; older rows are deleted hourly. */
   retentionDays: number

@@ -3,8 +3,8 @@ import path from 'node:path'
 import { SQL } from 'bun'
 import { Database } from 'bun:sqlite'
 import type { ModelTarget, StoreChange, StoreView, StoredKey, VirtualModel } from '../plugin-sdk/types.ts'
-import type { SpendRow } from './ledger.ts'
-import type { RequestRecordRow } from './request-records.ts'
+import { SPEND_COLUMNS, type SpendRow } from './ledger.ts'
+import { RECORD_COLUMNS, type RequestRecordRow } from './request-records.ts'
 import type { BucketRow } from '../core/timeseries.ts'
 import { MIGRATIONS } from './migrations.ts'
 
@@ -299,24 +299,24 @@ export class Store implements StoreView {
 
   /** One multi-row statement per batch (per-row inserts in a transaction cost ~6× more). */
   async insertSpend(rows: SpendRow[]) {
-    if (this.rowWriter) return this.insertRows('spend_ledger', rows)
+    if (this.rowWriter) return this.insertRows('spend_ledger', SPEND_COLUMNS, rows)
     await this.sql`INSERT INTO spend_ledger ${this.sql(rows)} ON CONFLICT (request_id) DO NOTHING`
   }
 
-  /** SQLite: the batch in one transaction through a statement prepared once per table and column list. */
-  private insertRows(table: 'spend_ledger' | 'request_records', rows: readonly object[]) {
-    if (rows.length === 0) return
-    // Every column any row has (an optional field may be absent from the first).
-    const columns = [...new Set(rows.flatMap((row) => Object.keys(row)))]
-    const id = `${table}(${columns})`
-    let insert = this.rowInserts.get(id)
+  /** SQLite: the batch in one transaction through a statement prepared once per table (an absent field is NULL). */
+  private insertRows(table: 'spend_ledger' | 'request_records', columns: readonly string[], rows: readonly object[]) {
+    let insert = this.rowInserts.get(table)
     if (!insert) {
       const db = this.rowWriter!
       const statement = db.prepare(`INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')}) ON CONFLICT (request_id) DO NOTHING`)
+      const values: unknown[] = new Array(columns.length)
       insert = db.transaction((batch: readonly Record<string, unknown>[]) => {
-        for (const row of batch) statement.run(...(columns.map((c) => row[c] ?? null) as any[]))
+        for (const row of batch) {
+          for (let i = 0; i < columns.length; i++) values[i] = row[columns[i]!] ?? null
+          statement.run(...(values as any[]))
+        }
       })
-      this.rowInserts.set(id, insert)
+      this.rowInserts.set(table, insert)
     }
     insert(rows as readonly Record<string, unknown>[])
   }
@@ -376,7 +376,7 @@ export class Store implements StoreView {
   // Request records, metric buckets, Web UI sessions (migration 8) --------------------------------------------
 
   async insertRequestRecords(rows: RequestRecordRow[]) {
-    if (this.rowWriter) return this.insertRows('request_records', rows)
+    if (this.rowWriter) return this.insertRows('request_records', RECORD_COLUMNS, rows)
     await this.sql`INSERT INTO request_records ${this.sql(rows)} ON CONFLICT (request_id) DO NOTHING`
   }
 
