@@ -5,7 +5,10 @@ const nodes = new Map<number, any>()
 for (const n of prof.nodes) nodes.set(n.id, n)
 const self = new Map<number, number>()
 const dt: number[] = prof.timeDeltas
-for (let i = 0; i < prof.samples.length; i++) self.set(prof.samples[i], (self.get(prof.samples[i]) ?? 0) + (dt[i] ?? 0))
+// A sample's delta is the time since the previous one: across an idle stretch (start-up, before the load) it is
+// seconds long and lands on whatever ran last. Only the steady sampling interval counts.
+const IDLE_GAP_US = 10_000
+for (let i = 0; i < prof.samples.length; i++) if ((dt[i] ?? 0) < IDLE_GAP_US) self.set(prof.samples[i], (self.get(prof.samples[i]) ?? 0) + (dt[i] ?? 0))
 const total = [...self.values()].reduce((a, b) => a + b, 0)
 const label = (n: any) => `${n.callFrame.functionName || '(anon)'} ${n.callFrame.url.replace(/.*\/work\/main\//, '').replace(/.*node_modules\//, 'nm/')}:${n.callFrame.lineNumber + 1}`
 const bySelf = new Map<string, number>()
