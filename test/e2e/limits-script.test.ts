@@ -59,8 +59,8 @@ describe('script and in-process state', () => {
         /** One GOVERN call at `now`: settlements first, then at most one admission. */
         const call = async (deltas: Delta[], admission: { claims: ScopeClaim[]; loads: Map<string, number> | null } | null) => {
           const admissions = admission ? [{ ...admission, shadow }] : []
-          const { keys, args } = encodeCall('eq', 1e9, deltas.length > 0 ? { seq: ++seq, deltas } : null, admissions)
-          const reply = (await redis.evalsha(sha, keys.length, ...keys, ...args, now)) as number[]
+          const { keys, argv } = encodeCall('eq', 1e9, deltas.length > 0 ? { seq: ++seq, deltas } : null, admissions)
+          const reply = (await redis.evalsha(sha, keys.length, ...keys, argv, now)) as number[]
           return decodeReply(admissions, reply)[0] ?? null
         }
         const admitted: { claims: ScopeClaim[]; outcome: Outcome }[] = []
@@ -128,8 +128,8 @@ describe('script and in-process state', () => {
     })
     const govern = async (instance: string, now: number, batch: { seq: number; deltas: Delta[] } | null, claims: ScopeClaim[] | null, loads?: Map<string, number>) => {
       const admissions = claims ? [{ claims, shadow: false, loads: loads ?? null }] : []
-      const { keys, args } = encodeCall(instance, 30_000, batch, admissions)
-      return decodeReply(admissions, (await redis.evalsha(sha, keys.length, ...keys, ...args, now)) as number[])[0] ?? null
+      const { keys, argv } = encodeCall(instance, 30_000, batch, admissions)
+      return decodeReply(admissions, (await redis.evalsha(sha, keys.length, ...keys, argv, now)) as number[])[0] ?? null
     }
     const release = (scope: Scope, spent: number): Delta => ({ scope, holds: 1, reserved: 600, spent, period: 'total', adjustments: new Map(), absolute: null })
 

@@ -17,7 +17,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
  *   x               the expiry last set: PEXPIRE only when the state must outlive it (TATs, leases, a
  *                   budget's period), so the hash expires on its own when idle
  *
- * KEYS: the scope hashes. ARGV: instance, lease ms, batch number, then the settlements
+ * KEYS: the scope hashes. ARGV: one string holding these, each followed by a newline: instance, lease ms, batch
+ * number, then the settlements
  *   count, (key index, holds, reserved, period, spent, absolute n or -1, absolute r, adjustment count,
  *   (rule, limit, period ms, units)…)…
  * and the admissions
@@ -28,8 +29,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
  * scope 4 numbers per rate (allowed, remaining, reset ms, retry-after ms), 1 for a slot (taken) and 2 for a
  * budget (1 ok / 0 refused / -1 not loaded, micro-dollars left).
  */
-export const GOVERN = `${NOW}
-local inst, lease, seq = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+export const GOVERN = `-- One string, an argument per line: hundreds of separate arguments cost the client more to write than this split.
+local A = {}
+for v in string.gmatch(ARGV[1], '([^\\n]*)\\n') do A[#A + 1] = v end
+${NOW}
+local inst, lease, seq = A[1], tonumber(A[2]), tonumber(A[3])
 local NF, RF, EF, QF = 'n.' .. inst, 'r.' .. inst, 'e.' .. inst, 'q.' .. inst
 local states = {}
 
@@ -66,14 +70,14 @@ local function state(i)
 end
 
 local a = 4
-for _ = 1, tonumber(ARGV[a]) do
-  local s = state(tonumber(ARGV[a + 1]))
-  local holds, reserved, period, spent = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), ARGV[a + 4], tonumber(ARGV[a + 5])
-  local absN, absR, adjustments = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8])
+for _ = 1, tonumber(A[a]) do
+  local s = state(tonumber(A[a + 1]))
+  local holds, reserved, period, spent = tonumber(A[a + 2]), tonumber(A[a + 3]), A[a + 4], tonumber(A[a + 5])
+  local absN, absR, adjustments = tonumber(A[a + 6]), tonumber(A[a + 7]), tonumber(A[a + 8])
   a = a + 8
   if s.fresh then
     for _ = 1, adjustments do
-      local rule, limit, per, units = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+      local rule, limit, per, units = A[a + 1], tonumber(A[a + 2]), tonumber(A[a + 3]), tonumber(A[a + 4])
       local tat = math.max(tonumber(s.f[rule] or now), now) + per * units / limit
       if tat <= now then
         put(s, rule, false)
@@ -98,20 +102,20 @@ end
 
 local reply = {}
 a = a + 1
-for _ = 1, tonumber(ARGV[a]) do
-  local shadow, count = ARGV[a + 1] == '1', tonumber(ARGV[a + 2])
+for _ = 1, tonumber(A[a]) do
+  local shadow, count = A[a + 1] == '1', tonumber(A[a + 2])
   a = a + 2
   local head = #reply + 1
   reply[head] = 0
   local limited, unloaded, broke = false, false, false
   local plans = {}
   for k = 1, count do
-    local s = state(tonumber(ARGV[a + 1]))
+    local s = state(tonumber(A[a + 1]))
     local p = { s = s, rates = {} }
-    local rates = tonumber(ARGV[a + 2])
+    local rates = tonumber(A[a + 2])
     a = a + 2
     for _ = 1, rates do
-      local rule, limit, per, cost = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+      local rule, limit, per, cost = A[a + 1], tonumber(A[a + 2]), tonumber(A[a + 3]), tonumber(A[a + 4])
       a = a + 4
       local debt = math.max(0, tonumber(s.f[rule] or now) - now)
       local horizon = debt + per * cost / limit
@@ -125,8 +129,8 @@ for _ = 1, tonumber(ARGV[a]) do
         p.rates[#p.rates + 1] = now + horizon
       end
     end
-    local slots = tonumber(ARGV[a + 1])
-    local budget = tonumber(ARGV[a + 2])
+    local slots = tonumber(A[a + 1])
+    local budget = tonumber(A[a + 2])
     a = a + 2
     if slots > 0 then
       p.slot = true
@@ -136,7 +140,7 @@ for _ = 1, tonumber(ARGV[a]) do
       end
     end
     if budget >= 0 then
-      local cost, period, ttl, load = tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+      local cost, period, ttl, load = tonumber(A[a + 1]), A[a + 2], tonumber(A[a + 3]), tonumber(A[a + 4])
       a = a + 4
       if s.f.bp ~= period and load >= 0 then
         put(s, 'bp', period)

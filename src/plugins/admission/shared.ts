@@ -217,7 +217,7 @@ export class SharedState {
     const batch = lane.settling ? null : lane.batch
     if (waiting.length === 0 && !batch) return
     for (const w of waiting) w.sent = true
-    const { keys, args } = encodeCall(this.instance, this.leaseMs, batch, waiting)
+    const { keys, argv } = encodeCall(this.instance, this.leaseMs, batch, waiting)
     const admitting = waiting.length > 0
     if (admitting) lane.admitting = true
     if (batch) lane.settling = true
@@ -225,7 +225,7 @@ export class SharedState {
       if (admitting) lane.admitting = false
       if (batch) lane.settling = false
     }
-    this.redis.conduitGovern(keys.length, ...keys, ...args).then(
+    this.redis.conduitGovern(keys.length, ...keys, argv).then(
       (reply) => {
         done()
         if (batch && lane.batch === batch) lane.batch = null
@@ -276,13 +276,13 @@ export class SharedState {
   }
 }
 
-/** The KEYS and ARGV of one GOVERN call (layout in script.ts). */
+/** The KEYS and the one ARGV string of a GOVERN call (layout in script.ts; values never hold a newline). */
 export function encodeCall(
   instance: string,
   leaseMs: number,
   batch: { seq: number; deltas: Delta[] } | null,
   admissions: { claims: ScopeClaim[]; shadow: boolean; loads: Map<string, number> | null }[],
-): { keys: string[]; args: (string | number)[] } {
+): { keys: string[]; argv: string } {
   const keys = new Map<string, number>()
   const index = (scope: Scope) => keys.get(scope.key) ?? keys.set(scope.key, keys.size + 1).get(scope.key)!
   const args: (string | number)[] = [instance, leaseMs, batch?.seq ?? 0, batch?.deltas.length ?? 0]
@@ -300,7 +300,7 @@ export function encodeCall(
       if (c.budget) args.push(c.budget.cost, c.budget.period, c.budget.ttlMs, w.loads?.get(c.scope.key) ?? -1)
     }
   }
-  return { keys: [...keys.keys()], args }
+  return { keys: [...keys.keys()], argv: `${args.join('\n')}\n` }
 }
 
 /** Each admission's outcome from a GOVERN reply. */
