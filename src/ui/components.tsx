@@ -1,7 +1,7 @@
 import type { ComponentChildren } from 'preact'
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks'
 import uPlot from 'uplot'
-import { ApiError } from './api.ts'
+import { ApiError, admin } from './api.ts'
 
 // Data loading -----------------------------------------------------------------------------------------------
 
@@ -35,6 +35,29 @@ export function useResource<T>(load: () => Promise<T>, deps: unknown[], refreshM
 }
 
 export const messageOf = (error: unknown) => (error instanceof ApiError || error instanceof Error ? error.message : String(error))
+
+/** A form's or a button's async work: `busy` while it runs, its failure as the message to show. */
+export function useAction() {
+  const [busy, setBusy] = useState(false)
+  const [error, setError] = useState<string | null>(null)
+  const run = async (work: () => Promise<void>) => {
+    setBusy(true)
+    setError(null)
+    try {
+      await work()
+    } catch (err) {
+      setError(messageOf(err))
+    } finally {
+      setBusy(false)
+    }
+  }
+  /** A form's onSubmit that runs `work` instead of navigating. */
+  const submit = (work: () => Promise<void>) => (e: Event) => {
+    e.preventDefault()
+    void run(work)
+  }
+  return { busy, error, run, submit }
+}
 
 // Formatting -------------------------------------------------------------------------------------------------
 
@@ -101,8 +124,7 @@ export function Confirm({ title, message, confirmLabel, open, onConfirm, onClose
   onConfirm(): Promise<void>
   onClose(): void
 }) {
-  const [busy, setBusy] = useState(false)
-  const [error, setError] = useState<string | null>(null)
+  const { busy, error, run } = useAction()
   return (
     <Dialog title={title} open={open} onClose={onClose}>
       <p>{message}</p>
@@ -115,23 +137,73 @@ export function Confirm({ title, message, confirmLabel, open, onConfirm, onClose
           type="button"
           class="danger"
           disabled={busy}
-          onClick={async () => {
-            setBusy(true)
-            setError(null)
-            try {
+          onClick={() =>
+            run(async () => {
               await onConfirm()
               onClose()
-            } catch (e) {
-              setError(messageOf(e))
-            } finally {
-              setBusy(false)
-            }
-          }}
+            })
+          }
         >
           {confirmLabel}
         </button>
       </div>
     </Dialog>
+  )
+}
+
+// List pages (providers, models, keys) ------------------------------------------------------------------------
+
+/** A row's Edit and Delete buttons; a page's own buttons for the row go between them (`children`). */
+export function RowActions({ name, onEdit, onDelete, children }: { name: string; onEdit(): void; onDelete(): void; children?: ComponentChildren }) {
+  return (
+    <div class="row-actions">
+      <button type="button" class="small" aria-label={`Edit ${name}`} onClick={onEdit}>
+        Edit
+      </button>
+      {children}
+      <button type="button" class="small danger" aria-label={`Delete ${name}`} onClick={onDelete}>
+        Delete
+      </button>
+    </div>
+  )
+}
+
+/** The dialog a row is created or edited in: `children` renders the form for the row (null: a new one). */
+export function EditorDialog<T extends { name: string }>({ noun, editing, onClose, children }: {
+  noun: string
+  editing: T | 'new' | null
+  onClose(): void
+  children(row: T | null): ComponentChildren
+}) {
+  return (
+    <Dialog title={editing === 'new' ? `New ${noun}` : `Edit ${noun} ${editing ? editing.name : ''}`} open={editing !== null} onClose={onClose}>
+      {editing !== null ? children(editing === 'new' ? null : editing) : null}
+    </Dialog>
+  )
+}
+
+/** Deleting a row through the admin API (`path`/id), once confirmed with what it breaks. */
+export function DeleteConfirm<T extends { id: string; name: string }>({ noun, path, row, consequence, confirmLabel = 'Delete', onClose, onDeleted }: {
+  noun: string
+  path: string
+  row: T | null
+  consequence: string
+  confirmLabel?: string
+  onClose(): void
+  onDeleted(): void
+}) {
+  return (
+    <Confirm
+      title={`Delete ${noun}`}
+      message={`Delete the ${noun} "${row?.name ?? ''}"? ${consequence}`}
+      confirmLabel={confirmLabel}
+      open={row !== null}
+      onClose={onClose}
+      onConfirm={async () => {
+        await admin.del(`${path}/${encodeURIComponent(row!.id)}`)
+        onDeleted()
+      }}
+    />
   )
 }
 

@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks'
 import { admin } from '../api.ts'
-import { Confirm, Dialog, ErrorBox, Field, PageHeader, Select, dateTime, messageOf, numberOrNull, textOf, usd, useResource } from '../components.tsx'
+import { DeleteConfirm, Dialog, EditorDialog, ErrorBox, Field, PageHeader, RowActions, Select, useAction, dateTime, numberOrNull, textOf, usd, useResource } from '../components.tsx'
 
 export interface VirtualKey {
   id: string
@@ -34,7 +34,7 @@ export function Keys({ readOnly }: { readOnly: boolean }) {
   const [editing, setEditing] = useState<VirtualKey | 'new' | null>(null)
   const [created, setCreated] = useState<{ name: string; key: string } | null>(null)
   const [deleting, setDeleting] = useState<VirtualKey | null>(null)
-  const [error, setError] = useState<string | null>(null)
+  const toggle = useAction()
   return (
     <>
       <PageHeader title="Keys">
@@ -44,7 +44,7 @@ export function Keys({ readOnly }: { readOnly: boolean }) {
           </button>
         )}
       </PageHeader>
-      <ErrorBox error={list.error ?? error} />
+      <ErrorBox error={list.error ?? toggle.error} />
       <div class="table-wrap">
         <table>
           <caption class="visually-hidden">Virtual keys</caption>
@@ -82,30 +82,21 @@ export function Keys({ readOnly }: { readOnly: boolean }) {
                   <td>{k.expires_at ? dateTime(k.expires_at) : 'never'}</td>
                   {readOnly ? null : (
                     <td>
-                      <div class="row-actions">
-                        <button type="button" class="small" aria-label={`Edit ${k.name}`} onClick={() => setEditing(k)}>
-                          Edit
-                        </button>
+                      <RowActions name={k.name} onEdit={() => setEditing(k)} onDelete={() => setDeleting(k)}>
                         <button
                           type="button"
                           class="small"
                           aria-label={`${k.enabled ? 'Disable' : 'Enable'} ${k.name}`}
-                          onClick={async () => {
-                            setError(null)
-                            try {
+                          onClick={() =>
+                            toggle.run(async () => {
                               await admin.patch(`/keys/${encodeURIComponent(k.id)}`, { enabled: !k.enabled })
                               list.reload()
-                            } catch (err) {
-                              setError(messageOf(err))
-                            }
-                          }}
+                            })
+                          }
                         >
                           {k.enabled ? 'Disable' : 'Enable'}
                         </button>
-                        <button type="button" class="small danger" aria-label={`Delete ${k.name}`} onClick={() => setDeleting(k)}>
-                          Delete
-                        </button>
-                      </div>
+                      </RowActions>
                     </td>
                   )}
                 </tr>
@@ -115,10 +106,10 @@ export function Keys({ readOnly }: { readOnly: boolean }) {
         </table>
         {list.data && list.data.data.length === 0 ? <p class="empty">No keys yet.</p> : null}
       </div>
-      <Dialog title={editing === 'new' ? 'New key' : `Edit key ${editing ? editing.name : ''}`} open={editing !== null} onClose={() => setEditing(null)}>
-        {editing !== null ? (
+      <EditorDialog noun="key" editing={editing} onClose={() => setEditing(null)}>
+        {(current) => (
           <KeyForm
-            current={editing === 'new' ? null : editing}
+            current={current}
             onCreated={(name, key) => {
               setEditing(null)
               setCreated({ name, key })
@@ -130,21 +121,19 @@ export function Keys({ readOnly }: { readOnly: boolean }) {
             }}
             onCancel={() => setEditing(null)}
           />
-        ) : null}
-      </Dialog>
+        )}
+      </EditorDialog>
       <Dialog title="Key created" open={created !== null} onClose={() => setCreated(null)}>
         {created ? <KeyReveal {...created} onClose={() => setCreated(null)} /> : null}
       </Dialog>
-      <Confirm
-        title="Delete key"
-        message={`Delete the key "${deleting?.name ?? ''}"? Clients using it are refused at once. This cannot be undone.`}
+      <DeleteConfirm
+        noun="key"
+        path="/keys"
+        row={deleting}
+        consequence="Clients using it are refused at once. This cannot be undone."
         confirmLabel="Delete key"
-        open={deleting !== null}
         onClose={() => setDeleting(null)}
-        onConfirm={async () => {
-          await admin.del(`/keys/${encodeURIComponent(deleting!.id)}`)
-          list.reload()
-        }}
+        onDeleted={list.reload}
       />
     </>
   )
@@ -202,38 +191,28 @@ function KeyForm({ current, onCreated, onSaved, onCancel }: { current: VirtualKe
   const [budget, setBudget] = useState(textOf(current?.budget?.usd))
   const [period, setPeriod] = useState<string>(current?.budget?.period ?? 'monthly')
   const [expires, setExpires] = useState(toLocalInput(current?.expires_at ?? null))
-  const [error, setError] = useState<string | null>(null)
-  const [busy, setBusy] = useState(false)
+  const { busy, error, submit } = useAction()
   return (
     <form
       class="form"
-      onSubmit={async (e) => {
-        e.preventDefault()
-        setBusy(true)
-        setError(null)
-        try {
-          const list = models.split(',').map((m) => m.trim()).filter(Boolean)
-          const body = {
-            name,
-            allowed_models: list.length ? list : null,
-            allowed_endpoints: endpoints.length === ENDPOINTS.length ? null : endpoints,
-            ...Object.fromEntries(Object.entries(limits).map(([k, v]) => [k, numberOrNull(v)])),
-            budget: budget.trim() ? { usd: Number(budget), period } : null,
-            expires_at: expires ? Math.floor(new Date(expires).getTime() / 1000) : null,
-          }
-          if (current) {
-            await admin.patch(`/keys/${encodeURIComponent(current.id)}`, body)
-            onSaved()
-          } else {
-            const made = await admin.post<{ name: string; key: string }>('/keys', body)
-            onCreated(made.name, made.key)
-          }
-        } catch (err) {
-          setError(messageOf(err))
-        } finally {
-          setBusy(false)
+      onSubmit={submit(async () => {
+        const list = models.split(',').map((m) => m.trim()).filter(Boolean)
+        const body = {
+          name,
+          allowed_models: list.length ? list : null,
+          allowed_endpoints: endpoints.length === ENDPOINTS.length ? null : endpoints,
+          ...Object.fromEntries(Object.entries(limits).map(([k, v]) => [k, numberOrNull(v)])),
+          budget: budget.trim() ? { usd: Number(budget), period } : null,
+          expires_at: expires ? Math.floor(new Date(expires).getTime() / 1000) : null,
         }
-      }}
+        if (current) {
+          await admin.patch(`/keys/${encodeURIComponent(current.id)}`, body)
+          onSaved()
+        } else {
+          const made = await admin.post<{ name: string; key: string }>('/keys', body)
+          onCreated(made.name, made.key)
+        }
+      })}
     >
       <Field label="Key name" value={name} onInput={setName} required />
       <Field label="Allowed models" value={models} onInput={setModels} placeholder="all models" hint="Comma-separated names or patterns (gpt-4o*); empty allows every model." />

@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks'
 import { admin } from '../api.ts'
-import { Confirm, Dialog, ErrorBox, Field, PageHeader, Select, messageOf, numberOrNull, textOf, useResource } from '../components.tsx'
+import { DeleteConfirm, EditorDialog, ErrorBox, Field, PageHeader, RowActions, Select, useAction, numberOrNull, textOf, useResource } from '../components.tsx'
 import type { Provider } from './providers.tsx'
 
 interface Limits {
@@ -77,14 +77,7 @@ export function Models({ readOnly }: { readOnly: boolean }) {
                 <td>{limitText(m.limits)}</td>
                 {readOnly ? null : (
                   <td>
-                    <div class="row-actions">
-                      <button type="button" class="small" aria-label={`Edit ${m.name}`} onClick={() => setEditing(m)}>
-                        Edit
-                      </button>
-                      <button type="button" class="small danger" aria-label={`Delete ${m.name}`} onClick={() => setDeleting(m)}>
-                        Delete
-                      </button>
-                    </div>
+                    <RowActions name={m.name} onEdit={() => setEditing(m)} onDelete={() => setDeleting(m)} />
                   </td>
                 )}
               </tr>
@@ -93,10 +86,10 @@ export function Models({ readOnly }: { readOnly: boolean }) {
         </table>
         {list.data && list.data.data.length === 0 ? <p class="empty">No models yet.</p> : null}
       </div>
-      <Dialog title={editing === 'new' ? 'New model' : `Edit model ${editing ? editing.name : ''}`} open={editing !== null} onClose={() => setEditing(null)}>
-        {editing !== null ? (
+      <EditorDialog noun="model" editing={editing} onClose={() => setEditing(null)}>
+        {(model) => (
           <ModelForm
-            model={editing === 'new' ? null : editing}
+            model={model}
             providers={providers.data?.data ?? []}
             onDone={() => {
               setEditing(null)
@@ -104,18 +97,15 @@ export function Models({ readOnly }: { readOnly: boolean }) {
             }}
             onCancel={() => setEditing(null)}
           />
-        ) : null}
-      </Dialog>
-      <Confirm
-        title="Delete model"
-        message={`Delete the model "${deleting?.name ?? ''}"? Clients calling it will get model_not_found.`}
-        confirmLabel="Delete"
-        open={deleting !== null}
+        )}
+      </EditorDialog>
+      <DeleteConfirm
+        noun="model"
+        path="/models"
+        row={deleting}
+        consequence="Clients calling it will get model_not_found."
         onClose={() => setDeleting(null)}
-        onConfirm={async () => {
-          await admin.del(`/models/${encodeURIComponent(deleting!.id)}`)
-          list.reload()
-        }}
+        onDeleted={list.reload}
       />
     </>
   )
@@ -153,37 +143,27 @@ function ModelForm({ model, providers, onDone, onCancel }: { model: ModelMapping
   })
   const [strategy, setStrategy] = useState(model?.routing?.strategy ?? 'weighted')
   const [retries, setRetries] = useState(textOf(model?.routing?.retries))
-  const [error, setError] = useState<string | null>(null)
-  const [busy, setBusy] = useState(false)
+  const { busy, error, submit } = useAction()
   const setTarget = (i: number, patch: Partial<TargetDraft>) => setTargets(targets.map((t, j) => (j === i ? { ...t, ...patch } : t)))
   return (
     <form
       class="form"
-      onSubmit={async (e) => {
-        e.preventDefault()
-        setBusy(true)
-        setError(null)
-        try {
-          const body = {
-            name,
-            targets: targets.map((t) => {
-              const price = t.input.trim() || t.output.trim() ? { input: Number(t.input || 0), output: Number(t.output || 0), ...(t.cached.trim() ? { cached_input: Number(t.cached) } : {}) } : undefined
-              return { provider: t.provider, model: t.model, weight: Number(t.weight || 1), priority: Number(t.priority || 0), ...(price ? { price } : {}) }
-            }),
-            limits: Object.values(limits).some((v) => v.trim())
-              ? Object.fromEntries(Object.entries(limits).map(([k, v]) => [k, numberOrNull(v)]))
-              : null,
-            routing: { strategy, ...(retries.trim() ? { retries: Number(retries) } : {}) },
-          }
-          if (model) await admin.patch(`/models/${encodeURIComponent(model.id)}`, body)
-          else await admin.post('/models', body)
-          onDone()
-        } catch (err) {
-          setError(messageOf(err))
-        } finally {
-          setBusy(false)
+      onSubmit={submit(async () => {
+        const body = {
+          name,
+          targets: targets.map((t) => {
+            const price = t.input.trim() || t.output.trim() ? { input: Number(t.input || 0), output: Number(t.output || 0), ...(t.cached.trim() ? { cached_input: Number(t.cached) } : {}) } : undefined
+            return { provider: t.provider, model: t.model, weight: Number(t.weight || 1), priority: Number(t.priority || 0), ...(price ? { price } : {}) }
+          }),
+          limits: Object.values(limits).some((v) => v.trim())
+            ? Object.fromEntries(Object.entries(limits).map(([k, v]) => [k, numberOrNull(v)]))
+            : null,
+          routing: { strategy, ...(retries.trim() ? { retries: Number(retries) } : {}) },
         }
-      }}
+        if (model) await admin.patch(`/models/${encodeURIComponent(model.id)}`, body)
+        else await admin.post('/models', body)
+        onDone()
+      })}
     >
       <Field label="Model name" value={name} onInput={setName} required hint="The name clients send as `model`." />
       {targets.map((t, i) => (

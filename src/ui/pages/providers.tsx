@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks'
 import { admin } from '../api.ts'
-import { Confirm, Dialog, ErrorBox, Field, PageHeader, Select, messageOf, ms, useResource } from '../components.tsx'
+import { DeleteConfirm, Dialog, EditorDialog, ErrorBox, Field, PageHeader, RowActions, Select, useAction, ms, useResource } from '../components.tsx'
 
 export interface Provider {
   id: string
@@ -54,17 +54,11 @@ export function Providers() {
                 <td class="wrap">{p.base_url ?? <span class="hint">default</span>}</td>
                 <td>{p.api_key_last4 ? `…${p.api_key_last4}` : <span class="hint">none</span>}</td>
                 <td>
-                  <div class="row-actions">
+                  <RowActions name={p.name} onEdit={() => setEditing(p)} onDelete={() => setDeleting(p)}>
                     <button type="button" class="small" aria-label={`Test ${p.name}`} onClick={() => setTesting(p)}>
                       Test
                     </button>
-                    <button type="button" class="small" aria-label={`Edit ${p.name}`} onClick={() => setEditing(p)}>
-                      Edit
-                    </button>
-                    <button type="button" class="small danger" aria-label={`Delete ${p.name}`} onClick={() => setDeleting(p)}>
-                      Delete
-                    </button>
-                  </div>
+                  </RowActions>
                 </td>
               </tr>
             ))}
@@ -72,10 +66,10 @@ export function Providers() {
         </table>
         {list.data && list.data.data.length === 0 ? <p class="empty">No providers yet: add the first one.</p> : null}
       </div>
-      <Dialog title={editing === 'new' ? 'New provider' : `Edit provider ${editing ? editing.name : ''}`} open={editing !== null} onClose={() => setEditing(null)}>
-        {editing !== null ? (
+      <EditorDialog noun="provider" editing={editing} onClose={() => setEditing(null)}>
+        {(provider) => (
           <ProviderForm
-            provider={editing === 'new' ? null : editing}
+            provider={provider}
             types={types.data?.data ?? []}
             onDone={() => {
               setEditing(null)
@@ -83,18 +77,15 @@ export function Providers() {
             }}
             onCancel={() => setEditing(null)}
           />
-        ) : null}
-      </Dialog>
-      <Confirm
-        title="Delete provider"
-        message={`Delete the provider "${deleting?.name ?? ''}"? Models that route to it must be changed first.`}
-        confirmLabel="Delete"
-        open={deleting !== null}
+        )}
+      </EditorDialog>
+      <DeleteConfirm
+        noun="provider"
+        path="/providers"
+        row={deleting}
+        consequence="Models that route to it must be changed first."
         onClose={() => setDeleting(null)}
-        onConfirm={async () => {
-          await admin.del(`/providers/${encodeURIComponent(deleting!.id)}`)
-          list.reload()
-        }}
+        onDeleted={list.reload}
       />
       <Dialog title={`Test ${testing?.name ?? ''}`} open={testing !== null} onClose={() => setTesting(null)}>
         {testing ? <ProviderTest provider={testing} onClose={() => setTesting(null)} /> : null}
@@ -109,31 +100,21 @@ function ProviderForm({ provider, types, onDone, onCancel }: { provider: Provide
   const [baseURL, setBaseURL] = useState(provider?.base_url ?? '')
   const [apiKey, setApiKey] = useState('')
   const [options, setOptions] = useState(provider && Object.keys(provider.options).length ? JSON.stringify(provider.options, null, 2) : '')
-  const [error, setError] = useState<string | null>(null)
-  const [busy, setBusy] = useState(false)
+  const { busy, error, submit } = useAction()
   const defaultURL = types.find((t) => t.id === type)?.default_base_url
   const typeOptions = types.length ? types.map((t) => ({ value: t.id, label: t.id })) : [{ value: type, label: type }]
   return (
     <form
       class="form"
-      onSubmit={async (e) => {
-        e.preventDefault()
-        setBusy(true)
-        setError(null)
-        try {
-          const body: Record<string, unknown> = { name, type, base_url: baseURL.trim() || null }
-          if (apiKey) body.api_key = apiKey
-          if (options.trim()) body.options = JSON.parse(options)
-          else if (provider) body.options = {}
-          if (provider) await admin.patch(`/providers/${encodeURIComponent(provider.id)}`, body)
-          else await admin.post('/providers', body)
-          onDone()
-        } catch (err) {
-          setError(err instanceof SyntaxError ? `Options are not valid JSON: ${err.message}` : messageOf(err))
-        } finally {
-          setBusy(false)
-        }
-      }}
+      onSubmit={submit(async () => {
+        const body: Record<string, unknown> = { name, type, base_url: baseURL.trim() || null }
+        if (apiKey) body.api_key = apiKey
+        if (options.trim()) body.options = parseOptions(options)
+        else if (provider) body.options = {}
+        if (provider) await admin.patch(`/providers/${encodeURIComponent(provider.id)}`, body)
+        else await admin.post('/providers', body)
+        onDone()
+      })}
     >
       <div class="grid-2">
         <Field label="Name" value={name} onInput={setName} required />
@@ -168,24 +149,14 @@ function ProviderForm({ provider, types, onDone, onCancel }: { provider: Provide
 function ProviderTest({ provider, onClose }: { provider: Provider; onClose(): void }) {
   const [model, setModel] = useState('')
   const [result, setResult] = useState<TestResult | null>(null)
-  const [error, setError] = useState<string | null>(null)
-  const [busy, setBusy] = useState(false)
+  const { busy, error, submit } = useAction()
   return (
     <form
       class="form"
-      onSubmit={async (e) => {
-        e.preventDefault()
-        setBusy(true)
-        setError(null)
+      onSubmit={submit(async () => {
         setResult(null)
-        try {
-          setResult(await admin.post<TestResult>(`/providers/${encodeURIComponent(provider.id)}/test`, model.trim() ? { model: model.trim() } : {}))
-        } catch (err) {
-          setError(messageOf(err))
-        } finally {
-          setBusy(false)
-        }
-      }}
+        setResult(await admin.post<TestResult>(`/providers/${encodeURIComponent(provider.id)}/test`, model.trim() ? { model: model.trim() } : {}))
+      })}
     >
       <p class="hint">Sends one tiny chat completion (max_tokens 1) with the stored key.</p>
       <Field label="Upstream model" value={model} onInput={setModel} placeholder="e.g. gpt-4o-mini" hint="Optional when a model already routes to this provider." />
@@ -215,4 +186,12 @@ function ProviderTest({ provider, onClose }: { provider: Provider; onClose(): vo
       </div>
     </form>
   )
+}
+
+function parseOptions(text: string): Record<string, unknown> {
+  try {
+    return JSON.parse(text)
+  } catch (err) {
+    throw new Error(`Options are not valid JSON: ${(err as Error).message}`)
+  }
 }
