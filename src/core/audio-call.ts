@@ -6,7 +6,7 @@ import { planSpeech, renderTranscript, secondsOf, SPEECH_MIME, sseEvent, transcr
 import type { Attempt, RequestCtx } from './context.ts'
 import type { AttemptLease } from './router.ts'
 import type { Timeouts, UpstreamCall } from './upstream.ts'
-import { SSE_HEADERS, readFirst, readUpstreamText, relayBytes, streamEnd, type OperationCall } from './upstream-body.ts'
+import { SSE_HEADERS, firstBytes, relayBytes, sseEventWatcher, streamEnd, wholeText, type OperationCall } from './upstream-body.ts'
 
 /** What an audio attempt needs from the pipeline, which owns the accounting. */
 export interface AudioCallDeps {
@@ -56,13 +56,9 @@ async function prepareTranscription(ctx: RequestCtx, attempt: Attempt, adapter: 
       const type = response.headers.get('content-type') ?? ''
       const name = provider.name
       if (streamUp && type.includes('text/event-stream') && response.body) {
-        const reader = response.body.getReader() as ReadableStreamDefaultReader<Uint8Array>
-        const first = await readFirst(reader, call, name)
-        call.disarm()
-        ctx.firstByteMs = performance.now() - ctx.startedAt
-        lease.succeeded(performance.now() - started)
+        const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, name)
         let reported: any = null
-        const scan = doneEventScanner('transcript.text.done', (event) => (reported = event.usage))
+        const scan = sseEventWatcher('transcript.text.done', (event) => (reported = event.usage))
         const stream = relayBytes(reader, first, call, timeouts.idleMs, {
           sse: false,
           onBytes: scan,
@@ -71,9 +67,7 @@ async function prepareTranscription(ctx: RequestCtx, attempt: Attempt, adapter: 
         ctx.status = 200
         return new Response(stream, { status: 200, headers: { ...SSE_HEADERS, ...ctx.headers } })
       }
-      lease.succeeded(performance.now() - started)
-      const text = await readUpstreamText(response, call, deps.maxUpstreamBodyBytes, name)
-      lease.release()
+      const text = await wholeText(response, call, lease, started, deps.maxUpstreamBodyBytes, name)
       let transcript: Transcript
       if (translating || type.includes('json')) {
         let parsed: unknown
@@ -109,11 +103,7 @@ async function prepareSpeech(ctx: RequestCtx, attempt: Attempt, adapter: SpeechA
     body: upstreamBody,
     async respond(response, call, lease, timeouts, started) {
       if (!response.body) throw new GatewayError(502, `The upstream provider '${provider.name}' returned no audio.`, { code: 'upstream_empty_stream' })
-      const reader = response.body.getReader() as ReadableStreamDefaultReader<Uint8Array>
-      const first = await readFirst(reader, call, provider.name)
-      call.disarm()
-      ctx.firstByteMs = performance.now() - ctx.startedAt
-      lease.succeeded(performance.now() - started)
+      const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, provider.name)
       let sourceBytes = 0
       let outputBytes = 0
       const usage = () => speechUsage(body, secondsOf(plan.source, sourceBytes) ?? secondsOf(plan.output, outputBytes))
@@ -144,23 +134,5 @@ async function prepareSpeech(ctx: RequestCtx, attempt: Attempt, adapter: SpeechA
       ctx.status = 200
       return new Response(audio, { status: 200, headers: { ...headers, ...ctx.headers } })
     },
-  }
-}
-
-/** Watches an SSE byte stream for one event type and hands its parsed JSON over; the bytes themselves pass unchanged. */
-function doneEventScanner(type: string, found: (event: any) => void): (bytes: Uint8Array) => void {
-  const decoder = new TextDecoder()
-  let carry = ''
-  return (bytes) => {
-    const lines = (carry + decoder.decode(bytes, { stream: true })).split('\n')
-    carry = lines.pop()!
-    if (carry.length > 1 << 20) carry = '' // no event we look for is that long
-    for (const line of lines) {
-      if (!line.startsWith('data:') || !line.includes(type)) continue
-      try {
-        const event = JSON.parse(line.slice(5))
-        if (event?.type === type) found(event)
-      } catch {}
-    }
   }
 }

@@ -2,7 +2,7 @@ import { GatewayError } from '../plugin-sdk/errors.ts'
 import type { EndpointAdapter, FrontDoorOperation, Target } from '../plugin-sdk/types.ts'
 import type { Attempt, RequestCtx } from './context.ts'
 import { SseFrameDecoder, dataOf } from './sse/decoder.ts'
-import { SSE_HEADERS, readFirst, readUpstreamText, relayBytes, streamEnd, type OperationCall } from './upstream-body.ts'
+import { SSE_HEADERS, firstBytes, wholeText, relayBytes, streamEnd, type OperationCall } from './upstream-body.ts'
 import { spliceModel } from './wire.ts'
 
 /**
@@ -87,11 +87,7 @@ export function prepareNativeCall(ctx: RequestCtx, attempt: Attempt, door: Front
       const provider = attempt.target.provider.name
       ctx.native = true
       if (ctx.stream && response.body && (response.headers.get('content-type') ?? '').includes('text/event-stream')) {
-        const reader = response.body.getReader() as ReadableStreamDefaultReader<Uint8Array>
-        const first = await readFirst(reader, call, provider)
-        call.disarm()
-        ctx.firstByteMs = performance.now() - ctx.startedAt
-        lease.succeeded(performance.now() - started)
+        const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, provider)
         const watcher = door.watchNativeStream(ctx)
         const frames = new SseFrameDecoder(MAX_NATIVE_EVENT_BYTES)
         const transformed = new TransformStream<Uint8Array, Uint8Array>({
@@ -118,9 +114,7 @@ export function prepareNativeCall(ctx: RequestCtx, attempt: Attempt, door: Front
         ctx.status = 200
         return new Response(relayed.pipeThrough(transformed), { status: 200, headers: { ...SSE_HEADERS, ...ctx.headers } })
       }
-      lease.succeeded(performance.now() - started)
-      const text = await readUpstreamText(response, call, deps.maxUpstreamBodyBytes, provider)
-      lease.release()
+      const text = await wholeText(response, call, lease, started, deps.maxUpstreamBodyBytes, provider)
       let parsed: Record<string, any>
       try {
         parsed = JSON.parse(text)

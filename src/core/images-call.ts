@@ -2,7 +2,7 @@ import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
 import type { ImageOperation, ImagesAdapter, ImagesResult } from '../plugin-sdk/types.ts'
 import { costMicros, microsToUsd } from '../pricing/prices.ts'
 import type { Store } from '../store/store.ts'
-import { SSE_HEADERS, readFirst, readUpstreamText, relayBytes, streamEnd, type OperationCall } from './upstream-body.ts'
+import { SSE_HEADERS, firstBytes, relayBytes, sseEventWatcher, streamEnd, wholeText, type OperationCall } from './upstream-body.ts'
 import type { Attempt, RequestCtx } from './context.ts'
 import { fetchProviderImage } from './images-fetch.ts'
 import { publicOrigin, storeImageFile } from './images-files.ts'
@@ -10,7 +10,6 @@ import { imageUsage, openAIImagesUsage } from '../plugin-sdk/images-usage.ts'
 import { IMAGE_MAX_UPLOAD_BYTES, MAX_EDIT_IMAGES, STREAM_PREFIX, checkImageRequest, completedEvents, describeImage, imageFormBody } from './images.ts'
 import { validateRequest } from './request-schemas.ts'
 import type { AttemptLease } from './router.ts'
-import { SseFrameDecoder, dataOf } from './sse/decoder.ts'
 import { readMultipart } from './spool.ts'
 import type { Timeouts, UpstreamCall } from './upstream.ts'
 
@@ -109,44 +108,26 @@ export async function prepareImagesCall(ctx: RequestCtx, attempt: Attempt, adapt
       const name = provider.name
       const type = response.headers.get('content-type') ?? ''
       if (streamUp && prefix && type.includes('text/event-stream') && response.body) {
-        const reader = response.body.getReader() as ReadableStreamDefaultReader<Uint8Array>
-        const first = await readFirst(reader, call, name)
-        call.disarm()
-        ctx.firstByteMs = performance.now() - ctx.startedAt
-        lease.succeeded(performance.now() - started)
+        const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, name)
         let images = 0
         let reported: unknown = null
-        const frames = new SseFrameDecoder(MAX_IMAGE_EVENT_BYTES)
-        const completed = `${prefix}.completed`
         const stream = relayBytes(reader, first, call, timeouts.idleMs, {
           sse: false,
           // The bytes go as they came; only the completed events are parsed, for the usage and the count.
-          onBytes: (bytes) => {
-            let found
-            try {
-              found = frames.push(bytes)
-            } catch {
-              return // an event past the cap: the client still gets the bytes; we stop counting
-            }
-            for (const frame of found) {
-              const data = dataOf(frame)
-              if (frame.event !== completed && !data.includes(`"${completed}"`)) continue
-              try {
-                const event = JSON.parse(data)
-                if (event?.type !== completed) continue
-                images++
-                if (event.usage) reported = event.usage
-              } catch {}
-            }
-          },
+          onBytes: sseEventWatcher(
+            `${prefix}.completed`,
+            (event) => {
+              images++
+              if (event.usage) reported = event.usage
+            },
+            MAX_IMAGE_EVENT_BYTES,
+          ),
           onFinish: streamEnd(ctx, attempt, lease, deps.report, () => imageUsage(body, images, reported)),
         })
         ctx.status = 200
         return new Response(stream, { status: 200, headers: { ...SSE_HEADERS, ...ctx.headers } })
       }
-      lease.succeeded(performance.now() - started)
-      const text = await readUpstreamText(response, call, deps.maxUpstreamBodyBytes, name)
-      lease.release()
+      const text = await wholeText(response, call, lease, started, deps.maxUpstreamBodyBytes, name)
       let result: ImagesResult
       try {
         const parsed = JSON.parse(text)

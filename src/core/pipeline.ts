@@ -10,7 +10,7 @@ import type { Catalog } from './catalog.ts'
 import { backoffMs, targetId, type AttemptLease, type Router } from './router.ts'
 import { Attempt, RequestCtx, headerValue } from './context.ts'
 import { readJsonBody } from './body.ts'
-import { SSE_HEADERS, readFirst, readUpstreamText, type OperationCall } from './upstream-body.ts'
+import { SSE_HEADERS, firstBytes, wholeText, type OperationCall } from './upstream-body.ts'
 import { allowedBy } from './glob.ts'
 import { refuseUpstreamOverrides, validateRequest } from './request-schemas.ts'
 import { relayStream, type StreamOutcome } from './stream-relay.ts'
@@ -394,11 +394,7 @@ export class Pipeline {
     if (own) return own.respond(response, call, lease, timeouts, started)
     const chat = adapter as EndpointAdapter
     if (ctx.stream && response.body) {
-      const reader = response.body.getReader() as ReadableStreamDefaultReader<Uint8Array>
-      const first = await readFirst(reader, call, provider.name)
-      call.disarm() // from here the relay's idle timer takes over
-      ctx.firstByteMs = performance.now() - ctx.startedAt
-      lease.succeeded(performance.now() - started)
+      const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, provider.name)
       const body = relayStream({
         call,
         reader,
@@ -420,9 +416,7 @@ export class Pipeline {
       ctx.status = 200
       return respond(body, 200, { ...SSE_HEADERS, ...ctx.headers })
     }
-    lease.succeeded(performance.now() - started)
-    const text = await readUpstreamText(response, call, this.o.maxUpstreamBodyBytes, provider.name)
-    lease.release()
+    const text = await wholeText(response, call, lease, started, this.o.maxUpstreamBodyBytes, provider.name)
     return this.jsonResult(ctx, attempt, chat, text)
   }
 

@@ -6,6 +6,7 @@ import type { Attempt, RequestCtx } from './context.ts'
 import type { AttemptLease } from './router.ts'
 import { sseEvent } from './audio.ts'
 import { errorEvent } from './stream-relay.ts'
+import { DEFAULT_MAX_EVENT_BYTES, SseFrameDecoder, dataOf } from './sse/decoder.ts'
 import type { Timeouts, UpstreamCall } from './upstream.ts'
 
 /**
@@ -37,7 +38,28 @@ export async function readUpstreamText(response: Response, call: UpstreamCall, c
   }
 }
 
-export async function readFirst(reader: ReadableStreamDefaultReader<Uint8Array>, call: UpstreamCall, provider: string): Promise<Uint8Array> {
+/**
+ * A streamed answer begins: its first bytes read while the first-byte timer still runs (a silent upstream can still
+ * become a 504 and a retry), then the relay's idle timer takes over and the target counts as answering.
+ */
+export async function firstBytes(ctx: RequestCtx, body: ReadableStream<Uint8Array>, call: UpstreamCall, lease: AttemptLease, started: number, provider: string) {
+  const reader = body.getReader() as ReadableStreamDefaultReader<Uint8Array>
+  const first = await readFirst(reader, call, provider)
+  call.disarm()
+  ctx.firstByteMs = performance.now() - ctx.startedAt
+  lease.succeeded(performance.now() - started)
+  return { reader, first }
+}
+
+/** A whole (non-streamed) answer as text, capped: the target counts as answering, and its lease goes back once read. */
+export async function wholeText(response: Response, call: UpstreamCall, lease: AttemptLease, started: number, cap: number, provider: string): Promise<string> {
+  lease.succeeded(performance.now() - started)
+  const text = await readUpstreamText(response, call, cap, provider)
+  lease.release()
+  return text
+}
+
+async function readFirst(reader: ReadableStreamDefaultReader<Uint8Array>, call: UpstreamCall, provider: string): Promise<Uint8Array> {
   let first: Awaited<ReturnType<typeof reader.read>>
   try {
     first = await reader.read() // still under the first-byte timer: a silent upstream can become a 504 and a retry
@@ -150,3 +172,27 @@ export function relayBytes(reader: ByteReader, first: Uint8Array | null, call: U
   )
 }
 
+/**
+ * Watches a relayed SSE byte stream for the events of one type and hands over each one's JSON (usage, counts); the
+ * bytes themselves pass unchanged. An event past `maxEventBytes` is not looked at (the client still gets it).
+ */
+export function sseEventWatcher(type: string, found: (event: any) => void, maxEventBytes = DEFAULT_MAX_EVENT_BYTES): (bytes: Uint8Array) => void {
+  const frames = new SseFrameDecoder(maxEventBytes)
+  const quoted = `"${type}"`
+  return (bytes) => {
+    let decoded
+    try {
+      decoded = frames.push(bytes)
+    } catch {
+      return
+    }
+    for (const frame of decoded) {
+      const data = dataOf(frame)
+      if (frame.event !== type && !data.includes(quoted)) continue
+      try {
+        const event = JSON.parse(data)
+        if (event?.type === type) found(event)
+      } catch {}
+    }
+  }
+}
