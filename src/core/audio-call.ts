@@ -1,7 +1,6 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
 import { speechUsage, transcriptionUsage } from '../plugin-sdk/audio-usage.ts'
 import type { AudioUpload, SpeechAdapter, Transcoder, TranscriptionAdapter, Transcript } from '../plugin-sdk/types.ts'
-import { costMicros, microsToUsd } from '../pricing/prices.ts'
 import { planSpeech, renderTranscript, secondsOf, SPEECH_MIME, sseEvent, transcriptEvents, transcriptOf, uploadFor, PCM_RATE } from './audio.ts'
 import type { Attempt, RequestCtx } from './context.ts'
 import type { AttemptLease } from './router.ts'
@@ -25,11 +24,6 @@ export async function prepareAudioCall(ctx: RequestCtx, attempt: Attempt, adapte
   return ctx.operation === 'speech'
     ? prepareSpeech(ctx, attempt, adapter as SpeechAdapter, deps)
     : prepareTranscription(ctx, attempt, adapter as TranscriptionAdapter, deps)
-}
-
-function price(ctx: RequestCtx, attempt: Attempt) {
-  ctx.costMicros = costMicros(attempt.target.price, ctx.usage!)
-  ctx.headers['x-conduit-cost-usd'] = microsToUsd(ctx.costMicros)
 }
 
 async function prepareTranscription(ctx: RequestCtx, attempt: Attempt, adapter: TranscriptionAdapter, deps: AudioCallDeps): Promise<OperationCall> {
@@ -79,7 +73,7 @@ async function prepareTranscription(ctx: RequestCtx, attempt: Attempt, adapter: 
         transcript = translating ? adapter.parseTranscript!(parsed, attempt) : transcriptOf(parsed)
       } else transcript = { text: text.replace(/\n$/, '') }
       ctx.usage = transcriptionUsage(original, body, transcript.usage)
-      price(ctx, attempt)
+      ctx.priceAnswer()
       ctx.firstByteMs = performance.now() - ctx.startedAt
       if (ctx.stream) {
         const events = transcriptEvents(transcript)

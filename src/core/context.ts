@@ -1,6 +1,7 @@
 import type { AttemptContext, Endpoint, FinishedRequest, Logger, Operation, Principal, RequestContext, Target, UpstreamRequest, Usage, VirtualModel } from '../plugin-sdk/types.ts'
 import type { GatewayError } from '../plugin-sdk/errors.ts'
 import { egress } from './egress.ts'
+import { costMicros, microsToUsd } from '../pricing/prices.ts'
 
 let sequence = 0
 /** Random per process start, so ids stay unique across workers and restarts. */
@@ -52,6 +53,12 @@ export class RequestCtx implements RequestContext {
   ) {
     this.signal = request.signal
     this.log = log
+  }
+
+  /** A whole answer's cost, from its usage and target, also told to the client in `x-conduit-cost-usd`. */
+  priceAnswer() {
+    this.costMicros = costMicros(this.target!.price, this.usage!)
+    this.headers['x-conduit-cost-usd'] = microsToUsd(this.costMicros)
   }
 
   onEnd(fn: () => void) {

@@ -70,7 +70,6 @@ export interface FrontDoorDeps {
   settle(ctx: RequestCtx, response: Response): Response
   report(ctx: RequestCtx, aborted: boolean): void
   usage(ctx: RequestCtx, raw: Record<string, any> | null, chunks: number): NonNullable<RequestCtx['usage']>
-  price(ctx: RequestCtx): void
 }
 
 /** Native events can carry whole responses (`response.completed` with its output): far larger than a chat chunk. */
@@ -122,7 +121,7 @@ export function prepareNativeCall(ctx: RequestCtx, attempt: Attempt, door: Front
         throw new GatewayError(502, `The upstream provider '${provider}' returned a response that is not JSON.`, { code: 'upstream_bad_response' })
       }
       ctx.usage = deps.usage(ctx, door.nativeUsage(parsed), 0)
-      deps.price(ctx)
+      ctx.priceAnswer()
       ctx.status = 200
       ctx.firstByteMs = performance.now() - ctx.startedAt
       parsed.model = name

@@ -1,6 +1,5 @@
 import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
 import type { ImageOperation, ImagesAdapter, ImagesResult } from '../plugin-sdk/types.ts'
-import { costMicros, microsToUsd } from '../pricing/prices.ts'
 import type { Store } from '../store/store.ts'
 import { SSE_HEADERS, firstBytes, relayBytes, sseEventWatcher, streamEnd, wholeText, type OperationCall } from './upstream-body.ts'
 import type { Attempt, RequestCtx } from './context.ts'
@@ -97,11 +96,6 @@ export async function prepareImagesCall(ctx: RequestCtx, attempt: Attempt, adapt
     )
   }
 
-  const price = () => {
-    ctx.costMicros = costMicros(attempt.target.price, ctx.usage!)
-    ctx.headers['x-conduit-cost-usd'] = microsToUsd(ctx.costMicros)
-  }
-
   return {
     body: upstreamBody,
     async respond(response, call, lease, timeouts, started) {
@@ -139,7 +133,7 @@ export async function prepareImagesCall(ctx: RequestCtx, attempt: Attempt, adapt
       if (!result || !Array.isArray(result.data)) throw new GatewayError(502, `The upstream provider '${name}' returned no images.`, { code: 'upstream_bad_response' })
       await convert(result, new URL(response.url || 'http://invalid').origin)
       ctx.usage = imageUsage(body, result.data.length, result.usage)
-      price()
+      ctx.priceAnswer()
       ctx.firstByteMs = performance.now() - ctx.startedAt
       if (ctx.stream && prefix) {
         const events = completedEvents(operation, body, result, openAIImagesUsage(ctx.usage))

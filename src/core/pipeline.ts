@@ -1,7 +1,7 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
 import type { Endpoint, EndpointAdapter, FinishedRequest, ImageOperation, ImagesAdapter, Logger, Operation, SpeechAdapter, TranscriptionAdapter, Usage } from '../plugin-sdk/types.ts'
 import type { PluginHost } from '../plugin-host/host.ts'
-import { costMicros, microsToUsd } from '../pricing/prices.ts'
+import { costMicros } from '../pricing/prices.ts'
 import type { Metrics } from '../services/metrics.ts'
 import type { SpendLedger } from '../store/ledger.ts'
 import type { Store } from '../store/store.ts'
@@ -152,10 +152,6 @@ export class Pipeline {
       settle: (ctx, response) => this.settle(ctx, response),
       report: (ctx, aborted) => this.report(ctx, aborted),
       usage: (ctx, raw, chunks) => this.usageFrom(ctx, raw, chunks),
-      price: (ctx) => {
-        ctx.costMicros = costMicros(ctx.target!.price, ctx.usage!)
-        ctx.headers['x-conduit-cost-usd'] = microsToUsd(ctx.costMicros)
-      },
     }
   }
 
@@ -452,8 +448,7 @@ export class Pipeline {
       ctx.usage = usage ? this.usageFrom(ctx, usage, 0) : this.estimateUsage(ctx, 0, JSON.parse(text))
       out = spliceModel(text, name)
     }
-    ctx.costMicros = costMicros(attempt.target.price, ctx.usage)
-    ctx.headers['x-conduit-cost-usd'] = microsToUsd(ctx.costMicros)
+    ctx.priceAnswer()
     ctx.status = 200
     ctx.firstByteMs = performance.now() - ctx.startedAt
     return this.settle(ctx, respond(out, 200, { 'content-type': JSON_TYPE, ...ctx.headers }))
