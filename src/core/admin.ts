@@ -5,7 +5,7 @@ import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import { ValueErrorType, type ValueError } from '@sinclair/typebox/errors'
 import { LRUCache } from 'lru-cache'
 import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
-import type { KeyLimits, Logger, ProviderAdapter, ProviderConfig } from '../plugin-sdk/types.ts'
+import { KEY_ENDPOINTS, type KeyLimits, type Logger, type ProviderAdapter, type ProviderConfig } from '../plugin-sdk/types.ts'
 import { microsToUsd } from '../pricing/prices.ts'
 import { scrubSecrets } from '../services/known-secrets.ts'
 import { displayPrefix, generateVirtualKey, isWellFormedKey, lastFour, sha256, type SecretBox } from '../store/crypto.ts'
@@ -103,11 +103,10 @@ const Budget = t.Object(
  * request without `user` counts against the key alone.
  */
 const UserLimits = t.Object({ rpm: Limit, rpd: Limit, tpm: Limit, budget: t.Optional(t.Union([t.Null(), Budget])) }, closed)
-export const ENDPOINTS = ['chat', 'completions', 'embeddings', 'audio', 'images', 'realtime', 'responses', 'messages'] as const
 const keyFields = {
   name: Name,
   allowed_models: t.Optional(t.Union([t.Null(), t.Array(t.String({ minLength: 1, maxLength: 256 }), { maxItems: 1000 })])),
-  allowed_endpoints: t.Optional(t.Union([t.Null(), t.Array(t.Union(ENDPOINTS.map((e) => t.Literal(e))))])),
+  allowed_endpoints: t.Optional(t.Union([t.Null(), t.Array(t.Union(KEY_ENDPOINTS.map((e) => t.Literal(e))))])),
   ...RateLimitFields,
   budget: t.Optional(t.Union([t.Null(), Budget])),
   user_limits: t.Optional(t.Union([t.Null(), UserLimits])),

@@ -11,6 +11,9 @@ export const API_VERSION = 1 as const
 /** The OpenAI surfaces a request can target; `allowed_endpoints` and metrics use these names. */
 export type Endpoint = 'chat' | 'completions' | 'embeddings' | 'models' | 'usage' | 'audio' | 'images' | 'realtime' | 'responses' | 'messages'
 
+/** What a key's `allowed_endpoints` may name (`models` and `usage` are always allowed); the admin API and the Web UI share it. */
+export const KEY_ENDPOINTS = ['chat', 'completions', 'embeddings', 'audio', 'images', 'realtime', 'responses', 'messages'] as const satisfies readonly Endpoint[]
+
 /**
  * What a request asks a provider to do: the adapter method it runs. `allowed_endpoints` works on the coarser
  * `Endpoint` (all three audio operations are `audio`).

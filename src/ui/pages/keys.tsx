@@ -1,5 +1,6 @@
 import { useState } from 'preact/hooks'
 import { admin } from '../api.ts'
+import { KEY_ENDPOINTS } from '../../plugin-sdk/types.ts'
 import { DeleteConfirm, Dialog, EditorDialog, ErrorBox, Field, PageHeader, RowActions, Select, useAction, dateTime, numberOrNull, textOf, usd, useResource } from '../components.tsx'
 
 export interface VirtualKey {
@@ -20,7 +21,6 @@ export interface VirtualKey {
   budget_spent_usd?: string | null
 }
 
-const ENDPOINTS = ['chat', 'completions', 'embeddings', 'audio', 'images', 'realtime', 'responses', 'messages'] as const
 
 function status(k: VirtualKey) {
   if (!k.enabled) return { text: 'disabled', cls: 'bad' }
@@ -186,7 +186,7 @@ const toLocalInput = (unixSeconds: number | null) => {
 function KeyForm({ current, onCreated, onSaved, onCancel }: { current: VirtualKey | null; onCreated(name: string, key: string): void; onSaved(): void; onCancel(): void }) {
   const [name, setName] = useState(current?.name ?? '')
   const [models, setModels] = useState(current?.allowed_models?.join(', ') ?? '')
-  const [endpoints, setEndpoints] = useState<string[]>(current?.allowed_endpoints ?? [...ENDPOINTS])
+  const [endpoints, setEndpoints] = useState<string[]>(current?.allowed_endpoints ?? [...KEY_ENDPOINTS])
   const [limits, setLimits] = useState({ rpm: textOf(current?.rpm), rpd: textOf(current?.rpd), tpm: textOf(current?.tpm), max_parallel: textOf(current?.max_parallel) })
   const [budget, setBudget] = useState(textOf(current?.budget?.usd))
   const [period, setPeriod] = useState<string>(current?.budget?.period ?? 'monthly')
@@ -200,7 +200,7 @@ function KeyForm({ current, onCreated, onSaved, onCancel }: { current: VirtualKe
         const body = {
           name,
           allowed_models: list.length ? list : null,
-          allowed_endpoints: endpoints.length === ENDPOINTS.length ? null : endpoints,
+          allowed_endpoints: endpoints.length === KEY_ENDPOINTS.length ? null : endpoints,
           ...Object.fromEntries(Object.entries(limits).map(([k, v]) => [k, numberOrNull(v)])),
           budget: budget.trim() ? { usd: Number(budget), period } : null,
           expires_at: expires ? Math.floor(new Date(expires).getTime() / 1000) : null,
@@ -219,7 +219,7 @@ function KeyForm({ current, onCreated, onSaved, onCancel }: { current: VirtualKe
       <fieldset>
         <legend>Allowed endpoints</legend>
         <div class="grid-2">
-          {ENDPOINTS.map((ep) => (
+          {KEY_ENDPOINTS.map((ep) => (
             <label class="inline">
               <input
                 type="checkbox"
