@@ -1,5 +1,5 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
-import type { EndpointAdapter, FrontDoorOperation, Target } from '../plugin-sdk/types.ts'
+import type { FrontDoorOperation, Target } from '../plugin-sdk/types.ts'
 import type { Attempt, RequestCtx } from './context.ts'
 import { SseFrameDecoder, dataOf } from './sse/decoder.ts'
 import { SSE_HEADERS, firstBytes, wholeText, relayBytes, streamEnd, type OperationCall } from './upstream-body.ts'
@@ -201,12 +201,4 @@ function translateStream(ctx: RequestCtx, door: FrontDoor, chat: ReadableStream<
     },
     { highWaterMark: 0 },
   )
-}
-
-/** The adapter a target serves a front-door request with: its native one, else its chat adapter (translated). */
-export function frontDoorAdapter(adapters: Record<string, any> | undefined, operation: FrontDoorOperation): { adapter: EndpointAdapter; native: boolean } | null {
-  const native = adapters?.[operation] as EndpointAdapter | undefined
-  if (native) return { adapter: native, native: true }
-  const chat = adapters?.chat as EndpointAdapter | undefined
-  return chat ? { adapter: chat, native: false } : null
 }

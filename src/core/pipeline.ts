@@ -23,7 +23,7 @@ import { prepareAudioCall, type AudioCallDeps } from './audio-call.ts'
 import { prepareImagesCall, readImageForm, type ImagesCallDeps } from './images-call.ts'
 import type { RealtimeAdapter } from '../plugin-sdk/types.ts'
 import { RealtimeService, type RealtimeOptions, type RealtimeParams } from '../realtime/service.ts'
-import { frontDoorAdapter, prepareNativeCall, renderFrontDoor, type FrontDoor, type FrontDoorDeps, type FrontDoorOperation } from './front-door.ts'
+import { prepareNativeCall, renderFrontDoor, type FrontDoor, type FrontDoorDeps, type FrontDoorOperation } from './front-door.ts'
 
 export interface PipelineOptions {
   host: PluginHost
@@ -121,8 +121,8 @@ export class Pipeline {
   /** Requests per key from the moment the key is known, so a key's max_parallel also bounds slow uploads. */
   private readonly openPerKey = new Map<string, number>()
 
-  /** Operations whose attempts their own module prepares and answers (audio, images); the rest are chat-shaped. */
-  private readonly calls: Partial<Record<Operation, (ctx: RequestCtx, attempt: Attempt, adapter: AnyAdapter) => Promise<OperationCall>>>
+  /** Operations whose attempts their own module prepares and answers (audio, images, front doors going native); the rest are chat-shaped. */
+  private readonly calls: Partial<Record<Operation, (ctx: RequestCtx, attempt: Attempt, adapter: AnyAdapter) => OperationCall | null | Promise<OperationCall>>>
   /** Realtime sessions: minted secrets, WebSocket admission and the open sessions (src/realtime). */
   readonly realtime: RealtimeService
 
@@ -146,16 +146,21 @@ export class Pipeline {
     }
     const audio = (ctx: RequestCtx, attempt: Attempt, adapter: AnyAdapter) => prepareAudioCall(ctx, attempt, adapter as TranscriptionAdapter | SpeechAdapter, audioDeps)
     const images = (ctx: RequestCtx, attempt: Attempt, adapter: AnyAdapter) => prepareImagesCall(ctx, attempt, adapter as ImagesAdapter, imagesDeps)
-    this.calls = { transcriptions: audio, translations: audio, speech: audio, images, image_edits: images, image_variations: images }
-    this.frontDoorDeps = {
+    const frontDoorDeps: FrontDoorDeps = {
       maxUpstreamBodyBytes: o.maxUpstreamBodyBytes,
       settle: (ctx, response) => this.settle(ctx, response),
       report: (ctx, aborted) => this.report(ctx, aborted),
       usage: (ctx, raw, chunks) => this.usageFrom(ctx, raw, chunks),
     }
+    // A target whose provider speaks the client's protocol gets the client's body; any other, the chat path.
+    const frontDoor = (ctx: RequestCtx, attempt: Attempt, adapter: AnyAdapter) => {
+      const operation = ctx.operation as FrontDoorOperation
+      const native = this.o.host.providers.get(attempt.target.provider.type)?.[operation] === adapter
+      return native ? prepareNativeCall(ctx, attempt, o.frontDoors![operation]!, this.nativeBodies.get(ctx)!, frontDoorDeps) : null
+    }
+    this.calls = { transcriptions: audio, translations: audio, speech: audio, images, image_edits: images, image_variations: images, responses: frontDoor, messages: frontDoor }
   }
 
-  private readonly frontDoorDeps: FrontDoorDeps
   /** Per front-door request: the client's body as a native target gets it (the chat body is `ctx.body`). */
   private readonly nativeBodies = new WeakMap<RequestCtx, Record<string, any>>()
 
@@ -302,7 +307,7 @@ export class Pipeline {
     const model = ctx.model!
     const plan = this.o.router.plan(model, (id) => this.o.catalog.provider(id))
     const usable = plan.filter((t) => {
-      const adapter = this.adapterFor(t.provider.type, operation)?.adapter
+      const adapter = this.adapterFor(t.provider.type, operation)
       // Realtime events are relayed, never translated: a target must speak the client's vocabulary.
       return !!adapter && (operation !== 'realtime' || this.realtime.serves(ctx, t, adapter as RealtimeAdapter))
     })
@@ -335,14 +340,13 @@ export class Pipeline {
         target = this.o.router.withNextKey(target)
       }
       tried.add(targetId(target))
-      const { adapter, native } = this.adapterFor(target.provider.type, operation)!
+      const adapter = this.adapterFor(target.provider.type, operation)!
       const attempt = new Attempt(ctx, target, ++ctx.attempts)
       const lease = this.o.router.begin(target)
       ctx.target = target
       try {
         if (operation === 'realtime') return await this.realtime.connect(ctx, attempt, adapter as RealtimeAdapter, lease)
-        const own = native ? prepareNativeCall(ctx, attempt, this.o.frontDoors![operation as FrontDoorOperation]!, this.nativeBodies.get(ctx)!, this.frontDoorDeps) : null
-        return await this.attempt(ctx, attempt, adapter as AnyAdapter, lease, own)
+        return await this.attempt(ctx, attempt, adapter as AnyAdapter, lease)
       } catch (error) {
         lease.release()
         if (!GatewayError.is(error) || error.status === 499) throw error
@@ -358,19 +362,17 @@ export class Pipeline {
     throw lastError!
   }
 
-  /** The adapter a target serves an operation with; for a front door, its native one or else its chat adapter. */
-  private adapterFor(type: string, operation: Operation): { adapter: AnyAdapter | RealtimeAdapter; native: boolean } | null {
+  /** The adapter a target serves an operation with; a front door without its provider's own falls back to chat. */
+  private adapterFor(type: string, operation: Operation): AnyAdapter | RealtimeAdapter | undefined {
     const adapters = this.o.host.providers.get(type)
-    if (operation === 'responses' || operation === 'messages') return frontDoorAdapter(adapters, operation)
-    const adapter = adapters?.[operation]
-    return adapter ? { adapter, native: false } : null
+    return adapters?.[operation] ?? (operation === 'responses' || operation === 'messages' ? adapters?.chat : undefined)
   }
 
-  private async attempt(ctx: RequestCtx, attempt: Attempt, adapter: AnyAdapter, lease: AttemptLease, native: OperationCall | null): Promise<Response> {
+  private async attempt(ctx: RequestCtx, attempt: Attempt, adapter: AnyAdapter, lease: AttemptLease): Promise<Response> {
     const provider = attempt.target.provider
     const started = performance.now()
     const prepare = ctx.operation ? this.calls[ctx.operation] : undefined
-    const own = native ?? (prepare ? await prepare(ctx, attempt, adapter) : null)
+    const own = prepare ? await prepare(ctx, attempt, adapter) : null
     const upstream = await adapter.buildRequest(own?.body ?? ctx.body!, attempt)
     await this.o.host.upstreamRequest(attempt, upstream)
     const timeouts = timeoutsFor(provider, this.o.timeouts)
