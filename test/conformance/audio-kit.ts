@@ -25,6 +25,7 @@ import type { Gate, SpeechRecord } from '../helpers/fake-audio-common.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { validateSchema } from '../helpers/openapi.ts'
 import type { ProviderFields } from './kit.ts'
+import { failure } from '../helpers/failure.ts'
 
 export interface AudioConformanceFake {
   url: string
@@ -122,14 +123,6 @@ export function runAudioConformance(subject: AudioConformanceSubject): void {
       for (const [name, value] of Object.entries(fields)) form.append(name, value)
       if (file) form.append('file', new Blob([file.bytes]), file.name)
       return fetch(`${gw.baseURL}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}` }, body: form })
-    }
-    const failure = async (call: () => Promise<unknown>): Promise<any> => {
-      try {
-        await call()
-      } catch (error) {
-        return error
-      }
-      throw new Error('expected the call to fail, it succeeded')
     }
     const expectEnvelope = async (res: Response, status: number) => {
       expect(res.status).toBe(status)

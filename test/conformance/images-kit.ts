@@ -14,6 +14,7 @@ import { startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { validateSchema } from '../helpers/openapi.ts'
 import { decode, jpg, near, png, type RGB } from '../images/pictures.ts'
 import type { ProviderFields } from './kit.ts'
+import { failure } from '../helpers/failure.ts'
 
 export interface ImagesFake {
   url: string
@@ -59,14 +60,6 @@ export function runImagesConformance(subject: ImagesSubject): void {
     let key: string
     const g = subject.generation
 
-    const failure = async (call: () => Promise<unknown>): Promise<any> => {
-      try {
-        await call()
-      } catch (error) {
-        return error
-      }
-      throw new Error('expected the call to fail, it succeeded')
-    }
     const upstreamUntouched = async (call: () => Promise<unknown>) => {
       const before = fake.requests.length
       const error = await failure(call)

@@ -39,6 +39,7 @@ import { attemptFor } from '../helpers/adapter.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { validateEmbeddingResponse, validateSchema, validateSseBody } from '../helpers/openapi.ts'
 import { ignoreCreated, relayRecorded, replayEverySplit, type RecordedRelayOptions } from '../helpers/relay.ts'
+import { failure } from '../helpers/failure.ts'
 
 /** What the kit needs from a fake upstream. `FakeOpenAI` and `FakeAnthropic` satisfy it as they are. */
 export interface ConformanceFake {
@@ -144,15 +145,6 @@ export function runConformance(subject: ConformanceSubject): void {
     const lastUsage = () => fake.usageLog.at(-1)
     /** The upstream request of the call just made; the kit's tests run one at a time. */
     const lastUpstream = () => fake.requests.at(-1)!
-    /** Runs `call` and returns the error it raised (fails when it succeeds). */
-    const failure = async (call: () => Promise<unknown>): Promise<any> => {
-      try {
-        await call()
-      } catch (error) {
-        return error
-      }
-      throw new Error('expected the call to fail, it succeeded')
-    }
     const expectUsageFromFake = (usage: { prompt_tokens: number; completion_tokens: number; total_tokens?: number } | null | undefined, logBefore: number) => {
       expect(fake.usageLog.length).toBe(logBefore + 1)
       expect(usage).toBeTruthy()

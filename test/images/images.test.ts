@@ -15,15 +15,8 @@ import { FAKE_OPENAI_IMAGES_KEY, startFakeOpenAIImages, type FakeOpenAIImages } 
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { createTestDatabase } from '../helpers/postgres.ts'
 import { RED, decode, jpg, near, png } from './pictures.ts'
+import { failure } from '../helpers/failure.ts'
 
-const failure = async (call: () => Promise<unknown>): Promise<any> => {
-  try {
-    await call()
-  } catch (error) {
-    return error
-  }
-  throw new Error('expected the call to fail, it succeeded')
-}
 
 describe('gateway-served image URLs across instances (PostgreSQL)', () => {
   let db: Awaited<ReturnType<typeof createTestDatabase>>
