@@ -1,6 +1,4 @@
 import { GatewayError, type ProviderConfig, type UpstreamRequest } from '../../plugin-sdk/index.ts'
-import { Hash } from '@smithy/core/serde'
-import { SignatureV4 } from '@smithy/signature-v4'
 
 /** The SigV4 signing name of Bedrock Runtime (the host says `bedrock-runtime`, the scope says `bedrock`). */
 export const SERVICE = 'bedrock'
@@ -85,12 +83,21 @@ export function traceId(): string {
   return `Root=1-${Math.floor(Date.now() / 1000).toString(16).padStart(8, '0')}-${Buffer.from(random).toString('hex')}`
 }
 
-/** SHA-256 on node:crypto (the SDK's own Node hash), which Bun implements natively, also in a compiled binary. */
-class Sha256 extends Hash {
-  constructor(secret?: string | ArrayBuffer | ArrayBufferView) {
-    super('sha256', secret as any)
-  }
-}
+/**
+ * The AWS SDK's signer, loaded with the first signed request: it is megabytes of code that a gateway without
+ * Bedrock keys never needs in memory. SHA-256 is node:crypto's (the SDK's own Node hash), native in Bun and in a
+ * compiled binary.
+ */
+let signerSdk: Promise<{ SignatureV4: typeof import('@smithy/signature-v4').SignatureV4; Sha256: new (secret?: unknown) => any }> | null = null
+const loadSigner = () =>
+  (signerSdk ??= Promise.all([import('@smithy/signature-v4'), import('@smithy/core/serde')]).then(([{ SignatureV4 }, { Hash }]) => ({
+    SignatureV4,
+    Sha256: class Sha256 extends Hash {
+      constructor(secret?: unknown) {
+        super('sha256', secret as any)
+      }
+    },
+  })))
 
 /**
  * SigV4 by the AWS SDK's own signer (`@smithy/signature-v4`; it caches the derived key per day, region and
@@ -100,6 +107,7 @@ class Sha256 extends Hash {
  */
 export async function signedHeaders(url: string, body: string, credentials: AwsCredentials, region: string, signingDate?: Date): Promise<Record<string, string>> {
   const target = new URL(url)
+  const { SignatureV4, Sha256 } = await loadSigner()
   const signer = new SignatureV4({ credentials, region, service: SERVICE, sha256: Sha256 })
   const signed = await signer.sign(
     {

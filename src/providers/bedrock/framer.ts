@@ -1,5 +1,4 @@
-import { EventStreamCodec, type Message } from '@smithy/core/event-streams'
-import { fromUtf8, toUtf8 } from '@smithy/core/serde'
+import type { EventStreamCodec, Message } from '@smithy/core/event-streams'
 import { crc32 } from 'node:zlib'
 import { GatewayError, type SseEvent, type StreamFramer } from '../../plugin-sdk/index.ts'
 
@@ -16,8 +15,17 @@ const OVERHEAD_BYTES = 16
 /** Bedrock frames are a few hundred bytes; a length past this is a corrupt stream, not a frame to buffer. */
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
-// Stateless for decode(): one codec serves every stream.
-const codec = new EventStreamCodec(toUtf8, fromUtf8)
+/**
+ * Stateless for decode(): one codec serves every stream. Loaded with the first message (synchronously: the framer
+ * is), so a gateway that never streams from Bedrock never holds the SDK's code.
+ */
+let codec: EventStreamCodec | null = null
+function eventStreamCodec(): EventStreamCodec {
+  if (codec) return codec
+  const { EventStreamCodec } = require('@smithy/core/event-streams') as typeof import('@smithy/core/event-streams')
+  const { fromUtf8, toUtf8 } = require('@smithy/core/serde') as typeof import('@smithy/core/serde')
+  return (codec = new EventStreamCodec(toUtf8, fromUtf8))
+}
 const utf8 = new TextDecoder('utf-8', { fatal: false })
 
 const corrupt = (detail: string) =>
@@ -26,7 +34,7 @@ const corrupt = (detail: string) =>
 /** Decodes one complete message; a bad CRC or header is a 502 with the codec's words. */
 export function decodeMessage(frame: Uint8Array): Message {
   try {
-    return codec.decode(frame)
+    return eventStreamCodec().decode(frame)
   } catch (error) {
     throw corrupt(error instanceof Error ? error.message : String(error))
   }
