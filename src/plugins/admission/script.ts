@@ -17,8 +17,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
  *   x               the expiry last set: PEXPIRE only when the state must outlive it (TATs, leases, a
  *                   budget's period), so the hash expires on its own when idle
  *
- * KEYS: the scope hashes. ARGV: one string holding these, each followed by a newline: instance, lease ms, batch
- * number, then the settlements
+ * KEYS: the scope hashes. ARGV: one JSON array holding these: instance, lease ms, batch number, then the settlements
  *   count, (key index, holds, reserved, period, spent, absolute n or -1, absolute r, adjustment count,
  *   (rule, limit, period ms, units)…)…
  * and the admissions
@@ -29,9 +28,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
  * scope 4 numbers per rate (allowed, remaining, reset ms, retry-after ms), 1 for a slot (taken) and 2 for a
  * budget (1 ok / 0 refused / -1 not loaded, micro-dollars left).
  */
-export const GOVERN = `-- One string, an argument per line: hundreds of separate arguments cost the client more to write than this split.
-local A = {}
-for v in string.gmatch(ARGV[1], '([^\\n]*)\\n') do A[#A + 1] = v end
+export const GOVERN = `-- One JSON array: hundreds of separate arguments cost the client more to write, and splitting one string in Lua
+-- cost Redis twice what cjson's decoder (in C, numbers already numbers) does.
+local A = cjson.decode(ARGV[1])
 ${NOW}
 local inst, lease, seq = A[1], tonumber(A[2]), tonumber(A[3])
 local NF, RF, EF, QF = 'n.' .. inst, 'r.' .. inst, 'e.' .. inst, 'q.' .. inst
@@ -103,7 +102,7 @@ end
 local reply = {}
 a = a + 1
 for _ = 1, tonumber(A[a]) do
-  local shadow, count = A[a + 1] == '1', tonumber(A[a + 2])
+  local shadow, count = A[a + 1] == 1, tonumber(A[a + 2])
   a = a + 2
   local head = #reply + 1
   reply[head] = 0

@@ -276,7 +276,7 @@ export class SharedState {
   }
 }
 
-/** The KEYS and the one ARGV string of a GOVERN call (layout in script.ts; values never hold a newline). */
+/** The KEYS and the one ARGV string (a JSON array) of a GOVERN call; layout in script.ts. */
 export function encodeCall(
   instance: string,
   leaseMs: number,
@@ -300,7 +300,7 @@ export function encodeCall(
       if (c.budget) args.push(c.budget.cost, c.budget.period, c.budget.ttlMs, w.loads?.get(c.scope.key) ?? -1)
     }
   }
-  return { keys: [...keys.keys()], argv: `${args.join('\n')}\n` }
+  return { keys: [...keys.keys()], argv: JSON.stringify(args) }
 }
 
 /** Each admission's outcome from a GOVERN reply. */
