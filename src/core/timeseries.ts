@@ -2,10 +2,11 @@ import { badRequest } from '../plugin-sdk/errors.ts'
 import type { FinishedRequest, Logger } from '../plugin-sdk/types.ts'
 import { microsToUsd } from '../pricing/prices.ts'
 import { BatchWriter, UNRECORDED } from '../store/request-records.ts'
+import { storedAmount } from '../store/ledger.ts'
 import type { Store } from '../store/store.ts'
 
-/** What the ledger would record: a count that is not a safe non-negative integer (a price that overflowed) counts 0. */
-const amount = (value: number | undefined) => (Number.isSafeInteger(value) && value! >= 0 ? value! : 0)
+/** What the ledger records: an amount that is not a safe non-negative integer (a price that overflowed) counts 0. */
+const amount = (value: number | undefined) => storedAmount(value) ?? 0
 
 /*
  * Traffic in 1-minute buckets kept in the store, so the Overview shows every instance's traffic and a restart

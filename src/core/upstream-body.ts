@@ -44,25 +44,9 @@ export async function readUpstreamText(response: Response, call: UpstreamCall, c
  */
 export async function firstBytes(ctx: RequestCtx, body: ReadableStream<Uint8Array>, call: UpstreamCall, lease: AttemptLease, started: number, provider: string) {
   const reader = body.getReader() as ReadableStreamDefaultReader<Uint8Array>
-  const first = await readFirst(reader, call, provider)
-  call.disarm()
-  ctx.firstByteMs = performance.now() - ctx.startedAt
-  lease.succeeded(performance.now() - started)
-  return { reader, first }
-}
-
-/** A whole (non-streamed) answer as text, capped: the target counts as answering, and its lease goes back once read. */
-export async function wholeText(response: Response, call: UpstreamCall, lease: AttemptLease, started: number, cap: number, provider: string): Promise<string> {
-  lease.succeeded(performance.now() - started)
-  const text = await readUpstreamText(response, call, cap, provider)
-  lease.release()
-  return text
-}
-
-async function readFirst(reader: ReadableStreamDefaultReader<Uint8Array>, call: UpstreamCall, provider: string): Promise<Uint8Array> {
   let first: Awaited<ReturnType<typeof reader.read>>
   try {
-    first = await reader.read() // still under the first-byte timer: a silent upstream can become a 504 and a retry
+    first = await reader.read()
   } catch (error) {
     call.release()
     throw call.failure(error)
@@ -71,7 +55,18 @@ async function readFirst(reader: ReadableStreamDefaultReader<Uint8Array>, call: 
     call.release()
     throw new GatewayError(502, `The upstream provider '${provider}' returned an empty stream.`, { code: 'upstream_empty_stream' })
   }
-  return first.value
+  call.disarm()
+  ctx.firstByteMs = performance.now() - ctx.startedAt
+  lease.succeeded(performance.now() - started)
+  return { reader, first: first.value }
+}
+
+/** A whole (non-streamed) answer as text, capped: the target counts as answering, and its lease goes back once read. */
+export async function wholeText(response: Response, call: UpstreamCall, lease: AttemptLease, started: number, cap: number, provider: string): Promise<string> {
+  lease.succeeded(performance.now() - started)
+  const text = await readUpstreamText(response, call, cap, provider)
+  lease.release()
+  return text
 }
 
 /**

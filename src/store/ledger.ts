@@ -33,6 +33,15 @@ export const SPEND_COLUMNS = Object.keys({
   estimated: 1, aborted: 1, status: 1, created_at: 1, end_user: 1, unpriced: 1, audio_ms: 1, characters: 1, images: 1,
 } satisfies Record<keyof SpendRow, 1>)
 
+/**
+ * A provider's number as a stored amount: rounded up to a non-negative safe integer, or null when it is not one
+ * (NaN, a string, a price that overflowed). What the ledger and the metric buckets both store.
+ */
+export function storedAmount(value: unknown): number | null {
+  const amount = typeof value === 'number' ? Math.ceil(value) : NaN
+  return Number.isSafeInteger(amount) && amount >= 0 ? amount : null
+}
+
 /** `user` values are recorded up to this length (per-user limits refuse longer ones). */
 export const MAX_USER_LENGTH = 256
 
@@ -113,9 +122,8 @@ export class SpendLedger {
   private sanitise(row: SpendRow) {
     const invalid: string[] = []
     for (const column of AMOUNTS) {
-      const value: unknown = row[column]
-      const amount = typeof value === 'number' ? Math.ceil(value) : NaN
-      if (Number.isSafeInteger(amount) && amount >= 0) row[column] = amount
+      const amount = storedAmount(row[column])
+      if (amount !== null) row[column] = amount
       else {
         invalid.push(column)
         row[column] = 0

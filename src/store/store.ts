@@ -297,7 +297,7 @@ export class Store implements StoreView {
 
   // Spend ledger -------------------------------------------------------------------------------------------
 
-  /** One multi-row statement per batch (per-row inserts in a transaction cost ~6× more). */
+  /** PostgreSQL: one multi-row statement per batch; SQLite: the row writer below. */
   async insertSpend(rows: SpendRow[]) {
     if (this.rowWriter) return this.insertRows('spend_ledger', SPEND_COLUMNS, rows)
     await this.sql`INSERT INTO spend_ledger ${this.sql(rows)} ON CONFLICT (request_id) DO NOTHING`

@@ -84,20 +84,21 @@ export function traceId(): string {
 }
 
 /**
- * The AWS SDK's signer, loaded with the first signed request: it is megabytes of code that a gateway without
- * Bedrock keys never needs in memory. SHA-256 is node:crypto's (the SDK's own Node hash), native in Bun and in a
- * compiled binary.
+ * The AWS SDK's signer, loaded with the first signed request (as framer.ts loads its codec): megabytes of code a
+ * gateway without Bedrock keys never needs. SHA-256 is node:crypto's (the SDK's own Node hash), native in Bun.
  */
-let signerSdk: Promise<{ SignatureV4: typeof import('@smithy/signature-v4').SignatureV4; Sha256: new (secret?: unknown) => any }> | null = null
-const loadSigner = () =>
-  (signerSdk ??= Promise.all([import('@smithy/signature-v4'), import('@smithy/core/serde')]).then(([{ SignatureV4 }, { Hash }]) => ({
-    SignatureV4,
-    Sha256: class Sha256 extends Hash {
-      constructor(secret?: unknown) {
-        super('sha256', secret as any)
-      }
-    },
-  })))
+let signerSdk: { SignatureV4: typeof import('@smithy/signature-v4').SignatureV4; Sha256: new (secret?: unknown) => any } | null = null
+function awsSigner() {
+  if (signerSdk) return signerSdk
+  const { SignatureV4 } = require('@smithy/signature-v4') as typeof import('@smithy/signature-v4')
+  const { Hash } = require('@smithy/core/serde') as typeof import('@smithy/core/serde')
+  class Sha256 extends Hash {
+    constructor(secret?: unknown) {
+      super('sha256', secret as any)
+    }
+  }
+  return (signerSdk = { SignatureV4, Sha256 })
+}
 
 /**
  * SigV4 by the AWS SDK's own signer (`@smithy/signature-v4`; it caches the derived key per day, region and
@@ -107,7 +108,7 @@ const loadSigner = () =>
  */
 export async function signedHeaders(url: string, body: string, credentials: AwsCredentials, region: string, signingDate?: Date): Promise<Record<string, string>> {
   const target = new URL(url)
-  const { SignatureV4, Sha256 } = await loadSigner()
+  const { SignatureV4, Sha256 } = awsSigner()
   const signer = new SignatureV4({ credentials, region, service: SERVICE, sha256: Sha256 })
   const signed = await signer.sign(
     {
