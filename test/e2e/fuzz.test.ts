@@ -193,7 +193,7 @@ const V1_PATH: Record<V1, string> = {
   responses: '/v1/responses',
   messages: '/v1/messages',
 }
-/** The generated part of a body beyond one wrong field: the conversation, in each protocol's shape. */
+/** The generated part of a body beyond one wrong field: the conversation, in each protocol's shape (`model` is added after). */
 const inputItem = fc.oneof(
   message,
   fc.record({ type: fc.constantFrom('message', 'function_call', 'function_call_output', 'item_reference', 'reasoning', 'x'), role: strings, content: anyJson, call_id: strings, name: strings, arguments: strings, output: anyJson, id: strings }, { requiredKeys: ['type'] }),
@@ -204,8 +204,8 @@ const CONVERSATION: Record<V1, fc.Arbitrary<Record<string, unknown>>> = {
   chat: fc.record({ messages: fc.array(message, { maxLength: 4 }), stream: fc.boolean(), n: fc.option(fc.integer({ min: 1, max: 3 })) }),
   completions: anyJson.map((prompt) => ({ ...VALID.completions, prompt })),
   embeddings: anyJson.map((input) => ({ ...VALID.embeddings, input })),
-  responses: fc.record({ input: fc.oneof(strings, fc.array(inputItem, { maxLength: 4 })), stream: fc.boolean() }).map((b) => ({ model: 'm', ...b })),
-  messages: fc.record({ messages: fc.array(anthropicMessage, { maxLength: 4 }), stream: fc.boolean() }).map((b) => ({ model: 'm', max_tokens: 16, ...b })),
+  responses: fc.record({ input: fc.oneof(strings, fc.array(inputItem, { maxLength: 4 })), stream: fc.boolean() }),
+  messages: fc.record({ messages: fc.array(anthropicMessage, { maxLength: 4 }), stream: fc.boolean() }).map((b) => ({ max_tokens: 16, ...b })),
 }
 
 /** Nesting as deep as a few thousand levels, in a field the schema does not know, as arrays or objects. */

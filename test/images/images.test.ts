@@ -17,7 +17,6 @@ import { createTestDatabase } from '../helpers/postgres.ts'
 import { RED, decode, jpg, near, png } from './pictures.ts'
 import { failure } from '../helpers/failure.ts'
 
-
 describe('gateway-served image URLs across instances (PostgreSQL)', () => {
   let db: Awaited<ReturnType<typeof createTestDatabase>>
   let a: TestGateway
