@@ -179,7 +179,10 @@ const SCHEMA_KEYS = new Set(['parameters', 'schema', 'input_schema'])
 /** Deeper than any real request; JSON.stringify (and so every upstream call) overflows the stack near 10,000. */
 export const MAX_DEPTH = 128
 
-export const isUpstreamURLKey = (key: string) => UPSTREAM_URL_KEY.test(key.replace(/[_-]/g, '').toLowerCase())
+/** Made once: a literal in the function below would be a new RegExp object for every key of every request. */
+const SEPARATORS = /[_-]/g
+
+export const isUpstreamURLKey = (key: string) => UPSTREAM_URL_KEY.test(key.replace(SEPARATORS, '').toLowerCase())
 
 interface Visit {
   value: unknown

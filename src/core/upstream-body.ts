@@ -1,7 +1,7 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
 import type { Usage } from '../plugin-sdk/types.ts'
 import { costMicros } from '../pricing/prices.ts'
-import { readCapped } from './body.ts'
+import { OVER_LIMIT, readCapped } from './body.ts'
 import type { Attempt, RequestCtx } from './context.ts'
 import type { AttemptLease } from './router.ts'
 import { sseEvent } from './audio.ts'
@@ -28,10 +28,11 @@ export interface OperationCall {
 /** A non-streaming body as text, capped; a transport failure becomes the error the client should see. */
 export async function readUpstreamText(response: Response, call: UpstreamCall, cap: number, provider: string): Promise<string> {
   try {
-    return await readCapped(response, cap, () =>
-      new GatewayError(502, `The upstream provider '${provider}' sent a response larger than ${cap} bytes.`, { code: 'upstream_response_too_large' }),
-    )
+    return await readCapped(response, cap)
   } catch (error) {
+    if (error === OVER_LIMIT) {
+      throw new GatewayError(502, `The upstream provider '${provider}' sent a response larger than ${cap} bytes.`, { code: 'upstream_response_too_large' })
+    }
     throw GatewayError.is(error) ? error : call.failure(error)
   } finally {
     call.release()

@@ -48,6 +48,8 @@ interface Bound<F> {
 type HookName = keyof Hooks
 const REQUEST_SIDE: HookName[] = ['onRequest', 'onAuth', 'onAccess', 'onRequestBody', 'onUpstreamRequest', 'onSessionEvent']
 const DEFAULT_HOOK_TIMEOUT_MS = 10_000
+const isResponse = (result: unknown): result is Response => result instanceof Response
+const isAnswer = (result: unknown): result is Principal | Response => !!result
 
 export interface HostOptions {
   log: Logger
@@ -170,45 +172,60 @@ export class PluginHost {
     this.plugins.push({ name: plugin.name, version: plugin.version })
   }
 
-  /** Runs one hook call under its plugin's timeout and failure mode. GatewayErrors are deliberate and always propagate. */
-  private async call<R>(hook: Bound<unknown>, log: Logger, invoke: () => MaybePromise<R>): Promise<R | undefined> {
+  /**
+   * Runs one hook call under its plugin's timeout and failure mode. A hook that answers synchronously is answered
+   * synchronously: no promise, timer or async frame on the hot path. GatewayErrors are deliberate and always propagate.
+   */
+  private call<R>(hook: Bound<(...args: any[]) => MaybePromise<R>>, log: Logger, a: unknown, b?: unknown): MaybePromise<R | undefined> {
+    let result: MaybePromise<R>
     try {
-      const result = invoke()
-      if (!(result instanceof Promise)) return result
-      let timer: Timer | undefined
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`hook timed out after ${hook.timeoutMs} ms`)), hook.timeoutMs)
-      })
-      try {
-        return await Promise.race([result, timeout])
-      } finally {
-        clearTimeout(timer)
-      }
+      result = hook.fn(a, b)
     } catch (error) {
-      if (GatewayError.is(error)) throw error
-      log.error({ plugin: hook.plugin, err: error }, 'plugin hook failed')
-      if (hook.failureMode === 'open') return undefined
-      throw new GatewayError(503, `The '${hook.plugin}' plugin failed; the request was not processed.`, { code: 'plugin_failure' })
+      return this.failed(hook, log, error)
+    }
+    return result instanceof Promise ? this.timed(hook, log, result) : result
+  }
+
+  private async timed<R>(hook: Bound<unknown>, log: Logger, result: Promise<R>): Promise<R | undefined> {
+    let timer: Timer | undefined
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`hook timed out after ${hook.timeoutMs} ms`)), hook.timeoutMs)
+    })
+    try {
+      return await Promise.race([result, timeout])
+    } catch (error) {
+      return this.failed(hook, log, error)
+    } finally {
+      clearTimeout(timer)
     }
   }
 
-  /** Request-side phases: the first Response returned ends the request. No hooks, no promise. */
-  run(phase: 'onRequest' | 'onAccess' | 'onRequestBody' | 'onSessionEvent', ctx: RequestContext): Promise<Response | undefined> | undefined {
-    return this.hooks[phase].length === 0 ? undefined : this.runPhase(phase, ctx)
+  private failed(hook: Bound<unknown>, log: Logger, error: unknown): undefined {
+    if (GatewayError.is(error)) throw error
+    log.error({ plugin: hook.plugin, err: error }, 'plugin hook failed')
+    if (hook.failureMode === 'open') return undefined
+    throw new GatewayError(503, `The '${hook.plugin}' plugin failed; the request was not processed.`, { code: 'plugin_failure' })
   }
 
-  private async runPhase(phase: 'onRequest' | 'onAccess' | 'onRequestBody' | 'onSessionEvent', ctx: RequestContext): Promise<Response | undefined> {
-    for (const hook of this.hooks[phase]) {
-      const result = await this.call(hook, ctx.log, () => hook.fn(ctx))
-      if (result instanceof Response) return result
-    }
-    return undefined
+  /**
+   * Request-side phases: the first Response returned ends the request. Undefined, not a promise, when every hook
+   * answered synchronously (none at all: no work).
+   */
+  run(phase: 'onRequest' | 'onAccess' | 'onRequestBody' | 'onSessionEvent', ctx: RequestContext): MaybePromise<Response | undefined> {
+    return this.first(this.hooks[phase], 0, ctx, isResponse)
   }
 
-  async authenticate(ctx: RequestContext): Promise<Principal | Response | undefined> {
-    for (const hook of this.hooks.onAuth) {
-      const result = await this.call(hook, ctx.log, () => hook.fn(ctx))
-      if (result) return result
+  /** The first principal (or Response) an onAuth hook returns. */
+  authenticate(ctx: RequestContext): MaybePromise<Principal | Response | undefined> {
+    return this.first(this.hooks.onAuth, 0, ctx, isAnswer)
+  }
+
+  /** Calls hooks from `from` in order until one's result is `decisive`; synchronous as long as they are. */
+  private first<R>(hooks: Bound<(ctx: RequestContext) => MaybePromise<unknown>>[], from: number, ctx: RequestContext, decisive: (result: unknown) => result is R): MaybePromise<R | undefined> {
+    for (let i = from; i < hooks.length; i++) {
+      const result = this.call(hooks[i]!, ctx.log, ctx)
+      if (result instanceof Promise) return result.then((settled) => (decisive(settled) ? settled : this.first(hooks, i + 1, ctx, decisive)))
+      if (decisive(result)) return result
     }
     return undefined
   }
@@ -216,13 +233,13 @@ export class PluginHost {
   upstreamRequest(ctx: AttemptContext, upstream: UpstreamRequest): Promise<void> | undefined {
     if (this.hooks.onUpstreamRequest.length === 0) return undefined
     return (async () => {
-      for (const hook of this.hooks.onUpstreamRequest) await this.call(hook, ctx.request.log, () => hook.fn(ctx, upstream))
+      for (const hook of this.hooks.onUpstreamRequest) await this.call(hook, ctx.request.log, ctx, upstream)
     })()
   }
 
   async response(ctx: AttemptContext, body: Record<string, any>): Promise<Record<string, any>> {
     for (const hook of this.hooks.onResponse) {
-      const result = await this.call(hook, ctx.request.log, () => hook.fn(ctx, body))
+      const result = await this.call(hook, ctx.request.log, ctx, body)
       if (result) body = result
     }
     return body

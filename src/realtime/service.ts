@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { ServerWebSocket, WebSocketHandler } from 'bun'
 import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
-import type { Logger, Principal, RealtimeAdapter, RealtimeProtocol, Target, UpstreamRequest } from '../plugin-sdk/types.ts'
+import type { Logger, MaybePromise, Principal, RealtimeAdapter, RealtimeProtocol, Target, UpstreamRequest } from '../plugin-sdk/types.ts'
 import type { PluginHost } from '../plugin-host/host.ts'
 import type { Metrics } from '../services/metrics.ts'
 import type { SpendLedger } from '../store/ledger.ts'
@@ -186,7 +186,7 @@ export class RealtimeService {
    * An ephemeral secret (`ek_…`) authenticates as the key it was minted by, for its one session (claimed now, so a
    * second connection with it is refused); anything else goes to the auth plugins.
    */
-  async authenticate(ctx: RequestCtx, plugins: () => Promise<Principal | Response | undefined>): Promise<Principal | Response | undefined> {
+  async authenticate(ctx: RequestCtx, plugins: () => MaybePromise<Principal | Response | undefined>): Promise<Principal | Response | undefined> {
     const credential = ctx.operation === 'realtime' ? credentialOf(ctx.request) : null
     if (!credential?.startsWith(EPHEMERAL_PREFIX)) return plugins()
     const now = Date.now()

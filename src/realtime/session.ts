@@ -58,6 +58,9 @@ const PROVIDER_LOOKED_AT = new Set(['session.created', 'session.updated', 'respo
 /** And, while the client's output audio is converted, the audio deltas and their end. */
 const PROVIDER_AUDIO = new Set(['response.output_audio.delta', 'response.audio.delta', 'response.output_audio.done', 'response.audio.done'])
 
+/** A session event's verdict as a promise, or undefined when every plugin admitted it synchronously. */
+const pending = (verdict: Response | undefined | Promise<Response | undefined>) => (verdict instanceof Promise ? verdict : verdict ? Promise.resolve(verdict) : undefined)
+
 /** One response of a session, as the plugins see it: a request context of its own (admission state, usage). */
 class ResponseCtx implements RequestContext {
   readonly endpoint = 'realtime' as const
@@ -287,7 +290,7 @@ export class RealtimeSession {
     const child = this.responseContext('response.create', event?.response ?? null)
     let verdict: Promise<Response | undefined> | undefined
     try {
-      verdict = this.deps.host.run('onSessionEvent', child)
+      verdict = pending(this.deps.host.run('onSessionEvent', child))
     } catch (error) {
       return this.refused(child, error, event?.event_id)
     }
@@ -402,7 +405,7 @@ export class RealtimeSession {
     this.running.set(id, late)
     let verdict: Promise<Response | undefined> | undefined
     try {
-      verdict = this.deps.host.run('onSessionEvent', late)
+      verdict = pending(this.deps.host.run('onSessionEvent', late))
     } catch (error) {
       return this.cancel(late, error)
     }

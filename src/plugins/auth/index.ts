@@ -1,11 +1,13 @@
 import { GatewayError, definePlugin, t, within, type Principal, type RequestContext } from '../../plugin-sdk/index.ts'
 import { isWellFormedKey, sha256 } from '../../store/crypto.ts'
 
+const BEARER = /^Bearer\s+(.+)$/i
+
 /** Where clients put their key: OpenAI SDKs use Authorization, Azure-style clients `api-key`, others `X-API-Key`. */
 function credential(headers: Headers): string | null {
   const authorization = headers.get('authorization')
   if (authorization) {
-    const match = /^Bearer\s+(.+)$/i.exec(authorization.trim())
+    const match = BEARER.exec(authorization.trim())
     return match ? match[1]!.trim() : authorization.trim()
   }
   return headers.get('x-api-key') ?? headers.get('api-key')
