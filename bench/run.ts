@@ -246,8 +246,8 @@ try {
   if (!usable.some((a) => a.kind === 'direct')) throw new Error('the direct arm failed its preflight: the mock is broken')
   const streaming = usable.filter((a) => a.streams)
 
-  const latency = await scenario('latency-c1', () => runLatency(usable, { rounds: int('rounds'), perRound: int('per-round'), warmup: 200, timing: timings.json }, progress))
-  const sse = await scenario('sse', () => runSse(streaming, { rounds: int('sse-rounds'), perRound: int('sse-per-round'), warmup: 5, timing: timings.sse }, progress))
+  const latency = await scenario('latency-c1', () => runLatency(usable, { rounds: int('rounds'), perRound: int('per-round'), warmupMs: 3_000, timing: timings.json }, progress))
+  const sse = await scenario('sse', () => runSse(streaming, { rounds: int('sse-rounds'), perRound: int('sse-per-round'), warmup: 400, timing: timings.sse }, progress))
   const throughput = await scenario('throughput', () =>
     runThroughput(usable, { ladder: ints('ladder'), durationSec: int('duration'), warmupSec: 1, timing: timings.json, workDir, mockPid: mock.process.pid }, progress),
   )

@@ -1,5 +1,5 @@
 /**
- * latency-c1: one sequential Bun fetch client, warm-up, then interleaved rounds (arm order shuffled per
+ * latency-c1: one sequential Bun fetch client, a timed warm-up per arm, then interleaved rounds (arm order shuffled per
  * round). Added latency = median over rounds of (arm round percentile − direct round percentile).
  */
 import type { Arm } from '../arms.ts'
@@ -10,7 +10,8 @@ import { addedOverRounds, percentile, shuffled } from '../stats.ts'
 export interface LatencyOptions {
   rounds: number
   perRound: number
-  warmup: number
+  /** Sequential requests per arm before the measured rounds, for this long (ms): see runLatency. */
+  warmupMs: number
   timing: MockTiming
 }
 
@@ -39,7 +40,11 @@ export async function runLatency(arms: Arm[], o: LatencyOptions, progress: (m: s
   const targets = arms.map((arm) => ({ arm, target: { url: `${arm.baseURL}/chat/completions`, headers: arm.headers } }))
   const samples = new Map(arms.map((a) => [a.name, { rounds: [] as number[][], errors: 0 }]))
 
-  for (const { target } of targets) for (let i = 0; i < o.warmup; i++) await timedJson(target, body)
+  // Until the JIT has settled: a few hundred requests leave a gateway's thousands of lines still being compiled
+  // (JSC tiers a function up after thousands of calls), and its compiler threads then compete with the measured
+  // requests on a small box. The floor's ten lines are warm at once. What a client of a running gateway sees is
+  // the steady state.
+  for (const { target } of targets) for (const started = performance.now(); performance.now() - started < o.warmupMs; ) await timedJson(target, body)
 
   for (let round = 0; round < o.rounds; round++) {
     for (const { arm, target } of shuffled(targets)) {

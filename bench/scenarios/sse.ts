@@ -15,9 +15,13 @@ import { addedOverRounds, median, percentile, shuffled } from '../stats.ts'
 export interface SseOptions {
   rounds: number
   perRound: number
+  /** Streams per arm before the measured rounds, WARMUP_CONCURRENCY at a time. */
   warmup: number
   timing: MockTiming
 }
+
+/** Warm-up streams run this many at a time: a stream lasts chunks × interval, and the JIT needs thousands of calls. */
+const WARMUP_CONCURRENCY = 16
 
 export interface SseArmResult {
   arm: string
@@ -54,7 +58,13 @@ export async function runSse(arms: Arm[], o: SseOptions, progress: (m: string) =
   type Sample = { ttft: number; total: number; events: number; ok: boolean; error: string | null; delivery: number[] }
   const data = new Map(arms.map((a) => [a.name, [] as Sample[][]]))
 
-  for (const { target } of targets) for (let i = 0; i < o.warmup; i++) await readStream(target, body, { timeoutMs: 30_000 })
+  // Enough streams that the request path and the relay are compiled, as in a gateway that has been running (see latency.ts).
+  for (const { target } of targets) {
+    let left = o.warmup
+    await Promise.all(Array.from({ length: WARMUP_CONCURRENCY }, async () => {
+      while (left-- > 0) await readStream(target, body, { timeoutMs: 30_000 })
+    }))
+  }
 
   for (let round = 0; round < o.rounds; round++) {
     for (const { arm, target } of shuffled(targets)) {
