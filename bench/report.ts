@@ -272,7 +272,17 @@ export function renderMarkdown(r: BenchResults): string {
   if (r.memory) {
     const mm = r.memory
     out.push(`## memory — RSS of each arm's process tree (workers summed); peak from ${mm.sources.peak}, per stream from ${mm.sources.perStream}`, '')
-    out.push(table(['arm', 'idle MB', 'peak (throughput) MB', `with ${mm.streamsOpen} streams MB`, 'KB per open stream'], mm.arms.map((a) => [a.arm, mb(a.idle), mb(a.peakThroughput), mb(a.withStreams), finite(a.perStream) ? (a.perStream / 1000).toFixed(1) : '–'])), '')
+    out.push(
+      'Idle PSS counts a page shared between processes once, split among them (most of a Bun process\'s RSS is the `bun` executable\'s own code, shared by every Bun process); idle private is the anonymous memory the tree holds itself.',
+      '',
+    )
+    out.push(
+      table(
+        ['arm', 'idle MB', 'idle PSS MB', 'idle private MB', 'peak (throughput) MB', `with ${mm.streamsOpen} streams MB`, 'KB per open stream'],
+        mm.arms.map((a) => [a.arm, mb(a.idle), mb(a.idlePss), mb(a.idleAnon), mb(a.peakThroughput), mb(a.withStreams), finite(a.perStream) ? (a.perStream / 1000).toFixed(1) : '–']),
+      ),
+      '',
+    )
   }
 
   if (r.redisCost) {

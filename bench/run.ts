@@ -23,7 +23,7 @@ import { runSoak } from './scenarios/soak.ts'
 import { runSse } from './scenarios/sse.ts'
 import { runStreams } from './scenarios/streams.ts'
 import { runThroughput } from './scenarios/throughput.ts'
-import { benchDir, foreignCpuMeter, machineFacts, processTree, repoRoot, rssBytes } from './sys.ts'
+import { benchDir, foreignCpuMeter, machineFacts, processTree, proportionalBytes, repoRoot, rssBytes } from './sys.ts'
 
 const SCENARIOS = ['latency-c1', 'throughput', 'sse', 'streams-1000', 'memory', 'audio', 'realtime', 'soak'] as const
 type Scenario = (typeof SCENARIOS)[number]
@@ -231,7 +231,13 @@ try {
   // Idle RSS after start and setup, before any chat traffic.
   await Bun.sleep(1000)
   const idle: Record<string, number> = {}
-  for (const arm of arms) if (arm.process) idle[arm.name] = rssBytes(processTree(arm.process.pid))
+  const idleShared: Record<string, { pss: number; anon: number }> = {}
+  for (const arm of arms) {
+    if (!arm.process) continue
+    const tree = processTree(arm.process.pid)
+    idle[arm.name] = rssBytes(tree)
+    idleShared[arm.name] = proportionalBytes(tree)
+  }
 
   const usable: Arm[] = []
   for (const arm of arms) {
@@ -265,7 +271,7 @@ try {
   const memory = await scenario('memory', () =>
     runMemory(
       usable.filter((a) => a.kind === 'conduit' || a.kind === 'floor'),
-      { idle, throughput, streams, workDir, mockPid: mock.process.pid, json: timings.json, stream: timings.streams, streamCount: int('streams'), durationSec: int('duration') },
+      { idle, idleShared, throughput, streams, workDir, mockPid: mock.process.pid, json: timings.json, stream: timings.streams, streamCount: int('streams'), durationSec: int('duration') },
       progress,
     ),
   )

@@ -98,6 +98,25 @@ export function rssBytes(pids: readonly number[]): number {
   return total
 }
 
+/**
+ * The memory a process tree costs the machine, from `/proc/<pid>/smaps_rollup`: PSS splits every shared page
+ * among the processes that map it (most of a Bun process's RSS is the `bun` executable's own code, mapped from
+ * the page cache and shared by every Bun process), and anonymous memory is what a process holds itself.
+ */
+export function proportionalBytes(pids: readonly number[]): { pss: number; anon: number } {
+  const total = { pss: 0, anon: 0 }
+  for (const pid of pids) {
+    try {
+      const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8')
+      total.pss += Number(/^Pss:\s+(\d+) kB/m.exec(text)?.[1] ?? 0) * 1024
+      total.anon += Number(/^Pss_Anon:\s+(\d+) kB/m.exec(text)?.[1] ?? 0) * 1024
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return total
+}
+
 export const MiB = 1024 * 1024
 
 /** Samples the RSS of a process tree at a fixed interval until stopped. */

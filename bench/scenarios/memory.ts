@@ -18,6 +18,9 @@ export const FLOOD: MockTiming = { chunks: 40_000, intervalMs: 0, delayMs: 0 }
 export interface MemoryArmResult {
   arm: string
   idle: number | null
+  /** Idle, the tree's PSS and its anonymous (private) part: see proportionalBytes. */
+  idlePss: number | null
+  idleAnon: number | null
   peakThroughput: number | null
   withStreams: number | null
   perStream: number | null
@@ -34,6 +37,7 @@ export interface MemoryResult {
 
 export interface MemoryInputs {
   idle: Record<string, number>
+  idleShared?: Record<string, { pss: number; anon: number }>
   throughput: ThroughputResult | null
   streams: StreamsResult | null
   workDir: string
@@ -83,6 +87,8 @@ export async function runMemory(arms: Arm[], o: MemoryInputs, progress: (m: stri
       return {
         arm: arm.name,
         idle: o.idle[arm.name] ?? null,
+        idlePss: o.idleShared?.[arm.name]?.pss ?? null,
+        idleAnon: o.idleShared?.[arm.name]?.anon ?? null,
         peakThroughput: peak[arm.name] ?? null,
         withStreams: s?.rssPeak ?? null,
         perStream: s?.rssPerStream ?? null,

@@ -545,14 +545,9 @@ export class Pipeline {
    */
   private usageFrom(ctx: RequestCtx, raw: any, chunks: number, response?: Record<string, any>): Usage {
     if (!raw || typeof raw !== 'object') return this.estimateUsage(ctx, chunks, response)
-    const count = (...values: unknown[]) => {
-      const value = values.find((v) => v !== undefined && v !== null)
-      if (value === undefined) return 0
-      return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? Math.round(value) : null
-    }
-    const prompt = count(raw.prompt_tokens, raw.input_tokens)
-    const completion = count(raw.completion_tokens, raw.output_tokens)
-    const cached = count(raw.prompt_tokens_details?.cached_tokens)
+    const prompt = tokenCount(raw.prompt_tokens ?? raw.input_tokens)
+    const completion = tokenCount(raw.completion_tokens ?? raw.output_tokens)
+    const cached = tokenCount(raw.prompt_tokens_details?.cached_tokens)
     if (prompt === null || completion === null) {
       ctx.log.warn({ requestId: ctx.id, provider: ctx.target?.provider.name }, 'provider reported unusable token counts; estimated instead')
       const estimate = this.estimateUsage(ctx, chunks, response)
@@ -560,7 +555,7 @@ export class Pipeline {
       usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
       return usage
     }
-    const total = count(raw.total_tokens)
+    const total = tokenCount(raw.total_tokens)
     const usage: Usage = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: total || prompt + completion }
     if (cached) usage.cached_tokens = Math.min(cached, prompt)
     return usage
@@ -633,6 +628,12 @@ const operationLabel: Record<Operation, string> = {
   images: 'image generations',
   image_edits: 'image edits',
   image_variations: 'image variations',
+}
+
+/** A provider's token count: absent is 0, anything but a finite non-negative number is null (unusable). */
+function tokenCount(value: unknown): number | null {
+  if (value === undefined || value === null) return 0
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? Math.round(value) : null
 }
 
 const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>

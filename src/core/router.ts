@@ -38,6 +38,34 @@ export interface AttemptLease {
   release(): void
 }
 
+/** An attempt's hold on its target: a class, not an object of closures, since every request makes one. */
+class Lease implements AttemptLease {
+  private released = false
+
+  constructor(
+    readonly target: Target,
+    private readonly state: TargetState,
+    private readonly router: Router,
+  ) {}
+
+  failed(error: GatewayError) {
+    this.router.targetFailed(this.target, this.state, error)
+  }
+
+  succeeded(firstByteMs: number) {
+    const state = this.state
+    state.failures = 0
+    state.ejections = 0
+    state.latencyMs = state.latencyMs === null ? firstByteMs : state.latencyMs + LATENCY_ALPHA * (firstByteMs - state.latencyMs)
+  }
+
+  release() {
+    if (this.released) return
+    this.released = true
+    this.state.inflight--
+  }
+}
+
 /**
  * Where each attempt goes. Targets of a virtual model are tried tier by tier (descending priority); inside a
  * tier the model's strategy orders them: weighted random, least busy (fewest in flight) or lowest latency
@@ -91,24 +119,11 @@ export class Router {
   begin(target: Target): AttemptLease {
     const state = this.state(targetId(target))
     state.inflight++
-    let released = false
-    return {
-      target,
-      succeeded: (firstByteMs) => {
-        state.failures = 0
-        state.ejections = 0
-        state.latencyMs = state.latencyMs === null ? firstByteMs : state.latencyMs + LATENCY_ALPHA * (firstByteMs - state.latencyMs)
-      },
-      failed: (error) => this.failed(target, state, error),
-      release: () => {
-        if (released) return
-        released = true
-        state.inflight--
-      },
-    }
+    return new Lease(target, state, this)
   }
 
-  private failed(target: Target, state: TargetState, error: GatewayError) {
+  /** A lease's failure (see Lease.failed). */
+  targetFailed(target: Target, state: TargetState, error: GatewayError) {
     if (error.status === 429) {
       // The provider asked us to slow down: rest that key, not the whole deployment.
       const wait = retryAfterMs(error.headers['retry-after'])
