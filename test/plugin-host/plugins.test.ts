@@ -44,6 +44,32 @@ describe('plugin host', () => {
     await expect(host().load([{ use: 'builtin:nope' }])).rejects.toThrow(/Unknown builtin/)
   })
 
+  test('onAuth: hooks that answer synchronously are answered without a promise; an async one anywhere in the chain makes it one, in order', async () => {
+    const ctx = { log: createLogger('silent') } as any
+    const principal = { keyId: 'k1' } as any
+    const hook = (name: string, onAuth: () => unknown, failureMode: 'open' | 'closed' = 'closed') => ({ plugin: definePlugin({ name, version: '1', apiVersion: 1, setup: () => ({ onAuth }) as any }), failureMode })
+    const hostWith = async (...hooks: ReturnType<typeof hook>[]) => {
+      const h = host()
+      for (const { plugin, failureMode } of hooks) await h.register(plugin, { failureMode })
+      return h
+    }
+    const seen: string[] = []
+    const sync = await hostWith(hook('a', () => void seen.push('a')), hook('b', () => (seen.push('b'), principal)), hook('c', () => void seen.push('c')))
+    expect(sync.authenticate(ctx)).toBe(principal) // the value itself: the hot path awaits nothing
+    expect(seen).toEqual(['a', 'b'])
+    const later = await hostWith(hook('a', () => undefined), hook('b', async () => undefined), hook('c', () => principal))
+    const answer = later.authenticate(ctx)
+    expect(answer).toBeInstanceOf(Promise)
+    expect(await answer).toBe(principal)
+    // A failing async hook in `open` mode is skipped; in `closed` mode it refuses, whichever came first.
+    const lenient = await hostWith(hook('x', () => Promise.reject(new Error('bug')), 'open'), hook('y', () => principal))
+    expect(await lenient.authenticate(ctx)).toBe(principal)
+    const strict = await hostWith(hook('x', () => Promise.reject(new Error('bug'))), hook('y', () => principal))
+    await expect(strict.authenticate(ctx)).rejects.toMatchObject({ status: 503, code: 'plugin_failure' })
+    const throwing = await hostWith(hook('x', () => { throw new Error('bug') }), hook('y', () => principal))
+    expect(() => throwing.authenticate(ctx)).toThrow(/'x' plugin failed/)
+  })
+
   test('config defaults are applied before setup', async () => {
     let seen: unknown
     const p = definePlugin({ name: 'defaults', version: '1', apiVersion: 1, configSchema: t.Object({ level: t.String({ default: 'x' }) }), setup: (api) => void (seen = api.config) })
