@@ -208,8 +208,8 @@ export class PluginHost {
   }
 
   /**
-   * Request-side phases: the first Response returned ends the request. Undefined, not a promise, when every hook
-   * answered synchronously (none at all: no work).
+   * Request-side phases: the first Response returned ends the request. Not a promise while every hook answers
+   * synchronously (none at all: no work), and a hook's throw is then thrown here.
    */
   run(phase: 'onRequest' | 'onAccess' | 'onRequestBody' | 'onSessionEvent', ctx: RequestContext): MaybePromise<Response | undefined> {
     return this.first(this.hooks[phase], 0, ctx, isResponse)
