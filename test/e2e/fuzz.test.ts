@@ -352,7 +352,9 @@ const entityCases = fc
       headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
       body: healthy(JSON.stringify({ ...VALID[endpoint], model: name, ...(stream && endpoint !== 'embeddings' ? { stream } : {}) })),
     })
-    return { steps: [admin('providers', { name: `fz-${provider}`, type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' }), admin('models', { name: `fz-${model}`, targets: [{ provider: `fz-${provider}`, model: target }] })], call: call(`fz-${model}`) }
+    // `fze-`, never `fz-…`: the admin cases make `fz-…` providers with a generated key or URL, and a name taken by
+    // one of those (409 here) would route this call to it (seed 273253444: 'fz-p', a 401 from the upstream).
+    return { steps: [admin('providers', { name: `fze-${provider}`, type: 'openai', base_url: fake.url, api_key: 'sk-upstream-test' }), admin('models', { name: `fze-${model}`, targets: [{ provider: `fze-${provider}`, model: target }] })], call: call(`fze-${model}`) }
   })
 
 /**
