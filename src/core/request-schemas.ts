@@ -123,17 +123,19 @@ export const ImageGenerationRequest = t.Object(
 export const ImageEditRequest = t.Object({ ...imageCommon, ...gptImageFields, prompt: imagePrompt, input_fidelity: nullable(literals(['high', 'low'])) }, open)
 export const ImageVariationRequest = t.Object(imageCommon, open)
 
-const compiled: Partial<Record<Operation, TypeCheck<TSchema>>> = {
-  images: TypeCompiler.Compile(ImageGenerationRequest),
-  image_edits: TypeCompiler.Compile(ImageEditRequest),
-  image_variations: TypeCompiler.Compile(ImageVariationRequest),
-  chat: TypeCompiler.Compile(ChatCompletionRequest),
-  completions: TypeCompiler.Compile(CompletionRequest),
-  embeddings: TypeCompiler.Compile(EmbeddingRequest),
-  speech: TypeCompiler.Compile(SpeechRequest),
-  transcriptions: TypeCompiler.Compile(TranscriptionRequest),
-  translations: TypeCompiler.Compile(TranslationRequest),
+const SCHEMAS: Partial<Record<Operation, TSchema>> = {
+  images: ImageGenerationRequest,
+  image_edits: ImageEditRequest,
+  image_variations: ImageVariationRequest,
+  chat: ChatCompletionRequest,
+  completions: CompletionRequest,
+  embeddings: EmbeddingRequest,
+  speech: SpeechRequest,
+  transcriptions: TranscriptionRequest,
+  translations: TranslationRequest,
 }
+/** Compiled on an operation's first request: a validator is generated code, and a gateway holds only those it uses. */
+const compiled: Partial<Record<Operation, TypeCheck<TSchema>>> = {}
 
 /** `['messages', 0, 'role']` → `messages[0].role`, the way OpenAI names params (numbers are array indexes). */
 export const paramName = (parts: readonly (string | number)[]) =>
@@ -152,8 +154,10 @@ export function validateRequest(operation: Operation, body: unknown): asserts bo
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
     throw badRequest('The request body must be a JSON object.')
   }
-  const check = compiled[operation]
-  if (!check || check.Check(body)) return
+  const schema = SCHEMAS[operation]
+  if (!schema) return
+  const check = (compiled[operation] ??= TypeCompiler.Compile(schema))
+  if (check.Check(body)) return
   const error = check.Errors(body).First()!
   const param = toParam(error.path)
   const missing = error.value === undefined

@@ -15,6 +15,7 @@ export class BatchWriter<T> {
   private timer: Timer | null = null
   private flushing: Promise<void> | null = null
   private failures = 0
+  private soon = false
 
   constructor(
     private readonly name: string,
@@ -34,8 +35,22 @@ export class BatchWriter<T> {
     this.queue.push(row)
     const over = this.queue.length + this.writing - this.o.maxQueued
     if (over > 0) this.dropped += this.queue.splice(0, over).length
-    if (this.queue.length >= this.o.batch && this.failures === 0) void this.flush()
+    if (this.queue.length >= this.o.batch && this.failures === 0) this.flushSoon()
     else this.timer ??= setTimeout(() => void this.flush(), this.o.flushEveryMs)
+  }
+
+  /**
+   * A full batch is written on the loop's next turn, not inside push(): push runs as a request ends, before its
+   * response is handed to Bun, and SQLite writes a batch synchronously (2–14 ms for 500 rows, measured at c=1).
+   * After the response, the write falls in the gap before the next request when there is one.
+   */
+  private flushSoon() {
+    if (this.soon) return
+    this.soon = true
+    setImmediate(() => {
+      this.soon = false
+      void this.flush()
+    })
   }
 
   get pending() {
