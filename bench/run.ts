@@ -231,12 +231,12 @@ try {
   // Idle RSS after start and setup, before any chat traffic.
   await Bun.sleep(1000)
   const idle: Record<string, number> = {}
-  const idleShared: Record<string, { pss: number; anon: number }> = {}
+  const idleProportional: Record<string, { pss: number; anon: number }> = {}
   for (const arm of arms) {
     if (!arm.process) continue
     const tree = processTree(arm.process.pid)
     idle[arm.name] = rssBytes(tree)
-    idleShared[arm.name] = proportionalBytes(tree)
+    idleProportional[arm.name] = proportionalBytes(tree)
   }
 
   const usable: Arm[] = []
@@ -271,7 +271,7 @@ try {
   const memory = await scenario('memory', () =>
     runMemory(
       usable.filter((a) => a.kind === 'conduit' || a.kind === 'floor'),
-      { idle, idleShared, throughput, streams, workDir, mockPid: mock.process.pid, json: timings.json, stream: timings.streams, streamCount: int('streams'), durationSec: int('duration') },
+      { idle, idleProportional, throughput, streams, workDir, mockPid: mock.process.pid, json: timings.json, stream: timings.streams, streamCount: int('streams'), durationSec: int('duration') },
       progress,
     ),
   )

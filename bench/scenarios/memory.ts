@@ -37,7 +37,7 @@ export interface MemoryResult {
 
 export interface MemoryInputs {
   idle: Record<string, number>
-  idleShared: Record<string, { pss: number; anon: number }>
+  idleProportional: Record<string, { pss: number; anon: number }>
   throughput: ThroughputResult | null
   streams: StreamsResult | null
   workDir: string
@@ -87,8 +87,8 @@ export async function runMemory(arms: Arm[], o: MemoryInputs, progress: (m: stri
       return {
         arm: arm.name,
         idle: o.idle[arm.name] ?? null,
-        idlePss: o.idleShared[arm.name]?.pss ?? null,
-        idleAnon: o.idleShared[arm.name]?.anon ?? null,
+        idlePss: o.idleProportional[arm.name]?.pss ?? null,
+        idleAnon: o.idleProportional[arm.name]?.anon ?? null,
         peakThroughput: peak[arm.name] ?? null,
         withStreams: s?.rssPeak ?? null,
         perStream: s?.rssPerStream ?? null,

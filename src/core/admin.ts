@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { isIP } from 'node:net'
 import { Type as t, type Static, type TSchema } from '@sinclair/typebox'
-import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import { ValueErrorType, type ValueError } from '@sinclair/typebox/errors'
 import { LRUCache } from 'lru-cache'
 import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
@@ -15,7 +14,7 @@ import { Attempt, RequestCtx } from './context.ts'
 import { accountFor } from '../plugins/budget/accounts.ts'
 import { UpstreamCall, timeoutsFor, upstreamError, type Timeouts } from './upstream.ts'
 import type { EgressPolicy } from './egress.ts'
-import { toParam } from './request-schemas.ts'
+import { checkerOf, toParam } from './request-schemas.ts'
 import { usageRange, usageReport } from './usage.ts'
 
 /*
@@ -157,9 +156,6 @@ function deepest(error: ValueError): ValueError {
   return best
 }
 
-const compiled = new Map<TSchema, TypeCheck<TSchema>>()
-const checker = (schema: TSchema) => compiled.get(schema) ?? compiled.set(schema, TypeCompiler.Compile(schema)).get(schema)!
-
 /**
  * Validates a parsed admin body: 400 `unknown_parameter` naming a field the schema does not know, else the first
  * invalid or missing field.
@@ -169,7 +165,7 @@ export function validateAdminBody<S extends TSchema>(schema: S, body: unknown): 
     throw badRequest('The request body must be a JSON object.', null, 'invalid_value')
   }
   if (nestsDeeperThan(body, MAX_JSON_DEPTH)) throw badRequest(`The request body nests deeper than ${MAX_JSON_DEPTH} levels.`, null, 'invalid_value')
-  const check = checker(schema)
+  const check = checkerOf(schema)
   if (check.Check(body)) return body as Static<S>
   const errors: ValueError[] = []
   for (const error of check.Errors(body)) {

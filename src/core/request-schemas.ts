@@ -134,8 +134,9 @@ const SCHEMAS: Partial<Record<Operation, TSchema>> = {
   transcriptions: TranscriptionRequest,
   translations: TranslationRequest,
 }
-/** Compiled on an operation's first request: a validator is generated code, and a gateway holds only those it uses. */
-const compiled: Partial<Record<Operation, TypeCheck<TSchema>>> = {}
+const compiled = new Map<TSchema, TypeCheck<TSchema>>()
+/** A schema's validator, compiled on first use: it is generated code, and a gateway holds only those it uses. */
+export const checkerOf = (schema: TSchema) => compiled.get(schema) ?? compiled.set(schema, TypeCompiler.Compile(schema)).get(schema)!
 
 /** `['messages', 0, 'role']` → `messages[0].role`, the way OpenAI names params (numbers are array indexes). */
 export const paramName = (parts: readonly (string | number)[]) =>
@@ -156,7 +157,7 @@ export function validateRequest(operation: Operation, body: unknown): asserts bo
   }
   const schema = SCHEMAS[operation]
   if (!schema) return
-  const check = (compiled[operation] ??= TypeCompiler.Compile(schema))
+  const check = checkerOf(schema)
   if (check.Check(body)) return
   const error = check.Errors(body).First()!
   const param = toParam(error.path)
