@@ -1,7 +1,9 @@
 #!/bin/bash
 # Usage: bench/profile.sh <label>: one Conduit worker under wrk -c64 for 8 s (plain key, JSON chat), with the
 # mock upstream; prints req/s and CPU µs per request. PROF=1 also writes a .cpuprofile into $DIR (read it with
-# `bun bench/profile-top.ts <file>`). Needs wrk and curl; port 5931.
+# `bun bench/profile-top.ts <file>`). LIMITS=local|redis gives the key the bench's governed policy (rpm, tpm,
+# max_parallel, budget), kept in-process or in the Redis at $REDIS_URL (default redis://127.0.0.1:6379/9).
+# GWLOG=<file> keeps the gateway's output. Needs wrk and curl; port 5931.
 set -e
 cd "$(dirname "$0")/.."
 export PATH=$HOME/.bun/bin:$PATH
@@ -14,14 +16,17 @@ sleep 1
 MOCKURL=$(grep -o 'http://[^ ]*' $DIR/mock.log | head -1)
 D=$(mktemp -d)
 trap 'rm -rf "$D"' EXIT
+POLICY=
+[ -n "$LIMITS" ] && POLICY=',"rpm":100000000,"tpm":1000000000,"max_parallel":100000,"budget":{"usd":1000000,"period":"monthly"}'
+[ "$LIMITS" = redis ] && export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/9}
 BUN_CONFIG_MAX_HTTP_REQUESTS=65535 CONDUIT_DATA_DIR=$D CONDUIT_MASTER_KEY=bench-master-0123456789abcdef CONDUIT_WORKERS=1 PORT=5931 HOST=127.0.0.1 CONDUIT_LOG_LEVEL=info CONDUIT_EGRESS_ALLOW=127.0.0.1 \
-  bun ${PROF:+--cpu-prof --cpu-prof-dir=$DIR} src/main.ts > /dev/null 2>&1 &
+  bun ${PROF:+--cpu-prof --cpu-prof-dir=$DIR} src/main.ts > ${GWLOG:-/dev/null} 2>&1 &
 GW=$!
 sleep 2
 H='Authorization: Bearer bench-master-0123456789abcdef'
 curl -s localhost:5931/admin/v1/providers -H "$H" -H 'content-type: application/json' -d "{\"name\":\"mock\",\"type\":\"openai\",\"base_url\":\"$MOCKURL\",\"api_key\":\"sk-bench-mock\"}" > /dev/null
-curl -s localhost:5931/admin/v1/models -H "$H" -H 'content-type: application/json' -d '{"name":"m","targets":[{"provider":"mock","model":"gpt-4o-mini"}]}' > /dev/null
-KEY=$(curl -s localhost:5931/admin/v1/keys -H "$H" -H 'content-type: application/json' -d '{"name":"b"}' | grep -o '"key":"condt_[A-Za-z0-9]*' | cut -d'"' -f4)
+curl -s localhost:5931/admin/v1/models -H "$H" -H 'content-type: application/json' -d '{"name":"m","targets":[{"provider":"mock","model":"gpt-4o-mini","price":{"input":1,"output":1}}]}' > /dev/null
+KEY=$(curl -s localhost:5931/admin/v1/keys -H "$H" -H 'content-type: application/json' -d "{\"name\":\"b\"$POLICY}" | grep -o '"key":"condt_[A-Za-z0-9]*' | cut -d'"' -f4)
 cat > $DIR/post.lua <<LUA
 wrk.method = "POST"
 wrk.body = '{"model":"m","messages":[{"role":"user","content":"Hello there, how are you?"}],"max_tokens":16}'
