@@ -212,6 +212,7 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
       catalog.close()
       setSecrets(secretsOwner, [])
       await ledger.close() // flush what is queued (SIGTERM lands here after the drain)
+      pipeline.stopSettlingOnFlush()
       await records?.close()
       responseStore.close()
       await timeseries.close()

@@ -4,6 +4,7 @@ import type { PluginHost } from '../plugin-host/host.ts'
 import { costMicros } from '../pricing/prices.ts'
 import type { Metrics } from '../services/metrics.ts'
 import type { SpendLedger } from '../store/ledger.ts'
+import { beforeFlush } from '../store/batch-writer.ts'
 import type { Store } from '../store/store.ts'
 import { usageRange, usageReport } from './usage.ts'
 import type { Catalog } from './catalog.ts'
@@ -596,12 +597,26 @@ export class Pipeline {
     return this.settle(ctx, json(failure.status, failure.toJSON(), { ...ctx.headers, ...failure.headers }))
   }
 
-  /** A complete (non-stream) response is ready: record it and fire onLog. */
+  /**
+   * A complete (non-stream) response is ready. The client gets it first: metrics, the ledger and onLog run on the
+   * loop's next turn (before Bun reads another request, so a client's next request finds this one accounted),
+   * or sooner if a store is flushed meanwhile.
+   */
   private settle(ctx: RequestCtx, response: Response): Response {
     ctx.status = response.status
-    this.report(ctx, false)
+    if (this.answered.push(ctx) === 1) setImmediate(this.reportAnswered)
     return response
   }
+
+  /** Answered requests waiting for settle's next turn. */
+  private answered: RequestCtx[] = []
+  private readonly reportAnswered = () => {
+    const answered = this.answered
+    this.answered = []
+    for (const ctx of answered) this.report(ctx, false)
+  }
+  /** Stops flushes from settling this pipeline's requests (when its gateway closes). */
+  readonly stopSettlingOnFlush = beforeFlush(this.reportAnswered)
 }
 
 /** What the HTTP layer passes along with a route. */

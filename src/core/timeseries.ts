@@ -2,6 +2,7 @@ import { badRequest } from '../plugin-sdk/errors.ts'
 import type { FinishedRequest, Logger } from '../plugin-sdk/types.ts'
 import { microsToUsd } from '../pricing/prices.ts'
 import { BatchWriter, UNRECORDED } from '../store/request-records.ts'
+import { settleOwing } from '../store/batch-writer.ts'
 import { storedAmount } from '../store/ledger.ts'
 import type { Store } from '../store/store.ts'
 
@@ -140,6 +141,7 @@ export class TimeSeries {
 
   /** Writes every bucket that changed; buckets of past minutes are then forgotten (the store has them). */
   async flush(now = Date.now()) {
+    settleOwing()
     const current = now - (now % MINUTE_MS)
     for (const [id, bucket] of this.buckets) {
       if (bucket.dirty) {

@@ -8,6 +8,20 @@ import type { Logger } from '../plugin-sdk/types.ts'
  * down to the one row at fault, which is logged and set aside so it cannot hold back the others. The spend
  * ledger, the request records and the metric buckets are each one of these.
  */
+/** Work that still owes rows (requests answered but not yet accounted: see Pipeline.settle), done before any flush. */
+const owing = new Set<() => void>()
+
+/** Runs `settleUp` before every flush, so what a flush writes includes everything answered so far; returns the undo. */
+export function beforeFlush(settleUp: () => void): () => void {
+  owing.add(settleUp)
+  return () => owing.delete(settleUp)
+}
+
+/** Accounts now for every request answered so far (see beforeFlush). */
+export function settleOwing() {
+  for (const settleUp of owing) settleUp()
+}
+
 export class BatchWriter<T> {
   private queue: T[] = []
   private writing = 0
@@ -58,6 +72,7 @@ export class BatchWriter<T> {
   }
 
   flush(): Promise<void> {
+    settleOwing()
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
     return (this.flushing ??= this.drain().finally(() => (this.flushing = null)))
