@@ -165,6 +165,24 @@ describe('bug 1: provider and model names that cannot go into a header', () => {
   })
 })
 
+describe('accounting after the response', () => {
+  test('a sequential client never finds its last request still in flight: 150 requests under max_parallel 1 from another process, all 200, all billed', async () => {
+    const before = (await ledgerRows()).length
+    // Another process, as a user's client is: it sends the next request the moment it has read the last response.
+    const client = `let refused = 0
+      for (let i = 0; i < 150; i++) {
+        const res = await fetch(process.env.URL, { method: 'POST', headers: { authorization: 'Bearer ' + process.env.KEY, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'standard', messages: [{ role: 'user', content: 'hi ' + i }] }) })
+        await res.arrayBuffer()
+        if (res.status !== 200) refused++
+      }
+      console.log(refused)`
+    const child = Bun.spawn([process.execPath, '-e', client], { env: { ...process.env, URL: `${gw.baseURL}/chat/completions`, KEY: key }, stdout: 'pipe' })
+    expect((await new Response(child.stdout).text()).trim()).toBe('0')
+    expect(await child.exited).toBe(0)
+    expect((await ledgerRows()).length - before).toBe(150)
+  })
+})
+
 describe('bug 2: provider usage that is not a number', () => {
   test('is replaced by an estimate, flagged, and the ledger keeps counting', async () => {
     const res = await chat('quirky', 'bad-usage')
