@@ -1,13 +1,5 @@
 import type { Logger } from '../plugin-sdk/types.ts'
 
-/**
- * A queue written in batches off the request path, for rows whose writes are idempotent (keyed by request id):
- * bounded (past `maxQueued` the oldest are dropped, loudly), retried with backoff while the database is
- * unreachable (no write attempt per row meanwhile), each write under a timeout (Bun.SQL has none: a black-holed
- * connection would hold the queue, and the flush at SIGTERM, for ever), and a batch the database refuses split
- * down to the one row at fault, which is logged and set aside so it cannot hold back the others. The spend
- * ledger, the request records and the metric buckets are each one of these.
- */
 /** Work that still owes rows (requests answered but not yet accounted: see Pipeline.settle), done before any flush. */
 const owing = new Set<() => void>()
 
@@ -22,6 +14,14 @@ export function settleOwing() {
   for (const settleUp of owing) settleUp()
 }
 
+/**
+ * A queue written in batches off the request path, for rows whose writes are idempotent (keyed by request id):
+ * bounded (past `maxQueued` the oldest are dropped, loudly), retried with backoff while the database is
+ * unreachable (no write attempt per row meanwhile), each write under a timeout (Bun.SQL has none: a black-holed
+ * connection would hold the queue, and the flush at SIGTERM, for ever), and a batch the database refuses split
+ * down to the one row at fault, which is logged and set aside so it cannot hold back the others. The spend
+ * ledger, the request records and the metric buckets are each one of these.
+ */
 export class BatchWriter<T> {
   private queue: T[] = []
   private writing = 0
