@@ -540,6 +540,16 @@ export class Pipeline {
     (f) => this.o.host.log(f),
   ]
 
+  /** Answered requests waiting for the turn after their response (see settle). */
+  private answered: RequestCtx[] = []
+  private readonly reportAnswered = () => {
+    const answered = this.answered
+    this.answered = []
+    for (const ctx of answered) this.report(ctx, false)
+  }
+  /** Stops flushes from settling this pipeline's requests (when its gateway closes). */
+  readonly stopSettlingOnFlush = beforeFlush(this.reportAnswered)
+
   /**
    * Provider usage is input like any other: a count that is not a finite, non-negative number is replaced by
    * our estimate, and the record says it was estimated.
@@ -607,16 +617,6 @@ export class Pipeline {
     if (this.answered.push(ctx) === 1) setImmediate(this.reportAnswered)
     return response
   }
-
-  /** Answered requests waiting for settle's next turn. */
-  private answered: RequestCtx[] = []
-  private readonly reportAnswered = () => {
-    const answered = this.answered
-    this.answered = []
-    for (const ctx of answered) this.report(ctx, false)
-  }
-  /** Stops flushes from settling this pipeline's requests (when its gateway closes). */
-  readonly stopSettlingOnFlush = beforeFlush(this.reportAnswered)
 }
 
 /** What the HTTP layer passes along with a route. */

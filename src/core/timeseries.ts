@@ -1,8 +1,8 @@
 import { badRequest } from '../plugin-sdk/errors.ts'
 import type { FinishedRequest, Logger } from '../plugin-sdk/types.ts'
 import { microsToUsd } from '../pricing/prices.ts'
-import { BatchWriter, UNRECORDED } from '../store/request-records.ts'
-import { settleOwing } from '../store/batch-writer.ts'
+import { BatchWriter, settleOwing } from '../store/batch-writer.ts'
+import { UNRECORDED } from '../store/request-records.ts'
 import { storedAmount } from '../store/ledger.ts'
 import type { Store } from '../store/store.ts'
 
@@ -141,7 +141,7 @@ export class TimeSeries {
 
   /** Writes every bucket that changed; buckets of past minutes are then forgotten (the store has them). */
   async flush(now = Date.now()) {
-    settleOwing()
+    settleOwing() // requests answered this turn belong in the buckets written below
     const current = now - (now % MINUTE_MS)
     for (const [id, bucket] of this.buckets) {
       if (bucket.dirty) {

@@ -1,5 +1,4 @@
 import type { FinishedRequest, Logger } from '../plugin-sdk/types.ts'
-export { BatchWriter } from './batch-writer.ts'
 import { BatchWriter } from './batch-writer.ts'
 import { MAX_USER_LENGTH } from './ledger.ts'
 import type { Store } from './store.ts'
