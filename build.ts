@@ -13,6 +13,8 @@ const result = await Bun.build({
   // Whitespace and syntax only: names stay readable in stack traces and plugin errors.
   minify: { whitespace: true, syntax: true, identifiers: false },
   bytecode: true,
+  // The primary of several workers imports only the cluster code: split, it maps and loads no more than that.
+  splitting: true,
   define: { CONDUIT_VERSION: JSON.stringify(pkg.version) },
 })
 if (!result.success) {
