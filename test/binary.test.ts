@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
+import { Database } from 'bun:sqlite'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -7,8 +8,8 @@ import { ROOT, startProcess, stopProcess } from './helpers/process.ts'
 
 /**
  * Smoke test of the deliverable: `bun run build` produces dist/conduit, which runs the gateway from a folder
- * holding nothing of the project, loads an external plugin named in its config, serves a chat request and
- * shuts down cleanly on SIGTERM.
+ * holding nothing of the project, loads an external plugin named in its config, serves a chat request, records
+ * it in the ledger and the request records, and shuts down cleanly on SIGTERM.
  */
 const binary = path.join(ROOT, 'dist/conduit')
 let work: string
@@ -50,7 +51,8 @@ afterAll(() => {
 for (const workers of ['1', '2']) {
   test(`dist/conduit with ${workers} worker(s): start, a chat request through an external plugin, clean SIGTERM`, async () => {
     const started = performance.now()
-    const gw = await startProcess({ CONDUIT_DATA_DIR: path.join(work, `data-${workers}`) }, ['--config', 'conduit.yaml', '--workers', workers], [binary], work)
+    const dataDir = path.join(work, `data-${workers}`)
+    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir }, ['--config', 'conduit.yaml', '--workers', workers], [binary], work)
     const startupMs = performance.now() - started
     expect(gw.output).not.toContain('TRAP')
     const key = /Virtual key 'smoke' created from the config \(shown once\): (\S+)/.exec(gw.output)?.[1]
@@ -69,6 +71,10 @@ for (const workers of ['1', '2']) {
     expect(await stopProcess(gw.proc)).toBe(0)
     const stderr = await new Response(gw.proc.stderr as ReadableStream).text()
     expect(stderr).not.toContain('TRAP')
+    const db = new Database(path.join(dataDir, 'conduit.sqlite'), { readonly: true })
+    expect(db.query('SELECT model, status FROM spend_ledger').all()).toEqual([{ model: 'm', status: 200 }])
+    expect(db.query('SELECT COUNT(*) AS n FROM request_records').get()).toEqual({ n: 1 })
+    db.close()
     console.log(`dist/conduit (${workers} worker): ready in ${startupMs.toFixed(0)} ms, ${(Bun.file(binary).size / 2 ** 20).toFixed(1)} MiB`)
   }, 30_000)
 }
