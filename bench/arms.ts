@@ -237,9 +237,9 @@ export async function startFloor(mockURL: string): Promise<Arm> {
 }
 
 /**
- * Conduit as it ships: `bun src/main.ts --workers N`, request logging on (info), auth through a real virtual
- * key, a provider of type openai pointing at the mock, and one model per mock timing the scenarios use
- * (name = upstream model, so every arm sends the same body).
+ * Conduit as it ships: `bun src/main.ts --workers N` (or the built executable, `command`), request logging on
+ * (info), auth through a real virtual key, a provider of type openai pointing at the mock, and one model per mock
+ * timing the scenarios use (name = upstream model, so every arm sends the same body).
  */
 export async function startConduit(o: {
   workers: number
@@ -257,6 +257,8 @@ export async function startConduit(o: {
   config?: Record<string, unknown>
   /** Adds the audio mock's models: `tts` (mp3 as asked), `tts-pcm-only` (a provider that makes only PCM), `stt`. */
   audioMockURL?: string
+  /** What runs the gateway (default `bun src/main.ts`); e.g. the executable `bun run build` makes. */
+  command?: string[]
 }): Promise<Arm> {
   const name = o.name ?? `conduit-w${o.workers}`
   const master = `bench-master-${crypto.randomUUID()}`
@@ -268,7 +270,7 @@ export async function startConduit(o: {
     writeFileSync(config, JSON.stringify({ ...o.config, plugins: (o.disabled ?? []).map((plugin) => ({ use: `builtin:${plugin}`, enabled: false })) }))
     args.push('--config', config)
   }
-  const { process, match } = await ManagedProcess.start(name, ['bun', 'src/main.ts', ...args], {
+  const { process, match } = await ManagedProcess.start(name, [...(o.command ?? ['bun', 'src/main.ts']), ...args], {
     env: baseEnv({
       PORT: '0',
       HOST: '127.0.0.1',

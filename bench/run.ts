@@ -23,7 +23,7 @@ import { runSoak } from './scenarios/soak.ts'
 import { runSse } from './scenarios/sse.ts'
 import { runStreams } from './scenarios/streams.ts'
 import { runThroughput } from './scenarios/throughput.ts'
-import { benchDir, foreignCpuMeter, machineFacts, processTree, proportionalBytes, repoRoot, rssBytes } from './sys.ts'
+import { benchDir, childrenOf, foreignCpuMeter, machineFacts, processTree, proportionalBytes, repoRoot, rssBytes } from './sys.ts'
 
 const SCENARIOS = ['latency-c1', 'throughput', 'sse', 'streams-1000', 'memory', 'audio', 'realtime', 'soak'] as const
 type Scenario = (typeof SCENARIOS)[number]
@@ -38,6 +38,8 @@ const USAGE = `Usage: bun run bench [options]
                           in-process (conduit-w1-limits-local) and in Redis (conduit-w1-limits-redis, a private
                           redis-server), and measure the Redis cost per governed request (INFO commandstats)
   --workers 1,2           Conduit arms, by worker count (default 1,2)
+  --binary                build dist/conduit (bun run build) and add an arm of it per worker count
+                          (conduit-bin-w1, …): the executable that ships, its memory per process included
   --duration S            seconds per throughput cell (default 4)
   --ladder 16,32,…        throughput concurrencies (default 16,32,64,128,256)
   --rounds N              latency-c1 rounds (default 9)      --per-round N   requests per arm per round (default 300)
@@ -55,6 +57,7 @@ const { values: args } = parseArgs({
     portkey: { type: 'boolean', default: false },
     limits: { type: 'boolean', default: false },
     plugins: { type: 'boolean', default: false },
+    binary: { type: 'boolean', default: false },
     workers: { type: 'string', default: '1,2' },
     duration: { type: 'string', default: '4' },
     ladder: { type: 'string', default: '16,32,64,128,256' },
@@ -187,6 +190,16 @@ try {
       progress(`conduit --workers ${workers} failed to start: ${error}`)
     }
   }
+  if (args.binary && needsGateways) {
+    const build = Bun.spawnSync(['bun', 'run', 'build'], { cwd: repoRoot, stdout: 'pipe', stderr: 'pipe' })
+    if (build.exitCode !== 0) notes.push(`bun run build failed, no binary arms: ${build.stderr.toString().trim()}`)
+    for (const workers of build.exitCode === 0 ? ints('workers') : []) {
+      const arm = await startConduit({ workers, mockURL: mock.url, timings: Object.values(timings), workDir, name: `conduit-bin-w${workers}`, command: [path.join(repoRoot, 'dist/conduit')] })
+      commands.set(arm.name, `dist/conduit --workers ${workers}`)
+      arms.push(arm)
+      progress(`${arm.name} ready at ${arm.baseURL} (${arm.processes} process(es))`)
+    }
+  }
   if (args.plugins && needsGateways) {
     // The plain key configures no limit and no budget: with their plugins off the arm should cost the same.
     for (const plugin of OPTIONAL_BUILTINS) {
@@ -232,11 +245,15 @@ try {
   await Bun.sleep(1000)
   const idle: Record<string, number> = {}
   const idleProportional: Record<string, { pss: number; anon: number }> = {}
+  // Per process, as the targets are set: a worker (the largest of them), and the primary that supervises several.
+  const idleRoles: Record<string, { worker: number; primary: number | null }> = {}
   for (const arm of arms) {
     if (!arm.process) continue
     const tree = processTree(arm.process.pid)
     idle[arm.name] = rssBytes(tree)
     idleProportional[arm.name] = proportionalBytes(tree)
+    const root = arm.process.pid
+    idleRoles[arm.name] = (arm.workers ?? 1) === 1 ? { worker: rssBytes([root]), primary: null } : { worker: Math.max(...childrenOf(root).map((w) => rssBytes([w]))), primary: rssBytes([root]) }
   }
 
   const usable: Arm[] = []
@@ -271,7 +288,7 @@ try {
   const memory = await scenario('memory', () =>
     runMemory(
       usable.filter((a) => a.kind === 'conduit' || a.kind === 'floor'),
-      { idle, idleProportional, throughput, streams, workDir, mockPid: mock.process.pid, json: timings.json, stream: timings.streams, streamCount: int('streams'), durationSec: int('duration') },
+      { idle, idleProportional, idleRoles, throughput, streams, workDir, mockPid: mock.process.pid, json: timings.json, stream: timings.streams, streamCount: int('streams'), durationSec: int('duration') },
       progress,
     ),
   )

@@ -47,6 +47,13 @@ export function processTree(root: number): number[] {
   return out
 }
 
+/** The processes `parent` started (a primary's workers). */
+export function childrenOf(parent: number): number[] {
+  return readdirSync('/proc')
+    .map(Number)
+    .filter((pid) => Number.isInteger(pid) && readStat(pid)?.ppid === parent)
+}
+
 /** CPU seconds (user + system) used so far by the given processes. */
 export function cpuSeconds(pids: readonly number[]): number {
   return pids.reduce((sum, pid) => sum + (readStat(pid)?.cpu ?? 0), 0)

@@ -21,6 +21,9 @@ export interface MemoryArmResult {
   /** Idle, the tree's PSS and its anonymous (private) part: see proportionalBytes. */
   idlePss: number | null
   idleAnon: number | null
+  /** Idle RSS of one worker (the largest; the process itself with one worker) and of the primary (null: none). */
+  idleWorker: number | null
+  idlePrimary: number | null
   peakThroughput: number | null
   withStreams: number | null
   perStream: number | null
@@ -38,6 +41,7 @@ export interface MemoryResult {
 export interface MemoryInputs {
   idle: Record<string, number>
   idleProportional: Record<string, { pss: number; anon: number }>
+  idleRoles: Record<string, { worker: number; primary: number | null }>
   throughput: ThroughputResult | null
   streams: StreamsResult | null
   workDir: string
@@ -89,6 +93,8 @@ export async function runMemory(arms: Arm[], o: MemoryInputs, progress: (m: stri
         idle: o.idle[arm.name] ?? null,
         idlePss: o.idleProportional[arm.name]?.pss ?? null,
         idleAnon: o.idleProportional[arm.name]?.anon ?? null,
+        idleWorker: o.idleRoles[arm.name]?.worker ?? null,
+        idlePrimary: o.idleRoles[arm.name]?.primary ?? null,
         peakThroughput: peak[arm.name] ?? null,
         withStreams: s?.rssPeak ?? null,
         perStream: s?.rssPerStream ?? null,
