@@ -1,4 +1,5 @@
 import type { LaunchConfig } from '../config/launch.ts'
+import { writeStdout } from '../services/stdout.ts'
 
 export interface BannerFacts {
   plugins: number
@@ -18,5 +19,5 @@ export function printBanner(config: LaunchConfig, port: number, facts: BannerFac
   for (const { name, key } of facts.generatedKeys) lines.push(`  Virtual key '${name}' created from the config (shown once): ${key}`)
   lines.push(`Conduit listening on http://${config.hostname === '0.0.0.0' ? 'localhost' : config.hostname}:${port}/v1`)
   // Printed, not logged: the logger redacts keys, and this is the one time the operator must see one.
-  process.stdout.write(lines.join('\n') + '\n')
+  writeStdout(lines.join('\n') + '\n')
 }

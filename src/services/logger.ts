@@ -1,7 +1,7 @@
-import { writeSync } from 'node:fs'
 import pino from 'pino'
 import type { Logger } from '../plugin-sdk/types.ts'
 import { scrubSecrets } from './known-secrets.ts'
+import { writeStdout } from './stdout.ts'
 
 /** Header names whose values never reach a log line. */
 const SECRET_HEADERS = ['authorization', 'x-api-key', 'api-key', 'proxy-authorization', 'cookie']
@@ -11,39 +11,28 @@ const SECRET_HEADERS = ['authorization', 'x-api-key', 'api-key', 'proxy-authoriz
  * Lines logged within 10 ms reach stdout in one write. A line per request is on the hot path, and pino's own
  * async destination still measured a byte count and a callback per line.
  */
-let stdoutGuarded = false
-
 class BatchedStdout implements pino.DestinationStream {
   private pending: string[] = []
   private scheduled = false
 
   constructor() {
-    process.once('exit', () => this.flush(true))
-    // A reader that went away (a closed pipe) must cost us our logs, not the process: EPIPE is not fatal here.
-    // Once per process: every logger (a test starts many gateways) would otherwise add its own listener.
-    if (!stdoutGuarded) process.stdout.on('error', () => {})
-    stdoutGuarded = true
+    process.once('exit', () => this.flush())
   }
 
   write(line: string) {
     this.pending.push(line)
     if (!this.scheduled) {
       this.scheduled = true
-      setTimeout(() => this.flush(false), 10)
+      setTimeout(() => this.flush(), 10)
     }
   }
 
-  private flush(sync: boolean) {
+  private flush() {
     this.scheduled = false
     if (this.pending.length === 0) return
     const text = this.pending.join('')
     this.pending = []
-    try {
-      if (sync) writeSync(1, text)
-      else process.stdout.write(text)
-    } catch {
-      // stdout is closed: nothing to tell, and nobody to tell it to.
-    }
+    writeStdout(text)
   }
 }
 
