@@ -25,8 +25,8 @@ function readStat(pid: number): Stat | null {
   }
 }
 
-/** The root and every process below it (a gateway with workers is a primary and its children). */
-export function processTree(root: number): number[] {
+/** Each process's children, from one pass over /proc. */
+function childrenByParent(): Map<number, number[]> {
   const children = new Map<number, number[]>()
   for (const name of readdirSync('/proc')) {
     const pid = Number(name)
@@ -37,6 +37,12 @@ export function processTree(root: number): number[] {
     if (list) list.push(pid)
     else children.set(stat.ppid, [pid])
   }
+  return children
+}
+
+/** The root and every process below it (a gateway with workers is a primary and its children). */
+export function processTree(root: number): number[] {
+  const children = childrenByParent()
   const out: number[] = []
   const queue = [root]
   while (queue.length > 0 && out.length < 10_000) {
@@ -49,9 +55,7 @@ export function processTree(root: number): number[] {
 
 /** The processes `parent` started (a primary's workers). */
 export function childrenOf(parent: number): number[] {
-  return readdirSync('/proc')
-    .map(Number)
-    .filter((pid) => Number.isInteger(pid) && readStat(pid)?.ppid === parent)
+  return childrenByParent().get(parent) ?? []
 }
 
 /** CPU seconds (user + system) used so far by the given processes. */
