@@ -1,5 +1,4 @@
 import type { EventStreamCodec, Message } from '@smithy/core/event-streams'
-import { crc32 } from 'node:zlib'
 import { GatewayError, type SseEvent, type StreamFramer } from '../../plugin-sdk/index.ts'
 
 /**
@@ -46,7 +45,7 @@ export function decodeMessage(frame: Uint8Array): Message {
  */
 function messageLength(prelude: Uint8Array): number {
   const view = new DataView(prelude.buffer, prelude.byteOffset, PRELUDE_BYTES)
-  if (crc32(prelude.subarray(0, 8)) !== view.getUint32(8)) throw corrupt('prelude CRC mismatch')
+  if (Bun.hash.crc32(prelude.subarray(0, 8)) !== view.getUint32(8)) throw corrupt('prelude CRC mismatch')
   const total = view.getUint32(0)
   if (total < OVERHEAD_BYTES || total > MAX_MESSAGE_BYTES) throw corrupt(`impossible message length ${total}`)
   if (view.getUint32(4) > total - OVERHEAD_BYTES) throw corrupt(`headers length ${view.getUint32(4)} exceeds the message`)
