@@ -1,19 +1,9 @@
-import { ownCommand } from './cluster/own-command.ts'
+import { ownCommand, startEnv } from './cluster/own-command.ts'
 import { checkLaunch, readLaunch } from './config/launch.ts'
 
 // A maintenance command, not a server: it runs and exits (see src/commands/rotate-secrets.ts).
 if (process.argv[2] === 'rotate-secrets') {
   process.exit(await (await import('./commands/rotate-secrets.ts')).rotateSecretsCommand(process.argv.slice(3), process.env))
-}
-
-/*
- * Bun's fetch allows 256 requests in flight per process unless BUN_CONFIG_MAX_HTTP_REQUESTS is set before the
- * process starts, and a gateway holds one per open stream: request 257 would wait for a whole stream to end.
- * So the program replaces itself (execve: same pid, nothing left behind) with the limit set.
- */
-if (!process.env.BUN_CONFIG_MAX_HTTP_REQUESTS && typeof process.execve === 'function') {
-  const [file, ...args] = ownCommand()
-  process.execve(file!, [file!, ...args], { ...process.env, BUN_CONFIG_MAX_HTTP_REQUESTS: '65535' })
 }
 
 /*
@@ -24,6 +14,13 @@ try {
   const argv = process.argv.slice(2)
   const worker = process.env.CONDUIT_WORKER === '1'
   const { launch } = await readLaunch(argv, process.env)
+  // Settings Bun reads only as a process starts (see startEnv): the program replaces itself (execve: same pid,
+  // nothing left behind) with them set.
+  const missing = startEnv(process.env, launch.workers)
+  if (Object.keys(missing).length > 0 && typeof process.execve === 'function') {
+    const [file, ...args] = ownCommand()
+    process.execve(file!, [file!, ...args], { ...process.env, ...missing })
+  }
   if (!worker && launch.workers > 1) {
     // The primary uses only the launch settings; its workers load, validate and serve the full configuration.
     checkLaunch(launch, process.env)

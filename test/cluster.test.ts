@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
+import { startEnv } from '../src/cluster/own-command.ts'
 import { startFakeOpenAI, type FakeOpenAI } from './helpers/fake-openai.ts'
 import { startProcess, stopProcess, type RunningGateway } from './helpers/process.ts'
 
@@ -105,6 +106,34 @@ describe('supervision', () => {
       await Bun.sleep(300)
       const statuses = await Promise.all(Array.from({ length: 20 }, () => chat(gw, key).then((r) => r.status)))
       expect(statuses).toEqual(new Array(20).fill(200))
+    } finally {
+      expect(await stopProcess(gw.proc)).toBe(0)
+    }
+  }, 30_000)
+})
+
+describe('start environment', () => {
+  const GiB = 1024 ** 3
+
+  test("JSC paces a worker's heap by its share of the memory, kept under the 16 GB of its aggressive growth; what the operator set stays", () => {
+    expect(startEnv({}, 1, 24 * GiB)).toEqual({ BUN_CONFIG_MAX_HTTP_REQUESTS: '65535', BUN_JSC_forceRAMSize: String(8 * GiB) })
+    expect(startEnv({}, 4, 8 * GiB).BUN_JSC_forceRAMSize).toBe(String(2 * GiB))
+    expect(startEnv({ BUN_JSC_forceRAMSize: '536870912', BUN_CONFIG_MAX_HTTP_REQUESTS: '4096' }, 2, 8 * GiB)).toEqual({})
+  })
+
+  test('the primary and each worker run with both set: the program started itself again with them', async () => {
+    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '2'])
+    try {
+      const children = (pid: string | number) => Bun.spawnSync(['pgrep', '-P', String(pid)]).stdout.toString().trim().split('\n').filter(Boolean)
+      const [primary] = children(gw.proc.pid)
+      const processes = [primary!, ...children(primary!)]
+      expect(processes.length).toBe(3)
+      const share = String(Math.floor(Math.min(process.constrainedMemory() / 2, 8 * GiB)))
+      for (const pid of processes) {
+        const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')
+        expect(environ).toContain(`BUN_JSC_forceRAMSize=${share}`)
+        expect(environ).toContain('BUN_CONFIG_MAX_HTTP_REQUESTS=65535')
+      }
     } finally {
       expect(await stopProcess(gw.proc)).toBe(0)
     }

@@ -6,6 +6,7 @@ import { adminClient } from '../helpers/admin-client.ts'
 import { wavHeader } from '../../src/plugin-sdk/audio/index.ts'
 import { MASTER_KEY } from '../helpers/gateway.ts'
 import { MB, rssBytes } from '../helpers/proc-stats.ts'
+import { startEnv } from '../../src/cluster/own-command.ts'
 import { startProcess, stopProcess, type RunningGateway } from '../helpers/process.ts'
 
 /**
@@ -43,7 +44,7 @@ beforeAll(async () => {
   dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-audio-mem-'))
   // One process that serves (no workers), started as main.ts would run itself, so its RSS is the gateway's own.
   gw = await startProcess(
-    { CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER_KEY, CONDUIT_WORKERS: '1', TMPDIR: dataDir, BUN_CONFIG_MAX_HTTP_REQUESTS: '65535' },
+    { CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER_KEY, CONDUIT_WORKERS: '1', TMPDIR: dataDir, ...startEnv({}, 1) },
     [],
     ['bun', 'src/main.ts'],
   )

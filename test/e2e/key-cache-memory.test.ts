@@ -5,6 +5,7 @@ import path from 'node:path'
 import { adminClient } from '../helpers/admin-client.ts'
 import { MASTER_KEY } from '../helpers/gateway.ts'
 import { collectGarbage, inspectorArgs, MB, rssFloor } from '../helpers/proc-stats.ts'
+import { startEnv } from '../../src/cluster/own-command.ts'
 import { startProcess, stopProcess, type RunningGateway } from '../helpers/process.ts'
 
 /**
@@ -56,9 +57,9 @@ async function memory() {
 beforeAll(async () => {
   dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-keys-'))
   inspector = inspectorArgs()
-  // BUN_CONFIG_MAX_HTTP_REQUESTS as main.ts sets it, so that it does not execute itself again (without --inspect).
+  // The start environment as main.ts sets it, so that it does not execute itself again (without --inspect).
   const env = { CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER_KEY, CONDUIT_WORKERS: '1', CONDUIT_LOG_LEVEL: 'error' }
-  gw = await startProcess({ ...env, BUN_CONFIG_MAX_HTTP_REQUESTS: '65535' }, [], ['bun', ...inspector.args, 'src/main.ts'])
+  gw = await startProcess({ ...env, ...startEnv({}, 1) }, [], ['bun', ...inspector.args, 'src/main.ts'])
   admin = adminClient(gw.origin)
   // Read what the gateway prints (a full pipe would block it).
   for (const stream of [gw.proc.stdout, gw.proc.stderr] as ReadableStream<Uint8Array>[]) void Array.fromAsync(stream)

@@ -7,6 +7,7 @@ import { adminClient } from '../helpers/admin-client.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { MASTER_KEY } from '../helpers/gateway.ts'
 import { collectGarbage, inspectorArgs, MB, openFds, rssBytes, rssFloor } from '../helpers/proc-stats.ts'
+import { startEnv } from '../../src/cluster/own-command.ts'
 import { startProcess, stopProcess, type RunningGateway } from '../helpers/process.ts'
 
 /**
@@ -55,8 +56,8 @@ beforeAll(async () => {
       // Limits stay in Redis under this load: at the default 50 ms a busy 2-core box sends a good part of the
       // admissions to the in-process fallback (RL10's fail-open), and the shared path is the one whose keys we check.
       CONDUIT_REDIS_TIMEOUT_MS: '500',
-      // As main.ts sets it, so that it does not execute itself again (without --inspect).
-      BUN_CONFIG_MAX_HTTP_REQUESTS: '65535',
+      // The start environment as main.ts sets it, so that it does not execute itself again (without --inspect).
+      ...startEnv({}, 1),
     },
     [],
     ['bun', ...inspector.args, 'src/main.ts'],
