@@ -119,6 +119,9 @@ describe('start environment', () => {
     expect(startEnv({}, 1, 24 * GiB)).toEqual({ BUN_CONFIG_MAX_HTTP_REQUESTS: '65535', BUN_JSC_forceRAMSize: String(8 * GiB) })
     expect(startEnv({}, 4, 8 * GiB).BUN_JSC_forceRAMSize).toBe(String(2 * GiB))
     expect(startEnv({ BUN_JSC_forceRAMSize: '536870912', BUN_CONFIG_MAX_HTTP_REQUESTS: '4096' }, 2, 8 * GiB)).toEqual({})
+    // Unknown memory (0, or no number at all): JSC keeps its own sizing rather than being handed "0" or "NaN".
+    expect(startEnv({}, 1, 0)).toEqual({ BUN_CONFIG_MAX_HTTP_REQUESTS: '65535' })
+    expect(startEnv({}, 1, NaN)).toEqual({ BUN_CONFIG_MAX_HTTP_REQUESTS: '65535' })
   })
 
   test('the primary and each worker run with both set: the program started itself again with them', async () => {

@@ -14,9 +14,11 @@ const HEAP_RAM_CAP_BYTES = 8 * 1024 ** 3
  *   container's) memory, and under 16 GB: at 16 GB and over JSC lets a heap grow several times over between
  *   collections, which held 30 MB more per worker under load (138 against 108 MB at c=64) and served no faster.
  */
-export function startEnv(env: Record<string, string | undefined>, workers: number, memoryBytes = process.constrainedMemory()): Record<string, string> {
+export function startEnv(env: Record<string, string | undefined>, workers: number, memoryBytes = process.constrainedMemory?.() ?? 0): Record<string, string> {
   const missing: Record<string, string> = {}
   if (!env.BUN_CONFIG_MAX_HTTP_REQUESTS) missing.BUN_CONFIG_MAX_HTTP_REQUESTS = '65535'
-  if (!env.BUN_JSC_forceRAMSize) missing.BUN_JSC_forceRAMSize = String(Math.floor(Math.min(memoryBytes / Math.max(1, workers), HEAP_RAM_CAP_BYTES)))
+  const share = Math.floor(Math.min(memoryBytes / Math.max(1, workers), HEAP_RAM_CAP_BYTES))
+  // A memory size the platform does not report leaves JSC to its own (Bun stops at an invalid option value).
+  if (!env.BUN_JSC_forceRAMSize && share > 0) missing.BUN_JSC_forceRAMSize = String(share)
   return missing
 }
