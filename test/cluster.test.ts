@@ -37,6 +37,9 @@ async function setUp(gw: RunningGateway) {
   return { admin, key: key.key as string, keyId: key.id as string }
 }
 
+/** The pids a process started (`bun run start` → the primary → its workers). */
+const children = (pid: string | number) => Bun.spawnSync(['pgrep', '-P', String(pid)]).stdout.toString().trim().split('\n').filter(Boolean)
+
 /** A fresh connection per request, so the kernel spreads them over the workers. */
 const chat = (gw: RunningGateway, key: string, content = 'hi', stream = false) =>
   fetch(`${gw.origin}/v1/chat/completions`, {
@@ -82,8 +85,6 @@ describe('supervision', () => {
     const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER, CONDUIT_LOG_LEVEL: 'silent' }, ['--workers', '2'])
     try {
       const { key } = await setUp(gw)
-      const children = (pid: string | number) => Bun.spawnSync(['pgrep', '-P', String(pid)]).stdout.toString().trim().split('\n').filter(Boolean)
-      // `bun run start` → the primary → its workers.
       const [primary] = children(gw.proc.pid)
       const workers = () => children(primary!)
       const before = workers()
@@ -127,11 +128,10 @@ describe('start environment', () => {
   test('the primary and each worker run with both set: the program started itself again with them', async () => {
     const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '2'])
     try {
-      const children = (pid: string | number) => Bun.spawnSync(['pgrep', '-P', String(pid)]).stdout.toString().trim().split('\n').filter(Boolean)
       const [primary] = children(gw.proc.pid)
       const processes = [primary!, ...children(primary!)]
       expect(processes.length).toBe(3)
-      const share = String(Math.floor(Math.min(process.constrainedMemory() / 2, 8 * GiB)))
+      const share = startEnv({}, 2).BUN_JSC_forceRAMSize
       for (const pid of processes) {
         const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')
         expect(environ).toContain(`BUN_JSC_forceRAMSize=${share}`)
