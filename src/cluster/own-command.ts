@@ -17,8 +17,9 @@ const HEAP_RAM_CAP_BYTES = 8 * 1024 ** 3
 export function startEnv(env: Record<string, string | undefined>, workers: number, memoryBytes = process.constrainedMemory?.() ?? 0): Record<string, string> {
   const missing: Record<string, string> = {}
   if (!env.BUN_CONFIG_MAX_HTTP_REQUESTS) missing.BUN_CONFIG_MAX_HTTP_REQUESTS = '65535'
-  const share = Math.floor(Math.min(memoryBytes / Math.max(1, workers), HEAP_RAM_CAP_BYTES))
-  // A memory size the platform does not report leaves JSC to its own (Bun stops at an invalid option value).
+  const share = Math.floor(Math.min(memoryBytes / workers, HEAP_RAM_CAP_BYTES))
+  // No share (a memory size the platform does not report, a worker count the configuration refuses later) leaves JSC
+  // to its own sizing: Bun stops at an invalid option value.
   if (!env.BUN_JSC_forceRAMSize && share > 0) missing.BUN_JSC_forceRAMSize = String(share)
   return missing
 }
