@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { startEnv } from '../src/cluster/own-command.ts'
@@ -139,6 +139,17 @@ describe('start environment', () => {
       }
     } finally {
       expect(await stopProcess(gw.proc)).toBe(0)
+    }
+  }, 30_000)
+
+  test("Bun's own flags survive the restart: `bun --cpu-prof` still writes a profile", async () => {
+    const profiles = mkdtempSync(path.join(tmpdir(), 'conduit-cpu-prof-'))
+    try {
+      const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '1'], ['bun', '--cpu-prof', `--cpu-prof-dir=${profiles}`, 'src/main.ts'])
+      expect(await stopProcess(gw.proc)).toBe(0)
+      expect(readdirSync(profiles).filter((f) => f.endsWith('.cpuprofile'))).toHaveLength(1)
+    } finally {
+      rmSync(profiles, { recursive: true, force: true })
     }
   }, 30_000)
 })

@@ -1,6 +1,12 @@
-/** The command line that starts this program again: `bun src/main.ts …` in development, `conduit …` compiled. */
+/**
+ * The command line that starts this program again: `bun [its flags] src/main.ts …` in development, `conduit …`
+ * compiled. Bun's own flags (`--cpu-prof`, `--inspect`, `--smol`) come along, so the restart with startEnv and
+ * the workers run as the operator asked.
+ */
 export const ownCommand = () =>
-  Bun.isStandaloneExecutable ? [process.execPath, ...process.argv.slice(2)] : [process.execPath, Bun.main, ...process.argv.slice(2)]
+  Bun.isStandaloneExecutable
+    ? [process.execPath, ...process.argv.slice(2)]
+    : [process.execPath, ...process.execArgv, Bun.main, ...process.argv.slice(2)]
 
 /** JSC grows a heap "aggressively" on machines it believes have 16 GB or more (Heap.cpp, growthMode). */
 const HEAP_RAM_CAP_BYTES = 8 * 1024 ** 3
