@@ -152,6 +152,21 @@ describe('start environment', () => {
       rmSync(profiles, { recursive: true, force: true })
     }
   }, 30_000)
+
+  test('the primary under --inspect starts its workers without it: one inspector port cannot serve three processes', async () => {
+    const probe = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
+    const inspector = `127.0.0.1:${probe.port}`
+    probe.stop(true)
+    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '2'], ['bun', `--inspect=${inspector}`, 'src/main.ts'])
+    try {
+      // Started without `bun run`: the process started is the primary.
+      expect(readFileSync(`/proc/${gw.proc.pid}/cmdline`, 'utf8').split('\0')).toContain(`--inspect=${inspector}`)
+      expect(children(gw.proc.pid)).toHaveLength(2)
+      expect((await fetch(`${gw.origin}/health`)).status).toBe(200)
+    } finally {
+      expect(await stopProcess(gw.proc)).toBe(0)
+    }
+  }, 30_000)
 })
 
 describe('fetch in-flight limit', () => {

@@ -1,12 +1,16 @@
+/** The inspector listens on one port: a second process given the same flag cannot start (EADDRINUSE). */
+const INSPECTOR_FLAG = /^--inspect(-brk|-wait)?(=|$)/
+
 /**
  * The command line that starts this program again: `bun [its flags] src/main.ts …` in development, `conduit …`
- * compiled. Bun's own flags (`--cpu-prof`, `--inspect`, `--smol`) come along, so the restart with startEnv and
- * the workers run as the operator asked.
+ * compiled. Bun's own flags (`--cpu-prof`, `--smol`, `--inspect`) come along, so the restart with startEnv runs
+ * as the operator asked; a worker gets them all but the inspector's (debug one process with `--workers 1`).
  */
-export const ownCommand = () =>
-  Bun.isStandaloneExecutable
-    ? [process.execPath, ...process.argv.slice(2)]
-    : [process.execPath, ...process.execArgv, Bun.main, ...process.argv.slice(2)]
+export const ownCommand = (role: 'self' | 'worker' = 'self') => {
+  if (Bun.isStandaloneExecutable) return [process.execPath, ...process.argv.slice(2)]
+  const flags = role === 'worker' ? process.execArgv.filter((flag) => !INSPECTOR_FLAG.test(flag)) : process.execArgv
+  return [process.execPath, ...flags, Bun.main, ...process.argv.slice(2)]
+}
 
 /** JSC grows a heap "aggressively" on machines it believes have 16 GB or more (Heap.cpp, growthMode). */
 const HEAP_RAM_CAP_BYTES = 8 * 1024 ** 3

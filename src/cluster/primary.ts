@@ -91,7 +91,7 @@ export async function runPrimary(config: LaunchConfig) {
   }
 
   const spawn = (index: number, leader = false): Worker => {
-    const command = ownCommand()
+    const command = ownCommand('worker')
     const worker: Worker = { index, listening: null } as Worker
     worker.proc = Bun.spawn(command, {
       env: { ...process.env, CONDUIT_WORKER: '1', CONDUIT_WORKER_PORT: String(port), CONDUIT_WORKER_LEADER: leader ? '1' : '0' },
