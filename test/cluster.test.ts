@@ -153,18 +153,27 @@ describe('start environment', () => {
     }
   }, 30_000)
 
-  test('the primary under --inspect starts its workers without it: one inspector port cannot serve three processes', async () => {
+  test("the primary's inspector and watch mode stay its own: one inspector port cannot serve three processes", async () => {
     const probe = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
-    const inspector = `127.0.0.1:${probe.port}`
+    const inspector = `--inspect=127.0.0.1:${probe.port}`
     probe.stop(true)
-    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '2'], ['bun', `--inspect=${inspector}`, 'src/main.ts'])
+    const profiles = mkdtempSync(path.join(tmpdir(), 'conduit-cpu-prof-'))
+    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '2'], ['bun', inspector, '--watch', '--cpu-prof', `--cpu-prof-dir=${profiles}`, 'src/main.ts'])
     try {
+      const args = (pid: string | number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
       // Started without `bun run`: the process started is the primary.
-      expect(readFileSync(`/proc/${gw.proc.pid}/cmdline`, 'utf8').split('\0')).toContain(`--inspect=${inspector}`)
-      expect(children(gw.proc.pid)).toHaveLength(2)
+      expect(args(gw.proc.pid)).toEqual(expect.arrayContaining([inspector, '--watch', '--cpu-prof']))
+      const workers = children(gw.proc.pid)
+      expect(workers).toHaveLength(2)
+      for (const worker of workers) {
+        expect(args(worker)).toContain('--cpu-prof')
+        expect(args(worker)).not.toContain(inspector)
+        expect(args(worker)).not.toContain('--watch')
+      }
       expect((await fetch(`${gw.origin}/health`)).status).toBe(200)
     } finally {
       expect(await stopProcess(gw.proc)).toBe(0)
+      rmSync(profiles, { recursive: true, force: true })
     }
   }, 30_000)
 })

@@ -1,14 +1,17 @@
-/** The inspector listens on one port: a second process given the same flag cannot start (EADDRINUSE). */
-const INSPECTOR_FLAG = /^--inspect(-brk|-wait)?(=|$)/
+/**
+ * Flags that are the primary's alone: the inspector listens on one port (a worker given the same flag cannot start:
+ * EADDRINUSE), and a reload is the primary's to do (it starts its workers again).
+ */
+const PRIMARY_ONLY_FLAG = /^--(inspect(-brk|-wait)?|watch|hot)(=|$)/
 
 /**
  * The command line that starts this program again: `bun [its flags] src/main.ts …` in development, `conduit …`
  * compiled. Bun's own flags (`--cpu-prof`, `--smol`, `--inspect`) come along, so the restart with startEnv runs
- * as the operator asked; a worker gets them all but the inspector's (debug one process with `--workers 1`).
+ * as the operator asked; a worker gets them all but the inspector and watch mode (use `--workers 1` for those).
  */
 export const ownCommand = (role: 'self' | 'worker' = 'self') => {
   if (Bun.isStandaloneExecutable) return [process.execPath, ...process.argv.slice(2)]
-  const flags = role === 'worker' ? process.execArgv.filter((flag) => !INSPECTOR_FLAG.test(flag)) : process.execArgv
+  const flags = role === 'worker' ? process.execArgv.filter((flag) => !PRIMARY_ONLY_FLAG.test(flag)) : process.execArgv
   return [process.execPath, ...flags, Bun.main, ...process.argv.slice(2)]
 }
 
