@@ -39,6 +39,8 @@ async function setUp(gw: RunningGateway) {
 
 /** The pids a process started (`bun run start` → the primary → its workers). */
 const children = (pid: string | number) => Bun.spawnSync(['pgrep', '-P', String(pid)]).stdout.toString().trim().split('\n').filter(Boolean)
+/** A process's command line or environment, as it runs. */
+const procList = (pid: string | number, file: 'cmdline' | 'environ') => readFileSync(`/proc/${pid}/${file}`, 'utf8').split('\0')
 
 /** A fresh connection per request, so the kernel spreads them over the workers. */
 const chat = (gw: RunningGateway, key: string, content = 'hi', stream = false) =>
@@ -133,7 +135,7 @@ describe('start environment', () => {
       expect(processes.length).toBe(3)
       const share = startEnv({}, 2).BUN_JSC_forceRAMSize
       for (const pid of processes) {
-        const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')
+        const environ = procList(pid, 'environ')
         expect(environ).toContain(`BUN_JSC_forceRAMSize=${share}`)
         expect(environ).toContain('BUN_CONFIG_MAX_HTTP_REQUESTS=65535')
       }
@@ -160,7 +162,7 @@ describe('start environment', () => {
     const profiles = mkdtempSync(path.join(tmpdir(), 'conduit-cpu-prof-'))
     const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '2'], ['bun', inspector, '--watch', '--cpu-prof', `--cpu-prof-dir=${profiles}`, 'src/main.ts'])
     try {
-      const args = (pid: string | number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
+      const args = (pid: string | number) => procList(pid, 'cmdline')
       // Started without `bun run`: the process started is the primary.
       expect(args(gw.proc.pid)).toEqual(expect.arrayContaining([inspector, '--watch', '--cpu-prof']))
       const workers = children(gw.proc.pid)
