@@ -15,9 +15,14 @@ try {
   const worker = process.env.CONDUIT_WORKER === '1'
   const { launch } = await readLaunch(argv, process.env)
   // Settings Bun reads only as a process starts (see startEnv): the program replaces itself (execve: same pid,
-  // nothing left behind) with them set.
+  // nothing left behind) with them set. Not under `--cpu-prof`: JSC's sampler suspends threads with SIGPWR, and one
+  // landing during execve kills the new program (1 start in 5 at the default interval). A primary's workers get
+  // them either way, from the primary.
   const missing = startEnv(process.env, launch.workers)
-  if (Object.keys(missing).length > 0 && typeof process.execve === 'function') {
+  const names = Object.keys(missing)
+  if (names.length > 0 && process.execArgv.some((flag) => flag.startsWith('--cpu-prof'))) {
+    console.error(`conduit: profiling (--cpu-prof), so ${names.join(' and ')} stay unset in this process; set them to profile it as it serves`)
+  } else if (names.length > 0 && typeof process.execve === 'function') {
     const [file, ...args] = ownCommand()
     process.execve(file!, [file!, ...args], { ...process.env, ...missing })
   }

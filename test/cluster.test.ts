@@ -144,11 +144,25 @@ describe('start environment', () => {
     }
   }, 30_000)
 
-  test("Bun's own flags survive the restart: `bun --cpu-prof` still writes a profile", async () => {
+  test("Bun's own flags survive the restart: `bun --smol` is still --smol once the start settings are set", async () => {
+    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '1'], ['bun', '--smol', 'src/main.ts'])
+    try {
+      // Started without `bun run`: the process started is the one that restarted itself (same pid).
+      expect(procList(gw.proc.pid, 'cmdline')).toContain('--smol')
+      expect(procList(gw.proc.pid, 'environ')).toContain(`BUN_JSC_forceRAMSize=${startEnv({}, 1).BUN_JSC_forceRAMSize}`)
+    } finally {
+      expect(await stopProcess(gw.proc)).toBe(0)
+    }
+  }, 30_000)
+
+  test('a profiled gateway (`--cpu-prof`) is not restarted, says so, and writes its profile', async () => {
+    // The restart raced the sampler's signals: a fast sampling interval made it die at start most of the time.
     const profiles = mkdtempSync(path.join(tmpdir(), 'conduit-cpu-prof-'))
     try {
-      const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '1'], ['bun', '--cpu-prof', `--cpu-prof-dir=${profiles}`, 'src/main.ts'])
+      const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '1'], ['bun', '--cpu-prof', '--cpu-prof-interval=100', `--cpu-prof-dir=${profiles}`, 'src/main.ts'])
+      expect(procList(gw.proc.pid, 'environ').some((entry) => entry.startsWith('BUN_JSC_forceRAMSize='))).toBe(false)
       expect(await stopProcess(gw.proc)).toBe(0)
+      expect(await new Response(gw.proc.stderr as ReadableStream).text()).toContain('profiling (--cpu-prof), so BUN_CONFIG_MAX_HTTP_REQUESTS and BUN_JSC_forceRAMSize stay unset')
       expect(readdirSync(profiles).filter((f) => f.endsWith('.cpuprofile'))).toHaveLength(1)
     } finally {
       rmSync(profiles, { recursive: true, force: true })
@@ -168,6 +182,8 @@ describe('start environment', () => {
       const workers = children(gw.proc.pid)
       expect(workers).toHaveLength(2)
       for (const worker of workers) {
+        // The profiled primary did not restart itself: its workers get the start settings from it.
+        expect(procList(worker, 'environ')).toContain(`BUN_JSC_forceRAMSize=${startEnv({}, 2).BUN_JSC_forceRAMSize}`)
         expect(args(worker)).toContain('--cpu-prof')
         expect(args(worker)).not.toContain(inspector)
         expect(args(worker)).not.toContain('--watch')

@@ -4,7 +4,7 @@ import { logLine } from '../services/line-log.ts'
 import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
 import { printBanner } from './banner.ts'
 import { FAN_OUT_TIMEOUT_MS, type PrimaryToWorker, type WorkerToPrimary } from './messages.ts'
-import { ownCommand } from './own-command.ts'
+import { ownCommand, startEnv } from './own-command.ts'
 
 type Listening = Extract<WorkerToPrimary, { type: 'listening' }>
 
@@ -94,7 +94,8 @@ export async function runPrimary(config: LaunchConfig) {
     const command = ownCommand('worker')
     const worker: Worker = { index, listening: null } as Worker
     worker.proc = Bun.spawn(command, {
-      env: { ...process.env, CONDUIT_WORKER: '1', CONDUIT_WORKER_PORT: String(port), CONDUIT_WORKER_LEADER: leader ? '1' : '0' },
+      // The start settings too, for a primary that did not restart itself with them (see main.ts).
+      env: { ...process.env, ...startEnv(process.env, config.workers), CONDUIT_WORKER: '1', CONDUIT_WORKER_PORT: String(port), CONDUIT_WORKER_LEADER: leader ? '1' : '0' },
       stdin: 'ignore',
       stdout: 'inherit',
       stderr: 'inherit',
