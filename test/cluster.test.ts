@@ -42,6 +42,32 @@ const children = (pid: string | number) => Bun.spawnSync(['pgrep', '-P', String(
 /** A process's command line or environment, as it runs. */
 const procList = (pid: string | number, file: 'cmdline' | 'environ') => readFileSync(`/proc/${pid}/${file}`, 'utf8').split('\0')
 
+/** A port nothing listens on now (for an inspector: Bun takes the port it is given). */
+function freePort() {
+  const probe = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
+  probe.stop(true)
+  return probe.port
+}
+
+/** Connects to a waiting inspector as a debugger does, retrying until it listens, and lets the program run. */
+async function attachDebugger(url: string, giveUpMs = 15_000): Promise<WebSocket> {
+  const deadline = Date.now() + giveUpMs
+  for (;;) {
+    const socket = new WebSocket(url)
+    const opened = await new Promise<boolean>((resolve) => {
+      socket.onopen = () => resolve(true)
+      socket.onerror = () => resolve(false)
+    })
+    if (opened) {
+      // What Bun's own debug adapter sends; `Inspector.initialized` ends the wait.
+      for (const [id, method] of ['Inspector.enable', 'Runtime.enable', 'Inspector.initialized'].entries()) socket.send(JSON.stringify({ id, method }))
+      return socket
+    }
+    if (Date.now() > deadline) throw new Error(`no inspector at ${url}`)
+    await Bun.sleep(50)
+  }
+}
+
 /** A fresh connection per request, so the kernel spreads them over the workers. */
 const chat = (gw: RunningGateway, key: string, content = 'hi', stream = false) =>
   fetch(`${gw.origin}/v1/chat/completions`, {
@@ -162,17 +188,32 @@ describe('start environment', () => {
       const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '1'], ['bun', '--cpu-prof', '--cpu-prof-interval=100', `--cpu-prof-dir=${profiles}`, 'src/main.ts'])
       expect(procList(gw.proc.pid, 'environ').some((entry) => entry.startsWith('BUN_JSC_forceRAMSize='))).toBe(false)
       expect(await stopProcess(gw.proc)).toBe(0)
-      expect(await new Response(gw.proc.stderr as ReadableStream).text()).toContain('profiling (--cpu-prof), so BUN_CONFIG_MAX_HTTP_REQUESTS and BUN_JSC_forceRAMSize stay unset')
+      expect(await new Response(gw.proc.stderr as ReadableStream).text()).toContain('not restarted under --cpu-prof, so BUN_CONFIG_MAX_HTTP_REQUESTS and BUN_JSC_forceRAMSize stay unset')
       expect(readdirSync(profiles).filter((f) => f.endsWith('.cpuprofile'))).toHaveLength(1)
     } finally {
       rmSync(profiles, { recursive: true, force: true })
     }
   }, 30_000)
 
+  test('a gateway waiting for its debugger (`--inspect-wait`) is not restarted: the debugger stays attached and it serves', async () => {
+    // Restarted, the program dropped the debugger and waited for another one: it never served.
+    const inspector = `127.0.0.1:${freePort()}/conduit`
+    const starting = startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '1'], ['bun', `--inspect-wait=${inspector}`, 'src/main.ts'])
+    const debuggerSocket = await attachDebugger(`ws://${inspector}`)
+    const gw = await starting
+    try {
+      expect((await fetch(`${gw.origin}/health`)).status).toBe(200)
+      expect(debuggerSocket.readyState).toBe(WebSocket.OPEN)
+      expect(procList(gw.proc.pid, 'environ').some((entry) => entry.startsWith('BUN_JSC_forceRAMSize='))).toBe(false)
+    } finally {
+      debuggerSocket.close()
+      expect(await stopProcess(gw.proc)).toBe(0)
+    }
+    expect(await new Response(gw.proc.stderr as ReadableStream).text()).toContain('not restarted under --inspect-wait')
+  }, 30_000)
+
   test("the primary's inspector and watch mode stay its own: one inspector port cannot serve three processes", async () => {
-    const probe = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
-    const inspector = `--inspect=127.0.0.1:${probe.port}`
-    probe.stop(true)
+    const inspector = `--inspect=127.0.0.1:${freePort()}`
     const profiles = mkdtempSync(path.join(tmpdir(), 'conduit-cpu-prof-'))
     const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '2'], ['bun', inspector, '--watch', '--cpu-prof', `--cpu-prof-dir=${profiles}`, 'src/main.ts'])
     try {

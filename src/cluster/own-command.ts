@@ -7,8 +7,8 @@ const PRIMARY_ONLY_FLAG = /^--(inspect(-brk|-wait)?|watch|hot)(=|$)/
 /**
  * The command line that starts this program again: `bun [its flags] src/main.ts …` in development, `conduit …`
  * compiled. Bun's own flags (`--smol`, `--inspect`, `--cpu-prof`) come along, so the restart with startEnv (which
- * a profiled process skips: see main.ts) and the workers run as the operator asked; a worker gets them all but the
- * inspector and watch mode (use `--workers 1` for those).
+ * a profiled or inspected process skips: see main.ts) and the workers run as the operator asked; a worker gets
+ * them all but the inspector and watch mode (use `--workers 1` for those).
  */
 export const ownCommand = (role: 'self' | 'worker' = 'self') => {
   if (Bun.isStandaloneExecutable) return [process.execPath, ...process.argv.slice(2)]
