@@ -282,6 +282,20 @@ describe('PostgreSQL behind a fault proxy', () => {
   }, 30_000)
 })
 
+test('SQLite: both connections commit without an fsync each (synchronous NORMAL): their statements run on the event loop', async () => {
+  // With FULL, each stored response, image URL or realtime session stalled every request in the process for an fsync.
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-synchronous-'))
+  const store = await Store.open({ dataDir })
+  try {
+    const [shared] = await store.sql`PRAGMA synchronous`
+    const rows = (store as unknown as { rowWriter: import('bun:sqlite').Database }).rowWriter.query('PRAGMA synchronous').get() as { synchronous: number }
+    expect([shared.synchronous, rows.synchronous]).toEqual([1, 1])
+  } finally {
+    await store.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+})
+
 test('the database stalls (connection open, no reply): a write times out, its rows stay queued, close() still returns', async () => {
   const database = await createTestDatabase()
   const proxy = await proxyTo(database)
