@@ -245,6 +245,19 @@ describe('structured outputs', () => {
 })
 
 describe('stored responses', () => {
+  test("ids are 48 hex digits like OpenAI's, unique, and ordered by creation (the stored rows append to their keys)", async () => {
+    const created = []
+    for (const input of ['One', 'Two', 'Three', 'Four']) {
+      created.push(await client.responses.create({ model: 'claude', input }))
+      await Bun.sleep(2)
+    }
+    const ids = created.flatMap((r) => [r.id, ...r.output.map((item) => item.id!)])
+    for (const id of ids) expect(id).toMatch(/^(resp|msg)_[0-9a-f]{48}$/)
+    expect(new Set(ids).size).toBe(ids.length)
+    // Random ids would come out in this order 1 time in 24 for each list.
+    for (const list of [created.map((r) => r.id), created.map((r) => r.output[0]!.id!)]) expect(list).toEqual(list.toSorted())
+  })
+
   test('retrieve, input_items (order, limit, after) and delete; another key gets 404 everywhere', async () => {
     const created = await client.responses.create({
       model: 'claude',
