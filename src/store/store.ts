@@ -47,6 +47,29 @@ export interface UsageTotals {
   characters: number
 }
 
+/** Tables written through the SQLite row writer, by the key a row written again (a retried batch) conflicts on. */
+const ROW_KEYS = { spend_ledger: 'request_id', request_records: 'request_id', stored_responses: 'id', stored_response_items: 'key_id, item_id' }
+
+/** A kept Responses API object (migration 11); its JSON columns as text. */
+export interface StoredResponseRow {
+  id: string
+  key_id: string
+  created_at: number
+  response: string
+  input_items: string
+  context: string
+}
+/** One of its input or output items, by id, for `item_reference`s. */
+export interface StoredItemRow {
+  key_id: string
+  item_id: string
+  response_id: string
+  created_at: number
+  item: string
+}
+const STORED_RESPONSE_COLUMNS = Object.keys({ id: 1, key_id: 1, created_at: 1, response: 1, input_items: 1, context: 1 } satisfies Record<keyof StoredResponseRow, 1>)
+const STORED_ITEM_COLUMNS = Object.keys({ key_id: 1, item_id: 1, response_id: 1, created_at: 1, item: 1 } satisfies Record<keyof StoredItemRow, 1>)
+
 /** Rows of a usage report grouped by end user: the dearest ones (a client may send any number of `user` values). */
 export const USAGE_USER_ROWS = 1_000
 
@@ -307,11 +330,11 @@ export class Store implements StoreView {
   }
 
   /** SQLite: the batch in one transaction through a statement prepared once per table (an absent field is NULL). */
-  private insertRows(table: 'spend_ledger' | 'request_records', columns: readonly string[], rows: readonly object[]) {
+  private insertRows(table: keyof typeof ROW_KEYS, columns: readonly string[], rows: readonly object[]) {
     let insert = this.rowInserts.get(table)
     if (!insert) {
       const db = this.rowWriter!
-      const statement = db.prepare(`INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')}) ON CONFLICT (request_id) DO NOTHING`)
+      const statement = db.prepare(`INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')}) ON CONFLICT (${ROW_KEYS[table]}) DO NOTHING`)
       const values: unknown[] = new Array(columns.length)
       insert = db.transaction((batch: readonly Record<string, unknown>[]) => {
         for (const row of batch) {
@@ -356,6 +379,26 @@ export class Store implements StoreView {
       characters: Number(r.characters ?? 0),
     }))
   }
+
+  // Stored responses (migration 11) ----------------------------------------------------------------------------
+
+  /**
+   * Responses and their items, together. SQLite: one transaction through the row writer, since a commit is most of
+   * what a save costs (the WAL frames of every page it touched). PostgreSQL: items first, so that a response is never
+   * found without them (items left by a failed second insert go with the retention).
+   */
+  async insertStoredResponses(responses: StoredResponseRow[], items: StoredItemRow[]) {
+    if (this.rowWriter) {
+      this.storedInsert ??= this.rowWriter.transaction((r: StoredResponseRow[], i: StoredItemRow[]) => {
+        if (i.length > 0) this.insertRows('stored_response_items', STORED_ITEM_COLUMNS, i)
+        this.insertRows('stored_responses', STORED_RESPONSE_COLUMNS, r)
+      })
+      return this.storedInsert(responses, items)
+    }
+    if (items.length > 0) await this.sql`INSERT INTO stored_response_items ${this.sql(items)} ON CONFLICT (key_id, item_id) DO NOTHING`
+    await this.sql`INSERT INTO stored_responses ${this.sql(responses)} ON CONFLICT (id) DO NOTHING`
+  }
+  private storedInsert: ((responses: StoredResponseRow[], items: StoredItemRow[]) => void) | null = null
 
   // Images the gateway serves at /v1/images/files/{id} (migration 10) ---------------------------------------
 

@@ -143,6 +143,15 @@ describe('stored responses on PostgreSQL', () => {
     }
   })
 
+  test('concurrent creates are written together and each read by the other process', async () => {
+    const created = await Promise.all(Array.from({ length: 12 }, (_, i) => client.responses.create({ model: i % 2 ? 'gpt' : 'claude', input: `Question ${i}` })))
+    const elsewhere = new OpenAI({ apiKey: key, baseURL: `${other.origin}/v1`, maxRetries: 0 })
+    for (const res of created) {
+      expect(await storedRows(res.id)).toEqual({ responses: 1, items: 2 })
+      expect(await elsewhere.responses.retrieve(res.id)).toEqual(res)
+    }
+  })
+
   test('the retention purge, run as of a day past the retention, removes the responses and their items', async () => {
     const res = await client.responses.create({ model: 'gpt', input: 'Hello' })
     expect(await storedRows(res.id)).toEqual({ responses: 1, items: 2 })

@@ -6,6 +6,7 @@ import { DEFAULT_REPLY as OPENAI_REPLY, TOOL_CALL_ARGUMENTS, TOOL_RESULT_REPLY a
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { hasSchema, validateSchema } from '../helpers/openapi.ts'
 import { ResponseStore } from '../../src/core/responses/store.ts'
+import { newId } from '../../src/core/responses/items.ts'
 import { SseDecoder } from '../../src/core/sse/decoder.ts'
 
 /**
@@ -348,6 +349,46 @@ describe('stored responses', () => {
       ['model', OPENAI_REPLY],
       ['user', 'Thanks.'],
     ])
+  })
+
+  test('the saves of one turn are written together, each resolving once its response and items can be read', async () => {
+    const store = gw.gateway.store
+    const kept = new ResponseStore(store, gw.gateway.log, 30)
+    const writes: number[] = []
+    const write = store.insertStoredResponses.bind(store)
+    store.insertStoredResponses = (responses, items) => {
+      writes.push(responses.length)
+      return write(responses, items)
+    }
+    const made = () => {
+      const input = { id: newId('msg'), type: 'message', role: 'user', content: [{ type: 'input_text', text: 'Hi' }] }
+      const id = newId('resp')
+      return { id, keyId: 'key-turn', createdAt: Date.now(), response: { id, object: 'response', output: [{ id: newId('msg'), type: 'message' }] }, inputItems: [input], context: [input] }
+    }
+    try {
+      const saved = Array.from({ length: 10 }, made)
+      await Promise.all(saved.map((r) => kept.save(r)))
+      const alone = made()
+      await kept.save(alone)
+      expect(writes).toEqual([10, 1])
+      for (const r of [...saved, alone]) {
+        expect(await kept.get(r.id, 'key-turn')).toEqual(r)
+        expect(await kept.item(r.response.output[0]!.id, 'key-turn')).toEqual(r.response.output[0]!)
+      }
+    } finally {
+      store.insertStoredResponses = write
+      kept.close()
+    }
+  })
+
+  test('concurrent creates are each kept, read back and continued', async () => {
+    const created = await Promise.all(Array.from({ length: 12 }, (_, i) => client.responses.create({ model: 'claude', input: `Question ${i}` })))
+    for (const [i, res] of created.entries()) {
+      expect(await client.responses.retrieve(res.id)).toEqual(res)
+      expect((await client.responses.inputItems.list(res.id)).data.map((item: any) => item.content[0].text)).toEqual([`Question ${i}`])
+    }
+    const follow = await client.responses.create({ model: 'claude', previous_response_id: created[7]!.id, input: 'And?' })
+    expect(follow.previous_response_id).toBe(created[7]!.id)
   })
 
   test('responses past responses.retention_days are no longer read, and the purge deletes them', async () => {

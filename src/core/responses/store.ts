@@ -1,5 +1,5 @@
 import type { Logger } from '../../plugin-sdk/types.ts'
-import type { Store } from '../../store/store.ts'
+import type { Store, StoredItemRow, StoredResponseRow } from '../../store/store.ts'
 
 /** A Responses API object the gateway keeps, with what a follow-up (`previous_response_id`) needs of it. */
 export interface StoredResponse {
@@ -34,18 +34,36 @@ export class ResponseStore {
     this.purger.unref()
   }
 
-  /** Keeps the response, and its input and output items for `item_reference`s to them. */
-  async save(r: StoredResponse) {
-    const items = [...r.inputItems, ...(r.response.output ?? [])]
-      .filter((item) => typeof item?.id === 'string')
-      .map((item) => ({ key_id: r.keyId, item_id: item.id, response_id: r.id, created_at: r.createdAt, item: JSON.stringify(item) }))
-    // No transaction: on SQLite it would hold the write lock across awaits, stalling the ledger's writer. Items first,
-    // so a response is never found without them; items left by a failed second insert go with the retention.
-    const sql = this.store.sql
-    if (items.length > 0) await sql`INSERT INTO stored_response_items ${sql(items)} ON CONFLICT (key_id, item_id) DO NOTHING`
-    await sql`INSERT INTO stored_responses (id, key_id, created_at, response, input_items, context)
-      VALUES (${r.id}, ${r.keyId}, ${r.createdAt}, ${JSON.stringify(r.response)}, ${JSON.stringify(r.inputItems)}, ${JSON.stringify(r.context)})
-      ON CONFLICT (id) DO NOTHING`
+  /** Saves waiting for the write at the end of this turn of the event loop (see save). */
+  private turn: { responses: StoredResponseRow[]; items: StoredItemRow[]; written: Promise<void> } | null = null
+
+  /**
+   * Keeps the response, and its input and output items for `item_reference`s to them; resolves once written. The
+   * saves of one turn of the event loop are written together: on SQLite the commit is most of a save's cost, and
+   * under load several responses finish in one turn.
+   */
+  save(r: StoredResponse): Promise<void> {
+    let turn = this.turn
+    if (!turn) {
+      const next = { responses: [] as StoredResponseRow[], items: [] as StoredItemRow[], written: null as unknown as Promise<void> }
+      next.written = new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+        this.turn = null
+        return this.store.insertStoredResponses(next.responses, next.items)
+      })
+      turn = this.turn = next
+    }
+    for (const item of [...r.inputItems, ...(r.response.output ?? [])]) {
+      if (typeof item?.id === 'string') turn.items.push({ key_id: r.keyId, item_id: item.id, response_id: r.id, created_at: r.createdAt, item: JSON.stringify(item) })
+    }
+    turn.responses.push({
+      id: r.id,
+      key_id: r.keyId,
+      created_at: r.createdAt,
+      response: JSON.stringify(r.response),
+      input_items: JSON.stringify(r.inputItems),
+      context: JSON.stringify(r.context),
+    })
+    return turn.written
   }
 
   /** An item of one of `keyId`'s kept responses, by its id. */
