@@ -42,6 +42,39 @@ const completion = JSON.stringify({
   usage: { prompt_tokens: 10, completion_tokens: 160, total_tokens: 170 },
   system_fingerprint: 'fp_bench',
 })
+/**
+ * A Responses API object for `POST /responses` (non-streaming; streams there are not modelled), so that a target
+ * of type openai answers Conduit's Responses front door natively. Ids count up (a gateway keeps responses by id).
+ */
+let responses = 0
+const [responseHead, responseMiddle, responseTail] = JSON.stringify({
+  id: '\u0000',
+  object: 'response',
+  created_at: 1700000000,
+  status: 'completed',
+  error: null,
+  incomplete_details: null,
+  instructions: null,
+  max_output_tokens: null,
+  model: 'gpt-4o-2024-08-06',
+  output: [{ type: 'message', id: '\u0000', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: content, annotations: [], logprobs: [] }] }],
+  parallel_tool_calls: true,
+  previous_response_id: null,
+  reasoning: { effort: null, summary: null },
+  store: true,
+  temperature: 1,
+  text: { format: { type: 'text' } },
+  tool_choice: 'auto',
+  tools: [],
+  top_p: 1,
+  truncation: 'disabled',
+  usage: { input_tokens: 10, input_tokens_details: { cached_tokens: 0, cache_write_tokens: 0 }, output_tokens: 160, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 170 },
+  metadata: {},
+}).split('\\u0000')
+const response = () => {
+  const n = String(++responses).padStart(12, '0')
+  return `${responseHead}resp_bench${n}${responseMiddle}msg_bench${n}${responseTail}`
+}
 const encoder = new TextEncoder()
 const chunk = (content: string) =>
   encoder.encode(
@@ -107,7 +140,7 @@ export function startMockUpstream(port = Number(process.env.PORT ?? 0)) {
       const t = timingOf(req, body)
       if (t.delayMs > 0) await Bun.sleep(t.delayMs)
       if (body.includes('"stream":true')) return stream(t, req.signal)
-      return new Response(completion, { headers: { 'content-type': 'application/json' } })
+      return new Response(req.url.endsWith('/responses') ? response() : completion, { headers: { 'content-type': 'application/json' } })
     },
   })
 }

@@ -9,6 +9,7 @@ import type { SoakResult } from './scenarios/soak.ts'
 import type { SseResult } from './scenarios/sse.ts'
 import type { StreamsResult } from './scenarios/streams.ts'
 import type { ThroughputResult } from './scenarios/throughput.ts'
+import type { FrontDoorResult } from './scenarios/front-doors.ts'
 import type { MachineFacts } from './sys.ts'
 
 export interface ArmInfo {
@@ -41,6 +42,8 @@ export interface BenchResults {
   foreignCores: Record<string, number>
   latency: LatencyResult | null
   throughput: ThroughputResult | null
+  /** The Responses and Messages protocols against chat on conduit-w1 (no target: a cost to watch). */
+  frontDoors?: FrontDoorResult | null
   sse: SseResult | null
   streams: StreamsResult | null
   memory: MemoryResult | null
@@ -232,6 +235,21 @@ export function renderMarkdown(r: BenchResults): string {
     out.push(table(['c', 'arm', 'req/s', 'vs floor', 'vs direct', 'p50 ms', 'p99 ms', 'non-2xx', 'socket errors', 'CPU µs/req', 'cores', 'mock µs/req', 'peak RSS MB', 'TIME_WAIT after (Δ)', 'other cores'], rows), '')
     const rigBound = t.cells.filter((c) => c.arm !== 'direct' && directAt(c.connections) !== undefined && c.rps * 2 > directAt(c.connections)!)
     if (rigBound.length) out.push(`Rig check: direct is less than 2× the arm in ${rigBound.map((c) => `${c.arm}@c=${c.connections}`).join(', ')} — those cells may be bound by the mock or wrk, not by the arm.`, '')
+  }
+
+  if (r.frontDoors) {
+    const d = r.frontDoors
+    const chat = d.cells.find((c) => c.route === '/chat/completions')
+    out.push(`## front-doors — ${d.arm}, \`wrk -t1 -c${d.connections} -d${d.durationSec}s\`, the same prompt through each protocol`, '')
+    out.push('Translation both ways for Responses and Messages; a stored response is also written (two tables) before it is answered.', '')
+    const vsChat = (v: number | null, base: number | null | undefined) => (v !== null && base ? `${((v / base) * 100).toFixed(0)}%` : '–')
+    out.push(
+      table(
+        ['door', 'route', 'req/s', 'vs chat', 'CPU µs/req', 'vs chat', 'p50 ms', 'p99 ms', 'non-2xx'],
+        d.cells.map((c) => [c.door, c.route, f(c.rps, 0), vsChat(c.rps, chat?.rps), f(c.cpuUsPerReq, 1), vsChat(c.cpuUsPerReq, chat?.cpuUsPerReq), f(c.p50), f(c.p99), c.non2xx]),
+      ),
+      '',
+    )
   }
 
   if (r.sse) {

@@ -23,9 +23,10 @@ import { runSoak } from './scenarios/soak.ts'
 import { runSse } from './scenarios/sse.ts'
 import { runStreams } from './scenarios/streams.ts'
 import { runThroughput } from './scenarios/throughput.ts'
+import { runFrontDoors } from './scenarios/front-doors.ts'
 import { benchDir, childrenOf, foreignCpuMeter, machineFacts, processTree, proportionalBytes, repoRoot, rssBytes } from './sys.ts'
 
-const SCENARIOS = ['latency-c1', 'throughput', 'sse', 'streams-1000', 'memory', 'audio', 'realtime', 'soak'] as const
+const SCENARIOS = ['latency-c1', 'throughput', 'front-doors', 'sse', 'streams-1000', 'memory', 'audio', 'realtime', 'soak'] as const
 type Scenario = (typeof SCENARIOS)[number]
 
 const USAGE = `Usage: bun run bench [options]
@@ -274,6 +275,10 @@ try {
   const throughput = await scenario('throughput', () =>
     runThroughput(usable, { ladder: ints('ladder'), durationSec: int('duration'), warmupSec: 1, timing: timings.json, workDir, mockPid: mock.process.pid }, progress),
   )
+  const plain = usable.find((a) => a.name === 'conduit-w1')
+  const frontDoors = plain
+    ? await scenario('front-doors', () => runFrontDoors(plain, { connections: 64, durationSec: int('duration'), timing: timings.json, workDir, mockPid: mock.process.pid }, progress))
+    : null
   const governed = usable.find((a) => a.name === 'conduit-w1-limits-redis')
   let redisCost = null
   if (governed && governedRedis && !interrupted) {
@@ -341,6 +346,7 @@ try {
     foreignCores,
     latency,
     throughput,
+    frontDoors,
     sse,
     streams,
     memory,

@@ -97,7 +97,7 @@ export async function wrk(url: string, lua: string, connections: number, duratio
 }
 
 /** One wrk cell with the CPU and memory of the arm's processes measured around it. */
-export async function measureCell(arm: Arm, lua: string, connections: number, durationSec: number, mockPid: number): Promise<ThroughputCell> {
+export async function measureCell(arm: Arm, lua: string, connections: number, durationSec: number, mockPid: number, route = '/chat/completions'): Promise<ThroughputCell> {
   const root = arm.process?.pid ?? null
   const tree = root ? processTree(root) : []
   const cpu0 = root ? cpuSeconds(tree) : 0
@@ -106,7 +106,7 @@ export async function measureCell(arm: Arm, lua: string, connections: number, du
   const sampler = root ? new RssSampler(root, 1000) : null
   const foreign = foreignCpuMeter()
   const started = performance.now()
-  const r = await wrk(`${arm.baseURL}/chat/completions`, lua, connections, durationSec)
+  const r = await wrk(`${arm.baseURL}${route}`, lua, connections, durationSec)
   const elapsed = (performance.now() - started) / 1000
   const foreignCores = foreign()
   sampler?.stop()
