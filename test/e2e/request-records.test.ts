@@ -134,6 +134,31 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       expect(left.length).toBe(7)
       expect(left.some((r: any) => r.status === 401)).toBe(false)
     })
+
+    test('a purge of many rows deletes them a chunk at a time, with turns of the event loop in between', async () => {
+      // SQLite runs statements on the event loop: one DELETE of an hour of records froze every request meanwhile.
+      const store = gw.gateway.store
+      const kept = (await gw.admin('GET', '/requests')).data.length
+      const monthAgo = Date.now() - 30 * 86_400_000
+      const old = Array.from({ length: 2_500 }, (_, i) => ({
+        ...{ request_id: `req_old${String(i).padStart(6, '0')}`, created_at: monthAgo + i, key_id: alice.id, endpoint: 'chat', model: 'm1', provider: null, upstream_model: null },
+        ...{ status: 200, error_code: null, stream: 0, aborted: 0, attempts: 1, latency_ms: 1, ttft_ms: null, prompt_tokens: 0, completion_tokens: 0, cost_micros: 0 },
+        ...{ estimated: 0, end_user: null, client_ip: null, request_body: null },
+      }))
+      await store.insertRequestRecords(old)
+      let turns = 0
+      let purging = true
+      const turn = () => {
+        if (!purging) return
+        turns++
+        setImmediate(turn)
+      }
+      setImmediate(turn)
+      expect(await gw.gateway.records!.purge()).toBe(2_500)
+      purging = false
+      expect(turns).toBeGreaterThanOrEqual(2)
+      expect((await gw.admin('GET', '/requests')).data.length).toBe(kept)
+    })
   })
 }
 

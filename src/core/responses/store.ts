@@ -97,9 +97,8 @@ export class ResponseStore {
   async purge(now = Date.now()): Promise<number> {
     try {
       const before = this.oldestKept(now)
-      await this.store.sql`DELETE FROM stored_response_items WHERE created_at < ${before}`
-      const rows = await this.store.sql`DELETE FROM stored_responses WHERE created_at < ${before} RETURNING id`
-      return rows.length
+      await this.store.purge('stored_response_items', 'created_at', before)
+      return await this.store.purge('stored_responses', 'created_at', before)
     } catch (err) {
       this.log.warn({ err }, 'stored responses: retention purge failed; will try again')
       return 0
