@@ -699,13 +699,12 @@ export class AdminService {
    */
   async listKeysWithActivity() {
     const rows = await this.store.listKeys()
-    const lastUsed = await this.store.lastUsedByKey()
     const data = await Promise.all(
       rows.map(async (k) => {
         const budget = k.limits?.budget
         const spent = budget ? await this.store.spentMicros(k.id, accountFor(budget).since) : null
-        const used = lastUsed.get(k.id)
-        return { ...this.keyView(k), last_used_at: used === undefined ? null : Math.floor(used / 1000), budget_spent_usd: spent === null ? null : microsToUsd(spent) }
+        const used = await this.store.lastUsedAt(k.id)
+        return { ...this.keyView(k), last_used_at: used === null ? null : Math.floor(used / 1000), budget_spent_usd: spent === null ? null : microsToUsd(spent) }
       }),
     )
     return { object: 'list', data }

@@ -468,10 +468,13 @@ export class Store implements StoreView {
     return rows.map(toRecord)
   }
 
-  /** Each key's newest request record (epoch ms). */
-  async lastUsedByKey(): Promise<Map<string, number>> {
-    const rows = await this.sql`SELECT key_id, MAX(created_at) AS last FROM request_records WHERE key_id IS NOT NULL GROUP BY key_id`
-    return new Map(rows.map((r: any) => [r.key_id as string, Number(r.last)]))
+  /**
+   * The key's newest request record (epoch ms), null when it has none: one seek of the key's index. (A GROUP BY over
+   * every key read the whole table, on the event loop with SQLite: 52 ms for 500,000 rows, seconds for a week of them.)
+   */
+  async lastUsedAt(keyId: string): Promise<number | null> {
+    const [row] = await this.sql`SELECT MAX(created_at) AS last FROM request_records WHERE key_id = ${keyId}`
+    return row?.last === null || row?.last === undefined ? null : Number(row.last)
   }
 
   async getRequestRecord(id: string): Promise<RequestRecordRow | null> {

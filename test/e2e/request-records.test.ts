@@ -159,6 +159,18 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       expect(turns).toBeGreaterThanOrEqual(2)
       expect((await gw.admin('GET', '/requests')).data.length).toBe(kept)
     })
+
+    test("GET /admin/v1/keys: each key's last_used_at is its newest request record, null for a key never used", async () => {
+      const unused = await gw.admin('POST', '/keys', { name: 'unused' })
+      const records = (await gw.admin('GET', '/requests')).data
+      const keys = (await gw.admin('GET', '/keys')).data
+      const lastUsed = (id: string) => keys.find((k: any) => k.id === id).last_used_at
+      for (const { id } of [alice, bob]) {
+        const newest = Math.max(...records.filter((r: any) => r.key_id === id).map((r: any) => r.created_at))
+        expect(lastUsed(id)).toBe(Math.floor(newest))
+      }
+      expect(lastUsed(unused.id)).toBeNull()
+    })
   })
 }
 
