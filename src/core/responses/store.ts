@@ -45,12 +45,13 @@ export class ResponseStore {
   save(r: StoredResponse): Promise<void> {
     let turn = this.turn
     if (!turn) {
-      const next = { responses: [] as StoredResponseRow[], items: [] as StoredItemRow[], written: null as unknown as Promise<void> }
-      next.written = new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      const responses: StoredResponseRow[] = []
+      const items: StoredItemRow[] = []
+      const written = new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
         this.turn = null
-        return this.store.insertStoredResponses(next.responses, next.items)
+        return this.store.insertStoredResponses(responses, items)
       })
-      turn = this.turn = next
+      turn = this.turn = { responses, items, written }
     }
     for (const item of [...r.inputItems, ...(r.response.output ?? [])]) {
       if (typeof item?.id === 'string') turn.items.push({ key_id: r.keyId, item_id: item.id, response_id: r.id, created_at: r.createdAt, item: JSON.stringify(item) })
