@@ -695,10 +695,11 @@ export class AdminService {
 
   /**
    * The keys list with what the Keys page shows beside each: when it was last used (its newest request record)
-   * and what it spent in its budget's current period (only keys that have a budget).
+   * and what it spent in its budget's current period (only keys that have a budget). A key's own session sees only
+   * its key, and only that key's activity is read.
    */
-  async listKeysWithActivity() {
-    const rows = await this.store.listKeys()
+  async listKeysWithActivity(onlyKeyId: string | null = null) {
+    const rows = (await this.store.listKeys()).filter((k) => onlyKeyId === null || k.id === onlyKeyId)
     const data = await Promise.all(
       rows.map(async (k) => {
         const budget = k.limits?.budget

@@ -76,9 +76,7 @@ export function adminRoutes(gw: Gateway, sessions = new UiSessions(gw)) {
       return admin.createKey(input)
     })
     .get('/keys', async ({ request }) => {
-      const keyId = scopeOf(request)
-      const all = await admin.listKeysWithActivity()
-      return keyId ? { object: 'list', data: all.data.filter((k) => k.id === keyId) } : all
+      return admin.listKeysWithActivity(scopeOf(request))
     })
     .get('/keys/:id', async ({ params, request }) => {
       const keyId = scopeOf(request)

@@ -139,8 +139,17 @@ describe('a virtual key signs in read-only and sees only its own', () => {
     const models = await call('GET', '/admin/v1/models', { cookie })
     expect(models.body.data.map((m: any) => m.name)).toEqual(['allowed'])
     expect(models.body.data[0].targets).toBeUndefined() // where it routes stays private
-    const keys = await call('GET', '/admin/v1/keys', { cookie })
+    // Only its own key's activity is read (each key's is a query of the store).
+    const store = gw.gateway.store
+    const lastUsedAt = store.lastUsedAt.bind(store)
+    const read: string[] = []
+    store.lastUsedAt = (keyId) => {
+      read.push(keyId)
+      return lastUsedAt(keyId)
+    }
+    const keys = await call('GET', '/admin/v1/keys', { cookie }).finally(() => (store.lastUsedAt = lastUsedAt))
     expect(keys.body.data.map((k: any) => k.id)).toEqual([mine.id])
+    expect(read).toEqual([mine.id])
     expect((await call('GET', `/admin/v1/keys/${other.id}`, { cookie })).status).toBe(404)
     expect((await call('GET', `/admin/v1/keys/${mine.id}`, { cookie })).status).toBe(200)
     const usage = await call('GET', `/admin/v1/usage?key=${other.id}`, { cookie })
