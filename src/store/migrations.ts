@@ -129,4 +129,16 @@ export const MIGRATIONS: { version: number; statements: string[] }[] = [
       `CREATE INDEX stored_response_items_time ON stored_response_items (created_at)`,
     ],
   },
+  {
+    version: 12,
+    statements: [
+      // A budget's spend is summed from the ledger when its state is loaded, and for each budgeted key on the Keys
+      // page. With the cost in the index the sum reads the index alone instead of a table row per request, scattered
+      // among every other key's (a key's 50,000 rows among a million: 44–94 ms → 2–3 ms, on SQLite's event loop).
+      `CREATE INDEX spend_ledger_key_time_cost ON spend_ledger (key_id, created_at, cost_micros)`,
+      `DROP INDEX spend_ledger_key_time`,
+      `CREATE INDEX spend_ledger_key_user_time_cost ON spend_ledger (key_id, end_user, created_at, cost_micros) WHERE end_user IS NOT NULL`,
+      `DROP INDEX spend_ledger_key_user_time`,
+    ],
+  },
 ]
