@@ -75,9 +75,7 @@ export function adminRoutes(gw: Gateway, sessions = new UiSessions(gw)) {
       set.status = 201
       return admin.createKey(input)
     })
-    .get('/keys', async ({ request }) => {
-      return admin.listKeysWithActivity(scopeOf(request))
-    })
+    .get('/keys', ({ request }) => admin.listKeysWithActivity(scopeOf(request)))
     .get('/keys/:id', async ({ params, request }) => {
       const keyId = scopeOf(request)
       const key = await admin.getKey(keyId ?? params.id)
