@@ -19,7 +19,7 @@ trap 'rm -rf "$D"' EXIT
 POLICY=
 [ -n "$LIMITS" ] && POLICY=',"rpm":100000000,"tpm":1000000000,"max_parallel":100000,"budget":{"usd":1000000,"period":"monthly"}'
 [ "$LIMITS" = redis ] && export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/9}
-# The start settings main.ts restarts itself with, set here: it does not restart under --cpu-prof (see main.ts), and
+# The start settings main.ts restarts itself with, set here: it does not restart under --cpu-prof (see own-command.ts), and
 # the profiled process should serve as shipped.
 eval "$(bun -e 'import { startEnv } from "./src/cluster/own-command.ts"; for (const [k, v] of Object.entries(startEnv(process.env, 1))) console.log(`export ${k}=${v}`)')"
 CONDUIT_DATA_DIR=$D CONDUIT_MASTER_KEY=bench-master-0123456789abcdef CONDUIT_WORKERS=1 PORT=5931 HOST=127.0.0.1 CONDUIT_LOG_LEVEL=info CONDUIT_EGRESS_ALLOW=127.0.0.1 \

@@ -1,4 +1,4 @@
-import { ownCommand, startEnv } from './cluster/own-command.ts'
+import { ownCommand, sessionFlag, startEnv } from './cluster/own-command.ts'
 import { checkLaunch, readLaunch } from './config/launch.ts'
 
 // A maintenance command, not a server: it runs and exits (see src/commands/rotate-secrets.ts).
@@ -15,13 +15,11 @@ try {
   const worker = process.env.CONDUIT_WORKER === '1'
   const { launch } = await readLaunch(argv, process.env)
   // Settings Bun reads only as a process starts (see startEnv): the program replaces itself (execve: same pid,
-  // nothing left behind) with them set. Not when a session of Bun's would not survive that: JSC's sampler
-  // (`--cpu-prof`) suspends threads with SIGPWR, and one landing during execve kills the new program (1 start in 5
-  // at the default interval); a debugger on the inspector is dropped, and under `--inspect-wait` or `--inspect-brk`
-  // the new program waits for another. A primary's workers get them either way, from the primary.
+  // nothing left behind) with them set, unless a profiler's or debugger's session would not survive that (see
+  // sessionFlag). A primary's workers get them either way, from the primary.
   const missing = startEnv(process.env, launch.workers)
   const names = Object.keys(missing)
-  const session = process.execArgv.find((flag) => /^--(cpu-prof|inspect)/.test(flag))?.split('=')[0]
+  const session = sessionFlag()
   if (names.length > 0 && session) {
     console.error(`conduit: not restarted under ${session}, so ${names.join(' and ')} stay unset in this process; set them to run it as it serves`)
   } else if (names.length > 0 && typeof process.execve === 'function') {

@@ -1,13 +1,23 @@
+const INSPECTOR = 'inspect(-brk|-wait)?'
 /**
  * Flags that are the primary's alone: the inspector listens on one port (a worker given the same flag cannot start:
  * EADDRINUSE), and a reload is the primary's to do (it starts its workers again).
  */
-const PRIMARY_ONLY_FLAG = /^--(inspect(-brk|-wait)?|watch|hot)(=|$)/
+const PRIMARY_ONLY_FLAG = new RegExp(`^--(${INSPECTOR}|watch|hot)(=|$)`)
+/**
+ * Flags whose session would not survive the restart with startEnv: JSC's sampler (`--cpu-prof`) suspends threads
+ * with SIGPWR, and one landing during execve kills the new program (1 start in 5 at the default interval); a debugger
+ * on the inspector is dropped, and under `--inspect-wait` or `--inspect-brk` the new program waits for another.
+ */
+const SESSION_FLAG = new RegExp(`^--(${INSPECTOR}|cpu-prof)(=|$)`)
+
+/** The flag (without its value) that rules out restarting this process, if it was started with one. */
+export const sessionFlag = () => process.execArgv.find((flag) => SESSION_FLAG.test(flag))?.split('=')[0]
 
 /**
  * The command line that starts this program again: `bun [its flags] src/main.ts …` in development, `conduit …`
  * compiled. Bun's own flags (`--smol`, `--inspect`, `--cpu-prof`) come along, so the restart with startEnv (which
- * a profiled or inspected process skips: see main.ts) and the workers run as the operator asked; a worker gets
+ * a profiled or inspected process skips: see SESSION_FLAG) and the workers run as the operator asked; a worker gets
  * them all but the inspector and watch mode (use `--workers 1` for those).
  */
 export const ownCommand = (role: 'self' | 'worker' = 'self') => {
