@@ -57,7 +57,7 @@ async function memory() {
 beforeAll(async () => {
   dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-keys-'))
   inspector = inspectorArgs()
-  // The start environment as main.ts sets it, so that it does not start itself again (and its inspector twice).
+  // The start environment as main.ts would set it: under --inspect the gateway does not restart itself to set it.
   const env = { CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER_KEY, CONDUIT_WORKERS: '1', CONDUIT_LOG_LEVEL: 'error' }
   gw = await startProcess({ ...env, ...startEnv({}, 1) }, [], ['bun', ...inspector.args, 'src/main.ts'])
   admin = adminClient(gw.origin)

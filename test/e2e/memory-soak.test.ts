@@ -56,7 +56,7 @@ beforeAll(async () => {
       // Limits stay in Redis under this load: at the default 50 ms a busy 2-core box sends a good part of the
       // admissions to the in-process fallback (RL10's fail-open), and the shared path is the one whose keys we check.
       CONDUIT_REDIS_TIMEOUT_MS: '500',
-      // The start environment as main.ts sets it, so that it does not start itself again (and its inspector twice).
+      // The start environment as main.ts would set it: under --inspect the gateway does not restart itself to set it.
       ...startEnv({}, 1),
     },
     [],
