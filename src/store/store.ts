@@ -142,6 +142,8 @@ export class Store implements StoreView {
    */
   private rowWriter: Database | null = null
   private readonly rowInserts = new Map<string, (rows: readonly Record<string, unknown>[]) => void>()
+  /** Both stored-response tables in one of the row writer's transactions (see insertStoredResponses). */
+  private storedInsert: ((responses: StoredResponseRow[], items: StoredItemRow[]) => void) | null = null
 
   private constructor(
     readonly sql: SQL,
@@ -405,7 +407,6 @@ export class Store implements StoreView {
     if (items.length > 0) await this.sql`INSERT INTO stored_response_items ${this.sql(items)} ON CONFLICT (key_id, item_id) DO NOTHING`
     await this.sql`INSERT INTO stored_responses ${this.sql(responses)} ON CONFLICT (id) DO NOTHING`
   }
-  private storedInsert: ((responses: StoredResponseRow[], items: StoredItemRow[]) => void) | null = null
 
   // Images the gateway serves at /v1/images/files/{id} (migration 10) ---------------------------------------
 
@@ -422,7 +423,7 @@ export class Store implements StoreView {
   }
 
   async deleteExpiredImageFiles(now: number): Promise<number> {
-    return await this.purge('image_files', 'expires_at', now + 1)
+    return await this.purge('image_files', 'expires_at', now + 1) // expired at `now` too: below now + 1 ms
   }
 
   // Request records, metric buckets, Web UI sessions (migration 8) --------------------------------------------
