@@ -1,4 +1,5 @@
 import type { Socket, TCPSocketListener } from 'bun'
+import { PgStatements } from './pg-statements.ts'
 
 /**
  * What the proxy does to the bytes coming back from the target (the response side), starting with the next
@@ -8,9 +9,9 @@ import type { Socket, TCPSocketListener } from 'bun'
  * - `reset`: after `afterBytes` response bytes, drop both connections abruptly (an RST, not a FIN);
  * - `stall`: after `afterBytes` response bytes, forward nothing more and keep the connection open;
  * - `slice`: forward in pieces of `bytes`, `delayMs` apart (a slow or fragmenting network);
- * - `lose-reply`: a response chunk containing `match` (as text) is not forwarded: both connections drop instead,
- *   so the target did the work but the client never hears (e.g. a database's `INSERT 0 1` after its COMMIT).
- *   `times` such replies are lost (default: every one), then it passes.
+ * - `lose-reply` (a proxy started with `{ postgres: true }`): the chunk completing a statement whose text
+ *   contains `statement` is not forwarded: both connections drop instead, so the database did the work (its
+ *   COMMIT) but the client never hears. `times` such replies are lost (default: every one), then it passes.
  * `refuse()` closes the listening socket so new connections are refused; `restore()` reopens it.
  */
 export type Fault =
@@ -19,7 +20,7 @@ export type Fault =
   | { kind: 'reset'; afterBytes: number }
   | { kind: 'stall'; afterBytes: number }
   | { kind: 'slice'; bytes: number; delayMs: number }
-  | { kind: 'lose-reply'; match: string; times?: number }
+  | { kind: 'lose-reply'; statement: string; times?: number }
 
 export interface FaultProxy {
   port: number
@@ -45,6 +46,8 @@ interface Pipe {
   /** Serialises delayed writes so chunks never overtake each other. */
   chain: Promise<void>
   closed: boolean
+  /** What the client has asked a PostgreSQL target, when the proxy follows the protocol. */
+  statements: PgStatements | null
 }
 
 /** Writes what the socket accepts and keeps the rest for its drain callback. */
@@ -71,7 +74,7 @@ function flush(socket: Socket<any>, queue: Uint8Array[]) {
 }
 
 /** A small TCP proxy in front of `target` that injects network faults on demand (tests only). */
-export async function startFaultProxy(target: { hostname: string; port: number }, initial: Fault = { kind: 'pass' }): Promise<FaultProxy> {
+export async function startFaultProxy(target: { hostname: string; port: number }, initial: Fault = { kind: 'pass' }, options: { postgres?: boolean } = {}): Promise<FaultProxy> {
   const pipes = new Set<Pipe>()
   let listener: TCPSocketListener<Pipe> | null = null
   let port = 0
@@ -89,7 +92,8 @@ export async function startFaultProxy(target: { hostname: string; port: number }
 
   const deliver = (pipe: Pipe, chunk: Uint8Array) => {
     const fault = proxy.fault
-    if (fault.kind === 'lose-reply' && (lost.get(fault) ?? 0) < (fault.times ?? Infinity) && Buffer.from(chunk).toString('latin1').includes(fault.match)) {
+    const completed = pipe.statements?.server(chunk) ?? []
+    if (fault.kind === 'lose-reply' && (lost.get(fault) ?? 0) < (fault.times ?? Infinity) && completed.some((text) => text.includes(fault.statement))) {
       lost.set(fault, (lost.get(fault) ?? 0) + 1)
       return kill(pipe)
     }
@@ -129,7 +133,7 @@ export async function startFaultProxy(target: { hostname: string; port: number }
       socket: {
         open(client) {
           accepted++
-          const pipe: Pipe = { client, server: null, toServer: [], toClient: [], responseBytes: 0, chain: Promise.resolve(), closed: false }
+          const pipe: Pipe = { client, server: null, toServer: [], toClient: [], responseBytes: 0, chain: Promise.resolve(), closed: false, statements: options.postgres ? new PgStatements() : null }
           client.data = pipe
           pipes.add(pipe)
           Bun.connect<null>({
@@ -158,6 +162,7 @@ export async function startFaultProxy(target: { hostname: string; port: number }
         },
         data(client, chunk) {
           const pipe = client.data
+          pipe.statements?.client(chunk)
           if (pipe.server) send(pipe.server, pipe.toServer, chunk)
           else pipe.toServer.push(chunk.slice())
         },
