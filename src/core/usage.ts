@@ -1,12 +1,16 @@
 import { badRequest } from '../plugin-sdk/errors.ts'
 import { microsToUsd } from '../pricing/prices.ts'
 import type { Store, UsageTotals } from '../store/store.ts'
+import { HOUR_MS } from '../store/spend-rollup.ts'
 
 const DAY = 86_400_000
 /** 9999-12-31T23:59:59.999Z: the last instant an ISO 8601 date (and our report) can name. */
 const LAST_MS = 253_402_300_799_999
 
-/** `from`/`to` as ISO dates or unix seconds between 1970 and 9999; by default the last 30 days up to now. */
+/**
+ * `from`/`to` as ISO dates or unix seconds between 1970 and 9999; by default the last 30 days up to now. Spend is
+ * totalled per hour (spend-rollup.ts), so the range widens to the whole hours (UTC) it touches; the report says so.
+ */
 export function usageRange(params: URLSearchParams): { from: number; to: number } {
   const parse = (name: string, fallback: number) => {
     const raw = params.get(name)
@@ -20,7 +24,7 @@ export function usageRange(params: URLSearchParams): { from: number; to: number 
   const to = parse('to', Date.now() + 1)
   const from = parse('from', Math.max(0, to - 30 * DAY))
   if (from >= to) throw badRequest("'from' must be before 'to'.", 'from')
-  return { from, to }
+  return { from: from - (from % HOUR_MS), to: Math.ceil(to / HOUR_MS) * HOUR_MS }
 }
 
 type Group = 'key' | 'model' | 'provider' | 'day' | 'user'

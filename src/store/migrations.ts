@@ -141,4 +141,28 @@ export const MIGRATIONS: { version: number; statements: string[] }[] = [
       `DROP INDEX spend_ledger_key_user_time`,
     ],
   },
+  {
+    version: 13,
+    statements: [
+      // Per-hour totals of the ledger for usage reports (spend-rollup.ts), from what the ledger already holds.
+      `CREATE TABLE spend_hours (
+        hour BIGINT NOT NULL, key_id TEXT NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL, requests BIGINT NOT NULL,
+        prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, cost_micros BIGINT NOT NULL, unpriced BIGINT NOT NULL,
+        audio_ms BIGINT NOT NULL, characters BIGINT NOT NULL, PRIMARY KEY (key_id, hour, model, provider))`,
+      `CREATE INDEX spend_hours_hour ON spend_hours (hour)`,
+      `CREATE TABLE spend_user_hours (
+        hour BIGINT NOT NULL, key_id TEXT NOT NULL, end_user TEXT NOT NULL, requests BIGINT NOT NULL,
+        prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, cost_micros BIGINT NOT NULL, unpriced BIGINT NOT NULL,
+        audio_ms BIGINT NOT NULL, characters BIGINT NOT NULL, PRIMARY KEY (key_id, hour, end_user))`,
+      `CREATE INDEX spend_user_hours_hour ON spend_user_hours (hour)`,
+      `INSERT INTO spend_hours (hour, key_id, model, provider, requests, prompt_tokens, completion_tokens, cost_micros, unpriced, audio_ms, characters)
+        SELECT created_at - created_at % 3600000, COALESCE(key_id, ''), COALESCE(model, ''), COALESCE(provider, ''), COUNT(*), SUM(prompt_tokens),
+          SUM(completion_tokens), SUM(cost_micros), SUM(unpriced), SUM(audio_ms), SUM(characters)
+        FROM spend_ledger GROUP BY 1, 2, 3, 4`,
+      `INSERT INTO spend_user_hours (hour, key_id, end_user, requests, prompt_tokens, completion_tokens, cost_micros, unpriced, audio_ms, characters)
+        SELECT created_at - created_at % 3600000, COALESCE(key_id, ''), COALESCE(end_user, ''), COUNT(*), SUM(prompt_tokens),
+          SUM(completion_tokens), SUM(cost_micros), SUM(unpriced), SUM(audio_ms), SUM(characters)
+        FROM spend_ledger GROUP BY 1, 2, 3`,
+    ],
+  },
 ]

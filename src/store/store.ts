@@ -7,6 +7,7 @@ import { SPEND_COLUMNS, type SpendRow } from './ledger.ts'
 import { RECORD_COLUMNS, type RequestRecordRow } from './request-records.ts'
 import type { BucketRow } from '../core/timeseries.ts'
 import { MIGRATIONS } from './migrations.ts'
+import { ADD_INSERTED, ROLLUPS, totals, upsertTotal } from './spend-rollup.ts'
 
 /*
  * One store module for both engines: Bun.SQL speaks SQLite (embedded default) and PostgreSQL
@@ -141,9 +142,11 @@ export class Store implements StoreView {
    * (which does) to the migrations, which run before any request.
    */
   private rowWriter: Database | null = null
-  private readonly rowInserts = new Map<string, (rows: readonly Record<string, unknown>[]) => void>()
+  private readonly rowInserts = new Map<string, (rows: readonly object[]) => object[]>()
   /** Both stored-response tables in one of the row writer's transactions (see insertStoredResponses). */
   private storedInsert: ((responses: StoredResponseRow[], items: StoredItemRow[]) => void) | null = null
+  /** Ledger rows and the per-hour totals of those new to it, in one of the row writer's transactions. */
+  private spendInsert: ((rows: SpendRow[]) => void) | null = null
 
   private constructor(
     readonly sql: SQL,
@@ -332,28 +335,46 @@ export class Store implements StoreView {
 
   // Spend ledger -------------------------------------------------------------------------------------------
 
-  /** PostgreSQL: one multi-row statement per batch; SQLite: the row writer below. */
+  /**
+   * With the per-hour totals (spend-rollup.ts) of the rows new to the ledger. PostgreSQL: one statement per batch;
+   * SQLite: the row writer below.
+   */
   async insertSpend(rows: SpendRow[]) {
-    if (this.rowWriter) return this.insertRows('spend_ledger', SPEND_COLUMNS, rows)
-    await this.sql`INSERT INTO spend_ledger ${this.sql(rows)} ON CONFLICT (request_id) DO NOTHING`
+    const db = this.rowWriter
+    if (db) {
+      if (!this.spendInsert) {
+        const upserts = ROLLUPS.map((rollup) => ({ rollup, statement: db.prepare(upsertTotal(rollup)) }))
+        this.spendInsert = db.transaction((batch: SpendRow[]) => {
+          const inserted = this.insertRows('spend_ledger', SPEND_COLUMNS, batch)
+          for (const { rollup, statement } of upserts) for (const total of totals(rollup, inserted)) statement.run(...total)
+        })
+      }
+      return this.spendInsert(rows)
+    }
+    await this.sql`WITH inserted AS (INSERT INTO spend_ledger ${this.sql(rows)} ON CONFLICT (request_id) DO NOTHING RETURNING *) ${this.sql.unsafe(ADD_INSERTED)}`
   }
 
-  /** SQLite: the batch in one transaction through a statement prepared once per table (an absent field is NULL). */
-  private insertRows(table: Exclude<keyof typeof TABLE_KEYS, 'image_files'>, columns: readonly string[], rows: readonly object[]) {
+  /**
+   * SQLite: the batch in one transaction through a statement prepared once per table (an absent field is NULL).
+   * Returns the rows new to the table (a retried batch's are not).
+   */
+  private insertRows<T extends object>(table: Exclude<keyof typeof TABLE_KEYS, 'image_files'>, columns: readonly string[], rows: readonly T[]): T[] {
     let insert = this.rowInserts.get(table)
     if (!insert) {
       const db = this.rowWriter!
       const statement = db.prepare(`INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')}) ON CONFLICT (${TABLE_KEYS[table]}) DO NOTHING`)
       const values: unknown[] = new Array(columns.length)
-      insert = db.transaction((batch: readonly Record<string, unknown>[]) => {
+      insert = db.transaction((batch: readonly object[]) => {
+        const inserted: object[] = []
         for (const row of batch) {
-          for (let i = 0; i < columns.length; i++) values[i] = row[columns[i]!] ?? null
-          statement.run(...(values as any[]))
+          for (let i = 0; i < columns.length; i++) values[i] = (row as Record<string, unknown>)[columns[i]!] ?? null
+          if (statement.run(...(values as any[])).changes > 0) inserted.push(row)
         }
+        return inserted
       })
       this.rowInserts.set(table, insert)
     }
-    insert(rows as readonly Record<string, unknown>[])
+    return insert(rows) as T[]
   }
 
   /** What a key (or one of its end users) spent since `since`: where a budget's state is rebuilt from. */
@@ -365,21 +386,25 @@ export class Store implements StoreView {
     return Number(row?.spent ?? 0)
   }
 
-  /** Totals over [from, to) (epoch ms), optionally for one key, grouped one way (end users: the dearest USAGE_USER_ROWS). */
+  /**
+   * Totals over the hours in [from, to) (epoch ms, whole hours: see spend-rollup.ts), optionally for one key,
+   * grouped one way (end users: the dearest USAGE_USER_ROWS).
+   */
   async usage(by: 'key' | 'model' | 'provider' | 'day' | 'user' | 'all', from: number, to: number, keyId: string | null): Promise<UsageTotals[]> {
-    const group = { key: 'key_id', model: 'model', provider: 'provider', day: 'created_at / 86400000', user: 'end_user', all: null }[by]
-    const order = by === 'user' ? `ORDER BY SUM(cost_micros) DESC, COUNT(*) DESC, end_user LIMIT ${USAGE_USER_ROWS}` : `ORDER BY ${group}`
+    const group = { key: "NULLIF(key_id, '')", model: "NULLIF(model, '')", provider: "NULLIF(provider, '')", day: 'hour / 86400000', user: "NULLIF(end_user, '')", all: null }[by]
+    const order = by === 'user' ? `ORDER BY SUM(cost_micros) DESC, SUM(requests) DESC, ${group} LIMIT ${USAGE_USER_ROWS}` : `ORDER BY ${group}`
     const rows = await this.sql.unsafe(
-      `SELECT ${group ?? "'all'"} AS bucket, COUNT(*) AS requests, SUM(prompt_tokens) AS prompt_tokens,
+      `SELECT ${group ?? "'all'"} AS bucket, SUM(requests) AS requests, SUM(prompt_tokens) AS prompt_tokens,
          SUM(completion_tokens) AS completion_tokens, SUM(cost_micros) AS cost_micros, SUM(unpriced) AS unpriced,
          SUM(audio_ms) AS audio_ms, SUM(characters) AS characters
-       FROM spend_ledger WHERE created_at >= $1 AND created_at < $2 AND (CAST($3 AS TEXT) IS NULL OR key_id = CAST($3 AS TEXT))
+       FROM ${(by === 'user' ? ROLLUPS[1] : ROLLUPS[0]).table}
+       WHERE hour >= $1 AND hour < $2 AND (CAST($3 AS TEXT) IS NULL OR key_id = CAST($3 AS TEXT))
        ${group ? `GROUP BY ${group} ${order}` : ''}`,
       [from, to, keyId],
     )
     return rows.map((r: any) => ({
       bucket: by === 'day' ? new Date(Number(r.bucket) * 86_400_000).toISOString().slice(0, 10) : r.bucket,
-      requests: Number(r.requests),
+      requests: Number(r.requests ?? 0),
       prompt_tokens: Number(r.prompt_tokens ?? 0),
       completion_tokens: Number(r.completion_tokens ?? 0),
       cost_micros: Number(r.cost_micros ?? 0),
