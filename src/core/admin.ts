@@ -9,7 +9,7 @@ import { microsToUsd } from '../pricing/prices.ts'
 import { scrubSecrets } from '../services/known-secrets.ts'
 import { displayPrefix, generateVirtualKey, isWellFormedKey, lastFour, sha256, type SecretBox } from '../store/crypto.ts'
 import type { RequestRecordRow } from '../store/request-records.ts'
-import type { KeyRow, ModelRow, ProviderRow, RequestRecordFilter, Store } from '../store/store.ts'
+import type { KeyRow, ModelRow, ProviderRow, RecordCursor, RequestRecordFilter, Store } from '../store/store.ts'
 import { Attempt, RequestCtx } from './context.ts'
 import { accountFor } from '../plugins/budget/accounts.ts'
 import { UpstreamCall, timeoutsFor, upstreamError, type Timeouts } from './upstream.ts'
@@ -262,7 +262,7 @@ const seconds = (ms: number | null) => (ms === null ? null : Math.floor(ms / 100
 const notFound = (what: string, ref: string) => new GatewayError(404, `No ${what} '${ref}'.`, { code: 'not_found' })
 const conflict = (message: string) => new GatewayError(409, message, { code: 'conflict' })
 
-const encodeCursor = (row: RequestRecordRow) => Buffer.from(`${row.created_at}:${row.request_id}`).toString('base64url')
+const encodeCursor = (at: RecordCursor) => Buffer.from(`${at.createdAt}:${at.id}`).toString('base64url')
 function decodeCursor(cursor: string) {
   const text = Buffer.from(cursor, 'base64url').toString()
   const colon = text.indexOf(':')
@@ -645,15 +645,17 @@ export class AdminService {
     if (!Number.isInteger(limit) || limit < 1 || limit > 200) throw badRequest("'limit' must be an integer from 1 to 200.", 'limit')
     const cursor = text('cursor')
     if (cursor !== undefined) filter.before = decodeCursor(cursor)
-    const rows = await this.store.listRequestRecords(filter, limit + 1)
+    const { rows, scannedTo } = await this.store.listRequestRecords(filter, limit + 1)
     const page = rows.slice(0, limit)
     const names = await this.keyNames()
     const last = page.at(-1)
+    // A filter that matched little of what one page examines may give a short (even empty) page, and more to come.
+    const next = rows.length > limit && last ? { createdAt: last.created_at, id: last.request_id } : scannedTo
     return {
       object: 'list',
       data: page.map((r) => this.recordView(r, names)),
-      has_more: rows.length > limit,
-      next_cursor: rows.length > limit && last ? encodeCursor(last) : null,
+      has_more: next !== null,
+      next_cursor: next ? encodeCursor(next) : null,
     }
   }
 

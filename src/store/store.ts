@@ -58,6 +58,9 @@ const TABLE_KEYS = { spend_ledger: 'request_id', request_records: 'request_id', 
  */
 const PURGE_CHUNK = 1_000
 
+/** Records one page of the request log examines at most for the filters no index serves (see listRequestRecords). */
+export const RECORD_SCAN_ROWS = 10_000
+
 /** A kept Responses API object (migration 11); its JSON columns as text. */
 export interface StoredResponseRow {
   id: string
@@ -460,38 +463,57 @@ export class Store implements StoreView {
 
   /**
    * Newest first, `limit` rows after the cursor (the last row of the previous page: its time and id). Filters
-   * are exact; `status` is a code or a class (`2xx`, `4xx`, `5xx`) or `error` (400 and up).
+   * are exact; `status` is a code or a class (`2xx`, `4xx`, `5xx`) or `error` (400 and up). A filter the indexes do
+   * not serve (provider, user, status; the model beside a key) is applied to at most RECORD_SCAN_ROWS records along
+   * the time index, the key's or the model's: one few records match would otherwise read the whole table, on the
+   * event loop with SQLite (0.4 s per million records here). `scannedTo` is then where the examination stopped, when
+   * older records remain: the next page starts below it.
    */
-  async listRequestRecords(filter: RequestRecordFilter, limit: number): Promise<RequestRecordRow[]> {
-    const where: string[] = []
+  async listRequestRecords(filter: RequestRecordFilter, limit: number): Promise<{ rows: RequestRecordRow[]; scannedTo: RecordCursor | null }> {
+    const seek: string[] = []
     const args: unknown[] = []
     const arg = (value: unknown) => {
       args.push(value)
       return `$${args.length}`
     }
-    if (filter.keyId !== undefined) where.push(`key_id = ${arg(filter.keyId)}`)
-    if (filter.model !== undefined) where.push(`model = ${arg(filter.model)}`)
-    if (filter.provider !== undefined) where.push(`provider = ${arg(filter.provider)}`)
-    if (filter.user !== undefined) where.push(`end_user = ${arg(filter.user)}`)
-    if (filter.status !== undefined) {
-      const [low, high] = filter.status
-      where.push(`status >= ${arg(low)} AND status <= ${arg(high)}`)
-    }
-    if (filter.from !== undefined) where.push(`created_at >= ${arg(filter.from)}`)
-    if (filter.to !== undefined) where.push(`created_at < ${arg(filter.to)}`)
+    if (filter.keyId !== undefined) seek.push(`key_id = ${arg(filter.keyId)}`)
+    else if (filter.model !== undefined) seek.push(`model = ${arg(filter.model)}`)
+    if (filter.from !== undefined) seek.push(`created_at >= ${arg(filter.from)}`)
+    if (filter.to !== undefined) seek.push(`created_at < ${arg(filter.to)}`)
     if (filter.before) {
+      // The first term bounds the index walk; the second is the exact cursor.
       const at = arg(filter.before.createdAt)
-      where.push(`(created_at < ${at} OR (created_at = ${at} AND request_id < ${arg(filter.before.id)}))`)
+      seek.push(`created_at <= ${at} AND (created_at < ${at} OR request_id < ${arg(filter.before.id)})`)
     }
+    const order = 'ORDER BY created_at DESC, request_id DESC'
+    const seekArgs = [...args]
+    const rest: string[] = []
+    if (filter.keyId !== undefined && filter.model !== undefined) rest.push(`model = ${arg(filter.model)}`)
+    if (filter.provider !== undefined) rest.push(`provider = ${arg(filter.provider)}`)
+    if (filter.user !== undefined) rest.push(`end_user = ${arg(filter.user)}`)
+    if (filter.status !== undefined) rest.push(`status >= ${arg(filter.status[0])} AND status <= ${arg(filter.status[1])}`)
+    let scannedTo: RecordCursor | null = null
+    if (rest.length > 0) {
+      // The time alone, so that the walk reads the index only; every record of that millisecond is in this page.
+      const [edge] = await this.sql.unsafe(
+        `SELECT created_at FROM request_records ${seek.length ? `WHERE ${seek.join(' AND ')}` : ''} ORDER BY created_at DESC LIMIT 1 OFFSET ${RECORD_SCAN_ROWS - 1}`,
+        seekArgs,
+      )
+      if (edge) {
+        scannedTo = { createdAt: Number(edge.created_at), id: '' }
+        rest.push(`created_at >= ${arg(scannedTo.createdAt)}`)
+      }
+    }
+    const where = [...seek, ...rest]
     const rows = await this.sql.unsafe(
       `SELECT request_id, created_at, key_id, endpoint, model, provider, upstream_model, status, error_code, stream, aborted, attempts,
          latency_ms, ttft_ms, prompt_tokens, completion_tokens, cost_micros, estimated, end_user, client_ip,
          ${filter.withBodies ? 'request_body' : 'NULL AS request_body'}
        FROM request_records ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
-       ORDER BY created_at DESC, request_id DESC LIMIT ${Math.max(1, Math.min(1000, Math.floor(limit)))}`,
+       ${order} LIMIT ${Math.max(1, Math.min(1000, Math.floor(limit)))}`,
       args,
     )
-    return rows.map(toRecord)
+    return { rows: rows.map(toRecord), scannedTo }
   }
 
   /**
@@ -616,8 +638,14 @@ export interface RequestRecordFilter {
   from?: number
   to?: number
   /** The cursor: rows strictly older than this one. */
-  before?: { createdAt: number; id: string }
+  before?: RecordCursor
   withBodies?: boolean
+}
+
+/** A request record's place in the newest-first order. */
+export interface RecordCursor {
+  createdAt: number
+  id: string
 }
 
 /** A Web UI sign-in (the cookie is never stored, only its SHA-256). */

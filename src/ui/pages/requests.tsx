@@ -130,7 +130,7 @@ export function Requests({ readOnly }: { readOnly: boolean }) {
             ))}
           </tbody>
         </table>
-        {!loading && rows.length === 0 ? <p class="empty">No requests match.</p> : null}
+        {!loading && rows.length === 0 ? <p class="empty">{cursor ? 'No match among the newest requests looked at: load more to look further back.' : 'No requests match.'}</p> : null}
       </div>
       <div class="actions">
         {cursor ? (
