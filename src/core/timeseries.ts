@@ -48,12 +48,29 @@ interface Bucket {
 
 export const binOf = (ms: number) => (ms < 1 ? 0 : Math.min(BINS - 1, Math.floor(Math.log(ms) / LOG_GROWTH)))
 const encode = (hist: Map<number, number>) => [...hist].map(([bin, n]) => `${bin}:${n}`).join(',')
+/** Adds `bin:count,bin:count` (pairs of several histograms joined by commas) into `into`; a pair that is not two numbers is skipped. */
 function decodeInto(text: string, into: number[]) {
-  if (!text) return
-  for (const pair of text.split(',')) {
-    const colon = pair.indexOf(':')
-    const bin = Number(pair.slice(0, colon))
-    if (bin >= 0 && bin < BINS) into[bin]! += Number(pair.slice(colon + 1)) || 0
+  // One pass over the characters: a day of points is millions of pairs, and split/slice/Number allocated for each.
+  let bin = 0
+  let count = 0
+  let digits = 0
+  let colon = false
+  let valid = true
+  for (let i = 0; i <= text.length; i++) {
+    const c = i < text.length ? text.charCodeAt(i) : 44
+    if (c >= 48 && c <= 57) {
+      if (colon) count = count * 10 + (c - 48)
+      else bin = bin * 10 + (c - 48)
+      digits++
+    } else if (c === 58 && !colon && digits > 0) {
+      colon = true
+      digits = 0
+    } else if (c === 44) {
+      if (valid && colon && digits > 0 && bin < BINS) into[bin]! += count
+      bin = count = digits = 0
+      colon = false
+      valid = true
+    } else valid = false
   }
 }
 
@@ -169,7 +186,7 @@ export class TimeSeries {
     const { stepMs } = range
     const from = range.from - (range.from % stepMs)
     const points = Math.ceil((range.to - from) / stepMs)
-    const rows = await this.store.metricBuckets(from, range.to, filter.keyId ?? null, filter.model ?? null)
+    const rows = await this.store.metricPoints(from, range.to, stepMs, filter.keyId ?? null, filter.model ?? null)
     const zeros = () => new Array<number>(points).fill(0)
     const requests = zeros()
     const errors = zeros()
@@ -179,13 +196,13 @@ export class TimeSeries {
     const latency = Array.from({ length: points }, () => new Array<number>(BINS).fill(0))
     const ttft = Array.from({ length: points }, () => new Array<number>(BINS).fill(0))
     for (const r of rows) {
-      const i = Math.floor((Number(r.minute) - from) / stepMs)
+      const i = r.point
       if (i < 0 || i >= points) continue
-      requests[i]! += Number(r.requests)
-      errors[i]! += Number(r.errors)
-      promptTokens[i]! += Number(r.prompt_tokens)
-      completionTokens[i]! += Number(r.completion_tokens)
-      cost[i]! += Number(r.cost_micros)
+      requests[i]! += r.requests
+      errors[i]! += r.errors
+      promptTokens[i]! += r.prompt_tokens
+      completionTokens[i]! += r.completion_tokens
+      cost[i]! += r.cost_micros
       decodeInto(r.latency_hist, latency[i]!)
       decodeInto(r.ttft_hist, ttft[i]!)
     }

@@ -562,11 +562,33 @@ export class Store implements StoreView {
         latency_hist = excluded.latency_hist, ttft_hist = excluded.ttft_hist`
   }
 
-  /** Every instance's buckets over [from, to), optionally for one key and/or one model. */
-  async metricBuckets(from: number, to: number, keyId: string | null, model: string | null): Promise<BucketRow[]> {
-    return (await this.sql`SELECT * FROM metric_buckets WHERE minute >= ${from} AND minute < ${to}
-      AND (CAST(${keyId} AS TEXT) IS NULL OR key_id = CAST(${keyId} AS TEXT))
-      AND (CAST(${model} AS TEXT) IS NULL OR model = CAST(${model} AS TEXT))`) as BucketRow[]
+  /**
+   * Every instance's buckets over [from, to) summed per `stepMs` (whole minutes), optionally for one key and/or one
+   * model; a point's histograms are its buckets' joined by commas. Summed here, not row by row in JavaScript: a day
+   * is a bucket per minute, instance, key and model (115,200 for 40 keys and models on 2 instances: 0.85 s of
+   * SQLite's event loop, every 15 s while an Overview showed the last day).
+   */
+  async metricPoints(from: number, to: number, stepMs: number, keyId: string | null, model: string | null): Promise<MetricPoint[]> {
+    const joined = (column: string) => (this.engine === 'postgres' ? `string_agg(${column}, ',')` : `group_concat(${column}, ',')`)
+    const rows = await this.sql.unsafe(
+      `SELECT (minute - $1) / $2 AS point, SUM(requests) AS requests, SUM(errors) AS errors, SUM(prompt_tokens) AS prompt_tokens,
+         SUM(completion_tokens) AS completion_tokens, SUM(cost_micros) AS cost_micros,
+         ${joined('latency_hist')} AS latency_hist, ${joined('ttft_hist')} AS ttft_hist
+       FROM metric_buckets WHERE minute >= $1 AND minute < $3
+         AND (CAST($4 AS TEXT) IS NULL OR key_id = CAST($4 AS TEXT)) AND (CAST($5 AS TEXT) IS NULL OR model = CAST($5 AS TEXT))
+       GROUP BY 1`,
+      [from, stepMs, to, keyId, model], // in order of first use: SQLite numbers $n parameters as they appear
+    )
+    return rows.map((r: any) => ({
+      point: Number(r.point),
+      requests: Number(r.requests),
+      errors: Number(r.errors),
+      prompt_tokens: Number(r.prompt_tokens),
+      completion_tokens: Number(r.completion_tokens),
+      cost_micros: Number(r.cost_micros),
+      latency_hist: r.latency_hist ?? '',
+      ttft_hist: r.ttft_hist ?? '',
+    }))
   }
 
   async insertSession(session: SessionRow) {
@@ -641,6 +663,9 @@ export interface RequestRecordFilter {
   before?: RecordCursor
   withBodies?: boolean
 }
+
+/** One point of a chart: the buckets of its minutes summed, their histograms joined. */
+export type MetricPoint = Omit<BucketRow, 'minute' | 'instance' | 'key_id' | 'model'> & { point: number }
 
 /** A request record's place in the newest-first order. */
 export interface RecordCursor {
