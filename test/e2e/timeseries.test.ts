@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { binOf, quantile } from '../../src/core/timeseries.ts'
+import { binOf, quantile, TimeSeries, MINUTE_MS } from '../../src/core/timeseries.ts'
+import { createLogger } from '../../src/services/logger.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { createTestDatabase } from '../helpers/postgres.ts'
@@ -138,6 +139,43 @@ for (const engine of ['sqlite', 'postgres'] as const) {
         await second.close()
       } finally {
         rmSync(dir, { recursive: true, force: true })
+      }
+    })
+
+    test('a settled point is read once and kept: a refresh reads only the recent points; a late bucket shows once its point expires', async () => {
+      const store = gw.gateway.store
+      const series = new TimeSeries(store, createLogger('error'), 300)
+      const metricPoints = store.metricPoints
+      const reads: number[][] = []
+      store.metricPoints = (from, to, ...rest) => (reads.push([from, to]), metricPoints.call(store, from, to, ...rest))
+      try {
+        const now = Date.now()
+        const hour = now - (now % 3_600_000) - 3 * 3_600_000
+        const bucket = (minute: number, requests: number) => ({
+          minute, instance: 'settled-test', key_id: 'settled-key', model: 'm', requests, errors: 0,
+          prompt_tokens: 0, completion_tokens: 0, cost_micros: 0, latency_hist: `${binOf(100)}:${requests}`, ttft_hist: '',
+        })
+        await store.upsertMetricBuckets([bucket(hour, 5), bucket(hour + 25 * MINUTE_MS, 7)])
+        const range = { from: now - 4 * 3_600_000, to: now, stepMs: 600_000 }
+        const first = await series.query(range, { keyId: 'settled-key' }, now)
+        expect(first.totals.requests).toBe(12)
+        expect(first.totals.latency_p50_ms).toBe(quantile(Object.assign(new Array(80).fill(0), { [binOf(100)]: 1 }), 0.5))
+        expect(reads).toEqual([[range.from - (range.from % range.stepMs), now]])
+
+        // Refreshed: the same answer, and only the points that ended less than two minutes ago are read again.
+        reads.length = 0
+        expect(await series.query(range, { keyId: 'settled-key' }, now)).toEqual(first)
+        expect(reads.length).toBe(1)
+        expect(reads[0]![0]).toBeGreaterThan(now - 2 * MINUTE_MS - range.stepMs)
+
+        // A bucket written late into a settled point (an instance back from a database outage) shows once it expires.
+        await store.upsertMetricBuckets([bucket(hour + 26 * MINUTE_MS, 1)])
+        expect((await series.query(range, { keyId: 'settled-key' }, now)).totals.requests).toBe(12)
+        await Bun.sleep(500)
+        expect((await series.query(range, { keyId: 'settled-key' }, now)).totals.requests).toBe(13)
+      } finally {
+        store.metricPoints = metricPoints
+        await series.close()
       }
     })
   })
