@@ -7,7 +7,7 @@ import { SPEND_COLUMNS, type SpendRow } from './ledger.ts'
 import { RECORD_COLUMNS, type RequestRecordRow } from './request-records.ts'
 import type { BucketRow } from '../core/timeseries.ts'
 import { MIGRATIONS } from './migrations.ts'
-import { ADD_INSERTED, ROLLUPS, totals, upsertTotal } from './spend-rollup.ts'
+import { ADD_AFTER_ROWID, ADD_INSERTED, BY_MODEL, BY_USER } from './spend-rollup.ts'
 
 /*
  * One store module for both engines: Bun.SQL speaks SQLite (embedded default) and PostgreSQL
@@ -145,7 +145,7 @@ export class Store implements StoreView {
    * (which does) to the migrations, which run before any request.
    */
   private rowWriter: Database | null = null
-  private readonly rowInserts = new Map<string, (rows: readonly object[]) => object[]>()
+  private readonly rowInserts = new Map<string, (rows: readonly Record<string, unknown>[]) => void>()
   /** Both stored-response tables in one of the row writer's transactions (see insertStoredResponses). */
   private storedInsert: ((responses: StoredResponseRow[], items: StoredItemRow[]) => void) | null = null
   /** Ledger rows and the per-hour totals of those new to it, in one of the row writer's transactions. */
@@ -346,10 +346,12 @@ export class Store implements StoreView {
     const db = this.rowWriter
     if (db) {
       if (!this.spendInsert) {
-        const upserts = ROLLUPS.map((rollup) => ({ rollup, statement: db.prepare(upsertTotal(rollup)) }))
+        const lastRowid = db.prepare('SELECT COALESCE(MAX(rowid), 0) AS last FROM spend_ledger')
+        const addTotals = ADD_AFTER_ROWID.map((text) => db.prepare(text))
         this.spendInsert = db.transaction((batch: SpendRow[]) => {
-          const inserted = this.insertRows('spend_ledger', SPEND_COLUMNS, batch)
-          for (const { rollup, statement } of upserts) for (const total of totals(rollup, inserted)) statement.run(...total)
+          const { last } = lastRowid.get() as { last: number }
+          this.insertRows('spend_ledger', SPEND_COLUMNS, batch)
+          for (const statement of addTotals) statement.run(last)
         })
       }
       return this.spendInsert(rows)
@@ -357,27 +359,22 @@ export class Store implements StoreView {
     await this.sql`WITH inserted AS (INSERT INTO spend_ledger ${this.sql(rows)} ON CONFLICT (request_id) DO NOTHING RETURNING *) ${this.sql.unsafe(ADD_INSERTED)}`
   }
 
-  /**
-   * SQLite: the batch in one transaction through a statement prepared once per table (an absent field is NULL).
-   * Returns the rows new to the table (a retried batch's are not).
-   */
-  private insertRows<T extends object>(table: Exclude<keyof typeof TABLE_KEYS, 'image_files'>, columns: readonly string[], rows: readonly T[]): T[] {
+  /** SQLite: the batch in one transaction through a statement prepared once per table (an absent field is NULL). */
+  private insertRows(table: Exclude<keyof typeof TABLE_KEYS, 'image_files'>, columns: readonly string[], rows: readonly object[]) {
     let insert = this.rowInserts.get(table)
     if (!insert) {
       const db = this.rowWriter!
       const statement = db.prepare(`INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')}) ON CONFLICT (${TABLE_KEYS[table]}) DO NOTHING`)
       const values: unknown[] = new Array(columns.length)
-      insert = db.transaction((batch: readonly object[]) => {
-        const inserted: object[] = []
+      insert = db.transaction((batch: readonly Record<string, unknown>[]) => {
         for (const row of batch) {
-          for (let i = 0; i < columns.length; i++) values[i] = (row as Record<string, unknown>)[columns[i]!] ?? null
-          if (statement.run(...(values as any[])).changes > 0) inserted.push(row)
+          for (let i = 0; i < columns.length; i++) values[i] = row[columns[i]!] ?? null
+          statement.run(...(values as any[]))
         }
-        return inserted
       })
       this.rowInserts.set(table, insert)
     }
-    return insert(rows) as T[]
+    insert(rows as readonly Record<string, unknown>[])
   }
 
   /** What a key (or one of its end users) spent since `since`: where a budget's state is rebuilt from. */
@@ -400,7 +397,7 @@ export class Store implements StoreView {
       `SELECT ${group ?? "'all'"} AS bucket, SUM(requests) AS requests, SUM(prompt_tokens) AS prompt_tokens,
          SUM(completion_tokens) AS completion_tokens, SUM(cost_micros) AS cost_micros, SUM(unpriced) AS unpriced,
          SUM(audio_ms) AS audio_ms, SUM(characters) AS characters
-       FROM ${(by === 'user' ? ROLLUPS[1] : ROLLUPS[0]).table}
+       FROM ${(by === 'user' ? BY_USER : BY_MODEL).table}
        WHERE hour >= $1 AND hour < $2 AND (CAST($3 AS TEXT) IS NULL OR key_id = CAST($3 AS TEXT))
        ${group ? `GROUP BY ${group} ${order}` : ''}`,
       [from, to, keyId],
