@@ -156,7 +156,8 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       setImmediate(turn)
       expect(await gw.gateway.records!.purge()).toBe(2_500)
       purging = false
-      expect(turns).toBeGreaterThanOrEqual(2)
+      // Only SQLite runs a statement on the event loop; PostgreSQL's await gives the loop its turns whatever the chunks.
+      if (engine === 'sqlite') expect(turns).toBeGreaterThanOrEqual(2)
       expect((await gw.admin('GET', '/requests')).data.length).toBe(kept)
     })
 
