@@ -38,18 +38,6 @@ function naiveDataEvents(text: string) {
     })
 }
 
-/** Same events, field by field (JSON.stringify of every split made the quadratic test slow on a loaded box). */
-function sameEvents(a: RawSseEvent[], b: RawSseEvent[]): boolean {
-  if (a.length !== b.length) return false
-  for (let i = 0; i < a.length; i++) {
-    const x = a[i] as unknown as Record<string, unknown>
-    const y = b[i] as unknown as Record<string, unknown>
-    const keys = Object.keys(x)
-    if (keys.length !== Object.keys(y).length || keys.some((k) => x[k] !== y[k])) return false
-  }
-  return true
-}
-
 /**
  * Splits `bytes` in two at every offset and returns the offsets whose decode differs from `expected`
  * (every field, the raw text included).
@@ -57,7 +45,7 @@ function sameEvents(a: RawSseEvent[], b: RawSseEvent[]): boolean {
 function mismatchesAtEveryOffset(bytes: Uint8Array, expected: RawSseEvent[]): number[] {
   const bad: number[] = []
   for (let cut = 0; cut <= bytes.length; cut++) {
-    if (!sameEvents(decodeParts([bytes.subarray(0, cut), bytes.subarray(cut)]), expected)) bad.push(cut)
+    if (!Bun.deepEquals(decodeParts([bytes.subarray(0, cut), bytes.subarray(cut)]), expected, true)) bad.push(cut)
   }
   return bad
 }
@@ -134,7 +122,7 @@ describe('SseDecoder on recorded OpenAI streams', () => {
     expect(focus).toBeGreaterThan(0)
     const bad: [number, number][] = []
     for (const [i, j] of threeWayCuts(bytes.length, focus)) {
-      if (!sameEvents(decodeParts([bytes.subarray(0, i), bytes.subarray(i, j), bytes.subarray(j)]), whole)) bad.push([i, j])
+      if (!Bun.deepEquals(decodeParts([bytes.subarray(0, i), bytes.subarray(i, j), bytes.subarray(j)]), whole, true)) bad.push([i, j])
     }
     expect(bad).toEqual([])
   })
