@@ -159,7 +159,7 @@ describe('convert: espeak-ng WAV → every output format, checked by ffprobe', (
   }
 
   test('m4a input with its index at the end (as ffmpeg writes a file): the transcoder gives ffmpeg a file to seek in', async () => {
-    const path = `${tc.tempPath('m4a')}`
+    const path = tc.tempPath('m4a')
     const proc = Bun.spawn(['ffmpeg', '-v', 'error', '-i', 'pipe:0', '-c:a', 'aac', '-f', 'ipod', path], { stdin: new Blob([speech]) })
     expect(await proc.exited).toBe(0)
     const m4a = await Bun.file(path).bytes()
