@@ -6,7 +6,10 @@
 import pkg from './package.json'
 
 const result = await Bun.build({
-  entrypoints: ['src/main.ts'],
+  // The row writer's thread is a second entrypoint, which a Worker loads by a URL relative to the code starting it
+  // (src/store/row-writer.ts); that code ends up in a chunk at the root, so the entry must be there too (`naming`).
+  entrypoints: ['src/main.ts', 'src/store/row-writer-thread.ts'],
+  naming: { entry: '[name].[ext]' },
   target: 'bun',
   format: 'esm',
   compile: { outfile: 'dist/conduit', autoloadBunfig: false, autoloadDotenv: false, autoloadTsconfig: false, autoloadPackageJson: false },

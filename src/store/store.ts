@@ -1,13 +1,14 @@
 import { mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { SQL } from 'bun'
-import { Database } from 'bun:sqlite'
 import type { ModelTarget, StoreChange, StoreView, StoredKey, VirtualModel } from '../plugin-sdk/types.ts'
-import { SPEND_COLUMNS, type SpendRow } from './ledger.ts'
-import { RECORD_COLUMNS, type RequestRecordRow } from './request-records.ts'
+import type { SpendRow } from './ledger.ts'
+import type { RequestRecordRow } from './request-records.ts'
+import { RowWriter } from './row-writer.ts'
+import { TABLE_KEYS, type StoredItemRow, type StoredResponseRow } from './tables.ts'
 import type { BucketRow } from '../core/timeseries.ts'
 import { MIGRATIONS } from './migrations.ts'
-import { ADD_AFTER_ROWID, ADD_INSERTED, BY_MODEL, BY_USER } from './spend-rollup.ts'
+import { ADD_INSERTED, BY_MODEL, BY_USER } from './spend-rollup.ts'
 
 /*
  * One store module for both engines: Bun.SQL speaks SQLite (embedded default) and PostgreSQL
@@ -48,9 +49,6 @@ export interface UsageTotals {
   characters: number
 }
 
-/** The key of each table written in batches or purged in chunks: a retried batch conflicts on it, a purge deletes by it. */
-const TABLE_KEYS = { spend_ledger: 'request_id', request_records: 'request_id', stored_responses: 'id', stored_response_items: 'key_id, item_id', image_files: 'id' }
-
 /**
  * Rows one purge statement deletes: about 4 ms of SQLite on this box. Between statements the event loop has its turn:
  * SQLite runs on the event loop, and one DELETE of an hour of request records (100,000 rows took 0.4 s here; 3.6
@@ -60,26 +58,6 @@ const PURGE_CHUNK = 1_000
 
 /** Records one page of the request log examines at most for the filters no index serves (see listRequestRecords). */
 export const RECORD_SCAN_ROWS = 10_000
-
-/** A kept Responses API object (migration 11); its JSON columns as text. */
-export interface StoredResponseRow {
-  id: string
-  key_id: string
-  created_at: number
-  response: string
-  input_items: string
-  context: string
-}
-/** One of its input or output items, by id, for `item_reference`s. */
-export interface StoredItemRow {
-  key_id: string
-  item_id: string
-  response_id: string
-  created_at: number
-  item: string
-}
-const STORED_RESPONSE_COLUMNS = Object.keys({ id: 1, key_id: 1, created_at: 1, response: 1, input_items: 1, context: 1 } satisfies Record<keyof StoredResponseRow, 1>)
-const STORED_ITEM_COLUMNS = Object.keys({ key_id: 1, item_id: 1, response_id: 1, created_at: 1, item: 1 } satisfies Record<keyof StoredItemRow, 1>)
 
 /** Rows of a usage report grouped by end user: the dearest ones (a client may send any number of `user` values). */
 export const USAGE_USER_ROWS = 1_000
@@ -138,18 +116,8 @@ export interface ChangeBus {
 export class Store implements StoreView {
   private readonly listeners = new Set<(change: StoreChange) => void>()
   private readonly buses: ChangeBus[] = []
-  /**
-   * SQLite only: a second connection for the rows every request writes (ledger, request records), with each
-   * insert prepared once. Bun.SQL prepares a multi-row statement anew for every batch: 9.2 µs a row against 5.0.
-   * Its transactions are synchronous, so they never hold the write lock across an await; keep Bun.SQL's `begin`
-   * (which does) to the migrations, which run before any request.
-   */
-  private rowWriter: Database | null = null
-  private readonly rowInserts = new Map<string, (rows: readonly Record<string, unknown>[]) => void>()
-  /** Both stored-response tables in one of the row writer's transactions (see insertStoredResponses). */
-  private storedInsert: ((responses: StoredResponseRow[], items: StoredItemRow[]) => void) | null = null
-  /** Ledger rows and the per-hour totals of those new to it, in one of the row writer's transactions. */
-  private spendInsert: ((rows: SpendRow[]) => void) | null = null
+  /** SQLite only: the rows every request writes, inserted on a thread of their own (see RowWriter). */
+  private rowWriter: RowWriter | null = null
 
   private constructor(
     readonly sql: SQL,
@@ -165,15 +133,14 @@ export class Store implements StoreView {
       mkdirSync(options.dataDir, { recursive: true })
       const file = path.resolve(options.dataDir, 'conduit.sqlite')
       store = new Store(new SQL({ adapter: 'sqlite', filename: file }), 'sqlite')
-      // NORMAL on both connections: a commit does not wait for an fsync (WAL: a power cut may roll back the last
-      // commits, never corrupt the file; a crashed process loses only what it still queued). Both run their
-      // statements on the event loop, so with FULL every commit stalled the whole process for an fsync: every
-      // ledger batch (a p99 spike at c=1) and each stored response, image URL and realtime session (0.3–3 ms each).
+      // NORMAL (here and on the row writer's connection): a commit does not wait for an fsync (WAL: a power cut may
+      // roll back the last commits, never corrupt the file; a crashed process loses only what it still queued). This
+      // connection runs its statements on the event loop: with FULL each image URL and realtime session it writes
+      // stalled the whole process for an fsync (0.3–3 ms each).
       await store.sql`PRAGMA journal_mode = WAL`
       await store.sql`PRAGMA busy_timeout = 5000`
       await store.sql`PRAGMA synchronous = NORMAL`
-      store.rowWriter = new Database(file)
-      store.rowWriter.exec('PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL')
+      store.rowWriter = new RowWriter(file)
     }
     await store.migrate()
     return store
@@ -214,7 +181,7 @@ export class Store implements StoreView {
   }
 
   async close() {
-    this.rowWriter?.close()
+    await this.rowWriter?.close()
     this.rowWriter = null
     await this.sql.close()
   }
@@ -340,41 +307,11 @@ export class Store implements StoreView {
 
   /**
    * With the per-hour totals (spend-rollup.ts) of the rows new to the ledger. PostgreSQL: one statement per batch;
-   * SQLite: the row writer below.
+   * SQLite: one transaction on the row writer's thread.
    */
   async insertSpend(rows: SpendRow[]) {
-    const db = this.rowWriter
-    if (db) {
-      if (!this.spendInsert) {
-        const lastRowid = db.prepare('SELECT COALESCE(MAX(rowid), 0) AS last FROM spend_ledger')
-        const addTotals = ADD_AFTER_ROWID.map((text) => db.prepare(text))
-        this.spendInsert = db.transaction((batch: SpendRow[]) => {
-          const { last } = lastRowid.get() as { last: number }
-          this.insertRows('spend_ledger', SPEND_COLUMNS, batch)
-          for (const statement of addTotals) statement.run(last)
-        })
-      }
-      return this.spendInsert(rows)
-    }
+    if (this.rowWriter) return this.rowWriter.write('spend', rows)
     await this.sql`WITH inserted AS (INSERT INTO spend_ledger ${this.sql(rows)} ON CONFLICT (request_id) DO NOTHING RETURNING *) ${this.sql.unsafe(ADD_INSERTED)}`
-  }
-
-  /** SQLite: the batch in one transaction through a statement prepared once per table (an absent field is NULL). */
-  private insertRows(table: Exclude<keyof typeof TABLE_KEYS, 'image_files'>, columns: readonly string[], rows: readonly object[]) {
-    let insert = this.rowInserts.get(table)
-    if (!insert) {
-      const db = this.rowWriter!
-      const statement = db.prepare(`INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')}) ON CONFLICT (${TABLE_KEYS[table]}) DO NOTHING`)
-      const values: unknown[] = new Array(columns.length)
-      insert = db.transaction((batch: readonly Record<string, unknown>[]) => {
-        for (const row of batch) {
-          for (let i = 0; i < columns.length; i++) values[i] = row[columns[i]!] ?? null
-          statement.run(...(values as any[]))
-        }
-      })
-      this.rowInserts.set(table, insert)
-    }
-    insert(rows as readonly Record<string, unknown>[])
   }
 
   /** What a key (or one of its end users) spent since `since`: where a budget's state is rebuilt from. */
@@ -422,13 +359,7 @@ export class Store implements StoreView {
    * found without them (items left by a failed second insert go with the retention).
    */
   async insertStoredResponses(responses: StoredResponseRow[], items: StoredItemRow[]) {
-    if (this.rowWriter) {
-      this.storedInsert ??= this.rowWriter.transaction((r: StoredResponseRow[], i: StoredItemRow[]) => {
-        if (i.length > 0) this.insertRows('stored_response_items', STORED_ITEM_COLUMNS, i)
-        this.insertRows('stored_responses', STORED_RESPONSE_COLUMNS, r)
-      })
-      return this.storedInsert(responses, items)
-    }
+    if (this.rowWriter) return this.rowWriter.write('stored', responses, items)
     if (items.length > 0) await this.sql`INSERT INTO stored_response_items ${this.sql(items)} ON CONFLICT (key_id, item_id) DO NOTHING`
     await this.sql`INSERT INTO stored_responses ${this.sql(responses)} ON CONFLICT (id) DO NOTHING`
   }
@@ -454,7 +385,7 @@ export class Store implements StoreView {
   // Request records, metric buckets, Web UI sessions (migration 8) --------------------------------------------
 
   async insertRequestRecords(rows: RequestRecordRow[]) {
-    if (this.rowWriter) return this.insertRows('request_records', RECORD_COLUMNS, rows)
+    if (this.rowWriter) return this.rowWriter.write('records', rows)
     await this.sql`INSERT INTO request_records ${this.sql(rows)} ON CONFLICT (request_id) DO NOTHING`
   }
 

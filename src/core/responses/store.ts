@@ -1,5 +1,6 @@
 import type { Logger } from '../../plugin-sdk/types.ts'
-import type { Store, StoredItemRow, StoredResponseRow } from '../../store/store.ts'
+import type { Store } from '../../store/store.ts'
+import type { StoredItemRow, StoredResponseRow } from '../../store/tables.ts'
 
 /** A Responses API object the gateway keeps, with what a follow-up (`previous_response_id`) needs of it. */
 export interface StoredResponse {

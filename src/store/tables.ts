@@ -1,0 +1,24 @@
+/** The tables written in batches: what the row writer thread inserts and what the store purges in chunks. */
+
+/** A kept Responses API object (migration 11); its JSON columns as text. */
+export interface StoredResponseRow {
+  id: string
+  key_id: string
+  created_at: number
+  response: string
+  input_items: string
+  context: string
+}
+/** One of its input or output items, by id, for `item_reference`s. */
+export interface StoredItemRow {
+  key_id: string
+  item_id: string
+  response_id: string
+  created_at: number
+  item: string
+}
+export const STORED_RESPONSE_COLUMNS = Object.keys({ id: 1, key_id: 1, created_at: 1, response: 1, input_items: 1, context: 1 } satisfies Record<keyof StoredResponseRow, 1>)
+export const STORED_ITEM_COLUMNS = Object.keys({ key_id: 1, item_id: 1, response_id: 1, created_at: 1, item: 1 } satisfies Record<keyof StoredItemRow, 1>)
+
+/** The key of each table written in batches or purged in chunks: a retried batch conflicts on it, a purge deletes by it. */
+export const TABLE_KEYS = { spend_ledger: 'request_id', request_records: 'request_id', stored_responses: 'id', stored_response_items: 'key_id, item_id', image_files: 'id' }
