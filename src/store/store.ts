@@ -116,7 +116,11 @@ export interface ChangeBus {
 export class Store implements StoreView {
   private readonly listeners = new Set<(change: StoreChange) => void>()
   private readonly buses: ChangeBus[] = []
-  /** SQLite only: the rows every request writes, inserted on a thread of their own (see RowWriter). */
+  /**
+   * SQLite only: the rows every request writes, inserted on a thread of their own (see RowWriter). `this.sql` keeps
+   * Bun.SQL's `begin` to the migrations, which run before any request: its transactions hold the write lock across
+   * an await.
+   */
   private rowWriter: RowWriter | null = null
 
   private constructor(

@@ -311,6 +311,32 @@ test('SQLite: the rows every request writes are inserted off the event loop; the
   }
 })
 
+test("SQLite: the row writer's thread dies mid-batch: the batch is retried like an unreachable database, every row counts once", async () => {
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-row-writer-dies-'))
+  const store = await Store.open({ dataDir })
+  const { log, parsed } = capture()
+  const ledger = new SpendLedger(store, log)
+  try {
+    for (let i = 0; i < 3_000; i++) ledger.record(finished(`die-${i}`))
+    const flushed = ledger.flush()
+    await new Promise((resolve) => setImmediate(resolve)) // the first batch is on the thread
+    ;(store as unknown as { rowWriter: { worker: Worker } }).rowWriter.worker.terminate()
+    await flushed
+    expect(ledger.pending).toBeGreaterThan(0) // what was on the thread, and what waited behind it, is still queued
+    expect(parsed().some((l) => l.msg === 'spend ledger: database unreachable; will retry' && l.err.message === 'row writer thread exited')).toBe(true)
+
+    await ledger.close() // a new thread writes them
+    expect(ledger.pending).toBe(0)
+    const [{ n }] = await store.sql`SELECT COUNT(*) AS n FROM spend_ledger WHERE request_id LIKE 'die-%'`
+    const [{ requests, cost }] = await store.sql`SELECT SUM(requests) AS requests, SUM(cost_micros) AS cost FROM spend_hours WHERE key_id = 'key-1'`
+    expect([Number(n), Number(requests), Number(cost)]).toEqual([3_000, 3_000, 3_000 * 18])
+    expect(parsed().filter((l) => l.level === 'error')).toEqual([]) // nothing set aside, nothing lost
+  } finally {
+    await store.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+})
+
 test("SQLite: a budget's spend is summed from an index alone, per key and per end user", async () => {
   // A table row per request, scattered among every other key's, made a busy key's sum tens of milliseconds of stall.
   const dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-spend-index-'))
