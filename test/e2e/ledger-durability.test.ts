@@ -38,6 +38,18 @@ const finished = (id: string, over: { endpoint?: unknown; usage?: Record<string,
     status: 200,
   }) as unknown as FinishedRequest
 
+/** A store on a fresh SQLite file, closed and removed after `use`. */
+async function withSqliteStore(use: (store: Store) => Promise<void>) {
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-sqlite-'))
+  const store = await Store.open({ dataDir })
+  try {
+    await use(store)
+  } finally {
+    await store.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+}
+
 /** An upstream speaking OpenAI's chat format whose usage is scripted: a last message `usage:<json>` gets that object verbatim. */
 function startScriptedUsageUpstream() {
   const reported: { prompt_tokens: number; completion_tokens: number }[] = []
@@ -286,9 +298,7 @@ describe('PostgreSQL behind a fault proxy', () => {
 test('SQLite: the rows every request writes are inserted off the event loop; the shared connection commits without an fsync', async () => {
   // On the event loop a 500-row batch held every request and stream of the process for 2–14 ms; with FULL, each image
   // URL or realtime session the shared connection writes stalled it for an fsync.
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-row-writer-'))
-  const store = await Store.open({ dataDir })
-  try {
+  await withSqliteStore(async (store) => {
     const [shared] = await store.sql`PRAGMA synchronous`
     expect(shared.synchronous).toBe(1)
 
@@ -305,18 +315,13 @@ test('SQLite: the rows every request writes are inserted off the event loop; the
     const [{ n }] = await store.sql`SELECT COUNT(*) AS n FROM spend_ledger`
     const [{ requests }] = await store.sql`SELECT SUM(requests) AS requests FROM spend_hours`
     expect([Number(n), Number(requests)]).toEqual([20_000, 20_000])
-  } finally {
-    await store.close()
-    rmSync(dataDir, { recursive: true, force: true })
-  }
+  })
 })
 
 test("SQLite: the row writer's thread dies mid-batch: the batch is retried like an unreachable database, every row counts once", async () => {
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-row-writer-dies-'))
-  const store = await Store.open({ dataDir })
-  const { log, parsed } = capture()
-  const ledger = new SpendLedger(store, log)
-  try {
+  await withSqliteStore(async (store) => {
+    const { log, parsed } = capture()
+    const ledger = new SpendLedger(store, log)
     for (let i = 0; i < 3_000; i++) ledger.record(finished(`die-${i}`))
     const flushed = ledger.flush()
     await new Promise((resolve) => setImmediate(resolve)) // the first batch is on the thread
@@ -331,26 +336,18 @@ test("SQLite: the row writer's thread dies mid-batch: the batch is retried like 
     const [{ requests, cost }] = await store.sql`SELECT SUM(requests) AS requests, SUM(cost_micros) AS cost FROM spend_hours WHERE key_id = 'key-1'`
     expect([Number(n), Number(requests), Number(cost)]).toEqual([3_000, 3_000, 3_000 * 18])
     expect(parsed().filter((l) => l.level === 'error')).toEqual([]) // nothing set aside, nothing lost
-  } finally {
-    await store.close()
-    rmSync(dataDir, { recursive: true, force: true })
-  }
+  })
 })
 
 test("SQLite: a budget's spend is summed from an index alone, per key and per end user", async () => {
   // A table row per request, scattered among every other key's, made a busy key's sum tens of milliseconds of stall.
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-spend-index-'))
-  const store = await Store.open({ dataDir })
-  try {
+  await withSqliteStore(async (store) => {
     for (const user of [null, 'u-1']) {
       const filter = user === null ? '' : `AND end_user = '${user}'`
       const [plan] = await store.sql.unsafe(`EXPLAIN QUERY PLAN SELECT SUM(cost_micros) FROM spend_ledger WHERE key_id = 'k' ${filter} AND created_at >= 0`)
       expect(plan.detail).toContain('USING COVERING INDEX')
     }
-  } finally {
-    await store.close()
-    rmSync(dataDir, { recursive: true, force: true })
-  }
+  })
 })
 
 test('the database stalls (connection open, no reply): a write times out, its rows stay queued, close() still returns', async () => {
