@@ -43,6 +43,7 @@ const USAGE = `Usage: bun run bench [options]
                           (conduit-bin-w1, …): the executable that ships, its memory per process included
   --duration S            seconds per throughput cell (default 4)
   --ladder 16,32,…        throughput concurrencies (default 16,32,64,128,256)
+  --throughput-rounds N   throughput cells per arm and rung, interleaved (default 3)
   --rounds N              latency-c1 rounds (default 9)      --per-round N   requests per arm per round (default 300)
   --sse-rounds N          sse rounds (default 7)             --sse-per-round N  streams per arm per round (default 8)
   --sse-chunks N          chunks per stream (default 64)     --sse-interval MS  mock interval (default 3)
@@ -62,6 +63,7 @@ const { values: args } = parseArgs({
     workers: { type: 'string', default: '1,2' },
     duration: { type: 'string', default: '4' },
     ladder: { type: 'string', default: '16,32,64,128,256' },
+    'throughput-rounds': { type: 'string', default: '3' },
     rounds: { type: 'string', default: '9' },
     'per-round': { type: 'string', default: '300' },
     'sse-rounds': { type: 'string', default: '7' },
@@ -273,7 +275,7 @@ try {
   const latency = await scenario('latency-c1', () => runLatency(usable, { rounds: int('rounds'), perRound: int('per-round'), warmupMs: 3_000, timing: timings.json }, progress))
   const sse = await scenario('sse', () => runSse(streaming, { rounds: int('sse-rounds'), perRound: int('sse-per-round'), warmup: 400, timing: timings.sse }, progress))
   const throughput = await scenario('throughput', () =>
-    runThroughput(usable, { ladder: ints('ladder'), durationSec: int('duration'), warmupSec: 1, timing: timings.json, workDir, mockPid: mock.process.pid }, progress),
+    runThroughput(usable, { ladder: ints('ladder'), rounds: int('throughput-rounds'), durationSec: int('duration'), warmupSec: 1, timing: timings.json, workDir, mockPid: mock.process.pid }, progress),
   )
   const plain = usable.find((a) => a.name === 'conduit-w1')
   const frontDoors = plain

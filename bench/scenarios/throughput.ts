@@ -1,6 +1,7 @@
 /**
- * throughput: a closed-loop wrk ladder (`wrk -t1 -cC -dD --latency -s post.lua`), every arm at every rung,
- * arm order shuffled per rung. Per cell: req/s, p50, p99, non-2xx, socket errors, CPU of the arm's process
+ * throughput: a closed-loop wrk ladder (`wrk -t1 -cC -dD --latency -s post.lua`), every arm at every rung, in
+ * rounds: each round runs every arm once, in a shuffled order, so an arm and the floor it is compared with are
+ * measured minutes apart at most and under the same load from elsewhere on the box. Per cell: req/s, p50, p99, non-2xx, socket errors, CPU of the arm's process
  * tree (primary and workers) per request from /proc, the mock's CPU, TIME_WAIT after the cell, and the arm's
  * RSS sampled at 1 Hz (the peak feeds the memory scenario).
  */
@@ -9,11 +10,13 @@ import path from 'node:path'
 import type { Arm } from '../arms.ts'
 import { chatBody } from '../clients/http.ts'
 import { mockModel, type MockTiming } from '../mock-upstream.ts'
-import { shuffled } from '../stats.ts'
+import { median, shuffled } from '../stats.ts'
 import { cpuSeconds, foreignCpuMeter, processTree, RssSampler, timeWaitCount } from '../sys.ts'
 
 export interface ThroughputOptions {
   ladder: number[]
+  /** Cells per arm and rung, interleaved: this box's speed drifts from minute to minute. */
+  rounds: number
   durationSec: number
   warmupSec: number
   timing: MockTiming
@@ -50,7 +53,9 @@ export interface ThroughputCell extends WrkResult {
 export interface ThroughputResult {
   durationSec: number
   ladder: number[]
-  cells: ThroughputCell[]
+  rounds: number
+  /** Every cell, in the order run (`round` from 1). */
+  cells: (ThroughputCell & { round: number })[]
   /** Highest RSS of each arm's tree seen during its cells, bytes. */
   peakRss: Record<string, number>
 }
@@ -132,16 +137,98 @@ export async function runThroughput(arms: Arm[], o: ThroughputOptions, progress:
   const scripts = new Map(arms.map((arm) => [arm.name, writeLua(o.workDir, arm, body)]))
   for (const arm of arms) await wrk(`${arm.baseURL}/chat/completions`, scripts.get(arm.name)!, 32, o.warmupSec)
 
-  const cells: ThroughputCell[] = []
+  const cells: ThroughputResult['cells'] = []
   const peakRss: Record<string, number> = {}
   for (const c of o.ladder) {
-    for (const arm of shuffled(arms)) {
-      const cell = await measureCell(arm, scripts.get(arm.name)!, c, o.durationSec, o.mockPid)
-      cells.push(cell)
-      if (cell.peakRss !== null) peakRss[arm.name] = Math.max(peakRss[arm.name] ?? 0, cell.peakRss)
-      progress(`throughput c=${c} ${arm.name}: ${cell.rps.toFixed(0)} req/s, p99 ${cell.p99.toFixed(2)} ms${cell.non2xx ? `, ${cell.non2xx} non-2xx` : ''}`)
-      if (cell.raw) progress(`wrk output: ${cell.raw}`)
+    for (let round = 1; round <= o.rounds; round++) {
+      for (const arm of shuffled(arms)) {
+        const cell = { ...(await measureCell(arm, scripts.get(arm.name)!, c, o.durationSec, o.mockPid)), round }
+        cells.push(cell)
+        if (cell.peakRss !== null) peakRss[arm.name] = Math.max(peakRss[arm.name] ?? 0, cell.peakRss)
+        progress(`throughput c=${c} round ${round}/${o.rounds} ${arm.name}: ${cell.rps.toFixed(0)} req/s, p99 ${cell.p99.toFixed(2)} ms${cell.non2xx ? `, ${cell.non2xx} non-2xx` : ''}`)
+        if (cell.raw) progress(`wrk output: ${cell.raw}`)
+      }
     }
   }
-  return { durationSec: o.durationSec, ladder: o.ladder, cells, peakRss }
+  return { durationSec: o.durationSec, ladder: o.ladder, rounds: o.rounds, cells, peakRss }
+}
+
+export interface ThroughputSummary {
+  arm: string
+  connections: number
+  rounds: number
+  /** Medians over the rounds. */
+  rps: number
+  p50: number
+  p99: number
+  cpuUsPerReq: number | null
+  armCores: number | null
+  mockCpuUsPerReq: number
+  /** Per round, the arm's req/s over the floor's (or direct's) in the same round; median and extremes. */
+  vsFloor: Spread | null
+  vsDirect: Spread | null
+  /** Per round, the arm's CPU per request over the floor's. */
+  cpuVsFloor: Spread | null
+  /** Summed over the rounds. */
+  non2xx: number
+  socketErrors: number
+  peakRss: number | null
+  /** The last round's TIME_WAIT after the cell, and the change during it. */
+  timeWait: number
+  timeWaitDelta: number
+  /** The most cores used by other processes during one of the arm's cells. */
+  foreignCores: number
+}
+
+export interface Spread {
+  median: number
+  min: number
+  max: number
+}
+
+const spread = (values: number[]): Spread | null => (values.length === 0 ? null : { median: median(values), min: Math.min(...values), max: Math.max(...values) })
+
+/** One row per arm and rung: the rounds' medians, and each ratio taken within a round before its median. */
+export function summarizeThroughput(t: ThroughputResult): ThroughputSummary[] {
+  const out: ThroughputSummary[] = []
+  for (const c of t.ladder) {
+    const atRung = t.cells.filter((x) => x.connections === c)
+    const sameRound = (arm: string, round: number) => atRung.find((x) => x.arm === arm && x.round === round)
+    for (const arm of [...new Set(atRung.map((x) => x.arm))]) {
+      const mine = atRung.filter((x) => x.arm === arm)
+      const ratios = (base: string, value: (x: ThroughputCell) => number | null) =>
+        spread(mine.flatMap((x) => {
+          const b = sameRound(base, x.round)
+          const v = value(x)
+          const bv = b ? value(b) : null
+          return v !== null && bv !== null && Number.isFinite(v) && Number.isFinite(bv) && bv > 0 ? [v / bv] : []
+        }))
+      const med = (value: (x: ThroughputCell) => number | null) => {
+        const values = mine.map(value).filter((v): v is number => v !== null && Number.isFinite(v))
+        return values.length ? median(values) : null
+      }
+      const last = mine[mine.length - 1]!
+      out.push({
+        arm,
+        connections: c,
+        rounds: mine.length,
+        rps: med((x) => x.rps) ?? NaN,
+        p50: med((x) => x.p50) ?? NaN,
+        p99: med((x) => x.p99) ?? NaN,
+        cpuUsPerReq: med((x) => x.cpuUsPerReq),
+        armCores: med((x) => x.armCores),
+        mockCpuUsPerReq: med((x) => x.mockCpuUsPerReq) ?? NaN,
+        vsFloor: ratios('floor', (x) => x.rps),
+        vsDirect: ratios('direct', (x) => x.rps),
+        cpuVsFloor: ratios('floor', (x) => x.cpuUsPerReq),
+        non2xx: mine.reduce((n, x) => n + x.non2xx, 0),
+        socketErrors: mine.reduce((n, x) => n + x.socketErrors.connect + x.socketErrors.read + x.socketErrors.write + x.socketErrors.timeout, 0),
+        peakRss: mine.some((x) => x.peakRss !== null) ? Math.max(...mine.map((x) => x.peakRss ?? 0)) : null,
+        timeWait: last.timeWait,
+        timeWaitDelta: last.timeWait - last.timeWaitBefore,
+        foreignCores: Math.max(...mine.map((x) => x.foreignCores)),
+      })
+    }
+  }
+  return out
 }
