@@ -1,9 +1,9 @@
 /**
  * throughput: a closed-loop wrk ladder (`wrk -t1 -cC -dD --latency -s post.lua`), every arm at every rung, in
- * rounds: each round runs every arm once, in a shuffled order, so an arm and the floor it is compared with are
- * measured minutes apart at most and under the same load from elsewhere on the box. Per cell: req/s, p50, p99, non-2xx, socket errors, CPU of the arm's process
- * tree (primary and workers) per request from /proc, the mock's CPU, TIME_WAIT after the cell, and the arm's
- * RSS sampled at 1 Hz (the peak feeds the memory scenario).
+ * rounds: each round runs every arm once, in a shuffled order, so an arm is compared with a floor measured within
+ * the same half minute (see summarizeThroughput). Per cell: req/s, p50, p99, non-2xx, socket errors, CPU of the
+ * arm's process tree (primary and workers) per request from /proc, the mock's CPU, TIME_WAIT after the cell, and
+ * the arm's RSS sampled at 1 Hz (the peak feeds the memory scenario).
  */
 import { writeFileSync } from 'node:fs'
 import path from 'node:path'
@@ -156,7 +156,6 @@ export async function runThroughput(arms: Arm[], o: ThroughputOptions, progress:
 export interface ThroughputSummary {
   arm: string
   connections: number
-  rounds: number
   /** Medians over the rounds. */
   rps: number
   p50: number
@@ -211,7 +210,6 @@ export function summarizeThroughput(t: ThroughputResult): ThroughputSummary[] {
       out.push({
         arm,
         connections: c,
-        rounds: mine.length,
         rps: med((x) => x.rps) ?? NaN,
         p50: med((x) => x.p50) ?? NaN,
         p99: med((x) => x.p99) ?? NaN,
