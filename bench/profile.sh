@@ -36,12 +36,20 @@ wrk.body = '{"model":"m","messages":[{"role":"user","content":"Hello there, how 
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $KEY"
 LUA
+# Per thread: tid, CPU ticks (utime + stime, counted after the ")" that ends a name with spaces in it), name.
+threads() { for t in /proc/$GW/task/*; do echo "$(basename $t) $(sed 's/.*) //' $t/stat | awk '{print $12+$13}') $(cat $t/comm)"; done; }
 wrk -t1 -c64 -d3s -s $DIR/post.lua http://127.0.0.1:5931/v1/chat/completions > /dev/null
 T0=$(awk '{print $14+$15}' /proc/$GW/stat)
+threads > $DIR/threads.before
 wrk -t1 -c64 -d8s --latency -s $DIR/post.lua http://127.0.0.1:5931/v1/chat/completions > $DIR/wrk.txt
 T1=$(awk '{print $14+$15}' /proc/$GW/stat)
+threads > $DIR/threads.after
 N=$(grep -o '[0-9]* requests in' $DIR/wrk.txt | cut -d' ' -f1)
 grep -E "Requests/sec|Non-2xx" $DIR/wrk.txt || true
 echo "CPU us/req: $(( (T1 - T0) * 10000 / N ))  rss_kb: $(grep VmRSS /proc/$GW/status | awk '{print $2}')"
+# Which thread spent it: the main (JavaScript) thread, the row writer ("Worker"), Bun's HTTP client, GC helpers.
+awk -v n=$N 'NR == FNR { before[$1] = $2; next }
+  { tid = $1; d = $2 - before[tid]; $1 = $2 = ""; sub(/^ +/, ""); if (d > 0) us[$0] += d * 10000 / n }
+  END { line = "by thread, us/req:"; for (k in us) line = line sprintf(" %s %.1f;", k, us[k]); print line }' $DIR/threads.before $DIR/threads.after
 kill -TERM $GW; wait $GW 2>/dev/null || true
 kill $MOCK
