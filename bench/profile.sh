@@ -1,8 +1,9 @@
 #!/bin/bash
 # Usage: bench/profile.sh <label>: one Conduit worker under wrk -c64 for 8 s (plain key, JSON chat), with the
-# mock upstream; prints req/s and CPU µs per request. PROF=1 also writes a .cpuprofile into $DIR (read it with
-# `bun bench/profile-top.ts <file>`). LIMITS=local|redis gives the key the bench's governed policy (rpm, tpm,
-# max_parallel, budget), kept in-process or in the Redis at $REDIS_URL (default redis://127.0.0.1:6379/9).
+# mock upstream; prints req/s, CPU µs per request and its split by thread. PROF=1 also writes a .cpuprofile into
+# $DIR (read it with `bun bench/profile-top.ts <file>`). LIMITS=local|redis gives the key the bench's governed
+# policy (rpm, tpm, max_parallel, budget), kept in-process or in the Redis at $REDIS_URL (default
+# redis://127.0.0.1:6379/9).
 # GWLOG=<file> keeps the gateway's output. Needs wrk and curl; port 5931.
 set -e
 cd "$(dirname "$0")/.."
