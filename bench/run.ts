@@ -2,7 +2,7 @@
  * The benchmark suite: every arm (direct → mock, the Bun floor, Conduit with 1 and 2 workers, optionally
  * Portkey) against one mock upstream, in one run, side by side. See bench/README.md.
  *
- *   bun run bench                       # default scenarios, a few minutes
+ *   bun run bench                       # default scenarios, about 8 minutes
  *   bun run bench --only latency-c1,sse # a selection
  *   bun run bench --long                # adds the soak (10 min; --soak-seconds N)
  *   bun run bench --portkey             # adds the Portkey arm (installed on demand into bench/.cache/)
