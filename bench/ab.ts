@@ -2,7 +2,8 @@
  * A/B of two checkouts' request pipelines, in one process, interleaved: for the gateway's own small costs.
  *
  *   git worktree add /tmp/before <rev> && ln -s "$PWD/node_modules" /tmp/before/node_modules
- *   bun bench/ab.ts /tmp/before [checkout B, default this one] [--rounds 10] [--seconds 1] [--b-config '{…}'] > /dev/null
+ *   bun bench/ab.ts /tmp/before [checkout B, default this one] [--rounds 10] [--seconds 1] \
+ *     [--a-config '{…}'] [--b-config '{…}'] [--key '{…}'] > /dev/null
  *
  * `bun run bench` compares whole processes a minute apart, and this box's speed drifts more than that between
  * runs (one arm measured 31–59% of the floor); a change worth 3% is lost in it. Here both gateways (each its own
@@ -10,8 +11,8 @@
  * alike, and what is compared is CPU per request within a round. Each calls its own `pipeline.handle` for a chat
  * completion at c=64 against the mock upstream (another process): Bun's HTTP server, the same code for both, is
  * left out. `--a-config` / `--b-config` merge into a side's gateway config, so one checkout against itself with a
- * capability switched off measures what it costs. The gateways' request lines go to stdout as a server's would
- * (send them to /dev/null); the result is on stderr.
+ * capability switched off measures what it costs; `--key` is the key's policy on both sides (`{"rpm": …}`). The
+ * gateways' request lines go to stdout as a server's would (send them to /dev/null); the result is on stderr.
  */
 import { parseArgs } from 'node:util'
 import path from 'node:path'
@@ -25,11 +26,12 @@ const { values: args, positionals } = parseArgs({
     seconds: { type: 'string', default: '1' },
     'a-config': { type: 'string', default: '{}' },
     'b-config': { type: 'string', default: '{}' },
+    key: { type: 'string', default: '{}' },
   },
 })
 const here = path.resolve(import.meta.dir, '..')
 const [checkoutA, checkoutB = here] = positionals.map((p) => path.resolve(p))
-if (!checkoutA) throw new Error('usage: bun bench/ab.ts <checkout A> [checkout B] [--rounds N] [--seconds S] [--a-config JSON] [--b-config JSON]')
+if (!checkoutA) throw new Error('usage: bun bench/ab.ts <checkout A> [checkout B] [--rounds N] [--seconds S] [--a-config JSON] [--b-config JSON] [--key JSON]')
 const rounds = Number(args.rounds)
 const roundMs = Number(args.seconds) * 1000
 const CONNECTIONS = 64
@@ -63,7 +65,7 @@ async function side(name: string, checkout: string, config: Record<string, unkno
   const gw = await startGateway({ requestLog: { retentionDays: 7, recordBodies: false }, ...config })
   await gw.admin('POST', '/providers', { name: 'mock', type: 'openai', base_url: upstream, api_key: 'sk-bench-mock' })
   await gw.admin('POST', '/models', { name: 'm', targets: [{ provider: 'mock', model: 'gpt-4o-mini', price: { input: 1, output: 1 } }] })
-  const { key } = await gw.admin('POST', '/keys', { name: 'ab' })
+  const { key } = await gw.admin('POST', '/keys', { name: 'ab', ...JSON.parse(args.key!) })
   const url = `${gw.origin}/v1/chat/completions`
   const headers = { 'content-type': 'application/json', authorization: `Bearer ${key}` }
   const body = JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'Hello there, how are you?' }], max_tokens: 16 })
