@@ -16,6 +16,7 @@
  */
 import { parseArgs } from 'node:util'
 import path from 'node:path'
+import { startMock } from './arms.ts'
 import { median } from './stats.ts'
 
 const { values: args, positionals } = parseArgs({
@@ -40,18 +41,8 @@ const CONNECTIONS = 64
 process.env.CONDUIT_EGRESS_ALLOW ??= '127.0.0.1'
 process.env.CONDUIT_LOG_LEVEL ??= 'info'
 
-const mock = Bun.spawn(['bun', path.join(here, 'bench/mock-upstream.ts')], { stdout: 'pipe', stderr: 'inherit', env: { ...process.env, PORT: '0' } })
-const upstream = await (async () => {
-  const reader = mock.stdout.getReader()
-  let text = ''
-  while (!/http:\/\/\S+/.test(text)) {
-    const { done, value } = await reader.read()
-    if (done) throw new Error('the mock upstream exited before it listened')
-    text += new TextDecoder().decode(value)
-  }
-  reader.releaseLock()
-  return /http:\/\/\S+/.exec(text)![0]
-})()
+const mock = await startMock()
+const upstream = mock.url
 
 interface Side {
   name: string
@@ -117,6 +108,6 @@ try {
   console.error(`B/A, CPU per request within a round: median ${median(ratios).toFixed(3)} (${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)}, ${rounds} rounds)`)
   for (const s of sides) await s.close()
 } finally {
-  mock.kill()
+  await mock.process.stop()
 }
 process.exit(0)

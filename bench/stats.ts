@@ -56,12 +56,24 @@ export function linearFit(xs: readonly number[], ys: readonly number[]): { slope
   return { slope, intercept: my - slope * mx }
 }
 
+/** A statistic over rounds: its median and its spread (min..max). */
+export interface Spread {
+  median: number
+  min: number
+  max: number
+}
+
+/** The finite values' median and spread; NaN throughout when there are none. */
+export function spreadOf(values: readonly number[]): Spread {
+  const finite = values.filter((v) => Number.isFinite(v))
+  if (finite.length === 0) return { median: NaN, min: NaN, max: NaN }
+  return { median: median(finite), min: Math.min(...finite), max: Math.max(...finite) }
+}
+
 /**
  * The side-by-side estimate: for each round, the arm's statistic minus the direct arm's statistic in the
- * same round; the median of those differences, and their spread (min..max).
+ * same round; the median of those differences, and their spread.
  */
-export function addedOverRounds(arm: readonly number[], direct: readonly number[]): { median: number; min: number; max: number } {
-  const deltas = arm.map((v, i) => v - (direct[i] ?? NaN)).filter((d) => Number.isFinite(d))
-  if (deltas.length === 0) return { median: NaN, min: NaN, max: NaN }
-  return { median: median(deltas), min: Math.min(...deltas), max: Math.max(...deltas) }
+export function addedOverRounds(arm: readonly number[], direct: readonly number[]): Spread {
+  return spreadOf(arm.map((v, i) => v - (direct[i] ?? NaN)))
 }

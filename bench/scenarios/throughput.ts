@@ -10,7 +10,7 @@ import path from 'node:path'
 import type { Arm } from '../arms.ts'
 import { chatBody } from '../clients/http.ts'
 import { mockModel, type MockTiming } from '../mock-upstream.ts'
-import { median, shuffled } from '../stats.ts'
+import { shuffled, spreadOf, type Spread } from '../stats.ts'
 import { cpuSeconds, foreignCpuMeter, processTree, RssSampler, timeWaitCount } from '../sys.ts'
 
 export interface ThroughputOptions {
@@ -179,14 +179,6 @@ export interface ThroughputSummary {
   foreignCores: number
 }
 
-export interface Spread {
-  median: number
-  min: number
-  max: number
-}
-
-const spread = (values: number[]): Spread | null => (values.length === 0 ? null : { median: median(values), min: Math.min(...values), max: Math.max(...values) })
-
 /** One row per arm and rung: the rounds' medians, and each ratio taken within a round before its median. */
 export function summarizeThroughput(t: ThroughputResult): ThroughputSummary[] {
   const out: ThroughputSummary[] = []
@@ -195,17 +187,14 @@ export function summarizeThroughput(t: ThroughputResult): ThroughputSummary[] {
     const sameRound = (arm: string, round: number) => atRung.find((x) => x.arm === arm && x.round === round)
     for (const arm of [...new Set(atRung.map((x) => x.arm))]) {
       const mine = atRung.filter((x) => x.arm === arm)
+      const finiteOrNull = (spread: Spread) => (Number.isFinite(spread.median) ? spread : null)
+      // A round without the base arm, or a value missing on either side, gives NaN, which spreadOf leaves out.
       const ratios = (base: string, value: (x: ThroughputCell) => number | null) =>
-        spread(mine.flatMap((x) => {
+        finiteOrNull(spreadOf(mine.map((x) => {
           const b = sameRound(base, x.round)
-          const v = value(x)
-          const bv = b ? value(b) : null
-          return v !== null && bv !== null && Number.isFinite(v) && Number.isFinite(bv) && bv > 0 ? [v / bv] : []
-        }))
-      const med = (value: (x: ThroughputCell) => number | null) => {
-        const values = mine.map(value).filter((v): v is number => v !== null && Number.isFinite(v))
-        return values.length ? median(values) : null
-      }
+          return (value(x) ?? NaN) / (b ? (value(b) ?? NaN) : NaN)
+        })))
+      const med = (value: (x: ThroughputCell) => number | null) => finiteOrNull(spreadOf(mine.map((x) => value(x) ?? NaN)))?.median ?? null
       const last = mine[mine.length - 1]!
       out.push({
         arm,
