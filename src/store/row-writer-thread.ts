@@ -4,7 +4,7 @@
  * bun:sqlite, not Bun.SQL: Bun.SQL prepares a multi-row statement anew for every batch (9.2 µs a row against 5.0).
  */
 import { Database } from 'bun:sqlite'
-import { setPriority } from 'node:os'
+import { getPriority, setPriority } from 'node:os'
 import { SPEND_COLUMNS } from './ledger.ts'
 import { RECORD_COLUMNS } from './request-records.ts'
 import { ADD_AFTER_ROWID } from './spend-rollup.ts'
@@ -14,15 +14,15 @@ import type { RowWriteOp, RowWriterCommand, RowWriterReply } from './row-writer.
 declare const self: Worker
 
 /**
- * Linux nice value of this thread alone (there, a thread's own priority; elsewhere the call would lower the whole
- * process, so it is not made). At the same priority a woken request thread could wait behind a batch's insert for
- * the scheduler's slice, 1–3 ms, which made most of the p99 at c=1; the writer still keeps up when the machine is
- * saturated (it writes what the requests made, one batch at a time).
+ * This thread runs at nice 10, or at the process's own if that is lower still. On Linux a thread has a nice value of
+ * its own; elsewhere the call would lower the whole process, so it is not made. At the requests' priority, a
+ * request's thread woken during a batch's insert could wait behind it for the scheduler's slice, 1–3 ms: most of the
+ * p99 at c=1. The writer still keeps up on a saturated machine (it writes what the requests made, a batch at a time).
  */
 const BACKGROUND_NICE = 10
 if (process.platform === 'linux') {
   try {
-    setPriority(BACKGROUND_NICE)
+    setPriority(Math.max(getPriority(), BACKGROUND_NICE))
   } catch {
     // A sandbox that forbids it: the rows are written either way.
   }
