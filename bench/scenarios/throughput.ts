@@ -179,6 +179,8 @@ export interface ThroughputSummary {
   foreignCores: number
 }
 
+const finiteOrNull = (spread: Spread) => (Number.isFinite(spread.median) ? spread : null)
+
 /** One row per arm and rung: the rounds' medians, and each ratio taken within a round before its median. */
 export function summarizeThroughput(t: ThroughputResult): ThroughputSummary[] {
   const out: ThroughputSummary[] = []
@@ -187,7 +189,6 @@ export function summarizeThroughput(t: ThroughputResult): ThroughputSummary[] {
     const sameRound = (arm: string, round: number) => atRung.find((x) => x.arm === arm && x.round === round)
     for (const arm of [...new Set(atRung.map((x) => x.arm))]) {
       const mine = atRung.filter((x) => x.arm === arm)
-      const finiteOrNull = (spread: Spread) => (Number.isFinite(spread.median) ? spread : null)
       // A round without the base arm, or a value missing on either side, gives NaN, which spreadOf leaves out.
       const ratios = (base: string, value: (x: ThroughputCell) => number | null) =>
         finiteOrNull(spreadOf(mine.map((x) => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { SQL } from 'bun'
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import type { FinishedRequest } from '../../src/plugin-sdk/types.ts'
@@ -8,7 +8,7 @@ import { createLogger } from '../../src/services/logger.ts'
 import { SpendLedger } from '../../src/store/ledger.ts'
 import { Store } from '../../src/store/store.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
-import { MB, rssBytes } from '../helpers/proc-stats.ts'
+import { MB, rssBytes, threadsOf } from '../helpers/proc-stats.ts'
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { startInstances, type Instance } from '../helpers/instances.ts'
@@ -320,14 +320,7 @@ test('SQLite: the rows every request writes are inserted off the event loop; the
 
 test.skipIf(process.platform !== 'linux')("SQLite: the row writer's thread runs at a background priority (nice 10), the rest of the process as it was", async () => {
   // At the same priority a request's thread woken during a batch's insert waited for the scheduler's slice (1–3 ms).
-  const threads = () =>
-    new Map(
-      readdirSync('/proc/self/task').map((tid) => {
-        const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
-        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-        return [tid, { name: readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim(), nice: Number(fields[16]) }] as const
-      }),
-    )
+  const threads = () => threadsOf('self')
   await withSqliteStore(async (store) => {
     const before = threads()
     await store.insertSpend([{ request_id: 'nice-1', key_id: 'k', endpoint: 'chat', model: 'm', provider: 'p', upstream_model: 'm', prompt_tokens: 1, completion_tokens: 1, cost_micros: 1, estimated: 0, aborted: 0, status: 200, created_at: Date.now(), end_user: null, unpriced: 0, audio_ms: 0, characters: 0, images: 0 }])

@@ -5,6 +5,17 @@ export const MB = 1024 * 1024
 /** Resident set size of one process, in bytes (VmRSS from /proc). */
 export const rssBytes = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024
 
+/** The threads of a process by id: name and nice value (stat fields counted after the `)` that ends the name, which may hold spaces). */
+export function threadsOf(pid: number | 'self'): Map<string, { name: string; nice: number }> {
+  return new Map(
+    readdirSync(`/proc/${pid}/task`).map((tid) => {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      return [tid, { name: readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(), nice: Number(fields[16]) }]
+    }),
+  )
+}
+
 /** File descriptors the process holds open (sockets, files, pipes). */
 export const openFds = (pid: number) => readdirSync(`/proc/${pid}/fd`).length
 
