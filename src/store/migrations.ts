@@ -165,4 +165,12 @@ export const MIGRATIONS: { version: number; statements: string[] }[] = [
         FROM spend_ledger GROUP BY 1, 2, 3`,
     ],
   },
+  {
+    version: 14,
+    statements: [
+      // Nothing reads the ledger by time alone any more (usage reports read the hourly totals, budgets the key's
+      // index): this index only cost every request an insert into it.
+      `DROP INDEX spend_ledger_time`,
+    ],
+  },
 ]
