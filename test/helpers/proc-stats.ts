@@ -5,15 +5,22 @@ export const MB = 1024 * 1024
 /** Resident set size of one process, in bytes (VmRSS from /proc). */
 export const rssBytes = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024
 
-/** The threads of a process by id: name and nice value (stat fields counted after the `)` that ends the name, which may hold spaces). */
+/**
+ * The threads of a process by id: name and nice value (stat fields counted after the `)` that ends the name, which may
+ * hold spaces). A thread that ends between the listing and the reading of its files is left out.
+ */
 export function threadsOf(pid: number | 'self'): Map<string, { name: string; nice: number }> {
-  return new Map(
-    readdirSync(`/proc/${pid}/task`).map((tid) => {
+  const threads = new Map<string, { name: string; nice: number }>()
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
       const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      return [tid, { name: readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(), nice: Number(fields[16]) }]
-    }),
-  )
+      threads.set(tid, { name: readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(), nice: Number(fields[16]) })
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
+    }
+  }
+  return threads
 }
 
 /** File descriptors the process holds open (sockets, files, pipes). */
