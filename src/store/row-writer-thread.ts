@@ -43,19 +43,23 @@ function open() {
     const records = inserter(db, 'request_records', RECORD_COLUMNS)
     const responses = inserter(db, 'stored_responses', STORED_RESPONSE_COLUMNS)
     const items = inserter(db, 'stored_response_items', STORED_ITEM_COLUMNS)
+    // BEGIN IMMEDIATE: the write lock is taken first, waiting out another process's writer (busy_timeout). A
+    // transaction begun deferred reads first (the ledger's highest rowid) and is refused at once with "database is
+    // locked" when another connection committed in between, since waiting there could deadlock: with two workers
+    // on one file, about one batch in twenty was.
     write = {
       // Ledger rows and the per-hour totals of those new to it (spend-rollup.ts), together.
       spend: db.transaction((rows: Rows) => {
         const { last } = lastRowid.get() as { last: number }
         ledger(rows)
         for (const statement of addTotals) statement.run(last)
-      }),
-      records: db.transaction((rows: Rows) => records(rows)),
+      }).immediate,
+      records: db.transaction((rows: Rows) => records(rows)).immediate,
       // Items first: a response is never found without them.
       stored: db.transaction((kept: Rows, keptItems: Rows) => {
         items(keptItems)
         responses(kept)
-      }),
+      }).immediate,
     }
   } catch (error) {
     db.close()

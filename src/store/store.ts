@@ -141,8 +141,10 @@ export class Store implements StoreView {
       // roll back the last commits, never corrupt the file; a crashed process loses only what it still queued). This
       // connection runs its statements on the event loop: with FULL each image URL and realtime session it writes
       // stalled the whole process for an fsync (0.3–3 ms each).
-      await store.sql`PRAGMA journal_mode = WAL`
+      // The busy timeout first: another process opening the file at the same moment (a cluster's workers start
+      // together) can hold it briefly, and a statement before the timeout is set fails at once ("database is locked").
       await store.sql`PRAGMA busy_timeout = 5000`
+      await store.sql`PRAGMA journal_mode = WAL`
       await store.sql`PRAGMA synchronous = NORMAL`
       store.rowWriter = new RowWriter(file)
     }
