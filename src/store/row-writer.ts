@@ -1,5 +1,5 @@
 /** What the row writer thread writes, each batch in one transaction (see row-writer-thread.ts). */
-export type RowWriteOp = 'spend' | 'records' | 'stored'
+export type RowWriteOp = 'spend' | 'records' | 'stored' | 'buckets'
 export type RowWriterCommand = { op: 'open'; file: string } | { op: RowWriteOp; id: number; batches: string }
 export type RowWriterReply = { id: number; error?: { name: string; message: string; code: unknown; errno: unknown } }
 

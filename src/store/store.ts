@@ -490,6 +490,9 @@ export class Store implements StoreView {
   async upsertMetricBuckets(rows: BucketRow[]) {
     const latest = new Map<string, BucketRow>()
     for (const row of rows) latest.set(`${row.minute}\n${row.instance}\n${row.key_id}\n${row.model}`, row)
+    // SQLite: on the row writer's thread too. On the event loop this upsert waited in SQLite's busy handler whenever a
+    // writer (this process's or another worker's) held the file: 2–4 ms stalls of every request, every 5 s, under load.
+    if (this.rowWriter) return this.rowWriter.write('buckets', [...latest.values()])
     await this.sql`INSERT INTO metric_buckets ${this.sql([...latest.values()])}
       ON CONFLICT (minute, instance, key_id, model) DO UPDATE SET requests = excluded.requests, errors = excluded.errors,
         prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens, cost_micros = excluded.cost_micros,

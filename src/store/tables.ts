@@ -1,4 +1,5 @@
 /** The tables written in batches: what the row writer thread inserts and what the store purges in chunks. */
+import type { BucketRow } from '../core/timeseries.ts'
 
 /** A kept Responses API object (migration 11); its JSON columns as text. */
 export interface StoredResponseRow {
@@ -20,5 +21,17 @@ export interface StoredItemRow {
 export const STORED_RESPONSE_COLUMNS = Object.keys({ id: 1, key_id: 1, created_at: 1, response: 1, input_items: 1, context: 1 } satisfies Record<keyof StoredResponseRow, 1>)
 export const STORED_ITEM_COLUMNS = Object.keys({ key_id: 1, item_id: 1, response_id: 1, created_at: 1, item: 1 } satisfies Record<keyof StoredItemRow, 1>)
 
+/** `metric_buckets`' columns (a row is one minute of one instance, key and model: see timeseries.ts). */
+export const BUCKET_COLUMNS = Object.keys({
+  minute: 1, instance: 1, key_id: 1, model: 1, requests: 1, errors: 1, prompt_tokens: 1, completion_tokens: 1, cost_micros: 1, latency_hist: 1, ttft_hist: 1,
+} satisfies Record<keyof BucketRow, 1>)
+
 /** The key of each table written in batches or purged in chunks: a retried batch conflicts on it, a purge deletes by it. */
-export const TABLE_KEYS = { spend_ledger: 'request_id', request_records: 'request_id', stored_responses: 'id', stored_response_items: 'key_id, item_id', image_files: 'id' }
+export const TABLE_KEYS = {
+  spend_ledger: 'request_id',
+  request_records: 'request_id',
+  stored_responses: 'id',
+  stored_response_items: 'key_id, item_id',
+  image_files: 'id',
+  metric_buckets: 'minute, instance, key_id, model',
+}

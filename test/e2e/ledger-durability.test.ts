@@ -360,6 +360,37 @@ describe("several processes on one SQLite file (a cluster's workers)", () => {
     }
   }, 60_000)
 
+  test("the metric buckets wait for another process's write lock off the event loop", async () => {
+    // On the event loop their upsert sat in SQLite's busy handler while a writer held the file: 2–4 ms of every
+    // request in the process, every 5 s, under load; here, the whole time another process holds the lock.
+    await withDataDir(async (dataDir) => {
+      const store = await Store.open({ dataDir })
+      try {
+        const file = path.join(dataDir, 'conduit.sqlite')
+        const holder = Bun.spawn(['bun', '-e', `const db = new (require('bun:sqlite').Database)(${JSON.stringify(file)}); db.exec('PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE'); console.log('locked'); setTimeout(() => db.exec('COMMIT'), 400)`], { stdout: 'pipe' })
+        const reader = holder.stdout.getReader()
+        await reader.read() // 'locked'
+        const minute = Date.now() - (Date.now() % 60_000)
+        const row = { minute, instance: 'i', key_id: 'k', model: 'm', requests: 3, errors: 0, prompt_tokens: 1, completion_tokens: 2, cost_micros: 3, latency_hist: '0:3', ttft_hist: '' }
+        let done = false
+        const upserted = store.upsertMetricBuckets([row, { ...row, requests: 5 }]).then(() => (done = true))
+        let longest = 0
+        for (let last = performance.now(); !done; ) {
+          await Bun.sleep(5)
+          longest = Math.max(longest, performance.now() - last)
+          last = performance.now()
+        }
+        await upserted
+        await holder.exited
+        expect(longest).toBeLessThan(100) // the lock was held for 400 ms
+        const [stored] = await store.sql`SELECT requests FROM metric_buckets WHERE minute = ${minute}`
+        expect(Number(stored.requests)).toBe(5)
+      } finally {
+        await store.close()
+      }
+    })
+  }, 30_000)
+
   test('writing at the same time, no batch is refused and every row is in the tables', async () => {
     // A transaction that read before it wrote was refused at once when the other process had committed in between:
     // about one batch in twenty, each logged as "database unreachable" and retried.
