@@ -8,7 +8,7 @@ import { getPriority, setPriority } from 'node:os'
 import { SPEND_COLUMNS } from './ledger.ts'
 import { RECORD_COLUMNS } from './request-records.ts'
 import { ADD_AFTER_ROWID } from './spend-rollup.ts'
-import { BUCKET_COLUMNS, STORED_ITEM_COLUMNS, STORED_RESPONSE_COLUMNS, TABLE_KEYS } from './tables.ts'
+import { BUCKET_COLUMNS, STORED_ITEM_COLUMNS, STORED_RESPONSE_COLUMNS, TABLE_KEYS, onConflict } from './tables.ts'
 import type { RowWriteOp, RowWriterCommand, RowWriterReply } from './row-writer.ts'
 
 declare const self: Worker
@@ -43,7 +43,7 @@ function open() {
     const records = inserter(db, 'request_records', RECORD_COLUMNS)
     const responses = inserter(db, 'stored_responses', STORED_RESPONSE_COLUMNS)
     const items = inserter(db, 'stored_response_items', STORED_ITEM_COLUMNS)
-    // An instance rewrites its current buckets whole at each flush: the newer row replaces the stored one.
+    // An instance rewrites its current buckets whole at each flush (see store.ts).
     const buckets = inserter(db, 'metric_buckets', BUCKET_COLUMNS, 'replace')
     // BEGIN IMMEDIATE: the write lock is taken first, waiting out another process's writer (busy_timeout). A
     // transaction begun deferred reads first (the ledger's highest rowid) and is refused at once with "database is
@@ -76,19 +76,12 @@ function open() {
  */
 const ROWS_PER_INSERT = 32
 
-/**
- * Inserts rows into `table` (an absent field is NULL). A row whose key is already there is skipped, as it would be
- * one row at a time, or with `replace` takes the stored row's place.
- */
-function inserter(db: Database, table: keyof typeof TABLE_KEYS, columns: readonly string[], onConflict: 'skip' | 'replace' = 'skip') {
-  const key = TABLE_KEYS[table]
-  const action =
-    onConflict === 'skip'
-      ? 'DO NOTHING'
-      : `DO UPDATE SET ${columns.filter((c) => !key.split(', ').includes(c)).map((c) => `${c} = excluded.${c}`).join(', ')}`
+/** Inserts rows into `table` (an absent field is NULL), 32 a statement; a row whose key is stored: see onConflict. */
+function inserter(db: Database, table: keyof typeof TABLE_KEYS, columns: readonly string[], mode: 'skip' | 'replace' = 'skip') {
+  const conflict = onConflict(table, columns, mode)
   const prepare = (rows: number) => {
     const row = `(${columns.map(() => '?').join(', ')})`
-    const sql = `INSERT INTO ${table} (${columns.join(', ')}) VALUES ${Array(rows).fill(row).join(', ')} ON CONFLICT (${key}) ${action}`
+    const sql = `INSERT INTO ${table} (${columns.join(', ')}) VALUES ${Array(rows).fill(row).join(', ')} ${conflict}`
     return { statement: db.prepare(sql), values: new Array<unknown>(rows * columns.length) }
   }
   const many = prepare(ROWS_PER_INSERT)

@@ -8,9 +8,10 @@ const CLOSE_WAIT_MS = 5_000
 
 /**
  * SQLite only: the rows every request writes (the ledger, request records, stored responses), and the metric buckets
- * they add up to, are inserted on a thread of their own, through a second connection. bun:sqlite runs a statement on the thread that calls it, and on
- * the event loop these inserts were 13% of a plain request's CPU (15–30 µs a row here), a 500-row batch held every
- * request and stream of the process for 2–14 ms (the p99 at c=1), and so did a WAL checkpoint's fsync. Handing a
+ * they add up to, are inserted on a thread of their own, through a second connection. bun:sqlite runs a statement on
+ * the thread that calls it, and on the event loop these inserts were 13% of a plain request's CPU (15–30 µs a row
+ * here), a 500-row batch held every request and stream of the process for 2–14 ms (the p99 at c=1), and so did a WAL
+ * checkpoint's fsync. Handing a
  * batch over costs its JSON, about 1.3 µs a row. The thread starts with the first write: a gateway that serves
  * nothing does not carry its ~5 MB.
  */

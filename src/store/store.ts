@@ -5,7 +5,7 @@ import type { ModelTarget, StoreChange, StoreView, StoredKey, VirtualModel } fro
 import type { SpendRow } from './ledger.ts'
 import type { RequestRecordRow } from './request-records.ts'
 import { RowWriter } from './row-writer.ts'
-import { TABLE_KEYS, type StoredItemRow, type StoredResponseRow } from './tables.ts'
+import { BUCKET_COLUMNS, TABLE_KEYS, onConflict, type StoredItemRow, type StoredResponseRow } from './tables.ts'
 import type { BucketRow } from '../core/timeseries.ts'
 import { MIGRATIONS } from './migrations.ts'
 import { ADD_INSERTED, BY_MODEL, BY_USER } from './spend-rollup.ts'
@@ -55,6 +55,8 @@ export interface UsageTotals {
  * million at 1,000 req/s) froze every request and stream of the process for as long.
  */
 const PURGE_CHUNK = 1_000
+/** An instance rewrites its current metric buckets whole at each flush: the newer row takes the stored one's place. */
+const REPLACE_BUCKETS = onConflict('metric_buckets', BUCKET_COLUMNS, 'replace')
 
 /** Records one page of the request log examines at most for the filters no index serves (see listRequestRecords). */
 export const RECORD_SCAN_ROWS = 10_000
@@ -493,10 +495,7 @@ export class Store implements StoreView {
     // SQLite: on the row writer's thread too. On the event loop this upsert waited in SQLite's busy handler whenever a
     // writer (this process's or another worker's) held the file: 2–4 ms stalls of every request, every 5 s, under load.
     if (this.rowWriter) return this.rowWriter.write('buckets', [...latest.values()])
-    await this.sql`INSERT INTO metric_buckets ${this.sql([...latest.values()])}
-      ON CONFLICT (minute, instance, key_id, model) DO UPDATE SET requests = excluded.requests, errors = excluded.errors,
-        prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens, cost_micros = excluded.cost_micros,
-        latency_hist = excluded.latency_hist, ttft_hist = excluded.ttft_hist`
+    await this.sql`INSERT INTO metric_buckets ${this.sql([...latest.values()])} ${this.sql.unsafe(REPLACE_BUCKETS)}`
   }
 
   /**

@@ -35,3 +35,14 @@ export const TABLE_KEYS = {
   image_files: 'id',
   metric_buckets: 'minute, instance, key_id, model',
 }
+
+/**
+ * The ON CONFLICT clause of a batched insert into `table`: a row whose key is already stored is skipped (a retried
+ * batch), or with `replace` takes the stored row's place.
+ */
+export function onConflict(table: keyof typeof TABLE_KEYS, columns: readonly string[], mode: 'skip' | 'replace' = 'skip'): string {
+  const key = TABLE_KEYS[table]
+  if (mode === 'skip') return `ON CONFLICT (${key}) DO NOTHING`
+  const keyColumns = key.split(', ')
+  return `ON CONFLICT (${key}) DO UPDATE SET ${columns.filter((c) => !keyColumns.includes(c)).map((c) => `${c} = excluded.${c}`).join(', ')}`
+}
