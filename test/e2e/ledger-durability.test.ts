@@ -8,6 +8,7 @@ import { createLogger } from '../../src/services/logger.ts'
 import { SpendLedger } from '../../src/store/ledger.ts'
 import { Store } from '../../src/store/store.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
+import { spendRow } from '../helpers/ledger-rows.ts'
 import { MB, rssBytes, threadsOf } from '../helpers/proc-stats.ts'
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
@@ -38,17 +39,26 @@ const finished = (id: string, over: { endpoint?: unknown; usage?: Record<string,
     status: 200,
   }) as unknown as FinishedRequest
 
-/** A store on a fresh SQLite file, closed and removed after `use`. */
-async function withSqliteStore(use: (store: Store) => Promise<void>) {
+/** A fresh data directory, removed after `use`. */
+async function withDataDir(use: (dataDir: string) => Promise<void>) {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-sqlite-'))
-  const store = await Store.open({ dataDir })
   try {
-    await use(store)
+    await use(dataDir)
   } finally {
-    await store.close()
     rmSync(dataDir, { recursive: true, force: true })
   }
 }
+
+/** A store on a fresh SQLite file (in `dataDir`), closed and removed after `use`. */
+const withSqliteStore = (use: (store: Store, dataDir: string) => Promise<void>) =>
+  withDataDir(async (dataDir) => {
+    const store = await Store.open({ dataDir })
+    try {
+      await use(store, dataDir)
+    } finally {
+      await store.close()
+    }
+  })
 
 /** An upstream speaking OpenAI's chat format whose usage is scripted: a last message `usage:<json>` gets that object verbatim. */
 function startScriptedUsageUpstream() {
@@ -303,7 +313,7 @@ test('SQLite: the rows every request writes are inserted off the event loop; the
     const [shared] = await store.sql`PRAGMA synchronous`
     expect(shared.synchronous).toBe(1)
 
-    const rows = Array.from({ length: 20_000 }, (_, i) => ({ request_id: `off-${i}`, key_id: 'k', endpoint: 'chat', model: 'm', provider: 'p', upstream_model: 'm', prompt_tokens: 1, completion_tokens: 1, cost_micros: 1, estimated: 0, aborted: 0, status: 200, created_at: Date.now(), end_user: null, unpriced: 0, audio_ms: 0, characters: 0, images: 0 }))
+    const rows = Array.from({ length: 20_000 }, (_, i) => spendRow(`off-${i}`))
     let turns = 0
     let written = false
     const written$ = store.insertSpend(rows).then(() => (written = true))
@@ -324,7 +334,7 @@ test.skipIf(process.platform !== 'linux')("SQLite: the row writer's thread runs 
   const threads = () => threadsOf('self')
   await withSqliteStore(async (store) => {
     const before = threads()
-    await store.insertSpend([{ request_id: 'nice-1', key_id: 'k', endpoint: 'chat', model: 'm', provider: 'p', upstream_model: 'm', prompt_tokens: 1, completion_tokens: 1, cost_micros: 1, estimated: 0, aborted: 0, status: 200, created_at: Date.now(), end_user: null, unpriced: 0, audio_ms: 0, characters: 0, images: 0 }])
+    await store.insertSpend([spendRow('nice-1')])
     const processNice = before.get(String(process.pid))!.nice
     // The writer, and any thread it started (which inherits its priority and its name).
     const started = [...threads()].filter(([tid, t]) => !before.has(tid) && t.name === 'Worker').map(([, t]) => t.nice)
@@ -339,14 +349,6 @@ describe("several processes on one SQLite file (a cluster's workers)", () => {
     const child = Bun.spawn(['bun', path.join(import.meta.dir, '../helpers/sqlite-process.ts'), dataDir, tag, String(ms)], { stdout: 'pipe', stderr: 'inherit' })
     const [out] = await Promise.all([new Response(child.stdout).text(), child.exited])
     return JSON.parse(out) as { opened: boolean; written: number; refused: string[] }
-  }
-  const withDataDir = async (use: (dataDir: string) => Promise<void>) => {
-    const dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-sqlite-shared-'))
-    try {
-      await use(dataDir)
-    } finally {
-      rmSync(dataDir, { recursive: true, force: true })
-    }
   }
 
   test('starting at the same moment and writing at once, every process starts and no write is refused', async () => {
@@ -363,31 +365,26 @@ describe("several processes on one SQLite file (a cluster's workers)", () => {
   test("the metric buckets wait for another process's write lock off the event loop", async () => {
     // On the event loop their upsert sat in SQLite's busy handler while a writer held the file: 2–4 ms of every
     // request in the process, every 5 s, under load; here, the whole time another process holds the lock.
-    await withDataDir(async (dataDir) => {
-      const store = await Store.open({ dataDir })
-      try {
-        const file = path.join(dataDir, 'conduit.sqlite')
-        const holder = Bun.spawn(['bun', '-e', `const db = new (require('bun:sqlite').Database)(${JSON.stringify(file)}); db.exec('PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE'); console.log('locked'); setTimeout(() => db.exec('COMMIT'), 400)`], { stdout: 'pipe' })
-        const reader = holder.stdout.getReader()
-        await reader.read() // 'locked'
-        const minute = Date.now() - (Date.now() % 60_000)
-        const row = { minute, instance: 'i', key_id: 'k', model: 'm', requests: 3, errors: 0, prompt_tokens: 1, completion_tokens: 2, cost_micros: 3, latency_hist: '0:3', ttft_hist: '' }
-        let done = false
-        const upserted = store.upsertMetricBuckets([row, { ...row, requests: 5 }]).then(() => (done = true))
-        let longest = 0
-        for (let last = performance.now(); !done; ) {
-          await Bun.sleep(5)
-          longest = Math.max(longest, performance.now() - last)
-          last = performance.now()
-        }
-        await upserted
-        await holder.exited
-        expect(longest).toBeLessThan(100) // the lock was held for 400 ms
-        const [stored] = await store.sql`SELECT requests FROM metric_buckets WHERE minute = ${minute}`
-        expect(Number(stored.requests)).toBe(5)
-      } finally {
-        await store.close()
+    await withSqliteStore(async (store, dataDir) => {
+      const file = path.join(dataDir, 'conduit.sqlite')
+      const holder = Bun.spawn(['bun', '-e', `const db = new (require('bun:sqlite').Database)(${JSON.stringify(file)}); db.exec('PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE'); console.log('locked'); setTimeout(() => db.exec('COMMIT'), 400)`], { stdout: 'pipe' })
+      const reader = holder.stdout.getReader()
+      await reader.read() // 'locked'
+      const minute = Date.now() - (Date.now() % 60_000)
+      const row = { minute, instance: 'i', key_id: 'k', model: 'm', requests: 3, errors: 0, prompt_tokens: 1, completion_tokens: 2, cost_micros: 3, latency_hist: '0:3', ttft_hist: '' }
+      let done = false
+      const upserted = store.upsertMetricBuckets([row, { ...row, requests: 5 }]).then(() => (done = true))
+      let longest = 0
+      for (let last = performance.now(); !done; ) {
+        await Bun.sleep(5)
+        longest = Math.max(longest, performance.now() - last)
+        last = performance.now()
       }
+      await upserted
+      await holder.exited
+      expect(longest).toBeLessThan(100) // the lock was held for 400 ms
+      const [stored] = await store.sql`SELECT requests FROM metric_buckets WHERE minute = ${minute}`
+      expect(Number(stored.requests)).toBe(5)
     })
   }, 30_000)
 
