@@ -172,6 +172,13 @@ export function relayStream({ first, ...o }: RelayOptions): ReadableStream<Uint8
     for (const finder of finders) finder.forget()
   }
 
+  /** Queues what the relays since the last call wrote for the client; true if there was something. */
+  const send = (controller: ReadableStreamDefaultController<Uint8Array>) => {
+    const bytes = out.take()
+    if (bytes) controller.enqueue(bytes)
+    return bytes !== null
+  }
+
   /** Closes the stream when the last relay met the upstream's [DONE] (true), or raises the failure it met. */
   const ended = (controller: ReadableStreamDefaultController<Uint8Array>) => {
     if (failure) throw failure
@@ -192,8 +199,7 @@ export function relayStream({ first, ...o }: RelayOptions): ReadableStream<Uint8
         if (!pending || pending.length > RELAY_SLICE_BYTES) return
         relay(pending)
         pending = null
-        const relayed = out.take()
-        if (relayed) controller.enqueue(relayed)
+        send(controller)
       },
       async pull(controller) {
         try {
@@ -215,8 +221,7 @@ export function relayStream({ first, ...o }: RelayOptions): ReadableStream<Uint8
                   if (!sawFinish) failure = new GatewayError(502, 'The upstream provider closed the stream before it was complete.', { code: 'upstream_stream_truncated' })
                   else out.text(SSE_DONE)
                 }
-                const last = out.take()
-                if (last) controller.enqueue(last)
+                send(controller)
                 if (failure) throw failure
                 controller.close()
                 finish(null, false)
@@ -231,8 +236,7 @@ export function relayStream({ first, ...o }: RelayOptions): ReadableStream<Uint8
               value = value.subarray(0, RELAY_SLICE_BYTES)
             }
             relay(value)
-            const relayed = out.take()
-            if (relayed) controller.enqueue(relayed)
+            const relayed = send(controller)
             if (ended(controller) || relayed) return
           }
         } catch (error) {
