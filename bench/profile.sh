@@ -1,6 +1,7 @@
 #!/bin/bash
 # Usage: bench/profile.sh <label>: one Conduit worker under wrk -c64 for 8 s (plain key, JSON chat), with the
-# mock upstream; prints req/s, CPU µs per request and its split by thread. PROF=1 also writes a .cpuprofile into
+# mock upstream; prints req/s, CPU µs per request and its split by thread. C1=1: one request at a time instead, from
+# bench/c1-tail.ts (its latency percentiles in place of req/s). PROF=1 also writes a .cpuprofile into
 # $DIR (read it with `bun bench/profile-top.ts <file>`). LIMITS=local|redis gives the key the bench's governed
 # policy (rpm, tpm, max_parallel, budget), kept in-process or in the Redis at $REDIS_URL (default
 # redis://127.0.0.1:6379/9).
@@ -39,14 +40,15 @@ wrk.headers["Authorization"] = "Bearer $KEY"
 LUA
 # Per thread: tid, CPU ticks (utime + stime, counted after the ")" that ends a name with spaces in it), name.
 threads() { for t in /proc/$GW/task/*; do echo "$(basename $t) $(sed 's/.*) //' $t/stat | awk '{print $12+$13}') $(cat $t/comm)"; done; }
-wrk -t1 -c64 -d3s -s $DIR/post.lua http://127.0.0.1:5931/v1/chat/completions > /dev/null
+URL=http://127.0.0.1:5931/v1/chat/completions
+wrk -t1 -c$([ -n "$C1" ] && echo 1 || echo 64) -d3s -s $DIR/post.lua $URL > /dev/null
 T0=$(awk '{print $14+$15}' /proc/$GW/stat)
 threads > $DIR/threads.before
-wrk -t1 -c64 -d8s --latency -s $DIR/post.lua http://127.0.0.1:5931/v1/chat/completions > $DIR/wrk.txt
+if [ -n "$C1" ]; then bun bench/c1-tail.ts $URL $KEY 8 > $DIR/wrk.txt; else wrk -t1 -c64 -d8s --latency -s $DIR/post.lua $URL > $DIR/wrk.txt; fi
 T1=$(awk '{print $14+$15}' /proc/$GW/stat)
 threads > $DIR/threads.after
-N=$(grep -o '[0-9]* requests in' $DIR/wrk.txt | cut -d' ' -f1)
-grep -E "Requests/sec|Non-2xx" $DIR/wrk.txt || true
+N=$(grep -oE '[0-9]+ (requests in|sent)' $DIR/wrk.txt | cut -d' ' -f1)
+grep -E "Requests/sec|Non-2xx|timed" $DIR/wrk.txt || true
 echo "CPU us/req: $(( (T1 - T0) * 10000 / N ))  rss_kb: $(grep VmRSS /proc/$GW/status | awk '{print $2}')"
 # Which thread spent it: the main (JavaScript) thread, the row writer ("Worker"), Bun's HTTP client, GC helpers.
 awk -v n=$N 'NR == FNR { before[$1] = $2; next }
