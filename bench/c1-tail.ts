@@ -5,8 +5,9 @@
  *
  *   bun bench/c1-tail.ts http://127.0.0.1:5931/v1/chat/completions [key] [seconds]
  *
- * Prints the requests sent, then p50/p90/p99/p99.9 of those after a 2-s warm-up, and the median of each 300-request round's p99: what latency-c1's
- * p99 is made of (a round's p99 is its third slowest request). `bench/profile.sh` runs it with `C1=1`.
+ * Prints how many requests it sent, then p50 to p99.9 of those after a 2-s warm-up, and the median of each
+ * 300-request round's p99: what latency-c1's p99 is made of (about a round's third slowest request).
+ * `bench/profile.sh` runs it with `C1=1`.
  */
 import { median, percentile } from './stats.ts'
 
@@ -31,7 +32,7 @@ const socket = await Bun.connect({
   port: Number(target.port),
   socket: {
     data(_socket, data) {
-      received += data.toString()
+      received += data.toString('latin1') // one character a byte, as Content-Length counts
       const headEnd = received.indexOf('\r\n\r\n')
       if (headEnd < 0) return
       const length = /content-length: *(\d+)/i.exec(received.slice(0, headEnd))
