@@ -32,19 +32,22 @@ H='Authorization: Bearer bench-master-0123456789abcdef'
 curl -s localhost:5931/admin/v1/providers -H "$H" -H 'content-type: application/json' -d "{\"name\":\"mock\",\"type\":\"openai\",\"base_url\":\"$MOCKURL\",\"api_key\":\"sk-bench-mock\"}" > /dev/null
 curl -s localhost:5931/admin/v1/models -H "$H" -H 'content-type: application/json' -d '{"name":"m","targets":[{"provider":"mock","model":"gpt-4o-mini","price":{"input":1,"output":1}}]}' > /dev/null
 KEY=$(curl -s localhost:5931/admin/v1/keys -H "$H" -H 'content-type: application/json' -d "{\"name\":\"b\"$POLICY}" | grep -o '"key":"condt_[A-Za-z0-9]*' | cut -d'"' -f4)
+BODY='{"model":"m","messages":[{"role":"user","content":"Hello there, how are you?"}],"max_tokens":16}'
 cat > $DIR/post.lua <<LUA
 wrk.method = "POST"
-wrk.body = '{"model":"m","messages":[{"role":"user","content":"Hello there, how are you?"}],"max_tokens":16}'
+wrk.body = '$BODY'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $KEY"
 LUA
 # Per thread: tid, CPU ticks (utime + stime, counted after the ")" that ends a name with spaces in it), name.
 threads() { for t in /proc/$GW/task/*; do echo "$(basename $t) $(sed 's/.*) //' $t/stat | awk '{print $12+$13}') $(cat $t/comm)"; done; }
 URL=http://127.0.0.1:5931/v1/chat/completions
-wrk -t1 -c$([ -n "$C1" ] && echo 1 || echo 64) -d3s -s $DIR/post.lua $URL > /dev/null
+CONNS=64
+[ -n "$C1" ] && CONNS=1
+wrk -t1 -c$CONNS -d3s -s $DIR/post.lua $URL > /dev/null
 T0=$(awk '{print $14+$15}' /proc/$GW/stat)
 threads > $DIR/threads.before
-if [ -n "$C1" ]; then bun bench/c1-tail.ts $URL $KEY 8 > $DIR/wrk.txt; else wrk -t1 -c64 -d8s --latency -s $DIR/post.lua $URL > $DIR/wrk.txt; fi
+if [ -n "$C1" ]; then bun bench/c1-tail.ts $URL "$BODY" $KEY > $DIR/wrk.txt; else wrk -t1 -c$CONNS -d8s --latency -s $DIR/post.lua $URL > $DIR/wrk.txt; fi
 T1=$(awk '{print $14+$15}' /proc/$GW/stat)
 threads > $DIR/threads.after
 N=$(grep -oE '[0-9]+ (requests in|sent)' $DIR/wrk.txt | cut -d' ' -f1)
