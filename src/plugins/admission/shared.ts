@@ -8,7 +8,7 @@ const FLUSH_MS = 5
 /** After a failed call, settlements are sent again this much later (they are idempotent: see `q.` in script.ts). */
 const RETRY_MS = 1_000
 
-type Scripted = Redis & { conduitGovern(numKeys: number, ...args: (string | number)[]): Promise<number[]> }
+type Scripted = Redis & { conduitGovern(numKeys: number, ...args: (string | Buffer)[]): Promise<number[]> }
 
 interface Waiting {
   claims: ScopeClaim[]
@@ -225,7 +225,7 @@ export class SharedState {
       if (admitting) lane.admitting = false
       if (batch) lane.settling = false
     }
-    this.redis.conduitGovern(keys.length, ...keys, argv).then(
+    this.redis.conduitGovern(keys.length, ...keys, ...argv).then(
       (reply) => {
         done()
         if (batch && lane.batch === batch) lane.batch = null
@@ -276,13 +276,13 @@ export class SharedState {
   }
 }
 
-/** The KEYS and the one ARGV string (a JSON array) of a GOVERN call; layout in script.ts. */
+/** The KEYS and the ARGV of a GOVERN call: the arguments (layout in script.ts) and the struct format that packs them. */
 export function encodeCall(
   instance: string,
   leaseMs: number,
   batch: { seq: number; deltas: Delta[] } | null,
   admissions: { claims: ScopeClaim[]; shadow: boolean; loads: Map<string, number> | null }[],
-): { keys: string[]; argv: string } {
+): { keys: string[]; argv: [format: Buffer, packed: Buffer] } {
   const keys = new Map<string, number>()
   const index = (scope: Scope) => keys.get(scope.key) ?? keys.set(scope.key, keys.size + 1).get(scope.key)!
   const args: (string | number)[] = [instance, leaseMs, batch?.seq ?? 0, batch?.deltas.length ?? 0]
@@ -300,7 +300,33 @@ export function encodeCall(
       if (c.budget) args.push(c.budget.cost, c.budget.period, c.budget.ttlMs, w.loads?.get(c.scope.key) ?? -1)
     }
   }
-  return { keys: [...keys.keys()], argv: JSON.stringify(args) }
+  return { keys: [...keys.keys()], argv: pack(args) }
+}
+
+/**
+ * The arguments and their struct format for Lua: `<` (little-endian), then `d` for a double and `s` for a
+ * zero-terminated string, one an argument. (The strings are rule names, budget periods and this instance's id: never
+ * a NUL among them.)
+ */
+function pack(args: (string | number)[]): [format: Buffer, packed: Buffer] {
+  let size = 0
+  for (const a of args) size += typeof a === 'number' ? 8 : Buffer.byteLength(a) + 1
+  const format = Buffer.allocUnsafe(args.length + 1)
+  const packed = Buffer.allocUnsafe(size)
+  format[0] = 0x3c // <
+  let at = 0
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!
+    if (typeof a === 'number') {
+      format[i + 1] = 0x64 // d
+      at = packed.writeDoubleLE(a, at)
+    } else {
+      format[i + 1] = 0x73 // s
+      at += packed.write(a, at)
+      packed[at++] = 0
+    }
+  }
+  return [format, packed]
 }
 
 /** Each admission's outcome from a GOVERN reply. */
