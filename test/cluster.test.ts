@@ -139,6 +139,28 @@ describe('supervision', () => {
       expect(await stopProcess(gw.proc)).toBe(0)
     }
   }, 30_000)
+
+  test('a worker that cannot start (a plugin that is not there) stops the primary with its message, without waiting out the 30 s a worker has', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'conduit-bad-start-'))
+    try {
+      const config = path.join(dir, 'conduit.yaml')
+      await Bun.write(config, 'plugins:\n  - use: ./no-such-plugin.ts\n')
+      const started = performance.now()
+      const proc = Bun.spawn(['bun', 'src/main.ts', '--workers', '2', '--port', '0', '--config', config], {
+        cwd: path.resolve(import.meta.dir, '..'),
+        env: { ...process.env, CONDUIT_DATA_DIR: dir, CONDUIT_MASTER_KEY: MASTER },
+        stdout: 'ignore',
+        stderr: 'pipe',
+      })
+      expect(await proc.exited).toBe(1)
+      expect(performance.now() - started).toBeLessThan(10_000)
+      const stderr = await new Response(proc.stderr).text()
+      expect(stderr).toContain('no-such-plugin')
+      expect(stderr).toContain('conduit: A worker failed to start; see its output above.')
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }, 30_000)
 })
 
 describe('start environment', () => {

@@ -51,6 +51,8 @@ export async function runPrimary(config: LaunchConfig) {
   const fanOuts = new Map<string, FanOut<unknown>>()
   let refs = 0
   let stopping = false
+  /** Wakes `started` when a worker starts listening or exits. */
+  let changed = () => {}
 
   const send = (worker: Worker, message: PrimaryToWorker) => {
     if (!worker.proc.killed) worker.proc.send(message)
@@ -67,6 +69,7 @@ export async function runPrimary(config: LaunchConfig) {
     switch (message.type) {
       case 'listening':
         worker.listening = message
+        changed()
         break
       case 'change-applied':
         fanOuts.get(message.ref)?.answer(worker.index, null)
@@ -101,6 +104,7 @@ export async function runPrimary(config: LaunchConfig) {
       stderr: 'inherit',
       ipc: (message) => void onMessage(worker, message as WorkerToPrimary),
       onExit: (_proc, code, signal) => {
+        changed()
         if (stopping) return
         logLine('error', { worker: index, code, signal }, 'worker exited; restarting it')
         setTimeout(() => {
@@ -121,7 +125,14 @@ export async function runPrimary(config: LaunchConfig) {
         for (const w of workers) w.proc.kill()
         throw new Error('A worker failed to start; see its output above.')
       }
-      await Bun.sleep(10)
+      // Woken by a worker's news, or after a second to look at the deadline (and at a SIGTERM meanwhile).
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 1_000)
+        changed = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
     }
     return !stopping
   }
