@@ -79,6 +79,7 @@ try {
         const settled = { scope, holds: batch, reserved: 50 * batch, spent: 30 * batch, period: 'm2026-12', adjustments: new Map([['tpm', { rule: 'tpm', limit: 1e9, periodMs: 60_000, units: 10 * batch }]]), absolute: null }
         const admissions = Array.from({ length: admitting }, () => ({ claims, shadow: false, loads }))
         const { keys, argv } = encodeCall('bench001', 30_000, { seq: ++seq, deltas: [settled] }, admissions)
+        // A checkout from before f8bef42 sends its arguments as one JSON string.
         const argvList = Array.isArray(argv) ? argv : [argv]
         const outcomes = decodeReply(admissions, (await redis.evalsha(sha, keys.length, ...keys, ...argvList)) as number[])
         if (outcomes.some((o: { status: number }) => o.status !== 1)) throw new Error(`not admitted: ${JSON.stringify(outcomes[0])}`)
