@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { startEnv } from '../src/cluster/own-command.ts'
 import { startFakeOpenAI, type FakeOpenAI } from './helpers/fake-openai.ts'
-import { startProcess, stopProcess, type RunningGateway } from './helpers/process.ts'
+import { ROOT, startProcess, stopProcess, type RunningGateway } from './helpers/process.ts'
 
 /** Several worker processes on one port behave as one gateway: state that must be shared is shared. */
 const MASTER = 'cluster-master-key'
@@ -147,7 +147,7 @@ describe('supervision', () => {
       await Bun.write(config, 'plugins:\n  - use: ./no-such-plugin.ts\n')
       const started = performance.now()
       const proc = Bun.spawn(['bun', 'src/main.ts', '--workers', '2', '--port', '0', '--config', config], {
-        cwd: path.resolve(import.meta.dir, '..'),
+        cwd: ROOT,
         env: { ...process.env, CONDUIT_DATA_DIR: dir, CONDUIT_MASTER_KEY: MASTER },
         stdout: 'ignore',
         stderr: 'pipe',
