@@ -67,9 +67,9 @@ local function state(i)
     if k == 'bp' then f.bp = h[j + 1] else f[k] = tonumber(h[j + 1]) end
   end
   s = { f = f, out = {}, n = 0, r = 0, need = 0, fresh = (f[QF] or 0) < seq }
-  for k, until_ in pairs(f) do
+  for k, v in pairs(f) do
     if string.byte(k, 2) == 46 and string.byte(k) == 101 then
-      local id = string.sub(k, 3)
+      local id, until_ = string.sub(k, 3), v
       if until_ > now or id == inst then
         s.n = s.n + (f['n.' .. id] or 0)
         s.r = s.r + (f['r.' .. id] or 0)
