@@ -13,9 +13,9 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
+import { newRequestId } from '../src/core/context.ts'
 import { Store } from '../src/store/store.ts'
-import type { SpendRow } from '../src/store/ledger.ts'
-import type { RequestRecordRow } from '../src/store/request-records.ts'
+import { recordRow, spendRow } from '../test/helpers/ledger-rows.ts'
 
 const { values: args } = parseArgs({
   args: process.argv.slice(2),
@@ -31,27 +31,17 @@ const requests = Number(args.requests)
 const PREFILL = 20_000
 
 let seq = 0
-function rows(keys: number, models: number): [SpendRow, RequestRecordRow] {
-  const n = seq++
-  const request_id = `req_0123456789ab${n.toString(36).padStart(8, '0')}`
-  const common = { request_id, key_id: `key_${n % keys}`, endpoint: 'chat', model: `model-${n % models}`, provider: 'mock', upstream_model: 'gpt-4o-mini' }
-  const created_at = Date.now()
-  const usage = { prompt_tokens: 12, completion_tokens: 16, cost_micros: 28, estimated: 0, aborted: 0, status: 200, end_user: null }
-  return [
-    { ...common, ...usage, created_at, unpriced: 0, audio_ms: 0, characters: 0, images: 0 },
-    { ...common, ...usage, created_at, error_code: null, stream: 0, attempts: 1, latency_ms: 1.23, ttft_ms: 1.2, client_ip: '127.0.0.1', request_body: null },
-  ]
-}
 
 async function write(store: Store, count: number, batch: number, keys: number, models: number) {
   for (let done = 0; done < count; done += batch) {
-    const spend: SpendRow[] = []
-    const records: RequestRecordRow[] = []
-    for (let i = 0; i < Math.min(batch, count - done); i++) {
-      const [s, r] = rows(keys, models)
-      spend.push(s)
-      records.push(r)
-    }
+    const size = Math.min(batch, count - done)
+    // The store tests' rows with the gateway's request ids, spread round-robin over `keys` keys and `models` models.
+    const spread = Array.from({ length: size }, () => {
+      const n = seq++
+      return { request_id: newRequestId(), key_id: `key_${n % keys}`, model: `model-${n % models}` }
+    })
+    const spend = spread.map((s) => ({ ...spendRow(s.request_id), ...s }))
+    const records = spread.map((s) => ({ ...recordRow(s.request_id), ...s }))
     await Promise.all([store.insertSpend(spend), store.insertRequestRecords(records)])
   }
 }
