@@ -54,6 +54,7 @@ N=$(grep -oE '[0-9]+ (requests in|sent)' $DIR/wrk.txt | cut -d' ' -f1)
 grep -E "Requests/sec|Non-2xx|timed" $DIR/wrk.txt || true
 echo "CPU us/req: $(( (T1 - T0) * 10000 / N ))  rss_kb: $(grep VmRSS /proc/$GW/status | awk '{print $2}')"
 # Which thread spent it: the main (JavaScript) thread, the row writer ("Worker"), Bun's HTTP client, GC helpers.
+# Under PROF=1, "thread" is the profiler's own sampler, not the gateway's.
 awk -v n=$N 'NR == FNR { before[$1] = $2; next }
   { tid = $1; d = $2 - before[tid]; $1 = $2 = ""; sub(/^ +/, ""); if (d > 0) us[$0] += d * 10000 / n }
   END { line = "by thread, us/req:"; for (k in us) line = line sprintf(" %s %.1f;", k, us[k]); print line }' $DIR/threads.before $DIR/threads.after
