@@ -8,7 +8,7 @@ import { createLogger } from '../../src/services/logger.ts'
 import { SpendLedger } from '../../src/store/ledger.ts'
 import { Store } from '../../src/store/store.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
-import { spendRow } from '../helpers/ledger-rows.ts'
+import { recordRow, spendRow } from '../helpers/ledger-rows.ts'
 import { MB, rssBytes, threadsOf } from '../helpers/proc-stats.ts'
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
@@ -326,6 +326,26 @@ test('SQLite: the rows every request writes are inserted off the event loop; the
     const [{ n }] = await store.sql`SELECT COUNT(*) AS n FROM spend_ledger`
     const [{ requests }] = await store.sql`SELECT SUM(requests) AS requests FROM spend_hours`
     expect([Number(n), Number(requests)]).toEqual([20_000, 20_000])
+  })
+})
+
+test("SQLite: the row writer groups a batch's rows by key (each key's rows in their order), and every row and total is kept", async () => {
+  // Grouped, a batch's inserts into the indexes led by key_id follow one another: traffic spread over 40 keys cost
+  // about a quarter less CPU a request (bench/row-insert-cost.ts).
+  await withSqliteStore(async (store) => {
+    const keys = ['kc', 'ka', 'kb']
+    const spread = Array.from({ length: 12 }, (_, i) => ({ request_id: `g-${String(i).padStart(2, '0')}`, key_id: i % 5 === 4 ? null : keys[i % 3]! }))
+    await Promise.all([
+      store.insertSpend(spread.map((s) => ({ ...spendRow(s.request_id), key_id: s.key_id }))),
+      store.insertRequestRecords(spread.map((s) => ({ ...recordRow(s.request_id), key_id: s.key_id }))),
+    ])
+    const expected = [...spread].sort((a, b) => (a.key_id ?? '').localeCompare(b.key_id ?? '')).map((s) => `${s.key_id}:${s.request_id}`)
+    for (const table of ['spend_ledger', 'request_records']) {
+      const rows = (await store.sql.unsafe(`SELECT key_id, request_id FROM ${table} ORDER BY rowid`)) as { key_id: string | null; request_id: string }[]
+      expect(rows.map((r) => `${r.key_id}:${r.request_id}`)).toEqual(expected)
+    }
+    const totals = (await store.sql`SELECT key_id, requests FROM spend_hours ORDER BY key_id`) as { key_id: string; requests: number }[]
+    expect(totals.map((t) => [t.key_id, Number(t.requests)])).toEqual([['', 2], ['ka', 3], ['kb', 4], ['kc', 3]])
   })
 })
 
