@@ -53,8 +53,10 @@ function renderFrameworkError(code: string | number, error: any, request: Reques
     const url = new URL(request.url)
     return errorResponse(new GatewayError(404, `Unknown request URL: ${request.method} ${url.pathname}.`, { code: 'unknown_url' }))
   }
-  return errorResponse(new GatewayError(500, 'The gateway hit an internal error.', { code: 'internal_error' }))
+  return errorResponse(internalError())
 }
+
+const internalError = () => new GatewayError(500, 'The gateway hit an internal error.', { code: 'internal_error' })
 
 export function createApp(gw: Gateway, options: EdgeOptions) {
   const transport = (server: Server<unknown> | null, request: Request): Transport => ({
@@ -72,7 +74,17 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
     ? undefined
     : Object.fromEntries(proxies.map(([path, handler]) => [path, { POST: handler }]))
 
-  const app = new Elysia({ name: 'conduit', serve: { routes: { ...nativeRoutes, ...realtimeRoutes(gw) } } }).onError({ as: 'global' }, ({ code, error, request }) => {
+  const serve = {
+    routes: { ...nativeRoutes, ...realtimeRoutes(gw) },
+    // Bun's answer when a native route throws (our code never means to). Its default depends on NODE_ENV, which Elysia
+    // passes on as `development`: unset, it was an HTML page carrying the error's message and stack to the client.
+    development: false,
+    error: (error: unknown) => {
+      gw.log.error({ err: error }, 'unhandled HTTP error')
+      return errorResponse(internalError())
+    },
+  }
+  const app = new Elysia({ name: 'conduit', serve }).onError({ as: 'global' }, ({ code, error, request }) => {
     if (!GatewayError.is(error) && code !== 'PARSE' && code !== 'NOT_FOUND') {
       gw.log.error({ err: error, code }, 'unhandled HTTP error')
     }

@@ -423,3 +423,36 @@ describe('a closed stdout', () => {
     }
   })
 })
+
+describe("a bug in the gateway's own code", () => {
+  test('a route that throws answers our 500 envelope, never a page with the error and its stack; the error is logged', async () => {
+    const logs = { level: 'error', lines: [] as string[] }
+    const own = await startGateway({}, logs)
+    try {
+      const pipeline = own.gateway.pipeline
+      // A fault injected where a bug would be, thrown or rejected, under a native route (chat: Bun's router calls the
+      // pipeline) and one Elysia serves (models).
+      const routes = [['POST', '/v1/chat/completions'], ['GET', '/v1/models']] as const
+      const bug = () => new Error('bug at /srv/conduit/src/secret-path.ts:12')
+      let calls = 0
+      pipeline.handle = () => {
+        if (calls++ < routes.length) throw bug()
+        return Promise.reject(bug())
+      }
+      for (const [method, path] of [...routes, ...routes]) {
+        const res = await fetch(`${own.origin}${path}`, { method, headers: { authorization: 'Bearer condt_x', 'content-type': 'application/json' }, body: method === 'POST' ? '{}' : undefined })
+        const text = await res.text()
+        expect([path, res.status, res.headers.get('content-type')]).toEqual([path, 500, 'application/json'])
+        expect(text).not.toContain('secret-path')
+        const body = JSON.parse(text)
+        validateSchema('ErrorResponse', body)
+        expect(body.error.code).toBe('internal_error')
+      }
+      const logged = logs.lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'unhandled HTTP error')
+      expect(logged.length).toBe(4)
+      expect(logged[0].err.message).toContain('secret-path')
+    } finally {
+      await own.close()
+    }
+  })
+})
