@@ -5,6 +5,8 @@
 # $DIR (read it with `bun bench/profile-top.ts <file>`). LIMITS=local|redis gives the key the bench's governed
 # policy (rpm, tpm, max_parallel, budget), kept in-process or in the Redis at $REDIS_URL (default
 # redis://127.0.0.1:6379/9).
+# KEYS=<n> spreads the requests over n keys in turn (the same policy each), as real traffic is: the rows a request
+# writes cost more then (see bench/row-insert-cost.ts). C1=1 uses the first key only.
 # GWLOG=<file> keeps the gateway's output. Needs wrk and curl; port 5931.
 set -e
 cd "$(dirname "$0")/.."
@@ -31,13 +33,21 @@ sleep 2
 H='Authorization: Bearer bench-master-0123456789abcdef'
 curl -s localhost:5931/admin/v1/providers -H "$H" -H 'content-type: application/json' -d "{\"name\":\"mock\",\"type\":\"openai\",\"base_url\":\"$MOCKURL\",\"api_key\":\"sk-bench-mock\"}" > /dev/null
 curl -s localhost:5931/admin/v1/models -H "$H" -H 'content-type: application/json' -d '{"name":"m","targets":[{"provider":"mock","model":"gpt-4o-mini","price":{"input":1,"output":1}}]}' > /dev/null
-KEY=$(curl -s localhost:5931/admin/v1/keys -H "$H" -H 'content-type: application/json' -d "{\"name\":\"b\"$POLICY}" | grep -o '"key":"condt_[A-Za-z0-9]*' | cut -d'"' -f4)
+newKey() { curl -s localhost:5931/admin/v1/keys -H "$H" -H 'content-type: application/json' -d "{\"name\":\"b$1\"$POLICY}" | grep -o '"key":"condt_[A-Za-z0-9]*' | cut -d'"' -f4; }
+KEY=$(newKey 0)
+ALL="\"$KEY\""
+for n in $(seq 2 ${KEYS:-1}); do ALL="$ALL, \"$(newKey $n)\""; done
 BODY='{"model":"m","messages":[{"role":"user","content":"Hello there, how are you?"}],"max_tokens":16}'
 cat > $DIR/post.lua <<LUA
 wrk.method = "POST"
 wrk.body = '$BODY'
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $KEY"
+local keys, n = { $ALL }, 0
+request = function()
+  n = n % #keys + 1
+  wrk.headers["Authorization"] = "Bearer " .. keys[n]
+  return wrk.format()
+end
 LUA
 # Per thread: tid, CPU ticks (utime + stime, counted after the ")" that ends a name with spaces in it), name.
 threads() { for t in /proc/$GW/task/*; do echo "$(basename $t) $(sed 's/.*) //' $t/stat | awk '{print $12+$13}') $(cat $t/comm)"; done; }
