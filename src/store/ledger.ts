@@ -53,7 +53,6 @@ export interface LedgerOptions {
 }
 
 const FLUSH_EVERY_MS = 200
-const BATCH = 500
 const DEFAULT_MAX_QUEUED = 100_000
 /**
  * Bun.SQL has no query timeout: a stalled connection (a black-holed network) would hold the ledger, and the
@@ -81,7 +80,7 @@ export class SpendLedger {
     const maxQueued = options.maxQueued ?? DEFAULT_MAX_QUEUED
     if (!Number.isInteger(maxQueued) || maxQueued < 1) throw new Error(`Invalid ledger max queued: ${maxQueued}`)
     this.rows = new BatchWriter('spend ledger', (rows) => store.insertSpend(rows), log, {
-      batch: BATCH,
+      batch: store.rowsPerBatch,
       flushEveryMs: FLUSH_EVERY_MS,
       maxQueued,
       writeTimeoutMs: options.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS,

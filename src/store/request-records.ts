@@ -77,7 +77,7 @@ function bodyText(body: Record<string, any> | null): string | null {
 
 /**
  * Writes `request_records`. `record()` runs when a request finishes (from an onLog hook): it builds one small
- * object and pushes it; the batch goes to the database every 250 ms or 500 rows. Rows older than the retention
+ * object and pushes it; the batch goes to the database every 250 ms or `store.rowsPerBatch` rows. Rows older than the retention
  * are deleted hourly, here and in the metric buckets (and expired Web UI sessions with them).
  */
 export class RequestRecorder {
@@ -90,7 +90,7 @@ export class RequestRecorder {
     readonly options: RequestRecordOptions,
   ) {
     this.writer = new BatchWriter('request records', (rows) => store.insertRequestRecords(rows), log, {
-      batch: 500,
+      batch: store.rowsPerBatch,
       flushEveryMs: 250,
       maxQueued: options.maxQueued ?? 100_000,
     })

@@ -329,6 +329,22 @@ test('SQLite: the rows every request writes are inserted off the event loop; the
   })
 })
 
+test('SQLite: the WAL is checkpointed by the row writer every 10,000 pages, never by the shared connection', async () => {
+  // On the event loop, a checkpoint copies every page in the WAL into the database file and fsyncs it twice.
+  await withSqliteStore(async (store) => {
+    const [shared] = await store.sql`PRAGMA wal_autocheckpoint`
+    expect(shared.wal_autocheckpoint).toBe(0)
+    for (let batch = 0; batch < 30; batch++) {
+      await store.insertSpend(Array.from({ length: 2_000 }, (_, i) => ({ ...spendRow(`wal-${batch}-${i}`), key_id: `k${i % 40}` })))
+    }
+    // Frames in the WAL since it last started over: at SQLite's default the writer would have started it over
+    // after its first commit past 1,000.
+    const [{ log }] = await store.sql`PRAGMA wal_checkpoint(PASSIVE)`
+    expect(log).toBeGreaterThan(1_000)
+    expect(log).toBeLessThan(10_000 + 2_000)
+  })
+})
+
 test("SQLite: the row writer groups a batch's rows by key (each key's rows in their order), and every row and total is kept", async () => {
   // Grouped, a batch's inserts into the indexes led by key_id follow one another: traffic spread over 40 keys cost
   // about a quarter less CPU a request (bench/row-insert-cost.ts).
