@@ -77,8 +77,8 @@ function bodyText(body: Record<string, any> | null): string | null {
 
 /**
  * Writes `request_records`. `record()` runs when a request finishes (from an onLog hook): it builds one small
- * object and pushes it; the batch goes to the database every 250 ms or `store.rowsPerBatch` rows. Rows older than the retention
- * are deleted hourly, here and in the metric buckets (and expired Web UI sessions with them).
+ * object and pushes it; the batch goes to the database every 250 ms or `store.rowsPerBatch` rows. Rows older than
+ * the retention are deleted hourly, here and in the metric buckets (and expired Web UI sessions with them).
  */
 export class RequestRecorder {
   private readonly writer: BatchWriter<RequestRecordRow>

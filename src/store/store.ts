@@ -127,12 +127,12 @@ export class Store implements StoreView {
 
   /**
    * Rows a batch of the ledger or the request records carries. SQLite: 2,000 a transaction on the row writer's thread,
-   * which writes each page a batch touches to the WAL once: against 500, its CPU a request (a ledger row and a record,
-   * `KEYS=40 bench/profile.sh`, three interleaved runs) went from 20.0–22.9 to 16.6–18.1 µs with 40 keys and from
-   * 9.3–9.9 to 7.9–8.8 with one. PostgreSQL: 500 a statement (its 65,535 parameters a statement hold 2,900 records).
+   * which writes each page a batch touches to the WAL once: against 500, that thread's CPU a request (a ledger row and
+   * a record; `bench/profile.sh`, three interleaved runs each) went from 20.0–22.9 to 16.6–18.1 µs with the requests
+   * over 40 keys, from 9.3–9.9 to 7.9–8.8 with one. PostgreSQL: 500 a statement (65,535 parameters hold 2,900 records).
    */
   get rowsPerBatch(): number {
-    return this.rowWriter ? 2_000 : 500
+    return this.engine === 'sqlite' ? 2_000 : 500
   }
 
   private constructor(
