@@ -7,6 +7,7 @@ import type { Route, Transport } from '../core/pipeline.ts'
 import type { UpgradeTransport } from '../realtime/service.ts'
 import { secretEquals } from '../store/crypto.ts'
 import { adminRoutes } from './admin-routes.ts'
+import { errorResponse } from './error-response.ts'
 import { serveImageFile } from '../core/images-files.ts'
 import { UiSessions, uiRoutes } from './ui-routes.ts'
 
@@ -21,9 +22,6 @@ export interface EdgeOptions {
   /** Browser origins (`https://app.example.com`) that may call `/v1/*`; none: no CORS headers and no hook at all. */
   corsOrigins?: readonly string[]
 }
-
-export const errorResponse = (error: GatewayError) =>
-  new Response(JSON.stringify(error.toJSON()), { status: error.status, headers: { 'content-type': 'application/json', ...error.headers } })
 
 /** POST routes the pipeline answers whole; `/v1/audio/speech/stream` is speech whose SSE form `Accept` may choose. */
 const PROXIED: Record<string, Route> = {

@@ -7,6 +7,7 @@ import { readJsonBody } from '../core/body.ts'
 import { isWellFormedKey, secretEquals, sha256 } from '../store/crypto.ts'
 import type { SessionRow } from '../store/store.ts'
 import page from '../ui/index.html'
+import { errorResponse } from './error-response.ts'
 
 /*
  * The Web UI: static files built by Bun from src/ui (HTML import), and the sign-in that turns a master key or a
@@ -18,9 +19,6 @@ export const SESSION_COOKIE = 'conduit_session'
 export const CSRF_HEADER = 'x-conduit-csrf'
 export const SESSION_MS = 12 * 3_600_000
 const SIGN_IN_MAX_BYTES = 16 * 1024
-
-const errorResponse = (error: GatewayError) =>
-  new Response(JSON.stringify(error.toJSON()), { status: error.status, headers: { 'content-type': 'application/json', ...error.headers } })
 
 /**
  * No inline script or style anywhere (the bundle has none): scripts, styles, fetches and images come from this
