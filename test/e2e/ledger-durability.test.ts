@@ -6,6 +6,7 @@ import path from 'node:path'
 import type { FinishedRequest } from '../../src/plugin-sdk/types.ts'
 import { createLogger } from '../../src/services/logger.ts'
 import { SpendLedger } from '../../src/store/ledger.ts'
+import { encodeInTurns } from '../../src/store/row-writer.ts'
 import { Store } from '../../src/store/store.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { recordRow, spendRow } from '../helpers/ledger-rows.ts'
@@ -327,6 +328,23 @@ test('SQLite: the rows every request writes are inserted off the event loop; the
     const [{ requests }] = await store.sql`SELECT SUM(requests) AS requests FROM spend_hours`
     expect([Number(n), Number(requests)]).toEqual([20_000, 20_000])
   })
+})
+
+test("SQLite: the handoff's JSON is encoded a slice of rows at a time, with turns of the event loop between, and is JSON.stringify's exactly", async () => {
+  const rows = (n: number, tag: string) => Array.from({ length: n }, (_, i) => ({ ...spendRow(`${tag}-${i}`), end_user: i % 3 ? null : `u"\\${i}` }))
+  for (const batches of [[], [[]], [rows(1, 'a')], [rows(251, 'b'), []], [rows(600, 'c'), rows(2, 'd')]]) {
+    // Another task on the loop, counting the turns it gets while the batches are encoded.
+    let turns = 0
+    let encoding = true
+    const other = () => encoding && (turns++, setImmediate(other))
+    setImmediate(other)
+    const text = await encodeInTurns(batches)
+    encoding = false
+    expect(text).toBe(JSON.stringify(batches))
+    if (batches[0]?.length === 600) expect(turns).toBeGreaterThanOrEqual(2) // 600 rows: three slices, two turns between
+  }
+  // A value JSON cannot carry is the TypeError the batch writer sets a row aside for.
+  await expect(encodeInTurns([[{ amount: 1n }]])).rejects.toBeInstanceOf(TypeError)
 })
 
 test('SQLite: the WAL is checkpointed by the row writer every 10,000 pages, never by the shared connection', async () => {
