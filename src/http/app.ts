@@ -2,6 +2,7 @@ import { Elysia } from 'elysia'
 import type { Server } from 'bun'
 import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
 import type { Gateway } from '../core/gateway.ts'
+import type { Logger } from '../plugin-sdk/types.ts'
 import { readJsonBody } from '../core/body.ts'
 import type { Route, Transport } from '../core/pipeline.ts'
 import type { UpgradeTransport } from '../realtime/service.ts'
@@ -43,18 +44,24 @@ const PROXIED: Record<string, Route> = {
 }
 
 /** Elysia's own failures (parse, unknown route) rendered in the one envelope; admin bodies are validated by the core. */
-function renderFrameworkError(code: string | number, error: any, request: Request): Response {
-  if (GatewayError.is(error)) return errorResponse(error)
-  // Elysia wraps whatever a parser throws, our own 413 included.
-  if (code === 'PARSE') return errorResponse(GatewayError.is(error.cause) ? error.cause : badRequest('We could not parse the JSON body of your request.', null, 'invalid_json'))
-  if (code === 'NOT_FOUND') {
+function renderFrameworkError(code: string | number, error: any, request: Request, log: Logger): Response {
+  if (!GatewayError.is(error) && code === 'PARSE') {
+    // Elysia wraps whatever a parser throws, our own 413 included.
+    return errorResponse(GatewayError.is(error.cause) ? error.cause : badRequest('We could not parse the JSON body of your request.', null, 'invalid_json'))
+  }
+  if (!GatewayError.is(error) && code === 'NOT_FOUND') {
     const url = new URL(request.url)
     return errorResponse(new GatewayError(404, `Unknown request URL: ${request.method} ${url.pathname}.`, { code: 'unknown_url' }))
   }
-  return errorResponse(internalError())
+  return renderThrown(error, log, code)
 }
 
-const internalError = () => new GatewayError(500, 'The gateway hit an internal error.', { code: 'internal_error' })
+/** What a route threw: a GatewayError in its own envelope; anything else is a bug, logged, and a 500 with no detail. */
+function renderThrown(error: unknown, log: Logger, code?: string | number): Response {
+  if (GatewayError.is(error)) return errorResponse(error)
+  log.error({ err: error, code }, 'unhandled HTTP error')
+  return errorResponse(new GatewayError(500, 'The gateway hit an internal error.', { code: 'internal_error' }))
+}
 
 export function createApp(gw: Gateway, options: EdgeOptions) {
   const transport = (server: Server<unknown> | null, request: Request): Transport => ({
@@ -77,17 +84,9 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
     // Bun's answer when a native route throws (our code never means to). Its default depends on NODE_ENV, which Elysia
     // passes on as `development`: unset, it was an HTML page carrying the error's message and stack to the client.
     development: false,
-    error: (error: unknown) => {
-      gw.log.error({ err: error }, 'unhandled HTTP error')
-      return errorResponse(internalError())
-    },
+    error: (error: unknown) => renderThrown(error, gw.log),
   }
-  const app = new Elysia({ name: 'conduit', serve }).onError({ as: 'global' }, ({ code, error, request }) => {
-    if (!GatewayError.is(error) && code !== 'PARSE' && code !== 'NOT_FOUND') {
-      gw.log.error({ err: error, code }, 'unhandled HTTP error')
-    }
-    return renderFrameworkError(code, error, request)
-  })
+  const app = new Elysia({ name: 'conduit', serve }).onError({ as: 'global' }, ({ code, error, request }) => renderFrameworkError(code, error, request, gw.log))
   // First, so that every response below (errors included) carries the CORS headers.
   if (options.corsOrigins?.length) app.onRequest(corsForV1(options.corsOrigins))
   for (const [path, handler] of proxies) app.post(path, ({ request, server }) => handler(request, server))
