@@ -11,3 +11,5 @@ const server = Bun.serve({
   },
 })
 console.log(`floor on http://127.0.0.1:${server.port}/v1`)
+// Exit on SIGTERM as Conduit does, so that a profiled floor (`FLOOR=1 PROF=1 bench/profile.sh`) writes its profile.
+process.on('SIGTERM', () => process.exit(0))

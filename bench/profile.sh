@@ -7,6 +7,7 @@
 # redis://127.0.0.1:6379/9).
 # KEYS=<n> spreads the requests over n keys in turn (the same policy each), as real traffic is: the rows a request
 # writes cost more then (see bench/row-insert-cost.ts). C1=1 uses the first key only.
+# FLOOR=1 runs the floor (bench/floor.ts) in Conduit's place under the same load, for its split by thread.
 # GWLOG=<file> keeps the gateway's output. Needs wrk and curl; port 5931.
 set -e
 cd "$(dirname "$0")/.."
@@ -26,17 +27,25 @@ POLICY=
 # The start settings main.ts restarts itself with, set here: it does not restart under --cpu-prof (see own-command.ts), and
 # the profiled process should serve as shipped.
 eval "$(bun -e 'import { startEnv } from "./src/cluster/own-command.ts"; for (const [k, v] of Object.entries(startEnv(process.env, 1))) console.log(`export ${k}=${v}`)')"
-CONDUIT_DATA_DIR=$D CONDUIT_MASTER_KEY=bench-master-0123456789abcdef CONDUIT_WORKERS=1 PORT=5931 HOST=127.0.0.1 CONDUIT_LOG_LEVEL=info CONDUIT_EGRESS_ALLOW=127.0.0.1 \
-  bun ${PROF:+--cpu-prof --cpu-prof-dir=$DIR} src/main.ts > ${GWLOG:-/dev/null} 2>&1 &
+if [ -n "$FLOOR" ]; then
+  UPSTREAM=$MOCKURL PORT=5931 bun ${PROF:+--cpu-prof --cpu-prof-dir=$DIR} bench/floor.ts > ${GWLOG:-/dev/null} 2>&1 &
+else
+  CONDUIT_DATA_DIR=$D CONDUIT_MASTER_KEY=bench-master-0123456789abcdef CONDUIT_WORKERS=1 PORT=5931 HOST=127.0.0.1 CONDUIT_LOG_LEVEL=info CONDUIT_EGRESS_ALLOW=127.0.0.1 \
+    bun ${PROF:+--cpu-prof --cpu-prof-dir=$DIR} src/main.ts > ${GWLOG:-/dev/null} 2>&1 &
+fi
 GW=$!
 sleep 2
-H='Authorization: Bearer bench-master-0123456789abcdef'
-curl -s localhost:5931/admin/v1/providers -H "$H" -H 'content-type: application/json' -d "{\"name\":\"mock\",\"type\":\"openai\",\"base_url\":\"$MOCKURL\",\"api_key\":\"sk-bench-mock\"}" > /dev/null
-curl -s localhost:5931/admin/v1/models -H "$H" -H 'content-type: application/json' -d '{"name":"m","targets":[{"provider":"mock","model":"gpt-4o-mini","price":{"input":1,"output":1}}]}' > /dev/null
-newKey() { curl -s localhost:5931/admin/v1/keys -H "$H" -H 'content-type: application/json' -d "{\"name\":\"b$1\"$POLICY}" | grep -o '"key":"condt_[A-Za-z0-9]*' | cut -d'"' -f4; }
-KEY=$(newKey 0)
-ALL="\"$KEY\""
-for n in $(seq 2 ${KEYS:-1}); do ALL="$ALL, \"$(newKey $n)\""; done
+# A provider, a model and the keys (the floor takes any request as it comes).
+ALL='""'
+if [ -z "$FLOOR" ]; then
+  H='Authorization: Bearer bench-master-0123456789abcdef'
+  curl -s localhost:5931/admin/v1/providers -H "$H" -H 'content-type: application/json' -d "{\"name\":\"mock\",\"type\":\"openai\",\"base_url\":\"$MOCKURL\",\"api_key\":\"sk-bench-mock\"}" > /dev/null
+  curl -s localhost:5931/admin/v1/models -H "$H" -H 'content-type: application/json' -d '{"name":"m","targets":[{"provider":"mock","model":"gpt-4o-mini","price":{"input":1,"output":1}}]}' > /dev/null
+  newKey() { curl -s localhost:5931/admin/v1/keys -H "$H" -H 'content-type: application/json' -d "{\"name\":\"b$1\"$POLICY}" | grep -o '"key":"condt_[A-Za-z0-9]*' | cut -d'"' -f4; }
+  KEY=$(newKey 0)
+  ALL="\"$KEY\""
+  for n in $(seq 2 ${KEYS:-1}); do ALL="$ALL, \"$(newKey $n)\""; done
+fi
 BODY='{"model":"m","messages":[{"role":"user","content":"Hello there, how are you?"}],"max_tokens":16}'
 cat > $DIR/post.lua <<LUA
 wrk.method = "POST"
