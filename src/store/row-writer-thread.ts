@@ -128,7 +128,7 @@ self.onmessage = ({ data: command }: MessageEvent<RowWriterCommand>) => {
   try {
     // Opened by the first write, and again by the next one if that failed (its error is the write's: retried).
     if (!write) open()
-    write![command.op](...(JSON.parse(command.batches) as Rows[]))
+    write![command.op](...command.batches.map((slices) => slices.flatMap((slice) => JSON.parse(slice) as Rows)))
     reply = { id: command.id }
   } catch (error) {
     const { name, message, code, errno } = error as { name?: string; message?: string; code?: unknown; errno?: unknown }

@@ -330,7 +330,7 @@ test('SQLite: the rows every request writes are inserted off the event loop; the
   })
 })
 
-test("SQLite: the handoff's JSON is encoded a slice of rows at a time, with turns of the event loop between, and is JSON.stringify's exactly", async () => {
+test("SQLite: the handoff's JSON is encoded a slice of rows at a time, with turns of the event loop between, each slice JSON.stringify's exactly", async () => {
   const rows = (n: number, tag: string) => Array.from({ length: n }, (_, i) => ({ ...spendRow(`${tag}-${i}`), end_user: i % 3 ? null : `u"\\${i}` }))
   for (const batches of [[], [[]], [rows(1, 'a')], [rows(251, 'b'), []], [rows(600, 'c'), rows(2, 'd')]]) {
     // Another task on the loop, counting the turns it gets while the batches are encoded.
@@ -338,9 +338,12 @@ test("SQLite: the handoff's JSON is encoded a slice of rows at a time, with turn
     let encoding = true
     const other = () => encoding && (turns++, setImmediate(other))
     setImmediate(other)
-    const text = await encodeInTurns(batches)
+    const encoded = await encodeInTurns(batches)
     encoding = false
-    expect(text).toBe(JSON.stringify(batches))
+    // Each batch: the JSON of its rows 250 at a time, in order (none for an empty batch).
+    const expected = batches.map((rows) => Array.from({ length: Math.ceil(rows.length / 250) }, (_, i) => JSON.stringify(rows.slice(i * 250, i * 250 + 250))))
+    expect(encoded).toEqual(expected)
+    expect(encoded.map((slices) => slices.flatMap((slice) => JSON.parse(slice)))).toEqual(batches)
     if (batches[0]?.length === 600) expect(turns).toBeGreaterThanOrEqual(2) // 600 rows: three slices, two turns between
   }
   // A value JSON cannot carry is the TypeError the batch writer sets a row aside for.
