@@ -30,9 +30,9 @@ class BatchedStdout implements pino.DestinationStream {
   private flush() {
     this.scheduled = false
     if (this.pending.length === 0) return
-    const text = this.pending.join('')
+    const lines = this.pending
     this.pending = []
-    writeStdout(text)
+    writeStdout(lines)
   }
 }
 

@@ -6,11 +6,16 @@
  */
 let sink: ReturnType<typeof Bun.stdout.writer> | null = null
 
-/** Writes `text` to stdout. A reader that went away (a closed pipe) costs the lines, never the process. */
-export function writeStdout(text: string) {
+/**
+ * Writes `text` (lines: one after another, in one write) to stdout. A reader that went away (a closed pipe) costs
+ * the lines, never the process.
+ */
+export function writeStdout(text: string | readonly string[]) {
   try {
     sink ??= Bun.stdout.writer()
-    sink.write(text)
+    // The writer copies each into its buffer: joining them first would be one more copy of every line.
+    if (typeof text === 'string') sink.write(text)
+    else for (const line of text) sink.write(line)
     const pending = sink.flush()
     if (pending instanceof Promise) pending.catch(() => {})
   } catch {
