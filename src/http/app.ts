@@ -45,11 +45,10 @@ const PROXIED: Record<string, Route> = {
 
 /** Elysia's own failures (parse, unknown route) rendered in the one envelope; admin bodies are validated by the core. */
 function renderFrameworkError(code: string | number, error: any, request: Request, log: Logger): Response {
-  if (!GatewayError.is(error) && code === 'PARSE') {
-    // Elysia wraps whatever a parser throws, our own 413 included.
-    return errorResponse(GatewayError.is(error.cause) ? error.cause : badRequest('We could not parse the JSON body of your request.', null, 'invalid_json'))
-  }
-  if (!GatewayError.is(error) && code === 'NOT_FOUND') {
+  if (GatewayError.is(error)) return errorResponse(error)
+  // Elysia wraps whatever a parser throws, our own 413 included.
+  if (code === 'PARSE') return errorResponse(GatewayError.is(error.cause) ? error.cause : badRequest('We could not parse the JSON body of your request.', null, 'invalid_json'))
+  if (code === 'NOT_FOUND') {
     const url = new URL(request.url)
     return errorResponse(new GatewayError(404, `Unknown request URL: ${request.method} ${url.pathname}.`, { code: 'unknown_url' }))
   }
