@@ -129,7 +129,8 @@ export class Store implements StoreView {
    * Rows a batch of the ledger or the request records carries. SQLite: 2,000 a transaction on the row writer's thread,
    * which writes each page a batch touches to the WAL once: against 500, that thread's CPU a request (a ledger row and
    * a record; `bench/profile.sh`, three interleaved runs each) went from 20.0–22.9 to 16.6–18.1 µs with the requests
-   * over 40 keys, from 9.3–9.9 to 7.9–8.8 with one. PostgreSQL: 500 a statement (65,535 parameters hold 2,900 records).
+   * over 40 keys, from 9.3–9.9 to 7.9–8.8 with one. PostgreSQL: 500 a statement, well under its 65,535 parameters
+   * (a column of a row is one: 3,120 records of 21 columns).
    */
   get rowsPerBatch(): number {
     return this.engine === 'sqlite' ? 2_000 : 500
