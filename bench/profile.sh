@@ -8,7 +8,11 @@
 # KEYS=<n> spreads the requests over n keys in turn (the same policy each), as real traffic is: the rows a request
 # writes cost more then (see bench/row-insert-cost.ts). C1=1 uses the first key only.
 # FLOOR=1 runs the floor (bench/floor.ts) in Conduit's place under the same load, for its split by thread.
-# GWLOG=<file> keeps the gateway's output. Needs wrk and curl; port 5931.
+# PERF=1 samples the gateway's main thread with Linux perf (cpu-clock) during the measured run and splits its CPU by
+# where it ran: the kernel, the Bun executable (JSC's interpreter and runtime, the GC, Bun's native APIs) and JIT-compiled
+# JavaScript; with page faults and context switches a request. PROF=1's profile sees only the last JavaScript frame.
+# CONF=<file> starts Conduit with that config file (a capability switched off, say).
+# GWLOG=<file> keeps the gateway's output. Needs wrk and curl (and perf for PERF=1); port 5931.
 set -e
 cd "$(dirname "$0")/.."
 export PATH=$HOME/.bun/bin:$PATH
@@ -31,7 +35,7 @@ if [ -n "$FLOOR" ]; then
   UPSTREAM=$MOCKURL PORT=5931 bun ${PROF:+--cpu-prof --cpu-prof-dir=$DIR} bench/floor.ts > ${GWLOG:-/dev/null} 2>&1 &
 else
   CONDUIT_DATA_DIR=$D CONDUIT_MASTER_KEY=bench-master-0123456789abcdef CONDUIT_WORKERS=1 PORT=5931 HOST=127.0.0.1 CONDUIT_LOG_LEVEL=info CONDUIT_EGRESS_ALLOW=127.0.0.1 \
-    bun ${PROF:+--cpu-prof --cpu-prof-dir=$DIR} src/main.ts > ${GWLOG:-/dev/null} 2>&1 &
+    bun ${PROF:+--cpu-prof --cpu-prof-dir=$DIR} src/main.ts ${CONF:+--config $CONF} > ${GWLOG:-/dev/null} 2>&1 &
 fi
 GW=$!
 sleep 2
@@ -66,6 +70,12 @@ CONNS=64
 wrk -t1 -c$CONNS -d3s -s $DIR/post.lua $URL > /dev/null
 T0=$(awk '{print $14+$15}' /proc/$GW/stat)
 threads > $DIR/threads.before
+if [ -n "$PERF" ]; then
+  command -v perf > /dev/null || { echo "PERF=1 needs perf (Debian: linux-perf)" >&2; exit 1; }
+  # 6 s inside the measured 8: the counts are divided by the requests of those 6 s at the run's rate.
+  perf record -q -e cpu-clock -F 999 -t $GW -o $DIR/perf.data -- sleep 6 > /dev/null 2>&1 &
+  perf stat -x, -e page-faults,context-switches -p $GW -o $DIR/perf.stat -- sleep 6 > /dev/null 2>&1 &
+fi
 if [ -n "$C1" ]; then bun bench/c1-tail.ts $URL "$BODY" $KEY > $DIR/wrk.txt; else wrk -t1 -c$CONNS -d8s --latency -s $DIR/post.lua $URL > $DIR/wrk.txt; fi
 T1=$(awk '{print $14+$15}' /proc/$GW/stat)
 threads > $DIR/threads.after
@@ -77,5 +87,15 @@ echo "CPU us/req: $(( (T1 - T0) * 10000 / N ))  rss_kb: $(grep VmRSS /proc/$GW/s
 awk -v n=$N 'NR == FNR { before[$1] = $2; next }
   { tid = $1; d = $2 - before[tid]; $1 = $2 = ""; sub(/^ +/, ""); if (d > 0) us[$0] += d * 10000 / n }
   END { line = "by thread, us/req:"; for (k in us) line = line sprintf(" %s %.1f;", k, us[k]); print line }' $DIR/threads.before $DIR/threads.after
+if [ -n "$PERF" ]; then
+  wait $(jobs -p | grep -vx -e $GW -e $MOCK) 2>/dev/null || true
+  MAIN_US=$(awk -v gw=$GW -v n=$N 'NR == FNR { if ($1 == gw) t0 = $2; next } $1 == gw { printf "%.1f", ($2 - t0) * 10000 / n }' $DIR/threads.before $DIR/threads.after)
+  RATE=$(awk '/Requests\/sec/ { print $2 }' $DIR/wrk.txt)
+  [ -n "$C1" ] && RATE=$(awk -v n=$N 'BEGIN { print n / 8 }')
+  perf report -i $DIR/perf.data --stdio --no-children --sort dso -g none 2>/dev/null | awk -v us=$MAIN_US '
+    /^ +[0-9.]+%/ { p = $1 + 0; d = $2; k = d ~ /kernel/ ? "kernel" : d ~ /^\[JIT\]/ ? "JIT code" : d ~ /^bun/ ? "Bun executable" : "other"; s[k] += p }
+    END { line = "main thread " us " us/req, by perf:"; for (k in s) line = line sprintf(" %s %.1f;", k, s[k] * us / 100); print line }'
+  awk -F, -v r=$RATE '$3 ~ /page-faults|context-switches/ { printf "%s a request: %.2f\n", $3, $1 / (r * 6) }' $DIR/perf.stat
+fi
 kill -TERM $GW; wait $GW 2>/dev/null || true
 kill $MOCK
