@@ -8,9 +8,10 @@
 # KEYS=<n> spreads the requests over n keys in turn (the same policy each), as real traffic is: the rows a request
 # writes cost more then (see bench/row-insert-cost.ts). C1=1 uses the first key only.
 # FLOOR=1 runs the floor (bench/floor.ts) in Conduit's place under the same load, for its split by thread.
-# PERF=1 samples the gateway's main thread with Linux perf (cpu-clock) during the measured run and splits its CPU by
-# where it ran: the kernel, the Bun executable (JSC's interpreter and runtime, the GC, Bun's native APIs) and JIT-compiled
-# JavaScript; with page faults and context switches a request. PROF=1's profile sees only the last JavaScript frame.
+# PERF=1 samples the gateway's main thread with Linux perf (cpu-clock, call graphs) during the measured run and splits
+# its CPU by where it ran: the kernel, the Bun executable (JSC's interpreter and runtime, the GC, Bun's native APIs) and
+# JIT-compiled JavaScript; then by JavaScript function, native callees included (bench/perf-js.ts, from JSC's jitdump);
+# with page faults and context switches a request. PROF=1's profile sees only the last JavaScript frame.
 # CONF=<file> starts Conduit with that config file (a capability switched off, say).
 # GWLOG=<file> keeps the gateway's output. Needs wrk and curl (and perf for PERF=1); port 5931.
 set -e
@@ -28,6 +29,8 @@ trap 'rm -rf "$D"' EXIT
 POLICY=
 [ -n "$LIMITS" ] && POLICY=',"rpm":100000000,"tpm":1000000000,"max_parallel":100000,"budget":{"usd":1000000,"period":"monthly"}'
 [ "$LIMITS" = redis ] && export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/9}
+# JSC writes a jitdump of what it compiles, which names the JIT frames in perf's samples (bench/perf-js.ts).
+[ -n "$PERF" ] && export BUN_JSC_useJITDump=1 BUN_JSC_jitDumpDirectory=$DIR
 # The start settings main.ts restarts itself with, set here: it does not restart under --cpu-prof (see own-command.ts), and
 # the profiled process should serve as shipped.
 eval "$(bun -e 'import { startEnv } from "./src/cluster/own-command.ts"; for (const [k, v] of Object.entries(startEnv(process.env, 1))) console.log(`export ${k}=${v}`)')"
@@ -73,7 +76,7 @@ threads > $DIR/threads.before
 if [ -n "$PERF" ]; then
   command -v perf > /dev/null || { echo "PERF=1 needs perf (Debian: linux-perf)" >&2; exit 1; }
   # 6 s inside the measured 8: the counts are divided by the requests of those 6 s at the run's rate.
-  perf record -q -e cpu-clock -F 999 -t $GW -o $DIR/perf.data -- sleep 6 > /dev/null 2>&1 &
+  perf record -q -g -k 1 -e cpu-clock -F 999 -t $GW -o $DIR/perf.data -- sleep 6 > /dev/null 2>&1 &
   perf stat -x, -e page-faults,context-switches -p $GW -o $DIR/perf.stat -- sleep 6 > /dev/null 2>&1 &
 fi
 if [ -n "$C1" ]; then bun bench/c1-tail.ts $URL "$BODY" $KEY > $DIR/wrk.txt; else wrk -t1 -c$CONNS -d8s --latency -s $DIR/post.lua $URL > $DIR/wrk.txt; fi
@@ -96,6 +99,7 @@ if [ -n "$PERF" ]; then
     /^ +[0-9.]+%/ { p = $1 + 0; d = $2; k = d ~ /kernel/ ? "kernel" : d ~ /^\[JIT\]/ ? "JIT code" : d ~ /^bun/ ? "Bun executable" : "other"; s[k] += p }
     END { line = "main thread " us " us/req, by perf:"; for (k in s) line = line sprintf(" %s %.1f;", k, s[k] * us / 100); print line }'
   awk -F, -v r=$RATE '$3 ~ /page-faults|context-switches/ { printf "%s a request: %.2f\n", $3, $1 / (r * 6) }' $DIR/perf.stat
+  bun bench/perf-js.ts $DIR/perf.data $(ls $DIR/jit-*-$GW.dump) $MAIN_US > $DIR/perf-js.txt && echo "by JavaScript function: $DIR/perf-js.txt"
 fi
 kill -TERM $GW; wait $GW 2>/dev/null || true
 kill $MOCK
