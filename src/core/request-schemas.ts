@@ -187,7 +187,23 @@ export const MAX_DEPTH = 128
 /** Made once: a literal in the function below would be a new RegExp object for every key of every request. */
 const SEPARATORS = /[_-]/g
 
-export const isUpstreamURLKey = (key: string) => UPSTREAM_URL_KEY.test(key.replace(SEPARATORS, '').toLowerCase())
+/**
+ * Verdicts by key: requests repeat the same few keys (`model`, `messages`, `role`, `content`), and deciding one anew
+ * takes two new strings and a regex. Bounded in count and length, since a client may send any keys: others are
+ * decided each time.
+ */
+const upstreamURLKeys = new Map<string, boolean>()
+const MAX_REMEMBERED_KEYS = 1024
+const MAX_REMEMBERED_KEY_LENGTH = 64
+
+export function isUpstreamURLKey(key: string): boolean {
+  let verdict = upstreamURLKeys.get(key)
+  if (verdict === undefined) {
+    verdict = UPSTREAM_URL_KEY.test(key.replace(SEPARATORS, '').toLowerCase())
+    if (upstreamURLKeys.size < MAX_REMEMBERED_KEYS && key.length <= MAX_REMEMBERED_KEY_LENGTH) upstreamURLKeys.set(key, verdict)
+  }
+  return verdict
+}
 
 interface Visit {
   value: unknown
