@@ -13,10 +13,12 @@
  * - each function's inclusive and self share.
  * With a request's µs on the main thread, shares are also given in µs a request.
  */
-const [data, dump, perRequestArg] = process.argv.slice(2).filter((a) => !a.startsWith('--'))
+import { parseArgs } from 'node:util'
+
+const { values: flags, positionals } = parseArgs({ args: process.argv.slice(2), allowPositionals: true, options: { top: { type: 'string', default: '20' } } })
+const [data, dump, perRequestArg] = positionals
 if (!data || !dump) throw new Error('usage: bun bench/perf-js.ts <perf.data> <jit-….dump> [µs a request] [--top N]')
-const topIndex = process.argv.indexOf('--top')
-const top = topIndex > 0 ? Number(process.argv[topIndex + 1]) : 20
+const top = Number(flags.top)
 const perRequest = perRequestArg ? Number(perRequestArg) : null
 
 // jitdump: a 40-byte header (the pid at byte 20), then records of {id u32, size u32, timestamp u64, …}; a code load
@@ -78,4 +80,3 @@ console.log('Where native code entered JavaScript (outermost JavaScript frame):'
 for (const [k, n] of [...entered].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`  ${share(n)}  ${name(k)}`)
 console.log('JavaScript functions, inclusive of what they called (self beside):')
 for (const [k, n] of [...inclusive].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`  ${share(n)}  (self ${share(self.get(k) ?? 0).trim()})  ${name(k)}`)
-export {}
