@@ -9,7 +9,7 @@ import { SPEND_COLUMNS } from './ledger.ts'
 import { RECORD_COLUMNS } from './request-records.ts'
 import { ADD_AFTER_ROWID } from './spend-rollup.ts'
 import { BUCKET_COLUMNS, STORED_ITEM_COLUMNS, STORED_RESPONSE_COLUMNS, TABLE_KEYS, onConflict } from './tables.ts'
-import type { RowWriteOp, RowWriterCommand, RowWriterReply } from './row-writer.ts'
+import { decodeBatches, type RowWriteOp, type RowWriterCommand, type RowWriterReply } from './row-writer.ts'
 
 declare const self: Worker
 
@@ -128,7 +128,7 @@ self.onmessage = ({ data: command }: MessageEvent<RowWriterCommand>) => {
   try {
     // Opened by the first write, and again by the next one if that failed (its error is the write's: retried).
     if (!write) open()
-    write![command.op](...command.batches.map((slices) => slices.flatMap((slice) => JSON.parse(slice) as Rows)))
+    write![command.op](...decodeBatches(command.batches))
     reply = { id: command.id }
   } catch (error) {
     const { name, message, code, errno } = error as { name?: string; message?: string; code?: unknown; errno?: unknown }

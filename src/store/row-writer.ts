@@ -115,3 +115,8 @@ export async function encodeInTurns(batches: readonly object[][]): Promise<strin
   }
   return encoded
 }
+
+/** The thread's side of encodeInTurns: each batch's rows again, its slices parsed one by one. */
+export function decodeBatches(encoded: readonly string[][]): Record<string, unknown>[][] {
+  return encoded.map((slices) => slices.flatMap((slice) => JSON.parse(slice) as Record<string, unknown>[]))
+}

@@ -6,7 +6,7 @@ import path from 'node:path'
 import type { FinishedRequest } from '../../src/plugin-sdk/types.ts'
 import { createLogger } from '../../src/services/logger.ts'
 import { SpendLedger } from '../../src/store/ledger.ts'
-import { encodeInTurns } from '../../src/store/row-writer.ts'
+import { decodeBatches, encodeInTurns } from '../../src/store/row-writer.ts'
 import { Store } from '../../src/store/store.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { recordRow, spendRow } from '../helpers/ledger-rows.ts'
@@ -343,7 +343,7 @@ test("SQLite: the handoff's JSON is encoded a slice of rows at a time, with turn
     // Each batch: the JSON of its rows 250 at a time, in order (none for an empty batch).
     const expected = batches.map((rows) => Array.from({ length: Math.ceil(rows.length / 250) }, (_, i) => JSON.stringify(rows.slice(i * 250, i * 250 + 250))))
     expect(encoded).toEqual(expected)
-    expect(encoded.map((slices) => slices.flatMap((slice) => JSON.parse(slice)))).toEqual(batches)
+    expect(decodeBatches(encoded)).toEqual(batches)
     if (batches[0]?.length === 600) expect(turns).toBeGreaterThanOrEqual(2) // 600 rows: three slices, two turns between
   }
   // A value JSON cannot carry is the TypeError the batch writer sets a row aside for.
