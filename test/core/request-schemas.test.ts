@@ -9,7 +9,7 @@ describe('isUpstreamURLKey (verdicts remembered by key)', () => {
     }
   })
 
-  test('long keys are decided, not remembered', () => {
+  test('long keys (which are not remembered) get the same verdicts as short ones', () => {
     expect(isUpstreamURLKey(`${'x'.repeat(100_000)}_base_url`)).toBe(false)
     expect(isUpstreamURLKey(`api_base${'_'.repeat(100)}`)).toBe(true)
     expect(isUpstreamURLKey(`api_base${'_'.repeat(100)}`)).toBe(true)
