@@ -42,13 +42,18 @@ export interface BucketRow {
 
 interface Bucket {
   row: BucketRow
-  latency: Map<number, number>
-  ttft: Map<number, number>
+  /** Counts by bin (see binOf). */
+  latency: number[]
+  ttft: number[]
   dirty: boolean
 }
 
 export const binOf = (ms: number) => (ms < 1 ? 0 : Math.min(BINS - 1, Math.floor(Math.log(ms) / LOG_GROWTH)))
-const encode = (hist: Map<number, number>) => [...hist].map(([bin, n]) => `${bin}:${n}`).join(',')
+function encode(hist: number[]): string {
+  const parts: string[] = []
+  for (let bin = 0; bin < hist.length; bin++) if (hist[bin]! > 0) parts.push(`${bin}:${hist[bin]}`)
+  return parts.join(',')
+}
 /** Adds `bin:count,bin:count` (pairs of several histograms joined by commas) into `into`; a pair that is not two numbers is skipped. */
 function decodeInto(text: string, into: number[]) {
   // One pass over the characters: a day of points is millions of pairs, and split/slice/Number allocated for each.
@@ -145,15 +150,33 @@ export class TimeSeries {
     this.ticker.unref()
   }
 
-  /** On the request's onLog: a map lookup and a few additions. */
+  /** On the request's onLog: two map lookups and a few additions. */
   record(f: FinishedRequest, now = Date.now()) {
     const ctx = f.ctx
     if (UNRECORDED.has(ctx.endpoint)) return
-    const minute = now - (now % MINUTE_MS)
-    const keyId = ctx.principal?.keyId ?? ''
-    const model = ctx.model?.name ?? ''
+    const bucket = this.bucketOf(now - (now % MINUTE_MS), ctx.principal?.keyId ?? '', ctx.model?.name ?? '')
+    const row = bucket.row
+    row.requests++
+    if (isError(f.status)) row.errors++
+    row.prompt_tokens += amount(f.usage?.prompt_tokens)
+    row.completion_tokens += amount(f.usage?.completion_tokens)
+    row.cost_micros += amount(f.costMicros)
+    bucket.latency[binOf(f.durationMs)]!++
+    if (f.firstByteMs !== null && f.target) bucket.ttft[binOf(f.firstByteMs)]!++
+    bucket.dirty = true
+  }
+
+  /** This minute's buckets by key and model: names the request already holds, so no id string is built per request. */
+  private thisMinute = { minute: -1, byKey: new Map<string, Map<string, Bucket>>() }
+
+  private bucketOf(minute: number, keyId: string, model: string): Bucket {
+    if (this.thisMinute.minute !== minute) this.thisMinute = { minute, byKey: new Map() }
+    let byModel = this.thisMinute.byKey.get(keyId)
+    if (!byModel) this.thisMinute.byKey.set(keyId, (byModel = new Map()))
+    let bucket = byModel.get(model)
+    if (bucket) return bucket
     const id = `${minute}\n${keyId}\n${model}`
-    let bucket = this.buckets.get(id)
+    bucket = this.buckets.get(id)
     if (!bucket) {
       bucket = {
         row: {
@@ -169,25 +192,14 @@ export class TimeSeries {
           latency_hist: '',
           ttft_hist: '',
         },
-        latency: new Map(),
-        ttft: new Map(),
+        latency: new Array<number>(BINS).fill(0),
+        ttft: new Array<number>(BINS).fill(0),
         dirty: true,
       }
       this.buckets.set(id, bucket)
     }
-    const row = bucket.row
-    row.requests++
-    if (isError(f.status)) row.errors++
-    row.prompt_tokens += amount(f.usage?.prompt_tokens)
-    row.completion_tokens += amount(f.usage?.completion_tokens)
-    row.cost_micros += amount(f.costMicros)
-    const bin = binOf(f.durationMs)
-    bucket.latency.set(bin, (bucket.latency.get(bin) ?? 0) + 1)
-    if (f.firstByteMs !== null && f.target) {
-      const ttft = binOf(f.firstByteMs)
-      bucket.ttft.set(ttft, (bucket.ttft.get(ttft) ?? 0) + 1)
-    }
-    bucket.dirty = true
+    byModel.set(model, bucket)
+    return bucket
   }
 
   /** Writes every bucket that changed; buckets of past minutes are then forgotten (the store has them). */
@@ -203,6 +215,8 @@ export class TimeSeries {
       }
       if (bucket.row.minute < current) this.buckets.delete(id)
     }
+    // A minute whose buckets were just forgotten must not be served from the cache (a clock set back, a test's `now`).
+    if (this.thisMinute.minute < current) this.thisMinute = { minute: -1, byKey: new Map() }
     await this.writer.flush()
   }
 

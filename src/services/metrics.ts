@@ -81,9 +81,9 @@ const BUILTIN_NAMES = new Set([
   'conduit_realtime_sessions_ended_total',
 ])
 
-function observe(map: Record<string, Histogram>, key: string, bounds: number[], value: number) {
-  let h = map[key]
-  if (!h) h = map[key] = { buckets: new Array(bounds.length).fill(0), sum: 0, count: 0 }
+const histogram = (bounds: number[]): Histogram => ({ buckets: new Array(bounds.length).fill(0), sum: 0, count: 0 })
+
+function observe(h: Histogram, bounds: number[], value: number) {
   for (let i = 0; i < bounds.length; i++) {
     if (value <= bounds[i]!) {
       h.buckets[i]!++
@@ -97,8 +97,21 @@ function observe(map: Record<string, Histogram>, key: string, bounds: number[], 
 /** Label values are joined with \u0000, which never appears in a model or provider name we accept. */
 const SEP = '\u0000'
 
+/** What record() counts for one label set; snapshot() lays these out as the snapshot's label-keyed records. */
+interface Series {
+  /** The label values joined with SEP, as the snapshot keys them. */
+  key: string
+  requests: Map<number | 'aborted', number>
+  errors: Map<string, number>
+  duration: Histogram | null
+  ttft: Histogram | null
+  tokens: { prompt: number; completion: number } | null
+}
+
 export class Metrics {
+  /** Realtime and plugin counters; the request series are kept apart (see snapshot). */
   private data = emptySnapshot()
+  private readonly series = new Map<string, Map<string, Map<string, Series>>>()
   /** Requests being served right now (streams included). */
   inflight = 0
   shed = 0
@@ -114,30 +127,39 @@ export class Metrics {
 
   /** A realtime session ended after `seconds`, for `reason` (client_closed, provider_closed, idle, max_length, …). */
   realtimeEnded(seconds: number, reason: string) {
-    observe(this.data.realtime.length, '', SESSION_BUCKETS, seconds)
+    observe((this.data.realtime.length[''] ??= histogram(SESSION_BUCKETS)), SESSION_BUCKETS, seconds)
     this.data.realtime.ended[reason] = (this.data.realtime.ended[reason] ?? 0) + 1
   }
 
   record(f: FinishedRequest) {
-    const endpoint = f.ctx.endpoint
-    const model = f.ctx.model?.name ?? ''
-    const provider = f.target?.provider.name ?? ''
-    const key = endpoint + SEP + model + SEP + provider
-    const status = f.aborted ? 'aborted' : String(f.status)
-    const requestKey = key + SEP + status
-    this.data.requests[requestKey] = (this.data.requests[requestKey] ?? 0) + 1
+    const s = this.seriesOf(f.ctx.endpoint, f.ctx.model?.name ?? '', f.target?.provider.name ?? '')
+    const status = f.aborted ? 'aborted' : f.status
+    s.requests.set(status, (s.requests.get(status) ?? 0) + 1)
     if (f.error) {
-      const errorKey = key + SEP + (f.error.code ?? f.error.type)
-      this.data.errors[errorKey] = (this.data.errors[errorKey] ?? 0) + 1
+      const code = f.error.code ?? f.error.type
+      s.errors.set(code, (s.errors.get(code) ?? 0) + 1)
     }
-    observe(this.data.duration, key, DURATION_BUCKETS, f.durationMs / 1000)
-    if (f.stream && f.firstByteMs !== null) observe(this.data.ttft, key, TTFT_BUCKETS, f.firstByteMs / 1000)
+    observe((s.duration ??= histogram(DURATION_BUCKETS)), DURATION_BUCKETS, f.durationMs / 1000)
+    if (f.stream && f.firstByteMs !== null) observe((s.ttft ??= histogram(TTFT_BUCKETS)), TTFT_BUCKETS, f.firstByteMs / 1000)
     if (f.usage) {
-      const prompt = key + SEP + 'prompt'
-      const completion = key + SEP + 'completion'
-      this.data.tokens[prompt] = (this.data.tokens[prompt] ?? 0) + f.usage.prompt_tokens
-      this.data.tokens[completion] = (this.data.tokens[completion] ?? 0) + f.usage.completion_tokens
+      s.tokens ??= { prompt: 0, completion: 0 }
+      s.tokens.prompt += f.usage.prompt_tokens
+      s.tokens.completion += f.usage.completion_tokens
     }
+  }
+
+  /** The numbers of one endpoint, model and provider: names the request already holds, so no label string is built. */
+  private seriesOf(endpoint: string, model: string, provider: string): Series {
+    let byModel = this.series.get(endpoint)
+    if (!byModel) this.series.set(endpoint, (byModel = new Map()))
+    let byProvider = byModel.get(model)
+    if (!byProvider) byModel.set(model, (byProvider = new Map()))
+    let series = byProvider.get(provider)
+    if (!series) {
+      series = { key: endpoint + SEP + model + SEP + provider, requests: new Map(), errors: new Map(), duration: null, ttft: null, tokens: null }
+      byProvider.set(provider, series)
+    }
+    return series
   }
 
   /**
@@ -160,6 +182,20 @@ export class Metrics {
 
   snapshot(): MetricsSnapshot {
     const data = structuredClone(this.data)
+    for (const byModel of this.series.values()) {
+      for (const byProvider of byModel.values()) {
+        for (const s of byProvider.values()) {
+          for (const [status, n] of s.requests) data.requests[s.key + SEP + status] = n
+          for (const [code, n] of s.errors) data.errors[s.key + SEP + code] = n
+          if (s.duration) data.duration[s.key] = structuredClone(s.duration)
+          if (s.ttft) data.ttft[s.key] = structuredClone(s.ttft)
+          if (s.tokens) {
+            data.tokens[s.key + SEP + 'prompt'] = s.tokens.prompt
+            data.tokens[s.key + SEP + 'completion'] = s.tokens.completion
+          }
+        }
+      }
+    }
     data.realtime.open = this.realtimeOpen
     return { ...data, inflight: this.inflight, shed: this.shed, rssBytes: process.memoryUsage.rss() }
   }
