@@ -7,7 +7,8 @@
 # redis://127.0.0.1:6379/9).
 # KEYS=<n> spreads the requests over n keys in turn (the same policy each), as real traffic is: the rows a request
 # writes cost more then (see bench/row-insert-cost.ts). C1=1 uses the first key only.
-# FLOOR=1 runs the floor (bench/floor.ts) in Conduit's place under the same load, for its split by thread.
+# FLOOR=1 runs the floor (bench/floor.ts) in Conduit's place under the same load, for its split by thread;
+# FLOOR=essentials runs bench/essentials.ts (what any gateway must do, and nothing more) with its key.
 # PERF=1 samples the gateway's main thread with Linux perf (cpu-clock, call graphs) during the measured run and splits
 # its CPU by where it ran: the kernel, the Bun executable (JSC's interpreter and runtime, the GC, Bun's native APIs) and
 # JIT-compiled JavaScript; then by JavaScript function, native callees included (bench/perf-js.ts, from JSC's jitdump);
@@ -35,15 +36,18 @@ POLICY=
 # the profiled process should serve as shipped.
 eval "$(bun -e 'import { startEnv } from "./src/cluster/own-command.ts"; for (const [k, v] of Object.entries(startEnv(process.env, 1))) console.log(`export ${k}=${v}`)')"
 if [ -n "$FLOOR" ]; then
-  UPSTREAM=$MOCKURL PORT=5931 bun ${PROF:+--cpu-prof --cpu-prof-dir=$DIR} bench/floor.ts > ${GWLOG:-/dev/null} 2>&1 &
+  SCRIPT=bench/floor.ts
+  [ "$FLOOR" = essentials ] && SCRIPT=bench/essentials.ts
+  ESSENTIALS_DIR=$D UPSTREAM=$MOCKURL PORT=5931 bun ${PROF:+--cpu-prof --cpu-prof-dir=$DIR} $SCRIPT > ${GWLOG:-/dev/null} 2>&1 &
 else
   CONDUIT_DATA_DIR=$D CONDUIT_MASTER_KEY=bench-master-0123456789abcdef CONDUIT_WORKERS=1 PORT=5931 HOST=127.0.0.1 CONDUIT_LOG_LEVEL=info CONDUIT_EGRESS_ALLOW=127.0.0.1 \
     bun ${PROF:+--cpu-prof --cpu-prof-dir=$DIR} src/main.ts ${CONF:+--config $CONF} > ${GWLOG:-/dev/null} 2>&1 &
 fi
 GW=$!
 sleep 2
-# A provider, a model and the keys (the floor takes any request as it comes).
+# A provider, a model and the keys (the floor takes any request as it comes, the essentials their one key).
 ALL='""'
+[ "$FLOOR" = essentials ] && ALL='"condt_essentials"'
 if [ -z "$FLOOR" ]; then
   H='Authorization: Bearer bench-master-0123456789abcdef'
   curl -s localhost:5931/admin/v1/providers -H "$H" -H 'content-type: application/json' -d "{\"name\":\"mock\",\"type\":\"openai\",\"base_url\":\"$MOCKURL\",\"api_key\":\"sk-bench-mock\"}" > /dev/null

@@ -1,0 +1,90 @@
+#!/bin/bash
+# Usage: bench/instructions.sh <label> [checkout]: the instructions a request costs Conduit (a plain key, a JSON chat
+# completion, 16 at a time against the mock), by thread, counted by valgrind's callgrind after a warm-up. FLOOR=1
+# counts the floor instead, FLOOR=essentials bench/essentials.ts. WARM=<n> (5,000) and N=<n> (3,000) requests. The
+# checkout (default: this one) runs with this one's scripts.
+#
+# Unlike CPU time, an instruction count does not drift with this box's speed or its other load: six runs of one checkout
+# spread over 5% on the main thread. User space only (the kernel's TCP work is not counted), and cache misses are not
+# weighed. Slowed down some 50 times, timers fire 50 times as often a request: batches are smaller, and a thread that
+# wakes on a timer (mi-scavenger) is shown but left out of the total.
+#
+# JSC compiles and collects on the main thread here (BUN_JSC_useConcurrentJIT=0, useConcurrentGC=0): on their own
+# threads, how much of that work fell inside the counted requests depended on timing, and the main thread's count
+# spread over 13%.
+#
+# Needs a valgrind that decodes `pcmpestri` with immediate 0x04, which Bun's HTTP parser uses and no release does
+# (3.19 and 3.24 stop with SIGILL): set VALGRIND=<path>, or this builds Debian's 3.19 with that one case added into
+# bench/.cache/valgrind on first use (about 3 minutes on 2 cores; needs curl, gcc and make).
+set -e
+cd "$(dirname "$0")/.."
+BENCH=$PWD/bench
+L=${1:?a label}
+CHECKOUT=$(cd "${2:-.}" && pwd)
+DIR=${OUT:-/tmp/conduit-instructions}/$L
+rm -rf "$DIR" && mkdir -p "$DIR"
+if [ -z "$VALGRIND" ]; then
+  VG_HOME=$BENCH/.cache/valgrind
+  if [ ! -x $VG_HOME/bin/valgrind ]; then
+    echo "building valgrind 3.19 with pcmpestri \$0x04 into $VG_HOME (once)…" >&2
+    SRC=$(mktemp -d)
+    curl -fsSL http://deb.debian.org/debian/pool/main/v/valgrind/valgrind_3.19.0.orig.tar.bz2 | tar xj -C $SRC
+    cd $SRC/valgrind-3.19.0
+    # The decoder's list of accepted immediates, and the helper's: "ranges, unsigned bytes, least significant index".
+    sed -i 's/^      case 0x00: case 0x02:$/      case 0x00: case 0x02: case 0x04:/' VEX/priv/guest_amd64_toIR.c VEX/priv/guest_generic_x87.c
+    [ "$(grep -c 'case 0x00: case 0x02: case 0x04:' VEX/priv/guest_amd64_toIR.c VEX/priv/guest_generic_x87.c | grep -c ':1')" = 2 ] || { echo "the patch did not apply" >&2; exit 1; }
+    ./configure -q --prefix=$VG_HOME > /dev/null && make -s -j"$(nproc)" > /dev/null 2>&1 && make -s install > /dev/null 2>&1
+    cd - > /dev/null && rm -rf $SRC
+  fi
+  VALGRIND=$VG_HOME/bin/valgrind
+fi
+VG_BIN=$(dirname "$VALGRIND")
+# vgdb finds the process by a file named after USER and HOST, which must read the same to both sides (Conduit's HOST).
+export USER=${USER:-root} LOGNAME=${LOGNAME:-root} HOST=127.0.0.1 BUN_JSC_useConcurrentJIT=0 BUN_JSC_useConcurrentGC=0
+VGDB="--vgdb-prefix=$DIR/vgdb"
+bun $BENCH/mock-upstream.ts > $DIR/mock.log 2>&1 &
+MOCK=$!
+D=$(mktemp -d)
+trap 'kill $MOCK $GW 2>/dev/null; rm -rf "$D"' EXIT
+sleep 1
+MOCKURL=$(grep -o 'http://[^ ]*' $DIR/mock.log | head -1)
+eval "$(cd $CHECKOUT && bun -e 'import { startEnv } from "./src/cluster/own-command.ts"; for (const [k, v] of Object.entries(startEnv(process.env, 1))) console.log(`export ${k}=${v}`)')"
+# Counting starts switched off (--instr-atstart=no): the warm-up runs about 5 times faster.
+VG="$VALGRIND --tool=callgrind --instr-atstart=no --separate-threads=yes --dump-instr=no --callgrind-out-file=$DIR/callgrind.%p --vgdb=yes $VGDB"
+cd $CHECKOUT
+if [ -n "$FLOOR" ]; then
+  SCRIPT=$BENCH/floor.ts
+  [ "$FLOOR" = essentials ] && SCRIPT=$BENCH/essentials.ts
+  ESSENTIALS_DIR=$D UPSTREAM=$MOCKURL PORT=5933 $VG $(command -v bun) $SCRIPT > $DIR/gateway.log 2>&1 &
+else
+  CONDUIT_DATA_DIR=$D CONDUIT_MASTER_KEY=bench-master-0123456789abcdef CONDUIT_WORKERS=1 PORT=5933 CONDUIT_LOG_LEVEL=info CONDUIT_EGRESS_ALLOW=127.0.0.1 \
+    $VG $(command -v bun) src/main.ts > $DIR/gateway.log 2>&1 &
+fi
+GW=$!
+for i in $(seq 1 300); do curl -s -o /dev/null 127.0.0.1:5933/health && break; sleep 1; done
+KEY=
+[ "$FLOOR" = essentials ] && KEY=condt_essentials
+if [ -z "$FLOOR" ]; then
+  H='Authorization: Bearer bench-master-0123456789abcdef'
+  curl -s 127.0.0.1:5933/admin/v1/providers -H "$H" -H 'content-type: application/json' -d "{\"name\":\"mock\",\"type\":\"openai\",\"base_url\":\"$MOCKURL\",\"api_key\":\"sk-bench-mock\"}" > /dev/null
+  curl -s 127.0.0.1:5933/admin/v1/models -H "$H" -H 'content-type: application/json' -d '{"name":"m","targets":[{"provider":"mock","model":"gpt-4o-mini","price":{"input":1,"output":1}}]}' > /dev/null
+  KEY=$(curl -s 127.0.0.1:5933/admin/v1/keys -H "$H" -H 'content-type: application/json' -d '{"name":"instructions"}' | grep -o '"key":"condt_[A-Za-z0-9]*' | cut -d'"' -f4)
+fi
+URL=http://127.0.0.1:5933/v1/chat/completions
+N=${N:-3000}
+bun $BENCH/requests.ts $URL "$KEY" ${WARM:-5000}
+sleep 1
+$VG_BIN/callgrind_control $VGDB -i on $GW > /dev/null 2>&1
+bun $BENCH/requests.ts $URL "$KEY" $N
+# The rows of the last requests reach the writer's thread within 250 ms (the batch writers' timers).
+sleep 1.5
+$VG_BIN/callgrind_control $VGDB -d $GW > /dev/null 2>&1
+# Thread names: valgrind's thread numbers by their Linux ids, then the names the threads gave themselves.
+$VG_BIN/vgdb $VGDB --pid=$GW v.info scheduler 2>/dev/null | sed -n 's/^Thread \([0-9]*\):.*(lwpid \([0-9]*\)).*/\1 \2/p' |
+  while read -r tid lwp; do echo "$tid $(tr ' ' _ < /proc/$GW/task/$lwp/comm)"; done > $DIR/threads
+kill -TERM $GW; wait $GW 2>/dev/null || true
+# The dump asked for above is the files with ".1-" (thread) in their names; the others are what came after, at exit.
+for f in $DIR/callgrind.*.1-*; do echo "$(sed -n 's/^thread: //p' $f | head -1) $(sed -n 's/^summary: //p' $f | head -1)"; done |
+  awk -v n=$N -v label=$L 'NR == FNR { name[$1] = $2; next }
+    $2 / n >= 500 { t = name[$1] ? name[$1] : "thread " $1; us = sprintf("%s %.1fk;", t, $2 / n / 1000); if (t ~ /scavenger/) timed = timed " " us; else { total += $2; line = line " " us } }
+    END { printf "%s: %.1fk instructions a request:%s (not counted:%s)\n", label, total / n / 1000, line, timed ? timed : " none" }' $DIR/threads -
