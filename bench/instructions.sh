@@ -1,17 +1,13 @@
 #!/bin/bash
 # Usage: bench/instructions.sh <label> [checkout]: the instructions a request costs Conduit (a plain key, a JSON chat
 # completion, 16 at a time against the mock), by thread, counted by valgrind's callgrind after a warm-up. FLOOR=1
-# counts the floor instead, FLOOR=essentials bench/essentials.ts. WARM=<n> (5,000) and N=<n> (3,000) requests. The
-# checkout (default: this one) runs with this one's scripts.
+# counts the floor instead, FLOOR=essentials bench/essentials.ts. WARM=<n> (40,000) and N=<n> (3,000) requests. The
+# checkout (default: this one) runs with this one's scripts. See bench/README.md for how far a count repeats.
 #
-# Unlike CPU time, an instruction count does not drift with this box's speed or its other load: six runs of one checkout
-# spread over 5% on the main thread. User space only (the kernel's TCP work is not counted), and cache misses are not
-# weighed. Slowed down some 50 times, timers fire 50 times as often a request: batches are smaller, and a thread that
-# wakes on a timer (mi-scavenger) is shown but left out of the total.
-#
-# JSC compiles and collects on the main thread here (BUN_JSC_useConcurrentJIT=0, useConcurrentGC=0): on their own
-# threads, how much of that work fell inside the counted requests depended on timing, and the main thread's count
-# spread over 13%.
+# JSC compiles and collects on the main thread here (BUN_JSC_useConcurrentJIT=0, useConcurrentGC=0), so that their
+# work is counted where it happens; after a warm-up of 5,000 requests, Conduit's code was still being compiled.
+# User space only (the kernel's TCP work is not counted). Slowed down some 50 times, timers fire 50 times as often a
+# request: batches are smaller, and a thread that wakes on a timer (mi-scavenger) is shown but left out of the total.
 #
 # Needs a valgrind that decodes `pcmpestri` with immediate 0x04, which Bun's HTTP parser uses and no release does
 # (3.19 and 3.24 stop with SIGILL): set VALGRIND=<path>, or this builds Debian's 3.19 with that one case added into
@@ -72,7 +68,7 @@ if [ -z "$FLOOR" ]; then
 fi
 URL=http://127.0.0.1:5933/v1/chat/completions
 N=${N:-3000}
-bun $BENCH/requests.ts $URL "$KEY" ${WARM:-5000}
+bun $BENCH/requests.ts $URL "$KEY" ${WARM:-40000}
 sleep 1
 $VG_BIN/callgrind_control $VGDB -i on $GW > /dev/null 2>&1
 bun $BENCH/requests.ts $URL "$KEY" $N
