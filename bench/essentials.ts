@@ -1,7 +1,7 @@
 /**
  * The essentials: what any gateway on Bun must do for a chat completion, and nothing more. Against the floor it shows
  * what that work costs; against Conduit, what everything else does. Run by `FLOOR=essentials bench/profile.sh` and
- * `FLOOR=essentials bench/instructions.sh`, with the key `condt_essentials`. Not a gateway: one key, one model, no
+ * `FLOOR=essentials bench/instructions.sh`, with its one key (ESSENTIALS_KEY). Not a gateway: one key, one model, no
  * error handling beyond passing an upstream error on.
  *
  * A request: the key looked up in an LRU cache, the body read and parsed, the model mapped, the body sent upstream as
@@ -18,7 +18,9 @@
  * - metrics: the /metrics counters and the Overview's buckets;
  * - log: Conduit's logger (pino's line, the scrub of secrets) for the request line;
  * - settle: the accounting on the loop's next turn rather than before the response is returned;
- * - layers: Conduit's shape, four nested async functions with seven awaits of values that are not promises.
+ * - layers: Conduit's shape, four nested async functions with seven awaits of values that are not promises;
+ * - hooks: the plugin host with every built-in plugin, as Conduit loads them (auth, limits, budgets, the request line
+ *   from request-log, the providers), its request-side phases and onLog; with a RequestCtx, which they need.
  */
 import { Database } from 'bun:sqlite'
 import { LRUCache } from 'lru-cache'
@@ -35,6 +37,15 @@ import { Metrics } from '../src/services/metrics.ts'
 import { createLogger } from '../src/services/logger.ts'
 import { RECORD_COLUMNS, RequestRecorder, type RequestRecordRow } from '../src/store/request-records.ts'
 import type { Store } from '../src/store/store.ts'
+import { PluginHost } from '../src/plugin-host/host.ts'
+import { BUILTINS } from '../src/plugin-host/builtins.ts'
+import { Attempt } from '../src/core/context.ts'
+import { sha256 } from '../src/store/crypto.ts'
+import { GatewayError } from '../src/plugin-sdk/errors.ts'
+import { errorResponse } from '../src/http/error-response.ts'
+
+/** Well-formed (its checksum holds), so that Conduit's auth plugin looks it up. */
+export const ESSENTIALS_KEY = 'condt_000000000000000000000000000000000essentials1cgmmrj'
 
 declare const self: Worker
 type Batch = { spend?: unknown[][]; records?: RequestRecordRow[] }
@@ -61,7 +72,7 @@ if (!Bun.isMainThread) {
   const add = new Set((process.env.ESSENTIALS_ADD ?? '').split(',').filter(Boolean))
   const upstream = process.env.UPSTREAM!
   const keys = new LRUCache<string, { keyId: string; enabled: boolean }>({ max: 10_000 })
-  keys.set('condt_essentials', { keyId: 'key_essentials', enabled: true })
+  keys.set(ESSENTIALS_KEY, { keyId: 'key_essentials', enabled: true })
   const target = { provider: 'mock', model: 'gpt-4o-mini', price: { input: 1, output: 1 } }
   const models = new Map([['m', target]])
   const writer = new Worker(import.meta.url)
@@ -92,6 +103,22 @@ if (!Bun.isMainThread) {
   const principal = { keyId: 'key_essentials', name: 'essentials', allowedModels: null, allowedEndpoints: null, limits: null, metadata: null }
   const virtualModel = { name: 'm' }
   const upstreamTarget = { provider: { name: target.provider }, model: target.model, price: target.price }
+  const host = add.has('hooks')
+    ? new PluginHost({
+        log,
+        metrics,
+        builtins: BUILTINS,
+        baseDir: process.cwd(),
+        store: {
+          findKeyByHash: async (hash) => (hash === sha256(ESSENTIALS_KEY) ? { ...principal, id: principal.keyId, enabled: true, expiresAt: null, metadata: {} } : null),
+          spentMicros: async () => 0,
+          onChange: () => () => {},
+        },
+      })
+    : null
+  await host?.load(Object.keys(BUILTINS).map((name) => ({ use: `builtin:${name}` })))
+  /** A hook's answer, awaited only when it is a promise (what the hooks cost, not the awaits: see `layers`). */
+  const settled = async <T>(value: T | Promise<T>) => (value instanceof Promise ? await value : value)
 
   interface Answered {
     id: string
@@ -106,18 +133,20 @@ if (!Bun.isMainThread) {
   const account = (a: Answered) => {
     const latencyMs = performance.now() - a.started
     if (spendRows.push([a.id, a.keyId, 'm', target.provider, target.model, 200, a.usage.prompt_tokens, a.usage.completion_tokens, a.cost, latencyMs, Date.now()]) === 1) setImmediate(flush)
-    if (recorder || timeseries) {
+    if (recorder || timeseries || host) {
       const finished = (a.ctx?.finish(false) ?? {
         ctx: { id: a.id, endpoint: 'chat', principal, model: virtualModel, body: a.body, startedAt: a.started, shared: {} },
         status: 200, error: null, aborted: false, stream: false, usage: a.usage, target: upstreamTarget, attempts: 1, costMicros: a.cost, durationMs: latencyMs, firstByteMs: null,
       }) as FinishedRequest
       recorder?.record(finished)
+      host?.log(finished)
       if (timeseries) {
         metrics.record(finished)
         timeseries.record(finished)
       }
     }
     const fields = { requestId: a.id, keyId: a.keyId, model: 'm', status: 200, usage: a.usage, durationMs: latencyMs }
+    if (host) return // request-log's onLog wrote the line
     if (add.has('log')) log.record('info', fields, 'request')
     else lines.push(`${JSON.stringify({ level: 'info', time: Date.now(), ...fields, msg: 'request' })}\n`)
   }
@@ -130,14 +159,25 @@ if (!Bun.isMainThread) {
 
   async function serve(request: Request): Promise<Response> {
     const started = performance.now()
-    const ctx = add.has('ctx') ? new RequestCtx('chat', 'chat', request, log) : null
+    const ctx = add.has('ctx') || host ? new RequestCtx('chat', 'chat', request, log) : null
+    if (host && ctx) {
+      const refused = (await settled(host.run('onRequest', ctx))) ?? (await settled(host.authenticate(ctx)))
+      if (refused instanceof Response) return refused
+      if (refused) ctx.principal = refused
+    }
     const key = keys.get(request.headers.get('authorization')?.slice(7) ?? '')
-    if (!key?.enabled) return Response.json({ error: { message: 'Incorrect API key provided.', type: 'invalid_request_error', code: 'invalid_api_key' } }, { status: 401 })
+    if (!key?.enabled || (host && !ctx?.principal)) return Response.json({ error: { message: 'Incorrect API key provided.', type: 'invalid_request_error', code: 'invalid_api_key' } }, { status: 401 })
     const body = (add.has('body') ? await readJsonBody(request, 1 << 20, 30_000, () => ({})) : JSON.parse(await request.text())) as Record<string, any>
     const asked = body.model
+    if (host && ctx) {
+      Object.assign(ctx, { body, model: virtualModel })
+      const refused = (await settled(host.run('onAccess', ctx))) ?? (await settled(host.run('onRequestBody', ctx)))
+      if (refused) return refused
+    }
     body.model = models.get(asked)!.model
     const upstreamRequest = { url: `${upstream}/chat/completions`, method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer sk-bench-mock' }, body: JSON.stringify(body) }
     body.model = asked
+    if (host && ctx) await settled(host.upstreamRequest(new Attempt(ctx, upstreamTarget as never, 1), upstreamRequest))
     let text: string
     if (add.has('upstream')) {
       const call = new UpstreamCall(request.signal, target.provider)
@@ -191,6 +231,8 @@ if (!Bun.isMainThread) {
     hostname: '127.0.0.1',
     idleTimeout: 0,
     fetch: add.has('layers') ? handle : serve,
+    // A hook's refusal (the auth plugin's 401) in Conduit's envelope.
+    error: (error) => (GatewayError.is(error) ? errorResponse(error) : new Response(null, { status: 500 })),
   })
   console.log(`essentials on http://127.0.0.1:${server.port}/v1${add.size > 0 ? ` with ${[...add].join(', ')}` : ''}`)
   process.on('SIGTERM', () => process.exit(0))

@@ -59,7 +59,7 @@ fi
 GW=$!
 for i in $(seq 1 300); do curl -s -o /dev/null 127.0.0.1:5933/health && break; sleep 1; done
 KEY=
-[ "$FLOOR" = essentials ] && KEY=condt_essentials
+[ "$FLOOR" = essentials ] && KEY=condt_000000000000000000000000000000000essentials1cgmmrj # bench/essentials.ts's ESSENTIALS_KEY
 if [ -z "$FLOOR" ]; then
   H='Authorization: Bearer bench-master-0123456789abcdef'
   curl -s 127.0.0.1:5933/admin/v1/providers -H "$H" -H 'content-type: application/json' -d "{\"name\":\"mock\",\"type\":\"openai\",\"base_url\":\"$MOCKURL\",\"api_key\":\"sk-bench-mock\"}" > /dev/null

@@ -47,7 +47,7 @@ GW=$!
 sleep 2
 # A provider, a model and the keys (the floor takes any request as it comes, the essentials their one key).
 ALL='""'
-[ "$FLOOR" = essentials ] && ALL='"condt_essentials"'
+[ "$FLOOR" = essentials ] && ALL='"condt_000000000000000000000000000000000essentials1cgmmrj"' # bench/essentials.ts's ESSENTIALS_KEY
 if [ -z "$FLOOR" ]; then
   H='Authorization: Bearer bench-master-0123456789abcdef'
   curl -s localhost:5931/admin/v1/providers -H "$H" -H 'content-type: application/json' -d "{\"name\":\"mock\",\"type\":\"openai\",\"base_url\":\"$MOCKURL\",\"api_key\":\"sk-bench-mock\"}" > /dev/null
