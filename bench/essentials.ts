@@ -117,8 +117,6 @@ if (!Bun.isMainThread) {
       })
     : null
   await host?.load(Object.keys(BUILTINS).map((name) => ({ use: `builtin:${name}` })))
-  /** A hook's answer, awaited only when it is a promise (what the hooks cost, not the awaits: see `layers`). */
-  const settled = async <T>(value: T | Promise<T>) => (value instanceof Promise ? await value : value)
 
   interface Answered {
     id: string
@@ -161,7 +159,11 @@ if (!Bun.isMainThread) {
     const started = performance.now()
     const ctx = add.has('ctx') || host ? new RequestCtx('chat', 'chat', request, log) : null
     if (host && ctx) {
-      const refused = (await settled(host.run('onRequest', ctx))) ?? (await settled(host.authenticate(ctx)))
+      // Each hook's answer is awaited only when it is a promise: this prices the hooks, `layers` the awaits.
+      let early = host.run('onRequest', ctx)
+      if (early instanceof Promise) early = await early
+      let refused = early ?? host.authenticate(ctx)
+      if (refused instanceof Promise) refused = await refused
       if (refused instanceof Response) return refused
       if (refused) ctx.principal = refused
     }
@@ -171,13 +173,17 @@ if (!Bun.isMainThread) {
     const asked = body.model
     if (host && ctx) {
       Object.assign(ctx, { body, model: virtualModel })
-      const refused = (await settled(host.run('onAccess', ctx))) ?? (await settled(host.run('onRequestBody', ctx)))
+      let access = host.run('onAccess', ctx)
+      if (access instanceof Promise) access = await access
+      let refused = access ?? host.run('onRequestBody', ctx)
+      if (refused instanceof Promise) refused = await refused
       if (refused) return refused
     }
     body.model = models.get(asked)!.model
     const upstreamRequest = { url: `${upstream}/chat/completions`, method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer sk-bench-mock' }, body: JSON.stringify(body) }
     body.model = asked
-    if (host && ctx) await settled(host.upstreamRequest(new Attempt(ctx, upstreamTarget as never, 1), upstreamRequest))
+    const hooked = host && ctx ? host.upstreamRequest(new Attempt(ctx, upstreamTarget as never, 1), upstreamRequest) : undefined
+    if (hooked) await hooked
     let text: string
     if (add.has('upstream')) {
       const call = new UpstreamCall(request.signal, target.provider)
