@@ -4,11 +4,11 @@
  *
  *   bun bench/requests.ts <url> <key> <n> [c=16]
  */
-export {}
+import { chatBody } from './clients/http.ts'
 
 const [url, key = '', n, c = '16'] = process.argv.slice(2)
 if (!url || !n) throw new Error('usage: bun bench/requests.ts <url> <key> <n> [c]')
-const body = JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'Hello there, how are you?' }], max_tokens: 16 })
+const body = chatBody('m', false)
 const headers = { 'content-type': 'application/json', authorization: `Bearer ${key}` }
 let left = Number(n)
 const failures: string[] = []
