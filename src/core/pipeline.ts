@@ -1,5 +1,5 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
-import type { Endpoint, EndpointAdapter, FinishedRequest, ImageOperation, ImagesAdapter, Logger, Operation, SpeechAdapter, TranscriptionAdapter, Usage } from '../plugin-sdk/types.ts'
+import type { Endpoint, EndpointAdapter, FinishedRequest, ImageOperation, ImagesAdapter, Logger, MaybePromise, Operation, Principal, SpeechAdapter, TranscriptionAdapter, Usage } from '../plugin-sdk/types.ts'
 import type { PluginHost } from '../plugin-host/host.ts'
 import { costMicros } from '../pricing/prices.ts'
 import type { Metrics } from '../services/metrics.ts'
@@ -187,7 +187,11 @@ export class Pipeline {
   private async run(route: Route, ctx: RequestCtx, request: Request, transport: Transport, params: HandleParams, door?: FrontDoor): Promise<Response> {
     const { endpoint, operation } = ctx
     try {
-      const early = (await this.o.host.run('onRequest', ctx)) ?? (await this.authenticate(ctx))
+      // Hooks that answer at once are not awaited: each await of a plain value costs a turn of the microtask queue.
+      let early = this.o.host.run('onRequest', ctx)
+      if (early instanceof Promise) early = await early
+      early ??= this.authenticate(ctx)
+      if (early instanceof Promise) early = await early
       if (early) return this.settle(ctx, early)
       this.holdConnection(ctx)
       if (endpoint === 'models') return this.settle(ctx, await this.models(ctx, params.model))
@@ -226,9 +230,11 @@ export class Pipeline {
       if (params.speechStream && body.stream_format === undefined && request.headers.get('accept')?.includes('text/event-stream')) body.stream_format = 'sse'
       ctx.body = body
       ctx.stream = operation === 'speech' || (body.stream === true && STREAMABLE.has(operation))
-      await this.o.catalog.ready()
+      const loading = this.o.catalog.ready()
+      if (loading) await loading
       ctx.model = this.resolveModel(ctx, body.model)
-      const refused = (await this.o.host.run('onAccess', ctx)) ?? (await this.o.host.run('onRequestBody', ctx))
+      let refused = this.access(ctx)
+      if (refused instanceof Promise) refused = await refused
       if (refused) return this.settle(ctx, refused)
       return await this.proxy(ctx, operation!)
     } catch (error) {
@@ -236,8 +242,20 @@ export class Pipeline {
     }
   }
 
-  private async authenticate(ctx: RequestCtx): Promise<Response | undefined> {
-    const result = ctx.operation === 'realtime' ? await this.realtime.authenticate(ctx, () => this.o.host.authenticate(ctx)) : await this.o.host.authenticate(ctx)
+  /** onAccess, then onRequestBody: the first Response refuses the request. A promise only when a hook answers with one. */
+  private access(ctx: RequestCtx): MaybePromise<Response | undefined> {
+    const refused = this.o.host.run('onAccess', ctx)
+    if (refused instanceof Promise) return refused.then((r) => r ?? this.o.host.run('onRequestBody', ctx))
+    return refused ?? this.o.host.run('onRequestBody', ctx)
+  }
+
+  /** The key's principal onto the context, or the Response a hook answered with; a promise only when the hook's is. */
+  private authenticate(ctx: RequestCtx): MaybePromise<Response | undefined> {
+    const result = ctx.operation === 'realtime' ? this.realtime.authenticate(ctx, () => this.o.host.authenticate(ctx)) : this.o.host.authenticate(ctx)
+    return result instanceof Promise ? result.then((r) => this.authenticated(ctx, r)) : this.authenticated(ctx, result)
+  }
+
+  private authenticated(ctx: RequestCtx, result: Principal | Response | undefined): Response | undefined {
     if (result instanceof Response) return result
     if (!result) {
       throw new GatewayError(401, 'You didn\'t provide an API key. Send your Conduit key as "Authorization: Bearer condt_…".', {
@@ -374,8 +392,10 @@ export class Pipeline {
     const started = performance.now()
     const prepare = ctx.operation ? this.calls[ctx.operation] : undefined
     const own = prepare ? await prepare(ctx, attempt, adapter) : null
-    const upstream = await adapter.buildRequest(own?.body ?? ctx.body!, attempt)
-    await this.o.host.upstreamRequest(attempt, upstream)
+    let upstream = adapter.buildRequest(own?.body ?? ctx.body!, attempt)
+    if (upstream instanceof Promise) upstream = await upstream
+    const hooked = this.o.host.upstreamRequest(attempt, upstream)
+    if (hooked) await hooked
     const timeouts = timeoutsFor(provider, this.o.timeouts)
     const call = new UpstreamCall(ctx.signal, provider.name)
     const response = await call.fetch(upstream, timeouts)
@@ -476,7 +496,7 @@ export class Pipeline {
     ctx.body = body
     await this.o.catalog.ready()
     ctx.model = this.resolveModel(ctx, body.model)
-    const refused = (await this.o.host.run('onAccess', ctx)) ?? (await this.o.host.run('onRequestBody', ctx))
+    const refused = await this.access(ctx)
     if (refused) return this.settle(ctx, refused)
     return await this.proxy(ctx, 'realtime')
   }

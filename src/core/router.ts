@@ -84,6 +84,12 @@ export class Router {
   /** Attempt order for one request; call once per request (it also funds the retry budget). */
   plan(model: VirtualModel, provider: (id: string) => ProviderConfig | undefined): Target[] {
     this.retryTokens = Math.min(RETRY_BURST, this.retryTokens + RETRY_RATIO)
+    if (model.targets.length === 1) {
+      // Most models have one target: served whether ejected or not, so there is nothing to order.
+      const t = model.targets[0]!
+      const p = provider(t.provider)
+      return p ? [this.target(p, t)] : []
+    }
     const now = this.now()
     const tiers = new Map<number, { target: Target; state: TargetState; key: number }[]>()
     for (const t of model.targets) {
