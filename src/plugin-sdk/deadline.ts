@@ -56,15 +56,26 @@ export function within<T>(promise: Promise<T>, ms: number): Promise<T | null> {
   begin()
   const started = performance.now()
   const busyBefore = stalls(started)
+  // One promise and one timer, settled once: every governed request waits through here.
   return new Promise<T | null>((resolve, reject) => {
-    let timer: Timer
+    let timer: Timer | null = null
+    const settle = () => {
+      if (timer === null) return false
+      clearTimeout(timer)
+      timer = null
+      end()
+      return true
+    }
     const check = () => {
       const now = performance.now()
       const attended = now - started - (stalls(now) - busyBefore)
-      if (attended >= ms || now - started >= ms * MAX_STRETCH) resolve(null)
-      else timer = setTimeout(check, Math.max(1, ms - attended))
+      if (attended < ms && now - started < ms * MAX_STRETCH) timer = setTimeout(check, Math.max(1, ms - attended))
+      else if (settle()) resolve(null)
     }
     timer = setTimeout(check, ms)
-    promise.then(resolve, reject).finally(() => clearTimeout(timer))
-  }).finally(end)
+    promise.then(
+      (value) => settle() && resolve(value),
+      (error) => settle() && reject(error),
+    )
+  })
 }

@@ -258,7 +258,9 @@ export class Governance {
     let loads: Map<string, number> | null = null
     for (;;) {
       const calls = groups.map((group) => shared.admit(group, shadow, loads))
-      const answers = await within(Promise.all(calls.map((c) => c.outcome)), timeoutMs)
+      // On a single Redis one call: its outcome itself, not a Promise.all of one (a promise more a request).
+      const answered = await within<Outcome | Outcome[]>(calls.length === 1 ? calls[0]!.outcome : Promise.all(calls.map((c) => c.outcome)), timeoutMs)
+      const answers = answered && (Array.isArray(answered) ? answered : [answered])
       if (!answers) {
         // Given up on: whatever Redis takes for a call already sent is given back when its answer comes.
         calls.forEach((call, i) => {
