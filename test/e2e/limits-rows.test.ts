@@ -149,7 +149,7 @@ describe('RL3: no double burst at a window boundary, in either implementation', 
   const redisAdmit = async (sha: string, claim: ScopeClaim, now: number) => {
     const admission = { claims: [claim], shadow: false, loads: null }
     const { keys, argv } = encodeCall('rl3', 30_000, null, [admission])
-    const [outcome] = decodeReply([admission], (await redis.evalsha(sha, keys.length, ...keys, ...argv, now)) as number[])
+    const [outcome] = decodeReply([admission], (await redis.callBuffer('EVALSHA', [sha, keys.length, ...keys, ...argv, now])) as Buffer)
     return outcome!.scopes[0]!.rates[0]!
   }
 

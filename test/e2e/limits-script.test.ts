@@ -60,7 +60,7 @@ describe('script and in-process state', () => {
         const call = async (deltas: Delta[], admission: { claims: ScopeClaim[]; loads: Map<string, number> | null } | null) => {
           const admissions = admission ? [{ ...admission, shadow }] : []
           const { keys, argv } = encodeCall('eq', 1e9, deltas.length > 0 ? { seq: ++seq, deltas } : null, admissions)
-          const reply = (await redis.evalsha(sha, keys.length, ...keys, ...argv, now)) as number[]
+          const reply = (await redis.callBuffer('EVALSHA', [sha, keys.length, ...keys, ...argv, now])) as Buffer
           return decodeReply(admissions, reply)[0] ?? null
         }
         const admitted: { claims: ScopeClaim[]; outcome: Outcome }[] = []
@@ -129,7 +129,7 @@ describe('script and in-process state', () => {
     const govern = async (instance: string, now: number, batch: { seq: number; deltas: Delta[] } | null, claims: ScopeClaim[] | null, loads?: Map<string, number>) => {
       const admissions = claims ? [{ claims, shadow: false, loads: loads ?? null }] : []
       const { keys, argv } = encodeCall(instance, 30_000, batch, admissions)
-      return decodeReply(admissions, (await redis.evalsha(sha, keys.length, ...keys, ...argv, now)) as number[])[0] ?? null
+      return decodeReply(admissions, (await redis.callBuffer('EVALSHA', [sha, keys.length, ...keys, ...argv, now])) as Buffer)[0] ?? null
     }
     const release = (scope: Scope, spent: number): Delta => ({ scope, holds: 1, reserved: 600, spent, period: 'total', adjustments: new Map(), absolute: null })
 
@@ -210,7 +210,7 @@ describe('script and in-process state', () => {
     const local = new LocalState(() => now)
     try {
       const { keys, argv } = encodeCall('big', 30_000, null, admissions)
-      const there = decodeReply(admissions, (await redis.evalsha(sha, keys.length, ...keys, ...argv, now)) as number[])
+      const there = decodeReply(admissions, (await redis.callBuffer('EVALSHA', [sha, keys.length, ...keys, ...argv, now])) as Buffer)
       expect(there).toEqual(admissions.map((a) => local.admit(a.claims, false)))
       expect(there.filter((o) => o.status === 1).length).toBe(250)
       expect(there[249]!.scopes[0]!.rates[0]!.remaining).toBe(0)

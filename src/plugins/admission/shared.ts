@@ -8,7 +8,7 @@ const FLUSH_MS = 5
 /** After a failed call, settlements are sent again this much later (they are idempotent: see `q.` in script.ts). */
 const RETRY_MS = 1_000
 
-type Scripted = Redis & { conduitGovern(numKeys: number, ...args: (string | Buffer)[]): Promise<number[]> }
+type Scripted = Redis & { conduitGovernBuffer(numKeys: number, ...args: (string | Buffer)[]): Promise<Buffer> }
 
 interface Waiting {
   claims: ScopeClaim[]
@@ -225,7 +225,7 @@ export class SharedState {
       if (admitting) lane.admitting = false
       if (batch) lane.settling = false
     }
-    this.redis.conduitGovern(keys.length, ...keys, ...argv).then(
+    this.redis.conduitGovernBuffer(keys.length, ...keys, ...argv).then(
       (reply) => {
         done()
         if (batch && lane.batch === batch) lane.batch = null
@@ -329,8 +329,10 @@ function pack(args: (string | number)[]): [format: Buffer, packed: Buffer] {
   return [format, packed]
 }
 
-/** Each admission's outcome from a GOVERN reply. */
-export function decodeReply(admissions: { claims: ScopeClaim[] }[], reply: number[]): Outcome[] {
+/** Each admission's outcome from a GOVERN reply (its numbers packed as little-endian doubles). */
+export function decodeReply(admissions: { claims: ScopeClaim[] }[], packed: Buffer): Outcome[] {
+  const reply = new Array<number>(packed.length >> 3)
+  for (let i = 0; i < reply.length; i++) reply[i] = packed.readDoubleLE(i << 3)
   let at = 0
   return admissions.map(({ claims }) => {
     const { end, ...outcome } = decode(claims, reply, at)
