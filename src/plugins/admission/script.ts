@@ -122,8 +122,10 @@ end
 -- What an admission takes once all its scopes are decided: (scope, rule, TAT) for each rate that fits, and (scope,
 -- slot asked, reserved or false, ttl or false) for each scope. Flat, and reused by the next admission: Lua 5.1 grows
 -- a new table by rehashing it, key by key, and the three an admission made were about a fifth of its instructions.
-local tats, takes = {}, {}
-local reply, nr = {}, 0
+-- They, the reply and the HSET's arguments start with room for one admission (a constructor of nils sizes a table's
+-- array part), rather than growing at 1, 2, 4, 8 and 16: 249k -> 233k instructions a call of one admission.
+local tats, takes = {nil, nil, nil, nil, nil, nil, nil, nil}, {nil, nil, nil, nil, nil, nil, nil, nil}
+local reply, nr = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}, 0
 a = a + 1
 for _ = 1, A[a] do
   local shadow, count = A[a + 1] == 1, A[a + 2]
@@ -224,7 +226,7 @@ for i, s in pairs(states) do
       put(s, RF, false)
     end
   end
-  local set, del = {}, {}
+  local set, del = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}, {}
   for k, v in pairs(s.out) do
     if v == false then del[#del + 1] = k else
       set[#set + 1] = k
