@@ -6,9 +6,9 @@ import { createLogger } from '../../src/services/logger.ts'
 
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
 const redis = connectRedis(REDIS_URL, 1_000, createLogger('silent'))
-afterAll(() => redis.disconnect())
 
-// ioredis builds a command's tracing context (every argument as a string) only when it traces the command.
+// ioredis builds a command's tracing context (every argument as a string) only when it traces the command. Counted
+// here, and put back after: test files share one process.
 const proto = Redis.prototype as unknown as { _buildCommandContext(command: unknown): unknown }
 const build = proto._buildCommandContext
 let contexts = 0
@@ -16,6 +16,10 @@ proto._buildCommandContext = function (this: unknown, command: unknown) {
   contexts++
   return build.call(this, command)
 }
+afterAll(() => {
+  proto._buildCommandContext = build
+  redis.disconnect()
+})
 
 test('ioredis traces commands for a subscriber of its channel, and builds nothing for nobody (Bun lacks hasSubscribers)', async () => {
   const channel = tracingChannel('ioredis:command')
