@@ -22,6 +22,29 @@ beforeAll(async () => {
 })
 afterAll(() => redis.disconnect())
 
+/**
+ * A scope's state as the script keeps it, read here without the script (layout in script.ts): little-endian doubles
+ * x, rpm, rpd, tpm, ipm, bs and the instance count, bp (zero-terminated), then per instance its id, n, r, e and q.
+ */
+async function readState(key: string) {
+  const raw = await redis.getBuffer(key)
+  if (!raw) return null
+  let at = 0
+  const num = () => raw.readDoubleLE((at += 8) - 8)
+  const str = () => {
+    const end = raw.indexOf(0, at)
+    const text = raw.toString('utf8', at, end)
+    at = end + 1
+    return text
+  }
+  const [x, rpm, rpd, tpm, ipm, bs, count] = Array.from({ length: 7 }, num)
+  const bp = str()
+  const instances: Record<string, { n: number; r: number; e: number; q: number }> = {}
+  for (let i = 0; i < count!; i++) instances[str()] = { n: num(), r: num(), e: num(), q: num() }
+  expect(at).toBe(raw.length)
+  return { x, tats: { rpm, rpd, tpm, ipm }, bs, bp, instances }
+}
+
 const MINUTE = 60_000
 const DAY = 86_400_000
 
@@ -139,7 +162,7 @@ describe('script and in-process state', () => {
         expect((await govern('a', 1_000, null, [slotAndBudget(scope)], new Map([[scope.key, 0]])))!.status).toBe(1)
         await govern('a', 2_000, { seq: 7, deltas: [release(scope, 300)] }, null)
         await govern('a', 3_000, { seq: 7, deltas: [release(scope, 300)] }, null)
-        expect(await redis.hget(scope.key, 'bs')).toBe('300')
+        expect((await readState(scope.key))!.bs).toBe(300)
         // Spent 300 of 1,000: a request reserving 600 fits, exactly once (its slot is the only one).
         expect((await govern('b', 4_000, null, [slotAndBudget(scope)]))!.scopes[0]!.budget).toEqual({ loaded: true, ok: true, left: 100 })
       } finally {
@@ -162,7 +185,7 @@ describe('script and in-process state', () => {
         const admitted = (await govern('b', 21_000 + 30_001, null, [slotAndBudget(scope)]))!
         expect(admitted.status).toBe(1)
         expect(admitted.scopes[0]!.budget).toEqual({ loaded: true, ok: true, left: 400 })
-        expect(await redis.hexists(scope.key, 'n.a')).toBe(0)
+        expect((await readState(scope.key))!.instances.a).toMatchObject({ n: 0, r: 0 })
       } finally {
         await redis.del(scope.key)
       }
@@ -180,7 +203,7 @@ describe('script and in-process state', () => {
       }
     })
 
-    test('every hash gets an expiry, and is extended only when it must outlive it', async () => {
+    test('every state gets an expiry, and is extended only when it must outlive it', async () => {
       const scope = scopeOf(tag())
       try {
         const rate = { rule: 'rpm' as const, unit: 'requests' as const, limit: 10, periodMs: MINUTE, cost: 1 }
@@ -195,6 +218,37 @@ describe('script and in-process state', () => {
         await redis.del(scope.key)
       }
     })
+  })
+
+  test('a state kept as a hash (the layout before) is read once and carries on as the string', async () => {
+    const t = `hash-${crypto.randomUUID()}`
+    const scope: Scope = { kind: 'key', tag: t, key: `conduit:gov:{${t}}:k`, label: 'this key', keyId: t }
+    const now = 7_000_000
+    // Instance a holds the only slot and 600 of 1,000 (100 spent), its last batch was 3, and the day's one request is taken.
+    await redis.hset(scope.key, { rpd: now + DAY - 1, bp: 'total', bs: 100, 'n.a': 1, 'r.a': 600, 'e.a': now + 30_000, 'q.a': 3, x: now + DAY })
+    try {
+      const claims: ScopeClaim[] = [
+        { scope, rates: [{ rule: 'rpd', unit: 'requests', limit: 1, periodMs: DAY, cost: 1 }], slots: 1, budget: { limitMicros: 1_000, cost: 600, period: 'total', since: 0, ttlMs: 7 * DAY } },
+      ]
+      const admissions = [{ claims, shadow: false, loads: null }]
+      const { keys, argv } = encodeCall('b', 30_000, null, admissions)
+      const [outcome] = decodeReply(admissions, (await redis.callBuffer('EVALSHA', [sha, keys.length, ...keys, ...argv, now])) as Buffer)
+      expect(outcome!.status).toBe(0)
+      expect(outcome!.scopes[0]!.rates[0]!.allowed).toBe(false)
+      expect(outcome!.scopes[0]!.slotTaken).toBe(false)
+      expect(outcome!.scopes[0]!.budget).toEqual({ loaded: true, ok: false, left: 300 })
+      expect(await redis.type(scope.key)).toBe('string')
+      expect(await redis.pttl(scope.key)).toBeGreaterThan(0)
+      const state = (await readState(scope.key))!
+      expect(state).toMatchObject({ bs: 100, bp: 'total', tats: { rpm: 0, rpd: now + DAY - 1, tpm: 0, ipm: 0 } })
+      expect(state.instances.a).toEqual({ n: 1, r: 600, e: now + 30_000, q: 3 })
+      // Batch 3 of a was applied under the hash: sent again, it is still skipped.
+      const again = encodeCall('a', 30_000, { seq: 3, deltas: [{ scope, holds: 1, reserved: 600, spent: 600, period: 'total', adjustments: new Map(), absolute: null }] }, [])
+      await redis.callBuffer('EVALSHA', [sha, again.keys.length, ...again.keys, ...again.argv, now + 1])
+      expect((await readState(scope.key))!).toMatchObject({ bs: 100, instances: { a: { n: 1, r: 600 } } })
+    } finally {
+      await redis.del(scope.key)
+    }
   })
 
   test('a call with more arguments than Lua takes from one C call (a burst batched under load) decides each admission in order', async () => {

@@ -4,20 +4,27 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
 
 /**
  * One call of this script settles what this instance's finished requests owe and admits its waiting requests,
- * for the scopes of one Redis Cluster slot (or every scope, on a single Redis). Each scope is one hash, read
- * once (HGETALL) and written once (HSET), whatever the number of requests:
+ * for the scopes of one Redis Cluster slot (or every scope, on a single Redis). Each scope's state is one string,
+ * read once (GET) and written once (SET), whatever the number of requests: numbers packed as little-endian doubles,
+ * so that Lua unpacks them in C calls (HEAD and EACH below) instead of converting a hash's fields one by one.
  *
- *   rpm, rpd, tpm   the rules' TATs (GCRA, ms on Redis's clock: the arithmetic of gcra.ts, step for step)
- *   bp, bs          the budget's period and its spend (micro-dollars), summed from the ledger when missing
- *   n.<i> r.<i>     per gateway instance i: its requests in flight here and the micro-dollars they reserve
- *   e.<i>           until when those count: renewed while they run; past it the instance is gone (crashed)
- *                   and what it held comes back
- *   q.<i>           the last settlement batch of i applied here: a batch sent again after a lost reply is
- *                   skipped, so a settlement counts once
- *   x               the expiry last set: PEXPIRE only when the state must outlive it (TATs, leases, a
- *                   budget's period), so the hash expires on its own when idle
+ *   x               the expiry last set: SET's PX only when the state must outlive it (TATs, leases, a budget's
+ *                   period), KEEPTTL otherwise, so the state expires on its own when idle
+ *   rpm rpd tpm ipm the rules' TATs (GCRA, ms on Redis's clock: the arithmetic of gcra.ts, step for step); 0 is none
+ *   bs, bp          the budget's spend (micro-dollars) and its period ('' for none), summed from the ledger when
+ *                   missing
+ *   per gateway instance i, after the instance count:
+ *     n r           its requests in flight here and the micro-dollars they reserve
+ *     e             until when those count: renewed while they run; past it the instance is gone (crashed) and
+ *                   what it held comes back; 0 is none
+ *     q             the last settlement batch of i applied here: a batch sent again after a lost reply is skipped,
+ *                   so a settlement counts once
  *
- * KEYS: the scope hashes. ARGV: the arguments packed (see encodeCall): instance, lease ms, batch number, then the
+ * As a hash of a dozen fields (HGETALL, tonumber each, HSET of what changed, PEXPIRE) a call of one admission took
+ * 235k instructions in Redis; as one string, 153k (bench/redis-script-cost.ts). A state still kept as a hash (the
+ * layout before) is read once with HGETALL and written back as a string.
+ *
+ * KEYS: the scope states. ARGV: the arguments packed (see encodeCall): instance, lease ms, batch number, then the
  *   settlements count, (key index, holds, reserved, period, spent, absolute n or -1, absolute r, adjustment count,
  *   (rule, limit, period ms, units)…)…
  * and the admissions
@@ -35,57 +42,95 @@ export const GOVERN = `-- ARGV: a struct format, one letter an argument (d a dou
 local CHUNK = 4000
 -- Locals: each use of math.max was two table lookups besides the call.
 local max, floor, ceil = math.max, math.floor, math.ceil
+local unpackStruct, packStruct = struct.unpack, struct.pack
 local F, B = ARGV[1], ARGV[2]
 local A, N = nil, #F - 1
-if N <= CHUNK then A = { struct.unpack(F, B) } else
+if N <= CHUNK then A = { unpackStruct(F, B) } else
   A = {}
   local pos = 1
   for at = 0, N - 1, CHUNK do
     local k = math.min(CHUNK, N - at)
-    local v = { struct.unpack('<' .. string.sub(F, 2 + at, 1 + at + k), B, pos) }
+    local v = { unpackStruct('<' .. string.sub(F, 2 + at, 1 + at + k), B, pos) }
     for j = 1, k do A[at + j] = v[j] end
     pos = v[k + 1]
   end
 end
 ${NOW}
 local inst, lease, seq = A[1], A[2], A[3]
-local NF, RF, EF, QF = 'n.' .. inst, 'r.' .. inst, 'e.' .. inst, 'q.' .. inst
 local states = {}
+local HOUR = 3600000
+-- A scope's state: x, the four TATs, bs, the instance count, bp; then each instance's id, n, r, e and q.
+local HEAD, EACH = '<ddddddds', '<sdddd'
 
-local function put(s, k, v)
-  s.f[k] = v
-  s.out[k] = v
+-- A scope's state for this call, with this instance's record in it. Every field is in the constructor: Lua 5.1
+-- sizes a table's hash part only there, and grows it by rehashing, field by field.
+local function newState(x, tat, bs, bp, I, dirty)
+  local me = I[inst]
+  if not me then
+    me = { n = 0, r = 0, e = 0, q = 0 }
+    I[inst] = me
+  end
+  return { x = x, tat = tat, bs = bs, bp = bp, I = I, me = me, n = 0, r = 0, need = 0, dirty = dirty, fresh = me.q < seq, settled = false }
+end
+
+-- The state as a hash kept it before: fields rpm..ipm, bs, bp, x, and n.<i> r.<i> e.<i> q.<i> per instance. Its
+-- x is left out, so the string gets an expiry of its own when it is written.
+local function fromHash(key)
+  local h = redis.call('HGETALL', key)
+  local tat, bs, bp, I = { rpm = 0, rpd = 0, tpm = 0, ipm = 0 }, 0, '', {}
+  for j = 1, #h, 2 do
+    local k, v = h[j], h[j + 1]
+    if k == 'bp' then bp = v elseif k == 'bs' then bs = tonumber(v)
+    elseif tat[k] then tat[k] = tonumber(v)
+    elseif string.byte(k, 2) == 46 then
+      local id = string.sub(k, 3)
+      local o = I[id] or { n = 0, r = 0, e = 0, q = 0 }
+      o[string.sub(k, 1, 1)] = tonumber(v)
+      I[id] = o
+    end
+  end
+  return newState(0, tat, bs, bp, I, true)
 end
 
 local function state(i)
   local s = states[i]
   if s then return s end
-  local h = redis.call('HGETALL', KEYS[i])
-  local f = {}
-  -- Every field is a number but the budget's period: converted once here, not at each use.
-  for j = 1, #h, 2 do
-    local k = h[j]
-    if k == 'bp' then f.bp = h[j + 1] else f[k] = tonumber(h[j + 1]) end
+  local raw = redis.pcall('GET', KEYS[i])
+  if type(raw) == 'string' then
+    -- Unpacked into locals, an instance at a time: a table for the values would cost more than the calls.
+    local x, rpm, rpd, tpm, ipm, bs, count, bp, at = unpackStruct(HEAD, raw)
+    local I = {}
+    for _ = 1, count do
+      local id, n, r, e, q
+      id, n, r, e, q, at = unpackStruct(EACH, raw, at)
+      I[id] = { n = n, r = r, e = e, q = q }
+    end
+    s = newState(x, { rpm = rpm, rpd = rpd, tpm = tpm, ipm = ipm }, bs, bp, I, false)
+  elseif raw then
+    -- WRONGTYPE: the hash of the layout before.
+    s = fromHash(KEYS[i])
+  else
+    s = newState(0, { rpm = 0, rpd = 0, tpm = 0, ipm = 0 }, 0, '', {}, false)
   end
-  s = { f = f, out = {}, n = 0, r = 0, need = 0, fresh = (f[QF] or 0) < seq }
-  for k, v in pairs(f) do
-    if string.byte(k, 2) == 46 and string.byte(k) == 101 then
-      local id, until_ = string.sub(k, 3), v
-      if until_ > now or id == inst then
-        s.n = s.n + (f['n.' .. id] or 0)
-        s.r = s.r + (f['r.' .. id] or 0)
-      elseif f['n.' .. id] or f['r.' .. id] or until_ < now - 3600000 then
-        s.out['n.' .. id] = false
-        s.out['r.' .. id] = false
-        if until_ < now - 3600000 then
-          s.out[k] = false
-          s.out['q.' .. id] = false
-        end
+  for id, o in pairs(s.I) do
+    if o.e > now or id == inst then
+      s.n = s.n + o.n
+      s.r = s.r + o.r
+    elseif o.n ~= 0 or o.r ~= 0 or (o.e > 0 and o.e < now - HOUR) then
+      o.n, o.r = 0, 0
+      if o.e > 0 and o.e < now - HOUR then
+        o.e, o.q = 0, 0
       end
+      s.dirty = true
     end
   end
   states[i] = s
   return s
+end
+
+local function setTat(s, rule, tat)
+  s.tat[rule] = tat
+  s.dirty = true
 end
 
 local a = 4
@@ -97,23 +142,22 @@ for _ = 1, A[a] do
   if s.fresh then
     for _ = 1, adjustments do
       local rule, limit, per, units = A[a + 1], A[a + 2], A[a + 3], A[a + 4]
-      local tat = max(s.f[rule] or now, now) + per * units / limit
+      local tat = max(s.tat[rule], now) + per * units / limit
       if tat <= now then
-        put(s, rule, false)
+        setTat(s, rule, 0)
       else
-        put(s, rule, tat)
+        setTat(s, rule, tat)
         s.need = max(s.need, tat - now)
       end
       a = a + 4
     end
-    local n0, r0 = s.f[NF] or 0, s.f[RF] or 0
-    local n1, r1 = max(0, n0 - holds), max(0, r0 - reserved)
+    local me = s.me
+    local n1, r1 = max(0, me.n - holds), max(0, me.r - reserved)
     if absN >= 0 then n1, r1 = absN, absR end
-    s.n, s.r = s.n - n0 + n1, s.r - r0 + r1
-    put(s, NF, n1)
-    put(s, RF, r1)
-    if spent > 0 and s.f.bp == period then put(s, 'bs', s.f.bs + spent) end
-    s.settled = true
+    s.n, s.r = s.n - me.n + n1, s.r - me.r + r1
+    me.n, me.r = n1, r1
+    if spent > 0 and s.bp == period then s.bs = s.bs + spent end
+    s.settled, s.dirty = true, true
   else
     a = a + 4 * adjustments
   end
@@ -122,7 +166,7 @@ end
 -- What an admission takes once all its scopes are decided: (scope, rule, TAT) for each rate that fits, and (scope,
 -- slot asked, reserved or false, ttl or false) for each scope. Flat, and reused by the next admission: Lua 5.1 grows
 -- a new table by rehashing it, key by key, and the three an admission made were about a fifth of its instructions.
--- They, the reply and the HSET's arguments start with room for one admission (a constructor of nils sizes a table's
+-- They and the reply start with room for one admission (a constructor of nils sizes a table's
 -- array part), rather than growing at 1, 2, 4, 8 and 16: 249k -> 233k instructions a call of one admission.
 local tats, takes = {nil, nil, nil, nil, nil, nil, nil, nil}, {nil, nil, nil, nil, nil, nil, nil, nil}
 local reply, nr = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}, 0
@@ -142,7 +186,7 @@ for _ = 1, A[a] do
     for _ = 1, rates do
       local rule, limit, per, cost = A[a + 1], A[a + 2], A[a + 3], A[a + 4]
       a = a + 4
-      local debt = max(0, (s.f[rule] or now) - now)
+      local debt = max(0, s.tat[rule] - now)
       local horizon = debt + per * cost / limit
       if horizon > per then
         limited = true
@@ -167,16 +211,15 @@ for _ = 1, A[a] do
     if budget >= 0 then
       local cost, period, ttl, load = A[a + 1], A[a + 2], A[a + 3], A[a + 4]
       a = a + 4
-      if s.f.bp ~= period and load >= 0 then
-        put(s, 'bp', period)
-        put(s, 'bs', load)
+      if s.bp ~= period and load >= 0 then
+        s.bp, s.bs, s.dirty = period, load, true
         s.need = max(s.need, ttl)
       end
-      if s.f.bp ~= period then
+      if s.bp ~= period then
         unloaded = true
         reply[nr + 1], reply[nr + 2] = -1, 0
       else
-        local left = budget - s.f.bs - s.r
+        local left = budget - s.bs - s.r
         if left <= 0 or cost > left then
           broke = true
           reply[nr + 1], reply[nr + 2] = 0, max(0, left)
@@ -196,7 +239,7 @@ for _ = 1, A[a] do
   if status == 1 then
     for j = 1, nt, 3 do
       local s, tat = tats[j], tats[j + 2]
-      put(s, tats[j + 1], tat)
+      setTat(s, tats[j + 1], tat)
       s.need = max(s.need, tat - now)
     end
   end
@@ -205,9 +248,8 @@ for _ = 1, A[a] do
       local s, reserved, ttl = takes[j], takes[j + 2], takes[j + 3]
       if reserved or (status == 1 and takes[j + 1]) then
         local cost = reserved or 0
-        s.n, s.r = s.n + 1, s.r + cost
-        put(s, NF, (s.f[NF] or 0) + 1)
-        put(s, RF, (s.f[RF] or 0) + cost)
+        local me = s.me
+        s.n, s.r, me.n, me.r, s.dirty = s.n + 1, s.r + cost, me.n + 1, me.r + cost, true
         if ttl then s.need = max(s.need, ttl) end
       end
     end
@@ -215,37 +257,33 @@ for _ = 1, A[a] do
 end
 
 for i, s in pairs(states) do
-  if s.settled then put(s, QF, seq) end
-  if s.f[NF] then
-    if s.f[NF] > 0 or (s.f[RF] or 0) > 0 then
-      -- Renewed once a third of the lease has passed, not at every call.
-      if (s.f[EF] or 0) < now + lease * 2 / 3 then put(s, EF, now + lease) end
-      s.need = max(s.need, lease)
-    elseif s.out[NF] ~= nil then
-      put(s, NF, false)
-      put(s, RF, false)
+  local me = s.me
+  if s.settled then me.q = seq end
+  if me.n > 0 or me.r > 0 then
+    -- Renewed once a third of the lease has passed, not at every call.
+    if me.e < now + lease * 2 / 3 then
+      me.e, s.dirty = now + lease, true
     end
+    s.need = max(s.need, lease)
   end
-  local set, del = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}, {}
-  for k, v in pairs(s.out) do
-    if v == false then del[#del + 1] = k else
-      set[#set + 1] = k
-      set[#set + 1] = v
+  if s.dirty then
+    -- Instances with nothing left to remember are not written.
+    local each, count = {}, 0
+    for id, o in pairs(s.I) do
+      if o.n ~= 0 or o.r ~= 0 or o.e ~= 0 or o.q ~= 0 then
+        each[count * 5 + 1], each[count * 5 + 2], each[count * 5 + 3], each[count * 5 + 4], each[count * 5 + 5] = id, o.n, o.r, o.e, o.q
+        count = count + 1
+      end
     end
-  end
-  if #del > 0 then redis.call('HDEL', KEYS[i], unpack(del)) end
-  if #set > 0 then
-    local x = s.f.x or 0
-    if x == 0 or now + s.need > x then
+    local t = s.tat
+    local x = s.x
+    local extend = x == 0 or now + s.need > x
+    if extend then
       local need = max(s.need, 60000)
       x = now + need + need / 10
-      set[#set + 1] = 'x'
-      set[#set + 1] = x
-      redis.call('HSET', KEYS[i], unpack(set))
-      redis.call('PEXPIRE', KEYS[i], ceil(x - now))
-    else
-      redis.call('HSET', KEYS[i], unpack(set))
     end
+    local value = packStruct(HEAD .. string.rep(EACH, count), x, t.rpm, t.rpd, t.tpm, t.ipm, s.bs, count, s.bp, unpack(each, 1, count * 5))
+    if extend then redis.call('SET', KEYS[i], value, 'PX', ceil(x - now)) else redis.call('SET', KEYS[i], value, 'KEEPTTL') end
   end
 end
 local packed = {}
