@@ -74,6 +74,8 @@ export type ConfigFile = Static<typeof FileSchema>
 export interface GatewayConfig extends LaunchConfig {
   /** Shared state for limits across instances, and store-change fan-out. */
   redisURL?: string
+  /** `redisURL` names nodes of a Redis Cluster (one or more, comma-separated). */
+  redisCluster: boolean
   /** Longest a Redis command may take before limits fall back; keeps an outage from stalling requests. */
   redisTimeoutMs: number
   masterKey?: string
@@ -152,6 +154,7 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
   const config: GatewayConfig = {
     ...launch,
     redisURL: env.REDIS_URL || undefined,
+    redisCluster: /^(1|true|yes)$/i.test(env.REDIS_CLUSTER ?? ''),
     redisTimeoutMs: number(env.CONDUIT_REDIS_TIMEOUT_MS) ?? 50,
     masterKey: env.CONDUIT_MASTER_KEY || undefined,
     encryptionKey: env.CONDUIT_ENCRYPTION_KEY || undefined,

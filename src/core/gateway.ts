@@ -86,8 +86,9 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
   if (options.bus) store.connect(options.bus)
   // ioredis is 8 MB of a worker's memory: loaded only by a gateway that uses Redis.
   const redisModule = config.redisURL ? await import('../services/redis.ts') : null
-  const redis = redisModule ? redisModule.connectRedis(config.redisURL!, config.redisTimeoutMs, log) : undefined
-  const redisBus = redisModule && redis ? new redisModule.RedisChangeBus(redis, config.redisURL!) : undefined
+  const redisAddress = { url: config.redisURL!, cluster: config.redisCluster }
+  const redis = redisModule ? redisModule.connectRedis(redisAddress, config.redisTimeoutMs, log) : undefined
+  const redisBus = redisModule && redis ? new redisModule.RedisChangeBus(redis, redisAddress) : undefined
   if (redisBus) {
     store.connect(redisBus)
     await redisBus.ready()

@@ -19,7 +19,7 @@ import {
   type StoreView,
   type UpstreamRequest,
 } from '../plugin-sdk/types.ts'
-import type Redis from 'ioredis'
+import type { Cluster, default as Redis } from 'ioredis'
 import { Metrics } from '../services/metrics.ts'
 import { registerSdkModule } from './sdk-module.ts'
 
@@ -54,7 +54,7 @@ const isAnswer = (result: unknown): result is Principal | Response => !!result
 export interface HostOptions {
   log: Logger
   store: StoreView
-  redis?: Redis
+  redis?: Redis | Cluster
   builtins: Record<string, Plugin>
   /** Folder that relative plugin paths resolve against. */
   baseDir: string

@@ -1,5 +1,5 @@
 import type { TSchema } from '@sinclair/typebox'
-import type Redis from 'ioredis'
+import type { Cluster, default as Redis } from 'ioredis'
 import type { LRUCache } from 'lru-cache'
 import type { GatewayError } from './errors.ts'
 
@@ -584,8 +584,11 @@ export interface PluginApi<C = any> {
   readonly config: C
   readonly log: Logger
   readonly store: StoreView
-  /** Shared Redis when REDIS_URL is set: fail-fast (no offline queue, short command timeout). */
-  readonly redis?: Redis
+  /**
+   * Shared Redis when REDIS_URL is set: fail-fast (no offline queue, short command timeout). A `Cluster` with
+   * REDIS_CLUSTER: a command's keys must then share a hash slot (`{tag}` in their names).
+   */
+  readonly redis?: Redis | Cluster
   /** A bounded in-process cache, private to this plugin instance. */
   cache<K extends {}, V extends {}>(options: CacheOptions): LRUCache<K, V>
   /** A counter on `/metrics`; declare it in `setup`. */

@@ -1,5 +1,5 @@
 import { tracingChannel } from 'node:diagnostics_channel'
-import Redis from 'ioredis'
+import Redis, { Cluster, type ClusterNode, type RedisOptions } from 'ioredis'
 import type { Logger, StoreChange } from '../plugin-sdk/types.ts'
 import type { ChangeBus } from '../store/store.ts'
 
@@ -23,13 +23,47 @@ if (!('hasSubscribers' in tracingPrototype)) {
 /** Keep trying to come back; each attempt is cheap and requests never wait for it. */
 const reconnect = (times: number) => Math.min(times * 100, 1_000)
 
+/** A single Redis, or a Redis Cluster (`REDIS_CLUSTER`): the commands Conduit sends are the same on both. */
+export type RedisClient = Redis | Cluster
+
+/** Where Redis is: one `redis://` URL, or for a Cluster one or more of its nodes, comma-separated. */
+export interface RedisAddress {
+  url: string
+  cluster: boolean
+}
+
+/**
+ * A client for `address` with `options`. A Cluster is found from its seed nodes (the first URL's credentials and
+ * TLS apply to every node), and each node's connection gets `options` but for the queue and retry settings, which a
+ * Cluster client keeps for itself.
+ */
+function client(address: RedisAddress, options: RedisOptions): RedisClient {
+  if (!address.cluster) return new Redis(address.url, options)
+  const seeds = address.url.split(',').map((url) => new URL(url.trim()))
+  const first = seeds[0]!
+  const nodes: ClusterNode[] = seeds.map((url) => ({ host: url.hostname, port: Number(url.port || 6379) }))
+  const { enableOfflineQueue, retryStrategy, enableAutoPipelining, lazyConnect, ...perNode } = options
+  return new Cluster(nodes, {
+    enableOfflineQueue,
+    enableAutoPipelining,
+    lazyConnect,
+    clusterRetryStrategy: retryStrategy ?? reconnect,
+    redisOptions: {
+      ...perNode,
+      username: decodeURIComponent(first.username) || undefined,
+      password: decodeURIComponent(first.password) || undefined,
+      tls: first.protocol === 'rediss:' ? {} : undefined,
+    },
+  })
+}
+
 /**
  * One Redis connection per process for commands. Fail fast instead of queueing: with the offline queue off
  * and a short command timeout, a Redis outage costs each request at most `commandTimeoutMs`, and callers fall
  * back (limits fail open) instead of stalling for ioredis's default 10 s.
  */
-export function connectRedis(url: string, commandTimeoutMs: number, log: Logger): Redis {
-  const redis = new Redis(url, {
+export function connectRedis(address: RedisAddress, commandTimeoutMs: number, log: Logger): RedisClient {
+  const redis = client(address, {
     enableOfflineQueue: false,
     commandTimeout: commandTimeoutMs,
     maxRetriesPerRequest: 0,
@@ -44,7 +78,7 @@ export function connectRedis(url: string, commandTimeoutMs: number, log: Logger)
 }
 
 /** One line when Redis goes away and one when it is back, not one per reconnect attempt. */
-export function reportOutages(redis: Redis, log: Logger) {
+export function reportOutages(redis: RedisClient, log: Logger) {
   let down = false
   redis.on('error', (err) => {
     if (!down) log.warn({ err: err.message }, 'redis unavailable; limits run on this instance alone until it returns')
@@ -61,14 +95,15 @@ const CHANNEL = 'conduit:store-changes'
 /** Store changes across instances: published on Redis, applied by every other instance within milliseconds. */
 export class RedisChangeBus implements ChangeBus {
   private readonly origin = crypto.randomUUID()
-  private readonly subscriber: Redis
+  private readonly subscriber: RedisClient
 
   constructor(
-    private readonly redis: Redis,
-    url: string,
+    private readonly redis: RedisClient,
+    address: RedisAddress,
   ) {
-    // A subscribed connection cannot run commands: a second one listens. Outages are reported by the first.
-    this.subscriber = new Redis(url, { retryStrategy: reconnect })
+    // A subscribed connection cannot run commands: a second one listens. Outages are reported by the first. On a
+    // Cluster, a message published on any node reaches the subscriber's node.
+    this.subscriber = client(address, { retryStrategy: reconnect })
     this.subscriber.on('error', () => {})
   }
 
@@ -79,7 +114,7 @@ export class RedisChangeBus implements ChangeBus {
 
   /** Resolves once both connections are usable (or after `timeoutMs`: a Redis down at start must not block it). */
   async ready(timeoutMs = 1_000) {
-    const connected = (r: Redis) => (r.status === 'ready' ? Promise.resolve() : new Promise<void>((resolve) => r.once('ready', () => resolve())))
+    const connected = (r: RedisClient) => (r.status === 'ready' ? Promise.resolve() : new Promise<void>((resolve) => r.once('ready', () => resolve())))
     await Promise.race([Promise.all([connected(this.redis), this.subscribed]), Bun.sleep(timeoutMs)])
   }
 

@@ -5,7 +5,7 @@ import { connectRedis } from '../../src/services/redis.ts'
 import { createLogger } from '../../src/services/logger.ts'
 
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
-const redis = connectRedis(REDIS_URL, 1_000, createLogger('silent'))
+const redis = connectRedis({ url: REDIS_URL, cluster: false }, 1_000, createLogger('silent')) as Redis
 
 // ioredis builds a command's tracing context (every argument as a string) only when it traces the command. Counted
 // here, and put back after: test files share one process.

@@ -38,6 +38,7 @@ export async function startGateway(overrides: Partial<GatewayConfig> = {}, logs?
     workers: 1,
     drainMs: 5_000,
     redisTimeoutMs: 50,
+    redisCluster: false,
     timeouts: { connectMs: 5_000, firstByteMs: 30_000, idleMs: 30_000 },
     plugins: [],
     configDir: process.cwd(),

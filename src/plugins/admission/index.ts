@@ -1,4 +1,4 @@
-import type Redis from 'ioredis'
+import type { Cluster, default as Redis } from 'ioredis'
 import { badRequest, within, type FinishedRequest, type Logger, type PluginApi, type RequestContext, type StoreView } from '../../plugin-sdk/index.ts'
 import { taken, type BudgetClaim, type Outcome, type Scope, type ScopeClaim, type Settlement, type Status } from './claims.ts'
 import { MAX_USER_LENGTH } from '../../store/ledger.ts'
@@ -13,6 +13,17 @@ const RETRY_SHARED_MS = 1_000
 export const LEASE_TTL_MS = 30_000
 /** Commands Redis never answers are dropped by ioredis after this; each request gave up long before. */
 const BACKSTOP_TIMEOUT_MS = 5_000
+
+/** The command timeout of the gateway's connection (a Cluster's is its nodes'). */
+export const commandTimeoutOf = (redis: Redis | Cluster): number | undefined =>
+  redis.isCluster ? (redis as Cluster).options.redisOptions?.commandTimeout : (redis as Redis).options.commandTimeout
+
+/** A connection of governance's own, with `commandTimeout` and without auto-pipelining. */
+function duplicate(redis: Redis | Cluster, commandTimeout: number): Redis | Cluster {
+  if (!redis.isCluster) return (redis as Redis).duplicate({ commandTimeout, enableAutoPipelining: false })
+  const cluster = redis as Cluster
+  return cluster.duplicate([], { enableAutoPipelining: false, redisOptions: { ...cluster.options.redisOptions, commandTimeout } })
+}
 
 /** Why a part fell back to this instance: Redis errored, did not answer in time, or failed within the last second. */
 export type FailOpenReason = 'error' | 'timeout' | 'bypass'
@@ -87,7 +98,7 @@ export class Governance {
   private readonly local = new LocalState()
   /** With Redis: its own connection, opened with the gateway so it is ready for the first request. */
   private readonly shared: SharedState | null = null
-  private readonly connection: Redis | null = null
+  private readonly connection: Redis | Cluster | null = null
   private sharedDownUntil = 0
   /** Ledger sums in progress, shared by the concurrent first requests of a budget. */
   private readonly loading = new Map<string, Promise<number>>()
@@ -97,12 +108,12 @@ export class Governance {
   constructor(
     private readonly store: StoreView,
     private readonly log: Logger,
-    redis: Redis | undefined,
+    redis: Redis | Cluster | undefined,
   ) {
     if (redis) {
       // No command timeout of ioredis's own (ours does not count the event loop's delays), and no
       // auto-pipelining (SharedState batches, and one slow batch must not hold the next one back).
-      this.connection = redis.duplicate({ commandTimeout: BACKSTOP_TIMEOUT_MS, enableAutoPipelining: false })
+      this.connection = duplicate(redis, BACKSTOP_TIMEOUT_MS)
       this.connection.on('error', () => {}) // outages are reported once by the gateway's connection
       this.shared = new SharedState(this.connection, LEASE_TTL_MS)
     }

@@ -1,4 +1,4 @@
-import type Redis from 'ioredis'
+import type { Cluster, default as Redis } from 'ioredis'
 import type { Outcome, RateAdjustment, Scope, ScopeClaim, ScopeOutcome, Settlement, Status } from './claims.ts'
 import { taken } from './claims.ts'
 import { GOVERN } from './script.ts'
@@ -8,7 +8,7 @@ const FLUSH_MS = 5
 /** After a failed call, settlements are sent again this much later (they are idempotent: see `q.` in script.ts). */
 const RETRY_MS = 1_000
 
-type Scripted = Redis & { conduitGovernBuffer(numKeys: number, ...args: (string | Buffer)[]): Promise<Buffer> }
+type Scripted = (Redis | Cluster) & { conduitGovernBuffer(numKeys: number, ...args: (string | Buffer)[]): Promise<Buffer> }
 
 interface Waiting {
   claims: ScopeClaim[]
@@ -77,7 +77,7 @@ export class SharedState {
   private closed = false
   private leaseMs = 0
 
-  constructor(redis: Redis, leaseMs: number) {
+  constructor(redis: Redis | Cluster, leaseMs: number) {
     redis.defineCommand('conduitGovern', { lua: GOVERN })
     this.redis = redis as Scripted
     this.cluster = redis.isCluster

@@ -1,6 +1,7 @@
 import { GatewayError, definePlugin, estimatePromptTokens, t, type RateLimits, type RequestContext } from '../../plugin-sdk/index.ts'
 import {
   LEASE_TTL_MS,
+  commandTimeoutOf,
   endUser,
   governance,
   keyScope,
@@ -138,7 +139,7 @@ export default definePlugin({
         shadow,
         instances: api.config.instances,
         leaseMs: api.config.slotLeaseMs,
-        timeoutMs: api.redis?.options.commandTimeout ?? 50,
+        timeoutMs: (api.redis && commandTimeoutOf(api.redis)) ?? 50,
         failedOpen: (reason) => failOpen.inc({ reason }),
         claim(ctx) {
           const keyLimits = ctx.principal?.limits
