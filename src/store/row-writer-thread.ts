@@ -5,11 +5,9 @@
  */
 import { Database } from 'bun:sqlite'
 import { getPriority, setPriority } from 'node:os'
-import { SPEND_COLUMNS } from './ledger.ts'
-import { RECORD_COLUMNS } from './request-records.ts'
 import { ADD_AFTER_ROWID } from './spend-rollup.ts'
-import { BUCKET_COLUMNS, STORED_ITEM_COLUMNS, STORED_RESPONSE_COLUMNS, TABLE_KEYS, onConflict } from './tables.ts'
-import { decodeBatches, type RowWriteOp, type RowWriterCommand, type RowWriterReply } from './row-writer.ts'
+import { TABLE_KEYS, onConflict } from './tables.ts'
+import { OP_COLUMNS, decodeBatches, type RowWriteOp, type RowWriterCommand, type RowWriterReply } from './row-writer.ts'
 
 declare const self: Worker
 
@@ -28,7 +26,8 @@ if (process.platform === 'linux') {
   }
 }
 
-type Rows = readonly Record<string, unknown>[]
+/** Rows as the arrays of their values, in their table's column order (see encodeInTurns). */
+type Rows = readonly (readonly unknown[])[]
 let write: Record<RowWriteOp, (...batches: Rows[]) => void> | null = null
 let file = ''
 
@@ -44,12 +43,13 @@ function open() {
     db.exec('PRAGMA wal_autocheckpoint = 10000')
     const lastRowid = db.prepare('SELECT COALESCE(MAX(rowid), 0) AS last FROM spend_ledger')
     const addTotals = ADD_AFTER_ROWID.map((text) => db.prepare(text))
-    const ledger = inserter(db, 'spend_ledger', SPEND_COLUMNS)
-    const records = inserter(db, 'request_records', RECORD_COLUMNS)
-    const responses = inserter(db, 'stored_responses', STORED_RESPONSE_COLUMNS)
-    const items = inserter(db, 'stored_response_items', STORED_ITEM_COLUMNS)
+    // Each in the column order its rows arrive in.
+    const ledger = inserter(db, 'spend_ledger', OP_COLUMNS.spend[0]!)
+    const records = inserter(db, 'request_records', OP_COLUMNS.records[0]!)
+    const responses = inserter(db, 'stored_responses', OP_COLUMNS.stored[0]!)
+    const items = inserter(db, 'stored_response_items', OP_COLUMNS.stored[1]!)
     // An instance rewrites its current buckets whole at each flush (see store.ts).
-    const buckets = inserter(db, 'metric_buckets', BUCKET_COLUMNS, 'replace')
+    const buckets = inserter(db, 'metric_buckets', OP_COLUMNS.buckets[0]!, 'replace')
     // BEGIN IMMEDIATE: the write lock is taken first, waiting out another process's writer (busy_timeout). A
     // transaction begun deferred reads first (the ledger's highest rowid) and is refused at once with "database is
     // locked" when another connection committed in between, since waiting there could deadlock: with two workers
@@ -91,7 +91,8 @@ const ROWS_PER_INSERT = 32
  */
 function inserter(db: Database, table: keyof typeof TABLE_KEYS, columns: readonly string[], mode: 'skip' | 'replace' = 'skip') {
   const conflict = onConflict(table, columns, mode)
-  const byKey = columns.includes('key_id')
+  const keyAt = columns.indexOf('key_id')
+  const byKey = (a: Rows[number], b: Rows[number]) => compareKeys(a[keyAt], b[keyAt])
   const prepare = (rows: number) => {
     const row = `(${columns.map(() => '?').join(', ')})`
     const sql = `INSERT INTO ${table} (${columns.join(', ')}) VALUES ${Array(rows).fill(row).join(', ')} ${conflict}`
@@ -99,13 +100,17 @@ function inserter(db: Database, table: keyof typeof TABLE_KEYS, columns: readonl
   }
   const many = prepare(ROWS_PER_INSERT)
   const one = prepare(1)
+  const width = columns.length
   const insert = ({ statement, values }: typeof one, rows: Rows, from: number, count: number) => {
     let at = 0
-    for (let r = from; r < from + count; r++) for (const column of columns) values[at++] = rows[r]![column] ?? null
+    for (let r = from; r < from + count; r++) {
+      const row = rows[r]!
+      for (let c = 0; c < width; c++) values[at++] = row[c]
+    }
     statement.run(...(values as any[]))
   }
   return (arrived: Rows) => {
-    const rows = byKey ? arrived.toSorted(compareKeys) : arrived
+    const rows = keyAt >= 0 ? arrived.toSorted(byKey) : arrived
     let next = 0
     for (; next + ROWS_PER_INSERT <= rows.length; next += ROWS_PER_INSERT) insert(many, rows, next, ROWS_PER_INSERT)
     for (; next < rows.length; next++) insert(one, rows, next, 1)
@@ -113,9 +118,9 @@ function inserter(db: Database, table: keyof typeof TABLE_KEYS, columns: readonl
 }
 
 /** Orders rows by `key_id` (none, a request refused before its key was known, first). */
-function compareKeys(a: Rows[number], b: Rows[number]): number {
-  const x = (a.key_id ?? '') as string
-  const y = (b.key_id ?? '') as string
+function compareKeys(a: unknown, b: unknown): number {
+  const x = (a ?? '') as string
+  const y = (b ?? '') as string
   return x < y ? -1 : x > y ? 1 : 0
 }
 

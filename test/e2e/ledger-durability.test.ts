@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import type { FinishedRequest } from '../../src/plugin-sdk/types.ts'
 import { createLogger } from '../../src/services/logger.ts'
-import { SpendLedger } from '../../src/store/ledger.ts'
+import { SPEND_COLUMNS, SpendLedger } from '../../src/store/ledger.ts'
 import { decodeBatches, encodeInTurns } from '../../src/store/row-writer.ts'
 import { Store } from '../../src/store/store.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
@@ -330,7 +330,7 @@ test('SQLite: the rows every request writes are inserted off the event loop; the
   })
 })
 
-test("SQLite: the handoff's JSON is encoded a slice of rows at a time, with turns of the event loop between, each slice JSON.stringify's exactly", async () => {
+test("SQLite: the handoff's JSON is encoded a slice of rows at a time, with turns of the event loop between, each row as its values in column order", async () => {
   const rows = (n: number, tag: string) => Array.from({ length: n }, (_, i) => ({ ...spendRow(`${tag}-${i}`), end_user: i % 3 ? null : `u"\\${i}` }))
   for (const batches of [[], [[]], [rows(1, 'a')], [rows(251, 'b'), []], [rows(600, 'c'), rows(2, 'd')]]) {
     // Another task on the loop, counting the turns it gets while the batches are encoded.
@@ -338,16 +338,17 @@ test("SQLite: the handoff's JSON is encoded a slice of rows at a time, with turn
     let encoding = true
     const other = () => encoding && (turns++, setImmediate(other))
     setImmediate(other)
-    const encoded = await encodeInTurns(batches)
+    const encoded = await encodeInTurns(batches, batches.map(() => SPEND_COLUMNS))
     encoding = false
-    // Each batch: the JSON of its rows 250 at a time, in order (none for an empty batch).
-    const expected = batches.map((rows) => Array.from({ length: Math.ceil(rows.length / 250) }, (_, i) => JSON.stringify(rows.slice(i * 250, i * 250 + 250))))
+    // Each batch: the JSON of its rows 250 at a time, in order (none for an empty batch), a row as its values.
+    const values = (row: Record<string, unknown>) => SPEND_COLUMNS.map((c) => row[c] ?? null)
+    const expected = batches.map((rows) => Array.from({ length: Math.ceil(rows.length / 250) }, (_, i) => JSON.stringify(rows.slice(i * 250, i * 250 + 250).map(values))))
     expect(encoded).toEqual(expected)
-    expect(decodeBatches(encoded)).toEqual(batches)
+    expect(decodeBatches(encoded)).toEqual(batches.map((rows) => rows.map(values)))
     if (batches[0]?.length === 600) expect(turns).toBeGreaterThanOrEqual(2) // 600 rows: three slices, two turns between
   }
   // A value JSON cannot carry is the TypeError the batch writer sets a row aside for.
-  await expect(encodeInTurns([[{ amount: 1n }]])).rejects.toBeInstanceOf(TypeError)
+  await expect(encodeInTurns([[{ amount: 1n }]], [['amount']])).rejects.toBeInstanceOf(TypeError)
 })
 
 test('SQLite: the WAL is checkpointed by the row writer every 10,000 pages, never by the shared connection', async () => {
