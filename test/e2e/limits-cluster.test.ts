@@ -5,6 +5,7 @@ import path from 'node:path'
 import Redis from 'ioredis'
 import type { Subprocess } from 'bun'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
+import { fire } from '../helpers/fire.ts'
 import { startInstances, type Instance } from '../helpers/instances.ts'
 import { createTestDatabase } from '../helpers/postgres.ts'
 
@@ -89,22 +90,6 @@ const chat = (i: number, apiKey: string, extra: Record<string, unknown> = {}) =>
     headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
     body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }], ...extra }),
   })
-
-/** `total` requests by `clients` concurrent clients, alternating between the instances; their statuses. */
-async function fire(total: number, clients: number, send: (i: number) => Promise<Response>) {
-  const statuses: number[] = []
-  let next = 0
-  await Promise.all(
-    Array.from({ length: clients }, async () => {
-      while (next < total) {
-        const res = await send(next++)
-        statuses.push(res.status)
-        await res.body?.cancel()
-      }
-    }),
-  )
-  return statuses
-}
 
 /** The node holding `key`: the one whose slot ranges cover CLUSTER KEYSLOT of it. */
 async function nodeOf(key: string): Promise<number> {

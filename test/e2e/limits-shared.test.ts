@@ -5,6 +5,7 @@ import path from 'node:path'
 import Redis from 'ioredis'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts'
+import { fire } from '../helpers/fire.ts'
 import { startInstances, type Instance } from '../helpers/instances.ts'
 import { createTestDatabase } from '../helpers/postgres.ts'
 
@@ -73,23 +74,6 @@ const chat = (i: number, apiKey: string, content = 'hi', extra: Record<string, u
     body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content }], ...extra }),
     signal,
   })
-
-/** `total` requests by `clients` concurrent clients, round-robin over the instances. */
-async function fire(total: number, clients: number, send: (i: number) => Promise<Response>) {
-  const statuses: number[] = []
-  let next = 0
-  await Promise.all(
-    Array.from({ length: clients }, async () => {
-      while (next < total) {
-        const i = next++
-        const res = await send(i)
-        statuses.push(res.status)
-        await res.body?.cancel()
-      }
-    }),
-  )
-  return statuses
-}
 
 describe('exact across three instances', () => {
   test('1,000 attempts from 60 clients against a limit of 100 per day: exactly 100 admitted; every 429 says when to retry', async () => {
