@@ -74,6 +74,15 @@ export function connectRedis(address: RedisAddress, commandTimeoutMs: number, lo
     enableAutoPipelining: true,
   })
   reportOutages(redis, log)
+  if (!address.cluster) {
+    // A Cluster node answers another slot's keys with MOVED: limits would fail open on most keys, request by request.
+    redis.once('ready', () => {
+      redis.info('cluster').then(
+        (info) => /^cluster_enabled:1/m.test(info) && log.error({}, 'REDIS_URL is a node of a Redis Cluster: set REDIS_CLUSTER=true, or limits fail open for keys on other nodes'),
+        () => {},
+      )
+    })
+  }
   return redis
 }
 

@@ -6,6 +6,7 @@ import Redis from 'ioredis'
 import type { Subprocess } from 'bun'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { fire } from '../helpers/fire.ts'
+import { startGateway } from '../helpers/gateway.ts'
 import { startInstances, type Instance } from '../helpers/instances.ts'
 import { createTestDatabase } from '../helpers/postgres.ts'
 
@@ -100,6 +101,22 @@ async function nodeOf(key: string): Promise<number> {
 }
 
 describe('limits on a Redis Cluster', () => {
+  test('a gateway pointed at a Cluster node without REDIS_CLUSTER says so in its log', async () => {
+    const logs = { level: 'info', lines: [] as string[] }
+    const gw = await startGateway({ redisURL: `redis://127.0.0.1:${nodes[0]!.port}`, redisCluster: false }, logs)
+    try {
+      await until('the log line', async () => logs.lines.some((line) => line.includes('set REDIS_CLUSTER=true')), 5_000)
+    } finally {
+      await gw.close()
+    }
+    // The machine's own Redis is not a Cluster: no such line.
+    const plain = { level: 'info', lines: [] as string[] }
+    const other = await startGateway({ redisURL: process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379', redisCluster: false }, plain)
+    await Bun.sleep(300)
+    await other.close()
+    expect(plain.lines.filter((line) => line.includes('REDIS_CLUSTER'))).toEqual([])
+  }, 30_000)
+
   test('a limit of 100 a day, 400 attempts from 40 clients over two instances: exactly 100 admitted; per user exactly 3', async () => {
     const { key } = await instances[0]!.admin('POST', '/keys', { name: 'cluster-rpd', rpd: 100 })
     const statuses = await fire(400, 40, (i) => chat(i, key))
