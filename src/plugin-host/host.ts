@@ -14,12 +14,12 @@ import {
   type PluginApi,
   type Principal,
   type ProviderAdapter,
+  type RedisClient,
   type Transcoder,
   type RequestContext,
   type StoreView,
   type UpstreamRequest,
 } from '../plugin-sdk/types.ts'
-import type { Cluster, default as Redis } from 'ioredis'
 import { Metrics } from '../services/metrics.ts'
 import { registerSdkModule } from './sdk-module.ts'
 
@@ -54,7 +54,7 @@ const isAnswer = (result: unknown): result is Principal | Response => !!result
 export interface HostOptions {
   log: Logger
   store: StoreView
-  redis?: Redis | Cluster
+  redis?: RedisClient
   builtins: Record<string, Plugin>
   /** Folder that relative plugin paths resolve against. */
   baseDir: string

@@ -579,6 +579,9 @@ export interface Counter {
   inc(labels?: Record<string, string>, by?: number): void
 }
 
+/** A single Redis, or a Redis Cluster (REDIS_CLUSTER): the commands are the same on both. */
+export type RedisClient = Redis | Cluster
+
 export interface PluginApi<C = any> {
   readonly name: string
   readonly config: C
@@ -588,7 +591,7 @@ export interface PluginApi<C = any> {
    * Shared Redis when REDIS_URL is set: fail-fast (no offline queue, short command timeout). A `Cluster` with
    * REDIS_CLUSTER: a command's keys must then share a hash slot (`{tag}` in their names).
    */
-  readonly redis?: Redis | Cluster
+  readonly redis?: RedisClient
   /** A bounded in-process cache, private to this plugin instance. */
   cache<K extends {}, V extends {}>(options: CacheOptions): LRUCache<K, V>
   /** A counter on `/metrics`; declare it in `setup`. */

@@ -1,6 +1,6 @@
 import { tracingChannel } from 'node:diagnostics_channel'
 import Redis, { Cluster, type ClusterNode, type RedisOptions } from 'ioredis'
-import type { Logger, StoreChange } from '../plugin-sdk/types.ts'
+import type { Logger, RedisClient, StoreChange } from '../plugin-sdk/types.ts'
 import type { ChangeBus } from '../store/store.ts'
 
 /**
@@ -23,9 +23,6 @@ if (!('hasSubscribers' in tracingPrototype)) {
 /** Keep trying to come back; each attempt is cheap and requests never wait for it. */
 const reconnect = (times: number) => Math.min(times * 100, 1_000)
 
-/** A single Redis, or a Redis Cluster (`REDIS_CLUSTER`): the commands Conduit sends are the same on both. */
-export type RedisClient = Redis | Cluster
-
 /** Where Redis is: one `redis://` URL, or for a Cluster one or more of its nodes, comma-separated. */
 export interface RedisAddress {
   url: string
@@ -47,7 +44,7 @@ function client(address: RedisAddress, options: RedisOptions): RedisClient {
     enableOfflineQueue,
     enableAutoPipelining,
     lazyConnect,
-    clusterRetryStrategy: retryStrategy ?? reconnect,
+    clusterRetryStrategy: retryStrategy,
     redisOptions: {
       ...perNode,
       username: decodeURIComponent(first.username) || undefined,

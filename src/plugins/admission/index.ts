@@ -1,5 +1,5 @@
 import type { Cluster, default as Redis } from 'ioredis'
-import { badRequest, within, type FinishedRequest, type Logger, type PluginApi, type RequestContext, type StoreView } from '../../plugin-sdk/index.ts'
+import { badRequest, within, type FinishedRequest, type Logger, type PluginApi, type RedisClient, type RequestContext, type StoreView } from '../../plugin-sdk/index.ts'
 import { taken, type BudgetClaim, type Outcome, type Scope, type ScopeClaim, type Settlement, type Status } from './claims.ts'
 import { MAX_USER_LENGTH } from '../../store/ledger.ts'
 import { LocalState } from './local.ts'
@@ -15,11 +15,11 @@ export const LEASE_TTL_MS = 30_000
 const BACKSTOP_TIMEOUT_MS = 5_000
 
 /** The command timeout of the gateway's connection (a Cluster's is its nodes'). */
-export const commandTimeoutOf = (redis: Redis | Cluster): number | undefined =>
+export const commandTimeoutOf = (redis: RedisClient): number | undefined =>
   redis.isCluster ? (redis as Cluster).options.redisOptions?.commandTimeout : (redis as Redis).options.commandTimeout
 
 /** A connection of governance's own, with `commandTimeout` and without auto-pipelining. */
-function duplicate(redis: Redis | Cluster, commandTimeout: number): Redis | Cluster {
+function duplicate(redis: RedisClient, commandTimeout: number): RedisClient {
   if (!redis.isCluster) return (redis as Redis).duplicate({ commandTimeout, enableAutoPipelining: false })
   const cluster = redis as Cluster
   return cluster.duplicate([], { enableAutoPipelining: false, redisOptions: { ...cluster.options.redisOptions, commandTimeout } })
@@ -98,7 +98,7 @@ export class Governance {
   private readonly local = new LocalState()
   /** With Redis: its own connection, opened with the gateway so it is ready for the first request. */
   private readonly shared: SharedState | null = null
-  private readonly connection: Redis | Cluster | null = null
+  private readonly connection: RedisClient | null = null
   private sharedDownUntil = 0
   /** Ledger sums in progress, shared by the concurrent first requests of a budget. */
   private readonly loading = new Map<string, Promise<number>>()
@@ -108,7 +108,7 @@ export class Governance {
   constructor(
     private readonly store: StoreView,
     private readonly log: Logger,
-    redis: Redis | Cluster | undefined,
+    redis: RedisClient | undefined,
   ) {
     if (redis) {
       // No command timeout of ioredis's own (ours does not count the event loop's delays), and no

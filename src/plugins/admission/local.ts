@@ -1,7 +1,7 @@
 import { taken, type Outcome, type ScopeClaim, type ScopeOutcome, type Settlement, type Status } from './claims.ts'
 import { adjusted, evaluate } from './gcra.ts'
 
-/** One scope's state in this process: what the Redis hash holds, for one instance. */
+/** One scope's state in this process: what the Redis state holds, for one instance. */
 interface ScopeState {
   /** TAT per rule. */
   tats: Map<string, number>

@@ -1,14 +1,14 @@
-import type { Cluster, default as Redis } from 'ioredis'
+import type { RedisClient } from '../../plugin-sdk/index.ts'
 import type { Outcome, RateAdjustment, Scope, ScopeClaim, ScopeOutcome, Settlement, Status } from './claims.ts'
 import { taken } from './claims.ts'
 import { GOVERN } from './script.ts'
 
 /** Settlements wait this long for an admission to ride along with before they go out on their own. */
 const FLUSH_MS = 5
-/** After a failed call, settlements are sent again this much later (they are idempotent: see `q.` in script.ts). */
+/** After a failed call, settlements are sent again this much later (they are idempotent: see an instance's `q` in script.ts). */
 const RETRY_MS = 1_000
 
-type Scripted = (Redis | Cluster) & { conduitGovernBuffer(numKeys: number, ...args: (string | Buffer)[]): Promise<Buffer> }
+type Scripted = RedisClient & { conduitGovernBuffer(numKeys: number, ...args: (string | Buffer)[]): Promise<Buffer> }
 
 interface Waiting {
   claims: ScopeClaim[]
@@ -77,7 +77,7 @@ export class SharedState {
   private closed = false
   private leaseMs = 0
 
-  constructor(redis: Redis | Cluster, leaseMs: number) {
+  constructor(redis: RedisClient, leaseMs: number) {
     redis.defineCommand('conduitGovern', { lua: GOVERN })
     this.redis = redis as Scripted
     this.cluster = redis.isCluster
