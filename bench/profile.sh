@@ -14,6 +14,7 @@
 # JIT-compiled JavaScript; then by JavaScript function, native callees included (bench/perf-js.ts, from JSC's jitdump);
 # with page faults and context switches a request. PROF=1's profile sees only the last JavaScript frame.
 # CONF=<file> starts Conduit with that config file (a capability switched off, say).
+# BODY_KB=<n> sends a chat body of about n KB (a long conversation) instead of the one-line question.
 # GWLOG=<file> keeps the gateway's output. Needs wrk and curl (and perf for PERF=1); port 5931.
 set -e
 cd "$(dirname "$0")/.."
@@ -58,6 +59,8 @@ if [ -z "$FLOOR" ]; then
   for n in $(seq 2 ${KEYS:-1}); do ALL="$ALL, \"$(newKey $n)\""; done
 fi
 BODY='{"model":"m","messages":[{"role":"user","content":"Hello there, how are you?"}],"max_tokens":16}'
+# BODY_KB=<n>: a conversation of about n KB instead, as agents and retrieval send (each request parsed and sent on whole).
+[ -n "$BODY_KB" ] && BODY=$(bun -e "const m = []; while (JSON.stringify(m).length < $BODY_KB * 1024) m.push({ role: m.length % 2 ? 'assistant' : 'user', content: 'The quick brown fox jumps over the lazy dog. '.repeat(20) + m.length }); console.log(JSON.stringify({ model: 'm', messages: m, max_tokens: 16 }))")
 cat > $DIR/post.lua <<LUA
 wrk.method = "POST"
 wrk.body = '$BODY'
