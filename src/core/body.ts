@@ -48,7 +48,11 @@ export async function readBodyText(request: Request, limit: number, timeoutMs: n
 
 /** The body as JSON; `empty` is what an absent body means to the caller (the admin API: null; /v1: an error). */
 export async function readJsonBody(request: Request, limit: number, timeoutMs: number, empty: () => unknown): Promise<unknown> {
-  const text = await readBodyText(request, limit, timeoutMs)
+  return parseJsonBody(await readBodyText(request, limit, timeoutMs), empty)
+}
+
+/** A body read with readBodyText, parsed: `empty` says what no body at all means; invalid JSON is a 400. */
+export function parseJsonBody(text: string, empty: () => unknown): unknown {
   if (text.length === 0) return empty()
   try {
     return JSON.parse(text)

@@ -1,3 +1,4 @@
+import type { SentJson } from '../plugin-sdk/json-text.ts'
 import type { AttemptContext, Endpoint, FinishedRequest, Logger, Operation, Principal, RequestContext, Target, UpstreamRequest, Usage, VirtualModel } from '../plugin-sdk/types.ts'
 import type { GatewayError } from '../plugin-sdk/errors.ts'
 import { egress } from './egress.ts'
@@ -24,6 +25,7 @@ export class RequestCtx implements RequestContext {
   principal: Principal | null = null
   model: VirtualModel | null = null
   body: Record<string, any> | null = null
+  sentJson: SentJson | null = null
   shared: Record<string, unknown> = {}
   /** Response headers added by plugins and the core. */
   readonly headers: Record<string, string> = {}

@@ -10,7 +10,7 @@ import { usageRange, usageReport } from './usage.ts'
 import type { Catalog } from './catalog.ts'
 import { backoffMs, targetId, type AttemptLease, type Router } from './router.ts'
 import { Attempt, RequestCtx, headerValue } from './context.ts'
-import { readJsonBody } from './body.ts'
+import { parseJsonBody, readBodyText, readJsonBody } from './body.ts'
 import { SSE_HEADERS, firstBytes, wholeText, type OperationCall } from './upstream-body.ts'
 import { allowedBy } from './glob.ts'
 import { refuseUpstreamOverrides, validateRequest } from './request-schemas.ts'
@@ -215,19 +215,20 @@ export class Pipeline {
       } else if (IMAGE_UPLOADS.has(operation)) {
         body = await readImageForm(ctx, request, operation as ImageOperation, upload)
       } else {
-        body = (await readJsonBody(request, this.o.maxBodyBytes, this.o.bodyTimeoutMs, emptyBody)) as Record<string, any>
+        const text = await readBodyText(request, this.o.maxBodyBytes, this.o.bodyTimeoutMs)
+        body = parseJsonBody(text, emptyBody) as Record<string, any>
         validateRequest(operation!, body) // a front door's own fields are its read's to check: here, only that it is an object
         if (door) {
           // Plugins and translated attempts see chat; a native target gets the client's own body.
           const read = await door.read(ctx, body)
           this.nativeBodies.set(ctx, read.native)
           body = read.chat
-        }
+        } else if (!this.o.host.hasBodyHooks) ctx.sentJson = { text, body }
       }
       // Only now: a client trickling its body stays under the server's idle timer as well as our deadline.
       transport.disableIdleTimeout?.()
       refuseUpstreamOverrides(body)
-      if (params.speechStream && body.stream_format === undefined && request.headers.get('accept')?.includes('text/event-stream')) body.stream_format = 'sse'
+      if (params.speechStream && body.stream_format === undefined && request.headers.get('accept')?.includes('text/event-stream')) body = { ...body, stream_format: 'sse' }
       ctx.body = body
       ctx.stream = operation === 'speech' || (body.stream === true && STREAMABLE.has(operation))
       const loading = this.o.catalog.ready()

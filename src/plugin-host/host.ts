@@ -92,6 +92,10 @@ export class PluginHost {
   get hasResponseHooks() {
     return this.hooks.onResponse.length > 0
   }
+  /** Whether a hook may edit a request's body in place (see RequestContext.sentJson). */
+  get hasBodyHooks() {
+    return this.hooks.onRequestBody.length > 0
+  }
 
   async load(specs: PluginSpec[]) {
     for (const spec of specs) {

@@ -1,6 +1,7 @@
 import { GatewayError } from './errors.ts'
 import type { RealtimeAdapter } from './types.ts'
 import { multipartBody, type MultipartValue } from './multipart.ts'
+import { jsonText } from './json-text.ts'
 import {
   API_VERSION,
   type AttemptContext,
@@ -275,7 +276,7 @@ export function openAICompatible(options: OpenAICompatibleOptions): Plugin {
         accept: upstreamBody.stream ? 'text/event-stream' : 'application/json',
         ...authHeaders(provider),
       }
-      return { url: baseURL + path, headers, body: JSON.stringify(upstreamBody) }
+      return { url: baseURL + path, headers, body: jsonText(upstreamBody, ctx.request.sentJson) }
     },
     parseError: (status, body) => parseOpenAIError(status, body, options.id),
   })
@@ -327,7 +328,8 @@ export function openAICompatible(options: OpenAICompatibleOptions): Plugin {
   })
 
   const askForStreamUsage = (body: Record<string, any>) => {
-    if (streamUsage && body.stream === true) body.stream_options = { ...body.stream_options, include_usage: true }
+    // A client that asked for usage already keeps its own object (and its body's text: see jsonText).
+    if (streamUsage && body.stream === true && body.stream_options?.include_usage !== true) body.stream_options = { ...body.stream_options, include_usage: true }
   }
 
   const adapter: ProviderAdapter = { id: options.id, defaultBaseURL: options.baseURL }

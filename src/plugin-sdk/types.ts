@@ -1,3 +1,4 @@
+import type { SentJson } from './json-text.ts'
 import type { TSchema } from '@sinclair/typebox'
 import type { Cluster, default as Redis } from 'ioredis'
 import type { LRUCache } from 'lru-cache'
@@ -212,6 +213,12 @@ export interface RequestContext {
    * (transcriptions, translations) the form fields, with the upload under `file` as an `AudioUpload`.
    */
   body: Record<string, any> | null
+  /**
+   * The JSON body as the client sent it and its parse, for adapters that pass it on with their changes spliced in
+   * (`jsonText`) rather than serialize `body` again. Null for uploads and translated front-door bodies, and whenever
+   * an `onRequestBody` hook is registered: that hook may edit `body` in place, and no other hook may.
+   */
+  readonly sentJson: SentJson | null
   /** Cross-plugin data; namespace your keys (`'acme.tenant'`). */
   shared: Record<string, unknown>
   /** Adds a header to the response, stream or not. */

@@ -67,6 +67,7 @@ class ResponseCtx implements RequestContext {
   readonly operation = 'realtime' as const
   readonly startedAt = performance.now()
   readonly shared: Record<string, unknown> = {}
+  readonly sentJson = null
   readonly principal
   readonly model
   readonly request

@@ -118,6 +118,20 @@ describe('chat completions', () => {
     expect(body.reasoning_effort).toBe('low')
     expect(body.some_future_field).toEqual([1, 2])
   })
+
+  test('the body goes on as the client wrote it: only the mapped model and the usage request change', async () => {
+    const raw = (text: string) => fetch(`${gw.baseURL}/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: text })
+    // A seed past 2^53 and a float with more digits than a double holds would come out of a parse rounded.
+    const text = '{ "seed": 12345678901234567890, "temperature": 0.70000000000000000001,\n  "model": "my-gpt4", "messages": [{"role": "user", "content": "caf\\u00e9"}] }'
+    expect((await raw(text)).status).toBe(200)
+    expect(fake.requests.at(-1)!.text).toBe(text.replace('"my-gpt4"', '"gpt-4o"'))
+    const streamed = text.replace('"seed"', '"stream": true, "seed"')
+    await (await raw(streamed)).text()
+    expect(fake.requests.at(-1)!.text).toBe(streamed.replace('"my-gpt4"', '"gpt-4o"').replace(/}$/, ',"stream_options":{"include_usage":true}}'))
+    // A second "model" (a nested key) leaves no single place to change: the body is serialized again, correctly.
+    expect((await raw('{"model":"my-gpt4","metadata":{"model":"mine"},"messages":[{"role":"user","content":"hi"}]}')).status).toBe(200)
+    expect(fake.requests.at(-1)!.text).toBe('{"model":"gpt-4o","metadata":{"model":"mine"},"messages":[{"role":"user","content":"hi"}]}')
+  })
 })
 
 describe('embeddings', () => {

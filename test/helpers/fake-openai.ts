@@ -44,6 +44,8 @@ export interface RecordedRequest {
   headers: Record<string, string>
   /** Parsed JSON body; the raw text when it is not JSON; `null` when empty. */
   body: any
+  /** The body exactly as it arrived. */
+  text: string
 }
 
 export interface FakeOpenAI {
@@ -177,7 +179,7 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
           bodyIsJson = true
         } catch {}
       }
-      requests.push({ method: req.method, path: url.pathname + url.search, headers, body })
+      requests.push({ method: req.method, path: url.pathname + url.search, headers, body, text })
 
       const given = /^Bearer\s+(.*)$/i.exec(headers.authorization ?? '')?.[1] ?? ''
       if (!apiKeys.includes(given)) {

@@ -120,6 +120,23 @@ describe('hooks through the gateway', () => {
     expect(fake.requests.length).toBe(before)
   })
 
+  test('an onRequestBody hook edits the body in place, and the provider gets the edit', async () => {
+    const redact = definePlugin({
+      name: 'redact',
+      version: '1',
+      apiVersion: 1,
+      setup: () => ({
+        onRequestBody(ctx) {
+          ctx.body!.messages[0].content = ctx.body!.messages[0].content.replace(/\S+@\S+/g, '[email]')
+        },
+      }),
+    })
+    const { call } = await gatewayWith([{ use: redact }])
+    expect((await call('mail me at ada@example.com')).status).toBe(200)
+    expect(fake.requests.at(-1)!.body.messages[0].content).toBe('mail me at [email]')
+    expect(fake.requests.at(-1)!.text).not.toContain('ada@example.com')
+  })
+
   test('failure modes: open logs and continues, closed refuses with 503; slow hooks time out', async () => {
     const broken = (name: string) => definePlugin({ name, version: '1', apiVersion: 1, setup: () => ({ onAccess: () => { throw new Error('bug') } }) })
     const slow = definePlugin({ name: 'slow', version: '1', apiVersion: 1, setup: () => ({ onAccess: () => Bun.sleep(5_000) }) })
