@@ -60,7 +60,7 @@ if [ -z "$FLOOR" ]; then
 fi
 BODY='{"model":"m","messages":[{"role":"user","content":"Hello there, how are you?"}],"max_tokens":16}'
 # BODY_KB=<n>: a conversation of about n KB instead, as agents and retrieval send (each request parsed and sent on whole).
-[ -n "$BODY_KB" ] && BODY=$(bun -e "const m = []; while (JSON.stringify(m).length < $BODY_KB * 1024) m.push({ role: m.length % 2 ? 'assistant' : 'user', content: 'The quick brown fox jumps over the lazy dog. '.repeat(20) + m.length }); console.log(JSON.stringify({ model: 'm', messages: m, max_tokens: 16 }))")
+[ -n "$BODY_KB" ] && BODY=$(bun -e "import { conversation } from './bench/scenarios/large-body.ts'; console.log(conversation('m', $BODY_KB))")
 cat > $DIR/post.lua <<LUA
 wrk.method = "POST"
 wrk.body = '$BODY'

@@ -11,6 +11,7 @@ import type { StreamsResult } from './scenarios/streams.ts'
 import type { Spread } from './stats.ts'
 import { summarizeThroughput, type ThroughputResult } from './scenarios/throughput.ts'
 import type { FrontDoorResult } from './scenarios/front-doors.ts'
+import type { LargeBodyResult } from './scenarios/large-body.ts'
 import type { MachineFacts } from './sys.ts'
 
 export interface ArmInfo {
@@ -45,6 +46,8 @@ export interface BenchResults {
   throughput: ThroughputResult | null
   /** The Responses and Messages protocols against chat on conduit-w1 (no target: a cost to watch). */
   frontDoors?: FrontDoorResult | null
+  /** A 64 KB conversation at c=64 (no target: a cost to watch). */
+  largeBody?: LargeBodyResult | null
   sse: SseResult | null
   streams: StreamsResult | null
   memory: MemoryResult | null
@@ -239,6 +242,20 @@ export function renderMarkdown(r: BenchResults): string {
     out.push(table(['c', 'arm', 'req/s', 'vs floor', 'vs direct', 'p50 ms', 'p99 ms', 'non-2xx', 'socket errors', 'CPU µs/req', 'CPU vs floor', 'cores', 'mock µs/req', 'peak RSS MB', 'TIME_WAIT after (Δ)', 'other cores'], rows), '')
     const rigBound = summary.filter((c) => c.arm !== 'direct' && directAt(c.connections) !== undefined && c.rps * 2 > directAt(c.connections)!)
     if (rigBound.length) out.push(`Rig check: direct is less than 2× the arm in ${rigBound.map((c) => `${c.arm}@c=${c.connections}`).join(', ')} — those cells may be bound by the mock or wrk, not by the arm.`, '')
+  }
+
+  if (r.largeBody) {
+    const b = r.largeBody
+    out.push(`## large-body — a ${f(b.bodyBytes / 1024, 0)} KB conversation, \`wrk -t1 -c${b.ladder[0]} -d${b.durationSec}s\`, ${b.rounds} interleaved rounds`, '')
+    out.push('What a long prompt costs: the gateway parses and checks the body and sends it on; the floor passes text along. Ratios as in throughput.', '')
+    const pct = (s: Spread | null) => (s ? `${(s.median * 100).toFixed(0)}%` : '–')
+    out.push(
+      table(
+        ['arm', 'req/s', 'vs floor', 'vs direct', 'CPU µs/req', 'CPU vs floor', 'p50 ms', 'p99 ms', 'non-2xx'],
+        summarizeThroughput(b).map((a) => [a.arm, f(a.rps, 0), pct(a.vsFloor), pct(a.vsDirect), f(a.cpuUsPerReq, 1), a.cpuVsFloor ? `${a.cpuVsFloor.median.toFixed(2)}×` : '–', f(a.p50), f(a.p99), a.non2xx]),
+      ),
+      '',
+    )
   }
 
   if (r.frontDoors) {

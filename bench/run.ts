@@ -24,9 +24,10 @@ import { runSse } from './scenarios/sse.ts'
 import { runStreams } from './scenarios/streams.ts'
 import { runThroughput } from './scenarios/throughput.ts'
 import { runFrontDoors } from './scenarios/front-doors.ts'
+import { runLargeBody } from './scenarios/large-body.ts'
 import { benchDir, childrenOf, foreignCpuMeter, machineFacts, processTree, proportionalBytes, repoRoot, rssBytes } from './sys.ts'
 
-const SCENARIOS = ['latency-c1', 'throughput', 'front-doors', 'sse', 'streams-1000', 'memory', 'audio', 'realtime', 'soak'] as const
+const SCENARIOS = ['latency-c1', 'throughput', 'large-body', 'front-doors', 'sse', 'streams-1000', 'memory', 'audio', 'realtime', 'soak'] as const
 type Scenario = (typeof SCENARIOS)[number]
 
 const USAGE = `Usage: bun run bench [options]
@@ -278,6 +279,12 @@ try {
     runThroughput(usable, { ladder: ints('ladder'), rounds: int('throughput-rounds'), durationSec: int('duration'), warmupSec: 1, timing: timings.json, workDir, mockPid: mock.process.pid }, progress),
   )
   const plain = usable.find((a) => a.name === 'conduit-w1')
+  const largeArms = usable.filter((a) => a.kind === 'direct' || a.kind === 'floor' || a === plain)
+  const largeBody = plain
+    ? await scenario('large-body', () =>
+        runLargeBody(largeArms, { kilobytes: 64, connections: 64, rounds: 2, durationSec: int('duration'), timing: timings.json, workDir, mockPid: mock.process.pid }, progress),
+      )
+    : null
   const frontDoors = plain
     ? await scenario('front-doors', () => runFrontDoors(plain, { connections: 64, durationSec: int('duration'), timing: timings.json, workDir, mockPid: mock.process.pid }, progress))
     : null
@@ -348,6 +355,7 @@ try {
     foreignCores,
     latency,
     throughput,
+    largeBody,
     frontDoors,
     sse,
     streams,
