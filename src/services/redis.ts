@@ -79,6 +79,14 @@ export function connectRedis(address: RedisAddress, commandTimeoutMs: number, lo
         () => {},
       )
     })
+  } else {
+    // A Cluster client finds no slots on a plain Redis, ever: say why, once, rather than only report an outage.
+    const misnamed = (err: Error & { lastNodeError?: Error }) => {
+      if (!err.lastNodeError?.message.includes('cluster support disabled')) return
+      redis.off('error', misnamed)
+      log.error({}, 'REDIS_CLUSTER=true, but REDIS_URL is a Redis without cluster support: unset REDIS_CLUSTER, or limits run on this instance alone')
+    }
+    redis.on('error', misnamed)
   }
   return redis
 }

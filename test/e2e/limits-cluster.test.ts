@@ -117,6 +117,18 @@ describe('limits on a Redis Cluster', () => {
     expect(plain.lines.filter((line) => line.includes('REDIS_CLUSTER'))).toEqual([])
   }, 30_000)
 
+  test('a gateway told REDIS_CLUSTER=true of a Redis that is not a Cluster says so in its log, once', async () => {
+    const logs = { level: 'info', lines: [] as string[] }
+    const gw = await startGateway({ redisURL: process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379', redisCluster: true }, logs)
+    try {
+      await until('the log line', async () => logs.lines.some((line) => line.includes('unset REDIS_CLUSTER')), 5_000)
+      await Bun.sleep(1_500) // the client keeps trying meanwhile
+      expect(logs.lines.filter((line) => line.includes('unset REDIS_CLUSTER')).length).toBe(1)
+    } finally {
+      await gw.close()
+    }
+  }, 30_000)
+
   test('a limit of 100 a day, 400 attempts from 40 clients over two instances: exactly 100 admitted; per user exactly 3', async () => {
     const { key } = await instances[0]!.admin('POST', '/keys', { name: 'cluster-rpd', rpd: 100 })
     const statuses = await fire(400, 40, (i) => chat(i, key))
