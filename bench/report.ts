@@ -198,6 +198,13 @@ export function renderMarkdown(r: BenchResults): string {
       `wall time ${(r.wallSec / 60).toFixed(1)} min · all processes share the same cores, 127.0.0.1 only`,
     '',
   )
+  if (m.wake) {
+    out.push(
+      `Work after an idle thread wakes: a fixed piece of work took ${f(m.wake.warmUs, 1)} µs back to back and ${f(m.wake.afterIdleUs, 1)} µs after 20 ms asleep ` +
+        `(${f(m.wake.afterIdleUs / m.wake.warmUs, 1)}×, this host's own): c=1 latencies and the first token of a paced stream meet every arm after such a sleep, so their added times carry it.`,
+      '',
+    )
+  }
 
   const busy = Object.entries(r.foreignCores).filter(([, cores]) => cores > NOISY_CORES)
   if (busy.length) out.push(`⚠️ Other processes used CPU during ${busy.map(([s, c]) => `${s} (${c.toFixed(2)} cores)`).join(', ')}: those figures are noisy; rerun on a quiet box.`, '')

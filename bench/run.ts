@@ -25,7 +25,7 @@ import { runStreams } from './scenarios/streams.ts'
 import { runThroughput } from './scenarios/throughput.ts'
 import { runFrontDoors } from './scenarios/front-doors.ts'
 import { runLargeBody } from './scenarios/large-body.ts'
-import { benchDir, childrenOf, foreignCpuMeter, machineFacts, processTree, proportionalBytes, repoRoot, rssBytes } from './sys.ts'
+import { benchDir, childrenOf, foreignCpuMeter, machineFacts, processTree, proportionalBytes, repoRoot, rssBytes, wakePenalty } from './sys.ts'
 
 const SCENARIOS = ['latency-c1', 'throughput', 'large-body', 'front-doors', 'sse', 'streams-1000', 'memory', 'audio', 'realtime', 'soak'] as const
 type Scenario = (typeof SCENARIOS)[number]
@@ -172,7 +172,7 @@ async function scenario<T>(name: Scenario, run: () => Promise<T>): Promise<T | n
 
 try {
   progress(`scenarios: ${[...selected].join(', ')}; work dir ${workDir}`)
-  const machine = machineFacts(repoRoot)
+  const machine = { ...machineFacts(repoRoot), wake: await wakePenalty() }
   const mock = await startMock()
   mockDiagnostics = mock.process.diagnostics
   commands.set('direct', 'bun bench/mock-upstream.ts')

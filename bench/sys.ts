@@ -199,6 +199,8 @@ export interface MachineFacts {
   openFilesLimit: string
   tcpTwReuse: string
   ephemeralPorts: string
+  /** See wakePenalty: the same work back to back and after 20 ms asleep, µs. */
+  wake?: { warmUs: number; afterIdleUs: number }
 }
 
 export function machineFacts(root: string): MachineFacts {
@@ -219,6 +221,33 @@ export function machineFacts(root: string): MachineFacts {
     tcpTwReuse: readOr('/proc/sys/net/ipv4/tcp_tw_reuse'),
     ephemeralPorts: readOr('/proc/sys/net/ipv4/ip_local_port_range').replace(/\s+/, '–'),
   }
+}
+
+/**
+ * How much slower the same small piece of work runs right after the thread slept (`idleMs`) than back to back, in
+ * this process: on a virtual machine an idle core may be given away and its caches refilled by someone else. A c=1
+ * request, and the first token of a stream whose chunks come milliseconds apart, meet the gateway after such a
+ * sleep: their added latencies carry this factor, which differs from host to host (4× on one, seen by this probe).
+ */
+export async function wakePenalty(idleMs = 20, samples = 100): Promise<{ warmUs: number; afterIdleUs: number }> {
+  const text = JSON.stringify({ model: 'x', messages: Array.from({ length: 10 }, (_, i) => ({ role: 'user', content: `hello ${i}` })) })
+  const work = () => {
+    let n = 0
+    for (let i = 0; i < 20; i++) n += JSON.parse(text).messages.length
+    return n
+  }
+  for (let i = 0; i < 2_000; i++) work()
+  const timed = async (pause: () => Promise<unknown>) => {
+    const us: number[] = []
+    for (let i = 0; i < samples; i++) {
+      await pause()
+      const started = performance.now()
+      work()
+      us.push((performance.now() - started) * 1000)
+    }
+    return us.sort((a, b) => a - b)[samples >> 1]!
+  }
+  return { warmUs: await timed(async () => {}), afterIdleUs: await timed(() => Bun.sleep(idleMs)) }
 }
 
 export const benchDir = import.meta.dir
