@@ -19,7 +19,7 @@ export interface SentJson {
   body: Record<string, unknown>
 }
 
-/** An escape of a character from '@' to DEL: letters, digits after '9' and `_` among them (see above). */
+/** A `\u00XX` escape of what a key is written with: a digit, or a character from '@' to DEL (letters, `_`). */
 const LETTER_ESCAPE = /\\u00[4-7][0-9a-fA-F]|\\u003[0-9]/
 
 export function jsonText(upstream: Record<string, unknown>, sent: SentJson | null): string {
@@ -40,14 +40,14 @@ function spliced(upstream: Record<string, unknown>, { text, body }: SentJson): s
       ;(replaced ??= []).push({ key, value })
     }
   }
-  for (const key in body) if (!Object.hasOwn(upstream, key) || (upstream[key] === undefined && body[key] !== undefined)) return null
+  for (const key in body) if (!Object.hasOwn(upstream, key)) return null
   if (!replaced && !added) return text
   const end = text.lastIndexOf('}')
   if (end === -1) return null
   if (replaced && text.includes('\\u') && LETTER_ESCAPE.test(text)) return null
   const cuts: { from: number; to: number; value: string }[] = []
   for (const { key, value } of replaced ?? []) {
-    const at = valueOf(text, key, body[key] as string)
+    const at = stringValueSpan(text, key, body[key] as string)
     if (!at) return null
     cuts.push({ ...at, value: JSON.stringify(value) })
   }
@@ -64,7 +64,7 @@ function spliced(upstream: Record<string, unknown>, { text, body }: SentJson): s
 }
 
 /** Where the string value of the key written `"key"` once in `text` is, if that value is `expected`. */
-function valueOf(text: string, key: string, expected: string): { from: number; to: number } | null {
+function stringValueSpan(text: string, key: string, expected: string): { from: number; to: number } | null {
   const literal = JSON.stringify(key)
   const at = text.indexOf(literal)
   if (at === -1 || text.indexOf(literal, at + literal.length) !== -1) return null
