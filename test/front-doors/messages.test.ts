@@ -293,6 +293,17 @@ describe('native to Anthropic', () => {
     expect(response.headers.get('x-conduit-cost-usd')).toBe((cost / 1e6).toFixed(6))
   })
 
+  test('the body goes to Anthropic as the client wrote it, but for the model; a rebuilt one where a hook may edit it', async () => {
+    const text = '{"max_tokens": 64,\n "metadata": {"user_id": "u-1"}, "model": "sonnet", "messages": [{"role": "user", "content": "caf\\u00e9 12345678901234567890"}]}'
+    const res = await fetch(`${gw.origin}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' }, body: text })
+    expect(res.status).toBe(200)
+    expect(anthropic.requests.at(-1)!.text).toBe(text.replace('"sonnet"', '"claude-sonnet-4-5"'))
+    // Translated onto OpenAI, the chat body is the gateway's own.
+    const translated = await fetch(`${gw.origin}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' }, body: text.replace('"sonnet"', '"gpt"') })
+    expect(translated.status).toBe(200)
+    expect(openai.requests.at(-1)!.body).toMatchObject({ model: 'gpt-4o', max_tokens: 64, messages: [{ role: 'user', content: 'café 12345678901234567890' }] })
+  })
+
   test('stream: relayed event for event with the model renamed; tool use round trip', async () => {
     const final = await client.messages.stream({ model: 'sonnet', max_tokens: 100, messages: [{ role: 'user', content: 'Hello' }] }).finalMessage()
     expect(final.content).toEqual([{ type: 'text', text: ANTHROPIC_REPLY } as any])

@@ -43,6 +43,8 @@ export interface RecordedRequest {
   path: string
   headers: Record<string, string>
   body: any
+  /** The body exactly as it arrived. */
+  text: string
 }
 
 export interface UsageEntry {
@@ -99,7 +101,7 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions = {}): Pr
       try {
         body = text ? JSON.parse(text) : null
       } catch {}
-      requests.push({ method: req.method, path, headers: Object.fromEntries(req.headers), body })
+      requests.push({ method: req.method, path, headers: Object.fromEntries(req.headers), body, text })
 
       const counting = path === '/v1/messages/count_tokens'
       if (req.method !== 'POST' || (path !== '/v1/messages' && !counting)) return errorResponse(404, 'not_found_error', 'Not Found')

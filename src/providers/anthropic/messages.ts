@@ -1,4 +1,4 @@
-import type { AttemptContext, UpstreamRequest } from '../../plugin-sdk/index.ts'
+import { jsonText, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
 import { DEFAULT_BASE_URL } from './request.ts'
 import { ANTHROPIC_VERSION } from './types.ts'
 
@@ -27,5 +27,5 @@ export function buildMessagesRequest(body: Record<string, any>, ctx: AttemptCont
   if (body.stream === true) headers.accept = 'text/event-stream'
   const betas = allowedBetas(ctx.request.request.headers.get('anthropic-beta'))
   if (betas) headers['anthropic-beta'] = betas
-  return { url: `${baseURL}/messages`, headers, body: JSON.stringify({ ...body, model }) }
+  return { url: `${baseURL}/messages`, headers, body: jsonText({ ...body, model }, ctx.request.sentJson) }
 }
