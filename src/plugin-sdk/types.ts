@@ -1,8 +1,8 @@
-import type { SentJson } from './json-text.ts'
 import type { TSchema } from '@sinclair/typebox'
 import type { Cluster, default as Redis } from 'ioredis'
 import type { LRUCache } from 'lru-cache'
 import type { GatewayError } from './errors.ts'
+import type { SentJson } from './json-text.ts'
 
 export type MaybePromise<T> = T | Promise<T>
 
