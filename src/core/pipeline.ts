@@ -218,15 +218,14 @@ export class Pipeline {
         const text = await readBodyText(request, this.o.maxBodyBytes, this.o.bodyTimeoutMs)
         body = parseJsonBody(text, emptyBody) as Record<string, any>
         validateRequest(operation!, body) // a front door's own fields are its read's to check: here, only that it is an object
-        const sent = this.o.host.hasBodyHooks ? null : { text, body }
+        // Adapters splice what they change into the client's text (jsonText), at a front door for a native target.
+        if (!this.o.host.hasBodyHooks) ctx.sentJson = { text, body }
         if (door) {
-          // Plugins and translated attempts see chat; a native target gets the client's own body, as written when
-          // the door passes it on unchanged (Messages; Responses folds in what the gateway keeps).
+          // Plugins and translated attempts see chat; a native target gets the client's own body.
           const read = await door.read(ctx, body)
           this.nativeBodies.set(ctx, read.native)
-          if (read.native === body) ctx.sentJson = sent
           body = read.chat
-        } else ctx.sentJson = sent
+        }
       }
       // Only now: a client trickling its body stays under the server's idle timer as well as our deadline.
       transport.disableIdleTimeout?.()

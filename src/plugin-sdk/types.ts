@@ -215,8 +215,8 @@ export interface RequestContext {
   body: Record<string, any> | null
   /**
    * The JSON body as the client sent it and its parse, for adapters that pass it on with their changes spliced in
-   * (`jsonText`) rather than serialize it again. At a front door whose protocol a target speaks (Messages), the parse
-   * is what that target gets, and `body` its translation. Null for uploads and for bodies the gateway rebuilt, and
+   * (`jsonText`, which serializes instead whatever it cannot splice exactly) rather than serialize it again. At a
+   * front door (Responses, Messages) the client's own, of which `body` is the chat translation. Null for uploads, and
    * whenever an `onRequestBody` hook is registered: that hook may edit `body` in place, and no other hook may.
    */
   readonly sentJson: SentJson | null

@@ -327,6 +327,19 @@ describe('stored responses', () => {
     expect(kept.usage).toEqual(streamed.usage)
   })
 
+  test('relayed natively, the body goes on as the client wrote it, but for the model; folded in, it is rebuilt', async () => {
+    const text = '{"input": [{"role": "user", "content": "caf\\u00e9"}],\n "seed": 12345678901234567890, "model": "gpt", "store": false}'
+    const res = await fetch(`${gw.baseURL}/responses`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: text })
+    expect(res.status).toBe(200)
+    expect(openai.requests.at(-1)!.text).toBe(text.replace('"gpt"', '"gpt-4o"'))
+    const first = await client.responses.create({ model: 'gpt', input: 'My name is Ada.' })
+    const second = JSON.stringify({ model: 'gpt', previous_response_id: first.id, input: 'And yours?' })
+    expect((await fetch(`${gw.baseURL}/responses`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: second })).status).toBe(200)
+    const native = openai.requests.at(-1)!
+    expect(native.body.previous_response_id).toBeUndefined()
+    expect(native.body.input).toHaveLength(3)
+  })
+
   test('a conversation moves between providers: Anthropic, then OpenAI natively, then Gemini', async () => {
     const first = await client.responses.create({ model: 'claude', input: 'My name is Ada.' })
     const second = await client.responses.create({ model: 'gpt', previous_response_id: first.id, input: 'What is my name?' })

@@ -120,6 +120,8 @@ export class ResponsesDoor implements FrontDoor {
    * answers gets the item itself (without its id, which that provider never made).
    */
   private async resolveReferences(input: unknown[], keyId: string): Promise<unknown[]> {
+    // Without references the client's own array goes on (and its text with it: see RequestContext.sentJson).
+    if (!input.some((item: any) => item?.type === 'item_reference')) return input
     return await Promise.all(
       input.map(async (item: any, i) => {
         if (item?.type !== 'item_reference') return item

@@ -1,4 +1,4 @@
-import { parseOpenAIError, type EndpointAdapter } from '../../plugin-sdk/index.ts'
+import { jsonText, parseOpenAIError, type EndpointAdapter } from '../../plugin-sdk/index.ts'
 
 const DEFAULT_BASE_URL = 'https://api.openai.com/v1'
 
@@ -19,7 +19,7 @@ export const openAIResponses: EndpointAdapter = {
         accept: body.stream === true ? 'text/event-stream' : 'application/json',
         ...(provider.apiKey ? { authorization: `Bearer ${provider.apiKey}` } : {}),
       },
-      body: JSON.stringify({ ...body, model }),
+      body: jsonText({ ...body, model }, ctx.request.sentJson),
     }
   },
   parseError: (status, body) => parseOpenAIError(status, body, 'openai'),
