@@ -1,6 +1,7 @@
 import { tracingChannel } from 'node:diagnostics_channel'
 import Redis, { Cluster, type ClusterNode, type RedisOptions } from 'ioredis'
 import type { Logger, RedisClient, StoreChange } from '../plugin-sdk/types.ts'
+import { clusterOptions } from '../plugin-sdk/redis.ts'
 import type { ChangeBus } from '../store/store.ts'
 
 /**
@@ -31,22 +32,18 @@ export interface RedisAddress {
 
 /**
  * A client for `address` with `options`. A Cluster is found from its seed nodes (the first URL's credentials and
- * TLS apply to every node), and each node's connection gets `options` but for the queue and retry settings, which a
- * Cluster client keeps for itself.
+ * TLS apply to every node), its options split between the Cluster client and each node's connection (clusterOptions).
  */
 function client(address: RedisAddress, options: RedisOptions): RedisClient {
   if (!address.cluster) return new Redis(address.url, options)
   const seeds = address.url.split(',').map((url) => new URL(url.trim()))
   const first = seeds[0]!
   const nodes: ClusterNode[] = seeds.map((url) => ({ host: url.hostname, port: Number(url.port || 6379) }))
-  const { enableOfflineQueue, retryStrategy, enableAutoPipelining, lazyConnect, ...perNode } = options
+  const { redisOptions, ...own } = clusterOptions(options)
   return new Cluster(nodes, {
-    enableOfflineQueue,
-    enableAutoPipelining,
-    lazyConnect,
-    clusterRetryStrategy: retryStrategy,
+    ...own,
     redisOptions: {
-      ...perNode,
+      ...redisOptions,
       username: decodeURIComponent(first.username) || undefined,
       password: decodeURIComponent(first.password) || undefined,
       tls: first.protocol === 'rediss:' ? {} : undefined,

@@ -1,5 +1,4 @@
-import type { Cluster, default as Redis } from 'ioredis'
-import { badRequest, within, type FinishedRequest, type Logger, type PluginApi, type RedisClient, type RequestContext, type StoreView } from '../../plugin-sdk/index.ts'
+import { badRequest, connectionLike, within, type FinishedRequest, type Logger, type PluginApi, type RedisClient, type RequestContext, type StoreView } from '../../plugin-sdk/index.ts'
 import { taken, type BudgetClaim, type Outcome, type Scope, type ScopeClaim, type Settlement, type Status } from './claims.ts'
 import { MAX_USER_LENGTH } from '../../store/ledger.ts'
 import { LocalState } from './local.ts'
@@ -13,17 +12,6 @@ const RETRY_SHARED_MS = 1_000
 export const LEASE_TTL_MS = 30_000
 /** Commands Redis never answers are dropped by ioredis after this; each request gave up long before. */
 const BACKSTOP_TIMEOUT_MS = 5_000
-
-/** The command timeout of the gateway's connection (a Cluster's is its nodes'). */
-export const commandTimeoutOf = (redis: RedisClient): number | undefined =>
-  redis.isCluster ? (redis as Cluster).options.redisOptions?.commandTimeout : (redis as Redis).options.commandTimeout
-
-/** A connection of governance's own, with `commandTimeout` and without auto-pipelining. */
-function duplicate(redis: RedisClient, commandTimeout: number): RedisClient {
-  if (!redis.isCluster) return (redis as Redis).duplicate({ commandTimeout, enableAutoPipelining: false })
-  const cluster = redis as Cluster
-  return cluster.duplicate([], { enableAutoPipelining: false, redisOptions: { ...cluster.options.redisOptions, commandTimeout } })
-}
 
 /** Why a part fell back to this instance: Redis errored, did not answer in time, or failed within the last second. */
 export type FailOpenReason = 'error' | 'timeout' | 'bypass'
@@ -113,7 +101,7 @@ export class Governance {
     if (redis) {
       // No command timeout of ioredis's own (ours does not count the event loop's delays), and no
       // auto-pipelining (SharedState batches, and one slow batch must not hold the next one back).
-      this.connection = duplicate(redis, BACKSTOP_TIMEOUT_MS)
+      this.connection = connectionLike(redis, { commandTimeout: BACKSTOP_TIMEOUT_MS, enableAutoPipelining: false })
       this.connection.on('error', () => {}) // outages are reported once by the gateway's connection
       this.shared = new SharedState(this.connection, LEASE_TTL_MS)
     }

@@ -116,12 +116,14 @@ local function state(i)
     if o.e > now or id == inst then
       s.n = s.n + o.n
       s.r = s.r + o.r
-    elseif o.n ~= 0 or o.r ~= 0 or (o.e > 0 and o.e < now - HOUR) then
-      o.n, o.r = 0, 0
-      if o.e > 0 and o.e < now - HOUR then
-        o.e, o.q = 0, 0
+    else
+      -- An instance gone for an hour is forgotten, its batch number too.
+      local forgotten = o.e > 0 and o.e < now - HOUR
+      if o.n ~= 0 or o.r ~= 0 or forgotten then
+        o.n, o.r = 0, 0
+        if forgotten then o.e, o.q = 0, 0 end
+        s.dirty = true
       end
-      s.dirty = true
     end
   end
   states[i] = s

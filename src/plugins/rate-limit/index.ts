@@ -1,7 +1,6 @@
-import { GatewayError, definePlugin, estimatePromptTokens, t, type RateLimits, type RequestContext } from '../../plugin-sdk/index.ts'
+import { GatewayError, commandTimeoutOf, definePlugin, estimatePromptTokens, t, type RateLimits, type RequestContext } from '../../plugin-sdk/index.ts'
 import {
   LEASE_TTL_MS,
-  commandTimeoutOf,
   endUser,
   governance,
   keyScope,
