@@ -21,8 +21,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
  *                   so a settlement counts once
  *
  * As a hash of a dozen fields (HGETALL, tonumber each, HSET of what changed, PEXPIRE) a call of one admission took
- * 235k instructions in Redis; as one string, 153k (bench/redis-script-cost.ts). A state still kept as a hash (the
- * layout before) is read once with HGETALL and written back as a string.
+ * 235k instructions in Redis; as one string, 153k; with no function defined per call and the reply returned as
+ * packed, 138k (bench/redis-script-cost.ts). A state still kept as a hash (the layout before) is read once with
+ * HGETALL and written back as a string.
  *
  * KEYS: the scope states. ARGV: the arguments packed (see encodeCall): instance, lease ms, batch number, then the
  *   settlements count, (key index, holds, reserved, period, spent, absolute n or -1, absolute r, adjustment count,
@@ -62,57 +63,47 @@ local HOUR = 3600000
 -- A scope's state: x, the four TATs, bs, the instance count, bp; then each instance's id, n, r, e and q.
 local HEAD, EACH = '<ddddddds', '<sdddd'
 
--- A scope's state for this call, with this instance's record in it. Every field is in the constructor: Lua 5.1
--- sizes a table's hash part only there, and grows it by rehashing, field by field.
-local function newState(x, tat, bs, bp, I, dirty)
-  local me = I[inst]
-  if not me then
-    me = { n = 0, r = 0, e = 0, q = 0 }
-    I[inst] = me
-  end
-  return { x = x, tat = tat, bs = bs, bp = bp, I = I, me = me, n = 0, r = 0, need = 0, dirty = dirty, fresh = me.q < seq, settled = false }
-end
-
--- The state as a hash kept it before: fields rpm..ipm, bs, bp, x, and n.<i> r.<i> e.<i> q.<i> per instance. Its
--- x is left out, so the string gets an expiry of its own when it is written.
-local function fromHash(key)
-  local h = redis.call('HGETALL', key)
-  local tat, bs, bp, I = { rpm = 0, rpd = 0, tpm = 0, ipm = 0 }, 0, '', {}
-  for j = 1, #h, 2 do
-    local k, v = h[j], h[j + 1]
-    if k == 'bp' then bp = v elseif k == 'bs' then bs = tonumber(v)
-    elseif tat[k] then tat[k] = tonumber(v)
-    elseif string.byte(k, 2) == 46 then
-      local id = string.sub(k, 3)
-      local o = I[id] or { n = 0, r = 0, e = 0, q = 0 }
-      o[string.sub(k, 1, 1)] = tonumber(v)
-      I[id] = o
-    end
-  end
-  return newState(0, tat, bs, bp, I, true)
-end
-
-local function state(i)
-  local s = states[i]
-  if s then return s end
+-- Each scope's state for this call, loaded before anything else: every key of KEYS is named by a settlement or an
+-- admission. In a loop rather than a function, as each function defined here is a closure made again at every call.
+-- The TATs are fields of the state itself (s.rpm ...), a table fewer per scope. Every field is in the constructor:
+-- Lua 5.1 sizes a table's hash part only there, and grows it by rehashing, field by field.
+for i = 1, #KEYS do
   local raw = redis.pcall('GET', KEYS[i])
+  local x, rpm, rpd, tpm, ipm, bs, bp, I, dirty = 0, 0, 0, 0, 0, 0, '', {}, false
   if type(raw) == 'string' then
     -- Unpacked into locals, an instance at a time: a table for the values would cost more than the calls.
-    local x, rpm, rpd, tpm, ipm, bs, count, bp, at = unpackStruct(HEAD, raw)
-    local I = {}
+    local count, at
+    x, rpm, rpd, tpm, ipm, bs, count, bp, at = unpackStruct(HEAD, raw)
     for _ = 1, count do
       local id, n, r, e, q
       id, n, r, e, q, at = unpackStruct(EACH, raw, at)
       I[id] = { n = n, r = r, e = e, q = q }
     end
-    s = newState(x, { rpm = rpm, rpd = rpd, tpm = tpm, ipm = ipm }, bs, bp, I, false)
   elseif raw then
-    -- WRONGTYPE: the hash of the layout before.
-    s = fromHash(KEYS[i])
-  else
-    s = newState(0, { rpm = 0, rpd = 0, tpm = 0, ipm = 0 }, 0, '', {}, false)
+    -- WRONGTYPE: the layout before, a hash with fields rpm..ipm, bs, bp, x, and n.<i> r.<i> e.<i> q.<i> per instance.
+    -- Its x is left out, so the string gets an expiry of its own when it is written.
+    local h = redis.call('HGETALL', KEYS[i])
+    local tat = { rpm = 0, rpd = 0, tpm = 0, ipm = 0 }
+    for j = 1, #h, 2 do
+      local k, v = h[j], h[j + 1]
+      if k == 'bp' then bp = v elseif k == 'bs' then bs = tonumber(v)
+      elseif tat[k] then tat[k] = tonumber(v)
+      elseif string.byte(k, 2) == 46 then
+        local id = string.sub(k, 3)
+        local o = I[id] or { n = 0, r = 0, e = 0, q = 0 }
+        o[string.sub(k, 1, 1)] = tonumber(v)
+        I[id] = o
+      end
+    end
+    rpm, rpd, tpm, ipm, dirty = tat.rpm, tat.rpd, tat.tpm, tat.ipm, true
   end
-  for id, o in pairs(s.I) do
+  local me = I[inst]
+  if not me then
+    me = { n = 0, r = 0, e = 0, q = 0 }
+    I[inst] = me
+  end
+  local s = { x = x, rpm = rpm, rpd = rpd, tpm = tpm, ipm = ipm, bs = bs, bp = bp, I = I, me = me, n = 0, r = 0, need = 0, dirty = dirty, fresh = me.q < seq, settled = false }
+  for id, o in pairs(I) do
     if o.e > now or id == inst then
       s.n = s.n + o.n
       s.r = s.r + o.r
@@ -127,28 +118,22 @@ local function state(i)
     end
   end
   states[i] = s
-  return s
-end
-
-local function setTat(s, rule, tat)
-  s.tat[rule] = tat
-  s.dirty = true
 end
 
 local a = 4
 for _ = 1, A[a] do
-  local s = state(A[a + 1])
+  local s = states[A[a + 1]]
   local holds, reserved, period, spent = A[a + 2], A[a + 3], A[a + 4], A[a + 5]
   local absN, absR, adjustments = A[a + 6], A[a + 7], A[a + 8]
   a = a + 8
   if s.fresh then
     for _ = 1, adjustments do
       local rule, limit, per, units = A[a + 1], A[a + 2], A[a + 3], A[a + 4]
-      local tat = max(s.tat[rule], now) + per * units / limit
+      local tat = max(s[rule], now) + per * units / limit
       if tat <= now then
-        setTat(s, rule, 0)
+        s[rule] = 0
       else
-        setTat(s, rule, tat)
+        s[rule] = tat
         s.need = max(s.need, tat - now)
       end
       a = a + 4
@@ -182,13 +167,13 @@ for _ = 1, A[a] do
   local limited, unloaded, broke = false, false, false
   local nt, nk = 0, 0
   for _ = 1, count do
-    local s = state(A[a + 1])
+    local s = states[A[a + 1]]
     local rates = A[a + 2]
     a = a + 2
     for _ = 1, rates do
       local rule, limit, per, cost = A[a + 1], A[a + 2], A[a + 3], A[a + 4]
       a = a + 4
-      local debt = max(0, s.tat[rule] - now)
+      local debt = max(0, s[rule] - now)
       local horizon = debt + per * cost / limit
       if horizon > per then
         limited = true
@@ -241,7 +226,7 @@ for _ = 1, A[a] do
   if status == 1 then
     for j = 1, nt, 3 do
       local s, tat = tats[j], tats[j + 2]
-      setTat(s, tats[j + 1], tat)
+      s[tats[j + 1]], s.dirty = tat, true
       s.need = max(s.need, tat - now)
     end
   end
@@ -258,7 +243,7 @@ for _ = 1, A[a] do
   end
 end
 
-for i, s in pairs(states) do
+for i, s in ipairs(states) do
   local me = s.me
   if s.settled then me.q = seq end
   if me.n > 0 or me.r > 0 then
@@ -277,17 +262,18 @@ for i, s in pairs(states) do
         count = count + 1
       end
     end
-    local t = s.tat
     local x = s.x
     local extend = x == 0 or now + s.need > x
     if extend then
       local need = max(s.need, 60000)
       x = now + need + need / 10
     end
-    local value = packStruct(HEAD .. string.rep(EACH, count), x, t.rpm, t.rpd, t.tpm, t.ipm, s.bs, count, s.bp, unpack(each, 1, count * 5))
+    local value = packStruct(HEAD .. string.rep(EACH, count), x, s.rpm, s.rpd, s.tpm, s.ipm, s.bs, count, s.bp, unpack(each, 1, count * 5))
     if extend then redis.call('SET', KEYS[i], value, 'PX', ceil(x - now)) else redis.call('SET', KEYS[i], value, 'KEEPTTL') end
   end
 end
+-- Redis's Lua hashes every byte of each string it makes: a reply of one chunk is returned as packed, not joined too.
+if nr <= CHUNK then return packStruct('<' .. string.rep('d', nr), unpack(reply, 1, nr)) end
 local packed = {}
 for at = 1, nr, CHUNK do
   local k = math.min(CHUNK, nr - at + 1)
