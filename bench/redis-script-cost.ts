@@ -8,6 +8,10 @@
  *
  * Batches of 1 are c=1 (one admission a call); batches of 18 are what c=64 sends (about 18 admissions a call in the
  * bench). Needs valgrind and redis-server.
+ *
+ * REDIS_SERVER=<path> runs another redis-server. Debian's has no symbols, so callgrind sees only an address inside
+ * `lua_pcall`; one built from the same source (Debian's redis_7.0.15 orig tarball, `make`; about a minute here)
+ * names Lua's own functions: `callgrind_annotate` on the dump the last line names shows where a call's instructions go.
  */
 import Redis from 'ioredis'
 import { mkdtempSync, readFileSync, readdirSync } from 'node:fs'
@@ -21,7 +25,7 @@ const BATCHES = [1, 18]
 const checkouts = process.argv.length > 2 ? process.argv.slice(2).map((c) => path.resolve(c)) : [repoRoot]
 const dir = mkdtempSync(path.join(tmpdir(), 'conduit-script-cost-'))
 const port = 20_000 + Math.floor(Math.random() * 20_000)
-const server = Bun.spawn(['valgrind', '--tool=callgrind', `--callgrind-out-file=${dir}/cg.%p`, 'redis-server', '--port', String(port), '--save', '', '--appendonly', 'no'], {
+const server = Bun.spawn(['valgrind', '--tool=callgrind', `--callgrind-out-file=${dir}/cg.%p`, process.env.REDIS_SERVER ?? 'redis-server', '--port', String(port), '--save', '', '--appendonly', 'no'], {
   stdout: 'ignore',
   stderr: 'ignore',
 })
@@ -96,6 +100,7 @@ try {
     }
   }
   console.log(['| checkout | admissions a call | instructions a call | a request |', '|---|---|---|---|', ...rows].join('\n'))
+  console.log(`callgrind's dumps, one per checkout and batch in this order: ${dir}`)
 } finally {
   redis.disconnect()
   server.kill()
