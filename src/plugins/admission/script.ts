@@ -65,8 +65,9 @@ local HEAD, EACH = '<ddddddds', '<sdddd'
 
 -- Each scope's state for this call, loaded before anything else: every key of KEYS is named by a settlement or an
 -- admission. In a loop rather than a function, as each function defined here is a closure made again at every call.
--- The TATs are fields of the state itself (s.rpm ...), a table fewer per scope. Every field is in the constructor:
--- Lua 5.1 sizes a table's hash part only there, and grows it by rehashing, field by field.
+-- The TATs are fields of the state itself (s.rpm ...; no rule is named like another field), a table fewer per scope.
+-- Every field is in the constructor: Lua 5.1 sizes a table's hash part only there, and grows it by rehashing, field
+-- by field.
 for i = 1, #KEYS do
   local raw = redis.pcall('GET', KEYS[i])
   local x, rpm, rpd, tpm, ipm, bs, bp, I, dirty = 0, 0, 0, 0, 0, 0, '', {}, false
