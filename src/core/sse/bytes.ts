@@ -79,10 +79,13 @@ export class ByteWriter {
   private source: Uint8Array | null = null
   private sourceBuffer = Buffer.alloc(0)
 
-  /** Makes room for `more` bytes. */
+  /**
+   * Makes room for `more` bytes: exactly that much on an empty buffer (the relay reserves a whole read's worth
+   * first), doubling after. A 4 KiB minimum here made a 4 KiB buffer for each read of a ~200-byte event.
+   */
   reserve(more: number) {
     if (this.length + more <= this.buf.length) return
-    const grown = Buffer.allocUnsafe(Math.max(this.length + more, this.buf.length * 2, 4096))
+    const grown = Buffer.allocUnsafe(Math.max(this.length + more, this.buf.length * 2))
     this.buf.copy(grown, 0, 0, this.length)
     this.buf = grown
   }
