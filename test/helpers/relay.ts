@@ -47,6 +47,8 @@ export interface RecordedRelayOptions {
 export interface RelayResult {
   /** Everything the client received. */
   text: string
+  /** As the relay enqueued it, chunk by chunk. */
+  chunks: Uint8Array[]
   outcome: StreamOutcome
 }
 
@@ -77,9 +79,10 @@ export async function relayRecorded(parts: Uint8Array[], options: RecordedRelayO
     includeUsage: options.includeUsage,
     onFinish: (outcome) => (finished.outcome = outcome),
   })
-  const text = await new Response(relayed).text()
+  const chunks = await Array.fromAsync(relayed as unknown as AsyncIterable<Uint8Array>)
+  const text = Buffer.concat(chunks).toString('utf8')
   if (!finished.outcome) throw new Error('the relay ended without reporting an outcome')
-  return { text, outcome: finished.outcome }
+  return { text, chunks, outcome: finished.outcome }
 }
 
 /** Per-parse timestamps: a translating parser stamps `created` with the clock. */
