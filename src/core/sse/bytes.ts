@@ -1,5 +1,8 @@
 /** Byte-level helpers for relaying UTF-8 JSON events without decoding them to strings. */
 
+/** What a Finder or a ByteWriter holds between reads: a Buffer of no bytes, shared, so a read makes none. */
+const NOTHING = Buffer.alloc(0)
+
 /** The UTF-8 bytes of `text` (a Buffer, which `Finder` and `ByteWriter` use as it is). */
 export const bytesOf = (text: string): Uint8Array => Buffer.from(text)
 
@@ -17,7 +20,7 @@ export function startsWith(buf: Uint8Array, at: number, end: number, word: Uint8
  */
 export class Finder {
   private bytes: Uint8Array | null = null
-  private view = Buffer.alloc(0)
+  private view = NOTHING
   /** Where the last search started, and what it found (-1: nothing from there on). */
   private from = 0
   private at = -1
@@ -39,7 +42,7 @@ export class Finder {
 
   forget() {
     this.bytes = null
-    this.view = Buffer.alloc(0)
+    this.view = NOTHING
   }
 }
 
@@ -73,11 +76,11 @@ const bufferOver = (bytes: Uint8Array) => (bytes instanceof Buffer ? bytes : Buf
  * `take()` hands the bytes over and starts a new buffer, as the client's socket may keep them a while.
  */
 export class ByteWriter {
-  private buf = Buffer.alloc(0)
+  private buf = NOTHING
   private length = 0
   /** The bytes last copied from (usually the read's chunk, for all its events), and a Buffer over them. */
   private source: Uint8Array | null = null
-  private sourceBuffer = Buffer.alloc(0)
+  private sourceBuffer = NOTHING
 
   /**
    * Makes room for `more` bytes: exactly that much on an empty buffer (the relay reserves a whole read's worth
@@ -117,10 +120,10 @@ export class ByteWriter {
   /** What was written since the last take, or null if nothing. */
   take(): Uint8Array | null {
     this.source = null
-    this.sourceBuffer = Buffer.alloc(0)
+    this.sourceBuffer = NOTHING
     if (this.length === 0) return null
     const out = this.buf.subarray(0, this.length)
-    this.buf = Buffer.alloc(0)
+    this.buf = NOTHING
     this.length = 0
     return out
   }
