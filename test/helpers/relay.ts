@@ -47,8 +47,8 @@ export interface RecordedRelayOptions {
 export interface RelayResult {
   /** Everything the client received. */
   text: string
-  /** As the relay enqueued it, chunk by chunk. */
-  chunks: Uint8Array[]
+  /** The same bytes as the relay enqueued them, chunk by chunk. */
+  enqueued: Uint8Array[]
   outcome: StreamOutcome
 }
 
@@ -79,10 +79,10 @@ export async function relayRecorded(parts: Uint8Array[], options: RecordedRelayO
     includeUsage: options.includeUsage,
     onFinish: (outcome) => (finished.outcome = outcome),
   })
-  const chunks = await Array.fromAsync(relayed as unknown as AsyncIterable<Uint8Array>)
-  const text = Buffer.concat(chunks).toString('utf8')
+  const enqueued = await Array.fromAsync(relayed as unknown as AsyncIterable<Uint8Array>)
+  const text = Buffer.concat(enqueued).toString('utf8')
   if (!finished.outcome) throw new Error('the relay ended without reporting an outcome')
-  return { text, chunks, outcome: finished.outcome }
+  return { text, enqueued, outcome: finished.outcome }
 }
 
 /** Per-parse timestamps: a translating parser stamps `created` with the clock. */
