@@ -282,7 +282,7 @@ try {
   const largeArms = usable.filter((a) => a.kind === 'direct' || a.kind === 'floor' || a === plain)
   const largeBody = plain
     ? await scenario('large-body', () =>
-        runLargeBody(largeArms, { kilobytes: 64, connections: 64, rounds: 2, durationSec: int('duration'), timing: timings.json, workDir, mockPid: mock.process.pid }, progress),
+        runLargeBody(largeArms, { kilobytes: 64, connections: 64, rounds: 2, durationSec: int('duration'), warmupSec: 1, timing: timings.json, workDir, mockPid: mock.process.pid }, progress),
       )
     : null
   const frontDoors = plain

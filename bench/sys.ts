@@ -2,6 +2,7 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { median } from './stats.ts'
 
 const CLK_TCK = Number(Bun.spawnSync(['getconf', 'CLK_TCK']).stdout.toString().trim()) || 100
 
@@ -245,7 +246,7 @@ export async function wakePenalty(idleMs = 20, samples = 100): Promise<{ warmUs:
       work()
       us.push((performance.now() - started) * 1000)
     }
-    return us.sort((a, b) => a - b)[samples >> 1]!
+    return median(us)
   }
   return { warmUs: await timed(async () => {}), afterIdleUs: await timed(() => Bun.sleep(idleMs)) }
 }

@@ -22,6 +22,9 @@ export interface ThroughputOptions {
   timing: MockTiming
   workDir: string
   mockPid: number
+  /** What each request sends (default: the one-line chat question) and the scenario's name in progress lines. */
+  body?: string
+  scenario?: string
 }
 
 export interface WrkResult {
@@ -133,8 +136,9 @@ export async function measureCell(arm: Arm, lua: string, connections: number, du
 }
 
 export async function runThroughput(arms: Arm[], o: ThroughputOptions, progress: (m: string) => void): Promise<ThroughputResult> {
-  const body = chatBody(mockModel(o.timing), false)
-  const scripts = new Map(arms.map((arm) => [arm.name, writeLua(o.workDir, arm, body)]))
+  const body = o.body ?? chatBody(mockModel(o.timing), false)
+  const scenario = o.scenario ?? 'throughput'
+  const scripts = new Map(arms.map((arm) => [arm.name, writeLua(o.workDir, { ...arm, name: `${arm.name}-${scenario}` }, body)]))
   for (const arm of arms) await wrk(`${arm.baseURL}/chat/completions`, scripts.get(arm.name)!, 32, o.warmupSec)
 
   const cells: ThroughputResult['cells'] = []
@@ -145,7 +149,7 @@ export async function runThroughput(arms: Arm[], o: ThroughputOptions, progress:
         const cell = { ...(await measureCell(arm, scripts.get(arm.name)!, c, o.durationSec, o.mockPid)), round }
         cells.push(cell)
         if (cell.peakRss !== null) peakRss[arm.name] = Math.max(peakRss[arm.name] ?? 0, cell.peakRss)
-        progress(`throughput c=${c} round ${round}/${o.rounds} ${arm.name}: ${cell.rps.toFixed(0)} req/s, p99 ${cell.p99.toFixed(2)} ms${cell.non2xx ? `, ${cell.non2xx} non-2xx` : ''}`)
+        progress(`${scenario} c=${c} round ${round}/${o.rounds} ${arm.name}: ${cell.rps.toFixed(0)} req/s, p99 ${cell.p99.toFixed(2)} ms${cell.non2xx ? `, ${cell.non2xx} non-2xx` : ''}`)
         if (cell.raw) progress(`wrk output: ${cell.raw}`)
       }
     }
