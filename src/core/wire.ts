@@ -1,32 +1,19 @@
 /** Small byte-and-text helpers for OpenAI wire data that avoid a full JSON parse on the hot path. */
 
+import { stringValueAfter } from '../plugin-sdk/json-text.ts'
+
 const MODEL_KEY = '"model"'
 
 /**
  * Replaces the value of the first `"model"` key in a JSON text. In OpenAI responses and chunks the first
  * unescaped `"model"` key is the top-level one (nested content is JSON-escaped), so a scan is enough.
- * Returns the text unchanged when the value already matches or no key is found.
+ * Returns the text unchanged when the value already matches, no key is found or its value is not a string.
  */
 export function spliceModel(json: string, model: string, encodedModel = JSON.stringify(model)): string {
   const key = json.indexOf(MODEL_KEY)
-  if (key === -1) return json
-  let i = key + MODEL_KEY.length
-  while (json.charCodeAt(i) === 32) i++
-  if (json.charCodeAt(i) !== 58) return json // ':'
-  i++
-  while (json.charCodeAt(i) === 32) i++
-  if (json.charCodeAt(i) !== 34) return json // not a string value
-  const valueStart = i
-  i++
-  while (i < json.length) {
-    const c = json.charCodeAt(i)
-    if (c === 92) i += 2 // backslash escape
-    else if (c === 34) break
-    else i++
-  }
-  const valueEnd = i + 1
-  if (valueEnd - valueStart === encodedModel.length && json.startsWith(encodedModel, valueStart)) return json
-  return json.slice(0, valueStart) + encodedModel + json.slice(valueEnd)
+  const value = key === -1 ? null : stringValueAfter(json, key + MODEL_KEY.length)
+  if (!value || (value.to - value.from === encodedModel.length && json.startsWith(encodedModel, value.from))) return json
+  return json.slice(0, value.from) + encodedModel + json.slice(value.to)
 }
 
 /**

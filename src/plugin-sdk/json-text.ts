@@ -68,21 +68,26 @@ function stringValueSpan(text: string, key: string, expected: string): { from: n
   const literal = JSON.stringify(key)
   const at = text.indexOf(literal)
   if (at === -1 || text.indexOf(literal, at + literal.length) !== -1) return null
-  let i = skipSpace(text, at + literal.length)
-  if (text[i] !== ':') return null
-  const from = skipSpace(text, i + 1)
-  if (text[from] !== '"') return null
-  let to = from
-  for (;;) {
-    to = text.indexOf('"', to + 1)
-    if (to === -1) return null
-    let backslashes = 0
-    while (text[to - 1 - backslashes] === '\\') backslashes++
-    if (backslashes % 2 === 0) break
-  }
-  to++
+  const span = stringValueAfter(text, at + literal.length)
   // The literal is a key followed by a string: what it holds must be what the parse gave the top level.
-  return JSON.parse(text.slice(from, to)) === expected ? { from, to } : null
+  return span && JSON.parse(text.slice(span.from, span.to)) === expected ? span : null
+}
+
+/**
+ * Where the JSON string value after a key ending at `i` lies (`: "…"`, its quotes included), or null when what
+ * follows is not a string. The text twin of `stringValueAt` (core/sse/bytes.ts), which reads bytes.
+ */
+export function stringValueAfter(text: string, i: number): { from: number; to: number } | null {
+  i = skipSpace(text, i)
+  if (text.charCodeAt(i) !== 58) return null // ':'
+  const from = skipSpace(text, i + 1)
+  if (text.charCodeAt(from) !== 34) return null // not a string value
+  for (let j = from + 1; j < text.length; j++) {
+    const c = text.charCodeAt(j)
+    if (c === 92) j++ // backslash escape
+    else if (c === 34) return { from, to: j + 1 }
+  }
+  return null
 }
 
 function skipSpace(text: string, i: number): number {

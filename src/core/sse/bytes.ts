@@ -48,7 +48,7 @@ export class Finder {
 
 /**
  * Where the JSON string value after a key ending at `i` lies (`: "…"`, quotes included), or null when the value
- * is not a string: the byte twin of the scan in `spliceModel` (wire.ts).
+ * is not a string: the byte twin of `stringValueAfter` (plugin-sdk/json-text.ts).
  */
 export function stringValueAt(buf: Uint8Array, i: number, to: number): { start: number; end: number } | null {
   while (i < to && buf[i] === 32) i++
