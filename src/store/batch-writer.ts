@@ -30,6 +30,12 @@ export class BatchWriter<T> {
   private flushing: Promise<void> | null = null
   private failures = 0
   private soon = false
+  /**
+   * How many rows at the front of the queue the flush in progress must still write: those queued when a flush was
+   * asked for. Rows that arrive while it writes wait for the next one (the timer or a full batch); a drain that took
+   * them too never ended under steady traffic, and wrote a transaction of one or two rows a millisecond.
+   */
+  private due = 0
 
   constructor(
     private readonly name: string,
@@ -71,16 +77,19 @@ export class BatchWriter<T> {
     return this.queue.length + this.writing
   }
 
+  /** Writes every row queued so far; a flush already writing takes these rows on, and callers share it. */
   flush(): Promise<void> {
     settleOwing()
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
+    this.due = this.queue.length
     return (this.flushing ??= this.drain().finally(() => (this.flushing = null)))
   }
 
   private async drain() {
-    while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.o.batch)
+    while (this.due > 0 && this.queue.length > 0) {
+      const batch = this.queue.splice(0, Math.min(this.o.batch, this.due))
+      this.due -= batch.length
       this.writing = batch.length
       const settled = { rows: 0 }
       try {
@@ -88,6 +97,7 @@ export class BatchWriter<T> {
         this.failures = 0
       } catch (error) {
         this.queue.unshift(...batch.slice(settled.rows))
+        this.due = 0 // the retry's flush counts again
         this.failures++
         this.log.warn({ err: error, queued: this.queue.length }, `${this.name}: database unreachable; will retry`)
         this.timer ??= setTimeout(() => void this.flush(), Math.min(5_000, 100 * 2 ** this.failures))
