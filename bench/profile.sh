@@ -1,7 +1,9 @@
 #!/bin/bash
 # Usage: bench/profile.sh <label>: one Conduit worker under wrk -c64 for 8 s (plain key, JSON chat), with the
-# mock upstream; prints req/s, CPU µs per request and its split by thread. C1=1: one request at a time instead, from
-# bench/c1-tail.ts (its latency percentiles in place of req/s). PROF=1 also writes a .cpuprofile into
+# mock upstream; prints req/s, CPU µs per request and its split by thread, and the bytes the gateway wrote a request
+# (its `wchar`: SQLite's WAL and the request log). C1=1: one request at a time instead, from bench/c1-tail.ts (its
+# latency percentiles in place of req/s). PACED=<n>: n requests a second on schedule, from bench/paced.ts, as a
+# gateway below saturation sees them. PROF=1 also writes a .cpuprofile into
 # $DIR (read it with `bun bench/profile-top.ts <file>`). LIMITS=local|redis gives the key the bench's governed
 # policy (rpm, tpm, max_parallel, budget), kept in-process or in the Redis at $REDIS_URL (default
 # redis://127.0.0.1:6379/9).
@@ -79,6 +81,7 @@ CONNS=64
 [ -n "$C1" ] && CONNS=1
 wrk -t1 -c$CONNS -d3s -s $DIR/post.lua $URL > /dev/null
 T0=$(awk '{print $14+$15}' /proc/$GW/stat)
+W0=$(awk '/^wchar/ {print $2}' /proc/$GW/io)
 threads > $DIR/threads.before
 if [ -n "$PERF" ]; then
   command -v perf > /dev/null || { echo "PERF=1 needs perf (Debian: linux-perf)" >&2; exit 1; }
@@ -86,12 +89,14 @@ if [ -n "$PERF" ]; then
   perf record -q -g -k 1 -e cpu-clock -F 999 -t $GW -o $DIR/perf.data -- sleep 6 > /dev/null 2>&1 &
   perf stat -x, -e page-faults,context-switches -p $GW -o $DIR/perf.stat -- sleep 6 > /dev/null 2>&1 &
 fi
-if [ -n "$C1" ]; then bun bench/c1-tail.ts $URL "$BODY" $KEY > $DIR/wrk.txt; else wrk -t1 -c$CONNS -d8s --latency -s $DIR/post.lua $URL > $DIR/wrk.txt; fi
+if [ -n "$C1" ]; then bun bench/c1-tail.ts $URL "$BODY" $KEY > $DIR/wrk.txt
+elif [ -n "$PACED" ]; then RATE=$PACED bun bench/paced.ts $URL "$BODY" $KEY > $DIR/wrk.txt; else wrk -t1 -c$CONNS -d8s --latency -s $DIR/post.lua $URL > $DIR/wrk.txt; fi
 T1=$(awk '{print $14+$15}' /proc/$GW/stat)
+W1=$(awk '/^wchar/ {print $2}' /proc/$GW/io)
 threads > $DIR/threads.after
 N=$(grep -oE '[0-9]+ (requests in|sent)' $DIR/wrk.txt | cut -d' ' -f1)
-grep -E "Requests/sec|Non-2xx|timed" $DIR/wrk.txt || true
-echo "CPU us/req: $(( (T1 - T0) * 10000 / N ))  rss_kb: $(grep VmRSS /proc/$GW/status | awk '{print $2}')"
+grep -E "Requests/sec|Non-2xx|timed| sent at " $DIR/wrk.txt || true
+echo "CPU us/req: $(( (T1 - T0) * 10000 / N ))  rss_kb: $(grep VmRSS /proc/$GW/status | awk '{print $2}')  bytes written a request: $(( (W1 - W0) / N ))"
 # Which thread spent it: the main (JavaScript) thread, the row writer ("Worker"), Bun's HTTP client, GC helpers.
 # Under PROF=1, "thread" is the profiler's own sampler, not the gateway's.
 awk -v n=$N 'NR == FNR { before[$1] = $2; next }
@@ -102,6 +107,7 @@ if [ -n "$PERF" ]; then
   MAIN_US=$(awk -v gw=$GW -v n=$N 'NR == FNR { if ($1 == gw) t0 = $2; next } $1 == gw { printf "%.1f", ($2 - t0) * 10000 / n }' $DIR/threads.before $DIR/threads.after)
   RATE=$(awk '/Requests\/sec/ { print $2 }' $DIR/wrk.txt)
   [ -n "$C1" ] && RATE=$(awk -v n=$N 'BEGIN { print n / 8 }')
+  [ -n "$PACED" ] && RATE=$PACED
   perf report -i $DIR/perf.data --stdio --no-children --sort dso -g none 2>/dev/null | awk -v us=$MAIN_US '
     /^ +[0-9.]+%/ { p = $1 + 0; d = $2; k = d ~ /kernel/ ? "kernel" : d ~ /^\[JIT\]/ ? "JIT code" : d ~ /^bun/ ? "Bun executable" : "other"; s[k] += p }
     END { line = "main thread " us " us/req, by perf:"; for (k in s) line = line sprintf(" %s %.1f;", k, s[k] * us / 100); print line }'
