@@ -6,7 +6,8 @@
  *   RATE=500 bun bench/paced.ts http://127.0.0.1:5931/v1/chat/completions '<JSON body>' [key] [seconds]
  *
  * Prints how many requests it sent and their latency percentiles. `bench/profile.sh` runs it with `PACED=<n>` and
- * divides the gateway's CPU by the requests: 4–5 times what a request costs at c=64, for Conduit and the floor alike.
+ * divides the gateway's CPU by the requests: at 500 a second, 5–6 times what a request costs at c=64, for Conduit
+ * and the floor alike.
  */
 import { percentile } from './stats.ts'
 
