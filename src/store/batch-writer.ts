@@ -97,7 +97,6 @@ export class BatchWriter<T> {
         this.failures = 0
       } catch (error) {
         this.queue.unshift(...batch.slice(settled.rows))
-        this.due = 0 // the retry's flush counts again
         this.failures++
         this.log.warn({ err: error, queued: this.queue.length }, `${this.name}: database unreachable; will retry`)
         this.timer ??= setTimeout(() => void this.flush(), Math.min(5_000, 100 * 2 ** this.failures))
