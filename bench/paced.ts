@@ -9,18 +9,17 @@
  * divides the gateway's CPU by the requests: at 500 a second, 5–6 times what a request costs at c=64, for Conduit
  * and the floor alike.
  */
+import { timedJson, type Target } from './clients/http.ts'
 import { percentile } from './stats.ts'
 
 const [url, body, key = '', seconds = '8'] = process.argv.slice(2)
 if (!url || !body) throw new Error("usage: bun bench/paced.ts <url> '<JSON body>' [key] [seconds]")
 const rate = Number(process.env.RATE ?? 500)
-const headers = { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) }
+const target: Target = { url, headers: key ? { authorization: `Bearer ${key}` } : {} }
 const send = async () => {
-  const started = performance.now()
-  const response = await fetch(url, { method: 'POST', headers, body })
-  await response.text()
-  if (response.status !== 200) throw new Error(`HTTP ${response.status}`)
-  return (performance.now() - started) * 1000
+  const { ms, status } = await timedJson(target, body)
+  if (status !== 200) throw new Error(`HTTP ${status || 'failure or timeout'}`)
+  return ms * 1000
 }
 
 const total = Math.round(rate * Number(seconds))
