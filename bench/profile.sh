@@ -17,6 +17,9 @@
 # with page faults and context switches a request. PROF=1's profile sees only the last JavaScript frame.
 # CONF=<file> starts Conduit with that config file (a capability switched off, say).
 # BODY_KB=<n> sends a chat body of about n KB (a long conversation) instead of the one-line question.
+# STREAMS=<n>: n streams opened at once instead (bench/clients/streams.ts, 20 chunks 100 ms apart, as streams-1000 in
+# `bun run bench`), after the same warm-up and one such burst; prints their TTFT and the CPU a stream. CHUNKS=<n> and
+# INTERVAL=<ms> change the mock's stream (longer streams price the relay a chunk).
 # GWLOG=<file> keeps the gateway's output. Needs wrk and curl (and perf for PERF=1); port 5931.
 set -e
 cd "$(dirname "$0")/.."
@@ -56,6 +59,8 @@ if [ -z "$FLOOR" ]; then
   curl -s localhost:5931/admin/v1/providers -H "$H" -H 'content-type: application/json' -d "{\"name\":\"mock\",\"type\":\"openai\",\"base_url\":\"$MOCKURL\",\"api_key\":\"sk-bench-mock\"}" > /dev/null
   curl -s localhost:5931/admin/v1/models -H "$H" -H 'content-type: application/json' -d '{"name":"m","targets":[{"provider":"mock","model":"gpt-4o-mini","price":{"input":1,"output":1}}]}' > /dev/null
   newKey() { curl -s localhost:5931/admin/v1/keys -H "$H" -H 'content-type: application/json' -d "{\"name\":\"b$1\"$POLICY}" | grep -o '"key":"condt_[A-Za-z0-9]*' | cut -d'"' -f4; }
+  # STREAMS: the mock streams a model named for its timing (bench/mock-upstream.ts's mockModel).
+  [ -n "$STREAMS" ] && curl -s localhost:5931/admin/v1/models -H "$H" -H 'content-type: application/json' -d "{\"name\":\"s\",\"targets\":[{\"provider\":\"mock\",\"model\":\"mock-c${CHUNKS:-20}-i${INTERVAL:-100}-d0\",\"price\":{\"input\":1,\"output\":1}}]}" > /dev/null
   KEY=$(newKey 0)
   ALL="\"$KEY\""
   for n in $(seq 2 ${KEYS:-1}); do ALL="$ALL, \"$(newKey $n)\""; done
@@ -80,6 +85,13 @@ URL=http://127.0.0.1:5931/v1/chat/completions
 CONNS=64
 [ -n "$C1" ] && CONNS=1
 wrk -t1 -c$CONNS -d3s -s $DIR/post.lua $URL > /dev/null
+if [ -n "$STREAMS" ]; then
+  [ -n "$FLOOR" ] && SMODEL=mock-c${CHUNKS:-20}-i${INTERVAL:-100}-d0 || SMODEL=s
+  CONF_JSON="{\"target\":{\"url\":\"$URL\",\"headers\":{\"authorization\":\"Bearer ${KEY:-none}\"}},\"body\":$(printf '%s' "{\"model\":\"$SMODEL\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"stream\":true}" | bun -e 'console.log(JSON.stringify(await Bun.stdin.text()))'),\"count\":$STREAMS,\"chunks\":${CHUNKS:-20},\"intervalMs\":${INTERVAL:-100},\"timeoutMs\":60000}"
+  STREAMS_CONF=$CONF_JSON
+  # As in `bun run bench`, where the sse scenario runs first: the streaming path compiled before the burst is timed.
+  BUN_CONFIG_MAX_HTTP_REQUESTS=65535 bun bench/clients/streams.ts "$STREAMS_CONF" > /dev/null
+fi
 T0=$(awk '{print $14+$15}' /proc/$GW/stat)
 W0=$(awk '/^wchar/ {print $2}' /proc/$GW/io)
 threads > $DIR/threads.before
@@ -90,6 +102,9 @@ if [ -n "$PERF" ]; then
   perf stat -x, -e page-faults,context-switches -p $GW -o $DIR/perf.stat -- sleep 6 > /dev/null 2>&1 &
 fi
 if [ -n "$C1" ]; then bun bench/c1-tail.ts $URL "$BODY" $KEY > $DIR/wrk.txt
+elif [ -n "$STREAMS" ]; then
+  BUN_CONFIG_MAX_HTTP_REQUESTS=65535 bun bench/clients/streams.ts "$STREAMS_CONF" > $DIR/streams.json
+  bun -e "const r = JSON.parse(await Bun.file('$DIR/streams.json').text()); console.log(\`\${r.completed}/\${r.count} complete, \${r.count} sent; TTFT p50 \${r.ttftMs.p50.toFixed(1)} p99 \${r.ttftMs.p99.toFixed(1)} ms, max stall \${r.maxStallMs.toFixed(1)} ms\`)" | tee $DIR/wrk.txt
 elif [ -n "$PACED" ]; then RATE=$PACED bun bench/paced.ts $URL "$BODY" $KEY > $DIR/wrk.txt; else wrk -t1 -c$CONNS -d8s --latency -s $DIR/post.lua $URL > $DIR/wrk.txt; fi
 T1=$(awk '{print $14+$15}' /proc/$GW/stat)
 W1=$(awk '/^wchar/ {print $2}' /proc/$GW/io)
@@ -108,6 +123,7 @@ if [ -n "$PERF" ]; then
   RATE=$(awk '/Requests\/sec/ { print $2 }' $DIR/wrk.txt)
   [ -n "$C1" ] && RATE=$(awk -v n=$N 'BEGIN { print n / 8 }')
   [ -n "$PACED" ] && RATE=$PACED
+  [ -n "$STREAMS" ] && RATE=$(awk -v n=$N 'BEGIN { print n / 6 }')
   perf report -i $DIR/perf.data --stdio --no-children --sort dso -g none 2>/dev/null | awk -v us=$MAIN_US '
     /^ +[0-9.]+%/ { p = $1 + 0; d = $2; k = d ~ /kernel/ ? "kernel" : d ~ /^\[JIT\]/ ? "JIT code" : d ~ /^bun/ ? "Bun executable" : "other"; s[k] += p }
     END { line = "main thread " us " us/req, by perf:"; for (k in s) line = line sprintf(" %s %.1f;", k, s[k] * us / 100); print line }'
