@@ -4,7 +4,10 @@
 # counts the floor instead, FLOOR=essentials bench/essentials.ts. WARM=<n> (40,000) requests, then WINDOWS=<n> (3)
 # windows of N=<n> (3,000) requests each, counted apart; the last line is the least of them (see below). The
 # checkout (default: this one) runs with this one's scripts. CONF=<file> starts Conduit with that config file (a
-# capability switched off, to price it from the whole). See bench/README.md for how far a count repeats.
+# capability switched off, to price it from the whole). STREAMS=<n>: windows of n streams opened at once instead
+# (bench/clients/streams.ts; the mock's CHUNKS=<n> (100) chunks INTERVAL=<ms> (2) apart), after WARM_BURSTS=<n> (5)
+# such windows uncounted; the count is a stream's, so a chunk's is about it over CHUNKS. See bench/README.md for how
+# far a count repeats.
 #
 # JSC compiles and collects on the main thread here (BUN_JSC_useConcurrentJIT=0, useConcurrentGC=0), so that their
 # work is counted where it happens; after a warm-up of 5,000 requests, Conduit's code was still being compiled.
@@ -66,16 +69,30 @@ if [ -z "$FLOOR" ]; then
   H='Authorization: Bearer bench-master-0123456789abcdef'
   curl -s 127.0.0.1:5933/admin/v1/providers -H "$H" -H 'content-type: application/json' -d "{\"name\":\"mock\",\"type\":\"openai\",\"base_url\":\"$MOCKURL\",\"api_key\":\"sk-bench-mock\"}" > /dev/null
   curl -s 127.0.0.1:5933/admin/v1/models -H "$H" -H 'content-type: application/json' -d '{"name":"m","targets":[{"provider":"mock","model":"gpt-4o-mini","price":{"input":1,"output":1}}]}' > /dev/null
+  [ -n "$STREAMS" ] && curl -s 127.0.0.1:5933/admin/v1/models -H "$H" -H 'content-type: application/json' -d "{\"name\":\"s\",\"targets\":[{\"provider\":\"mock\",\"model\":\"mock-c${CHUNKS:-100}-i${INTERVAL:-2}-d0\",\"price\":{\"input\":1,\"output\":1}}]}" > /dev/null
   KEY=$(curl -s 127.0.0.1:5933/admin/v1/keys -H "$H" -H 'content-type: application/json' -d '{"name":"instructions"}' | grep -o '"key":"condt_[A-Za-z0-9]*' | cut -d'"' -f4)
 fi
 URL=http://127.0.0.1:5933/v1/chat/completions
 N=${N:-3000}
 WINDOWS=${WINDOWS:-3}
+# One window's load: N chat requests, or a burst of STREAMS streams.
+load() { bun $BENCH/requests.ts $URL "$KEY" $N; }
+UNIT=request
+if [ -n "$STREAMS" ]; then
+  N=$STREAMS
+  UNIT=stream
+  SMODEL=s
+  [ -n "$FLOOR" ] && SMODEL=mock-c${CHUNKS:-100}-i${INTERVAL:-2}-d0
+  BODY=$(printf '%s' "{\"model\":\"$SMODEL\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"stream\":true}" | bun -e 'console.log(JSON.stringify(await Bun.stdin.text()))')
+  STREAMS_CONF="{\"target\":{\"url\":\"$URL\",\"headers\":{\"authorization\":\"Bearer ${KEY:-none}\"}},\"body\":$BODY,\"count\":$STREAMS,\"chunks\":${CHUNKS:-100},\"intervalMs\":${INTERVAL:-2},\"timeoutMs\":600000}"
+  load() { BUN_CONFIG_MAX_HTTP_REQUESTS=65535 bun $BENCH/clients/streams.ts "$STREAMS_CONF" | grep -q "\"completed\":$STREAMS," || echo "a window's streams did not all complete" >&2; }
+fi
 bun $BENCH/requests.ts $URL "$KEY" ${WARM:-40000}
+[ -n "$STREAMS" ] && for b in $(seq 1 ${WARM_BURSTS:-5}); do load; done
 sleep 1
 $VG_BIN/callgrind_control $VGDB -i on $GW > /dev/null 2>&1
 for w in $(seq 1 $WINDOWS); do
-  bun $BENCH/requests.ts $URL "$KEY" $N
+  load
   # The rows of the last requests reach the writer's thread within 250 ms (the batch writers' timers).
   sleep 1.5
   $VG_BIN/callgrind_control $VGDB -d $GW > /dev/null 2>&1
@@ -87,9 +104,9 @@ kill -TERM $GW; wait $GW 2>/dev/null || true
 # Dump w is the files with ".w-" (then the thread) in their names; the one after the last is what came after, at exit.
 for w in $(seq 1 $WINDOWS); do
   for f in $DIR/callgrind.*.$w-*; do echo "$(sed -n 's/^thread: //p' $f | head -1) $(sed -n 's/^summary: //p' $f | head -1)"; done |
-    awk -v n=$N -v label="$L window $w" 'NR == FNR { name[$1] = $2; next }
+    awk -v n=$N -v label="$L window $w" -v unit=$UNIT 'NR == FNR { name[$1] = $2; next }
       $2 / n >= 500 { t = name[$1] ? name[$1] : "thread " $1; us = sprintf("%s %.1fk;", t, $2 / n / 1000); if (t ~ /scavenger/) timed = timed " " us; else { total += $2; line = line " " us } }
-      END { printf "%.1f %s: %.1fk instructions a request:%s (not counted:%s)\n", total / n / 1000, label, total / n / 1000, line, timed ? timed : " none" }' $DIR/threads -
+      END { printf "%.1f %s: %.1fk instructions a %s:%s (not counted:%s)\n", total / n / 1000, label, total / n / 1000, unit, line, timed ? timed : " none" }' $DIR/threads -
 done > $DIR/windows
 # JSC still compiles now and then after the warm-up (on this thread, here), a few hundred thousand instructions at a
 # time: a window it lands in counts them for every request. Each window is shown; the least is the steady state.
