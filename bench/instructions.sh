@@ -83,8 +83,8 @@ if [ -n "$STREAMS" ]; then
   UNIT=stream
   SMODEL=s
   [ -n "$FLOOR" ] && SMODEL=mock-c${CHUNKS:-100}-i${INTERVAL:-2}-d0
-  BODY=$(printf '%s' "{\"model\":\"$SMODEL\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"stream\":true}" | bun -e 'console.log(JSON.stringify(await Bun.stdin.text()))')
-  STREAMS_CONF="{\"target\":{\"url\":\"$URL\",\"headers\":{\"authorization\":\"Bearer ${KEY:-none}\"}},\"body\":$BODY,\"count\":$STREAMS,\"chunks\":${CHUNKS:-100},\"intervalMs\":${INTERVAL:-2},\"timeoutMs\":600000}"
+  # The streams-1000 scenario's client and body (bench/scenarios/streams.ts).
+  STREAMS_CONF=$(bun -e "import { chatBody } from '$BENCH/clients/http.ts'; console.log(JSON.stringify({ target: { url: '$URL', headers: { authorization: 'Bearer ${KEY:-none}' } }, body: chatBody('$SMODEL', true), count: $STREAMS, chunks: ${CHUNKS:-100}, intervalMs: ${INTERVAL:-2}, timeoutMs: 600000 }))")
   load() { BUN_CONFIG_MAX_HTTP_REQUESTS=65535 bun $BENCH/clients/streams.ts "$STREAMS_CONF" | grep -q "\"completed\":$STREAMS," || echo "a window's streams did not all complete" >&2; }
 fi
 bun $BENCH/requests.ts $URL "$KEY" ${WARM:-40000}

@@ -87,8 +87,8 @@ CONNS=64
 wrk -t1 -c$CONNS -d3s -s $DIR/post.lua $URL > /dev/null
 if [ -n "$STREAMS" ]; then
   [ -n "$FLOOR" ] && SMODEL=mock-c${CHUNKS:-20}-i${INTERVAL:-100}-d0 || SMODEL=s
-  CONF_JSON="{\"target\":{\"url\":\"$URL\",\"headers\":{\"authorization\":\"Bearer ${KEY:-none}\"}},\"body\":$(printf '%s' "{\"model\":\"$SMODEL\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"stream\":true}" | bun -e 'console.log(JSON.stringify(await Bun.stdin.text()))'),\"count\":$STREAMS,\"chunks\":${CHUNKS:-20},\"intervalMs\":${INTERVAL:-100},\"timeoutMs\":60000}"
-  STREAMS_CONF=$CONF_JSON
+  # The streams-1000 scenario's client and body (bench/scenarios/streams.ts).
+  STREAMS_CONF=$(bun -e "import { chatBody } from './bench/clients/http.ts'; console.log(JSON.stringify({ target: { url: '$URL', headers: { authorization: 'Bearer ${KEY:-none}' } }, body: chatBody('$SMODEL', true), count: $STREAMS, chunks: ${CHUNKS:-20}, intervalMs: ${INTERVAL:-100}, timeoutMs: 60000 }))")
   # As in `bun run bench`, where the sse scenario runs first: the streaming path compiled before the burst is timed.
   BUN_CONFIG_MAX_HTTP_REQUESTS=65535 bun bench/clients/streams.ts "$STREAMS_CONF" > /dev/null
 fi

@@ -62,8 +62,8 @@ export function stringValueAt(buf: Uint8Array, i: number, to: number): { start: 
 
 /**
  * Below this many bytes, what a read made is copied out rather than handed on as a view of a larger buffer: a view
- * makes JSC give the typed array under it an ArrayBuffer object of its own, which costs more than a small copy (a
- * 256-byte read 144 against 60 ns; even at 1 KiB; `subarray` was a fifth of the relay's CPU in bench/relay-cost.ts).
+ * makes JSC give the typed array under it an ArrayBuffer object of its own, which costs more than a small copy (for
+ * 256 bytes 144 against 60 ns, about even at 1 KiB; `subarray` was a fifth of the relay's CPU in bench/relay-cost.ts).
  */
 const COPY_NOT_VIEW = 1024
 
@@ -119,11 +119,13 @@ export class ByteWriter {
   take(): Uint8Array | null {
     if (this.length === 0) return null
     let out = this.buf
-    if (this.length < out.length && this.length < COPY_NOT_VIEW) {
-      out = Buffer.allocUnsafe(this.length)
-      copy.call(this.buf, out, 0, 0, this.length)
-    } else if (this.length < out.length) {
-      out = this.buf.subarray(0, this.length)
+    if (this.length < out.length) {
+      if (this.length < COPY_NOT_VIEW) {
+        out = Buffer.allocUnsafe(this.length)
+        copy.call(this.buf, out, 0, 0, this.length)
+      } else {
+        out = this.buf.subarray(0, this.length)
+      }
     }
     this.buf = NOTHING
     this.length = 0
