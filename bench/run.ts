@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { directArm, preflight, startAudioMock, startConduit, startFloor, startMock, startPortkey, startRedis, stopAll, type Arm, type ProcessDiagnostics } from './arms.ts'
-import type { MockTiming } from './mock-upstream.ts'
+import { chatBody } from './clients/http.ts'
+import { mockModel, type MockTiming } from './mock-upstream.ts'
 import { checkTargets, renderMarkdown, type ArmInfo, type BenchResults } from './report.ts'
 import { runAudio } from './scenarios/audio.ts'
 import { runRealtime } from './scenarios/realtime.ts'
@@ -22,7 +23,8 @@ import { runRedisCost } from './scenarios/redis-cost.ts'
 import { runSoak } from './scenarios/soak.ts'
 import { runSse } from './scenarios/sse.ts'
 import { runStreams } from './scenarios/streams.ts'
-import { runThroughput } from './scenarios/throughput.ts'
+import { runThroughput, writeLua } from './scenarios/throughput.ts'
+import { settle } from './settle.ts'
 import { runFrontDoors } from './scenarios/front-doors.ts'
 import { runLargeBody } from './scenarios/large-body.ts'
 import { benchDir, childrenOf, foreignCpuMeter, machineFacts, processTree, proportionalBytes, repoRoot, rssBytes, wakePenalty } from './sys.ts'
@@ -272,6 +274,17 @@ try {
   }
   if (!usable.some((a) => a.kind === 'direct')) throw new Error('the direct arm failed its preflight: the mock is broken')
   const streaming = usable.filter((a) => a.streams)
+
+  // Every arm is measured running, not starting: loaded until its JIT has settled (bench/settle.ts).
+  if (!interrupted) progress('── settle')
+  for (const arm of usable) {
+    if (!arm.process || interrupted) continue
+    const lua = writeLua(workDir, { ...arm, name: `${arm.name}-settle` }, chatBody(mockModel(timings.json), false))
+    const s = await settle(arm.process.pid, lua, `${arm.baseURL}/chat/completions`)
+    const note = `warmed ${s.seconds.toFixed(0)} s until its JIT settled (${(s.jitCores * 100).toFixed(1)}% of a core in the last 2 s${s.settled ? '' : ', not quiet within 30 s'})`
+    arm.notes.push(note)
+    progress(`${arm.name}: ${note}`)
+  }
 
   const latency = await scenario('latency-c1', () => runLatency(usable, { rounds: int('rounds'), perRound: int('per-round'), warmupMs: 3_000, timing: timings.json }, progress))
   const sse = await scenario('sse', () => runSse(streaming, { rounds: int('sse-rounds'), perRound: int('sse-per-round'), warmup: 400, timing: timings.sse }, progress))

@@ -15,9 +15,9 @@ interface Stat {
   reaped: number
 }
 
-function readStat(pid: number): Stat | null {
+function readStat(pid: number, file = `/proc/${pid}/stat`): Stat | null {
   try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const text = readFileSync(file, 'utf8')
     // The command name is in parentheses and may contain spaces: fields are counted after the last ')'.
     const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
     return { pid, ppid: Number(fields[1]), cpu: (Number(fields[11]) + Number(fields[12])) / CLK_TCK, reaped: (Number(fields[13]) + Number(fields[14])) / CLK_TCK }
@@ -62,6 +62,31 @@ export function childrenOf(parent: number): number[] {
 /** CPU seconds (user + system) used so far by the given processes. */
 export function cpuSeconds(pids: readonly number[]): number {
   return pids.reduce((sum, pid) => sum + (readStat(pid)?.cpu ?? 0), 0)
+}
+
+/**
+ * CPU seconds used so far by the JIT compiler threads of the given processes (JSC names its thread `JITWorker`); 0 for
+ * a process without one (Node's V8 names its threads otherwise).
+ */
+export function jitCpuSeconds(pids: readonly number[]): number {
+  let sum = 0
+  for (const pid of pids) {
+    let tasks: string[]
+    try {
+      tasks = readdirSync(`/proc/${pid}/task`)
+    } catch {
+      continue // exited meanwhile
+    }
+    for (const tid of tasks) {
+      try {
+        if (readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() !== 'JITWorker') continue
+        sum += readStat(Number(tid), `/proc/${pid}/task/${tid}/stat`)?.cpu ?? 0
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+  }
+  return sum
 }
 
 /** Busy CPU seconds of the whole machine, all cores (/proc/stat: everything but idle and iowait). */
