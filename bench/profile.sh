@@ -20,7 +20,8 @@
 # STREAMS=<n>: n streams opened at once instead (bench/clients/streams.ts, 20 chunks 100 ms apart, as streams-1000 in
 # `bun run bench`), after the same warm-up and one such burst; prints their TTFT and the CPU a stream. CHUNKS=<n> and
 # INTERVAL=<ms> change the mock's stream (longer streams price the relay a chunk).
-# The process is first warmed until its JIT has settled (bench/settle.ts; WARM_S=<n>: n s of wrk instead).
+# The process is first warmed until its JIT has settled, as `bun run bench` warms every arm (bench/settle.ts;
+# WARM_S=<n>: n s of wrk instead).
 # GWLOG=<file> keeps the gateway's output. Needs wrk and curl (and perf for PERF=1); port 5931.
 set -e
 cd "$(dirname "$0")/.."
@@ -85,7 +86,6 @@ threads() { for t in /proc/$GW/task/*; do echo "$(basename $t) $(sed 's/.*) //' 
 URL=http://127.0.0.1:5931/v1/chat/completions
 CONNS=64
 [ -n "$C1" ] && CONNS=1
-# Warmed until its JIT is quiet (bench/settle.ts), as `bun run bench` warms every arm; WARM_S=<n>: n s of wrk instead.
 if [ -n "$WARM_S" ]; then wrk -t1 -c$CONNS -d${WARM_S}s -s $DIR/post.lua $URL > /dev/null; else bun bench/settle.ts $GW $DIR/post.lua $URL; fi
 if [ -n "$STREAMS" ]; then
   [ -n "$FLOOR" ] && SMODEL=mock-c${CHUNKS:-20}-i${INTERVAL:-100}-d0 || SMODEL=s

@@ -1,10 +1,10 @@
 /**
  * Load an arm until its JIT has settled, before anything of it is measured. A freshly started Bun process keeps
- * compiling for seconds under load, and JSC throws away and recompiles optimized code at its first full collections:
- * on a 2-core box a governed Conduit worker's JIT thread used 36% of a core in its first 2 s at c=64, 13% in its
- * third and mostly under 3% from its seventh, when it served a third more requests a second than in the first. A server is
- * judged running, not starting: each arm gets wrk (c=32) in 2-s slices until a slice's JIT CPU stays under 3% of a
- * core (at least two slices, at most 30 s), and how long that took is reported with the arm.
+ * compiling for seconds under load, and JSC throws away and recompiles optimized code at its first full
+ * collections: on a 2-core box a governed Conduit worker's JIT thread used 36% of a core in its first 2 s at c=64,
+ * 13% in its third and mostly under 3% from its seventh, when it served a third more requests a second than in the
+ * first. A server is judged running, not starting: each arm gets wrk (c=32) in 2-s slices until a slice's JIT CPU is
+ * under 3% of a core (at least two slices, at most 30 s), and how long that took is reported with the arm.
  *
  *   bun bench/settle.ts <pid> <lua> <url>   (bench/profile.sh's warm-up)
  */
