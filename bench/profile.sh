@@ -10,7 +10,8 @@
 # KEYS=<n> spreads the requests over n keys in turn (the same policy each), as real traffic is: the rows a request
 # writes cost more then (see bench/row-insert-cost.ts). C1=1 uses the first key only.
 # FLOOR=1 runs the floor (bench/floor.ts) in Conduit's place under the same load, for its split by thread;
-# FLOOR=essentials runs bench/essentials.ts (what any gateway must do, and nothing more) with its key.
+# FLOOR=essentials runs bench/essentials.ts (what any gateway must do, and nothing more) with its key; FLOOR=sockets
+# bench/floor-sockets.ts (the floor calling its upstream over sockets of its own instead of fetch; JSON only).
 # PERF=1 samples the gateway's main thread with Linux perf (cpu-clock, call graphs) during the measured run and splits
 # its CPU by where it ran: the kernel, the Bun executable (JSC's interpreter and runtime, the GC, Bun's native APIs) and
 # JIT-compiled JavaScript; then by JavaScript function, native callees included (bench/perf-js.ts, from JSC's jitdump);
@@ -46,6 +47,7 @@ eval "$(bun -e 'import { startEnv } from "./src/cluster/own-command.ts"; for (co
 if [ -n "$FLOOR" ]; then
   SCRIPT=bench/floor.ts
   [ "$FLOOR" = essentials ] && SCRIPT=bench/essentials.ts
+  [ "$FLOOR" = sockets ] && SCRIPT=bench/floor-sockets.ts
   ESSENTIALS_DIR=$D UPSTREAM=$MOCKURL PORT=5931 bun ${PROF:+--cpu-prof --cpu-prof-dir=$DIR} $SCRIPT > ${GWLOG:-/dev/null} 2>&1 &
 else
   CONDUIT_DATA_DIR=$D CONDUIT_MASTER_KEY=bench-master-0123456789abcdef CONDUIT_WORKERS=1 PORT=5931 HOST=127.0.0.1 CONDUIT_LOG_LEVEL=info CONDUIT_EGRESS_ALLOW=127.0.0.1 \
