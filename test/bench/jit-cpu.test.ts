@@ -1,5 +1,5 @@
 import { expect, test } from 'bun:test'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { cpuSeconds, jitCpuSeconds } from '../../bench/sys.ts'
@@ -8,7 +8,8 @@ test('bench settle: the JIT thread CPU of a Bun process is read from /proc, and 
   // Two hundred distinct functions, each called often enough to be compiled by the optimizing tiers (on JITWorker).
   const source = `const fs = []; for (let n = 0; n < 200; n++) fs.push(new Function('x', 'return (x * ' + n + ' + 1) % 7'))
     let s = 0; for (let r = 0; r < 20000; r++) for (const f of fs) s += f(r); setInterval(() => {}, 1000)`
-  const script = path.join(mkdtempSync(path.join(tmpdir(), 'jit-cpu-')), 'compile.js')
+  const dir = mkdtempSync(path.join(tmpdir(), 'jit-cpu-'))
+  const script = path.join(dir, 'compile.js')
   writeFileSync(script, source)
   const compiling = Bun.spawn([process.execPath, script], { stdout: 'ignore', stderr: 'inherit' })
   const idle = Bun.spawn(['sleep', '30'])
@@ -25,5 +26,6 @@ test('bench settle: the JIT thread CPU of a Bun process is read from /proc, and 
   } finally {
     compiling.kill()
     idle.kill()
+    rmSync(dir, { recursive: true, force: true })
   }
 }, 20_000)

@@ -122,7 +122,7 @@ export class ByteWriter {
     if (this.length < out.length) {
       if (this.length < COPY_NOT_VIEW) {
         out = Buffer.allocUnsafe(this.length)
-        copy.call(this.buf, out, 0, 0, this.length)
+        this.buf.copy(out, 0, 0, this.length)
       } else {
         out = this.buf.subarray(0, this.length)
       }
