@@ -1,4 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { PluginHost } from '../../src/plugin-host/host.ts'
 import { audioInfo, pcm16FromBytes, pcm16ToBytes } from '../../src/plugin-sdk/audio/index.ts'
 import { GatewayError, type Transcoder } from '../../src/plugin-sdk/index.ts'
@@ -253,6 +256,115 @@ describe('processes end with the request', () => {
     expect(alive(pid!)).toBe(false)
     expect(await running.read().catch((e) => e)).toMatchObject({ status: 503, code: 'transcoder_closed' })
     expect(await queuedResult).toMatchObject({ status: 503, code: 'transcoder_closed' })
+  })
+})
+
+describe('spare processes: the next conversion finds its ffmpeg started', () => {
+  const pcm = { format: 'pcm', sampleRate: 24000 }
+  const waitFor = async (cond: () => boolean, ms = 3000) => {
+    const t0 = performance.now()
+    while (!cond() && performance.now() - t0 < ms) await Bun.sleep(10)
+    return cond()
+  }
+
+  test('a streamed conversion that ended well leaves one spare; the next like it runs in it, and the output is whole', async () => {
+    const { host: h, transcoder } = await start()
+    try {
+      const input = pcm16ToBytes(tone(1000, 1, 24000))
+      await bytesOf(transcoder.convert(slowStream(input, 4800, 0).stream, pcm, { format: 'mp3' }, never()))
+      expect(await waitFor(() => transcoder.spares.pids.length === 1)).toBe(true)
+      const [spare] = transcoder.spares.pids
+      expect(alive(spare!)).toBe(true)
+
+      const reader = transcoder.convert(slowStream(input, 4800, 0).stream, pcm, { format: 'mp3' }, never()).getReader()
+      const chunks: Uint8Array[] = []
+      for (let r = await reader.read(); !r.done; r = await reader.read()) {
+        chunks.push(r.value)
+        if (chunks.length === 1) {
+          expect(transcoder.pids).toEqual([spare!])
+          expect(transcoder.spares.pids).toEqual([])
+        }
+      }
+      const mp3 = new Uint8Array(Buffer.concat(chunks))
+      const p = await ffprobe(mp3)
+      expect(p.codec).toBe('mp3')
+      expect(Math.abs(p.durationSeconds - 1)).toBeLessThan(0.1)
+      expect(dominantFrequency(await decodePcm(mp3, 24000), 24000, 500, 1500)).toBe(1000)
+      // Its own spare for the next one: a new process.
+      expect(await waitFor(() => transcoder.spares.pids.length === 1)).toBe(true)
+      expect(transcoder.spares.pids[0]).not.toBe(spare)
+    } finally {
+      await h.close()
+    }
+  })
+
+  test('one spare per command line; none after a failed conversion or a file; an untaken spare stops after spare_idle_ms; 0 starts none', async () => {
+    const tenth = () => new Blob([pcm16ToBytes(tone(440, 0.1, 24000))])
+    const { host: h, transcoder } = await start()
+    try {
+      // Undecodable input (ffmpeg exits 1) and a file ffmpeg seeks in: no spare for either command.
+      await bytesOf(transcoder.convert(new Blob([new Uint8Array(4096).fill(7)]), { format: 'mp3' }, { format: 'wav' }, never())).catch(() => {})
+      const m4aPath = transcoder.tempPath('m4a')
+      expect(await Bun.spawn(['ffmpeg', '-v', 'error', '-i', 'pipe:0', '-c:a', 'aac', '-f', 'ipod', m4aPath], { stdin: new Blob([speech]) }).exited).toBe(0)
+      await bytesOf(transcoder.convert(new Blob([await Bun.file(m4aPath).bytes()]), null, { format: 'flac' }, never()))
+      await Bun.sleep(200)
+      expect(transcoder.spares.pids).toEqual([])
+      for (const format of ['mp3', 'opus', 'mp3']) await bytesOf(transcoder.convert(tenth(), pcm, { format }, never()))
+      expect(await waitFor(() => transcoder.spares.pids.length === 2)).toBe(true)
+      await Bun.sleep(200)
+      expect(transcoder.spares.pids).toHaveLength(2)
+    } finally {
+      await h.close()
+    }
+
+    const { host: brief, transcoder: briefSpares } = await start({ spare_idle_ms: 300 })
+    await bytesOf(briefSpares.convert(tenth(), pcm, { format: 'mp3' }, never()))
+    expect(await waitFor(() => briefSpares.spares.pids.length === 1)).toBe(true)
+    expect(await goneWithin(briefSpares.spares.pids[0]!, 3000)).toBe(true)
+    expect(briefSpares.spares.pids).toEqual([])
+    await brief.close()
+
+    const { host: none, transcoder: noSpares } = await start({ spare_idle_ms: 0 })
+    await bytesOf(noSpares.convert(tenth(), pcm, { format: 'mp3' }, never()))
+    await Bun.sleep(200)
+    expect(noSpares.spares.pids).toEqual([])
+    await none.close()
+  })
+
+  test('shutdown stops the spares; a gateway killed outright leaves none behind (its spare reads the end of its stdin)', async () => {
+    const { host: h, transcoder } = await start()
+    await bytesOf(transcoder.convert(new Blob([pcm16ToBytes(tone(440, 0.2, 24000))]), pcm, { format: 'mp3' }, never()))
+    expect(await waitFor(() => transcoder.spares.pids.length === 1)).toBe(true)
+    const [spare] = transcoder.spares.pids
+    await h.close()
+    expect(await goneWithin(spare!, 1000)).toBe(true)
+
+    const dir = mkdtempSync(join(tmpdir(), 'spare-'))
+    const script = join(dir, 'gateway.ts')
+    const plugin = join(import.meta.dir, '../../src/plugins/audio-transcode/index.ts')
+    const hostModule = join(import.meta.dir, '../../src/plugin-host/host.ts')
+    const loggerModule = join(import.meta.dir, '../../src/services/logger.ts')
+    await Bun.write(
+      script,
+      `import plugin from ${JSON.stringify(plugin)}
+import { PluginHost } from ${JSON.stringify(hostModule)}
+import { createLogger } from ${JSON.stringify(loggerModule)}
+const host = new PluginHost({ log: createLogger('silent'), store: {}, builtins: {}, baseDir: '.' })
+await host.register(plugin, { config: {} })
+const tc = host.transcoder
+await new Response(tc.convert(new Blob([new Uint8Array(48000)]), { format: 'pcm', sampleRate: 24000 }, { format: 'mp3' }, new AbortController().signal)).bytes()
+while (tc.spares.pids.length === 0) await Bun.sleep(10)
+console.log(tc.spares.pids[0])
+setInterval(() => {}, 1000)
+`,
+    )
+    const gateway = Bun.spawn(['bun', script], { stdout: 'pipe', stderr: 'inherit' })
+    const reader = gateway.stdout.getReader()
+    const orphan = Number(new TextDecoder().decode((await reader.read()).value).trim())
+    expect(alive(orphan)).toBe(true)
+    gateway.kill('SIGKILL')
+    expect(await goneWithin(orphan, 3000)).toBe(true)
+    rmSync(dir, { recursive: true, force: true })
   })
 })
 

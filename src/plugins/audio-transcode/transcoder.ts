@@ -7,6 +7,7 @@ import { GatewayError } from '../../plugin-sdk/errors.ts'
 import type { AudioSpec, Counter, Logger, Transcoder } from '../../plugin-sdk/types.ts'
 import { formatFromProbe, inputArgs, outputArgs, RAW_WAV_FORMATS, type EncoderOptions } from './ffmpeg-args.ts'
 import { ProcessPool } from './pool.ts'
+import { Spares } from './spares.ts'
 
 /** What is read from a stream of bytes (the input's reader, ffmpeg's stdout), whichever stream type made it. */
 interface ByteReader {
@@ -22,6 +23,8 @@ export interface TranscoderOptions extends EncoderOptions {
   maxProcesses: number
   maxQueued: number
   timeoutMs: number
+  /** How long a started ffmpeg waits for the next conversion with its command line (spares.ts); 0: none waits. */
+  spareIdleMs: number
   log: Logger
   counter: Counter | null
 }
@@ -61,6 +64,7 @@ const invalidAudio = (reason: string) => new GatewayError(400, `The audio could 
 export class FfmpegTranscoder implements Transcoder {
   readonly unavailable: string | null
   private readonly pool: ProcessPool
+  readonly spares: Spares
   private readonly live = new Set<Conversion>()
   private readonly tmp: string
   private tmpFiles = 0
@@ -69,6 +73,7 @@ export class FfmpegTranscoder implements Transcoder {
   constructor(readonly o: TranscoderOptions) {
     this.unavailable = o.ffmpeg ? null : UNAVAILABLE
     this.pool = new ProcessPool(o.maxProcesses, o.maxQueued)
+    this.spares = new Spares(o.spareIdleMs, killProcess)
     this.tmp = mkdtempSync(join(tmpdir(), 'conduit-transcode-'))
   }
 
@@ -167,6 +172,7 @@ export class FfmpegTranscoder implements Transcoder {
   async close() {
     this.closed = true
     this.pool.close()
+    this.spares.close()
     const closing = new GatewayError(503, 'The gateway is shutting down.', { code: 'transcoder_closed' })
     await Promise.all([...this.live].map((c) => c.stop(closing, 'closed')))
     rmSync(this.tmp, { recursive: true, force: true })
@@ -297,8 +303,10 @@ class Conversion {
       '-vn', '-sn', '-dn', '-map_metadata', '-1', '-fflags', '+bitexact', '-flush_packets', '1',
       ...out, 'pipe:1',
     ]
-    const proc = Bun.spawn(cmd, { stdin: path ? 'ignore' : 'pipe', stdout: 'pipe', stderr: 'pipe' })
+    const proc = (!path && this.owner.spares.take(cmd)) || Bun.spawn(cmd, { stdin: path ? 'ignore' : 'pipe', stdout: 'pipe', stderr: 'pipe' })
     this.proc = proc as Subprocess<'pipe' | 'ignore', 'pipe', 'pipe'>
+    // The next conversion like this one finds its process started (a file's path is never the same twice).
+    if (!path) void proc.exited.then((code) => code === 0 && this.owner.spares.refill(cmd))
     this.owner.track(this, true)
     this.stdout = proc.stdout.getReader()
     void this.drainStderr(proc.stderr)
