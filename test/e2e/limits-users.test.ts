@@ -104,6 +104,11 @@ for (const mode of ['in-process', 'redis, two gateways'] as const) {
           }
           admitted++
           await res.text()
+          // Across two gateways, the next request may reach the other one before this one's settlement (its hold
+          // returned, its cost charged) has reached Redis: that request would see the worst-case hold still taken and
+          // be refused one request early. Settlements leave within a few ms; this waits them out, so both users count
+          // alike.
+          if (gateways.length > 1) await Bun.sleep(50)
         }
       }
       const frank = await spend('frank')
