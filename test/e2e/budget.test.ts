@@ -94,6 +94,33 @@ describe('one instance', () => {
     expect(attempts).toBe(1)
   })
 
+  test('money held by a request in flight: 429 budget_held with Retry-After, which the SDK retries and gets through once the hold settles', async () => {
+    // Worst cases (the prompt's bytes and 3 completion tokens at 10 µ$): the slow request 520 µ$, 'hi' 350 µ$. A budget
+    // of 700 fits the first alone; once it has settled to what it really cost, 'hi' fits too.
+    const worst = (content: string) => (JSON.stringify([{ role: 'user', content }]).length + 3) * 10
+    expect([worst('slow-first-byte:800'), worst('hi')]).toEqual([520, 350])
+    const { key } = await newKey(gw, 0.0007)
+    const slow = chat(gw, key, 'slow-first-byte:800', { max_tokens: 3 })
+    await Bun.sleep(150)
+
+    const res = await chat(gw, key, 'hi', { max_tokens: 3 })
+    expect(res.status).toBe(429)
+    expect(res.headers.get('retry-after')).toBe('1')
+    expect(res.headers.get('x-should-retry')).toBeNull()
+    const body = (await res.json()) as any
+    validateSchema('ErrorResponse', body)
+    expect(body.error).toMatchObject({ type: 'rate_limit_error', code: 'budget_held' })
+    expect(body.error.message).toBe('This key has $0.000180 of its budget of $0.0007 free; requests in flight hold $0.000520 until they finish. This request could cost up to $0.000350. Retry shortly.')
+
+    let attempts = 0
+    const client = new OpenAI({ apiKey: key, baseURL: gw.baseURL, fetch: (url: any, init: any) => (attempts++, fetch(url, init)) })
+    const answer = await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 })
+    expect(answer.choices[0]!.message.content).toBeString()
+    // Refused while the slow request held its 520 µ$, admitted after the Retry-After second.
+    expect(attempts).toBe(2)
+    expect((await slow).status).toBe(200)
+  })
+
   test('a request whose worst case does not fit is refused, and the message says what it could cost', async () => {
     const { key } = await newKey(gw, 0.001)
     const res = await chat(gw, key, 'hi', { max_tokens: 1000 }) // up to 10,000 µ$ of completion

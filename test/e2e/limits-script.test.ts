@@ -164,7 +164,7 @@ describe('script and in-process state', () => {
         await govern('a', 3_000, { seq: 7, deltas: [release(scope, 300)] }, null)
         expect((await readState(scope.key))!.bs).toBe(300)
         // Spent 300 of 1,000: a request reserving 600 fits, exactly once (its slot is the only one).
-        expect((await govern('b', 4_000, null, [slotAndBudget(scope)]))!.scopes[0]!.budget).toEqual({ loaded: true, ok: true, left: 100 })
+        expect((await govern('b', 4_000, null, [slotAndBudget(scope)]))!.scopes[0]!.budget).toEqual({ loaded: true, ok: true, left: 100, held: 0 })
       } finally {
         await redis.del(scope.key)
       }
@@ -177,14 +177,14 @@ describe('script and in-process state', () => {
         // Instance a holds the only slot and 600 of 1,000: b is refused on both counts, before the lease lapses.
         const refused = (await govern('b', 1_000 + 29_000, null, [slotAndBudget(scope)]))!
         expect(refused.status).toBe(0)
-        expect(refused.scopes[0]).toEqual({ rates: [], slotTaken: false, budget: { loaded: true, ok: false, left: 400 } })
+        expect(refused.scopes[0]).toEqual({ rates: [], slotTaken: false, budget: { loaded: true, ok: false, left: 400, held: 600 } })
         // a renews (an empty settlement) at 20 s: still held at 45 s.
         await govern('a', 21_000, { seq: 1, deltas: [{ ...release(scope, 0), holds: 0, reserved: 0 }] }, null)
         expect((await govern('b', 45_000, null, [slotAndBudget(scope)]))!.status).toBe(0)
         // a stops renewing (it crashed): after its lease (30 s from the last renewal) b gets the slot and the money.
         const admitted = (await govern('b', 21_000 + 30_001, null, [slotAndBudget(scope)]))!
         expect(admitted.status).toBe(1)
-        expect(admitted.scopes[0]!.budget).toEqual({ loaded: true, ok: true, left: 400 })
+        expect(admitted.scopes[0]!.budget).toEqual({ loaded: true, ok: true, left: 400, held: 0 })
         expect((await readState(scope.key))!.instances.a).toMatchObject({ n: 0, r: 0 })
       } finally {
         await redis.del(scope.key)
@@ -236,7 +236,7 @@ describe('script and in-process state', () => {
       expect(outcome!.status).toBe(0)
       expect(outcome!.scopes[0]!.rates[0]!.allowed).toBe(false)
       expect(outcome!.scopes[0]!.slotTaken).toBe(false)
-      expect(outcome!.scopes[0]!.budget).toEqual({ loaded: true, ok: false, left: 300 })
+      expect(outcome!.scopes[0]!.budget).toEqual({ loaded: true, ok: false, left: 300, held: 600 })
       expect(await redis.type(scope.key)).toBe('string')
       expect(await redis.pttl(scope.key)).toBeGreaterThan(0)
       const state = (await readState(scope.key))!

@@ -5,6 +5,7 @@ import path from 'node:path'
 import Redis from 'ioredis'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts'
+import { validateSchema } from '../helpers/openapi.ts'
 import { fire } from '../helpers/fire.ts'
 import { startInstances, type Instance } from '../helpers/instances.ts'
 import { createTestDatabase } from '../helpers/postgres.ts'
@@ -165,12 +166,12 @@ describe('exact across three instances', () => {
       return res
     }
     // All at once, then 20 clients, then one at a time until the money is gone. A request settles just after its
-    // response (onLog never delays the client): the next one, on another instance, may still see its hold, so
-    // the money is gone when a refusal holds again 100 ms later.
+    // response (onLog never delays the client): the next one, on another instance, may still see its hold, and is
+    // then refused with budget_held; insufficient_quota says the money is spent.
     const burst = await fire(300, 300, send)
     const rest = await fire(300, 20, send)
     const last: number[] = []
-    while (last.at(-1) !== 429 || last.at(-2) !== 429) {
+    while (refusals.at(-1)?.body.error.code !== 'insufficient_quota' || last.at(-1) !== 429) {
       if (last.at(-1) === 429) await Bun.sleep(100)
       last.push((await send(last.length)).status)
     }
@@ -178,8 +179,20 @@ describe('exact across three instances', () => {
     const admitted = statuses.filter((s) => s === 200).length
     expect(burst.filter((s) => s === 200).length).toBeGreaterThan(0)
     expect(admitted + refusals.length).toBe(statuses.length)
-    expect(refusals[0]!.body.error).toMatchObject({ type: 'insufficient_quota', code: 'insufficient_quota' })
-    expect(refusals.every((r) => r.headers.get('x-should-retry') === 'false')).toBe(true)
+    // While the first requests held the money, the rest were told to retry; once it was spent, not to.
+    const held = refusals.filter((r) => r.body.error.code === 'budget_held')
+    const spent = refusals.filter((r) => r.body.error.code === 'insufficient_quota')
+    expect(held.length + spent.length).toBe(refusals.length)
+    expect(held.length).toBeGreaterThan(0)
+    for (const r of held) {
+      validateSchema('ErrorResponse', r.body)
+      expect(r.body.error.type).toBe('rate_limit_error')
+      expect(r.body.error.message).toContain('requests in flight hold $')
+      expect(r.headers.get('retry-after')).toBe('1')
+      expect(r.headers.get('x-should-retry')).toBeNull()
+    }
+    expect(spent.at(-1)!.body.error).toMatchObject({ type: 'insufficient_quota', code: 'insufficient_quota' })
+    expect(spent.every((r) => r.headers.get('x-should-retry') === 'false')).toBe(true)
 
     const upstream = fake.usageLog.slice(logStart)
     expect(upstream.length).toBe(admitted)

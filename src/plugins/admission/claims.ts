@@ -54,8 +54,12 @@ export interface ScopeOutcome {
   rates: Decision[]
   /** Null when no slot was asked. */
   slotTaken: boolean | null
-  /** `loaded` false: the state holds no spend for this period yet (the ledger must be summed first). */
-  budget: { loaded: boolean; ok: boolean; left: number } | null
+  /**
+   * `loaded` false: the state holds no spend for this period yet (the ledger must be summed first). `left`: what is
+   * neither spent nor held (after this request's hold, when admitted); `held`: the worst cases reserved by requests
+   * in flight, before this one's.
+   */
+  budget: { loaded: boolean; ok: boolean; left: number; held: number } | null
 }
 
 /**

@@ -56,12 +56,12 @@ export class LocalState {
         }
         if (s.period !== b.period) {
           unloaded = true
-          budget = { loaded: false, ok: false, left: 0 }
+          budget = { loaded: false, ok: false, left: 0, held: 0 }
         } else {
           const left = b.limitMicros - s.spent - s.reserved
           const ok = left > 0 && b.cost <= left
           if (!ok) broke = true
-          budget = { loaded: true, ok, left: ok ? left - b.cost : Math.max(0, left) }
+          budget = { loaded: true, ok, left: ok ? left - b.cost : Math.max(0, left), held: s.reserved }
         }
       }
       return { rates, slotTaken, budget }

@@ -33,9 +33,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
  *   budget limit or -1 [, cost, period, ttl ms, spend to load or -1])…)…
  * Each admission is all or nothing over its scopes. Reply, per admission: its status (1 admitted; 2 admitted
  * but the shadow limits refused, so only budgets were taken; 0 refused; -1 a budget is not loaded), then per
- * scope 4 numbers per rate (allowed, remaining, reset ms, retry-after ms), 1 for a slot (taken) and 2 for a
- * budget (1 ok / 0 refused / -1 not loaded, micro-dollars left). The numbers come packed as little-endian doubles
- * in one string: as an array, the gateway decoded them one reply element at a time (about 1 µs a request at c=64).
+ * scope 4 numbers per rate (allowed, remaining, reset ms, retry-after ms), 1 for a slot (taken) and 3 for a
+ * budget (1 ok / 0 refused / -1 not loaded, micro-dollars left, micro-dollars held by requests in flight). The
+ * numbers come packed as little-endian doubles in one string: as an array, the gateway decoded them one reply
+ * element at a time (about 1 µs a request at c=64).
  */
 export const GOVERN = `-- ARGV: a struct format, one letter an argument (d a double, s a string), and the arguments packed by it.
 -- Unpacked in C, the numbers stay numbers: decoding JSON was a tenth of the script's instructions, much of it in
@@ -205,18 +206,18 @@ for _ = 1, A[a] do
       end
       if s.bp ~= period then
         unloaded = true
-        reply[nr + 1], reply[nr + 2] = -1, 0
+        reply[nr + 1], reply[nr + 2], reply[nr + 3] = -1, 0, 0
       else
         local left = budget - s.bs - s.r
         if left <= 0 or cost > left then
           broke = true
-          reply[nr + 1], reply[nr + 2] = 0, max(0, left)
+          reply[nr + 1], reply[nr + 2], reply[nr + 3] = 0, max(0, left), s.r
         else
-          reply[nr + 1], reply[nr + 2] = 1, left - cost
+          reply[nr + 1], reply[nr + 2], reply[nr + 3] = 1, left - cost, s.r
           reserved, until_ = cost, ttl
         end
       end
-      nr = nr + 2
+      nr = nr + 3
     end
     takes[nk + 1], takes[nk + 2], takes[nk + 3], takes[nk + 4] = s, slots > 0, reserved, until_
     nk = nk + 4

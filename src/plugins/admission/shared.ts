@@ -353,8 +353,8 @@ function decode(claims: ScopeClaim[], reply: number[], at: number): Outcome & { 
     let budget: ScopeOutcome['budget'] = null
     if (c.budget) {
       const state = reply[at]!
-      budget = { loaded: state !== -1, ok: state === 1, left: reply[at + 1]! }
-      at += 2
+      budget = { loaded: state !== -1, ok: state === 1, left: reply[at + 1]!, held: reply[at + 2]! }
+      at += 3
     }
     return { rates, slotTaken, budget }
   })

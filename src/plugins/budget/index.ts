@@ -124,8 +124,16 @@ export default definePlugin({
           const budget = claim.scope.kind === 'user' ? ctx.principal!.limits!.user_limits!.budget! : ctx.principal!.limits!.budget!
           const worst = claim.budget.cost > decided.left ? ` This request could cost up to $${usd(claim.budget.cost)}.` : ''
           const period = budget.period === 'total' ? '' : `${budget.period} `
-          const who = claim.scope.kind === 'user' ? `The user '${claim.scope.user}' of this key has` : 'This key has'
-          throw new GatewayError(429, `${who} reached its ${period}budget of $${budget.usd} ($${usd(decided.left)} left).${worst}`, {
+          const whose = claim.scope.kind === 'user' ? `The user '${claim.scope.user}' of this key` : 'This key'
+          if (decided.held > 0 && claim.budget.cost <= decided.left + decided.held) {
+            // Not spent but held: requests in flight reserve their worst case, and most of it comes back as they end.
+            throw new GatewayError(
+              429,
+              `${whose} has $${usd(decided.left)} of its ${period}budget of $${budget.usd} free; requests in flight hold $${usd(decided.held)} until they finish.${worst} Retry shortly.`,
+              { code: 'budget_held', headers: { 'retry-after': '1' } },
+            )
+          }
+          throw new GatewayError(429, `${whose} has reached its ${period}budget of $${budget.usd} ($${usd(decided.left)} left).${worst}`, {
             type: 'insufficient_quota',
             code: 'insufficient_quota',
             // The official SDKs retry a 429 twice unless told not to; waiting does not refill a budget.
