@@ -121,6 +121,21 @@ describe('one instance', () => {
     expect((await slow).status).toBe(200)
   })
 
+  test('a spent budget is the answer even when another of the request’s budgets is only held', async () => {
+    // The key's budget is held by a request without a user (520 µ$ of 700); the user's own ($0.0001) is too small for
+    // any request: retrying would never help, so the refusal says spent.
+    const { key } = await gw.admin('POST', '/keys', { name: `b${Math.random()}`, budget: { usd: 0.0007, period: 'total' }, user_limits: { budget: { usd: 0.0001, period: 'total' } } })
+    const slow = chat(gw, key, 'slow-first-byte:800', { max_tokens: 3 })
+    await Bun.sleep(150)
+    const res = await chat(gw, key, 'hi', { max_tokens: 3, user: 'ivan' })
+    expect(res.status).toBe(429)
+    expect(res.headers.get('x-should-retry')).toBe('false')
+    const body = (await res.json()) as any
+    expect(body.error.code).toBe('insufficient_quota')
+    expect(body.error.message).toStartWith("The user 'ivan' of this key has reached its budget of $0.0001")
+    expect((await slow).status).toBe(200)
+  })
+
   test('a request whose worst case does not fit is refused, and the message says what it could cost', async () => {
     const { key } = await newKey(gw, 0.001)
     const res = await chat(gw, key, 'hi', { max_tokens: 1000 }) // up to 10,000 µ$ of completion

@@ -10,8 +10,8 @@ const MAX_COMMANDS = 4
  * registered) before it reads a byte, and a streamed conversion (speech in a format the provider does not make)
  * waited that long for its first byte. When a conversion from a pipe has ended well, one process with the same
  * command line is started to wait on its stdin; the next conversion with that command takes it. Commands that read
- * a file are never kept (its path is new each time). A spare not taken within `idleMs` is stopped: a gateway that
- * converts nothing runs no ffmpeg, and one whose process dies reading an empty stdin leaves none behind.
+ * a file are never kept (its path is new each time). A spare not taken within `idleMs` is stopped, so a gateway
+ * that converts nothing runs no ffmpeg; one killed outright leaves none behind (its spares read the end of stdin).
  */
 export class Spares {
   private readonly waiting = new Map<string, { proc: PipedProcess; timer: Timer }>()

@@ -116,6 +116,8 @@ export default definePlugin({
       }
       if (admission.unavailable.limits) return // the rate-limit plugin refuses it
       let left = Infinity
+      // A budget that is spent is the answer even when another scope's is only held: retrying would not help.
+      let held: GatewayError | null = null
       for (let i = 0; i < admission.claims.length; i++) {
         const claim = admission.claims[i]!
         const decided = admission.outcome.scopes[i]!.budget
@@ -127,11 +129,12 @@ export default definePlugin({
           const whose = claim.scope.kind === 'user' ? `The user '${claim.scope.user}' of this key` : 'This key'
           if (decided.held > 0 && claim.budget.cost <= decided.left + decided.held) {
             // Not spent but held: requests in flight reserve their worst case, and most of it comes back as they end.
-            throw new GatewayError(
+            held ??= new GatewayError(
               429,
               `${whose} has $${usd(decided.left)} of its ${period}budget of $${budget.usd} free; requests in flight hold $${usd(decided.held)} until they finish.${worst} Retry shortly.`,
               { code: 'budget_held', headers: { 'retry-after': '1' } },
             )
+            continue
           }
           throw new GatewayError(429, `${whose} has reached its ${period}budget of $${budget.usd} ($${usd(decided.left)} left).${worst}`, {
             type: 'insufficient_quota',
@@ -142,6 +145,7 @@ export default definePlugin({
         }
         left = Math.min(left, decided.left)
       }
+      if (held) throw held
       if (left === Infinity) return
       if (admission.via === 'degraded') ctx.setHeader('x-conduit-budget-degraded', 'true')
       ctx.setHeader('x-conduit-budget-remaining-usd', usd(left))
