@@ -1,6 +1,6 @@
 import type { Subprocess } from 'bun'
 
-export type PipedProcess = Subprocess<'pipe', 'pipe', 'pipe'>
+type PipedProcess = Subprocess<'pipe', 'pipe', 'pipe'>
 
 /** Different command lines with a spare at once; past it the least recently used one's spare is stopped. */
 const MAX_COMMANDS = 4
