@@ -1,6 +1,6 @@
 /** Redis's clock; tests swap this line for one that reads a chosen instant from the last argument. */
 export const NOW = `local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
+local now = t[1] * 1000 + (t[2] - t[2] % 1000) / 1000`
 
 /**
  * One call of this script settles what this instance's finished requests owe and admits its waiting requests,
@@ -22,7 +22,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
  *
  * As a hash of a dozen fields (HGETALL, tonumber each, HSET of what changed, PEXPIRE) a call of one admission took
  * 235k instructions in Redis; as one string, 153k; with no function defined per call and the reply returned as
- * packed, 138k (bench/redis-script-cost.ts). A state still kept as a hash (the layout before) is read once with
+ * packed, 138k; with no call of math.* or pairs(), 131k (bench/redis-script-cost.ts). A state still kept as a hash (the layout before) is read once with
  * HGETALL and written back as a string.
  *
  * KEYS: the scope states. ARGV: the arguments packed (see encodeCall): instance, lease ms, batch number, then the
@@ -42,8 +42,8 @@ export const GOVERN = `-- ARGV: a struct format, one letter an argument (d a dou
 -- Unpacked in C, the numbers stay numbers: decoding JSON was a tenth of the script's instructions, much of it in
 -- strtod. At most LUAI_MAXCSTACK (8000) values come back from one C call.
 local CHUNK = 4000
--- Locals: each use of math.max was two table lookups besides the call.
-local max, floor, ceil = math.max, math.floor, math.ceil
+-- No math.max, math.floor or math.ceil: each call of a C function costs more than the comparison or the arithmetic
+-- that does its work here (floor(y) is y - y % 1, ceil(y) is y + -y % 1, both exact for these magnitudes).
 local unpackStruct, packStruct = struct.unpack, struct.pack
 local F, B = ARGV[1], ARGV[2]
 local A, N = nil, #F - 1
@@ -62,13 +62,14 @@ local inst, lease, seq = A[1], A[2], A[3]
 local states = {}
 local HOUR = 3600000
 -- A scope's state: x, the four TATs, bs, the instance count, bp; then each instance's id, n, r, e and q.
-local HEAD, EACH = '<ddddddds', '<sdddd'
+-- ONE is the format of a state with one instance, the usual one, written without building it.
+local HEAD, EACH, ONE = '<ddddddds', '<sdddd', '<ddddddds<sdddd'
 
 -- Each scope's state for this call, loaded before anything else: every key of KEYS is named by a settlement or an
 -- admission. In a loop rather than a function, as each function defined here is a closure made again at every call.
 -- The TATs are fields of the state itself (s.rpm ...; no rule is named like another field), a table fewer per scope.
 -- Every field is in the constructor: Lua 5.1 sizes a table's hash part only there, and grows it by rehashing, field
--- by field.
+-- by field. The instances are a list, walked by index: pairs() and ipairs() call a C function for every step.
 for i = 1, #KEYS do
   local raw = redis.pcall('GET', KEYS[i])
   local x, rpm, rpd, tpm, ipm, bs, bp, I, dirty = 0, 0, 0, 0, 0, 0, '', {}, false
@@ -76,37 +77,44 @@ for i = 1, #KEYS do
     -- Unpacked into locals, an instance at a time: a table for the values would cost more than the calls.
     local count, at
     x, rpm, rpd, tpm, ipm, bs, count, bp, at = unpackStruct(HEAD, raw)
-    for _ = 1, count do
+    for j = 1, count do
       local id, n, r, e, q
       id, n, r, e, q, at = unpackStruct(EACH, raw, at)
-      I[id] = { n = n, r = r, e = e, q = q }
+      I[j] = { id = id, n = n, r = r, e = e, q = q }
     end
   elseif raw then
     -- WRONGTYPE: the layout before, a hash with fields rpm..ipm, bs, bp, x, and n.<i> r.<i> e.<i> q.<i> per instance.
     -- Its x is left out, so the string gets an expiry of its own when it is written.
     local h = redis.call('HGETALL', KEYS[i])
-    local tat = { rpm = 0, rpd = 0, tpm = 0, ipm = 0 }
+    local tat, byId = { rpm = 0, rpd = 0, tpm = 0, ipm = 0 }, {}
     for j = 1, #h, 2 do
       local k, v = h[j], h[j + 1]
       if k == 'bp' then bp = v elseif k == 'bs' then bs = tonumber(v)
       elseif tat[k] then tat[k] = tonumber(v)
       elseif string.byte(k, 2) == 46 then
         local id = string.sub(k, 3)
-        local o = I[id] or { n = 0, r = 0, e = 0, q = 0 }
+        local o = byId[id]
+        if not o then
+          o = { id = id, n = 0, r = 0, e = 0, q = 0 }
+          byId[id], I[#I + 1] = o, o
+        end
         o[string.sub(k, 1, 1)] = tonumber(v)
-        I[id] = o
       end
     end
     rpm, rpd, tpm, ipm, dirty = tat.rpm, tat.rpd, tat.tpm, tat.ipm, true
   end
-  local me = I[inst]
+  local me
+  for j = 1, #I do
+    if I[j].id == inst then me = I[j] end
+  end
   if not me then
-    me = { n = 0, r = 0, e = 0, q = 0 }
-    I[inst] = me
+    me = { id = inst, n = 0, r = 0, e = 0, q = 0 }
+    I[#I + 1] = me
   end
   local s = { x = x, rpm = rpm, rpd = rpd, tpm = tpm, ipm = ipm, bs = bs, bp = bp, I = I, me = me, n = 0, r = 0, need = 0, dirty = dirty, fresh = me.q < seq, settled = false }
-  for id, o in pairs(I) do
-    if o.e > now or id == inst then
+  for j = 1, #I do
+    local o = I[j]
+    if o.e > now or o == me then
       s.n = s.n + o.n
       s.r = s.r + o.r
     else
@@ -131,17 +139,21 @@ for _ = 1, A[a] do
   if s.fresh then
     for _ = 1, adjustments do
       local rule, limit, per, units = A[a + 1], A[a + 2], A[a + 3], A[a + 4]
-      local tat = max(s[rule], now) + per * units / limit
+      local tat = s[rule]
+      if tat < now then tat = now end
+      tat = tat + per * units / limit
       if tat <= now then
         s[rule] = 0
       else
         s[rule] = tat
-        s.need = max(s.need, tat - now)
+        if tat - now > s.need then s.need = tat - now end
       end
       a = a + 4
     end
     local me = s.me
-    local n1, r1 = max(0, me.n - holds), max(0, me.r - reserved)
+    local n1, r1 = me.n - holds, me.r - reserved
+    if n1 < 0 then n1 = 0 end
+    if r1 < 0 then r1 = 0 end
     if absN >= 0 then n1, r1 = absN, absR end
     s.n, s.r = s.n - me.n + n1, s.r - me.r + r1
     me.n, me.r = n1, r1
@@ -175,13 +187,20 @@ for _ = 1, A[a] do
     for _ = 1, rates do
       local rule, limit, per, cost = A[a + 1], A[a + 2], A[a + 3], A[a + 4]
       a = a + 4
-      local debt = max(0, s[rule] - now)
+      local debt = s[rule] - now
+      if debt < 0 then debt = 0 end
       local horizon = debt + per * cost / limit
       if horizon > per then
         limited = true
-        reply[nr + 1], reply[nr + 2], reply[nr + 3], reply[nr + 4] = 0, max(0, floor((per - debt) * limit / per + 1e-9)), ceil(debt), ceil(horizon - per)
+        local left, wait = (per - debt) * limit / per + 1e-9, horizon - per
+        left = left - left % 1
+        if left < 0 then left = 0 end
+        reply[nr + 1], reply[nr + 2], reply[nr + 3], reply[nr + 4] = 0, left, debt + -debt % 1, wait + -wait % 1
       else
-        reply[nr + 1], reply[nr + 2], reply[nr + 3], reply[nr + 4] = 1, max(0, floor((per - horizon) * limit / per + 1e-9)), ceil(horizon), 0
+        local left = (per - horizon) * limit / per + 1e-9
+        left = left - left % 1
+        if left < 0 then left = 0 end
+        reply[nr + 1], reply[nr + 2], reply[nr + 3], reply[nr + 4] = 1, left, horizon + -horizon % 1, 0
         tats[nt + 1], tats[nt + 2], tats[nt + 3] = s, rule, now + horizon
         nt = nt + 3
       end
@@ -202,7 +221,7 @@ for _ = 1, A[a] do
       a = a + 4
       if s.bp ~= period and load >= 0 then
         s.bp, s.bs, s.dirty = period, load, true
-        s.need = max(s.need, ttl)
+        if ttl > s.need then s.need = ttl end
       end
       if s.bp ~= period then
         unloaded = true
@@ -211,7 +230,7 @@ for _ = 1, A[a] do
         local left = budget - s.bs - s.r
         if left <= 0 or cost > left then
           broke = true
-          reply[nr + 1], reply[nr + 2], reply[nr + 3] = 0, max(0, left), s.r
+          reply[nr + 1], reply[nr + 2], reply[nr + 3] = 0, left > 0 and left or 0, s.r
         else
           reply[nr + 1], reply[nr + 2], reply[nr + 3] = 1, left - cost, s.r
           reserved, until_ = cost, ttl
@@ -229,7 +248,7 @@ for _ = 1, A[a] do
     for j = 1, nt, 3 do
       local s, tat = tats[j], tats[j + 2]
       s[tats[j + 1]], s.dirty = tat, true
-      s.need = max(s.need, tat - now)
+      if tat - now > s.need then s.need = tat - now end
     end
   end
   if status > 0 then
@@ -239,13 +258,14 @@ for _ = 1, A[a] do
         local cost = reserved or 0
         local me = s.me
         s.n, s.r, me.n, me.r, s.dirty = s.n + 1, s.r + cost, me.n + 1, me.r + cost, true
-        if ttl then s.need = max(s.need, ttl) end
+        if ttl and ttl > s.need then s.need = ttl end
       end
     end
   end
 end
 
-for i, s in ipairs(states) do
+for i = 1, #KEYS do
+  local s = states[i]
   local me = s.me
   if s.settled then me.q = seq end
   if me.n > 0 or me.r > 0 then
@@ -253,25 +273,27 @@ for i, s in ipairs(states) do
     if me.e < now + lease * 2 / 3 then
       me.e, s.dirty = now + lease, true
     end
-    s.need = max(s.need, lease)
+    if lease > s.need then s.need = lease end
   end
   if s.dirty then
     -- Instances with nothing left to remember are not written.
-    local each, count = {}, 0
-    for id, o in pairs(s.I) do
+    local each, count, I = {}, 0, s.I
+    for j = 1, #I do
+      local o = I[j]
       if o.n ~= 0 or o.r ~= 0 or o.e ~= 0 or o.q ~= 0 then
-        each[count * 5 + 1], each[count * 5 + 2], each[count * 5 + 3], each[count * 5 + 4], each[count * 5 + 5] = id, o.n, o.r, o.e, o.q
+        each[count * 5 + 1], each[count * 5 + 2], each[count * 5 + 3], each[count * 5 + 4], each[count * 5 + 5] = o.id, o.n, o.r, o.e, o.q
         count = count + 1
       end
     end
     local x = s.x
     local extend = x == 0 or now + s.need > x
     if extend then
-      local need = max(s.need, 60000)
+      local need = s.need > 60000 and s.need or 60000
       x = now + need + need / 10
     end
-    local value = packStruct(HEAD .. string.rep(EACH, count), x, s.rpm, s.rpd, s.tpm, s.ipm, s.bs, count, s.bp, unpack(each, 1, count * 5))
-    if extend then redis.call('SET', KEYS[i], value, 'PX', ceil(x - now)) else redis.call('SET', KEYS[i], value, 'KEEPTTL') end
+    local value = packStruct(count == 1 and ONE or HEAD .. string.rep(EACH, count), x, s.rpm, s.rpd, s.tpm, s.ipm, s.bs, count, s.bp, unpack(each, 1, count * 5))
+    local px = x - now
+    if extend then redis.call('SET', KEYS[i], value, 'PX', px + -px % 1) else redis.call('SET', KEYS[i], value, 'KEEPTTL') end
   end
 end
 -- Redis's Lua hashes every byte of each string it makes: a reply of one chunk is returned as packed, not joined too.
