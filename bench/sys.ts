@@ -159,6 +159,8 @@ export const MiB = 1024 * 1024
 /** Samples the RSS of a process tree at a fixed interval until stopped. */
 export class RssSampler {
   readonly samples: { t: number; rss: number }[] = []
+  /** The largest RSS of any one process of the tree in a sample (a worker's, with several). */
+  peakProcess = 0
   private timer: ReturnType<typeof setInterval> | null = null
   private readonly started = performance.now()
 
@@ -173,7 +175,9 @@ export class RssSampler {
 
   private sample() {
     if (this.samples.length >= this.limit) return
-    this.samples.push({ t: (performance.now() - this.started) / 1000, rss: rssBytes(processTree(this.root)) })
+    const each = processTree(this.root).map((pid) => rssBytes([pid]))
+    this.peakProcess = Math.max(this.peakProcess, ...each)
+    this.samples.push({ t: (performance.now() - this.started) / 1000, rss: each.reduce((a, b) => a + b, 0) })
   }
 
   stop() {

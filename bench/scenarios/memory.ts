@@ -25,6 +25,8 @@ export interface MemoryArmResult {
   idleWorker: number | null
   idlePrimary: number | null
   peakThroughput: number | null
+  /** The largest one process of the tree reached meanwhile: a worker's peak, which the target is for. */
+  peakThroughputProcess: number | null
   withStreams: number | null
   perStream: number | null
   /** Peak RSS growth per stream nobody reads (`FLOOD` streams), bytes. */
@@ -59,13 +61,16 @@ export interface MemoryInputs {
 export async function runMemory(arms: Arm[], o: MemoryInputs, progress: (m: string) => void): Promise<MemoryResult> {
   const measured = arms.filter((a) => a.process !== null)
   let peak: Record<string, number>
-  if (o.throughput) peak = o.throughput.peakRss
+  let peakProcess: Record<string, number>
+  if (o.throughput) ({ peakRss: peak, peakRssProcess: peakProcess } = o.throughput)
   else {
     peak = {}
+    peakProcess = {}
     const body = chatBody(mockModel(o.json), false)
     for (const arm of measured) {
       const cell = await measureCell(arm, writeLua(o.workDir, arm, body), 64, o.durationSec, o.mockPid)
       peak[arm.name] = cell.peakRss ?? NaN
+      peakProcess[arm.name] = cell.peakRssProcess ?? NaN
       progress(`memory: c=64 ${arm.name}, peak RSS ${((cell.peakRss ?? NaN) / 1e6).toFixed(1)} MB`)
     }
   }
@@ -96,6 +101,7 @@ export async function runMemory(arms: Arm[], o: MemoryInputs, progress: (m: stri
         idleWorker: o.idleRoles[arm.name]?.worker ?? null,
         idlePrimary: o.idleRoles[arm.name]?.primary ?? null,
         peakThroughput: peak[arm.name] ?? null,
+        peakThroughputProcess: peakProcess[arm.name] ?? null,
         withStreams: s?.rssPeak ?? null,
         perStream: s?.rssPerStream ?? null,
         unreadPerStream: unread[arm.name] ?? null,

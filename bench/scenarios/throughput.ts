@@ -45,7 +45,9 @@ export interface ThroughputCell extends WrkResult {
   cpuUsPerReq: number | null
   armCores: number | null
   mockCpuUsPerReq: number
+  /** The tree's highest RSS, and that of its largest process (a worker, with several). */
   peakRss: number | null
+  peakRssProcess: number | null
   /** TIME_WAIT sockets on the box before and after the cell (they live 60 s, so earlier cells show too). */
   timeWaitBefore: number
   timeWait: number
@@ -59,8 +61,9 @@ export interface ThroughputResult {
   rounds: number
   /** Every cell, in the order run (`round` from 1). */
   cells: (ThroughputCell & { round: number })[]
-  /** Highest RSS of each arm's tree seen during its cells, bytes. */
+  /** Highest RSS of each arm's tree seen during its cells, and of one of its processes, bytes. */
   peakRss: Record<string, number>
+  peakRssProcess: Record<string, number>
 }
 
 /** A real .lua file: wrk reads `-s` twice, so process substitution silently drops the POST body. */
@@ -129,6 +132,7 @@ export async function measureCell(arm: Arm, lua: string, connections: number, du
     armCores: root ? cpu / elapsed : null,
     mockCpuUsPerReq: r.requests > 0 ? (mockCpu / r.requests) * 1e6 : NaN,
     peakRss: sampler ? sampler.peak : null,
+    peakRssProcess: sampler ? sampler.peakProcess : null,
     timeWaitBefore,
     timeWait: timeWaitCount(),
     foreignCores,
@@ -143,18 +147,20 @@ export async function runThroughput(arms: Arm[], o: ThroughputOptions, progress:
 
   const cells: ThroughputResult['cells'] = []
   const peakRss: Record<string, number> = {}
+  const peakRssProcess: Record<string, number> = {}
   for (const c of o.ladder) {
     for (let round = 1; round <= o.rounds; round++) {
       for (const arm of shuffled(arms)) {
         const cell = { ...(await measureCell(arm, scripts.get(arm.name)!, c, o.durationSec, o.mockPid)), round }
         cells.push(cell)
         if (cell.peakRss !== null) peakRss[arm.name] = Math.max(peakRss[arm.name] ?? 0, cell.peakRss)
+        if (cell.peakRssProcess !== null) peakRssProcess[arm.name] = Math.max(peakRssProcess[arm.name] ?? 0, cell.peakRssProcess)
         progress(`${scenario} c=${c} round ${round}/${o.rounds} ${arm.name}: ${cell.rps.toFixed(0)} req/s, p99 ${cell.p99.toFixed(2)} ms${cell.non2xx ? `, ${cell.non2xx} non-2xx` : ''}`)
         if (cell.raw) progress(`wrk output: ${cell.raw}`)
       }
     }
   }
-  return { durationSec: o.durationSec, ladder: o.ladder, rounds: o.rounds, cells, peakRss }
+  return { durationSec: o.durationSec, ladder: o.ladder, rounds: o.rounds, cells, peakRss, peakRssProcess }
 }
 
 export interface ThroughputSummary {
