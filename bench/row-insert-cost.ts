@@ -3,11 +3,12 @@
  * path (JSON handoff, the row writer's thread, its SQLite connection), by how many keys and models the traffic
  * spreads over and how many rows a transaction carries.
  *
- *   bun bench/row-insert-cost.ts [--keys 1,40] [--models 1,7] [--batch 500,2000,8000] [--requests 40000]
+ *   bun bench/row-insert-cost.ts [--keys 1,40] [--models 1,7] [--batch 500,2000,8000] [--requests 40000] [--prefill 20000]
  *
  * The bench's throughput arms use one key and one model: every index insert lands on the same leaf page. Real
  * traffic spreads over many, and each transaction then dirties a leaf page per key and model in each index.
- * Prints CPU µs a request (every thread of this process) after 20,000 requests already in the tables.
+ * Prints CPU µs a request (every thread of this process) after `--prefill` requests already in the tables (a store of
+ * millions of rows, whose indexes outgrow SQLite's page cache, writes differently from a new one).
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -24,11 +25,12 @@ const { values: args } = parseArgs({
     models: { type: 'string', default: '1,7' },
     batch: { type: 'string', default: '500,2000,8000' },
     requests: { type: 'string', default: '40000' },
+    prefill: { type: 'string', default: '20000' },
   },
 })
 const list = (s: string) => s.split(',').map(Number)
 const requests = Number(args.requests)
-const PREFILL = 20_000
+const PREFILL = Number(args.prefill)
 
 let seq = 0
 
