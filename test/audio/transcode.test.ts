@@ -359,12 +359,16 @@ setInterval(() => {}, 1000)
 `,
     )
     const gateway = Bun.spawn(['bun', script], { stdout: 'pipe', stderr: 'inherit' })
-    const reader = gateway.stdout.getReader()
-    const orphan = Number(new TextDecoder().decode((await reader.read()).value).trim())
-    expect(alive(orphan)).toBe(true)
-    gateway.kill('SIGKILL')
-    expect(await goneWithin(orphan, 3000)).toBe(true)
-    rmSync(dir, { recursive: true, force: true })
+    try {
+      const reader = gateway.stdout.getReader()
+      const orphan = Number(new TextDecoder().decode((await reader.read()).value).trim())
+      expect(alive(orphan)).toBe(true)
+      gateway.kill('SIGKILL')
+      expect(await goneWithin(orphan, 3000)).toBe(true)
+    } finally {
+      gateway.kill('SIGKILL') // a failed assertion must not leave the gateway (and its spare) running
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
 

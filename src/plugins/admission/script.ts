@@ -22,8 +22,8 @@ local now = t[1] * 1000 + (t[2] - t[2] % 1000) / 1000`
  *
  * As a hash of a dozen fields (HGETALL, tonumber each, HSET of what changed, PEXPIRE) a call of one admission took
  * 235k instructions in Redis; as one string, 153k; with no function defined per call and the reply returned as
- * packed, 138k; with no call of math.* or pairs(), 131k (bench/redis-script-cost.ts). A state still kept as a hash (the layout before) is read once with
- * HGETALL and written back as a string.
+ * packed, 138k; with no call of math.*, tonumber or pairs(), 131k (bench/redis-script-cost.ts). A state still kept
+ * as a hash (the layout before) is read once with HGETALL and written back as a string.
  *
  * KEYS: the scope states. ARGV: the arguments packed (see encodeCall): instance, lease ms, batch number, then the
  *   settlements count, (key index, holds, reserved, period, spent, absolute n or -1, absolute r, adjustment count,
