@@ -401,7 +401,7 @@ export class Pipeline {
     if (hooked) await hooked
     const timeouts = timeoutsFor(provider, this.o.timeouts)
     const call = new UpstreamCall(ctx.signal, provider.name)
-    const response = await call.fetch(upstream, timeouts)
+    const response = await call.fetch(upstream, timeouts, ctx.stream)
     if (!response.ok) {
       call.release()
       const error = await upstreamError(response, adapter, provider.name)

@@ -3,6 +3,15 @@ import type { EndpointAdapter, ProviderConfig, UpstreamRequest } from '../plugin
 import { parseOpenAIError } from '../plugin-sdk/openai-compatible.ts'
 import { isReachable, providerAnswered } from './reachability.ts'
 import { egress } from './egress.ts'
+import { http1Fetch } from './http1.ts'
+
+/** fetch honours these (and NO_PROXY); the gateway's own client does not speak to proxies. */
+const VIA_PROXY = ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'].some((name) => !!process.env[name])
+
+/** A streamed answer to a text or bytes request comes over the gateway's own connections (see http1.ts). */
+function ownClient(url: string, body: UpstreamRequest['body']): body is string | Uint8Array | undefined {
+  return !VIA_PROXY && (typeof body === 'string' || body === undefined || body instanceof Uint8Array) && (url.startsWith('http://') || url.startsWith('https://'))
+}
 
 export interface Timeouts {
   /** To a connection; enforced by probing the provider's host if no response came by then (see reachability.ts). */
@@ -109,7 +118,8 @@ export class UpstreamCall {
     watched.delete(this)
   }
 
-  async fetch(request: UpstreamRequest, timeouts: Timeouts): Promise<Response> {
+  /** `streamed`: the answer is read as it comes (a stream), not whole. */
+  async fetch(request: UpstreamRequest, timeouts: Timeouts, streamed = false): Promise<Response> {
     // No connection to a host the egress policy refuses (private, loopback, metadata; see egress.ts).
     const checking = egress.check(request.url) // undefined: this origin was allowed moments ago
     if (checking) {
@@ -123,16 +133,19 @@ export class UpstreamCall {
     this.connectMs = timeouts.connectMs
     this.connectCheckAt = performance.now() + timeouts.connectMs
     try {
-      const response = await fetch(request.url, {
-        method: request.method ?? 'POST',
-        headers: request.headers,
-        body: request.body,
-        signal: this.controller.signal,
-        redirect: 'manual',
-        // Our own deadlines govern (first byte, idle between chunks); Bun's 5-minute socket idle timer would
-        // cut a provider configured to be allowed longer.
-        timeout: false,
-      } as RequestInit)
+      const body = request.body
+      const response = await (streamed && ownClient(request.url, body)
+        ? http1Fetch(request.url, { method: request.method ?? 'POST', headers: request.headers, body, signal: this.controller.signal })
+        : fetch(request.url, {
+            method: request.method ?? 'POST',
+            headers: request.headers,
+            body,
+            signal: this.controller.signal,
+            redirect: 'manual',
+            // Our own deadlines govern (first byte, idle between chunks); Bun's 5-minute socket idle timer would
+            // cut a provider configured to be allowed longer.
+            timeout: false,
+          } as RequestInit))
       providerAnswered(this.providerName)
       return response
     } catch (error) {
