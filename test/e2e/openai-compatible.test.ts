@@ -52,6 +52,17 @@ describe('chat completions', () => {
     expect(JSON.stringify(upstream.headers)).not.toContain(key)
   })
 
+  test('a streamed answer comes over the gateway’s own connection (identity coding), a whole one through fetch', async () => {
+    await client.chat.completions.create(chatBody('Hi') as any)
+    expect(fake.requests.at(-1)!.headers['accept-encoding']).toBe('gzip, deflate, br, zstd')
+    await client.chat.completions.stream(chatBody('Hi') as any).finalChatCompletion()
+    const streamed = fake.requests.at(-1)!
+    expect(streamed.body.stream).toBe(true)
+    expect(streamed.headers['accept-encoding']).toBe('identity')
+    expect(streamed.headers['user-agent']).toBe(`Bun/${Bun.version}`)
+    expect(streamed.headers.authorization).toBe('Bearer sk-upstream-test')
+  })
+
   test('streaming with finalChatCompletion(), every chunk spec-valid, no usage chunk unless asked', async () => {
     const stream = client.chat.completions.stream(chatBody('Hi') as any)
     const final = await stream.finalChatCompletion()
