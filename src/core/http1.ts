@@ -238,11 +238,13 @@ class Connection {
       if (this.remaining === 0) this.endBody(exchange)
       return
     }
+    // The data of every chunk in this read goes on as one piece: one read for the relay, however the server chunked it.
+    const data: Buffer[] = []
     let at = 0
     while (at < buffer.length) {
       if (this.chunk === 'data') {
         const take = Math.min(this.remaining, buffer.length - at)
-        this.deliver(exchange, buffer.subarray(at, at + take))
+        data.push(buffer.subarray(at, at + take))
         at += take
         if ((this.remaining -= take) === 0) this.chunk = 'data-end'
         continue
@@ -251,7 +253,7 @@ class Connection {
       if (eol === -1) {
         if (buffer.length - at > MAX_HEAD_BYTES) throw new Error('the upstream chunk framing is invalid')
         this.pending = buffer.subarray(at)
-        return
+        break
       }
       const line = buffer.toString('latin1', at, eol)
       at = eol + CRLF.length
@@ -266,9 +268,11 @@ class Connection {
       } else if (line === '') {
         // The last chunk and its trailers (nothing here needs them) are read.
         if (at < buffer.length) throw new Error('the upstream sent more than its response')
+        if (data.length > 0) this.deliver(exchange, joined(data))
         return this.endBody(exchange)
       }
     }
+    if (data.length > 0) this.deliver(exchange, joined(data))
   }
 
   private endBody(exchange: Exchange) {
@@ -332,6 +336,8 @@ class Connection {
     socket.timeout(IDLE_SECONDS) // busy: a silent upstream is the call's own deadlines' to end
   }
 }
+
+const joined = (parts: Buffer[]) => (parts.length === 1 ? parts[0]! : Buffer.concat(parts))
 
 type Socket1 = Socket<Connection>
 const handlers = {

@@ -102,6 +102,13 @@ describe('framing', () => {
     expect(server.connections).toBe(1)
   })
 
+  test('chunks that arrive in one read are read as one piece, however the server chunked them', async () => {
+    const server = serve((socket) => void socket.write(SSE_RESPONSE))
+    const reader = (await post(server.url)).body!.getReader()
+    expect(new TextDecoder().decode((await reader.read()).value)).toBe(SSE_EVENTS.join(''))
+    expect((await reader.read()).done).toBe(true)
+  })
+
   test('random pieces of a long chunked answer with a multi-byte character cut across pieces', async () => {
     const parts = Array.from({ length: 200 }, (_, i) => `data: {"n":${i},"text":"héllo wörld ✓ ${'x'.repeat(i % 17)}"}\n\n`)
     const response = SSE_HEAD + chunked(parts)
