@@ -96,7 +96,6 @@ class Connection {
   send(head: string, body: string | Uint8Array | undefined, exchange: Exchange) {
     this.exchange = exchange
     this.received = 0
-    this.keepAlive = true
     this.socket!.ref()
     this.write(typeof body === 'string' ? Buffer.from(head + body) : body ? Buffer.concat([Buffer.from(head), body]) : Buffer.from(head))
   }
@@ -181,7 +180,6 @@ class Connection {
         if (buffer.length > (this.framing === 'none' ? 0 : length)) throw new Error('the upstream sent more than its response')
         exchange.answered = true
         exchange.resolve(new Response(this.framing === 'none' ? null : buffer, init))
-        this.framing = 'none'
         this.complete()
         return null
       }
@@ -276,7 +274,6 @@ class Connection {
   }
 
   private endBody(exchange: Exchange) {
-    this.framing = 'none'
     exchange.body?.close()
     exchange.body = null
     this.complete()

@@ -4,7 +4,7 @@ import { gzipSync } from 'node:zlib'
 import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { http1Fetch } from '../../src/core/http1.ts'
-import { selfSignedCert } from '../realtime/setup.ts'
+import { selfSignedCert } from '../helpers/tls.ts'
 
 /**
  * The gateway's own HTTP/1.1 client (streamed upstream answers) against servers that write exact bytes: framing in

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { chromium, type Browser } from 'playwright-core'
 import { CHROMIUM } from '../ui/browser.ts'
-import { realtimeSetup, selfSignedCert, type RealtimeSetup } from './setup.ts'
+import { realtimeSetup, type RealtimeSetup } from './setup.ts'
+import { selfSignedCert } from '../helpers/tls.ts'
 
 /**
  * A real Chromium page as a browser client: a tiny page server (its own origin) mints an ephemeral secret with the

@@ -5,7 +5,8 @@ import { OpenAIRealtimeWS as BetaRealtimeWS } from 'openai/beta/realtime/ws'
 import { pcm16ToBytes } from '../../src/plugin-sdk/audio/index.ts'
 import { tone } from '../helpers/audio.ts'
 import { validateSchema } from '../helpers/openapi.ts'
-import { realtimeSetup, selfSignedCert, type RealtimeSetup } from './setup.ts'
+import { realtimeSetup, type RealtimeSetup } from './setup.ts'
+import { selfSignedCert } from '../helpers/tls.ts'
 
 /**
  * The official openai SDK's realtime clients (OpenAIRealtimeWS on the `ws` package, GA and beta) against the
