@@ -147,7 +147,7 @@ class Connection {
       }
       const headers = new Headers()
       let length = -1
-      let encoded = false
+      let transferEncoded = false
       let chunked = false
       this.keepAlive = status[1] === '1'
       for (let i = 1; i < lines.length; i++) {
@@ -162,7 +162,7 @@ class Connection {
           if (!/^\d{1,15}$/.test(value) || (length !== -1 && length !== Number(value))) throw new Error('the upstream response has an invalid content-length')
           length = Number(value)
         } else if (name === 'transfer-encoding') {
-          encoded = true
+          transferEncoded = true
           chunked = /(?:^|,)[ \t]*chunked[ \t]*$/i.test(value)
         } else if (name === 'connection') {
           if (/(?:^|,)[ \t]*close[ \t]*(?:,|$)/i.test(value)) this.keepAlive = false
@@ -170,22 +170,23 @@ class Connection {
         }
       }
       // Transfer-Encoding overrides Content-Length; a body that is not chunked then runs to the close (§6.3).
-      this.framing = NULL_BODY.has(code) ? 'none' : encoded ? (chunked ? 'chunked' : 'close') : length >= 0 ? 'length' : 'close'
+      this.framing = NULL_BODY.has(code) ? 'none' : transferEncoded ? (chunked ? 'chunked' : 'close') : length >= 0 ? 'length' : 'close'
       if (this.framing === 'close') this.keepAlive = false
       this.remaining = length
       this.chunk = 'size'
       const init = { status: code, statusText: status[3] ?? '', headers }
-      if (this.framing === 'none' || (this.framing === 'length' && buffer.length >= length)) {
-        // The whole body came with the head (an error's JSON, usually): no stream to feed.
+      const coding = this.framing === 'none' ? undefined : headers.get('content-encoding')?.toLowerCase()
+      const compressed = coding !== undefined && coding !== 'identity'
+      if (this.framing === 'none' || (!compressed && this.framing === 'length' && buffer.length >= length)) {
+        // The whole body came with the head (an error's JSON, usually): no stream to feed, unless it must be decoded.
         if (buffer.length > (this.framing === 'none' ? 0 : length)) throw new Error('the upstream sent more than its response')
         exchange.answered = true
         exchange.resolve(new Response(this.framing === 'none' ? null : buffer, init))
         this.complete()
         return null
       }
-      const coding = headers.get('content-encoding')?.toLowerCase()
       let body = this.stream(exchange)
-      if (coding && coding !== 'identity') {
+      if (compressed) {
         if (!CODINGS[coding]) throw new Error(`the upstream sent a body in an unknown coding (${coding})`)
         body = body.pipeThrough(new DecompressionStream(CODINGS[coding]) as unknown as TransformStream<Uint8Array, Uint8Array>)
         headers.delete('content-encoding')

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, test } from 'bun:test'
 import type { Socket, TCPSocketListener } from 'bun'
-import { gzipSync } from 'node:zlib'
+import { brotliCompressSync, gzipSync } from 'node:zlib'
 import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { http1Fetch } from '../../src/core/http1.ts'
@@ -169,6 +169,21 @@ describe('framing', () => {
     expect(response.headers.get('content-encoding')).toBeNull()
     expect(await response.text()).toBe(SSE_EVENTS.join(''))
     expect(server.requests[0]).toContain('\r\naccept-encoding: identity\r\n')
+  })
+
+  test('a compressed body that came whole with its head is decompressed too', async () => {
+    const text = SSE_EVENTS.join('')
+    const bodies = [gzipSync(text), brotliCompressSync(text)]
+    const server = serve((socket, _request, index) => {
+      const body = bodies[index]!
+      socket.write(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\ncontent-encoding: ${index === 0 ? 'gzip' : 'br'}\r\ncontent-length: ${body.length}\r\n\r\n`), body]))
+    })
+    for (const _ of bodies) {
+      const response = await post(server.url)
+      expect(response.headers.get('content-encoding')).toBeNull()
+      expect(await response.text()).toBe(text)
+    }
+    expect(server.connections).toBe(1)
   })
 
   test('what is not an HTTP/1.1 answer fails the call or its body, and the connection is dropped', async () => {
