@@ -23,6 +23,7 @@
 # INTERVAL=<ms> change the mock's stream (longer streams price the relay a chunk).
 # The process is first warmed until its JIT has settled, as `bun run bench` warms every arm (bench/settle.ts;
 # WARM_S=<n>: n s of wrk instead).
+# CONNS=<n>: wrk's connections (64) for the default run.
 # GWLOG=<file> keeps the gateway's output. Needs wrk and curl (and perf for PERF=1); port 5931.
 set -e
 cd "$(dirname "$0")/.."
@@ -86,7 +87,7 @@ LUA
 # Per thread: tid, CPU ticks (utime + stime, counted after the ")" that ends a name with spaces in it), name.
 threads() { for t in /proc/$GW/task/*; do echo "$(basename $t) $(sed 's/.*) //' $t/stat | awk '{print $12+$13}') $(cat $t/comm)"; done; }
 URL=http://127.0.0.1:5931/v1/chat/completions
-CONNS=64
+CONNS=${CONNS:-64}
 [ -n "$C1" ] && CONNS=1
 if [ -n "$WARM_S" ]; then wrk -t1 -c$CONNS -d${WARM_S}s -s $DIR/post.lua $URL > /dev/null; else bun bench/settle.ts $GW $DIR/post.lua $URL; fi
 if [ -n "$STREAMS" ]; then
