@@ -176,7 +176,7 @@ class Connection {
       this.chunk = 'size'
       const init = { status: code, statusText: status[3] ?? '', headers }
       const coding = this.framing === 'none' ? undefined : headers.get('content-encoding')?.toLowerCase()
-      const compressed = coding !== undefined && coding !== 'identity'
+      const compressed = !!coding && coding !== 'identity'
       if (this.framing === 'none' || (!compressed && this.framing === 'length' && buffer.length >= length)) {
         // The whole body came with the head (an error's JSON, usually): no stream to feed, unless it must be decoded.
         if (buffer.length > (this.framing === 'none' ? 0 : length)) throw new Error('the upstream sent more than its response')
