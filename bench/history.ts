@@ -27,7 +27,7 @@ function figure(run: Run, target: string, arm: string): string {
 }
 
 const rows = [
-  '| run (UTC) | commit | floor c=64: req/s, CPU µs a request | wake | 1 worker vs floor (CPU × floor) | 2 workers | limits in-process / Redis | c=1 added p50 / p99 ms | SSE added TTFT ms | 1,000 streams TTFT p99 ms | idle RSS a worker MB |',
+  '| run (UTC) | commit | floor c=64: req/s, CPU µs a request | wake | 1 worker vs floor (its CPU a request, × the floor) | 2 workers | limits in-process / Redis | c=1 added p50 / p99 ms | SSE added TTFT ms | 1,000 streams TTFT p99 ms | idle RSS a worker MB |',
   '|---|---|---|---|---|---|---|---|---|---|---|',
 ]
 for (const file of files) {
@@ -36,11 +36,12 @@ for (const file of files) {
   const at64 = run.throughput ? summarizeThroughput(run.throughput).filter((s) => s.connections === 64) : []
   const floor = at64.find((s) => s.arm === 'floor')
   const floorText = floor ? `${Math.round(floor.rps).toLocaleString('en')}, ${floor.cpuUsPerReq?.toFixed(1) ?? '–'}` : '–'
-  const cpuVsFloor = at64.find((s) => s.arm === 'conduit-w1')?.cpuVsFloor
+  const conduit = at64.find((s) => s.arm === 'conduit-w1')
+  const conduitCpu = conduit?.cpuUsPerReq && conduit.cpuVsFloor ? ` (${conduit.cpuUsPerReq.toFixed(1)} µs, ${conduit.cpuVsFloor.median.toFixed(2)}×)` : ''
   const wake = run.machine.wake ? `${(run.machine.wake.afterIdleUs / run.machine.wake.warmUs).toFixed(1)}×` : '–'
   const share = (arm: string) => figure(run, 'throughput c=64 vs floor', arm)
   rows.push(
-    `| ${file.slice(0, 16).replace(/T(\d\d)-(\d\d)/, ' $1:$2')} | ${run.machine.gitCommit.slice(0, 7)} | ${floorText} | ${wake} | ${share('conduit-w1')}${cpuVsFloor ? ` (${cpuVsFloor.median.toFixed(2)}×)` : ''} | ${share('conduit-w2')} | ` +
+    `| ${file.slice(0, 16).replace(/T(\d\d)-(\d\d)/, ' $1:$2')} | ${run.machine.gitCommit.slice(0, 7)} | ${floorText} | ${wake} | ${share('conduit-w1')}${conduitCpu} | ${share('conduit-w2')} | ` +
       `${share('conduit-w1-limits-local')} / ${share('conduit-w1-limits-redis')} | ${figure(run, 'added latency c=1, p50', 'conduit-w1')} / ` +
       `${figure(run, 'added latency c=1, p99', 'conduit-w1')} | ${figure(run, 'SSE added TTFT p50', 'conduit-w1')} | ` +
       `${figure(run, '1000 streams: first chunk without queueing, TTFT p99', 'conduit-w1')} | ${figure(run, 'RSS idle', 'conduit-w1')} |`,

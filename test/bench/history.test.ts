@@ -33,8 +33,8 @@ test('bench history: a line per full run, oldest first, the floor and the CPU ra
     expect(code).toBe(0)
     const lines = out.trim().split('\n').slice(2)
     expect(lines).toEqual([
-      '| 2026-12-06 08:00 | aaaaaaa | 10,000, 50.0 | 4.3× | 61% (2.00×) | – | – / – | +0.220 / – | – | – | 72.1 |',
-      '| 2026-12-07 09:56 | bbbbbbb | 25,000, 30.0 | 4.3× | 61% (2.50×) | – | – / – | +0.220 / – | – | – | 72.1 |',
+      '| 2026-12-06 08:00 | aaaaaaa | 10,000, 50.0 | 4.3× | 61% (100.0 µs, 2.00×) | – | – / – | +0.220 / – | – | – | 72.1 |',
+      '| 2026-12-07 09:56 | bbbbbbb | 25,000, 30.0 | 4.3× | 61% (70.0 µs, 2.50×) | – | – / – | +0.220 / – | – | – | 72.1 |',
     ])
   } finally {
     rmSync(dir, { recursive: true, force: true })
