@@ -411,7 +411,7 @@ export async function http1Fetch(target: string, init: Http1Init): Promise<Respo
     init.signal.throwIfAborted()
     const connection = (attempt === 0 ? pool.pop() : undefined) ?? (await untilAborted(connect(url, pool), init.signal))
     try {
-      const response = await exchange(connection, head, body, init.signal)
+      const response = await roundTrip(connection, head, body, init.signal)
       // As fetch's: the URL the answer came from (redirects are not followed, so the one asked).
       Object.defineProperty(response, 'url', { value: target })
       return response
@@ -424,7 +424,8 @@ export async function http1Fetch(target: string, init: Http1Init): Promise<Respo
   }
 }
 
-function exchange(connection: Connection, head: string, body: string | Uint8Array | undefined, signal: AbortSignal): Promise<Response> {
+/** One request written on `connection`, answered when its response head arrives. */
+function roundTrip(connection: Connection, head: string, body: string | Uint8Array | undefined, signal: AbortSignal): Promise<Response> {
   return new Promise<Response>((resolve, reject) => {
     const exchange: Exchange = { resolve, reject, answered: false, body: null, signal, onAbort: () => connection.fail(signal.reason) }
     signal.addEventListener('abort', exchange.onAbort)
