@@ -38,8 +38,14 @@ export interface ChatStreamTranslator {
 /** Reads a native stream's events as they pass (they are relayed unchanged but for the model name). */
 export interface NativeStreamWatcher {
   event(type: string | null, data: string): void
-  /** Usage so far, in chat completions' shape (`prompt_tokens`, `completion_tokens`, `prompt_tokens_details.cached_tokens`). */
+  /**
+   * What the provider reported so far, in chat completions' shape (`prompt_tokens`, `completion_tokens`,
+   * `prompt_tokens_details.cached_tokens`); `completion_tokens` only once the output's count came (Messages reports
+   * the input at `message_start`, the output at `message_delta`).
+   */
   usage(): Record<string, any> | null
+  /** Content deltas relayed so far (text, tool arguments, reasoning): a cut stream's output is estimated from them. */
+  deltas(): number
   /** The final object, when the stream carried it whole (`response.completed`); null otherwise. */
   result(): Record<string, any> | null
 }
@@ -101,7 +107,7 @@ export function prepareNativeCall(ctx: RequestCtx, attempt: Attempt, door: Front
             if (out) controller.enqueue(encoder.encode(out))
           },
         })
-        const end = streamEnd(ctx, attempt, lease, deps.report, () => deps.usage(ctx, watcher.usage(), 0))
+        const end = streamEnd(ctx, attempt, lease, deps.report, () => nativeStreamUsage(ctx, watcher, deps))
         const relayed = relayBytes(reader, first, call, timeouts.idleMs, {
           sse: false,
           onFinish: (error, aborted) => {
@@ -129,6 +135,18 @@ export function prepareNativeCall(ctx: RequestCtx, attempt: Attempt, door: Front
       return deps.settle(ctx, new Response(spliceModel(text, name, encodedName), { status: 200, headers: { 'content-type': 'application/json', ...ctx.headers } }))
     },
   }
+}
+
+/**
+ * A stream cut before the provider's last count (the client left, the provider failed) is billed what the provider
+ * reported, its input at least, and the output estimated from the deltas relayed, about a token each; it says so.
+ */
+function nativeStreamUsage(ctx: RequestCtx, watcher: NativeStreamWatcher, deps: FrontDoorDeps) {
+  const reported = watcher.usage()
+  if (reported?.completion_tokens !== undefined) return deps.usage(ctx, reported, 0)
+  const estimate = deps.usage(ctx, null, watcher.deltas())
+  if (!reported) return estimate
+  return { ...deps.usage(ctx, { ...reported, completion_tokens: estimate.completion_tokens, total_tokens: undefined }, 0), estimated: true }
 }
 
 /**

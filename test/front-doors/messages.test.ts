@@ -332,6 +332,30 @@ describe('native to Anthropic', () => {
     expect(row.cost_micros).toBe(Math.ceil(upstream.prompt_tokens * PRICE.input + upstream.completion_tokens * PRICE.output))
   })
 
+  test('a native stream cut by the client is billed the input Anthropic reported and the output it got, estimated', async () => {
+    const res = await post('/v1/messages', { model: 'sonnet', max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'slow-stream:40' }] })
+    const reader = res.body!.getReader()
+    let text = ''
+    while ((text.match(/event: content_block_delta/g) ?? []).length < 5) text += new TextDecoder().decode((await reader.read()).value)
+    await reader.cancel()
+    const seen = (text.match(/event: content_block_delta/g) ?? []).length
+    const started = events(text.slice(0, text.indexOf('\n\n') + 2))[0]!.data.message.usage
+    let row: any
+    for (let i = 0; i < 40 && !row; i++) {
+      row = await ledgerRow(res.headers.get('x-request-id')!)
+      if (!row) await Bun.sleep(50)
+    }
+    expect(row).toMatchObject({ prompt_tokens: started.input_tokens, aborted: 1, estimated: 1 })
+    // message_start's output_tokens (1) is not the answer's: each delta relayed counts, and none of the 15 not sent.
+    expect(row.completion_tokens).toBeGreaterThanOrEqual(seen)
+    expect(row.completion_tokens).toBeLessThan(20)
+    expect(row.cost_micros).toBe(Math.ceil(row.prompt_tokens * PRICE.input + row.completion_tokens * PRICE.output))
+
+    const whole = await post('/v1/messages', { model: 'sonnet', max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'slow-stream:1' }] })
+    await whole.text()
+    expect(await ledgerRow(whole.headers.get('x-request-id')!)).toMatchObject({ completion_tokens: 20, aborted: 0, estimated: 0 })
+  })
+
   test("a native stream's own error event reaches the client as Anthropic sent it", async () => {
     const res = await post('/v1/messages', { model: 'sonnet', max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'midstream-error' }] })
     const list = events(await res.text())

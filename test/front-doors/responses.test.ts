@@ -461,7 +461,8 @@ describe('errors and billing', () => {
       const res = await post({ model, input: 'slow-stream:200', stream: true }, key, controller.signal)
       const reader = res.body!.getReader()
       let text = ''
-      while (!text.includes('output_text.delta')) text += new TextDecoder().decode((await reader.read()).value)
+      const deltas = () => (text.match(/event: response\.output_text\.delta/g) ?? []).length
+      while (deltas() < 3) text += new TextDecoder().decode((await reader.read()).value)
       controller.abort()
       await reader.cancel().catch(() => {})
       const requestId = res.headers.get('x-request-id')!
@@ -472,6 +473,10 @@ describe('errors and billing', () => {
       }
       expect(row).toBeDefined()
       expect(Number(row.prompt_tokens)).toBeGreaterThan(0)
+      // The usage would have come with response.completed: what was relayed is estimated, a token a delta.
+      expect(Number(row.completion_tokens)).toBeGreaterThanOrEqual(deltas())
+      expect(Number(row.completion_tokens)).toBeLessThan(20)
+      expect(Number(row.estimated)).toBe(1)
       expect(Number(row.cost_micros)).toBe(Number(row.prompt_tokens) * PRICE.input + Number(row.completion_tokens) * PRICE.output)
     }
   })

@@ -11,6 +11,8 @@
  * - "weather" and the request has tools       → a `get_weather` tool_use block, stop_reason tool_use
  * - "midstream-error" when streaming          → a few text deltas, then `event: error` (overloaded_error)
  * - "finish-length"                           → the reply cut to at most 3 pieces, stop_reason max_tokens
+ * - "slow-stream:<ms>" when streaming         → 20 text deltas ("1", " 2", …) `<ms>` apart, usage as Anthropic
+ *                                               sends it: the input at message_start, the output at message_delta
  * - anything else                             → "Hello from fake Anthropic! 你好 👋"
  *
  * `max_tokens` and `stop_sequences` are honoured on text replies (stop_reason max_tokens / stop_sequence).
@@ -72,6 +74,8 @@ interface Reply {
   outputTokens: number
 }
 
+/** Text deltas of a `slow-stream:<ms>` reply. */
+const SLOW_STREAM_PIECES = 20
 /** Pieces of a `finish-length` reply. */
 const LENGTH_LIMITED_PIECES = 3
 const FAIL_TRIGGERS: [string, number, string, string][] = [
@@ -136,6 +140,8 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions = {}): Pr
       if (blocks.some((b: any) => b.type === 'tool_result')) reply = textReply(FAKE_TOOL_RESULT_REPLY, body)
       else if (Array.isArray(body.tools) && body.tools.length > 0 && lastText.includes('weather')) reply = toolReply()
       else reply = textReply(FAKE_REPLY, lastText.includes('finish-length') ? { ...body, max_tokens: Math.min(body.max_tokens, LENGTH_LIMITED_PIECES) } : body)
+      const slow = /slow-stream:(\d+)/.exec(lastText)
+      if (slow && body.stream === true) reply = textReply(Array.from({ length: SLOW_STREAM_PIECES }, (_, i) => (i === 0 ? '1' : ` ${i + 1}`)).join(''), body)
 
       const id = randomId('msg_01')
       const prompt = Math.ceil(countChars(body) / 4)
@@ -162,7 +168,8 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions = {}): Pr
       }
       const failMidway = lastText.includes('midstream-error')
       const events = streamEvents(id, body.model, usage, reply, failMidway)
-      return new Response(byteStream(events, options.streamChunkBytes, failMidway ? undefined : logUsage), {
+      // A slow stream is one write per event, whatever the byte pieces asked (they would each wait `<ms>`).
+      return new Response(byteStream(events, slow ? undefined : options.streamChunkBytes, failMidway ? undefined : logUsage, slow ? Number(slow[1]) : 1), {
         headers: { ...headers, 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' },
       })
     },
@@ -319,7 +326,7 @@ function streamEvents(id: string, model: string, usage: Record<string, unknown>,
 }
 
 /** One write per event, or fixed-size byte pieces when asked (to exercise decoders). `onLast` runs before the last write. */
-function byteStream(events: string[], chunkBytes?: number, onLast?: () => void): ReadableStream<Uint8Array> {
+function byteStream(events: string[], chunkBytes?: number, onLast?: () => void, pauseMs = 1): ReadableStream<Uint8Array> {
   const parts: Uint8Array[] = []
   if (chunkBytes && chunkBytes > 0) {
     const bytes = encoder.encode(events.join(''))
@@ -333,7 +340,7 @@ function byteStream(events: string[], chunkBytes?: number, onLast?: () => void):
       if (!next) return controller.close()
       if (parts.length === 0) onLast?.()
       controller.enqueue(next)
-      await Bun.sleep(1) // separate network writes, as a real upstream produces them
+      await Bun.sleep(pauseMs) // separate network writes, as a real upstream produces them
     },
   })
 }

@@ -99,9 +99,14 @@ function parse(data: string): Record<string, any> | null {
   }
 }
 
-/** Usage of a native Messages stream: `message_start` has the input counts, `message_delta` the cumulative rest. */
+/**
+ * Usage of a native Messages stream: `message_start` has the input counts (and an output of 1 or so, not yet the
+ * answer's), `message_delta` the cumulative output.
+ */
 export function watchMessagesStream(): NativeStreamWatcher {
   let usage: AnthropicUsage | null = null
+  let outputCounted = false
+  let deltas = 0
   const merge = (counts: Partial<AnthropicUsage> | undefined) => {
     if (!counts || !usage) return
     for (const key of ['input_tokens', 'output_tokens', 'cache_creation_input_tokens', 'cache_read_input_tokens'] as const) {
@@ -110,12 +115,23 @@ export function watchMessagesStream(): NativeStreamWatcher {
   }
   return {
     event(type, data) {
-      if (type === 'message_start') {
+      if (type === 'content_block_delta') deltas++
+      else if (type === 'message_start') {
         usage = { input_tokens: 0, output_tokens: 0 }
         merge(parse(data)?.message?.usage)
-      } else if (type === 'message_delta') merge(parse(data)?.usage)
+      } else if (type === 'message_delta') {
+        const counts = parse(data)?.usage
+        merge(counts)
+        if (typeof counts?.output_tokens === 'number') outputCounted = true
+      }
     },
-    usage: () => (usage ? openAIUsage(usage) : null),
+    usage: () => {
+      if (!usage) return null
+      const counts = openAIUsage(usage)
+      if (!outputCounted) delete counts.completion_tokens
+      return counts
+    },
+    deltas: () => deltas,
     result: () => null,
   }
 }

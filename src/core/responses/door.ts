@@ -71,16 +71,20 @@ export class ResponsesDoor implements FrontDoor {
   watchNativeStream(): NativeStreamWatcher {
     let usage: Record<string, any> | null = null
     let final: Record<string, any> | null = null
+    let deltas = 0
     return {
       event(type, data) {
         // OpenAI names each event; the type is also the first field of its data for servers that do not.
         const name = type ?? /^\{"type":"([^"]+)"/.exec(data)?.[1]
-        if (!name || !FINAL_EVENTS.has(name)) return
+        if (!name) return
+        if (name.endsWith('.delta')) deltas++
+        if (!FINAL_EVENTS.has(name)) return
         const response = JSON.parse(data).response
         usage = chatUsage(response?.usage)
         if (name !== 'response.failed') final = response
       },
       usage: () => usage,
+      deltas: () => deltas,
       result: () => final,
     }
   }
