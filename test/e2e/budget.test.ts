@@ -200,6 +200,38 @@ describe('one instance', () => {
   })
 })
 
+describe('image inputs', () => {
+  let gw: TestGateway
+  beforeAll(async () => {
+    // Above the fake's 765 a picture, and small enough that a few pictures fit in a test budget.
+    gw = await startGateway({ plugins: [{ use: 'builtin:budget', config: { imageTokens: 1000 } }] })
+    await setUp(gw)
+  })
+  afterAll(() => gw.close())
+
+  test('each image is reserved at imageTokens: a burst of requests with image URLs and max_tokens set cannot overspend', async () => {
+    const { key } = await newKey(gw, 0.05)
+    const pictures = Array.from({ length: 4 }, (_, i) => ({ type: 'image_url', image_url: { url: `https://images.example/${i}.png` } }))
+    const logStart = fake.usageLog.length
+    const statuses = await Promise.all(
+      Array.from({ length: 10 }, () =>
+        fetch(`${gw.baseURL}/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'm', max_tokens: 5, messages: [{ role: 'user', content: [{ type: 'text', text: 'What are these?' }, ...pictures] }] }),
+        }).then(async (res) => (await res.arrayBuffer(), res.status)),
+      ),
+    )
+    const served = fake.usageLog.slice(logStart)
+    // Four pictures are 3,060 tokens at the fake: a few bytes of URL each would have reserved a fortieth of that.
+    expect(served.every((u) => u.prompt_tokens > 3000)).toBe(true)
+    expect(statuses.filter((s) => s === 200).length).toBe(served.length)
+    expect(served.length).toBeGreaterThanOrEqual(1)
+    expect(statuses.filter((s) => s !== 200).every((s) => s === 429)).toBe(true)
+    expect(upstreamCost(logStart)).toBeLessThanOrEqual(50_000)
+  })
+})
+
 describe('models without a price', () => {
   let gw: TestGateway
   let lenient: TestGateway
@@ -231,7 +263,7 @@ describe('models without a price', () => {
     const body = (await res.json()) as any
     validateSchema('ErrorResponse', body)
     expect(body.error).toMatchObject({ type: 'permission_error', code: 'model_not_priced', param: 'model' })
-    expect(body.error.message).toContain("The model 'own' has no price")
+    expect(body.error.message).toContain("The model 'own' has no price, so this key's budget could not count")
     expect(fake.requests.length).toBe(before)
     const { key: free } = await gw.admin('POST', '/keys', { name: `free${Math.random()}` })
     expect((await ask(gw, free, 'own')).status).toBe(200)
@@ -243,6 +275,7 @@ describe('models without a price', () => {
       body: JSON.stringify({ model: 'own', messages: [{ role: 'user', content: 'hi' }], user: 'ann' }),
     })
     expect(asUser.status).toBe(403)
+    expect(((await asUser.json()) as any).error.message).toContain("so the budget of this key's user 'ann' could not count")
   })
 
   test('allowUnpriced: served, and the budget counts it at $0', async () => {

@@ -21,6 +21,8 @@
  * (`schemaExample`); otherwise `DEFAULT_REPLY`. Responses answer the same way (a `function_call_output` last for
  * the tool result, `text.format` for the schema); `midstream-error` ends their stream with `response.failed`.
  *
+ * Image parts cost what gpt-4o bills a 1024x1024 image (the fake does not fetch them): 765 tokens, 85 at `detail: "low"`.
+ *
  * `streams` gets one record per SSE response: when each chunk was produced and when the client went away.
  *
  * `usageLog` gets one entry per successful generation (chat, completions, embeddings), exactly the counts the
@@ -251,7 +253,7 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     const model = datedModel(body.model)
     const id = `chatcmpl-${randomId(29)}`
     const created = Math.floor(Date.now() / 1000)
-    const promptTokens = fakeTokens(messages.map((m) => contentText(m?.content)).join(''))
+    const promptTokens = fakeTokens(messages.map((m) => contentText(m?.content)).join('')) + messages.reduce((sum, m) => sum + imageTokens(m?.content), 0)
     const last = messages.at(-1)
     const wantsTool =
       last?.role === 'user' && Array.isArray(body.tools) && body.tools.length > 0 && body.tool_choice !== 'none' && /weather/i.test(trigger)
@@ -342,7 +344,7 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     const truncated = !wantsTool && trigger.includes('finish-length')
     if (truncated) pieces = pieces.slice(0, lengthLimit({ max_completion_tokens: body.max_output_tokens }))
     const inputText = (typeof body.instructions === 'string' ? body.instructions : '') + items.map((item) => responsesText(item?.content ?? item?.output ?? item?.arguments)).join('')
-    const inputTokens = fakeTokens(inputText)
+    const inputTokens = fakeTokens(inputText) + items.reduce((sum, item) => sum + imageTokens(item?.content), 0)
     const usage = {
       input_tokens: inputTokens,
       input_tokens_details: { cached_tokens: 0, cache_write_tokens: 0 },
@@ -652,6 +654,17 @@ function contentText(content: unknown): string {
     return content.map((part) => (part && typeof part === 'object' && typeof part.text === 'string' ? part.text : '')).join('')
   }
   return ''
+}
+
+/** gpt-4o's count for a 1024x1024 image: 85 + 4 tiles of 170 at high (or auto) detail, 85 at low. */
+function imageTokens(content: unknown): number {
+  if (!Array.isArray(content)) return 0
+  let tokens = 0
+  for (const part of content) {
+    if (part?.type !== 'image_url' && part?.type !== 'input_image') continue
+    tokens += (part.image_url?.detail ?? part.detail) === 'low' ? 85 : 765
+  }
+  return tokens
 }
 
 /** Text of Responses content (a string, or parts with `text`), a function call's arguments or its output. */

@@ -9,11 +9,31 @@ export const DEFAULT_COMPLETION_RESERVE = 4096
 const usd = (micros: number) => (micros / 1_000_000).toFixed(6)
 
 /**
- * The most a request can cost: every prompt byte a token (byte-level tokenizers never pack fewer than one
- * byte into a token, so this bounds text prompts from above) plus every completion token it may produce, at
- * the dearest target's prices. The excess is returned when the request settles to its actual cost.
+ * What one input image may cost at most, in tokens: OpenAI's gpt-4o-mini at high detail, 2048x768 (2,833 + 8 tiles
+ * of 5,667). Other vision models charge less (gpt-4o 1,445, GPT-4.1's patches at most 3,779, Claude about 1,600,
+ * Together's tiles 6,404); an image referenced by URL is a few bytes that can cost all of that.
  */
-export function worstCaseMicros(ctx: RequestContext, price: Price | null | undefined): number {
+export const DEFAULT_IMAGE_TOKENS = 48_169
+
+/** Image parts of a chat body (the Responses and Messages doors' images arrive translated into these). */
+function imageParts(messages: unknown): number {
+  if (!Array.isArray(messages)) return 0
+  let images = 0
+  for (const message of messages) {
+    const content = message?.content
+    if (!Array.isArray(content)) continue
+    for (const part of content) if (part?.type === 'image_url') images++
+  }
+  return images
+}
+
+/**
+ * The most a request can cost: every prompt byte a token (byte-level tokenizers never pack fewer than one
+ * byte into a token, so this bounds text prompts from above), each image at `imageTokens`, plus every completion
+ * token it may produce, at the dearest target's prices. The excess is returned when the request settles to its
+ * actual cost.
+ */
+export function worstCaseMicros(ctx: RequestContext, price: Price | null | undefined, imageTokens = DEFAULT_IMAGE_TOKENS): number {
   if (!price) return 0
   // Realtime: a response of an open session costs at worst what the session says (its conversation so far and its
   // output cap, priced as audio); opening a session costs nothing yet, but is refused when nothing is left.
@@ -26,7 +46,7 @@ export function worstCaseMicros(ctx: RequestContext, price: Price | null | undef
   // Images: `n` times the dearest image (per-image prices) or the most tokens an image costs (token prices).
   const images = worstCaseImageUsage(ctx.operation, body)
   if (images) return costMicros(price, images)
-  const prompt = Buffer.byteLength(JSON.stringify(body.messages ?? body.prompt ?? body.input ?? ''))
+  const prompt = Buffer.byteLength(JSON.stringify(body.messages ?? body.prompt ?? body.input ?? '')) + imageParts(body.messages) * imageTokens
   const completion =
     ctx.endpoint === 'embeddings'
       ? 0
@@ -59,6 +79,8 @@ export default definePlugin({
     redisTimeoutMs: t.Integer({ minimum: 1, default: 500 }),
     /** Let a key with a budget call a model that has no price (its requests then cost $0 against the budget). */
     allowUnpriced: t.Boolean({ default: false }),
+    /** Tokens reserved for each input image (see DEFAULT_IMAGE_TOKENS); lower it when no target is gpt-4o-mini. */
+    imageTokens: t.Integer({ minimum: 0, default: DEFAULT_IMAGE_TOKENS }),
   }),
   setup(api) {
     const failOpen = api.counter({
@@ -71,7 +93,7 @@ export default definePlugin({
       help: 'Requests served by a target without a price (no override, no catalog entry): recorded at $0 and flagged in the ledger.',
       labelNames: ['provider', 'model'],
     })
-    const { allowUnpriced } = api.config
+    const { allowUnpriced, imageTokens } = api.config
 
     const claimIn = (ctx: RequestContext, scope: Scope, budget: Budget, cost: number): ScopeClaim => {
       const account = currentAccount(budget)
@@ -96,10 +118,11 @@ export default definePlugin({
           if (!limits.budget && !user) return null
           const price = ctx.model?.maxPrice
           if (!price && !allowUnpriced) {
-            const message = `The model '${ctx.model?.name}' has no price, so this key's budget could not count what it costs; the request was not sent.`
+            const whose = limits.budget ? "this key's budget" : `the budget of this key's user '${user}'`
+            const message = `The model '${ctx.model?.name}' has no price, so ${whose} could not count what it costs; the request was not sent.`
             throw new GatewayError(403, message, { code: 'model_not_priced', param: 'model' })
           }
-          const cost = worstCaseMicros(ctx, price)
+          const cost = worstCaseMicros(ctx, price, imageTokens)
           const keyId = ctx.principal!.keyId
           const claims: ScopeClaim[] = []
           if (limits.budget) claims.push(claimIn(ctx, keyScope(keyId), limits.budget, cost))
