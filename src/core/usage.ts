@@ -31,7 +31,8 @@ type Group = 'key' | 'model' | 'provider' | 'day' | 'user'
 
 /**
  * Totals from the spend ledger over a range, for one key or all, grouped the requested ways. `by_user` groups by
- * the request's `user` (null: requests that named none); it lists the USAGE_USER_ROWS dearest users, since a
+ * the request's `user` (null: requests that named none), and over all keys by key and user (each row names its
+ * `key`); it lists the USAGE_USER_ROWS dearest users, since a
  * client may send any number of distinct values. `unpriced_requests` counts requests served by a target with no price,
  * recorded at $0.
  */
@@ -53,7 +54,7 @@ export async function usageReport(store: Store, range: { from: number; to: numbe
     total: view(total ?? { bucket: null, requests: 0, prompt_tokens: 0, completion_tokens: 0, cost_micros: 0, unpriced: 0, audio_ms: 0, characters: 0 }),
   }
   for (const group of groups) {
-    report[`by_${group}`] = (await store.usage(group, range.from, range.to, keyId)).map((r) => ({ [group]: r.bucket, ...view(r) }))
+    report[`by_${group}`] = (await store.usage(group, range.from, range.to, keyId)).map((r) => ({ [group]: r.bucket, ...(r.key !== undefined ? { key: r.key } : {}), ...view(r) }))
   }
   return report
 }

@@ -39,6 +39,8 @@ export interface KeyRow extends StoredKey {
 export interface UsageTotals {
   /** The group's value; null for requests without one (no `user`, say). */
   bucket: string | null
+  /** Grouped by user over every key: the key the user belongs to (two keys' "alice" are two people). */
+  key?: string | null
   requests: number
   prompt_tokens: number
   completion_tokens: number
@@ -352,18 +354,22 @@ export class Store implements StoreView {
    */
   async usage(by: 'key' | 'model' | 'provider' | 'day' | 'user' | 'all', from: number, to: number, keyId: string | null): Promise<UsageTotals[]> {
     const group = { key: "NULLIF(key_id, '')", model: "NULLIF(model, '')", provider: "NULLIF(provider, '')", day: 'hour / 86400000', user: "NULLIF(end_user, '')", all: null }[by]
-    const order = by === 'user' ? `ORDER BY SUM(cost_micros) DESC, SUM(requests) DESC, ${group} LIMIT ${USAGE_USER_ROWS}` : `ORDER BY ${group}`
+    // A user is a user of one key: over every key, users are grouped with their key.
+    const perKeyUser = by === 'user' && keyId === null
+    const groupBy = perKeyUser ? `NULLIF(key_id, ''), ${group}` : group
+    const order = by === 'user' ? `ORDER BY SUM(cost_micros) DESC, SUM(requests) DESC, ${groupBy} LIMIT ${USAGE_USER_ROWS}` : `ORDER BY ${group}`
     const rows = await this.sql.unsafe(
-      `SELECT ${group ?? "'all'"} AS bucket, SUM(requests) AS requests, SUM(prompt_tokens) AS prompt_tokens,
+      `SELECT ${group ?? "'all'"} AS bucket, ${perKeyUser ? "NULLIF(key_id, '')" : 'NULL'} AS key, SUM(requests) AS requests, SUM(prompt_tokens) AS prompt_tokens,
          SUM(completion_tokens) AS completion_tokens, SUM(cost_micros) AS cost_micros, SUM(unpriced) AS unpriced,
          SUM(audio_ms) AS audio_ms, SUM(characters) AS characters
        FROM ${(by === 'user' ? BY_USER : BY_MODEL).table}
        WHERE hour >= $1 AND hour < $2 AND (CAST($3 AS TEXT) IS NULL OR key_id = CAST($3 AS TEXT))
-       ${group ? `GROUP BY ${group} ${order}` : ''}`,
+       ${group ? `GROUP BY ${groupBy} ${order}` : ''}`,
       [from, to, keyId],
     )
     return rows.map((r: any) => ({
       bucket: by === 'day' ? new Date(Number(r.bucket) * 86_400_000).toISOString().slice(0, 10) : r.bucket,
+      ...(perKeyUser ? { key: r.key } : {}),
       requests: Number(r.requests ?? 0),
       prompt_tokens: Number(r.prompt_tokens ?? 0),
       completion_tokens: Number(r.completion_tokens ?? 0),

@@ -126,6 +126,13 @@ for (const mode of ['in-process', 'redis, two gateways'] as const) {
       expect(byUser.frank.requests).toBe(frank)
       expect(Math.round(Number(byUser.frank.cost_usd) * 1e6)).toBeLessThanOrEqual(1_000)
       expect(byUser.null.requests).toBe(1)
+      // Over every key, a user is one key's user: this key's frank is not another key's.
+      const { id: otherId, key: other } = await gw(0).admin('POST', '/keys', { name: `users-other-${mode}` })
+      expect((await send(0, other, 'frank', { max_tokens: 3 })).status).toBe(200)
+      for (const g of gateways) await g.gateway.ledger.flush()
+      const fleet = await gw(0).admin('GET', '/usage')
+      const franks = fleet.by_user.filter((r: any) => r.user === 'frank' && (r.key === id || r.key === otherId))
+      expect(franks.map((r: any) => [r.key, r.requests]).sort()).toEqual([[id, frank], [otherId, 1]].sort())
       // The key's own view, too.
       const own = (await (await fetch(`${gw(1).baseURL}/conduit/usage`, { headers: { authorization: `Bearer ${key}` } })).json()) as any
       expect(own.by_user.map((r: any) => r.user).sort()).toEqual(['frank', 'grace', null].sort())

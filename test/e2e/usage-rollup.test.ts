@@ -55,13 +55,19 @@ function expectedReport(rows: SpendRow[], from: number, to: number, keyId: strin
     for (const r of within) groups.set(bucket(r), [...(groups.get(bucket(r)) ?? []), r])
     return [...groups].map(([value, of]) => ({ [name]: value, ...sum(of) }))
   }
+  // Over every key a user is grouped with its key: two keys' "alice" are two people.
+  const byKeyUser = () => {
+    const groups = new Map<string, SpendRow[]>()
+    for (const r of within) groups.set(JSON.stringify([r.key_id, r.end_user]), [...(groups.get(JSON.stringify([r.key_id, r.end_user])) ?? []), r])
+    return [...groups].map(([pair, of]) => ({ user: JSON.parse(pair)[1], key: JSON.parse(pair)[0], ...sum(of) }))
+  }
   return {
     total: sum(within),
     by_key: by('key', (r) => r.key_id),
     by_model: by('model', (r) => r.model),
     by_provider: by('provider', (r) => r.provider),
     by_day: by('day', (r) => new Date(r.created_at).toISOString().slice(0, 10)),
-    by_user: by('user', (r) => r.end_user),
+    by_user: keyId === null ? byKeyUser() : by('user', (r) => r.end_user),
   }
 }
 

@@ -36,7 +36,9 @@ export function Usage({ readOnly }: { readOnly: boolean }) {
   const keys = useResource(() => admin.get<{ data: { id: string; name: string }[] }>('/keys'), [])
   const keyName = (id: unknown) => keys.data?.data.find((k) => k.id === id)?.name ?? (id as string | null) ?? '(none)'
   const rows = report.data?.[`by_${by}`] ?? []
-  const label = (row: Row) => (by === 'key' ? keyName(row.key) : row[by] === null ? '(none)' : String(row[by]))
+  const name = (row: Row) => (by === 'key' ? keyName(row.key) : row[by] === null ? '(none)' : String(row[by]))
+  // Users over every key come with their key: two keys' "alice" are two people.
+  const label = (row: Row) => (by === 'user' && row.key !== undefined ? `${name(row)} · ${keyName(row.key)}` : name(row))
   const chart = useMemo(() => {
     const days = report.data?.by_day ?? []
     const start = Date.parse(`${from}T00:00:00Z`)
