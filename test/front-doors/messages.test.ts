@@ -432,6 +432,22 @@ describe("errors in Anthropic's envelope", () => {
     expect(limited.headers.get('retry-after')).toBe('2')
   })
 
+  test('a spent budget is 402 billing_error, which the SDK does not retry', async () => {
+    const broke = (await gw.admin('POST', '/keys', { name: 'broke', budget: { usd: 0.0001, period: 'total' } })).key
+    let attempts = 0
+    const counted = new Anthropic({ apiKey: broke, baseURL: gw.origin, fetch: (url: any, init: any) => (attempts++, fetch(url, init)) })
+    let refused: any
+    for (let i = 0; i < 20 && !refused; i++) {
+      refused = await counted.messages.create({ model: 'gpt', max_tokens: 3, messages: [{ role: 'user', content: 'finish-length' }] }).then(() => null, (e) => e)
+    }
+    expect(refused).toBeInstanceOf(Anthropic.APIError)
+    expect(refused.status).toBe(402)
+    expect(refused.error).toEqual({ type: 'error', error: { type: 'billing_error', message: expect.stringContaining('budget') } })
+    const before = attempts
+    await counted.messages.create({ model: 'gpt', max_tokens: 3, messages: [{ role: 'user', content: 'hi' }] }).catch(() => {})
+    expect(attempts - before).toBe(1)
+  })
+
   test('a key not allowed the messages endpoint gets a PermissionDeniedError', async () => {
     const chatOnly = (await gw.admin('POST', '/keys', { name: 'chat-only', allowed_endpoints: ['chat'] })).key
     const limited = new Anthropic({ apiKey: chatOnly, baseURL: gw.origin, maxRetries: 0 })
