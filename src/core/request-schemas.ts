@@ -19,6 +19,7 @@ const common = {
   top_p: t.Optional(t.Union([t.Null(), t.Number({ minimum: 0, maximum: 1 })])),
   max_tokens: t.Optional(t.Union([t.Null(), t.Integer({ minimum: 1 })])),
   user: t.Optional(t.String()),
+  safety_identifier: t.Optional(t.String()),
 }
 
 const message = t.Object(

@@ -29,6 +29,7 @@ export { speechUsage, transcriptionUsage, worstCaseAudioUsage } from './audio-us
 export { imageUsage, worstCaseImageUsage } from './images-usage.ts'
 export { OPENAI_REALTIME_FORMATS, compatibleRealtime } from './openai-realtime.ts'
 export { estimatePromptTokens, estimateTokens } from './tokens.ts'
+export { endUserOf } from './end-user.ts'
 export { jsonText, type SentJson } from './json-text.ts'
 export { clusterOptions, commandTimeoutOf, connectionLike } from './redis.ts'
 export { assistantTexts, parseDataUrl, textOf, toolArguments, userParts, type PartHandlers } from './translate.ts'

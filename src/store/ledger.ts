@@ -1,3 +1,4 @@
+import { endUserOf } from '../plugin-sdk/end-user.ts'
 import type { FinishedRequest, Logger } from '../plugin-sdk/types.ts'
 import { BatchWriter } from './batch-writer.ts'
 import type { Store } from './store.ts'
@@ -104,7 +105,7 @@ export class SpendLedger {
       aborted: f.aborted ? 1 : 0,
       status: f.status,
       created_at: Date.now(),
-      end_user: typeof f.ctx.body?.user === 'string' && f.ctx.body.user !== '' ? f.ctx.body.user.slice(0, MAX_USER_LENGTH) : null,
+      end_user: endUserOf(f.ctx.body)?.value.slice(0, MAX_USER_LENGTH) ?? null,
       unpriced: f.target.price ? 0 : 1,
       audio_ms: Math.round((f.usage?.audio_seconds ?? 0) * 1000),
       characters: f.usage?.characters ?? 0,

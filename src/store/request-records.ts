@@ -1,3 +1,4 @@
+import { endUserOf } from '../plugin-sdk/end-user.ts'
 import type { FinishedRequest, Logger } from '../plugin-sdk/types.ts'
 import { BatchWriter } from './batch-writer.ts'
 import { MAX_USER_LENGTH } from './ledger.ts'
@@ -130,7 +131,7 @@ export class RequestRecorder {
       completion_tokens: count(usage?.completion_tokens),
       cost_micros: count(f.costMicros),
       estimated: usage?.estimated ? 1 : 0,
-      end_user: typeof body?.user === 'string' && body.user !== '' ? body.user.slice(0, MAX_USER_LENGTH) : null,
+      end_user: endUserOf(body)?.value.slice(0, MAX_USER_LENGTH) ?? null,
       client_ip: (ctx.shared[CLIENT_IP] as string | undefined) ?? null,
       request_body: this.options.recordBodies ? bodyText(body) : null,
     })

@@ -77,6 +77,27 @@ for (const mode of ['in-process', 'redis, two gateways'] as const) {
       expect(((await carol.json()) as any).error.message).toContain('on this key')
     })
 
+    test("safety_identifier, OpenAI's replacement for user, names the user when user is absent: chat and /v1/responses", async () => {
+      const { id, key } = await gw(0).admin('POST', '/keys', { name: `users-safety-${mode}`, user_limits: { rpm: 2 } })
+      const responses = (i: number, body: Record<string, unknown>) =>
+        fetch(`${gw(i).baseURL}/responses`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'm', input: 'hi', ...body }),
+        })
+      const results = await statuses([send(0, key, undefined, { safety_identifier: 'hank' }), responses(1, { safety_identifier: 'hank' }), responses(2, { safety_identifier: 'hank' })])
+      expect(results.sort()).toEqual([200, 200, 429])
+      // user wins over it; another identifier is another user.
+      expect((await send(0, key, 'ivy', { safety_identifier: 'hank' })).status).toBe(200)
+      expect((await responses(1, { safety_identifier: 'jo' })).status).toBe(200)
+      const tooLong = await responses(0, { safety_identifier: 's'.repeat(257) })
+      expect(tooLong.status).toBe(400)
+      expect(((await tooLong.json()) as any).error.param).toBe('safety_identifier')
+      for (const g of gateways) await g.gateway.ledger.flush()
+      const report = await gw(0).admin('GET', `/usage?key=${id}`)
+      expect(Object.fromEntries(report.by_user.map((r: any) => [r.user, r.requests]))).toEqual({ hank: 2, ivy: 1, jo: 1 })
+    })
+
     test('tokens per minute per user', async () => {
       const { key } = await gw(0).admin('POST', '/keys', { name: `user-tpm-${mode}`, user_limits: { tpm: 300 } })
       // Each reserves its prompt estimate and max_tokens 100: two fit in 300, the third does not.

@@ -39,6 +39,7 @@ export function validateResponses(body: Record<string, any>) {
   optional('parallel_tool_calls', (v) => typeof v === 'boolean', 'a boolean')
   optional('previous_response_id', (v) => typeof v === 'string', 'a string')
   optional('user', (v) => typeof v === 'string', 'a string')
+  optional('safety_identifier', (v) => typeof v === 'string', 'a string')
   optional('text', isObject, 'an object')
   optional('reasoning', isObject, 'an object')
   optional('metadata', (v) => isObject(v) && Object.keys(v).length <= 16 && Object.values(v).every((x) => typeof x === 'string'), 'an object of at most 16 string values')
@@ -75,7 +76,7 @@ export function readResponses(body: Record<string, any>, previous: StoredRespons
   if (format) chat.response_format = format
   if (typeof body.reasoning?.effort === 'string') chat.reasoning_effort = body.reasoning.effort
   if (body.max_output_tokens != null) chat.max_completion_tokens = body.max_output_tokens
-  for (const name of ['temperature', 'top_p', 'user'] as const) if (body[name] != null) chat[name] = body[name]
+  for (const name of ['temperature', 'top_p', 'user', 'safety_identifier'] as const) if (body[name] != null) chat[name] = body[name]
   if (body.stream === true) {
     chat.stream = true
     chat.stream_options = { include_usage: true }

@@ -1,4 +1,4 @@
-import { badRequest, connectionLike, within, type FinishedRequest, type Logger, type PluginApi, type RedisClient, type RequestContext, type StoreView } from '../../plugin-sdk/index.ts'
+import { badRequest, connectionLike, endUserOf, within, type FinishedRequest, type Logger, type PluginApi, type RedisClient, type RequestContext, type StoreView } from '../../plugin-sdk/index.ts'
 import { taken, type BudgetClaim, type Outcome, type Scope, type ScopeClaim, type Settlement, type Status } from './claims.ts'
 import { MAX_USER_LENGTH } from '../../store/ledger.ts'
 import { LocalState } from './local.ts'
@@ -336,12 +336,12 @@ function combined(statuses: Status[]): Status {
  * name state that the ledger could not rebuild.
  */
 export function endUser(ctx: RequestContext): string | null {
-  const user = ctx.body?.user
-  if (typeof user !== 'string' || user === '') return null
-  if (user.length > MAX_USER_LENGTH) {
-    throw badRequest(`'user' may be at most ${MAX_USER_LENGTH} characters for a key with per-user limits.`, 'user', 'invalid_value')
+  const user = endUserOf(ctx.body)
+  if (!user) return null
+  if (user.value.length > MAX_USER_LENGTH) {
+    throw badRequest(`'${user.field}' may be at most ${MAX_USER_LENGTH} characters for a key with per-user limits.`, user.field, 'invalid_value')
   }
-  return user
+  return user.value
 }
 
 /** A key's own state, and each of its end users': one Redis Cluster slot per key. */
