@@ -49,7 +49,8 @@ export class RequestCtx implements RequestContext {
 
   constructor(
     readonly endpoint: Endpoint,
-    readonly operation: Operation | null,
+    /** Set once more by a realtime secret's mint, which is admitted as its session's start (see Pipeline.mintRealtime). */
+    public operation: Operation | null,
     readonly request: Request,
     log: Logger,
   ) {

@@ -524,7 +524,14 @@ export class Pipeline {
         const provider = this.o.catalog.provider(t.provider)
         return !!provider && !!this.o.host.providers.get(provider.type)?.realtime
       })
-    return this.realtime.mint(ctx, body, ga, (name) => void (ctx.model = this.resolveModel(ctx, name)), capable)
+    // Refused now for what would refuse its session (rate limits, a spent budget, a model without a price for a key
+    // with a budget): the backend minting the secret can tell its user, a browser holding a dead secret could not.
+    const admit = () => {
+      ctx.operation = 'realtime'
+      ctx.body = body
+      return this.access(ctx)
+    }
+    return this.realtime.mint(ctx, body, ga, (name) => void (ctx.model = this.resolveModel(ctx, name)), capable, admit)
   }
 
   private streamFinished(ctx: RequestCtx, outcome: StreamOutcome) {

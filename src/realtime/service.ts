@@ -309,12 +309,21 @@ export class RealtimeService {
   }
 
   /** `POST /v1/realtime/sessions` (beta shape) and `/client_secrets` (GA): a session made ahead, and its secret. */
-  async mint(ctx: RequestCtx, body: Record<string, any>, ga: boolean, resolveModel: (name: string) => void, realtimeCapable: () => boolean): Promise<Response> {
+  async mint(
+    ctx: RequestCtx,
+    body: Record<string, any>,
+    ga: boolean,
+    resolveModel: (name: string) => void,
+    realtimeCapable: () => boolean,
+    admit: () => MaybePromise<Response | undefined>,
+  ): Promise<Response> {
     const request = readSessionRequest(body, ga)
     resolveModel(request.model)
     if (!realtimeCapable()) {
       throw new GatewayError(400, `The model '${request.model}' does not support realtime sessions.`, { param: 'model', code: 'unsupported_endpoint' })
     }
+    const refused = await admit()
+    if (refused) return refused
     const now = Date.now()
     const ttl = (request.ttlSeconds ?? this.options.secretTtlS) * 1000
     const secret = `${EPHEMERAL_PREFIX}${base62(randomBytes(32))}`

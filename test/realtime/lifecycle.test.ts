@@ -95,6 +95,25 @@ describe('refusals before the upgrade, as plain HTTP', () => {
     first.ws.close()
   })
 
+  test("a secret is refused when minted for what would refuse its session: its backend is told, not a browser", async () => {
+    // No price for this model and a key with a budget: the session could never be counted, so no secret either.
+    await s.gw.admin('POST', '/models', { name: 'voice-own', targets: [{ provider: 'rt', model: 'our-realtime-finetune' }] })
+    const budgeted = await s.key({ budget: { usd: 1, period: 'total' } })
+    const unpriced = await mint({ session: { type: 'realtime', model: 'voice-own' } }, '/v1/realtime/client_secrets', budgeted)
+    expect(unpriced.status).toBe(403)
+    validateSchema('ErrorResponse', unpriced.body)
+    expect(unpriced.body.error.code).toBe('model_not_priced')
+    expect((await mint({ session: { type: 'realtime', model: 'voice' } }, '/v1/realtime/client_secrets', budgeted)).status).toBe(200)
+    // A mint is a request of its session: rpm counts it, as it counts the session's start.
+    const limited = await s.key({ rpm: 2 })
+    const first = await mint({ model: 'voice' }, '/v1/realtime/sessions', limited)
+    expect(first.status).toBe(200)
+    expect((await mint({ model: 'voice' }, '/v1/realtime/sessions', limited)).status).toBe(200)
+    const third = await mint({ model: 'voice' }, '/v1/realtime/sessions', limited)
+    expect(third.status).toBe(429)
+    expect(third.body.error.code).toBe('rate_limit_exceeded')
+  })
+
   test('max_parallel counts open sessions', async () => {
     const one = await s.key({ max_parallel: 1 })
     const first = await EventLog.open(`${s.wsOrigin}/v1/realtime?model=voice`, { headers: bearer(one) })
