@@ -121,6 +121,16 @@ describe('tokens per minute', () => {
     console.log(`RL6: L ${LIMIT}, reserved ${reserved}, used ${actual}, remaining ${remaining} (refill allowance ${refill})`)
   })
 
+  test('an image counts as a picture in the tpm reservation, not as the characters of its URL', async () => {
+    // Four pictures are 3,060 tokens at the fake (gpt-4o's 765 each); the URLs' text would have reserved some 100.
+    const k = await key({ tpm: 7_000 })
+    const pictures = Array.from({ length: 4 }, (_, i) => ({ type: 'image_url', image_url: { url: `https://images.example/${i}.png` } }))
+    const before = fake.requests.length
+    const burst = await Promise.all(Array.from({ length: 5 }, () => chat(k, [{ type: 'text', text: 'What are these?' }, ...pictures] as any, { max_tokens: 5 })))
+    expect(burst.map((r) => r.status).sort()).toEqual([200, 200, 429, 429, 429])
+    expect(fake.requests.length - before).toBe(2)
+  })
+
   test('a prompt larger than the whole limit is a clear 400, not a 429 that can never succeed', async () => {
     const k = await key({ tpm: 50 })
     const before = fake.requests.length
