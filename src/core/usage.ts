@@ -32,9 +32,8 @@ type Group = 'key' | 'model' | 'provider' | 'day' | 'user'
 /**
  * Totals from the spend ledger over a range, for one key or all, grouped the requested ways. `by_user` groups by
  * the request's `user` (null: requests that named none), and over all keys by key and user (each row names its
- * `key`); it lists the USAGE_USER_ROWS dearest users, since a
- * client may send any number of distinct values. `unpriced_requests` counts requests served by a target with no price,
- * recorded at $0.
+ * `key`); it lists the USAGE_USER_ROWS dearest users, since a client may send any number of distinct values.
+ * `unpriced_requests` counts requests served by a target with no price, recorded at $0.
  */
 export async function usageReport(store: Store, range: { from: number; to: number }, keyId: string | null, groups: Group[]) {
   const view = (r: UsageTotals) => ({
