@@ -46,6 +46,7 @@ async function prepareTranscription(ctx: RequestCtx, attempt: Attempt, adapter: 
 
   return {
     body: upstreamBody,
+    abandoned: () => transcriptionUsage(original, body, null),
     async respond(response, call, lease, timeouts, started) {
       const type = response.headers.get('content-type') ?? ''
       const name = provider.name
@@ -95,6 +96,7 @@ async function prepareSpeech(ctx: RequestCtx, attempt: Attempt, adapter: SpeechA
 
   return {
     body: upstreamBody,
+    abandoned: () => speechUsage(body, null),
     async respond(response, call, lease, timeouts, started) {
       if (!response.body) throw new GatewayError(502, `The upstream provider '${provider.name}' returned no audio.`, { code: 'upstream_empty_stream' })
       const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, provider.name)

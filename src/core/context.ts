@@ -43,6 +43,8 @@ export class RequestCtx implements RequestContext {
   heldConnection: string | null = null
   /** Run when the request is over (spooled files to delete); null until something needs it. */
   cleanups: (() => void)[] | null = null
+  /** An operation's bill for a request sent but not answered to its client (see OperationCall.abandoned). */
+  abandonedUsage: (() => Usage) | null = null
   /** A front-door request (`/v1/responses`, `/v1/messages`) answered by a target speaking the protocol itself. */
   native = false
   private logged = false

@@ -5,7 +5,7 @@ import { SSE_HEADERS, firstBytes, relayBytes, sseEventWatcher, streamEnd, wholeT
 import type { Attempt, RequestCtx } from './context.ts'
 import { fetchProviderImage } from './images-fetch.ts'
 import { publicOrigin, storeImageFile } from './images-files.ts'
-import { imageUsage, openAIImagesUsage } from '../plugin-sdk/images-usage.ts'
+import { abandonedImageUsage, imageUsage, openAIImagesUsage, requestedImages } from '../plugin-sdk/images-usage.ts'
 import { IMAGE_MAX_UPLOAD_BYTES, MAX_EDIT_IMAGES, STREAM_PREFIX, checkImageRequest, completedEvents, describeImage, imageFormBody } from './images.ts'
 import { validateRequest } from './request-schemas.ts'
 import type { AttemptLease } from './router.ts'
@@ -98,6 +98,7 @@ export async function prepareImagesCall(ctx: RequestCtx, attempt: Attempt, adapt
 
   return {
     body: upstreamBody,
+    abandoned: () => abandonedImageUsage(body),
     async respond(response, call, lease, timeouts, started) {
       const name = provider.name
       const type = response.headers.get('content-type') ?? ''
@@ -105,6 +106,9 @@ export async function prepareImagesCall(ctx: RequestCtx, attempt: Attempt, adapt
         const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, name)
         let images = 0
         let reported: unknown = null
+        let left = false
+        // A client that leaves before its last picture came is billed them all: the provider makes them anyway.
+        const finish = streamEnd(ctx, attempt, lease, deps.report, () => (left ? abandonedImageUsage(body) : imageUsage(body, images, reported)))
         const stream = relayBytes(reader, first, call, timeouts.idleMs, {
           sse: false,
           // The bytes go as they came; only the completed events are parsed, for the usage and the count.
@@ -116,7 +120,10 @@ export async function prepareImagesCall(ctx: RequestCtx, attempt: Attempt, adapt
             },
             MAX_IMAGE_EVENT_BYTES,
           ),
-          onFinish: streamEnd(ctx, attempt, lease, deps.report, () => imageUsage(body, images, reported)),
+          onFinish: (error, aborted) => {
+            left = aborted && images < requestedImages(body)
+            finish(error, aborted)
+          },
         })
         ctx.status = 200
         return new Response(stream, { status: 200, headers: { ...SSE_HEADERS, ...ctx.headers } })

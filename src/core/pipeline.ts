@@ -395,6 +395,7 @@ export class Pipeline {
     const started = performance.now()
     const prepare = ctx.operation ? this.calls[ctx.operation] : undefined
     const own = prepare ? await prepare(ctx, attempt, adapter) : null
+    ctx.abandonedUsage = own?.abandoned ?? null
     let upstream = adapter.buildRequest(own?.body ?? ctx.body!, attempt)
     if (upstream instanceof Promise) upstream = await upstream
     const hooked = this.o.host.upstreamRequest(attempt, upstream)
@@ -627,8 +628,8 @@ export class Pipeline {
     ctx.error = failure
     if (failure.status === 499) {
       ctx.status = 499
-      // The provider already received (and bills) the prompt: so do we.
-      if (ctx.target) ctx.usage ??= this.estimateUsage(ctx, 0)
+      // The provider already received (and bills) the prompt, or the whole of an audio or image request: so do we.
+      if (ctx.target) ctx.usage ??= ctx.abandonedUsage?.() ?? this.estimateUsage(ctx, 0)
       this.report(ctx, true)
       return new Response(null, { status: 499 })
     }

@@ -23,6 +23,12 @@ export const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8',
 export interface OperationCall {
   body: Record<string, any>
   respond(response: Response, call: UpstreamCall, lease: AttemptLease, timeouts: Timeouts, started: number): Promise<Response>
+  /**
+   * What the provider bills for the request it was sent when the client leaves before the answer: the whole of it
+   * (the seconds of audio, the characters, the pictures asked for), which it makes and charges anyway. Without it,
+   * the prompt's estimate.
+   */
+  abandoned?(): Usage
 }
 
 /** A non-streaming body as text, capped; a transport failure becomes the error the client should see. */

@@ -41,6 +41,23 @@ export function imageUsage(body: Record<string, any>, images: number, reported: 
   return { prompt_tokens: prompt, completion_tokens: 0, total_tokens: prompt, images, image_size: size, image_quality: quality, estimated: true }
 }
 
+/** Pictures a request asks for (`n`, 1 when unset). */
+export const requestedImages = (body: Record<string, any>) => Math.max(1, Number(body.n) || 1)
+
+/** gpt-image-1's output tokens a picture at each quality, the larger of its sizes (OpenAI's image generation guide). */
+const OUTPUT_TOKENS_BY_QUALITY: Record<string, number> = { low: 408, medium: 1584, high: MAX_IMAGE_OUTPUT_TOKENS }
+
+/**
+ * A request the provider was sent but whose pictures the client left before: the provider makes and bills them all,
+ * `n` at the size and quality asked; where a model prices tokens, each at the most its quality costs. Estimated.
+ */
+export function abandonedImageUsage(body: Record<string, any>): Usage {
+  const n = requestedImages(body)
+  const usage = imageUsage(body, n, null)
+  const completion = n * (OUTPUT_TOKENS_BY_QUALITY[body.quality] ?? MAX_IMAGE_OUTPUT_TOKENS)
+  return { ...usage, completion_tokens: completion, completion_image_tokens: completion, total_tokens: usage.prompt_tokens + completion }
+}
+
 /** Our usage in OpenAI's `ImagesUsage` shape (the completed event of a stream we made up must carry one). */
 export function openAIImagesUsage(usage: Usage) {
   const image = usage.prompt_image_tokens ?? 0
@@ -55,7 +72,7 @@ export function openAIImagesUsage(usage: Usage) {
 /** The most an image request can use: `n` images at the dearest size and quality, each at the most tokens. Null for other operations. */
 export function worstCaseImageUsage(operation: Operation | null, body: Record<string, any>): Usage | null {
   if (operation !== 'images' && operation !== 'image_edits' && operation !== 'image_variations') return null
-  const n = Math.max(1, Number(body.n) || 1)
+  const n = requestedImages(body)
   const uploads: ImageUpload[] = Array.isArray(body.image) ? body.image : body.image ? [body.image] : []
   const inputImage = uploads.length * MAX_IMAGE_INPUT_TOKENS
   const prompt = Buffer.byteLength(String(body.prompt ?? '')) + inputImage

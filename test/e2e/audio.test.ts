@@ -320,6 +320,37 @@ describe('speech', () => {
 })
 
 describe('money and limits', () => {
+  test('a client that leaves before the answer is billed the whole request: its upload\'s seconds, its speech\'s characters', async () => {
+    const { id, key: leaving } = await gw.admin('POST', '/keys', { name: 'leaves-early' })
+    const rows = async () => {
+      await gw.gateway.ledger.flush()
+      return (await gw.gateway.store.sql`SELECT * FROM spend_ledger WHERE key_id = ${id} ORDER BY created_at`) as any[]
+    }
+    const leave = async (path: string, body: FormData | string, headers: Record<string, string> = {}) => {
+      fake.headersGate.hold()
+      const before = fake.requests.length
+      const controller = new AbortController()
+      const sent = fetch(`${gw.baseURL}${path}`, { method: 'POST', headers: { authorization: `Bearer ${leaving}`, ...headers }, body, signal: controller.signal }).catch(() => null)
+      // The provider has the request, and is still working on it.
+      while (fake.requests.length === before) await Bun.sleep(10)
+      controller.abort()
+      await sent
+      const count = (await rows()).length
+      for (let i = 0; i < 50 && (await rows()).length === count; i++) await Bun.sleep(20)
+      fake.headersGate.release()
+      return (await rows()).at(-1)
+    }
+    const answered = await post('/audio/transcriptions', form({ model: 'whisper' }, { bytes: wav, name: 'a.wav' }), {}, leaving)
+    expect(answered.status).toBe(200)
+    const whole = (await rows()).at(-1)
+    const left = await leave('/audio/transcriptions', form({ model: 'whisper' }, { bytes: wav, name: 'a.wav' }))
+    expect(left).toMatchObject({ status: 499, aborted: 1, audio_ms: whole.audio_ms, cost_micros: whole.cost_micros })
+    expect(Number(left.cost_micros)).toBeGreaterThan(0)
+    const input = 'Nobody stayed to hear this sentence.'
+    const unheard = await leave('/audio/speech', JSON.stringify({ model: 'tts', voice: 'alloy', input }), { 'content-type': 'application/json' })
+    expect(unheard).toMatchObject({ status: 499, aborted: 1, characters: input.length, cost_micros: input.length * 15 })
+  })
+
   test('a budget reserves the worst case in seconds and characters: refused before the provider is called, allowed within it', async () => {
     const seconds = (await ffprobe(wav)).durationSeconds
     // whisper-1 at $0.36 an hour: this file costs about $0.0002; tts-1 at $15 per million characters.

@@ -23,6 +23,8 @@ export interface FakeOpenAIAudio {
   speeches: SpeechRecord[]
   /** Close to hold every speech before its last chunk. */
   gate: Gate
+  /** Close to hold every answer before its headers: a provider still working on the request it was sent. */
+  headersGate: Gate
   transcript: string
   /** Answer the next request with this status and OpenAI error body. */
   failNext(status: number, message?: string): void
@@ -55,6 +57,7 @@ export function startFakeOpenAIAudio(options: { apiKey?: string; chunks?: number
   const requests: FakeOpenAIAudio['requests'] = []
   const speeches: SpeechRecord[] = []
   const gate = new Gate()
+  const headersGate = new Gate()
   let failure: { status: number; message: string } | null = null
   const fake: FakeOpenAIAudio = {
     url: '',
@@ -62,6 +65,7 @@ export function startFakeOpenAIAudio(options: { apiKey?: string; chunks?: number
     requests,
     speeches,
     gate,
+    headersGate,
     transcript: 'the quick brown fox jumps over the lazy dog',
     failNext: (status, message = 'The server had an error while processing your request.') => {
       failure = { status, message }
@@ -190,6 +194,7 @@ export function startFakeOpenAIAudio(options: { apiKey?: string; chunks?: number
       if (path === '/audio/speech') {
         record.json = await req.json()
         if (azure) record.json.model ??= decodeURIComponent(azure[1]!)
+        await headersGate.wait()
         return speech(record.json)
       }
       if (path === '/audio/transcriptions' || path === '/audio/translations') {
@@ -205,6 +210,7 @@ export function startFakeOpenAIAudio(options: { apiKey?: string; chunks?: number
         const file = form.get('file')
         if (file instanceof File) record.file = { name: file.name, type: file.type, bytes: new Uint8Array(await file.arrayBuffer()) }
         if (azure) record.fields.model ??= decodeURIComponent(azure[1]!)
+        await headersGate.wait()
         return transcription(path.endsWith('translations') ? 'translate' : 'transcribe', record.fields, file instanceof File ? file : null)
       }
       return error(404, `Invalid URL (${req.method} ${url.pathname})`, 'invalid_request_error')

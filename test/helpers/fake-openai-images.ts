@@ -1,4 +1,5 @@
 import { BLUE, GREEN, RED, decode, dims, jpg, png, type RGB } from '../images/pictures.ts'
+import { Gate } from './fake-audio-common.ts'
 
 /**
  * A fake OpenAI images API speaking its wire format (the API reference and the openai SDK's fixtures): JSON
@@ -18,6 +19,8 @@ export interface FakeOpenAIImages {
   requests: { path: string; headers: Record<string, string>; body: any; files?: { name: string; filename: string; type: string; bytes: Uint8Array }[] }[]
   /** Hits on the fake's own file URLs. */
   fileHits: number
+  /** Close to hold every answer before its headers: a provider still drawing. */
+  headersGate: Gate
   stop(): void
 }
 
@@ -35,6 +38,7 @@ const darker = (rgb: RGB): RGB => rgb.map((v) => Math.floor(v / 2)) as RGB
 
 export async function startFakeOpenAIImages(options: { redirectTo?: string } = {}): Promise<FakeOpenAIImages> {
   const requests: FakeOpenAIImages['requests'] = []
+  const headersGate = new Gate()
   const files = new Map<string, Buffer>()
   let fileHits = 0
   let origin = ''
@@ -158,6 +162,7 @@ export async function startFakeOpenAIImages(options: { redirectTo?: string } = {
         requests.push({ path: url.pathname, headers, body })
         const refused = refuse(body, operation)
         if (refused) return refused
+        await headersGate.wait()
         if (body.stream === true && MODELS[body.model]!.gpt) return stream(body, 'image_generation', RED)
         return answer(body, RED)
       }
@@ -193,6 +198,7 @@ export async function startFakeOpenAIImages(options: { redirectTo?: string } = {
     get fileHits() {
       return fileHits
     },
+    headersGate,
     stop: () => void server.stop(true),
   }
 }

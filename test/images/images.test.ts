@@ -177,6 +177,59 @@ describe('ipm and budgets', () => {
   })
 })
 
+describe('a client that leaves before its pictures', () => {
+  let gw: TestGateway
+  let fake: FakeOpenAIImages
+  beforeAll(async () => {
+    fake = await startFakeOpenAIImages()
+    gw = await startGateway()
+    await gw.admin('POST', '/providers', { name: 'openai', type: 'openai', base_url: fake.url, api_key: FAKE_OPENAI_IMAGES_KEY })
+    await gw.admin('POST', '/models', { name: 'dalle', targets: [{ provider: 'openai', model: 'dall-e-2' }] })
+    await gw.admin('POST', '/models', { name: 'painter', targets: [{ provider: 'openai', model: 'gpt-image-1' }] })
+  })
+  afterAll(async () => {
+    await gw?.close()
+    fake?.stop()
+  })
+  const lastRow = async (keyId: string, count: number) => {
+    for (let i = 0; i < 100; i++) {
+      await gw.gateway.ledger.flush()
+      const rows = (await gw.gateway.store.sql`SELECT * FROM spend_ledger WHERE key_id = ${keyId} ORDER BY created_at`) as any[]
+      if (rows.length >= count) return rows.at(-1)
+      await Bun.sleep(20)
+    }
+    throw new Error('no ledger row')
+  }
+  const call = (key: string, body: Record<string, unknown>, signal: AbortSignal) =>
+    fetch(`${gw.baseURL}/images/generations`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body), signal })
+
+  test('is billed them all: the provider draws the n asked for anyway, before the answer or after a partial image', async () => {
+    const { id, key } = await gw.admin('POST', '/keys', { name: 'leaves' })
+    // Before the first byte: three 256x256 pictures at $0.016.
+    fake.headersGate.hold()
+    const before = fake.requests.length
+    const early = new AbortController()
+    const sent = call(key, { model: 'dalle', prompt: 'three', size: '256x256', n: 3 }, early.signal).catch(() => null)
+    while (fake.requests.length === before) await Bun.sleep(10)
+    early.abort()
+    await sent
+    const unanswered = await lastRow(id, 1)
+    fake.headersGate.release()
+    expect(unanswered).toMatchObject({ status: 499, aborted: 1, images: 3, cost_micros: 3 * 16_000 })
+    // A stream left at its first partial image: the final picture is billed, at low quality's most tokens.
+    const late = new AbortController()
+    const res = await call(key, { model: 'painter', prompt: 'one', quality: 'low', stream: true, partial_images: 2 }, late.signal)
+    const reader = res.body!.getReader()
+    let text = ''
+    while (!text.includes('partial_image')) text += new TextDecoder().decode((await reader.read()).value)
+    late.abort()
+    await reader.cancel().catch(() => {})
+    const left = await lastRow(id, 2)
+    expect(left).toMatchObject({ aborted: 1, estimated: 1, images: 1, completion_tokens: 408 })
+    expect(Number(left.cost_micros)).toBe(costMicros(listPrice('openai', 'gpt-image-1')!, { prompt_tokens: Number(left.prompt_tokens), completion_tokens: 408, total_tokens: 0, completion_image_tokens: 408, images: 1, image_size: 'auto', image_quality: 'low' }))
+  })
+})
+
 describe('pure pieces', () => {
   test('formats by their bytes, with dimensions from the header', () => {
     expect(sniffImage(png(33, 17, RED))).toEqual({ format: 'png', width: 33, height: 17 })
