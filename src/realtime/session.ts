@@ -54,7 +54,7 @@ const OPEN = 1
 
 /** Client events the gateway looks at: governed, metered, or converted. Everything else passes untouched. */
 const CLIENT_LOOKED_AT = new Set(['session.update', 'response.create', 'input_audio_buffer.append', 'input_audio_buffer.commit', 'input_audio_buffer.clear', 'conversation.item.create'])
-const PROVIDER_LOOKED_AT = new Set(['session.created', 'session.updated', 'response.created', 'response.done'])
+const PROVIDER_LOOKED_AT = new Set(['session.created', 'session.updated', 'response.created', 'response.done', 'error'])
 /** And, while the client's output audio is converted, the audio deltas and their end. */
 const PROVIDER_AUDIO = new Set(['response.output_audio.delta', 'response.audio.delta', 'response.output_audio.done', 'response.audio.done'])
 
@@ -75,6 +75,8 @@ class ResponseCtx implements RequestContext {
   readonly log
   /** The response id the provider gave it (response.created). */
   responseId: string | null = null
+  /** The client's `event_id` on its response.create: what the provider's error event names when it refuses it. */
+  clientEventId: string | null = null
   firstByteMs: number | null = null
 
   constructor(
@@ -289,6 +291,7 @@ export class RealtimeSession {
   private govern(frame: string, look: Look) {
     const event = parse(frame, look)
     const child = this.responseContext('response.create', event?.response ?? null)
+    if (typeof event?.event_id === 'string') child.clientEventId = event.event_id
     let verdict: Promise<Response | undefined> | undefined
     try {
       verdict = pending(this.deps.host.run('onSessionEvent', child))
@@ -374,6 +377,9 @@ export class RealtimeSession {
       case 'response.done':
         this.done(event.response)
         return frame
+      case 'error':
+        this.rejected(event.error)
+        return frame
       case 'response.output_audio.delta':
       case 'response.audio.delta':
         if (typeof event.delta !== 'string') return frame
@@ -413,6 +419,27 @@ export class RealtimeSession {
     verdict?.then((response) => {
       if (response) throw new GatewayError(403, 'A plugin refused this response.', { code: 'response_refused' })
     }).catch((error) => this.cancel(late, error))
+  }
+
+  /**
+   * An error event for a response.create the provider refused: it never runs, so it costs nothing, and the next
+   * response.created belongs to the next create. The error names the create by its event_id; unnamed, a refusal
+   * because a response is already running is the oldest create waiting.
+   */
+  private rejected(error: Record<string, any> | undefined) {
+    const eventId = error?.event_id
+    const at =
+      typeof eventId === 'string'
+        ? this.admitted.findIndex((child) => child.clientEventId === eventId)
+        : error?.code === 'conversation_already_has_active_response' && this.admitted.length > 0
+          ? 0
+          : -1
+    if (at === -1) return
+    const [child] = this.admitted.splice(at, 1)
+    const failure = new GatewayError(400, typeof error?.message === 'string' ? error.message : 'The provider refused this response.', {
+      code: typeof error?.code === 'string' ? error.code : 'response_refused',
+    })
+    this.report(child!, { status: failure.status, error: failure, usage: null, target: null, aborted: false })
   }
 
   private cancel(child: ResponseCtx, error: unknown) {

@@ -18,7 +18,9 @@ import { tone } from './audio.ts'
  *   with usage (input/output, text/audio, cached) computed from what the session received;
  * - `response.cancel` → `response.done` with status `cancelled`; an unknown event → an `error` event;
  * - `response.create` with `response.metadata.fake_flood_bytes` sends that many bytes of audio deltas at once
- *   (a provider outpacing a slow client); `.fake_error` answers an `error` event instead.
+ *   (a provider outpacing a slow client); `.fake_error` answers an `error` event instead (its code `fake_error`, or
+ *   the value itself when it is a code such as `conversation_already_has_active_response`, OpenAI's refusal of a
+ *   create while a response runs), naming the create's `event_id` when it had one.
  * A handshake without the key is refused with 401, as OpenAI does.
  */
 export interface FakeRealtimeSession {
@@ -101,7 +103,8 @@ export async function startFakeRealtime(options: { key?: string; tls?: { cert: s
 
   const respond = async (s: FakeRealtimeSession, event: any) => {
     const params = event.response ?? {}
-    if (params.metadata?.fake_error) return error(s, 'fake_error', String(params.metadata.fake_error), event.event_id ?? null)
+    const failure = params.metadata?.fake_error
+    if (failure) return error(s, /^[a-z_]+$/.test(failure) ? failure : 'fake_error', String(failure), event.event_id ?? null)
     const rid = id('resp')
     const response = { id: rid, object: 'realtime.response', status: 'in_progress', output: [], conversation_id: id('conv'), usage: null, metadata: params.metadata ?? null }
     send(s, { type: 'response.created', response })

@@ -53,6 +53,35 @@ describe('budgets and token limits per response', () => {
     if (spent === 1_000_000) expect((await handshake(s.origin, '/v1/realtime?model=voice', bearer(key))).status).toBe(429)
   })
 
+  test('a response.create the provider refuses costs nothing, and the next response is billed as itself', async () => {
+    const key = await s.key({ budget: { usd: 100, period: 'total' } })
+    const c = await EventLog.open(`${s.wsOrigin}/v1/realtime?model=voice`, { headers: bearer(key) })
+    await c.next('session.created')
+    // A first turn, so that the conversation has tokens a response would be billed for.
+    c.send({ type: 'response.create', event_id: 'evt_first' })
+    const first = (await c.next('response.done')).response
+    // Named by its event_id, and unnamed: refused because a response runs, the oldest create waiting.
+    let from = c.events.length
+    c.send({ type: 'response.create', event_id: 'evt_refused', response: { metadata: { fake_error: 'server_is_busy' } } })
+    expect((await c.next('error', 5_000, from)).error).toMatchObject({ code: 'server_is_busy', event_id: 'evt_refused' })
+    from = c.events.length
+    c.send({ type: 'response.create', response: { metadata: { fake_error: 'conversation_already_has_active_response' } } })
+    expect((await c.next('error', 5_000, from)).error).toMatchObject({ code: 'conversation_already_has_active_response', event_id: null })
+    from = c.events.length
+    c.send({ type: 'response.create', event_id: 'evt_answered' })
+    const done = (await c.next('response.done', 5_000, from)).response
+    c.ws.close()
+    await c.waitClosed()
+    await Bun.sleep(300)
+    await s.gw.gateway.ledger.flush()
+    const rows = (await s.gw.gateway.store.sql`SELECT * FROM spend_ledger WHERE key_id = (SELECT id FROM virtual_keys WHERE key_last4 = ${key.slice(-4)}) AND endpoint = 'realtime'`) as any[]
+    const billed = rows.filter((r) => Number(r.cost_micros) > 0).sort((a, b) => (a.request_id < b.request_id ? -1 : 1))
+    expect(billed.map((r) => [r.prompt_tokens, r.completion_tokens, r.estimated, r.aborted])).toEqual([
+      [first.usage.input_tokens, first.usage.output_tokens, 0, 0],
+      [done.usage.input_tokens, done.usage.output_tokens, 0, 0],
+    ])
+  })
+
   test('tpm: a response.create past the limit is an error event; the session goes on', async () => {
     const key = await s.key({ tpm: 100 })
     const c = await EventLog.open(`${s.wsOrigin}/v1/realtime?model=voice`, { headers: bearer(key) })
