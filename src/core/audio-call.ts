@@ -36,9 +36,10 @@ async function prepareTranscription(ctx: RequestCtx, attempt: Attempt, adapter: 
   const upload = await uploadFor(original, abilities, provider, deps.transcoder, ctx.signal, converted, (fn) => ctx.onEnd(fn))
   const wanted: string = body.response_format ?? 'json'
   const translating = !!adapter.parseTranscript
-  // Formats the provider makes go as they are; others are rendered from the fullest transcript it gives.
-  const native = !translating && abilities.transcriptFormats.includes(wanted)
-  const asked = native ? wanted : abilities.transcriptFormats.includes('verbose_json') ? 'verbose_json' : 'json'
+  // Formats the provider makes go as they are; others are rendered from the fullest transcript it gives. Plain
+  // text is rendered from JSON, which every model gives: the provider's text carries no usage, its JSON does.
+  const native = !translating && wanted !== 'text' && abilities.transcriptFormats.includes(wanted)
+  const asked = native ? wanted : wanted !== 'text' && abilities.transcriptFormats.includes('verbose_json') ? 'verbose_json' : 'json'
   const streamUp = ctx.stream && !translating && abilities.streamTranscripts
   const upstreamBody: Record<string, any> = { ...body, file: upload, response_format: asked }
   if (streamUp) upstreamBody.stream = true

@@ -108,6 +108,17 @@ describe('transcriptions: every response_format, as OpenAI answers it', () => {
     expect(Number(row.cost_micros)).toBe(Math.ceil((usage.input_tokens - audio) * 2.5 + audio * 6 + usage.output_tokens * 10 - 1e-9))
   })
 
+  test('text is rendered from the provider’s JSON, whose usage is billed: a text answer carries none', async () => {
+    const text = await client.audio.transcriptions.create({ file: await toFile(wav, 'speech.wav'), model: 'transcribe', response_format: 'text' })
+    expect(text as unknown as string).toBe(`${fake.transcript}\n`)
+    expect(fake.requests.at(-1)!.fields.response_format).toBe('json')
+    await gw.gateway.ledger.flush()
+    const [row] = await gw.gateway.store.sql`SELECT * FROM spend_ledger WHERE model = 'transcribe' ORDER BY created_at DESC LIMIT 1`
+    // The fake's count: 10 audio tokens a second and 3 of text in, the words and 2 out.
+    expect(Number(row.estimated)).toBe(0)
+    expect(Number(row.completion_tokens)).toBe(fake.transcript.split(' ').length + 2)
+  })
+
   test('stream: true on a model that cannot stream (whisper-1) gets one delta and the done event', async () => {
     const stream = await client.audio.transcriptions.create({ file: await toFile(wav, 'speech.wav'), model: 'whisper', stream: true })
     const events: any[] = []
