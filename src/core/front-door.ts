@@ -46,6 +46,8 @@ export interface NativeStreamWatcher {
   usage(): Record<string, any> | null
   /** Content deltas relayed so far (text, tool arguments, reasoning): a cut stream's output is estimated from them. */
   deltas(): number
+  /** The provider's failure event, when the stream carried one (`response.failed`, Messages' `error`). */
+  failure(): GatewayError | null
   /** The final object, when the stream carried it whole (`response.completed`); null otherwise. */
   result(): Record<string, any> | null
 }
@@ -112,7 +114,9 @@ export function prepareNativeCall(ctx: RequestCtx, attempt: Attempt, door: Front
           sse: false,
           onFinish: (error, aborted) => {
             const result = !error && !aborted ? watcher.result() : null
-            end(error, aborted)
+            // A failure the provider sent in the stream fails the request (and counts against its target) as one the
+            // relay met would.
+            end(error ?? watcher.failure(), aborted)
             if (result) void door.completed?.(ctx, result)
           },
         })

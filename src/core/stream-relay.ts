@@ -267,7 +267,8 @@ export function relayStream({ first, ...o }: RelayOptions): ReadableStream<Uint8
   )
 }
 
-function upstreamStreamError(error: any): GatewayError {
+/** A provider's own error event in a stream it had begun (OpenAI's `{"error":…}`, `response.failed`'s error). */
+export function upstreamStreamError(error: any): GatewayError {
   const message = typeof error?.message === 'string' ? error.message : 'The upstream provider reported an error mid-stream.'
   return new GatewayError(502, message, { type: typeof error?.type === 'string' ? error.type : 'server_error', code: typeof error?.code === 'string' ? error.code : 'upstream_error' })
 }

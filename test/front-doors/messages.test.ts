@@ -361,6 +361,13 @@ describe('native to Anthropic', () => {
     const list = events(await res.text())
     expect(list[0]!.event).toBe('message_start')
     expect(list.at(-1)!.data).toEqual({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } })
+    // The request is recorded as the failure it was (overloaded: 503), billed what was relayed.
+    let row: any
+    for (let i = 0; i < 40 && !row; i++) {
+      row = await ledgerRow(res.headers.get('x-request-id')!)
+      if (!row) await Bun.sleep(50)
+    }
+    expect(row).toMatchObject({ status: 503, estimated: 1 })
   })
 
   test('anthropic-beta: only allowlisted betas are forwarded', async () => {

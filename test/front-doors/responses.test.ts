@@ -450,8 +450,16 @@ describe('errors and billing', () => {
     const failed = await client.responses.create({ model: 'compat', input: 'fail-400' }).catch((e) => e)
     expect(failed).toBeInstanceOf(OpenAI.BadRequestError)
     for (const model of ['compat', 'gpt']) {
-      const events = streamEvents(await (await post({ model, input: 'midstream-error', stream: true })).text())
+      const res = await post({ model, input: 'midstream-error', stream: true })
+      const events = streamEvents(await res.text())
       expect(events.at(-1)).toMatchObject({ type: 'response.failed', response: { status: 'failed', error: { code: 'server_error' } } })
+      // Recorded as failed, translated or native (where the provider's own response.failed is what says so).
+      let row: any
+      for (let i = 0; i < 50 && !row; i++) {
+        row = await ledgerRow(res.headers.get('x-request-id')!)
+        if (!row) await Bun.sleep(20)
+      }
+      expect(Number(row.status)).toBe(502)
     }
   })
 

@@ -1,4 +1,4 @@
-import type { GatewayError } from '../../plugin-sdk/errors.ts'
+import { GatewayError } from '../../plugin-sdk/errors.ts'
 import { openAIUsage } from '../../providers/anthropic/response.ts'
 import type { AnthropicUsage } from '../../providers/anthropic/types.ts'
 import type { ChatStreamTranslator, NativeStreamWatcher } from '../front-door.ts'
@@ -107,6 +107,7 @@ export function watchMessagesStream(): NativeStreamWatcher {
   let usage: AnthropicUsage | null = null
   let outputCounted = false
   let deltas = 0
+  let failure: GatewayError | null = null
   const merge = (counts: Partial<AnthropicUsage> | undefined) => {
     if (!counts || !usage) return
     for (const key of ['input_tokens', 'output_tokens', 'cache_creation_input_tokens', 'cache_read_input_tokens'] as const) {
@@ -123,6 +124,11 @@ export function watchMessagesStream(): NativeStreamWatcher {
         const counts = parse(data)?.usage
         merge(counts)
         if (typeof counts?.output_tokens === 'number') outputCounted = true
+      } else if (type === 'error') {
+        const error = parse(data)?.error
+        const kind = typeof error?.type === 'string' ? error.type : 'api_error'
+        const message = typeof error?.message === 'string' ? error.message : 'The upstream provider reported an error mid-stream.'
+        failure = new GatewayError(kind === 'overloaded_error' ? 503 : 502, message, { type: 'server_error', code: kind })
       }
     },
     usage: () => {
@@ -132,6 +138,7 @@ export function watchMessagesStream(): NativeStreamWatcher {
       return counts
     },
     deltas: () => deltas,
+    failure: () => failure,
     result: () => null,
   }
 }

@@ -3,6 +3,7 @@ import type { ProviderAdapter } from '../../plugin-sdk/types.ts'
 import type { Catalog } from '../catalog.ts'
 import type { RequestCtx } from '../context.ts'
 import type { FrontDoor, FrontDoorRequest, NativeStreamWatcher } from '../front-door.ts'
+import { upstreamStreamError } from '../stream-relay.ts'
 import { newId, type Item } from './items.ts'
 import { readResponses, validateResponses } from './request.ts'
 import { chatUsage, outputOf, responseObject, responsesUsage, statusOf, type ResponseShell } from './response.ts'
@@ -72,6 +73,7 @@ export class ResponsesDoor implements FrontDoor {
     let usage: Record<string, any> | null = null
     let final: Record<string, any> | null = null
     let deltas = 0
+    let failure: GatewayError | null = null
     return {
       event(type, data) {
         // OpenAI names each event; the type is also the first field of its data for servers that do not.
@@ -81,10 +83,12 @@ export class ResponsesDoor implements FrontDoor {
         if (!FINAL_EVENTS.has(name)) return
         const response = JSON.parse(data).response
         usage = chatUsage(response?.usage)
-        if (name !== 'response.failed') final = response
+        if (name === 'response.failed') failure = upstreamStreamError(response?.error)
+        else final = response
       },
       usage: () => usage,
       deltas: () => deltas,
+      failure: () => failure,
       result: () => final,
     }
   }
