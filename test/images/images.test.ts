@@ -124,7 +124,7 @@ describe('base64 from a URL-only provider: fetched from its own hosts only', () 
   })
 })
 
-describe('ipm and budgets', () => {
+describe('ipm, budgets and billing', () => {
   let gw: TestGateway
   let fake: FakeOpenAIImages
 
@@ -134,6 +134,7 @@ describe('ipm and budgets', () => {
     await gw.admin('POST', '/providers', { name: 'openai', type: 'openai', base_url: fake.url, api_key: FAKE_OPENAI_IMAGES_KEY })
     await gw.admin('POST', '/models', { name: 'dalle', targets: [{ provider: 'openai', model: 'dall-e-2' }] })
     await gw.admin('POST', '/models', { name: 'dalle3', targets: [{ provider: 'openai', model: 'dall-e-3' }] })
+    await gw.admin('POST', '/models', { name: 'painter', targets: [{ provider: 'openai', model: 'gpt-image-1' }] })
   })
   afterAll(async () => {
     await gw?.close()
@@ -175,22 +176,7 @@ describe('ipm and budgets', () => {
     expect(tooMany.status).toBe(429) // $0.036 left, two may cost $0.04
     await client.images.generate({ model: 'dalle', prompt: 'one more', size: '256x256', n: 1, response_format: 'b64_json' })
   })
-})
 
-describe('a client that leaves before its pictures', () => {
-  let gw: TestGateway
-  let fake: FakeOpenAIImages
-  beforeAll(async () => {
-    fake = await startFakeOpenAIImages()
-    gw = await startGateway()
-    await gw.admin('POST', '/providers', { name: 'openai', type: 'openai', base_url: fake.url, api_key: FAKE_OPENAI_IMAGES_KEY })
-    await gw.admin('POST', '/models', { name: 'dalle', targets: [{ provider: 'openai', model: 'dall-e-2' }] })
-    await gw.admin('POST', '/models', { name: 'painter', targets: [{ provider: 'openai', model: 'gpt-image-1' }] })
-  })
-  afterAll(async () => {
-    await gw?.close()
-    fake?.stop()
-  })
   const lastRow = async (keyId: string, count: number) => {
     for (let i = 0; i < 100; i++) {
       await gw.gateway.ledger.flush()
@@ -203,7 +189,7 @@ describe('a client that leaves before its pictures', () => {
   const call = (key: string, body: Record<string, unknown>, signal: AbortSignal) =>
     fetch(`${gw.baseURL}/images/generations`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body), signal })
 
-  test('is billed them all: the provider draws the n asked for anyway, before the answer or after a partial image', async () => {
+  test('a client that leaves before its pictures is billed them all: the provider draws the n asked for anyway', async () => {
     const { id, key } = await gw.admin('POST', '/keys', { name: 'leaves' })
     // Before the first byte: three 256x256 pictures at $0.016.
     fake.headersGate.hold()
