@@ -44,13 +44,14 @@ export async function usageReport(store: Store, range: { from: number; to: numbe
     unpriced_requests: r.unpriced,
     audio_seconds: r.audio_ms / 1000,
     characters: r.characters,
+    images: r.images,
   })
   const [total] = await store.usage('all', range.from, range.to, keyId)
   const report: Record<string, unknown> = {
     object: 'usage',
     from: new Date(range.from).toISOString(),
     to: new Date(range.to).toISOString(),
-    total: view(total ?? { bucket: null, requests: 0, prompt_tokens: 0, completion_tokens: 0, cost_micros: 0, unpriced: 0, audio_ms: 0, characters: 0 }),
+    total: view(total ?? { bucket: null, requests: 0, prompt_tokens: 0, completion_tokens: 0, cost_micros: 0, unpriced: 0, audio_ms: 0, characters: 0, images: 0 }),
   }
   for (const group of groups) {
     report[`by_${group}`] = (await store.usage(group, range.from, range.to, keyId)).map((r) => ({ [group]: r.bucket, ...(r.key !== undefined ? { key: r.key } : {}), ...view(r) }))

@@ -112,7 +112,9 @@ function usageCsv(report: Record<string, unknown>, by: string): Response {
     throw badRequest(`'by' must be one of ${USAGE_GROUPS.join(', ')}.`, 'by', 'invalid_value')
   }
   const rows = (report[`by_${by}`] ?? []) as Record<string, unknown>[]
-  const columns = [by, 'requests', 'prompt_tokens', 'completion_tokens', 'cost_usd', 'unpriced_requests']
+  // Users over every key name their key (see usageReport).
+  const key = rows.some((row) => 'key' in row) ? ['key'] : []
+  const columns = [by, ...key, 'requests', 'prompt_tokens', 'completion_tokens', 'cost_usd', 'unpriced_requests', 'audio_seconds', 'characters', 'images']
   // Quoted when needed; a leading = + - @ is defused so a spreadsheet never runs a cell a client named.
   const cell = (value: unknown) => {
     let text = value === null || value === undefined ? '' : String(value)

@@ -173,4 +173,21 @@ export const MIGRATIONS: { version: number; statements: string[] }[] = [
       `DROP INDEX spend_ledger_time`,
     ],
   },
+  {
+    version: 15,
+    statements: [
+      // Pictures in the hourly totals, as seconds and characters are: usage reports count them.
+      `ALTER TABLE spend_hours ADD COLUMN images BIGINT NOT NULL DEFAULT 0`,
+      `ALTER TABLE spend_user_hours ADD COLUMN images BIGINT NOT NULL DEFAULT 0`,
+      `UPDATE spend_hours SET images = t.images FROM (
+        SELECT created_at - created_at % 3600000 AS hour, COALESCE(key_id, '') AS key_id, COALESCE(model, '') AS model,
+          COALESCE(provider, '') AS provider, SUM(images) AS images
+        FROM spend_ledger WHERE images > 0 GROUP BY 1, 2, 3, 4) AS t
+        WHERE spend_hours.hour = t.hour AND spend_hours.key_id = t.key_id AND spend_hours.model = t.model AND spend_hours.provider = t.provider`,
+      `UPDATE spend_user_hours SET images = t.images FROM (
+        SELECT created_at - created_at % 3600000 AS hour, COALESCE(key_id, '') AS key_id, COALESCE(end_user, '') AS end_user, SUM(images) AS images
+        FROM spend_ledger WHERE images > 0 GROUP BY 1, 2, 3) AS t
+        WHERE spend_user_hours.hour = t.hour AND spend_user_hours.key_id = t.key_id AND spend_user_hours.end_user = t.end_user`,
+    ],
+  },
 ]

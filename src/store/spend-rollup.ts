@@ -14,7 +14,7 @@ export const BY_MODEL = { table: 'spend_hours', dimensions: ['key_id', 'model', 
 export const BY_USER = { table: 'spend_user_hours', dimensions: ['key_id', 'end_user'] } as const
 const ROLLUPS: readonly { table: string; dimensions: readonly (keyof SpendRow)[] }[] = [BY_MODEL, BY_USER]
 
-const SUMS = ['requests', 'prompt_tokens', 'completion_tokens', 'cost_micros', 'unpriced', 'audio_ms', 'characters'] as const
+const SUMS = ['requests', 'prompt_tokens', 'completion_tokens', 'cost_micros', 'unpriced', 'audio_ms', 'characters', 'images'] as const
 
 /** Upserts adding the totals of the ledger rows `source` selects (a table or CTE name, with a WHERE if any). */
 function addTotals(rollup: (typeof ROLLUPS)[number], source: string) {

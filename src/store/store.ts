@@ -49,6 +49,7 @@ export interface UsageTotals {
   unpriced: number
   audio_ms: number
   characters: number
+  images: number
 }
 
 /**
@@ -361,7 +362,7 @@ export class Store implements StoreView {
     const rows = await this.sql.unsafe(
       `SELECT ${group ?? "'all'"} AS bucket, ${perKeyUser ? "NULLIF(key_id, '')" : 'NULL'} AS key, SUM(requests) AS requests, SUM(prompt_tokens) AS prompt_tokens,
          SUM(completion_tokens) AS completion_tokens, SUM(cost_micros) AS cost_micros, SUM(unpriced) AS unpriced,
-         SUM(audio_ms) AS audio_ms, SUM(characters) AS characters
+         SUM(audio_ms) AS audio_ms, SUM(characters) AS characters, SUM(images) AS images
        FROM ${(by === 'user' ? BY_USER : BY_MODEL).table}
        WHERE hour >= $1 AND hour < $2 AND (CAST($3 AS TEXT) IS NULL OR key_id = CAST($3 AS TEXT))
        ${group ? `GROUP BY ${groupBy} ${order}` : ''}`,
@@ -377,6 +378,7 @@ export class Store implements StoreView {
       unpriced: Number(r.unpriced ?? 0),
       audio_ms: Number(r.audio_ms ?? 0),
       characters: Number(r.characters ?? 0),
+      images: Number(r.images ?? 0),
     }))
   }
 

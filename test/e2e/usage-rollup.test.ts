@@ -34,7 +34,7 @@ function ledgerRows(count: number): SpendRow[] {
     unpriced: i % 9 === 0 ? 1 : 0,
     audio_ms: i % 5 === 0 ? i * 10 : 0,
     characters: i % 6 === 0 ? i : 0,
-    images: 0,
+    images: i % 7 === 0 ? (i % 4) + 1 : 0,
   }))
 }
 
@@ -49,6 +49,7 @@ function expectedReport(rows: SpendRow[], from: number, to: number, keyId: strin
     unpriced_requests: of.reduce((n, r) => n + r.unpriced, 0),
     audio_seconds: of.reduce((n, r) => n + r.audio_ms, 0) / 1000,
     characters: of.reduce((n, r) => n + r.characters, 0),
+    images: of.reduce((n, r) => n + (r.images ?? 0), 0),
   })
   const by = (name: string, bucket: (r: SpendRow) => string | null) => {
     const groups = new Map<string | null, SpendRow[]>()
@@ -128,11 +129,11 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       }
     })
 
-    test('a ledger written before the totals existed is totalled by the migration', async () => {
+    test('a ledger written before the totals existed is totalled by the migrations, its pictures too', async () => {
       const { sql } = store
       await sql`DROP TABLE spend_hours`
       await sql`DROP TABLE spend_user_hours`
-      await sql`DELETE FROM schema_migrations WHERE version = 13`
+      await sql`DELETE FROM schema_migrations WHERE version IN (13, 15)`
       await store.close()
       store = await Store.open({ dataDir, databaseURL })
       const { from, to } = usageRange(new URLSearchParams({ to: String((START + 31 * HOUR) / 1000) }))
