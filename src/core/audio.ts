@@ -178,11 +178,18 @@ export function planSpeech(wanted: string, abilities: AudioAbilities, provider: 
   return { source, output, convert: true }
 }
 
-/** Seconds of audio in `bytes` of a spec whose length follows from its size (PCM, WAV at 16 bits); else null. */
-export function secondsOf(spec: AudioSpec, bytes: number, wavRate?: number): number | null {
+/** Seconds of audio in `bytes` of a spec whose length follows from its size (PCM; WAV given its header's byte rate); else null. */
+export function secondsOf(spec: AudioSpec, bytes: number, wavByteRate?: number): number | null {
   if (spec.format === 'pcm') return bytes / 2 / ((spec.sampleRate ?? PCM_RATE) * (spec.channels ?? 1))
-  if (spec.format === 'wav' && wavRate) return Math.max(0, bytes - 44) / 2 / wavRate
+  if (spec.format === 'wav' && wavByteRate) return Math.max(0, bytes - WAV_HEADER_BYTES) / wavByteRate
   return null
+}
+
+const WAV_HEADER_BYTES = 44
+/** The byte rate a WAV stream's header states (its fmt chunk at the canonical offset), from the stream's first bytes. */
+export function wavByteRate(first: Uint8Array): number | undefined {
+  if (first.length < 32 || String.fromCharCode(...first.subarray(8, 12)) !== 'WAVE') return undefined
+  return new DataView(first.buffer, first.byteOffset, first.byteLength).getUint32(28, true) || undefined
 }
 
 // --- Transcripts ----------------------------------------------------------------------------------------
