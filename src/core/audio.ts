@@ -1,5 +1,5 @@
 import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
-import { AUDIO_MIME, audioInfo, sniffAudioFormat } from '../plugin-sdk/audio/index.ts'
+import { AUDIO_MIME, audioInfo, sniffAudioFormat, type WavHeader } from '../plugin-sdk/audio/index.ts'
 import type { AudioAbilities, AudioSpec, AudioUpload, Operation, ProviderConfig, Transcoder, Transcript } from '../plugin-sdk/types.ts'
 import type { RequestCtx } from './context.ts'
 import { validateRequest } from './request-schemas.ts'
@@ -178,18 +178,11 @@ export function planSpeech(wanted: string, abilities: AudioAbilities, provider: 
   return { source, output, convert: true }
 }
 
-/** Seconds of audio in `bytes` of a spec whose length follows from its size (PCM; WAV given its header's byte rate); else null. */
-export function secondsOf(spec: AudioSpec, bytes: number, wavByteRate?: number): number | null {
+/** Seconds of audio in `bytes` of a spec whose length follows from its size (PCM; WAV given its header); else null. */
+export function secondsOf(spec: AudioSpec, bytes: number, wav?: WavHeader | null): number | null {
   if (spec.format === 'pcm') return bytes / 2 / ((spec.sampleRate ?? PCM_RATE) * (spec.channels ?? 1))
-  if (spec.format === 'wav' && wavByteRate) return Math.max(0, bytes - WAV_HEADER_BYTES) / wavByteRate
+  if (spec.format === 'wav' && wav && wav.byteRate > 0) return Math.max(0, bytes - wav.dataOffset) / wav.byteRate
   return null
-}
-
-const WAV_HEADER_BYTES = 44
-/** The byte rate a WAV stream's header states (its fmt chunk at the canonical offset), from the stream's first bytes. */
-export function wavByteRate(first: Uint8Array): number | undefined {
-  if (first.length < 32 || String.fromCharCode(...first.subarray(8, 12)) !== 'WAVE') return undefined
-  return new DataView(first.buffer, first.byteOffset, first.byteLength).getUint32(28, true) || undefined
 }
 
 // --- Transcripts ----------------------------------------------------------------------------------------
