@@ -22,8 +22,12 @@ const CRLF = Buffer.from('\r\n')
 const MAX_HEAD_BYTES = 64 * 1024
 /** A streamed body buffered past this while its reader is not reading pauses the socket. */
 const HIGH_WATER_BYTES = 64 * 1024
-/** An idle connection is closed after this long unused: servers drop theirs too (Node's default is 5 s). */
-const IDLE_SECONDS = 4
+/**
+ * An idle connection is closed 4 to 8 s after its last use: servers drop theirs too (Node's default is 5 s; a kept
+ * connection the server closed first is resent once). Bun's socket timer is a deadline from when it is set, on a
+ * wheel that turns every 4 s: 8 is two turns, so never less than 4 s; 4 would be anywhere from 0 to 4.
+ */
+const IDLE_SECONDS = 8
 /** Statuses whose response has no body whatever its headers say. */
 const NULL_BODY = new Set([204, 205, 304])
 /**
@@ -289,6 +293,7 @@ class Connection {
     if (!this.keepAlive || this.unwritten || !this.socket) return this.destroy()
     this.resume()
     this.socket.unref() // a kept connection does not hold the process open
+    this.socket.timeout(IDLE_SECONDS) // idle from now: traffic does not move Bun's deadline
     this.reused = true
     this.pool.push(this)
   }
