@@ -222,7 +222,8 @@ test('SK1: 65k mixed requests (20% cut by the client, 5% upstream failures, 3 ke
   // +11.6 MB over the whole run with the JS objects flat) has grown by the middle.
   expect(lateGrowth).toBeLessThanOrEqual(MAX_RSS_GROWTH / 2)
   expect(objectGrowth).toBeLessThanOrEqual(MAX_OBJECT_GROWTH)
-  expect(Math.abs(after.fds - baseline.fds)).toBeLessThanOrEqual(10)
+  // A leak of descriptors grows; fewer at the end are kept upstream connections (4 to 8 s idle) closed since.
+  expect(after.fds - baseline.fds).toBeLessThanOrEqual(10)
 
   // Limiter state exists under load, and every key of it expires on its own: none without a TTL, none set to
   // outlive its rules' window (a minute for rpm) by more than a margin.
