@@ -1,5 +1,6 @@
-import { GatewayError } from '../../plugin-sdk/errors.ts'
+import type { GatewayError } from '../../plugin-sdk/errors.ts'
 import { openAIUsage } from '../../providers/anthropic/response.ts'
+import { anthropicStreamError } from '../../providers/anthropic/stream.ts'
 import type { AnthropicUsage } from '../../providers/anthropic/types.ts'
 import type { ChatStreamTranslator, NativeStreamWatcher } from '../front-door.ts'
 import { errorType } from './errors.ts'
@@ -124,12 +125,7 @@ export function watchMessagesStream(): NativeStreamWatcher {
         const counts = parse(data)?.usage
         merge(counts)
         if (typeof counts?.output_tokens === 'number') outputCounted = true
-      } else if (type === 'error') {
-        const error = parse(data)?.error
-        const kind = typeof error?.type === 'string' ? error.type : 'api_error'
-        const message = typeof error?.message === 'string' ? error.message : 'The upstream provider reported an error mid-stream.'
-        failure = new GatewayError(kind === 'overloaded_error' ? 503 : 502, message, { type: 'server_error', code: kind })
-      }
+      } else if (type === 'error') failure = anthropicStreamError(parse(data)?.error)
     },
     usage: () => {
       if (!usage) return null

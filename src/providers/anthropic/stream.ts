@@ -65,14 +65,8 @@ export function createStreamParser(_ctx: AttemptContext): (event: SseEvent) => O
       }
       case 'message_stop':
         return [{ id, object: 'chat.completion.chunk', created, model, choices: [], usage: openAIUsage(usage) }]
-      case 'error': {
-        const type = event.error?.type ?? 'api_error'
-        const overloaded = type === 'overloaded_error'
-        throw new GatewayError(overloaded ? 503 : 502, event.error?.message ?? 'The upstream provider reported an error mid-stream.', {
-          type: 'server_error',
-          code: type,
-        })
-      }
+      case 'error':
+        throw anthropicStreamError(event.error)
       default:
         return null // ping, content_block_stop and event types added later
     }
@@ -86,4 +80,11 @@ function mergeUsage(target: AnthropicUsage, source: Partial<AnthropicUsage> | un
     const value = source[key]
     if (typeof value === 'number') target[key] = value
   }
+}
+
+/** Anthropic's `error` event in a stream it had begun: overloaded is a 503 (retried elsewhere), anything else a 502. */
+export function anthropicStreamError(error: { type?: unknown; message?: unknown } | undefined): GatewayError {
+  const type = typeof error?.type === 'string' ? error.type : 'api_error'
+  const message = typeof error?.message === 'string' ? error.message : 'The upstream provider reported an error mid-stream.'
+  return new GatewayError(type === 'overloaded_error' ? 503 : 502, message, { type: 'server_error', code: type })
 }
