@@ -7,21 +7,26 @@ export const estimateTokens = (text: string) => Math.ceil(text.length / 4)
  */
 const IMAGE_TOKENS = 765
 const LOW_DETAIL_IMAGE_TOKENS = 85
-const IMAGE_PART = /"type":"(?:image_url|input_image)"/
+/** The `image_url` parts of chat messages (the Responses and Messages doors' images arrive translated into these). */
+export function imageParts(messages: unknown): Record<string, any>[] {
+  const parts: Record<string, any>[] = []
+  if (!Array.isArray(messages)) return parts
+  for (const message of messages) {
+    if (Array.isArray(message?.content)) for (const part of message.content) if (part?.type === 'image_url') parts.push(part)
+  }
+  return parts
+}
 
 /**
  * The prompt of any OpenAI request body, estimated: chat `messages`, completion `prompt` or embedding `input`. An
  * image counts as a picture, not as the characters of its URL (a data URL's base64 would be tens of thousands).
  */
 export function estimatePromptTokens(body: Record<string, any>): number {
-  const prompt = body.messages ?? body.prompt ?? body.input ?? ''
-  const text = JSON.stringify(prompt)
-  if (!IMAGE_PART.test(text)) return estimateTokens(text)
+  let characters = JSON.stringify(body.messages ?? body.prompt ?? body.input ?? '').length
   let images = 0
-  const withoutImages = JSON.stringify(prompt, (_name, value) => {
-    if (value?.type !== 'image_url' && value?.type !== 'input_image') return value
-    images += (value.image_url?.detail ?? value.detail) === 'low' ? LOW_DETAIL_IMAGE_TOKENS : IMAGE_TOKENS
-    return { type: value.type }
-  })
-  return estimateTokens(withoutImages) + images
+  for (const part of imageParts(body.messages)) {
+    characters -= String(part.image_url?.url ?? '').length
+    images += part.image_url?.detail === 'low' ? LOW_DETAIL_IMAGE_TOKENS : IMAGE_TOKENS
+  }
+  return Math.ceil(characters / 4) + images
 }

@@ -1,4 +1,4 @@
-import { GatewayError, definePlugin, t, worstCaseAudioUsage, worstCaseImageUsage, type Budget, type FinishedRequest, type Price, type RequestContext } from '../../plugin-sdk/index.ts'
+import { GatewayError, definePlugin, imageParts, t, worstCaseAudioUsage, worstCaseImageUsage, type Budget, type FinishedRequest, type Price, type RequestContext } from '../../plugin-sdk/index.ts'
 import { endUser, governance, keyScope, userScope, type Admission, type Scope, type ScopeClaim } from '../admission/index.ts'
 import { currentAccount } from './accounts.ts'
 import { costMicros } from '../../pricing/prices.ts'
@@ -14,18 +14,6 @@ const usd = (micros: number) => (micros / 1_000_000).toFixed(6)
  * Together's tiles 6,404); an image referenced by URL is a few bytes that can cost all of that.
  */
 export const DEFAULT_IMAGE_TOKENS = 48_169
-
-/** Image parts of a chat body (the Responses and Messages doors' images arrive translated into these). */
-function imageParts(messages: unknown): number {
-  if (!Array.isArray(messages)) return 0
-  let images = 0
-  for (const message of messages) {
-    const content = message?.content
-    if (!Array.isArray(content)) continue
-    for (const part of content) if (part?.type === 'image_url') images++
-  }
-  return images
-}
 
 /**
  * The most a request can cost: every prompt byte a token (byte-level tokenizers never pack fewer than one
@@ -46,7 +34,7 @@ export function worstCaseMicros(ctx: RequestContext, price: Price | null | undef
   // Images: `n` times the dearest image (per-image prices) or the most tokens an image costs (token prices).
   const images = worstCaseImageUsage(ctx.operation, body)
   if (images) return costMicros(price, images)
-  const prompt = Buffer.byteLength(JSON.stringify(body.messages ?? body.prompt ?? body.input ?? '')) + imageParts(body.messages) * imageTokens
+  const prompt = Buffer.byteLength(JSON.stringify(body.messages ?? body.prompt ?? body.input ?? '')) + imageParts(body.messages).length * imageTokens
   const completion =
     ctx.endpoint === 'embeddings'
       ? 0

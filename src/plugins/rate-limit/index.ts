@@ -1,4 +1,4 @@
-import { GatewayError, commandTimeoutOf, definePlugin, estimatePromptTokens, t, type RateLimits, type RequestContext } from '../../plugin-sdk/index.ts'
+import { GatewayError, commandTimeoutOf, definePlugin, estimatePromptTokens, requestedImages, t, type RateLimits, type RequestContext } from '../../plugin-sdk/index.ts'
 import {
   LEASE_TTL_MS,
   endUser,
@@ -33,7 +33,7 @@ const IMAGE_OPERATIONS = new Set(['images', 'image_edits', 'image_variations'])
 
 /** The images a request asks for; more than the limit can ever admit is a 400 (a 429 would only bring retries). */
 function imageReservation(body: Record<string, any>, limit: number, scope: Scope): number | GatewayError {
-  const n = Math.max(1, Number(body.n) || 1)
+  const n = requestedImages(body)
   if (n <= limit) return n
   return new GatewayError(400, `n ${n} exceeds the limit of ${limit} images per minute of ${scope.label}: such a request can never be admitted.`, {
     code: 'request_exceeds_image_limit',
