@@ -147,10 +147,9 @@ export function prepareNativeCall(ctx: RequestCtx, attempt: Attempt, door: Front
  */
 function nativeStreamUsage(ctx: RequestCtx, watcher: NativeStreamWatcher, deps: FrontDoorDeps) {
   const reported = watcher.usage()
-  if (reported?.completion_tokens !== undefined) return deps.usage(ctx, reported, 0)
-  const estimate = deps.usage(ctx, null, watcher.deltas())
-  if (!reported) return estimate
-  return { ...deps.usage(ctx, { ...reported, completion_tokens: estimate.completion_tokens, total_tokens: undefined }, 0), estimated: true }
+  if (!reported) return deps.usage(ctx, null, watcher.deltas())
+  if (reported.completion_tokens !== undefined) return deps.usage(ctx, reported, 0)
+  return { ...deps.usage(ctx, { ...reported, completion_tokens: watcher.deltas(), total_tokens: undefined }, 0), estimated: true }
 }
 
 /**

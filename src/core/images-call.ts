@@ -106,9 +106,6 @@ export async function prepareImagesCall(ctx: RequestCtx, attempt: Attempt, adapt
         const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, name)
         let images = 0
         let reported: unknown = null
-        let left = false
-        // A client that leaves before its last picture came is billed them all: the provider makes them anyway.
-        const finish = streamEnd(ctx, attempt, lease, deps.report, () => (left ? abandonedImageUsage(body) : imageUsage(body, images, reported)))
         const stream = relayBytes(reader, first, call, timeouts.idleMs, {
           sse: false,
           // The bytes go as they came; only the completed events are parsed, for the usage and the count.
@@ -120,10 +117,10 @@ export async function prepareImagesCall(ctx: RequestCtx, attempt: Attempt, adapt
             },
             MAX_IMAGE_EVENT_BYTES,
           ),
-          onFinish: (error, aborted) => {
-            left = aborted && images < requestedImages(body)
-            finish(error, aborted)
-          },
+          // A client that leaves before its last picture came is billed them all: the provider makes them anyway.
+          onFinish: streamEnd(ctx, attempt, lease, deps.report, (aborted) =>
+            aborted && images < requestedImages(body) ? abandonedImageUsage(body) : imageUsage(body, images, reported),
+          ),
         })
         ctx.status = 200
         return new Response(stream, { status: 200, headers: { ...SSE_HEADERS, ...ctx.headers } })

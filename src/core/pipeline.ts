@@ -395,7 +395,7 @@ export class Pipeline {
     const started = performance.now()
     const prepare = ctx.operation ? this.calls[ctx.operation] : undefined
     const own = prepare ? await prepare(ctx, attempt, adapter) : null
-    ctx.abandonedUsage = own?.abandoned ?? null
+    if (own?.abandoned) ctx.abandonedUsage = own.abandoned
     let upstream = adapter.buildRequest(own?.body ?? ctx.body!, attempt)
     if (upstream instanceof Promise) upstream = await upstream
     const hooked = this.o.host.upstreamRequest(attempt, upstream)

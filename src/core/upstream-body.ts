@@ -80,11 +80,17 @@ export async function wholeText(response: Response, call: UpstreamCall, lease: A
  * The end of a streamed attempt: the lease back (a failure from the provider counts against its target), the usage
  * and cost as they stand, and the request reported exactly once.
  */
-export function streamEnd(ctx: RequestCtx, attempt: Attempt, lease: AttemptLease, report: (ctx: RequestCtx, aborted: boolean) => void, usage: () => Usage) {
+export function streamEnd(
+  ctx: RequestCtx,
+  attempt: Attempt,
+  lease: AttemptLease,
+  report: (ctx: RequestCtx, aborted: boolean) => void,
+  usage: (aborted: boolean) => Usage,
+) {
   return (error: GatewayError | null, aborted: boolean) => {
     lease.release()
     if (error && error.status >= 500) lease.failed(error)
-    ctx.usage = usage()
+    ctx.usage = usage(aborted)
     ctx.costMicros = costMicros(attempt.target.price, ctx.usage)
     if (error) {
       ctx.error = error
