@@ -2,6 +2,7 @@ import type { ServerWebSocket } from 'bun'
 import { GatewayError } from '../plugin-sdk/errors.ts'
 import type { FinishedRequest, Logger, RealtimeAudioFormat, RealtimeProtocol, RequestContext, SessionEventInfo, Target, Usage } from '../plugin-sdk/types.ts'
 import type { PluginHost } from '../plugin-host/host.ts'
+import { estimateTokens } from '../plugin-sdk/tokens.ts'
 import { costMicros } from '../pricing/prices.ts'
 import type { Metrics } from '../services/metrics.ts'
 import type { SpendLedger } from '../store/ledger.ts'
@@ -57,6 +58,9 @@ const CLIENT_LOOKED_AT = new Set(['session.update', 'response.create', 'input_au
 const PROVIDER_LOOKED_AT = new Set(['session.created', 'session.updated', 'response.created', 'response.done', 'error'])
 /** And, while the client's output audio is converted, the audio deltas and their end. */
 const PROVIDER_AUDIO = new Set(['response.output_audio.delta', 'response.audio.delta', 'response.output_audio.done', 'response.audio.done'])
+/** The output a response relays, metered for a response the session's end cuts short (it never reports its usage). */
+const OUTPUT_AUDIO = new Set(['response.output_audio.delta', 'response.audio.delta'])
+const OUTPUT_TEXT = new Set(['response.output_text.delta', 'response.text.delta', 'response.output_audio_transcript.delta', 'response.audio_transcript.delta'])
 
 /** A session event's verdict as a promise, or undefined when every plugin admitted it synchronously. */
 const pending = (verdict: Response | undefined | Promise<Response | undefined>) => (verdict instanceof Promise ? verdict : verdict ? Promise.resolve(verdict) : undefined)
@@ -130,6 +134,9 @@ export class RealtimeSession {
   private audioChars = 0
   private textBytes = 0
   private sessionMaxOutput: number | null = null
+  /** Output relayed since the last response.done: base64 characters of the provider's audio, tokens of text. */
+  private outputAudioChars = 0
+  private outputTextTokens = 0
   private responses = 0
   /** Admitted response.create events waiting for their response.created, in order. */
   private readonly admitted: ResponseCtx[] = []
@@ -350,6 +357,7 @@ export class RealtimeSession {
     if (typeof frame === 'string') {
       const look = lookAt(frame)
       const type = look.type
+      if (type !== null) this.meterOutput(type, frame, look)
       if (type !== null && (PROVIDER_LOOKED_AT.has(type) || (this.outbound && PROVIDER_AUDIO.has(type)))) {
         frame = this.providerEvent(type, frame, look)
         if (!frame) return
@@ -393,6 +401,21 @@ export class RealtimeSession {
         this.lastDelta = null
         return frame
       }
+    }
+  }
+
+  /**
+   * An output delta's size. Audio deltas are base64, which holds no quote: their length is found without parsing
+   * frames of several KB, tens a second. Text deltas are small and may hold escapes: parsed.
+   */
+  private meterOutput(type: string, frame: string, look: Look) {
+    if (OUTPUT_AUDIO.has(type)) {
+      const at = frame.indexOf('"delta":"')
+      if (at !== -1) this.outputAudioChars += Math.max(0, frame.indexOf('"', at + 9) - (at + 9))
+    } else if (OUTPUT_TEXT.has(type)) {
+      const delta = parse(frame, look)?.delta
+      // Providers stream text about a token a delta.
+      if (typeof delta === 'string') this.outputTextTokens += estimateTokens(delta)
     }
   }
 
@@ -460,13 +483,28 @@ export class RealtimeSession {
     if (usage) this.conversationTokens = usage.total_tokens
     this.audioChars = 0
     this.textBytes = 0
+    this.outputAudioChars = 0
+    this.outputTextTokens = 0
     this.settle(child, usage, response?.status === 'cancelled')
   }
 
-  /** A response ends: priced from its usage (or, when the provider never said, estimated from its worst case's input). */
-  private settle(child: ResponseCtx, usage: Usage | null, aborted: boolean) {
-    const counted = usage ?? { prompt_tokens: child.session.worstCase.prompt_tokens, completion_tokens: 0, total_tokens: child.session.worstCase.prompt_tokens, estimated: true }
-    this.report(child, { status: 200, error: null, usage: counted, target: this.target, aborted })
+  /**
+   * A response ends: priced from its usage, or, when the provider never said (the session ended first), estimated:
+   * its worst case's input, and the output it relayed (`relayed`: that response is billed what the client received).
+   */
+  private settle(child: ResponseCtx, usage: Usage | null, aborted: boolean, relayed = false) {
+    this.report(child, { status: 200, error: null, usage: usage ?? this.estimate(child, relayed), target: this.target, aborted })
+  }
+
+  private estimate(child: ResponseCtx, relayed: boolean): Usage {
+    const prompt = child.session.worstCase.prompt_tokens
+    if (!relayed) return { prompt_tokens: prompt, completion_tokens: 0, total_tokens: prompt, estimated: true }
+    const providerOut = this.outbound ? 'pcm16' : this.clientOut
+    const audio = Math.ceil(((this.outputAudioChars * 0.75) / bytesPerSecond(providerOut)) * AUDIO_TOKENS_PER_SECOND)
+    const completion = audio + this.outputTextTokens
+    const usage: Usage = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, estimated: true }
+    if (audio) usage.completion_audio_tokens = audio
+    return usage
   }
 
   private report(child: ResponseCtx, outcome: { status: number; error: GatewayError | null; usage: Usage | null; target: Target | null; aborted: boolean }) {
@@ -536,7 +574,13 @@ export class RealtimeSession {
     if (reason === 'idle' || reason === 'max_length' || reason === 'client_slow' || reason === 'provider_slow') {
       this.ctx.log.warn({ requestId: this.ctx.id, reason, keyId: this.keyId }, 'realtime session ended')
     }
-    for (const child of [...this.admitted, ...this.running.values()]) this.settle(child, null, true)
+    // What was relayed since the last response.done belongs to the responses running: the first is billed it.
+    for (const child of this.admitted) this.settle(child, null, true)
+    let relayed = true
+    for (const child of this.running.values()) {
+      this.settle(child, null, true, relayed)
+      relayed = false
+    }
     this.admitted.length = 0
     this.running.clear()
     this.lease.release()

@@ -20,7 +20,8 @@ import { tone } from './audio.ts'
  * - `response.create` with `response.metadata.fake_flood_bytes` sends that many bytes of audio deltas at once
  *   (a provider outpacing a slow client); `.fake_error` answers an `error` event instead (its code `fake_error`, or
  *   the value itself when it is a code such as `conversation_already_has_active_response`, OpenAI's refusal of a
- *   create while a response runs), naming the create's `event_id` when it had one.
+ *   create while a response runs), naming the create's `event_id` when it had one; `.fake_pace_ms` waits that
+ *   long between the audio's 100 ms chunks (a model speaking as it generates).
  * A handshake without the key is refused with 401, as OpenAI does.
  */
 export interface FakeRealtimeSession {
@@ -116,6 +117,7 @@ export async function startFakeRealtime(options: { key?: string; tls?: { cert: s
     let audioOut = 0
     let textOut = 0
     const flood = Number(params.metadata?.fake_flood_bytes ?? 0)
+    const pace = Number(params.metadata?.fake_pace_ms ?? 0)
     const tools = params.tools ?? s.session.tools ?? []
     const answered = s.events.some((e) => e.type === 'conversation.item.create' && e.item?.type === 'function_call_output')
     if (tools.length > 0 && !answered) {
@@ -145,6 +147,7 @@ export async function startFakeRealtime(options: { key?: string; tls?: { cert: s
         const chunk = 4800 // 100 ms
         const sendChunk = (bytes: Uint8Array) => send(s, { type: beta ? 'response.audio.delta' : 'response.output_audio.delta', ...ids, delta: Buffer.from(bytes).toString('base64') })
         for (let i = 0; i < pcm.length; i += chunk) {
+          if (i > 0 && pace) await Bun.sleep(pace)
           sendChunk(pcm.subarray(i, i + chunk))
           const word = words[i / chunk]
           if (word) send(s, { type: beta ? 'response.audio_transcript.delta' : 'response.output_audio_transcript.delta', ...ids, delta: (i ? ' ' : '') + word })

@@ -82,6 +82,37 @@ describe('budgets and token limits per response', () => {
     ])
   })
 
+  test('a client that leaves mid-answer: the response is billed the audio and transcript it was sent, not its input alone', async () => {
+    const key = await s.key({ budget: { usd: 100, period: 'total' } })
+    const c = await EventLog.open(`${s.wsOrigin}/v1/realtime?model=voice`, { headers: bearer(key) })
+    await c.next('session.created')
+    c.send({ type: 'session.update', session: { type: 'realtime', output_modalities: ['audio'] } })
+    await c.next('session.updated')
+    // The fake speaks 0.5 s of audio in five 100 ms deltas, 150 ms apart: the client leaves after the third.
+    c.send({ type: 'response.create', response: { metadata: { fake_pace_ms: '150' } } })
+    for (;;) {
+      if (c.events.filter((e) => e.type === 'response.output_audio.delta').length >= 3) break
+      await Bun.sleep(5)
+    }
+    const audio = c.events.filter((e) => e.type === 'response.output_audio.delta')
+    const words = c.events.filter((e) => e.type === 'response.output_audio_transcript.delta').length
+    c.ws.close()
+    await c.waitClosed()
+    await Bun.sleep(300)
+    await s.gw.gateway.ledger.flush()
+    const rows = (await s.gw.gateway.store.sql`SELECT * FROM spend_ledger WHERE key_id = (SELECT id FROM virtual_keys WHERE key_last4 = ${key.slice(-4)}) AND endpoint = 'realtime' AND completion_tokens > 0`) as any[]
+    expect(rows).toHaveLength(1)
+    // 24 kHz pcm16: 48,000 bytes a second, 20 audio tokens a second (OpenAI's rate for the model's audio).
+    const seconds = audio.reduce((n, e) => n + Buffer.from(e.delta, 'base64').length, 0) / 48_000
+    expect(seconds).toBeGreaterThanOrEqual(0.3)
+    expect(rows[0]).toMatchObject({ estimated: 1, aborted: 1 })
+    // What the gateway relayed: what the client had counted, and at most the next delta and its word, on their way as it left.
+    const heard = Math.ceil(seconds * 20) + words
+    expect(Number(rows[0].completion_tokens)).toBeGreaterThanOrEqual(heard)
+    expect(Number(rows[0].completion_tokens)).toBeLessThanOrEqual(heard + 3)
+    expect(Number(rows[0].cost_micros)).toBe((Number(rows[0].prompt_tokens) + Number(rows[0].completion_tokens)) * 10_000)
+  })
+
   test('tpm: a response.create past the limit is an error event; the session goes on', async () => {
     const key = await s.key({ tpm: 100 })
     const c = await EventLog.open(`${s.wsOrigin}/v1/realtime?model=voice`, { headers: bearer(key) })
