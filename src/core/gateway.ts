@@ -194,7 +194,9 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
         )
       }
       if (gateway.draining) checks.server = 'draining'
-      return { ready: Object.values(checks).every((c) => c === 'ok'), checks }
+      // Redis is reported, not required: limits and budgets fail open without it (or refuse with their own 503 when
+      // failClosed), and taking every instance out of service for it would turn a Redis outage into an outage.
+      return { ready: checks.store === 'ok' && !gateway.draining, checks }
     },
     admin,
     host,

@@ -258,6 +258,10 @@ describe('Redis outage', () => {
     expect((await chat(0, k)).headers.get('x-ratelimit-degraded')).toBeNull()
     relay.refuse()
     await degradedRun(k)
+    // Still ready: an orchestrator must not take every instance out of service while they serve without Redis.
+    const ready = await fetch(instances[0]!.baseURL.replace(/\/v1$/, '/ready'))
+    const readiness = (await ready.json()) as { checks: Record<string, string> }
+    expect([ready.status, readiness.checks.store, readiness.checks.redis === 'ok']).toEqual([200, 'ok', false])
     relay.restore()
     await exactAgain(k)
   }, 30_000)
