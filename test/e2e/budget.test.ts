@@ -363,7 +363,7 @@ describe('restarts and Redis', () => {
         const res = await chat(gw, key, 'hi', { max_tokens: 3 })
         // A key with only a budget has no rate limit to be degraded about.
         const degraded = `${res.headers.get('x-conduit-budget-degraded')} ${res.headers.get('x-ratelimit-degraded')}`
-        return { ms: performance.now() - started, status: res.status, degraded, body: (await res.json()) as any }
+        return { ms: performance.now() - started, status: res.status, degraded, retryAfter: res.headers.get('retry-after'), body: (await res.json()) as any }
       }
       const before = fake.requests.length
       const refused = await Promise.all(Array.from({ length: ROUND }, () => timed(closed, b)))
@@ -380,9 +380,10 @@ describe('restarts and Redis', () => {
     const check = ({ refused, served, upstreamForClosed, upstreamForOpen }: Awaited<ReturnType<typeof round>>) => {
       expect(upstreamForClosed).toBe(0)
       expect(refused.filter((r) => r.status !== 503).map((r) => r.status)).toEqual([])
-      for (const { body } of refused) {
+      for (const { body, retryAfter } of refused) {
         validateSchema('ErrorResponse', body)
         expect(body.error.code).toBe('budget_unavailable')
+        expect(retryAfter).toBe('1')
       }
       const slowest = Math.max(...refused.map((r) => r.ms))
       expect(slowest).toBeLessThan(BOUND_MS)

@@ -286,12 +286,12 @@ describe('RL11: failClosed with Redis down', () => {
       Array.from({ length: 5 }, () => limited).flat().map(async ({ what, call }) => {
         const started = performance.now()
         const res = await call()
-        return { what, ms: performance.now() - started, status: res.status, body: (await res.json()) as any }
+        return { what, ms: performance.now() - started, status: res.status, retryAfter: res.headers.get('retry-after'), body: (await res.json()) as any }
       }),
     )
     expect(fake.requests.length).toBe(upstreamBefore)
-    for (const { what, status, body } of results) {
-      expect(`${what}: ${status}`).toBe(`${what}: 503`)
+    for (const { what, status, retryAfter, body } of results) {
+      expect(`${what}: ${status} ${retryAfter}`).toBe(`${what}: 503 1`)
       validateSchema('ErrorResponse', body)
       expect(body.error.code).toBe('rate_limit_unavailable')
     }

@@ -123,7 +123,7 @@ export default definePlugin({
 
     const present = (ctx: RequestContext, admission: Admission) => {
       if (admission.unavailable.budget) {
-        throw new GatewayError(503, 'The key has a budget that cannot be checked right now; the request was not sent.', { code: 'budget_unavailable' })
+        throw new GatewayError(503, 'The key has a budget that cannot be checked right now; the request was not sent.', { code: 'budget_unavailable', headers: { 'retry-after': '1' } })
       }
       if (admission.unavailable.limits) return // the rate-limit plugin refuses it
       let left = Infinity

@@ -174,7 +174,7 @@ export default definePlugin({
     /** Headers of the first scope with rate rules (the key's, when it has any), or the 429 of the first rule that refused. */
     const present = (ctx: RequestContext, admission: Admission) => {
       if (admission.unavailable.limits) {
-        throw new GatewayError(503, 'Rate limits cannot be checked right now; the request was not sent.', { code: 'rate_limit_unavailable' })
+        throw new GatewayError(503, 'Rate limits cannot be checked right now; the request was not sent.', { code: 'rate_limit_unavailable', headers: { 'retry-after': '1' } })
       }
       if (admission.unavailable.budget) return // the budget plugin refuses it
       const { claims, outcome } = admission
