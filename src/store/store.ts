@@ -58,6 +58,19 @@ export interface UsageTotals {
  * million at 1,000 req/s) froze every request and stream of the process for as long.
  */
 const PURGE_CHUNK = 1_000
+/** PostgreSQL advisory lock taken while migrating (any number, the same in every release). */
+const MIGRATION_LOCK = 0x636f6e64 // "cond"
+
+async function pendingMigrations(sql: SQL): Promise<typeof MIGRATIONS> {
+  await sql`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`
+  const done = new Set((await sql`SELECT version FROM schema_migrations`).map((r: any) => Number(r.version)))
+  return MIGRATIONS.filter((m) => !done.has(m.version))
+}
+
+async function applyMigration(tx: SQL, migration: (typeof MIGRATIONS)[number]) {
+  for (const statement of migration.statements) await tx.unsafe(statement)
+  await tx`INSERT INTO schema_migrations (version, applied_at) VALUES (${migration.version}, ${Date.now()})`
+}
 /** An instance rewrites its current metric buckets whole at each flush: the newer row takes the stored one's place. */
 const REPLACE_BUCKETS = onConflict('metric_buckets', BUCKET_COLUMNS, 'replace')
 
@@ -173,15 +186,18 @@ export class Store implements StoreView {
   }
 
   private async migrate() {
-    await this.sql`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`
-    const done = new Set((await this.sql`SELECT version FROM schema_migrations`).map((r: any) => Number(r.version)))
-    for (const migration of MIGRATIONS) {
-      if (done.has(migration.version)) continue
-      await this.sql.begin(async (tx) => {
-        for (const statement of migration.statements) await tx.unsafe(statement)
-        await tx`INSERT INTO schema_migrations (version, applied_at) VALUES (${migration.version}, ${Date.now()})`
-      })
+    if (this.engine === 'sqlite') {
+      // One machine: its cluster's leader migrates before the other workers open the store.
+      for (const migration of await pendingMigrations(this.sql)) await this.sql.begin((tx) => applyMigration(tx, migration))
+      return
     }
+    // Instances starting together on a new database, or a release that adds a migration rolled out to several at once,
+    // would each apply it, and all but one fail ("already exists"): one migrates under this lock while the others
+    // wait, then find nothing left to do.
+    await this.sql.begin(async (tx) => {
+      await tx`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`
+      for (const migration of await pendingMigrations(tx)) await applyMigration(tx, migration)
+    })
   }
 
   onChange(listener: (change: StoreChange) => void) {
