@@ -470,9 +470,20 @@ export class Pipeline {
       parsed.model = name
       out = JSON.stringify(await this.o.host.response(attempt, parsed))
     } else {
-      if (text.charCodeAt(0) !== 123 && !text.trimStart().startsWith('{')) throw badResponse()
+      // Not parsed whole (the point of passing it through), but a body cut short must not reach the client as a 200.
+      if ((text.charCodeAt(0) !== 123 && !text.trimStart().startsWith('{')) || (text.charCodeAt(text.length - 1) !== 125 && !text.trimEnd().endsWith('}'))) {
+        throw badResponse()
+      }
       const usage = extractUsage(text)
-      ctx.usage = usage ? this.usageFrom(ctx, usage, 0) : this.estimateUsage(ctx, 0, JSON.parse(text))
+      let estimateFrom: Record<string, any> | undefined
+      if (!usage) {
+        try {
+          estimateFrom = JSON.parse(text)
+        } catch {
+          throw badResponse()
+        }
+      }
+      ctx.usage = usage ? this.usageFrom(ctx, usage, 0) : this.estimateUsage(ctx, 0, estimateFrom)
       out = spliceModel(text, name)
     }
     ctx.priceAnswer()

@@ -194,6 +194,16 @@ describe('retries and fallbacks (PR5, PR6, PR8)', () => {
     expect(fake.requests.length - before).toBe(2)
   })
 
+  test('a 200 whose JSON is cut short is a 502 upstream_bad_response (retryable), never relayed', async () => {
+    for (const fault of ['truncated-body', 'truncated-tail']) {
+      const before = fake.requests.length
+      const res = await chat('direct', fault)
+      const body = (await res.json()) as any
+      expect([fault, res.status, body.error?.code]).toEqual([fault, 502, 'upstream_bad_response'])
+      expect(fake.requests.length - before).toBe(Number(res.headers.get('x-conduit-attempts')))
+    }
+  })
+
   test('a 400 is never retried', async () => {
     const before = fake.requests.length
     const res = await chat('direct', 'fail-400')

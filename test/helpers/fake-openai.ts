@@ -15,7 +15,9 @@
  * - `stream-stall`: (streaming) the role chunk and 2 content chunks, then nothing until the client goes away;
  * - `stream-die`: (streaming) the role chunk and 2 content chunks, then the connection is reset (no `[DONE]`);
  * - `slow-stream:<ms>`: 20 content chunks with `<ms>` between chunks;
- * - `fail-once-503:<tag>`: the first request carrying that tag gets a 503, later ones succeed.
+ * - `fail-once-503:<tag>`: the first request carrying that tag gets a 503, later ones succeed;
+ * - `truncated-body` / `truncated-tail`: a 200 whose JSON is cut short, before its `usage` / only its closing braces
+ *   (a compatible server that failed while writing it).
  * Chat replies: tools + "weather" in the last user message → a `get_weather` tool call; a last message with
  * role `tool` → "The weather in Paris is sunny."; a `response_format` json_schema → a JSON value the schema accepts
  * (`schemaExample`); otherwise `DEFAULT_REPLY`. Responses answer the same way (a `function_call_output` last for
@@ -589,6 +591,16 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     }
     if (trigger.includes('fail-503')) {
       return errorResponse(503, 'The server is overloaded or not ready yet.', 'server_error', null, 'server_is_overloaded')
+    }
+    const truncated = /truncated-(body|tail)/.exec(trigger)
+    if (truncated) {
+      const whole = JSON.stringify({
+        id: `chatcmpl-${randomHex(12)}`, object: 'chat.completion', created: Math.floor(Date.now() / 1000), model: 'gpt-4o',
+        choices: [{ index: 0, message: { role: 'assistant', content: DEFAULT_REPLY }, finish_reason: 'stop' }],
+        usage: { prompt_tokens: 5, completion_tokens: 7, total_tokens: 12 },
+      })
+      const text = truncated[1] === 'body' ? whole.slice(0, whole.indexOf('"usage"') - 10) : whole.slice(0, -2)
+      return new Response(text, { status: 200, headers: { ...commonHeaders(), 'content-type': 'application/json' } })
     }
     return null
   }
