@@ -220,16 +220,17 @@ export class Pipeline {
         validateRequest(operation!, body) // a front door's own fields are its read's to check: here, only that it is an object
         // Adapters splice what they change into the client's text (jsonText), at a front door for a native target.
         if (!this.o.host.hasBodyHooks) ctx.sentJson = { text, body }
-        if (door) {
-          // Plugins and translated attempts see chat; a native target gets the client's own body.
-          const read = await door.read(ctx, body)
-          this.nativeBodies.set(ctx, read.native)
-          body = read.chat
-        }
+      }
+      // The client's own body: at a front door, what a native target is sent as it is.
+      refuseUpstreamOverrides(body)
+      if (door) {
+        // Plugins and translated attempts see chat; a native target gets the client's own body.
+        const read = await door.read(ctx, body)
+        this.nativeBodies.set(ctx, read.native)
+        body = read.chat
       }
       // Only now: a client trickling its body stays under the server's idle timer as well as our deadline.
       transport.disableIdleTimeout?.()
-      refuseUpstreamOverrides(body)
       if (params.speechStream && body.stream_format === undefined && request.headers.get('accept')?.includes('text/event-stream')) body = { ...body, stream_format: 'sse' }
       ctx.body = body
       ctx.stream = operation === 'speech' || (body.stream === true && STREAMABLE.has(operation))

@@ -463,3 +463,19 @@ describe("errors in Anthropic's envelope", () => {
     expect(refused.error.error.type).toBe('permission_error')
   })
 })
+
+describe("the client's own body, relayed natively", () => {
+  test('upstream-URL parameters and deep nesting are refused before anything is sent, as on chat', async () => {
+    const before = anthropic.requests.length
+    const override = await post('/v1/messages', { model: 'sonnet', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }], api_base: 'http://169.254.169.254/' })
+    expect(override.status).toBe(400)
+    expect(((await override.json()) as any).error.type).toBe('invalid_request_error')
+    const deep = await fetch(`${gw.origin}/v1/messages`, {
+      method: 'POST',
+      headers: { 'x-api-key': key, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
+      body: `{"model":"sonnet","max_tokens":10,"messages":[{"role":"user","content":"hi"}],"extra":${'['.repeat(500)}${']'.repeat(500)}}`,
+    })
+    expect(deep.status).toBe(400)
+    expect(anthropic.requests.length).toBe(before)
+  })
+})

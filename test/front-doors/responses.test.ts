@@ -489,3 +489,20 @@ describe('errors and billing', () => {
     }
   })
 })
+
+describe("the client's own body, relayed natively", () => {
+  test('upstream-URL parameters and deep nesting are refused before anything is sent, native target or translated', async () => {
+    for (const model of ['gpt', 'claude']) {
+      const before = openai.requests.length + anthropic.requests.length
+      const override = await post({ model, input: 'hi', metadata_x: { nested: [{ base_url: 'http://10.0.0.1/' }] } })
+      expect([model, override.status, ((await override.json()) as any).error.code]).toEqual([model, 400, 'forbidden_parameter'])
+      const deep = await fetch(`${gw.baseURL}/responses`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: `{"model":"${model}","input":"hi","extra":${'['.repeat(500)}${']'.repeat(500)}}`,
+      })
+      expect([model, deep.status, ((await deep.json()) as any).error.code]).toEqual([model, 400, 'invalid_value'])
+      expect(openai.requests.length + anthropic.requests.length).toBe(before)
+    }
+  })
+})
