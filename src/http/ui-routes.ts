@@ -187,6 +187,21 @@ const sessionView = (s: UiSession) => ({
   expires_at: Math.floor(s.expiresAt / 1000),
 })
 
+/**
+ * Another site's page can post a form to the sign-in (as text/plain it needs no CORS preflight) and so replace the
+ * user's session with one of its choosing. A sign-in is JSON, which a form cannot send, and when the browser names the
+ * page's origin, it is this host.
+ */
+function refuseCrossSite(request: Request) {
+  if (!(request.headers.get('content-type') ?? '').toLowerCase().startsWith('application/json')) {
+    throw new GatewayError(415, 'Sign in with a JSON body (content-type: application/json).', { code: 'unsupported_media_type' })
+  }
+  const origin = request.headers.get('origin')
+  if (origin && URL.parse(origin)?.host !== request.headers.get('host')) {
+    throw new GatewayError(403, "Sign in from the Web UI's own page.", { code: 'cross_origin_sign_in' })
+  }
+}
+
 export function uiRoutes(gw: Gateway, sessions: UiSessions) {
   const index = async () => {
     const { html } = await loadBundle()
@@ -211,6 +226,7 @@ export function uiRoutes(gw: Gateway, sessions: UiSessions) {
         return new Response(asset.body, { headers })
       })
       .post('/ui/api/session', async ({ body, request, server }) => {
+        refuseCrossSite(request)
         const key = (body as { key?: unknown } | null)?.key
         if (typeof key !== 'string' || key.trim() === '') throw badRequest("Send the key to sign in with as {\"key\": \"…\"}.", 'key', 'missing_required_parameter')
         const { token, session } = await sessions.signIn(key.trim(), server?.requestIP(request)?.address ?? null)

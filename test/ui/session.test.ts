@@ -224,6 +224,17 @@ describe('what /ui serves', () => {
     expect(((await missing.json()) as any).error.code).toBe('not_found')
   })
 
+  test("another site's page cannot sign the browser in: a form's text/plain body is 415, a foreign Origin 403, no cookie", async () => {
+    // What a cross-site form with enctype="text/plain" sends: a body that parses as JSON, without a JSON type.
+    const form = await fetch(`${gw.origin}/ui/api/session`, { method: 'POST', headers: { 'content-type': 'text/plain', origin: 'http://127.0.0.2:8080' }, body: `{"key":"${other.key}","x":"="}` })
+    expect([form.status, form.headers.get('set-cookie'), ((await form.json()) as any).error.code]).toEqual([415, null, 'unsupported_media_type'])
+    const foreign = await call('POST', '/ui/api/session', { body: { key: other.key }, headers: { origin: 'http://127.0.0.2:8080' } })
+    expect([foreign.status, foreign.headers['set-cookie'], foreign.body.error.code]).toEqual([403, undefined, 'cross_origin_sign_in'])
+    // The UI's own page names this host.
+    const own = await signIn(other.key, '127.0.0.1', { origin: gw.origin })
+    expect(own.res.status).toBe(201)
+  })
+
   test('a sign-in body that is not JSON, or has no key, is a 400 in the OpenAI envelope', async () => {
     const res = await call('POST', '/ui/api/session', { body: { nope: 1 } })
     expect(res.status).toBe(400)
