@@ -1,4 +1,5 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
+import { scrubSecrets } from '../services/known-secrets.ts'
 import type { FrontDoorOperation, Target } from '../plugin-sdk/types.ts'
 import type { Attempt, RequestCtx } from './context.ts'
 import { SseFrameDecoder, dataOf } from './sse/decoder.ts'
@@ -103,7 +104,9 @@ export function prepareNativeCall(ctx: RequestCtx, attempt: Attempt, door: Front
             for (const frame of frames.push(bytes)) {
               const data = dataOf(frame)
               watcher.event(frame.event, data)
-              const spliced = data.includes('"model"') ? spliceModel(data, name, encodedName) : data
+              // A provider's failure may quote our key back ("Incorrect API key provided: …"), as its error answers may.
+              const text = watcher.failure() ? scrubSecrets(data) : data
+              const spliced = text.includes('"model"') ? spliceModel(text, name, encodedName) : text
               out += (frame.event ? `event: ${frame.event}\n` : '') + `data: ${spliced}\n\n`
             }
             if (out) controller.enqueue(encoder.encode(out))

@@ -1,4 +1,5 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
+import { scrubSecrets } from '../services/known-secrets.ts'
 import type { EndpointAdapter, ProviderConfig, UpstreamRequest } from '../plugin-sdk/types.ts'
 import { parseOpenAIError } from '../plugin-sdk/openai-compatible.ts'
 import { isReachable, providerAnswered } from './reachability.ts'
@@ -180,7 +181,8 @@ export class UpstreamCall {
 
 /** Reads an upstream error response (always consuming the body) and maps it to our envelope. */
 export async function upstreamError(response: Response, adapter: Pick<EndpointAdapter, 'parseError'>, providerName: string): Promise<GatewayError> {
-  const text = await response.text().catch(() => '')
+  // A provider may quote our key back in any field of its error ("Incorrect API key provided: …"): gone before it is read.
+  const text = scrubSecrets(await response.text().catch(() => ''))
   if (response.status < 400) {
     // Redirects are never followed (a redirect is how an allowed host would point us at a forbidden one).
     return new GatewayError(502, `The upstream provider '${providerName}' answered with a redirect (HTTP ${response.status}), which the gateway does not follow.`, {

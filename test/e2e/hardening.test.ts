@@ -40,11 +40,21 @@ function startQuirkyUpstream() {
     async fetch(req) {
       const body = (await req.json()) as any
       requests.push({ headers: Object.fromEntries(req.headers), body })
-      const text: string = body.messages.at(-1).content
       const key = (req.headers.get('authorization') ?? '').replace(/^Bearer /, '')
+      if (new URL(req.url).pathname.endsWith('/responses')) {
+        // A Responses stream its server fails, quoting the key.
+        const response = { id: 'resp_quirk', object: 'response', created_at: 1_700_000_000, status: 'in_progress', model: body.model, output: [] }
+        const failed = { ...response, status: 'failed', error: { code: 'server_error', message: `Quota of ${key} exceeded.` } }
+        const events = [['response.created', response], ['response.failed', failed]] as const
+        return new Response(events.map(([type, r], i) => `event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: i, response: r })}\n\n`).join(''), {
+          headers: { 'content-type': 'text/event-stream' },
+        })
+      }
+      const text: string = body.messages.at(-1).content
       if (text === 'bad-usage') return Response.json(completion(body.model, { prompt_tokens: 'abc', completion_tokens: -3, total_tokens: null }))
       if (text === 'quote-key-401') return openAIError(401, `Incorrect API key provided: ${key}. You can find your API key at …`, 'invalid_api_key')
       if (text === 'quote-key-400') return openAIError(400, `Your key ${key} may not use the parameter 'foo'.`, 'invalid_value')
+      if (text === 'quote-key-fields') return Response.json({ error: { message: 'Invalid key.', type: 'invalid_request_error', param: key, code: key } }, { status: 400 })
       if (text === 'quote-key-midstream') {
         const event = `data: ${JSON.stringify({ error: { message: `Quota of ${key} exceeded.`, type: 'server_error', param: null, code: 'quota' } })}\n\n`
         return new Response(event, { headers: { 'content-type': 'text/event-stream' } })
@@ -217,6 +227,19 @@ describe('bug 3 and a weakness: secrets quoted by providers', () => {
     const otherKey = (await other.admin('POST', '/keys', { name: 'k' })).key
     expect((await fetch(`${other.baseURL}/models`, { headers: { authorization: `Bearer ${otherKey}` } })).status).toBe(200) // loads its catalog
     await other.close()
+    const fields = await (await chat('quirky', 'quote-key-fields')).text()
+    expect(fields).toContain('[REDACTED]')
+    expect(fields).not.toContain(PROVIDER_KEY)
+    // Relayed natively (a Responses stream to an OpenAI target), the provider's failure event too.
+    const native = await fetch(`${gw.baseURL}/responses`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'quirky', input: 'hi', stream: true }),
+    })
+    const nativeEvents = await native.text()
+    expect(nativeEvents).toContain('response.failed')
+    expect(nativeEvents).toContain('[REDACTED]')
+    expect(nativeEvents).not.toContain(PROVIDER_KEY)
     const midstream = await chat('quirky', 'quote-key-midstream', { stream: true })
     const events = await midstream.text()
     expect(events).toContain('"code":"quota"')
