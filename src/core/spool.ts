@@ -103,7 +103,7 @@ const MIN_UPLOAD_BYTES_PER_SECOND = 64 * 1024
 export async function readMultipart(request: Request, options: SpoolOptions, cleanup: (fn: () => void) => void): Promise<SpooledForm> {
   const boundary = boundaryOf(request.headers.get('content-type') ?? '')
   if (!boundary) {
-    throw badRequest('This endpoint takes a multipart/form-data body (with a boundary) and the audio under "file".', null, 'invalid_content_type')
+    throw badRequest('This endpoint takes a multipart/form-data body (with a boundary).', null, 'invalid_content_type')
   }
   if (!request.body) throw badRequest("Missing required parameter: 'file'.", 'file', 'missing_required_parameter')
   const raw = await spoolBody(request, options, cleanup)
