@@ -104,6 +104,26 @@ for (const engine of ['sqlite', 'postgres'] as const) {
     })
 
     describe('virtual keys', () => {
+      test('PATCHes of one row at once each keep their change: a disable is never undone by a limit changed beside it', async () => {
+        const provider = await gw.admin('POST', '/providers', { name: `race-${engine}`, type: 'openai', base_url: 'https://api.openai.com/v1', api_key: 'sk-race-0000' })
+        const model = await gw.admin('POST', '/models', { name: `race-${engine}`, targets: [{ provider: provider.id, model: 'gpt-4o' }] })
+        for (let round = 0; round < 10; round++) {
+          const key = await gw.admin('POST', '/keys', { name: `race-${engine}-${round}` })
+          await Promise.all([
+            gw.admin('PATCH', `/keys/${key.id}`, { enabled: false }),
+            gw.admin('PATCH', `/keys/${key.id}`, { rpm: 500 }),
+            gw.admin('PATCH', `/keys/${key.id}`, { tpm: 9000 }),
+            gw.admin('PATCH', `/models/${model.id}`, { limits: { rpm: round + 1 } }),
+            gw.admin('PATCH', `/models/${model.id}`, { routing: { strategy: 'least-busy' } }),
+            gw.admin('PATCH', `/providers/${provider.id}`, { options: { round } }),
+            gw.admin('PATCH', `/providers/${provider.id}`, { base_url: `https://api.openai.com/v${round}` }),
+          ])
+          expect(await gw.admin('GET', `/keys/${key.id}`)).toMatchObject({ enabled: false, rpm: 500, tpm: 9000 })
+          expect(await gw.admin('GET', `/models/${model.id}`)).toMatchObject({ limits: { rpm: round + 1 }, routing: { strategy: 'least-busy' } })
+          expect(await gw.admin('GET', `/providers/${provider.id}`)).toMatchObject({ options: { round }, base_url: `https://api.openai.com/v${round}` })
+        }
+      })
+
       test('lifecycle: the plaintext appears once; lists show prefix and last four; hashes only in the store', async () => {
         const created = await gw.admin('POST', '/keys', { name: 'team-a', allowed_models: ['gpt-*'], metadata: { team: 'a' } })
         expect(created.key).toMatch(/^condt_[0-9A-Za-z]{43}[0-9a-z]{7}$/)

@@ -323,6 +323,22 @@ function parseExpiry(value: string | number | null | undefined): number | null {
   return ms
 }
 
+/** Tries a change gets when others keep changing its row in between (each lost try means one of theirs was written). */
+const CHANGE_TRIES = 10
+
+/**
+ * A PATCH: the row read, the patch applied, and written only if nobody changed the row in between; otherwise read
+ * and applied again. Written whole from a stale read, the later of two PATCHes at once undid the earlier: a key
+ * disabled on one instance while its rpm was changed on another stayed enabled.
+ */
+async function changeRow<Row>(read: () => Promise<Row>, apply: (row: Row) => Promise<Row>, write: (next: Row) => Promise<Row | null>): Promise<Row> {
+  for (let tries = 0; tries < CHANGE_TRIES; tries++) {
+    const written = await write(await apply(await read()))
+    if (written) return written
+  }
+  throw conflict('This changed again while the change was being made, too many times: send it again.')
+}
+
 export class AdminService {
   constructor(
     private readonly store: Store,
@@ -456,21 +472,26 @@ export class AdminService {
   }
 
   async updateProvider(ref: string, patch: Partial<ProviderInputT>) {
-    const row = await this.getProvider(ref)
-    // A row stored before a check existed stays editable; what the patch changes is checked.
-    if (patch.type !== undefined || patch.base_url !== undefined) {
-      this.checkBaseURL(patch.type ?? row.type, patch.base_url === undefined ? row.baseURL : patch.base_url)
-    }
-    if (patch.name !== undefined) await this.uniqueName('provider', patch.name, row.id)
-    const next: ProviderRow = {
-      ...row,
-      name: patch.name ?? row.name,
-      type: patch.type ?? row.type,
-      baseURL: patch.base_url === undefined ? row.baseURL : patch.base_url,
-      options: patch.options ?? row.options,
-      ...(patch.api_key === undefined ? {} : this.seal(row.id, patch.api_key)),
-    }
-    return this.providerView(await this.store.updateProvider(next))
+    const written = await changeRow(
+      () => this.getProvider(ref),
+      async (row) => {
+        // A row stored before a check existed stays editable; what the patch changes is checked.
+        if (patch.type !== undefined || patch.base_url !== undefined) {
+          this.checkBaseURL(patch.type ?? row.type, patch.base_url === undefined ? row.baseURL : patch.base_url)
+        }
+        if (patch.name !== undefined) await this.uniqueName('provider', patch.name, row.id)
+        return {
+          ...row,
+          name: patch.name ?? row.name,
+          type: patch.type ?? row.type,
+          baseURL: patch.base_url === undefined ? row.baseURL : patch.base_url,
+          options: patch.options ?? row.options,
+          ...(patch.api_key === undefined ? {} : this.seal(row.id, patch.api_key)),
+        }
+      },
+      (next) => this.store.updateProvider(next),
+    )
+    return this.providerView(written)
   }
 
   async deleteProvider(ref: string) {
@@ -525,16 +546,21 @@ export class AdminService {
   }
 
   async updateModel(ref: string, patch: Partial<ModelInputT>) {
-    const row = await this.getModel(ref)
-    if (patch.name !== undefined) await this.uniqueName('model', patch.name, row.id)
-    const next: ModelRow = {
-      ...row,
-      name: patch.name ?? row.name,
-      targets: patch.targets ? await this.resolveTargets(patch.targets) : row.targets,
-      limits: patch.limits === undefined ? row.limits : patch.limits && limitsFrom(patch.limits, row.limits),
-      routing: patch.routing === undefined ? row.routing : patch.routing,
-    }
-    return this.modelView(await this.store.updateModel(next))
+    const written = await changeRow(
+      () => this.getModel(ref),
+      async (row) => {
+        if (patch.name !== undefined) await this.uniqueName('model', patch.name, row.id)
+        return {
+          ...row,
+          name: patch.name ?? row.name,
+          targets: patch.targets ? await this.resolveTargets(patch.targets) : row.targets,
+          limits: patch.limits === undefined ? row.limits : patch.limits && limitsFrom(patch.limits, row.limits),
+          routing: patch.routing === undefined ? row.routing : patch.routing,
+        }
+      },
+      (next) => this.store.updateModel(next),
+    )
+    return this.modelView(written)
   }
 
   async deleteModel(ref: string) {
@@ -731,19 +757,24 @@ export class AdminService {
   }
 
   async updateKey(ref: string, patch: Partial<KeyInputT>) {
-    const row = await this.getKey(ref)
-    if (patch.name !== undefined) await this.uniqueName('key', patch.name, row.id)
-    const next: KeyRow = {
-      ...row,
-      name: patch.name ?? row.name,
-      enabled: patch.enabled ?? row.enabled,
-      expiresAt: patch.expires_at === undefined ? row.expiresAt : parseExpiry(patch.expires_at),
-      allowedModels: patch.allowed_models === undefined ? row.allowedModels : patch.allowed_models,
-      allowedEndpoints: patch.allowed_endpoints === undefined ? row.allowedEndpoints : patch.allowed_endpoints,
-      limits: limitsFrom(patch, row.limits),
-      metadata: patch.metadata ?? row.metadata,
-    }
-    return this.keyView(await this.store.updateKey(next))
+    const written = await changeRow(
+      () => this.getKey(ref),
+      async (row) => {
+        if (patch.name !== undefined) await this.uniqueName('key', patch.name, row.id)
+        return {
+          ...row,
+          name: patch.name ?? row.name,
+          enabled: patch.enabled ?? row.enabled,
+          expiresAt: patch.expires_at === undefined ? row.expiresAt : parseExpiry(patch.expires_at),
+          allowedModels: patch.allowed_models === undefined ? row.allowedModels : patch.allowed_models,
+          allowedEndpoints: patch.allowed_endpoints === undefined ? row.allowedEndpoints : patch.allowed_endpoints,
+          limits: limitsFrom(patch, row.limits),
+          metadata: patch.metadata ?? row.metadata,
+        }
+      },
+      (next) => this.store.updateKey(next),
+    )
+    return this.keyView(written)
   }
 
   async deleteKey(ref: string) {

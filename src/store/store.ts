@@ -260,10 +260,15 @@ export class Store implements StoreView {
     return { ...p, createdAt: now, updatedAt: now }
   }
 
-  async updateProvider(p: ProviderRow): Promise<ProviderRow> {
-    const now = Date.now()
-    await this.sql`UPDATE providers SET name = ${p.name}, type = ${p.type}, base_url = ${p.baseURL}, api_key_secret = ${p.apiKeySecret},
-      api_key_last4 = ${p.apiKeyLast4}, options = ${json(p.options)}, updated_at = ${now} WHERE id = ${p.id}`
+  /**
+   * The row written whole, if it is still as it was read (its `updated_at`, `p.updatedAt`); null when another change
+   * came first. Each write moves `updated_at` forward, even within a millisecond, so no change goes unseen.
+   */
+  async updateProvider(p: ProviderRow): Promise<ProviderRow | null> {
+    const now = Math.max(Date.now(), p.updatedAt + 1)
+    const { count } = await this.sql`UPDATE providers SET name = ${p.name}, type = ${p.type}, base_url = ${p.baseURL}, api_key_secret = ${p.apiKeySecret},
+      api_key_last4 = ${p.apiKeyLast4}, options = ${json(p.options)}, updated_at = ${now} WHERE id = ${p.id} AND updated_at = ${p.updatedAt}`
+    if (count === 0) return null
     await this.changed('provider', p.id)
     return { ...p, updatedAt: now }
   }
@@ -292,10 +297,12 @@ export class Store implements StoreView {
     return { ...m, createdAt: now, updatedAt: now }
   }
 
-  async updateModel(m: ModelRow): Promise<ModelRow> {
-    const now = Date.now()
-    await this.sql`UPDATE models SET name = ${m.name}, targets = ${json(m.targets)}, limits = ${json(m.limits)}, routing = ${json(m.routing)},
-      updated_at = ${now} WHERE id = ${m.id}`
+  /** As updateProvider: null when the row changed since it was read. */
+  async updateModel(m: ModelRow): Promise<ModelRow | null> {
+    const now = Math.max(Date.now(), m.updatedAt + 1)
+    const { count } = await this.sql`UPDATE models SET name = ${m.name}, targets = ${json(m.targets)}, limits = ${json(m.limits)}, routing = ${json(m.routing)},
+      updated_at = ${now} WHERE id = ${m.id} AND updated_at = ${m.updatedAt}`
+    if (count === 0) return null
     await this.changed('model', m.id)
     return { ...m, updatedAt: now }
   }
@@ -331,11 +338,13 @@ export class Store implements StoreView {
     return { ...k, createdAt: now, updatedAt: now }
   }
 
-  async updateKey(k: KeyRow): Promise<KeyRow> {
-    const now = Date.now()
-    await this.sql`UPDATE virtual_keys SET name = ${k.name}, allowed_models = ${json(k.allowedModels)}, allowed_endpoints = ${json(k.allowedEndpoints)},
+  /** As updateProvider: null when the row changed since it was read. */
+  async updateKey(k: KeyRow): Promise<KeyRow | null> {
+    const now = Math.max(Date.now(), k.updatedAt + 1)
+    const { count } = await this.sql`UPDATE virtual_keys SET name = ${k.name}, allowed_models = ${json(k.allowedModels)}, allowed_endpoints = ${json(k.allowedEndpoints)},
       limits = ${json(k.limits)}, expires_at = ${k.expiresAt},
-      enabled = ${k.enabled ? 1 : 0}, metadata = ${json(k.metadata)}, updated_at = ${now} WHERE id = ${k.id}`
+      enabled = ${k.enabled ? 1 : 0}, metadata = ${json(k.metadata)}, updated_at = ${now} WHERE id = ${k.id} AND updated_at = ${k.updatedAt}`
+    if (count === 0) return null
     await this.changed('key', k.id)
     return { ...k, updatedAt: now }
   }
