@@ -570,6 +570,10 @@ export interface StoredKey {
 
 export interface StoreChange {
   kind: 'key' | 'provider' | 'model'
+  /**
+   * The row's id, or `'*'`: any row of this kind may have changed (another instance's notices were lost while Redis
+   * was out of reach). Cached rows of that kind should be read again before they are trusted.
+   */
   id: string
 }
 

@@ -161,7 +161,9 @@ export class RealtimeService {
     }
     // A key disabled or deleted (here, or on another instance through the change bus) ends its sessions.
     this.unsubscribe = deps.store.onChange((change) => {
-      if (change.kind === 'key' && this.byKey.has(change.id)) void this.recheckKey(change.id)
+      if (change.kind !== 'key') return
+      if (change.id === '*') for (const id of this.byKey.keys()) void this.recheckKey(id)
+      else if (this.byKey.has(change.id)) void this.recheckKey(change.id)
     })
   }
 

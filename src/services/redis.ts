@@ -103,10 +103,21 @@ export function reportOutages(redis: RedisClient, log: Logger) {
 
 const CHANNEL = 'conduit:store-changes'
 
-/** Store changes across instances: published on Redis, applied by every other instance within milliseconds. */
+/** What a lost notice may have been about: every kind of row. */
+const KINDS: StoreChange['kind'][] = ['key', 'provider', 'model']
+/** While this instance cannot hear other instances' notices, how often its caches go back to the store. */
+const DEAF_REFRESH_MS = 1_000
+
+/**
+ * Store changes across instances: published on Redis, applied by every other instance within milliseconds. A notice
+ * can be lost while either side's connection is down; then every row may have changed (`id: '*'`) and caches go back
+ * to the store: a key disabled meanwhile stops within a second, not when its cache entry would have expired.
+ */
 export class RedisChangeBus implements ChangeBus {
   private readonly origin = crypto.randomUUID()
   private readonly subscriber: RedisClient
+  /** Kinds whose notices could not be published: published as `'*'` once the connection is back. */
+  private readonly owed = new Set<StoreChange['kind']>()
 
   constructor(
     private readonly redis: RedisClient,
@@ -116,11 +127,19 @@ export class RedisChangeBus implements ChangeBus {
     // Cluster, a message published on any node reaches the subscriber's node.
     this.subscriber = client(address, { retryStrategy: reconnect })
     this.subscriber.on('error', () => {})
+    this.redis.on('ready', () => {
+      for (const kind of this.owed) void this.publish({ kind, id: '*' })
+    })
   }
 
   async publish(change: StoreChange) {
-    // Best effort: a Redis outage must not fail the admin call; caches also expire on their own TTL.
-    await this.redis.publish(CHANNEL, JSON.stringify({ origin: this.origin, change })).catch(() => {})
+    // A Redis outage must not fail the admin call (the change is in the store); the others hear of it once it is back.
+    try {
+      await this.redis.publish(CHANNEL, JSON.stringify({ origin: this.origin, change }))
+      if (change.id === '*') this.owed.delete(change.kind)
+    } catch {
+      this.owed.add(change.kind)
+    }
   }
 
   /** Resolves once both connections are usable (or after `timeoutMs`: a Redis down at start must not block it). */
@@ -130,6 +149,7 @@ export class RedisChangeBus implements ChangeBus {
   }
 
   private subscribed: Promise<unknown> = Promise.resolve()
+  private deaf: Timer | null = null
 
   subscribe(listener: (change: StoreChange) => void) {
     this.subscribed = this.subscriber.subscribe(CHANNEL).catch(() => {})
@@ -139,9 +159,31 @@ export class RedisChangeBus implements ChangeBus {
         if (origin !== this.origin) listener(change)
       } catch {}
     })
+    const everything = () => {
+      for (const kind of KINDS) listener({ kind, id: '*' })
+    }
+    // Deaf until subscribed, and whenever the connection drops: what was published meanwhile is lost.
+    const deafen = () => {
+      if (this.deaf) return
+      this.deaf = setInterval(everything, DEAF_REFRESH_MS)
+      this.deaf.unref()
+    }
+    deafen()
+    this.subscriber.on('close', deafen)
+    // Heard again once subscribed again (ioredis resubscribes only after saying it is ready): what changed meanwhile
+    // is read from the store once more, then notices take over.
+    this.subscriber.on('ready', () => {
+      void this.subscriber.subscribe(CHANNEL).then(() => {
+        if (!this.deaf) return
+        clearInterval(this.deaf)
+        this.deaf = null
+        everything()
+      }, deafen)
+    })
   }
 
   close() {
+    clearInterval(this.deaf ?? undefined)
     this.subscriber.disconnect()
   }
 }

@@ -229,6 +229,7 @@ describe('exact across three instances', () => {
 })
 
 describe('Redis outage', () => {
+
   /** 60 requests from 10 clients; each must be served, degraded, and none may wait on Redis past the timeout. */
   const degradedRun = async (k: string) => {
     let slowest = 0
@@ -312,6 +313,27 @@ describe('Redis outage', () => {
       relay.restore()
     }
     await exactAgain(k)
+  }, 30_000)
+
+  test('a key disabled while Redis is out of reach (its notice lost) is refused by the others within two seconds, not at the cache TTL', async () => {
+    const { id, key: k } = await key({})
+    expect((await Promise.all([0, 1, 2].map((i) => chat(i, k)))).map((r) => r.status)).toEqual([200, 200, 200])
+    relay.refuse()
+    try {
+      const started = performance.now()
+      await instances[0]!.admin('PATCH', `/keys/${id}`, { enabled: false })
+      let statuses: number[] = []
+      while (performance.now() - started < 5_000) {
+        statuses = (await Promise.all([1, 2].map((i) => chat(i, k)))).map((r) => r.status)
+        if (statuses.every((s) => s === 401)) break
+        await Bun.sleep(50)
+      }
+      expect(statuses).toEqual([401, 401])
+      expect(performance.now() - started).toBeLessThan(2_500)
+    } finally {
+      relay.restore()
+    }
+    await exactAgain((await key({ rpm: 1000 })).key)
   }, 30_000)
 })
 

@@ -59,8 +59,13 @@ export default definePlugin({
       api.store.onChange((change) => {
         if (change.kind !== 'key') return
         generation++
-        // Only the changed key's entry goes: the others stay servable while the store is down.
-        for (const [key, entry] of cache.entries()) if (entry.principal?.keyId === change.id) cache.delete(key)
+        if (change.id === '*') {
+          // Any key may have changed: each is read again on its next request (still served if the store is down).
+          for (const entry of cache.values()) entry.freshUntil = 0
+        } else {
+          // Only the changed key's entry goes: the others stay servable while the store is down.
+          for (const [key, entry] of cache.entries()) if (entry.principal?.keyId === change.id) cache.delete(key)
+        }
         unknown.clear()
         loading.clear()
       }),
