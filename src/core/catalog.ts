@@ -85,7 +85,7 @@ export class Catalog {
       providerMap.set(p.id, { id: p.id, name: p.name, type: p.type, baseURL: p.baseURL, ...keys, options: p.options })
     }
     this.providers = providerMap
-    setSecrets(this.secretsOwner, [...providerMap.values()].flatMap((p) => p.apiKeys ?? []))
+    setSecrets(this.secretsOwner, [...providerMap.values()].flatMap((p) => [...(p.apiKeys ?? []), ...urlSecrets(p.baseURL)]))
     this.models = new Map(models.map((m) => [m.name, { ...m, maxPrice: maxPrice(m, providerMap) }]))
   }
 
@@ -125,6 +125,18 @@ function mergeMax(a: Record<string, number> | undefined, b: Record<string, numbe
   const out = { ...a }
   for (const k in b) out[k] = Math.max(out[k] ?? 0, b[k]!)
   return out
+}
+
+/**
+ * A password in a base URL (`https://user:secret@host/`) is a credential: fetch sends it as Basic auth, which an
+ * upstream error may quote back, so both its text and that header's token are scrubbed like an API key.
+ */
+function urlSecrets(baseURL: string | null): string[] {
+  const url = baseURL ? URL.parse(baseURL) : null
+  if (!url?.password) return []
+  const user = decodeURIComponent(url.username)
+  const password = decodeURIComponent(url.password)
+  return [password, url.password, Buffer.from(`${user}:${password}`).toString('base64')]
 }
 
 /** A sealed key is one key, or a JSON array of several (see AdminService.seal). */

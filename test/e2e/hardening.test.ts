@@ -17,6 +17,8 @@ import { startProcess, stopProcess } from '../helpers/process.ts'
 
 /** A provider key with no recognisable shape: only scrubbing by value can catch it. */
 const PROVIDER_KEY = 'prov-9f8e7d6c5b4a3210fedcba98'
+/** A password in a provider's base URL. */
+const URL_PASSWORD = 'url-pass-7f3e9a41'
 
 /**
  * An OpenAI-compatible upstream with the quirks real ones have, scripted by the last user message.
@@ -129,6 +131,11 @@ beforeAll(async () => {
   await gw.admin('POST', '/models', { name: 'injected', targets: [{ provider: 'fake – prod', model: 'evil\r\nx-injected: 1' }] })
   await gw.admin('POST', '/models', { name: 'quirky', targets: [{ provider: 'fake – prod', model: 'gpt-4o' }] })
   await gw.admin('POST', '/models', { name: 'standard', targets: [{ provider: 'standard', model: 'gpt-4o' }] })
+  // A self-hosted server behind basic auth: the credential is in the URL, and fetch sends it as Basic auth.
+  const basic = new URL(upstream.url)
+  ;[basic.username, basic.password] = ['bob', URL_PASSWORD]
+  await gw.admin('POST', '/providers', { name: 'behind-basic-auth', type: 'openai-compatible', base_url: basic.href })
+  await gw.admin('POST', '/models', { name: 'basic', targets: [{ provider: 'behind-basic-auth', model: 'llama' }] })
   key = (await gw.admin('POST', '/keys', { name: 'one-at-a-time', max_parallel: 1 })).key
 })
 
@@ -227,6 +234,10 @@ describe('bug 3 and a weakness: secrets quoted by providers', () => {
     const otherKey = (await other.admin('POST', '/keys', { name: 'k' })).key
     expect((await fetch(`${other.baseURL}/models`, { headers: { authorization: `Bearer ${otherKey}` } })).status).toBe(200) // loads its catalog
     await other.close()
+    // A URL's password, quoted back as the Basic auth fetch made of it.
+    const basic = await (await chat('basic', 'quote-key-400')).text()
+    expect(basic).toContain('[REDACTED]')
+    expect(basic).not.toContain(Buffer.from(`bob:${URL_PASSWORD}`).toString('base64'))
     const fields = await (await chat('quirky', 'quote-key-fields')).text()
     expect(fields).toContain('[REDACTED]')
     expect(fields).not.toContain(PROVIDER_KEY)
