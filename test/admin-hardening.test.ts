@@ -41,37 +41,27 @@ describe('virtual key names are unique', () => {
     expect((await gw.admin('GET', '/keys')).data.filter((k: any) => k.name === 'unique-a')).toHaveLength(1)
   })
 
-  test('a name two keys already share (a database from before the check) is a 409 naming both ids; ids still work', async () => {
-    // Written through the store, as the admin API did before names were checked.
-    const store = gw.gateway.store
-    const row = (id: string) => ({
-      id,
-      name: 'twins',
-      enabled: true,
-      expiresAt: null,
-      allowedModels: null,
-      allowedEndpoints: null,
-      limits: null,
-      metadata: {},
-      keyPrefix: 'condt_abcd',
-      keyLast4: id.slice(-4),
-    })
-    await store.insertKey(row('key_twin_one_0001'), 'hash-twin-1')
-    await store.insertKey(row('key_twin_two_0002'), 'hash-twin-2')
-
-    for (const [method, body] of [['GET'], ['PATCH', { rpm: 1 }], ['DELETE']] as const) {
-      const error = await expectError(await gw.adminRaw(method, '/keys/twins', body), 409, { code: 'conflict' })
-      expect(error.message).toContain('key_twin_one_0001')
-      expect(error.message).toContain('key_twin_two_0002')
+  test('keys that shared a name before names were unique keep the oldest on it; the others get their id after it', async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-twins-'))
+    try {
+      const first = await startGateway({ dataDir })
+      const older = await first.admin('POST', '/keys', { name: 'twins' })
+      const younger = await first.admin('POST', '/keys', { name: 'twin-2' })
+      // As the store was before migration 16: the index gone, the name written twice.
+      await first.gateway.store.sql.unsafe('DROP INDEX virtual_keys_name')
+      await first.gateway.store.sql`UPDATE virtual_keys SET name = 'twins' WHERE id = ${younger.id}`
+      await first.gateway.store.sql`DELETE FROM schema_migrations WHERE version = 16`
+      await first.close()
+      const again = await startGateway({ dataDir })
+      expect((await again.admin('GET', '/keys/twins')).id).toBe(older.id)
+      expect((await again.admin('GET', `/keys/${younger.id}`)).name).toBe(`twins (${younger.id})`)
+      await again.close()
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true })
     }
-    await expectError(await gw.adminRaw('GET', '/usage?key=twins'), 409, { code: 'conflict' })
-    // Neither key was changed by the refused PATCH; by id each is reachable, and once one is renamed the name works.
-    expect((await store.findKeys('twins')).map((k) => k.limits)).toEqual([null, null])
-    expect((await gw.admin('PATCH', '/keys/key_twin_two_0002', { name: 'twin-2' })).name).toBe('twin-2')
-    expect((await gw.admin('PATCH', '/keys/twins', { rpm: 7 })).id).toBe('key_twin_one_0001')
   })
 
-  test('the config seed finds its keys by name, and stops the start on a name two keys share', async () => {
+  test('the config seed finds its keys by name: created once, updated after', async () => {
     const dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-seed-'))
     try {
       const seed = { keys: [{ name: 'ci', rpm: 10 }] }
@@ -81,10 +71,7 @@ describe('virtual key names are unique', () => {
       const again = await startGateway({ dataDir, seed: { keys: [{ name: 'ci', rpm: 20 }] } })
       expect(again.gateway.generatedKeys).toEqual([]) // found by name and updated, not created again
       expect((await again.admin('GET', '/keys/ci')).rpm).toBe(20)
-      const { id, ...copy } = (await again.gateway.store.findKeys('ci'))[0]!
-      await again.gateway.store.insertKey({ ...copy, id: 'key_second_ci_0001' }, 'hash-second-ci')
       await again.close()
-      await expect(startGateway({ dataDir, seed })).rejects.toThrow(/2 keys are named 'ci' \(key_\S+, key_second_ci_0001\)/)
     } finally {
       rmSync(dataDir, { recursive: true, force: true })
     }

@@ -124,6 +124,24 @@ for (const engine of ['sqlite', 'postgres'] as const) {
         }
       })
 
+      test('names taken at once: two creates or renames of one name race, one wins and the other is a 409, never two keys', async () => {
+        for (let round = 0; round < 5; round++) {
+          const name = `racing-${engine}-${round}`
+          const created = await Promise.all([0, 1, 2].map(() => gw.adminRaw('POST', '/keys', { name })))
+          expect(created.map((r) => r.status).sort()).toEqual([201, 409, 409])
+          for (const kind of ['providers', 'models'] as const) {
+            const body = kind === 'providers' ? { name, type: 'openai', base_url: 'https://api.openai.com/v1' } : { name, targets: [{ provider: name, model: 'gpt-4o' }] }
+            expect((await Promise.all([0, 1].map(() => gw.adminRaw('POST', `/${kind}`, body)))).map((r) => r.status).sort()).toEqual([201, 409])
+          }
+          const [a, b] = await Promise.all([gw.admin('POST', '/keys', { name: `${name}-a` }), gw.admin('POST', '/keys', { name: `${name}-b` })])
+          const renamed = await Promise.all([a, b].map((k) => gw.adminRaw('PATCH', `/keys/${k.id}`, { name: `${name}-c` })))
+          expect(renamed.map((r) => r.status).sort()).toEqual([200, 409])
+          for (const r of [...created, ...renamed]) if (r.status === 409) expect(((await r.json()) as any).error.code).toBe('conflict')
+        }
+        const names = (await gw.admin('GET', '/keys')).data.map((k: any) => k.name)
+        expect(names.length).toBe(new Set(names).size)
+      })
+
       test('lifecycle: the plaintext appears once; lists show prefix and last four; hashes only in the store', async () => {
         const created = await gw.admin('POST', '/keys', { name: 'team-a', allowed_models: ['gpt-*'], metadata: { team: 'a' } })
         expect(created.key).toMatch(/^condt_[0-9A-Za-z]{43}[0-9a-z]{7}$/)

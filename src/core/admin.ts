@@ -10,6 +10,7 @@ import { scrubSecrets } from '../services/known-secrets.ts'
 import { displayPrefix, generateVirtualKey, isWellFormedKey, lastFour, sha256, type SecretBox } from '../store/crypto.ts'
 import type { RequestRecordRow } from '../store/request-records.ts'
 import type { KeyRow, ModelRow, ProviderRow, RecordCursor, RequestRecordFilter, Store } from '../store/store.ts'
+import { isUniqueViolation } from '../store/store.ts'
 import { Attempt, RequestCtx } from './context.ts'
 import { accountFor } from '../plugins/budget/accounts.ts'
 import { UpstreamCall, timeoutsFor, upstreamError, type Timeouts } from './upstream.ts'
@@ -262,6 +263,15 @@ const seconds = (ms: number | null) => (ms === null ? null : Math.floor(ms / 100
 const notFound = (what: string, ref: string) => new GatewayError(404, `No ${what} '${ref}'.`, { code: 'not_found' })
 const conflict = (message: string) => new GatewayError(409, message, { code: 'conflict' })
 
+type NamedKind = 'provider' | 'model' | 'key'
+const nameConflict = (kind: NamedKind, name: string) => conflict(`A ${kind} named '${name}' already exists.`)
+/** A name taken between the check and the write (another call, another instance): the check's 409, not a 500. */
+const nameTaken =
+  (kind: NamedKind, name: string) =>
+  (error: unknown): never => {
+    throw isUniqueViolation(error) ? nameConflict(kind, name) : error
+  }
+
 const encodeCursor = (at: RecordCursor) => Buffer.from(`${at.createdAt}:${at.id}`).toString('base64url')
 function decodeCursor(cursor: string) {
   const text = Buffer.from(cursor, 'base64url').toString()
@@ -431,11 +441,12 @@ export class AdminService {
     throw badRequest(`${subject} ${refusal.message}`, 'base_url', refusal.code)
   }
 
-  private async uniqueName(kind: 'provider' | 'model' | 'key', name: string, selfId?: string) {
+  /** A clear 409 before the write; the database's constraint decides a race (see nameTaken). */
+  private async uniqueName(kind: NamedKind, name: string, selfId?: string) {
     let existing: ({ id: string } | null)[]
     if (kind === 'key') existing = await this.store.findKeys(name)
     else existing = [kind === 'provider' ? await this.store.getProvider(name) : await this.store.getModel(name)]
-    if (existing.some((row) => row && row.id !== selfId)) throw conflict(`A ${kind} named '${name}' already exists.`)
+    if (existing.some((row) => row && row.id !== selfId)) throw nameConflict(kind, name)
   }
 
   /** Several keys are sealed as one JSON array; the view shows the last four characters of each. */
@@ -457,7 +468,7 @@ export class AdminService {
       baseURL: input.base_url ?? null,
       ...this.seal(id, input.api_key),
       options: input.options ?? {},
-    })
+    }).catch(nameTaken('provider', input.name))
     return this.providerView(row)
   }
 
@@ -489,7 +500,7 @@ export class AdminService {
           ...(patch.api_key === undefined ? {} : this.seal(row.id, patch.api_key)),
         }
       },
-      (next) => this.store.updateProvider(next),
+      (next) => this.store.updateProvider(next).catch(nameTaken('provider', next.name)),
     )
     return this.providerView(written)
   }
@@ -531,7 +542,7 @@ export class AdminService {
       targets: await this.resolveTargets(input.targets),
       limits: input.limits ? limitsFrom(input.limits, null) : null,
       routing: input.routing ?? null,
-    })
+    }).catch(nameTaken('model', input.name))
     return this.modelView(row)
   }
 
@@ -558,7 +569,7 @@ export class AdminService {
           routing: patch.routing === undefined ? row.routing : patch.routing,
         }
       },
-      (next) => this.store.updateModel(next),
+      (next) => this.store.updateModel(next).catch(nameTaken('model', next.name)),
     )
     return this.modelView(written)
   }
@@ -713,7 +724,7 @@ export class AdminService {
         keyLast4: lastFour(key),
       },
       sha256(key),
-    )
+    ).catch(nameTaken('key', input.name))
     return { ...this.keyView(row), key }
   }
 
@@ -739,15 +750,10 @@ export class AdminService {
     return { object: 'list', data }
   }
 
-  /**
-   * By id, else by name; null when neither matches. Names are unique since they are checked at create and
-   * rename, but a database from before that may hold several keys of one name: a 409 lists their ids.
-   */
+  /** By id, else by name (unique); null when neither matches. */
   async findKey(ref: string): Promise<KeyRow | null> {
     const rows = await this.store.findKeys(ref)
-    const byId = rows.find((row) => row.id === ref)
-    if (byId || rows.length <= 1) return byId ?? rows[0] ?? null
-    throw conflict(`${rows.length} keys are named '${ref}' (${rows.map((row) => row.id).join(', ')}): refer to one by its id, or rename the others.`)
+    return rows.find((row) => row.id === ref) ?? rows[0] ?? null
   }
 
   async getKey(ref: string) {
@@ -772,7 +778,7 @@ export class AdminService {
           metadata: patch.metadata ?? row.metadata,
         }
       },
-      (next) => this.store.updateKey(next),
+      (next) => this.store.updateKey(next).catch(nameTaken('key', next.name)),
     )
     return this.keyView(written)
   }

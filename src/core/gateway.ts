@@ -3,6 +3,7 @@ import type { GatewayConfig } from '../config/config.ts'
 import { BUILTINS } from '../plugin-host/builtins.ts'
 import { PluginHost, type PluginSpec } from '../plugin-host/host.ts'
 import type { FinishedRequest, Logger, Plugin, RequestContext } from '../plugin-sdk/types.ts'
+import { GatewayError } from '../plugin-sdk/errors.ts'
 import { base62, secretEquals, sha256 } from '../store/crypto.ts'
 import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
 import { setSecrets } from '../services/known-secrets.ts'
@@ -228,25 +229,45 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
   return gateway
 }
 
-/** Config-file entities, applied idempotently by name: create what is missing, update what exists. */
+/**
+ * Config-file entities, applied idempotently by name: create what is missing, update what exists. Instances started
+ * together on one database seed the same file at once: one creates, and the others, refused by the name's UNIQUE
+ * constraint (a 409), find it and update it.
+ */
 async function applySeed(admin: AdminService, store: Store, seed: GatewayConfig['seed']) {
   const generated: { name: string; key: string }[] = []
   for (const p of seed.providers ?? []) {
-    if (await store.getProvider(p.name)) await admin.updateProvider(p.name, p)
-    else await admin.createProvider(p)
+    await createdElsewhere(async () => {
+      if (await store.getProvider(p.name)) await admin.updateProvider(p.name, p)
+      else await admin.createProvider(p)
+    })
   }
   for (const m of seed.models ?? []) {
-    if (await store.getModel(m.name)) await admin.updateModel(m.name, m)
-    else await admin.createModel(m)
+    await createdElsewhere(async () => {
+      if (await store.getModel(m.name)) await admin.updateModel(m.name, m)
+      else await admin.createModel(m)
+    })
   }
   for (const { key, ...k } of seed.keys ?? []) {
-    const existing = await admin.findKey(k.name) // a 409 (stops the start) if several keys share the name
-    if (existing && (!key || existing.keyLast4 === key.slice(-4))) await admin.updateKey(existing.id, k)
-    else {
-      if (existing) await admin.deleteKey(existing.id) // the configured plaintext changed: rotate
-      const created = await admin.createKey(k, key)
-      if (!key) generated.push({ name: k.name, key: created.key })
-    }
+    await createdElsewhere(async () => {
+      const existing = await admin.findKey(k.name)
+      if (existing && (!key || existing.keyLast4 === key.slice(-4))) await admin.updateKey(existing.id, k)
+      else {
+        if (existing) await admin.deleteKey(existing.id) // the configured plaintext changed: rotate
+        const created = await admin.createKey(k, key)
+        if (!key) generated.push({ name: k.name, key: created.key })
+      }
+    })
   }
   return generated
+}
+
+/** A seed step, once more if another instance created the same entity meanwhile (then it is found and updated). */
+async function createdElsewhere(step: () => Promise<void>) {
+  try {
+    await step()
+  } catch (error) {
+    if (!(GatewayError.is(error) && error.status === 409)) throw error
+    await step()
+  }
 }

@@ -190,4 +190,16 @@ export const MIGRATIONS: { version: number; statements: string[] }[] = [
         WHERE spend_user_hours.hour = t.hour AND spend_user_hours.key_id = t.key_id AND spend_user_hours.end_user = t.end_user`,
     ],
   },
+  {
+    version: 16,
+    statements: [
+      // Key names are unique, as providers' and models' are: checked only before the insert, two keys of one name
+      // were made by two instances at once (a config seed started on several), and every later start seeding that
+      // name stopped. Twins from before keep the oldest's name; the others get their id after it.
+      `UPDATE virtual_keys SET name = name || ' (' || id || ')' WHERE EXISTS (
+        SELECT 1 FROM virtual_keys older WHERE older.name = virtual_keys.name
+          AND (older.created_at < virtual_keys.created_at OR (older.created_at = virtual_keys.created_at AND older.id < virtual_keys.id)))`,
+      `CREATE UNIQUE INDEX virtual_keys_name ON virtual_keys (name)`,
+    ],
+  },
 ]

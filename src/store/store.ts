@@ -58,6 +58,12 @@ export interface UsageTotals {
  * million at 1,000 req/s) froze every request and stream of the process for as long.
  */
 const PURGE_CHUNK = 1_000
+
+/** A write refused by a UNIQUE constraint (a name taken by a concurrent write), on SQLite or PostgreSQL. */
+export const isUniqueViolation = (error: unknown) => {
+  const e = error as { code?: unknown; errno?: unknown } | null
+  return e?.code === 'SQLITE_CONSTRAINT_UNIQUE' || String(e?.errno) === '23505'
+}
 /** PostgreSQL advisory lock taken while migrating (any number, the same in every release). */
 const MIGRATION_LOCK = 0x636f6e64 // "cond"
 
@@ -318,7 +324,7 @@ export class Store implements StoreView {
     return (await this.sql`SELECT * FROM virtual_keys ORDER BY created_at, id`).map(toKey)
   }
 
-  /** Every key whose id or name is `ref`: names were not unique before they were checked (see AdminService.findKey). */
+  /** The key whose id is `ref` and the one whose name is (two when a name looks like another key's id). */
   async findKeys(ref: string): Promise<KeyRow[]> {
     return (await this.sql`SELECT * FROM virtual_keys WHERE id = ${ref} OR name = ${ref} ORDER BY created_at, id`).map(toKey)
   }

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { SQL } from 'bun'
 import { MIGRATIONS } from '../../src/store/migrations.ts'
 import { Store } from '../../src/store/store.ts'
+import { startGateway } from '../helpers/gateway.ts'
 import { createTestDatabase } from '../helpers/postgres.ts'
 
 /** Several instances starting together on one new PostgreSQL database, as a fleet's first start or a rollout does. */
@@ -21,3 +22,28 @@ test('instances opening a new PostgreSQL database at once: every one opens, each
   await sql.close()
   expect(applied).toEqual(MIGRATIONS.map((m) => m.version))
 })
+
+test('instances starting at once on one database with one config seed: each entity created once, every instance up', async () => {
+  const fleet = await createTestDatabase()
+  try {
+    const seed = {
+      providers: [{ name: 'oa', type: 'openai' as const, base_url: 'https://api.openai.com/v1', api_key: 'sk-seed-0000' }],
+      models: [{ name: 'gpt', targets: [{ provider: 'oa', model: 'gpt-4o' }] }],
+      keys: [{ name: 'ci', rpm: 10 }],
+    }
+    for (let round = 0; round < 3; round++) {
+      const started = await Promise.allSettled(Array.from({ length: 3 }, () => startGateway({ databaseURL: fleet.url, encryptionKey: 'fleet-encryption-key', seed })))
+      const failures = started.flatMap((s) => (s.status === 'rejected' ? [String(s.reason)] : []))
+      const gateways = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []))
+      // The first round creates the key once (printed by the instance that made it); later rounds find it.
+      const generated = gateways.flatMap((gw) => gw.gateway.generatedKeys)
+      const keys = (await gateways[0]?.admin('GET', '/keys'))?.data ?? []
+      for (const gw of gateways) await gw.close()
+      expect(failures).toEqual([])
+      expect(generated.length).toBe(round === 0 ? 1 : 0)
+      expect(keys.map((k: any) => k.name)).toEqual(['ci'])
+    }
+  } finally {
+    await fleet.drop()
+  }
+}, 60_000)
