@@ -335,6 +335,51 @@ describe('restarts and Redis', () => {
    * marked. The header is `x-conduit-budget-degraded` here. Down means refused connections, or connected and
    * silent (hung): the failing-closed instance is given a 100 ms Redis timeout so that 200 ms is twice it.
    */
+  test('money one instance spent while cut off from Redis is added to the shared account when Redis is back: no overspend', async () => {
+    const database = await createTestDatabase()
+    const proxy = await startFaultProxy({ hostname: REDIS_URL.hostname, port: Number(REDIS_URL.port || 6379) })
+    const shared = { databaseURL: database.url, encryptionKey: 'budget-test' }
+    const a = await startGateway({ ...shared, redisURL: REDIS_URL.href })
+    const b = await startGateway({ ...shared, redisURL: proxy.url('', 'redis') })
+    try {
+      await setUp(a)
+      const { key } = await newKey(a, 0.005)
+      const logStart = fake.usageLog.length
+      /** Sequential requests on `gw` until one is refused (or `most`): how many were served. */
+      const spendOn = async (gw: TestGateway, most: number) => {
+        for (let served = 0; served < most; served++) {
+          const res = await chat(gw, key, 'hi', { max_tokens: 5 })
+          await res.text()
+          if (res.status !== 200) return served
+        }
+        return most
+      }
+      expect(await spendOn(a, 3)).toBe(3)
+      await a.gateway.ledger.flush() // what the cut-off instance sums its budget from
+      proxy.refuse()
+      let servedCutOff: number
+      try {
+        servedCutOff = await spendOn(b, 100)
+        await b.gateway.ledger.flush()
+      } finally {
+        proxy.restore()
+      }
+      expect(servedCutOff).toBeGreaterThan(0)
+      // Reconnected, the owed settlement applied (they are retried each second).
+      const deadline = Date.now() + 5_000
+      while (Date.now() < deadline && (await chat(b, key, 'hi', { max_tokens: 5 })).headers.get('x-conduit-budget-degraded')) await Bun.sleep(200)
+      await Bun.sleep(1_500)
+      const afterwards = await spendOn(a, 100)
+      expect(upstreamCost(logStart)).toBeLessThanOrEqual(5_000)
+      expect(afterwards).toBeLessThanOrEqual(1)
+    } finally {
+      await a.close()
+      await b.close()
+      proxy.stop()
+      await database.drop()
+    }
+  }, 30_000)
+
   describe('BU9: Redis gone', () => {
     const ROUND = 20
     const BOUND_MS = 200

@@ -219,7 +219,22 @@ export class Governance {
     if (limited) this.limits!.failedOpen(reason)
     if (budgeted) this.budget!.failedOpen(reason)
     const own = claims.map((c) => this.ownShare(c))
-    return this.hold(ctx, { claims: own, outcome: await this.admitLocally(own), via: 'degraded', unavailable }, this.local)
+    return this.hold(ctx, { claims: own, outcome: await this.admitLocally(own), via: 'degraded', unavailable }, this.spentOwedTo(shared))
+  }
+
+  /**
+   * Settles on this instance, and owes Redis the money spent: it is added to the shared account once Redis answers
+   * again (settlements are sent until they are applied). Otherwise the instances that stayed connected go on
+   * admitting against an account that never saw it, and the budget is spent twice over. An account not in Redis
+   * then is summed from the ledger when next used, and takes none of it.
+   */
+  private spentOwedTo(shared: SharedState): { settle(s: Settlement): void } {
+    return {
+      settle: (s) => {
+        this.local.settle(s)
+        if (s.spent > 0) shared.settle({ scope: s.scope, holds: 0, reserved: 0, spent: s.spent, period: s.period, adjustments: [] })
+      },
+    }
   }
 
   /** This process's share of each limit while Redis is away; a request that fits the limit takes at most the share. */
