@@ -29,6 +29,11 @@ test('first start generates and prints a master key once; only its hash is kept'
 
   // The key file is private, and the database never saw the master key itself.
   expect(statSync(path.join(dataDir, 'encryption.key')).mode & 0o777).toBe(0o600)
+  // So is the database: it holds conversations, request bodies and sealed secrets.
+  for (const file of ['conduit.sqlite', 'conduit.sqlite-wal', 'conduit.sqlite-shm']) {
+    const stat = statSync(path.join(dataDir, file), { throwIfNoEntry: false })
+    if (stat) expect(`${file} ${(stat.mode & 0o777).toString(8)}`).toBe(`${file} 600`)
+  }
   for (const file of ['conduit.sqlite', 'conduit.sqlite-wal']) {
     const f = Bun.file(path.join(dataDir, file))
     if (await f.exists()) expect((await f.text()).includes(masterKey!)).toBe(false)

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs'
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs'
 import path from 'node:path'
 import { SQL } from 'bun'
 import type { ModelTarget, StoreChange, StoreView, StoredKey, VirtualModel } from '../plugin-sdk/types.ts'
@@ -64,6 +64,19 @@ export const isUniqueViolation = (error: unknown) => {
   const e = error as { code?: unknown; errno?: unknown } | null
   return e?.code === 'SQLITE_CONSTRAINT_UNIQUE' || String(e?.errno) === '23505'
 }
+/**
+ * The database holds stored conversations, request bodies and sealed secrets: readable by its owner only. Created
+ * so (SQLite gives its -wal and -shm files the database file's mode), and made so when an older start left it wider.
+ */
+function keepPrivate(file: string) {
+  try {
+    closeSync(openSync(file, 'a', 0o600))
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(f)) chmodSync(f, 0o600)
+  } catch {
+    // A file system without modes (or a file owned by another user): SQLite opens it or says why.
+  }
+}
+
 /** PostgreSQL advisory lock taken while migrating (any number, the same in every release). */
 const MIGRATION_LOCK = 0x636f6e64 // "cond"
 
@@ -169,8 +182,9 @@ export class Store implements StoreView {
     if (options.databaseURL && /^postgres(ql)?:/.test(options.databaseURL)) {
       store = new Store(new SQL(options.databaseURL), 'postgres')
     } else {
-      mkdirSync(options.dataDir, { recursive: true })
+      mkdirSync(options.dataDir, { recursive: true, mode: 0o700 })
       const file = path.resolve(options.dataDir, 'conduit.sqlite')
+      keepPrivate(file)
       store = new Store(new SQL({ adapter: 'sqlite', filename: file }), 'sqlite')
       // NORMAL (here and on the row writer's connection): a commit does not wait for an fsync (WAL: a power cut may
       // roll back the last commits, never corrupt the file; a crashed process loses only what it still queued). This
