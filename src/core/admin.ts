@@ -11,6 +11,8 @@ import { displayPrefix, generateVirtualKey, isWellFormedKey, lastFour, sha256, t
 import type { RequestRecordRow } from '../store/request-records.ts'
 import type { KeyRow, ModelRow, ProviderRow, RecordCursor, RequestRecordFilter, Store } from '../store/store.ts'
 import { isUniqueViolation } from '../store/store.ts'
+import { maskCredentials, sealBaseURL } from '../store/secrets.ts'
+import { openProvider, secretsOf } from './catalog.ts'
 import { Attempt, RequestCtx } from './context.ts'
 import { accountFor } from '../plugins/budget/accounts.ts'
 import { UpstreamCall, timeoutsFor, upstreamError, type Timeouts } from './upstream.ts'
@@ -290,17 +292,6 @@ function statusRange(status: string): [number, number] {
   throw badRequest("'status' must be a status code, a class such as '5xx', or 'error'.", 'status', 'invalid_value')
 }
 
-/** `https://user:secret@host/` → `https://user:***@host/`: a credential in a URL is a secret like any other. */
-export function maskCredentials(url: string | null): string | null {
-  if (url === null) return null
-  const parsed = URL.parse(url)
-  if (!parsed) return url.includes('@') ? '***' : url
-  if (!parsed.username && !parsed.password) return url
-  if (parsed.password) parsed.password = '***'
-  else parsed.username = '***'
-  return parsed.href
-}
-
 /**
  * Limit fields of a create or patch body over the current limits: absent keeps, null removes. `user_limits` is
  * patched the same way, field by field.
@@ -367,7 +358,7 @@ export class AdminService {
     object: 'provider',
     name: p.name,
     type: p.type,
-    base_url: maskCredentials(p.baseURL),
+    base_url: maskCredentials(p.baseURL), // masked when stored, unless from before the credential was sealed
     api_key_last4: p.apiKeyLast4,
     options: p.options,
     created_at: seconds(p.createdAt),
@@ -465,7 +456,7 @@ export class AdminService {
       id,
       name: input.name,
       type: input.type,
-      baseURL: input.base_url ?? null,
+      ...sealBaseURL(this.secrets, id, input.base_url ?? null),
       ...this.seal(id, input.api_key),
       options: input.options ?? {},
     }).catch(nameTaken('provider', input.name))
@@ -495,7 +486,7 @@ export class AdminService {
           ...row,
           name: patch.name ?? row.name,
           type: patch.type ?? row.type,
-          baseURL: patch.base_url === undefined ? row.baseURL : patch.base_url,
+          ...(patch.base_url === undefined ? {} : sealBaseURL(this.secrets, row.id, patch.base_url)),
           options: patch.options ?? row.options,
           ...(patch.api_key === undefined ? {} : this.seal(row.id, patch.api_key)),
         }
@@ -591,9 +582,7 @@ export class AdminService {
     const upstreamModel =
       model ?? (await this.store.listModels()).flatMap((m) => m.targets).find((target) => target.provider === row.id)?.model
     if (!upstreamModel) throw badRequest('No model routes to this provider yet: name the upstream model to test with.', 'model', 'missing_required_parameter')
-    const secret = row.apiKeySecret ? this.secrets.decrypt(row.apiKeySecret, `provider:${row.id}`) : null
-    const keys: string[] = secret === null ? [] : secret.startsWith('["') ? JSON.parse(secret) : [secret]
-    const provider: ProviderConfig = { id: row.id, name: row.name, type: row.type, baseURL: row.baseURL, apiKey: keys[0] ?? null, apiKeys: keys, options: row.options }
+    const provider = openProvider(this.secrets, row)
     const ctx = new RequestCtx('chat', 'chat', new Request('http://conduit.invalid/admin/v1/providers/test', { method: 'POST' }), log)
     ctx.body = { model: upstreamModel, messages: [{ role: 'user', content: 'ping' }], max_tokens: 1 }
     const attempt = new Attempt(ctx, { provider, model: upstreamModel, price: null }, 1)
@@ -601,7 +590,7 @@ export class AdminService {
     const elapsed = () => Math.round((performance.now() - started) * 10) / 10
     const call = new UpstreamCall(ctx.signal, provider.name)
     // The provider's own text may quote the key it was sent: scrubbed by value as well as by shape.
-    const scrub = (text: string) => keys.reduce((out, key) => (key.length >= 4 ? out.replaceAll(key, '[REDACTED]') : out), scrubSecrets(text))
+    const scrub = (text: string) => secretsOf(provider).reduce((out, key) => (key.length >= 4 ? out.replaceAll(key, '[REDACTED]') : out), scrubSecrets(text))
     try {
       const upstream = await adapter.buildRequest(ctx.body, attempt)
       const response = await call.fetch(upstream, timeoutsFor(provider, timeouts))

@@ -3,7 +3,8 @@ import { GatewayError } from '../plugin-sdk/errors.ts'
 import type { Logger, Price, ProviderConfig, VirtualModel } from '../plugin-sdk/types.ts'
 import { listPrice } from '../pricing/prices.ts'
 import type { SecretBox } from '../store/crypto.ts'
-import type { Store } from '../store/store.ts'
+import { baseURLAad } from '../store/secrets.ts'
+import type { ProviderRow, Store } from '../store/store.ts'
 import { setSecrets } from '../services/known-secrets.ts'
 
 const REFRESH_MS = 30_000
@@ -71,9 +72,9 @@ export class Catalog {
     this.loaded = true
     const providerMap = new Map<string, ProviderConfig>()
     for (const p of providers) {
-      let keys: ReturnType<typeof keysOf>
+      let config: ProviderConfig
       try {
-        keys = keysOf(p.apiKeySecret ? this.secrets.decrypt(p.apiKeySecret, `provider:${p.id}`) : null)
+        config = openProvider(this.secrets, p)
       } catch (err) {
         // Sealed with a key this instance lacks (a rotation under way, a ring not yet deployed): one provider
         // keeps its last known config, or is left out, instead of the whole catalog failing every request.
@@ -82,10 +83,10 @@ export class Catalog {
         if (previous) providerMap.set(p.id, previous)
         continue
       }
-      providerMap.set(p.id, { id: p.id, name: p.name, type: p.type, baseURL: p.baseURL, ...keys, options: p.options })
+      providerMap.set(p.id, config)
     }
     this.providers = providerMap
-    setSecrets(this.secretsOwner, [...providerMap.values()].flatMap((p) => [...(p.apiKeys ?? []), ...urlSecrets(p.baseURL)]))
+    setSecrets(this.secretsOwner, [...providerMap.values()].flatMap(secretsOf))
     this.models = new Map(models.map((m) => [m.name, { ...m, maxPrice: maxPrice(m, providerMap) }]))
   }
 
@@ -128,15 +129,25 @@ function mergeMax(a: Record<string, number> | undefined, b: Record<string, numbe
 }
 
 /**
- * A password in a base URL (`https://user:secret@host/`) is a credential: fetch sends it as Basic auth, which an
- * upstream error may quote back, so both its text and that header's token are scrubbed like an API key.
+ * What an upstream error may quote back and must be scrubbed of: the provider's API keys, and a credential in its base
+ * URL (`https://user:secret@host/`, or a token as the user), which fetch sends as Basic auth: its text and that
+ * header's token.
  */
-function urlSecrets(baseURL: string | null): string[] {
-  const url = baseURL ? URL.parse(baseURL) : null
-  if (!url?.password) return []
+export function secretsOf(p: ProviderConfig): string[] {
+  const url = p.baseURL ? URL.parse(p.baseURL) : null
+  const keys = p.apiKeys ?? []
+  if (!url?.username && !url?.password) return keys
   const user = decodeURIComponent(url.username)
   const password = decodeURIComponent(url.password)
-  return [password, url.password, Buffer.from(`${user}:${password}`).toString('base64')]
+  const basic = Buffer.from(`${user}:${password}`).toString('base64')
+  return [...keys, basic, ...(password ? [password, url.password] : [user, url.username])]
+}
+
+/** A provider as routing uses it: its key(s) and base URL unsealed. Throws when a secret does not open with `box`. */
+export function openProvider(box: SecretBox, p: ProviderRow): ProviderConfig {
+  const baseURL = p.baseURLSecret ? box.decrypt(p.baseURLSecret, baseURLAad(p.id)) : p.baseURL
+  const keys = keysOf(p.apiKeySecret ? box.decrypt(p.apiKeySecret, `provider:${p.id}`) : null)
+  return { id: p.id, name: p.name, type: p.type, baseURL, ...keys, options: p.options }
 }
 
 /** A sealed key is one key, or a JSON array of several (see AdminService.seal). */

@@ -202,4 +202,12 @@ export const MIGRATIONS: { version: number; statements: string[] }[] = [
       `CREATE UNIQUE INDEX virtual_keys_name ON virtual_keys (name)`,
     ],
   },
+  {
+    version: 17,
+    statements: [
+      // A base URL with a password in it (a server behind basic auth), sealed like an API key; base_url then holds it
+      // masked (see sealBaseURLs in secrets.ts, which seals those stored before).
+      `ALTER TABLE providers ADD COLUMN base_url_secret TEXT`,
+    ],
+  },
 ]

@@ -43,12 +43,48 @@ interface SealedValue {
   replace(next: string): Promise<boolean>
 }
 
-/** Everything the gateway seals: the key check, then each provider's API key(s), in a stable order. */
+/** `https://user:secret@host/` → `https://user:***@host/`: a credential in a URL is a secret like any other. */
+export function maskCredentials(url: string | null): string | null {
+  if (url === null) return null
+  const parsed = URL.parse(url)
+  if (!parsed) return url.includes('@') ? '***' : url
+  if (!parsed.username && !parsed.password) return url
+  if (parsed.password) parsed.password = '***'
+  else parsed.username = '***'
+  return parsed.href
+}
+
+/** The additional data a provider's sealed base URL is bound to (its API key's is `provider:<id>`). */
+export const baseURLAad = (id: string) => `provider-url:${id}`
+
+/**
+ * A base URL as the store keeps it: one with a credential in it (a server behind basic auth) is sealed whole, and
+ * `base_url` holds it masked, for the API's view and the egress check (the host is the same).
+ */
+export function sealBaseURL(box: SecretBox, id: string, url: string | null): { baseURL: string | null; baseURLSecret: string | null } {
+  const parsed = url === null ? null : URL.parse(url)
+  if (!parsed?.username && !parsed?.password) return { baseURL: url, baseURLSecret: null }
+  return { baseURL: maskCredentials(url), baseURLSecret: box.encrypt(url!, baseURLAad(id)) }
+}
+
+/** Base URLs with credentials stored in clear (before migration 17): sealed now, each only if still as read. */
+async function sealBaseURLs(store: Store, box: SecretBox) {
+  const rows: { id: string; base_url: string }[] = await store.sql`
+    SELECT id, base_url FROM providers WHERE base_url_secret IS NULL AND base_url LIKE ${'%@%'}`
+  for (const row of rows) {
+    const { baseURL, baseURLSecret } = sealBaseURL(box, row.id, row.base_url)
+    if (baseURLSecret) await store.sql`UPDATE providers SET base_url = ${baseURL}, base_url_secret = ${baseURLSecret} WHERE id = ${row.id} AND base_url = ${row.base_url}`
+  }
+}
+
+/** Everything the gateway seals: the key check, then each provider's API key(s) and base URL, in a stable order. */
 async function sealedValues(store: Store): Promise<SealedValue[]> {
   const { sql } = store
   const check = await store.getSetting(SECRETS_CHECK)
   const providers: { id: string; api_key_secret: string }[] = await sql`
     SELECT id, api_key_secret FROM providers WHERE api_key_secret IS NOT NULL ORDER BY id`
+  const urls: { id: string; base_url_secret: string }[] = await sql`
+    SELECT id, base_url_secret FROM providers WHERE base_url_secret IS NOT NULL ORDER BY id`
   const checkValue: SealedValue[] = check
     ? [
         {
@@ -69,6 +105,15 @@ async function sealedValues(store: Store): Promise<SealedValue[]> {
         aad: `provider:${row.id}`,
         replace: async (next) =>
           (await sql`UPDATE providers SET api_key_secret = ${next} WHERE id = ${row.id} AND api_key_secret = ${row.api_key_secret}`).count === 1,
+      }),
+    ),
+    ...urls.map(
+      (row): SealedValue => ({
+        name: `provider ${row.id} base URL`,
+        sealed: row.base_url_secret,
+        aad: baseURLAad(row.id),
+        replace: async (next) =>
+          (await sql`UPDATE providers SET base_url_secret = ${next} WHERE id = ${row.id} AND base_url_secret = ${row.base_url_secret}`).count === 1,
       }),
     ),
   ]
@@ -107,6 +152,7 @@ export async function checkSecretKey(store: Store, box: SecretBox, log: Logger) 
   if (!(await store.getSetting(SECRETS_CHECK))) await store.setSetting(SECRETS_CHECK, box.encrypt('conduit', SECRETS_CHECK))
   const values = await sealedValues(store)
   assertReadable(box, values)
+  await sealBaseURLs(store, box)
   const older = values.filter((v) => !box.isCurrent(v.sealed))
   if (older.length) {
     const kids = [...new Set(older.map((v) => SecretBox.kidOf(v.sealed)))].map(kidName)

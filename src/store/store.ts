@@ -20,7 +20,10 @@ export interface ProviderRow {
   id: string
   name: string
   type: string
+  /** With its password masked when it has one: the whole URL is then `baseURLSecret`. */
   baseURL: string | null
+  /** The base URL with its password, sealed by SecretBox (see `baseURLOf`); null when it has none. */
+  baseURLSecret: string | null
   /** Sealed by SecretBox; never leaves the process in plaintext except to the upstream. */
   apiKeySecret: string | null
   apiKeyLast4: string | null
@@ -112,6 +115,7 @@ const toProvider = (r: any): ProviderRow => ({
   name: r.name,
   type: r.type,
   baseURL: r.base_url,
+  baseURLSecret: r.base_url_secret ?? null,
   apiKeySecret: r.api_key_secret,
   apiKeyLast4: r.api_key_last4,
   options: parse(r.options, {}),
@@ -274,8 +278,8 @@ export class Store implements StoreView {
 
   async insertProvider(p: Omit<ProviderRow, 'createdAt' | 'updatedAt'>): Promise<ProviderRow> {
     const now = Date.now()
-    await this.sql`INSERT INTO providers (id, name, type, base_url, api_key_secret, api_key_last4, options, created_at, updated_at)
-      VALUES (${p.id}, ${p.name}, ${p.type}, ${p.baseURL}, ${p.apiKeySecret}, ${p.apiKeyLast4}, ${json(p.options)}, ${now}, ${now})`
+    await this.sql`INSERT INTO providers (id, name, type, base_url, base_url_secret, api_key_secret, api_key_last4, options, created_at, updated_at)
+      VALUES (${p.id}, ${p.name}, ${p.type}, ${p.baseURL}, ${p.baseURLSecret}, ${p.apiKeySecret}, ${p.apiKeyLast4}, ${json(p.options)}, ${now}, ${now})`
     await this.changed('provider', p.id)
     return { ...p, createdAt: now, updatedAt: now }
   }
@@ -286,7 +290,7 @@ export class Store implements StoreView {
    */
   async updateProvider(p: ProviderRow): Promise<ProviderRow | null> {
     const now = Math.max(Date.now(), p.updatedAt + 1)
-    const { count } = await this.sql`UPDATE providers SET name = ${p.name}, type = ${p.type}, base_url = ${p.baseURL}, api_key_secret = ${p.apiKeySecret},
+    const { count } = await this.sql`UPDATE providers SET name = ${p.name}, type = ${p.type}, base_url = ${p.baseURL}, base_url_secret = ${p.baseURLSecret}, api_key_secret = ${p.apiKeySecret},
       api_key_last4 = ${p.apiKeyLast4}, options = ${json(p.options)}, updated_at = ${now} WHERE id = ${p.id} AND updated_at = ${p.updatedAt}`
     if (count === 0) return null
     await this.changed('provider', p.id)

@@ -190,6 +190,7 @@ describe('connect time', () => {
         name,
         type: 'openai',
         baseURL: `http://${host}:${listener.port}/v1`,
+        baseURLSecret: null,
         apiKeySecret: null,
         apiKeyLast4: null,
         options: {},

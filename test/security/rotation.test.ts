@@ -6,7 +6,9 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { SecretBox } from '../../src/store/crypto.ts'
+import { rotateSecrets } from '../../src/store/secrets.ts'
 import { Store } from '../../src/store/store.ts'
+import { startGateway } from '../helpers/gateway.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { createTestDatabase } from '../helpers/postgres.ts'
 import { ROOT, startProcess, stopProcess } from '../helpers/process.ts'
@@ -314,3 +316,19 @@ async function lockRow(url: string, id: string) {
     await sql.close()
   }
 }
+
+test("a provider's sealed base URL is re-sealed by the rotation like its API key, and still opens to the URL", async () => {
+  const gw = await startGateway({ encryptionKeys: RING_K1 })
+  const url = 'https://bob:url-secret-1234@models.example.com/v1'
+  try {
+    const { id } = await gw.admin('POST', '/providers', { name: 'behind-basic-auth', type: 'openai', base_url: url, api_key: 'sk-rot-url-0000' })
+    const sealed = async () => ((await gw.gateway.store.sql`SELECT base_url_secret FROM providers WHERE id = ${id}`)[0] as any).base_url_secret as string
+    expect(SecretBox.kidOf(await sealed())).toBe('k1')
+    const report = await rotateSecrets(gw.gateway.store, SecretBox.fromKeyring(RING_BOTH))
+    expect(report).toMatchObject({ remaining: 0 })
+    expect(SecretBox.kidOf(await sealed())).toBe('k2')
+    expect(SecretBox.fromKeyring(RING_K2).decrypt(await sealed(), `provider-url:${id}`)).toBe(url)
+  } finally {
+    await gw.close()
+  }
+})
