@@ -310,7 +310,8 @@ export class Pipeline {
       id: m.name,
       object: 'model',
       created: Math.floor(m.createdAt / 1000),
-      owned_by: this.o.catalog.provider(m.targets[0]?.provider ?? '')?.name ?? 'conduit',
+      // The vendor, not the operator's name for its account: a provider's name may tell its region, tenant or plan.
+      owned_by: this.o.catalog.provider(m.targets[0]?.provider ?? '')?.type ?? 'conduit',
     })
     if (id !== undefined) {
       ctx.model = this.resolveModel(ctx, id)

@@ -186,7 +186,8 @@ describe('completions and models', () => {
     expect(all.data.map((m) => m.id).sort()).toEqual(['compat-embed', 'my-embed', 'my-gpt4', 'my-instruct'])
     validateSchema('ListModelsResponse', { object: 'list', data: all.data })
     const one = await client.models.retrieve('my-gpt4')
-    expect(one).toMatchObject({ id: 'my-gpt4', object: 'model', owned_by: 'fake-openai' })
+    // The provider's type: its name ('fake-openai') is the operator's, which a key's holder is not told.
+    expect(one).toMatchObject({ id: 'my-gpt4', object: 'model', owned_by: 'openai' })
     validateSchema('Model', one)
 
     const limited = (await gw.admin('POST', '/keys', { name: 'limited', allowed_models: ['my-*4'] })).key
