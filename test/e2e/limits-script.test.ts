@@ -24,7 +24,8 @@ afterAll(() => redis.disconnect())
 
 /**
  * A scope's state as the script keeps it, read here without the script (layout in script.ts): little-endian doubles
- * x, rpm, rpd, tpm, ipm, bs and the instance count, bp (zero-terminated), then per instance its id, n, r, e and q.
+ * x, rpm, rpd, tpm, ipm, bs and the instance count, bp (zero-terminated), then per instance its id, n, r, e and q,
+ * then the limits the four TATs were run up under.
  */
 async function readState(key: string) {
   const raw = await redis.getBuffer(key)
@@ -41,8 +42,9 @@ async function readState(key: string) {
   const bp = str()
   const instances: Record<string, { n: number; r: number; e: number; q: number }> = {}
   for (let i = 0; i < count!; i++) instances[str()] = { n: num(), r: num(), e: num(), q: num() }
+  const [rpmL, rpdL, tpmL, ipmL] = Array.from({ length: 4 }, num)
   expect(at).toBe(raw.length)
-  return { x, tats: { rpm, rpd, tpm, ipm }, bs, bp, instances }
+  return { x, tats: { rpm, rpd, tpm, ipm }, limits: { rpm: rpmL, rpd: rpdL, tpm: tpmL, ipm: ipmL }, bs, bp, instances }
 }
 
 const MINUTE = 60_000
@@ -218,6 +220,62 @@ describe('script and in-process state', () => {
         await redis.del(scope.key)
       }
     })
+  })
+
+  test('a limit changed mid-period keeps what was counted: rpd 5 used up and raised to 100 leaves 95; 50 of 100 lowered to 10 leaves none', async () => {
+    const t = `change-${crypto.randomUUID()}`
+    const scope: Scope = { kind: 'key', tag: t, key: `conduit:gov:{${t}}:k`, label: 'this key', keyId: t }
+    let now = 9_000_000
+    const local = new LocalState(() => now)
+    const claimsAt = (limit: number): ScopeClaim[] => [{ scope, rates: [{ rule: 'rpd', unit: 'requests', limit, periodMs: DAY, cost: 1 }], slots: null, budget: null }]
+    /** Requests one at a time under `limit`, in Redis and in-process alike, until one is refused or `most`: how many were admitted. */
+    const admitUpTo = async (limit: number, most: number) => {
+      let admitted = 0
+      for (; admitted < most; admitted++) {
+        now += 1
+        const admissions = [{ claims: claimsAt(limit), shadow: false, loads: null }]
+        const { keys, argv } = encodeCall('a', 30_000, null, admissions)
+        const [there] = decodeReply(admissions, (await redis.callBuffer('EVALSHA', [sha, keys.length, ...keys, ...argv, now])) as Buffer)
+        expect(there).toEqual(local.admit(claimsAt(limit), false))
+        if (there!.status !== 1) break
+      }
+      return admitted
+    }
+    try {
+      expect(await admitUpTo(5, 10)).toBe(5)
+      expect(await admitUpTo(100, 200)).toBe(95)
+      expect((await readState(scope.key))!.limits.rpd).toBe(100)
+      await redis.del(scope.key)
+      local.sweep()
+      now += DAY
+      expect(await admitUpTo(100, 50)).toBe(50)
+      expect(await admitUpTo(10, 10)).toBe(0)
+      // And raised back: the 50 still count.
+      expect(await admitUpTo(100, 100)).toBe(50)
+    } finally {
+      await redis.del(scope.key)
+    }
+  })
+
+  test('a state written before limits were kept (nothing after its instances) is read, and written back with them', async () => {
+    const t = `old-${crypto.randomUUID()}`
+    const scope: Scope = { kind: 'key', tag: t, key: `conduit:gov:{${t}}:k`, label: 'this key', keyId: t }
+    const now = 11_000_000
+    // x, rpm, rpd (one request of a day taken at limit 2), tpm, ipm, bs, count 1, bp '', then instance 'a'.
+    const head = Buffer.alloc(7 * 8)
+    ;[now + DAY, 0, now + DAY / 2, 0, 0, 0, 1].forEach((v, i) => head.writeDoubleLE(v, i * 8))
+    const inst = Buffer.alloc(4 * 8)
+    ;[0, 0, 0, 0].forEach((v, i) => inst.writeDoubleLE(v, i * 8))
+    await redis.set(scope.key, Buffer.concat([head, Buffer.from('\0'), Buffer.from('a\0'), inst]), 'PX', DAY)
+    try {
+      const admissions = [{ claims: [{ scope, rates: [{ rule: 'rpd' as const, unit: 'requests' as const, limit: 2, periodMs: DAY, cost: 1 }], slots: null, budget: null }], shadow: false, loads: null }]
+      const { keys, argv } = encodeCall('a', 30_000, null, admissions)
+      const [outcome] = decodeReply(admissions, (await redis.callBuffer('EVALSHA', [sha, keys.length, ...keys, ...argv, now])) as Buffer)
+      expect(outcome!.status).toBe(1)
+      expect((await readState(scope.key))!).toMatchObject({ tats: { rpd: now + DAY }, limits: { rpm: 0, rpd: 2, tpm: 0, ipm: 0 } })
+    } finally {
+      await redis.del(scope.key)
+    }
   })
 
   test('a state kept as a hash (the layout before) is read once and carries on as the string', async () => {

@@ -26,9 +26,9 @@ export interface Decision {
  * and refuse a request that exactly fits an idle bucket. `period × cost / limit` never exceeds the period when
  * cost ≤ limit (rounding is monotonic). `next` is the TAT once the request is admitted.
  */
-export function evaluate(tat: number | undefined, rate: Rate, now: number): Decision & { next: number } {
+export function evaluate(tat: number | undefined, rate: Rate, now: number, was?: number): Decision & { next: number } {
   const { limit, periodMs, cost } = rate
-  const debt = Math.max(0, (tat ?? now) - now)
+  const debt = inLimit(Math.max(0, (tat ?? now) - now), was, limit)
   const horizon = debt + (periodMs * cost) / limit
   // Whole units that fit in `ms`; the nudge keeps float error from flooring 4 to 3.
   const units = (ms: number) => Math.max(0, Math.floor((ms * limit) / periodMs + 1e-9))
@@ -39,7 +39,15 @@ export function evaluate(tat: number | undefined, rate: Rate, now: number): Deci
 }
 
 /** The TAT after taking (units > 0) or giving back (units < 0) after the fact; null when the bucket is full again. */
-export function adjusted(tat: number | undefined, limit: number, periodMs: number, units: number, now: number): number | null {
-  const next = Math.max(tat ?? now, now) + (periodMs * units) / limit
+export function adjusted(tat: number | undefined, limit: number, periodMs: number, units: number, now: number, was?: number): number | null {
+  const from = Math.max(tat ?? now, now)
+  const next = (was && was !== limit ? now + (from - now) * was / limit : from) + (periodMs * units) / limit
   return next <= now ? null : next
 }
+
+/**
+ * A debt run up under the limit `was`, in `limit`'s units: the requests it stands for stay used when a key's limit
+ * changes (an rpd raised from 5 to 100 after 5 leaves 95; lowered from 100 to 10 after 50 leaves none). Unknown
+ * (`was` absent, or 0 from a state written before limits were kept): as it is.
+ */
+const inLimit = (debt: number, was: number | undefined, limit: number) => (was && was !== limit ? (debt * was) / limit : debt)

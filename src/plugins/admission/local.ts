@@ -3,8 +3,9 @@ import { adjusted, evaluate } from './gcra.ts'
 
 /** One scope's state in this process: what the Redis state holds, for one instance. */
 interface ScopeState {
-  /** TAT per rule. */
+  /** TAT per rule, and the limit it was run up under. */
   tats: Map<string, number>
+  limits: Map<string, number>
   inflight: number
   reserved: number
   /** The budget period whose spend is loaded, and that spend. */
@@ -36,7 +37,7 @@ export class LocalState {
     const scopes: ScopeOutcome[] = claims.map((claim, i) => {
       const s = this.state(claim.scope.key, now)
       const rates = claim.rates.map((rate) => {
-        const d = evaluate(s.tats.get(rate.rule), rate, now)
+        const d = evaluate(s.tats.get(rate.rule), rate, now, s.limits.get(rate.rule))
         if (!d.allowed) limited = true
         ;(nexts[i] ??= []).push(d.next)
         return { allowed: d.allowed, remaining: d.remaining, resetMs: d.resetMs, retryAfterMs: d.retryAfterMs }
@@ -71,7 +72,12 @@ export class LocalState {
       claims.forEach((claim, i) => {
         const s = this.scopes.get(claim.scope.key)!
         const took = taken(claim, status)
-        if (took.rates) claim.rates.forEach((rate, j) => s.tats.set(rate.rule, nexts[i]![j]!))
+        if (took.rates) {
+          claim.rates.forEach((rate, j) => {
+            s.tats.set(rate.rule, nexts[i]![j]!)
+            s.limits.set(rate.rule, rate.limit)
+          })
+        }
         if (took.lease) s.inflight++
         s.reserved += took.reserved
       })
@@ -83,7 +89,8 @@ export class LocalState {
     const now = this.clock()
     const s = this.state(settlement.scope.key, now)
     for (const a of settlement.adjustments) {
-      const tat = adjusted(s.tats.get(a.rule), a.limit, a.periodMs, a.units, now)
+      const tat = adjusted(s.tats.get(a.rule), a.limit, a.periodMs, a.units, now, s.limits.get(a.rule))
+      s.limits.set(a.rule, a.limit)
       if (tat === null) s.tats.delete(a.rule)
       else s.tats.set(a.rule, tat)
     }
@@ -97,7 +104,11 @@ export class LocalState {
   sweep() {
     const now = this.clock()
     for (const [key, s] of this.scopes) {
-      for (const [rule, tat] of s.tats) if (tat <= now) s.tats.delete(rule)
+      for (const [rule, tat] of s.tats) {
+        if (tat > now) continue
+        s.tats.delete(rule)
+        s.limits.delete(rule)
+      }
       const idle = s.period === null || now - s.usedAt > BUDGET_IDLE_MS
       if (s.tats.size === 0 && s.inflight === 0 && s.reserved === 0 && idle) this.scopes.delete(key)
     }
@@ -105,7 +116,7 @@ export class LocalState {
 
   private state(key: string, now: number): ScopeState {
     let s = this.scopes.get(key)
-    if (!s) this.scopes.set(key, (s = { tats: new Map(), inflight: 0, reserved: 0, period: null, spent: 0, usedAt: now }))
+    if (!s) this.scopes.set(key, (s = { tats: new Map(), limits: new Map(), inflight: 0, reserved: 0, period: null, spent: 0, usedAt: now }))
     s.usedAt = now
     return s
   }

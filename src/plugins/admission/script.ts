@@ -19,6 +19,9 @@ local now = t[1] * 1000 + (t[2] - t[2] % 1000) / 1000`
  *                   what it held comes back; 0 is none
  *     q             the last settlement batch of i applied here: a batch sent again after a lost reply is skipped,
  *                   so a settlement counts once
+ *   and after them, the limit each rule's TAT was run up under (0: not known): when a key's limit changes, the debt
+ *   is counted again in the new limit's units, so the requests it stands for stay used (an rpd raised from 5 to 100
+ *   after 5 leaves 95). A state from before them reads as 0s, and a reader from before them ignores them.
  *
  * As a hash of a dozen fields (HGETALL, tonumber each, HSET of what changed, PEXPIRE) a call of one admission took
  * 235k instructions in Redis; as one string, 153k; with no function defined per call and the reply returned as
@@ -61,9 +64,11 @@ ${NOW}
 local inst, lease, seq = A[1], A[2], A[3]
 local states = {}
 local HOUR = 3600000
--- A scope's state: x, the four TATs, bs, the instance count, bp; then each instance's id, n, r, e and q.
--- ONE is the format of a state with one instance, the usual one, written without building it.
-local HEAD, EACH, ONE = '<ddddddds', '<sdddd', '<ddddddds<sdddd'
+-- A scope's state: x, the four TATs, bs, the instance count, bp; then each instance's id, n, r, e and q; then the
+-- limits of the four TATs. ONE is the format of a state with one instance, the usual one, written without building it.
+local HEAD, EACH, LIMITS, ONE = '<ddddddds', '<sdddd', '<dddd', '<ddddddds<sdddd<dddd'
+-- Where each rule's limit is kept in a state (a field of its own, as the TATs are).
+local LIMIT_OF = { rpm = 'rpmL', rpd = 'rpdL', tpm = 'tpmL', ipm = 'ipmL' }
 
 -- Each scope's state for this call, loaded before anything else: every key of KEYS is named by a settlement or an
 -- admission. In a loop rather than a function, as each function defined here is a closure made again at every call.
@@ -73,6 +78,7 @@ local HEAD, EACH, ONE = '<ddddddds', '<sdddd', '<ddddddds<sdddd'
 for i = 1, #KEYS do
   local raw = redis.pcall('GET', KEYS[i])
   local x, rpm, rpd, tpm, ipm, bs, bp, I, dirty = 0, 0, 0, 0, 0, 0, '', {}, false
+  local rpmL, rpdL, tpmL, ipmL = 0, 0, 0, 0
   if type(raw) == 'string' then
     -- Unpacked into locals, an instance at a time: a table for the values would cost more than the calls.
     local count, at
@@ -82,6 +88,7 @@ for i = 1, #KEYS do
       id, n, r, e, q, at = unpackStruct(EACH, raw, at)
       I[j] = { id = id, n = n, r = r, e = e, q = q }
     end
+    if at <= #raw then rpmL, rpdL, tpmL, ipmL = unpackStruct(LIMITS, raw, at) end
   elseif raw then
     -- WRONGTYPE: the layout before, a hash with fields rpm..ipm, bs, bp, x, and n.<i> r.<i> e.<i> q.<i> per instance.
     -- Its x is left out, so the string gets an expiry of its own when it is written.
@@ -111,7 +118,7 @@ for i = 1, #KEYS do
     me = { id = inst, n = 0, r = 0, e = 0, q = 0 }
     I[#I + 1] = me
   end
-  local s = { x = x, rpm = rpm, rpd = rpd, tpm = tpm, ipm = ipm, bs = bs, bp = bp, I = I, me = me, n = 0, r = 0, need = 0, dirty = dirty, fresh = me.q < seq, settled = false }
+  local s = { x = x, rpm = rpm, rpd = rpd, tpm = tpm, ipm = ipm, rpmL = rpmL, rpdL = rpdL, tpmL = tpmL, ipmL = ipmL, bs = bs, bp = bp, I = I, me = me, n = 0, r = 0, need = 0, dirty = dirty, fresh = me.q < seq, settled = false }
   for j = 1, #I do
     local o = I[j]
     if o.e > now or o == me then
@@ -139,8 +146,11 @@ for _ = 1, A[a] do
   if s.fresh then
     for _ = 1, adjustments do
       local rule, limit, per, units = A[a + 1], A[a + 2], A[a + 3], A[a + 4]
-      local tat = s[rule]
+      local tat, lk = s[rule], LIMIT_OF[rule]
       if tat < now then tat = now end
+      local was = s[lk]
+      if was > 0 and was ~= limit then tat = now + (tat - now) * was / limit end
+      s[lk] = limit
       tat = tat + per * units / limit
       if tat <= now then
         s[rule] = 0
@@ -164,7 +174,7 @@ for _ = 1, A[a] do
   end
 end
 
--- What an admission takes once all its scopes are decided: (scope, rule, TAT) for each rate that fits, and (scope,
+-- What an admission takes once all its scopes are decided: (scope, rule, TAT, limit) for each rate that fits, and (scope,
 -- slot asked, reserved or false, ttl or false) for each scope. Flat, and reused by the next admission: Lua 5.1 grows
 -- a new table by rehashing it, key by key, and the three an admission made were about a fifth of its instructions.
 -- They and the reply start with room for one admission (a constructor of nils sizes a table's
@@ -189,6 +199,8 @@ for _ = 1, A[a] do
       a = a + 4
       local debt = s[rule] - now
       if debt < 0 then debt = 0 end
+      local was = s[LIMIT_OF[rule]]
+      if was > 0 and was ~= limit then debt = debt * was / limit end
       local horizon = debt + per * cost / limit
       if horizon > per then
         limited = true
@@ -201,8 +213,8 @@ for _ = 1, A[a] do
         left = left - left % 1
         if left < 0 then left = 0 end
         reply[nr + 1], reply[nr + 2], reply[nr + 3], reply[nr + 4] = 1, left, horizon + -horizon % 1, 0
-        tats[nt + 1], tats[nt + 2], tats[nt + 3] = s, rule, now + horizon
-        nt = nt + 3
+        tats[nt + 1], tats[nt + 2], tats[nt + 3], tats[nt + 4] = s, rule, now + horizon, limit
+        nt = nt + 4
       end
       nr = nr + 4
     end
@@ -245,9 +257,9 @@ for _ = 1, A[a] do
   if limited and not shadow then status = 0 elseif unloaded then status = -1 elseif broke then status = 0 elseif limited then status = 2 end
   reply[head] = status
   if status == 1 then
-    for j = 1, nt, 3 do
-      local s, tat = tats[j], tats[j + 2]
-      s[tats[j + 1]], s.dirty = tat, true
+    for j = 1, nt, 4 do
+      local s, rule, tat = tats[j], tats[j + 1], tats[j + 2]
+      s[rule], s[LIMIT_OF[rule]], s.dirty = tat, tats[j + 3], true
       if tat - now > s.need then s.need = tat - now end
     end
   end
@@ -291,7 +303,8 @@ for i = 1, #KEYS do
       local need = s.need > 60000 and s.need or 60000
       x = now + need + need / 10
     end
-    local value = packStruct(count == 1 and ONE or HEAD .. string.rep(EACH, count), x, s.rpm, s.rpd, s.tpm, s.ipm, s.bs, count, s.bp, unpack(each, 1, count * 5))
+    each[count * 5 + 1], each[count * 5 + 2], each[count * 5 + 3], each[count * 5 + 4] = s.rpmL, s.rpdL, s.tpmL, s.ipmL
+    local value = packStruct(count == 1 and ONE or HEAD .. string.rep(EACH, count) .. LIMITS, x, s.rpm, s.rpd, s.tpm, s.ipm, s.bs, count, s.bp, unpack(each, 1, count * 5 + 4))
     local px = x - now
     if extend then redis.call('SET', KEYS[i], value, 'PX', px + -px % 1) else redis.call('SET', KEYS[i], value, 'KEEPTTL') end
   end
