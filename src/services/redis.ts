@@ -150,6 +150,7 @@ export class RedisChangeBus implements ChangeBus {
 
   private subscribed: Promise<unknown> = Promise.resolve()
   private deaf: Timer | null = null
+  private closed = false
 
   subscribe(listener: (change: StoreChange) => void) {
     this.subscribed = this.subscriber.subscribe(CHANNEL).catch(() => {})
@@ -164,7 +165,7 @@ export class RedisChangeBus implements ChangeBus {
     }
     // Deaf until subscribed, and whenever the connection drops: what was published meanwhile is lost.
     const deafen = () => {
-      if (this.deaf) return
+      if (this.deaf || this.closed) return
       this.deaf = setInterval(everything, DEAF_REFRESH_MS)
       this.deaf.unref()
     }
@@ -183,6 +184,7 @@ export class RedisChangeBus implements ChangeBus {
   }
 
   close() {
+    this.closed = true
     clearInterval(this.deaf ?? undefined)
     this.subscriber.disconnect()
   }
