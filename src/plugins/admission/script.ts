@@ -303,8 +303,14 @@ for i = 1, #KEYS do
       local need = s.need > 60000 and s.need or 60000
       x = now + need + need / 10
     end
-    each[count * 5 + 1], each[count * 5 + 2], each[count * 5 + 3], each[count * 5 + 4] = s.rpmL, s.rpdL, s.tpmL, s.ipmL
-    local value = packStruct(count == 1 and ONE or HEAD .. string.rep(EACH, count) .. LIMITS, x, s.rpm, s.rpd, s.tpm, s.ipm, s.bs, count, s.bp, unpack(each, 1, count * 5 + 4))
+    local value
+    if count == 1 then
+      -- The usual state, packed from its fields: the list would grow past its eight slots for the limits.
+      value = packStruct(ONE, x, s.rpm, s.rpd, s.tpm, s.ipm, s.bs, 1, s.bp, each[1], each[2], each[3], each[4], each[5], s.rpmL, s.rpdL, s.tpmL, s.ipmL)
+    else
+      each[count * 5 + 1], each[count * 5 + 2], each[count * 5 + 3], each[count * 5 + 4] = s.rpmL, s.rpdL, s.tpmL, s.ipmL
+      value = packStruct(HEAD .. string.rep(EACH, count) .. LIMITS, x, s.rpm, s.rpd, s.tpm, s.ipm, s.bs, count, s.bp, unpack(each, 1, count * 5 + 4))
+    end
     local px = x - now
     if extend then redis.call('SET', KEYS[i], value, 'PX', px + -px % 1) else redis.call('SET', KEYS[i], value, 'KEEPTTL') end
   end
