@@ -49,7 +49,8 @@ describe('virtual key names are unique', () => {
       const younger = await first.admin('POST', '/keys', { name: 'twin-2' })
       // As the store was before migration 16: the index gone, the name written twice.
       await first.gateway.store.sql.unsafe('DROP INDEX virtual_keys_name')
-      await first.gateway.store.sql`UPDATE virtual_keys SET name = 'twins' WHERE id = ${younger.id}`
+      // Made in one millisecond, the two would be ordered by id: the younger is made a second younger.
+      await first.gateway.store.sql`UPDATE virtual_keys SET name = 'twins', created_at = created_at + 1000 WHERE id = ${younger.id}`
       await first.gateway.store.sql`DELETE FROM schema_migrations WHERE version = 16`
       await first.close()
       const again = await startGateway({ dataDir })
