@@ -103,7 +103,8 @@ export class Governance {
       // auto-pipelining (SharedState batches, and one slow batch must not hold the next one back).
       this.connection = connectionLike(redis, { commandTimeout: BACKSTOP_TIMEOUT_MS, enableAutoPipelining: false })
       this.connection.on('error', () => {}) // outages are reported once by the gateway's connection
-      this.shared = new SharedState(this.connection, LEASE_TTL_MS)
+      const shared = (this.shared = new SharedState(this.connection, LEASE_TTL_MS))
+      this.connection.on('ready', () => shared.resume())
     }
     this.sweeper = setInterval(() => this.local.sweep(), 60_000)
     this.sweeper.unref()

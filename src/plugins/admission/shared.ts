@@ -143,6 +143,11 @@ export class SharedState {
     this.schedule(lane, lane.urgent ? 0 : FLUSH_MS)
   }
 
+  /** The connection is back: what is owed (money spent while it was away, say) leaves now, not at the next retry. */
+  resume() {
+    for (const lane of this.lanes.values()) if (lane.batch || lane.next.size > 0) this.schedule(lane, 0)
+  }
+
   /** Sends what is owed and waits for it (bounded): at shutdown. */
   async close(timeoutMs = 1_000) {
     this.closed = true
