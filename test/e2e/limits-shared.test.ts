@@ -268,7 +268,7 @@ describe('Redis outage', () => {
   }, 30_000)
 
   // RL10's bound: per instance ≤ L/N + 1. Without `instances: 3` each would admit the whole limit (3 × L in all).
-  test('Redis stopped: each of the three instances admits its third of the limit, ⌈L/3⌉, on its own', async () => {
+  test('Redis stopped: each of the three instances admits its third of the limit, ⌈L/3⌉, on its own, and Redis counts them once back', async () => {
     const LIMIT = 30
     const { key: k } = await key({ rpd: LIMIT })
     expect((await chat(0, k)).headers.get('x-ratelimit-degraded')).toBeNull()
@@ -291,6 +291,10 @@ describe('Redis outage', () => {
     expect(oddities).toEqual([])
     expect(admitted).toEqual([LIMIT / 3, LIMIT / 3, LIMIT / 3])
     await exactAgain(k)
+    // What the instances admitted on their own is in Redis now: the day's limit is used up everywhere (one request
+    // before the outage, thirty during it).
+    await Bun.sleep(100)
+    expect((await Promise.all([0, 1, 2].map((i) => chat(i, k)))).map((r) => r.status)).toEqual([429, 429, 429])
   }, 30_000)
 
   test('Redis hung (connected, silent): no request waits past the command timeout; budgets keep working', async () => {

@@ -220,20 +220,32 @@ export class Governance {
     if (limited) this.limits!.failedOpen(reason)
     if (budgeted) this.budget!.failedOpen(reason)
     const own = claims.map((c) => this.ownShare(c))
-    return this.hold(ctx, { claims: own, outcome: await this.admitLocally(own), via: 'degraded', unavailable }, this.spentOwedTo(shared))
+    const outcome = await this.admitLocally(own)
+    return this.hold(ctx, { claims: own, outcome, via: 'degraded', unavailable }, this.owingShared(shared, claims, own, outcome.status))
   }
 
   /**
-   * Settles on this instance, and owes Redis the money spent: it is added to the shared account once Redis answers
-   * again (settlements are sent until they are applied). Otherwise the instances that stayed connected go on
-   * admitting against an account that never saw it, and the budget is spent twice over. An account not in Redis
-   * then is summed from the ledger when next used, and takes none of it.
+   * A request decided on this instance while Redis was away is owed to Redis too: the units its limits took, and
+   * later their settlement and the money it spent, go into the shared state once Redis answers again (settlements
+   * are sent until they are applied). Otherwise the instances that stayed connected, and everyone once it is back,
+   * go on admitting against a state that never saw them: a budget spent twice over, a day's `rpd` given again. A
+   * budget not in Redis then is summed from the ledger when next used, and takes none of the money. In Redis the
+   * units count against the whole limit, not this instance's share of it.
    */
-  private spentOwedTo(shared: SharedState): { settle(s: Settlement): void } {
+  private owingShared(shared: SharedState, claims: ScopeClaim[], own: ScopeClaim[], status: Status): { settle(s: Settlement): void } {
+    const limits = new Map(claims.flatMap((c) => c.rates.map((r) => [`${c.scope.key}\u0000${r.rule}`, r.limit] as const)))
+    const whole = (scope: Scope, adjustments: Settlement['adjustments']) => adjustments.map((a) => ({ ...a, limit: limits.get(`${scope.key}\u0000${a.rule}`) ?? a.limit }))
+    for (const claim of own) {
+      if (claim.rates.length === 0 || !taken(claim, status).rates) continue
+      const took = claim.rates.map((r) => ({ rule: r.rule, limit: r.limit, periodMs: r.periodMs, units: r.cost }))
+      shared.settle({ scope: claim.scope, holds: 0, reserved: 0, spent: 0, period: null, adjustments: whole(claim.scope, took) })
+    }
     return {
       settle: (s) => {
         this.local.settle(s)
-        if (s.spent > 0) shared.settle({ scope: s.scope, holds: 0, reserved: 0, spent: s.spent, period: s.period, adjustments: [] })
+        if (s.spent > 0 || s.adjustments.length > 0) {
+          shared.settle({ scope: s.scope, holds: 0, reserved: 0, spent: s.spent, period: s.period, adjustments: whole(s.scope, s.adjustments) })
+        }
       },
     }
   }
