@@ -1,8 +1,7 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
-import { readWavHeader } from '../plugin-sdk/audio/index.ts'
 import { speechUsage, transcriptionUsage } from '../plugin-sdk/audio-usage.ts'
 import type { AudioUpload, SpeechAdapter, Transcoder, TranscriptionAdapter, Transcript } from '../plugin-sdk/types.ts'
-import { planSpeech, renderTranscript, secondsOf, SPEECH_MIME, sseEvent, transcriptEvents, transcriptOf, uploadFor, PCM_RATE } from './audio.ts'
+import { byteRateOf, planSpeech, renderTranscript, secondsOf, SPEECH_MIME, sseEvent, transcriptEvents, transcriptOf, uploadFor, PCM_RATE } from './audio.ts'
 import type { Attempt, RequestCtx } from './context.ts'
 import type { AttemptLease } from './router.ts'
 import type { Timeouts, UpstreamCall } from './upstream.ts'
@@ -104,9 +103,9 @@ async function prepareSpeech(ctx: RequestCtx, attempt: Attempt, adapter: SpeechA
       const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, provider.name)
       let sourceBytes = 0
       let outputBytes = 0
-      // A WAV's length follows from its size once its header (in the first bytes) says the byte rate.
-      const wav = plan.source.format === 'wav' ? readWavHeader(first) : null
-      const usage = () => speechUsage(body, secondsOf(plan.source, sourceBytes, wav) ?? secondsOf(plan.output, outputBytes))
+      // A WAV's or MP3's length follows from its size once its first bytes (a header, frames) say the byte rate.
+      const rate = byteRateOf(plan.source.format, first)
+      const usage = () => speechUsage(body, secondsOf(plan.source, sourceBytes, rate) ?? secondsOf(plan.output, outputBytes))
       const doneUsage = () => {
         const u = usage()
         return { input_tokens: u.prompt_tokens, output_tokens: u.completion_tokens, total_tokens: u.total_tokens }

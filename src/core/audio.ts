@@ -1,5 +1,5 @@
 import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
-import { AUDIO_MIME, audioInfo, sniffAudioFormat, type WavHeader } from '../plugin-sdk/audio/index.ts'
+import { AUDIO_MIME, audioInfo, mp3ByteRate, readWavHeader, sniffAudioFormat, type WavHeader } from '../plugin-sdk/audio/index.ts'
 import type { AudioAbilities, AudioSpec, AudioUpload, Operation, ProviderConfig, Transcoder, Transcript } from '../plugin-sdk/types.ts'
 import type { RequestCtx } from './context.ts'
 import { validateRequest } from './request-schemas.ts'
@@ -178,10 +178,20 @@ export function planSpeech(wanted: string, abilities: AudioAbilities, provider: 
   return { source, output, convert: true }
 }
 
-/** Seconds of audio in `bytes` of a spec whose length follows from its size (PCM; WAV given its header); else null. */
-export function secondsOf(spec: AudioSpec, bytes: number, wav?: WavHeader | null): number | null {
+/** Where a stream's audio starts and its bytes a second, read from its first bytes (a WAV's header, an MP3's frames). */
+export type ByteRate = Pick<WavHeader, 'dataOffset' | 'byteRate'>
+
+/** Seconds of audio in `bytes` of a spec whose length follows from its size (PCM; WAV and MP3 given their rate); else null. */
+export function secondsOf(spec: AudioSpec, bytes: number, rate?: ByteRate | null): number | null {
   if (spec.format === 'pcm') return bytes / 2 / ((spec.sampleRate ?? PCM_RATE) * (spec.channels ?? 1))
-  if (spec.format === 'wav' && wav && wav.byteRate > 0) return Math.max(0, bytes - wav.dataOffset) / wav.byteRate
+  if (rate && rate.byteRate > 0) return Math.max(0, bytes - rate.dataOffset) / rate.byteRate
+  return null
+}
+
+/** The byte rate of a WAV or MP3 stream from its first bytes; null for other formats, or when they do not say. */
+export function byteRateOf(format: string, first: Uint8Array): ByteRate | null {
+  if (format === 'wav') return readWavHeader(first)
+  if (format === 'mp3') return mp3ByteRate(first)
   return null
 }
 

@@ -35,7 +35,7 @@ export function transcriptionUsage(upload: AudioUpload, body: Record<string, any
   return usage
 }
 
-/** Speech: the characters are exact; the tokens are estimated from the audio's length (measured for PCM and WAV). */
+/** Speech: the characters are exact; the tokens are estimated from the audio's length (measured for PCM, WAV and MP3). */
 export function speechUsage(body: Record<string, any>, audioSeconds: number | null, reported?: any): Usage {
   const characters = [...String(body.input ?? '')].length
   if (reported && typeof reported.input_tokens === 'number' && typeof reported.output_tokens === 'number') {

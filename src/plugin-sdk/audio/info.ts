@@ -140,16 +140,39 @@ function mpegFrame(b: Uint8Array, at: number): MpegFrame | null {
   return { mpeg1, layer, bitrate, sampleRate, channels: b3 >> 6 === 3 ? 1 : 2, samplesPerFrame, frameBytes }
 }
 
-async function mp3Info(blob: Blob, head: Uint8Array, headOffset: number): Promise<AudioInfo | null> {
-  // Find the first frame: after the ID3v2 tag, and confirmed by the frame that follows it (sync bytes occur by chance).
-  let at = headOffset > 0 ? 0 : id3v2Size(head)
-  let frame: MpegFrame | null = null
-  for (; at + 4 <= head.length; at++) {
-    frame = mpegFrame(head, at)
-    if (frame && (at + frame.frameBytes + 4 > head.length || mpegFrame(head, at + frame.frameBytes))) break
-    frame = null
+/** The first frame from `at`: confirmed by the frame that follows it (sync bytes occur by chance). */
+function firstFrame(head: Uint8Array, from: number): { at: number; frame: MpegFrame } | null {
+  for (let at = from; at + 4 <= head.length; at++) {
+    const frame = mpegFrame(head, at)
+    if (frame && (at + frame.frameBytes + 4 > head.length || mpegFrame(head, at + frame.frameBytes))) return { at, frame }
   }
-  if (!frame) return null
+  return null
+}
+
+/** Bytes a second over the whole frames from `at` in the head: exact for CBR, an estimate for VBR. */
+function averageByteRate(head: Uint8Array, at: number, frame: MpegFrame): number {
+  let bytes = 0
+  let seconds = 0
+  for (let f = at, fr: MpegFrame | null = frame; fr && f + fr.frameBytes <= head.length; f += fr.frameBytes, fr = mpegFrame(head, f)) {
+    bytes += fr.frameBytes
+    seconds += fr.samplesPerFrame / fr.sampleRate
+  }
+  return bytes > 0 && seconds > 0 ? bytes / seconds : frame.bitrate / 8
+}
+
+/**
+ * Where an MP3 stream's audio starts in its first bytes, and its byte rate: the length of what follows is its size
+ * over that rate (as a WAV's follows from its header). Null when the head holds no frame.
+ */
+export function mp3ByteRate(head: Uint8Array): { dataOffset: number; byteRate: number } | null {
+  const found = firstFrame(head, id3v2Size(head))
+  return found && { dataOffset: found.at, byteRate: averageByteRate(head, found.at, found.frame) }
+}
+
+async function mp3Info(blob: Blob, head: Uint8Array, headOffset: number): Promise<AudioInfo | null> {
+  const found = firstFrame(head, headOffset > 0 ? 0 : id3v2Size(head))
+  if (!found) return null
+  const { at, frame } = found
   const info = (durationSeconds: number | null): AudioInfo => ({ format: 'mp3', durationSeconds, sampleRate: frame.sampleRate, channels: frame.channels })
   const view = viewOf(head)
   // Xing/Info (LAME, ffmpeg) sits after the side information; VBRI (Fraunhofer) 32 bytes after the header.
@@ -164,19 +187,13 @@ async function mp3Info(blob: Blob, head: Uint8Array, headOffset: number): Promis
     if (frames > 0) return info((frames * frame.samplesPerFrame) / frame.sampleRate)
   }
   // No VBR header (or one with no frame count, as ffmpeg leaves it when writing to a pipe): the audio bytes over the
-  // bit rate. The rate is averaged over the frames in the head, which is exact for CBR and an estimate for VBR.
-  let bytes = 0
-  let seconds = 0
-  for (let f = at, fr = mpegFrame(head, f); fr && f + fr.frameBytes <= head.length; f += fr.frameBytes, fr = mpegFrame(head, f)) {
-    bytes += fr.frameBytes
-    seconds += fr.samplesPerFrame / fr.sampleRate
-  }
-  const bitrate = bytes > 0 && seconds > 0 ? (bytes * 8) / seconds : frame.bitrate
+  // byte rate of the frames in the head.
+  const byteRate = averageByteRate(head, at, frame)
   // An ID3v1 tag at the end is not audio.
   const tail = await bytesOf(blob, Math.max(0, blob.size - 128), blob.size)
   const end = blob.size - (tail.length === 128 && ascii(tail, 0, 'TAG') ? 128 : 0)
   const audioBytes = end - (headOffset + at)
-  return info(audioBytes > 0 ? (audioBytes * 8) / bitrate : null)
+  return info(audioBytes > 0 ? audioBytes / byteRate : null)
 }
 
 async function oggInfo(blob: Blob, head: Uint8Array): Promise<AudioInfo | null> {
