@@ -140,6 +140,30 @@ describe('supervision', () => {
     }
   }, 30_000)
 
+  test("a second deployment started on a running one's port refuses to start: workers share a port with whoever else sets SO_REUSEPORT", async () => {
+    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER, CONDUIT_LOG_LEVEL: 'silent' }, ['--workers', '2'])
+    const other = mkdtempSync(path.join(tmpdir(), 'conduit-second-'))
+    try {
+      const port = new URL(gw.origin).port
+      const second = Bun.spawn(['bun', 'src/main.ts', '--workers', '2', '--port', port, '--host', '127.0.0.1'], {
+        cwd: ROOT,
+        env: { ...process.env, CONDUIT_DATA_DIR: other, CONDUIT_MASTER_KEY: 'another-deployments-master-key' },
+        stdout: 'ignore',
+        stderr: 'pipe',
+      })
+      const timer = setTimeout(() => second.kill('SIGKILL'), 15_000)
+      expect(await second.exited).toBe(1)
+      clearTimeout(timer)
+      expect(await new Response(second.stderr).text()).toContain(`Cannot listen on 127.0.0.1:${port}: the port is in use.`)
+      // The first still answers every admin call with its own key.
+      const statuses = await Promise.all(Array.from({ length: 10 }, () => fetch(`${gw.origin}/admin/v1/keys`, { headers: { authorization: `Bearer ${MASTER}`, connection: 'close' } }).then((r) => r.status)))
+      expect(statuses).toEqual(new Array(10).fill(200))
+    } finally {
+      expect(await stopProcess(gw.proc)).toBe(0)
+      rmSync(other, { recursive: true, force: true })
+    }
+  }, 30_000)
+
   test('a worker that cannot start (a plugin that is not there) stops the primary with its message, without waiting out the 30 s a worker has', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'conduit-bad-start-'))
     try {
@@ -307,9 +331,10 @@ async function firstRefusal(origin: string, since: number, giveUpMs = 5_000): Pr
 
 describe('graceful shutdown (PR17)', () => {
   const DRAIN_MS = 10_000
-  for (const workers of ['1', '2']) {
+  // SIGHUP too: the terminal a gateway was started from closing must not cut its streams.
+  for (const [workers, signal] of [['1', 'SIGTERM'], ['2', 'SIGTERM'], ['1', 'SIGHUP']] as const) {
     const label = `${workers} worker${workers === '1' ? '' : 's'}`
-    test(`SIGTERM (${label}) with 20 streams in flight: 20/20 finish, new connections refused within 100 ms, exit 0 within the drain + 2 s`, async () => {
+    test(`${signal} (${label}) with 20 streams in flight: 20/20 finish, new connections refused within 100 ms, exit 0 within the drain + 2 s`, async () => {
       const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER, CONDUIT_DRAIN_MS: String(DRAIN_MS) }, ['--workers', workers])
       const { key } = await setUp(gw)
       // 20 chunks 100 ms apart: each stream still has about 2 s to go when the signal comes.
@@ -318,7 +343,7 @@ describe('graceful shutdown (PR17)', () => {
       await Bun.sleep(100)
       expect(await accepts(gw.origin)).toBe(true)
       const signalledAt = performance.now()
-      gw.proc.kill('SIGTERM')
+      gw.proc.kill(signal)
       const exited = gw.proc.exited.then((code) => ({ code, after: performance.now() - signalledAt }))
       // The row's 100 ms, doubled for a shared 2-core machine (the signal goes through `bun run` first).
       const refusedAfter = await firstRefusal(gw.origin, signalledAt)
@@ -330,7 +355,7 @@ describe('graceful shutdown (PR17)', () => {
       const { code, after } = await exited
       expect(code).toBe(0)
       expect(after).toBeLessThan(DRAIN_MS + 2_000)
-      console.log(`PR17 (${label}): first connection refused ${refusedAfter.toFixed(0)} ms after SIGTERM, exit after ${after.toFixed(0)} ms`)
+      console.log(`PR17 (${label}): first connection refused ${refusedAfter.toFixed(0)} ms after ${signal}, exit after ${after.toFixed(0)} ms`)
     }, 30_000)
   }
 

@@ -12,7 +12,15 @@ interface Worker {
   index: number
   proc: Subprocess<'ignore', 'inherit', 'inherit'>
   listening: Listening | null
+  startedAt: number
+  /** How long after its predecessor's exit this one was started. */
+  restartDelay: number
 }
+
+/** A dead worker is started again after this, doubling while each one dies within STABLE_MS, up to MAX_RESTART_MS. */
+const RESTART_MS = 500
+const STABLE_MS = 60_000
+const MAX_RESTART_MS = 30_000
 
 /** A fan-out to every worker, answered when all have replied or the timeout passes. */
 class FanOut<T> {
@@ -46,7 +54,7 @@ class FanOut<T> {
  * returns, and sums metrics for a scrape. It serves no traffic and never loads the gateway itself.
  */
 export async function runPrimary(config: LaunchConfig) {
-  const port = config.port === 0 ? freePort(config.hostname) : config.port
+  const port = config.port === 0 ? freePort(config.hostname) : ownPort(config.hostname, config.port)
   const workers: Worker[] = []
   const fanOuts = new Map<string, FanOut<unknown>>()
   let refs = 0
@@ -93,9 +101,9 @@ export async function runPrimary(config: LaunchConfig) {
     }
   }
 
-  const spawn = (index: number, leader = false): Worker => {
+  const spawn = (index: number, leader = false, restartDelay = RESTART_MS / 2): Worker => {
     const command = ownCommand('worker')
-    const worker: Worker = { index, listening: null } as Worker
+    const worker: Worker = { index, listening: null, startedAt: Date.now(), restartDelay } as Worker
     worker.proc = Bun.spawn(command, {
       // The start settings too, for a primary that did not restart itself with them (see main.ts).
       env: { ...process.env, ...startEnv(process.env, config.workers), CONDUIT_WORKER: '1', CONDUIT_WORKER_PORT: String(port), CONDUIT_WORKER_LEADER: leader ? '1' : '0' },
@@ -106,10 +114,12 @@ export async function runPrimary(config: LaunchConfig) {
       onExit: (_proc, code, signal) => {
         changed()
         if (stopping) return
-        logLine('error', { worker: index, code, signal }, 'worker exited; restarting it')
+        // A worker that keeps dying (its database unreachable, say) is started again less and less often.
+        const delay = Date.now() - worker.startedAt > STABLE_MS ? RESTART_MS : Math.min(MAX_RESTART_MS, worker.restartDelay * 2)
+        logLine('error', { worker: index, code, signal, restartInMs: delay }, 'worker exited; restarting it')
         setTimeout(() => {
-          if (!stopping) workers[index] = spawn(index)
-        }, 500)
+          if (!stopping) workers[index] = spawn(index, false, delay)
+        }, delay)
       },
     }) as Worker['proc']
     return worker
@@ -150,8 +160,7 @@ export async function runPrimary(config: LaunchConfig) {
   }
   // Before the first worker exists: a signal at any later moment reaches every worker. (Any other end of the
   // primary, SIGKILL included, closes the workers' IPC channel, and they stop on their own.)
-  process.on('SIGTERM', () => void shutdown('SIGTERM'))
-  process.on('SIGINT', () => void shutdown('SIGINT'))
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => void shutdown(signal))
 
   // The leader prepares the store (migrations, config file, master key) before the others open it.
   workers.push(spawn(0, true))
@@ -159,6 +168,19 @@ export async function runPrimary(config: LaunchConfig) {
   for (let i = 1; i < config.workers; i++) workers.push(spawn(i))
   if (!(await started(workers))) return
   printBanner(config, port, workers[0]!.listening!)
+}
+
+/**
+ * The port, if nothing listens on it. Workers bind it with SO_REUSEPORT, which another process doing the same may
+ * share: a second deployment started on the port of a running one would silently get part of its connections.
+ */
+function ownPort(hostname: string, port: number): number {
+  try {
+    Bun.listen({ hostname, port, socket: { data() {} } }).stop(true)
+  } catch (error) {
+    throw new Error(`Cannot listen on ${hostname}:${port}: ${(error as { code?: string }).code === 'EADDRINUSE' ? 'the port is in use' : String(error)}.`)
+  }
+  return port
 }
 
 function freePort(hostname: string): number {

@@ -41,7 +41,7 @@ export async function serveAsWorker(config: GatewayConfig) {
 }
 
 /**
- * What ends this process, once: SIGTERM or SIGINT, and for a worker the loss of its primary (the IPC channel
+ * What ends this process, once: SIGTERM, SIGINT or SIGHUP, and for a worker the loss of its primary (the IPC channel
  * closes however the primary ended, SIGKILL included; a worker without one would serve on unsupervised).
  * Set up before the gateway starts, so that a stop during start-up is not missed: with nothing to drain yet,
  * the process exits at once.
@@ -51,7 +51,8 @@ class StopRequests {
   private stopping = false
 
   constructor({ worker = false } = {}) {
-    for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => this.stop(signal))
+    // SIGHUP too (the terminal that started it closed): left to its default, it ended the process at once, streams cut.
+    for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => this.stop(signal))
     if (worker) {
       process.on('disconnect', () => this.stop('primary gone'))
       // Bun drops a 'disconnect' that came before the listener, but then reports the channel closed.
