@@ -215,6 +215,41 @@ describe('wrong master keys are throttled per client address', () => {
   })
 })
 
+describe('start settings are checked, not guessed', () => {
+  test('a misspelled flag, a flag without its value, a number with a unit or a DATABASE_URL that is not PostgreSQL stops the start with one line', async () => {
+    await expect(loadConfig(['--wokers', '1'], {})).rejects.toThrow("Unknown argument '--wokers'")
+    await expect(loadConfig(['--data_dir', 'x'], {})).rejects.toThrow("Unknown argument '--data_dir'")
+    await expect(loadConfig(['--port'], {})).rejects.toThrow('--port needs a value.')
+    await expect(loadConfig(['--port', '--workers', '1'], {})).rejects.toThrow('--port needs a value.')
+    expect((await loadConfig(['--port=5123', '--workers', '1'], {})).port).toBe(5123)
+    for (const name of ['CONDUIT_REDIS_TIMEOUT_MS', 'CONDUIT_AUDIO_MAX_UPLOAD_BYTES', 'CONDUIT_REALTIME_IDLE_TIMEOUT_S', 'CONDUIT_DRAIN_MS', 'PORT']) {
+      await expect(loadConfig([], { [name]: '50ms' })).rejects.toThrow(`must be a number, not '50ms'`)
+    }
+    await expect(loadConfig([], { DATABASE_URL: 'postgress://127.0.0.1/test' })).rejects.toThrow("DATABASE_URL must be a postgres:// or postgresql:// URL; it begins 'postgress:'")
+    expect((await loadConfig([], { DATABASE_URL: 'POSTGRES://127.0.0.1/test' })).databaseURL).toBe('POSTGRES://127.0.0.1/test')
+  })
+
+  test("a config section's misspelled field is refused with its path (a plugin's failure_mode, a timeout), as the top level's is", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'conduit-config-'))
+    try {
+      const file = path.join(dir, 'conduit.yaml')
+      for (const [text, at] of [
+        ['plugins:\n  - use: builtin:request-log\n    failuremode: closed\n', '/plugins/0/failuremode'],
+        ['timeouts:\n  conect_ms: 1\n', '/timeouts/conect_ms'],
+        ['server:\n  prot: 1\n', '/server/prot'],
+        ['ledger:\n  maxqueued: 1\n', '/ledger/maxqueued'],
+        ['audio:\n  max_upload: 1\n', '/audio/max_upload'],
+        ['cors:\n  origin: []\n', '/cors/origin'],
+      ]) {
+        await Bun.write(file, text!)
+        await expect(parseConfigFile(file, {})).rejects.toThrow(`at '${at}'`)
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
+
 describe('master key length', () => {
   test('a CONDUIT_MASTER_KEY shorter than 16 characters stops the start with one line', async () => {
     await expect(loadConfig([], { CONDUIT_MASTER_KEY: 'x'.repeat(15) })).rejects.toThrow('CONDUIT_MASTER_KEY is 15 characters long; use at least 16')

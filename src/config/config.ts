@@ -7,6 +7,9 @@ import type { PluginSpec } from '../plugin-host/host.ts'
 import type { Timeouts } from '../core/upstream.ts'
 import { checkLaunch, numberSetting, readConfigFile, readLaunch, type LaunchConfig } from './launch.ts'
 
+/** A misspelled field (`failuremode: closed`, `conect_ms`) is refused with its path, not silently left at its default. */
+const strict = { additionalProperties: false }
+
 /** The optional declarative file (`--config conduit.yaml` or CONDUIT_CONFIG). Every section is optional. */
 const FileSchema = t.Object(
   {
@@ -23,7 +26,7 @@ const FileSchema = t.Object(
         max_upstream_response_bytes: t.Optional(t.Integer({ minimum: 1024 })),
         /** PEM files: with both, every endpoint is served over TLS (https://, wss://). */
         tls: t.Optional(t.Object({ cert: t.String({ minLength: 1 }), key: t.String({ minLength: 1 }) }, { additionalProperties: false })),
-      }),
+      }, strict),
     ),
     realtime: t.Optional(
       t.Object(
@@ -38,7 +41,7 @@ const FileSchema = t.Object(
         { additionalProperties: false },
       ),
     ),
-    ledger: t.Optional(t.Object({ max_queued: t.Optional(t.Integer({ minimum: 1 })) })),
+    ledger: t.Optional(t.Object({ max_queued: t.Optional(t.Integer({ minimum: 1 })) }, strict)),
     /** The Requests page's records: how many days they are kept (0: none are written), and whether request bodies are. */
     request_log: t.Optional(
       t.Object(
@@ -48,9 +51,11 @@ const FileSchema = t.Object(
     ),
     /** Responses API objects kept for GET /v1/responses/{id} and `previous_response_id`: how many days. */
     responses: t.Optional(t.Object({ retention_days: t.Optional(t.Integer({ minimum: 1, maximum: 3650 })) }, { additionalProperties: false })),
-    cors: t.Optional(t.Object({ origins: t.Optional(t.Array(t.String())) })),
-    audio: t.Optional(t.Object({ max_upload_bytes: t.Optional(t.Integer({ minimum: 1 })) })),
-    timeouts: t.Optional(t.Object({ connect_ms: t.Optional(t.Integer({ minimum: 1 })), first_byte_ms: t.Optional(t.Integer({ minimum: 1 })), idle_ms: t.Optional(t.Integer({ minimum: 1 })) })),
+    cors: t.Optional(t.Object({ origins: t.Optional(t.Array(t.String())) }, strict)),
+    audio: t.Optional(t.Object({ max_upload_bytes: t.Optional(t.Integer({ minimum: 1 })) }, strict)),
+    timeouts: t.Optional(
+      t.Object({ connect_ms: t.Optional(t.Integer({ minimum: 1 })), first_byte_ms: t.Optional(t.Integer({ minimum: 1 })), idle_ms: t.Optional(t.Integer({ minimum: 1 })) }, strict),
+    ),
     plugins: t.Optional(
       t.Array(
         t.Object({
@@ -60,7 +65,7 @@ const FileSchema = t.Object(
           timeout_ms: t.Optional(t.Integer({ minimum: 1 })),
           priority: t.Optional(t.Integer()),
           enabled: t.Optional(t.Boolean()),
-        }),
+        }, strict),
       ),
     ),
     providers: t.Optional(t.Array(ProviderInput)),
@@ -150,27 +155,27 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
   const { launch, configPath, flag, file: raw } = await readLaunch(argv, env)
   const file = configPath ? checkConfigFile(path.resolve(configPath), raw) : ({} as ConfigFile)
   checkLaunch(launch, env)
-  const number = numberSetting
+  const number = (name: string) => numberSetting(env[name], name)
   const config: GatewayConfig = {
     ...launch,
     redisURL: env.REDIS_URL || undefined,
     redisCluster: /^(1|true|yes)$/i.test(env.REDIS_CLUSTER ?? ''),
-    redisTimeoutMs: number(env.CONDUIT_REDIS_TIMEOUT_MS) ?? 50,
+    redisTimeoutMs: number('CONDUIT_REDIS_TIMEOUT_MS') ?? 50,
     masterKey: env.CONDUIT_MASTER_KEY || undefined,
     encryptionKey: env.CONDUIT_ENCRYPTION_KEY || undefined,
     encryptionKeys: env.CONDUIT_ENCRYPTION_KEYS || undefined,
-    maxBodyBytes: number(env.CONDUIT_MAX_BODY_BYTES) ?? file.server?.max_body_bytes ?? 10 * 1024 * 1024,
-    bodyTimeoutMs: number(env.CONDUIT_BODY_TIMEOUT_MS) ?? file.server?.body_timeout_ms ?? 30_000,
-    maxInflight: number(env.CONDUIT_MAX_INFLIGHT) ?? file.server?.max_inflight ?? 4096,
+    maxBodyBytes: number('CONDUIT_MAX_BODY_BYTES') ?? file.server?.max_body_bytes ?? 10 * 1024 * 1024,
+    bodyTimeoutMs: number('CONDUIT_BODY_TIMEOUT_MS') ?? file.server?.body_timeout_ms ?? 30_000,
+    maxInflight: number('CONDUIT_MAX_INFLIGHT') ?? file.server?.max_inflight ?? 4096,
     maxUpstreamBodyBytes: file.server?.max_upstream_response_bytes ?? 128 * 1024 * 1024,
-    audioMaxUploadBytes: number(env.CONDUIT_AUDIO_MAX_UPLOAD_BYTES) ?? file.audio?.max_upload_bytes ?? 100 * 1024 * 1024,
+    audioMaxUploadBytes: number('CONDUIT_AUDIO_MAX_UPLOAD_BYTES') ?? file.audio?.max_upload_bytes ?? 100 * 1024 * 1024,
     idleTimeoutSec: file.server?.idle_timeout_s ?? 30,
     timeouts: {
       connectMs: file.timeouts?.connect_ms ?? 5_000,
       firstByteMs: file.timeouts?.first_byte_ms ?? 300_000,
       idleMs: file.timeouts?.idle_ms ?? 120_000,
     },
-    ledgerMaxQueued: number(env.CONDUIT_LEDGER_MAX_QUEUED) ?? file.ledger?.max_queued,
+    ledgerMaxQueued: number('CONDUIT_LEDGER_MAX_QUEUED') ?? file.ledger?.max_queued,
     metricsToken: env.CONDUIT_METRICS_TOKEN || undefined,
     requestLog: { retentionDays: file.request_log?.retention_days ?? 7, recordBodies: file.request_log?.record_bodies ?? false },
     responses: { retentionDays: file.responses?.retention_days ?? 30 },
@@ -188,9 +193,9 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
     egressAllow: parseAllowList(env.CONDUIT_EGRESS_ALLOW),
     tls: tlsFiles(env.CONDUIT_TLS_CERT ?? file.server?.tls?.cert, env.CONDUIT_TLS_KEY ?? file.server?.tls?.key, configPath),
     realtime: {
-      maxBufferedBytes: number(env.CONDUIT_REALTIME_MAX_BUFFERED_BYTES) ?? file.realtime?.max_buffered_bytes,
-      idleTimeoutS: number(env.CONDUIT_REALTIME_IDLE_TIMEOUT_S) ?? file.realtime?.idle_timeout_s,
-      maxSessionS: number(env.CONDUIT_REALTIME_MAX_SESSION_S) ?? file.realtime?.max_session_s,
+      maxBufferedBytes: number('CONDUIT_REALTIME_MAX_BUFFERED_BYTES') ?? file.realtime?.max_buffered_bytes,
+      idleTimeoutS: number('CONDUIT_REALTIME_IDLE_TIMEOUT_S') ?? file.realtime?.idle_timeout_s,
+      maxSessionS: number('CONDUIT_REALTIME_MAX_SESSION_S') ?? file.realtime?.max_session_s,
       secretTtlS: file.realtime?.secret_ttl_s,
     },
   }

@@ -53,10 +53,33 @@ export async function readConfigFile(file: string, env: Record<string, string | 
   return expandEnv(raw ?? {}, env) as Record<string, any>
 }
 
-export const numberSetting = (value: string | undefined) => (value === undefined || value === '' ? undefined : Number(value))
+/** A number from a flag or the environment; `name` says which when it is not one (`50ms` must not pass as NaN). */
+export function numberSetting(value: string | undefined, name: string): number | undefined {
+  if (value === undefined || value === '') return undefined
+  const n = Number(value)
+  if (!Number.isFinite(n)) throw new Error(`${name} must be a number, not '${value}'.`)
+  return n
+}
+
+/** The flags a start takes, as `--name value` or `--name=value`. */
+const FLAGS = ['config', 'port', 'host', 'data-dir', 'workers']
+
+/** A misspelled flag would otherwise start a gateway on the defaults: another port, another data folder. */
+function checkFlags(argv: string[]) {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    const name = arg.startsWith('--') ? arg.slice(2).split('=')[0]! : null
+    if (name === null || !FLAGS.includes(name)) {
+      throw new Error(`Unknown argument '${arg}'. A start takes ${FLAGS.map((f) => `--${f}`).join(', ')} (or the environment; see the README).`)
+    }
+    if (!arg.includes('=') && (argv[i + 1] === undefined || argv[i + 1]!.startsWith('--'))) throw new Error(`--${name} needs a value.`)
+    if (!arg.includes('=')) i++
+  }
+}
 
 /** CLI flags beat the environment, which beats the file, which beats the embedded defaults. */
 export async function readLaunch(argv: string[], env: Record<string, string | undefined>): Promise<Launch> {
+  checkFlags(argv)
   const flag = (name: string) => {
     const i = argv.indexOf(`--${name}`)
     if (i !== -1) return argv[i + 1]
@@ -66,12 +89,12 @@ export async function readLaunch(argv: string[], env: Record<string, string | un
   const file = configPath ? await readConfigFile(path.resolve(configPath), env) : {}
   const server = file.server ?? {}
   const launch: LaunchConfig = {
-    port: numberSetting(flag('port') ?? env.PORT) ?? server.port ?? 5000,
+    port: numberSetting(flag('port') ?? env.PORT, '--port (PORT)') ?? server.port ?? 5000,
     hostname: flag('host') ?? env.HOST ?? server.host ?? '0.0.0.0',
     dataDir: path.resolve(flag('data-dir') ?? env.CONDUIT_DATA_DIR ?? './data'),
     databaseURL: env.DATABASE_URL || undefined,
-    workers: numberSetting(flag('workers') ?? env.CONDUIT_WORKERS) ?? server.workers ?? navigator.hardwareConcurrency,
-    drainMs: numberSetting(env.CONDUIT_DRAIN_MS) ?? server.drain_ms ?? 30_000,
+    workers: numberSetting(flag('workers') ?? env.CONDUIT_WORKERS, '--workers (CONDUIT_WORKERS)') ?? server.workers ?? navigator.hardwareConcurrency,
+    drainMs: numberSetting(env.CONDUIT_DRAIN_MS, 'CONDUIT_DRAIN_MS') ?? server.drain_ms ?? 30_000,
   }
   return { launch, configPath, file, flag }
 }
@@ -83,6 +106,10 @@ export const MIN_MASTER_KEY_LENGTH = 16
 export function checkLaunch(launch: LaunchConfig, env: Record<string, string | undefined>) {
   for (const [name, value, min] of [['port', launch.port, 0], ['workers', launch.workers, 1], ['drain time', launch.drainMs, 0]] as const) {
     if (!Number.isInteger(value) || value < min) throw new Error(`Invalid ${name}: ${value}`)
+  }
+  // Anything else would keep the store in a local SQLite file while the banner speaks of PostgreSQL.
+  if (launch.databaseURL && !/^postgres(ql)?:\/\//i.test(launch.databaseURL)) {
+    throw new Error(`DATABASE_URL must be a postgres:// or postgresql:// URL; it begins '${launch.databaseURL.split(':')[0]}:'.`)
   }
   const masterKey = env.CONDUIT_MASTER_KEY
   if (masterKey && masterKey.length < MIN_MASTER_KEY_LENGTH) {

@@ -183,7 +183,7 @@ export class Store implements StoreView {
   /** `DATABASE_URL` (postgres://…) when given, otherwise `<dataDir>/conduit.sqlite`. */
   static async open(options: { dataDir: string; databaseURL?: string }): Promise<Store> {
     let store: Store
-    if (options.databaseURL && /^postgres(ql)?:/.test(options.databaseURL)) {
+    if (options.databaseURL && /^postgres(ql)?:/i.test(options.databaseURL)) {
       store = new Store(new SQL(options.databaseURL), 'postgres')
     } else {
       mkdirSync(options.dataDir, { recursive: true, mode: 0o700 })
