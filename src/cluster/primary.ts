@@ -154,7 +154,8 @@ export async function runPrimary(config: LaunchConfig) {
     // A worker still starting has nothing to drain yet: it exits at once.
     for (const w of workers) w.proc.kill('SIGTERM')
     const exited = Promise.all(workers.map((w) => w.proc.exited))
-    const drained = await Promise.race([exited.then(() => true), Bun.sleep(config.drainMs + 2_000).then(() => false)])
+    // The drain, then up to 5 s to write what is queued (a database restarting at the same moment), and a margin.
+    const drained = await Promise.race([exited.then(() => true), Bun.sleep(config.drainMs + 7_000).then(() => false)])
     if (!drained) for (const w of workers) w.proc.kill('SIGKILL')
     process.exit(0)
   }

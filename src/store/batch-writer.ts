@@ -14,6 +14,10 @@ export function settleOwing() {
   for (const settleUp of owing) settleUp()
 }
 
+/** How long the writes at exit are tried again while the database is unreachable, and how often. */
+const CLOSE_RETRY_MS = 5_000
+const CLOSE_RETRY_EVERY_MS = 250
+
 /**
  * A queue written in batches off the request path, for rows whose writes are idempotent (keyed by request id):
  * bounded (past `maxQueued` the oldest are dropped, loudly), retried with backoff while the database is
@@ -140,8 +144,17 @@ export class BatchWriter<T> {
     }
   }
 
+  /**
+   * At exit: what is queued is written, tried again for up to CLOSE_RETRY_MS while the database is unreachable (a
+   * database restarting at the same moment lost every row queued behind it), then what is left is reported lost.
+   */
   async close() {
+    const deadline = performance.now() + CLOSE_RETRY_MS
     await this.flush()
+    while (this.pending > 0 && performance.now() + CLOSE_RETRY_EVERY_MS < deadline) {
+      await Bun.sleep(CLOSE_RETRY_EVERY_MS)
+      await this.flush()
+    }
     if (this.timer) clearTimeout(this.timer)
     if (this.pending > 0) this.log.error({ lost: this.pending }, `${this.name}: rows could not be written before exit`)
   }
