@@ -86,6 +86,12 @@ const MIGRATION_LOCK = 0x636f6e64 // "cond"
 async function pendingMigrations(sql: SQL): Promise<typeof MIGRATIONS> {
   await sql`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`
   const done = new Set((await sql`SELECT version FROM schema_migrations`).map((r: any) => Number(r.version)))
+  // An older release on a newer store would misread what it does not know (a sealed column, a masked URL).
+  const known = MIGRATIONS.at(-1)!.version
+  const newest = Math.max(0, ...done)
+  if (newest > known) {
+    throw new Error(`The store was migrated by a newer release of Conduit (schema ${newest}; this one knows up to ${known}): run that release or a later one.`)
+  }
   return MIGRATIONS.filter((m) => !done.has(m.version))
 }
 

@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { SQL } from 'bun'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import { MIGRATIONS } from '../../src/store/migrations.ts'
 import { Store } from '../../src/store/store.ts'
 import { startGateway } from '../helpers/gateway.ts'
@@ -47,3 +50,16 @@ test('instances starting at once on one database with one config seed: each enti
     await fleet.drop()
   }
 }, 60_000)
+
+test('an older release refuses a store a newer one migrated, rather than misread it', async () => {
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-newer-'))
+  try {
+    const store = await Store.open({ dataDir })
+    const newest = MIGRATIONS.at(-1)!.version
+    await store.sql`INSERT INTO schema_migrations (version, applied_at) VALUES (${newest + 1}, ${Date.now()})`
+    await store.close()
+    await expect(Store.open({ dataDir })).rejects.toThrow(`migrated by a newer release of Conduit (schema ${newest + 1}; this one knows up to ${newest})`)
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+})
