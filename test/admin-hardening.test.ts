@@ -73,6 +73,9 @@ describe('virtual key names are unique', () => {
       expect(again.gateway.generatedKeys).toEqual([]) // found by name and updated, not created again
       expect((await again.admin('GET', '/keys/ci')).rpm).toBe(20)
       await again.close()
+      // A refusal names what the file asked for.
+      const bad = { models: [{ name: 'my-model', targets: [{ provider: 'ghost', model: 'gpt-4o' }] }] }
+      await expect(startGateway({ dataDir, seed: bad })).rejects.toThrow("Config file, model 'my-model': ")
     } finally {
       rmSync(dataDir, { recursive: true, force: true })
     }
@@ -225,6 +228,7 @@ describe('start settings are checked, not guessed', () => {
     for (const name of ['CONDUIT_REDIS_TIMEOUT_MS', 'CONDUIT_AUDIO_MAX_UPLOAD_BYTES', 'CONDUIT_REALTIME_IDLE_TIMEOUT_S', 'CONDUIT_DRAIN_MS', 'PORT']) {
       await expect(loadConfig([], { [name]: '50ms' })).rejects.toThrow(`must be a number, not '50ms'`)
     }
+    await expect(loadConfig(['--workers', '0'], {})).rejects.toThrow('Invalid workers: 0 (a whole number, at least 1)')
     await expect(loadConfig([], { DATABASE_URL: 'postgress://127.0.0.1/test' })).rejects.toThrow("DATABASE_URL must be a postgres:// or postgresql:// URL; it begins 'postgress:'")
     expect((await loadConfig([], { DATABASE_URL: 'POSTGRES://127.0.0.1/test' })).databaseURL).toBe('POSTGRES://127.0.0.1/test')
   })
@@ -233,6 +237,8 @@ describe('start settings are checked, not guessed', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'conduit-config-'))
     try {
       const file = path.join(dir, 'conduit.yaml')
+      await Bun.write(file, 'server:\n  port: [1\n')
+      await expect(parseConfigFile(file, {})).rejects.toThrow(`Config file ${file} is not valid YAML`)
       for (const [text, at] of [
         ['plugins:\n  - use: builtin:request-log\n    failuremode: closed\n', '/plugins/0/failuremode'],
         ['timeouts:\n  conect_ms: 1\n', '/timeouts/conect_ms'],

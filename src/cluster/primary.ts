@@ -59,6 +59,8 @@ export async function runPrimary(config: LaunchConfig) {
   const fanOuts = new Map<string, FanOut<unknown>>()
   let refs = 0
   let stopping = false
+  /** Every worker has started: from now on one that dies is started again. */
+  let serving = false
   /** Wakes `started` when a worker starts listening or exits. */
   let changed = () => {}
 
@@ -114,6 +116,8 @@ export async function runPrimary(config: LaunchConfig) {
       onExit: (_proc, code, signal) => {
         changed()
         if (stopping) return
+        // During start-up, `started` stops the primary with the worker's own message: no restart to announce.
+        if (!serving) return
         // A worker that keeps dying (its database unreachable, say) is started again less and less often.
         const delay = Date.now() - worker.startedAt > STABLE_MS ? RESTART_MS : Math.min(MAX_RESTART_MS, worker.restartDelay * 2)
         logLine('error', { worker: index, code, signal, restartInMs: delay }, 'worker exited; restarting it')
@@ -168,6 +172,7 @@ export async function runPrimary(config: LaunchConfig) {
   if (!(await started(workers))) return
   for (let i = 1; i < config.workers; i++) workers.push(spawn(i))
   if (!(await started(workers))) return
+  serving = true
   printBanner(config, port, workers[0]!.listening!)
 }
 

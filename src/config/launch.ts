@@ -49,7 +49,12 @@ export async function readConfigFile(file: string, env: Record<string, string | 
   const handle = Bun.file(file)
   if (!(await handle.exists())) throw new Error(`Config file not found: ${file}`)
   const text = await handle.text()
-  const raw = file.endsWith('.json') ? JSON.parse(text) : Bun.YAML.parse(text)
+  let raw: unknown
+  try {
+    raw = file.endsWith('.json') ? JSON.parse(text) : Bun.YAML.parse(text)
+  } catch (error) {
+    throw new Error(`Config file ${file} is not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${error instanceof Error ? error.message : String(error)}`)
+  }
   return expandEnv(raw ?? {}, env) as Record<string, any>
 }
 
@@ -105,7 +110,7 @@ export const MIN_MASTER_KEY_LENGTH = 16
 /** What must stop a start before any process is spawned, with one line for the operator. */
 export function checkLaunch(launch: LaunchConfig, env: Record<string, string | undefined>) {
   for (const [name, value, min] of [['port', launch.port, 0], ['workers', launch.workers, 1], ['drain time', launch.drainMs, 0]] as const) {
-    if (!Number.isInteger(value) || value < min) throw new Error(`Invalid ${name}: ${value}`)
+    if (!Number.isInteger(value) || value < min) throw new Error(`Invalid ${name}: ${JSON.stringify(value)} (a whole number, at least ${min})`)
   }
   // Anything else would keep the store in a local SQLite file while the banner speaks of PostgreSQL.
   if (launch.databaseURL && !/^postgres(ql)?:\/\//i.test(launch.databaseURL)) {

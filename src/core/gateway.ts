@@ -237,19 +237,19 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
 async function applySeed(admin: AdminService, store: Store, seed: GatewayConfig['seed']) {
   const generated: { name: string; key: string }[] = []
   for (const p of seed.providers ?? []) {
-    await createdElsewhere(async () => {
+    await createdElsewhere(`provider '${p.name}'`, async () => {
       if (await store.getProvider(p.name)) await admin.updateProvider(p.name, p)
       else await admin.createProvider(p)
     })
   }
   for (const m of seed.models ?? []) {
-    await createdElsewhere(async () => {
+    await createdElsewhere(`model '${m.name}'`, async () => {
       if (await store.getModel(m.name)) await admin.updateModel(m.name, m)
       else await admin.createModel(m)
     })
   }
   for (const { key, ...k } of seed.keys ?? []) {
-    await createdElsewhere(async () => {
+    await createdElsewhere(`key '${k.name}'`, async () => {
       const existing = await admin.findKey(k.name)
       if (existing && (!key || existing.keyLast4 === key.slice(-4))) await admin.updateKey(existing.id, k)
       else {
@@ -262,12 +262,19 @@ async function applySeed(admin: AdminService, store: Store, seed: GatewayConfig[
   return generated
 }
 
-/** A seed step, once more if another instance created the same entity meanwhile (then it is found and updated). */
-async function createdElsewhere(step: () => Promise<void>) {
+/**
+ * A seed step, once more if another instance created the same entity meanwhile (then it is found and updated). A
+ * refusal names the entity: "Unknown provider 'x'" alone does not say which of the file's models asked for it.
+ */
+async function createdElsewhere(what: string, step: () => Promise<void>) {
   try {
-    await step()
+    try {
+      await step()
+    } catch (error) {
+      if (!(GatewayError.is(error) && error.status === 409)) throw error
+      await step()
+    }
   } catch (error) {
-    if (!(GatewayError.is(error) && error.status === 409)) throw error
-    await step()
+    throw new Error(`Config file, ${what}: ${error instanceof Error ? error.message : String(error)}`)
   }
 }

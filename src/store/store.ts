@@ -80,12 +80,27 @@ function keepPrivate(file: string) {
   }
 }
 
+/** The first statement on a new connection: its failure says which database could not be opened, and why. */
+async function opened(first: Promise<unknown>, what: string) {
+  try {
+    await first
+  } catch (error) {
+    throw new Error(`${what}: ${error instanceof Error ? error.message : String(error)}`)
+  }
+}
+
+/** host:port/database of a URL, without its credentials (the message is printed). */
+function addressOf(url: string): string {
+  const parsed = URL.parse(url)
+  return parsed ? `${parsed.host}${parsed.pathname}` : 'DATABASE_URL'
+}
+
 /** PostgreSQL advisory lock taken while migrating (any number, the same in every release). */
 const MIGRATION_LOCK = 0x636f6e64 // "cond"
 
 async function pendingMigrations(sql: SQL): Promise<typeof MIGRATIONS> {
   await sql`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`
-  const done = new Set((await sql`SELECT version FROM schema_migrations`).map((r: any) => Number(r.version)))
+  const done = new Set<number>((await sql`SELECT version FROM schema_migrations`).map((r: any) => Number(r.version)))
   // An older release on a newer store would misread what it does not know (a sealed column, a masked URL).
   const known = MIGRATIONS.at(-1)!.version
   const newest = Math.max(0, ...done)
@@ -191,6 +206,7 @@ export class Store implements StoreView {
     let store: Store
     if (options.databaseURL && /^postgres(ql)?:/i.test(options.databaseURL)) {
       store = new Store(new SQL(options.databaseURL), 'postgres')
+      await opened(store.sql`SELECT 1`, `Cannot reach PostgreSQL at ${addressOf(options.databaseURL)}`)
     } else {
       mkdirSync(options.dataDir, { recursive: true, mode: 0o700 })
       const file = path.resolve(options.dataDir, 'conduit.sqlite')
@@ -202,7 +218,7 @@ export class Store implements StoreView {
       // stalled the whole process for an fsync (0.3–3 ms each).
       // The busy timeout first: another process opening the file at the same moment (a cluster's workers start
       // together) can hold it briefly, and a statement before the timeout is set fails at once ("database is locked").
-      await store.sql`PRAGMA busy_timeout = 5000`
+      await opened(store.sql`PRAGMA busy_timeout = 5000`, `Cannot open the SQLite database ${file}`)
       await store.sql`PRAGMA journal_mode = WAL`
       await store.sql`PRAGMA synchronous = NORMAL`
       // The row writer's thread checkpoints the WAL (row-writer-thread.ts), off the event loop. Left at SQLite's

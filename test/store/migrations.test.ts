@@ -63,3 +63,10 @@ test('an older release refuses a store a newer one migrated, rather than misread
     rmSync(dataDir, { recursive: true, force: true })
   }
 })
+
+test('a database that cannot be reached is named in the message (without its password)', async () => {
+  const url = 'postgres://conduit:hunter2-password@127.0.0.1:1/nowhere'
+  const error = await Store.open({ dataDir: '', databaseURL: url }).then(() => null, (e: Error) => e.message)
+  expect(error).toStartWith('Cannot reach PostgreSQL at 127.0.0.1:1/nowhere: ')
+  expect(error).not.toContain('hunter2')
+})
