@@ -1,5 +1,6 @@
 import path from 'node:path'
 import { Value } from '@sinclair/typebox/value'
+import type { TSchema } from '@sinclair/typebox'
 import { LRUCache } from 'lru-cache'
 import { GatewayError } from '../plugin-sdk/errors.ts'
 import {
@@ -141,6 +142,8 @@ export class PluginHost {
         const error = Value.Errors(plugin.configSchema, config).First()!
         throw new Error(`Invalid config for plugin '${plugin.name}' at '${error.path || '/'}': ${error.message}`)
       }
+      const unknown = unknownField(plugin.configSchema, config)
+      if (unknown) throw new Error(`Invalid config for plugin '${plugin.name}' at '${unknown}': no such setting.`)
     }
     const log = this.options.log.child({ plugin: plugin.name })
     const api: PluginApi = {
@@ -279,4 +282,28 @@ export class PluginHost {
   async close() {
     for (const fn of this.closers.reverse()) await fn()
   }
+}
+
+/**
+ * The first field of a plugin's config that its schema does not name: a misspelled setting (`levle: debug`) would
+ * otherwise be ignored and the default kept. Objects that say what else they take (`additionalProperties`, records)
+ * are left to the schema.
+ */
+function unknownField(schema: TSchema, value: unknown, at = ''): string | null {
+  if (!value || typeof value !== 'object') return null
+  if (Array.isArray(value)) {
+    if (!schema.items) return null
+    for (const [i, item] of value.entries()) {
+      const found = unknownField(schema.items, item, `${at}/${i}`)
+      if (found) return found
+    }
+    return null
+  }
+  if (schema.type !== 'object' || !schema.properties || schema.additionalProperties !== undefined) return null
+  for (const [name, item] of Object.entries(value)) {
+    const property = schema.properties[name]
+    const found = property ? unknownField(property, item, `${at}/${name}`) : `${at}/${name}`
+    if (found) return found
+  }
+  return null
 }

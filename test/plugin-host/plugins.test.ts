@@ -40,6 +40,17 @@ describe('plugin host', () => {
     await expect(host().register(future)).rejects.toThrow(/plugin API 2/)
     const strict = definePlugin({ name: 'strict', version: '1', apiVersion: 1, configSchema: t.Object({ rpm: t.Integer({ minimum: 1 }) }), setup() {} })
     await expect(host().register(strict, { config: { rpm: 0 } })).rejects.toThrow(/strict.*\/rpm/)
+    // A misspelled setting is refused, at any depth, not ignored for its default; a record takes any name.
+    const nested = definePlugin({
+      name: 'nested',
+      version: '1',
+      apiVersion: 1,
+      configSchema: t.Object({ limits: t.Optional(t.Array(t.Object({ rpm: t.Integer() }))), labels: t.Optional(t.Record(t.String(), t.String())) }),
+      setup() {},
+    })
+    await expect(host().register(strict, { config: { rpm: 1, rmp: 2 } })).rejects.toThrow("Invalid config for plugin 'strict' at '/rmp': no such setting.")
+    await expect(host().register(nested, { config: { limits: [{ rpm: 1 }, { rpm: 2, tpm: 3 }] } })).rejects.toThrow("at '/limits/1/tpm'")
+    await host().register(nested, { config: { limits: [{ rpm: 1 }], labels: { anything: 'goes' } } })
     await expect(host().load([{ use: 'plugins/x.js' }])).rejects.toThrow(/must be 'builtin:<name>' or a path/)
     await expect(host().load([{ use: 'builtin:nope' }])).rejects.toThrow(/Unknown builtin/)
   })
