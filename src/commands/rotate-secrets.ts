@@ -13,14 +13,14 @@ const USAGE = 'Usage: conduit rotate-secrets [--limit N] [--data-dir DIR] [--con
  */
 export async function rotateSecretsCommand(argv: string[], env: Record<string, string | undefined>): Promise<number> {
   try {
-    const config = await loadConfig(argv, env)
+    const limit = limitFlag(argv)
+    const config = await loadConfig(withoutLimit(argv), env)
     if (!config.encryptionKeys) {
       throw new Error('CONDUIT_ENCRYPTION_KEYS is not set: secrets are re-sealed with its first key, e.g. "k2:<new key>,k1:<current key>".')
     }
     // A mistyped folder must not become a new, empty store that reports "nothing left on old keys".
     const file = path.join(config.dataDir, 'conduit.sqlite')
     if (!config.databaseURL && !existsSync(file)) throw new Error(`No store at ${file}: pass the gateway's --data-dir or DATABASE_URL.`)
-    const limit = limitFlag(argv)
     const box = secretBox(config)
     const store = await Store.open(config)
     try {
@@ -44,6 +44,12 @@ export async function rotateSecretsCommand(argv: string[], env: Record<string, s
     console.error(`conduit rotate-secrets: ${error instanceof Error ? error.message : String(error)}`)
     return 1
   }
+}
+
+/** The gateway's own flags: what loadConfig takes (it refuses any other). */
+function withoutLimit(argv: string[]): string[] {
+  const i = argv.findIndex((a) => a === '--limit' || a.startsWith('--limit='))
+  return i === -1 ? argv : argv.filter((_, j) => j !== i && !(j === i + 1 && argv[i] === '--limit'))
 }
 
 function limitFlag(argv: string[]): number | undefined {
