@@ -9,7 +9,7 @@ import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
 import { setSecrets } from '../services/known-secrets.ts'
 import { SpendLedger } from '../store/ledger.ts'
 import { RequestRecorder } from '../store/request-records.ts'
-import { checkSecretKey, secretBox } from '../store/secrets.ts'
+import { checkSecretKey, sealBaseURLs, secretBox } from '../store/secrets.ts'
 import { Store, type ChangeBus } from '../store/store.ts'
 import { AdminGuard, AdminService } from './admin.ts'
 import { Catalog } from './catalog.ts'
@@ -96,6 +96,7 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
   }
   const secrets = secretBox(config)
   await checkSecretKey(store, secrets, log)
+  await sealBaseURLs(store, secrets)
 
   let generatedMasterKey: string | null = null
   let masterHash = await store.getSetting(MASTER_HASH)

@@ -68,7 +68,7 @@ export function sealBaseURL(box: SecretBox, id: string, url: string | null): { b
 }
 
 /** Base URLs with credentials stored in clear (before migration 17): sealed now, each only if still as read. */
-async function sealBaseURLs(store: Store, box: SecretBox) {
+export async function sealBaseURLs(store: Store, box: SecretBox) {
   const rows: { id: string; base_url: string }[] = await store.sql`
     SELECT id, base_url FROM providers WHERE base_url_secret IS NULL AND base_url LIKE ${'%@%'}`
   for (const row of rows) {
@@ -152,7 +152,6 @@ export async function checkSecretKey(store: Store, box: SecretBox, log: Logger) 
   if (!(await store.getSetting(SECRETS_CHECK))) await store.setSetting(SECRETS_CHECK, box.encrypt('conduit', SECRETS_CHECK))
   const values = await sealedValues(store)
   assertReadable(box, values)
-  await sealBaseURLs(store, box)
   const older = values.filter((v) => !box.isCurrent(v.sealed))
   if (older.length) {
     const kids = [...new Set(older.map((v) => SecretBox.kidOf(v.sealed)))].map(kidName)

@@ -20,9 +20,9 @@ export interface ProviderRow {
   id: string
   name: string
   type: string
-  /** With its password masked when it has one: the whole URL is then `baseURLSecret`. */
+  /** With its credential masked when it has one: the whole URL is then `baseURLSecret`. */
   baseURL: string | null
-  /** The base URL with its password, sealed by SecretBox (see `baseURLOf`); null when it has none. */
+  /** The base URL with its credential, sealed by SecretBox (opened by `openProvider`); null when it has none. */
   baseURLSecret: string | null
   /** Sealed by SecretBox; never leaves the process in plaintext except to the upstream. */
   apiKeySecret: string | null
@@ -67,6 +67,7 @@ export const isUniqueViolation = (error: unknown) => {
   const e = error as { code?: unknown; errno?: unknown } | null
   return e?.code === 'SQLITE_CONSTRAINT_UNIQUE' || String(e?.errno) === '23505'
 }
+
 /**
  * The database holds stored conversations, request bodies and sealed secrets: readable by its owner only. Created
  * so (SQLite gives its -wal and -shm files the database file's mode), and made so when an older start left it wider.
@@ -114,6 +115,7 @@ async function applyMigration(tx: SQL, migration: (typeof MIGRATIONS)[number]) {
   for (const statement of migration.statements) await tx.unsafe(statement)
   await tx`INSERT INTO schema_migrations (version, applied_at) VALUES (${migration.version}, ${Date.now()})`
 }
+
 /** An instance rewrites its current metric buckets whole at each flush: the newer row takes the stored one's place. */
 const REPLACE_BUCKETS = onConflict('metric_buckets', BUCKET_COLUMNS, 'replace')
 
