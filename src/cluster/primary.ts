@@ -13,7 +13,7 @@ interface Worker {
   proc: Subprocess<'ignore', 'inherit', 'inherit'>
   listening: Listening | null
   startedAt: number
-  /** How long after its predecessor's exit this one was started. */
+  /** How long after its predecessor's exit this one was started (0: the first of its index). */
   restartDelay: number
 }
 
@@ -103,7 +103,7 @@ export async function runPrimary(config: LaunchConfig) {
     }
   }
 
-  const spawn = (index: number, leader = false, restartDelay = RESTART_MS / 2): Worker => {
+  const spawn = (index: number, leader = false, restartDelay = 0): Worker => {
     const command = ownCommand('worker')
     const worker: Worker = { index, listening: null, startedAt: Date.now(), restartDelay } as Worker
     worker.proc = Bun.spawn(command, {
@@ -119,7 +119,7 @@ export async function runPrimary(config: LaunchConfig) {
         // During start-up, `started` stops the primary with the worker's own message: no restart to announce.
         if (!serving) return
         // A worker that keeps dying (its database unreachable, say) is started again less and less often.
-        const delay = Date.now() - worker.startedAt > STABLE_MS ? RESTART_MS : Math.min(MAX_RESTART_MS, worker.restartDelay * 2)
+        const delay = Date.now() - worker.startedAt > STABLE_MS ? RESTART_MS : Math.min(MAX_RESTART_MS, Math.max(RESTART_MS, worker.restartDelay * 2))
         logLine('error', { worker: index, code, signal, restartInMs: delay }, 'worker exited; restarting it')
         setTimeout(() => {
           if (!stopping) workers[index] = spawn(index, false, delay)
