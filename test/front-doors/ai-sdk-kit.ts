@@ -55,3 +55,18 @@ export function aiSdkBasics(model: () => LanguageModel, c: AiSdkCase) {
     expect((await result.steps)[0]!.toolCalls).toMatchObject([{ toolName: 'get_weather', input: { city: 'Paris' } }])
   })
 }
+
+/**
+ * Two parallel tool calls from a chat upstream (the OpenAI fake's "two cities"), streamed one after the other as
+ * OpenAI does and with their argument fragments interleaved (chat's `index` allows it): each call keeps its own.
+ */
+export function aiSdkParallelCalls(model: () => LanguageModel) {
+  for (const interleaved of [false, true]) {
+    test(`two parallel tool calls streamed ${interleaved ? 'interleaved' : 'one after the other'}: each call keeps its own arguments`, async () => {
+      const prompt = `What is the weather in two cities${interleaved ? ', interleaved' : ''}?`
+      const result = streamText({ model: model(), tools: { get_weather: weather }, prompt, maxRetries: 0 })
+      const calls = (await result.steps)[0]!.toolCalls
+      expect(calls.map((call) => call.input)).toEqual([{ city: 'Paris' }, { city: 'Rome' }])
+    })
+  }
+}

@@ -4,7 +4,7 @@ import { generateObject, jsonSchema } from 'ai'
 import { FAKE_REPLY as ANTHROPIC_REPLY, FAKE_TOOL_RESULT_REPLY, startFakeAnthropic, type FakeAnthropic } from '../helpers/fake-anthropic.ts'
 import { DEFAULT_REPLY as OPENAI_REPLY, TOOL_RESULT_REPLY as OPENAI_TOOL_REPLY, startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
-import { aiSdkBasics, type AiSdkCase } from './ai-sdk-kit.ts'
+import { aiSdkBasics, aiSdkParallelCalls, type AiSdkCase } from './ai-sdk-kit.ts'
 
 /** Vercel's AI SDK with its Anthropic provider pointed at the gateway: translated to OpenAI, native to Anthropic. */
 let openai: FakeOpenAI
@@ -35,6 +35,8 @@ const cases: AiSdkCase[] = [
 ]
 
 for (const c of cases) describe(`@ai-sdk/anthropic → ${c.model}`, () => aiSdkBasics(() => provider(c.model), c))
+
+describe('@ai-sdk/anthropic → gpt: parallel tool calls', () => aiSdkParallelCalls(() => provider('gpt')))
 
 describe('@ai-sdk/anthropic → gpt: structured output', () => {
   test('generateObject: output_config.format becomes chat response_format json_schema', async () => {

@@ -5,7 +5,7 @@ import { FAKE_REPLY as ANTHROPIC_REPLY, FAKE_TOOL_RESULT_REPLY as ANTHROPIC_TOOL
 import { FAKE_API_KEY as GEMINI_KEY, FAKE_REPLY as GEMINI_REPLY, FAKE_TOOL_RESULT_REPLY as GEMINI_TOOL_REPLY, startFakeGemini, type FakeGemini } from '../helpers/fake-gemini.ts'
 import { DEFAULT_REPLY as OPENAI_REPLY, TOOL_RESULT_REPLY as OPENAI_TOOL_REPLY, startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
-import { aiSdkBasics, type AiSdkCase } from './ai-sdk-kit.ts'
+import { aiSdkBasics, aiSdkParallelCalls, type AiSdkCase } from './ai-sdk-kit.ts'
 
 /** Vercel's AI SDK with its OpenAI provider on its default (Responses API) path, pointed at the gateway. */
 let openai: FakeOpenAI
@@ -23,6 +23,9 @@ beforeAll(async () => {
   await gw.admin('POST', '/models', { name: 'gpt', targets: [{ provider: 'oa', model: 'gpt-4o' }] })
   await gw.admin('POST', '/models', { name: 'sonnet', targets: [{ provider: 'claude', model: 'claude-sonnet-4-5' }] })
   await gw.admin('POST', '/models', { name: 'flash', targets: [{ provider: 'google', model: 'gemini-2.5-flash' }] })
+  // A chat-only server: the Responses door translates its chat stream.
+  await gw.admin('POST', '/providers', { name: 'compat', type: 'openai-compatible', base_url: openai.url, api_key: 'sk-upstream-test' })
+  await gw.admin('POST', '/models', { name: 'compat', targets: [{ provider: 'compat', model: 'gpt-4o' }] })
   const key = (await gw.admin('POST', '/keys', { name: 'ai-sdk' })).key
   provider = createOpenAI({ baseURL: gw.baseURL, apiKey: key })
 })
@@ -75,6 +78,8 @@ for (const c of cases) {
     })
   })
 }
+
+describe('@ai-sdk/openai (Responses) → a chat-only server', () => aiSdkParallelCalls(() => provider('compat')))
 
 describe('structured output', () => {
   const schema = { type: 'object', properties: { name: { type: 'string' }, age: { type: 'number' } }, required: ['name', 'age'], additionalProperties: false }

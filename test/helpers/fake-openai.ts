@@ -19,7 +19,9 @@
  * - `truncated-body` / `truncated-tail`: a 200 whose JSON is cut short, before its `usage` / only its closing braces
  *   (a compatible server that failed while writing it).
  * Chat replies: tools + "weather" in the last user message → a `get_weather` tool call; a last message with
- * role `tool` → "The weather in Paris is sunny."; a `response_format` json_schema → a JSON value the schema accepts
+ * role `tool` → "The weather in Paris is sunny."; "two cities" as well → two parallel calls (Paris, then Rome), streamed
+ * one after the other as OpenAI does, or with "interleaved" their argument fragments alternating between the two
+ * (`index` tells them apart, as chat's framing allows); a `response_format` json_schema → a JSON value the schema accepts
  * (`schemaExample`); otherwise `DEFAULT_REPLY`. Responses answer the same way (a `function_call_output` last for
  * the tool result, `text.format` for the schema); `midstream-error` ends their stream with `response.failed`.
  *
@@ -91,6 +93,8 @@ export const TOOL_RESULT_REPLY = 'The weather in Paris is sunny.'
 export const TOOL_CALL_ARGUMENTS = '{"city":"Paris"}'
 /** How the tool-call arguments are streamed after the first fragment (`arguments: ""`). */
 export const TOOL_CALL_ARGUMENT_FRAGMENTS = ['{"', 'city', '":"', 'Paris', '"}']
+/** The second of two parallel calls ("two cities"). */
+export const SECOND_CALL_ARGUMENT_FRAGMENTS = ['{"', 'city', '":"', 'Rome', '"}']
 export const SYSTEM_FINGERPRINT = 'fp_f33640a400'
 export const DEFAULT_EMBEDDING_DIMENSIONS = 8
 export const SLOW_STREAM_CHUNKS = 20
@@ -268,6 +272,8 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     const usage = chatUsage(promptTokens, pieces.length * n)
     const callIds = Array.from({ length: n }, () => `call_${randomId(24)}`)
     const finishReason = wantsTool ? 'tool_calls' : truncated ? 'length' : 'stop'
+    const twoCalls = wantsTool && /two cities/i.test(trigger)
+    const secondIds = callIds.map(() => `call_${randomId(24)}`)
 
     if (body.stream !== true) {
       const choices = callIds.map((callId, index) => ({
@@ -276,7 +282,10 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
           ? {
               role: 'assistant',
               content: null,
-              tool_calls: [{ id: callId, type: 'function', function: { name: 'get_weather', arguments: TOOL_CALL_ARGUMENTS } }],
+              tool_calls: [
+                { id: callId, type: 'function', function: { name: 'get_weather', arguments: TOOL_CALL_ARGUMENTS } },
+                ...(twoCalls ? [{ id: secondIds[index], type: 'function', function: { name: 'get_weather', arguments: SECOND_CALL_ARGUMENT_FRAGMENTS.join('') } }] : []),
+              ],
               refusal: null,
               annotations: [],
             }
@@ -313,10 +322,18 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
         ]),
       )
     }
-    for (const piece of pieces) {
+    const header = (i: number) => ({ tool_calls: [{ index: 1, id: secondIds[i], type: 'function', function: { name: 'get_weather', arguments: '' } }] })
+    const second = (piece: string) => ({ tool_calls: [{ index: 1, function: { arguments: piece } }] })
+    const interleaved = twoCalls && /interleaved/i.test(trigger)
+    if (interleaved) for (let i = 0; i < n; i++) events.push(chunk([choice(i, header(i))]))
+    pieces.forEach((piece, at) => {
       for (let i = 0; i < n; i++) {
         events.push(chunk([choice(i, wantsTool ? { tool_calls: [{ index: 0, function: { arguments: piece } }] } : { content: piece })]))
+        if (interleaved && at < SECOND_CALL_ARGUMENT_FRAGMENTS.length) events.push(chunk([choice(i, second(SECOND_CALL_ARGUMENT_FRAGMENTS[at]!))]))
       }
+    })
+    if (twoCalls && !interleaved) {
+      for (let i = 0; i < n; i++) events.push(chunk([choice(i, header(i))]), ...SECOND_CALL_ARGUMENT_FRAGMENTS.map((piece) => chunk([choice(i, second(piece))])))
     }
     for (let i = 0; i < n; i++) events.push(chunk([choice(i, {}, finishReason)]))
     if (includeUsage) events.push(chunk([], usage))

@@ -3,6 +3,7 @@ import { openAIUsage } from '../../providers/anthropic/response.ts'
 import { anthropicStreamError } from '../../providers/anthropic/stream.ts'
 import type { AnthropicUsage } from '../../providers/anthropic/types.ts'
 import type { ChatStreamTranslator, NativeStreamWatcher } from '../front-door.ts'
+import { ToolCallOrder, type CallStep } from '../tool-call-order.ts'
 import { errorType } from './errors.ts'
 import { anthropicUsage, messageId, reasoningOf, stopReason, toolUseId } from './response.ts'
 
@@ -20,8 +21,8 @@ export function chatToMessagesStream(stops: unknown): ChatStreamTranslator {
   let started = false
   let open: Block | null = null
   let blocks = 0
-  /** Chat tool_calls index → its content block's index. */
-  const toolBlocks = new Map<number, number>()
+  /** Tool calls one block at a time (see ToolCallOrder). */
+  const calls = new ToolCallOrder()
   let finish: unknown = null
   let matched: unknown = null
   let usage: Record<string, any> | null = null
@@ -42,6 +43,15 @@ export function chatToMessagesStream(stops: unknown): ChatStreamTranslator {
     blocks++
     return out
   }
+  const toolSteps = (steps: CallStep[]) => {
+    let out = ''
+    for (const step of steps) {
+      if (step.type === 'open') out += begin({ kind: 'tool', call: step.index }, { type: 'tool_use', id: toolUseId(step.id), name: step.name, input: {} })
+      else if (step.type === 'args') out += frame({ type: 'content_block_delta', index: blocks - 1, delta: { type: 'input_json_delta', partial_json: step.fragment } })
+      else out += close()
+    }
+    return out
+  }
 
   return {
     chunk(chunk) {
@@ -52,25 +62,16 @@ export function chatToMessagesStream(stops: unknown): ChatStreamTranslator {
       const delta = choice.delta ?? {}
       const reasoning = reasoningOf(delta)
       if (reasoning) {
+        out += toolSteps(calls.finish())
         if (open?.kind !== 'thinking') out += begin({ kind: 'thinking' }, { type: 'thinking', thinking: '', signature: '' })
         out += frame({ type: 'content_block_delta', index: blocks - 1, delta: { type: 'thinking_delta', thinking: reasoning } })
       }
       if (typeof delta.content === 'string' && delta.content) {
+        out += toolSteps(calls.finish())
         if (open?.kind !== 'text') out += begin({ kind: 'text' }, { type: 'text', text: '' })
         out += frame({ type: 'content_block_delta', index: blocks - 1, delta: { type: 'text_delta', text: delta.content } })
       }
-      for (const call of delta.tool_calls ?? []) {
-        const callIndex = typeof call.index === 'number' ? call.index : toolBlocks.size
-        let index = toolBlocks.get(callIndex)
-        if (index === undefined) {
-          index = blocks
-          toolBlocks.set(callIndex, index)
-          out += begin({ kind: 'tool', call: callIndex }, { type: 'tool_use', id: toolUseId(call.id), name: call.function?.name ?? '', input: {} })
-        }
-        const args = call.function?.arguments
-        // Deltas name their block's index, so a provider interleaving parallel calls still lands each in its own.
-        if (typeof args === 'string' && args) out += frame({ type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: args } })
-      }
+      for (const call of delta.tool_calls ?? []) out += toolSteps(calls.delta(call))
       if (choice.finish_reason) {
         finish = choice.finish_reason
         matched = choice.stop_reason
@@ -82,7 +83,7 @@ export function chatToMessagesStream(stops: unknown): ChatStreamTranslator {
         return frame({ type: 'error', error: { type: errorType(error.status, error.code), message: error.message } })
       }
       let out = started ? '' : start({})
-      out += close()
+      out += toolSteps(calls.finish()) + close()
       out += frame({ type: 'message_delta', delta: stopReason(finish, matched, stops), usage: anthropicUsage(usage) })
       return out + frame({ type: 'message_stop' })
     },

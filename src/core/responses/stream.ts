@@ -1,5 +1,6 @@
 import type { GatewayError } from '../../plugin-sdk/errors.ts'
 import type { ChatStreamTranslator } from '../front-door.ts'
+import { ToolCallOrder, type CallStep } from '../tool-call-order.ts'
 import { newId, outputText, type Item } from './items.ts'
 import { responseObject, responsesUsage, statusOf, type ResponseShell } from './response.ts'
 
@@ -19,9 +20,9 @@ export class ResponsesStream implements ChatStreamTranslator {
   /** The assistant message being written, and its content part. */
   private message: Item | null = null
   private part: Item | null = null
-  /** Function calls by their chat `index`. */
+  /** Function calls one at a time (see ToolCallOrder), and their items by chat `index` once open. */
+  private readonly order = new ToolCallOrder()
   private readonly calls = new Map<number, Item>()
-  private openCall: Item | null = null
   private finishReason: string | null = null
   private usage: Record<string, any> | null = null
   private final: Record<string, any> | null = null
@@ -36,7 +37,7 @@ export class ResponsesStream implements ChatStreamTranslator {
     const delta = choice.delta ?? {}
     if (typeof delta.content === 'string' && delta.content !== '') out += this.text('output_text', delta.content)
     if (typeof delta.refusal === 'string' && delta.refusal !== '') out += this.text('refusal', delta.refusal)
-    for (const call of delta.tool_calls ?? []) out += this.toolCall(call)
+    for (const call of delta.tool_calls ?? []) out += this.callSteps(this.order.delta(call))
     if (choice.finish_reason) this.finishReason = choice.finish_reason
     return out
   }
@@ -47,7 +48,7 @@ export class ResponsesStream implements ChatStreamTranslator {
       const failed = responseObject(this.shell, 'failed', this.output, responsesUsage(this.usage), { error: { code: failureCode(error), message: error.message } })
       return out + this.event('response.failed', { response: failed })
     }
-    out += this.closeMessage() + this.closeCall()
+    out += this.closeMessage() + this.callSteps(this.order.finish())
     const { status, incompleteReason } = statusOf(this.finishReason)
     this.final = responseObject(this.shell, status, this.output, responsesUsage(this.usage), { incompleteReason })
     return out + this.event(status === 'completed' ? 'response.completed' : 'response.incomplete', { response: this.final })
@@ -70,7 +71,7 @@ export class ResponsesStream implements ChatStreamTranslator {
 
   /** Text or refusal for the assistant message, opening it (and the part of that kind) when needed. */
   private text(kind: 'output_text' | 'refusal', delta: string): string {
-    let out = this.closeCall()
+    let out = this.callSteps(this.order.finish())
     if (!this.message) {
       this.message = { id: newId('msg'), type: 'message', status: 'in_progress', role: 'assistant', content: [] }
       out += this.event('response.output_item.added', { output_index: this.output.length, item: this.message })
@@ -114,36 +115,30 @@ export class ResponsesStream implements ChatStreamTranslator {
     return out + this.event('response.output_item.done', { output_index: this.output.indexOf(message), item: message })
   }
 
-  /** A tool-call delta: the first of a call (its id and name) opens a function_call item, the rest stream its arguments. */
-  private toolCall(delta: Record<string, any>): string {
-    const index = delta.index ?? 0
+  /** Function call items as the calls open, stream their arguments and close. */
+  private callSteps(steps: CallStep[]): string {
     let out = ''
-    let call = this.calls.get(index)
-    if (!call) {
-      out += this.closeMessage() + this.closeCall()
-      call = { id: newId('fc'), type: 'function_call', status: 'in_progress', call_id: delta.id ?? newId('call'), name: delta.function?.name ?? '', arguments: '' }
-      this.calls.set(index, call)
-      this.openCall = call
-      out += this.event('response.output_item.added', { output_index: this.output.length, item: { ...call } })
-      this.output.push(call)
-    }
-    const fragment = delta.function?.arguments
-    if (typeof fragment === 'string' && fragment !== '') {
-      call.arguments += fragment
-      out += this.event('response.function_call_arguments.delta', { item_id: call.id, output_index: this.output.indexOf(call), delta: fragment })
+    for (const step of steps) {
+      if (step.type === 'open') {
+        out += this.closeMessage()
+        const call: Item = { id: newId('fc'), type: 'function_call', status: 'in_progress', call_id: step.id ?? newId('call'), name: step.name, arguments: '' }
+        this.calls.set(step.index, call)
+        out += this.event('response.output_item.added', { output_index: this.output.length, item: { ...call } })
+        this.output.push(call)
+        continue
+      }
+      const call = this.calls.get(step.index)!
+      const outputIndex = this.output.indexOf(call)
+      if (step.type === 'args') {
+        call.arguments += step.fragment
+        out += this.event('response.function_call_arguments.delta', { item_id: call.id, output_index: outputIndex, delta: step.fragment })
+        continue
+      }
+      call.status = 'completed'
+      out +=
+        this.event('response.function_call_arguments.done', { item_id: call.id, name: call.name, output_index: outputIndex, arguments: call.arguments }) +
+        this.event('response.output_item.done', { output_index: outputIndex, item: call })
     }
     return out
-  }
-
-  private closeCall(): string {
-    const call = this.openCall
-    if (!call) return ''
-    this.openCall = null
-    call.status = 'completed'
-    const outputIndex = this.output.indexOf(call)
-    return (
-      this.event('response.function_call_arguments.done', { item_id: call.id, name: call.name, output_index: outputIndex, arguments: call.arguments }) +
-      this.event('response.output_item.done', { output_index: outputIndex, item: call })
-    )
   }
 }
