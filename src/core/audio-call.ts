@@ -74,7 +74,9 @@ async function prepareTranscription(ctx: RequestCtx, attempt: Attempt, adapter: 
         }
         transcript = translating ? adapter.parseTranscript!(parsed, attempt) : transcriptOf(parsed)
       } else transcript = { text: text.replace(/\n$/, '') }
-      ctx.usage = transcriptionUsage(original, body, transcript.usage)
+      // A verbose transcript's duration is the provider's count of the audio, as a duration usage is.
+      const reported = transcript.usage ?? (typeof transcript.duration === 'number' ? { type: 'duration', seconds: transcript.duration } : null)
+      ctx.usage = transcriptionUsage(original, body, reported)
       ctx.priceAnswer()
       ctx.firstByteMs = performance.now() - ctx.startedAt
       if (ctx.stream) {

@@ -16,10 +16,14 @@ export const TRANSCRIPTION_TOKENS_PER_SECOND = 1000 / 60
 /** Speech runs at about 15 characters a second: the length of audio nobody measured. */
 export const CHARACTERS_PER_SECOND = 15
 
-/** A transcription's usage: the seconds we measured, and the provider's tokens when it reports them. */
+/**
+ * A transcription's usage: the provider's tokens when it reports them, and the seconds it reports (what it bills),
+ * else the seconds we measured. A file's headers are the client's to write; the provider decoded the audio.
+ */
 export function transcriptionUsage(upload: AudioUpload, body: Record<string, any>, reported: any): Usage {
-  const seconds = upload.durationSeconds ?? undefined
   const count = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? Math.round(v) : null)
+  const reportedSeconds = reported?.type === 'duration' && typeof reported.seconds === 'number' && Number.isFinite(reported.seconds) && reported.seconds >= 0 ? reported.seconds : null
+  const seconds = reportedSeconds ?? upload.durationSeconds ?? undefined
   if (reported && reported.type !== 'duration' && count(reported.input_tokens) !== null && count(reported.output_tokens) !== null) {
     const input = count(reported.input_tokens)!
     const output = count(reported.output_tokens)!

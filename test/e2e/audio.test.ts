@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import OpenAI, { toFile } from 'openai'
-import { ffmpeg, ffprobe, speak } from '../helpers/audio.ts'
+import { ffmpeg, ffmpegFile, ffprobe, speak } from '../helpers/audio.ts'
 import { startFakeOpenAIAudio, type FakeOpenAIAudio } from '../helpers/fake-openai-audio.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { validateSchema } from '../helpers/openapi.ts'
@@ -47,7 +47,7 @@ const ledger = async (requestId: string) => {
 }
 
 describe('transcriptions', () => {
-  test('json through OpenAI: the transcript, the measured seconds, billed per minute', async () => {
+  test('json through OpenAI: the transcript, the measured seconds; billed the seconds whisper-1 reports, per minute', async () => {
     const { data, response } = await client.audio.transcriptions.create({ file: await toFile(wav, 'speech.wav'), model: 'whisper' }).withResponse()
     expect(data.text).toBe(fake.transcript)
     validateSchema('CreateTranscriptionResponseJson', data)
@@ -57,9 +57,28 @@ describe('transcriptions', () => {
     expect(upstream.fields.model).toBe('whisper-1')
     expect(upstream.file!.bytes).toEqual(wav)
     const row = await ledger(response.headers.get('x-request-id')!)
-    expect(Number(row.audio_ms)).toBe(Math.round(seconds * 1000))
+    // What the provider decoded and bills (whole seconds), not what the file's headers say.
+    const billed = Math.ceil((await ffmpeg(wav, 's16le', ['-ac', '1', '-ar', '16000'])).length / 32000)
+    expect(Number(row.audio_ms)).toBe(billed * 1000)
     // whisper-1: $0.006 a minute.
-    expect(Number(row.cost_micros)).toBe(Math.ceil((seconds * 0.36 * 1e6) / 3600 - 1e-9))
+    expect(Number(row.cost_micros)).toBe(Math.ceil((billed * 0.36 * 1e6) / 3600 - 1e-9))
+  })
+
+  test('an MP3 whose header states 3 frames (a client editing it to pay less) is billed its audio', async () => {
+    const forged = await ffmpegFile(wav, 'mp3', ['-q:a', '5'])
+    const xing = Buffer.from(forged).indexOf('Xing')
+    new DataView(forged.buffer, forged.byteOffset).setUint32(xing + 8, 3)
+    expect((await ffprobe(forged)).durationSeconds).toBeLessThan(0.1)
+    const decoded = (await ffmpeg(forged, 's16le', ['-ac', '1', '-ar', '16000'])).length / 32000
+    // Answered by the provider: the seconds it reports. Rendered by the provider as srt (no usage): the frames counted.
+    for (const response_format of ['json', 'srt'] as const) {
+      const { response } = await client.audio.transcriptions.create({ file: await toFile(forged, 'forged.mp3'), model: 'whisper', response_format }).withResponse()
+      // Frames counted include the encoder's delay and padding, which a decoder trims (about 50 ms here).
+      const measured = Number(response.headers.get('x-conduit-audio-seconds'))
+      expect(Math.abs(measured - decoded)).toBeLessThan(0.1)
+      const row = await ledger(response.headers.get('x-request-id')!)
+      expect(Number(row.audio_ms)).toBe(response_format === 'json' ? Math.ceil(decoded) * 1000 : Math.round(measured * 1000))
+    }
   })
 })
 
@@ -365,7 +384,10 @@ describe('money and limits', () => {
     expect(answered.status).toBe(200)
     const whole = (await rows()).at(-1)
     const left = await leave('/audio/transcriptions', form({ model: 'whisper' }, { bytes: wav, name: 'a.wav' }))
-    expect(left).toMatchObject({ status: 499, aborted: 1, audio_ms: whole.audio_ms, cost_micros: whole.cost_micros })
+    // Not answered, so not the provider's count: the seconds measured.
+    const measured = Number(answered.headers.get('x-conduit-audio-seconds'))
+    expect(left).toMatchObject({ status: 499, aborted: 1, audio_ms: Math.round(measured * 1000), cost_micros: Math.ceil((measured * 0.36 * 1e6) / 3600 - 1e-9) })
+    expect(Number(whole.audio_ms)).toBe(Math.ceil(measured) * 1000)
     expect(Number(left.cost_micros)).toBeGreaterThan(0)
     const input = 'Nobody stayed to hear this sentence.'
     const unheard = await leave('/audio/speech', JSON.stringify({ model: 'tts', voice: 'alloy', input }), { 'content-type': 'application/json' })
@@ -390,7 +412,7 @@ describe('money and limits', () => {
     await gw.gateway.ledger.flush()
     const usage = await (await fetch(`${gw.baseURL}/conduit/usage`, { headers: { authorization: `Bearer ${rich}` } })).json() as any
     expect(usage.total.requests).toBe(1)
-    expect(usage.total.audio_seconds).toBeCloseTo(seconds, 1)
+    expect(usage.total.audio_seconds).toBe(Math.ceil(seconds)) // as whisper-1 reports it
   })
 
   test('rpm and max_parallel count audio requests like any other', async () => {

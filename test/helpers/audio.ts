@@ -33,6 +33,15 @@ export async function ffmpeg(input: Uint8Array, format: string, args: string[] =
   return run(['ffmpeg', '-v', 'error', ...inputArgs, '-i', 'pipe:0', ...args, '-f', format, 'pipe:1'], input)
 }
 
+/** The same, written to a file as a recorder or a client's encoder does: it seeks back to fill in lengths and VBR headers. */
+export async function ffmpegFile(input: Uint8Array, format: string, args: string[] = []): Promise<Uint8Array> {
+  const src = join(dir, `in-${n++}`)
+  const out = join(dir, `out-${n++}`)
+  await Bun.write(src, input)
+  await run(['ffmpeg', '-v', 'error', '-i', src, ...args, '-f', format, out])
+  return Bun.file(out).bytes()
+}
+
 /** A sine tone as 16-bit little-endian mono PCM. */
 export function tone(frequency: number, seconds: number, sampleRate: number, amplitude = 0.5): Int16Array {
   const samples = new Int16Array(Math.round(seconds * sampleRate))

@@ -83,11 +83,16 @@ export class Gate {
   }
 }
 
-/** Duration of an upload as a decoder sees it, or null when it is not audio at all. */
+/**
+ * Duration of an upload as a provider's decoder sees it, or null when it is not audio at all: decoded whole and its
+ * samples counted, as a provider bills, not read from headers (a client can write a file's headers as it likes).
+ */
 export async function audioDuration(bytes: Uint8Array): Promise<number | null> {
   if (bytes.length === 0) return null
   try {
-    return (await ffprobe(bytes)).durationSeconds
+    await ffprobe(bytes) // audio at all
+    const pcm = await ffmpeg(bytes, 's16le', ['-ac', '1', '-ar', '16000'])
+    return pcm.length / 2 / 16000
   } catch {
     return null
   }

@@ -2,9 +2,13 @@ import { id3v2Size, isMpegFrame, sniffAudioFormat } from './sniff.ts'
 import { readWavHeader } from './wav.ts'
 
 /**
- * What the gateway can tell about an audio file from its headers alone: format, and for WAV, FLAC, MP3 and Ogg
- * (Opus, Vorbis) the duration, without decoding. Only the head and the tail of the blob are read (`blob.slice`), so a
- * 100 MB upload spooled to disk costs two small reads.
+ * What the gateway can tell about an audio file without decoding it: format, and for WAV, FLAC, MP3 and Ogg (Opus,
+ * Vorbis) the duration. WAV, FLAC and Ogg read only the head and the tail of the blob (`blob.slice`), so a 100 MB
+ * upload spooled to disk costs two small reads; MP3 counts its frames through the whole file (a few ms for 25 MB).
+ *
+ * A duration a file states (FLAC's sample count, an MP3's VBR frame count, Ogg's last granule) is the client's to
+ * write, and transcription is billed by it: a stated duration shorter than the audio bytes can hold at the format's
+ * highest rate (FLAC's uncompressed PCM, Opus's 510 kbit/s) is raised to that, and MP3 is measured from its frames.
  *
  * Written here rather than taken from `music-metadata`: that library measured as exact for WAV/MP3/FLAC, but it reads
  * an Ogg file page by page to its end for the duration (all 2 MB of a 3-minute Opus file, 524 reads).
@@ -45,7 +49,7 @@ export async function audioInfo(blob: Blob): Promise<AudioInfo | null> {
       case 'wav':
         return (await wavInfo(blob, head)) ?? unknown
       case 'flac':
-        return flacInfo(head, headOffset > 0 ? 0 : id3v2Size(head)) ?? unknown
+        return flacInfo(head, headOffset > 0 ? 0 : id3v2Size(head), blob.size - headOffset) ?? unknown
       case 'mp3':
         return (await mp3Info(blob, head, headOffset)) ?? unknown
       case 'ogg':
@@ -91,14 +95,18 @@ async function wavInfo(blob: Blob, head: Uint8Array): Promise<AudioInfo | null> 
   return { format: 'wav', durationSeconds, sampleRate: h.sampleRate, channels: h.channels }
 }
 
-function flacInfo(head: Uint8Array, at: number): AudioInfo | null {
+function flacInfo(head: Uint8Array, at: number, size: number): AudioInfo | null {
   // "fLaC", then the STREAMINFO block (always first): 4-byte block header, 34-byte body.
   if (!ascii(head, at, 'fLaC') || head.length < at + 8 + 18) return null
   const b = head.subarray(at + 8)
   const sampleRate = (b[10]! << 12) | (b[11]! << 4) | (b[12]! >> 4)
   const channels = ((b[12]! >> 1) & 7) + 1
+  const bitsPerSample = (((b[12]! & 1) << 4) | (b[13]! >> 4)) + 1
   const totalSamples = (b[13]! & 0x0f) * 2 ** 32 + viewOf(b).getUint32(14)
-  return { format: 'flac', durationSeconds: totalSamples > 0 && sampleRate > 0 ? totalSamples / sampleRate : null, sampleRate: sampleRate || null, channels }
+  const stated = totalSamples > 0 && sampleRate > 0 ? totalSamples / sampleRate : null
+  // Never longer than its bytes as uncompressed PCM at the stream's own rate, which its frames are decoded at.
+  const least = sampleRate > 0 ? (size - at) / ((sampleRate * channels * bitsPerSample) / 8) : 0
+  return { format: 'flac', durationSeconds: stated === null ? null : Math.max(stated, least), sampleRate: sampleRate || null, channels }
 }
 
 const MP3_BITRATES: Record<string, number[]> = {
@@ -173,28 +181,58 @@ async function mp3Info(blob: Blob, head: Uint8Array, headOffset: number): Promis
   const found = firstFrame(head, headOffset > 0 ? 0 : id3v2Size(head))
   if (!found) return null
   const { at, frame } = found
-  const info = (durationSeconds: number | null): AudioInfo => ({ format: 'mp3', durationSeconds, sampleRate: frame.sampleRate, channels: frame.channels })
-  const view = viewOf(head)
-  // Xing/Info (LAME, ffmpeg) sits after the side information; VBRI (Fraunhofer) 32 bytes after the header.
+  // A VBR header (Xing, Info, VBRI) is a frame of silence that states the others' count: skipped, and not believed.
   const xing = at + 4 + (frame.mpeg1 ? (frame.channels === 1 ? 17 : 32) : frame.channels === 1 ? 9 : 17)
-  if ((ascii(head, xing, 'Xing') || ascii(head, xing, 'Info')) && head.length >= xing + 12) {
-    const flags = view.getUint32(xing + 4)
-    const frames = flags & 1 ? view.getUint32(xing + 8) : 0
-    if (frames > 0) return info((frames * frame.samplesPerFrame) / frame.sampleRate)
-  }
-  if (ascii(head, at + 36, 'VBRI') && head.length >= at + 36 + 18) {
-    const frames = view.getUint32(at + 36 + 14)
-    if (frames > 0) return info((frames * frame.samplesPerFrame) / frame.sampleRate)
-  }
-  // No VBR header (or one with no frame count, as ffmpeg leaves it when writing to a pipe): the audio bytes over the
-  // byte rate of the frames in the head.
-  const byteRate = averageByteRate(head, at, frame)
-  // An ID3v1 tag at the end is not audio.
-  const tail = await bytesOf(blob, Math.max(0, blob.size - 128), blob.size)
-  const end = blob.size - (tail.length === 128 && ascii(tail, 0, 'TAG') ? 128 : 0)
-  const audioBytes = end - (headOffset + at)
-  return info(audioBytes > 0 ? audioBytes / byteRate : null)
+  const tagged = ascii(head, xing, 'Xing') || ascii(head, xing, 'Info') || ascii(head, at + 36, 'VBRI')
+  const seconds = await mpegSeconds(blob, headOffset + at + (tagged ? frame.frameBytes : 0))
+  return { format: 'mp3', durationSeconds: seconds > 0 ? seconds : null, sampleRate: frame.sampleRate, channels: frame.channels }
 }
+
+/** Bytes of the file read at a time while its frames are counted. */
+const WALK_WINDOW = 1024 * 1024
+
+/**
+ * Seconds of MPEG audio from `from` to the end, frame by frame as a decoder finds them: a frame's header gives its
+ * length, so only the headers are looked at. Bytes between frames (a tag, damage) are skipped to the next frame that
+ * the one after it confirms, as `firstFrame` finds the first.
+ */
+async function mpegSeconds(blob: Blob, from: number): Promise<number> {
+  let seconds = 0
+  let window = new Uint8Array(0)
+  let windowAt = from
+  let at = from
+  let synced = true
+  while (at + 4 <= blob.size) {
+    if (at + 4 > windowAt + window.length) {
+      windowAt = at
+      window = await bytesOf(blob, at, at + WALK_WINDOW)
+    }
+    const frame = mpegFrame(window, at - windowAt)
+    if (frame && !synced) {
+      // Confirmed by the next header, read across the window's end if need be.
+      const next = at + frame.frameBytes
+      const ahead = next + 4 <= windowAt + window.length ? window.subarray(next - windowAt) : await bytesOf(blob, next, next + 4)
+      if (ahead.length >= 4 && !mpegFrame(ahead, 0)) {
+        at++
+        continue
+      }
+    }
+    if (!frame) {
+      synced = false
+      at++
+      continue
+    }
+    synced = true
+    // A frame cut short by the end of the file is not audio a decoder can play.
+    if (at + frame.frameBytes > blob.size) break
+    seconds += frame.samplesPerFrame / frame.sampleRate
+    at += frame.frameBytes
+  }
+  return seconds
+}
+
+/** Opus's highest bit rate (RFC 6716), in bytes a second. */
+const OPUS_MAX_BYTE_RATE = 510_000 / 8
 
 async function oggInfo(blob: Blob, head: Uint8Array): Promise<AudioInfo | null> {
   // The first page of the audio stream carries its identification header.
@@ -206,6 +244,7 @@ async function oggInfo(blob: Blob, head: Uint8Array): Promise<AudioInfo | null> 
   let rate: number
   let preSkip = 0
   let channels: number
+  let maxBitrate = 0
   if (ascii(head, body, 'OpusHead')) {
     channels = head[body + 9]!
     preSkip = view.getUint16(body + 10, true)
@@ -213,6 +252,7 @@ async function oggInfo(blob: Blob, head: Uint8Array): Promise<AudioInfo | null> 
   } else if (head[body] === 1 && ascii(head, body + 1, 'vorbis')) {
     channels = head[body + 11]!
     rate = view.getUint32(body + 12, true)
+    maxBitrate = Math.max(0, view.getInt32(body + 16, true))
   } else return { format: 'ogg', durationSeconds: null, sampleRate: null, channels: null }
   const start = Math.max(0, blob.size - TAIL)
   const tail = start === 0 ? await bytesOf(blob, 0, blob.size) : await bytesOf(blob, start, blob.size)
@@ -230,7 +270,9 @@ async function oggInfo(blob: Blob, head: Uint8Array): Promise<AudioInfo | null> 
     if (hi === -1 && lo === 0xffffffff) continue // no packet ends on this page
     const granule = hi * 2 ** 32 + lo
     const samples = granule - preSkip
-    return { format: 'ogg', durationSeconds: samples > 0 ? samples / rate : 0, sampleRate: rate, channels }
+    // Never longer than its bytes at the codecs' highest rate (Opus's 510 kbit/s; Vorbis's stated maximum, if larger).
+    const least = blob.size / (Math.max(OPUS_MAX_BYTE_RATE, maxBitrate / 8))
+    return { format: 'ogg', durationSeconds: Math.max(samples > 0 ? samples / rate : 0, least), sampleRate: rate, channels }
   }
   return { format: 'ogg', durationSeconds: null, sampleRate: rate, channels }
 }
