@@ -51,7 +51,23 @@ export const ProviderPatch = t.Partial(ProviderInput)
 export const ProviderTestInput = t.Object({ model: t.Optional(t.String({ minLength: 1, maxLength: 256 })) }, closed)
 
 const Price = t.Number({ minimum: 0, maximum: 1e6 })
-const PriceInput = t.Object({ input: Price, output: Price, cached_input: t.Optional(Price) }, closed)
+/** USD per million tokens (per hour of audio, per million characters, per image where so named): see Price in the SDK. */
+const PriceInput = t.Object(
+  {
+    input: Price,
+    output: Price,
+    cached_input: t.Optional(Price),
+    input_audio: t.Optional(Price),
+    output_audio: t.Optional(Price),
+    audio_hour: t.Optional(Price),
+    characters: t.Optional(Price),
+    image: t.Optional(Price),
+    images: t.Optional(t.Record(t.String({ minLength: 1, maxLength: 64 }), Price, { maxProperties: 64 })),
+    input_image: t.Optional(Price),
+    output_image: t.Optional(Price),
+  },
+  closed,
+)
 const TargetInput = t.Object(
   {
     provider: t.String({ minLength: 1, maxLength: 128 }),
