@@ -50,6 +50,8 @@ export type EndReason =
 export const DEFAULT_OUTPUT_RESERVE = 4096
 /** Audio tokens per second, an upper bound (OpenAI counts 10/s of user audio, 20/s of the model's). */
 const AUDIO_TOKENS_PER_SECOND = 20
+/** OpenAI's count of the user's audio: a response cut short is billed its input at this rate, as the provider does. */
+const INPUT_AUDIO_TOKENS_PER_SECOND = 10
 
 const OPEN = 1
 
@@ -88,6 +90,8 @@ class ResponseCtx implements RequestContext {
     parent: RequestCtx,
     public body: Record<string, any>,
     readonly session: SessionEventInfo,
+    /** Its input as the provider will count it, audio apart: what it is billed if it ends before the provider says. */
+    readonly input: Usage,
   ) {
     this.principal = parent.principal
     this.model = parent.model
@@ -131,6 +135,8 @@ export class RealtimeSession {
 
   /** Worst-case bookkeeping: tokens of the conversation so far, and what was added since the last response. */
   private conversationTokens: number
+  /** Of those, audio (the user's and the model's, read again as input by the next response). */
+  private conversationAudioTokens = 0
   private audioChars = 0
   private textBytes = 0
   private sessionMaxOutput: number | null = null
@@ -290,8 +296,11 @@ export class RealtimeSession {
     const output = typeof asked === 'number' && asked > 0 ? asked : (this.sessionMaxOutput ?? DEFAULT_OUTPUT_RESERVE)
     // Every token priced as audio, the dearer unit: a bound from above, settled to the reported usage.
     const worstCase: Usage = { prompt_tokens: input, completion_tokens: output, total_tokens: input + output, prompt_audio_tokens: input, completion_audio_tokens: output }
+    const audio = this.conversationAudioTokens + Math.ceil(audioSeconds * INPUT_AUDIO_TOKENS_PER_SECOND)
+    const prompt = this.conversationTokens + Math.ceil(audioSeconds * INPUT_AUDIO_TOKENS_PER_SECOND) + this.textBytes
+    const expected: Usage = { prompt_tokens: prompt, completion_tokens: 0, total_tokens: prompt, prompt_audio_tokens: Math.min(audio, prompt), estimated: true }
     const body = { ...this.ctx.body, model: this.ctx.model!.name, max_output_tokens: output }
-    return new ResponseCtx(`${this.ctx.id}.${++this.responses}`, this.ctx, body, { sessionId: this.ctx.id, event, worstCase })
+    return new ResponseCtx(`${this.ctx.id}.${++this.responses}`, this.ctx, body, { sessionId: this.ctx.id, event, worstCase }, expected)
   }
 
   /** A response.create, forwarded only once the plugins admit it; client frames after it wait their turn. */
@@ -480,7 +489,10 @@ export class RealtimeSession {
     if (typeof id === 'string') this.running.delete(id)
     const raw = response?.usage
     const usage = raw && typeof raw === 'object' ? usageOf(raw) : null
-    if (usage) this.conversationTokens = usage.total_tokens
+    if (usage) {
+      this.conversationTokens = usage.total_tokens
+      this.conversationAudioTokens = (usage.prompt_audio_tokens ?? 0) + (usage.completion_audio_tokens ?? 0)
+    }
     this.audioChars = 0
     this.textBytes = 0
     this.outputAudioChars = 0
@@ -490,19 +502,20 @@ export class RealtimeSession {
 
   /**
    * A response ends: priced from its usage, or, when the provider never said (the session ended first), estimated:
-   * its worst case's input, and the output it relayed (`relayed`: that response is billed what the client received).
+   * its input as the provider counts it (audio priced as audio), and the output it relayed (`relayed`: that response
+   * is billed what the client received).
    */
   private settle(child: ResponseCtx, usage: Usage | null, aborted: boolean, relayed = false) {
     this.report(child, { status: 200, error: null, usage: usage ?? this.estimate(child, relayed), target: this.target, aborted })
   }
 
   private estimate(child: ResponseCtx, relayed: boolean): Usage {
-    const prompt = child.session.worstCase.prompt_tokens
-    if (!relayed) return { prompt_tokens: prompt, completion_tokens: 0, total_tokens: prompt, estimated: true }
+    const input = child.input
+    if (!relayed) return input
     const providerOut = this.outbound ? 'pcm16' : this.clientOut
     const audio = Math.ceil(((this.outputAudioChars * 0.75) / bytesPerSecond(providerOut)) * AUDIO_TOKENS_PER_SECOND)
     const completion = audio + this.outputTextTokens
-    const usage: Usage = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, estimated: true }
+    const usage: Usage = { ...input, completion_tokens: completion, total_tokens: input.prompt_tokens + completion }
     if (audio) usage.completion_audio_tokens = audio
     return usage
   }

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { mulawToPcm16, pcm16ToMulaw } from '../../src/plugin-sdk/audio/index.ts'
+import { mulawToPcm16, pcm16ToBytes, pcm16ToMulaw } from '../../src/plugin-sdk/audio/index.ts'
 import { dominantFrequency, tone } from '../helpers/audio.ts'
 import { samplesOf, startFakeRealtime, type FakeRealtime } from '../helpers/fake-realtime.ts'
 import { startInstances, type Instance } from '../helpers/instances.ts'
@@ -130,6 +130,39 @@ describe('budgets and token limits per response', () => {
     await c.next('conversation.item.added', 2_000, from)
     expect(c.closed).toBeNull()
     c.ws.close()
+  })
+})
+
+
+describe('a response cut short by the client, with audio in', () => {
+  let s: RealtimeSetup
+  // Audio dearer than text, and the model's output priced as audio whatever it is: the input's unit shows in the cost.
+  const price = { input: 10_000, output: 40_000, input_audio: 40_000, output_audio: 40_000 }
+  beforeAll(async () => {
+    s = await realtimeSetup({ price })
+  })
+  afterAll(() => s.close())
+
+  test('is billed its input audio as audio, counted as the provider counts it (10 tokens a second)', async () => {
+    const key = await s.key()
+    const c = await EventLog.open(`${s.wsOrigin}/v1/realtime?model=voice`, { headers: bearer(key) })
+    await c.next('session.created')
+    c.send({ type: 'session.update', session: { type: 'realtime', output_modalities: ['audio'] } })
+    await c.next('session.updated')
+    c.send({ type: 'input_audio_buffer.append', audio: Buffer.from(pcm16ToBytes(tone(440, 1, 24_000))).toString('base64') })
+    c.send({ type: 'input_audio_buffer.commit' })
+    await c.next('input_audio_buffer.committed')
+    c.send({ type: 'response.create', response: { metadata: { fake_pace_ms: '150' } } })
+    await c.next('response.output_audio.delta')
+    c.ws.close()
+    await c.waitClosed()
+    await Bun.sleep(300)
+    await s.gw.gateway.ledger.flush()
+    const [row] = (await s.gw.gateway.store.sql`SELECT * FROM spend_ledger WHERE key_id = (SELECT id FROM virtual_keys WHERE key_last4 = ${key.slice(-4)}) AND endpoint = 'realtime' AND completion_tokens > 0`) as any[]
+    expect(row).toMatchObject({ estimated: 1, aborted: 1 })
+    // 1 s of audio: 10 tokens (the append's envelope counted as audio too makes it 11 at most).
+    expect(Number(row.prompt_tokens)).toBeWithin(10, 12)
+    expect(Number(row.cost_micros)).toBe((Number(row.prompt_tokens) + Number(row.completion_tokens)) * 40_000)
   })
 })
 
