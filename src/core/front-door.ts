@@ -32,7 +32,7 @@ export interface ChatStreamTranslator {
   chunk(chunk: Record<string, any>): string
   /** The chat stream ended (`error` null) or failed mid-way: the closing events. */
   end(error: GatewayError | null): string
-  /** The protocol's final object as the client now holds it (for the store), once `end` ran without error. */
+  /** The protocol's final object as the client now holds it (for the store), once `end` ran, failed or not. */
   result(): Record<string, any> | null
 }
 
@@ -98,8 +98,9 @@ export function prepareNativeCall(ctx: RequestCtx, attempt: Attempt, door: Front
         const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, provider)
         const watcher = door.watchNativeStream(ctx)
         const frames = new SseFrameDecoder(MAX_NATIVE_EVENT_BYTES)
+        let kept = false
         const transformed = new TransformStream<Uint8Array, Uint8Array>({
-          transform(bytes, controller) {
+          async transform(bytes, controller) {
             let out = ''
             for (const frame of frames.push(bytes)) {
               const data = dataOf(frame)
@@ -109,19 +110,21 @@ export function prepareNativeCall(ctx: RequestCtx, attempt: Attempt, door: Front
               const spliced = text.includes('"model"') ? spliceModel(text, name, encodedName) : text
               out += (frame.event ? `event: ${frame.event}\n` : '') + `data: ${spliced}\n\n`
             }
+            const result = watcher.result()
+            if (result && !kept && door.completed) {
+              // Kept before the client reads the final event: a follow-up sent once it arrives must find it.
+              kept = true
+              await door.completed(ctx, result)
+            }
             if (out) controller.enqueue(encoder.encode(out))
           },
         })
         const end = streamEnd(ctx, attempt, lease, deps.report, () => nativeStreamUsage(ctx, watcher, deps))
         const relayed = relayBytes(reader, first, call, timeouts.idleMs, {
           sse: false,
-          onFinish: (error, aborted) => {
-            const result = !error && !aborted ? watcher.result() : null
-            // A failure the provider sent in the stream fails the request (and counts against its target) as one the
-            // relay met would.
-            end(error ?? watcher.failure(), aborted)
-            if (result) void door.completed?.(ctx, result)
-          },
+          // A failure the provider sent in the stream fails the request (and counts against its target) as one the
+          // relay met would.
+          onFinish: (error, aborted) => end(error ?? watcher.failure(), aborted),
         })
         ctx.status = 200
         return new Response(relayed.pipeThrough(transformed), { status: 200, headers: { ...SSE_HEADERS, ...ctx.headers } })
@@ -187,14 +190,15 @@ function translateStream(ctx: RequestCtx, door: FrontDoor, chat: ReadableStream<
   const frames = new SseFrameDecoder(MAX_NATIVE_EVENT_BYTES)
   const reader = chat.getReader()
   let ended = false
-  const close = (controller: ReadableStreamDefaultController<Uint8Array>, error: GatewayError | null) => {
+  const close = async (controller: ReadableStreamDefaultController<Uint8Array>, error: GatewayError | null) => {
     if (ended) return
     ended = true
     const tail = translator.end(error)
+    const result = translator.result()
+    // Kept before the client reads the last event: a follow-up sent once `response.completed` arrives must find it.
+    if (result && door.completed) await Promise.resolve(door.completed(ctx, result)).catch((err) => ctx.log.error({ err, requestId: ctx.id }, 'storing the response failed'))
     if (tail) controller.enqueue(encoder.encode(tail))
     controller.close()
-    const result = error ? null : translator.result()
-    if (result && door.completed) void Promise.resolve(door.completed(ctx, result)).catch((err) => ctx.log.error({ err, requestId: ctx.id }, 'storing the response failed'))
   }
   return new ReadableStream<Uint8Array>(
     {

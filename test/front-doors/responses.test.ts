@@ -460,6 +460,24 @@ describe('errors and billing', () => {
         if (!row) await Bun.sleep(20)
       }
       expect(Number(row.status)).toBe(502)
+      // Kept as failed, as OpenAI keeps it.
+      const kept = await client.responses.retrieve(events.at(-1).response.id)
+      expect(kept).toMatchObject({ status: 'failed', error: { code: 'server_error' } })
+    }
+  })
+
+  test('a streamed response is kept by the time its final event arrives: retrieved and continued at once', async () => {
+    for (const model of ['compat', 'claude', 'gpt']) {
+      for (let i = 0; i < 8; i++) {
+        const stream = await client.responses.create({ model, input: 'Hello', stream: true })
+        for await (const event of stream) {
+          if (event.type !== 'response.completed') continue
+          // Before the stream has even ended, as an agent loop continues the moment it reads this event.
+          expect((await client.responses.retrieve(event.response.id)).status).toBe('completed')
+          const next = await client.responses.create({ model, input: 'And again?', previous_response_id: event.response.id })
+          expect(next.status).toBe('completed')
+        }
+      }
     }
   })
 

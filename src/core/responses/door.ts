@@ -84,7 +84,8 @@ export class ResponsesDoor implements FrontDoor {
         const response = JSON.parse(data).response
         usage = chatUsage(response?.usage)
         if (name === 'response.failed') failure = upstreamStreamError(response?.error)
-        else final = response
+        // Kept whatever its status, as OpenAI keeps a failed response.
+        final = response
       },
       usage: () => usage,
       deltas: () => deltas,

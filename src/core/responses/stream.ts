@@ -45,8 +45,9 @@ export class ResponsesStream implements ChatStreamTranslator {
   end(error: GatewayError | null): string {
     let out = this.start()
     if (error) {
-      const failed = responseObject(this.shell, 'failed', this.output, responsesUsage(this.usage), { error: { code: failureCode(error), message: error.message } })
-      return out + this.event('response.failed', { response: failed })
+      // Kept too, as OpenAI keeps a failed response: GET shows what went wrong.
+      this.final = responseObject(this.shell, 'failed', this.output, responsesUsage(this.usage), { error: { code: failureCode(error), message: error.message } })
+      return out + this.event('response.failed', { response: this.final })
     }
     out += this.closeMessage() + this.callSteps(this.order.finish())
     const { status, incompleteReason } = statusOf(this.finishReason)
