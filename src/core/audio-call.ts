@@ -83,6 +83,16 @@ async function prepareTranscription(ctx: RequestCtx, attempt: Attempt, adapter: 
         const events = transcriptEvents(transcript)
         return deps.settle(ctx, new Response(new Blob(events), { status: 200, headers: { ...SSE_HEADERS, ...ctx.headers } }))
       }
+      if (!native) {
+        // Rendered here: a provider that said nothing of the audio's length or language leaves what we know of them.
+        transcript.duration ??= original.durationSeconds ?? undefined
+        transcript.language ??= ctx.operation === 'translations' ? 'english' : typeof body.language === 'string' ? body.language : 'unknown'
+        const words = [body.timestamp_granularities].flat().includes('word')
+        if (wanted === 'verbose_json' && words && !transcript.words) {
+          const dropped = ctx.headers['x-conduit-dropped-params']
+          ctx.headers['x-conduit-dropped-params'] = dropped ? `${dropped},timestamp_granularities` : 'timestamp_granularities'
+        }
+      }
       const out = native ? { body: text, contentType: type || 'application/json' } : renderTranscript(transcript, wanted, ctx.operation!)
       return deps.settle(ctx, new Response(out.body, { status: 200, headers: { 'content-type': out.contentType, ...ctx.headers } }))
     },

@@ -220,7 +220,7 @@ export function renderTranscript(t: Transcript, format: string, operation: Opera
     case 'verbose_json':
       return json({
         task: operation === 'translations' ? 'translate' : 'transcribe',
-        language: t.language ?? 'english',
+        language: t.language ?? 'unknown',
         duration: t.duration ?? 0,
         text: t.text,
         segments: cues(t).map((c, id) => ({ id, seek: 0, start: c.start, end: c.end, text: c.text, tokens: [], temperature: 0, avg_logprob: 0, compression_ratio: 0, no_speech_prob: 0 })),

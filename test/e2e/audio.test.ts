@@ -29,6 +29,9 @@ beforeAll(async () => {
   await gw.admin('POST', '/models', { name: 'mini-tts', targets: [{ provider: 'openai-audio', model: 'gpt-4o-mini-tts' }] })
   await gw.admin('POST', '/models', { name: 'azure-whisper', targets: [{ provider: 'azure-audio', model: 'my-whisper' }] })
   await gw.admin('POST', '/models', { name: 'azure-tts', targets: [{ provider: 'azure-audio', model: 'my-tts' }] })
+  // A server that answers transcripts in JSON only: other formats are the gateway's to render.
+  await gw.admin('POST', '/providers', { name: 'json-only', type: 'openai-compatible', base_url: fake.url, api_key: 'sk-upstream-test', options: { audio: { transcript_formats: ['json'] } } })
+  await gw.admin('POST', '/models', { name: 'json-whisper', targets: [{ provider: 'json-only', model: 'whisper-1' }] })
   key = (await gw.admin('POST', '/keys', { name: 'audio' })).key
   client = new OpenAI({ apiKey: key, baseURL: gw.baseURL, maxRetries: 0 })
   wav = await speak(SENTENCE)
@@ -107,6 +110,30 @@ describe('transcriptions: every response_format, as OpenAI answers it', () => {
     expect(verbose.words!.length).toBe(fake.transcript.split(' ').length)
     // The SDK sends arrays as name[]; the upstream got it the same way.
     expect(fake.requests.at(-1)!.fields['timestamp_granularities[]']).toBe('word')
+  })
+
+  test('rendered by the gateway from a provider that answers JSON only: cues and duration span the measured audio', async () => {
+    const ask = async (fields: Record<string, string>) => {
+      const res = await post('/audio/transcriptions', form({ model: 'json-whisper', ...fields }, { bytes: mp3, name: 'a.mp3' }))
+      expect(res.status).toBe(200)
+      return { res, seconds: Number(res.headers.get('x-conduit-audio-seconds')) }
+    }
+    const srt = await ask({ response_format: 'srt' })
+    const end = (await srt.res.text()).split('\n')[1]!.split(' --> ')[1]!
+    const [h, m, rest] = end.split(':')
+    expect(Number(h) * 3600 + Number(m) * 60 + Number(rest!.replace(',', '.'))).toBeCloseTo(srt.seconds, 2)
+    expect(srt.seconds).toBeGreaterThan(1)
+    const vtt = await ask({ response_format: 'vtt' })
+    expect(await vtt.res.text()).toContain(` --> 00:00:0${Math.floor(vtt.seconds)}.`)
+    const verbose = await ask({ response_format: 'verbose_json', 'timestamp_granularities[]': 'word', language: 'en' })
+    const body = (await verbose.res.json()) as any
+    validateSchema('CreateTranscriptionResponseVerboseJson', body)
+    expect(body.duration).toBeCloseTo(verbose.seconds, 3)
+    expect(body.segments[0].end).toBeCloseTo(verbose.seconds, 3)
+    expect(body.language).toBe('en') // the one the client named, not one made up
+    // No words from this provider: said so, not left out silently.
+    expect(body.words).toBeUndefined()
+    expect(verbose.res.headers.get('x-conduit-dropped-params')).toContain('timestamp_granularities')
   })
 
   test('stream: true relays the provider’s transcript.text events; usage in tokens is billed at the audio price', async () => {
