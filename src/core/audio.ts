@@ -54,6 +54,17 @@ const notAudio = () =>
     code: 'invalid_audio_file',
   })
 
+/** Names a format goes by (providers judge an upload by its name: OpenAI refuses a `.opus` or an extensionless WAV). */
+const EXTENSIONS: Record<string, string[]> = { mp3: ['mp3', 'mpga', 'mpeg'], ogg: ['ogg', 'oga'], m4a: ['m4a', 'mp4'] }
+
+/** The client's file name, with the extension of what its bytes are when its own says otherwise (or nothing). */
+function nameFor(filename: string, format: string): string {
+  const dot = filename.lastIndexOf('.')
+  const ext = dot > 0 ? filename.slice(dot + 1).toLowerCase() : ''
+  if ((EXTENSIONS[format] ?? [format]).includes(ext)) return filename
+  return `${(dot > 0 ? filename.slice(0, dot) : filename) || 'audio'}.${format}`
+}
+
 /** What the bytes are (never the client's file name or type), and how long they last when the headers say. */
 export async function describeUpload(
   file: { blob: Blob; filename: string; size: number },
@@ -63,7 +74,7 @@ export async function describeUpload(
   if (file.size === 0) throw new GatewayError(400, 'The uploaded file is empty.', { param: 'file', code: 'invalid_audio_file' })
   const format = sniffAudioFormat(await file.blob.slice(0, 64).bytes())
   if (!format) throw notAudio()
-  const upload: AudioUpload = { ...file, format, contentType: AUDIO_MIME[format] ?? 'application/octet-stream', durationSeconds: null }
+  const upload: AudioUpload = { ...file, filename: nameFor(file.filename, format), contentType: AUDIO_MIME[format] ?? 'application/octet-stream', format, durationSeconds: null }
   const info = await audioInfo(file.blob).catch(() => null)
   if (info) {
     upload.durationSeconds = info.durationSeconds
@@ -137,7 +148,7 @@ export async function uploadFor(
   const result: AudioUpload = {
     blob: spooled.blob,
     size: spooled.size,
-    filename: `${upload.filename.replace(/\.[^.]*$/, '') || 'audio'}.${format}`,
+    filename: nameFor(upload.filename, format),
     format,
     contentType: AUDIO_MIME[format] ?? 'application/octet-stream',
     durationSeconds: upload.durationSeconds,

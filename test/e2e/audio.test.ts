@@ -112,6 +112,15 @@ describe('transcriptions: every response_format, as OpenAI answers it', () => {
     expect(fake.requests.at(-1)!.fields['timestamp_granularities[]']).toBe('word')
   })
 
+  test('the file goes upstream named for what its bytes are: a WAV without an extension, Opus named .opus, MP3 named .wav', async () => {
+    const opus = await ffmpeg(wav, 'ogg', ['-c:a', 'libopus'])
+    for (const [bytes, name, sent] of [[wav, 'recording', 'recording.wav'], [opus, 'note.opus', 'note.ogg'], [mp3, 'a.wav', 'a.mp3'], [mp3, 'b.mpga', 'b.mpga']] as const) {
+      const res = await post('/audio/transcriptions', form({ model: 'whisper' }, { bytes, name }))
+      expect(res.status).toBe(200)
+      expect(fake.requests.at(-1)!.file!.name).toBe(sent)
+    }
+  })
+
   test('rendered by the gateway from a provider that answers JSON only: cues and duration span the measured audio', async () => {
     const ask = async (fields: Record<string, string>) => {
       const res = await post('/audio/transcriptions', form({ model: 'json-whisper', ...fields }, { bytes: mp3, name: 'a.mp3' }))
