@@ -11,9 +11,11 @@ import { storeImageFile } from '../../src/core/images-files.ts'
 import { sniffImage } from '../../src/core/images.ts'
 import { worstCaseImageUsage } from '../../src/plugin-sdk/images-usage.ts'
 import { costMicros, listPrice } from '../../src/pricing/prices.ts'
+import { FAKE_GEMINI_IMAGES_KEY, GEMINI_IMAGE_TOKENS, startFakeGeminiImages } from '../helpers/fake-gemini-images.ts'
 import { FAKE_OPENAI_IMAGES_KEY, startFakeOpenAIImages, type FakeOpenAIImages } from '../helpers/fake-openai-images.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { createTestDatabase } from '../helpers/postgres.ts'
+import { validateSchema } from '../helpers/openapi.ts'
 import { RED, decode, jpg, near, png } from './pictures.ts'
 import { failure } from '../helpers/failure.ts'
 
@@ -240,5 +242,26 @@ describe('pure pieces', () => {
     const worst = worstCaseImageUsage('images', { prompt: 'x', n: 3 })!
     expect(costMicros(dalle3, worst)).toBe(3 * 120_000)
     expect(worstCaseImageUsage('chat', {})).toBeNull()
+  })
+})
+
+describe('Gemini image models (generateContent): usage in OpenAI’s shape', () => {
+  test('the spec’s ImagesUsage: input and output split into text and image tokens, as Gemini counts them by modality', async () => {
+    const fake = await startFakeGeminiImages()
+    const gw = await startGateway()
+    try {
+      await gw.admin('POST', '/providers', { name: 'google', type: 'gemini', base_url: fake.url, api_key: FAKE_GEMINI_IMAGES_KEY })
+      await gw.admin('POST', '/models', { name: 'nano', targets: [{ provider: 'google', model: 'gemini-2.5-flash-image' }] })
+      const client = new OpenAI({ apiKey: (await gw.admin('POST', '/keys', { name: 'k' })).key, baseURL: gw.baseURL, maxRetries: 0 })
+      const response = await client.images.generate({ model: 'nano', prompt: 'A red square', response_format: 'b64_json' })
+      validateSchema('ImagesResponse', response)
+      expect(response.usage).toMatchObject({
+        input_tokens_details: { text_tokens: response.usage!.input_tokens, image_tokens: 0 },
+        output_tokens_details: { image_tokens: GEMINI_IMAGE_TOKENS, text_tokens: response.usage!.output_tokens - GEMINI_IMAGE_TOKENS },
+      })
+    } finally {
+      await gw.close()
+      fake.stop()
+    }
   })
 })

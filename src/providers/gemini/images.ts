@@ -127,15 +127,20 @@ function parseResponse(body: any, ctx: AttemptContext): ImagesResult {
     throw new GatewayError(502, `The model returned no image${said ? `: "${said.slice(0, 300)}"` : ''}.`, { code: 'upstream_no_image' })
   }
   const meta = body.usageMetadata
-  const imageTokens = Array.isArray(meta?.candidatesTokensDetails)
-    ? meta.candidatesTokensDetails.filter((d: any) => d?.modality === 'IMAGE').reduce((sum: number, d: any) => sum + (Number(d.tokenCount) || 0), 0)
-    : undefined
+  // Gemini counts tokens by modality; OpenAI's usage splits them into text and image, in and out (both required).
+  const ofModality = (details: unknown, modality: string) =>
+    Array.isArray(details) ? details.filter((d: any) => d?.modality === modality).reduce((sum: number, d: any) => sum + (Number(d.tokenCount) || 0), 0) : undefined
+  const input = meta?.promptTokenCount ?? 0
+  const output = meta?.candidatesTokenCount ?? 0
+  const imagesIn = ofModality(meta?.promptTokensDetails, 'IMAGE') ?? 0
+  const imagesOut = ofModality(meta?.candidatesTokensDetails, 'IMAGE')
   const usage = meta
     ? {
-        input_tokens: meta.promptTokenCount ?? 0,
-        output_tokens: meta.candidatesTokenCount ?? 0,
-        total_tokens: meta.totalTokenCount ?? (meta.promptTokenCount ?? 0) + (meta.candidatesTokenCount ?? 0),
-        ...(imageTokens !== undefined ? { output_tokens_details: { image_tokens: imageTokens } } : {}),
+        input_tokens: input,
+        output_tokens: output,
+        total_tokens: meta.totalTokenCount ?? input + output,
+        input_tokens_details: { text_tokens: Math.max(0, input - imagesIn), image_tokens: imagesIn },
+        ...(imagesOut !== undefined ? { output_tokens_details: { image_tokens: imagesOut, text_tokens: Math.max(0, output - imagesOut) } } : {}),
       }
     : undefined
   return { created, data: images.map((p) => ({ b64_json: p.inlineData.data })), output_format: formatOf(images[0].inlineData.mimeType), ...(usage ? { usage } : {}) }
