@@ -314,8 +314,13 @@ export class Pipeline {
       owned_by: this.o.catalog.provider(m.targets[0]?.provider ?? '')?.type ?? 'conduit',
     })
     if (id !== undefined) {
-      ctx.model = this.resolveModel(ctx, id)
-      return json(200, describe(ctx.model), ctx.headers)
+      // A model this key may not use is not in its list, so not found here either (a 403 would tell it exists).
+      const model = this.o.catalog.model(id)
+      if (!model || !allowedBy(id, allowed)) {
+        throw new GatewayError(404, `The model '${id}' does not exist or you do not have access to it.`, { param: 'model', code: 'model_not_found' })
+      }
+      ctx.model = model
+      return json(200, describe(model), ctx.headers)
     }
     const data = [...this.o.catalog.allModels()].filter((m) => allowedBy(m.name, allowed)).map(describe)
     return json(200, { object: 'list', data }, ctx.headers)

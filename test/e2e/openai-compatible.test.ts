@@ -193,6 +193,10 @@ describe('completions and models', () => {
     const limited = (await gw.admin('POST', '/keys', { name: 'limited', allowed_models: ['my-*4'] })).key
     const limitedClient = new OpenAI({ apiKey: limited, baseURL: gw.baseURL, maxRetries: 0 })
     expect((await limitedClient.models.list()).data.map((m) => m.id)).toEqual(['my-gpt4'])
-    expect(await limitedClient.models.retrieve('my-embed').catch((e: unknown) => e)).toBeInstanceOf(OpenAI.PermissionDeniedError)
+    // Not in its list, so not found, exactly as a model that does not exist (a 403 would tell it exists).
+    const hidden = await limitedClient.models.retrieve('my-embed').catch((e: unknown) => e)
+    const missing = await limitedClient.models.retrieve('no-such-model').catch((e: unknown) => e)
+    expect(hidden).toBeInstanceOf(OpenAI.NotFoundError)
+    expect((hidden as any).error).toEqual({ ...(missing as any).error, message: (missing as any).error.message.replace('no-such-model', 'my-embed') })
   })
 })
