@@ -17,7 +17,7 @@ import { Attempt, RequestCtx } from './context.ts'
 import { accountFor } from '../plugins/budget/accounts.ts'
 import { UpstreamCall, timeoutsFor, upstreamError, type Timeouts } from './upstream.ts'
 import type { EgressPolicy } from './egress.ts'
-import { checkerOf, toParam } from './request-schemas.ts'
+import { checkerOf, expectation, toParam } from './request-schemas.ts'
 import { usageRange, usageReport } from './usage.ts'
 
 /*
@@ -201,7 +201,7 @@ export function validateAdminBody<S extends TSchema>(schema: S, body: unknown): 
   if (first.type === ValueErrorType.ObjectRequiredProperty) {
     throw badRequest(`Missing required parameter: '${param}'.`, param, 'missing_required_parameter')
   }
-  throw badRequest(`Invalid value for '${param}': ${first.message.toLowerCase()}.`, param || null, 'invalid_value')
+  throw badRequest(`Invalid value for '${param}': ${expectation(first)}.`, param || null, 'invalid_value')
 }
 
 // Admin authentication ----------------------------------------------------------------------------------

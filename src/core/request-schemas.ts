@@ -9,6 +9,8 @@ import type { Operation } from '../plugin-sdk/types.ts'
  * `param`. Everything else passes through untouched (additionalProperties), so new OpenAI fields keep working.
  */
 const open = { additionalProperties: true }
+/** Token counts are 32-bit integers at OpenAI; a larger one (1e308) would reserve an infinite budget ("$Infinity"). */
+const tokens = t.Integer({ minimum: 1, maximum: 2_147_483_647 })
 const model = t.String({ minLength: 1 })
 const common = {
   model,
@@ -17,7 +19,7 @@ const common = {
   n: t.Optional(t.Union([t.Null(), t.Integer({ minimum: 1, maximum: 128 })])),
   temperature: t.Optional(t.Union([t.Null(), t.Number({ minimum: 0, maximum: 2 })])),
   top_p: t.Optional(t.Union([t.Null(), t.Number({ minimum: 0, maximum: 1 })])),
-  max_tokens: t.Optional(t.Union([t.Null(), t.Integer({ minimum: 1 })])),
+  max_tokens: t.Optional(t.Union([t.Null(), tokens])),
   user: t.Optional(t.String()),
   safety_identifier: t.Optional(t.String()),
 }
@@ -38,7 +40,7 @@ export const ChatCompletionRequest = t.Object(
   {
     ...common,
     messages: t.Array(message, { minItems: 1 }),
-    max_completion_tokens: t.Optional(t.Union([t.Null(), t.Integer({ minimum: 1 })])),
+    max_completion_tokens: t.Optional(t.Union([t.Null(), tokens])),
     tools: t.Optional(t.Array(tool)),
   },
   open,
@@ -163,14 +165,39 @@ export function validateRequest(operation: Operation, body: unknown): asserts bo
   const error = check.Errors(body).First()!
   const param = toParam(error.path)
   const missing = error.value === undefined
-  // A choice among names (response_format, voice…): say which, rather than TypeBox's "expected union value".
-  const choices = (error.schema as { anyOf?: { const?: unknown }[] }).anyOf
-  const expected = choices?.every((c) => typeof c.const === 'string') ? `expected one of ${choices.map((c) => `'${c.const}'`).join(', ')}` : error.message.toLowerCase()
   throw badRequest(
-    missing ? `Missing required parameter: '${param}'.` : `Invalid value for '${param}': ${expected}.`,
+    missing ? `Missing required parameter: '${param}'.` : `Invalid value for '${param}': ${expectation(error)}.`,
     param || null,
     missing ? 'missing_required_parameter' : 'invalid_value',
   )
+}
+
+/**
+ * What a failed check expected, in words: for a union (a nullable number, a choice among names, a string or an
+ * array) what it accepts, rather than TypeBox's "expected union value"; otherwise TypeBox's own message.
+ */
+export function expectation(error: { schema: TSchema; message: string }): string {
+  const union = (error.schema as { anyOf?: TSchema[] }).anyOf
+  if (!union) return error.message.toLowerCase()
+  const options = union.flatMap((s: any) => s.anyOf ?? [s]).filter((s: any) => s.type !== 'null')
+  if (options.every((s: any) => typeof s.const === 'string')) return `expected one of ${options.map((s: any) => `'${s.const}'`).join(', ')}`
+  return `expected ${[...new Set(options.map(described))].join(' or ')}`
+}
+
+function described(s: any): string {
+  if (s.type === 'integer' || s.type === 'number') {
+    const kind = s.type === 'integer' ? 'an integer' : 'a number'
+    if (s.minimum !== undefined && s.maximum !== undefined) return `${kind} from ${s.minimum} to ${s.maximum}`
+    if (s.minimum !== undefined) return `${kind} of at least ${s.minimum}`
+    if (s.maximum !== undefined) return `${kind} of at most ${s.maximum}`
+    return kind
+  }
+  if (s.type === 'string') return s.minLength ? 'a non-empty string' : 'a string'
+  if (s.type === 'array') return s.minItems ? 'a non-empty array' : 'an array'
+  if (s.type === 'object') return 'an object'
+  if (s.type === 'boolean') return 'a boolean'
+  if (s.const !== undefined) return JSON.stringify(s.const)
+  return 'a valid value'
 }
 
 /**

@@ -1,5 +1,6 @@
 import { Type as t, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
+import { expectation } from '../core/request-schemas.ts'
 import { badRequest } from '../plugin-sdk/errors.ts'
 import type { RealtimeAudioFormat, RealtimeProtocol } from '../plugin-sdk/types.ts'
 
@@ -71,8 +72,9 @@ function check(schema: TSchema, body: unknown, prefix = '') {
   if (Value.Check(schema, body)) return
   const error = Value.Errors(schema, body).First()!
   const param = prefix + error.path.replace(/^\//, '').replaceAll('/', '.')
+  if (param === '') throw badRequest('The request body must be a JSON object.')
   if (error.value === undefined) throw badRequest(`Missing required parameter: '${param}'.`, param, 'missing_required_parameter')
-  throw badRequest(`Invalid value for '${param}': ${error.message}.`, param, 'invalid_value')
+  throw badRequest(`Invalid value for '${param}': ${expectation(error)}.`, param || null, 'invalid_value')
 }
 
 export interface SessionRequest {

@@ -73,6 +73,18 @@ describe('request validation', () => {
     await expectError(await send('/chat/completions', '[1,2]'), 400)
   })
 
+  test('an invalid value’s message says what the param accepts', async () => {
+    const said = async (path: string, body: object, param: string) => (await expectError(await send(path, body), 400, { param, code: 'invalid_value' })).message
+    expect(await said('/chat/completions', chat('x', { temperature: 5 }), 'temperature')).toBe("Invalid value for 'temperature': expected a number from 0 to 2.")
+    expect(await said('/chat/completions', chat('x', { n: 1.5 }), 'n')).toBe("Invalid value for 'n': expected an integer from 1 to 128.")
+    expect(await said('/chat/completions', { model: 'my-gpt4', messages: [{ role: 'user', content: 5 }] }, 'messages[0].content')).toBe(
+      "Invalid value for 'messages[0].content': expected a string or an array.",
+    )
+    expect(await said('/embeddings', { model: 'my-gpt4', input: [] }, 'input')).toBe("Invalid value for 'input': expected a string or a non-empty array.")
+    // A token count past 32 bits (1e308 parses as an integer) would reserve an infinite budget.
+    expect(await said('/chat/completions', chat('x', { max_tokens: 1e308 }), 'max_tokens')).toBe("Invalid value for 'max_tokens': expected an integer from 1 to 2147483647.")
+  })
+
   test('unknown model → 404 model_not_found; a model the key may not use → 403', async () => {
     await expectError(await send('/chat/completions', { ...chat(), model: 'nope' }), 404, { code: 'model_not_found', param: 'model' })
     await expectError(await send('/chat/completions', { ...chat(), model: 'secret-model' }), 403, { type: 'permission_error', param: 'model' })

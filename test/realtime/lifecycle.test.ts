@@ -65,7 +65,12 @@ describe('sessions made ahead', () => {
 
   test('bad session requests are 400 in our envelope', async () => {
     expect((await mint({ voice: 'x' })).body.error).toMatchObject({ code: 'missing_required_parameter', param: 'model' })
-    expect((await mint({ model: 'voice', input_audio_format: 'mp3' })).body.error).toMatchObject({ code: 'invalid_value', param: 'input_audio_format' })
+    expect((await mint({ model: 'voice', input_audio_format: 'mp3' })).body.error).toMatchObject({
+      code: 'invalid_value',
+      param: 'input_audio_format',
+      message: "Invalid value for 'input_audio_format': expected one of 'pcm16', 'g711_ulaw', 'g711_alaw'.",
+    })
+    expect((await mint([])).body.error).toMatchObject({ message: 'The request body must be a JSON object.', param: null })
     expect((await mint({ model: 'nope' })).status).toBe(404)
     expect((await mint({ session: { type: 'transcription' } }, '/v1/realtime/client_secrets')).status).toBe(400)
   })
