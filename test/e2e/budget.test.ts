@@ -110,7 +110,9 @@ describe('one instance', () => {
     const body = (await res.json()) as any
     validateSchema('ErrorResponse', body)
     expect(body.error).toMatchObject({ type: 'rate_limit_error', code: 'budget_held' })
-    expect(body.error.message).toBe('This key has $0.000180 of its budget of $0.0007 free; requests in flight hold $0.000520 until they finish. This request could cost up to $0.000350. Retry shortly.')
+    expect(body.error.message).toBe(
+      "This key has $0.000180 of its budget of $0.0007 free; requests in flight hold $0.000520 until they finish. This request could cost up to $0.000350 (its prompt and its max_tokens (3), at the model's price): a smaller max_tokens may fit. Retry shortly.",
+    )
 
     let attempts = 0
     const client = new OpenAI({ apiKey: key, baseURL: gw.baseURL, fetch: (url: any, init: any) => (attempts++, fetch(url, init)) })
@@ -136,11 +138,14 @@ describe('one instance', () => {
     expect((await slow).status).toBe(200)
   })
 
-  test('a request whose worst case does not fit is refused, and the message says what it could cost', async () => {
+  test('a request whose worst case does not fit is refused, and the message says what it could cost and why', async () => {
     const { key } = await newKey(gw, 0.001)
     const res = await chat(gw, key, 'hi', { max_tokens: 1000 }) // up to 10,000 µ$ of completion
     expect(res.status).toBe(429)
-    expect(((await res.json()) as any).error.message).toMatch(/\$0\.001000 left\)\. This request could cost up to \$0\.01/)
+    expect(((await res.json()) as any).error.message).toMatch(/\$0\.001000 left\)\. This request could cost up to \$0\.01\d* \(its prompt and its max_tokens \(1000\), at the model's price\): a smaller max_tokens may fit\.$/)
+    // Without max_tokens the reserve is the gateway's default, and the message says so.
+    const unset = await chat(gw, key, 'hi')
+    expect(((await unset.json()) as any).error.message).toContain('(its prompt and 4096 output tokens, as it sets no max_tokens, at the model')
     expect((await chat(gw, key, 'hi', { max_tokens: 5 })).status).toBe(200)
   })
 

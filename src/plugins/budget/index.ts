@@ -42,6 +42,14 @@ export function worstCaseMicros(ctx: RequestContext, price: Price | null | undef
   return Math.ceil(prompt * price.input + completion * price.output)
 }
 
+/** Why a text request's worst case is what it is, for a refusal that a smaller `max_tokens` would have avoided. */
+function reserveHint(ctx: RequestContext): string {
+  if (ctx.endpoint !== 'chat' && ctx.endpoint !== 'completions') return ''
+  const asked = ctx.body?.max_completion_tokens ?? ctx.body?.max_tokens
+  const output = asked == null ? `${DEFAULT_COMPLETION_RESERVE} output tokens, as it sets no max_tokens` : `its max_tokens (${asked})`
+  return ` (its prompt and ${output}, at the model's price): a smaller max_tokens may fit`
+}
+
 /**
  * Spending caps of keys (`budget: { usd, period }`) and of each end user of a key (`user_limits.budget`, by the
  * request's `user`). Before a request goes upstream its worst-case cost is reserved against what is left; when
@@ -135,7 +143,7 @@ export default definePlugin({
         if (!claim.budget || !decided) continue
         if (!decided.ok) {
           const budget = claim.scope.kind === 'user' ? ctx.principal!.limits!.user_limits!.budget! : ctx.principal!.limits!.budget!
-          const worst = claim.budget.cost > decided.left ? ` This request could cost up to $${usd(claim.budget.cost)}.` : ''
+          const worst = claim.budget.cost > decided.left ? ` This request could cost up to $${usd(claim.budget.cost)}${reserveHint(ctx)}.` : ''
           const period = budget.period === 'total' ? '' : `${budget.period} `
           const whose = claim.scope.kind === 'user' ? `The user '${claim.scope.user}' of this key` : 'This key'
           if (decided.held > 0 && claim.budget.cost <= decided.left + decided.held) {
