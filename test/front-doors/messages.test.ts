@@ -432,6 +432,26 @@ describe("errors in Anthropic's envelope", () => {
     expect(denied.error.error.type).toBe('authentication_error')
   })
 
+  test("what the Messages API refuses is refused here, whichever provider the model goes to, and nothing is sent", async () => {
+    const refused: [Record<string, unknown>, string][] = [
+      [{ messages: [] }, 'messages: at least one message is required'],
+      [{ messages: [{ role: 'system', content: 'Be brief.' }] }, "messages.0.role: Input should be 'user' or 'assistant'"],
+      [{ temperature: 1.5 }, 'temperature: Input should be a valid number from 0 to 1'],
+      [{ top_k: 2.5 }, 'top_k: Input should be a valid integer of at least 0'],
+      [{ max_tokens: 1e308 }, 'max_tokens: Input should be a valid integer from 1 to 2147483647'],
+      [{ tool_choice: { type: 'any' } }, 'tool_choice: may only be specified while providing tools'],
+    ]
+    for (const model of ['gpt', 'sonnet']) {
+      const before = [openai.requests.length, anthropic.requests.length]
+      for (const [fields, message] of refused) {
+        const res = await post('/v1/messages', { model, max_tokens: 10, messages: [{ role: 'user', content: 'hi' }], ...fields })
+        expect(res.status).toBe(400)
+        expect(await res.json()).toEqual({ type: 'error', error: { type: 'invalid_request_error', message } })
+      }
+      expect([openai.requests.length, anthropic.requests.length]).toEqual(before)
+    }
+  })
+
   test('a translated upstream rate limit is a RateLimitError with retry-after', async () => {
     const limited = await client.messages.create({ model: 'gpt', max_tokens: 10, messages: [{ role: 'user', content: 'fail-429' }] }).catch((e) => e)
     expect(limited).toBeInstanceOf(Anthropic.RateLimitError)

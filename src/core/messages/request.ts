@@ -5,7 +5,10 @@ import { badRequest } from '../../plugin-sdk/errors.ts'
  * Validation follows the Messages API (a 400 naming the field); what chat cannot carry is listed in the README.
  */
 
-const ROLES = new Set(['user', 'assistant', 'system'])
+const ROLES = new Set(['user', 'assistant'])
+/** The Messages API's ranges (a translated target would take more: OpenAI's temperature goes to 2). */
+const RANGES = { temperature: [0, 1], top_p: [0, 1], top_k: [0, Infinity] } as const
+const MAX_TOKENS = 2_147_483_647
 const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/gif', 'image/webp'])
 /** Content blocks with no chat equivalent that can be left out without changing what the model is asked. */
 const HISTORY_ONLY = new Set(['thinking', 'redacted_thinking'])
@@ -20,11 +23,12 @@ export function toChat(body: Record<string, any>, countOnly = false): Record<str
   if (typeof body.model !== 'string' || body.model === '') throw badRequest('model: Field required', 'model', 'missing_required_parameter')
   if (!countOnly) {
     if (body.max_tokens === undefined) throw badRequest('max_tokens: Field required', 'max_tokens', 'missing_required_parameter')
-    if (!Number.isInteger(body.max_tokens) || body.max_tokens < 1) {
-      throw badRequest('max_tokens: Input should be a valid integer greater than or equal to 1', 'max_tokens', 'invalid_value')
+    if (!Number.isInteger(body.max_tokens) || body.max_tokens < 1 || body.max_tokens > MAX_TOKENS) {
+      throw badRequest(`max_tokens: Input should be a valid integer from 1 to ${MAX_TOKENS}`, 'max_tokens', 'invalid_value')
     }
   }
   if (!Array.isArray(body.messages)) throw badRequest('messages: Field required', 'messages', 'missing_required_parameter')
+  if (body.messages.length === 0) throw badRequest('messages: at least one message is required', 'messages', 'invalid_value')
 
   const messages: Record<string, any>[] = []
   const system = systemText(body.system)
@@ -42,14 +46,22 @@ export function toChat(body: Record<string, any>, countOnly = false): Record<str
   for (const name of ['temperature', 'top_p', 'top_k'] as const) {
     const value = body[name]
     if (value === undefined || value === null) continue
-    if (typeof value !== 'number' || !Number.isFinite(value)) throw badRequest(`${name}: Input should be a valid number`, name, 'invalid_value')
+    const [least, most] = RANGES[name]
+    if (typeof value !== 'number' || !(value >= least && value <= most) || (name === 'top_k' && !Number.isInteger(value))) {
+      throw badRequest(`${name}: Input should be a valid ${name === 'top_k' ? 'integer' : 'number'} ${most === Infinity ? `of at least ${least}` : `from ${least} to ${most}`}`, name, 'invalid_value')
+    }
     chat[name] = value
   }
   if (body.tools !== undefined) {
     if (!Array.isArray(body.tools)) throw badRequest('tools: Input should be a valid list', 'tools', 'invalid_value')
     if (body.tools.length > 0) chat.tools = body.tools.map(chatTool)
   }
-  if (body.tool_choice != null) Object.assign(chat, toolChoice(body.tool_choice))
+  if (body.tool_choice != null) {
+    if ((body.tool_choice.type === 'any' || body.tool_choice.type === 'tool') && !chat.tools) {
+      throw badRequest('tool_choice: may only be specified while providing tools', 'tool_choice', 'invalid_value')
+    }
+    Object.assign(chat, toolChoice(body.tool_choice))
+  }
   const effort = reasoningEffort(body)
   if (effort) chat.reasoning_effort = effort
   const format = body.output_config?.format
@@ -85,7 +97,6 @@ function chatMessages(message: any, param: string): Record<string, any>[] {
   const content = message.content
   if (typeof content === 'string') return [{ role: message.role, content }]
   if (!Array.isArray(content)) throw badRequest(`${param}.content: Input should be a valid string or list`, `${param}.content`, 'invalid_value')
-  if (message.role === 'system') return [{ role: 'system', content: systemText(content) ?? '' }]
   return message.role === 'assistant' ? [assistantMessage(content, param)] : userMessages(content, param)
 }
 
