@@ -94,7 +94,7 @@ export function checkImageRequest(operation: ImageOperation, body: Record<string
     throw badRequest(`Invalid value for 'size': the model '${body.model}' makes ${abilities.sizes.join(', ')}; not '${body.size}'.`, 'size', 'invalid_value')
   }
   if (operation === 'images') return
-  if (abilities.maxImages === 0) {
+  if (abilities.maxImages === 0 || (operation === 'image_variations' && abilities.variations === false)) {
     throw badRequest(`The model '${body.model}' does not support image ${operation === 'image_edits' ? 'edits' : 'variations'}.`, 'model', 'unsupported_endpoint')
   }
   const uploads = uploadsOf(body)
@@ -104,7 +104,13 @@ export function checkImageRequest(operation: ImageOperation, body: Record<string
   const all: [string, ImageUpload][] = uploads.map((u) => ['image', u])
   if (body.mask) {
     if (!abilities.mask) throw new GatewayError(400, `The provider '${provider.name}' does not support the 'mask' parameter for '${model}'.`, { param: 'mask', code: 'unsupported_parameter' })
-    all.push(['mask', body.mask])
+    const mask = body.mask as ImageUpload
+    const image = uploads[0]
+    // It covers the (first) image pixel for pixel, as OpenAI requires.
+    if (image?.width && mask.width && (image.width !== mask.width || image.height !== mask.height)) {
+      throw badRequest(`The mask must be the same size as the image (${image.width}x${image.height}); it is ${mask.width}x${mask.height}.`, 'mask', 'invalid_value')
+    }
+    all.push(['mask', mask])
   }
   for (const [param, upload] of all) {
     if (!abilities.inputFormats.includes(upload.format)) {

@@ -140,12 +140,13 @@ export function openAIImageAbilities(model: string): ImageAbilities {
     return { sizes: ['256x256', '512x512', '1024x1024'], maxN: 10, returns: 'either', urlHosts: OPENAI_IMAGE_HOSTS, stream: false, inputFormats: ['png'], maxUploadBytes: 4 * 1024 * 1024, maxImages: 1, mask: true }
   }
   if (model.startsWith('dall-e-3')) {
-    return { sizes: ['1024x1024', '1792x1024', '1024x1792'], maxN: 1, returns: 'either', urlHosts: OPENAI_IMAGE_HOSTS, stream: false, inputFormats: ['png'], maxUploadBytes: 4 * 1024 * 1024, maxImages: 1, mask: true }
+    // Generations only: no edits, no variations.
+    return { sizes: ['1024x1024', '1792x1024', '1024x1792'], maxN: 1, returns: 'either', urlHosts: OPENAI_IMAGE_HOSTS, stream: false, inputFormats: [], maxUploadBytes: 0, maxImages: 0, mask: false }
   }
   if (model.startsWith('gpt-image-') || model.startsWith('chatgpt-image')) {
     // gpt-image-2 takes any WIDTHxHEIGHT within its limits: OpenAI judges those.
     const sizes = model.startsWith('gpt-image-2') ? undefined : GPT_IMAGE_SIZES
-    return { sizes, maxN: 10, returns: 'b64_json', stream: true, inputFormats: IMAGE_FORMATS, maxUploadBytes: 50 * 1024 * 1024, maxImages: 16, mask: true }
+    return { sizes, maxN: 10, returns: 'b64_json', stream: true, inputFormats: IMAGE_FORMATS, maxUploadBytes: 50 * 1024 * 1024, maxImages: 16, mask: true, variations: false }
   }
   return { ...PERMISSIVE_IMAGE_ABILITIES, urlHosts: OPENAI_IMAGE_HOSTS }
 }

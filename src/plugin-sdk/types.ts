@@ -391,6 +391,8 @@ export interface ImageAbilities {
   maxImages: number
   /** It takes a `mask` with an edit. */
   mask: boolean
+  /** It makes variations of an image (OpenAI: DALL·E 2 alone); absent: it does as it takes images for edits. */
+  variations?: boolean
 }
 
 /** What a translating adapter turns its provider's answer into: OpenAI's images response, usage included when known. */

@@ -5,7 +5,7 @@
  * pieces (format sniffing, per-image prices).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import OpenAI from 'openai'
+import OpenAI, { toFile } from 'openai'
 import { imageURLRefusal } from '../../src/core/images-fetch.ts'
 import { storeImageFile } from '../../src/core/images-files.ts'
 import { sniffImage } from '../../src/core/images.ts'
@@ -161,6 +161,22 @@ describe('ipm, budgets and billing', () => {
     const bad = await gw.adminRaw('POST', '/keys', { name: 'bad', ipm: 0 })
     expect(bad.status).toBe(400)
     expect(((await bad.json()) as any).error.param).toBe('ipm')
+  })
+
+  test('what the model cannot do is refused before anything is sent: dall-e-3 edits, gpt-image-1 variations, a mask of another size', async () => {
+    const client = new OpenAI({ apiKey: (await gw.admin('POST', '/keys', { name: 'abilities' })).key, baseURL: gw.baseURL, maxRetries: 0 })
+    const before = fake.requests.length
+    const picture = await toFile(png(256, 256, RED), 'a.png')
+    const edit3 = await failure(async () => client.images.edit({ model: 'dalle3', image: await toFile(png(256, 256, RED), 'a.png'), prompt: 'x' }))
+    expect([edit3.status, edit3.error.param, edit3.error.code]).toEqual([400, 'model', 'unsupported_endpoint'])
+    const vary = await failure(async () => client.images.createVariation({ model: 'painter', image: await toFile(png(256, 256, RED), 'a.png') }))
+    expect([vary.status, vary.error.param, vary.error.code]).toEqual([400, 'model', 'unsupported_endpoint'])
+    const masked = await failure(async () => client.images.edit({ model: 'dalle', image: picture, mask: await toFile(png(512, 512, RED), 'm.png'), prompt: 'x' }))
+    expect([masked.status, masked.error.param, masked.error.message]).toEqual([400, 'mask', 'The mask must be the same size as the image (256x256); it is 512x512.'])
+    expect(fake.requests.length).toBe(before)
+    // The same mask at the image's size goes through.
+    const ok = await client.images.edit({ model: 'dalle', image: await toFile(png(256, 256, RED), 'a.png'), mask: await toFile(png(256, 256, RED), 'm.png'), prompt: 'x', size: '256x256' })
+    expect(ok.data).toHaveLength(1)
   })
 
   test('a budget reserves n × the dearest image and settles to the images made', async () => {
