@@ -197,3 +197,16 @@ export function imagePrice(price: Price, quality = 'auto', size = 'auto'): numbe
 }
 
 export const microsToUsd = (micros: number) => (micros / 1_000_000).toFixed(6)
+
+/**
+ * Whether a finished request went unpriced: its target has no price, or a price that charges for something but
+ * charged nothing for what this request used (a speech request to a model sold by the hour of transcribed audio).
+ * An explicit all-zero price is a free model, priced.
+ */
+export function wentUnpriced(price: Price | null, usage: Partial<Usage> | null, micros: number): boolean {
+  if (!price) return true
+  if (micros > 0 || !usage) return false
+  const used = (usage.prompt_tokens ?? 0) + (usage.completion_tokens ?? 0) + (usage.audio_seconds ?? 0) + (usage.characters ?? 0) + (usage.images ?? 0) > 0
+  const charges = Object.values(price).some((v) => (typeof v === 'number' ? v > 0 : Object.values(v ?? {}).some((x) => (x as number) > 0)))
+  return used && charges
+}

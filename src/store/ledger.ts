@@ -1,5 +1,6 @@
 import { endUserOf } from '../plugin-sdk/end-user.ts'
 import type { FinishedRequest, Logger } from '../plugin-sdk/types.ts'
+import { wentUnpriced } from '../pricing/prices.ts'
 import { BatchWriter } from './batch-writer.ts'
 import type { Store } from './store.ts'
 
@@ -106,7 +107,7 @@ export class SpendLedger {
       status: f.status,
       created_at: Date.now(),
       end_user: endUserOf(f.ctx.body)?.value.slice(0, MAX_USER_LENGTH) ?? null,
-      unpriced: f.target.price ? 0 : 1,
+      unpriced: wentUnpriced(f.target.price, f.usage, f.costMicros) ? 1 : 0,
       audio_ms: Math.round((f.usage?.audio_seconds ?? 0) * 1000),
       characters: f.usage?.characters ?? 0,
       images: f.usage?.images ?? 0,

@@ -451,6 +451,20 @@ describe('money and limits', () => {
     expect(usage.total.audio_seconds).toBe(Math.ceil(seconds)) // as whisper-1 reports it
   })
 
+  test('a price with nothing for what the request used is flagged unpriced, not recorded as a silent $0', async () => {
+    // whisper-1 is sold by the hour of transcribed audio: speech from it (a compatible server may make some) costs
+    // nothing by that price; tts-1 is sold by the character.
+    const speak = (model: string) => post('/audio/speech', JSON.stringify({ model, voice: 'alloy', input: 'Priced or not.' }), { 'content-type': 'application/json' })
+    for (const [model, unpriced] of [['whisper', 1], ['tts', 0]] as const) {
+      const res = await speak(model)
+      await res.arrayBuffer()
+      expect(res.status).toBe(200)
+      const row = await ledger(res.headers.get('x-request-id')!)
+      expect(row).toMatchObject({ unpriced })
+      expect(Number(row.cost_micros) > 0).toBe(!unpriced)
+    }
+  })
+
   test('rpm and max_parallel count audio requests like any other', async () => {
     const limited = (await gw.admin('POST', '/keys', { name: 'rpm-1', rpm: 1 })).key
     const speak1 = () => post('/audio/speech', JSON.stringify({ model: 'tts', voice: 'alloy', input: 'One.' }), { 'content-type': 'application/json' }, limited)

@@ -1,7 +1,7 @@
 import { GatewayError, definePlugin, imageParts, t, worstCaseAudioUsage, worstCaseImageUsage, type Budget, type FinishedRequest, type Price, type RequestContext } from '../../plugin-sdk/index.ts'
 import { endUser, governance, keyScope, userScope, type Admission, type Scope, type ScopeClaim } from '../admission/index.ts'
 import { currentAccount } from './accounts.ts'
-import { costMicros } from '../../pricing/prices.ts'
+import { costMicros, wentUnpriced } from '../../pricing/prices.ts'
 
 /** Completion tokens reserved for a request that sets no max_tokens. */
 export const DEFAULT_COMPLETION_RESERVE = 4096
@@ -184,7 +184,7 @@ export default definePlugin({
       onAccess: admit,
       onSessionEvent: admit,
       onLog(f: FinishedRequest) {
-        if (f.target && !f.target.price) unpriced.inc({ provider: f.target.provider.name, model: f.target.model })
+        if (f.target && wentUnpriced(f.target.price, f.usage, f.costMicros)) unpriced.inc({ provider: f.target.provider.name, model: f.target.model })
         gov.finish(f)
       },
     }
