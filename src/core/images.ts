@@ -141,7 +141,8 @@ export const imageEvent = (event: Record<string, unknown>) => `event: ${event.ty
 export function completedEvents(operation: ImageOperation, body: Record<string, any>, result: { created?: number; data: { b64_json?: string }[]; output_format?: unknown }, usage: Record<string, any>): string[] {
   const pick = (value: unknown, allowed: Set<string>) => (typeof value === 'string' && allowed.has(value) ? value : 'auto')
   const format = typeof result.output_format === 'string' ? result.output_format : (body.output_format ?? 'png')
-  return result.data.map((image) =>
+  const n = result.data.length
+  return result.data.map((image, i) =>
     imageEvent({
       type: `${STREAM_PREFIX[operation]}.completed`,
       b64_json: image.b64_json ?? '',
@@ -150,7 +151,16 @@ export function completedEvents(operation: ImageOperation, body: Record<string, 
       quality: pick(body.quality, SPEC_QUALITIES),
       background: pick(body.background, SPEC_BACKGROUNDS),
       output_format: format,
-      usage,
+      // The request's usage shared among its images (the last takes the remainder): summed, the events say it once.
+      usage: shareOf(usage, i, n),
     }),
   )
+}
+
+function shareOf(usage: Record<string, any>, i: number, n: number): Record<string, any> {
+  const out: Record<string, any> = {}
+  for (const [name, value] of Object.entries(usage)) {
+    out[name] = typeof value === 'number' ? Math.floor(value / n) + (i === n - 1 ? value % n : 0) : value && typeof value === 'object' ? shareOf(value, i, n) : value
+  }
+  return out
 }

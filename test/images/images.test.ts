@@ -179,6 +179,20 @@ describe('ipm, budgets and billing', () => {
     expect(ok.data).toHaveLength(1)
   })
 
+  test('a provider that cannot stream: n images are n completed events whose usage sums to the request’s, once', async () => {
+    const { id, key } = await gw.admin('POST', '/keys', { name: 'streamed-n' })
+    const client = new OpenAI({ apiKey: key, baseURL: gw.baseURL, maxRetries: 0 })
+    const stream = await client.images.generate({ model: 'dalle', prompt: 'three red squares', size: '256x256', n: 3, stream: true } as any)
+    const events: any[] = []
+    for await (const event of stream as any) events.push(event)
+    expect(events.map((e) => e.type)).toEqual(Array(3).fill('image_generation.completed'))
+    for (const event of events) validateSchema('ImageGenStreamEvent', event)
+    const sum = (name: string) => events.reduce((n, e) => n + e.usage[name], 0)
+    await gw.gateway.ledger.flush()
+    const [row] = (await gw.gateway.store.sql`SELECT * FROM spend_ledger WHERE key_id = ${id}`) as any[]
+    expect([sum('input_tokens'), sum('output_tokens'), sum('total_tokens')]).toEqual([Number(row.prompt_tokens), Number(row.completion_tokens), Number(row.prompt_tokens) + Number(row.completion_tokens)])
+  })
+
   test('a budget reserves n × the dearest image and settles to the images made', async () => {
     const key = (await gw.admin('POST', '/keys', { name: 'budget', budget: { usd: 0.1, period: 'total' } })).key
     const client = new OpenAI({ apiKey: key, baseURL: gw.baseURL, maxRetries: 0 })
