@@ -188,7 +188,7 @@ async function mp3Info(blob: Blob, head: Uint8Array, headOffset: number): Promis
   return { format: 'mp3', durationSeconds: seconds > 0 ? seconds : null, sampleRate: frame.sampleRate, channels: frame.channels }
 }
 
-/** Bytes of the file read at a time while its frames are counted. */
+/** Bytes of the file read at a time while its frames are counted; and past this many bytes without a frame, the rest is not MPEG audio. */
 const WALK_WINDOW = 1024 * 1024
 
 /**
@@ -202,7 +202,8 @@ async function mpegSeconds(blob: Blob, from: number): Promise<number> {
   let windowAt = from
   let at = from
   let synced = true
-  while (at + 4 <= blob.size) {
+  let lost = 0 // bytes since the last frame
+  while (at + 4 <= blob.size && lost < WALK_WINDOW) {
     if (at + 4 > windowAt + window.length) {
       windowAt = at
       window = await bytesOf(blob, at, at + WALK_WINDOW)
@@ -214,15 +215,18 @@ async function mpegSeconds(blob: Blob, from: number): Promise<number> {
       const ahead = next + 4 <= windowAt + window.length ? window.subarray(next - windowAt) : await bytesOf(blob, next, next + 4)
       if (ahead.length >= 4 && !mpegFrame(ahead, 0)) {
         at++
+        lost++
         continue
       }
     }
     if (!frame) {
       synced = false
       at++
+      lost++
       continue
     }
     synced = true
+    lost = 0
     // A frame cut short by the end of the file is not audio a decoder can play.
     if (at + frame.frameBytes > blob.size) break
     seconds += frame.samplesPerFrame / frame.sampleRate
