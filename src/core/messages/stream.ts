@@ -9,7 +9,7 @@ import { anthropicUsage, messageId, reasoningOf, stopReason, toolUseId } from '.
 
 const frame = (data: Record<string, any>) => `event: ${data.type}\ndata: ${JSON.stringify(data)}\n\n`
 
-type Block = { kind: 'thinking' | 'text' } | { kind: 'tool'; call: number }
+type Block = { kind: 'thinking' | 'text' | 'tool' }
 
 /**
  * Chat chunks → the Messages stream: `message_start` and a `ping` on the first chunk, one content block at a time
@@ -46,7 +46,7 @@ export function chatToMessagesStream(stops: unknown): ChatStreamTranslator {
   const toolSteps = (steps: CallStep[]) => {
     let out = ''
     for (const step of steps) {
-      if (step.type === 'open') out += begin({ kind: 'tool', call: step.index }, { type: 'tool_use', id: toolUseId(step.id), name: step.name, input: {} })
+      if (step.type === 'open') out += begin({ kind: 'tool' }, { type: 'tool_use', id: toolUseId(step.id), name: step.name, input: {} })
       else if (step.type === 'args') out += frame({ type: 'content_block_delta', index: blocks - 1, delta: { type: 'input_json_delta', partial_json: step.fragment } })
       else out += close()
     }
