@@ -6,26 +6,38 @@ export const OVER_LIMIT = new Error('body over its limit')
 /**
  * A request's or response's body as text, refused past `limit` bytes (with OVER_LIMIT) without trusting
  * Content-Length alone (chunked bodies have none): nothing larger is ever held whole in memory. Not async: a
- * declared length is read by Bun natively, without a frame of ours around it.
+ * declared length is read by Bun natively, without a frame of ours around it. `strict`: bytes that are not UTF-8
+ * are a 400 (a client's JSON), rather than replaced by U+FFFD (a provider's answer, relayed as best it can be).
  */
-export function readCapped(message: Request | Response, limit: number): Promise<string> {
+export function readCapped(message: Request | Response, limit: number, strict = false): Promise<string> {
   const declared = Number(message.headers.get('content-length') ?? NaN)
   if (declared > limit) {
     message.body?.cancel().catch(() => {})
     return Promise.reject(OVER_LIMIT)
   }
-  if (Number.isFinite(declared) || !message.body) return message.text()
-  return readChunks(message.body, limit)
+  if (Number.isFinite(declared) || !message.body) return strict ? message.bytes().then(utf8) : message.text()
+  return readChunks(message.body, limit, strict)
 }
 
-async function readChunks(body: ReadableStream<Uint8Array>, limit: number): Promise<string> {
+async function readChunks(body: ReadableStream<Uint8Array>, limit: number, strict: boolean): Promise<string> {
   const parts: Uint8Array[] = []
   let size = 0
   for await (const part of body as unknown as AsyncIterable<Uint8Array>) {
     if ((size += part.byteLength) > limit) throw OVER_LIMIT // leaving the loop cancels the body
     parts.push(part)
   }
-  return Buffer.concat(parts).toString('utf8')
+  const bytes = Buffer.concat(parts)
+  return strict ? utf8(bytes) : bytes.toString('utf8')
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true })
+/** JSON is UTF-8 (RFC 8259): text with bytes replaced would reach the provider changed. 0.1–0.2 µs a request over text(). */
+function utf8(bytes: Uint8Array): string {
+  try {
+    return UTF8.decode(bytes)
+  } catch {
+    throw new GatewayError(400, 'The request body is not valid UTF-8. Send JSON encoded in UTF-8.', { code: 'invalid_json' })
+  }
 }
 
 /**
@@ -38,7 +50,7 @@ export async function readBodyText(request: Request, limit: number, timeoutMs: n
     timer = setTimeout(() => reject(timedOut(timeoutMs)), timeoutMs)
   })
   try {
-    return await Promise.race([readCapped(request, limit), deadline])
+    return await Promise.race([readCapped(request, limit, true), deadline])
   } catch (error) {
     throw error === OVER_LIMIT ? tooLarge(limit) : error
   } finally {

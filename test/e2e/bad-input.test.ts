@@ -73,6 +73,18 @@ describe('request validation', () => {
     await expectError(await send('/chat/completions', '[1,2]'), 400)
   })
 
+  test('a body that is not UTF-8 → 400 invalid_json, with and without Content-Length; U+FFFD itself is fine', async () => {
+    const before = fake.requests.length
+    const json = (content: number[]) => new Uint8Array([...Buffer.from('{"model":"my-gpt4","messages":[{"role":"user","content":"'), ...content, ...Buffer.from('"}]}')])
+    const raw = (body: RequestInit['body']) => fetch(`${gw.baseURL}/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body })
+    const bad = json([0x68, 0xff, 0xfe, 0x69])
+    await expectError(await raw(bad), 400, { code: 'invalid_json' })
+    await expectError(await raw(new ReadableStream({ start: (c) => (c.enqueue(bad), c.close()) })), 400, { code: 'invalid_json' })
+    expect(fake.requests.length).toBe(before)
+    // The replacement character, validly encoded, is text like any other.
+    expect((await raw(json([0xef, 0xbf, 0xbd]))).status).toBe(200)
+  })
+
   test('an invalid value’s message says what the param accepts', async () => {
     const said = async (path: string, body: object, param: string) => (await expectError(await send(path, body), 400, { param, code: 'invalid_value' })).message
     expect(await said('/chat/completions', chat('x', { temperature: 5 }), 'temperature')).toBe("Invalid value for 'temperature': expected a number from 0 to 2.")
