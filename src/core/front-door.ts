@@ -51,6 +51,11 @@ export interface NativeStreamWatcher {
   failure(): GatewayError | null
   /** The final object, when the stream carried it whole (`response.completed`); null otherwise. */
   result(): Record<string, any> | null
+  /**
+   * The event that ends a stream the gateway had to cut (the provider failed or went silent, the drain ran out), in
+   * the protocol's words, following what was relayed (`response.failed`, Messages' `error`): never a bare reset.
+   */
+  failureEvent(error: GatewayError): string
 }
 
 export interface FrontDoor {
@@ -122,6 +127,7 @@ export function prepareNativeCall(ctx: RequestCtx, attempt: Attempt, door: Front
         const end = streamEnd(ctx, attempt, lease, deps.report, () => nativeStreamUsage(ctx, watcher, deps))
         const relayed = relayBytes(reader, first, call, timeouts.idleMs, {
           sse: false,
+          closing: (error) => encoder.encode(watcher.failureEvent(error)),
           // A failure the provider sent in the stream fails the request (and counts against its target) as one the
           // relay met would.
           onFinish: (error, aborted) => end(error ?? watcher.failure(), aborted),

@@ -114,12 +114,15 @@ interface RelayHooks {
   onFinish?(error: GatewayError | null, aborted: boolean): void
   /** The `speech.audio.done` usage, computed at the end. */
   doneUsage?(): Record<string, number>
+  /** What a failure mid-way ends the stream with (a protocol's error event) instead of cutting it off. */
+  closing?(error: GatewayError): Uint8Array
 }
 
 /**
  * Bytes from `reader` as a pull stream (nothing is read while the reader of this stream is not reading), with the
  * upstream's idle deadline armed while waiting (`idleMs` 0: not an upstream), and the relay's end reported once.
- * A failure mid-way cannot change the status any more: an SSE stream gets an error event, raw audio is cut off.
+ * A failure mid-way cannot change the status any more: an SSE stream gets an error event (its own, or `closing`'s),
+ * raw audio is cut off.
  */
 export function relayBytes(reader: ByteReader, first: Uint8Array | null, call: UpstreamCall, idleMs: number, hooks: RelayHooks): ReadableStream<Uint8Array> {
   let pending = first
@@ -162,8 +165,9 @@ export function relayBytes(reader: ByteReader, first: Uint8Array | null, call: U
             return
           }
           if (failure.status === 504 && idleMs) Object.assign(failure, { message: `The upstream provider went silent for more than ${idleMs} ms mid-stream.` })
-          if (hooks.sse) {
-            controller.enqueue(new TextEncoder().encode(errorEvent(failure)))
+          const closing = hooks.sse ? new TextEncoder().encode(errorEvent(failure)) : hooks.closing?.(failure)
+          if (closing) {
+            controller.enqueue(closing)
             controller.close()
           } else controller.error(failure)
           finish(failure, false)

@@ -370,6 +370,15 @@ describe('native to Anthropic', () => {
     expect(row).toMatchObject({ status: 503, estimated: 1 })
   })
 
+  test('a native stream the provider cuts mid-way ends with an error event, which the SDK raises as an API error', async () => {
+    const res = await post('/v1/messages', { model: 'sonnet', max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'stream-die' }] })
+    const list = events(await res.text()) // a reset would throw here
+    expect(list[0]!.event).toBe('message_start')
+    expect(list.at(-1)!).toMatchObject({ event: 'error', data: { type: 'error', error: { type: 'api_error' } } })
+    const failed = await client.messages.stream({ model: 'sonnet', max_tokens: 100, messages: [{ role: 'user', content: 'stream-die' }] }).finalMessage().catch((e) => e)
+    expect(failed).toBeInstanceOf(Anthropic.APIError)
+  })
+
   test('anthropic-beta: only allowlisted betas are forwarded', async () => {
     await post(
       '/v1/messages',
@@ -435,7 +444,7 @@ describe("errors in Anthropic's envelope", () => {
   test("what the Messages API refuses is refused here, whichever provider the model goes to, and nothing is sent", async () => {
     const refused: [Record<string, unknown>, string][] = [
       [{ messages: [] }, 'messages: at least one message is required'],
-      [{ messages: [{ role: 'system', content: 'Be brief.' }] }, "messages.0.role: Input should be 'user' or 'assistant'"],
+      [{ messages: [{ role: 'system', content: 'Be brief.' }] }, 'messages: Unexpected role "system". The Messages API accepts a top-level `system` parameter, not "system" as an input message role.'],
       [{ temperature: 1.5 }, 'temperature: Input should be a valid number from 0 to 1'],
       [{ top_k: 2.5 }, 'top_k: Input should be a valid integer of at least 0'],
       [{ max_tokens: 1e308 }, 'max_tokens: Input should be a valid integer from 1 to 2147483647'],

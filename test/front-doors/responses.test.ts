@@ -466,6 +466,20 @@ describe('errors and billing', () => {
     }
   })
 
+  test('a stream the provider cuts mid-way ends with response.failed, translated or native, never a reset', async () => {
+    for (const model of ['compat', 'gpt']) {
+      const res = await post({ model, input: 'stream-die', stream: true })
+      const events = streamEvents(await res.text()) // a reset would throw here
+      for (const event of events) validateSchema('ResponseStreamEvent', event)
+      const last = events.at(-1)
+      expect(last).toMatchObject({ type: 'response.failed', response: { status: 'failed', error: { code: 'server_error' } } })
+      expect(last.sequence_number).toBe(events.at(-2).sequence_number + 1)
+    }
+    // The SDK hands the failed response over as the stream's final one, as it does for OpenAI's own.
+    const failed = await client.responses.stream({ model: 'gpt', input: 'stream-die' }).finalResponse()
+    expect(failed).toMatchObject({ status: 'failed', error: { code: 'server_error' } })
+  })
+
   test('a streamed response is kept by the time its final event arrives: retrieved and continued at once', async () => {
     for (const model of ['compat', 'claude', 'gpt']) {
       for (let i = 0; i < 8; i++) {

@@ -10,6 +10,7 @@
  * - "ratelimit"                               → 429 rate_limit_error with `retry-after: 3`
  * - "weather" and the request has tools       → a `get_weather` tool_use block, stop_reason tool_use
  * - "midstream-error" when streaming          → a few text deltas, then `event: error` (overloaded_error)
+ * - "stream-die" when streaming               → the first events, then the connection is reset (no error event)
  * - "finish-length"                           → the reply cut to at most 3 pieces, stop_reason max_tokens
  * - "slow-stream:<ms>" when streaming         → 20 text deltas ("1", " 2", …) `<ms>` apart, usage as Anthropic
  *                                               sends it: the input at message_start, the output at message_delta
@@ -169,7 +170,8 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions = {}): Pr
       const failMidway = lastText.includes('midstream-error')
       const events = streamEvents(id, body.model, usage, reply, failMidway)
       // A slow stream is one write per event, whatever the byte pieces asked (they would each wait `<ms>`).
-      return new Response(byteStream(events, slow ? undefined : options.streamChunkBytes, failMidway ? undefined : logUsage, slow ? Number(slow[1]) : 1), {
+      const dies = lastText.includes('stream-die')
+      return new Response(byteStream(dies ? events.slice(0, 4) : events, slow ? undefined : options.streamChunkBytes, failMidway || dies ? undefined : logUsage, slow ? Number(slow[1]) : 1, dies), {
         headers: { ...headers, 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' },
       })
     },
@@ -326,7 +328,8 @@ function streamEvents(id: string, model: string, usage: Record<string, unknown>,
 }
 
 /** One write per event, or fixed-size byte pieces when asked (to exercise decoders). `onLast` runs before the last write. */
-function byteStream(events: string[], chunkBytes?: number, onLast?: () => void, pauseMs = 1): ReadableStream<Uint8Array> {
+/** `reset`: after the last part, the connection is reset (Bun does so for a body stream that errors). */
+function byteStream(events: string[], chunkBytes?: number, onLast?: () => void, pauseMs = 1, reset = false): ReadableStream<Uint8Array> {
   const parts: Uint8Array[] = []
   if (chunkBytes && chunkBytes > 0) {
     const bytes = encoder.encode(events.join(''))
@@ -337,7 +340,7 @@ function byteStream(events: string[], chunkBytes?: number, onLast?: () => void, 
   return new ReadableStream({
     async pull(controller) {
       const next = parts.shift()
-      if (!next) return controller.close()
+      if (!next) return reset ? controller.error(undefined) : controller.close()
       if (parts.length === 0) onLast?.()
       controller.enqueue(next)
       await Bun.sleep(pauseMs) // separate network writes, as a real upstream produces them

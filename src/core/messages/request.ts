@@ -93,6 +93,9 @@ function systemText(system: unknown): string | null {
 
 /** One Messages turn → chat messages: a user turn's tool_result blocks become `tool` messages ahead of its other content. */
 function chatMessages(message: any, param: string): Record<string, any>[] {
+  if (message?.role === 'system') {
+    throw badRequest('messages: Unexpected role "system". The Messages API accepts a top-level `system` parameter, not "system" as an input message role.', `${param}.role`, 'invalid_value')
+  }
   if (!ROLES.has(message?.role)) throw badRequest(`${param}.role: Input should be 'user' or 'assistant'`, `${param}.role`, 'invalid_value')
   const content = message.content
   if (typeof content === 'string') return [{ role: message.role, content }]

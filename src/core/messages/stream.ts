@@ -8,6 +8,8 @@ import { errorType } from './errors.ts'
 import { anthropicUsage, messageId, reasoningOf, stopReason, toolUseId } from './response.ts'
 
 const frame = (data: Record<string, any>) => `event: ${data.type}\ndata: ${JSON.stringify(data)}\n\n`
+/** A stream's failure mid-way, as Anthropic reports one: an `error` event. */
+const errorFrame = (error: GatewayError) => frame({ type: 'error', error: { type: errorType(error.status, error.code), message: error.message } })
 
 type Block = { kind: 'thinking' | 'text' | 'tool' }
 
@@ -79,9 +81,7 @@ export function chatToMessagesStream(stops: unknown): ChatStreamTranslator {
       return out
     },
     end(error: GatewayError | null) {
-      if (error) {
-        return frame({ type: 'error', error: { type: errorType(error.status, error.code), message: error.message } })
-      }
+      if (error) return errorFrame(error)
       let out = started ? '' : start({})
       out += toolSteps(calls.finish()) + close()
       out += frame({ type: 'message_delta', delta: stopReason(finish, matched, stops), usage: anthropicUsage(usage) })
@@ -137,5 +137,6 @@ export function watchMessagesStream(): NativeStreamWatcher {
     deltas: () => deltas,
     failure: () => failure,
     result: () => null,
+    failureEvent: errorFrame,
   }
 }

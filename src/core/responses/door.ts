@@ -8,7 +8,7 @@ import { newId, type Item } from './items.ts'
 import { readResponses, validateResponses } from './request.ts'
 import { chatUsage, outputOf, responseObject, responsesUsage, statusOf, type ResponseShell } from './response.ts'
 import type { ResponseStore } from './store.ts'
-import { ResponsesStream } from './stream.ts'
+import { ResponsesStream, failureCode } from './stream.ts'
 
 /** What a request keeps between its reading and its answer. */
 interface Pending {
@@ -19,6 +19,7 @@ interface Pending {
 
 /** Events that carry the whole response, with its usage. */
 const FINAL_EVENTS = new Set(['response.completed', 'response.incomplete', 'response.failed'])
+const SEQUENCE = /"sequence_number":(\d+)/
 const DEFAULT_LIST_LIMIT = 20
 const MAX_LIST_LIMIT = 100
 
@@ -74,12 +75,18 @@ export class ResponsesDoor implements FrontDoor {
     let final: Record<string, any> | null = null
     let deltas = 0
     let failure: GatewayError | null = null
+    // For the response.failed that ends a stream the gateway cuts: the response as created, and the next number.
+    let created: Record<string, any> | null = null
+    let sequence = 0
     return {
       event(type, data) {
         // OpenAI names each event; the type is also the first field of its data for servers that do not.
         const name = type ?? /^\{"type":"([^"]+)"/.exec(data)?.[1]
         if (!name) return
+        const numbered = SEQUENCE.exec(data)
+        if (numbered) sequence = Number(numbered[1]) + 1
         if (name.endsWith('.delta')) deltas++
+        if (name === 'response.created') created = JSON.parse(data).response ?? null
         if (!FINAL_EVENTS.has(name)) return
         const response = JSON.parse(data).response
         usage = chatUsage(response?.usage)
@@ -91,6 +98,10 @@ export class ResponsesDoor implements FrontDoor {
       deltas: () => deltas,
       failure: () => failure,
       result: () => final,
+      failureEvent(error) {
+        const response = { ...created, status: 'failed', error: { code: failureCode(error), message: error.message } }
+        return `event: response.failed\ndata: ${JSON.stringify({ type: 'response.failed', sequence_number: sequence, response })}\n\n`
+      },
     }
   }
 

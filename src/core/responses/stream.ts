@@ -5,7 +5,7 @@ import { newId, outputText, type Item } from './items.ts'
 import { responseObject, responsesUsage, statusOf, type ResponseShell } from './response.ts'
 
 /** The codes `response.failed` may carry (the spec's `ResponseErrorCode`); anything else is a server error. */
-const failureCode = (error: GatewayError) => (error.status === 429 ? 'rate_limit_exceeded' : 'server_error')
+export const failureCode = (error: GatewayError) => (error.status === 429 ? 'rate_limit_exceeded' : 'server_error')
 
 /**
  * Chat chunks as the Responses API's events, in OpenAI's order: `response.created` and `.in_progress` first; the
