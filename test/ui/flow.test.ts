@@ -102,6 +102,21 @@ describe('the console, end to end', () => {
     expect(stored.targets[0]).toMatchObject({ model: 'gpt-4o-mini', priority: 1, price: { input: 1000, output: 2000 } })
   }, 20_000)
 
+  test('a model saved unchanged in its form keeps what the form does not show: image and audio prices, ipm', async () => {
+    const price = { input: 0, output: 0, images: { 'hd/1024x1792': 0.12 }, image: 0.04, audio_hour: 0.36 }
+    const { id } = await gw.admin('POST', '/models', { name: 'painter-ui', targets: [{ provider: PROVIDER, model: 'dall-e-3', price }], limits: { ipm: 10 } })
+    await page.reload() // the list as it is now
+    await go(page, 'Models')
+    await page.getByRole('button', { name: 'Edit painter-ui' }).click()
+    const dialog = page.getByRole('dialog', { name: 'Edit model painter-ui' })
+    await dialog.getByRole('button', { name: 'Save' }).click()
+    await dialog.waitFor({ state: 'detached' })
+    const saved = await gw.admin('GET', `/models/${id}`)
+    expect(saved.targets[0].price).toEqual(price)
+    expect(saved.limits).toEqual({ ipm: 10 })
+    await gw.admin('DELETE', `/models/${id}`)
+  }, 20_000)
+
   test('a key named like an XSS probe: shown once with a warning, copied with the Copy button; its name stays text', async () => {
     await go(page, 'Keys')
     await page.getByRole('button', { name: 'New key' }).click()

@@ -14,7 +14,8 @@ interface Target {
   model: string
   weight?: number
   priority?: number
-  price?: { input: number; output: number; cached_input?: number }
+  /** Audio, character and image prices too (see the admin API); the form edits the token prices and keeps the rest. */
+  price?: { input: number; output: number; cached_input?: number } & Record<string, unknown>
 }
 export interface ModelMapping {
   id: string
@@ -119,21 +120,18 @@ interface TargetDraft {
   input: string
   output: string
   cached: string
+  /** The price's fields this form does not show (audio, characters, images), sent back as they were. */
+  kept: Record<string, unknown>
 }
 
-const draftOf = (t: Target): TargetDraft => ({
-  provider: t.provider,
-  model: t.model,
-  weight: textOf(t.weight ?? 1),
-  priority: textOf(t.priority ?? 0),
-  input: textOf(t.price?.input),
-  output: textOf(t.price?.output),
-  cached: textOf(t.price?.cached_input),
-})
+const draftOf = (t: Target): TargetDraft => {
+  const { input, output, cached_input, ...kept } = t.price ?? {}
+  return { provider: t.provider, model: t.model, weight: textOf(t.weight ?? 1), priority: textOf(t.priority ?? 0), input: textOf(input), output: textOf(output), cached: textOf(cached_input), kept }
+}
 
 function ModelForm({ model, providers, onDone, onCancel }: { model: ModelMapping | null; providers: Provider[]; onDone(): void; onCancel(): void }) {
   const [name, setName] = useState(model?.name ?? '')
-  const blank = (): TargetDraft => ({ provider: providers[0]?.id ?? '', model: '', weight: '1', priority: '0', input: '', output: '', cached: '' })
+  const blank = (): TargetDraft => ({ provider: providers[0]?.id ?? '', model: '', weight: '1', priority: '0', input: '', output: '', cached: '', kept: {} })
   const [targets, setTargets] = useState<TargetDraft[]>(model?.targets?.length ? model.targets.map(draftOf) : [blank()])
   const [limits, setLimits] = useState({
     rpm: textOf(model?.limits?.rpm),
@@ -152,12 +150,12 @@ function ModelForm({ model, providers, onDone, onCancel }: { model: ModelMapping
         const body = {
           name,
           targets: targets.map((t) => {
-            const price = t.input.trim() || t.output.trim() ? { input: Number(t.input || 0), output: Number(t.output || 0), ...(t.cached.trim() ? { cached_input: Number(t.cached) } : {}) } : undefined
+            const priced = t.input.trim() || t.output.trim() || Object.keys(t.kept).length > 0
+            const price = priced ? { ...t.kept, input: Number(t.input || 0), output: Number(t.output || 0), ...(t.cached.trim() ? { cached_input: Number(t.cached) } : {}) } : undefined
             return { provider: t.provider, model: t.model, weight: Number(t.weight || 1), priority: Number(t.priority || 0), ...(price ? { price } : {}) }
           }),
-          limits: Object.values(limits).some((v) => v.trim())
-            ? Object.fromEntries(Object.entries(limits).map(([k, v]) => [k, numberOrNull(v)]))
-            : null,
+          // The fields shown, each set or removed (null); the limits this form does not show (ipm) are left as they are.
+          limits: Object.fromEntries(Object.entries(limits).map(([k, v]) => [k, numberOrNull(v)])),
           routing: { strategy, ...(retries.trim() ? { retries: Number(retries) } : {}) },
         }
         if (model) await admin.patch(`/models/${encodeURIComponent(model.id)}`, body)
