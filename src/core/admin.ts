@@ -11,7 +11,7 @@ import { displayPrefix, generateVirtualKey, isWellFormedKey, lastFour, sha256, t
 import type { RequestRecordRow } from '../store/request-records.ts'
 import type { KeyRow, ModelRow, ProviderRow, RecordCursor, RequestRecordFilter, Store } from '../store/store.ts'
 import { isUniqueViolation } from '../store/store.ts'
-import { maskCredentials, sealBaseURL } from '../store/secrets.ts'
+import { MASK, maskCredentials, sealBaseURL } from '../store/secrets.ts'
 import { openProvider, secretsOf } from './catalog.ts'
 import { Attempt, RequestCtx } from './context.ts'
 import { accountFor } from '../plugins/budget/accounts.ts'
@@ -47,6 +47,12 @@ export const ProviderInput = t.Object(
   closed,
 )
 export const ProviderPatch = t.Partial(ProviderInput)
+const maskedURL = () => badRequest("base_url carries the masked credential '***': send the real one, or leave base_url out to keep it.", 'base_url', 'invalid_value')
+/** A URL whose credential is the API's mask, not a credential. */
+const isMasked = (url: string) => {
+  const parsed = URL.parse(url)
+  return !!parsed && (parsed.password === MASK || (!parsed.password && parsed.username === MASK))
+}
 /** The provider's "Test": one tiny chat completion. Without `model`, the first model that routes to this provider names it. */
 export const ProviderTestInput = t.Object({ model: t.Optional(t.String({ minLength: 1, maxLength: 256 })) }, closed)
 
@@ -465,6 +471,7 @@ export class AdminService {
   }
 
   async createProvider(input: ProviderInputT) {
+    if (input.base_url && isMasked(input.base_url)) throw maskedURL()
     this.checkBaseURL(input.type, input.base_url ?? null)
     await this.uniqueName('provider', input.name)
     const id = newId('prov')
@@ -493,6 +500,10 @@ export class AdminService {
     const written = await changeRow(
       () => this.getProvider(ref),
       async (row) => {
+        // The API shows a credential in a base URL masked, and a form sends back what it was shown: as it was shown,
+        // it changes nothing; a URL with the mask in place of a password would store the mask as the password.
+        if (patch.base_url && patch.base_url === row.baseURL && row.baseURLSecret) patch = { ...patch, base_url: undefined }
+        else if (patch.base_url && isMasked(patch.base_url)) throw maskedURL()
         // A row stored before a check existed stays editable; what the patch changes is checked.
         if (patch.type !== undefined || patch.base_url !== undefined) {
           this.checkBaseURL(patch.type ?? row.type, patch.base_url === undefined ? row.baseURL : patch.base_url)

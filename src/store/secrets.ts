@@ -43,14 +43,17 @@ interface SealedValue {
   replace(next: string): Promise<boolean>
 }
 
+/** What stands for a credential in a URL the API shows. */
+export const MASK = '***'
+
 /** `https://user:secret@host/` → `https://user:***@host/`: a credential in a URL is a secret like any other. */
 export function maskCredentials(url: string | null): string | null {
   if (url === null) return null
   const parsed = URL.parse(url)
-  if (!parsed) return url.includes('@') ? '***' : url
+  if (!parsed) return url.includes('@') ? MASK : url
   if (!parsed.username && !parsed.password) return url
-  if (parsed.password) parsed.password = '***'
-  else parsed.username = '***'
+  if (parsed.password) parsed.password = MASK
+  else parsed.username = MASK
   return parsed.href
 }
 

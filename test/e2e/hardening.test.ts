@@ -241,6 +241,21 @@ describe('bug 3 and a weakness: secrets quoted by providers', () => {
   })
 
 
+  test('the masked base URL the API shows, sent back (a form saved unchanged), keeps the password; the mask is never stored as one', async () => {
+    const shown = (await gw.admin('GET', '/providers/behind-basic-auth')).base_url as string
+    expect(shown).toContain('bob:***@')
+    await gw.admin('PATCH', '/providers/behind-basic-auth', { name: 'behind-basic-auth', base_url: shown })
+    await (await chat('basic', 'Hello')).text()
+    expect(upstream.requests.at(-1)!.headers.authorization).toBe(`Basic ${Buffer.from(`bob:${URL_PASSWORD}`).toString('base64')}`)
+    // The mask on another URL (a host changed, the password left as shown) or on a new provider: refused, naming it.
+    const moved = await gw.adminRaw('PATCH', '/providers/behind-basic-auth', { base_url: shown.replace('127.0.0.1', 'localhost') })
+    expect(moved.status).toBe(400)
+    expect(((await moved.json()) as any).error).toMatchObject({ param: 'base_url', code: 'invalid_value' })
+    const copied = await gw.adminRaw('POST', '/providers', { name: 'copied', type: 'openai', base_url: shown })
+    expect(copied.status).toBe(400)
+    expect(upstream.requests.at(-1)!.headers.authorization).toBe(`Basic ${Buffer.from(`bob:${URL_PASSWORD}`).toString('base64')}`)
+  })
+
   test('a key quoted in an upstream 401, 400 or mid-stream error reaches neither the log nor the client', async () => {
     const refused = await chat('quirky', 'quote-key-401')
     const e401 = await expectError(refused, 502, 'upstream_auth_failed')
