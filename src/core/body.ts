@@ -52,7 +52,8 @@ export async function readBodyText(request: Request, limit: number, timeoutMs: n
   try {
     return await Promise.race([readCapped(request, limit, true), deadline])
   } catch (error) {
-    throw error === OVER_LIMIT ? tooLarge(limit) : error
+    if (error === OVER_LIMIT) throw tooLarge(limit)
+    throw cutShort(request, error)
   } finally {
     clearTimeout(timer)
   }
@@ -71,6 +72,15 @@ export function parseJsonBody(text: string, empty: () => unknown): unknown {
   } catch {
     throw new GatewayError(400, 'We could not parse the JSON body of your request. Send valid JSON.', { code: 'invalid_json' })
   }
+}
+
+/**
+ * What a failed read of a client's body was: the client gone before its body ended (Bun closes the connection, on a
+ * reset and on an early FIN alike) is the client's 499, not a gateway error; anything else stays as it was.
+ */
+export function cutShort(request: Request, error: unknown): unknown {
+  if (GatewayError.is(error) || !request.signal.aborted) return error
+  return new GatewayError(499, 'The client closed the connection before its request body arrived.', { code: 'client_closed_request' })
 }
 
 const tooLarge = (limit: number) => new GatewayError(413, `The request body is larger than the limit of ${limit} bytes.`, { code: 'request_too_large' })
