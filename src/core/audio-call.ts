@@ -52,7 +52,7 @@ async function prepareTranscription(ctx: RequestCtx, attempt: Attempt, adapter: 
       const type = response.headers.get('content-type') ?? ''
       const name = provider.name
       if (streamUp && type.includes('text/event-stream') && response.body) {
-        const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, name)
+        const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, name, true)
         let reported: any = null
         const scan = sseEventWatcher('transcript.text.done', (event) => (reported = event.usage))
         const stream = relayBytes(reader, first, call, timeouts.idleMs, {

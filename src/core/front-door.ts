@@ -100,7 +100,7 @@ export function prepareNativeCall(ctx: RequestCtx, attempt: Attempt, door: Front
       const provider = attempt.target.provider.name
       ctx.native = true
       if (ctx.stream && response.body && (response.headers.get('content-type') ?? '').includes('text/event-stream')) {
-        const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, provider)
+        const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, provider, true)
         const watcher = door.watchNativeStream(ctx)
         const frames = new SseFrameDecoder(MAX_NATIVE_EVENT_BYTES)
         let kept = false

@@ -103,7 +103,7 @@ export async function prepareImagesCall(ctx: RequestCtx, attempt: Attempt, adapt
       const name = provider.name
       const type = response.headers.get('content-type') ?? ''
       if (streamUp && prefix && type.includes('text/event-stream') && response.body) {
-        const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, name)
+        const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, name, true)
         let images = 0
         let reported: unknown = null
         const stream = relayBytes(reader, first, call, timeouts.idleMs, {

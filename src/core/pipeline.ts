@@ -424,7 +424,7 @@ export class Pipeline {
     if (own) return own.respond(response, call, lease, timeouts, started)
     const chat = adapter as EndpointAdapter
     if (ctx.stream && response.body) {
-      const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, provider.name)
+      const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, provider.name, true)
       const body = relayStream({
         call,
         reader,

@@ -45,27 +45,43 @@ export async function readUpstreamText(response: Response, call: UpstreamCall, c
   }
 }
 
+/** An SSE stream's first bytes are read to the end of its first event, up to this many. */
+const FIRST_EVENT_MAX_BYTES = 64 * 1024
+
 /**
  * A streamed answer begins: its first bytes read while the first-byte timer still runs (a silent upstream can still
- * become a 504 and a retry), then the relay's idle timer takes over and the target counts as answering.
+ * become a 504 and a retry), then the relay's idle timer takes over and the target counts as answering. `events`:
+ * an SSE stream, read on to the end of its first event, since relaying the first bytes commits the response (its
+ * 200): an upstream that dies within its first event goes to the next target instead of ending the stream at once.
  */
-export async function firstBytes(ctx: RequestCtx, body: ReadableStream<Uint8Array>, call: UpstreamCall, lease: AttemptLease, started: number, provider: string) {
+export async function firstBytes(ctx: RequestCtx, body: ReadableStream<Uint8Array>, call: UpstreamCall, lease: AttemptLease, started: number, provider: string, events = false) {
   const reader = body.getReader() as ReadableStreamDefaultReader<Uint8Array>
-  let first: Awaited<ReturnType<typeof reader.read>>
+  let first: Uint8Array | null = null
   try {
-    first = await reader.read()
+    for (;;) {
+      const read = await reader.read()
+      if (read.done) break
+      first = first ? Buffer.concat([first, read.value]) : read.value
+      if (!events || first.length >= FIRST_EVENT_MAX_BYTES || hasEventEnd(first)) break
+    }
   } catch (error) {
     call.release()
     throw call.failure(error)
   }
-  if (first.done) {
+  if (!first) {
     call.release()
     throw new GatewayError(502, `The upstream provider '${provider}' returned an empty stream.`, { code: 'upstream_empty_stream' })
   }
   call.disarm()
   ctx.firstByteMs = performance.now() - ctx.startedAt
   lease.succeeded(performance.now() - started)
-  return { reader, first: first.value }
+  return { reader, first }
+}
+
+/** A blank line ends an SSE event (LF or CRLF line ends). */
+const hasEventEnd = (bytes: Uint8Array) => {
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  return buffer.indexOf('\n\n') !== -1 || buffer.indexOf('\r\n\r\n') !== -1
 }
 
 /** A whole (non-streamed) answer as text, capped: the target counts as answering, and its lease goes back once read. */

@@ -212,9 +212,10 @@ describe('retries and fallbacks (PR5, PR6, PR8)', () => {
     expect(fake.requests.length - before).toBe(1)
   })
 
-  test('a connection reset after the first chunk is not retried: the client gets an error event', async () => {
+  test('a connection reset after the first event is not retried: the client gets an error event', async () => {
     const proxy = await viaProxy('resetting')
-    proxy.fault = { kind: 'reset', afterBytes: 400 }
+    // The response head and the role chunk's event are about 500 bytes: the reset cuts the stream after them.
+    proxy.fault = { kind: 'reset', afterBytes: 900 }
     const before = fake.requests.length
     const res = await chat('resetting', 'slow-stream:20', { stream: true })
     expect(res.status).toBe(200)
@@ -222,6 +223,20 @@ describe('retries and fallbacks (PR5, PR6, PR8)', () => {
     expect(text).toContain('data: {"error":')
     expect(text).not.toContain('[DONE]')
     expect(fake.requests.length - before).toBe(1)
+  })
+
+  test('a connection reset within the first event goes to the next target: nothing was relayed yet', async () => {
+    const proxy = await startFaultProxy({ hostname: '127.0.0.1', port: fake.port })
+    proxies.push(proxy)
+    await gw.admin('POST', '/providers', { name: 'cut-early', type: 'openai', base_url: proxy.url('/v1'), api_key: 'sk-upstream-test' })
+    await gw.admin('POST', '/models', { name: 'cut-early', targets: [{ provider: 'cut-early', model: 'gpt-4o', priority: 2 }, { provider: 'direct', model: 'gpt-4o', priority: 1 }] })
+    proxy.fault = { kind: 'reset', afterBytes: 300 } // the head, and part of the first event
+    const res = await chat('cut-early', 'Hello', { stream: true })
+    expect(res.status).toBe(200)
+    expect(res.headers.get('x-conduit-attempts')).toBe('2')
+    const text = await res.text()
+    expect(text).toContain('data: [DONE]')
+    expect(text).not.toContain('"error"')
   })
 
   test('an upstream that always answers 503: extra attempts stay within 20% of requests', async () => {
