@@ -156,6 +156,11 @@ export class PluginHost {
         new LRUCache<K, V>(ttlMs ? { max, ttl: ttlMs } : { max }),
       counter: (options) => this.metrics.counter(options),
       registerProvider: (adapter) => {
+        if (typeof adapter?.id !== 'string' || !/^[a-z0-9][a-z0-9._-]*$/.test(adapter.id)) {
+          // openAICompatible() makes a whole plugin, not an adapter: the likeliest way here.
+          const hint = typeof (adapter as { setup?: unknown })?.setup === 'function' ? ': that is a plugin (openAICompatible() makes one); export it as the module\'s default instead' : ''
+          throw new Error(`Plugin '${plugin.name}' registered a provider without a type id (lowercase letters, digits, '.', '_', '-')${hint}.`)
+        }
         if (this.providers.has(adapter.id)) throw new Error(`Provider type '${adapter.id}' is registered twice (plugin '${plugin.name}').`)
         this.providers.set(adapter.id, adapter)
       },

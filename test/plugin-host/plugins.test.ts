@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test'
-import { definePlugin, GatewayError, t, type FinishedRequest } from '../../src/plugin-sdk/index.ts'
+import { definePlugin, GatewayError, openAICompatible, t, type FinishedRequest } from '../../src/plugin-sdk/index.ts'
 import { PluginHost, type PluginSpec } from '../../src/plugin-host/host.ts'
 import { createLogger } from '../../src/services/logger.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
@@ -53,6 +53,15 @@ describe('plugin host', () => {
     await host().register(nested, { config: { limits: [{ rpm: 1 }], labels: { anything: 'goes' } } })
     await expect(host().load([{ use: 'plugins/x.js' }])).rejects.toThrow(/must be 'builtin:<name>' or a path/)
     await expect(host().load([{ use: 'builtin:nope' }])).rejects.toThrow(/Unknown builtin/)
+  })
+
+  test('a provider registered without a type id is refused at load, naming the plugin; a plugin passed for an adapter says what to do', async () => {
+    const acme = openAICompatible({ id: 'acme', baseURL: 'https://api.acme.dev/v1' })
+    const wrapper = definePlugin({ name: 'wraps-acme', version: '1.0.0', apiVersion: 1, setup: (api) => api.registerProvider(acme as any) })
+    await expect(host().register(wrapper)).rejects.toThrow("Plugin 'wraps-acme' registered a provider without a type id (lowercase letters, digits, '.', '_', '-'): that is a plugin (openAICompatible() makes one); export it as the module's default instead.")
+    const own = host()
+    await own.register(acme)
+    expect(own.providers.get('acme')?.id).toBe('acme')
   })
 
   test('onAuth: hooks that answer synchronously are answered without a promise; an async one anywhere in the chain makes it one, in order', async () => {
