@@ -15,7 +15,7 @@ import { SSE_HEADERS, firstBytes, wholeText, type OperationCall } from './upstre
 import { allowedBy } from './glob.ts'
 import { refuseUpstreamOverrides, validateRequest } from './request-schemas.ts'
 import { relayStream, type StreamOutcome } from './stream-relay.ts'
-import { UpstreamCall, isRetryable, timeoutsFor, upstreamError, type Timeouts } from './upstream.ts'
+import { UpstreamCall, isRetryable, targetFailed, timeoutsFor, upstreamError, type Timeouts } from './upstream.ts'
 import { estimatePromptTokens, estimateTokens } from '../plugin-sdk/tokens.ts'
 import { scrubSecrets } from '../services/known-secrets.ts'
 import { extractUsage, floatsToBase64, spliceModel } from './wire.ts'
@@ -240,6 +240,9 @@ export class Pipeline {
       let refused = this.access(ctx)
       if (refused instanceof Promise) refused = await refused
       if (refused) return this.settle(ctx, refused)
+      if (this.o.host.hasBodyHooks && (ctx.body === null || typeof ctx.body !== 'object' || Array.isArray(ctx.body))) {
+        throw new GatewayError(503, 'An onRequestBody hook left the request body not an object; the request was not processed.', { code: 'plugin_failure' })
+      }
       return await this.proxy(ctx, operation!)
     } catch (error) {
       return this.fail(ctx, error)
@@ -266,7 +269,11 @@ export class Pipeline {
         code: 'missing_api_key',
       })
     }
-    ctx.principal = result
+    // A plugin's principal may leave out what it does not restrict: absent is none (null), as the auth plugin's are.
+    ctx.principal =
+      result.name !== undefined && result.allowedModels !== undefined && result.allowedEndpoints !== undefined && result.limits !== undefined && result.metadata !== undefined
+        ? result
+        : { ...result, name: result.name ?? result.keyId, allowedModels: result.allowedModels ?? null, allowedEndpoints: result.allowedEndpoints ?? null, limits: result.limits ?? null, metadata: result.metadata ?? null }
     return undefined
   }
 
@@ -378,7 +385,8 @@ export class Pipeline {
         return await this.attempt(ctx, attempt, adapter as AnyAdapter, lease)
       } catch (error) {
         lease.release()
-        if (!GatewayError.is(error) || error.status === 499) throw error
+        // A plugin that failed (closed) would fail the same way on any target: neither retried nor the target's fault.
+        if (!GatewayError.is(error) || error.status === 499 || error.code === 'plugin_failure') throw error
         lease.failed(error)
         if (!isRetryable(error) || ctx.signal.aborted) throw error
         ctx.log.warn({ provider: target.provider.name, status: error.status, attempt: attempt.attempt, detail: error.cause }, 'upstream attempt failed')
@@ -439,7 +447,7 @@ export class Pipeline {
         onFinish: (outcome) => {
           lease.release()
           // A stream that died mid-way counts against its target (the client going away does not).
-          if (outcome.error && outcome.error.status >= 500) lease.failed(outcome.error)
+          if (outcome.error && targetFailed(outcome.error)) lease.failed(outcome.error)
           this.streamFinished(ctx, outcome)
         },
       })

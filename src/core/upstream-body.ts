@@ -7,7 +7,7 @@ import type { AttemptLease } from './router.ts'
 import { sseEvent } from './audio.ts'
 import { errorEvent } from './stream-relay.ts'
 import { DEFAULT_MAX_EVENT_BYTES, SseFrameDecoder, dataOf } from './sse/decoder.ts'
-import type { Timeouts, UpstreamCall } from './upstream.ts'
+import { targetFailed, type Timeouts, type UpstreamCall } from './upstream.ts'
 
 /**
  * Reading an upstream response, shared by every operation: the whole body (capped) for a JSON answer, the first
@@ -105,7 +105,7 @@ export function streamEnd(
 ) {
   return (error: GatewayError | null, aborted: boolean) => {
     lease.release()
-    if (error && error.status >= 500) lease.failed(error)
+    if (error && targetFailed(error)) lease.failed(error)
     ctx.usage = usage(aborted)
     ctx.costMicros = costMicros(attempt.target.price, ctx.usage)
     if (error) {

@@ -199,6 +199,9 @@ export async function upstreamError(response: Response, adapter: Pick<EndpointAd
   return error
 }
 
+/** A failure of the target's, which its health counts: not the client's (4xx) nor a plugin's. */
+export const targetFailed = (error: GatewayError) => error.status >= 500 && error.code !== 'plugin_failure'
+
 /** Errors worth another target: the upstream failed or was overloaded, not the request. */
 export const isRetryable = (error: GatewayError) => RETRYABLE.has(error.status) || error.status >= 520
 

@@ -52,6 +52,24 @@ const DEFAULT_HOOK_TIMEOUT_MS = 10_000
 const isResponse = (result: unknown): result is Response => result instanceof Response
 const isAnswer = (result: unknown): result is Principal | Response => !!result
 
+/** What onAuth may return: nothing, a Response, or a principal with its key id (the rest may be left out). */
+function notPrincipal(result: unknown): string | null {
+  if (result === undefined || result === null || result instanceof Response) return null
+  const p = result as Partial<Principal>
+  if (typeof result !== 'object' || typeof p.keyId !== 'string' || p.keyId === '') return 'onAuth returned something that is not a principal ({ keyId, … }) or a Response'
+  for (const list of [p.allowedModels, p.allowedEndpoints]) {
+    if (list != null && !(Array.isArray(list) && list.every((v) => typeof v === 'string'))) return "onAuth returned a principal whose allowedModels or allowedEndpoints is not a list of names"
+  }
+  if (p.limits != null && typeof p.limits !== 'object') return 'onAuth returned a principal whose limits is not an object'
+  return null
+}
+
+/** What onResponse and onChunk may return: nothing, or the object that replaces the one they were given. */
+const notObject = (hook: string) => (result: unknown) =>
+  result === undefined || result === null || (typeof result === 'object' && !Array.isArray(result) && !(result instanceof Promise))
+    ? null
+    : `${hook} returned ${result instanceof Promise ? 'a promise (it is synchronous)' : Array.isArray(result) ? 'an array' : `a ${typeof result}`}, not an object`
+
 export interface HostOptions {
   log: Logger
   store: StoreView
@@ -229,17 +247,38 @@ export class PluginHost {
 
   /** The first principal (or Response) an onAuth hook returns. */
   authenticate(ctx: RequestContext): MaybePromise<Principal | Response | undefined> {
-    return this.first(this.hooks.onAuth, 0, ctx, isAnswer)
+    return this.first(this.hooks.onAuth, 0, ctx, isAnswer, notPrincipal)
   }
 
-  /** Calls hooks from `from` in order until one's result is `decisive`; synchronous as long as they are. */
-  private first<R>(hooks: Bound<(ctx: RequestContext) => MaybePromise<unknown>>[], from: number, ctx: RequestContext, decisive: (result: unknown) => result is R): MaybePromise<R | undefined> {
+  /**
+   * Calls hooks from `from` in order until one's result is `decisive`; synchronous as long as they are. A result
+   * `wrong` says is not what the hook may return is that hook's failure (its failure mode decides).
+   */
+  private first<R>(
+    hooks: Bound<(ctx: RequestContext) => MaybePromise<unknown>>[],
+    from: number,
+    ctx: RequestContext,
+    decisive: (result: unknown) => result is R,
+    wrong?: (result: unknown) => string | null,
+  ): MaybePromise<R | undefined> {
     for (let i = from; i < hooks.length; i++) {
-      const result = this.call(hooks[i]!, ctx.log, ctx)
-      if (result instanceof Promise) return result.then((settled) => (decisive(settled) ? settled : this.first(hooks, i + 1, ctx, decisive)))
-      if (decisive(result)) return result
+      const hook = hooks[i]!
+      const result = this.call(hook, ctx.log, ctx)
+      if (result instanceof Promise) {
+        return result.then((settled) => {
+          const vetted = this.vetted(hook, ctx.log, settled, wrong)
+          return decisive(vetted) ? vetted : this.first(hooks, i + 1, ctx, decisive, wrong)
+        })
+      }
+      const vetted = this.vetted(hook, ctx.log, result, wrong)
+      if (decisive(vetted)) return vetted
     }
     return undefined
+  }
+
+  private vetted(hook: Bound<unknown>, log: Logger, result: unknown, wrong?: (result: unknown) => string | null): unknown {
+    const why = wrong?.(result)
+    return why ? this.failed(hook, log, new TypeError(`${hook.plugin}: ${why}`)) : result
   }
 
   upstreamRequest(ctx: AttemptContext, upstream: UpstreamRequest): Promise<void> | undefined {
@@ -251,8 +290,8 @@ export class PluginHost {
 
   async response(ctx: AttemptContext, body: Record<string, any>): Promise<Record<string, any>> {
     for (const hook of this.hooks.onResponse) {
-      const result = await this.call(hook, ctx.request.log, ctx, body)
-      if (result) body = result
+      const result = this.vetted(hook, ctx.request.log, await this.call(hook, ctx.request.log, ctx, body), notObject('onResponse'))
+      if (result) body = result as Record<string, any>
     }
     return body
   }
@@ -260,14 +299,18 @@ export class PluginHost {
   /** Synchronous: the hot path of a stream. A failing `open` hook is skipped; a `closed` one ends the stream. */
   chunk(ctx: AttemptContext, chunk: OpenAIChunk): OpenAIChunk | null {
     for (const hook of this.hooks.onChunk) {
+      let result: unknown
       try {
-        const result = hook.fn(ctx, chunk)
-        if (result === null) return null
-        if (result) chunk = result
+        result = hook.fn(ctx, chunk)
       } catch (error) {
-        if (GatewayError.is(error) || hook.failureMode === 'closed') throw error
-        ctx.request.log.error({ plugin: hook.plugin, err: error }, 'onChunk hook failed')
+        // Closed: the stream ends with this plugin's failure (503 plugin_failure), not as if the upstream had.
+        this.failed(hook, ctx.request.log, error)
+        continue
       }
+      if (result === null) return null
+      // Synchronous, and a chunk or nothing: a promise or a string would reach the client as `{}` or as text.
+      const vetted = this.vetted(hook, ctx.request.log, result, notObject('onChunk'))
+      if (vetted) chunk = vetted as OpenAIChunk
     }
     return chunk
   }

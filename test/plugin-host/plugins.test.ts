@@ -174,6 +174,51 @@ describe('hooks through the gateway', () => {
     expect(performance.now() - started).toBeLessThan(1000)
   })
 
+  test('a hook that returns what it may not is that plugin’s failure (its mode decides), never a 500 or garbage sent on', async () => {
+    const misbehaving = (name: string) =>
+      definePlugin({
+        name,
+        version: '1.0.0',
+        apiVersion: 1,
+        setup: () => ({
+          onAuth: (ctx) => {
+            const how = ctx.request.headers.get('x-mis')
+            if (how === 'garbage') return 'a principal, honestly' as any
+            if (how === 'partial') return { keyId: 'from-the-plugin' } as any // the rest left out: none
+          },
+          onRequestBody: (ctx) => {
+            if (JSON.stringify(ctx.body).includes('drop-body')) (ctx as any).body = null
+          },
+          onResponse: (_ctx, body) => (JSON.stringify(body).includes('"choices"') && fake.requests.at(-1)?.text.includes('bad-response') ? ('not an object' as any) : undefined),
+          onChunk: (ctx) => (ctx.request.body?.messages?.[0]?.content === 'bad-chunk' ? ('garbage-chunk' as any) : undefined),
+        }),
+      })
+    const ask = (content: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = {}, apiKey?: string) =>
+      fetch(`${gw!.baseURL}/chat/completions`, {
+        method: 'POST',
+        headers: { ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}), 'content-type': 'application/json', ...headers },
+        body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content }], ...extra }),
+      })
+    const closed = await gatewayWith([{ use: misbehaving('strict-mis'), failureMode: 'closed' }])
+    const code = async (res: Response) => [res.status, ((await res.json()) as any).error?.code]
+    expect(await code(await ask('hi', {}, { 'x-mis': 'garbage' }))).toEqual([503, 'plugin_failure'])
+    expect((await ask('hi', {}, { 'x-mis': 'partial' })).status).toBe(200)
+    expect(await code(await ask('drop-body', {}, {}, closed.key))).toEqual([503, 'plugin_failure'])
+    expect(await code(await ask('bad-response', {}, {}, closed.key))).toEqual([503, 'plugin_failure'])
+    const streamed = await (await ask('bad-chunk', { stream: true }, {}, closed.key)).text()
+    expect(streamed).toContain('"code":"plugin_failure"')
+    expect(streamed).not.toContain('garbage-chunk')
+    await gw!.close()
+    const open = await gatewayWith([{ use: misbehaving('lenient-mis'), failureMode: 'open' }])
+    // Open: the wrong answer is ignored, and the request goes on as if the hook had said nothing.
+    expect((await ask('hi', {}, { 'x-mis': 'garbage' }, open.key)).status).toBe(200)
+    const answer = (await (await ask('bad-response', {}, {}, open.key)).json()) as any
+    expect(answer.choices[0].message.content).toBeString()
+    const relayed = await (await ask('bad-chunk', { stream: true }, {}, open.key)).text()
+    expect(relayed).toContain('data: [DONE]')
+    expect(relayed).not.toContain('garbage-chunk')
+  })
+
   test('onChunk sees and may rewrite parsed chunks; onLog fires once for success, refusal and abort', async () => {
     const logs: FinishedRequest[] = []
     const shout = definePlugin({
