@@ -52,6 +52,23 @@ const DEFAULT_HOOK_TIMEOUT_MS = 10_000
 const isResponse = (result: unknown): result is Response => result instanceof Response
 const isAnswer = (result: unknown): result is Principal | Response => !!result
 
+/** A plugin's setup may wait on something (a licence server, a connection); not for ever, and never unnamed. */
+const SETUP_TIMEOUT_MS = 30_000
+
+async function settingUp(plugin: Plugin, api: PluginApi, timeoutMs: number) {
+  let timer: Timer | undefined
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`it did not finish within ${timeoutMs / 1000} s`)), timeoutMs)
+  })
+  try {
+    return await Promise.race([plugin.setup(api), late])
+  } catch (error) {
+    throw new Error(`Plugin '${plugin.name}' failed to set up: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 /** What onAuth may return: nothing, a Response, or a principal with its key id (the rest may be left out). */
 function notPrincipal(result: unknown): string | null {
   if (result === undefined || result === null || result instanceof Response) return null
@@ -71,6 +88,8 @@ const notObject = (hook: string) => (result: unknown) =>
     : `${hook} returned ${result instanceof Promise ? 'a promise (it is synchronous)' : Array.isArray(result) ? 'an array' : `a ${typeof result}`}, not an object`
 
 export interface HostOptions {
+  /** How long a plugin's setup may take (30 s). */
+  setupTimeoutMs?: number
   log: Logger
   store: StoreView
   redis?: RedisClient
@@ -141,7 +160,12 @@ export class PluginHost {
     }
     registerSdkModule()
     const file = path.resolve(this.options.baseDir, use)
-    const mod = await import(file)
+    let mod: Record<string, any>
+    try {
+      mod = await import(file)
+    } catch (error) {
+      throw new Error(`The plugin module ${file} failed to load: ${error instanceof Error ? error.message : String(error)}`)
+    }
     const plugin = mod.default ?? mod.plugin
     if (!plugin || typeof plugin !== 'object' || typeof plugin.setup !== 'function' || typeof plugin.name !== 'string') {
       throw new Error(`${file} does not export a plugin (default export of definePlugin({...})).`)
@@ -177,7 +201,7 @@ export class PluginHost {
         if (typeof adapter?.id !== 'string' || !/^[a-z0-9][a-z0-9._-]*$/.test(adapter.id)) {
           // openAICompatible() makes a whole plugin, not an adapter: the likeliest way here.
           const hint = typeof (adapter as { setup?: unknown })?.setup === 'function' ? ': that is a plugin (openAICompatible() makes one); export it as the module\'s default instead' : ''
-          throw new Error(`Plugin '${plugin.name}' registered a provider without a type id (lowercase letters, digits, '.', '_', '-')${hint}.`)
+          throw new Error(`it registered a provider without a type id (lowercase letters, digits, '.', '_', '-')${hint}.`)
         }
         if (this.providers.has(adapter.id)) throw new Error(`Provider type '${adapter.id}' is registered twice (plugin '${plugin.name}').`)
         this.providers.set(adapter.id, adapter)
@@ -188,7 +212,7 @@ export class PluginHost {
       },
       onClose: (fn) => this.closers.push(fn),
     }
-    const hooks = (await plugin.setup(api)) ?? {}
+    const hooks = (await settingUp(plugin, api, this.options.setupTimeoutMs ?? SETUP_TIMEOUT_MS)) ?? {}
     const bound = {
       plugin: plugin.name,
       failureMode: spec.failureMode ?? 'closed',

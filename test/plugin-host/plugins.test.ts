@@ -1,4 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import { definePlugin, GatewayError, openAICompatible, t, type FinishedRequest } from '../../src/plugin-sdk/index.ts'
 import { PluginHost, type PluginSpec } from '../../src/plugin-host/host.ts'
 import { createLogger } from '../../src/services/logger.ts'
@@ -58,10 +61,25 @@ describe('plugin host', () => {
   test('a provider registered without a type id is refused at load, naming the plugin; a plugin passed for an adapter says what to do', async () => {
     const acme = openAICompatible({ id: 'acme', baseURL: 'https://api.acme.dev/v1' })
     const wrapper = definePlugin({ name: 'wraps-acme', version: '1.0.0', apiVersion: 1, setup: (api) => api.registerProvider(acme as any) })
-    await expect(host().register(wrapper)).rejects.toThrow("Plugin 'wraps-acme' registered a provider without a type id (lowercase letters, digits, '.', '_', '-'): that is a plugin (openAICompatible() makes one); export it as the module's default instead.")
+    await expect(host().register(wrapper)).rejects.toThrow(
+      "Plugin 'wraps-acme' failed to set up: it registered a provider without a type id (lowercase letters, digits, '.', '_', '-'): that is a plugin (openAICompatible() makes one); export it as the module's default instead.",
+    )
     const own = host()
     await own.register(acme)
     expect(own.providers.get('acme')?.id).toBe('acme')
+  })
+
+  test('a setup that throws or never finishes stops the start naming its plugin', async () => {
+    const throwing = definePlugin({ name: 'licensed', version: '1.0.0', apiVersion: 1, setup: () => { throw new Error('cannot reach my license server') } })
+    await expect(host().register(throwing)).rejects.toThrow("Plugin 'licensed' failed to set up: cannot reach my license server")
+    const hanging = definePlugin({ name: 'forever', version: '1.0.0', apiVersion: 1, setup: () => new Promise<never>(() => {}) })
+    const quick = new PluginHost({ log: createLogger('silent'), store: { findKeyByHash: async () => null, spentMicros: async () => 0, onChange: () => () => {} }, builtins: {}, baseDir: '.', setupTimeoutMs: 100 })
+    await expect(quick.register(hanging)).rejects.toThrow("Plugin 'forever' failed to set up: it did not finish within 0.1 s")
+    // A module that throws as it is imported: named by its file.
+    const dir = mkdtempSync(path.join(tmpdir(), 'conduit-plugin-'))
+    writeFileSync(path.join(dir, 'throws.js'), "throw new Error('top-level throw in plugin module')\n")
+    const loading = new PluginHost({ log: createLogger('silent'), store: { findKeyByHash: async () => null, spentMicros: async () => 0, onChange: () => () => {} }, builtins: {}, baseDir: dir })
+    await expect(loading.load([{ use: './throws.js' }])).rejects.toThrow(`The plugin module ${path.join(dir, 'throws.js')} failed to load: top-level throw in plugin module`)
   })
 
   test('onAuth: hooks that answer synchronously are answered without a promise; an async one anywhere in the chain makes it one, in order', async () => {
