@@ -89,7 +89,9 @@ function sanitise(record: Record<string, any>): Record<string, any> {
   }
   if (copy.err) {
     const err = copy.err
-    copy.err = err instanceof Error ? { type: err.name, message: err.message } : String(err)
+    // Its kind, message and stack, as pino prints an error (a plugin's author needs the line), but none of its other
+    // fields (a response, a request, a cause holding either).
+    copy.err = err instanceof Error ? Object.assign(Object.create(Object.getPrototypeOf(err)), { message: err.message, stack: err.stack }) : String(err)
   }
   return copy
 }

@@ -69,6 +69,31 @@ describe('plugin host', () => {
     expect(own.providers.get('acme')?.id).toBe('acme')
   })
 
+  test('a failing hook is logged with the plugin, the error’s kind, message and stack, and nothing else of the error', async () => {
+    const lines: string[] = []
+    const log = createLogger('info', { write: (line: string) => void lines.push(line) } as any)
+    const faulty = definePlugin({
+      name: 'faulty',
+      version: '1.0.0',
+      apiVersion: 1,
+      setup: () => ({
+        onRequest: () => {
+          const error = new TypeError('undefined is not an object') as TypeError & { response?: unknown }
+          error.response = { body: 'a provider answer' }
+          throw error
+        },
+      }),
+    })
+    const own = new PluginHost({ log, store: { findKeyByHash: async () => null, spentMicros: async () => 0, onChange: () => () => {} }, builtins: {}, baseDir: '.' })
+    await own.register(faulty, { failureMode: 'open' })
+    expect(own.run('onRequest', { log } as any)).toBeUndefined()
+    const line = JSON.parse(lines.find((l) => l.includes('plugin hook failed'))!)
+    expect(line.plugin).toBe('faulty')
+    expect(line.err).toMatchObject({ type: 'TypeError', message: 'undefined is not an object' })
+    expect(line.err.stack).toContain('plugins.test.ts')
+    expect(JSON.stringify(line)).not.toContain('a provider answer')
+  })
+
   test('a setup that throws or never finishes stops the start naming its plugin', async () => {
     const throwing = definePlugin({ name: 'licensed', version: '1.0.0', apiVersion: 1, setup: () => { throw new Error('cannot reach my license server') } })
     await expect(host().register(throwing)).rejects.toThrow("Plugin 'licensed' failed to set up: cannot reach my license server")
