@@ -168,6 +168,11 @@ for (const engine of ['sqlite', 'postgres'] as const) {
         expect(iso.expires_at).toBe(Date.parse('2030-01-01T00:00:00Z') / 1000)
         const unix = await gw.admin('POST', '/keys', { name: 'unix', expires_at: 1900000000 })
         expect(unix.expires_at).toBe(1900000000)
+        // A date alone: midnight UTC.
+        const day = await gw.admin('POST', '/keys', { name: 'day', expires_at: '2031-06-01' })
+        expect(day.expires_at).toBe(Date.parse('2031-06-01T00:00:00Z') / 1000)
+        const words = await gw.adminRaw('POST', '/keys', { name: 'words', expires_at: 'June 1st' })
+        expect(((await words.json()) as any).error.message).toBe("Invalid value for 'expires_at': expected an ISO 8601 date or date-time or an integer of at least 0.")
         for (const body of [{ name: 'x', expires_at: 'tomorrow' }, { name: '' }, { allowed_models: ['*'] }]) {
           const res = await gw.adminRaw('POST', '/keys', body)
           expect(res.status).toBe(400)

@@ -116,7 +116,8 @@ export const ModelPatch = t.Partial(ModelInput)
  * ISO 8601 date-time or unix seconds. A pattern rather than `format: 'date-time'`: formats exist only once
  * Elysia has registered them, and the config file is checked before Elysia loads.
  */
-const IsoDateTime = t.String({ pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?(Z|[+-]\\d{2}:\\d{2})$' })
+/** A date (midnight UTC) or a date-time with its zone. */
+const IsoDateTime = t.String({ pattern: '^\\d{4}-\\d{2}-\\d{2}(T\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?(Z|[+-]\\d{2}:\\d{2}))?$', description: 'an ISO 8601 date or date-time' })
 const Expiry = t.Union([t.Null(), IsoDateTime, t.Integer({ minimum: 0 })])
 const Budget = t.Object(
   { usd: t.Number({ exclusiveMinimum: 0, maximum: MAX_LIMIT }), period: t.Union([t.Literal('total'), t.Literal('daily'), t.Literal('monthly')]) },

@@ -185,6 +185,7 @@ export function expectation(error: { schema: TSchema; message: string }): string
 }
 
 function described(s: any): string {
+  if (s.description) return s.description
   if (s.type === 'integer' || s.type === 'number') {
     const kind = s.type === 'integer' ? 'an integer' : 'a number'
     if (s.minimum !== undefined && s.maximum !== undefined) return `${kind} from ${s.minimum} to ${s.maximum}`
