@@ -373,6 +373,45 @@ function connect(url: URL, pool: Connection[]): Promise<Connection> {
   })
 }
 
+/**
+ * Connections being made to an origin at once, at most. Bun cannot abandon a connect in progress: to a host that
+ * drops SYNs each one holds a socket until the kernel gives up (about two minutes), whatever our connect deadline
+ * said to the call. Past this, a call waits for one of them to end (its own deadlines still run), so a blackholed
+ * provider holds this many sockets, not two minutes of its requests' worth (probe: 30 streams left 31 in SYN-SENT).
+ */
+const MAX_CONNECTING = 256
+const opening = new Map<string, { count: number; waiting: (() => void)[] }>()
+
+/** A new connection to the origin, within its MAX_CONNECTING; given up (but not the connect) with the call. */
+async function newConnection(url: URL, origin: string, pool: Connection[], signal: AbortSignal): Promise<Connection> {
+  let slots = opening.get(origin)
+  if (!slots) opening.set(origin, (slots = { count: 0, waiting: [] }))
+  while (slots.count >= MAX_CONNECTING) {
+    const queue = slots.waiting
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = () => {
+        queue.splice(queue.indexOf(wake), 1)
+        reject(signal.reason)
+      }
+      const wake = () => {
+        signal.removeEventListener('abort', onAbort)
+        resolve()
+      }
+      queue.push(wake)
+      signal.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+  slots.count++
+  const made = connect(url, pool)
+  const done = () => {
+    slots.count--
+    slots.waiting.shift()?.()
+    if (slots.count === 0 && slots.waiting.length === 0) opening.delete(origin)
+  }
+  made.then(done, done)
+  return untilAborted(made, signal)
+}
+
 /** A connection still being made is given up with the call (the connect deadline aborts it); made later, it closes. */
 function untilAborted(connecting: Promise<Connection>, signal: AbortSignal): Promise<Connection> {
   let onAbort!: () => void
@@ -414,7 +453,7 @@ export async function http1Fetch(target: string, init: Http1Init): Promise<Respo
   head += '\r\n'
   for (let attempt = 0; ; attempt++) {
     init.signal.throwIfAborted()
-    const connection = (attempt === 0 ? pool.pop() : undefined) ?? (await untilAborted(connect(url, pool), init.signal))
+    const connection = (attempt === 0 ? pool.pop() : undefined) ?? (await newConnection(url, origin, pool, init.signal))
     try {
       const response = await roundTrip(connection, head, body, init.signal)
       // As fetch's: the URL the answer came from (redirects are not followed, so the one asked).

@@ -161,6 +161,22 @@ describe('connect timeout (PR1)', () => {
     expect(elapsed).toBeLessThan(2 * 500 + 300)
   })
 
+  test('streamed calls to it hold at most 256 half-open connections, not one per call for the kernel’s two minutes', async () => {
+    // A provider of its own: 300 connect timeouts eject it, which the tests after this one must not see.
+    await gw.admin('POST', '/providers', { name: 'unreachable-streams', type: 'openai', base_url: hole.url('/v1'), api_key: 'sk-upstream-test', options: { timeouts: { connect_ms: 500 } } })
+    await gw.admin('POST', '/models', { name: 'unreachable-streams', targets: [{ provider: 'unreachable-streams', model: 'gpt-4o' }] })
+    // SYN-SENT (02) sockets to the blackhole's port, from /proc/net/tcp (remote address and port in hex).
+    const halfOpen = async () => {
+      const port = hole.port.toString(16).toUpperCase().padStart(4, '0')
+      return (await Bun.file('/proc/net/tcp').text()).split('\n').filter((line) => line.trim().split(/\s+/)[2]?.endsWith(`:${port}`) && line.trim().split(/\s+/)[3] === '02').length
+    }
+    const before = await halfOpen()
+    const statuses = await Promise.all(Array.from({ length: 300 }, async () => (await chat('unreachable-streams', 'hi', { stream: true })).status))
+    expect(statuses.every((s) => s === 502)).toBe(true)
+    // 256 at most, and the few connects of the reachability probe that decides a connect timeout (before: 302).
+    expect((await halfOpen()) - before).toBeLessThanOrEqual(256 + 8)
+  }, 20_000)
+
   test('the request falls back to the next target at once', async () => {
     await gw.admin('POST', '/models', {
       name: 'unreachable-first',
