@@ -1,6 +1,20 @@
 import { ownCommand, sessionFlag, startEnv } from './cluster/own-command.ts'
 import { checkLaunch, readLaunch } from './config/launch.ts'
 
+if (process.argv[2] === '--help' || process.argv[2] === '-h') {
+  console.log(`Usage: conduit [--port <n>] [--host <address>] [--data-dir <dir>] [--workers <n>] [--config <file>]
+       conduit rotate-secrets [--limit <n>] [--data-dir <dir>] [--config <file>]
+         re-seal every stored secret with the first key of CONDUIT_ENCRYPTION_KEYS
+
+Every flag has an environment variable (PORT, HOST, CONDUIT_DATA_DIR, CONDUIT_WORKERS, CONDUIT_CONFIG); the README
+lists them and the config file's fields.`)
+  process.exit(0)
+}
+if (process.argv[2] === '--version') {
+  console.log(`conduit ${(await import('../package.json')).version} (Bun ${Bun.version})`)
+  process.exit(0)
+}
+
 // A maintenance command, not a server: it runs and exits (see src/commands/rotate-secrets.ts).
 if (process.argv[2] === 'rotate-secrets') {
   process.exit(await (await import('./commands/rotate-secrets.ts')).rotateSecretsCommand(process.argv.slice(3), process.env))

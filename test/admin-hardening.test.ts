@@ -233,6 +233,14 @@ describe('start settings are checked, not guessed', () => {
     expect((await loadConfig([], { DATABASE_URL: 'POSTGRES://127.0.0.1/test' })).databaseURL).toBe('POSTGRES://127.0.0.1/test')
   })
 
+  test('--help and --version answer and exit 0, starting nothing', async () => {
+    for (const [flag, says] of [['--help', 'Usage: conduit [--port <n>]'], ['-h', 'conduit rotate-secrets'], ['--version', `conduit 0.1.0 (Bun ${Bun.version})`]]) {
+      const run = Bun.spawnSync(['bun', 'src/main.ts', flag!], { env: { ...process.env, PORT: '1' } })
+      expect(run.exitCode).toBe(0)
+      expect(run.stdout.toString()).toContain(says!)
+    }
+  })
+
   test("a config section's misspelled field is refused with its path (a plugin's failure_mode, a timeout), as the top level's is", async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'conduit-config-'))
     try {
