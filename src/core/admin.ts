@@ -48,10 +48,10 @@ export const ProviderInput = t.Object(
 )
 export const ProviderPatch = t.Partial(ProviderInput)
 const maskedURL = () => badRequest("base_url carries the masked credential '***': send the real one, or leave base_url out to keep it.", 'base_url', 'invalid_value')
-/** A URL whose credential is the API's mask, not a credential. */
+/** A URL whose credential is the API's mask, not a credential (compared with the public mask: nothing to time). */
 const isMasked = (url: string) => {
   const parsed = URL.parse(url)
-  return !!parsed && (parsed.password === MASK || (!parsed.password && parsed.username === MASK))
+  return !!parsed && (parsed.password || parsed.username) === MASK
 }
 /** The provider's "Test": one tiny chat completion. Without `model`, the first model that routes to this provider names it. */
 export const ProviderTestInput = t.Object({ model: t.Optional(t.String({ minLength: 1, maxLength: 256 })) }, closed)
