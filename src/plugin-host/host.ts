@@ -255,7 +255,11 @@ export class PluginHost {
   }
 
   private failed(hook: Bound<unknown>, log: Logger, error: unknown): undefined {
-    if (GatewayError.is(error)) throw error
+    if (GatewayError.is(error)) {
+      // A refusal, unless its status could not be sent (Response takes 200–599): then a failure like any other.
+      if (Number.isInteger(error.status) && error.status >= 400 && error.status <= 599) throw error
+      error = new RangeError(`${hook.plugin}: a GatewayError with status ${error.status}, not an HTTP error status (400–599)`)
+    }
     log.error({ plugin: hook.plugin, err: error }, 'plugin hook failed')
     if (hook.failureMode === 'open') return undefined
     throw new GatewayError(503, `The '${hook.plugin}' plugin failed; the request was not processed.`, { code: 'plugin_failure' })

@@ -231,6 +231,7 @@ describe('hooks through the gateway', () => {
           },
           onRequestBody: (ctx) => {
             if (JSON.stringify(ctx.body).includes('drop-body')) (ctx as any).body = null
+            if (JSON.stringify(ctx.body).includes('odd-status')) throw new GatewayError(999, 'a status no HTTP response has')
           },
           onResponse: (_ctx, body) => (JSON.stringify(body).includes('"choices"') && fake.requests.at(-1)?.text.includes('bad-response') ? ('not an object' as any) : undefined),
           onChunk: (ctx) => (ctx.request.body?.messages?.[0]?.content === 'bad-chunk' ? ('garbage-chunk' as any) : undefined),
@@ -247,6 +248,7 @@ describe('hooks through the gateway', () => {
     expect(await code(await ask('hi', {}, { 'x-mis': 'garbage' }))).toEqual([503, 'plugin_failure'])
     expect((await ask('hi', {}, { 'x-mis': 'partial' })).status).toBe(200)
     expect(await code(await ask('drop-body', {}, {}, closed.key))).toEqual([503, 'plugin_failure'])
+    expect(await code(await ask('odd-status', {}, {}, closed.key))).toEqual([503, 'plugin_failure'])
     expect(await code(await ask('bad-response', {}, {}, closed.key))).toEqual([503, 'plugin_failure'])
     const streamed = await (await ask('bad-chunk', { stream: true }, {}, closed.key)).text()
     expect(streamed).toContain('"code":"plugin_failure"')
