@@ -162,6 +162,13 @@ export class Pipeline {
     this.calls = { transcriptions: audio, translations: audio, speech: audio, images, image_edits: images, image_variations: images, responses: frontDoor, messages: frontDoor }
   }
 
+  /** A request for a route's path that never reached the route (a method it does not take), in the route's envelope. */
+  refusal(route: Route, error: GatewayError): Response {
+    const door = DOOR_OF[route] && this.o.frontDoors?.[DOOR_OF[route]!]
+    const rendered = door?.renderError?.(error.status, error.toJSON().error)
+    return rendered ? json(rendered.status, rendered.body, {}) : json(error.status, error.toJSON(), error.headers)
+  }
+
   /** Per front-door request: the client's body as a native target gets it (the chat body is `ctx.body`). */
   private readonly nativeBodies = new WeakMap<RequestCtx, Record<string, any>>()
 

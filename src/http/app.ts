@@ -44,13 +44,17 @@ const PROXIED: Record<string, Route> = {
 }
 
 /** Elysia's own failures (parse, unknown route) rendered in the one envelope; admin bodies are validated by the core. */
-function renderFrameworkError(code: string | number, error: any, request: Request, log: Logger): Response {
+function renderFrameworkError(code: string | number, error: any, request: Request, gw: Gateway): Response {
+  const log = gw.log
   if (GatewayError.is(error)) return errorResponse(error)
   // Elysia wraps whatever a parser throws, our own 413 included.
   if (code === 'PARSE') return errorResponse(GatewayError.is(error.cause) ? error.cause : badRequest('We could not parse the JSON body of your request.', null, 'invalid_json'))
   if (code === 'NOT_FOUND') {
     const url = new URL(request.url)
-    return errorResponse(new GatewayError(404, `Unknown request URL: ${request.method} ${url.pathname}.`, { code: 'unknown_url' }))
+    const unknown = new GatewayError(404, `Unknown request URL: ${request.method} ${url.pathname}.`, { code: 'unknown_url' })
+    // A route's path with a method it does not take (GET /v1/messages): refused in the route's protocol.
+    const route = PROXIED[url.pathname]
+    return route ? gw.pipeline.refusal(route, unknown) : errorResponse(unknown)
   }
   return renderThrown(error, log, code)
 }
@@ -85,7 +89,7 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
     development: false,
     error: (error: unknown) => renderThrown(error, gw.log),
   }
-  const app = new Elysia({ name: 'conduit', serve }).onError({ as: 'global' }, ({ code, error, request }) => renderFrameworkError(code, error, request, gw.log))
+  const app = new Elysia({ name: 'conduit', serve }).onError({ as: 'global' }, ({ code, error, request }) => renderFrameworkError(code, error, request, gw))
   // First, so that every response below (errors included) carries the CORS headers.
   if (options.corsOrigins?.length) app.onRequest(corsForV1(options.corsOrigins))
   for (const [path, handler] of proxies) app.post(path, ({ request, server }) => handler(request, server))

@@ -435,6 +435,14 @@ describe("errors in Anthropic's envelope", () => {
     expect(bad).toBeInstanceOf(Anthropic.BadRequestError)
     expect(bad.error.error.message).toContain('messages.0.role')
 
+    // A method the door does not take: its 404 in Anthropic's envelope too (chat's stays OpenAI's).
+    for (const path of ['/v1/messages', '/v1/messages/count_tokens']) {
+      const wrong = await fetch(`${gw.origin}${path}`, { headers: { 'x-api-key': key, 'anthropic-version': '2023-06-01' } })
+      expect(wrong.status).toBe(404)
+      expect(await wrong.json()).toEqual({ type: 'error', error: { type: 'not_found_error', message: `Unknown request URL: GET ${path}.` } })
+    }
+    expect(((await (await fetch(`${gw.origin}/v1/chat/completions`)).json()) as any).error.code).toBe('unknown_url')
+
     const stranger = new Anthropic({ apiKey: 'condt_not-a-key', baseURL: gw.origin, maxRetries: 0 })
     const denied = await stranger.messages.create({ model: 'gpt', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }).catch((e) => e)
     expect(denied).toBeInstanceOf(Anthropic.AuthenticationError)
