@@ -425,7 +425,11 @@ export class AdminService {
   async usage(params: URLSearchParams) {
     const ref = params.get('key')
     const key = ref ? await this.getKey(ref) : null
-    return usageReport(this.store, usageRange(params), key?.id ?? null, ['key', 'model', 'provider', 'day', 'user'])
+    const report = await usageReport(this.store, usageRange(params), key?.id ?? null, ['key', 'model', 'provider', 'day', 'user'])
+    // Each key by the name the pages show, beside its id (null for a key deleted since).
+    const names = await this.keyNames()
+    const byKey = report.by_key as Record<string, unknown>[]
+    return { ...report, by_key: byKey.map((row) => ({ ...row, name: names.get(row.key as string) ?? null })) }
   }
 
   // Providers ------------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ function usageCsv(report: Record<string, unknown>, by: string): Response {
   }
   const rows = (report[`by_${by}`] ?? []) as Record<string, unknown>[]
   // Users over every key name their key (see usageReport).
-  const key = by !== 'key' && rows.some((row) => 'key' in row) ? ['key'] : []
+  const key = by === 'key' ? ['name'] : rows.some((row) => 'key' in row) ? ['key'] : []
   const columns = [by, ...key, 'requests', 'prompt_tokens', 'completion_tokens', 'cost_usd', 'unpriced_requests', 'audio_seconds', 'characters', 'images']
   // Quoted when needed; a leading = + - @ is defused so a spreadsheet never runs a cell a client named.
   const cell = (value: unknown) => {

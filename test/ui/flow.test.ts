@@ -207,9 +207,11 @@ describe('the console, end to end', () => {
     const csv = await Bun.file((await download.path())!).text()
     expect(csv.split('\r\n')[0]).toBe('user,key,requests,prompt_tokens,completion_tokens,cost_usd,unpriced_requests,audio_seconds,characters,images')
     expect(csv).toMatch(/\r\nui-user,key_[\w-]+,1,/)
-    // By key, the key is the row's own column, once.
+    // By key, the key is the row's own column, once, with the name the page shows beside it.
     const byKey = await (await gw.adminRaw('GET', '/usage?format=csv&by=key')).text()
-    expect(byKey.split('\r\n')[0]).toBe('key,requests,prompt_tokens,completion_tokens,cost_usd,unpriced_requests,audio_seconds,characters,images')
+    expect(byKey.split('\r\n')[0]).toBe('key,name,requests,prompt_tokens,completion_tokens,cost_usd,unpriced_requests,audio_seconds,characters,images')
+    const names = (await gw.admin('GET', '/keys')).data.map((k: any) => k.name)
+    expect(byKey.split('\r\n').slice(1, -1).every((line) => names.some((name: string) => line.includes(name.includes(',') || name.includes('"') ? `"${name.replaceAll('"', '""')}"` : name)))).toBe(true)
   }, 20_000)
 
   test('the Playground streams a reply through the gateway with a chosen key', async () => {
