@@ -83,7 +83,7 @@ function App() {
           <Router>
             <Route path="/ui" component={() => <Overview />} />
             <Route path="/ui/" component={() => <Overview />} />
-            <Route path="/ui/providers" component={() => <Providers />} />
+            <Route path="/ui/providers" component={() => (readOnly ? <p class="empty">Providers are managed with the master key.</p> : <Providers />)} />
             <Route path="/ui/models" component={() => <Models readOnly={readOnly} />} />
             <Route path="/ui/keys" component={() => <Keys readOnly={readOnly} />} />
             <Route path="/ui/usage" component={() => <Usage readOnly={readOnly} />} />

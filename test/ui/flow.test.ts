@@ -223,6 +223,19 @@ describe('the console, end to end', () => {
     await page.locator('.message.assistant', { hasText: DEFAULT_REPLY }).waitFor()
   }, 20_000)
 
+  test('a virtual key’s read-only session has no Providers page, even by its URL', async () => {
+    const own = await openPage(browser, gw.origin)
+    try {
+      await signIn(own.page, virtualKey)
+      await expect(own.page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Providers' }).count()).resolves.toBe(0)
+      await own.page.goto('/ui/providers')
+      await own.page.getByText('Providers are managed with the master key.').waitFor()
+      await expect(own.page.getByRole('button', { name: 'New provider' }).count()).resolves.toBe(0)
+    } finally {
+      await own.context.close()
+    }
+  }, 20_000)
+
   test('disabling the key in the UI refuses its next call', async () => {
     await go(page, 'Keys')
     await page.getByRole('button', { name: `Disable ${XSS}` }).click()
