@@ -50,6 +50,14 @@ async function readState(key: string) {
 const MINUTE = 60_000
 const DAY = 86_400_000
 
+const scopeOf = (t: string): Scope => ({ kind: 'key', tag: t, key: `conduit:gov:{${t}}:k`, label: 'this key', keyId: t })
+/** One GOVERN call by `instance` at `now`: a settlement batch, and at most one admission, whose outcome it returns. */
+const govern = async (instance: string, now: number, batch: { seq: number; deltas: Delta[] } | null, claims: ScopeClaim[] | null, loads?: Map<string, number>) => {
+  const admissions = claims ? [{ claims, shadow: false, loads: loads ?? null }] : []
+  const { keys, argv } = encodeCall(instance, 30_000, batch, admissions)
+  return decodeReply(admissions, (await redis.callBuffer('EVALSHA', [sha, keys.length, ...keys, ...argv, now])) as Buffer)[0] ?? null
+}
+
 const request = fc.record({
   rpm: fc.option(fc.integer({ min: 1, max: 8 }), { nil: undefined }),
   rpd: fc.option(fc.integer({ min: 1, max: 12 }), { nil: undefined }),
@@ -144,18 +152,12 @@ describe('script and in-process state', () => {
 
   describe('per instance', () => {
     const tag = () => `inst-${crypto.randomUUID()}`
-    const scopeOf = (t: string): Scope => ({ kind: 'key', tag: t, key: `conduit:gov:{${t}}:k`, label: 'this key', keyId: t })
     const slotAndBudget = (scope: Scope): ScopeClaim => ({
       scope,
       rates: [],
       slots: 1,
       budget: { limitMicros: 1_000, cost: 600, period: 'total', since: 0, ttlMs: 7 * DAY },
     })
-    const govern = async (instance: string, now: number, batch: { seq: number; deltas: Delta[] } | null, claims: ScopeClaim[] | null, loads?: Map<string, number>) => {
-      const admissions = claims ? [{ claims, shadow: false, loads: loads ?? null }] : []
-      const { keys, argv } = encodeCall(instance, 30_000, batch, admissions)
-      return decodeReply(admissions, (await redis.callBuffer('EVALSHA', [sha, keys.length, ...keys, ...argv, now])) as Buffer)[0] ?? null
-    }
     const release = (scope: Scope, spent: number): Delta => ({ scope, holds: 1, reserved: 600, spent, period: 'total', adjustments: new Map(), absolute: null })
 
     test('a settlement batch sent again under the same number (its reply was lost) counts once', async () => {
@@ -223,8 +225,7 @@ describe('script and in-process state', () => {
   })
 
   test('a limit changed mid-period keeps what was counted: rpd 5 used up and raised to 100 leaves 95; 50 of 100 lowered to 10 leaves none', async () => {
-    const t = `change-${crypto.randomUUID()}`
-    const scope: Scope = { kind: 'key', tag: t, key: `conduit:gov:{${t}}:k`, label: 'this key', keyId: t }
+    const scope = scopeOf(`change-${crypto.randomUUID()}`)
     let now = 9_000_000
     const local = new LocalState(() => now)
     const claimsAt = (limit: number): ScopeClaim[] => [{ scope, rates: [{ rule: 'rpd', unit: 'requests', limit, periodMs: DAY, cost: 1 }], slots: null, budget: null }]
@@ -233,9 +234,7 @@ describe('script and in-process state', () => {
       let admitted = 0
       for (; admitted < most; admitted++) {
         now += 1
-        const admissions = [{ claims: claimsAt(limit), shadow: false, loads: null }]
-        const { keys, argv } = encodeCall('a', 30_000, null, admissions)
-        const [there] = decodeReply(admissions, (await redis.callBuffer('EVALSHA', [sha, keys.length, ...keys, ...argv, now])) as Buffer)
+        const there = await govern('a', now, null, claimsAt(limit))
         expect(there).toEqual(local.admit(claimsAt(limit), false))
         if (there!.status !== 1) break
       }
@@ -258,8 +257,7 @@ describe('script and in-process state', () => {
   })
 
   test('a state written before limits were kept (nothing after its instances) is read, and written back with them', async () => {
-    const t = `old-${crypto.randomUUID()}`
-    const scope: Scope = { kind: 'key', tag: t, key: `conduit:gov:{${t}}:k`, label: 'this key', keyId: t }
+    const scope = scopeOf(`old-${crypto.randomUUID()}`)
     const now = 11_000_000
     // x, rpm, rpd (one request of a day taken at limit 2), tpm, ipm, bs, count 1, bp '', then instance 'a'.
     const head = Buffer.alloc(7 * 8)
@@ -268,9 +266,7 @@ describe('script and in-process state', () => {
     ;[0, 0, 0, 0].forEach((v, i) => inst.writeDoubleLE(v, i * 8))
     await redis.set(scope.key, Buffer.concat([head, Buffer.from('\0'), Buffer.from('a\0'), inst]), 'PX', DAY)
     try {
-      const admissions = [{ claims: [{ scope, rates: [{ rule: 'rpd' as const, unit: 'requests' as const, limit: 2, periodMs: DAY, cost: 1 }], slots: null, budget: null }], shadow: false, loads: null }]
-      const { keys, argv } = encodeCall('a', 30_000, null, admissions)
-      const [outcome] = decodeReply(admissions, (await redis.callBuffer('EVALSHA', [sha, keys.length, ...keys, ...argv, now])) as Buffer)
+      const outcome = await govern('a', now, null, [{ scope, rates: [{ rule: 'rpd', unit: 'requests', limit: 2, periodMs: DAY, cost: 1 }], slots: null, budget: null }])
       expect(outcome!.status).toBe(1)
       expect((await readState(scope.key))!).toMatchObject({ tats: { rpd: now + DAY }, limits: { rpm: 0, rpd: 2, tpm: 0, ipm: 0 } })
     } finally {
