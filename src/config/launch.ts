@@ -1,4 +1,5 @@
 import path from 'node:path'
+import { inContext } from '../plugin-sdk/errors.ts'
 
 /**
  * What every role needs before the full configuration: where the config file is and its parsed text, and the
@@ -53,7 +54,7 @@ export async function readConfigFile(file: string, env: Record<string, string | 
   try {
     raw = file.endsWith('.json') ? JSON.parse(text) : Bun.YAML.parse(text)
   } catch (error) {
-    throw new Error(`Config file ${file} is not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${error instanceof Error ? error.message : String(error)}`)
+    throw inContext(`Config file ${file} is not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}`, error)
   }
   return expandEnv(raw ?? {}, env) as Record<string, any>
 }

@@ -3,7 +3,7 @@ import type { GatewayConfig } from '../config/config.ts'
 import { BUILTINS } from '../plugin-host/builtins.ts'
 import { PluginHost, type PluginSpec } from '../plugin-host/host.ts'
 import type { FinishedRequest, Logger, Plugin, RequestContext } from '../plugin-sdk/types.ts'
-import { GatewayError } from '../plugin-sdk/errors.ts'
+import { GatewayError, inContext } from '../plugin-sdk/errors.ts'
 import { base62, secretEquals, sha256 } from '../store/crypto.ts'
 import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
 import { setSecrets } from '../services/known-secrets.ts'
@@ -276,6 +276,6 @@ async function createdElsewhere(what: string, step: () => Promise<void>) {
       await step()
     }
   } catch (error) {
-    throw new Error(`Config file, ${what}: ${error instanceof Error ? error.message : String(error)}`)
+    throw inContext(`Config file, ${what}`, error)
   }
 }

@@ -2,7 +2,7 @@ import path from 'node:path'
 import { Value } from '@sinclair/typebox/value'
 import type { TSchema } from '@sinclair/typebox'
 import { LRUCache } from 'lru-cache'
-import { GatewayError } from '../plugin-sdk/errors.ts'
+import { GatewayError, inContext } from '../plugin-sdk/errors.ts'
 import {
   API_VERSION,
   type AttemptContext,
@@ -63,7 +63,7 @@ async function settingUp(plugin: Plugin, api: PluginApi, timeoutMs: number) {
   try {
     return await Promise.race([plugin.setup(api), late])
   } catch (error) {
-    throw new Error(`Plugin '${plugin.name}' failed to set up: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
+    throw inContext(`Plugin '${plugin.name}' failed to set up`, error)
   } finally {
     clearTimeout(timer)
   }
@@ -164,7 +164,7 @@ export class PluginHost {
     try {
       mod = await import(file)
     } catch (error) {
-      throw new Error(`The plugin module ${file} failed to load: ${error instanceof Error ? error.message : String(error)}`)
+      throw inContext(`The plugin module ${file} failed to load`, error)
     }
     const plugin = mod.default ?? mod.plugin
     if (!plugin || typeof plugin !== 'object' || typeof plugin.setup !== 'function' || typeof plugin.name !== 'string') {

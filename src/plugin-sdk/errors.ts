@@ -49,5 +49,11 @@ export class GatewayError extends Error {
   }
 }
 
+/**
+ * An error whose message says where `error` happened (`Config file x.yaml is not valid YAML: …`): a start-up
+ * failure is one line for the operator, and the original stays as its cause.
+ */
+export const inContext = (where: string, error: unknown) => new Error(`${where}: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
+
 export const badRequest = (message: string, param: string | null = null, code: string | null = null) =>
   new GatewayError(400, message, { param, code })

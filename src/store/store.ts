@@ -1,6 +1,7 @@
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs'
 import path from 'node:path'
 import { SQL } from 'bun'
+import { inContext } from '../plugin-sdk/errors.ts'
 import type { ModelTarget, StoreChange, StoreView, StoredKey, VirtualModel } from '../plugin-sdk/types.ts'
 import type { SpendRow } from './ledger.ts'
 import type { RequestRecordRow } from './request-records.ts'
@@ -86,7 +87,7 @@ async function opened(first: Promise<unknown>, what: string) {
   try {
     await first
   } catch (error) {
-    throw new Error(`${what}: ${error instanceof Error ? error.message : String(error)}`)
+    throw inContext(what, error)
   }
 }
 
