@@ -40,8 +40,7 @@ export function evaluate(tat: number | undefined, rate: Rate, now: number, was?:
 
 /** The TAT after taking (units > 0) or giving back (units < 0) after the fact; null when the bucket is full again. */
 export function adjusted(tat: number | undefined, limit: number, periodMs: number, units: number, now: number, was?: number): number | null {
-  const from = Math.max(tat ?? now, now)
-  const next = (was && was !== limit ? now + (from - now) * was / limit : from) + (periodMs * units) / limit
+  const next = now + inLimit(Math.max(tat ?? now, now) - now, was, limit) + (periodMs * units) / limit
   return next <= now ? null : next
 }
 
