@@ -25,7 +25,7 @@ const FileSchema = t.Object(
         max_inflight: t.Optional(t.Integer({ minimum: 1 })),
         max_upstream_response_bytes: t.Optional(t.Integer({ minimum: 1024 })),
         /** PEM files: with both, every endpoint is served over TLS (https://, wss://). */
-        tls: t.Optional(t.Object({ cert: t.String({ minLength: 1 }), key: t.String({ minLength: 1 }) }, { additionalProperties: false })),
+        tls: t.Optional(t.Object({ cert: t.String({ minLength: 1 }), key: t.String({ minLength: 1 }) }, strict)),
       }, strict),
     ),
     realtime: t.Optional(
@@ -38,7 +38,7 @@ const FileSchema = t.Object(
           /** How long an ephemeral secret may wait for its connection. */
           secret_ttl_s: t.Optional(t.Integer({ minimum: 10, maximum: 7200 })),
         },
-        { additionalProperties: false },
+        strict,
       ),
     ),
     ledger: t.Optional(t.Object({ max_queued: t.Optional(t.Integer({ minimum: 1 })) }, strict)),
@@ -46,11 +46,11 @@ const FileSchema = t.Object(
     request_log: t.Optional(
       t.Object(
         { retention_days: t.Optional(t.Integer({ minimum: 0, maximum: 3650 })), record_bodies: t.Optional(t.Boolean()) },
-        { additionalProperties: false },
+        strict,
       ),
     ),
     /** Responses API objects kept for GET /v1/responses/{id} and `previous_response_id`: how many days. */
-    responses: t.Optional(t.Object({ retention_days: t.Optional(t.Integer({ minimum: 1, maximum: 3650 })) }, { additionalProperties: false })),
+    responses: t.Optional(t.Object({ retention_days: t.Optional(t.Integer({ minimum: 1, maximum: 3650 })) }, strict)),
     cors: t.Optional(t.Object({ origins: t.Optional(t.Array(t.String())) }, strict)),
     audio: t.Optional(t.Object({ max_upload_bytes: t.Optional(t.Integer({ minimum: 1 })) }, strict)),
     timeouts: t.Optional(
@@ -72,7 +72,7 @@ const FileSchema = t.Object(
     models: t.Optional(t.Array(ModelInput)),
     keys: t.Optional(t.Array(ConfigKeyInput)),
   },
-  { additionalProperties: false },
+  strict,
 )
 export type ConfigFile = Static<typeof FileSchema>
 
