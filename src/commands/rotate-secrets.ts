@@ -13,8 +13,8 @@ const USAGE = 'Usage: conduit rotate-secrets [--limit N] [--data-dir DIR] [--con
  */
 export async function rotateSecretsCommand(argv: string[], env: Record<string, string | undefined>): Promise<number> {
   try {
-    const limit = limitFlag(argv)
-    const config = await loadConfig(withoutLimit(argv), env)
+    const { limit, rest } = splitLimit(argv)
+    const config = await loadConfig(rest, env)
     if (!config.encryptionKeys) {
       throw new Error('CONDUIT_ENCRYPTION_KEYS is not set: secrets are re-sealed with its first key, e.g. "k2:<new key>,k1:<current key>".')
     }
@@ -46,17 +46,12 @@ export async function rotateSecretsCommand(argv: string[], env: Record<string, s
   }
 }
 
-/** The gateway's own flags: what loadConfig takes (it refuses any other). */
-function withoutLimit(argv: string[]): string[] {
+/** `--limit`, and the rest: the gateway's own flags, which loadConfig takes (it refuses any other). */
+function splitLimit(argv: string[]): { limit: number | undefined; rest: string[] } {
   const i = argv.findIndex((a) => a === '--limit' || a.startsWith('--limit='))
-  return i === -1 ? argv : argv.filter((_, j) => j !== i && !(j === i + 1 && argv[i] === '--limit'))
-}
-
-function limitFlag(argv: string[]): number | undefined {
-  const i = argv.findIndex((a) => a === '--limit' || a.startsWith('--limit='))
-  if (i === -1) return undefined
-  const value = argv[i]!.includes('=') ? argv[i]!.slice('--limit='.length) : argv[i + 1]
-  const limit = Number(value)
+  if (i === -1) return { limit: undefined, rest: argv }
+  const joined = argv[i]!.includes('=')
+  const limit = Number(joined ? argv[i]!.slice('--limit='.length) : argv[i + 1])
   if (!Number.isInteger(limit) || limit < 1) throw new Error(`--limit takes a positive whole number of rows. ${USAGE}`)
-  return limit
+  return { limit, rest: argv.filter((_, j) => j !== i && !(j === i + 1 && !joined)) }
 }
