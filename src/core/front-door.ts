@@ -105,7 +105,7 @@ export function prepareNativeCall(ctx: RequestCtx, attempt: Attempt, door: Front
         const frames = new SseFrameDecoder(MAX_NATIVE_EVENT_BYTES)
         let kept = false
         const transformed = new TransformStream<Uint8Array, Uint8Array>({
-          async transform(bytes, controller) {
+          transform(bytes, controller) {
             let out = ''
             for (const frame of frames.push(bytes)) {
               const data = dataOf(frame)
@@ -115,13 +115,13 @@ export function prepareNativeCall(ctx: RequestCtx, attempt: Attempt, door: Front
               const spliced = text.includes('"model"') ? spliceModel(text, name, encodedName) : text
               out += (frame.event ? `event: ${frame.event}\n` : '') + `data: ${spliced}\n\n`
             }
+            const relay = () => void (out && controller.enqueue(encoder.encode(out)))
             const result = watcher.result()
-            if (result && !kept && door.completed) {
-              // Kept before the client reads the final event: a follow-up sent once it arrives must find it.
-              kept = true
-              await door.completed(ctx, result)
-            }
-            if (out) controller.enqueue(encoder.encode(out))
+            if (!result || kept || !door.completed) return relay()
+            // Kept before the client reads the final event: a follow-up sent once it arrives must find it. (Only this
+            // chunk waits: the others pass without a promise.)
+            kept = true
+            return Promise.resolve(door.completed(ctx, result)).then(relay)
           },
         })
         const end = streamEnd(ctx, attempt, lease, deps.report, () => nativeStreamUsage(ctx, watcher, deps))
