@@ -74,12 +74,12 @@ function notPrincipal(result: unknown): string | null {
   if (result === undefined || result === null || result instanceof Response) return null
   const p = result as Partial<Principal>
   if (typeof result !== 'object' || typeof p.keyId !== 'string' || p.keyId === '') return 'onAuth returned something that is not a principal ({ keyId, … }) or a Response'
-  for (const list of [p.allowedModels, p.allowedEndpoints]) {
-    if (list != null && !(Array.isArray(list) && list.every((v) => typeof v === 'string'))) return "onAuth returned a principal whose allowedModels or allowedEndpoints is not a list of names"
-  }
+  if (!names(p.allowedModels) || !names(p.allowedEndpoints)) return 'onAuth returned a principal whose allowedModels or allowedEndpoints is not a list of names'
   if (p.limits != null && typeof p.limits !== 'object') return 'onAuth returned a principal whose limits is not an object'
   return null
 }
+
+const names = (list: unknown) => list == null || (Array.isArray(list) && list.every((v) => typeof v === 'string'))
 
 /** What onResponse and onChunk may return: nothing, or the object that replaces the one they were given. */
 const notObject = (hook: string) => (result: unknown) =>
