@@ -11,7 +11,7 @@ import { displayPrefix, generateVirtualKey, isWellFormedKey, lastFour, sha256, t
 import type { RequestRecordRow } from '../store/request-records.ts'
 import type { KeyRow, ModelRow, ProviderRow, RecordCursor, RequestRecordFilter, Store } from '../store/store.ts'
 import { isUniqueViolation } from '../store/store.ts'
-import { MASK, maskCredentials, sealBaseURL } from '../store/secrets.ts'
+import { isMasked, maskCredentials, sealBaseURL } from '../store/secrets.ts'
 import { openProvider, secretsOf } from './catalog.ts'
 import { Attempt, RequestCtx } from './context.ts'
 import { accountFor } from '../plugins/budget/accounts.ts'
@@ -47,12 +47,7 @@ export const ProviderInput = t.Object(
   closed,
 )
 export const ProviderPatch = t.Partial(ProviderInput)
-const maskedURL = () => badRequest("base_url carries the masked credential '***': send the real one, or leave base_url out to keep it.", 'base_url', 'invalid_value')
-/** A URL whose credential is the API's mask, not a credential (compared with the public mask: nothing to time). */
-const isMasked = (url: string) => {
-  const parsed = URL.parse(url)
-  return !!parsed && (parsed.password || parsed.username) === MASK
-}
+
 /** The provider's "Test": one tiny chat completion. Without `model`, the first model that routes to this provider names it. */
 export const ProviderTestInput = t.Object({ model: t.Optional(t.String({ minLength: 1, maxLength: 256 })) }, closed)
 
@@ -346,6 +341,9 @@ function parseExpiry(value: string | number | null | undefined): number | null {
   if (!Number.isFinite(ms)) throw badRequest('expires_at must be an ISO 8601 date-time or unix seconds.', 'expires_at', 'invalid_value')
   return ms
 }
+
+/** A base URL that carries the API's mask where its credential was: it would be stored as the password. */
+const maskedURL = () => badRequest("base_url carries the masked credential '***': send the real one, or leave base_url out to keep it.", 'base_url', 'invalid_value')
 
 /** Tries a change gets when others keep changing its row in between (each lost try means one of theirs was written). */
 const CHANGE_TRIES = 10

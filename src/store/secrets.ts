@@ -44,7 +44,7 @@ interface SealedValue {
 }
 
 /** What stands for a credential in a URL the API shows. */
-export const MASK = '***'
+const MASK = '***'
 
 /** `https://user:secret@host/` → `https://user:***@host/`: a credential in a URL is a secret like any other. */
 export function maskCredentials(url: string | null): string | null {
@@ -55,6 +55,12 @@ export function maskCredentials(url: string | null): string | null {
   if (parsed.password) parsed.password = MASK
   else parsed.username = MASK
   return parsed.href
+}
+
+/** A URL whose credential is the mask, not a credential (compared with the public mask: nothing to time). */
+export function isMasked(url: string): boolean {
+  const parsed = URL.parse(url)
+  return !!parsed && (parsed.password || parsed.username) === MASK
 }
 
 /** The additional data a provider's sealed base URL is bound to (its API key's is `provider:<id>`). */
