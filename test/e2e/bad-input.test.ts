@@ -1,9 +1,9 @@
-import net from 'node:net'
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { validateSchema } from '../helpers/openapi.ts'
+import { exchange } from '../helpers/raw-http.ts'
 
 /** Every bad input gets a clear OpenAI-style error with the right status: never a crash, a hang or a stack. */
 let fake: FakeOpenAI
@@ -90,16 +90,6 @@ describe('request validation', () => {
     const port = Number(new URL(gw.baseURL).port)
     const head = (path: string, type: string) =>
       `POST ${path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: ${type}\r\ncontent-length: 200000\r\n\r\n`
-    const cut = (payload: string, end: 'destroy' | 'end') =>
-      new Promise<string>((resolve) => {
-        const socket = net.connect(port, '127.0.0.1')
-        const received: Buffer[] = []
-        socket.on('data', (d: Buffer) => received.push(d))
-        socket.on('error', () => {})
-        socket.on('close', () => resolve(Buffer.concat(received).toString('latin1')))
-        socket.write(payload, () => setTimeout(() => socket[end](), 50))
-        setTimeout(() => socket.destroy(), 3000).unref()
-      })
     const json = head('/v1/chat/completions', 'application/json') + JSON.stringify(chat('cut short')).slice(0, 20)
     const form = head('/v1/audio/transcriptions', 'multipart/form-data; boundary=b') + '--b\r\ncontent-disposition: form-data; name="model"\r\n\r\nwhisper\r\n--b\r\n'
     const count = async (status: number) => {
@@ -107,7 +97,7 @@ describe('request validation', () => {
       return Number((await gw.gateway.store.sql`SELECT COUNT(*) AS n FROM request_records WHERE status = ${status}`)[0].n)
     }
     const before = await count(499)
-    for (const [payload, end] of [[json, 'destroy'], [json, 'end'], [form, 'destroy']] as const) expect(await cut(payload, end)).toBe('')
+    for (const [payload, end] of [[json, 'destroy'], [json, 'end'], [form, 'destroy']] as const) expect(await exchange(port, payload, 3000, end)).toBe('')
     for (let i = 0; i < 50 && (await count(499)) < before + 3; i++) await Bun.sleep(20)
     expect(await count(499)).toBe(before + 3)
     expect(await count(500)).toBe(0)
