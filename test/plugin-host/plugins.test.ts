@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { definePlugin, GatewayError, openAICompatible, t, type FinishedRequest } from '../../src/plugin-sdk/index.ts'
-import { PluginHost, type PluginSpec } from '../../src/plugin-host/host.ts'
+import { PluginHost, type HostOptions, type PluginSpec } from '../../src/plugin-host/host.ts'
 import { createLogger } from '../../src/services/logger.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
@@ -35,7 +35,8 @@ async function gatewayWith(plugins: PluginSpec[]) {
   return { call, key }
 }
 
-const host = () => new PluginHost({ log: createLogger('silent'), store: { findKeyByHash: async () => null, spentMicros: async () => 0, onChange: () => () => {} }, builtins: {}, baseDir: '.' })
+const host = (options: Partial<HostOptions> = {}) =>
+  new PluginHost({ log: createLogger('silent'), store: { findKeyByHash: async () => null, spentMicros: async () => 0, onChange: () => () => {} }, builtins: {}, baseDir: '.', ...options })
 
 describe('plugin host', () => {
   test('refuses a plugin for another API version, and invalid config with the path', async () => {
@@ -84,7 +85,7 @@ describe('plugin host', () => {
         },
       }),
     })
-    const own = new PluginHost({ log, store: { findKeyByHash: async () => null, spentMicros: async () => 0, onChange: () => () => {} }, builtins: {}, baseDir: '.' })
+    const own = host({ log })
     await own.register(faulty, { failureMode: 'open' })
     expect(own.run('onRequest', { log } as any)).toBeUndefined()
     const line = JSON.parse(lines.find((l) => l.includes('plugin hook failed'))!)
@@ -98,13 +99,11 @@ describe('plugin host', () => {
     const throwing = definePlugin({ name: 'licensed', version: '1.0.0', apiVersion: 1, setup: () => { throw new Error('cannot reach my license server') } })
     await expect(host().register(throwing)).rejects.toThrow("Plugin 'licensed' failed to set up: cannot reach my license server")
     const hanging = definePlugin({ name: 'forever', version: '1.0.0', apiVersion: 1, setup: () => new Promise<never>(() => {}) })
-    const quick = new PluginHost({ log: createLogger('silent'), store: { findKeyByHash: async () => null, spentMicros: async () => 0, onChange: () => () => {} }, builtins: {}, baseDir: '.', setupTimeoutMs: 100 })
-    await expect(quick.register(hanging)).rejects.toThrow("Plugin 'forever' failed to set up: it did not finish within 0.1 s")
+    await expect(host({ setupTimeoutMs: 100 }).register(hanging)).rejects.toThrow("Plugin 'forever' failed to set up: it did not finish within 0.1 s")
     // A module that throws as it is imported: named by its file.
     const dir = mkdtempSync(path.join(tmpdir(), 'conduit-plugin-'))
     writeFileSync(path.join(dir, 'throws.js'), "throw new Error('top-level throw in plugin module')\n")
-    const loading = new PluginHost({ log: createLogger('silent'), store: { findKeyByHash: async () => null, spentMicros: async () => 0, onChange: () => () => {} }, builtins: {}, baseDir: dir })
-    await expect(loading.load([{ use: './throws.js' }])).rejects.toThrow(`The plugin module ${path.join(dir, 'throws.js')} failed to load: top-level throw in plugin module`)
+    await expect(host({ baseDir: dir }).load([{ use: './throws.js' }])).rejects.toThrow(`The plugin module ${path.join(dir, 'throws.js')} failed to load: top-level throw in plugin module`)
   })
 
   test('onAuth: hooks that answer synchronously are answered without a promise; an async one anywhere in the chain makes it one, in order', async () => {
