@@ -42,7 +42,7 @@ export interface FakeCohere {
   /** The provider's `base_url` (Cohere's is https://api.cohere.com). */
   url: string
   requests: RecordedRequest[]
-  /** One entry per successful generation: `usage.tokens` as reported (embed: billed input tokens, completion 0). */
+  /** One entry per successful generation: `usage.billed_units` as reported, what Cohere charges (embed: billed input tokens, completion 0). */
   usageLog: { prompt_tokens: number; completion_tokens: number }[]
   stop(): void
 }
@@ -126,7 +126,7 @@ export async function startFakeCohere(options: FakeCohereOptions = {}): Promise<
       } else {
         message.content = [{ type: 'text', text: reply.pieces.join('') }]
       }
-      usageLog.push({ prompt_tokens: usage.tokens.input_tokens, completion_tokens: usage.tokens.output_tokens })
+      usageLog.push({ prompt_tokens: usage.billed_units.input_tokens, completion_tokens: usage.billed_units.output_tokens })
       return json(200, { id, message, finish_reason: reply.finish, usage })
     }
 
@@ -156,7 +156,7 @@ export async function startFakeCohere(options: FakeCohereOptions = {}): Promise<
       }
       events.push(sse('content-end', { type: 'content-end', index: 0 }))
     }
-    usageLog.push({ prompt_tokens: usage.tokens.input_tokens, completion_tokens: usage.tokens.output_tokens })
+    usageLog.push({ prompt_tokens: usage.billed_units.input_tokens, completion_tokens: usage.billed_units.output_tokens })
     events.push(sse('message-end', { type: 'message-end', delta: { finish_reason: reply.finish, usage } }))
     return stream(events)
   }

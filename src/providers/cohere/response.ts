@@ -28,10 +28,13 @@ export const completionId = (id: string) => `chatcmpl-${id}`
 
 export const unixNow = () => Math.floor(Date.now() / 1000)
 
-/** `tokens` counts what the model saw (Cohere's own prompt template included); `billed_units` is the fallback. */
+/**
+ * `billed_units` is what Cohere charges for; `tokens` also counts its own prompt template (tens of tokens a request
+ * it does not bill), so it is only the fallback.
+ */
 export function openAIUsage(u: CohereUsage | undefined) {
-  const prompt = u?.tokens?.input_tokens ?? u?.billed_units?.input_tokens ?? 0
-  const completion = u?.tokens?.output_tokens ?? u?.billed_units?.output_tokens ?? 0
+  const prompt = u?.billed_units?.input_tokens ?? u?.tokens?.input_tokens ?? 0
+  const completion = u?.billed_units?.output_tokens ?? u?.tokens?.output_tokens ?? 0
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion }
 }
 
