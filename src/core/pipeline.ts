@@ -344,7 +344,8 @@ export class Pipeline {
    * Attempts in the router's order until one starts a response. Only failures before the first byte are
    * retried (5xx, 429, timeouts, connection errors; never a 4xx). Another deployment is tried at once; the
    * same one again only after a jittered backoff and within the retry budget. A target that timed out (connect
-   * or first byte), or that asked us to wait (429 with Retry-After, one key), is not tried again by this request.
+   * or first byte) is not tried again by this request; nor one that refused our key or asked us to wait (429 with
+   * Retry-After), unless its provider has another key to try.
    */
   private async proxy(ctx: RequestCtx, operation: Operation): Promise<Response> {
     const model = ctx.model!
@@ -397,7 +398,9 @@ export class Pipeline {
         lease.failed(error)
         if (!isRetryable(error) || ctx.signal.aborted) throw error
         ctx.log.warn({ provider: target.provider.name, status: error.status, attempt: attempt.attempt, detail: error.cause }, 'upstream attempt failed')
-        if (NOT_AGAIN.has(error.code!) || (error.status === 429 && error.headers['retry-after'] && (target.provider.apiKeys?.length ?? 0) < 2)) {
+        // With one key, a refusal of that key, or a 429 that said how long to wait, would only be met again.
+        const oneKey = (target.provider.apiKeys?.length ?? 0) < 2
+        if (NOT_AGAIN.has(error.code!) || (oneKey && (error.code === 'upstream_auth_failed' || (error.status === 429 && error.headers['retry-after'])))) {
           excluded.add(targetId(target))
         }
         lastError = error

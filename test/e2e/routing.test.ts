@@ -228,6 +228,27 @@ describe('retries and fallbacks (PR5, PR6, PR8)', () => {
     expect(fake.requests.length - before).toBe(1)
   })
 
+  test('a provider that refuses our one key is not asked again with it; the next target is, and a second key is', async () => {
+    await gw.admin('POST', '/providers', { name: 'wrong-key', type: 'openai', base_url: fake.url, api_key: 'sk-not-this-one' })
+    await gw.admin('POST', '/models', { name: 'wrong-key', targets: [{ provider: 'wrong-key', model: 'gpt-4o' }] })
+    await gw.admin('POST', '/models', { name: 'wrong-then-right', targets: [{ provider: 'wrong-key', model: 'gpt-4o', priority: 2 }, { provider: 'direct', model: 'gpt-4o', priority: 1 }] })
+    await gw.admin('POST', '/providers', { name: 'second-key', type: 'openai', base_url: fake.url, api_key: ['sk-not-this-one', 'sk-upstream-test'] })
+    await gw.admin('POST', '/models', { name: 'second-key', targets: [{ provider: 'second-key', model: 'gpt-4o' }] })
+    const sent = async (model: string, status: number) => {
+      const before = fake.requests.length
+      const res = await chat(model, 'hi')
+      const body = (await res.json()) as any
+      expect([model, res.status, body.error?.code]).toEqual([model, status, status === 502 ? 'upstream_auth_failed' : undefined])
+      return [Number(res.headers.get('x-conduit-attempts')), fake.requests.slice(before).map((r) => r.headers.authorization)]
+    }
+    expect(await sent('wrong-key', 502)).toEqual([1, ['Bearer sk-not-this-one']])
+    expect(await sent('wrong-then-right', 200)).toEqual([2, ['Bearer sk-not-this-one', 'Bearer sk-upstream-test']])
+    // Keys are taken in turn: whichever this request starts with, the other one answers.
+    const [attempts, keys] = await sent('second-key', 200)
+    expect((keys as string[]).at(-1)).toBe('Bearer sk-upstream-test')
+    expect(attempts).toBeLessThanOrEqual(2)
+  })
+
   test('a connection reset after the first event is not retried: the client gets an error event', async () => {
     const proxy = await viaProxy('resetting')
     // The response head and the role chunk's event are about 500 bytes: the reset cuts the stream after them.
