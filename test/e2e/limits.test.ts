@@ -3,6 +3,7 @@ import { estimatePromptTokens } from '../../src/plugin-sdk/tokens.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { validateSchema } from '../helpers/openapi.ts'
+import { resetDuration } from '../../src/plugins/rate-limit/index.ts'
 
 /** Per-key policy on one instance: exact request and token limits, concurrency, allowed endpoints. */
 let fake: FakeOpenAI
@@ -30,6 +31,18 @@ const chat = (apiKey: string, content = 'hi', extra: Record<string, unknown> = {
 /** What the limiter reserves for a chat prompt (its own estimate, ⌈JSON characters / 4⌉), so a test can be exact. */
 const promptEstimate = (content = 'hi') => estimatePromptTokens({ messages: [{ role: 'user', content }] })
 
+describe('x-ratelimit-reset-* as OpenAI writes it (Go durations)', () => {
+  test('milliseconds, seconds, minutes and hours', () => {
+    const cases: [number, string][] = [[0, '0s'], [6, '6ms'], [0.2, '1ms'], [1000, '1s'], [1500, '1.5s'], [59_996, '59.996s'], [60_000, '1m0s'], [360_000, '6m0s'], [17_280_000, '4h48m0s'], [86_399_996, '23h59m59.996s']]
+    expect(cases.map(([ms]) => resetDuration(ms))).toEqual(cases.map(([, text]) => text))
+  })
+
+  test('a day limit resets in hours and minutes, not tens of thousands of seconds', async () => {
+    const res = await chat(await key({ rpd: 5 }))
+    expect(res.headers.get('x-ratelimit-reset-requests')).toMatch(/^4h4\dm\d+(\.\d+)?s$/)
+  })
+})
+
 describe('requests per minute', () => {
   test('exactly the limit is admitted under concurrency; refusals are 429 with a true Retry-After', async () => {
     const k = await key({ rpm: 10 })
@@ -49,6 +62,7 @@ describe('requests per minute', () => {
     expect(retryAfter).toBeLessThanOrEqual(6)
     expect(first.headers.get('x-ratelimit-limit-requests')).toBe('10')
     expect(first.headers.get('x-ratelimit-remaining-requests')).toBe('0')
+    expect(first.headers.get('x-ratelimit-reset-requests')).toMatch(/^(\d{1,2}(\.\d{1,3})?s|1m0s)$/)
     const body = (await first.json()) as any
     validateSchema('ErrorResponse', body)
     expect(body.error.code).toBe('rate_limit_exceeded')

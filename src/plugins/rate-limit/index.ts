@@ -26,8 +26,18 @@ const RULES: { name: RuleName; periodMs: number; unit: 'requests' | 'tokens' | '
 ]
 const LABELS = Object.fromEntries(RULES.map((r) => [r.name, r.label]))
 
-/** Whole milliseconds as seconds: `1.5s`, `0.006s`. */
-const seconds = (ms: number) => `${Math.max(0, ms) / 1000}s`
+/**
+ * A duration as OpenAI writes its reset headers (Go's format): `6ms`, `1.5s`, `6m0s`, `23h59m59.996s`. Clients parse
+ * it so; `86399.996s` read as minutes and hours by none of them.
+ */
+export function resetDuration(ms: number): string {
+  const whole = Math.max(0, Math.ceil(ms))
+  if (whole < 1000) return whole === 0 ? '0s' : `${whole}ms`
+  const h = Math.floor(whole / 3_600_000)
+  const m = Math.floor((whole % 3_600_000) / 60_000)
+  const s = `${(whole % 60_000) / 1000}s`
+  return h > 0 ? `${h}h${m}m${s}` : m > 0 ? `${m}m${s}` : s
+}
 const hasRateRules = (l: RateLimits | null | undefined): l is RateLimits => !!l && !!(l.rpm || l.rpd || l.tpm || l.max_parallel || l.ipm)
 const IMAGE_OPERATIONS = new Set(['images', 'image_edits', 'image_variations'])
 
@@ -189,7 +199,7 @@ export default definePlugin({
           const d = decided.rates[j]!
           scopeHeaders[`x-ratelimit-limit-${rate.unit}`] = String(rate.limit)
           scopeHeaders[`x-ratelimit-remaining-${rate.unit}`] = String(d.remaining)
-          scopeHeaders[`x-ratelimit-reset-${rate.unit}`] = seconds(d.resetMs)
+          scopeHeaders[`x-ratelimit-reset-${rate.unit}`] = resetDuration(d.resetMs)
         })
         const refused = claim.rates.findIndex((_, j) => !decided.rates[j]!.allowed)
         if (refused !== -1 || decided.slotTaken === false) {
