@@ -43,6 +43,7 @@ export class RequestCtx implements RequestContext {
   heldConnection: string | null = null
   /** Run when the request is over (spooled files to delete); null until something needs it. */
   cleanups: (() => void)[] | null = null
+  private pricedListeners: ((costMicros: number, target: Target) => void)[] | null = null
   /** An operation's bill for a request sent but not answered to its client (see OperationCall.abandoned). */
   abandonedUsage: (() => Usage) | null = null
   /** A front-door request (`/v1/responses`, `/v1/messages`) answered by a target speaking the protocol itself. */
@@ -64,6 +65,11 @@ export class RequestCtx implements RequestContext {
   priceAnswer() {
     this.costMicros = costMicros(this.target!.price, this.usage!)
     this.headers['x-conduit-cost-usd'] = microsToUsd(this.costMicros)
+    if (this.pricedListeners) for (const fn of this.pricedListeners) fn(this.costMicros, this.target!)
+  }
+
+  onPriced(fn: (costMicros: number, target: Target) => void) {
+    ;(this.pricedListeners ??= []).push(fn)
   }
 
   onEnd(fn: () => void) {

@@ -224,6 +224,12 @@ export interface RequestContext {
   shared: Record<string, unknown>
   /** Adds a header to the response, stream or not. */
   setHeader(name: string, value: string): void
+  /**
+   * `fn` gets the request's cost (micro-dollars) and the target that answered once a whole answer is priced, before
+   * its headers leave: a header that depends on what the request cost can be set then. Never called for streams
+   * (priced after their headers have gone).
+   */
+  onPriced(fn: (costMicros: number, target: Target) => void): void
   /** Only on the contexts of a realtime session's responses (see `onSessionEvent`). */
   readonly session?: SessionEventInfo
 }

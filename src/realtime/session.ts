@@ -101,6 +101,7 @@ class ResponseCtx implements RequestContext {
   }
 
   setHeader() {} // a WebSocket session has no more headers to send
+  onPriced() {}
 }
 
 /**

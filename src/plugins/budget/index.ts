@@ -1,4 +1,4 @@
-import { GatewayError, definePlugin, imageParts, t, worstCaseAudioUsage, worstCaseImageUsage, type Budget, type FinishedRequest, type Price, type RequestContext } from '../../plugin-sdk/index.ts'
+import { GatewayError, definePlugin, imageParts, t, worstCaseAudioUsage, worstCaseImageUsage, type Budget, type FinishedRequest, type Price, type RequestContext, type Target } from '../../plugin-sdk/index.ts'
 import { endUser, governance, keyScope, userScope, type Admission, type Scope, type ScopeClaim } from '../admission/index.ts'
 import { currentAccount } from './accounts.ts'
 import { costMicros, wentUnpriced } from '../../pricing/prices.ts'
@@ -97,15 +97,19 @@ export default definePlugin({
       return { scope, rates: [], slots: null, budget: { limitMicros, cost, period: account.period, since: account.since, ttlMs: account.ttlSec * 1000 } }
     }
 
+    /**
+     * What a request is charged: its cost, except that a target without a price costs $0, so when the model has
+     * priced ones too the hold (its worst case at the dearest price) is charged instead, and the budget still binds.
+     */
+    const charged = (target: Target | null, cost: number, reserved: number) => (target && !target.price && !allowUnpriced ? Math.max(cost, reserved) : cost)
+
     const gov = governance(api)
     gov.join({
       budget: {
         failClosed: api.config.failClosed,
         timeoutMs: api.config.redisTimeoutMs,
         failedOpen: (reason) => failOpen.inc({ reason }),
-        // A target without a price costs $0; when the model has priced ones too, the hold (its worst case at the
-        // dearest price) is charged instead, so that the budget still binds.
-        charge: (f, reserved) => (f.target && !f.target.price && !allowUnpriced ? Math.max(f.costMicros, reserved) : f.costMicros),
+        charge: (f, reserved) => charged(f.target, f.costMicros, reserved),
         claim(ctx) {
           const limits = ctx.principal?.limits
           if (!limits || !ctx.body) return null
@@ -168,6 +172,9 @@ export default definePlugin({
       if (left === Infinity) return
       if (admission.via === 'degraded') ctx.setHeader('x-conduit-budget-degraded', 'true')
       ctx.setHeader('x-conduit-budget-remaining-usd', usd(left))
+      // `left` is after this request's worst case; a whole answer says what is left after what it cost.
+      const hold = admission.claims.find((c) => c.budget)!.budget!.cost
+      ctx.onPriced((cost, target) => ctx.setHeader('x-conduit-budget-remaining-usd', usd(Math.max(0, left + hold - charged(target, cost, hold)))))
     }
 
     /**
