@@ -69,6 +69,11 @@ export function relayStream({ first, ...o }: RelayOptions): ReadableStream<Uint8
   const modelKey = new Finder(MODEL_KEY)
   const finders = [usageObject, finishReason, usageNullField, modelKey]
   let usage: Usage | null = null
+  /** A usage chunk the client is owed before the stream's end (see emit). */
+  let owedUsage: OpenAIChunk | null = null
+  const payUsage = () => {
+    if (owedUsage) emit(owedUsage)
+  }
   let chunks = 0
   let sawDone = false
   let sawFinish = false
@@ -87,9 +92,17 @@ export function relayStream({ first, ...o }: RelayOptions): ReadableStream<Uint8
     const choices: any[] | undefined = chunk.choices
     if (chunk.usage) {
       usage = chunk.usage
+      const alone = !choices || choices.length === 0
       if (!o.includeUsage) {
-        if (!choices || choices.length === 0) return
+        if (alone) return
         delete chunk.usage
+      } else if (alone) {
+        owedUsage = null
+      } else {
+        // OpenAI's usage comes alone, in a last chunk without choices, and that is what the client asked for; a
+        // provider that puts it on a content chunk (Mistral, on its finish chunk) has it moved there.
+        owedUsage = { id: chunk.id, object: 'chat.completion.chunk', created: chunk.created, model: chunk.model, choices: [], usage: chunk.usage }
+        chunk.usage = null
       }
     }
     if (choices && choices.length > 0) {
@@ -116,6 +129,7 @@ export function relayStream({ first, ...o }: RelayOptions): ReadableStream<Uint8
     const to = data[data.length - 1]!
     if (data.length === 2 && startsWith(bytes, from, to, DONE, true)) {
       sawDone = true
+      payUsage()
       return out.bytes(bytes, start, end)
     }
     if (from === to && data.length === 2) return out.bytes(bytes, start, end)
@@ -219,7 +233,10 @@ export function relayStream({ first, ...o }: RelayOptions): ReadableStream<Uint8
                 relay(null)
                 if (!failure && !sawDone) {
                   if (!sawFinish) failure = new GatewayError(502, 'The upstream provider closed the stream before it was complete.', { code: 'upstream_stream_truncated' })
-                  else out.text(SSE_DONE)
+                  else {
+                    payUsage()
+                    out.text(SSE_DONE)
+                  }
                 }
                 send(controller)
                 if (failure) throw failure

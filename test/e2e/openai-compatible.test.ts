@@ -86,6 +86,36 @@ describe('chat completions', () => {
     expect(last.usage.total_tokens).toBeGreaterThan(0)
   })
 
+  test('a provider that puts usage on its finish chunk (Mistral): the client that asked gets it alone, last, as from OpenAI', async () => {
+    const mistral = await startFakeOpenAI({ usageOnFinishChunk: true })
+    const removed: string[] = []
+    try {
+      const provider = await gw.admin('POST', '/providers', { name: 'mistral', type: 'mistral', base_url: mistral.url, api_key: 'sk-upstream-test' })
+      const model = await gw.admin('POST', '/models', { name: 'my-mistral', targets: [{ provider: 'mistral', model: 'mistral-small-latest' }] })
+      removed.push(`/models/${model.id}`, `/providers/${provider.id}`)
+      const ask = async (extra: Record<string, unknown>) => {
+        const res = await post('/chat/completions', { ...chatBody('Hi', { stream: true, ...extra }), model: 'my-mistral' })
+        return validateSseBody(await res.text(), 'CreateChatCompletionStreamResponse')
+      }
+      const asked = await ask({ stream_options: { include_usage: true } })
+      expect(mistral.requests.at(-1)!.body.stream_options).toBeUndefined()
+      const withUsage = asked.filter((c) => c.usage)
+      expect(withUsage.length).toBe(1)
+      expect(withUsage[0]).toBe(asked.at(-1))
+      expect(asked.at(-1)!.choices).toEqual([])
+      expect(asked.at(-1)!.usage).toMatchObject(mistral.usageLog.at(-1)!)
+      expect(asked.at(-2)!.choices[0].finish_reason).toBe('stop')
+      // Not asked: no usage anywhere, as OpenAI streams without include_usage.
+      expect((await ask({})).some((c) => c.usage)).toBe(false)
+      // The SDK's own accumulation sees it.
+      const final = await client.chat.completions.stream({ model: 'my-mistral', messages: [{ role: 'user', content: 'Hi' }], stream_options: { include_usage: true } }).finalChatCompletion()
+      expect(final.usage?.total_tokens).toBe(mistral.usageLog.at(-1)!.prompt_tokens + mistral.usageLog.at(-1)!.completion_tokens)
+    } finally {
+      for (const path of removed) await gw.admin('DELETE', path)
+      mistral.stop()
+    }
+  })
+
   test('tool calls: non-streaming and streamed deltas, then the tool result round trip', async () => {
     const tools = [{ type: 'function' as const, function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }]
     const first = await client.chat.completions.create({ model: 'my-gpt4', messages: [{ role: 'user', content: 'What is the weather in Paris?' }], tools })

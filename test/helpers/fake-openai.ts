@@ -40,6 +40,11 @@ export interface FakeOpenAIOptions {
    * `false`: `encoding_format` is ignored and floats always come back, like many compatible servers.
    */
   base64Embeddings?: boolean
+  /**
+   * Mistral's streams: no `stream_options`, no usage-only chunk; the finish chunk carries `usage` (Mistral's
+   * CompletionChunk), whatever the request asked.
+   */
+  usageOnFinishChunk?: boolean
 }
 
 export interface RecordedRequest {
@@ -335,8 +340,12 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     if (twoCalls && !interleaved) {
       for (let i = 0; i < n; i++) events.push(chunk([choice(i, header(i))]), ...SECOND_CALL_ARGUMENT_FRAGMENTS.map((piece) => chunk([choice(i, second(piece))])))
     }
-    for (let i = 0; i < n; i++) events.push(chunk([choice(i, {}, finishReason)]))
-    if (includeUsage) events.push(chunk([], usage))
+    if (options.usageOnFinishChunk) {
+      for (let i = 0; i < n; i++) events.push({ ...chunk([choice(i, {}, finishReason)]), ...(i === n - 1 ? { usage } : {}) })
+    } else {
+      for (let i = 0; i < n; i++) events.push(chunk([choice(i, {}, finishReason)]))
+      if (includeUsage) events.push(chunk([], usage))
+    }
     return sseResponse(req, events, n, trigger, slow ? Number(slow[1]) : 0, usage)
   }
 
