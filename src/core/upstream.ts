@@ -54,11 +54,15 @@ function watch(call: UpstreamCall) {
   }, WATCH_INTERVAL_MS)
 }
 
+/** Past the drain: no call starts (a retry after its backoff, say), and a call ended by it is not retried. */
+let drained = false
+
 /**
  * The drain is over: every upstream call still running ends now, so that its client gets our error (an SSE
  * error event on a stream, a 503 otherwise) instead of a reset connection.
  */
 export function endUpstreamCalls() {
+  drained = true
   for (const call of watched) call.expire('shutdown')
 }
 
@@ -121,6 +125,10 @@ export class UpstreamCall {
 
   /** `streamed`: the answer is read as it comes (a stream), not whole. */
   async fetch(request: UpstreamRequest, timeouts: Timeouts, streamed = false): Promise<Response> {
+    if (drained) {
+      this.expire('shutdown')
+      throw this.failure(null)
+    }
     // No connection to a host the egress policy refuses (private, loopback, metadata; see egress.ts).
     const checking = egress.check(request.url) // undefined: this origin was allowed moments ago
     if (checking) {
@@ -203,7 +211,7 @@ export async function upstreamError(response: Response, adapter: Pick<EndpointAd
 export const targetFailed = (error: GatewayError) => error.status >= 500 && error.code !== 'plugin_failure'
 
 /** Errors worth another target: the upstream failed or was overloaded, not the request. */
-export const isRetryable = (error: GatewayError) => RETRYABLE.has(error.status) || error.status >= 520
+export const isRetryable = (error: GatewayError) => (RETRYABLE.has(error.status) || error.status >= 520) && error.code !== 'server_shutting_down'
 
 /**
  * 429 and the gateway-side 5xx (bad gateway, unavailable, timeout; 52x are CDN/origin failures, 529 overloaded).

@@ -650,4 +650,22 @@ describe('a gateway process', () => {
       }
     }, 30_000)
   }
+
+  test('SIGTERM while whole answers are awaited past the drain: each client gets its 503, nothing is sent again, a row each', async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-ledger-'))
+    const { gateway, key } = await start({ DATABASE_URL: '', CONDUIT_DATA_DIR: dataDir, CONDUIT_DRAIN_MS: '300' })
+    try {
+      const sentBefore = fake.requests.length
+      const answers = Array.from({ length: 5 }, (_, i) => chat(gateway, key, `slow-first-byte:3000 ${i}`, false).then(async (r) => [r.status, ((await r.json()) as any).error?.code]))
+      while (fake.requests.length - sentBefore < 5) await Bun.sleep(10)
+      expect(await gateway.stop()).toBe(0)
+      // The call our drain ended is a 503 of our own: retried, it went to the provider again after the deadline.
+      expect(await Promise.all(answers)).toEqual(Array.from({ length: 5 }, () => [503, 'server_shutting_down']))
+      expect(fake.requests.length - sentBefore).toBe(5)
+      const totals = await countRows(dataDir)
+      expect([totals.n, totals.ended]).toEqual([5, 5])
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true })
+    }
+  }, 30_000)
 })
