@@ -5,7 +5,7 @@ import { costMicros } from '../pricing/prices.ts'
 import type { Metrics } from '../services/metrics.ts'
 import type { SpendLedger } from '../store/ledger.ts'
 import { beforeFlush } from '../store/batch-writer.ts'
-import type { Store } from '../store/store.ts'
+import { storeUnavailable, type Store } from '../store/store.ts'
 import { usageRange, usageReport } from './usage.ts'
 import type { Catalog } from './catalog.ts'
 import { backoffMs, targetId, type AttemptLease, type Router } from './router.ts'
@@ -652,13 +652,11 @@ export class Pipeline {
 
   /** Renders any failure as our envelope and accounts for the request; it does not throw. */
   private fail(ctx: RequestCtx, error: unknown): Response {
-    let failure: GatewayError
-    if (GatewayError.is(error)) {
-      failure = error
-    } else {
+    let failure = GatewayError.is(error) ? error : storeUnavailable(error)
+    if (!failure) {
       ctx.log.error({ err: error, requestId: ctx.id }, 'unhandled error')
       failure = new GatewayError(500, 'The gateway hit an internal error. It has been logged.', { code: 'internal_error' })
-    }
+    } else if (failure !== error) ctx.log.warn({ err: error, requestId: ctx.id }, 'database unreachable')
     // A provider may quote our key back ("Incorrect API key provided: …"): the client never sees it.
     failure.message = scrubSecrets(failure.message)
     ctx.error = failure

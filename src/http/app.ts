@@ -7,6 +7,7 @@ import { readJsonBody } from '../core/body.ts'
 import type { Route, Transport } from '../core/pipeline.ts'
 import type { UpgradeTransport } from '../realtime/service.ts'
 import { secretEquals } from '../store/crypto.ts'
+import { storeUnavailable } from '../store/store.ts'
 import { adminRoutes } from './admin-routes.ts'
 import { errorResponse } from './error-response.ts'
 import { serveImageFile } from '../core/images-files.ts'
@@ -62,6 +63,11 @@ function renderFrameworkError(code: string | number, error: any, request: Reques
 /** What a route threw: a GatewayError in its own envelope; anything else is a bug, logged, and a 500 with no detail. */
 function renderThrown(error: unknown, log: Logger, code?: string | number): Response {
   if (GatewayError.is(error)) return errorResponse(error)
+  const unavailable = storeUnavailable(error)
+  if (unavailable) {
+    log.warn({ err: error }, 'database unreachable')
+    return errorResponse(unavailable)
+  }
   log.error({ err: error, code }, 'unhandled HTTP error')
   return errorResponse(new GatewayError(500, 'The gateway hit an internal error.', { code: 'internal_error' }))
 }

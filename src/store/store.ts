@@ -1,7 +1,7 @@
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs'
 import path from 'node:path'
 import { SQL } from 'bun'
-import { inContext } from '../plugin-sdk/errors.ts'
+import { GatewayError, inContext } from '../plugin-sdk/errors.ts'
 import type { ModelTarget, StoreChange, StoreView, StoredKey, VirtualModel } from '../plugin-sdk/types.ts'
 import type { SpendRow } from './ledger.ts'
 import type { RequestRecordRow } from './request-records.ts'
@@ -67,6 +67,16 @@ const PURGE_CHUNK = 1_000
 export const isUniqueViolation = (error: unknown) => {
   const e = error as { code?: unknown; errno?: unknown } | null
   return e?.code === 'SQLITE_CONSTRAINT_UNIQUE' || String(e?.errno) === '23505'
+}
+
+/**
+ * The error a client gets when the database could not be reached (refused, closed, timed out, locked past the
+ * busy timeout): a 503 to retry, not a 500. Null for any other error.
+ */
+export function storeUnavailable(error: unknown): GatewayError | null {
+  const code = (error as { code?: unknown } | null)?.code
+  if (typeof code !== 'string' || !/^(ERR_POSTGRES_(CONNECTION|IDLE|LIFETIME)|SQLITE_(BUSY|LOCKED|CANTOPEN|IOERR|FULL)|ECONNREFUSED|ECONNRESET|ETIMEDOUT)/.test(code)) return null
+  return new GatewayError(503, 'The gateway cannot reach its database right now. Try again shortly.', { code: 'store_unavailable', headers: { 'retry-after': '1' } })
 }
 
 /**

@@ -122,6 +122,12 @@ describe('PR18: PostgreSQL unreachable, authentication keeps working', () => {
         expect(await timeUntil(async () => (await status(a, disabledDuring.key)) !== 200, 1_000)).toBeLessThan(1_000)
       }
       if (round > 2) expect(await refusal(a, disabledDuring.key)).toBe('503 store_unavailable')
+      if (round === 3) {
+        // What reads the database itself (the admin API, a key's usage) says so: a 503 to retry, not a 500.
+        const answers = [await a.adminRaw('GET', '/keys'), await a.adminRaw('POST', '/keys', { name: 'during' }), await fetch(`${a.baseURL}/conduit/usage`, { headers: { authorization: `Bearer ${cached[0]}` } })]
+        const bodies = await Promise.all(answers.map((r) => r.json() as Promise<any>))
+        expect(answers.map((r, i) => `${r.status} ${bodies[i].error?.code}`)).toEqual(answers.map(() => '503 store_unavailable'))
+      }
       await Bun.sleep(100)
     }
     expect(failed).toEqual([])
