@@ -106,6 +106,51 @@ describe('--workers 2', () => {
       expect(await stopProcess(gw.proc)).toBe(0)
     }
   }, 30_000)
+
+  test('without Redis, limits and budgets hold across the workers: a key gets its rpm, max_parallel and budget once, not once a worker', async () => {
+    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '2'])
+    try {
+      const { admin } = await setUp(gw)
+      const newKey = async (policy: Record<string, unknown>) => (await admin('POST', '/keys', { name: `k${Math.random()}`, ...policy })).key as string
+      /** One at a time, each on a new connection: the kernel spreads them over both workers. */
+      const oneByOne = async (key: string, n: number, body: Record<string, unknown> = {}) => {
+        const answers: Response[] = []
+        for (let i = 0; i < n; i++) {
+          const res = await fetch(`${gw.origin}/v1/chat/completions`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', connection: 'close' },
+            body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }], ...body }),
+          })
+          await res.arrayBuffer()
+          answers.push(res)
+        }
+        return answers
+      }
+      const served = (answers: Response[]) => answers.filter((r) => r.status === 200)
+      // Request ids begin with the id of the process that served them.
+      const workers = (answers: Response[]) => new Set(answers.map((r) => r.headers.get('x-request-id')!.slice(0, 16))).size
+
+      const rpm = await oneByOne(await newKey({ rpm: 10 }), 30)
+      expect(workers(rpm)).toBe(2)
+      expect([served(rpm).length, rpm.filter((r) => r.status === 429).length]).toEqual([10, 20])
+
+      // A slot is back before its client has the answer, wherever the next request lands.
+      const parallel = await oneByOne(await newKey({ max_parallel: 1 }), 40)
+      expect(workers(parallel)).toBe(2)
+      expect(served(parallel).length).toBe(40)
+
+      const budget = await oneByOne(await newKey({ budget: { usd: 0.002, period: 'daily' } }), 40, { max_tokens: 50 })
+      const spent = served(budget).reduce((sum, r) => sum + Math.round(Number(r.headers.get('x-conduit-cost-usd')) * 1e6), 0)
+      expect(workers(budget)).toBe(2)
+      expect(budget.at(-1)!.status).toBe(429)
+      expect(spent).toBeLessThanOrEqual(2000)
+      // Each worker on its own admitted until its own count of the spend reached the budget: twice as many.
+      const worstCase = Math.ceil(JSON.stringify([{ role: 'user', content: 'hi' }]).length * 2.5 + 50 * 10)
+      expect(2000 - spent).toBeLessThan(worstCase)
+    } finally {
+      expect(await stopProcess(gw.proc)).toBe(0)
+    }
+  }, 60_000)
 })
 
 describe('supervision', () => {

@@ -1,5 +1,6 @@
 import type { StoreChange } from '../plugin-sdk/types.ts'
 import type { MetricsSnapshot } from '../services/metrics.ts'
+import type { Outcome, ScopeClaim, Settlement } from '../plugins/admission/claims.ts'
 
 /**
  * The IPC protocol between the primary and its workers. Requests carry an `id` the primary answers with a
@@ -11,6 +12,9 @@ export type WorkerToPrimary =
   | { type: 'gather-metrics'; id: number }
   | { type: 'change-applied'; ref: string }
   | { type: 'metrics-snapshot'; ref: string; snapshot: MetricsSnapshot }
+  // The limits and budgets every worker shares, kept by the primary when there is no Redis (see Governance).
+  | { type: 'govern-admit'; id: number; claims: ScopeClaim[]; shadow: boolean; loads: Map<string, number> | null }
+  | { type: 'govern-settle'; settlement: Settlement }
 
 export type PrimaryToWorker =
   | { type: 'reply'; id: number; value: unknown }

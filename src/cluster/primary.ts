@@ -7,6 +7,14 @@ import { FAN_OUT_TIMEOUT_MS, type PrimaryToWorker, type WorkerToPrimary } from '
 import { ownCommand, startEnv } from './own-command.ts'
 
 type Listening = Extract<WorkerToPrimary, { type: 'listening' }>
+type LocalState = import('../plugins/admission/local.ts').LocalState
+
+/** What a governed request needs of the primary: the in-process state of the limits, and its sweeper. */
+async function loadGovernance(): Promise<LocalState> {
+  const state = new (await import('../plugins/admission/local.ts')).LocalState()
+  setInterval(() => state.sweep(), 60_000).unref()
+  return state
+}
 
 interface Worker {
   index: number
@@ -64,6 +72,8 @@ export async function runPrimary(config: LaunchConfig) {
   /** Wakes `started` when a worker starts listening or exits. */
   let changed = () => {}
 
+  /** The workers' shared limits and budgets without Redis (see WorkerChannel.governance), from the first governed request. */
+  let governance: Promise<LocalState> | null = null
   const send = (worker: Worker, message: PrimaryToWorker) => {
     if (!worker.proc.killed) worker.proc.send(message)
   }
@@ -91,6 +101,17 @@ export async function runPrimary(config: LaunchConfig) {
         const others = workers.filter((w) => w !== worker && w.listening)
         await fanOut(others, (ref) => ({ type: 'apply-change', ref, change: message.change }))
         send(worker, { type: 'reply', id: message.id, value: null })
+        break
+      }
+      case 'govern-admit': {
+        const { claims, shadow, loads, id } = message
+        // Answered in arrival order with the settlements (one promise chain): loaded on first use.
+        void (governance ??= loadGovernance()).then((state) => send(worker, { type: 'reply', id, value: state.admit(claims, shadow, loads ?? undefined) }))
+        break
+      }
+      case 'govern-settle': {
+        const { settlement } = message
+        void (governance ??= loadGovernance()).then((state) => state.settle(settlement))
         break
       }
       case 'gather-metrics': {

@@ -2,11 +2,17 @@ import type { StoreChange } from '../plugin-sdk/types.ts'
 import type { Metrics, MetricsSnapshot } from '../services/metrics.ts'
 import type { ChangeBus } from '../store/store.ts'
 import { FAN_OUT_TIMEOUT_MS, type PrimaryToWorker, type WorkerToPrimary } from './messages.ts'
+import type { Outcome, ScopeClaim, Settlement } from '../plugins/admission/claims.ts'
+
+/** This process's channel when it is one of a primary's workers. */
+let current: WorkerChannel | null = null
+/** The state kept by the primary for all its workers (see `governance`); null outside a primary's workers. */
+export const primaryGovernance = () => current?.governance ?? null
 
 /** A worker→primary message that expects a reply, before the channel numbers it. */
 type Request = WorkerToPrimary extends infer M ? (M extends { id: number } ? Omit<M, 'id'> : never) : never
 
-/** A worker's line to the primary: store changes for the other workers, and cluster-wide metrics. */
+/** A worker's line to the primary: store changes for the other workers, cluster-wide metrics, shared limits. */
 export class WorkerChannel implements ChangeBus {
   private sequence = 0
   private readonly pending = new Map<number, (value: unknown) => void>()
@@ -15,6 +21,16 @@ export class WorkerChannel implements ChangeBus {
 
   constructor() {
     process.on('message', (message: PrimaryToWorker) => this.receive(message))
+    current = this
+  }
+
+  /**
+   * Limits and budgets without Redis: decided by the primary for every worker, exactly as one process decides
+   * them (LocalState), so that N workers do not each grant a key its whole rpm, max_parallel or budget.
+   */
+  readonly governance = {
+    admit: (claims: ScopeClaim[], shadow: boolean, loads: Map<string, number> | null) => this.request<Outcome>({ type: 'govern-admit', claims, shadow, loads }),
+    settle: (settlement: Settlement) => this.send({ type: 'govern-settle', settlement }),
   }
 
   static available() {

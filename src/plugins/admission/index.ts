@@ -3,6 +3,7 @@ import { taken, type BudgetClaim, type Outcome, type Scope, type ScopeClaim, typ
 import { MAX_USER_LENGTH } from '../../store/ledger.ts'
 import { LocalState } from './local.ts'
 import { SharedState } from './shared.ts'
+import { primaryGovernance } from '../../cluster/worker-channel.ts'
 
 export type { BudgetClaim, RateClaim, RuleName, Scope, ScopeClaim, ScopeOutcome } from './claims.ts'
 
@@ -12,6 +13,11 @@ const RETRY_SHARED_MS = 1_000
 export const LEASE_TTL_MS = 30_000
 /** Commands Redis never answers are dropped by ioredis after this; each request gave up long before. */
 const BACKSTOP_TIMEOUT_MS = 5_000
+/**
+ * A request refused only by what requests in flight hold is asked again once after this: another process's
+ * settlement may be on its way (its client already has its answer; see SharedState's urgent settlements).
+ */
+const SETTLING_MS = 10
 
 /** Why a part fell back to this instance: Redis errored, did not answer in time, or failed within the last second. */
 export type FailOpenReason = 'error' | 'timeout' | 'bypass'
@@ -60,6 +66,12 @@ interface Held {
   settle(s: Settlement): void
 }
 
+/** The state several workers share without Redis, kept by their primary (see WorkerChannel.governance). */
+interface PrimaryState {
+  admit(claims: ScopeClaim[], shadow: boolean, loads: Map<string, number> | null): Promise<Outcome>
+  settle(s: Settlement): void
+}
+
 /** A governed request's admission and what it holds, kept in `ctx.shared[STATE]`. */
 interface Governed {
   /** A promise until decided, then the admission itself. */
@@ -82,7 +94,7 @@ const hasBudget = (claims: ScopeClaim[]) => claims.some((c) => c.budget !== null
 export class Governance {
   private limits: LimitsPart | null = null
   private budget: BudgetPart | null = null
-  /** In-process state: the only one without Redis, the fallback with it. */
+  /** In-process state: the only one without Redis (and one worker), the fallback with it. */
   private readonly local = new LocalState()
   /** With Redis: its own connection, opened with the gateway so it is ready for the first request. */
   private readonly shared: SharedState | null = null
@@ -97,6 +109,8 @@ export class Governance {
     private readonly store: StoreView,
     private readonly log: Logger,
     redis: RedisClient | undefined,
+    /** Several workers without Redis: the one state they share, in their primary. */
+    private readonly primary: PrimaryState | null = null,
   ) {
     if (redis) {
       // No command timeout of ioredis's own (ours does not count the event loop's delays), and no
@@ -186,10 +200,26 @@ export class Governance {
 
   private admit(ctx: RequestContext, claims: ScopeClaim[]): Admission | Promise<Admission> {
     if (this.shared) return this.admitWithRedis(ctx, this.shared, claims)
+    if (this.primary) return this.admitInPrimary(ctx, this.primary, claims)
     const unavailable = { limits: false, budget: false }
     const decided = (outcome: Outcome) => this.hold(ctx, { claims, outcome, via: 'local', unavailable }, this.local)
     const outcome = this.admitLocally(claims)
     return outcome instanceof Promise ? outcome.then(decided) : decided(outcome)
+  }
+
+  /**
+   * As in one process, the primary deciding for every worker; a budget it has not loaded is summed here first. A
+   * primary that does not answer (gone: this worker is stopping too) fails the request as its plugins fail.
+   */
+  private async admitInPrimary(ctx: RequestContext, primary: PrimaryState, claims: ScopeClaim[]): Promise<Admission> {
+    const shadow = this.limits?.shadow ?? false
+    const ask = async () => {
+      const outcome = await primary.admit(claims, shadow, null)
+      return outcome.status === -1 ? primary.admit(claims, shadow, await this.loadBudgets(claims, outcome)) : outcome
+    }
+    let outcome = await ask()
+    if (heldBack(claims, outcome)) outcome = await Bun.sleep(SETTLING_MS).then(ask)
+    return this.hold(ctx, { claims, outcome, via: 'local', unavailable: { limits: false, budget: false } }, primary)
   }
 
   private async admitWithRedis(ctx: RequestContext, shared: SharedState, claims: ScopeClaim[]): Promise<Admission> {
@@ -201,7 +231,8 @@ export class Governance {
     if (performance.now() >= this.sharedDownUntil) {
       const timeoutMs = Math.max(limited ? this.limits!.timeoutMs : 0, budgeted ? this.budget!.timeoutMs : 0)
       try {
-        const outcome = await this.admitShared(shared, claims, shadow, timeoutMs)
+        let outcome = await this.admitShared(shared, claims, shadow, timeoutMs)
+        if (outcome && heldBack(claims, outcome)) outcome = (await Bun.sleep(SETTLING_MS).then(() => this.admitShared(shared, claims, shadow, timeoutMs))) ?? outcome
         if (outcome) return this.hold(ctx, { claims, outcome, via: 'shared', unavailable }, shared)
         reason = 'timeout'
         this.log.warn({ timeoutMs }, 'governance store did not answer in time; deciding on this instance')
@@ -350,6 +381,25 @@ function inClaimOrder(claims: ScopeClaim[], groups: ScopeClaim[][], answers: Out
   return { status, scopes: claims.map((c) => scopes.get(c)!) }
 }
 
+/**
+ * Refused by nothing but what requests in flight hold (a `max_parallel` slot, money reserved), none of it spent or
+ * counted: what another process is settling right now could let it in.
+ */
+function heldBack(claims: ScopeClaim[], outcome: Outcome): boolean {
+  if (outcome.status !== 0) return false
+  let held = false
+  for (let i = 0; i < claims.length; i++) {
+    const { rates, slotTaken, budget } = outcome.scopes[i]!
+    if (rates.some((r) => !r.allowed)) return false
+    if (slotTaken === false) held = true
+    if (budget && !budget.ok) {
+      if (budget.held === 0 || claims[i]!.budget!.cost > budget.left + budget.held) return false
+      held = true
+    }
+  }
+  return held
+}
+
 /** Over the calls of one admission: refused if any refused, not loaded if any was not, limits-refused if any. */
 function combined(statuses: Status[]): Status {
   if (statuses.includes(0)) return 0
@@ -388,6 +438,6 @@ const byGateway = new WeakMap<StoreView, Governance>()
 
 export function governance(api: PluginApi): Governance {
   let gov = byGateway.get(api.store)
-  if (!gov) byGateway.set(api.store, (gov = new Governance(api.store, api.log.child({ component: 'governance' }), api.redis)))
+  if (!gov) byGateway.set(api.store, (gov = new Governance(api.store, api.log.child({ component: 'governance' }), api.redis, primaryGovernance())))
   return gov
 }

@@ -139,7 +139,12 @@ export class SharedState {
       delta.adjustments.set(a.rule, { ...a, units: a.units + (known?.units ?? 0) })
     }
     const lane = this.lane(scope.tag)
-    if (settlement.holds > 0) lane.urgent = true
+    if (settlement.holds > 0) {
+      lane.urgent = true
+      // Its client has the answer already and may ask another instance next: the slot and the money leave now
+      // (unless settlements are in flight: then with the batch after them, at once).
+      if (!lane.settling) return this.pump(lane)
+    }
     this.schedule(lane, lane.urgent ? 0 : FLUSH_MS)
   }
 
