@@ -9,7 +9,7 @@ import type { SpendLedger } from '../store/ledger.ts'
 import type { RequestCtx } from '../core/context.ts'
 import type { AttemptLease } from '../core/router.ts'
 import { InboundBridge, OutboundBridge, bridgeFor, bytesPerSecond } from './bridge.ts'
-import { closeReason, errorEvent, lookAt, parse, sendableCode, type Look } from './events.ts'
+import { closeReason, errorEvent, eventId, lookAt, parse, sendableCode, type Look } from './events.ts'
 import { formatsOf, maxOutputOf, setFormats } from './settings.ts'
 
 /** What a session needs from the gateway; the service lends it. */
@@ -81,8 +81,12 @@ class ResponseCtx implements RequestContext {
   readonly log
   /** The response id the provider gave it (response.created). */
   responseId: string | null = null
-  /** The client's `event_id` on its response.create: what the provider's error event names when it refuses it. */
+  /**
+   * The `event_id` of its response.create, which the provider's error event names when it refuses it: the client's,
+   * or one the gateway gave a create without one (`named`), so that such a refusal is told from any other error.
+   */
   clientEventId: string | null = null
+  named = false
   firstByteMs: number | null = null
 
   constructor(
@@ -309,6 +313,11 @@ export class RealtimeSession {
     const event = parse(frame, look)
     const child = this.responseContext('response.create', event?.response ?? null)
     if (typeof event?.event_id === 'string') child.clientEventId = event.event_id
+    else if (event) {
+      child.clientEventId = eventId()
+      child.named = true
+      frame = JSON.stringify({ ...event, event_id: child.clientEventId })
+    }
     let verdict: Promise<Response | undefined> | undefined
     try {
       verdict = pending(this.deps.host.run('onSessionEvent', child))
@@ -396,8 +405,7 @@ export class RealtimeSession {
         this.done(event.response)
         return frame
       case 'error':
-        this.rejected(event.error)
-        return frame
+        return this.rejected(event, frame)
       case 'response.output_audio.delta':
       case 'response.audio.delta':
         if (typeof event.delta !== 'string') return frame
@@ -455,24 +463,27 @@ export class RealtimeSession {
   }
 
   /**
-   * An error event for a response.create the provider refused: it never runs, so it costs nothing, and the next
-   * response.created belongs to the next create. The error names the create by its event_id; unnamed, a refusal
-   * because a response is already running is the oldest create waiting.
+   * An error event for a response.create the provider refused: it never runs, so it costs nothing (its hold is
+   * released), and the next response.created belongs to the next create. The error names the create by its
+   * event_id (the gateway names those the client did not: the client still sees none); unnamed (a provider that
+   * does not say), a refusal because a response is already running is the oldest create waiting.
    */
-  private rejected(error: Record<string, any> | undefined) {
-    const eventId = error?.event_id
+  private rejected(event: Record<string, any>, frame: string): string {
+    const error = event.error
+    const named = error?.event_id
     const at =
-      typeof eventId === 'string'
-        ? this.admitted.findIndex((child) => child.clientEventId === eventId)
+      typeof named === 'string'
+        ? this.admitted.findIndex((child) => child.clientEventId === named)
         : error?.code === 'conversation_already_has_active_response' && this.admitted.length > 0
           ? 0
           : -1
-    if (at === -1) return
+    if (at === -1) return frame
     const [child] = this.admitted.splice(at, 1)
     const failure = new GatewayError(400, typeof error?.message === 'string' ? error.message : 'The provider refused this response.', {
       code: typeof error?.code === 'string' ? error.code : 'response_refused',
     })
     this.report(child!, { status: failure.status, error: failure, usage: null, target: null, aborted: false })
+    return child!.named ? JSON.stringify({ ...event, error: { ...error, event_id: null } }) : frame
   }
 
   private cancel(child: ResponseCtx, error: unknown) {

@@ -53,7 +53,7 @@ describe('budgets and token limits per response', () => {
     if (spent === 1_000_000) expect((await handshake(s.origin, '/v1/realtime?model=voice', bearer(key))).status).toBe(429)
   })
 
-  test('a response.create the provider refuses costs nothing, and the next response is billed as itself', async () => {
+  test('a response.create the provider refuses costs nothing, holds nothing, and the next response is billed as itself', async () => {
     const key = await s.key({ budget: { usd: 100, period: 'total' } })
     const c = await EventLog.open(`${s.wsOrigin}/v1/realtime?model=voice`, { headers: bearer(key) })
     await c.next('session.created')
@@ -67,6 +67,12 @@ describe('budgets and token limits per response', () => {
     from = c.events.length
     c.send({ type: 'response.create', response: { metadata: { fake_error: 'conversation_already_has_active_response' } } })
     expect((await c.next('error', 5_000, from)).error).toMatchObject({ code: 'conversation_already_has_active_response', event_id: null })
+    // Unnamed by the client and refused for any other reason (the SDKs send no event_id): the gateway named it
+    // upstream, so the refusal is its own; the client still sees the event_id it sent, none.
+    from = c.events.length
+    c.send({ type: 'response.create', response: { metadata: { fake_error: 'server_is_busy' } } })
+    expect((await c.next('error', 5_000, from)).error).toMatchObject({ code: 'server_is_busy', event_id: null })
+    expect(s.fake.sessions.at(-1)!.events.at(-1)).toMatchObject({ type: 'response.create', event_id: expect.any(String) })
     from = c.events.length
     c.send({ type: 'response.create', event_id: 'evt_answered' })
     const done = (await c.next('response.done', 5_000, from)).response
