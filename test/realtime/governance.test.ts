@@ -27,19 +27,22 @@ describe('budgets and token limits per response', () => {
     const upstream = s.fake.sessions.at(-1)!
     let done = 0
     let error: any = null
-    for (let i = 0; i < 20 && !error; i++) {
+    // A response whose 10 output tokens no longer fit is refused alone; asked for one token, it may still fit.
+    let output = 10
+    for (let i = 0; i < 40 && !error; i++) {
       const from = c.events.length
-      c.send({ type: 'response.create', event_id: `evt_client_${i}` })
+      c.send({ type: 'response.create', event_id: `evt_client_${i}`, response: { max_output_tokens: output } })
       for (;;) {
         const event = c.events.slice(from).find((e) => e.type === 'response.done' || e.type === 'error')
         if (event?.type === 'response.done') done++
-        if (event?.type === 'error') error = event
+        if (event?.type === 'error' && event.error.code === 'response_exceeds_budget' && output > 1) output = 1
+        else if (event?.type === 'error') error = event
         if (event) break
         await Bun.sleep(5)
       }
     }
     expect(done).toBeGreaterThanOrEqual(1)
-    expect(error.error).toMatchObject({ type: 'insufficient_quota', code: 'insufficient_quota', event_id: `evt_client_${done}` })
+    expect(error.error).toMatchObject({ type: 'insufficient_quota', code: 'insufficient_quota' })
     const closed = await c.waitClosed(1_000)
     expect(closed).toMatchObject({ code: 1008, reason: 'budget exhausted' })
     // The refused response.create never reached the provider.
@@ -51,6 +54,24 @@ describe('budgets and token limits per response', () => {
     expect(spent).toBeLessThanOrEqual(1_000_000)
     // And the key cannot open another session with nothing left.
     if (spent === 1_000_000) expect((await handshake(s.origin, '/v1/realtime?model=voice', bearer(key))).status).toBe(429)
+  })
+
+  test('a response whose worst case does not fit what is left is refused alone: the session goes on, and a smaller one is answered', async () => {
+    // $1 is 100 tokens here: the default output reserve cannot fit, a reply of a few tokens can.
+    const key = await s.key({ budget: { usd: 1, period: 'total' } })
+    const c = await EventLog.open(`${s.wsOrigin}/v1/realtime?model=voice`, { headers: bearer(key) })
+    await c.next('session.created')
+    let from = c.events.length
+    c.send({ type: 'response.create' })
+    const refused = (await c.next('error', 5_000, from)).error
+    expect(refused).toMatchObject({ type: 'insufficient_quota', code: 'response_exceeds_budget' })
+    expect(refused.message).toContain('a smaller max_output_tokens may fit')
+    from = c.events.length
+    c.send({ type: 'response.create', response: { max_output_tokens: 5 } })
+    expect((await c.next('response.done', 5_000, from)).response.status).toBe('completed')
+    expect(c.closed).toBeNull()
+    c.ws.close()
+    await c.waitClosed()
   })
 
   test('a response.create the provider refuses costs nothing, holds nothing, and the next response is billed as itself', async () => {

@@ -42,6 +42,12 @@ export function worstCaseMicros(ctx: RequestContext, price: Price | null | undef
   return Math.ceil(prompt * price.input + completion * price.output)
 }
 
+/** The least a realtime response can cost: the conversation so far and one output token (see worstCaseMicros). */
+function leastResponseMicros(ctx: RequestContext): number {
+  const worst = ctx.session!.worstCase
+  return costMicros(ctx.model!.maxPrice!, { ...worst, completion_tokens: 1, total_tokens: worst.prompt_tokens + 1, completion_audio_tokens: 1 })
+}
+
 /** Why a text request's worst case is what it is, for a refusal that a smaller `max_tokens` would have avoided. */
 function reserveHint(ctx: RequestContext): string {
   if (ctx.endpoint !== 'chat' && ctx.endpoint !== 'completions') return ''
@@ -158,6 +164,12 @@ export default definePlugin({
               { code: 'budget_held', headers: { 'retry-after': '1' } },
             )
             continue
+          }
+          if (ctx.session && decided.left >= leastResponseMicros(ctx)) {
+            // A session's response whose worst case does not fit what is left: refused, and the session goes on.
+            const cap = ctx.session.worstCase.completion_tokens
+            const message = `${whose} has $${usd(decided.left)} left of its ${period}budget of $${budget.usd}. This response could cost up to $${usd(claim.budget.cost)} (the conversation so far and ${cap} output tokens, at the model's audio price): a smaller max_output_tokens may fit.`
+            throw new GatewayError(429, message, { type: 'insufficient_quota', code: 'response_exceeds_budget' })
           }
           throw new GatewayError(429, `${whose} has reached its ${period}budget of $${budget.usd} ($${usd(decided.left)} left).${worst}`, {
             type: 'insufficient_quota',
