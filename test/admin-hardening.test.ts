@@ -134,6 +134,7 @@ describe('unknown fields are refused, at any level, naming the field', () => {
     ['POST', '/keys', { name: 'k-budget', budget: { usd: 5, period: 'daily', currency: 'EUR' } }, 'budget.currency'],
     ['PATCH', '/keys/fields-key', { rmp: 5 }, 'rmp'],
     ['POST', '/providers', { name: 'p-typo', type: 'openai', apikey: 'sk-x' }, 'apikey'],
+    ['POST', '/providers', { name: 'p-timeout-typo', type: 'openai', options: { timeouts: { first_byte: 5 } } }, 'options.timeouts.first_byte'],
     ['PATCH', '/providers/fields-provider', { baseurl: 'https://example.com' }, 'baseurl'],
     ['POST', '/models', { name: 'm-weight', targets: [{ provider: 'fields-provider', model: 'a', wieght: 2 }] }, 'targets[0].wieght'],
     [
@@ -250,6 +251,7 @@ describe('start settings are checked, not guessed', () => {
       for (const [text, at] of [
         ['plugins:\n  - use: builtin:request-log\n    failuremode: closed\n', '/plugins/0/failuremode'],
         ['timeouts:\n  conect_ms: 1\n', '/timeouts/conect_ms'],
+        ['providers:\n  - { name: a, type: openai, options: { timeouts: { first_byte: 5 } } }\n', '/providers/0/options/timeouts/first_byte'],
         ['server:\n  prot: 1\n', '/server/prot'],
         ['ledger:\n  maxqueued: 1\n', '/ledger/maxqueued'],
         ['audio:\n  max_upload: 1\n', '/audio/max_upload'],
@@ -342,6 +344,9 @@ describe('upper bounds', () => {
     ['/keys', { name: 'big-budget', budget: { usd: 1e10, period: 'total' } }, 'budget.usd'],
     ['/models', { name: 'big-model', targets: [{ provider: 'bounds-provider', model: 'a' }], limits: { rpd: 1e10 } }, 'limits.rpd'],
     ['/keys', { name: 'iso-too-far', expires_at: '+010000-01-01T00:00:00Z' }, 'expires_at'],
+    // A provider's own deadlines: a string, zero or a misspelling made every call to it a 504 at once.
+    ['/providers', { name: 'string-timeout', type: 'openai', options: { timeouts: { first_byte_ms: '100' } } }, 'options.timeouts.first_byte_ms'],
+    ['/providers', { name: 'zero-timeout', type: 'openai', options: { timeouts: { first_byte_ms: 0 } } }, 'options.timeouts.first_byte_ms'],
   ] as const)('POST %s %j → 400 naming %s', async (route, body, param) => {
     await expectError(await gw.adminRaw('POST', route, body), 400, { param, code: 'invalid_value' })
   })

@@ -1,7 +1,7 @@
 import path from 'node:path'
 import { Type as t, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import { ConfigKeyInput, ModelInput, ProviderInput } from '../core/admin.ts'
+import { ConfigKeyInput, ModelInput, ProviderInput, TimeoutsInput } from '../core/admin.ts'
 import { parseAllowList } from '../core/egress.ts'
 import type { PluginSpec } from '../plugin-host/host.ts'
 import type { Timeouts } from '../core/upstream.ts'
@@ -53,9 +53,7 @@ const FileSchema = t.Object(
     responses: t.Optional(t.Object({ retention_days: t.Optional(t.Integer({ minimum: 1, maximum: 3650 })) }, strict)),
     cors: t.Optional(t.Object({ origins: t.Optional(t.Array(t.String())) }, strict)),
     audio: t.Optional(t.Object({ max_upload_bytes: t.Optional(t.Integer({ minimum: 1 })) }, strict)),
-    timeouts: t.Optional(
-      t.Object({ connect_ms: t.Optional(t.Integer({ minimum: 1 })), first_byte_ms: t.Optional(t.Integer({ minimum: 1 })), idle_ms: t.Optional(t.Integer({ minimum: 1 })) }, strict),
-    ),
+    timeouts: t.Optional(TimeoutsInput),
     plugins: t.Optional(
       t.Array(
         t.Object({

@@ -34,6 +34,10 @@ const MAX_LIMIT = 1e9
 /** 9999-12-31T23:59:59Z: the last second an ISO 8601 date can name. */
 const MAX_UNIX_SECONDS = 253_402_300_799
 
+const Milliseconds = t.Integer({ minimum: 1, maximum: 2_147_483_647 })
+/** Deadlines of upstream calls (see timeoutsFor): the config file's defaults, and a provider's own `options.timeouts`. */
+export const TimeoutsInput = t.Object({ connect_ms: t.Optional(Milliseconds), first_byte_ms: t.Optional(Milliseconds), idle_ms: t.Optional(Milliseconds) }, closed)
+
 export const ProviderInput = t.Object(
   {
     name: Name,
@@ -42,7 +46,8 @@ export const ProviderInput = t.Object(
     base_url: t.Optional(t.Union([t.Null(), t.String({ minLength: 1, maxLength: 2048 })])),
     /** One key, or several used in turn (a key resting after a 429 is skipped). */
     api_key: t.Optional(t.Union([t.Null(), ApiKey, t.Array(ApiKey, { minItems: 1, maxItems: 64 })])),
-    options: t.Optional(Metadata),
+    /** The provider type's own options (see its adapter), and the core's `timeouts`. */
+    options: t.Optional(t.Object({ timeouts: t.Optional(TimeoutsInput) }, { additionalProperties: true })),
   },
   closed,
 )
