@@ -45,6 +45,7 @@ function utf8(bytes: Uint8Array): string {
  * not hold its connection for ever. Every body the gateway reads from a client comes through here.
  */
 export async function readBodyText(request: Request, limit: number, timeoutMs: number): Promise<string> {
+  refuseEncoded(request)
   let timer: Timer | undefined
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(timedOut(timeoutMs)), timeoutMs)
@@ -57,6 +58,13 @@ export async function readBodyText(request: Request, limit: number, timeoutMs: n
   } finally {
     clearTimeout(timer)
   }
+}
+
+/** Bodies are read as sent: a compressed one would be taken for its bytes (and refused as text that is not UTF-8). */
+export function refuseEncoded(request: Request) {
+  const encoding = request.headers.get('content-encoding')
+  if (encoding === null || encoding.toLowerCase() === 'identity') return
+  throw new GatewayError(415, `Content-Encoding '${encoding}' is not supported: send the request body uncompressed.`, { code: 'unsupported_content_encoding' })
 }
 
 /** The body as JSON; `empty` is what an absent body means to the caller (the admin API: null; /v1: an error). */

@@ -3,7 +3,7 @@ import { open, unlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
-import { cutShort } from './body.ts'
+import { cutShort, refuseEncoded } from './body.ts'
 
 /**
  * Multipart uploads (audio files), streamed off the socket: a file stays in memory up to a small threshold and
@@ -107,6 +107,7 @@ export async function readMultipart(request: Request, options: SpoolOptions, cle
     throw badRequest('This endpoint takes a multipart/form-data body (with a boundary).', null, 'invalid_content_type')
   }
   if (!request.body) throw badRequest("Missing required parameter: 'file'.", 'file', 'missing_required_parameter')
+  refuseEncoded(request)
   const raw = await spoolBody(request, options, cleanup).catch((error) => {
     throw cutShort(request, error)
   })

@@ -86,6 +86,19 @@ describe('request validation', () => {
     expect((await raw(json([0xef, 0xbf, 0xbd]))).status).toBe(200)
   })
 
+  test('a compressed body (Content-Encoding) → 415 naming the encoding, JSON and multipart; identity is fine', async () => {
+    const before = fake.requests.length
+    const post = (path: string, body: Uint8Array | string, type: string, encoding: string) =>
+      fetch(`${gw.baseURL}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': type, 'content-encoding': encoding }, body })
+    const gzipped = Bun.gzipSync(JSON.stringify(chat()))
+    const error = await expectError(await post('/chat/completions', gzipped, 'application/json', 'gzip'), 415, { code: 'unsupported_content_encoding' })
+    expect(error.message).toContain("'gzip'")
+    const form = '--b\r\ncontent-disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--b--\r\n'
+    await expectError(await post('/audio/transcriptions', Bun.gzipSync(form), 'multipart/form-data; boundary=b', 'gzip'), 415, { code: 'unsupported_content_encoding' })
+    expect(fake.requests.length).toBe(before)
+    expect((await post('/chat/completions', JSON.stringify(chat()), 'application/json', 'identity')).status).toBe(200)
+  })
+
   test('a body cut short (the client reset the connection, or sent FIN before the end) is the client’s 499, not a gateway 500', async () => {
     const port = Number(new URL(gw.baseURL).port)
     const head = (path: string, type: string) =>
