@@ -220,7 +220,7 @@ describe('wrong master keys are throttled per client address', () => {
 })
 
 describe('start settings are checked, not guessed', () => {
-  test('a misspelled flag, a flag without its value, a number with a unit or a DATABASE_URL that is not PostgreSQL stops the start with one line', async () => {
+  test('a misspelled flag, a flag without its value, a number with a unit, a DATABASE_URL that is not PostgreSQL or a REDIS_URL that is not Redis stops the start with one line', async () => {
     await expect(loadConfig(['--wokers', '1'], {})).rejects.toThrow("Unknown argument '--wokers'")
     await expect(loadConfig(['--data_dir', 'x'], {})).rejects.toThrow("Unknown argument '--data_dir'")
     await expect(loadConfig(['--port'], {})).rejects.toThrow('--port needs a value.')
@@ -232,6 +232,16 @@ describe('start settings are checked, not guessed', () => {
     await expect(loadConfig(['--workers', '0'], {})).rejects.toThrow('Invalid workers: 0 (a whole number, at least 1)')
     await expect(loadConfig([], { DATABASE_URL: 'postgress://127.0.0.1/test' })).rejects.toThrow("DATABASE_URL must be a postgres:// or postgresql:// URL; it begins 'postgress:'")
     expect((await loadConfig([], { DATABASE_URL: 'POSTGRES://127.0.0.1/test' })).databaseURL).toBe('POSTGRES://127.0.0.1/test')
+    // ioredis would take http:// for a Unix socket path, and a database that is not a number for 0.
+    await expect(loadConfig([], { REDIS_URL: 'http://127.0.0.1:6379' })).rejects.toThrow("REDIS_URL must be redis:// or rediss:// URLs; it begins 'http:'")
+    await expect(loadConfig([], { REDIS_URL: 'redis://127.0.0.1:6379/two' })).rejects.toThrow("The database in REDIS_URL must be a number (redis://host:6379/2), not 'two'")
+    expect((await loadConfig([], { REDIS_URL: 'rediss://a:6379/3, redis://b:6379' })).redisURL).toBe('rediss://a:6379/3, redis://b:6379')
+  })
+
+  test('a REDIS_URL database the Redis does not have stops the start: ioredis would run on database 0 instead', async () => {
+    await expect(startGateway({ redisURL: 'redis://127.0.0.1:6379/99' })).rejects.toThrow("REDIS_URL names database 99, which this Redis does not have")
+    const fine = await startGateway({ redisURL: 'redis://127.0.0.1:6379/15' })
+    await fine.close()
   })
 
   test('--help and --version answer and exit 0, starting nothing', async () => {

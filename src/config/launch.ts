@@ -117,6 +117,12 @@ export function checkLaunch(launch: LaunchConfig, env: Record<string, string | u
   if (launch.databaseURL && !/^postgres(ql)?:\/\//i.test(launch.databaseURL)) {
     throw new Error(`DATABASE_URL must be a postgres:// or postgresql:// URL; it begins '${launch.databaseURL.split(':')[0]}:'.`)
   }
+  // ioredis takes other schemes for a Unix socket path, and a database that is not a number for 0.
+  for (const url of (env.REDIS_URL ?? '').split(',').map((u) => u.trim()).filter(Boolean)) {
+    if (!/^rediss?:\/\//i.test(url)) throw new Error(`REDIS_URL must be redis:// or rediss:// URLs; it begins '${url.split(':')[0]}:'.`)
+    const database = URL.parse(url)?.pathname.slice(1) ?? ''
+    if (!/^\d*$/.test(database)) throw new Error(`The database in REDIS_URL must be a number (redis://host:6379/2), not '${database}'.`)
+  }
   const masterKey = env.CONDUIT_MASTER_KEY
   if (masterKey && masterKey.length < MIN_MASTER_KEY_LENGTH) {
     throw new Error(`CONDUIT_MASTER_KEY is ${masterKey.length} characters long; use at least ${MIN_MASTER_KEY_LENGTH} (e.g. openssl rand -hex 24).`)

@@ -93,6 +93,12 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
   if (redisBus) {
     store.connect(redisBus)
     await redisBus.ready()
+    await redisModule!.checkDatabase(redis!, redisAddress).catch(async (error) => {
+      redisBus.close()
+      redis!.disconnect()
+      await store.close()
+      throw error
+    })
   }
   const secrets = secretBox(config)
   await checkSecretKey(store, secrets, log)

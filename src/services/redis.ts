@@ -88,6 +88,19 @@ export function connectRedis(address: RedisAddress, commandTimeoutMs: number, lo
   return redis
 }
 
+/**
+ * A database Redis does not have (past its `databases` setting) fails ioredis's SELECT quietly: every connection
+ * would run on database 0, shared with whatever else uses it. Refused at start when Redis answers.
+ */
+export async function checkDatabase(redis: RedisClient, address: RedisAddress) {
+  if (address.cluster || redis.status !== 'ready') return
+  const wanted = Number(new URL(address.url).pathname.slice(1) || 0)
+  const serving = /\bdb=(\d+)/.exec(String(await redis.call('CLIENT', 'INFO').catch(() => '')))?.[1]
+  if (serving !== undefined && Number(serving) !== wanted) {
+    throw new Error(`REDIS_URL names database ${wanted}, which this Redis does not have (see 'databases' in its configuration).`)
+  }
+}
+
 /** One line when Redis goes away and one when it is back, not one per reconnect attempt. */
 export function reportOutages(redis: RedisClient, log: Logger) {
   let down = false
