@@ -134,6 +134,7 @@ describe('unknown fields are refused, at any level, naming the field', () => {
     ['POST', '/keys', { name: 'k-budget', budget: { usd: 5, period: 'daily', currency: 'EUR' } }, 'budget.currency'],
     ['PATCH', '/keys/fields-key', { rmp: 5 }, 'rmp'],
     ['POST', '/providers', { name: 'p-typo', type: 'openai', apikey: 'sk-x' }, 'apikey'],
+    ['POST', '/keys', { name: 'k-perod', budget: { usd: 5, perod: 'daily' } }, 'budget.perod'],
     ['POST', '/providers', { name: 'p-timeout-typo', type: 'openai', options: { timeouts: { first_byte: 5 } } }, 'options.timeouts.first_byte'],
     ['PATCH', '/providers/fields-provider', { baseurl: 'https://example.com' }, 'baseurl'],
     ['POST', '/models', { name: 'm-weight', targets: [{ provider: 'fields-provider', model: 'a', wieght: 2 }] }, 'targets[0].wieght'],
@@ -262,6 +263,9 @@ describe('start settings are checked, not guessed', () => {
         ['plugins:\n  - use: builtin:request-log\n    failuremode: closed\n', '/plugins/0/failuremode'],
         ['timeouts:\n  conect_ms: 1\n', '/timeouts/conect_ms'],
         ['providers:\n  - { name: a, type: openai, options: { timeouts: { first_byte: 5 } } }\n', '/providers/0/options/timeouts/first_byte'],
+        // Inside a field that may also be null (a union), the misspelling itself, not "expected union value".
+        ['keys:\n  - { name: k, key: condt_x, budget: { usd: 1, perod: daily } }\n', '/keys/0/budget/perod'],
+        ['models:\n  - { name: m, targets: [{ provider: p, model: x }], routing: { stratgy: weighted } }\n', '/models/0/routing/stratgy'],
         ['server:\n  prot: 1\n', '/server/prot'],
         ['ledger:\n  maxqueued: 1\n', '/ledger/maxqueued'],
         ['audio:\n  max_upload: 1\n', '/audio/max_upload'],

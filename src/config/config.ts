@@ -1,7 +1,8 @@
 import path from 'node:path'
 import { Type as t, type Static } from '@sinclair/typebox'
-import { Value } from '@sinclair/typebox/value'
-import { ConfigKeyInput, ModelInput, ProviderInput, TimeoutsInput } from '../core/admin.ts'
+import { Value, ValueErrorType } from '@sinclair/typebox/value'
+import { ConfigKeyInput, ModelInput, ProviderInput, TimeoutsInput, mainError } from '../core/admin.ts'
+import { expectation } from '../core/request-schemas.ts'
 import { parseAllowList } from '../core/egress.ts'
 import type { PluginSpec } from '../plugin-host/host.ts'
 import type { Timeouts } from '../core/upstream.ts'
@@ -125,8 +126,8 @@ export async function parseConfigFile(file: string, env: Record<string, string |
 
 function checkConfigFile(file: string, expanded: unknown): ConfigFile {
   if (!Value.Check(FileSchema, expanded)) {
-    const error = Value.Errors(FileSchema, expanded).First()!
-    throw new Error(`Invalid config ${file} at '${error.path || '/'}': ${error.message}`)
+    const error = mainError(Value.Errors(FileSchema, expanded))
+    throw new Error(`Invalid config ${file} at '${error.path || '/'}': ${error.type === ValueErrorType.Union ? expectation(error) : error.message}`)
   }
   return expanded
 }

@@ -169,17 +169,31 @@ export function nestsDeeperThan(value: unknown, max: number): boolean {
 }
 
 
-/** Inside a union (`null` or an object, say) the variant that got furthest names the real problem. */
+/**
+ * Inside a union (`null` or an object, say) the variant that got furthest names the real problem, and a field it
+ * does not know before anything else (a misspelled `period` is not a missing one).
+ */
 function deepest(error: ValueError): ValueError {
   if (error.type !== ValueErrorType.Union) return error
   let best = error
   for (const variant of error.errors) {
-    const first = variant.First()
-    if (!first) continue
-    const candidate = deepest(first)
-    if (candidate.path.length > best.path.length) best = candidate
+    for (const inner of variant) {
+      const candidate = deepest(inner)
+      if (candidate.type === ValueErrorType.ObjectAdditionalProperties) return candidate
+      if (candidate.path.length > best.path.length) best = candidate
+    }
   }
   return best
+}
+
+/** The error to tell of a value (an admin body, the config file): a field the schema does not know, else the first. */
+export function mainError(errors: Iterable<ValueError>): ValueError {
+  const found: ValueError[] = []
+  for (const error of errors) {
+    found.push(deepest(error))
+    if (found.length === 100) break
+  }
+  return found.find((e) => e.type === ValueErrorType.ObjectAdditionalProperties) ?? found[0]!
 }
 
 /**
@@ -193,18 +207,11 @@ export function validateAdminBody<S extends TSchema>(schema: S, body: unknown): 
   if (nestsDeeperThan(body, MAX_JSON_DEPTH)) throw badRequest(`The request body nests deeper than ${MAX_JSON_DEPTH} levels.`, null, 'invalid_value')
   const check = checkerOf(schema)
   if (check.Check(body)) return body as Static<S>
-  const errors: ValueError[] = []
-  for (const error of check.Errors(body)) {
-    errors.push(deepest(error))
-    if (errors.length === 100) break
-  }
-  const unknown = errors.find((e) => e.type === ValueErrorType.ObjectAdditionalProperties)
-  if (unknown) {
-    const param = toParam(unknown.path)
+  const first = mainError(check.Errors(body))
+  const param = toParam(first.path)
+  if (first.type === ValueErrorType.ObjectAdditionalProperties) {
     throw badRequest(`Unrecognized request argument supplied: '${param}'.`, param, 'unknown_parameter')
   }
-  const first = errors[0]!
-  const param = toParam(first.path)
   if (first.type === ValueErrorType.ObjectRequiredProperty) {
     throw badRequest(`Missing required parameter: '${param}'.`, param, 'missing_required_parameter')
   }
