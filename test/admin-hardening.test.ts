@@ -231,6 +231,8 @@ describe('start settings are checked, not guessed', () => {
       await expect(loadConfig([], { [name]: '50ms' })).rejects.toThrow(`must be a number, not '50ms'`)
     }
     await expect(loadConfig(['--workers', '0'], {})).rejects.toThrow('Invalid workers: 0 (a whole number, at least 1)')
+    await expect(loadConfig([], { PORT: '70000' })).rejects.toThrow('Invalid port: 70000 (at most 65535)')
+    await expect(loadConfig([], { CONDUIT_LOG_LEVEL: 'verbose' })).rejects.toThrow("CONDUIT_LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent; it is 'verbose'.")
     await expect(loadConfig([], { DATABASE_URL: 'postgress://127.0.0.1/test' })).rejects.toThrow("DATABASE_URL must be a postgres:// or postgresql:// URL; it begins 'postgress:'")
     expect((await loadConfig([], { DATABASE_URL: 'POSTGRES://127.0.0.1/test' })).databaseURL).toBe('POSTGRES://127.0.0.1/test')
     // ioredis would take http:// for a Unix socket path, and a database that is not a number for 0.

@@ -108,11 +108,17 @@ export async function readLaunch(argv: string[], env: Record<string, string | un
 /** Shorter master keys can be guessed; the one Conduit generates is 52 characters. */
 export const MIN_MASTER_KEY_LENGTH = 16
 
+/** pino's levels, and `silent`. */
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+
 /** What must stop a start before any process is spawned, with one line for the operator. */
 export function checkLaunch(launch: LaunchConfig, env: Record<string, string | undefined>) {
   for (const [name, value, min] of [['port', launch.port, 0], ['workers', launch.workers, 1], ['drain time', launch.drainMs, 0]] as const) {
     if (!Number.isInteger(value) || value < min) throw new Error(`Invalid ${name}: ${JSON.stringify(value)} (a whole number, at least ${min})`)
   }
+  if (launch.port > 65_535) throw new Error(`Invalid port: ${launch.port} (at most 65535)`)
+  const level = env.CONDUIT_LOG_LEVEL
+  if (level && !LOG_LEVELS.includes(level)) throw new Error(`CONDUIT_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}; it is '${level}'.`)
   // Anything else would keep the store in a local SQLite file while the banner speaks of PostgreSQL.
   if (launch.databaseURL && !/^postgres(ql)?:\/\//i.test(launch.databaseURL)) {
     throw new Error(`DATABASE_URL must be a postgres:// or postgresql:// URL; it begins '${launch.databaseURL.split(':')[0]}:'.`)
