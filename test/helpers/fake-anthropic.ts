@@ -195,6 +195,7 @@ function validate(body: any, version: string): string | null {
   if (body.max_tokens === undefined) return 'max_tokens: Field required'
   if (!Number.isInteger(body.max_tokens) || body.max_tokens < 1) return 'max_tokens: Input should be a valid integer greater than or equal to 1'
   if (!Array.isArray(body.messages)) return 'messages: Field required'
+  if (body.messages.length === 0) return 'messages: at least one message is required'
   // API version 2026-10-21 removed the sampling parameters.
   if (version >= '2026-10-21') for (const field of ['temperature', 'top_p', 'top_k']) if (field in body) return `${field}: Extra inputs are not permitted`
   if (body.system !== undefined && typeof body.system !== 'string' && !Array.isArray(body.system)) return 'system: Input should be a valid string or list'

@@ -109,6 +109,11 @@ describe('request translation', () => {
     ])
   })
 
+  test('a conversation with no user or assistant turn (a system prompt alone, an empty message) is refused before it is sent', () => {
+    expectGatewayError(() => translate(chat([{ role: 'system', content: 'Be brief.' }])), 400, 'messages')
+    expectGatewayError(() => translate(chat([{ role: 'developer', content: 'Be brief.' }, { role: 'user', content: '' }])), 400, 'messages')
+  })
+
   test('tool call arguments that are not a JSON object are refused', () => {
     const bad = (args: string) =>
       chat([{ role: 'user', content: 'x' }, { role: 'assistant', tool_calls: [{ id: 'a', type: 'function', function: { name: 'f', arguments: args } }] }])

@@ -56,6 +56,10 @@ const concat = (parts: Uint8Array[]) => {
 }
 
 describe('plugin', () => {
+  test('a conversation with no user or assistant turn (a system prompt alone) is refused before it is signed and sent', () => {
+    expectGatewayError(() => translate(chat([{ role: 'system', content: 'Be brief.' }])), 400, 'messages')
+  })
+
   test('registers a translating bedrock provider: chat with a framer, embeddings, no completions', async () => {
     const adapter = await registeredAdapter(plugin)
     expect(plugin.name).toBe('provider-bedrock')

@@ -40,6 +40,8 @@ export function buildRequest(body: Record<string, any>, ctx: AttemptContext): Up
   }
 
   const { system, messages } = translateMessages(body.messages)
+  // The provider refuses an empty conversation (a system prompt alone): said here, and nothing is sent.
+  if (messages.length === 0) throw badRequest('At least one user or assistant message is required by this provider.', 'messages')
   const defaultMax = provider.options.default_max_tokens
   const request: AnthropicMessagesRequest = {
     model,

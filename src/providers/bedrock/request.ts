@@ -44,6 +44,8 @@ export function buildRequest(body: Record<string, any>, ctx: AttemptContext): Pr
 /** The Converse body for an OpenAI chat request (exported for tests). */
 export function translateChat(body: Record<string, any>, ctx: AttemptContext): ConverseRequest {
   const { system, messages } = translateMessages(body.messages)
+  // The provider refuses an empty conversation (a system prompt alone): said here, and nothing is sent.
+  if (messages.length === 0) throw badRequest('At least one user or assistant message is required by this provider.', 'messages')
   const request: ConverseRequest = { messages }
   if (system.length > 0) request.system = system
 
