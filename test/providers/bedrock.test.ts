@@ -56,10 +56,6 @@ const concat = (parts: Uint8Array[]) => {
 }
 
 describe('plugin', () => {
-  test('a conversation with no user or assistant turn (a system prompt alone) is refused before it is signed and sent', () => {
-    expectGatewayError(() => translate(chat([{ role: 'system', content: 'Be brief.' }])), 400, 'messages')
-  })
-
   test('registers a translating bedrock provider: chat with a framer, embeddings, no completions', async () => {
     const adapter = await registeredAdapter(plugin)
     expect(plugin.name).toBe('provider-bedrock')
@@ -282,6 +278,10 @@ describe('event stream framing', () => {
 })
 
 describe('request translation', () => {
+  test('a conversation with no user or assistant turn (a system prompt alone) is refused before it is signed and sent', () => {
+    expectGatewayError(() => translate(chat([{ role: 'system', content: 'Be brief.' }])), 400, 'messages')
+  })
+
   test('streaming goes to converse-stream and asks for the event stream; the body is the same', async () => {
     const plain = await translate(chat([{ role: 'user', content: 'hi' }]))
     const streamed = await translate(chat([{ role: 'user', content: 'hi' }], { stream: true, stream_options: { include_usage: true } }))
