@@ -1,6 +1,13 @@
 import type { StoreChange } from '../plugin-sdk/types.ts'
 import type { MetricsSnapshot } from '../services/metrics.ts'
-import type { Outcome, ScopeClaim, Settlement } from '../plugins/admission/claims.ts'
+import type { ScopeClaim, Settlement } from '../plugins/admission/claims.ts'
+
+/** One request's admission, asked of the primary (its LocalState's arguments). */
+export interface GovernAdmission {
+  claims: ScopeClaim[]
+  shadow: boolean
+  loads: Map<string, number> | null
+}
 
 /**
  * The IPC protocol between the primary and its workers. Requests carry an `id` the primary answers with a
@@ -12,9 +19,8 @@ export type WorkerToPrimary =
   | { type: 'gather-metrics'; id: number }
   | { type: 'change-applied'; ref: string }
   | { type: 'metrics-snapshot'; ref: string; snapshot: MetricsSnapshot }
-  // The limits and budgets every worker shares, kept by the primary when there is no Redis (see Governance).
-  | { type: 'govern-admit'; id: number; claims: ScopeClaim[]; shadow: boolean; loads: Map<string, number> | null }
-  | { type: 'govern-settle'; settlement: Settlement }
+  // The limits and budgets every worker shares, kept by the primary when there is no Redis (see GovernanceLine).
+  | { type: 'govern'; id: number; settlements: Settlement[]; admissions: GovernAdmission[] }
 
 export type PrimaryToWorker =
   | { type: 'reply'; id: number; value: unknown }

@@ -103,15 +103,13 @@ export async function runPrimary(config: LaunchConfig) {
         send(worker, { type: 'reply', id: message.id, value: null })
         break
       }
-      case 'govern-admit': {
-        const { claims, shadow, loads, id } = message
-        // Answered in arrival order with the settlements (one promise chain): loaded on first use.
-        void (governance ??= loadGovernance()).then((state) => send(worker, { type: 'reply', id, value: state.admit(claims, shadow, loads ?? undefined) }))
-        break
-      }
-      case 'govern-settle': {
-        const { settlement } = message
-        void (governance ??= loadGovernance()).then((state) => state.settle(settlement))
+      case 'govern': {
+        const { id, settlements, admissions } = message
+        // In arrival order (one promise chain), settlements first: loaded on first use.
+        void (governance ??= loadGovernance()).then((state) => {
+          for (const settlement of settlements) state.settle(settlement)
+          send(worker, { type: 'reply', id, value: admissions.map((a) => state.admit(a.claims, a.shadow, a.loads ?? undefined)) })
+        })
         break
       }
       case 'gather-metrics': {

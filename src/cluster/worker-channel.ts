@@ -1,7 +1,7 @@
 import type { StoreChange } from '../plugin-sdk/types.ts'
 import type { Metrics, MetricsSnapshot } from '../services/metrics.ts'
 import type { ChangeBus } from '../store/store.ts'
-import { FAN_OUT_TIMEOUT_MS, type PrimaryToWorker, type WorkerToPrimary } from './messages.ts'
+import { FAN_OUT_TIMEOUT_MS, type GovernAdmission, type PrimaryToWorker, type WorkerToPrimary } from './messages.ts'
 import type { Outcome, ScopeClaim, Settlement } from '../plugins/admission/claims.ts'
 
 /** This process's channel when it is one of a primary's workers. */
@@ -24,14 +24,8 @@ export class WorkerChannel implements ChangeBus {
     current = this
   }
 
-  /**
-   * Limits and budgets without Redis: decided by the primary for every worker, exactly as one process decides
-   * them (LocalState), so that N workers do not each grant a key its whole rpm, max_parallel or budget.
-   */
-  readonly governance = {
-    admit: (claims: ScopeClaim[], shadow: boolean, loads: Map<string, number> | null) => this.request<Outcome>({ type: 'govern-admit', claims, shadow, loads }),
-    settle: (settlement: Settlement) => this.send({ type: 'govern-settle', settlement }),
-  }
+  /** Limits and budgets without Redis, decided by the primary for every worker. */
+  readonly governance = new GovernanceLine((settlements, admissions) => this.request<Outcome[]>({ type: 'govern', settlements, admissions }))
 
   static available() {
     return typeof process.send === 'function' && process.env.CONDUIT_WORKER === '1'
@@ -88,5 +82,50 @@ export class WorkerChannel implements ChangeBus {
         if (this.metrics) this.send({ type: 'metrics-snapshot', ref: message.ref, snapshot: this.metrics.snapshot() })
         break
     }
+  }
+}
+
+/**
+ * Limits and budgets without Redis: decided by the primary for every worker, as one process decides them
+ * (LocalState), so that N workers do not each grant a key its whole rpm, max_parallel or budget. As with Redis
+ * (SharedState), while one message is out what arrives waits for the next, so under load one round trip serves
+ * many requests; settlements leave at once when nothing is out (another worker may be waiting for the slot or the
+ * money), and before the admissions that came after them.
+ */
+class GovernanceLine {
+  private admissions: (GovernAdmission & { resolve(outcome: Outcome): void; reject(error: unknown): void })[] = []
+  private settlements: Settlement[] = []
+  private out = false
+
+  constructor(private readonly ask: (settlements: Settlement[], admissions: GovernAdmission[]) => Promise<Outcome[]>) {}
+
+  admit(claims: ScopeClaim[], shadow: boolean, loads: Map<string, number> | null): Promise<Outcome> {
+    return new Promise((resolve, reject) => {
+      this.admissions.push({ claims, shadow, loads, resolve, reject })
+      this.pump()
+    })
+  }
+
+  settle(settlement: Settlement) {
+    this.settlements.push(settlement)
+    this.pump()
+  }
+
+  private pump() {
+    if (this.out || (this.admissions.length === 0 && this.settlements.length === 0)) return
+    const waiting = this.admissions
+    const settlements = this.settlements
+    this.admissions = []
+    this.settlements = []
+    this.out = true
+    this.ask(settlements, waiting.map(({ claims, shadow, loads }) => ({ claims, shadow, loads })))
+      .then(
+        (outcomes) => waiting.forEach((w, i) => w.resolve(outcomes[i]!)),
+        (error) => waiting.forEach((w) => w.reject(error)),
+      )
+      .finally(() => {
+        this.out = false
+        this.pump()
+      })
   }
 }
