@@ -107,6 +107,24 @@ describe('--workers 2', () => {
     }
   }, 30_000)
 
+  test('wrong master keys from one address count on every worker: past 10 the address is locked out whichever worker answers', async () => {
+    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '2'])
+    try {
+      const keys = (key: string) => fetch(`${gw.origin}/admin/v1/keys`, { headers: { authorization: `Bearer ${key}`, connection: 'close' } })
+      const wrong: number[] = []
+      for (let i = 0; i < 12; i++) wrong.push((await keys(`wrong-master-key-${i}`)).status)
+      // Past the 10th they are over the limit, wherever they land (a worker hears of the other's within a moment).
+      expect(wrong.slice(0, 10)).toEqual(Array(10).fill(401))
+      expect(wrong.at(-1)).toBe(429)
+      await Bun.sleep(50)
+      // The right key too, on both workers (the kernel spreads new connections over them).
+      const right = await Promise.all(Array.from({ length: 8 }, () => keys(MASTER)))
+      expect(right.map((r) => r.status)).toEqual(Array(8).fill(429))
+    } finally {
+      expect(await stopProcess(gw.proc)).toBe(0)
+    }
+  }, 30_000)
+
   test('without Redis, limits and budgets hold across the workers: a key gets its rpm, max_parallel and budget once, not once a worker', async () => {
     const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '2'])
     try {

@@ -21,11 +21,14 @@ export type WorkerToPrimary =
   | { type: 'metrics-snapshot'; ref: string; snapshot: MetricsSnapshot }
   // The limits and budgets every worker shares, kept by the primary when there is no Redis (see GovernanceLine).
   | { type: 'govern'; id: number; settlements: Settlement[]; admissions: GovernAdmission[] }
+  // A wrong admin key from a client: the other workers count it too.
+  | { type: 'admin-failure'; client: string }
 
 export type PrimaryToWorker =
   | { type: 'reply'; id: number; value: unknown }
   | { type: 'apply-change'; ref: string; change: StoreChange }
   | { type: 'collect-metrics'; ref: string }
+  | { type: 'admin-failure'; client: string }
 
 /** How long the primary waits for every worker to answer a fan-out before answering anyway. */
 export const FAN_OUT_TIMEOUT_MS = 1_000

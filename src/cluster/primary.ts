@@ -103,6 +103,9 @@ export async function runPrimary(config: LaunchConfig) {
         send(worker, { type: 'reply', id: message.id, value: null })
         break
       }
+      case 'admin-failure':
+        for (const other of workers) if (other !== worker && other.listening) send(other, message)
+        break
       case 'govern': {
         const { id, settlements, admissions } = message
         // In arrival order (one promise chain), settlements first: loaded on first use.

@@ -27,7 +27,7 @@ export async function serveAsWorker(config: GatewayConfig) {
   const log = createLogger()
   const channel = new WorkerChannel()
   const leader = process.env.CONDUIT_WORKER_LEADER === '1'
-  const gateway = await createGateway(config, log, { bus: channel, skipSeed: !leader, gatherMetrics: () => channel.gatherMetrics() })
+  const gateway = await createGateway(config, log, { bus: channel, skipSeed: !leader, gatherMetrics: () => channel.gatherMetrics(), adminFailures: channel.adminFailures })
   channel.serveMetrics(gateway.metrics)
   const server = listen(gateway, { ...config, port: Number(process.env.CONDUIT_WORKER_PORT), reusePort: true })
   channel.send({

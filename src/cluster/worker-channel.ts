@@ -24,6 +24,13 @@ export class WorkerChannel implements ChangeBus {
     current = this
   }
 
+  private readonly failureListeners: ((client: string) => void)[] = []
+  /** Wrong admin keys, counted by every worker (see AdminGuard). */
+  readonly adminFailures = {
+    publish: (client: string) => this.send({ type: 'admin-failure', client }),
+    subscribe: (listener: (client: string) => void) => void this.failureListeners.push(listener),
+  }
+
   /** Limits and budgets without Redis, decided by the primary for every worker. */
   readonly governance = new GovernanceLine((settlements, admissions) => this.request<Outcome[]>({ type: 'govern', settlements, admissions }))
 
@@ -77,6 +84,9 @@ export class WorkerChannel implements ChangeBus {
       case 'apply-change':
         for (const listener of this.changeListeners) listener(message.change)
         this.send({ type: 'change-applied', ref: message.ref })
+        break
+      case 'admin-failure':
+        for (const listener of this.failureListeners) listener(message.client)
         break
       case 'collect-metrics':
         if (this.metrics) this.send({ type: 'metrics-snapshot', ref: message.ref, snapshot: this.metrics.snapshot() })

@@ -238,6 +238,12 @@ function clientGroup(address: string | null): string {
   return `${words.slice(0, 4).map((w) => w.replace(/^0+(?=.)/, '')).join(':')}::/64`
 }
 
+/** Wrong admin keys told between the workers of one instance (by their primary). */
+export interface FailureExchange {
+  publish(client: string): void
+  subscribe(listener: (client: string) => void): void
+}
+
 /**
  * The master-key check in front of every admin route, with a brute-force throttle: more than MAX_FAILURES wrong
  * keys from one address within a minute lock that address out for a minute (429 with Retry-After), the right key
@@ -250,7 +256,11 @@ export class AdminGuard {
   constructor(
     private readonly isMasterKey: (token: string) => boolean,
     private readonly now: () => number = Date.now,
-  ) {}
+    /** The sibling workers, told of each wrong key (and telling theirs): the limit is the instance's, not N times it. */
+    private readonly siblings?: FailureExchange,
+  ) {
+    siblings?.subscribe((client) => this.count(client))
+  }
 
   authorize(authorization: string | null, clientAddress: string | null): void {
     this.refuseLockedOut(clientAddress)
@@ -271,13 +281,19 @@ export class AdminGuard {
   /** One more wrong secret from the address; throws the 429 when that one locks it out. */
   countFailure(clientAddress: string | null): void {
     const client = clientGroup(clientAddress)
+    this.siblings?.publish(client)
+    if (this.count(client)) throw this.lockedOut(LOCKOUT_MS)
+  }
+
+  /** One more wrong secret from the client (here or on a sibling); true if the client is now locked out. */
+  private count(client: string): boolean {
     const now = this.now()
     const record = this.failures.get(client)
     const current = record && now - record.since < FAILURE_WINDOW_MS ? record : { count: 0, since: now, lockedUntil: 0 }
     current.count++
     if (current.count > MAX_FAILURES) current.lockedUntil = now + LOCKOUT_MS
     this.failures.set(client, current)
-    if (current.lockedUntil > now) throw this.lockedOut(LOCKOUT_MS)
+    return current.lockedUntil > now
   }
 
   private lockedOut(ms: number) {

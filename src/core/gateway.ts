@@ -11,7 +11,7 @@ import { SpendLedger } from '../store/ledger.ts'
 import { RequestRecorder } from '../store/request-records.ts'
 import { checkSecretKey, sealBaseURLs, secretBox } from '../store/secrets.ts'
 import { Store, type ChangeBus } from '../store/store.ts'
-import { AdminGuard, AdminService } from './admin.ts'
+import { AdminGuard, AdminService, type FailureExchange } from './admin.ts'
 import { Catalog } from './catalog.ts'
 import { createMessagesDoor } from './messages/index.ts'
 import { egress } from './egress.ts'
@@ -63,6 +63,8 @@ export interface GatewayOptions {
   skipSeed?: boolean
   /** Every worker's metrics, summed; absent when this process is alone. */
   gatherMetrics?: () => Promise<{ snapshot: MetricsSnapshot; workers: number }>
+  /** Wrong admin keys seen by the other workers, counted here too; absent when this process is alone. */
+  adminFailures?: FailureExchange
 }
 
 const MASTER_HASH = 'master_key_sha256'
@@ -213,7 +215,7 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
     upstreamTimeouts: config.timeouts,
     records,
     timeseries,
-    adminGuard: new AdminGuard(isMasterKey),
+    adminGuard: new AdminGuard(isMasterKey, Date.now, options.adminFailures),
     masterFingerprint: sha256(`ui-session:${expectedHash}`),
     attachServer: (listening) => void (server = listening),
     generatedMasterKey,
