@@ -71,11 +71,11 @@ export const isUniqueViolation = (error: unknown) => {
 
 /**
  * The error a client gets when the database could not be reached (refused, closed, timed out, locked past the
- * busy timeout): a 503 to retry, not a 500. Null for any other error.
+ * busy timeout): a 503 to retry, not a 500. Null for any other error, a socket error of another client included.
  */
 export function storeUnavailable(error: unknown): GatewayError | null {
   const code = (error as { code?: unknown } | null)?.code
-  if (typeof code !== 'string' || !/^(ERR_POSTGRES_(CONNECTION|IDLE|LIFETIME)|SQLITE_(BUSY|LOCKED|CANTOPEN|IOERR|FULL)|ECONNREFUSED|ECONNRESET|ETIMEDOUT)/.test(code)) return null
+  if (typeof code !== 'string' || !/^(ERR_POSTGRES_(CONNECTION|IDLE|LIFETIME)|SQLITE_(BUSY|LOCKED|CANTOPEN|IOERR|FULL))/.test(code)) return null
   return new GatewayError(503, 'The gateway cannot reach its database right now. Try again shortly.', { code: 'store_unavailable', headers: { 'retry-after': '1' } })
 }
 
