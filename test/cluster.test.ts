@@ -161,8 +161,8 @@ describe('--workers 2', () => {
       const spent = served(budget).reduce((sum, r) => sum + Math.round(Number(r.headers.get('x-conduit-cost-usd')) * 1e6), 0)
       expect(workers(budget)).toBe(2)
       expect(budget.at(-1)!.status).toBe(429)
+      // Within the budget (each worker on its own had spent up to it), and used up: less than a request's worst case left.
       expect(spent).toBeLessThanOrEqual(2000)
-      // Each worker on its own admitted until its own count of the spend reached the budget: twice as many.
       const worstCase = Math.ceil(JSON.stringify([{ role: 'user', content: 'hi' }]).length * 2.5 + 50 * 10)
       expect(2000 - spent).toBeLessThan(worstCase)
     } finally {
