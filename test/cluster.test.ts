@@ -172,6 +172,33 @@ describe('--workers 2', () => {
 })
 
 describe('supervision', () => {
+  test('workers that die holding requests give back their max_parallel slot and budget hold (no Redis)', async () => {
+    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER, CONDUIT_LOG_LEVEL: 'silent' }, ['--workers', '2'])
+    try {
+      const { admin } = await setUp(gw)
+      const keyOf = async (policy: Record<string, unknown>) => (await admin('POST', '/keys', { name: `k${Math.random()}`, ...policy })).key as string
+      // One stream holds the only slot; the other, most of a $0.05 budget (its worst case: 4,096 tokens at gpt-4o's price).
+      const keys = [await keyOf({ max_parallel: 1 }), await keyOf({ budget: { usd: 0.05, period: 'daily' } })]
+      const streams = await Promise.all(keys.map((key) => chat(gw, key, 'slow-stream:300', true)))
+      await Promise.all(streams.map((s) => s.body!.getReader().read()))
+      expect((await Promise.all(keys.map((key) => chat(gw, key)))).map((r) => r.status)).toEqual([429, 429])
+      const [primary] = children(gw.proc.pid)
+      const before = children(primary!)
+      for (const pid of before) process.kill(Number(pid), 'SIGKILL')
+      const deadline = Date.now() + 10_000
+      while (Date.now() < deadline && !(children(primary!).length === 2 && children(primary!).every((pid) => !before.includes(pid)))) await Bun.sleep(100)
+      let statuses: number[] = []
+      while (Date.now() < deadline) {
+        statuses = await Promise.all(keys.map((key) => chat(gw, key).then((r) => r.status, () => 0)))
+        if (!statuses.includes(502) && !statuses.includes(503) && !statuses.some((s) => s === 0)) break
+        await Bun.sleep(200)
+      }
+      expect(statuses).toEqual([200, 200])
+    } finally {
+      expect(await stopProcess(gw.proc)).toBe(0)
+    }
+  }, 30_000)
+
   test('a worker that dies is restarted and the port keeps serving', async () => {
     const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER, CONDUIT_LOG_LEVEL: 'silent' }, ['--workers', '2'])
     try {

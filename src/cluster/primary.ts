@@ -7,14 +7,7 @@ import { FAN_OUT_TIMEOUT_MS, type PrimaryToWorker, type WorkerToPrimary } from '
 import { ownCommand, startEnv } from './own-command.ts'
 
 type Listening = Extract<WorkerToPrimary, { type: 'listening' }>
-type LocalState = import('../plugins/admission/local.ts').LocalState
-
-/** What a governed request needs of the primary: the in-process state of the limits, and its sweeper. */
-async function loadGovernance(): Promise<LocalState> {
-  const state = new (await import('../plugins/admission/local.ts')).LocalState()
-  setInterval(() => state.sweep(), 60_000).unref()
-  return state
-}
+type HostedState = import('../plugins/admission/hosted.ts').HostedState
 
 interface Worker {
   index: number
@@ -73,7 +66,8 @@ export async function runPrimary(config: LaunchConfig) {
   let changed = () => {}
 
   /** The workers' shared limits and budgets without Redis (see WorkerChannel.governance), from the first governed request. */
-  let governance: Promise<LocalState> | null = null
+  let governance: Promise<HostedState> | null = null
+  const hosted = () => (governance ??= import('../plugins/admission/hosted.ts').then((m) => new m.HostedState()))
   const send = (worker: Worker, message: PrimaryToWorker) => {
     if (!worker.proc.killed) worker.proc.send(message)
   }
@@ -109,9 +103,9 @@ export async function runPrimary(config: LaunchConfig) {
       case 'govern': {
         const { id, settlements, admissions } = message
         // In arrival order (one promise chain), settlements first: loaded on first use.
-        void (governance ??= loadGovernance()).then((state) => {
-          for (const settlement of settlements) state.settle(settlement)
-          send(worker, { type: 'reply', id, value: admissions.map((a) => state.admit(a.claims, a.shadow, a.loads ?? undefined)) })
+        void hosted().then((state) => {
+          for (const settlement of settlements) state.settle(worker.index, settlement)
+          send(worker, { type: 'reply', id, value: admissions.map((a) => state.admit(worker.index, a.claims, a.shadow, a.loads)) })
         })
         break
       }
@@ -137,6 +131,8 @@ export async function runPrimary(config: LaunchConfig) {
       ipc: (message) => void onMessage(worker, message as WorkerToPrimary),
       onExit: (_proc, code, signal) => {
         changed()
+        // What its requests held in the shared limits would never be settled (in order after its last messages).
+        void governance?.then((state) => state.release(index))
         if (stopping) return
         // During start-up, `started` stops the primary with the worker's own message: no restart to announce.
         if (!serving) return
