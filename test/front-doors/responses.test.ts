@@ -437,6 +437,8 @@ describe('errors and billing', () => {
       [{ model: 'claude', input: 'x', temperature: 3 }, 'temperature'],
       [{ model: 'claude', input: [{ role: 'robot', content: 'x' }] }, 'input[0].role'],
       [{ model: 'claude', input: 'x', text: { format: { type: 'yaml' } } }, 'text.format.type'],
+      // A background job ends after its request: neither its answer nor its bill would reach the gateway.
+      [{ model: 'gpt', input: 'x', background: true }, 'background'],
     ] as const) {
       const res = await post(body)
       expect(res.status).toBe(400)

@@ -16,7 +16,6 @@ export interface ReadResponses {
 const NATIVE_ONLY: Record<string, (value: any) => boolean> = {
   conversation: (v) => v != null,
   prompt: (v) => v != null,
-  background: (v) => v === true,
 }
 
 const isObject = (v: unknown): v is Record<string, any> => v !== null && typeof v === 'object' && !Array.isArray(v)
@@ -46,6 +45,10 @@ export function validateResponses(body: Record<string, any>) {
   optional('temperature', (v) => typeof v === 'number' && v >= 0 && v <= 2, 'a number between 0 and 2')
   optional('top_p', (v) => typeof v === 'number' && v >= 0 && v <= 1, 'a number between 0 and 1')
   optional('max_output_tokens', (v) => Number.isInteger(v) && v >= 1, 'a positive integer')
+  // A background job finishes after its request has ended: the gateway would neither see its answer nor bill it.
+  if (body.background === true) {
+    throw badRequest("'background' is not supported through the gateway: its jobs finish after the request, where they could not be billed. Stream the response instead.", 'background', 'unsupported_parameter')
+  }
 }
 
 /**
