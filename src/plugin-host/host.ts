@@ -336,6 +336,8 @@ export class PluginHost {
         continue
       }
       if (result === null) return null
+      // Its rejection is this failure's, not the process's (an unhandled rejection ends it).
+      if (result instanceof Promise) result.catch(() => {})
       // Synchronous, and a chunk or nothing: a promise or a string would reach the client as `{}` or as text.
       const vetted = this.vetted(hook, ctx.request.log, result, notObject('onChunk'))
       if (vetted) chunk = vetted as OpenAIChunk

@@ -233,7 +233,12 @@ describe('hooks through the gateway', () => {
             if (JSON.stringify(ctx.body).includes('odd-status')) throw new GatewayError(999, 'a status no HTTP response has')
           },
           onResponse: (_ctx, body) => (JSON.stringify(body).includes('"choices"') && fake.requests.at(-1)?.text.includes('bad-response') ? ('not an object' as any) : undefined),
-          onChunk: (ctx) => (ctx.request.body?.messages?.[0]?.content === 'bad-chunk' ? ('garbage-chunk' as any) : undefined),
+          onChunk: (ctx) => {
+            const content = ctx.request.body?.messages?.[0]?.content
+            if (content === 'bad-chunk') return 'garbage-chunk' as any
+            // An async hook that throws: its rejection must not end the process (it did, unhandled).
+            if (content === 'async-throw') return Promise.reject(new Error('moderation service said no')) as any
+          },
         }),
       })
     const ask = (content: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = {}, apiKey?: string) =>
@@ -252,6 +257,7 @@ describe('hooks through the gateway', () => {
     const streamed = await (await ask('bad-chunk', { stream: true }, {}, closed.key)).text()
     expect(streamed).toContain('"code":"plugin_failure"')
     expect(streamed).not.toContain('garbage-chunk')
+    expect(await (await ask('async-throw', { stream: true }, {}, closed.key)).text()).toContain('"code":"plugin_failure"')
     await gw!.close()
     const open = await gatewayWith([{ use: misbehaving('lenient-mis'), failureMode: 'open' }])
     // Open: the wrong answer is ignored, and the request goes on as if the hook had said nothing.
@@ -261,6 +267,8 @@ describe('hooks through the gateway', () => {
     const relayed = await (await ask('bad-chunk', { stream: true }, {}, open.key)).text()
     expect(relayed).toContain('data: [DONE]')
     expect(relayed).not.toContain('garbage-chunk')
+    expect(await (await ask('async-throw', { stream: true }, {}, open.key)).text()).toContain('data: [DONE]')
+    await Bun.sleep(50) // a rejection left unhandled would surface here
   })
 
   test('onChunk sees and may rewrite parsed chunks; onLog fires once for success, refusal and abort', async () => {
