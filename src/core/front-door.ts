@@ -68,6 +68,11 @@ export interface FrontDoor {
   /** A native answer's usage, in chat completions' shape. */
   nativeUsage(body: Record<string, any>): Record<string, any> | null
   watchNativeStream(ctx: RequestCtx): NativeStreamWatcher
+  /**
+   * What the native target was not sent but its answer must show (the Responses door's `previous_response_id`: the
+   * conversation went instead), spliced into the body and each event; null when there is nothing to restore.
+   */
+  nativeRestore?(ctx: RequestCtx): ((json: string) => string) | null
   /** A failure in the protocol's own envelope and status; absent: OpenAI's envelope as is. */
   renderError?(status: number, error: { message: string; type?: string; code?: string | null; param?: string | null }): { status: number; body: unknown }
   /** The object the client received, once, after a successful answer (native or translated): store it. */
@@ -99,6 +104,7 @@ export function prepareNativeCall(ctx: RequestCtx, attempt: Attempt, door: Front
     async respond(response, call, lease, timeouts, started) {
       const provider = attempt.target.provider.name
       ctx.native = true
+      const restore = door.nativeRestore?.(ctx) ?? null
       if (ctx.stream && response.body && (response.headers.get('content-type') ?? '').includes('text/event-stream')) {
         const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, provider, true)
         const watcher = door.watchNativeStream(ctx)
@@ -113,7 +119,7 @@ export function prepareNativeCall(ctx: RequestCtx, attempt: Attempt, door: Front
               // A provider's failure may quote our key back ("Incorrect API key provided: …"), as its error answers may.
               const text = watcher.failure() ? scrubSecrets(data) : data
               const spliced = text.includes('"model"') ? spliceModel(text, name, encodedName) : text
-              out += (frame.event ? `event: ${frame.event}\n` : '') + `data: ${spliced}\n\n`
+              out += (frame.event ? `event: ${frame.event}\n` : '') + `data: ${restore ? restore(spliced) : spliced}\n\n`
             }
             const relay = () => void (out && controller.enqueue(encoder.encode(out)))
             const result = watcher.result()
@@ -148,7 +154,8 @@ export function prepareNativeCall(ctx: RequestCtx, attempt: Attempt, door: Front
       ctx.firstByteMs = performance.now() - ctx.startedAt
       parsed.model = name
       if (door.completed) await door.completed(ctx, parsed)
-      return deps.settle(ctx, new Response(spliceModel(text, name, encodedName), { status: 200, headers: { 'content-type': 'application/json', ...ctx.headers } }))
+      const answer = spliceModel(text, name, encodedName)
+      return deps.settle(ctx, new Response(restore ? restore(answer) : answer, { status: 200, headers: { 'content-type': 'application/json', ...ctx.headers } }))
     },
   }
 }

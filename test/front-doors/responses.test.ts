@@ -150,8 +150,8 @@ describe.each(NAMES)('%s', (model) => {
     })
     validateSchema('Response', answer)
     expect(answer.output_text).toBe(toolReply)
-    // A native answer is relayed as OpenAI sent it (it never saw the id); the gateway's kept copy names it.
-    expect(answer.previous_response_id).toBe(native ? null : first.id)
+    // A native target never saw the id (it was sent the conversation): its answer names it all the same.
+    expect(answer.previous_response_id).toBe(first.id)
     expect((await client.responses.retrieve(answer.id)).previous_response_id).toBe(first.id)
 
     const streamedAnswer = await client.responses
@@ -418,6 +418,20 @@ describe('stored responses', () => {
 })
 
 describe('errors and billing', () => {
+  test('a native answer names the previous response it continues, as OpenAI does, though the target was sent the conversation', async () => {
+    const first = await client.responses.create({ model: 'gpt', input: 'Hi' })
+    const next = await client.responses.create({ model: 'gpt', input: 'And then?', previous_response_id: first.id })
+    expect(next.previous_response_id).toBe(first.id)
+    expect(openai.requests.at(-1)!.body.previous_response_id).toBeUndefined()
+    const events: any[] = []
+    const stream = client.responses.stream({ model: 'gpt', input: 'And then?', previous_response_id: first.id })
+    for await (const event of stream) events.push(event)
+    expect(events.filter((e) => e.response).map((e) => [e.type, e.response.previous_response_id])).toEqual(
+      events.filter((e) => e.response).map((e) => [e.type, first.id]),
+    )
+    expect(events.some((e) => e.type === 'response.completed')).toBe(true)
+  })
+
   test('a built-in tool on a model without an OpenAI target: 400 naming the tool; an OpenAI model relays it', async () => {
     const refused = await client.responses.create({ model: 'claude', input: 'Search the news', tools: [weatherTool, { type: 'web_search' }] }).catch((e) => e)
     expect(refused).toBeInstanceOf(OpenAI.BadRequestError)

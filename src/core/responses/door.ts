@@ -10,6 +10,9 @@ import { chatUsage, outputOf, responseObject, responsesUsage, statusOf, type Res
 import type { ResponseStore } from './store.ts'
 import { ResponsesStream, failureCode } from './stream.ts'
 
+/** A native answer's `previous_response_id` when it was not sent one (see nativeRestore). */
+const PREVIOUS_NULL = /"previous_response_id":\s*null/
+
 /** What a request keeps between its reading and its answer. */
 interface Pending {
   shell: Omit<ResponseShell, 'model'>
@@ -68,6 +71,15 @@ export class ResponsesDoor implements FrontDoor {
 
   nativeUsage(body: Record<string, any>): Record<string, any> | null {
     return chatUsage(body.usage)
+  }
+
+  /** The native target was sent the conversation, not the previous response's id: its answers say null where OpenAI names it. */
+  nativeRestore(ctx: RequestCtx): ((json: string) => string) | null {
+    const previous = this.pending.get(ctx)?.shell.body.previous_response_id
+    if (typeof previous !== 'string') return null
+    const named = `"previous_response_id":${JSON.stringify(previous)}`
+    // The response object's own field: a key with unescaped quotes is never inside a string of the content.
+    return (json) => json.replace(PREVIOUS_NULL, named)
   }
 
   watchNativeStream(): NativeStreamWatcher {
