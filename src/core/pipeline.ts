@@ -442,7 +442,10 @@ export class Pipeline {
     if (own) return own.respond(response, call, lease, timeouts, started)
     const chat = adapter as EndpointAdapter
     if (ctx.stream && response.body) {
-      const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, provider.name, true)
+      const framer = chat.createStreamFramer?.() ?? null
+      // Read to the end of the first SSE event; a framed stream (Bedrock's binary events, NDJSON) has no blank line
+      // to wait for, and goes on at its first bytes.
+      const { reader, first } = await firstBytes(ctx, response.body, call, lease, started, provider.name, framer === null)
       const body = relayStream({
         call,
         reader,
@@ -450,7 +453,7 @@ export class Pipeline {
         idleMs: timeouts.idleMs,
         attempt,
         parser: chat.createStreamParser?.(attempt) ?? null,
-        framer: chat.createStreamFramer?.() ?? null,
+        framer,
         host: this.o.host,
         virtualModel: ctx.model!.name,
         includeUsage: ctx.body!.stream_options?.include_usage === true,

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
 import { FAKE_CACHE_READ_TOKENS, FAKE_REPLY, FAKE_TOOL_INPUT, FAKE_TOOL_RESULT_REPLY, fakeEmbedding, startFakeBedrock, type FakeBedrock } from '../helpers/fake-bedrock.ts'
+import { startFaultProxy } from '../helpers/fault-proxy.ts'
 import { startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { validateEmbeddingResponse, validateSchema, validateSseBody } from '../helpers/openapi.ts'
 
@@ -109,6 +110,36 @@ describe('bedrock adapter through the gateway', () => {
     const plain = validateSseBody(await (await raw({ model: 'claude', stream: true, messages: [{ role: 'user', content: 'Hello' }] })).text(), 'CreateChatCompletionStreamResponse')
     expect(plain.some((c) => c.usage != null || c.choices.length === 0)).toBe(false)
   })
+
+  test('a stream that comes slowly is relayed as it comes: its first chunk long before its end, within first_byte_ms', async () => {
+    // 60 bytes every 40 ms: the binary event stream has no SSE blank line to wait for.
+    const whole = await startFakeBedrock()
+    const proxy = await startFaultProxy({ hostname: '127.0.0.1', port: Number(new URL(whole.url).port) }, { kind: 'slice', bytes: 60, delayMs: 40 })
+    try {
+      await gw.admin('POST', '/providers', { name: 'aws-slow', type: 'bedrock', base_url: proxy.url(), api_key: `${whole.accessKeyId}:${whole.secretAccessKey}`, options: { region: 'us-east-1', timeouts: { first_byte_ms: 600 } } })
+      await gw.admin('POST', '/models', { name: 'claude-slow', targets: [{ provider: 'aws-slow', model: CLAUDE }] })
+      const started = performance.now()
+      const res = await raw({ model: 'claude-slow', stream: true, messages: [{ role: 'user', content: 'Hello' }] })
+      expect(res.status).toBe(200)
+      const reader = res.body!.getReader()
+      let text = ''
+      let firstContent = Infinity
+      for (;;) {
+        const { value, done } = await reader.read()
+        if (done) break
+        text += new TextDecoder().decode(value)
+        if (firstContent === Infinity && text.includes('"content":"')) firstContent = performance.now() - started
+      }
+      const total = performance.now() - started
+      expect(total).toBeGreaterThan(700)
+      expect(firstContent).toBeLessThan(total / 2)
+      expect(validateSseBody(text, 'CreateChatCompletionStreamResponse').map((c) => c.choices[0]?.delta?.content ?? '').join('')).toBe(FAKE_REPLY)
+      console.log(`slow Bedrock stream: first content at ${firstContent.toFixed(0)} ms, the end at ${total.toFixed(0)} ms`)
+    } finally {
+      proxy.stop()
+      whole.stop()
+    }
+  }, 20_000)
 
   test('tool call round trip, streamed and not', async () => {
     const ask = { model: 'claude', tools, messages: [{ role: 'user' as const, content: 'What is the weather in Paris?' }] }
