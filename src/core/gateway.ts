@@ -173,7 +173,7 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
     timeouts: config.timeouts,
     realtime: config.realtime,
     frontDoors: {
-      responses: new ResponsesDoor(responseStore, catalog, host.providers),
+      responses: new ResponsesDoor(responseStore, catalog, host.providers, () => !host.inspectsContent),
       messages: createMessagesDoor({ providers: (type) => host.providers.get(type), timeouts: config.timeouts }),
     },
   })

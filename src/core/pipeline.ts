@@ -412,7 +412,11 @@ export class Pipeline {
   /** The adapter a target serves an operation with; a front door without its provider's own falls back to chat. */
   private adapterFor(type: string, operation: Operation): AnyAdapter | RealtimeAdapter | undefined {
     const adapters = this.o.host.providers.get(type)
-    return adapters?.[operation] ?? (operation === 'responses' || operation === 'messages' ? adapters?.chat : undefined)
+    const door = operation === 'responses' || operation === 'messages'
+    // A plugin that reads or edits content sees chat: a front door's request then goes to every target translated,
+    // its edits included (relayed natively, the client's own body and answer would pass it by).
+    if (door && this.o.host.inspectsContent) return adapters?.chat
+    return adapters?.[operation] ?? (door ? adapters?.chat : undefined)
   }
 
   private async attempt(ctx: RequestCtx, attempt: Attempt, adapter: AnyAdapter, lease: AttemptLease): Promise<Response> {

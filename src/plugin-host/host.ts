@@ -134,6 +134,10 @@ export class PluginHost {
   get hasBodyHooks() {
     return this.hooks.onRequestBody.length > 0
   }
+  /** Whether a hook reads or edits what a request sends or receives: then it must see all of it, as chat. */
+  get inspectsContent() {
+    return this.hasBodyHooks || this.hasResponseHooks || this.hasChunkHooks
+  }
 
   async load(specs: PluginSpec[]) {
     for (const spec of specs) {

@@ -271,6 +271,32 @@ describe('hooks through the gateway', () => {
     await Bun.sleep(50) // a rejection left unhandled would surface here
   })
 
+  test('a guardrail edits what /v1/responses sends to an OpenAI target too: with it, the door translates instead of relaying', async () => {
+    const redact = definePlugin({
+      name: 'redact',
+      version: '1',
+      apiVersion: 1,
+      setup: () => ({
+        onRequestBody(ctx) {
+          for (const m of ctx.body?.messages ?? []) if (typeof m.content === 'string') m.content = m.content.replaceAll('alice@example.com', '[email]')
+        },
+      }),
+    })
+    const { key } = await gatewayWith([{ use: redact }])
+    const responses = (body: Record<string, unknown>) =>
+      fetch(`${gw!.baseURL}/responses`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'm', ...body }) })
+    for (const stream of [false, true]) {
+      const res = await responses({ input: 'mail me at alice@example.com', stream })
+      expect(res.status).toBe(200)
+      await res.text()
+      const sent = fake.requests.at(-1)!
+      expect([stream, sent.path, sent.text.includes('alice@example.com'), sent.text.includes('[email]')]).toEqual([stream, '/v1/chat/completions', false, true])
+    }
+    // What only OpenAI's own Responses API can carry cannot pass the guardrail: refused, naming it.
+    const refused = await responses({ input: 'hi', prompt: { id: 'pmpt_1' } })
+    expect([refused.status, ((await refused.json()) as any).error.param]).toEqual([400, 'prompt'])
+  })
+
   test('onChunk sees and may rewrite parsed chunks; onLog fires once for success, refusal and abort', async () => {
     const logs: FinishedRequest[] = []
     const shout = definePlugin({

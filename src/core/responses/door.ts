@@ -42,6 +42,8 @@ export class ResponsesDoor implements FrontDoor {
     private readonly store: ResponseStore,
     private readonly catalog: Catalog,
     private readonly providers: ReadonlyMap<string, ProviderAdapter>,
+    /** False while a plugin inspects content: every request is then translated (see Pipeline.adapterFor). */
+    private readonly nativeAllowed: () => boolean = () => true,
   ) {}
 
   async read(ctx: RequestCtx, body: Record<string, any>): Promise<FrontDoorRequest> {
@@ -176,7 +178,7 @@ export class ResponsesDoor implements FrontDoor {
     if (!model) return null
     return model.targets.some((target) => {
       const type = this.catalog.provider(target.provider)?.type
-      return type !== undefined && this.providers.get(type)?.responses !== undefined
+      return type !== undefined && this.providers.get(type)?.responses !== undefined && this.nativeAllowed()
     })
   }
 }
