@@ -145,6 +145,14 @@ describe('tokens per minute', () => {
     expect(fake.requests.length - before).toBe(2)
   })
 
+  test('a request the provider fails gives its reservation back, as the ledger bills it nothing', async () => {
+    const k = await key({ tpm: 2100 })
+    for (const stream of [true, false]) expect((await chat(k, 'fail-500', { stream, max_tokens: 1000 })).status).toBe(500)
+    // Both reservations (about 1,010 tokens each) held would leave 90: this one fits only if they came back.
+    const after = await chat(k, 'hi', { max_tokens: 1000 })
+    expect(after.status).toBe(200)
+  })
+
   test('a prompt larger than the whole limit is a clear 400, not a 429 that can never succeed', async () => {
     const k = await key({ tpm: 50 })
     const before = fake.requests.length

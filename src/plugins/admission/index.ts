@@ -162,9 +162,10 @@ export class Governance {
       if (took.rates) {
         for (const rate of claim.rates) {
           if (rate.unit === 'requests') continue
-          // A request that never reached a provider used nothing; one whose usage is unknown keeps its reservation.
+          // What the ledger bills: nothing for a request without usage (it never reached a provider, or the provider
+          // failed it); a usage that does not count this unit keeps the reservation.
           const reported = rate.unit === 'tokens' ? f.usage?.total_tokens : f.usage?.images
-          const used = f.target ? (reported ?? rate.cost) : 0
+          const used = f.target && f.usage ? (reported ?? rate.cost) : 0
           if (used !== rate.cost) adjustments.push({ rule: rate.rule, limit: rate.limit, periodMs: rate.periodMs, units: used - rate.cost })
         }
       }
