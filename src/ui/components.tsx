@@ -59,18 +59,9 @@ export function useAction() {
   return { busy, error, run, submit }
 }
 
-// Formatting -------------------------------------------------------------------------------------------------
+// Formatting (in a module of its own, which the tests import without JSX) ---------------------------------------
 
-export const usd = (value: string | number | null | undefined) => {
-  if (value === null || value === undefined) return '—'
-  const n = Number(value)
-  return n === 0 ? '$0' : n < 0.01 ? `$${n.toFixed(6)}` : `$${n.toFixed(2)}`
-}
-export const ms = (value: number | null | undefined) => (value === null || value === undefined ? '—' : value < 1000 ? `${Math.round(value)} ms` : `${(value / 1000).toFixed(2)} s`)
-export const count = (value: number | null | undefined) => (value === null || value === undefined ? '—' : value.toLocaleString('en-US'))
-export const pct = (value: number) => `${(value * 100).toFixed(value > 0 && value < 0.01 ? 2 : 1)}%`
-export const dateTime = (unixSeconds: number | null | undefined) =>
-  unixSeconds === null || unixSeconds === undefined ? '—' : new Date(unixSeconds * 1000).toLocaleString('en-GB', { dateStyle: 'short', timeStyle: 'medium' })
+export { count, dateTime, ms, pct, usd } from './format.ts'
 
 // Building blocks --------------------------------------------------------------------------------------------
 

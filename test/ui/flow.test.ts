@@ -1,3 +1,4 @@
+import { usd } from '../../src/ui/format.ts'
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
 import { DEFAULT_API_KEY, DEFAULT_REPLY, startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
@@ -114,7 +115,28 @@ describe('the console, end to end', () => {
     const saved = await gw.admin('GET', `/models/${id}`)
     expect(saved.targets[0].price).toEqual(price)
     expect(saved.limits).toEqual({ ipm: 10 })
+
+    // A price with one side left empty is refused, not saved with that side at $0.
+    await page.getByRole('button', { name: 'Edit painter-ui' }).click()
+    await dialog.getByLabel('Target 1 input price (USD per 1M tokens)').fill('')
+    await dialog.getByLabel('Target 1 output price (USD per 1M tokens)').fill('2')
+    await dialog.getByRole('button', { name: 'Save' }).click()
+    await dialog.getByText('Target 1: fill in both the input and the output price (0 is free), or neither.').waitFor()
+    await dialog.getByRole('button', { name: 'Cancel' }).click()
+    expect((await gw.admin('GET', `/models/${id}`)).targets[0].price).toEqual(price)
     await gw.admin('DELETE', `/models/${id}`)
+  }, 20_000)
+
+  test('a key saved unchanged in its form keeps its expiry to the second', async () => {
+    const { id } = await gw.admin('POST', '/keys', { name: 'expiring-ui', expires_at: '2031-01-01T12:34:56Z' })
+    await page.reload()
+    await go(page, 'Keys')
+    await page.getByRole('button', { name: 'Edit expiring-ui' }).click()
+    const dialog = page.getByRole('dialog', { name: 'Edit key expiring-ui' })
+    await dialog.getByRole('button', { name: 'Save' }).click()
+    await dialog.waitFor({ state: 'detached' })
+    expect((await gw.admin('GET', `/keys/${id}`)).expires_at).toBe(Date.parse('2031-01-01T12:34:56Z') / 1000)
+    await gw.admin('DELETE', `/keys/${id}`)
   }, 20_000)
 
   test('a key named like an XSS probe: shown once with a warning, copied with the Copy button; its name stays text', async () => {
@@ -183,7 +205,7 @@ describe('the console, end to end', () => {
   test('the spend shows on Overview (charts drawn) and on Usage (chart, table, CSV export)', async () => {
     const { total } = await gw.admin('GET', '/usage')
     expect(Number(total.cost_usd)).toBeGreaterThan(0)
-    const spend = `$${Number(total.cost_usd).toFixed(2)}`
+    const spend = usd(total.cost_usd)
 
     await go(page, 'Overview')
     // The page draws in steps after its heading: wait for each thing to show, then look at it.

@@ -176,11 +176,11 @@ function KeyReveal({ name, key, onClose }: { name: string; key: string; onClose(
   )
 }
 
-/** `2026-01-31T12:00` (datetime-local, the user's zone) ↔ unix seconds. */
+/** `2026-01-31T12:00:05` (datetime-local, the user's zone) ↔ unix seconds: to the second, or a form saved unchanged moves it. */
 const toLocalInput = (unixSeconds: number | null) => {
   if (unixSeconds === null) return ''
   const d = new Date(unixSeconds * 1000)
-  return new Date(d.getTime() - d.getTimezoneOffset() * 60_000).toISOString().slice(0, 16)
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60_000).toISOString().slice(0, 19)
 }
 
 function KeyForm({ current, onCreated, onSaved, onCancel }: { current: VirtualKey | null; onCreated(name: string, key: string): void; onSaved(): void; onCancel(): void }) {
@@ -251,7 +251,7 @@ function KeyForm({ current, onCreated, onSaved, onCancel }: { current: VirtualKe
             { value: 'total', label: 'total' },
           ]}
         />
-        <Field label="Expires at" type="datetime-local" value={expires} onInput={setExpires} hint="Empty: never" />
+        <Field label="Expires at" type="datetime-local" step="1" value={expires} onInput={setExpires} hint="Empty: never" />
       </div>
       <ErrorBox error={error} />
       <div class="actions">

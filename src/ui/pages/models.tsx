@@ -149,7 +149,9 @@ function ModelForm({ model, providers, onDone, onCancel }: { model: ModelMapping
       onSubmit={submit(async () => {
         const body = {
           name,
-          targets: targets.map((t) => {
+          targets: targets.map((t, i) => {
+            // One side left empty would be saved as $0: that side of every request unbilled.
+            if (!t.input.trim() !== !t.output.trim()) throw new Error(`Target ${i + 1}: fill in both the input and the output price (0 is free), or neither.`)
             const priced = t.input.trim() || t.output.trim() || Object.keys(t.kept).length > 0
             const price = priced ? { ...t.kept, input: Number(t.input || 0), output: Number(t.output || 0), ...(t.cached.trim() ? { cached_input: Number(t.cached) } : {}) } : undefined
             return { provider: t.provider, model: t.model, weight: Number(t.weight || 1), priority: Number(t.priority || 0), ...(price ? { price } : {}) }
