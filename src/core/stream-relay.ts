@@ -39,6 +39,10 @@ const DONE = bytesOf('[DONE]')
 const ERROR_START = bytesOf('{"error"')
 const USAGE_OBJECT = bytesOf('"usage":{')
 const FINISH_REASON = bytesOf('"finish_reason":"')
+/** The same, as servers that write JSON with a space after each colon (Python's json.dumps) send them. */
+const SPACED_USAGE_OBJECT = bytesOf('"usage": {')
+const SPACED_FINISH_REASON = bytesOf('"finish_reason": "')
+const COLON_SPACE = bytesOf('": ')
 const USAGE_NULL = bytesOf(',"usage":null')
 /** In OpenAI chunks the first unescaped `"model"` key is the chunk's own (nested content is JSON-escaped). */
 const MODEL_KEY = bytesOf('"model"')
@@ -67,7 +71,11 @@ export function relayStream({ first, ...o }: RelayOptions): ReadableStream<Uint8
   const finishReason = new Finder(FINISH_REASON)
   const usageNullField = new Finder(USAGE_NULL)
   const modelKey = new Finder(MODEL_KEY)
-  const finders = [usageObject, finishReason, usageNullField, modelKey]
+  const spacedUsage = new Finder(SPACED_USAGE_OBJECT)
+  const spacedFinish = new Finder(SPACED_FINISH_REASON)
+  const finders = [usageObject, finishReason, usageNullField, modelKey, spacedUsage, spacedFinish]
+  /** Whether the upstream writes `": "` (told by its first event): only then are the spaced forms looked for. */
+  let spaced: boolean | null = null
   let usage: Usage | null = null
   /** A usage chunk the client is owed before the stream's end (see emit). */
   let owedUsage: OpenAIChunk | null = null
@@ -133,9 +141,11 @@ export function relayStream({ first, ...o }: RelayOptions): ReadableStream<Uint8
       return out.bytes(bytes, start, end)
     }
     if (from === to && data.length === 2) return out.bytes(bytes, start, end)
-    if (parseEveryChunk || startsWith(bytes, from, to, ERROR_START) || usageObject.in(bytes, from, to) !== -1) return emit(JSON.parse(dataOf(frame)))
+    spaced ??= new Finder(COLON_SPACE).in(bytes, from, to) !== -1
+    const carriesUsage = usageObject.in(bytes, from, to) !== -1 || (spaced && spacedUsage.in(bytes, from, to) !== -1)
+    if (parseEveryChunk || startsWith(bytes, from, to, ERROR_START) || carriesUsage) return emit(JSON.parse(dataOf(frame)))
     chunks++
-    if (!sawFinish && finishReason.in(bytes, from, to) !== -1) sawFinish = true
+    if (!sawFinish && (finishReason.in(bytes, from, to) !== -1 || (spaced && spacedFinish.in(bytes, from, to) !== -1))) sawFinish = true
     const key = modelKey.in(bytes, from, to)
     const model = key === -1 ? null : stringValueAt(bytes, key + MODEL_KEY.length, to)
     const rename = model !== null && !startsWith(bytes, model.start, model.end, modelBytes, true)

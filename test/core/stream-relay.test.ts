@@ -31,6 +31,22 @@ describe('relay split at every byte offset', () => {
     expect(outcome.usage!.total_tokens).toBeGreaterThan(0)
   })
 
+  test('JSON written with a space after each colon (Python servers): usage read, not estimated; its chunk removed unless asked; a finished stream without [DONE] ends cleanly', async () => {
+    // json.dumps' default separators: ', ' and ': '.
+    const pyDumps = (v: any): string =>
+      Array.isArray(v) ? `[${v.map(pyDumps).join(', ')}]` : v && typeof v === 'object' ? `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}: ${pyDumps(x)}`).join(', ')}}` : JSON.stringify(v)
+    const compact = new TextDecoder().decode(await fixtureBytes('openai-chat-stream.sse'))
+    const events = compact.split('\n\n').filter((e) => e.startsWith('data: {'))
+    const spaced = (done: boolean) => new TextEncoder().encode(events.map((e) => `data: ${pyDumps(JSON.parse(e.slice(6)))}\n\n`).join('') + (done ? 'data: [DONE]\n\n' : ''))
+    const reported = JSON.parse(events.at(-1)!.slice(6)).usage
+    for (const done of [true, false]) {
+      const { text, outcome } = await replayEverySplit(spaced(done), { includeUsage: false, normalise: ignoreCreated })
+      expect([done, outcome.usage]).toEqual([done, reported])
+      expect(text).not.toContain('"choices": []')
+      expect(text.endsWith('data: [DONE]\n\n')).toBe(true)
+    }
+  })
+
   test('OpenAI tool-call stream', async () => {
     const { text } = await replayEverySplit(await fixtureBytes('openai-tool-stream.sse'), { includeUsage: true, normalise: ignoreCreated })
     expect(text).toContain('"finish_reason":"tool_calls"')
