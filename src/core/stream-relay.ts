@@ -268,7 +268,7 @@ export function relayStream({ first, ...o }: RelayOptions): ReadableStream<Uint8
           }
         } catch (error) {
           o.reader.cancel().catch(() => {})
-          const failure = GatewayError.is(error) ? error : o.call.failure(error)
+          const failure = GatewayError.is(error) ? error : o.call.failure(error, true)
           if (failure.status === 499) {
             finish(null, true)
             controller.error(error)

@@ -174,7 +174,7 @@ export function relayBytes(reader: ByteReader, first: Uint8Array | null, call: U
           deliver(controller, read.value!)
         } catch (error) {
           reader.cancel().catch(() => {})
-          const failure = GatewayError.is(error) ? error : call.failure(error)
+          const failure = GatewayError.is(error) ? error : call.failure(error, true)
           if (failure.status === 499) {
             finish(null, true)
             controller.error(failure)

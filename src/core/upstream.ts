@@ -166,8 +166,8 @@ export class UpstreamCall {
     }
   }
 
-  /** Translates a transport failure into the error the client should see. */
-  failure(error: unknown): GatewayError {
+  /** Translates a transport failure into the error the client should see; `midStream`: after the answer began. */
+  failure(error: unknown, midStream = false): GatewayError {
     if (this.expired === 'first byte') {
       return new GatewayError(504, `The upstream provider '${this.providerName}' did not respond in time.`, { code: 'upstream_timeout' })
     }
@@ -181,7 +181,9 @@ export class UpstreamCall {
     }
     if (this.clientSignal.aborted) return new GatewayError(499, 'The client closed the request.', { code: 'client_closed_request' })
     // The transport's own words name internal hosts and addresses (getaddrinfo ENOTFOUND …): logs only.
-    const failure = new GatewayError(502, `Could not reach the upstream provider '${this.providerName}'.`, { code: 'upstream_unreachable' })
+    const failure = midStream
+      ? new GatewayError(502, `The connection to the upstream provider '${this.providerName}' broke off mid-answer.`, { code: 'upstream_stream_broken' })
+      : new GatewayError(502, `Could not reach the upstream provider '${this.providerName}'.`, { code: 'upstream_unreachable' })
     failure.cause = error instanceof Error ? error.message : String(error)
     return failure
   }

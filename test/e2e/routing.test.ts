@@ -257,7 +257,8 @@ describe('retries and fallbacks (PR5, PR6, PR8)', () => {
     const res = await chat('resetting', 'slow-stream:20', { stream: true })
     expect(res.status).toBe(200)
     const text = await res.text()
-    expect(text).toContain('data: {"error":')
+    // Said as what happened: the provider was reached, its answer broke off.
+    expect(text).toContain('"code":"upstream_stream_broken"')
     expect(text).not.toContain('[DONE]')
     expect(fake.requests.length - before).toBe(1)
   })
