@@ -83,9 +83,9 @@ const names = (list: unknown) => list == null || (Array.isArray(list) && list.ev
 
 /** What onResponse and onChunk may return: nothing, or the object that replaces the one they were given. */
 const notObject = (hook: string) => (result: unknown) =>
-  result === undefined || result === null || (typeof result === 'object' && !Array.isArray(result) && !(result instanceof Promise))
+  result === undefined || result === null || (typeof result === 'object' && !Array.isArray(result) && !(result instanceof Promise) && !(result instanceof Response))
     ? null
-    : `${hook} returned ${result instanceof Promise ? 'a promise (it is synchronous)' : Array.isArray(result) ? 'an array' : `a ${typeof result}`}, not an object`
+    : `${hook} returned ${result instanceof Promise ? 'a promise (it is synchronous)' : result instanceof Response ? 'a Response (past the upstream call a hook replaces the answer, or throws)' : Array.isArray(result) ? 'an array' : `a ${typeof result}`}, not an object`
 
 export interface HostOptions {
   /** How long a plugin's setup may take (30 s). */

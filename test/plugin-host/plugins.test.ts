@@ -232,7 +232,13 @@ describe('hooks through the gateway', () => {
             if (JSON.stringify(ctx.body).includes('drop-body')) (ctx as any).body = null
             if (JSON.stringify(ctx.body).includes('odd-status')) throw new GatewayError(999, 'a status no HTTP response has')
           },
-          onResponse: (_ctx, body) => (JSON.stringify(body).includes('"choices"') && fake.requests.at(-1)?.text.includes('bad-response') ? ('not an object' as any) : undefined),
+          onResponse: (_ctx, body) => {
+            const sent = fake.requests.at(-1)?.text ?? ''
+            if (!JSON.stringify(body).includes('"choices"')) return undefined
+            if (sent.includes('bad-response')) return 'not an object' as any
+            // A Response is not an answer object: it went out as `{}`.
+            if (sent.includes('response-object')) return new Response('{"refused":true}', { status: 202 }) as any
+          },
           onChunk: (ctx) => {
             const content = ctx.request.body?.messages?.[0]?.content
             if (content === 'bad-chunk') return 'garbage-chunk' as any
@@ -254,6 +260,7 @@ describe('hooks through the gateway', () => {
     expect(await code(await ask('drop-body', {}, {}, closed.key))).toEqual([503, 'plugin_failure'])
     expect(await code(await ask('odd-status', {}, {}, closed.key))).toEqual([503, 'plugin_failure'])
     expect(await code(await ask('bad-response', {}, {}, closed.key))).toEqual([503, 'plugin_failure'])
+    expect(await code(await ask('response-object', {}, {}, closed.key))).toEqual([503, 'plugin_failure'])
     const streamed = await (await ask('bad-chunk', { stream: true }, {}, closed.key)).text()
     expect(streamed).toContain('"code":"plugin_failure"')
     expect(streamed).not.toContain('garbage-chunk')
