@@ -185,6 +185,8 @@ export function DeleteConfirm<T extends { id: string; name: string }>({ noun, pa
 }) {
   return (
     <Confirm
+      // One Confirm per row: a refusal shown for one row is not shown again for the next.
+      key={row?.id ?? ''}
       title={`Delete ${noun}`}
       message={`Delete the ${noun} "${row?.name ?? ''}"? ${consequence}`}
       confirmLabel={confirmLabel}

@@ -200,6 +200,25 @@ describe('the console, end to end', () => {
     expect(details).toContain('Time to first token')
     expect(details).toContain('127.0.0.1') // the client address the recorder noted
     await expect(page.getByText('Bodies are not recorded.').count()).resolves.toBe(1)
+    // One step back is the list (the link was routed twice: Back stayed on the detail).
+    await page.goBack()
+    await page.getByRole('heading', { level: 1, name: 'Requests' }).waitFor()
+  }, 20_000)
+
+  test('a Delete refused for one row does not show its refusal for the next row', async () => {
+    const { id } = await gw.admin('POST', '/providers', { name: 'spare-ui', type: 'openai', api_key: 'sk-spare' })
+    await page.reload()
+    await go(page, 'Providers')
+    const dialog = page.getByRole('dialog', { name: 'Delete provider' })
+    await page.getByRole('button', { name: `Delete ${PROVIDER}` }).click()
+    await dialog.getByRole('button', { name: 'Delete' }).click()
+    await dialog.getByRole('alert').waitFor() // in use by a model
+    await dialog.getByRole('button', { name: 'Cancel' }).click()
+    await page.getByRole('button', { name: 'Delete spare-ui' }).click()
+    await dialog.getByText('"spare-ui"').waitFor()
+    await expect(dialog.getByRole('alert').count()).resolves.toBe(0)
+    await dialog.getByRole('button', { name: 'Cancel' }).click()
+    await gw.admin('DELETE', `/providers/${id}`)
   }, 20_000)
 
   test('the spend shows on Overview (charts drawn) and on Usage (chart, table, CSV export)', async () => {

@@ -108,7 +108,12 @@ export function Requests({ readOnly }: { readOnly: boolean }) {
           </thead>
           <tbody>
             {rows.map((r) => (
-              <tr class="clickable" data-request-id={r.id} onClick={() => route(`/ui/requests/${encodeURIComponent(r.id)}`)}>
+              <tr
+                class="clickable"
+                data-request-id={r.id}
+                // The time's own link navigates already: routed twice, Back needed two steps.
+                onClick={(e) => !(e.target as Element).closest('a') && route(`/ui/requests/${encodeURIComponent(r.id)}`)}
+              >
                 <td>
                   <a href={`/ui/requests/${encodeURIComponent(r.id)}`}>{dateTime(r.created_at)}</a>
                 </td>
