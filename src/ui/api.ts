@@ -55,9 +55,17 @@ export const admin = {
   del: <T = any>(path: string) => request<T>('DELETE', `/admin/v1${path}`),
 }
 
-export const signIn = (key: string) => request<Session>('POST', '/ui/api/session', { key })
+/**
+ * The tabs of a browser share one session cookie: a sign-in or sign-out in one is every tab's. The others reload to
+ * show whose session it now is, rather than go on labelled with the identity they started with.
+ */
+const tabs = typeof BroadcastChannel === 'function' ? new BroadcastChannel('conduit-session') : null
+if (tabs) tabs.onmessage = () => location.reload()
+const told = <T>(changed: Promise<T>) => changed.finally(() => tabs?.postMessage('changed'))
+
+export const signIn = (key: string) => told(request<Session>('POST', '/ui/api/session', { key }))
 export const currentSession = () => request<Session>('GET', '/ui/api/session')
-export const signOut = () => request('DELETE', '/ui/api/session')
+export const signOut = () => told(request('DELETE', '/ui/api/session'))
 
 /** `a=1&b=…` from the set values only. */
 export function query(params: Record<string, string | number | null | undefined>) {

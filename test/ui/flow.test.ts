@@ -277,6 +277,24 @@ describe('the console, end to end', () => {
     }
   }, 20_000)
 
+  test('a sign-in in another tab of the browser: this tab shows whose session it now is, not the identity it started with', async () => {
+    const { key } = await gw.admin('POST', '/keys', { name: 'second-tab' })
+    const other = await openPage(browser, gw.origin)
+    try {
+      await signIn(other.page)
+      const tab = await other.context.newPage()
+      await tab.goto('/ui/')
+      await tab.getByRole('navigation', { name: 'Main' }).waitFor()
+      await tab.getByRole('button', { name: 'Sign out' }).click()
+      await signIn(tab, key)
+      // The first tab reloads and shows the read-only session, not "Administrator" over another key's data.
+      await other.page.getByText('Key: second-tab (read-only)').waitFor()
+      await expect(other.page.getByText('Administrator').count()).resolves.toBe(0)
+    } finally {
+      await other.context.close()
+    }
+  }, 20_000)
+
   test('disabling the key in the UI refuses its next call', async () => {
     await go(page, 'Keys')
     await page.getByRole('button', { name: `Disable ${XSS}` }).click()
