@@ -190,6 +190,16 @@ describe('translation of the request', () => {
     expect(sent.messages[2].content[0]).toMatchObject({ type: 'tool_result', tool_use_id: call.call_id })
   })
 
+  test('an input_file sent as file_data (a PDF) reaches Anthropic as a document block', async () => {
+    const file_data = 'data:application/pdf;base64,JVBERi0xLjQK'
+    const res = await client.responses.create({
+      model: 'claude',
+      input: [{ role: 'user', content: [{ type: 'input_text', text: 'Summarise' }, { type: 'input_file', filename: 'a.pdf', file_data }] }],
+    })
+    expect(res.status).toBe('completed')
+    expect(anthropic.requests.at(-1)!.body.messages[0].content).toContainEqual({ type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBERi0xLjQK' } })
+  })
+
   test('images, developer messages and reasoning effort reach a chat provider in its terms', async () => {
     await client.responses.create({
       model: 'compat',

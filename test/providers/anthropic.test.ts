@@ -142,6 +142,10 @@ describe('request translation', () => {
     ])
     const bad = chat([{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'ftp://x/y.png' } }] }])
     expectGatewayError(() => translate(bad), 400, 'messages[0].content[0].image_url.url')
+    // A PDF sent inline (chat's file part, the Responses door's input_file) is a document block; other files are refused.
+    const pdf = (mime: string) => chat([{ role: 'user', content: [{ type: 'text', text: 'Summarise' }, { type: 'file', file: { filename: 'a.pdf', file_data: `data:${mime};base64,JVBERi0x` } }] }])
+    expect(translate(pdf('application/pdf')).json.messages[0].content[1]).toEqual({ type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBERi0x' } })
+    expectGatewayError(() => translate(pdf('application/zip')), 400, 'messages[0].content[1].file')
     const audio = chat([{ role: 'user', content: [{ type: 'input_audio', input_audio: { data: 'AAAA', format: 'wav' } }] }])
     expectGatewayError(() => translate(audio), 400, 'messages[0].content[0]')
   })

@@ -118,6 +118,12 @@ const userBlocks = (content: unknown, param: string) =>
   userParts<AnthropicContentBlockParam>(content, param, {
     text: (part) => text(String(part.text ?? '')),
     image_url: (part, partParam) => [imageBlock(part.image_url?.url, `${partParam}.image_url.url`)],
+    // Chat's file part (the Responses door's `input_file` with `file_data`): a PDF is a document block.
+    file: (part, partParam) => {
+      const file = typeof part.file?.file_data === 'string' ? parseDataUrl(part.file.file_data) : null
+      if (file?.mimeType !== 'application/pdf') throw badRequest('Only PDF files sent inline as a base64 data URL are supported by this provider.', `${partParam}.file`, 'unsupported_content')
+      return [{ type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: file.data } }]
+    },
   })
 
 function imageBlock(url: unknown, param: string): AnthropicImageBlock {

@@ -27,7 +27,13 @@ export interface AnthropicToolResultBlock {
   content: string
 }
 
-export type AnthropicContentBlockParam = AnthropicTextBlock | AnthropicImageBlock | AnthropicToolUseBlock | AnthropicToolResultBlock
+/** A PDF, sent inline (Anthropic's document block). */
+export interface AnthropicDocumentBlock {
+  type: 'document'
+  source: { type: 'base64'; media_type: 'application/pdf'; data: string }
+}
+
+export type AnthropicContentBlockParam = AnthropicTextBlock | AnthropicImageBlock | AnthropicDocumentBlock | AnthropicToolUseBlock | AnthropicToolResultBlock
 
 export interface AnthropicMessageParam {
   role: 'user' | 'assistant'
