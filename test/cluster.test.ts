@@ -34,7 +34,19 @@ async function setUp(gw: RunningGateway) {
     await admin('POST', '/models', { name: 'm', targets: [{ provider: 'fake', model: 'gpt-4o' }] })
   }
   const key = await admin('POST', '/keys', { name: `k${Date.now()}` })
-  return { admin, key: key.key as string, keyId: key.id as string }
+  /** Another key, with `policy` (limits, a budget). */
+  const newKey = async (policy: Record<string, unknown>) => (await admin('POST', '/keys', { name: `k${Math.random()}`, ...policy })).key as string
+  return { admin, newKey, key: key.key as string, keyId: key.id as string }
+}
+
+/** `--workers 2` on this file's data folder (with `env` too) for `run`; stopped after it, and it must exit 0. */
+async function withTwoWorkers(run: (gw: RunningGateway) => Promise<void>, env: Record<string, string> = {}) {
+  const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER, ...env }, ['--workers', '2'])
+  try {
+    await run(gw)
+  } finally {
+    expect(await stopProcess(gw.proc)).toBe(0)
+  }
 }
 
 /** The pids a process started (`bun run start` → the primary → its workers). */
@@ -78,8 +90,7 @@ const chat = (gw: RunningGateway, key: string, content = 'hi', stream = false) =
 
 describe('--workers 2', () => {
   test('an admin change is in force on every worker when the admin call returns; metrics cover all workers', async () => {
-    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '2'])
-    try {
+    await withTwoWorkers(async (gw) => {
       expect(gw.output).toContain('2 workers')
       const { admin, key, keyId } = await setUp(gw)
       const before = await Promise.all(Array.from({ length: 20 }, () => chat(gw, key)))
@@ -102,14 +113,11 @@ describe('--workers 2', () => {
         Number(new RegExp(`conduit_requests_total\\{endpoint="chat",model="",provider="",status="${status}"\\} (\\d+)`).exec(metrics)?.[1] ?? 0)
       expect(count('200')).toBe(20)
       expect(count('401')).toBe(20)
-    } finally {
-      expect(await stopProcess(gw.proc)).toBe(0)
-    }
+    })
   }, 30_000)
 
   test('wrong master keys from one address count on every worker: past 10 the address is locked out whichever worker answers', async () => {
-    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '2'])
-    try {
+    await withTwoWorkers(async (gw) => {
       const keys = (key: string) => fetch(`${gw.origin}/admin/v1/keys`, { headers: { authorization: `Bearer ${key}`, connection: 'close' } })
       const wrong: number[] = []
       for (let i = 0; i < 12; i++) wrong.push((await keys(`wrong-master-key-${i}`)).status)
@@ -120,16 +128,12 @@ describe('--workers 2', () => {
       // The right key too, on both workers (the kernel spreads new connections over them).
       const right = await Promise.all(Array.from({ length: 8 }, () => keys(MASTER)))
       expect(right.map((r) => r.status)).toEqual(Array(8).fill(429))
-    } finally {
-      expect(await stopProcess(gw.proc)).toBe(0)
-    }
+    })
   }, 30_000)
 
   test('without Redis, limits and budgets hold across the workers: a key gets its rpm, max_parallel and budget once, not once a worker', async () => {
-    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '2'])
-    try {
-      const { admin } = await setUp(gw)
-      const newKey = async (policy: Record<string, unknown>) => (await admin('POST', '/keys', { name: `k${Math.random()}`, ...policy })).key as string
+    await withTwoWorkers(async (gw) => {
+      const { newKey } = await setUp(gw)
       /** One at a time, each on a new connection: the kernel spreads them over both workers. */
       const oneByOne = async (key: string, n: number, body: Record<string, unknown> = {}) => {
         const answers: Response[] = []
@@ -165,20 +169,16 @@ describe('--workers 2', () => {
       expect(spent).toBeLessThanOrEqual(2000)
       const worstCase = Math.ceil(JSON.stringify([{ role: 'user', content: 'hi' }]).length * 2.5 + 50 * 10)
       expect(2000 - spent).toBeLessThan(worstCase)
-    } finally {
-      expect(await stopProcess(gw.proc)).toBe(0)
-    }
+    })
   }, 60_000)
 })
 
 describe('supervision', () => {
   test('workers that die holding requests give back their max_parallel slot and budget hold (no Redis)', async () => {
-    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER, CONDUIT_LOG_LEVEL: 'silent' }, ['--workers', '2'])
-    try {
-      const { admin } = await setUp(gw)
-      const keyOf = async (policy: Record<string, unknown>) => (await admin('POST', '/keys', { name: `k${Math.random()}`, ...policy })).key as string
+    await withTwoWorkers(async (gw) => {
+      const { newKey } = await setUp(gw)
       // One stream holds the only slot; the other, most of a $0.05 budget (its worst case: 4,096 tokens at gpt-4o's price).
-      const keys = [await keyOf({ max_parallel: 1 }), await keyOf({ budget: { usd: 0.05, period: 'daily' } })]
+      const keys = [await newKey({ max_parallel: 1 }), await newKey({ budget: { usd: 0.05, period: 'daily' } })]
       const streams = await Promise.all(keys.map((key) => chat(gw, key, 'slow-stream:300', true)))
       await Promise.all(streams.map((s) => s.body!.getReader().read()))
       expect((await Promise.all(keys.map((key) => chat(gw, key)))).map((r) => r.status)).toEqual([429, 429])
@@ -194,14 +194,11 @@ describe('supervision', () => {
         await Bun.sleep(200)
       }
       expect(statuses).toEqual([200, 200])
-    } finally {
-      expect(await stopProcess(gw.proc)).toBe(0)
-    }
+    }, { CONDUIT_LOG_LEVEL: 'silent' })
   }, 30_000)
 
   test('a worker that dies is restarted and the port keeps serving', async () => {
-    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER, CONDUIT_LOG_LEVEL: 'silent' }, ['--workers', '2'])
-    try {
+    await withTwoWorkers(async (gw) => {
       const { key } = await setUp(gw)
       const [primary] = children(gw.proc.pid)
       const workers = () => children(primary!)
@@ -225,9 +222,7 @@ describe('supervision', () => {
       await Bun.sleep(300)
       const statuses = await Promise.all(Array.from({ length: 20 }, () => chat(gw, key).then((r) => r.status)))
       expect(statuses).toEqual(new Array(20).fill(200))
-    } finally {
-      expect(await stopProcess(gw.proc)).toBe(0)
-    }
+    }, { CONDUIT_LOG_LEVEL: 'silent' })
   }, 30_000)
 
   test("a second deployment started on a running one's port refuses to start: workers share a port with whoever else sets SO_REUSEPORT", async () => {
@@ -290,8 +285,7 @@ describe('start environment', () => {
   })
 
   test('the primary and each worker run with both set: the program started itself again with them', async () => {
-    const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER }, ['--workers', '2'])
-    try {
+    await withTwoWorkers(async (gw) => {
       const [primary] = children(gw.proc.pid)
       const processes = [primary!, ...children(primary!)]
       expect(processes.length).toBe(3)
@@ -301,9 +295,7 @@ describe('start environment', () => {
         expect(environ).toContain(`BUN_JSC_forceRAMSize=${share}`)
         expect(environ).toContain('BUN_CONFIG_MAX_HTTP_REQUESTS=65535')
       }
-    } finally {
-      expect(await stopProcess(gw.proc)).toBe(0)
-    }
+    })
   }, 30_000)
 
   test("Bun's own flags survive the restart: `bun --smol` is still --smol once the start settings are set", async () => {
