@@ -58,6 +58,8 @@ function tokenPrice(p: ModelPrice): Price | null {
   const price: Price = { input: base(p.input_mtok) ?? 0, output: base(p.output_mtok) ?? 0 }
   const cached = base(p.cache_read_mtok)
   if (cached !== undefined) price.cached_input = cached
+  const cacheWrite = base(p.cache_write_mtok)
+  if (cacheWrite !== undefined) price.cache_write = cacheWrite
   const inputAudio = base(p.input_audio_mtok)
   if (inputAudio !== undefined) price.input_audio = inputAudio
   const outputAudio = base(p.output_audio_mtok)

@@ -63,6 +63,7 @@ const PriceInput = t.Object(
     input: Price,
     output: Price,
     cached_input: t.Optional(Price),
+    cache_write: t.Optional(Price),
     input_audio: t.Optional(Price),
     output_audio: t.Optional(Price),
     audio_hour: t.Optional(Price),

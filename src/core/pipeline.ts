@@ -633,6 +633,7 @@ export class Pipeline {
     const prompt = tokenCount(raw.prompt_tokens ?? raw.input_tokens)
     const completion = tokenCount(raw.completion_tokens ?? raw.output_tokens)
     const cached = tokenCount(raw.prompt_tokens_details?.cached_tokens)
+    const written = tokenCount(raw.prompt_tokens_details?.cache_write_tokens)
     if (prompt === null || completion === null) {
       ctx.log.warn({ requestId: ctx.id, provider: ctx.target?.provider.name }, 'provider reported unusable token counts; estimated instead')
       const estimate = this.estimateUsage(ctx, chunks, response)
@@ -643,6 +644,7 @@ export class Pipeline {
     const total = tokenCount(raw.total_tokens)
     const usage: Usage = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: total || prompt + completion }
     if (cached) usage.cached_tokens = Math.min(cached, prompt)
+    if (written) usage.cache_write_tokens = Math.min(written, prompt - (usage.cached_tokens ?? 0))
     return usage
   }
 

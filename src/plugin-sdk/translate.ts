@@ -69,3 +69,18 @@ export function assistantTexts(content: unknown, param: string): string[] {
     throw badRequest(`Content parts of type '${part?.type}' are not supported here.`, `${param}.content[${j}]`, 'unsupported_content')
   })
 }
+
+/**
+ * Chat usage from an API that counts the prompt tokens read from and written to its cache apart from the rest
+ * (Anthropic, Bedrock): OpenAI's `prompt_tokens` includes both, and `prompt_tokens_details` names them, as writes
+ * are billed at a price of their own. A count the provider left out stays out.
+ */
+export function promptCacheUsage(input = 0, cacheRead?: number | null, cacheWrite?: number | null, output = 0) {
+  const prompt = input + (cacheRead ?? 0) + (cacheWrite ?? 0)
+  const usage: Record<string, unknown> = { prompt_tokens: prompt, completion_tokens: output, total_tokens: prompt + output }
+  const details: Record<string, number> = {}
+  if (typeof cacheRead === 'number') details.cached_tokens = cacheRead
+  if (cacheWrite) details.cache_write_tokens = cacheWrite
+  if (typeof cacheRead === 'number' || cacheWrite) usage.prompt_tokens_details = details
+  return usage
+}

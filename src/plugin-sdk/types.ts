@@ -94,6 +94,8 @@ export interface Price {
   input: number
   output: number
   cached_input?: number
+  /** USD per million prompt tokens written to the provider's cache (Anthropic, Bedrock: 1.25× input for 5 minutes); else `input`. */
+  cache_write?: number
   /** USD per million audio tokens in and out (gpt-4o-transcribe, gpt-4o-mini-tts, realtime); text tokens keep `input`/`output`. */
   input_audio?: number
   output_audio?: number
@@ -177,6 +179,8 @@ export interface Usage {
   total_tokens: number
   /** Prompt tokens the provider served from its cache (billed at the cached price). */
   cached_tokens?: number
+  /** Prompt tokens the provider wrote to its cache (billed at the cache-write price). */
+  cache_write_tokens?: number
   /** Of `prompt_tokens` and `completion_tokens`, the audio tokens (billed at the audio prices when the price has them). */
   prompt_audio_tokens?: number
   completion_audio_tokens?: number

@@ -164,14 +164,16 @@ export function listPrice(providerType: string, model: string, at?: number): Pri
 export function costMicros(price: Price | null, usage: Pick<Usage, 'prompt_tokens' | 'completion_tokens'> & Partial<Usage>): number {
   if (!price) return 0
   const cached = Math.min(usage.cached_tokens ?? 0, usage.prompt_tokens)
-  const promptAudio = price.input_audio === undefined ? 0 : Math.min(usage.prompt_audio_tokens ?? 0, usage.prompt_tokens - cached)
+  const written = Math.min(usage.cache_write_tokens ?? 0, usage.prompt_tokens - cached)
+  const promptAudio = price.input_audio === undefined ? 0 : Math.min(usage.prompt_audio_tokens ?? 0, usage.prompt_tokens - cached - written)
   const completionAudio = price.output_audio === undefined ? 0 : Math.min(usage.completion_audio_tokens ?? 0, usage.completion_tokens)
   // Image tokens at the image prices when the price has them (gpt-image-1's input images, Gemini's output images).
-  const promptImage = price.input_image === undefined ? 0 : Math.min(usage.prompt_image_tokens ?? 0, usage.prompt_tokens - cached - promptAudio)
+  const promptImage = price.input_image === undefined ? 0 : Math.min(usage.prompt_image_tokens ?? 0, usage.prompt_tokens - cached - written - promptAudio)
   const completionImage = price.output_image === undefined ? 0 : Math.min(usage.completion_image_tokens ?? 0, usage.completion_tokens - completionAudio)
   let micros =
-    (usage.prompt_tokens - cached - promptAudio - promptImage) * price.input +
+    (usage.prompt_tokens - cached - written - promptAudio - promptImage) * price.input +
     cached * (price.cached_input ?? price.input) +
+    written * (price.cache_write ?? price.input) +
     promptAudio * (price.input_audio ?? 0) +
     promptImage * (price.input_image ?? 0) +
     (usage.completion_tokens - completionAudio - completionImage) * price.output +

@@ -14,7 +14,7 @@ let key: string
 let client: Anthropic
 
 /** USD per million tokens, so costs are exact integers of micro-dollars. */
-const PRICE = { input: 3, output: 15, cached_input: 1 }
+const PRICE = { input: 3, output: 15, cached_input: 1, cache_write: 4 }
 const weatherTool = { name: 'get_weather', description: 'Weather by city', input_schema: { type: 'object' as const, properties: { city: { type: 'string' } }, required: ['city'] } }
 
 beforeAll(async () => {
@@ -274,7 +274,7 @@ describe('native to Anthropic', () => {
   test('create: the body arrives as sent (cache_control intact, model replaced), cache usage priced', async () => {
     const system = [{ type: 'text' as const, text: 'You are a meticulous assistant. '.repeat(20), cache_control: { type: 'ephemeral' as const } }]
     const ask = { model: 'sonnet', max_tokens: 100, system, messages: [{ role: 'user' as const, content: 'Hello' }] }
-    const first = await client.messages.create(ask)
+    const { data: first, response: firstResponse } = await client.messages.create(ask).withResponse()
     const upstream = anthropic.requests.at(-1)!
     expect(upstream.path).toBe('/v1/messages')
     expect(upstream.headers['x-api-key']).toBe('sk-ant-test')
@@ -282,7 +282,11 @@ describe('native to Anthropic', () => {
     expect(upstream.body).toEqual({ ...ask, model: 'claude-sonnet-4-5' })
     expect(first.model).toBe('sonnet')
     expect(first.content).toEqual([{ type: 'text', text: ANTHROPIC_REPLY } as any])
-    expect(first.usage.cache_creation_input_tokens).toBeGreaterThan(0)
+    // The prompt written to the cache is billed at the cache-write price, the rest at the input price.
+    const written = first.usage.cache_creation_input_tokens!
+    expect(written).toBeGreaterThan(0)
+    const firstCost = Math.ceil(first.usage.input_tokens * PRICE.input + written * PRICE.cache_write + first.usage.output_tokens * PRICE.output)
+    expect(await ledgerRow(firstResponse.headers.get('x-request-id')!)).toMatchObject({ prompt_tokens: first.usage.input_tokens + written, cost_micros: firstCost })
 
     const { data: second, response } = await client.messages.create(ask).withResponse()
     const { cache_read_input_tokens: read, input_tokens: input, output_tokens: output } = second.usage
@@ -321,15 +325,18 @@ describe('native to Anthropic', () => {
     expect((answer.content[0] as Anthropic.TextBlock).text).toBe(FAKE_TOOL_RESULT_REPLY)
   })
 
-  test('a native stream is billed what Anthropic reported', async () => {
-    const res = await post('/v1/messages', { model: 'sonnet', max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'Hello' }] })
+  test('a native stream is billed what Anthropic reported, its cache write at the cache-write price', async () => {
+    const system = [{ type: 'text', text: 'Answer in the tone of a ship log. '.repeat(20), cache_control: { type: 'ephemeral' } }]
+    const res = await post('/v1/messages', { model: 'sonnet', max_tokens: 100, stream: true, system, messages: [{ role: 'user', content: 'Hello' }] })
     const list = events(await res.text())
     expectWellOrdered(list)
     expect(list[0]!.data.message.model).toBe('sonnet')
+    const written = list[0]!.data.message.usage.cache_creation_input_tokens
+    expect(written).toBeGreaterThan(0)
     const upstream = anthropic.usageLog.at(-1)!
     const row = await ledgerRow(res.headers.get('x-request-id')!)
     expect(row).toMatchObject({ prompt_tokens: upstream.prompt_tokens, completion_tokens: upstream.completion_tokens })
-    expect(row.cost_micros).toBe(Math.ceil(upstream.prompt_tokens * PRICE.input + upstream.completion_tokens * PRICE.output))
+    expect(row.cost_micros).toBe(Math.ceil((upstream.prompt_tokens - written) * PRICE.input + written * PRICE.cache_write + upstream.completion_tokens * PRICE.output))
   })
 
   test('a native stream cut by the client is billed the input Anthropic reported and the output it got, estimated', async () => {

@@ -11,10 +11,11 @@ import { OVERRIDES, PriceList, costMicros, listPrice, type Price } from '../../s
 const catalogProviders = (await waitForUpdate())!
 const catalogOf = (type: string): Provider => catalogProviders.find((p) => p.id === CATALOG_PROVIDERS[type])!
 
-/** Usages that isolate each price: prompt only, prompt all cached, completion only. */
+/** Usages that isolate each price: prompt only, prompt all read from cache, all written to cache, completion only. */
 const USAGES = [
   { ours: { prompt_tokens: 1000, completion_tokens: 0 }, theirs: { input_tokens: 1000 } },
   { ours: { prompt_tokens: 1000, completion_tokens: 0, cached_tokens: 1000 }, theirs: { input_tokens: 1000, cache_read_tokens: 1000 } },
+  { ours: { prompt_tokens: 1000, completion_tokens: 0, cache_write_tokens: 1000 }, theirs: { input_tokens: 1000, cache_write_tokens: 1000 } },
   { ours: { prompt_tokens: 0, completion_tokens: 1000 }, theirs: { output_tokens: 1000 } },
 ]
 /** Now, and moments either side of the catalog's dated prices and inside and outside its hours-of-the-day prices. */

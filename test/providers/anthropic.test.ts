@@ -243,7 +243,7 @@ describe('response translation', () => {
       id: 'chatcmpl-01ABC',
       object: 'chat.completion',
       choices: [{ index: 0, message: { role: 'assistant', content: 'Hello 你好 👋', refusal: null }, logprobs: null, finish_reason: 'stop' }],
-      usage: { prompt_tokens: 15, completion_tokens: 5, total_tokens: 20, prompt_tokens_details: { cached_tokens: 3 } },
+      usage: { prompt_tokens: 15, completion_tokens: 5, total_tokens: 20, prompt_tokens_details: { cached_tokens: 3, cache_write_tokens: 2 } },
     })
     expect(out.choices[0].message.tool_calls).toBeUndefined()
     expect(Math.abs(out.created - Date.now() / 1000)).toBeLessThan(5)

@@ -471,7 +471,7 @@ describe('response translation', () => {
       tool_calls: [{ id: 'tooluse_abc', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }],
     })
     expect(out.choices[0].finish_reason).toBe('tool_calls')
-    expect(out.usage).toEqual({ prompt_tokens: 40, completion_tokens: 9, total_tokens: 49, prompt_tokens_details: { cached_tokens: 15 } })
+    expect(out.usage).toEqual({ prompt_tokens: 40, completion_tokens: 9, total_tokens: 49, prompt_tokens_details: { cached_tokens: 15, cache_write_tokens: 5 } })
     validateSchema('CreateChatCompletionResponse', out)
     expectGatewayError(() => parseResponse({ nope: true } as any, ctx), 502, null, 'upstream_bad_response')
   })

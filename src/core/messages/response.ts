@@ -26,11 +26,12 @@ export function stopReason(finish: unknown, matched: unknown, stops: unknown): S
   return { stop_reason: 'end_turn', stop_sequence: null }
 }
 
-/** Chat usage → Anthropic's: `input_tokens` excludes the prompt tokens read from cache, which are counted apart. */
+/** Chat usage → Anthropic's: `input_tokens` excludes the prompt tokens read from and written to cache, counted apart. */
 export function anthropicUsage(usage: Record<string, any> | null | undefined) {
   const prompt = count(usage?.prompt_tokens)
   const cached = Math.min(count(usage?.prompt_tokens_details?.cached_tokens), prompt)
-  return { input_tokens: prompt - cached, output_tokens: count(usage?.completion_tokens), cache_creation_input_tokens: 0, cache_read_input_tokens: cached }
+  const written = Math.min(count(usage?.prompt_tokens_details?.cache_write_tokens), prompt - cached)
+  return { input_tokens: prompt - cached - written, output_tokens: count(usage?.completion_tokens), cache_creation_input_tokens: written, cache_read_input_tokens: cached }
 }
 
 const count = (value: unknown) => (typeof value === 'number' && Number.isFinite(value) && value >= 0 ? Math.round(value) : 0)

@@ -63,7 +63,7 @@ export function responsesUsage(usage: Record<string, any> | null | undefined): R
   const output = usage.completion_tokens ?? 0
   return {
     input_tokens: input,
-    input_tokens_details: { cached_tokens: usage.prompt_tokens_details?.cached_tokens ?? 0, cache_write_tokens: 0 },
+    input_tokens_details: { cached_tokens: usage.prompt_tokens_details?.cached_tokens ?? 0, cache_write_tokens: usage.prompt_tokens_details?.cache_write_tokens ?? 0 },
     output_tokens: output,
     output_tokens_details: { reasoning_tokens: usage.completion_tokens_details?.reasoning_tokens ?? 0 },
     total_tokens: usage.total_tokens ?? input + output,
@@ -77,7 +77,7 @@ export function chatUsage(usage: Record<string, any> | null | undefined): Record
     prompt_tokens: usage.input_tokens,
     completion_tokens: usage.output_tokens,
     total_tokens: usage.total_tokens,
-    prompt_tokens_details: { cached_tokens: usage.input_tokens_details?.cached_tokens ?? 0 },
+    prompt_tokens_details: { cached_tokens: usage.input_tokens_details?.cached_tokens ?? 0, cache_write_tokens: usage.input_tokens_details?.cache_write_tokens ?? 0 },
   }
 }
 

@@ -39,7 +39,8 @@ export function worstCaseMicros(ctx: RequestContext, price: Price | null | undef
     ctx.endpoint === 'embeddings'
       ? 0
       : (body.max_completion_tokens ?? body.max_tokens ?? DEFAULT_COMPLETION_RESERVE) * Math.max(1, body.n ?? 1, body.best_of ?? 1)
-  return Math.ceil(prompt * price.input + completion * price.output)
+  // The prompt at the dearer of the input and cache-write prices: the provider may write all of it to its cache.
+  return Math.ceil(prompt * Math.max(price.input, price.cache_write ?? 0) + completion * price.output)
 }
 
 /** The least a realtime response can cost: the conversation so far and one output token (see worstCaseMicros). */

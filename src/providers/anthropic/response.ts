@@ -1,4 +1,4 @@
-import { GatewayError, type AttemptContext } from '../../plugin-sdk/index.ts'
+import { GatewayError, promptCacheUsage, type AttemptContext } from '../../plugin-sdk/index.ts'
 import type { AnthropicMessage, AnthropicStopReason, AnthropicUsage } from './types.ts'
 
 export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'content_filter'
@@ -20,14 +20,12 @@ export const completionId = (messageId: string) => `chatcmpl-${messageId.replace
 
 export const unixNow = () => Math.floor(Date.now() / 1000)
 
-/** Anthropic counts cached prompt tokens apart from `input_tokens`; OpenAI's prompt_tokens includes them. */
+/**
+ * Anthropic counts the prompt tokens read from and written to its cache apart from `input_tokens`; OpenAI's
+ * prompt_tokens includes them, and names them in `prompt_tokens_details` (writes are billed at their own price).
+ */
 export function openAIUsage(u: AnthropicUsage) {
-  const cacheRead = u.cache_read_input_tokens ?? 0
-  const prompt = (u.input_tokens ?? 0) + cacheRead + (u.cache_creation_input_tokens ?? 0)
-  const completion = u.output_tokens ?? 0
-  const usage: Record<string, unknown> = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion }
-  if (typeof u.cache_read_input_tokens === 'number') usage.prompt_tokens_details = { cached_tokens: cacheRead }
-  return usage
+  return promptCacheUsage(u.input_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens, u.output_tokens)
 }
 
 /** Anthropic Message → OpenAI `chat.completion`. */

@@ -1,4 +1,4 @@
-import { GatewayError, type AttemptContext } from '../../plugin-sdk/index.ts'
+import { GatewayError, promptCacheUsage, type AttemptContext } from '../../plugin-sdk/index.ts'
 import type { ConverseResponse, StopReason, TokenUsage } from './types.ts'
 
 export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'content_filter'
@@ -25,12 +25,7 @@ export const completionId = () => `chatcmpl-${crypto.randomUUID().replaceAll('-'
 
 /** Bedrock counts cache reads and writes apart from `inputTokens`; OpenAI's prompt_tokens includes them. */
 export function openAIUsage(u: Partial<TokenUsage>) {
-  const cacheRead = u.cacheReadInputTokens ?? 0
-  const prompt = (u.inputTokens ?? 0) + cacheRead + (u.cacheWriteInputTokens ?? 0)
-  const completion = u.outputTokens ?? 0
-  const usage: Record<string, unknown> = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion }
-  if (typeof u.cacheReadInputTokens === 'number') usage.prompt_tokens_details = { cached_tokens: cacheRead }
-  return usage
+  return promptCacheUsage(u.inputTokens, u.cacheReadInputTokens, u.cacheWriteInputTokens, u.outputTokens)
 }
 
 /** Converse response → OpenAI `chat.completion`. */
