@@ -69,16 +69,31 @@ export async function inspectorEval<T = unknown>(url: string, expression: string
   }
 }
 
-/** A full, synchronous garbage collection in the inspected process; answers its JS heap afterwards. */
+/**
+ * A full, synchronous garbage collection in the inspected process, then Bun.shrink() to hand JSC's freed pages
+ * back at once (left to JSC, they went back at a moment of its choosing, seconds later); answers its JS heap.
+ */
 export const collectGarbage = (inspectorUrl: string) =>
   inspectorEval<{ objectCount: number; heapSize: number }>(
     inspectorUrl,
-    `import('bun:jsc').then(({ heapStats }) => { Bun.gc(true); const { objectCount, heapSize } = heapStats(); return { objectCount, heapSize } })`,
+    `import('bun:jsc').then(({ heapStats }) => { Bun.gc(true); Bun.shrink(); const { objectCount, heapSize } = heapStats(); return { objectCount, heapSize } })`,
   )
 
 /** The lowest RSS of the process over `ms` (pages freed by a collection reach the OS a moment later). */
 export async function rssFloor(pid: number, ms = 2_000) {
+  return (await floors(pid, ms)).rss
+}
+
+/**
+ * The lowest RSS and the fewest open file descriptors of the process over `ms`: idle keep-alive connections close
+ * some seconds after the last request, pages freed by a collection reach the OS a moment after it.
+ */
+export async function floors(pid: number, ms: number) {
   let rss = Infinity
-  for (const until = Date.now() + ms; Date.now() < until; await Bun.sleep(100)) rss = Math.min(rss, rssBytes(pid))
-  return rss
+  let fds = Infinity
+  for (const until = Date.now() + ms; Date.now() < until; await Bun.sleep(100)) {
+    rss = Math.min(rss, rssBytes(pid))
+    fds = Math.min(fds, openFds(pid))
+  }
+  return { rss, fds }
 }
