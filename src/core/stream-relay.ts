@@ -46,10 +46,10 @@ const COLON_SPACE = bytesOf('": ')
 const USAGE_NULL = bytesOf(',"usage":null')
 /** In OpenAI chunks the first unescaped `"model"` key is the chunk's own (nested content is JSON-escaped). */
 const MODEL_KEY = bytesOf('"model"')
-/** An error that leaves for the client, scrubbed of our secrets: an upstream may quote our key in its message. */
 /** The most one pull copies and enqueues (see pull). */
 const RELAY_SLICE_BYTES = 64 * 1024
 
+/** An error that leaves for the client, scrubbed of our secrets: an upstream may quote our key in its message. */
 export const errorEvent = (error: GatewayError) => encodeSseData(scrubSecrets(JSON.stringify(error.toJSON())))
 
 /**
@@ -141,6 +141,8 @@ export function relayStream({ first, ...o }: RelayOptions): ReadableStream<Uint8
       return out.bytes(bytes, start, end)
     }
     if (from === to && data.length === 2) return out.bytes(bytes, start, end)
+    // An error event of a server that names it (`event: error`) rather than writing OpenAI's `{"error":…}`.
+    if (frame.event === 'error') throw upstreamStreamError(errorOf(dataOf(frame)))
     spaced ??= new Finder(COLON_SPACE).in(bytes, from, to) !== -1
     const carriesUsage = usageObject.in(bytes, from, to) !== -1 || (spaced && spacedUsage.in(bytes, from, to) !== -1)
     if (parseEveryChunk || startsWith(bytes, from, to, ERROR_START) || carriesUsage) return emit(JSON.parse(dataOf(frame)))
@@ -294,8 +296,24 @@ export function relayStream({ first, ...o }: RelayOptions): ReadableStream<Uint8
   )
 }
 
-/** A provider's own error event in a stream it had begun (OpenAI's `{"error":…}`, `response.failed`'s error). */
+/**
+ * A provider's own error event in a stream it had begun (OpenAI's `{"error":…}`, `response.failed`'s error); the
+ * error may be a bare string (`{"error":"…"}`, as Hugging Face's TGI writes it).
+ */
 export function upstreamStreamError(error: any): GatewayError {
-  const message = typeof error?.message === 'string' ? error.message : 'The upstream provider reported an error mid-stream.'
-  return new GatewayError(502, message, { type: typeof error?.type === 'string' ? error.type : 'server_error', code: typeof error?.code === 'string' ? error.code : 'upstream_error' })
+  const message = typeof error === 'string' ? error : typeof error?.message === 'string' ? error.message : 'The upstream provider reported an error mid-stream.'
+  return new GatewayError(502, message.slice(0, 1_000), {
+    type: typeof error?.type === 'string' ? error.type : 'server_error',
+    code: typeof error?.code === 'string' ? error.code : 'upstream_error',
+  })
+}
+
+/** What an `event: error` carries: `{"error":…}`, the error object itself, or plain text. */
+function errorOf(data: string): unknown {
+  try {
+    const parsed = JSON.parse(data)
+    return parsed?.error ?? parsed
+  } catch {
+    return data
+  }
 }

@@ -216,3 +216,25 @@ describe('model splice in bytes', () => {
     expect(await run(events, true)).toBe(events)
   })
 })
+
+describe('a provider that names its error event', () => {
+  // vLLM-style servers, proxies and TGI: `event: error` with the error object, plain text, or `{"error":"…"}`.
+  const cases = [
+    ['event: error\ndata: {"message":"Model overloaded","type":"overloaded_error","code":"overloaded"}\n\n', 'Model overloaded', 'overloaded'],
+    ['event: error\ndata: worker crashed\n\n', 'worker crashed', 'upstream_error'],
+    ['data: {"error":"Input validation error: too many tokens","error_type":"validation"}\n\n', 'Input validation error: too many tokens', 'upstream_error'],
+  ] as const
+  for (const [errorEvent, message, code] of cases) {
+    test(`${JSON.stringify(errorEvent.slice(0, 40))}…: the client gets an error event, not a chunk; the outcome is the provider's error`, async () => {
+      const events = 'data: {"id":"c","model":"gpt-4o","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n' + errorEvent
+      const { text, outcome } = await relayRecorded([encode(events)], { includeUsage: true })
+      const decoder = new SseDecoder()
+      const sent = [...decoder.push(text), ...decoder.flush()].map((e) => JSON.parse(e.data))
+      expect(sent).toHaveLength(2)
+      expect(sent[0].choices[0].delta.content).toBe('hi')
+      validateSchema('ErrorResponse', sent[1])
+      expect(sent[1].error).toMatchObject({ message, code })
+      expect(outcome.error).toMatchObject({ status: 502, code })
+    })
+  }
+})
