@@ -200,6 +200,28 @@ describe('translation of the request', () => {
     expect(anthropic.requests.at(-1)!.body.messages[0].content).toContainEqual({ type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBERi0xLjQK' } })
   })
 
+  test('a function_call_output with an image (a screenshot tool) reaches Anthropic inside its tool_result', async () => {
+    const res = await client.responses.create({
+      model: 'claude',
+      input: [
+        { role: 'user', content: 'What is on my screen?' },
+        { type: 'function_call', call_id: 'toolu_shot', name: 'screenshot', arguments: '{}' },
+        { type: 'function_call_output', call_id: 'toolu_shot', output: [{ type: 'input_text', text: 'Screen:' }, { type: 'input_image', image_url: 'data:image/png;base64,iVBORw0KGgo=' }] },
+      ],
+    })
+    expect(res.status).toBe('completed')
+    expect(anthropic.requests.at(-1)!.body.messages[2].content).toEqual([
+      {
+        type: 'tool_result',
+        tool_use_id: 'toolu_shot',
+        content: [
+          { type: 'text', text: 'Screen:' },
+          { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' } },
+        ],
+      },
+    ])
+  })
+
   test('images, developer messages and reasoning effort reach a chat provider in its terms', async () => {
     await client.responses.create({
       model: 'compat',

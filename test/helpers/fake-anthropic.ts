@@ -188,6 +188,8 @@ function errorResponse(status: number, type: string, message: string, extraHeade
 const contentBlocks = (content: unknown): any[] => (typeof content === 'string' ? [{ type: 'text', text: content }] : Array.isArray(content) ? content : [])
 
 const BLOCK_TYPES = new Set(['text', 'image', 'document', 'tool_use', 'tool_result', 'thinking', 'redacted_thinking'])
+/** What a tool_result's content list may hold. */
+const TOOL_RESULT_BLOCK_TYPES = new Set(['text', 'image', 'document', 'search_result'])
 
 /** The checks of the real API that a translating adapter can get wrong. Returns the error message, or null. */
 function validate(body: any, version: string): string | null {
@@ -214,6 +216,13 @@ function validate(body: any, version: string): string | null {
       if (b.type === 'text' && !b.text) return 'messages: text content blocks must be non-empty'
       if (b.type === 'tool_use' && m.role !== 'assistant') return `messages.${i}.content.${j}: tool_use blocks are only allowed in assistant messages`
       if (b.type === 'tool_result' && m.role !== 'user') return `messages.${i}.content.${j}: tool_result blocks are only allowed in user messages`
+      if (b.type === 'tool_result' && b.content !== undefined && typeof b.content !== 'string') {
+        if (!Array.isArray(b.content)) return `messages.${i}.content.${j}.tool_result.content: Input should be a valid string or list`
+        for (const [k, c] of b.content.entries()) {
+          if (!TOOL_RESULT_BLOCK_TYPES.has(c?.type)) return `messages.${i}.content.${j}.tool_result.content.${k}: Input tag '${c?.type}' found using 'type' does not match any of the expected tags`
+          if (c.type === 'text' && !c.text) return 'messages: text content blocks must be non-empty'
+        }
+      }
     }
     // Every tool_use must be answered by a tool_result in the very next message, and vice versa.
     const uses = m.content.filter((b: any) => b.type === 'tool_use').map((b: any) => b.id)

@@ -133,6 +133,8 @@ const CONVERSE_KEYS = new Set([
   'requestMetadata',
   'performanceConfig',
 ])
+/** What a toolResult's content list may hold. */
+const TOOL_RESULT_KEYS = new Set(['json', 'text', 'image', 'document', 'video'])
 const BLOCK_KEYS = new Set(['text', 'image', 'document', 'video', 'toolUse', 'toolResult', 'guardContent', 'cachePoint', 'reasoningContent', 'citationsContent'])
 const IMAGE_FORMATS = new Set(['png', 'jpeg', 'gif', 'webp'])
 
@@ -428,6 +430,13 @@ function validateConverse(body: any): string | null {
         usesTools = true
         if (m.role !== 'user') return `The toolResult block at messages.${i}.content.${j} is only allowed in a user message.`
         if (!Array.isArray(b.toolResult?.content)) return `Malformed input request: #/messages/${i}/content/${j}/toolResult: content is required, please reformat your input and try again.`
+        for (const [k, c] of b.toolResult.content.entries()) {
+          const members = c && typeof c === 'object' ? Object.keys(c) : []
+          if (members.length !== 1 || !TOOL_RESULT_KEYS.has(members[0]!)) {
+            return `Malformed input request: #/messages/${i}/content/${j}/toolResult/content/${k}: ToolResultContentBlock must set exactly one member, please reformat your input and try again.`
+          }
+          if ('image' in c && !IMAGE_FORMATS.has(c.image?.format)) return constraint(c.image?.format, `messages.${i}.member.content.${j}.member.toolResult.content.${k}.member.image.format`, 'Member must satisfy enum value set: [png, jpeg, gif, webp]')
+        }
       }
     }
     // Every toolUse must be answered in the next (user) message, and a toolResult must answer one.

@@ -72,6 +72,33 @@ describe('request translation', () => {
     ])
   })
 
+  test('a tool result with an image or a PDF is a tool_result of blocks; an unsupported part is a 400 naming it', () => {
+    const png = 'data:image/png;base64,iVBORw0KGgo='
+    const pdf = 'data:application/pdf;base64,JVBERi0xLjQ='
+    const call = { role: 'assistant', content: null, tool_calls: [{ id: 'toolu_1', type: 'function', function: { name: 'screenshot', arguments: '{}' } }] }
+    const result = (content: unknown) => translate(chat([{ role: 'user', content: 'Look' }, call, { role: 'tool', tool_call_id: 'toolu_1', content }]))
+    const { json } = result([
+      { type: 'text', text: 'the screen:' },
+      { type: 'image_url', image_url: { url: png } },
+      { type: 'file', file: { file_data: pdf } },
+    ])
+    expect(json.messages[2]).toEqual({
+      role: 'user',
+      content: [
+        {
+          type: 'tool_result',
+          tool_use_id: 'toolu_1',
+          content: [
+            { type: 'text', text: 'the screen:' },
+            { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' } },
+            { type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBERi0xLjQ=' } },
+          ],
+        },
+      ],
+    })
+    expect(() => result([{ type: 'input_audio', input_audio: { data: 'AAAA', format: 'wav' } }])).toThrow(expect.objectContaining({ status: 400, param: 'messages[2].content[0]' }))
+  })
+
   test('assistant tool_calls become tool_use blocks and tool messages one user turn of tool_results', () => {
     const { json } = translate(
       chat([

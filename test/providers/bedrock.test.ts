@@ -354,6 +354,17 @@ describe('request translation', () => {
     expectGatewayError(() => translate(bad), 400, 'messages[1].tool_calls', 'invalid_tool_arguments')
   })
 
+  test('a tool result with an image is a toolResult of blocks', async () => {
+    const call = { role: 'assistant', content: null, tool_calls: [{ id: 'tooluse_1', type: 'function', function: { name: 'screenshot', arguments: '{}' } }] }
+    const tools = { tools: [{ type: 'function', function: { name: 'screenshot', parameters: { type: 'object' } } }] }
+    const content = [{ type: 'text', text: 'the screen:' }, { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } }]
+    const { json } = await translate(chat([{ role: 'user', content: 'Look' }, call, { role: 'tool', tool_call_id: 'tooluse_1', content }], tools))
+    expect(json.messages[2]).toEqual({
+      role: 'user',
+      content: [{ toolResult: { toolUseId: 'tooluse_1', content: [{ text: 'the screen:' }, { image: { format: 'png', source: { bytes: 'iVBORw0KGgo=' } } }] } }],
+    })
+  })
+
   test('images: base64 data URLs → image blocks; web URLs and other types are refused, naming the part', async () => {
     const { json } = await translate(
       chat([

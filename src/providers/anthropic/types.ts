@@ -24,7 +24,7 @@ export interface AnthropicToolUseBlock {
 export interface AnthropicToolResultBlock {
   type: 'tool_result'
   tool_use_id: string
-  content: string
+  content: string | AnthropicContentBlockParam[]
 }
 
 /** A PDF, sent inline (Anthropic's document block). */

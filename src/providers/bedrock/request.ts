@@ -100,9 +100,12 @@ export function translateMessages(input: unknown): { system: TextBlock[]; messag
       case 'assistant':
         push('assistant', assistantBlocks(message, param))
         break
-      case 'tool':
-        push('user', [{ toolResult: { toolUseId: String(message.tool_call_id ?? ''), content: [{ text: textOf(message.content, param) }] } }])
+      case 'tool': {
+        // A result with images is a list of blocks, as Converse takes them inside toolResult.
+        const media = Array.isArray(message.content) && message.content.some((part: any) => part?.type !== 'text')
+        push('user', [{ toolResult: { toolUseId: String(message.tool_call_id ?? ''), content: media ? userBlocks(message.content, param) : [{ text: textOf(message.content, param) }] } }])
         break
+      }
       default:
         throw badRequest(`The role '${message?.role}' is not supported by this provider.`, `${param}.role`, 'unsupported_value')
     }
@@ -111,10 +114,10 @@ export function translateMessages(input: unknown): { system: TextBlock[]; messag
 }
 
 // Converse refuses blank text blocks ("The text field in the ContentBlock object … is blank").
-const text = (value: string): ContentBlock[] => (value.trim() ? [{ text: value }] : [])
+const text = (value: string): TextBlock[] => (value.trim() ? [{ text: value }] : [])
 
 const userBlocks = (content: unknown, param: string) =>
-  userParts<ContentBlock>(content, param, {
+  userParts<TextBlock | ImageBlock>(content, param, {
     text: (part) => text(String(part.text ?? '')),
     image_url: (part, partParam) => [imageBlock(part.image_url?.url, `${partParam}.image_url.url`)],
   })

@@ -18,7 +18,7 @@ export interface ToolUseBlock {
 }
 
 export interface ToolResultBlock {
-  toolResult: { toolUseId: string; content: TextBlock[]; status?: 'success' | 'error' }
+  toolResult: { toolUseId: string; content: (TextBlock | ImageBlock)[]; status?: 'success' | 'error' }
 }
 
 export type ContentBlock = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock
