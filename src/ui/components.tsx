@@ -12,16 +12,22 @@ export interface Resource<T> {
   reload(): void
 }
 
-/** Loads `load()` now and whenever `deps` change; `reload()` asks again. The last answer wins. */
+/**
+ * Loads `load()` now and whenever `deps` change; `reload()` asks again. The last answer wins. A failed reload keeps
+ * the data it had; a failure for new `deps` drops it, as it answered for something else (another range, another id).
+ */
 export function useResource<T>(load: () => Promise<T>, deps: unknown[], refreshMs?: number): Resource<T> {
   const [state, setState] = useState<{ data: T | null; error: string | null; loading: boolean }>({ data: null, error: null, loading: true })
   const [tick, setTick] = useState(0)
+  const loadedTick = useRef(tick)
   useEffect(() => {
     let current = true
+    const reloaded = loadedTick.current !== tick
+    loadedTick.current = tick
     setState((s) => ({ ...s, loading: true }))
     load().then(
       (data) => current && setState({ data, error: null, loading: false }),
-      (error) => current && setState((s) => ({ data: s.data, error: messageOf(error), loading: false })),
+      (error) => current && setState((s) => ({ data: reloaded ? s.data : null, error: messageOf(error), loading: false })),
     )
     return () => void (current = false)
   }, [...deps, tick])

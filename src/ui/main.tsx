@@ -46,8 +46,13 @@ function Nav({ session, onSignOut }: { session: Session; onSignOut(): void }) {
 
 function App() {
   const [session, setSession] = useState<Session | null | undefined>(undefined)
+  /** Why the sign-in shows again when the server ended the session (it expired, or was signed out elsewhere). */
+  const [ended, setEnded] = useState<string | null>(null)
   useEffect(() => {
-    whenSignedOut(() => setSession(null))
+    whenSignedOut(() => {
+      setEnded('Your session has ended: it expired or was signed out. Sign in again to go on.')
+      setSession(null)
+    })
     currentSession().then(
       (s) => {
         setCsrf(s.csrf_token)
@@ -60,8 +65,10 @@ function App() {
   if (session === null) {
     return (
       <SignIn
+        notice={ended}
         onSignedIn={(s) => {
           setCsrf(s.csrf_token)
+          setEnded(null)
           setSession(s)
         }}
       />

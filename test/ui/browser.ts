@@ -11,7 +11,7 @@ export const PHONE = { width: 390, height: 844 }
 
 /**
  * A page that fails the test on what a user would never see reported: an uncaught error, a console error (a CSP
- * violation is one), or an alert() (the XSS probe's payload).
+ * violation is one), a file of the page that does not load (the favicon too), or an alert() (the XSS probe's payload).
  */
 export async function openPage(browser: Browser, origin: string, viewport = DESKTOP, colorScheme: 'light' | 'dark' = 'light') {
   const context = await browser.newContext({ viewport, colorScheme, baseURL: origin })
@@ -22,6 +22,11 @@ export async function openPage(browser: Browser, origin: string, viewport = DESK
   page.on('console', (message) => {
     // A refused sign-in or admin call is logged by Chromium as a failed resource load: expected.
     if (message.type() === 'error' && !/Failed to load resource/.test(message.text())) problems.push(`console: ${message.text()}`)
+  })
+  page.on('response', (response) => {
+    // Refused API calls are the UI's to report; any other failed load is a broken page.
+    const { pathname } = new URL(response.url())
+    if (response.status() >= 400 && !/^\/(admin|v1|ui\/api)\//.test(pathname)) problems.push(`load: ${response.status()} ${pathname}`)
   })
   page.on('dialog', (dialog) => {
     problems.push(`dialog: ${dialog.type()} ${dialog.message()}`)

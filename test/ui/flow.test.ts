@@ -253,6 +253,12 @@ describe('the console, end to end', () => {
     expect(byKey.split('\r\n')[0]).toBe('key,name,requests,prompt_tokens,completion_tokens,cost_usd,unpriced_requests,audio_seconds,characters,images')
     const names = (await gw.admin('GET', '/keys')).data.map((k: any) => k.name)
     expect(byKey.split('\r\n').slice(1, -1).every((line) => names.some((name: string) => line.includes(name.includes(',') || name.includes('"') ? `"${name.replaceAll('"', '""')}"` : name)))).toBe(true)
+
+    // A range the server refuses shows its error, and no longer the totals of the range before.
+    await page.getByLabel('From').fill('2099-01-02')
+    await page.getByRole('alert').filter({ hasText: "'from' must be before 'to'." }).waitFor()
+    await expect(page.getByTestId('usage-spend').count()).resolves.toBe(0)
+    await expect(page.getByRole('row', { name: /ui-user/ }).count()).resolves.toBe(0)
   }, 20_000)
 
   test('the Playground streams a reply through the gateway with a chosen key', async () => {
@@ -290,6 +296,20 @@ describe('the console, end to end', () => {
       // The first tab reloads and shows the read-only session, not "Administrator" over another key's data.
       await other.page.getByText('Key: second-tab (read-only)').waitFor()
       await expect(other.page.getByText('Administrator').count()).resolves.toBe(0)
+    } finally {
+      await other.context.close()
+    }
+  }, 20_000)
+
+  test('a session the server has ended brings the sign-in back, saying why', async () => {
+    const other = await openPage(browser, gw.origin)
+    try {
+      await signIn(other.page)
+      await other.context.clearCookies() // as when the session expires: the next call is refused with a 401
+      await other.page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Keys' }).click()
+      await other.page.getByRole('status').filter({ hasText: 'Your session has ended: it expired or was signed out.' }).waitFor()
+      await other.page.getByLabel('Master key or virtual key').waitFor()
+      expect(other.problems).toEqual([])
     } finally {
       await other.context.close()
     }

@@ -205,7 +205,7 @@ describe('what /ui serves', () => {
     expect(html).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/)
     expect(html).not.toMatch(/<style|style=/)
     const assets = [...html.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]!)
-    expect(assets.length).toBe(2)
+    expect(assets.length).toBe(3) // the script, the stylesheet, the icon
     for (const asset of assets) {
       expect(asset).toMatch(/^\/ui\/assets\/[\w.-]+$/)
       const res = await fetch(`${gw.origin}${asset}`)

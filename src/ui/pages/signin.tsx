@@ -3,13 +3,18 @@ import { signIn, type Session } from '../api.ts'
 import { ErrorBox, Field, useAction } from '../components.tsx'
 
 /** The master key (or a virtual key, read-only) is sent once and exchanged for an HttpOnly session cookie. */
-export function SignIn({ onSignedIn }: { onSignedIn(session: Session): void }) {
+export function SignIn({ notice, onSignedIn }: { notice?: string | null; onSignedIn(session: Session): void }) {
   const [key, setKey] = useState('')
   const { busy, error, submit } = useAction()
   return (
     <main class="signin">
       <div class="panel">
         <h1>Sign in to Conduit</h1>
+        {notice ? (
+          <p class="notice" role="status">
+            {notice}
+          </p>
+        ) : null}
         <form
           class="form"
           onSubmit={submit(async () => {
