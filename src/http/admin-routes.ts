@@ -7,8 +7,18 @@ import { GatewayError, badRequest } from '../plugin-sdk/errors.ts'
 import { UiSessions } from './ui-routes.ts'
 
 const PREFIX = '/admin/v1'
-/** Whether an absolute request URL is on the admin API, without parsing it (this runs for every request). */
-const isAdminURL = (url: string) => url.startsWith(PREFIX, url.indexOf('/', url.indexOf('//') + 2))
+/**
+ * Whether a request URL may be on the admin API, without parsing it (this runs for every request): the prefix
+ * anywhere before the query. Any reading of the URL that routes it to an admin handler (Bun's router, Elysia's
+ * path taken from the first '/' after the 11th character, a URL without its origin) finds the prefix there, so
+ * the key is always checked; a /v1 path that merely contains it is refused without the master key, which is fine.
+ */
+function isAdminURL(url: string) {
+  const at = url.indexOf(PREFIX)
+  if (at === -1) return false
+  const query = url.indexOf('?')
+  return query === -1 || at < query
+}
 
 /** What a virtual-key session (read-only, its own key's data) may ask for: GETs of these paths, filtered by the handlers. */
 const KEY_SESSION_PATHS = /^\/admin\/v1\/(?:models|keys|keys\/[^/]+|usage|requests|requests\/[^/]+|metrics\/timeseries)$/

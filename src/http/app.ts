@@ -100,6 +100,7 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
   if (options.corsOrigins?.length) app.onRequest(corsForV1(options.corsOrigins))
   for (const [path, handler] of proxies) app.post(path, ({ request, server }) => handler(request, server))
   return app
+    .onRequest(refuseInvalidHost)
     .onRequest(refuseUndecodablePath)
     .get('/health', () => Response.json({ status: 'ok' }))
     .get('/ready', async () => {
@@ -147,6 +148,14 @@ function realtimeRoutes(gw: Gateway) {
       .then((response) => (transport.upgraded ? undefined : response))
   }
   return { '/v1/realtime': { GET: handler }, '/v1/realtime/sessions/:id/ws': { GET: handler } }
+}
+
+/**
+ * A request whose Host header is missing or not a host (`x/y`, `a?`, empty) reaches us with only its path for a URL:
+ * HTTP/1.1 says answer 400 (RFC 9112 §3.2), and no hook below has to make sense of such a URL.
+ */
+function refuseInvalidHost({ request }: { request: Request }) {
+  if (request.url.charCodeAt(0) === 47 /* '/' */) return errorResponse(badRequest('The Host header is missing or is not a valid host.', null, 'invalid_host'))
 }
 
 /**

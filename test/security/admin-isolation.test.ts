@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import http from 'node:http'
 import { adminRoutes } from '../../src/http/admin-routes.ts'
 import { MASTER_KEY, startGateway, type TestGateway } from '../helpers/gateway.ts'
+import { exchange } from '../helpers/raw-http.ts'
 import { validateSchema } from '../helpers/openapi.ts'
 
 const OPENAI = 'https://api.openai.com/v1'
@@ -126,6 +127,30 @@ describe('SE9: only the master key opens the admin API', () => {
       const master = await admin(from, method, path, `Bearer ${MASTER_KEY}`, body)
       expect({ route, status: master.status }).toEqual({ route, status: expectedStatus(route) })
     }
+  })
+
+  test('a Host header that is not a host (x/y, a?, empty…) cannot open any route: 400 invalid_host; a short host still needs the key', async () => {
+    const { port } = new URL(gw.origin)
+    const prepared = await Promise.all(Object.entries(ROUTES).map(async ([route, prepare]) => [route, await prepare()] as const))
+    const before = await state()
+    for (const [route, { path, body }] of prepared) {
+      const [method] = route.split(' ')
+      const payload = body === undefined ? '' : JSON.stringify(body)
+      const raw = (target: string, host: string) =>
+        exchange(
+          Number(port),
+          `${method} ${target} HTTP/1.1\r\nHost: ${host}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(payload)}\r\nconnection: close\r\n\r\n${payload}`,
+        )
+      for (const host of ['x/y', 'a?', 'a#', 'user@a', 'a b', `localhost:${port}/`, '']) {
+        const answer = await raw(`/admin/v1${path}`, host)
+        expect({ route, host, status: answer.slice(9, 12), code: /"code":"(\w+)"/.exec(answer)?.[1] }).toEqual({ route, host, status: '400', code: 'invalid_host' })
+      }
+      // A host of one letter is valid; a request target in absolute form names its own host: both still need the key.
+      for (const [target, host] of [[`/admin/v1${path}`, 'a'], [`http://a/admin/v1${path}`, 'x/y']]) {
+        expect({ route, target, status: (await raw(target!, host!)).slice(9, 12) }).not.toEqual({ route, target, status: expect.stringMatching(/^2/) })
+      }
+    }
+    expect(await state()).toEqual(before)
   })
 
   test('past the wrong-key throttle: every route refused from that address (401, then 429), the master key too; other addresses unaffected', async () => {
