@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import type { GatewayConfig } from '../config/config.ts'
 import { BUILTINS } from '../plugin-host/builtins.ts'
 import { PluginHost, type PluginSpec } from '../plugin-host/host.ts'
-import type { FinishedRequest, Logger, Plugin, RequestContext } from '../plugin-sdk/types.ts'
+import type { FinishedRequest, Logger, Plugin, RequestContext, StoreView } from '../plugin-sdk/types.ts'
 import { GatewayError, inContext } from '../plugin-sdk/errors.ts'
 import { base62, secretEquals, sha256 } from '../store/crypto.ts'
 import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
@@ -146,7 +146,8 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
       }
     },
   }
-  const host = new PluginHost({ log, store, redis, builtins: BUILTINS, baseDir: config.configDir, metrics })
+  const ledger = new SpendLedger(store, log, { maxQueued: config.ledgerMaxQueued })
+  const host = new PluginHost({ log, store: storeForPlugins(store, ledger), redis, builtins: BUILTINS, baseDir: config.configDir, metrics })
   await host.load([...pluginSpecs(config.plugins), { use: recording, priority: 1_000_000, failureMode: 'open' }])
   const catalog = new Catalog(store, secrets, log)
   egress.configure(config.egressAllow) // process-wide: every upstream call consults it
@@ -154,7 +155,6 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
   const generatedKeys = options.skipSeed ? [] : await applySeed(admin, store, config.seed)
   await catalog.ready()
 
-  const ledger = new SpendLedger(store, log, { maxQueued: config.ledgerMaxQueued })
   const responseStore = new ResponseStore(store, log, config.responses?.retentionDays ?? 30)
   const router = new Router()
   const pipeline = new Pipeline({
@@ -243,6 +243,22 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
  * together on one database seed the same file at once: one creates, and the others, refused by the name's UNIQUE
  * constraint (a 409), find it and update it.
  */
+/**
+ * The store as plugins read it. A budget rebuilt from the ledger (a key's first request, a period changed from daily
+ * to monthly) counts this process's rows not yet written too (they go every 200 ms): without them, a period changed
+ * right after a burst forgot the burst, and the budget admitted it again.
+ */
+function storeForPlugins(store: Store, ledger: SpendLedger): StoreView {
+  return {
+    findKeyByHash: (hash) => store.findKeyByHash(hash),
+    spentMicros: async (keyId, since, user) => {
+      await ledger.flush()
+      return store.spentMicros(keyId, since, user)
+    },
+    onChange: (listener) => store.onChange(listener),
+  }
+}
+
 async function applySeed(admin: AdminService, store: Store, seed: GatewayConfig['seed']) {
   const generated: { name: string; key: string }[] = []
   for (const p of seed.providers ?? []) {

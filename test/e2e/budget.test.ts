@@ -165,6 +165,17 @@ describe('one instance', () => {
     expect((await gw.adminRaw('PATCH', `/keys/${id}`, { budget: { usd: 1, period: 'weekly' } })).status).toBe(400)
   })
 
+  test("a period changed right after a burst still counts the burst (the ledger's rows not yet written included)", async () => {
+    const { id, key } = await newKey(gw, 1, 'daily')
+    const from = fake.usageLog.length
+    for (let i = 0; i < 5; i++) expect((await chat(gw, key, 'hi', { max_tokens: 5 })).status).toBe(200)
+    // At once, before the ledger's next write: this month holds today's spend.
+    await gw.admin('PATCH', `/keys/${id}`, { budget: { usd: 1, period: 'monthly' } })
+    const res = await chat(gw, key, 'hi', { max_tokens: 5 })
+    expect(res.status).toBe(200)
+    expect(micros(res.headers.get('x-conduit-budget-remaining-usd'))).toBe(1_000_000 - upstreamCost(from))
+  })
+
   test('a stream the client aborts is charged its prompt and what it received, within 2 s', async () => {
     const { key } = await newKey(gw, 1)
     const controller = new AbortController()
