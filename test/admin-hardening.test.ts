@@ -35,8 +35,8 @@ describe('virtual key names are unique', () => {
   test('create and rename onto a taken name are 409; renaming a key to its own name is fine', async () => {
     const first = await gw.admin('POST', '/keys', { name: 'unique-a' })
     await gw.admin('POST', '/keys', { name: 'unique-b' })
-    await expectError(await gw.adminRaw('POST', '/keys', { name: 'unique-a' }), 409, { code: 'conflict' })
-    await expectError(await gw.adminRaw('PATCH', '/keys/unique-b', { name: 'unique-a' }), 409, { code: 'conflict' })
+    await expectError(await gw.adminRaw('POST', '/keys', { name: 'unique-a' }), 409, { code: 'conflict', param: 'name' })
+    await expectError(await gw.adminRaw('PATCH', '/keys/unique-b', { name: 'unique-a' }), 409, { code: 'conflict', param: 'name' })
     expect((await gw.admin('PATCH', `/keys/${first.id}`, { name: 'unique-a', rpm: 5 })).rpm).toBe(5)
     expect((await gw.admin('GET', '/keys')).data.filter((k: any) => k.name === 'unique-a')).toHaveLength(1)
   })

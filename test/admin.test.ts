@@ -94,7 +94,7 @@ for (const engine of ['sqlite', 'postgres'] as const) {
         ])
         const bad = await gw.adminRaw('POST', '/models', { name: 'bad', targets: [{ provider: 'ghost', model: 'a' }] })
         expect(bad.status).toBe(400)
-        expect(((await bad.json()) as any).error.param).toBe('targets[0].provider')
+        expect(((await bad.json()) as any).error).toMatchObject({ param: 'targets[0].provider', code: 'invalid_value' })
         const empty = await gw.adminRaw('POST', '/models', { name: 'empty', targets: [] })
         expect(empty.status).toBe(400)
         const renamed = await gw.admin('PATCH', '/models/mix', { name: 'mix-2' })

@@ -310,10 +310,10 @@ export class AdminGuard {
 const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString('base64url')}`
 const seconds = (ms: number | null) => (ms === null ? null : Math.floor(ms / 1000))
 const notFound = (what: string, ref: string) => new GatewayError(404, `No ${what} '${ref}'.`, { code: 'not_found' })
-const conflict = (message: string) => new GatewayError(409, message, { code: 'conflict' })
+const conflict = (message: string, param?: string) => new GatewayError(409, message, { code: 'conflict', param })
 
 type NamedKind = 'provider' | 'model' | 'key'
-const nameConflict = (kind: NamedKind, name: string) => conflict(`A ${kind} named '${name}' already exists.`)
+const nameConflict = (kind: NamedKind, name: string) => conflict(`A ${kind} named '${name}' already exists.`, 'name')
 /** A name taken between the check and the write (another call, another instance): the check's 409, not a 500. */
 const nameTaken =
   (kind: NamedKind, name: string) =>
@@ -572,7 +572,7 @@ export class AdminService {
     return Promise.all(
       targets.map(async (target, i) => {
         const provider = await this.store.getProvider(target.provider)
-        if (!provider) throw badRequest(`Unknown provider '${target.provider}'.`, `targets[${i}].provider`)
+        if (!provider) throw badRequest(`Unknown provider '${target.provider}'.`, `targets[${i}].provider`, 'invalid_value')
         return {
           provider: provider.id,
           model: target.model,

@@ -67,10 +67,14 @@ for (const mode of ['in-process', 'redis, two gateways'] as const) {
       validateSchema('ErrorResponse', body)
       expect(body.error.code).toBe('rate_limit_exceeded')
       expect(body.error.message).toContain("the user 'alice' of this key")
-      // The response's headers are the key's own (6 of 8 used).
-      expect(alice.find((r) => r.status === 200)!.headers.get('x-ratelimit-limit-requests')).toBe('8')
-      // Without a user only the key's limit applies: 2 of its 8 are left.
-      expect((await statuses([0, 1, 2].map((i) => send(i, key)))).sort()).toEqual([200, 200, 429])
+      // The headers are those of the limit that binds first: Alice's 3, not the key's 8, of which more are left.
+      const admitted = alice.filter((r) => r.status === 200)
+      expect(admitted.map((r) => r.headers.get('x-ratelimit-limit-requests'))).toEqual(['3', '3', '3'])
+      expect(admitted.map((r) => Number(r.headers.get('x-ratelimit-remaining-requests'))).sort()).toEqual([0, 1, 2])
+      // Without a user only the key's limit applies, and its headers say so: 2 of its 8 are left.
+      const keyAlone = await Promise.all([0, 1, 2].map((i) => send(i, key)))
+      expect(keyAlone.map((r) => r.status).sort()).toEqual([200, 200, 429])
+      expect(keyAlone.find((r) => r.status === 200)!.headers.get('x-ratelimit-limit-requests')).toBe('8')
       // A new user is refused by the key, and takes nothing of its own.
       const carol = await send(0, key, 'carol')
       expect(carol.status).toBe(429)

@@ -181,7 +181,10 @@ export default definePlugin({
     })
     api.onClose(() => gov.leave())
 
-    /** Headers of the first scope with rate rules (the key's, when it has any), or the 429 of the first rule that refused. */
+    /**
+     * The 429 of the first rule that refused, or headers of the rule that binds first for each unit (the fewest
+     * remaining, whichever scope it is of: a user's rpm 3 under a key's rpm 10 is what that user's client must see).
+     */
     const present = (ctx: RequestContext, admission: Admission) => {
       if (admission.unavailable.limits) {
         throw new GatewayError(503, 'Rate limits cannot be checked right now; the request was not sent.', { code: 'rate_limit_unavailable', headers: { 'retry-after': '1' } })
@@ -189,7 +192,7 @@ export default definePlugin({
       if (admission.unavailable.budget) return // the budget plugin refuses it
       const { claims, outcome } = admission
       if (admission.via === 'degraded' && claims.some((c) => c.rates.length > 0 || c.slots !== null)) ctx.setHeader('x-ratelimit-degraded', 'true')
-      let headers: Record<string, string> | null = null
+      const binding = new Map<string, { limit: number; remaining: number; resetMs: number }>()
       for (let i = 0; i < claims.length; i++) {
         const claim = claims[i]!
         if (claim.rates.length === 0 && claim.slots === null) continue
@@ -200,6 +203,8 @@ export default definePlugin({
           scopeHeaders[`x-ratelimit-limit-${rate.unit}`] = String(rate.limit)
           scopeHeaders[`x-ratelimit-remaining-${rate.unit}`] = String(d.remaining)
           scopeHeaders[`x-ratelimit-reset-${rate.unit}`] = resetDuration(d.resetMs)
+          const tightest = binding.get(rate.unit)
+          if (!tightest || d.remaining < tightest.remaining) binding.set(rate.unit, { limit: rate.limit, remaining: d.remaining, resetMs: d.resetMs })
         })
         const refused = claim.rates.findIndex((_, j) => !decided.rates[j]!.allowed)
         if (refused !== -1 || decided.slotTaken === false) {
@@ -214,9 +219,12 @@ export default definePlugin({
           const message = `Rate limit reached for ${LABELS[rule]} (${rule}) on ${claim.scope.label}: limit ${limit}. Try again in ${retryAfter} s.`
           throw new GatewayError(429, message, { code: 'rate_limit_exceeded', headers: { ...scopeHeaders, 'retry-after': String(retryAfter) } })
         }
-        if (!headers && claim.rates.length > 0) headers = scopeHeaders
       }
-      for (const name in headers) ctx.setHeader(name, headers[name]!)
+      for (const [unit, { limit, remaining, resetMs }] of binding) {
+        ctx.setHeader(`x-ratelimit-limit-${unit}`, String(limit))
+        ctx.setHeader(`x-ratelimit-remaining-${unit}`, String(remaining))
+        ctx.setHeader(`x-ratelimit-reset-${unit}`, resetDuration(resetMs))
+      }
     }
 
     /**
