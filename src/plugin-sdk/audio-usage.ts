@@ -32,10 +32,12 @@ export function transcriptionUsage(upload: AudioUpload, body: Record<string, any
     if (audio !== null) usage.prompt_audio_tokens = Math.min(audio, input)
     return usage
   }
-  // Seconds-priced models report seconds (or nothing); tokens are our estimate, for token-priced ones.
+  // Seconds-priced models report seconds (or nothing); tokens are our estimate, for token-priced ones. The usage is
+  // the provider's when it reported the seconds it bills by.
   const audioTokens = Math.ceil((seconds ?? 0) * TRANSCRIPTION_TOKENS_PER_SECOND)
   const prompt = audioTokens + estimateTokens(String(body.prompt ?? ''))
-  const usage: Usage = { prompt_tokens: prompt, completion_tokens: 0, total_tokens: prompt, prompt_audio_tokens: audioTokens, audio_seconds: seconds, estimated: true }
+  const usage: Usage = { prompt_tokens: prompt, completion_tokens: 0, total_tokens: prompt, prompt_audio_tokens: audioTokens, audio_seconds: seconds }
+  if (reportedSeconds === null) usage.estimated = true
   return usage
 }
 
@@ -71,7 +73,9 @@ export function worstCaseAudioUsage(operation: Operation | null, body: Record<st
   }
   if (operation !== 'transcriptions' && operation !== 'translations') return null
   const file = body.file as AudioUpload | undefined
-  const seconds = file ? (file.durationSeconds ?? file.size / BYTES_PER_SECOND_AT_LEAST) : 0
+  // Providers bill whole seconds, rounded up (whisper-1 bills a 1.05 s clip as 2 s), and decode a frame or so more or
+  // less than we measured: one second more covers both.
+  const seconds = file ? Math.ceil(file.durationSeconds ?? file.size / BYTES_PER_SECOND_AT_LEAST) + 1 : 0
   const audio = Math.ceil(seconds * TRANSCRIPTION_TOKENS_PER_SECOND)
   const prompt = audio + Buffer.byteLength(String(body.prompt ?? ''))
   const completion = Math.ceil(seconds * TRANSCRIPT_TOKENS_PER_SECOND_AT_MOST) + 100

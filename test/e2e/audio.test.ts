@@ -424,6 +424,8 @@ describe('money and limits', () => {
     const measured = Number(answered.headers.get('x-conduit-audio-seconds'))
     expect(left).toMatchObject({ status: 499, aborted: 1, audio_ms: Math.round(measured * 1000), cost_micros: Math.ceil((measured * 0.36 * 1e6) / 3600 - 1e-9) })
     expect(Number(whole.audio_ms)).toBe(Math.ceil(measured) * 1000)
+    // The provider's seconds are its usage, not an estimate; a request left before its answer is estimated.
+    expect([Number(whole.estimated), Number(left.estimated)]).toEqual([0, 1])
     expect(Number(left.cost_micros)).toBeGreaterThan(0)
     const input = 'Nobody stayed to hear this sentence.'
     const unheard = await leave('/audio/speech', JSON.stringify({ model: 'tts', voice: 'alloy', input }), { 'content-type': 'application/json' })
@@ -439,7 +441,8 @@ describe('money and limits', () => {
     const body = (await refused.json()) as any
     expect(refused.status).toBe(429)
     expect(body.error.code).toBe('insufficient_quota')
-    expect(body.error.message).toContain(`$${((seconds * 0.36) / 3600).toFixed(6).slice(0, 6)}`)
+    // The worst case: whole seconds rounded up, as whisper-1 bills them, and one more for a provider's decoding.
+    expect(body.error.message).toContain(`$${(((Math.ceil(seconds) + 1) * 0.36) / 3600).toFixed(6)}`)
     const speech = await post('/audio/speech', JSON.stringify({ model: 'tts', voice: 'alloy', input: 'x'.repeat(100) }), { 'content-type': 'application/json' }, poor)
     expect(speech.status).toBe(429) // 100 characters: $0.0015
     expect(fake.requests.length).toBe(before)
@@ -449,6 +452,19 @@ describe('money and limits', () => {
     const usage = await (await fetch(`${gw.baseURL}/conduit/usage`, { headers: { authorization: `Bearer ${rich}` } })).json() as any
     expect(usage.total.requests).toBe(1)
     expect(usage.total.audio_seconds).toBe(Math.ceil(seconds)) // as whisper-1 reports it
+  })
+
+  test('concurrent transcriptions cannot overspend a budget by the seconds the provider rounds up', async () => {
+    const seconds = (await ffprobe(wav)).durationSeconds
+    expect(Number.isInteger(seconds)).toBe(false)
+    // Room for two requests at the seconds measured, for fewer at the whole seconds whisper-1 bills ($0.36 an hour: 100 µ$ a second).
+    const budget = (Math.ceil(2 * seconds * 100) + 2) / 1e6
+    const { id, key } = await gw.admin('POST', '/keys', { name: 'rounding', budget: { usd: budget, period: 'total' } })
+    const answers = await Promise.all(Array.from({ length: 4 }, () => post('/audio/transcriptions', form({ model: 'whisper' }, { bytes: wav, name: 'a.wav' }), {}, key)))
+    expect(answers.some((r) => r.status === 200)).toBe(true)
+    await gw.gateway.ledger.flush()
+    const { total } = await gw.admin('GET', `/usage?key=${id}`)
+    expect(Number(total.cost_usd)).toBeLessThanOrEqual(budget)
   })
 
   test('a price with nothing for what the request used is flagged unpriced, not recorded as a silent $0', async () => {
