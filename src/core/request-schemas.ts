@@ -65,9 +65,10 @@ const literals = (values: readonly string[]) => t.Union(values.map((v) => t.Lite
 export const SpeechRequest = t.Object(
   {
     model,
-    input: t.String({ minLength: 1, maxLength: 4096 }),
+    // 4,096 characters (see CHARACTER_LIMITS): at most twice as many UTF-16 units.
+    input: t.String({ minLength: 1, maxLength: 8192 }),
     voice: t.Union([t.String({ minLength: 1 }), t.Object({ id: t.String({ minLength: 1 }) }, open)]),
-    instructions: t.Optional(t.String({ maxLength: 4096 })),
+    instructions: t.Optional(t.String({ maxLength: 8192 })),
     response_format: t.Optional(literals(OPENAI_AUDIO_ABILITIES.outputFormats)),
     speed: t.Optional(t.Number({ minimum: 0.25, maximum: 4 })),
     stream_format: t.Optional(literals(['audio', 'sse'])),
@@ -137,6 +138,8 @@ const SCHEMAS: Partial<Record<Operation, TSchema>> = {
   transcriptions: TranscriptionRequest,
   translations: TranslationRequest,
 }
+/** Limits in characters, as OpenAI counts them (code points): TypeBox's maxLength counts UTF-16 units, two for an emoji. */
+const CHARACTER_LIMITS: Partial<Record<Operation, Record<string, number>>> = { speech: { input: 4096, instructions: 4096 } }
 const compiled = new Map<TSchema, TypeCheck<TSchema>>()
 /** A schema's validator, compiled on first use: it is generated code, and a gateway holds only those it uses. */
 export const checkerOf = (schema: TSchema) => compiled.get(schema) ?? compiled.set(schema, TypeCompiler.Compile(schema)).get(schema)!
@@ -161,7 +164,17 @@ export function validateRequest(operation: Operation, body: unknown): asserts bo
   const schema = SCHEMAS[operation]
   if (!schema) return
   const check = checkerOf(schema)
-  if (check.Check(body)) return
+  if (check.Check(body)) {
+    const limits = CHARACTER_LIMITS[operation]
+    for (const field in limits) {
+      const value = (body as Record<string, unknown>)[field]
+      const max = limits[field]!
+      if (typeof value === 'string' && value.length > max && [...value].length > max) {
+        throw badRequest(`Invalid value for '${field}': expected at most ${max} characters.`, field, 'invalid_value')
+      }
+    }
+    return
+  }
   const error = check.Errors(body).First()!
   const param = toParam(error.path)
   const missing = error.value === undefined

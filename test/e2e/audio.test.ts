@@ -231,9 +231,15 @@ describe('bad input: a clear error in our envelope, nothing sent upstream', () =
     await expectError(await speech({ speed: 0.1 }), 400, 'speed')
     await expectError(await speech({ input: '' }), 400, 'input')
     await expectError(await speech({ input: 'x'.repeat(4097) }), 400, 'input')
+    await expectError(await speech({ input: '😀'.repeat(4097) }), 400, 'input')
+    await expectError(await speech({ input: 'x'.repeat(8193) }), 400, 'input')
     await expectError(await speech({ response_format: 'ogg' }), 400, 'response_format')
     await expectError(await speech({ voice: undefined }), 400, 'voice', 'missing_required_parameter')
     expect(fake.requests.length).toBe(before)
+    // 4,096 characters, as OpenAI counts them: emoji are one each (two UTF-16 units).
+    const emoji = await speech({ input: '😀'.repeat(4096) })
+    expect(emoji.status).toBe(200)
+    await emoji.arrayBuffer()
   })
 
   test('an upload over the limit is a 413, read no further', async () => {
