@@ -14,14 +14,19 @@ const LOAD_TIMEOUT_MS = 2_000
 
 /**
  * Models and providers, held in memory with secrets decrypted (both tables are small and read on every
- * request). Any admin change marks the catalog stale; the next request reloads it before routing, so a
- * change takes effect on the very next request.
+ * request). An admin change marks the catalog stale and reloads it at once: a request that comes first waits for
+ * the reload, so a change takes effect on the very next request, and one made before the store goes down is not
+ * lost because no request came between them (the previous catalog is what a failed reload keeps serving).
  */
 export class Catalog {
   private models = new Map<string, VirtualModel>()
   private providers = new Map<string, ProviderConfig>()
+  /** A change (or the first load) the maps lack: the next ready() starts the reload that reads it. */
   private stale = true
+  /** The reload under way, if any. */
   private loading: Promise<void> | null = null
+  /** The last reload started for a change, until it lands: requests wait for it, never for a periodic refresh. */
+  private awaited: Promise<void> | null = null
 
   private readonly refresher: Timer
 
@@ -31,10 +36,13 @@ export class Catalog {
     private readonly log: Logger,
   ) {
     store.onChange((change) => {
-      if (change.kind !== 'key') this.stale = true
+      if (change.kind === 'key') return
+      this.stale = true
+      this.ready()?.catch(() => {}) // at once: a change made just before the store goes down is not lost
     })
-    // Change notices from other instances can be lost (a Redis reconnect); a periodic reload heals that.
-    this.refresher = setInterval(() => (this.stale = true), REFRESH_MS)
+    // Change notices from other instances can be lost (a Redis reconnect); a periodic reload heals that. It runs
+    // behind the requests, which keep the maps they have: a store that hangs delays none of them.
+    this.refresher = setInterval(() => this.refresh(), REFRESH_MS)
     this.refresher.unref()
   }
 
@@ -46,27 +54,50 @@ export class Catalog {
   /** Its own entry in the process's secret list: several gateways in one process (tests) must not erase each other's. */
   private readonly secretsOwner = `providers:${crypto.randomUUID()}`
 
-  /** Resolves immediately unless an admin change is pending. */
+  /** Resolves immediately unless an admin change is still being read. */
   ready(): Promise<void> | undefined {
-    // A reload in flight is joined too: its `stale` is already cleared, but the maps are still the old ones.
-    if (!this.stale) return this.loading ?? undefined
-    return (this.loading ??= this.reload().finally(() => (this.loading = null)))
+    if (this.stale) {
+      this.stale = false
+      const load = this.startReload()
+      this.awaited = load
+      load.then(
+        () => void (this.awaited === load && (this.awaited = null)),
+        () => void (this.awaited === load && (this.awaited = null)),
+      )
+    }
+    return this.awaited ?? undefined
+  }
+
+  /** A reload after the one under way, if any: that one may have read the tables before the change. */
+  private startReload(): Promise<void> {
+    const previous = this.loading
+    const load = previous ? previous.then(this.reload, this.reload) : this.reload()
+    this.loading = load
+    const done = () => void (this.loading === load && (this.loading = null))
+    load.then(done, done)
+    return load
+  }
+
+  private refresh() {
+    if (!this.loading) this.startReload().catch(() => {})
   }
 
   private loaded = false
 
-  private async reload() {
-    this.stale = false
+  private reload = async () => {
     let models, providers
     try {
       const tables = await within(Promise.all([this.store.listModels(), this.store.listProviders()]), LOAD_TIMEOUT_MS)
       if (!tables) throw new Error(`no answer from the store in ${LOAD_TIMEOUT_MS} ms`)
       ;[models, providers] = tables
     } catch (error) {
-      if (!this.loaded) throw new GatewayError(503, 'The gateway cannot read its model catalog right now.', { code: 'store_unavailable' })
-      // The store blipped: keep routing with what we have and try again shortly.
+      if (!this.loaded) {
+        this.stale = true
+        throw new GatewayError(503, 'The gateway cannot read its model catalog right now.', { code: 'store_unavailable', headers: { 'retry-after': '1' } })
+      }
+      // The store blipped: keep routing with what we have and try again shortly, behind the requests.
       this.log.warn({ err: error }, 'catalog reload failed; serving the previous catalog')
-      setTimeout(() => (this.stale = true), RETRY_MS).unref()
+      setTimeout(() => this.refresh(), RETRY_MS).unref()
       return
     }
     this.loaded = true

@@ -21,7 +21,8 @@ const invalid = () =>
 /** How often a key whose refresh failed asks the store again (it is served as last known meanwhile). */
 const REFRESH_RETRY_MS = 1_000
 
-const storeUnavailable = () => new GatewayError(503, 'The gateway cannot check API keys right now. Try again shortly.', { code: 'store_unavailable' })
+const storeUnavailable = () =>
+  new GatewayError(503, 'The gateway cannot check API keys right now. Try again shortly.', { code: 'store_unavailable', headers: { 'retry-after': '1' } })
 
 /**
  * Virtual-key authentication. Keys are looked up by SHA-256 and cached; an admin change to a key (here or, over
