@@ -3,6 +3,7 @@ import type { GatewayConfig } from '../config/config.ts'
 import { BUILTINS } from '../plugin-host/builtins.ts'
 import { PluginHost, type PluginSpec } from '../plugin-host/host.ts'
 import type { FinishedRequest, Logger, Plugin, RequestContext, StoreView } from '../plugin-sdk/types.ts'
+import { within } from '../plugin-sdk/deadline.ts'
 import { GatewayError, inContext } from '../plugin-sdk/errors.ts'
 import { base62, secretEquals, sha256 } from '../store/crypto.ts'
 import { Metrics, type MetricsSnapshot } from '../services/metrics.ts'
@@ -192,8 +193,9 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
     async readiness() {
       const checks: Record<string, string> = {}
       try {
-        await store.sql`SELECT 1`
-        checks.store = 'ok'
+        // A database that accepts and never answers is not ready either: an orchestrator's probe needs an answer.
+        const answered = await within(store.sql`SELECT 1`.then(() => true), READINESS_TIMEOUT_MS)
+        checks.store = answered ? 'ok' : `no answer in ${READINESS_TIMEOUT_MS} ms`
       } catch (error) {
         checks.store = error instanceof Error ? error.message : 'unreachable'
       }
@@ -258,6 +260,9 @@ function storeForPlugins(store: Store, ledger: SpendLedger): StoreView {
     onChange: (listener) => store.onChange(listener),
   }
 }
+
+/** How long /ready waits for the database. */
+const READINESS_TIMEOUT_MS = 2_000
 
 async function applySeed(admin: AdminService, store: Store, seed: GatewayConfig['seed']) {
   const generated: { name: string; key: string }[] = []

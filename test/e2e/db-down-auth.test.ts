@@ -186,6 +186,11 @@ describe('PR18: PostgreSQL unreachable, authentication keeps working', () => {
       expect(Math.max(...afterChange)).toBeLessThan(1_000)
       expect(refused).toEqual(['503 store_unavailable', '503 store_unavailable'])
       expect(refusedIn).toBeLessThan(2 * LOOKUP_TIMEOUT_MS)
+      // Readiness answers too: not ready, in time for an orchestrator's probe.
+      const asked = performance.now()
+      const ready = await fetch(`${a.origin}/ready`, { signal: AbortSignal.timeout(HANG_MS) })
+      expect({ status: ready.status, store: ((await ready.json()) as any).checks.store }).toEqual({ status: 503, store: 'no answer in 2000 ms' })
+      expect(performance.now() - asked).toBeLessThan(2 * LOOKUP_TIMEOUT_MS)
     } finally {
       // The stalled connections stay wedged: drop them, as a partition that ends resets them.
       proxy.fault = { kind: 'pass' }
