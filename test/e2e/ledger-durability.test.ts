@@ -564,6 +564,31 @@ describe('a gateway process', () => {
     })
   const rssMB = (pid: number) => rssBytes(pid) / MB
 
+  test('SIGTERM while PostgreSQL accepts and never answers: the process exits 0 within the flush deadline and the close bound, not when the database answers', async () => {
+    const database = await createTestDatabase()
+    const proxy = await proxyTo(database)
+    const { gateway, key } = await start({ DATABASE_URL: proxied(database, proxy), CONDUIT_DRAIN_MS: '500' })
+    try {
+      expect((await chat(gateway, key, 'before', false)).status).toBe(200)
+      // Hung: open connections dropped, new ones accepted and never answered.
+      proxy.fault = { kind: 'stall', afterBytes: 0 }
+      proxy.refuse()
+      proxy.restore()
+      const cut = Date.now()
+      gateway.proc.kill('SIGTERM')
+      const code = await Promise.race([gateway.proc.exited, Bun.sleep(20_000).then(() => 'still running' as const)])
+      const seconds = (Date.now() - cut) / 1000
+      console.log(`SIGTERM with the database hung: exited ${code} after ${seconds.toFixed(1)} s`)
+      expect(code).toBe(0)
+      expect(seconds).toBeLessThan(12)
+    } finally {
+      gateway.proc.kill('SIGKILL')
+      await gateway.stop()
+      proxy.stop()
+      await database.drop()
+    }
+  }, 60_000)
+
   test('BU8: PostgreSQL refused for 10 s at 50 req/s: every request is billed after it returns, Σ cost exact; RSS grows ≤ 20 MB', async () => {
     const database = await createTestDatabase()
     const proxy = await proxyTo(database)
