@@ -366,12 +366,18 @@ export class Pipeline {
     const tried = new Set<string>()
     let cursor = 0
     let retried = 0
+    /** The provider refused the key the last attempt used, and has others: the next is asked at once, at no retry's cost. */
+    let keyRefused = false
+    let keySwitches = 0
     let lastError: GatewayError | null = null
     for (;;) {
       const candidates = usable.filter((t) => !excluded.has(targetId(t)))
       if (candidates.length === 0) break
-      let target = candidates[cursor++ % candidates.length]!
-      if (tried.has(targetId(target))) {
+      let target = keyRefused ? ctx.target! : candidates[cursor++ % candidates.length]!
+      if (keyRefused) {
+        keyRefused = false
+        target = this.o.router.withNextKey(target)
+      } else if (tried.has(targetId(target))) {
         // Trying a deployment again adds load to one that just failed: only `retries` times, within the
         // budget, after a pause. Falling back to another deployment is free: each sees one attempt.
         if (retried >= retries) break
@@ -399,9 +405,13 @@ export class Pipeline {
         if (!isRetryable(error) || ctx.signal.aborted) throw error
         ctx.log.warn({ provider: target.provider.name, status: error.status, attempt: attempt.attempt, detail: error.cause }, 'upstream attempt failed')
         // With one key, a refusal of that key, or a 429 that said how long to wait, would only be met again.
-        const oneKey = (target.provider.apiKeys?.length ?? 0) < 2
+        const keys = target.provider.apiKeys?.length ?? 0
+        const oneKey = keys < 2
         if (NOT_AGAIN.has(error.code!) || (oneKey && (error.code === 'upstream_auth_failed' || (error.status === 429 && error.headers['retry-after'])))) {
           excluded.add(targetId(target))
+        } else if (error.code === 'upstream_auth_failed' && keySwitches < keys - 1) {
+          keySwitches++
+          keyRefused = true
         }
         lastError = error
       }

@@ -17,6 +17,8 @@ export const BACKOFF_CAP_MS = 250
 const LATENCY_ALPHA = 0.3
 /** A Retry-After longer than this is not worth honouring with a cooldown (the key is likely out of quota). */
 const MAX_COOLDOWN_MS = 600_000
+/** How long a key the provider refused sits out while the provider's other keys serve; then it is tried again. */
+export const REFUSED_KEY_REST_MS = 60_000
 
 /** What routing learns about one provider deployment (provider + upstream model). */
 class TargetState {
@@ -134,6 +136,11 @@ export class Router {
       // The provider asked us to slow down: rest that key, not the whole deployment.
       const wait = retryAfterMs(error.headers['retry-after'])
       if (wait > 0) this.keyCooldowns.set(keyId(target.provider), this.now() + Math.min(wait, MAX_COOLDOWN_MS))
+      return
+    }
+    if (error.code === 'upstream_auth_failed') {
+      // That key is refused (revoked, mistyped): rest it, so the provider's other keys serve; the deployment is fine.
+      if ((target.provider.apiKeys?.length ?? 0) > 1) this.keyCooldowns.set(keyId(target.provider), this.now() + REFUSED_KEY_REST_MS)
       return
     }
     if (error.status < 500) return // the request's fault, not the target's

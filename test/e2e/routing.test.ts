@@ -247,6 +247,10 @@ describe('retries and fallbacks (PR5, PR6, PR8)', () => {
     const [attempts, keys] = await sent('second-key', 200)
     expect((keys as string[]).at(-1)).toBe('Bearer sk-upstream-test')
     expect(attempts).toBeLessThanOrEqual(2)
+    // The refused key sits out while the other serves: every request answered, none by the refused key, whatever the
+    // retry budget (a refused key moving on to the next cost a retry, and 40% of requests failed once it was spent).
+    const after = await Promise.all(Array.from({ length: 40 }, () => sent('second-key', 200)))
+    expect(after.flatMap(([, used]) => used as string[]).filter((k) => k !== 'Bearer sk-upstream-test')).toEqual([])
   })
 
   test('a connection reset after the first event is not retried: the client gets an error event', async () => {
