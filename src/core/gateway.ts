@@ -157,7 +157,12 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
   await catalog.ready()
 
   const responseStore = new ResponseStore(store, log, config.responses?.retentionDays ?? 30)
-  const router = new Router()
+  const ejections = metrics.counter({
+    name: 'conduit_upstream_ejections_total',
+    help: 'Provider deployments taken out of routing after consecutive failures, by provider and upstream model.',
+    labelNames: ['provider', 'model'],
+  })
+  const router = new Router(undefined, (t) => ejections.inc({ provider: t.provider.name, model: t.model }))
   const pipeline = new Pipeline({
     host,
     catalog,

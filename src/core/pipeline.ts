@@ -1,5 +1,5 @@
 import { GatewayError } from '../plugin-sdk/errors.ts'
-import type { Endpoint, EndpointAdapter, FinishedRequest, ImageOperation, ImagesAdapter, Logger, MaybePromise, Operation, Principal, SpeechAdapter, TranscriptionAdapter, Usage } from '../plugin-sdk/types.ts'
+import type { Counter, Endpoint, EndpointAdapter, FinishedRequest, ImageOperation, ImagesAdapter, Logger, MaybePromise, Operation, Principal, SpeechAdapter, TranscriptionAdapter, Usage } from '../plugin-sdk/types.ts'
 import type { PluginHost } from '../plugin-host/host.ts'
 import { costMicros } from '../pricing/prices.ts'
 import type { Metrics } from '../services/metrics.ts'
@@ -127,7 +127,15 @@ export class Pipeline {
   /** Realtime sessions: minted secrets, WebSocket admission and the open sessions (src/realtime). */
   readonly realtime: RealtimeService
 
+  /** Every failed upstream attempt, the ones another attempt made good included (requests count only the last). */
+  private readonly attemptFailures: Counter
+
   constructor(private readonly o: PipelineOptions) {
+    this.attemptFailures = o.metrics.counter({
+      name: 'conduit_upstream_attempt_failures_total',
+      help: 'Upstream attempts that failed, whether or not another attempt then answered, by provider and error code.',
+      labelNames: ['provider', 'code'],
+    })
     const host = o.host
     this.realtime = new RealtimeService({ ...o, options: o.realtime, report: (ctx, aborted) => this.report(ctx, aborted) })
     const audioDeps: AudioCallDeps = {
@@ -402,6 +410,7 @@ export class Pipeline {
         // A plugin that failed (closed) would fail the same way on any target: neither retried nor the target's fault.
         if (!GatewayError.is(error) || error.status === 499 || error.code === 'plugin_failure') throw error
         lease.failed(error)
+        this.attemptFailures.inc({ provider: target.provider.name, code: error.code ?? String(error.status) })
         if (!isRetryable(error) || ctx.signal.aborted) throw error
         ctx.log.warn({ provider: target.provider.name, status: error.status, attempt: attempt.attempt, detail: error.cause }, 'upstream attempt failed')
         // With one key, a refusal of that key, or a 429 that said how long to wait, would only be met again.

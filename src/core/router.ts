@@ -81,7 +81,11 @@ export class Router {
   private readonly keyCursors = new Map<string, number>()
   private retryTokens = 1 - RETRY_RATIO
 
-  constructor(private readonly now: () => number = () => performance.now()) {}
+  constructor(
+    private readonly now: () => number = () => performance.now(),
+    /** Told each time a deployment is ejected (for /metrics). */
+    private readonly onEject: (target: Target) => void = () => {},
+  ) {}
 
   /** Attempt order for one request; call once per request (it also funds the retry budget). */
   plan(model: VirtualModel, provider: (id: string) => ProviderConfig | undefined): Target[] {
@@ -148,6 +152,7 @@ export class Router {
     if (state.failures >= EJECT_AFTER) {
       state.ejections++
       state.ejectedUntil = this.now() + Math.min(MAX_EJECTION_MS, EJECTION_MS * 2 ** (state.ejections - 1))
+      this.onEject(target)
       // Back on probation when it returns: one more failure ejects it again, for longer.
       state.failures = EJECT_AFTER - 1
     }

@@ -335,6 +335,11 @@ describe('retries and fallbacks (PR5, PR6, PR8)', () => {
       await res.text()
     }
     expect(firstTry).toBeGreaterThanOrEqual(95)
+    // Every request was answered, yet /metrics tells the operator the dead one failed, and was ejected.
+    const metrics = await (await fetch(`${gw.origin}/metrics`)).text()
+    const failures = Number(/^conduit_upstream_attempt_failures_total\{provider="dead",code="(\w+)"\} (\d+)$/m.exec(metrics)?.[2])
+    expect(failures).toBeGreaterThanOrEqual(5)
+    expect(metrics).toMatch(/^conduit_upstream_ejections_total\{provider="dead",model="gpt-4o"\} [1-9]\d*$/m)
   })
 })
 
