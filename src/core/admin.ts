@@ -451,7 +451,9 @@ export class AdminService {
   /** Spend over a range: totals by key, model, provider, day and end user (optionally for one key). */
   async usage(params: URLSearchParams) {
     const ref = params.get('key')
-    const key = ref ? await this.getKey(ref) : null
+    // A deleted key is known by its id alone: its spend stays in the ledger, and the report lists it by that id.
+    const key = ref ? ((await this.findKey(ref)) ?? (ref.startsWith('key_') ? { id: ref } : null)) : null
+    if (ref && !key) throw notFound('key', ref)
     const report = await usageReport(this.store, usageRange(params), key?.id ?? null, ['key', 'model', 'provider', 'day', 'user'])
     // Each key by the name the pages show, beside its id (null for a key deleted since).
     const names = await this.keyNames()

@@ -210,6 +210,23 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       expect(report.by_model.find((r: any) => r.model === 'own').unpriced_requests).toBe(1)
       expect(report.total.unpriced_requests).toBe(1)
     })
+
+    test("a deleted key's spend is still reported for its id; a name no key has is a 404", async () => {
+      const doomed = await gw.admin('POST', '/keys', { name: 'doomed' })
+      const res = await fetch(`${gw.baseURL}/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${doomed.key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'list', messages: [{ role: 'user', content: 'hello' }] }),
+      })
+      expect(res.status).toBe(200)
+      const cost = res.headers.get('x-conduit-cost-usd')
+      await res.text()
+      await gw.gateway.ledger.flush()
+      await gw.admin('DELETE', `/keys/${doomed.id}`)
+      const report = await gw.admin('GET', `/usage?key=${doomed.id}`)
+      expect({ requests: report.total.requests, cost: report.total.cost_usd }).toEqual({ requests: 1, cost })
+      expect((await gw.adminRaw('GET', '/usage?key=doomed')).status).toBe(404)
+    })
   })
 }
 
