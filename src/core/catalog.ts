@@ -58,12 +58,9 @@ export class Catalog {
   ready(): Promise<void> | undefined {
     if (this.stale) {
       this.stale = false
-      const load = this.startReload()
-      this.awaited = load
-      load.then(
-        () => void (this.awaited === load && (this.awaited = null)),
-        () => void (this.awaited === load && (this.awaited = null)),
-      )
+      const load = (this.awaited = this.startReload())
+      const landed = () => void (this.awaited === load && (this.awaited = null))
+      load.then(landed, landed)
     }
     return this.awaited ?? undefined
   }

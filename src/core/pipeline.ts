@@ -381,11 +381,9 @@ export class Pipeline {
     for (;;) {
       const candidates = usable.filter((t) => !excluded.has(targetId(t)))
       if (candidates.length === 0) break
-      let target = keyRefused ? ctx.target! : candidates[cursor++ % candidates.length]!
-      if (keyRefused) {
-        keyRefused = false
-        target = this.o.router.withNextKey(target)
-      } else if (tried.has(targetId(target))) {
+      let target = keyRefused ? this.o.router.withNextKey(ctx.target!) : candidates[cursor++ % candidates.length]!
+      if (keyRefused) keyRefused = false
+      else if (tried.has(targetId(target))) {
         // Trying a deployment again adds load to one that just failed: only `retries` times, within the
         // budget, after a pause. Falling back to another deployment is free: each sees one attempt.
         if (retried >= retries) break
