@@ -230,6 +230,9 @@ describe('start settings are checked, not guessed', () => {
     for (const name of ['CONDUIT_REDIS_TIMEOUT_MS', 'CONDUIT_AUDIO_MAX_UPLOAD_BYTES', 'CONDUIT_REALTIME_IDLE_TIMEOUT_S', 'CONDUIT_DRAIN_MS', 'PORT']) {
       await expect(loadConfig([], { [name]: '50ms' })).rejects.toThrow(`must be a number, not '50ms'`)
     }
+    for (const name of ['CONDUIT_REDIS_TIMEOUT_MS', 'CONDUIT_AUDIO_MAX_UPLOAD_BYTES', 'CONDUIT_MAX_BODY_BYTES', 'CONDUIT_LEDGER_MAX_QUEUED', 'CONDUIT_REALTIME_IDLE_TIMEOUT_S']) {
+      for (const value of ['0', '-5']) await expect(loadConfig([], { [name]: value })).rejects.toThrow(`${name} must be more than 0, not '${value}'.`)
+    }
     await expect(loadConfig(['--workers', '0'], {})).rejects.toThrow('Invalid workers: 0 (a whole number, at least 1)')
     await expect(loadConfig([], { PORT: '70000' })).rejects.toThrow('Invalid port: 70000 (at most 65535)')
     await expect(loadConfig([], { CONDUIT_LOG_LEVEL: 'verbose' })).rejects.toThrow("CONDUIT_LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent; it is 'verbose'.")

@@ -225,6 +225,24 @@ describe('supervision', () => {
     }, { CONDUIT_LOG_LEVEL: 'silent' })
   }, 30_000)
 
+  test('an address that cannot be listened on stops the start with one line naming the settings, in one process too', async () => {
+    const other = mkdtempSync(path.join(tmpdir(), 'conduit-badhost-'))
+    try {
+      const start = Bun.spawn(['bun', 'src/main.ts', '--workers', '1', '--port', '6999', '--host', '256.1.1.1'], {
+        cwd: ROOT,
+        env: { ...process.env, CONDUIT_DATA_DIR: other, CONDUIT_MASTER_KEY: MASTER, CONDUIT_LOG_LEVEL: 'silent' },
+        stdout: 'ignore',
+        stderr: 'pipe',
+      })
+      const timer = setTimeout(() => start.kill('SIGKILL'), 15_000)
+      expect(await start.exited).toBe(1)
+      clearTimeout(timer)
+      expect(await new Response(start.stderr).text()).toContain('Cannot listen on 256.1.1.1:6999 (see HOST and PORT)')
+    } finally {
+      rmSync(other, { recursive: true, force: true })
+    }
+  }, 30_000)
+
   test("a second deployment started on a running one's port refuses to start: workers share a port with whoever else sets SO_REUSEPORT", async () => {
     const gw = await startProcess({ CONDUIT_DATA_DIR: dataDir, CONDUIT_MASTER_KEY: MASTER, CONDUIT_LOG_LEVEL: 'silent' }, ['--workers', '2'])
     const other = mkdtempSync(path.join(tmpdir(), 'conduit-second-'))

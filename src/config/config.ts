@@ -154,7 +154,12 @@ export async function loadConfig(argv: string[], env: Record<string, string | un
   const { launch, configPath, flag, file: raw } = await readLaunch(argv, env)
   const file = configPath ? checkConfigFile(path.resolve(configPath), raw) : ({} as ConfigFile)
   checkLaunch(launch, env)
-  const number = (name: string) => numberSetting(env[name], name)
+  // Every number set by the environment is a size, a count or a time: none means anything at 0 or below.
+  const number = (name: string) => {
+    const n = numberSetting(env[name], name)
+    if (n !== undefined && n <= 0) throw new Error(`${name} must be more than 0, not '${env[name]}'.`)
+    return n
+  }
   const config: GatewayConfig = {
     ...launch,
     redisURL: env.REDIS_URL || undefined,

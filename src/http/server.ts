@@ -1,4 +1,5 @@
 import type { Gateway } from '../core/gateway.ts'
+import { inContext } from '../plugin-sdk/errors.ts'
 import { createApp, type EdgeOptions } from './app.ts'
 
 export interface ListenOptions extends EdgeOptions {
@@ -14,6 +15,17 @@ export interface ListenOptions extends EdgeOptions {
 
 export function listen(gw: Gateway, options: ListenOptions) {
   const app = createApp(gw, options)
+  try {
+    listenOn(app, options, gw)
+  } catch (error) {
+    // Bun's own words (`EINVAL`, `PEM routines`) say nothing of which setting was wrong.
+    const settings = options.tls ? 'HOST, PORT, CONDUIT_TLS_CERT and CONDUIT_TLS_KEY (or server.tls)' : 'HOST and PORT'
+    throw inContext(`Cannot listen on ${options.hostname}:${options.port} (see ${settings})`, error)
+  }
+  return app.server!
+}
+
+function listenOn(app: ReturnType<typeof createApp>, options: ListenOptions, gw: Gateway) {
   app.listen({
     port: options.port,
     hostname: options.hostname,
@@ -28,5 +40,4 @@ export function listen(gw: Gateway, options: ListenOptions) {
     // Realtime sessions: Bun's own WebSocket handlers, without Elysia's per-message parsing (frames are relayed as they are).
     websocket: gw.pipeline.realtime.websocket,
   })
-  return app.server!
 }
