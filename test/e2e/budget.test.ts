@@ -165,6 +165,29 @@ describe('one instance', () => {
     expect((await gw.adminRaw('PATCH', `/keys/${id}`, { budget: { usd: 1, period: 'weekly' } })).status).toBe(400)
   })
 
+  test('the worst case counts what providers bill as prompt besides the messages (tools, response_format), and each prompt of a completions list', async () => {
+    // 10 µ$ a token: a 40 KB tool description is up to $0.4 of prompt, whatever the message says.
+    const { key } = await newKey(gw, 0.1)
+    const before = fake.requests.length
+    const tool = { type: 'function', function: { name: 'lookup', description: 'x'.repeat(40_000), parameters: { type: 'object' } } }
+    const withTool = await chat(gw, key, 'hi', { max_tokens: 10, tools: [tool] })
+    expect(withTool.status).toBe(429)
+    expect(((await withTool.json()) as any).error.code).toBe('insufficient_quota')
+    const schema = { type: 'json_schema', json_schema: { name: 'big', schema: { type: 'object', description: 'x'.repeat(40_000) } } }
+    expect((await chat(gw, key, 'hi', { max_tokens: 10, response_format: schema })).status).toBe(429)
+    // Twenty prompts answered with up to 400 tokens each: 8,000 completion tokens at worst, $0.08 and the prompts.
+    const completions = (prompt: unknown) =>
+      fetch(`${gw.baseURL}/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'm', prompt, max_tokens: 400 }),
+      })
+    expect((await completions(Array.from({ length: 30 }, (_, i) => `prompt ${i}`))).status).toBe(429)
+    expect(fake.requests.length).toBe(before)
+    const one = await completions('one prompt')
+    expect(one.status).toBe(200)
+  })
+
   test("a period changed right after a burst still counts the burst (the ledger's rows not yet written included)", async () => {
     const { id, key } = await newKey(gw, 1, 'daily')
     const from = fake.usageLog.length

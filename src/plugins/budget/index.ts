@@ -34,14 +34,25 @@ export function worstCaseMicros(ctx: RequestContext, price: Price | null | undef
   // Images: `n` times the dearest image (per-image prices) or the most tokens an image costs (token prices).
   const images = worstCaseImageUsage(ctx.operation, body)
   if (images) return costMicros(price, images)
-  const prompt = Buffer.byteLength(JSON.stringify(body.messages ?? body.prompt ?? body.input ?? '')) + imageParts(body.messages).length * imageTokens
+  const prompt = promptBytes(body) + imageParts(body.messages).length * imageTokens
   const completion =
     ctx.endpoint === 'embeddings'
       ? 0
-      : (body.max_completion_tokens ?? body.max_tokens ?? DEFAULT_COMPLETION_RESERVE) * Math.max(1, body.n ?? 1, body.best_of ?? 1)
+      : (body.max_completion_tokens ?? body.max_tokens ?? DEFAULT_COMPLETION_RESERVE) * Math.max(1, body.n ?? 1, body.best_of ?? 1) * promptCount(body.prompt)
   // The prompt at the dearer of the input and cache-write prices: the provider may write all of it to its cache.
   return Math.ceil(prompt * Math.max(price.input, price.cache_write ?? 0) + completion * price.output)
 }
+
+/** What a provider bills as prompt: the messages (or prompt, or input), and tool definitions and schemas beside them. */
+function promptBytes(body: Record<string, any>): number {
+  let bytes = Buffer.byteLength(JSON.stringify(body.messages ?? body.prompt ?? body.input ?? ''))
+  for (const field of ['tools', 'functions', 'response_format'] as const) if (body[field] != null) bytes += Buffer.byteLength(JSON.stringify(body[field]))
+  return bytes
+}
+
+/** Legacy completions answer each prompt of a list: a list of strings or of token lists is that many prompts. */
+const promptCount = (prompt: unknown) =>
+  Array.isArray(prompt) && prompt.length > 0 && (typeof prompt[0] === 'string' || Array.isArray(prompt[0])) ? prompt.length : 1
 
 /** The least a realtime response can cost: the conversation so far and one output token (see worstCaseMicros). */
 function leastResponseMicros(ctx: RequestContext): number {
