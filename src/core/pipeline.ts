@@ -647,8 +647,11 @@ export class Pipeline {
    */
   private usageFrom(ctx: RequestCtx, raw: any, chunks: number, response?: Record<string, any>): Usage {
     if (!raw || typeof raw !== 'object') return this.estimateUsage(ctx, chunks, response)
-    const prompt = tokenCount(raw.prompt_tokens ?? raw.input_tokens)
-    const completion = tokenCount(raw.completion_tokens ?? raw.output_tokens)
+    const reportedPrompt = raw.prompt_tokens ?? raw.input_tokens
+    const reportedCompletion = raw.completion_tokens ?? raw.output_tokens
+    // No prompt count is no usage (`usage: {}`, nulls, a total alone); a missing completion count is 0 (embeddings).
+    const prompt = reportedPrompt == null ? null : tokenCount(reportedPrompt)
+    const completion = reportedCompletion == null ? (prompt === null ? null : 0) : tokenCount(reportedCompletion)
     const cached = tokenCount(raw.prompt_tokens_details?.cached_tokens)
     const written = tokenCount(raw.prompt_tokens_details?.cache_write_tokens)
     if (prompt === null || completion === null) {
@@ -737,9 +740,12 @@ const operationLabel: Record<Operation, string> = {
 }
 
 /** A provider's token count: absent is 0, anything but a finite non-negative number is null (unusable). */
+/** No request comes near this many tokens (the longest contexts hold a few million): a larger count is not a count. */
+const MAX_TOKEN_COUNT = 100_000_000
+
 function tokenCount(value: unknown): number | null {
   if (value === undefined || value === null) return 0
-  return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? Math.round(value) : null
+  return typeof value === 'number' && value >= 0 && value <= MAX_TOKEN_COUNT ? Math.round(value) : null
 }
 
 const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
