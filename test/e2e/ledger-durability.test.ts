@@ -627,7 +627,7 @@ describe('a gateway process', () => {
       console.log(`BU8: RSS ${baseline.toFixed(1)} MB before the outage, peak ${peak.toFixed(1)} MB during it (+${(peak - baseline).toFixed(1)} MB)`)
       expect(totals.n).toBe(700)
       expect(fake.usageLog.length - usageFrom).toBe(700)
-      expect(totals.cost).toBe(upstreamCost(fake))
+      expect(totals.cost).toBe(upstreamCost(fake, usageFrom))
       expect(peak - baseline).toBeLessThanOrEqual(20)
     } finally {
       await gateway.stop()
