@@ -79,7 +79,7 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
 
   const proxy = (route: Route, path: string) => {
     const params = path.endsWith('/speech/stream') ? { speechStream: true } : path.endsWith('/client_secrets') ? { gaShape: true } : {}
-    return (request: Request, server: Server<unknown> | null) => gw.pipeline.handle(route, request, transport(server, request), params)
+    return (request: Request, server: Server<unknown> | null) => refuseInvalidHost({ request }) ?? gw.pipeline.handle(route, request, transport(server, request), params)
   }
   const proxies = Object.entries(PROXIED).map(([path, route]) => [path, proxy(route, path)] as const)
   // The proxied routes are exact paths the pipeline answers whole (it never throws): without CORS no Elysia hook
@@ -96,11 +96,12 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
     error: (error: unknown) => renderThrown(error, gw.log),
   }
   const app = new Elysia({ name: 'conduit', serve }).onError({ as: 'global' }, ({ code, error, request }) => renderFrameworkError(code, error, request, gw))
-  // First, so that every response below (errors included) carries the CORS headers.
+  // A URL without its origin would break every hook below (CORS's included): refused before them.
+  app.onRequest(refuseInvalidHost)
+  // Then, so that every response below (errors included) carries the CORS headers.
   if (options.corsOrigins?.length) app.onRequest(corsForV1(options.corsOrigins))
   for (const [path, handler] of proxies) app.post(path, ({ request, server }) => handler(request, server))
   return app
-    .onRequest(refuseInvalidHost)
     .onRequest(refuseUndecodablePath)
     .get('/health', () => Response.json({ status: 'ok' }))
     .get('/ready', async () => {
@@ -138,6 +139,8 @@ export function createApp(gw: Gateway, options: EdgeOptions) {
  */
 function realtimeRoutes(gw: Gateway) {
   const handler = (request: Request & { params?: Record<string, string> }, server: Server<unknown>) => {
+    const refused = refuseInvalidHost({ request }) ?? refuseUndecodablePath({ request })
+    if (refused) return refused
     const transport: UpgradeTransport = {
       upgraded: false,
       upgrade: (data, headers) => server.upgrade(request, { data, headers }),
@@ -186,7 +189,9 @@ const EXPOSED_HEADERS = [
   ...['requests', 'tokens'].flatMap((unit) => ['limit', 'remaining', 'reset'].map((what) => `x-ratelimit-${what}-${unit}`)),
   'x-ratelimit-degraded',
   'retry-after',
-  ...['provider', 'model', 'attempts', 'cost-usd', 'dropped-params', 'budget-remaining-usd', 'budget-degraded'].map((name) => `x-conduit-${name}`),
+  // The SDKs read it to leave a spent budget (429 insufficient_quota) unretried.
+  'x-should-retry',
+  ...['provider', 'model', 'attempts', 'cost-usd', 'dropped-params', 'budget-remaining-usd', 'budget-degraded', 'audio-sample-rate'].map((name) => `x-conduit-${name}`),
 ].join(', ')
 
 /** Header names a preflight may ask for: tokens separated by commas (echoed back, so nothing else). */
@@ -217,7 +222,7 @@ function corsForV1(origins: readonly string[]) {
         status: 204,
         headers: {
           'access-control-allow-origin': origin,
-          'access-control-allow-methods': 'GET, POST, OPTIONS',
+          'access-control-allow-methods': 'GET, POST, DELETE, OPTIONS',
           ...(HEADER_NAME_LIST.test(requested) ? { 'access-control-allow-headers': requested } : {}),
           'access-control-max-age': '600',
           vary: 'Origin, Access-Control-Request-Headers',

@@ -4,6 +4,7 @@ import { createApp } from '../../src/http/app.ts'
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.ts'
 import { MASTER_KEY, startGateway, type TestGateway } from '../helpers/gateway.ts'
 import { validateSchema } from '../helpers/openapi.ts'
+import { exchange } from '../helpers/raw-http.ts'
 
 /** SE10: browsers on the configured origins may call /v1; everyone else, and the admin API, get no CORS at all. */
 const APP = 'https://app.example.com'
@@ -61,7 +62,7 @@ describe('preflight', () => {
     expect(res.status).toBe(204)
     expect(corsHeaders(res)).toEqual({
       'access-control-allow-origin': APP,
-      'access-control-allow-methods': 'GET, POST, OPTIONS',
+      'access-control-allow-methods': 'GET, POST, DELETE, OPTIONS',
       'access-control-allow-headers': SDK_HEADERS,
       'access-control-max-age': '600',
     })
@@ -113,6 +114,28 @@ describe('actual requests from an allowed origin', () => {
       expect(res.status).toBe(status)
       expectAllowed(res)
       validateSchema('ErrorResponse', await res.json())
+    }
+  })
+
+  test('a spent budget tells the browser SDK not to retry: x-should-retry is exposed with the 429', async () => {
+    await gw.admin('POST', '/models', { name: 'priced', targets: [{ provider: 'fake', model: 'gpt-4o', price: { input: 1000, output: 1000 } }] })
+    const poor = (await gw.admin('POST', '/keys', { name: 'poor', budget: { usd: 0.0001, period: 'total' } })).key
+    const res = await fetch(`${gw.baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { origin: APP, authorization: `Bearer ${poor}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'priced', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 100 }),
+    })
+    expect([res.status, res.headers.get('x-should-retry')]).toEqual([429, 'false'])
+    expectAllowed(res)
+  })
+
+  test('a Host header that is not a host, with an Origin: 400 invalid_host, not a 500, on the routes Bun serves natively too', async () => {
+    for (const g of [gw, plain]) {
+      const { port } = new URL(g.origin)
+      for (const [method, path] of [['GET', '/health'], ['GET', '/v1/models'], ['POST', '/v1/chat/completions'], ['GET', '/admin/v1/keys'], ['GET', '/v1/realtime?model=m']]) {
+        const answer = await exchange(Number(port), `${method} ${path} HTTP/1.1\r\nHost: a?\r\nOrigin: ${APP}\r\nauthorization: Bearer ${key}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}`)
+        expect({ path, status: answer.slice(9, 12), code: /"code":"(\w+)"/.exec(answer)?.[1] }).toEqual({ path, status: '400', code: 'invalid_host' })
+      }
     }
   })
 
