@@ -153,6 +153,19 @@ describe('SE9: only the master key opens the admin API', () => {
     expect(await state()).toEqual(before)
   })
 
+  test('a short host (a gateway reached as http://api/) routes like any other: no route lost, none found under another path', async () => {
+    const { port } = new URL(gw.origin)
+    const { name } = (await asMaster('GET', `/models/${fixture.model}`)).body
+    const raw = async (path: string, authorization: string) =>
+      (await exchange(Number(port), `GET ${path} HTTP/1.1\r\nHost: api\r\nauthorization: ${authorization}\r\nconnection: close\r\n\r\n`)).slice(9, 12)
+    expect(await raw(`/v1/models/${name}`, `Bearer ${virtualKey}`)).toBe('200')
+    expect(await raw('/ui/keys', '')).toBe('200')
+    expect(await raw(`/admin/v1/models/${fixture.model}`, `Bearer ${MASTER_KEY}`)).toBe('200')
+    // Elysia took the path from the 11th character on: "http://api/v1/admin/v1/keys" was read as /admin/v1/keys.
+    expect(await raw('/v1/admin/v1/keys', `Bearer ${MASTER_KEY}`)).toBe('404')
+    expect(await raw('/xx/v1/models', `Bearer ${virtualKey}`)).toBe('404')
+  })
+
   test('past the wrong-key throttle: every route refused from that address (401, then 429), the master key too; other addresses unaffected', async () => {
     const from = '127.0.0.200'
     const before = await state()
