@@ -246,11 +246,6 @@ export async function createGateway(config: GatewayConfig, log: Logger, options:
 }
 
 /**
- * Config-file entities, applied idempotently by name: create what is missing, update what exists. Instances started
- * together on one database seed the same file at once: one creates, and the others, refused by the name's UNIQUE
- * constraint (a 409), find it and update it.
- */
-/**
  * The store as plugins read it. A budget rebuilt from the ledger (a key's first request, a period changed from daily
  * to monthly) counts this process's rows not yet written too (they go every 200 ms): without them, a period changed
  * right after a burst forgot the burst, and the budget admitted it again.
@@ -269,6 +264,11 @@ function storeForPlugins(store: Store, ledger: SpendLedger): StoreView {
 /** How long /ready waits for the database. */
 const READINESS_TIMEOUT_MS = 2_000
 
+/**
+ * Config-file entities, applied idempotently by name: create what is missing, update what exists. Instances started
+ * together on one database seed the same file at once: one creates, and the others, refused by the name's UNIQUE
+ * constraint (a 409), find it and update it.
+ */
 async function applySeed(admin: AdminService, store: Store, seed: GatewayConfig['seed']) {
   const generated: { name: string; key: string }[] = []
   for (const p of seed.providers ?? []) {

@@ -739,10 +739,10 @@ const operationLabel: Record<Operation, string> = {
   image_variations: 'image variations',
 }
 
-/** A provider's token count: absent is 0, anything but a finite non-negative number is null (unusable). */
 /** No request comes near this many tokens (the longest contexts hold a few million): a larger count is not a count. */
 const MAX_TOKEN_COUNT = 100_000_000
 
+/** A provider's token count: absent is 0; anything but a number from 0 to MAX_TOKEN_COUNT is null (unusable). */
 function tokenCount(value: unknown): number | null {
   if (value === undefined || value === null) return 0
   return typeof value === 'number' && value >= 0 && value <= MAX_TOKEN_COUNT ? Math.round(value) : null

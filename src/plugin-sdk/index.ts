@@ -32,7 +32,7 @@ export { estimatePromptTokens, estimateTokens, imageParts } from './tokens.ts'
 export { endUserOf } from './end-user.ts'
 export { jsonText, type SentJson } from './json-text.ts'
 export { clusterOptions, commandTimeoutOf, connectionLike } from './redis.ts'
-export { assistantTexts, parseDataUrl, promptCacheUsage, textOf, toolArguments, userParts, type PartHandlers } from './translate.ts'
+export { assistantTexts, hasMedia, parseDataUrl, promptCacheUsage, textOf, toolArguments, userParts, type PartHandlers } from './translate.ts'
 export * from './types.ts'
 import type { Plugin } from './types.ts'
 

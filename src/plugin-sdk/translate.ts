@@ -58,6 +58,9 @@ export function userParts<B>(content: unknown, param: string, handlers: PartHand
   })
 }
 
+/** Whether message content holds a part other than text (an image, a file): a tool result then goes as blocks. */
+export const hasMedia = (content: unknown): content is unknown[] => Array.isArray(content) && content.some((part) => part?.type !== 'text')
+
 /** An assistant turn's content in the history as text pieces: text and refusal parts, which other APIs take as plain text. */
 export function assistantTexts(content: unknown, param: string): string[] {
   if (content == null) return []

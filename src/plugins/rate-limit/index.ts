@@ -85,6 +85,24 @@ function tokenReservation(body: Record<string, any>, prompt: number, limit: numb
  * `conduit_rate_limit_fail_open_total`) unless `failClosed`. With `shadow`, nothing is refused: what enforcement
  * would refuse is counted and marked, and takes nothing, as it would not.
  */
+/** What one rule has left, for its `x-ratelimit-*` headers. */
+interface RateState {
+  limit: number
+  remaining: number
+  resetMs: number
+}
+
+/** `x-ratelimit-{limit,remaining,reset}-<unit>` for one rule per unit (a later one of the same unit wins). */
+function rateHeaders(rules: Iterable<readonly [string, RateState]>): Record<string, string> {
+  const headers: Record<string, string> = {}
+  for (const [unit, { limit, remaining, resetMs }] of rules) {
+    headers[`x-ratelimit-limit-${unit}`] = String(limit)
+    headers[`x-ratelimit-remaining-${unit}`] = String(remaining)
+    headers[`x-ratelimit-reset-${unit}`] = resetDuration(resetMs)
+  }
+  return headers
+}
+
 export default definePlugin({
   name: 'rate-limit',
   version: '1.0.0',
@@ -192,17 +210,13 @@ export default definePlugin({
       if (admission.unavailable.budget) return // the budget plugin refuses it
       const { claims, outcome } = admission
       if (admission.via === 'degraded' && claims.some((c) => c.rates.length > 0 || c.slots !== null)) ctx.setHeader('x-ratelimit-degraded', 'true')
-      const binding = new Map<string, { limit: number; remaining: number; resetMs: number }>()
+      const binding = new Map<string, RateState>()
       for (let i = 0; i < claims.length; i++) {
         const claim = claims[i]!
         if (claim.rates.length === 0 && claim.slots === null) continue
         const decided = outcome.scopes[i]!
-        const scopeHeaders: Record<string, string> = {}
         claim.rates.forEach((rate, j) => {
           const d = decided.rates[j]!
-          scopeHeaders[`x-ratelimit-limit-${rate.unit}`] = String(rate.limit)
-          scopeHeaders[`x-ratelimit-remaining-${rate.unit}`] = String(d.remaining)
-          scopeHeaders[`x-ratelimit-reset-${rate.unit}`] = resetDuration(d.resetMs)
           const tightest = binding.get(rate.unit)
           if (!tightest || d.remaining < tightest.remaining) binding.set(rate.unit, { limit: rate.limit, remaining: d.remaining, resetMs: d.resetMs })
         })
@@ -217,14 +231,13 @@ export default definePlugin({
           const { limit } = claim.rates[refused]!
           const retryAfter = Math.max(1, Math.ceil(decided.rates[refused]!.retryAfterMs / 1000))
           const message = `Rate limit reached for ${LABELS[rule]} (${rule}) on ${claim.scope.label}: limit ${limit}. Try again in ${retryAfter} s.`
-          throw new GatewayError(429, message, { code: 'rate_limit_exceeded', headers: { ...scopeHeaders, 'retry-after': String(retryAfter) } })
+          // The refusing scope's own headers, whatever binds elsewhere.
+          const scope = claim.rates.map((rate, j) => [rate.unit, { limit: rate.limit, ...decided.rates[j]! }] as const)
+          throw new GatewayError(429, message, { code: 'rate_limit_exceeded', headers: { ...rateHeaders(scope), 'retry-after': String(retryAfter) } })
         }
       }
-      for (const [unit, { limit, remaining, resetMs }] of binding) {
-        ctx.setHeader(`x-ratelimit-limit-${unit}`, String(limit))
-        ctx.setHeader(`x-ratelimit-remaining-${unit}`, String(remaining))
-        ctx.setHeader(`x-ratelimit-reset-${unit}`, resetDuration(resetMs))
-      }
+      const headers = rateHeaders(binding)
+      for (const name in headers) ctx.setHeader(name, headers[name]!)
     }
 
     /**

@@ -1,4 +1,4 @@
-import { GatewayError, assistantTexts, badRequest, parseDataUrl, textOf, toolArguments, userParts, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
+import { GatewayError, assistantTexts, badRequest, hasMedia, parseDataUrl, textOf, toolArguments, userParts, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
 import {
   ANTHROPIC_VERSION,
   type AnthropicContentBlockParam,
@@ -103,7 +103,7 @@ export function translateMessages(input: unknown): { system: string | null; mess
         break
       case 'tool':
         // A result with images (or a PDF) is a list of blocks, as Anthropic takes them inside tool_result.
-        push('user', [{ type: 'tool_result', tool_use_id: String(message.tool_call_id ?? ''), content: withMedia(message.content) ? userBlocks(message.content, param) : textOf(message.content, param) }])
+        push('user', [{ type: 'tool_result', tool_use_id: String(message.tool_call_id ?? ''), content: hasMedia(message.content) ? userBlocks(message.content, param) : textOf(message.content, param) }])
         break
       default:
         throw badRequest(`The role '${message?.role}' is not supported by this provider.`, `${param}.role`, 'unsupported_value')
@@ -111,8 +111,6 @@ export function translateMessages(input: unknown): { system: string | null; mess
   })
   return { system: system.length > 0 ? system.join('\n') : null, messages }
 }
-
-const withMedia = (content: unknown): content is unknown[] => Array.isArray(content) && content.some((part) => part?.type !== 'text')
 
 // Anthropic rejects empty text blocks, so they are left out.
 const text = (value: string): AnthropicContentBlockParam[] => (value ? [{ type: 'text', text: value }] : [])

@@ -1,4 +1,4 @@
-import { GatewayError, assistantTexts, badRequest, parseDataUrl, textOf, toolArguments, userParts, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
+import { GatewayError, assistantTexts, badRequest, hasMedia, parseDataUrl, textOf, toolArguments, userParts, type AttemptContext, type UpstreamRequest } from '../../plugin-sdk/index.ts'
 import { authorizedRequest, connection, modelURL } from './config.ts'
 import type { ContentBlock, ConverseRequest, ImageBlock, ImageFormat, InferenceConfiguration, Message, TextBlock, ToolChoice, ToolConfiguration, ToolSpec } from './types.ts'
 
@@ -100,12 +100,10 @@ export function translateMessages(input: unknown): { system: TextBlock[]; messag
       case 'assistant':
         push('assistant', assistantBlocks(message, param))
         break
-      case 'tool': {
+      case 'tool':
         // A result with images is a list of blocks, as Converse takes them inside toolResult.
-        const media = Array.isArray(message.content) && message.content.some((part: any) => part?.type !== 'text')
-        push('user', [{ toolResult: { toolUseId: String(message.tool_call_id ?? ''), content: media ? userBlocks(message.content, param) : [{ text: textOf(message.content, param) }] } }])
+        push('user', [{ toolResult: { toolUseId: String(message.tool_call_id ?? ''), content: hasMedia(message.content) ? userBlocks(message.content, param) : [{ text: textOf(message.content, param) }] } }])
         break
-      }
       default:
         throw badRequest(`The role '${message?.role}' is not supported by this provider.`, `${param}.role`, 'unsupported_value')
     }
